@@ -1,0 +1,456 @@
+"""Typed stack configuration for liftoff, validated before any resource is declared.
+
+Every `liftoff:*` key is read here and nowhere else. `load_config` is a plain function over
+the raw key/value strings Pulumi passes to the program, so it is tested without a runtime;
+`read_stack_config` feeds it from the running Pulumi program. All problems are collected and
+raised together as one `ConfigError`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from components.validation import ConfigError, ConfigReader, Problem, read_string_map
+
+Target = Literal["aws", "kubernetes"]
+TARGETS: tuple[str, ...] = ("aws", "kubernetes")
+
+# Postgres major versions offered on both targets, with the exact image tag the Kubernetes
+# target runs (pinned, so a redeploy never silently changes the server binary). RDS takes the
+# major version and applies minor upgrades itself.
+POSTGRES_IMAGE_TAGS: dict[str, str] = {"15": "15.15", "16": "16.11", "17": "17.7"}
+DEFAULT_POSTGRES_VERSION = "17"
+
+DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS_LABEL_DESCRIBE = "a DNS label: lowercase letters, digits and '-', at most 63 characters"
+_CPU = r"\d+(\.\d+)?m?"
+_MEMORY = r"\d+(\.\d+)?(Ki|Mi|Gi|Ti|k|M|G|T)?"
+_K8S_LABEL_NAME = r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)"
+_K8S_LABEL_KEY = rf"({DNS_LABEL}(\.{DNS_LABEL})*/)?{_K8S_LABEL_NAME}"
+_K8S_LABEL_VALUE = rf"({_K8S_LABEL_NAME})?"
+
+
+@dataclass(frozen=True)
+class KubernetesSettings:
+    """`liftoff:kubernetes` — where and how the Kubernetes target deploys."""
+
+    namespace: str
+    """Default: `liftoff-<stack>`."""
+    create_namespace: bool = True
+    """Default: true. Set false when a cluster admin pre-creates the namespace."""
+    storage_class: str | None = None
+    """Default: the cluster's default StorageClass."""
+    image_registry: str | None = None
+    """Default: none (images from their public registries). A mirror prefix such as
+    `registry.corp.example/mirror`, applied to every image the platform runs."""
+    kubeconfig: str | None = None
+    """Default: the ambient kubeconfig (KUBECONFIG or ~/.kube/config). A path or the content."""
+    context: str | None = None
+    """Default: the kubeconfig's current context."""
+    cluster_domain: str = "cluster.local"
+    """Default: `cluster.local`. Used to build fully qualified Service DNS names."""
+    dns_namespace: str = "kube-system"
+    """Default: `kube-system`. Namespace of the cluster DNS pods every pod may reach on port 53."""
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    """`liftoff:aws` — the AWS network. Region comes from `aws:region`."""
+
+    region: str
+    vpc_id: str | None = None
+    """Default: a new VPC is created. Set together with `privateSubnetIds`."""
+    private_subnet_ids: tuple[str, ...] = ()
+    """Default: new private subnets, one per availability zone."""
+    vpc_cidr: str = "10.40.0.0/16"
+    """Default: `10.40.0.0/16`. Only for a new VPC."""
+    availability_zones: int = 2
+    """Default: 2. How many AZs a new VPC spans (2..6)."""
+
+    @property
+    def bring_your_own_network(self) -> bool:
+        return self.vpc_id is not None
+
+
+@dataclass(frozen=True)
+class ComputeResources:
+    """Kubernetes requests/limits for one container."""
+
+    requests_cpu: str
+    requests_memory: str
+    limits_cpu: str
+    limits_memory: str
+
+    def to_kubernetes(self) -> dict[str, dict[str, str]]:
+        return {
+            "requests": {"cpu": self.requests_cpu, "memory": self.requests_memory},
+            "limits": {"cpu": self.limits_cpu, "memory": self.limits_memory},
+        }
+
+
+@dataclass(frozen=True)
+class PostgresSettings:
+    """`liftoff:postgres` — the platform's Postgres (RDS on AWS, a StatefulSet on Kubernetes)."""
+
+    version: str = DEFAULT_POSTGRES_VERSION
+    """Default: `17`. A major version: 15, 16 or 17."""
+    storage_gb: int = 20
+    """Default: 20. Allocated storage (AWS: gp3, 20..65536) / PVC size (Kubernetes, 1..65536)."""
+    instance_class: str = "db.t4g.small"
+    """Default: `db.t4g.small`. AWS only."""
+    resources: ComputeResources = field(
+        default_factory=lambda: ComputeResources("250m", "512Mi", "1", "1Gi")
+    )
+    """Default: requests 250m CPU / 512Mi, limits 1 CPU / 1Gi. Kubernetes only."""
+    high_availability: bool = False
+    """Default: false. AWS: Multi-AZ standby."""
+    backup_retention_days: int = 7
+    """Default: 7 (1..35). AWS automated backups."""
+    deletion_protection: bool = True
+    """Default: true. AWS: RDS deletion protection and a final snapshot; Kubernetes: the
+    namespace and volumes are retained when the stack is destroyed."""
+    database: str = "liftoff"
+    """The admin database name; fixed."""
+    username: str = "liftoff"
+    """The admin user name; fixed."""
+
+    @property
+    def image_tag(self) -> str:
+        return POSTGRES_IMAGE_TAGS[self.version]
+
+
+@dataclass(frozen=True)
+class PlatformConfig:
+    project: str
+    stack: str
+    target: Target
+    postgres: PostgresSettings
+    tags: dict[str, str]
+    kubernetes: KubernetesSettings | None = None
+    aws: AwsSettings | None = None
+
+    @property
+    def prefix(self) -> str:
+        """Stable name prefix for cloud resources that need a unique physical name."""
+        return f"liftoff-{self.stack}"
+
+
+# The config keys this program reads, in the order they are documented.
+KNOWN_KEYS: tuple[str, ...] = ("target", "kubernetes", "aws", "postgres", "tags")
+_OBJECT_KEYS = frozenset({"kubernetes", "aws", "postgres", "tags"})
+
+
+def load_config(
+    values: Mapping[str, Any],
+    *,
+    project: str,
+    stack: str,
+    secret_keys: Iterable[str] = (),
+) -> PlatformConfig:
+    """Build the typed configuration from raw `namespace:key` values, or raise ConfigError.
+
+    `values` holds every config key of the stack (Pulumi passes strings; object values are
+    JSON). Keys outside the `liftoff` namespace are read only where liftoff needs them
+    (`aws:region`).
+    """
+    problems: list[Problem] = []
+    # Secret keys matter to later readers (credentials must arrive as secrets).
+    _ = frozenset(secret_keys)
+    raw: dict[str, Any] = {}
+    for full_key, value in values.items():
+        namespace, _, name = full_key.partition(":")
+        if namespace != project:
+            continue
+        if name not in KNOWN_KEYS:
+            problems.append(
+                Problem(
+                    full_key,
+                    value,
+                    "no such key; known keys: " + ", ".join(f"{project}:{k}" for k in KNOWN_KEYS),
+                )
+            )
+            continue
+        raw[name] = _decode(full_key, name, value, problems)
+
+    stack_problem = _check_stack_name(stack)
+    if stack_problem:
+        problems.append(stack_problem)
+
+    target = _read_target(project, raw.get("target"), problems)
+
+    kubernetes_reader = ConfigReader(f"{project}:kubernetes", raw.get("kubernetes"), problems)
+    aws_reader = ConfigReader(f"{project}:aws", raw.get("aws"), problems)
+    kubernetes = aws = None
+    if target == "kubernetes":
+        kubernetes = _read_kubernetes(kubernetes_reader, stack)
+        if "aws" in raw:
+            problems.append(Problem(f"{project}:aws", raw["aws"], "only with target 'aws'"))
+    elif target == "aws":
+        aws = _read_aws(aws_reader, values.get("aws:region"), problems)
+        if "kubernetes" in raw:
+            problems.append(
+                Problem(f"{project}:kubernetes", raw["kubernetes"], "only with target 'kubernetes'")
+            )
+
+    postgres = _read_postgres(
+        ConfigReader(f"{project}:postgres", raw.get("postgres"), problems), target
+    )
+    tags = _read_tags(f"{project}:tags", raw.get("tags"), target, problems)
+
+    if problems:
+        raise ConfigError(problems)
+    assert target is not None
+    return PlatformConfig(
+        project=project,
+        stack=stack,
+        target=target,
+        postgres=postgres,
+        tags=tags,
+        kubernetes=kubernetes,
+        aws=aws,
+    )
+
+
+def _decode(full_key: str, name: str, value: Any, problems: list[Problem]) -> Any:
+    if name not in _OBJECT_KEYS or not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        problems.append(Problem(full_key, value, "an object (write it as a YAML mapping)"))
+        return None
+
+
+def _check_stack_name(stack: str) -> Problem | None:
+    # The stack name becomes part of namespaces, RDS identifiers and DNS names.
+    if re.fullmatch(r"[a-z][a-z0-9-]{0,29}", stack) and not stack.endswith("-"):
+        return None
+    return Problem(
+        "stack name",
+        stack,
+        "lowercase letters, digits and '-', starting with a letter, at most 30 characters "
+        "(it becomes part of DNS names and resource identifiers)",
+    )
+
+
+def _read_target(project: str, value: Any, problems: list[Problem]) -> Target | None:
+    allowed = "'aws' or 'kubernetes' (required)"
+    if value not in TARGETS:
+        problems.append(Problem(f"{project}:target", value if value is not None else None, allowed))
+        return None
+    return value  # type: ignore[return-value]
+
+
+def _read_kubernetes(reader: ConfigReader, stack: str) -> KubernetesSettings:
+    namespace = reader.string(
+        "namespace",
+        f"liftoff-{stack}",
+        pattern=DNS_LABEL,
+        describe=_DNS_LABEL_DESCRIBE,
+        max_length=63,
+    )
+    settings = KubernetesSettings(
+        namespace=namespace or f"liftoff-{stack}",
+        create_namespace=reader.boolean("createNamespace", True),
+        storage_class=reader.string(
+            "storageClass",
+            pattern=rf"{DNS_LABEL}(\.{DNS_LABEL})*",
+            describe="a StorageClass name (lowercase DNS subdomain)",
+            max_length=253,
+        ),
+        image_registry=reader.string(
+            "imageRegistry",
+            pattern=r"[a-zA-Z0-9.-]+(:\d+)?(/[a-z0-9._-]+)*",
+            describe="a registry host with an optional path, e.g. registry.corp.example/mirror "
+            "(no scheme, no trailing '/')",
+        ),
+        kubeconfig=reader.string("kubeconfig", describe="a kubeconfig path or its content"),
+        context=reader.string("context", describe="a kubeconfig context name"),
+        cluster_domain=reader.string(
+            "clusterDomain",
+            "cluster.local",
+            pattern=rf"{DNS_LABEL}(\.{DNS_LABEL})*",
+            describe="a DNS domain such as cluster.local",
+        )
+        or "cluster.local",
+        dns_namespace=reader.string(
+            "dnsNamespace", "kube-system", pattern=DNS_LABEL, describe=_DNS_LABEL_DESCRIBE
+        )
+        or "kube-system",
+    )
+    reader.finish()
+    return settings
+
+
+def _read_aws(reader: ConfigReader, region: Any, problems: list[Problem]) -> AwsSettings:
+    if not isinstance(region, str) or not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", region):
+        problems.append(
+            Problem(
+                "aws:region", region, "an AWS region such as eu-west-1 (required for target aws)"
+            )
+        )
+        region = ""
+    vpc_id = reader.string("vpcId", pattern=r"vpc-[0-9a-f]{8,17}", describe="a VPC id (vpc-...)")
+    subnets = reader.string_list(
+        "privateSubnetIds",
+        item_pattern=r"subnet-[0-9a-f]{8,17}",
+        describe="a subnet id (subnet-...)",
+    )
+    if (vpc_id is None) != (subnets is None) and not any(
+        p.key.startswith(reader.key("vpcId")) or p.key.startswith(reader.key("privateSubnetIds"))
+        for p in problems
+    ):
+        which = "privateSubnetIds" if vpc_id else "vpcId"
+        reader.problem(
+            which,
+            None,
+            "vpcId and privateSubnetIds must be set together (bring your own network) or both "
+            "left out (a new VPC is created)",
+        )
+    if subnets is not None and vpc_id is not None and len(subnets) < 2:
+        reader.problem(
+            "privateSubnetIds",
+            list(subnets),
+            "at least 2 private subnets in different availability zones",
+        )
+    if subnets is not None and len(set(subnets)) != len(subnets):
+        reader.problem("privateSubnetIds", list(subnets), "distinct subnet ids")
+    vpc_cidr = reader.string("vpcCidr", "10.40.0.0/16", describe="an IPv4 CIDR from /16 to /24")
+    if vpc_cidr is not None and not _is_vpc_cidr(vpc_cidr):
+        reader.problem("vpcCidr", vpc_cidr, "an IPv4 CIDR from /16 to /24, e.g. 10.40.0.0/16")
+        vpc_cidr = "10.40.0.0/16"
+    if vpc_id is not None:
+        reader.reject("vpcCidr", "only when liftoff creates the VPC (leave out with vpcId)")
+        reader.reject(
+            "availabilityZones", "only when liftoff creates the VPC (leave out with vpcId)"
+        )
+    zones = reader.integer("availabilityZones", 2, minimum=2, maximum=6)
+    reader.finish()
+    return AwsSettings(
+        region=region,
+        vpc_id=vpc_id,
+        private_subnet_ids=tuple(subnets or ()),
+        vpc_cidr=vpc_cidr or "10.40.0.0/16",
+        availability_zones=zones,
+    )
+
+
+def _is_vpc_cidr(value: str) -> bool:
+    try:
+        network = ipaddress.IPv4Network(value, strict=True)
+    except ValueError:
+        return False
+    return 16 <= network.prefixlen <= 24
+
+
+def _read_postgres(reader: ConfigReader, target: Target | None) -> PostgresSettings:
+    defaults = PostgresSettings()
+    version = reader.string(
+        "version", DEFAULT_POSTGRES_VERSION, choices=sorted(POSTGRES_IMAGE_TAGS)
+    )
+    minimum_storage = 20 if target == "aws" else 1
+    storage = reader.integer(
+        "storageGb", defaults.storage_gb, minimum=minimum_storage, maximum=65536
+    )
+    instance_class = defaults.instance_class
+    resources = defaults.resources
+    if target == "aws":
+        instance_class = (
+            reader.string(
+                "instanceClass",
+                defaults.instance_class,
+                pattern=r"db\.[a-z0-9]+\.[a-z0-9]+",
+                describe="an RDS instance class such as db.t4g.small or db.r7g.large",
+            )
+            or defaults.instance_class
+        )
+        reader.reject("resources", "only with target 'kubernetes' (AWS uses instanceClass)")
+    elif target == "kubernetes":
+        resources = _read_resources(reader.object("resources"), defaults.resources)
+        reader.reject("instanceClass", "only with target 'aws' (Kubernetes uses resources)")
+        reader.reject("highAvailability", "only with target 'aws' (RDS Multi-AZ)")
+        reader.reject("backupRetentionDays", "only with target 'aws' (RDS automated backups)")
+    settings = PostgresSettings(
+        version=version or DEFAULT_POSTGRES_VERSION,
+        storage_gb=storage,
+        instance_class=instance_class,
+        resources=resources,
+        high_availability=reader.boolean("highAvailability", defaults.high_availability),
+        backup_retention_days=reader.integer(
+            "backupRetentionDays", defaults.backup_retention_days, minimum=1, maximum=35
+        ),
+        deletion_protection=reader.boolean("deletionProtection", defaults.deletion_protection),
+    )
+    reader.finish()
+    return settings
+
+
+def _read_resources(reader: ConfigReader, defaults: ComputeResources) -> ComputeResources:
+    requests = reader.object("requests")
+    limits = reader.object("limits")
+    cpu = "a CPU quantity such as 250m or 2"
+    memory = "a memory quantity such as 512Mi or 2Gi"
+    result = ComputeResources(
+        requests_cpu=requests.string("cpu", defaults.requests_cpu, pattern=_CPU, describe=cpu)
+        or defaults.requests_cpu,
+        requests_memory=requests.string(
+            "memory", defaults.requests_memory, pattern=_MEMORY, describe=memory
+        )
+        or defaults.requests_memory,
+        limits_cpu=limits.string("cpu", defaults.limits_cpu, pattern=_CPU, describe=cpu)
+        or defaults.limits_cpu,
+        limits_memory=limits.string(
+            "memory", defaults.limits_memory, pattern=_MEMORY, describe=memory
+        )
+        or defaults.limits_memory,
+    )
+    for part in (requests, limits, reader):
+        part.finish()
+    return result
+
+
+def _read_tags(
+    key: str, raw: Any, target: Target | None, problems: list[Problem]
+) -> dict[str, str]:
+    if raw is None:
+        return {}
+
+    def check(name: str, value: str) -> str | None:
+        if target == "kubernetes":
+            if not re.fullmatch(_K8S_LABEL_KEY, name) or len(name) > 253:
+                return "a Kubernetes label key (name or prefix/name, at most 63 characters a part)"
+            if not re.fullmatch(_K8S_LABEL_VALUE, value):
+                return (
+                    "a Kubernetes label value: at most 63 letters, digits, '-', '_' or '.', "
+                    "starting and ending with a letter or digit"
+                )
+        else:
+            if name.lower().startswith("aws:") or not 1 <= len(name) <= 128:
+                return "an AWS tag key of 1 to 128 characters, not starting with 'aws:'"
+            if len(value) > 256:
+                return "an AWS tag value of at most 256 characters"
+        return None
+
+    return read_string_map(key, raw, problems, check)
+
+
+def read_stack_config() -> PlatformConfig:
+    """Read and validate the configuration of the running Pulumi program."""
+    import pulumi
+    from pulumi.runtime import config as runtime_config
+
+    values: dict[str, Any] = dict(runtime_config.get_config_env())
+    values.update(runtime_config.CONFIG.get())
+    secret_keys = set(runtime_config.get_config_secret_keys_env())
+    secret_keys.update(runtime_config._SECRET_KEYS.get())
+    return load_config(
+        values,
+        project=pulumi.get_project(),
+        stack=pulumi.get_stack(),
+        secret_keys=secret_keys,
+    )

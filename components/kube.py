@@ -1,0 +1,81 @@
+"""Helpers shared by the Kubernetes realizations: labels, images, restricted security contexts.
+
+Plain functions over plain dicts, so they can be tested without a Pulumi runtime and never
+import a provider SDK.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+PART_OF = "liftoff"
+# Pods of the platform carry this label with their component name; NetworkPolicies select on it.
+COMPONENT_LABEL = "app.kubernetes.io/component"
+
+
+def labels(component: str, stack: str, tags: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Recommended Kubernetes labels plus the stack's tags (the well-known labels win)."""
+    merged = dict(sorted((tags or {}).items()))
+    merged.update(
+        {
+            "app.kubernetes.io/name": component,
+            "app.kubernetes.io/instance": stack,
+            "app.kubernetes.io/part-of": PART_OF,
+            "app.kubernetes.io/managed-by": "pulumi",
+            COMPONENT_LABEL: component,
+        }
+    )
+    return merged
+
+
+def selector(component: str, stack: str) -> dict[str, str]:
+    """The stable subset of labels used in selectors (selectors are immutable once created)."""
+    return {"app.kubernetes.io/instance": stack, COMPONENT_LABEL: component}
+
+
+def image(reference: str, registry: str | None) -> str:
+    """Route an image through the registry override.
+
+    `reference` is fully qualified (`docker.io/library/postgres:17.7`). A mirror replaces the
+    registry host and keeps the repository path, the layout pull-through caches use:
+    `registry.corp.example/mirror/library/postgres:17.7`.
+    """
+    host, _, path = reference.partition("/")
+    if not path or ("." not in host and ":" not in host and host != "localhost"):
+        raise ValueError(f"image reference {reference!r} must start with its registry host")
+    name, _, tag = path.rpartition(":")
+    if not name or not tag or tag == "latest" or "/" in tag:
+        raise ValueError(f"image reference {reference!r} must carry a pinned tag (not latest)")
+    if not registry:
+        return reference
+    return f"{registry.rstrip('/')}/{path}"
+
+
+def pod_security_context(uid: int, gid: int | None = None) -> dict[str, Any]:
+    """Pod-level settings of the Pod Security "restricted" profile."""
+    gid = uid if gid is None else gid
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": gid,
+        "fsGroup": gid,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context(read_only_root: bool = True) -> dict[str, Any]:
+    """Container-level settings of the Pod Security "restricted" profile."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": read_only_root,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def service_dns_name(service: str, namespace: str, cluster_domain: str) -> str:
+    return f"{service}.{namespace}.svc.{cluster_domain}"

@@ -1,0 +1,34 @@
+"""Network capability: where the platform's workloads live and how they find each other.
+
+AWS: a VPC with private subnets (new or brought by the customer) and a Cloud Map private DNS
+namespace. Kubernetes: a namespace with default-deny NetworkPolicies; Service DNS.
+
+Both realizations answer `dns_name(service)`: the stable discovery name of a service, the
+service-discovery contract every other capability builds on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import pulumi
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A workload asking another capability for network access (the argument of grants).
+
+    Give `security_group_id` on AWS and `pod_labels` (a selector of its pods) on Kubernetes.
+    """
+
+    name: str
+    security_group_id: pulumi.Input[str] | None = None
+    pod_labels: Mapping[str, str] = field(default_factory=dict)
+
+
+class Network(Protocol):
+    def dns_name(self, service: str) -> pulumi.Output[str]:
+        """The stable, fully qualified discovery name for `service`."""
+        ...

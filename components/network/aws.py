@@ -1,0 +1,224 @@
+"""AWS network: a private-only VPC (or the customer's own) plus Cloud Map service discovery."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from components.config import AwsSettings
+
+FLOW_LOG_RETENTION_DAYS = 365
+
+
+@dataclass(frozen=True)
+class AwsNetworkArgs:
+    settings: AwsSettings
+    discovery_domain: str
+    """Private DNS domain of the Cloud Map namespace, e.g. `liftoff-prod.internal`."""
+
+
+def subnet_cidrs(vpc_cidr: str, count: int) -> list[str]:
+    """Carve `count` equal private subnets out of the VPC range, leaving room for up to 8.
+
+    Deterministic: the same range and count always give the same subnets.
+    """
+    network = ipaddress.IPv4Network(vpc_cidr)
+    new_prefix = min(network.prefixlen + 3, 28)
+    return [str(subnet) for subnet in list(network.subnets(new_prefix=new_prefix))[:count]]
+
+
+class AwsNetwork(pulumi.ComponentResource):
+    """The VPC the platform runs in, and its private DNS namespace.
+
+    A new VPC has private subnets only: no internet gateway, no NAT, nothing public. AWS APIs
+    are reached through VPC endpoints (S3 gateway endpoint here; other capabilities add the
+    interface endpoints they need). With `vpcId`/`privateSubnetIds` the customer's network is
+    used as it is and only the discovery namespace is created in it.
+    """
+
+    vpc_id: pulumi.Output[str]
+    private_subnet_ids: pulumi.Output[list[str]]
+    discovery_namespace: aws.servicediscovery.PrivateDnsNamespace
+
+    def __init__(self, name: str, args: AwsNetworkArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("liftoff:network:AwsNetwork", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        settings = args.settings
+        self.discovery_domain = args.discovery_domain
+
+        if settings.bring_your_own_network:
+            self.vpc = None
+            self.vpc_id = pulumi.Output.from_input(settings.vpc_id)
+            self.private_subnet_ids = pulumi.Output.from_input(list(settings.private_subnet_ids))
+        else:
+            self._create_vpc(name, settings, child)
+
+        self.discovery_namespace = aws.servicediscovery.PrivateDnsNamespace(
+            f"{name}-discovery",
+            name=args.discovery_domain,
+            vpc=self.vpc_id,
+            description="liftoff service discovery: stable names for the platform's services",
+            opts=child,
+        )
+        self.register_outputs(
+            {
+                "vpcId": self.vpc_id,
+                "privateSubnetIds": self.private_subnet_ids,
+                "discoveryNamespaceId": self.discovery_namespace.id,
+            }
+        )
+
+    def _create_vpc(self, name: str, settings: AwsSettings, child: pulumi.ResourceOptions):
+        self.vpc = aws.ec2.Vpc(
+            f"{name}-vpc",
+            cidr_block=settings.vpc_cidr,
+            # Both are required for Cloud Map private DNS and interface VPC endpoints.
+            enable_dns_hostnames=True,
+            enable_dns_support=True,
+            tags={"Name": f"{name}-vpc"},
+            opts=child,
+        )
+        self.vpc_id = self.vpc.id
+        # The default security group admits all traffic between its members; strip it so that
+        # only the platform's explicit groups are ever used.
+        aws.ec2.DefaultSecurityGroup(
+            f"{name}-default-sg", vpc_id=self.vpc.id, ingress=[], egress=[], opts=child
+        )
+        zones = aws.get_availability_zones_output(
+            state="available", opts=pulumi.InvokeOutputOptions(parent=self)
+        )
+        route_table = aws.ec2.RouteTable(
+            f"{name}-private-routes",
+            vpc_id=self.vpc.id,
+            tags={"Name": f"{name}-private"},
+            opts=child,
+        )
+        subnets = []
+        for index, cidr in enumerate(subnet_cidrs(settings.vpc_cidr, settings.availability_zones)):
+            subnet = aws.ec2.Subnet(
+                f"{name}-private-{index}",
+                vpc_id=self.vpc.id,
+                cidr_block=cidr,
+                availability_zone=zones.names.apply(lambda names, i=index: _zone(names, i)),
+                map_public_ip_on_launch=False,
+                tags={"Name": f"{name}-private-{index}", "liftoff/tier": "private"},
+                opts=child,
+            )
+            aws.ec2.RouteTableAssociation(
+                f"{name}-private-{index}-routes",
+                subnet_id=subnet.id,
+                route_table_id=route_table.id,
+                opts=child,
+            )
+            subnets.append(subnet)
+        self.private_subnets = subnets
+        self.private_subnet_ids = pulumi.Output.all(*[s.id for s in subnets]).apply(list)
+
+        aws.ec2.VpcEndpoint(
+            f"{name}-s3-endpoint",
+            vpc_id=self.vpc.id,
+            service_name=f"com.amazonaws.{settings.region}.s3",
+            vpc_endpoint_type="Gateway",
+            route_table_ids=[route_table.id],
+            opts=child,
+        )
+        self._flow_logs(name, child)
+
+    def _flow_logs(self, name: str, child: pulumi.ResourceOptions) -> None:
+        log_group = aws.cloudwatch.LogGroup(
+            f"{name}-flow-logs",
+            retention_in_days=FLOW_LOG_RETENTION_DAYS,
+            opts=child,
+        )
+        role = aws.iam.Role(
+            f"{name}-flow-logs-role",
+            assume_role_policy=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"Service": "vpc-flow-logs.amazonaws.com"},
+                            "Action": "sts:AssumeRole",
+                        }
+                    ],
+                }
+            ),
+            opts=child,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-flow-logs-policy",
+            role=role.id,
+            policy=log_group.arn.apply(
+                lambda arn: json.dumps(
+                    {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {
+                                "Effect": "Allow",
+                                "Action": [
+                                    "logs:CreateLogStream",
+                                    "logs:PutLogEvents",
+                                    "logs:DescribeLogStreams",
+                                ],
+                                "Resource": [arn, f"{arn}:*"],
+                            }
+                        ],
+                    }
+                )
+            ),
+            opts=child,
+        )
+        aws.ec2.FlowLog(
+            f"{name}-flow-log",
+            vpc_id=self.vpc_id,
+            traffic_type="ALL",
+            log_destination_type="cloud-watch-logs",
+            log_destination=log_group.arn,
+            iam_role_arn=role.arn,
+            opts=child,
+        )
+
+    def dns_name(self, service: str) -> pulumi.Output[str]:
+        return pulumi.Output.from_input(f"{service}.{self.discovery_domain}")
+
+    def register_cname(
+        self, name: str, service: str, target: pulumi.Input[str], parent: pulumi.Resource
+    ) -> pulumi.Output[str]:
+        """Publish `<service>.<domain>` as a CNAME to `target` (an AWS endpoint hostname).
+
+        The Cloud Map records are children of `parent`, the capability that owns the name.
+        """
+        child = pulumi.ResourceOptions(parent=parent)
+        discovery_service = aws.servicediscovery.Service(
+            f"{name}-discovery",
+            name=service,
+            dns_config={
+                "namespace_id": self.discovery_namespace.id,
+                # CNAME records require the weighted routing policy.
+                "routing_policy": "WEIGHTED",
+                "dns_records": [{"ttl": 30, "type": "CNAME"}],
+            },
+            opts=child,
+        )
+        aws.servicediscovery.Instance(
+            f"{name}-discovery-target",
+            instance_id=service,
+            service_id=discovery_service.id,
+            attributes={"AWS_INSTANCE_CNAME": target},
+            opts=child,
+        )
+        return self.dns_name(service)
+
+
+def _zone(names: list[str], index: int) -> str:
+    if index >= len(names):
+        raise ValueError(
+            f"liftoff:aws.availabilityZones asks for {index + 1} zones but the region has only "
+            f"{len(names)} available: {', '.join(names)}"
+        )
+    return names[index]

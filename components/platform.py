@@ -1,0 +1,117 @@
+"""The whole platform for one stack: wires the capabilities for the configured target.
+
+Only the chosen target's modules are imported, so a Kubernetes stack never loads pulumi_aws
+(and an AWS stack never needs a kubeconfig).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+
+from components.config import PlatformConfig
+
+
+class Platform(pulumi.ComponentResource):
+    """Every capability of one customer environment, as the root of the stack's resources."""
+
+    outputs: dict[str, Any]
+
+    def __init__(
+        self, name: str, config: PlatformConfig, opts: pulumi.ResourceOptions | None = None
+    ):
+        super().__init__("liftoff:index:Platform", name, None, opts)
+        self.config = config
+        self.outputs = {"target": config.target}
+        if config.target == "aws":
+            self._build_aws(name, config)
+        else:
+            self._build_kubernetes(name, config)
+        self.register_outputs(self.outputs)
+
+    def _build_aws(self, name: str, config: PlatformConfig) -> None:
+        import pulumi_aws as aws
+
+        from components.network.aws import AwsNetwork, AwsNetworkArgs
+        from components.postgres.aws import RdsPostgres, RdsPostgresArgs
+
+        assert config.aws is not None
+        # An explicit provider carries the stack's tags onto every taggable AWS resource.
+        provider = aws.Provider(
+            f"{name}-aws",
+            region=config.aws.region,
+            default_tags={"tags": {**config.tags, "liftoff:stack": config.stack}},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        child = pulumi.ResourceOptions(parent=self, providers={"aws": provider})
+        self.key = aws.kms.Key(
+            f"{name}-key",
+            description=f"liftoff {config.stack}: encryption at rest for the platform's data",
+            enable_key_rotation=True,
+            deletion_window_in_days=30,
+            opts=child,
+        )
+        aws.kms.Alias(
+            f"{name}-key-alias",
+            name=f"alias/{config.prefix}",
+            target_key_id=self.key.key_id,
+            opts=child,
+        )
+        self.network = AwsNetwork(
+            f"{name}-network",
+            AwsNetworkArgs(settings=config.aws, discovery_domain=f"{config.prefix}.internal"),
+            opts=child,
+        )
+        self.postgres = RdsPostgres(
+            f"{name}-postgres",
+            RdsPostgresArgs(
+                settings=config.postgres,
+                network=self.network,
+                identifier=f"{config.prefix}-postgres",
+                kms_key_arn=self.key.arn,
+            ),
+            opts=child,
+        )
+        self.outputs["vpcId"] = self.network.vpc_id
+        self.outputs["postgres"] = self.postgres.connection.public_view()
+
+    def _build_kubernetes(self, name: str, config: PlatformConfig) -> None:
+        import pulumi_kubernetes as k8s
+
+        from components.network.kubernetes import KubernetesNetwork, KubernetesNetworkArgs
+        from components.postgres.kubernetes import KubernetesPostgres, KubernetesPostgresArgs
+
+        settings = config.kubernetes
+        assert settings is not None
+        provider = k8s.Provider(
+            f"{name}-kubernetes",
+            kubeconfig=pulumi.Output.secret(settings.kubeconfig) if settings.kubeconfig else None,
+            context=settings.context,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        child = pulumi.ResourceOptions(parent=self, providers={"kubernetes": provider})
+        self.network = KubernetesNetwork(
+            f"{name}-network",
+            KubernetesNetworkArgs(
+                settings=settings,
+                stack=config.stack,
+                tags=config.tags,
+                retain_namespace=config.postgres.deletion_protection,
+            ),
+            opts=child,
+        )
+        self.postgres = KubernetesPostgres(
+            f"{name}-postgres",
+            KubernetesPostgresArgs(
+                settings=config.postgres,
+                network=self.network,
+                stack=config.stack,
+                storage_class=settings.storage_class,
+                image_registry=settings.image_registry,
+                tags=config.tags,
+            ),
+            opts=child,
+        )
+        self.outputs["namespace"] = self.network.namespace
+        self.outputs["postgres"] = self.postgres.connection.public_view()

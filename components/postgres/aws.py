@@ -1,0 +1,162 @@
+"""Postgres on AWS: RDS PostgreSQL in private subnets, discoverable through Cloud Map."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_random as random
+
+from components.config import PostgresSettings
+from components.network import Peer
+from components.network.aws import AwsNetwork
+from components.postgres import PORT, PostgresConnection
+
+
+@dataclass(frozen=True)
+class RdsPostgresArgs:
+    settings: PostgresSettings
+    network: AwsNetwork
+    identifier: str
+    """RDS instance identifier, e.g. `liftoff-prod-postgres`; also names the final snapshot."""
+    kms_key_arn: pulumi.Input[str] | None = None
+    """Default: the account's `aws/rds` key. The platform passes its own customer-managed key."""
+
+
+class RdsPostgres(pulumi.ComponentResource):
+    """An encrypted, private RDS PostgreSQL instance with generated credentials.
+
+    Nothing can connect until a grant admits a peer's security group: the instance's group has
+    no rules of its own. TLS is enforced (`rds.force_ssl`). The credentials are kept in Secrets
+    Manager (same JSON shape as RDS-managed secrets) and exposed as Pulumi secrets.
+    """
+
+    def __init__(
+        self, name: str, args: RdsPostgresArgs, opts: pulumi.ResourceOptions | None = None
+    ):
+        super().__init__("liftoff:postgres:RdsPostgres", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        settings = args.settings
+        self._name = name
+        if not re.fullmatch(r"[a-z][a-z0-9-]{0,62}", args.identifier) or "--" in args.identifier:
+            raise ValueError(f"RDS identifier {args.identifier!r} is not valid")
+
+        password = random.RandomPassword(
+            f"{name}-password",
+            length=40,
+            # Alphanumeric only: RDS rejects some punctuation and URLs would need escaping.
+            special=False,
+            opts=child,
+        )
+        self.security_group = aws.ec2.SecurityGroup(
+            f"{name}-sg",
+            vpc_id=args.network.vpc_id,
+            description="liftoff Postgres: admits only granted platform security groups",
+            tags={"Name": f"{args.identifier}"},
+            opts=child,
+        )
+        subnet_group = aws.rds.SubnetGroup(
+            f"{name}-subnets",
+            subnet_ids=args.network.private_subnet_ids,
+            description="liftoff Postgres private subnets",
+            opts=child,
+        )
+        parameters = aws.rds.ParameterGroup(
+            f"{name}-params",
+            family=f"postgres{settings.version}",
+            description="liftoff Postgres: TLS required, slow queries logged",
+            parameters=[
+                {"name": "rds.force_ssl", "value": "1"},
+                {"name": "log_min_duration_statement", "value": "1000"},
+            ],
+            opts=child,
+        )
+        self.instance = aws.rds.Instance(
+            f"{name}-instance",
+            identifier=args.identifier,
+            engine="postgres",
+            engine_version=settings.version,
+            auto_minor_version_upgrade=True,
+            instance_class=settings.instance_class,
+            allocated_storage=settings.storage_gb,
+            # Storage autoscaling headroom; RDS only grows storage when it runs low.
+            max_allocated_storage=min(settings.storage_gb * 4, 65536),
+            storage_type="gp3",
+            storage_encrypted=True,
+            kms_key_id=args.kms_key_arn,
+            db_name=settings.database,
+            username=settings.username,
+            password=password.result,
+            port=PORT,
+            db_subnet_group_name=subnet_group.name,
+            vpc_security_group_ids=[self.security_group.id],
+            parameter_group_name=parameters.name,
+            publicly_accessible=False,
+            multi_az=settings.high_availability,
+            backup_retention_period=settings.backup_retention_days,
+            copy_tags_to_snapshot=True,
+            deletion_protection=settings.deletion_protection,
+            skip_final_snapshot=False,
+            final_snapshot_identifier=f"{args.identifier}-final",
+            delete_automated_backups=not settings.deletion_protection,
+            iam_database_authentication_enabled=True,
+            enabled_cloudwatch_logs_exports=["postgresql", "upgrade"],
+            apply_immediately=False,
+            opts=child,
+        )
+        self.credentials = aws.secretsmanager.Secret(
+            f"{name}-credentials",
+            description="liftoff Postgres admin credentials",
+            kms_key_id=args.kms_key_arn,
+            recovery_window_in_days=30 if settings.deletion_protection else 7,
+            opts=child,
+        )
+        aws.secretsmanager.SecretVersion(
+            f"{name}-credentials-value",
+            secret_id=self.credentials.id,
+            secret_string=pulumi.Output.json_dumps(
+                {
+                    "engine": "postgres",
+                    "host": self.instance.address,
+                    "port": PORT,
+                    "dbname": settings.database,
+                    "username": settings.username,
+                    "password": password.result,
+                }
+            ),
+            opts=child,
+        )
+        dns_name = args.network.register_cname(name, "postgres", self.instance.address, self)
+        self.connection = PostgresConnection(
+            host=self.instance.address,
+            port=pulumi.Output.from_input(PORT),
+            database=pulumi.Output.from_input(settings.database),
+            dns_name=dns_name,
+            username=pulumi.Output.from_input(settings.username),
+            password=pulumi.Output.secret(password.result),
+        )
+        self.register_outputs(
+            {
+                "address": self.instance.address,
+                "dnsName": dns_name,
+                "securityGroupId": self.security_group.id,
+                "credentialsSecretArn": self.credentials.arn,
+            }
+        )
+
+    def grant_connect(self, peer: Peer) -> None:
+        """Admit `peer`'s security group to the Postgres port."""
+        if peer.security_group_id is None:
+            raise ValueError(f"grant_connect({peer.name!r}) on AWS needs the peer's security group")
+        aws.vpc.SecurityGroupIngressRule(
+            f"{self._name}-from-{peer.name}",
+            security_group_id=self.security_group.id,
+            referenced_security_group_id=peer.security_group_id,
+            ip_protocol="tcp",
+            from_port=PORT,
+            to_port=PORT,
+            description=f"Postgres from {peer.name}",
+            opts=pulumi.ResourceOptions(parent=self),
+        )

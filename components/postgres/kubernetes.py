@@ -1,0 +1,243 @@
+"""Postgres on Kubernetes: a StatefulSet of the official image on retained volumes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+
+from components import kube
+from components.config import PostgresSettings
+from components.network import Peer
+from components.network.kubernetes import KubernetesNetwork
+from components.postgres import CLIENT_LABEL, PORT, PostgresConnection
+
+# The official image's `postgres` user.
+POSTGRES_UID = 999
+IMAGE_REPOSITORY = "docker.io/library/postgres"
+SERVICE_NAME = "postgres"
+DATA_MOUNT = "/var/lib/postgresql/data"
+
+
+@dataclass(frozen=True)
+class KubernetesPostgresArgs:
+    settings: PostgresSettings
+    network: KubernetesNetwork
+    stack: str
+    storage_class: str | None = None
+    """Default: the cluster's default StorageClass."""
+    image_registry: str | None = None
+    """Default: docker.io. A mirror prefix for air-gapped clusters."""
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+class KubernetesPostgres(pulumi.ComponentResource):
+    """One Postgres server as a StatefulSet with a PVC per pod, retained on delete and scale-down.
+
+    `postgres.<namespace>.svc.<domain>` is the discovery name (a ClusterIP Service); a headless
+    Service gives the pod its stable identity. Only pods granted access (or carrying the client
+    label) may connect. The admin password is generated and kept in a Secret.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        args: KubernetesPostgresArgs,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        super().__init__("liftoff:postgres:KubernetesPostgres", name, None, opts)
+        settings = args.settings
+        network = args.network
+        self._name = name
+        self._network = network
+        self.labels = kube.labels("postgres", args.stack, args.tags)
+        self.selector = kube.selector("postgres", args.stack)
+        child = pulumi.ResourceOptions(parent=self, depends_on=[network.default_deny])
+
+        password = random.RandomPassword(
+            f"{name}-password", length=40, special=False, opts=pulumi.ResourceOptions(parent=self)
+        )
+        self.secret = k8s.core.v1.Secret(
+            f"{name}-credentials",
+            metadata=network.metadata("postgres-credentials", self.labels),
+            type="Opaque",
+            string_data={
+                "username": settings.username,
+                "password": password.result,
+                "database": settings.database,
+            },
+            opts=child,
+        )
+        self.headless_service = k8s.core.v1.Service(
+            f"{name}-headless",
+            metadata=network.metadata(f"{SERVICE_NAME}-headless", self.labels),
+            spec={
+                "clusterIP": "None",
+                "selector": self.selector,
+                # Lets the pod's DNS record exist before it is ready, as initdb needs none.
+                "publishNotReadyAddresses": True,
+                "ports": [{"name": "postgres", "port": PORT, "targetPort": "postgres"}],
+            },
+            opts=child,
+        )
+        self.service = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata=network.metadata(SERVICE_NAME, self.labels),
+            spec={
+                "type": "ClusterIP",
+                "selector": self.selector,
+                "ports": [{"name": "postgres", "port": PORT, "targetPort": "postgres"}],
+            },
+            opts=child,
+        )
+        self.stateful_set = k8s.apps.v1.StatefulSet(
+            f"{name}-statefulset",
+            metadata=network.metadata(SERVICE_NAME, self.labels),
+            spec=self._stateful_set_spec(args),
+            opts=child,
+        )
+        k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb",
+            metadata=network.metadata(SERVICE_NAME, self.labels),
+            # A single server: voluntary evictions (drains) wait for an operator decision.
+            spec={"minAvailable": 1, "selector": {"matchLabels": self.selector}},
+            opts=child,
+        )
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-clients",
+            metadata=network.metadata("postgres-clients", self.labels),
+            spec={
+                "podSelector": {"matchLabels": self.selector},
+                "policyTypes": ["Ingress"],
+                "ingress": [
+                    {
+                        "from": [{"podSelector": {"matchLabels": dict(CLIENT_LABEL)}}],
+                        "ports": [{"protocol": "TCP", "port": PORT}],
+                    }
+                ],
+            },
+            opts=child,
+        )
+
+        dns_name = network.dns_name(SERVICE_NAME)
+        self.connection = PostgresConnection(
+            host=dns_name,
+            port=pulumi.Output.from_input(PORT),
+            database=pulumi.Output.from_input(settings.database),
+            dns_name=dns_name,
+            username=pulumi.Output.from_input(settings.username),
+            password=pulumi.Output.secret(password.result),
+        )
+        self.register_outputs({"dnsName": dns_name, "secretName": self.secret.metadata.name})
+
+    def _stateful_set_spec(self, args: KubernetesPostgresArgs) -> dict:
+        settings = args.settings
+        secret_name = "postgres-credentials"
+
+        def from_secret(key: str) -> dict:
+            return {"secretKeyRef": {"name": secret_name, "key": key}}
+
+        probe_command = [
+            "sh",
+            "-c",
+            'exec pg_isready -h 127.0.0.1 -p 5432 -U "$POSTGRES_USER" -d "$POSTGRES_DB"',
+        ]
+        volume_claim = {
+            "metadata": {"name": "data", "labels": self.labels},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": f"{settings.storage_gb}Gi"}},
+            },
+        }
+        if args.storage_class:
+            volume_claim["spec"]["storageClassName"] = args.storage_class
+        return {
+            "serviceName": f"{SERVICE_NAME}-headless",
+            "replicas": 1,
+            "selector": {"matchLabels": self.selector},
+            "podManagementPolicy": "OrderedReady",
+            "updateStrategy": {"type": "RollingUpdate"},
+            # The data outlives the StatefulSet: PVCs stay on delete and on scale-down.
+            "persistentVolumeClaimRetentionPolicy": {
+                "whenDeleted": "Retain",
+                "whenScaled": "Retain",
+            },
+            "volumeClaimTemplates": [volume_claim],
+            "template": {
+                "metadata": {"labels": self.labels},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": kube.pod_security_context(POSTGRES_UID),
+                    "terminationGracePeriodSeconds": 60,
+                    "containers": [
+                        {
+                            "name": "postgres",
+                            "image": kube.image(
+                                f"{IMAGE_REPOSITORY}:{settings.image_tag}", args.image_registry
+                            ),
+                            "imagePullPolicy": "IfNotPresent",
+                            "ports": [{"name": "postgres", "containerPort": PORT}],
+                            "env": [
+                                {"name": "POSTGRES_USER", "valueFrom": from_secret("username")},
+                                {"name": "POSTGRES_PASSWORD", "valueFrom": from_secret("password")},
+                                {"name": "POSTGRES_DB", "valueFrom": from_secret("database")},
+                                # A subdirectory: the volume root may hold lost+found.
+                                {"name": "PGDATA", "value": f"{DATA_MOUNT}/pgdata"},
+                            ],
+                            "resources": settings.resources.to_kubernetes(),
+                            "securityContext": kube.container_security_context(),
+                            "startupProbe": {
+                                "exec": {"command": probe_command},
+                                "periodSeconds": 5,
+                                "failureThreshold": 60,
+                            },
+                            "readinessProbe": {
+                                "exec": {"command": probe_command},
+                                "periodSeconds": 10,
+                                "timeoutSeconds": 5,
+                            },
+                            "livenessProbe": {
+                                "exec": {"command": probe_command},
+                                "periodSeconds": 20,
+                                "timeoutSeconds": 5,
+                                "failureThreshold": 6,
+                            },
+                            "volumeMounts": [
+                                {"name": "data", "mountPath": DATA_MOUNT},
+                                # The root filesystem is read-only; the socket and temp files
+                                # need writable scratch space.
+                                {"name": "run", "mountPath": "/var/run/postgresql"},
+                                {"name": "tmp", "mountPath": "/tmp"},
+                            ],
+                        }
+                    ],
+                    "volumes": [
+                        {"name": "run", "emptyDir": {"sizeLimit": "16Mi"}},
+                        {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+                    ],
+                },
+            },
+        }
+
+    def grant_connect(self, peer: Peer) -> None:
+        """Admit `peer`'s pods to Postgres.
+
+        Declares a NetworkPolicy pair (egress from the peer, ingress to Postgres) scoped to
+        exactly the peer's pods. (Pods outside the platform may instead carry CLIENT_LABEL.)
+        """
+        if not peer.pod_labels:
+            raise ValueError(
+                f"grant_connect({peer.name!r}) on Kubernetes needs the peer's pod labels"
+            )
+        self._network.allow(
+            f"{self._name}-from-{peer.name}",
+            source=peer.pod_labels,
+            destination=self.selector,
+            port=PORT,
+            labels=self.labels,
+            parent=self,
+        )

@@ -1,0 +1,104 @@
+"""Postgres on AWS: RDS, encrypted and private, discoverable by a stable name."""
+
+from __future__ import annotations
+
+import pulumi
+
+from components.config import AwsSettings, PostgresSettings
+from components.network import Peer
+from components.network.aws import AwsNetwork, AwsNetworkArgs
+from components.postgres.aws import RdsPostgres, RdsPostgresArgs
+from tests.conftest import stack_run
+from tests.harness import run_with_config
+
+RDS = "aws:rds/instance:Instance"
+
+
+def test_instance_is_encrypted_private_and_protected():
+    instance = stack_run("aws").one(RDS).inputs
+    assert instance["storageEncrypted"] is True
+    assert instance["kmsKeyId"].startswith("arn:aws:kms:")
+    assert instance["storageType"] == "gp3"
+    assert instance["publiclyAccessible"] is False
+    assert instance["deletionProtection"] is True
+    assert instance["skipFinalSnapshot"] is False
+    assert instance["finalSnapshotIdentifier"] == "liftoff-aws-postgres-final"
+    assert instance["identifier"] == "liftoff-aws-postgres"
+
+
+def test_instance_follows_the_stack_settings():
+    aws_prod = stack_run("aws").one(RDS).inputs
+    assert aws_prod["engine"] == "postgres" and aws_prod["engineVersion"] == "17"
+    assert aws_prod["instanceClass"] == "db.r7g.large"
+    assert aws_prod["allocatedStorage"] == 100
+    assert aws_prod["multiAz"] is True
+    assert aws_prod["backupRetentionPeriod"] == 14
+    byo = stack_run("aws-byo-network").one(RDS).inputs
+    assert byo["engineVersion"] == "16" and byo["multiAz"] is False
+
+
+def test_password_is_generated_and_secret():
+    run = stack_run("aws")
+    instance = run.one(RDS)
+    assert "password" in instance.secret_paths
+    version = run.one("aws:secretsmanager/secretVersion:SecretVersion")
+    assert "secretString" in version.secret_paths
+
+
+def test_tls_is_forced():
+    params = stack_run("aws").one("aws:rds/parameterGroup:ParameterGroup").inputs
+    assert params["family"] == "postgres17"
+    assert {"name": "rds.force_ssl", "value": "1"} in [
+        {"name": p["name"], "value": p["value"]} for p in params["parameters"]
+    ]
+
+
+def test_security_group_admits_nothing_by_itself():
+    run = stack_run("aws")
+    group = run.one("aws:ec2/securityGroup:SecurityGroup", "liftoff-postgres-sg").inputs
+    assert not group.get("ingress") and not group.get("egress")
+    assert run.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule") == []
+
+
+def test_discovery_name_points_at_the_rds_endpoint():
+    run = stack_run("aws")
+    target = run.one("aws:servicediscovery/instance:Instance").inputs
+    address = run.outputs["postgres"]["host"]
+    assert target["attributes"] == {"AWS_INSTANCE_CNAME": address}
+    service = run.one("aws:servicediscovery/service:Service").inputs
+    assert service["name"] == "postgres"
+    assert service["dnsConfig"]["dnsRecords"] == [{"ttl": 30, "type": "CNAME"}]
+    assert run.outputs["postgres"]["dnsName"] == "postgres.liftoff-aws.internal"
+
+
+def test_grant_connect_admits_exactly_the_peer_group():
+    def program():
+        network = AwsNetwork(
+            "net",
+            AwsNetworkArgs(
+                settings=AwsSettings(
+                    region="eu-west-1",
+                    vpc_id="vpc-0a1b2c3d4e5f60718",
+                    private_subnet_ids=("subnet-0a1b2c3d4e5f60719", "subnet-0a1b2c3d4e5f6071a"),
+                ),
+                discovery_domain="test.internal",
+            ),
+        )
+        postgres = RdsPostgres(
+            "db",
+            RdsPostgresArgs(settings=PostgresSettings(), network=network, identifier="test-db"),
+        )
+        postgres.grant_connect(Peer("loader", security_group_id="sg-0123456789abcdef0"))
+        pulumi.export("dns", postgres.connection.dns_name)
+
+    run = run_with_config({}, stack="unit", program=program)
+    rule = run.one("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+    assert rule.name == "db-from-loader"
+    assert rule.inputs["referencedSecurityGroupId"] == "sg-0123456789abcdef0"
+    assert (rule.inputs["fromPort"], rule.inputs["toPort"], rule.inputs["ipProtocol"]) == (
+        5432,
+        5432,
+        "tcp",
+    )
+    assert "cidrIpv4" not in rule.inputs
+    assert run.outputs["dns"] == "postgres.test.internal"

@@ -1,0 +1,120 @@
+"""Postgres on Kubernetes: a StatefulSet on retained volumes behind a stable Service name."""
+
+from __future__ import annotations
+
+from components.config import KubernetesSettings, PostgresSettings
+from components.network import Peer
+from components.network.kubernetes import KubernetesNetwork, KubernetesNetworkArgs
+from components.postgres.kubernetes import KubernetesPostgres, KubernetesPostgresArgs
+from tests.conftest import stack_run
+from tests.harness import run_with_config
+
+STATEFUL_SET = "kubernetes:apps/v1:StatefulSet"
+
+
+def test_volume_claim_template_uses_the_configured_class_and_size():
+    spec = stack_run("kubernetes-private-cloud").one(STATEFUL_SET).inputs["spec"]
+    (claim,) = spec["volumeClaimTemplates"]
+    assert claim["spec"]["storageClassName"] == "ceph-rbd-retain"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "200Gi"
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert spec["persistentVolumeClaimRetentionPolicy"] == {
+        "whenDeleted": "Retain",
+        "whenScaled": "Retain",
+    }
+
+
+def test_default_storage_class_is_left_to_the_cluster():
+    (claim,) = stack_run("dev").one(STATEFUL_SET).inputs["spec"]["volumeClaimTemplates"]
+    assert "storageClassName" not in claim["spec"]
+
+
+def test_image_goes_through_the_registry_mirror():
+    pod = stack_run("kubernetes-private-cloud").one(STATEFUL_SET).inputs["spec"]["template"]
+    assert pod["spec"]["containers"][0]["image"] == (
+        "registry.corp.example/mirror/library/postgres:17.7"
+    )
+    dev_pod = stack_run("dev").one(STATEFUL_SET).inputs["spec"]["template"]
+    assert dev_pod["spec"]["containers"][0]["image"] == "docker.io/library/postgres:17.7"
+
+
+def test_pod_meets_the_restricted_profile_with_probes_and_resources():
+    pod = stack_run("kubernetes-private-cloud").one(STATEFUL_SET).inputs["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    (container,) = pod["containers"]
+    context = container["securityContext"]
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert context["readOnlyRootFilesystem"] is True
+    assert container["resources"] == {
+        "requests": {"cpu": "2", "memory": "8Gi"},
+        "limits": {"cpu": "4", "memory": "8Gi"},
+    }
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert "pg_isready" in " ".join(container[probe]["exec"]["command"])
+
+
+def test_password_comes_from_a_secret_never_a_plain_env_value():
+    run = stack_run("dev")
+    secret = run.one("kubernetes:core/v1:Secret")
+    assert "stringData" in secret.secret_paths
+    env = run.one(STATEFUL_SET).inputs["spec"]["template"]["spec"]["containers"][0]["env"]
+    password = next(e for e in env if e["name"] == "POSTGRES_PASSWORD")
+    assert password["valueFrom"]["secretKeyRef"] == {
+        "name": "postgres-credentials",
+        "key": "password",
+    }
+
+
+def test_service_dns_name_is_the_exported_discovery_name():
+    run = stack_run("kubernetes-private-cloud")
+    services = {
+        r.inputs["metadata"]["name"]: r.inputs for r in run.of_type("kubernetes:core/v1:Service")
+    }
+    assert services["postgres"]["spec"]["type"] == "ClusterIP"
+    assert services["postgres-headless"]["spec"]["clusterIP"] == "None"
+    assert run.one(STATEFUL_SET).inputs["spec"]["serviceName"] == "postgres-headless"
+    name = services["postgres"]["metadata"]["name"]
+    namespace = services["postgres"]["metadata"]["namespace"]
+    assert run.outputs["postgres"]["dnsName"] == f"{name}.{namespace}.svc.cluster.local"
+    assert run.outputs["postgres"]["host"] == run.outputs["postgres"]["dnsName"]
+
+
+def test_only_labelled_clients_reach_port_5432_and_drains_wait():
+    run = stack_run("dev")
+    policy = run.one("kubernetes:networking.k8s.io/v1:NetworkPolicy", "liftoff-postgres-clients")
+    (rule,) = policy.inputs["spec"]["ingress"]
+    assert rule["from"] == [
+        {"podSelector": {"matchLabels": {"liftoff.io/postgres-client": "true"}}}
+    ]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 5432}]
+    pdb = run.one("kubernetes:policy/v1:PodDisruptionBudget").inputs["spec"]
+    assert pdb["minAvailable"] == 1
+
+
+def test_grant_connect_declares_both_halves_of_the_policy():
+    def program():
+        network = KubernetesNetwork(
+            "net",
+            KubernetesNetworkArgs(settings=KubernetesSettings(namespace="ns"), stack="unit"),
+        )
+        postgres = KubernetesPostgres(
+            "db",
+            KubernetesPostgresArgs(settings=PostgresSettings(), network=network, stack="unit"),
+        )
+        postgres.grant_connect(Peer("loader", pod_labels={"app.kubernetes.io/component": "loader"}))
+
+    run = run_with_config({}, stack="unit", program=program)
+    policies = {
+        r.name: r.inputs["spec"]
+        for r in run.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
+    }
+    ingress = policies["db-from-loader-ingress"]
+    egress = policies["db-from-loader-egress"]
+    loader = {"app.kubernetes.io/component": "loader"}
+    assert ingress["ingress"][0]["from"] == [{"podSelector": {"matchLabels": loader}}]
+    assert ingress["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "postgres"
+    assert egress["podSelector"] == {"matchLabels": loader}
+    assert egress["egress"][0]["ports"] == [{"protocol": "TCP", "port": 5432}]

@@ -1,0 +1,235 @@
+"""Stack configuration: defaults, and one clear message listing every problem."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from components.config import ConfigError, load_config
+
+
+def load(values: dict, stack: str = "dev"):
+    raw = {k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in values.items()}
+    return load_config(raw, project="liftoff", stack=stack)
+
+
+def problems(values: dict, stack: str = "dev") -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load(values, stack)
+    return [str(p) for p in caught.value.problems]
+
+
+def test_kubernetes_defaults():
+    config = load({"liftoff:target": "kubernetes"}, stack="acme")
+    assert config.target == "kubernetes"
+    assert config.kubernetes.namespace == "liftoff-acme"
+    assert config.kubernetes.storage_class is None
+    assert config.kubernetes.image_registry is None
+    assert config.kubernetes.create_namespace is True
+    assert config.postgres.version == "17"
+    assert config.postgres.deletion_protection is True
+    assert config.aws is None
+
+
+def test_aws_defaults_create_a_new_vpc():
+    config = load({"liftoff:target": "aws", "aws:region": "eu-west-1"})
+    assert config.aws.region == "eu-west-1"
+    assert not config.aws.bring_your_own_network
+    assert config.aws.availability_zones == 2
+    assert config.postgres.instance_class == "db.t4g.small"
+    assert config.postgres.backup_retention_days == 7
+
+
+def test_target_is_required():
+    assert problems({}) == ["liftoff:target: got None; allowed: 'aws' or 'kubernetes' (required)"]
+
+
+def test_unknown_target_names_the_value():
+    (message,) = problems({"liftoff:target": "gcp"})
+    assert "liftoff:target: got 'gcp'" in message
+
+
+def test_unknown_top_level_key_lists_known_keys():
+    (message,) = problems({"liftoff:target": "kubernetes", "liftoff:postgress": {}})
+    assert message.startswith("liftoff:postgress: got '{}'; allowed: no such key")
+    assert "liftoff:postgres" in message
+
+
+def test_unknown_nested_key():
+    (message,) = problems({"liftoff:target": "kubernetes", "liftoff:postgres": {"storage": 5}})
+    assert message.startswith("liftoff:postgres.storage: got 5; allowed: no such key here")
+    assert "storageGb" in message
+
+
+def test_every_problem_is_reported_at_once():
+    found = problems(
+        {
+            "liftoff:target": "aws",
+            "liftoff:postgres": {
+                "storageGb": 5,
+                "version": "9.6",
+                "deletionProtection": "maybe",
+                "instanceClass": "m5.large",
+            },
+            "liftoff:aws": {"vpcId": "vpc-0a1b2c3d4e5f60718"},
+        }
+    )
+    text = "\n".join(found)
+    assert "aws:region: got nothing" not in text  # None is shown as None
+    assert "aws:region: got None; allowed: an AWS region" in text
+    assert "liftoff:postgres.storageGb: got 5; allowed: a whole number from 20 to 65536" in text
+    assert "liftoff:postgres.version: got '9.6'; allowed: one of '15', '16', '17'" in text
+    assert "liftoff:postgres.deletionProtection: got 'maybe'; allowed: true or false" in text
+    assert "liftoff:postgres.instanceClass: got 'm5.large'" in text
+    assert "liftoff:aws.privateSubnetIds: got None; allowed: vpcId and privateSubnetIds" in text
+    assert len(found) == 6
+
+
+def test_error_message_lists_problems_line_by_line():
+    with pytest.raises(ConfigError) as caught:
+        load({"liftoff:target": "kubernetes", "liftoff:postgres": {"storageGb": 0}})
+    assert str(caught.value) == (
+        "invalid stack configuration (1 problem(s)):\n"
+        "  - liftoff:postgres.storageGb: got 0; allowed: a whole number from 1 to 65536"
+    )
+
+
+def test_wrong_types():
+    found = problems(
+        {
+            "liftoff:target": "kubernetes",
+            "liftoff:postgres": {"storageGb": True, "highAvailability": 1},
+            "liftoff:kubernetes": {"namespace": 7},
+            "liftoff:tags": ["a"],
+        }
+    )
+    text = "\n".join(found)
+    assert "liftoff:postgres.storageGb: got True; allowed: a whole number" in text
+    assert "liftoff:kubernetes.namespace: got 7" in text
+    assert "liftoff:tags: got ['a']; allowed: an object" in text
+    # highAvailability is AWS-only, so on Kubernetes it is rejected for that reason.
+    assert "liftoff:postgres.highAvailability: got 1; allowed: only with target 'aws'" in text
+
+
+def test_object_key_given_as_text_is_rejected():
+    (message,) = problems({"liftoff:target": "kubernetes", "liftoff:postgres": "big"})
+    assert message == "liftoff:postgres: got 'big'; allowed: an object (write it as a YAML mapping)"
+
+
+def test_settings_for_the_other_target_are_rejected():
+    found = problems(
+        {
+            "liftoff:target": "kubernetes",
+            "liftoff:aws": {"vpcId": "vpc-0a1b2c3d4e5f60718"},
+            "liftoff:postgres": {"instanceClass": "db.t4g.small"},
+        }
+    )
+    assert any(p.startswith("liftoff:aws: got") and "only with target 'aws'" in p for p in found)
+    assert any(p.startswith("liftoff:postgres.instanceClass") for p in found)
+
+
+def test_bring_your_own_network_needs_two_distinct_subnets():
+    found = problems(
+        {
+            "liftoff:target": "aws",
+            "aws:region": "us-east-1",
+            "liftoff:aws": {
+                "vpcId": "vpc-0a1b2c3d4e5f60718",
+                "privateSubnetIds": ["subnet-0a1b2c3d4e5f60719"],
+                "vpcCidr": "10.0.0.0/16",
+            },
+        }
+    )
+    assert any("at least 2 private subnets" in p for p in found)
+    assert any(
+        p.startswith("liftoff:aws.vpcCidr") and "only when liftoff creates" in p for p in found
+    )
+
+
+def test_malformed_ids_are_named_by_index():
+    (message,) = problems(
+        {
+            "liftoff:target": "aws",
+            "aws:region": "us-east-1",
+            "liftoff:aws": {
+                "vpcId": "vpc-0a1b2c3d4e5f60718",
+                "privateSubnetIds": ["subnet-0a1b2c3d4e5f60719", "sn-2"],
+            },
+        }
+    )
+    assert message.startswith("liftoff:aws.privateSubnetIds[1]: got 'sn-2'")
+
+
+def test_vpc_cidr_and_zone_count_ranges():
+    found = problems(
+        {
+            "liftoff:target": "aws",
+            "aws:region": "us-east-1",
+            "liftoff:aws": {"vpcCidr": "10.0.0.0/8", "availabilityZones": 1},
+        }
+    )
+    assert any(p.startswith("liftoff:aws.vpcCidr: got '10.0.0.0/8'") for p in found)
+    assert any(
+        p.startswith("liftoff:aws.availabilityZones: got 1; allowed: a whole number from 2 to 6")
+        for p in found
+    )
+
+
+def test_kubernetes_resources_are_quantities():
+    found = problems(
+        {
+            "liftoff:target": "kubernetes",
+            "liftoff:postgres": {"resources": {"requests": {"cpu": "lots"}, "limit": {}}},
+        }
+    )
+    assert any(p.startswith("liftoff:postgres.resources.requests.cpu: got 'lots'") for p in found)
+    assert any(p.startswith("liftoff:postgres.resources.limit: got {}") for p in found)
+
+
+def test_kubernetes_tags_must_be_valid_labels():
+    (message,) = problems(
+        {"liftoff:target": "kubernetes", "liftoff:tags": {"owner": "data platform"}}
+    )
+    assert message.startswith(
+        "liftoff:tags.owner: got 'data platform'; allowed: a Kubernetes label"
+    )
+
+
+def test_aws_tags_may_not_use_the_reserved_prefix():
+    (message,) = problems(
+        {"liftoff:target": "aws", "aws:region": "us-east-1", "liftoff:tags": {"aws:x": "y"}}
+    )
+    assert message.startswith("liftoff:tags.aws:x: got 'y'; allowed: an AWS tag key")
+
+
+def test_namespace_must_be_a_dns_label():
+    (message,) = problems(
+        {"liftoff:target": "kubernetes", "liftoff:kubernetes": {"namespace": "Data_Platform"}}
+    )
+    assert message.startswith("liftoff:kubernetes.namespace: got 'Data_Platform'")
+
+
+def test_image_registry_without_scheme():
+    (message,) = problems(
+        {
+            "liftoff:target": "kubernetes",
+            "liftoff:kubernetes": {"imageRegistry": "https://registry.corp/"},
+        }
+    )
+    assert message.startswith("liftoff:kubernetes.imageRegistry: got 'https://registry.corp/'")
+
+
+def test_stack_name_must_fit_in_dns_names():
+    (message,) = problems({"liftoff:target": "kubernetes"}, stack="Prod_EU")
+    assert message.startswith("stack name: got 'Prod_EU'")
+
+
+def test_other_namespaces_are_ignored():
+    config = load({"liftoff:target": "kubernetes", "kubernetes:context": "x", "other:key": "1"})
+    assert config.target == "kubernetes"
+
+
+def test_tags_are_sorted_for_deterministic_inputs():
+    config = load({"liftoff:target": "kubernetes", "liftoff:tags": {"b": "2", "a": "1"}})
+    assert list(config.tags) == ["a", "b"]

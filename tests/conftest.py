@@ -1,0 +1,27 @@
+"""Shared fixtures: program runs under Pulumi mocks, cached per stack file."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+from tests.harness import STACK_FILES, ProgramRun, run_program, stack_name_of
+
+
+@functools.cache
+def _cached_run(path: str) -> ProgramRun:
+    return run_program(path)
+
+
+def stack_run(name: str) -> ProgramRun:
+    """The program run for a stack file (`dev`, `aws`, ...), computed once per session."""
+    for path in STACK_FILES:
+        if stack_name_of(path) == name:
+            return _cached_run(str(path))
+    raise KeyError(name)
+
+
+@pytest.fixture(params=[stack_name_of(p) for p in STACK_FILES])
+def any_stack(request) -> ProgramRun:
+    return stack_run(request.param)
