@@ -56,6 +56,9 @@ class KubernetesSettings:
     """Default: `cluster.local`. Used to build fully qualified Service DNS names."""
     dns_namespace: str = "kube-system"
     """Default: `kube-system`. Namespace of the cluster DNS pods every pod may reach on port 53."""
+    services_image: str = "ghcr.io/liftoff-data/liftoff-services:0.1.0"
+    """Default: the released liftoff services image. Build `services/Dockerfile` and push it
+    to your registry to run your own; the registry override applies to it as well."""
 
 
 @dataclass(frozen=True)
@@ -125,12 +128,86 @@ class PostgresSettings:
 
 
 @dataclass(frozen=True)
+class Source:
+    """One entry of `liftoff:sources`: a sender of events with its own write key."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """`liftoff:stream` — the durable event stream (Kinesis / NATS JetStream)."""
+
+    retention_hours: int = 168
+    """Default: 168 (7 days). AWS 24..8760; Kubernetes 1..8760."""
+    mode: str = "on-demand"
+    """Default: `on-demand`. AWS only: `on-demand` or `provisioned`."""
+    shards: int = 2
+    """Default: 2. AWS only, with mode `provisioned` (1..500)."""
+    replicas: int = 3
+    """Default: 3. Kubernetes only: NATS servers and stream replicas (1, 3 or 5)."""
+    storage_gb: int = 10
+    """Default: 10. Kubernetes only: JetStream file storage per server (PVC size)."""
+    durability: str = "always"
+    """Kubernetes only: `always` (fsync before every acknowledgement) or `periodic`
+    (the NATS default, fsync every 2 minutes). Default: `always` with 3 or more replicas,
+    `periodic` below."""
+    duplicate_window_minutes: int = 2
+    """Default: 2. Kubernetes only: how long JetStream remembers messageIds to drop repeats."""
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """`liftoff:ingest` — the collector (HTTP ingestion API)."""
+
+    replicas: int = 2
+    """Default: 2. Kubernetes only: collector pods at creation (then the autoscaler owns it)."""
+    min_replicas: int = 2
+    """Default: 2. Kubernetes only: autoscaler floor."""
+    max_replicas: int = 10
+    """Default: 10. Kubernetes only: autoscaler ceiling."""
+    host: str | None = None
+    """Default: none (no Ingress; the collector is reachable in-cluster only)."""
+    ingress_class: str | None = None
+    """Default: the cluster's default IngressClass. Kubernetes only."""
+    tls_secret: str | None = None
+    """Default: none (plain HTTP at the Ingress). Kubernetes only; needs `host`."""
+    resources: ComputeResources = field(
+        default_factory=lambda: ComputeResources("250m", "256Mi", "1", "512Mi")
+    )
+    """Default: requests 250m CPU / 256Mi, limits 1 CPU / 512Mi. Kubernetes only."""
+    throttling_rate_limit: int = 1000
+    """Default: 1000 requests/s steady. AWS only (API Gateway stage throttling)."""
+    throttling_burst_limit: int = 2000
+    """Default: 2000 requests. AWS only."""
+    memory_mb: int = 512
+    """Default: 512. AWS only: collector Lambda memory (CPU scales with it)."""
+
+
+@dataclass(frozen=True)
+class ChartSource:
+    """Where a Helm chart comes from. Default: the pinned upstream repository in `charts/`."""
+
+    repository: str | None = None
+    """A Helm repository URL (a private mirror), replacing the upstream one."""
+    path: str | None = None
+    """A local chart archive (.tgz) or directory, for air-gapped clusters."""
+
+
+@dataclass(frozen=True)
 class PlatformConfig:
     project: str
     stack: str
     target: Target
     postgres: PostgresSettings
     tags: dict[str, str]
+    deletion_protection: bool = True
+    """Default: true. Platform-wide: stateful resources (database, stream, volumes, buckets)
+    refuse deletion. `liftoff:postgres.deletionProtection` overrides it for Postgres."""
+    sources: tuple[Source, ...] = (Source("default"),)
+    stream: StreamSettings = field(default_factory=StreamSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+    charts: dict[str, ChartSource] = field(default_factory=dict)
     kubernetes: KubernetesSettings | None = None
     aws: AwsSettings | None = None
 
@@ -141,8 +218,22 @@ class PlatformConfig:
 
 
 # The config keys this program reads, in the order they are documented.
-KNOWN_KEYS: tuple[str, ...] = ("target", "kubernetes", "aws", "postgres", "tags")
-_OBJECT_KEYS = frozenset({"kubernetes", "aws", "postgres", "tags"})
+KNOWN_KEYS: tuple[str, ...] = (
+    "target",
+    "deletionProtection",
+    "kubernetes",
+    "aws",
+    "postgres",
+    "sources",
+    "stream",
+    "ingest",
+    "charts",
+    "tags",
+)
+_OBJECT_KEYS = frozenset(KNOWN_KEYS) - {"target", "deletionProtection"}
+CHARTS: tuple[str, ...] = ("nats", "airflow")
+SOURCE_NAME = r"[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?"
+DEFAULT_SERVICES_IMAGE = "ghcr.io/liftoff-data/liftoff-services:0.1.0"
 
 
 def load_config(
@@ -197,10 +288,25 @@ def load_config(
                 Problem(f"{project}:kubernetes", raw["kubernetes"], "only with target 'kubernetes'")
             )
 
+    deletion_protection = _read_deletion_protection(
+        f"{project}:deletionProtection", raw.get("deletionProtection"), problems
+    )
     postgres = _read_postgres(
-        ConfigReader(f"{project}:postgres", raw.get("postgres"), problems), target
+        ConfigReader(f"{project}:postgres", raw.get("postgres"), problems),
+        target,
+        deletion_protection,
     )
     tags = _read_tags(f"{project}:tags", raw.get("tags"), target, problems)
+    sources = _read_sources(f"{project}:sources", raw.get("sources"), problems)
+    stream = _read_stream(ConfigReader(f"{project}:stream", raw.get("stream"), problems), target)
+    ingest = _read_ingest(ConfigReader(f"{project}:ingest", raw.get("ingest"), problems), target)
+    charts: dict[str, ChartSource] = {}
+    if target == "kubernetes":
+        charts = _read_charts(ConfigReader(f"{project}:charts", raw.get("charts"), problems))
+    elif "charts" in raw:
+        problems.append(
+            Problem(f"{project}:charts", raw["charts"], "only with target 'kubernetes'")
+        )
 
     if problems:
         raise ConfigError(problems)
@@ -211,6 +317,11 @@ def load_config(
         target=target,
         postgres=postgres,
         tags=tags,
+        deletion_protection=deletion_protection,
+        sources=sources,
+        stream=stream,
+        ingest=ingest,
+        charts=charts,
         kubernetes=kubernetes,
         aws=aws,
     )
@@ -282,7 +393,17 @@ def _read_kubernetes(reader: ConfigReader, stack: str) -> KubernetesSettings:
             "dnsNamespace", "kube-system", pattern=DNS_LABEL, describe=_DNS_LABEL_DESCRIBE
         )
         or "kube-system",
+        services_image=reader.string(
+            "servicesImage",
+            DEFAULT_SERVICES_IMAGE,
+            pattern=r"[a-z0-9.-]+(:\d+)?(/[a-z0-9._-]+)+:[A-Za-z0-9_][A-Za-z0-9._-]{0,127}",
+            describe="a fully qualified image with a pinned tag, e.g. "
+            "registry.example/liftoff-services:0.1.0 (not :latest)",
+        )
+        or DEFAULT_SERVICES_IMAGE,
     )
+    if settings.services_image.endswith(":latest"):
+        reader.problem("servicesImage", settings.services_image, "a pinned tag, not :latest")
     reader.finish()
     return settings
 
@@ -348,8 +469,21 @@ def _is_vpc_cidr(value: str) -> bool:
     return 16 <= network.prefixlen <= 24
 
 
-def _read_postgres(reader: ConfigReader, target: Target | None) -> PostgresSettings:
-    defaults = PostgresSettings()
+def _read_deletion_protection(key: str, raw: Any, problems: list[Problem]) -> bool:
+    if raw is None:
+        return True
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
+    problems.append(Problem(key, raw, "true or false"))
+    return True
+
+
+def _read_postgres(
+    reader: ConfigReader, target: Target | None, deletion_protection: bool = True
+) -> PostgresSettings:
+    defaults = PostgresSettings(deletion_protection=deletion_protection)
     version = reader.string(
         "version", DEFAULT_POSTGRES_VERSION, choices=sorted(POSTGRES_IMAGE_TAGS)
     )
@@ -454,3 +588,167 @@ def read_stack_config() -> PlatformConfig:
         stack=pulumi.get_stack(),
         secret_keys=secret_keys,
     )
+
+
+def _read_sources(key: str, raw: Any, problems: list[Problem]) -> tuple[Source, ...]:
+    if raw is None:
+        return (Source("default"),)
+    allowed = "a list of {name: <source>} objects, at least one"
+    if not isinstance(raw, list) or not raw:
+        problems.append(Problem(key, raw, allowed))
+        return ()
+    sources: list[Source] = []
+    for index, item in enumerate(raw):
+        reader = ConfigReader(f"{key}[{index}]", item, problems)
+        name = reader.string(
+            "name",
+            required=True,
+            pattern=SOURCE_NAME,
+            describe="a source name: lowercase letters, digits, '-' or '_', at most 63 "
+            "characters (it becomes part of stream subjects and archive paths)",
+        )
+        reader.finish()
+        if name is None:
+            continue
+        if any(s.name == name for s in sources):
+            problems.append(
+                Problem(f"{key}[{index}].name", name, "a name not used by another source")
+            )
+            continue
+        sources.append(Source(name))
+    # Sorted: the order sources were listed in must not change what is declared.
+    return tuple(sorted(sources, key=lambda s: s.name))
+
+
+def _read_stream(reader: ConfigReader, target: Target | None) -> StreamSettings:
+    defaults = StreamSettings()
+    minimum_hours = 24 if target == "aws" else 1
+    retention = reader.integer(
+        "retentionHours", defaults.retention_hours, minimum=minimum_hours, maximum=8760
+    )
+    mode, shards = defaults.mode, defaults.shards
+    replicas, storage, durability, window = (
+        defaults.replicas,
+        defaults.storage_gb,
+        defaults.durability,
+        defaults.duplicate_window_minutes,
+    )
+    kubernetes_only = ("replicas", "storageGb", "durability", "duplicateWindowMinutes")
+    aws_only = ("mode", "shards")
+    if target == "aws":
+        mode = reader.string("mode", defaults.mode, choices=("on-demand", "provisioned"))
+        mode = mode or defaults.mode
+        if mode == "provisioned":
+            shards = reader.integer("shards", defaults.shards, minimum=1, maximum=500)
+        else:
+            reader.reject("shards", "only with mode 'provisioned' (on-demand scales by itself)")
+        for name in kubernetes_only:
+            reader.reject(name, "only with target 'kubernetes'")
+    elif target == "kubernetes":
+        replicas = reader.integer("replicas", defaults.replicas, minimum=1, maximum=5)
+        if replicas not in (1, 3, 5):
+            reader.problem("replicas", replicas, "1, 3 or 5 (JetStream needs an odd quorum)")
+            replicas = defaults.replicas
+        storage = reader.integer("storageGb", defaults.storage_gb, minimum=1, maximum=65536)
+        durability = reader.string(
+            "durability",
+            "always" if replicas >= 3 else "periodic",
+            choices=("always", "periodic"),
+        ) or ("always" if replicas >= 3 else "periodic")
+        window = reader.integer(
+            "duplicateWindowMinutes", defaults.duplicate_window_minutes, minimum=1, maximum=60
+        )
+        for name in aws_only:
+            reader.reject(name, "only with target 'aws'")
+    reader.finish()
+    return StreamSettings(
+        retention_hours=retention,
+        mode=mode,
+        shards=shards,
+        replicas=replicas,
+        storage_gb=storage,
+        durability=durability,
+        duplicate_window_minutes=window,
+    )
+
+
+def _read_ingest(reader: ConfigReader, target: Target | None) -> IngestSettings:
+    defaults = IngestSettings()
+    if target == "aws":
+        rate = reader.integer(
+            "throttlingRateLimit", defaults.throttling_rate_limit, minimum=1, maximum=100000
+        )
+        burst = reader.integer(
+            "throttlingBurstLimit", defaults.throttling_burst_limit, minimum=1, maximum=100000
+        )
+        memory = reader.integer("memoryMb", defaults.memory_mb, minimum=128, maximum=10240)
+        for name in (
+            "replicas",
+            "minReplicas",
+            "maxReplicas",
+            "host",
+            "ingressClass",
+            "tlsSecret",
+            "resources",
+        ):
+            reader.reject(name, "only with target 'kubernetes'")
+        reader.finish()
+        return IngestSettings(
+            throttling_rate_limit=rate, throttling_burst_limit=burst, memory_mb=memory
+        )
+    replicas = reader.integer("replicas", defaults.replicas, minimum=1, maximum=100)
+    minimum = reader.integer(
+        "minReplicas", min(defaults.min_replicas, replicas), minimum=1, maximum=100
+    )
+    maximum = reader.integer(
+        "maxReplicas", max(defaults.max_replicas, replicas), minimum=1, maximum=1000
+    )
+    if minimum > maximum:
+        reader.problem("minReplicas", minimum, f"at most maxReplicas ({maximum})")
+    host = reader.string(
+        "host",
+        pattern=rf"{DNS_LABEL}(\.{DNS_LABEL})+",
+        describe="a DNS host name such as events.example.com",
+    )
+    ingress_class = reader.string(
+        "ingressClass", pattern=DNS_LABEL, describe="an IngressClass name"
+    )
+    tls_secret = reader.string("tlsSecret", pattern=DNS_LABEL, describe="a Secret name")
+    if tls_secret and not host:
+        reader.problem("tlsSecret", tls_secret, "only together with host")
+    if ingress_class and not host:
+        reader.problem("ingressClass", ingress_class, "only together with host")
+    resources = _read_resources(reader.object("resources"), defaults.resources)
+    for name in ("throttlingRateLimit", "throttlingBurstLimit", "memoryMb"):
+        reader.reject(name, "only with target 'aws'")
+    reader.finish()
+    return IngestSettings(
+        replicas=replicas,
+        min_replicas=minimum,
+        max_replicas=maximum,
+        host=host,
+        ingress_class=ingress_class,
+        tls_secret=tls_secret,
+        resources=resources,
+    )
+
+
+def _read_charts(reader: ConfigReader) -> dict[str, ChartSource]:
+    charts: dict[str, ChartSource] = {}
+    for chart in CHARTS:
+        if not reader.has(chart):
+            reader._raw(chart)
+            continue
+        entry = reader.object(chart)
+        repository = entry.string(
+            "repository",
+            pattern=r"(https?|oci)://\S+",
+            describe="a Helm repository URL (https://... or oci://...)",
+        )
+        path = entry.string("path", describe="a local chart archive or directory")
+        if repository and path:
+            entry.problem("path", path, "either repository or path, not both")
+        entry.finish()
+        charts[chart] = ChartSource(repository=repository, path=path)
+    reader.finish()
+    return charts

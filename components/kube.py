@@ -79,3 +79,48 @@ def container_security_context(read_only_root: bool = True) -> dict[str, Any]:
 
 def service_dns_name(service: str, namespace: str, cluster_domain: str) -> str:
     return f"{service}.{namespace}.svc.{cluster_domain}"
+
+
+# The UID the liftoff services image runs as (services/Dockerfile).
+SERVICES_UID = 10001
+
+
+def services_pod_spec(
+    containers: list[dict[str, Any]],
+    *,
+    volumes: list[dict[str, Any]] | None = None,
+    restart_policy: str | None = None,
+    service_account: str | None = None,
+) -> dict[str, Any]:
+    """A restricted pod spec for containers of the liftoff services image.
+
+    Adds a writable /tmp (the root filesystem is read-only) and never mounts an API token:
+    no service of the platform talks to the Kubernetes API.
+    """
+    spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(SERVICES_UID),
+        "containers": [
+            {
+                **container,
+                "securityContext": container_security_context(),
+                "volumeMounts": [
+                    *container.get("volumeMounts", []),
+                    {"name": "tmp", "mountPath": "/tmp"},
+                ],
+            }
+            for container in containers
+        ],
+        "volumes": [*(volumes or []), {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+    }
+    if restart_policy:
+        spec["restartPolicy"] = restart_policy
+    if service_account:
+        spec["serviceAccountName"] = service_account
+    return spec
+
+
+def env(values: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Plain environment variables, sorted by name (stable inputs)."""
+    return [{"name": name, "value": values[name]} for name in sorted(values)]

@@ -33,8 +33,10 @@ class Platform(pulumi.ComponentResource):
     def _build_aws(self, name: str, config: PlatformConfig) -> None:
         import pulumi_aws as aws
 
+        from components.ingest.aws import LambdaCollector, LambdaCollectorArgs
         from components.network.aws import AwsNetwork, AwsNetworkArgs
         from components.postgres.aws import RdsPostgres, RdsPostgresArgs
+        from components.stream.aws import KinesisStream, KinesisStreamArgs
 
         assert config.aws is not None
         # An explicit provider carries the stack's tags onto every taggable AWS resource.
@@ -73,14 +75,44 @@ class Platform(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        self.stream = KinesisStream(
+            f"{name}-stream",
+            KinesisStreamArgs(
+                settings=config.stream,
+                kms_key_arn=self.key.arn,
+                protect=config.deletion_protection,
+            ),
+            opts=child,
+        )
+        self.ingest = LambdaCollector(
+            f"{name}-ingest",
+            LambdaCollectorArgs(
+                settings=config.ingest,
+                sources=config.sources,
+                stream=self.stream,
+                function_name=f"{config.prefix}-collector",
+                kms_key_arn=self.key.arn,
+            ),
+            opts=child,
+        )
         self.outputs["vpcId"] = self.network.vpc_id
         self.outputs["postgres"] = self.postgres.connection.public_view()
+        self._export_ingest()
+
+    def _export_ingest(self) -> None:
+        self.outputs["stream"] = pulumi.Output.all(
+            self.stream.connection.url, self.stream.connection.name
+        ).apply(lambda values: {"url": values[0], "name": values[1]})
+        self.outputs["collectorUrl"] = self.ingest.endpoint.collector_url
+        self.outputs["writeKeys"] = self.ingest.endpoint.write_keys
 
     def _build_kubernetes(self, name: str, config: PlatformConfig) -> None:
         import pulumi_kubernetes as k8s
 
+        from components.ingest.kubernetes import KubernetesCollector, KubernetesCollectorArgs
         from components.network.kubernetes import KubernetesNetwork, KubernetesNetworkArgs
         from components.postgres.kubernetes import KubernetesPostgres, KubernetesPostgresArgs
+        from components.stream.kubernetes import NatsJetStream, NatsJetStreamArgs
 
         settings = config.kubernetes
         assert settings is not None
@@ -97,7 +129,7 @@ class Platform(pulumi.ComponentResource):
                 settings=settings,
                 stack=config.stack,
                 tags=config.tags,
-                retain_namespace=config.postgres.deletion_protection,
+                retain_namespace=config.deletion_protection or config.postgres.deletion_protection,
             ),
             opts=child,
         )
@@ -113,5 +145,34 @@ class Platform(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        self.stream = NatsJetStream(
+            f"{name}-stream",
+            NatsJetStreamArgs(
+                settings=config.stream,
+                network=self.network,
+                stack=config.stack,
+                services_image=settings.services_image,
+                storage_class=settings.storage_class,
+                image_registry=settings.image_registry,
+                chart_source=config.charts.get("nats"),
+                tags=config.tags,
+            ),
+            opts=child,
+        )
+        self.ingest = KubernetesCollector(
+            f"{name}-ingest",
+            KubernetesCollectorArgs(
+                settings=config.ingest,
+                sources=config.sources,
+                stream=self.stream,
+                network=self.network,
+                stack=config.stack,
+                services_image=settings.services_image,
+                image_registry=settings.image_registry,
+                tags=config.tags,
+            ),
+            opts=child,
+        )
         self.outputs["namespace"] = self.network.namespace
         self.outputs["postgres"] = self.postgres.connection.public_view()
+        self._export_ingest()

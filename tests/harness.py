@@ -154,6 +154,13 @@ class LiftoffMocks(pulumi.runtime.Mocks):
         if token == "aws:rds/instance:Instance":
             address = f"{state.get('identifier', args.name)}.c0ffee.{self.region}.rds.amazonaws.com"
             state.update(address=address, endpoint=f"{address}:5432", port=5432)
+        elif token == "aws:apigatewayv2/api:Api":
+            api_id = hashlib.sha256(args.name.encode()).hexdigest()[:10]
+            resource_id = api_id
+            state["apiEndpoint"] = f"https://{api_id}.execute-api.{self.region}.amazonaws.com"
+            state["executionArn"] = f"arn:aws:execute-api:{self.region}:{ACCOUNT_ID}:{api_id}"
+        elif token == "aws:lambda/function:Function":
+            state["invokeArn"] = f"arn:aws:apigateway:{self.region}:lambda:path/{args.name}"
         elif token == "aws:kms/key:Key":
             state["keyId"] = f"{args.name}-key-id"
         elif token == "aws:ec2/vpc:Vpc":
@@ -233,6 +240,8 @@ def _plain(value: Any, secrets: list[str] | None = None, path: str = "") -> Any:
         return {k: _plain(v, secrets, f"{path}.{k}" if path else k) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_plain(v, secrets, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, pulumi.FileArchive | pulumi.FileAsset):
+        return {"file": str(value.path)}
     # The wire format carries every number as a double; give back the integers that were sent.
     if isinstance(value, float) and value.is_integer():
         return int(value)

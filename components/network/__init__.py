@@ -20,11 +20,13 @@ import pulumi
 class Peer:
     """A workload asking another capability for network access (the argument of grants).
 
-    Give `security_group_id` on AWS and `pod_labels` (a selector of its pods) on Kubernetes.
+    Give `security_group_id` and/or `iam_role_name` on AWS (network and API access), and
+    `pod_labels` (a selector of its pods) on Kubernetes.
     """
 
     name: str
     security_group_id: pulumi.Input[str] | None = None
+    iam_role_name: pulumi.Input[str] | None = None
     pod_labels: Mapping[str, str] = field(default_factory=dict)
 
 

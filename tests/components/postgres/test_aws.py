@@ -41,7 +41,9 @@ def test_password_is_generated_and_secret():
     run = stack_run("aws")
     instance = run.one(RDS)
     assert "password" in instance.secret_paths
-    version = run.one("aws:secretsmanager/secretVersion:SecretVersion")
+    version = run.one(
+        "aws:secretsmanager/secretVersion:SecretVersion", "liftoff-postgres-credentials-value"
+    )
     assert "secretString" in version.secret_paths
 
 

@@ -58,7 +58,7 @@ def test_pod_meets_the_restricted_profile_with_probes_and_resources():
 
 def test_password_comes_from_a_secret_never_a_plain_env_value():
     run = stack_run("dev")
-    secret = run.one("kubernetes:core/v1:Secret")
+    secret = run.one("kubernetes:core/v1:Secret", "liftoff-postgres-credentials")
     assert "stringData" in secret.secret_paths
     env = run.one(STATEFUL_SET).inputs["spec"]["template"]["spec"]["containers"][0]["env"]
     password = next(e for e in env if e["name"] == "POSTGRES_PASSWORD")
@@ -90,7 +90,7 @@ def test_only_labelled_clients_reach_port_5432_and_drains_wait():
         {"podSelector": {"matchLabels": {"liftoff.io/postgres-client": "true"}}}
     ]
     assert rule["ports"] == [{"protocol": "TCP", "port": 5432}]
-    pdb = run.one("kubernetes:policy/v1:PodDisruptionBudget").inputs["spec"]
+    pdb = run.one("kubernetes:policy/v1:PodDisruptionBudget", "liftoff-postgres-pdb").inputs["spec"]
     assert pdb["minAvailable"] == 1
 
 

@@ -1,0 +1,244 @@
+"""Ingestion on Kubernetes: the collector Deployment, Service, autoscaler and optional Ingress."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import kube
+from components.config import IngestSettings, Source
+from components.ingest import IngestEndpoint, generate_write_keys, write_keys_document
+from components.network import Peer
+from components.network.kubernetes import KubernetesNetwork
+from components.stream.kubernetes import NatsJetStream
+
+COMPONENT = "collector"
+PORT = 8080
+WRITE_KEYS_DIR = "/etc/liftoff/write-keys"
+WRITE_KEYS_FILE = "write-keys.json"
+
+
+@dataclass(frozen=True)
+class KubernetesCollectorArgs:
+    settings: IngestSettings
+    sources: tuple[Source, ...]
+    stream: NatsJetStream
+    network: KubernetesNetwork
+    stack: str
+    services_image: str
+    image_registry: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+class KubernetesCollector(pulumi.ComponentResource):
+    """The collector pods (restricted, probed, autoscaled on CPU) and how clients reach them.
+
+    Without `host` the collector is an in-cluster Service; with it, an Ingress routes `/v1` to
+    it (TLS with `tlsSecret`). The write keys are mounted from a Secret as a file.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        args: KubernetesCollectorArgs,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        super().__init__("liftoff:ingest:KubernetesCollector", name, None, opts)
+        network = args.network
+        self._network = network
+        settings = args.settings
+        child = pulumi.ResourceOptions(parent=self, depends_on=[network.default_deny])
+        labels = kube.labels(COMPONENT, args.stack, args.tags)
+        selector = kube.selector(COMPONENT, args.stack)
+
+        keys = generate_write_keys(name, args.sources, self)
+        self.write_keys_secret = k8s.core.v1.Secret(
+            f"{name}-write-keys",
+            metadata=network.metadata("collector-write-keys", labels),
+            type="Opaque",
+            string_data={WRITE_KEYS_FILE: write_keys_document(keys)},
+            opts=child,
+        )
+        args.stream.grant_write(Peer(COMPONENT, pod_labels=selector))
+
+        # Pods restart when the set of sources changes (the keys themselves never rotate
+        # silently: a key changes only when its source is replaced).
+        sources_digest = hashlib.sha256(
+            ",".join(s.name for s in args.sources).encode()
+        ).hexdigest()[:16]
+        container = {
+            "name": COMPONENT,
+            "image": kube.image(args.services_image, args.image_registry),
+            "imagePullPolicy": "IfNotPresent",
+            "args": [COMPONENT],
+            "env": kube.env(
+                {
+                    "LIFTOFF_STREAM_URL": args.stream.connection.url,
+                    "LIFTOFF_WRITE_KEYS_FILE": f"{WRITE_KEYS_DIR}/{WRITE_KEYS_FILE}",
+                    "LIFTOFF_PORT": str(PORT),
+                    "LIFTOFF_LOG_LEVEL": "INFO",
+                }
+            ),
+            "ports": [{"name": "http", "containerPort": PORT}],
+            "resources": settings.resources.to_kubernetes(),
+            "startupProbe": {
+                "httpGet": {"path": "/healthz", "port": "http"},
+                "periodSeconds": 2,
+                "failureThreshold": 30,
+            },
+            "livenessProbe": {
+                "httpGet": {"path": "/healthz", "port": "http"},
+                "periodSeconds": 10,
+                "timeoutSeconds": 3,
+            },
+            # Ready only while the stream answers: no pod takes events it cannot publish.
+            "readinessProbe": {
+                "httpGet": {"path": "/readyz", "port": "http"},
+                "periodSeconds": 5,
+                "timeoutSeconds": 3,
+            },
+            "volumeMounts": [{"name": "write-keys", "mountPath": WRITE_KEYS_DIR, "readOnly": True}],
+        }
+        pod_spec = kube.services_pod_spec(
+            [container],
+            volumes=[
+                {
+                    "name": "write-keys",
+                    "secret": {"secretName": "collector-write-keys", "defaultMode": 0o440},
+                }
+            ],
+        )
+        pod_spec["terminationGracePeriodSeconds"] = 30
+        pod_spec["topologySpreadConstraints"] = [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": selector},
+            }
+        ]
+        self.deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata=network.metadata(COMPONENT, labels),
+            spec={
+                "replicas": settings.replicas,
+                "selector": {"matchLabels": selector},
+                "strategy": {
+                    "type": "RollingUpdate",
+                    "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+                },
+                "template": {
+                    "metadata": {
+                        "labels": labels,
+                        "annotations": {"liftoff.io/sources": sources_digest},
+                    },
+                    "spec": pod_spec,
+                },
+            },
+            # The autoscaler owns the replica count once the Deployment exists.
+            opts=pulumi.ResourceOptions.merge(
+                child,
+                pulumi.ResourceOptions(
+                    ignore_changes=["spec.replicas"], depends_on=[self.write_keys_secret]
+                ),
+            ),
+        )
+        self.service = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata=network.metadata(COMPONENT, labels),
+            spec={
+                "type": "ClusterIP",
+                "selector": selector,
+                "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+            },
+            opts=child,
+        )
+        k8s.autoscaling.v2.HorizontalPodAutoscaler(
+            f"{name}-autoscaler",
+            metadata=network.metadata(COMPONENT, labels),
+            spec={
+                "scaleTargetRef": {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "name": COMPONENT,
+                },
+                "minReplicas": settings.min_replicas,
+                "maxReplicas": settings.max_replicas,
+                "metrics": [
+                    {
+                        "type": "Resource",
+                        "resource": {
+                            "name": "cpu",
+                            "target": {"type": "Utilization", "averageUtilization": 70},
+                        },
+                    }
+                ],
+            },
+            opts=child,
+        )
+        k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb",
+            metadata=network.metadata(COMPONENT, labels),
+            spec={"maxUnavailable": 1, "selector": {"matchLabels": selector}},
+            opts=child,
+        )
+        # Clients (an ingress controller, or SDKs inside the cluster) may reach the collector.
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-clients",
+            metadata=network.metadata("collector-clients", labels),
+            spec={
+                "podSelector": {"matchLabels": selector},
+                "policyTypes": ["Ingress"],
+                "ingress": [{"ports": [{"protocol": "TCP", "port": PORT}]}],
+            },
+            opts=child,
+        )
+        url = pulumi.Output.concat("http://", network.dns_name(COMPONENT))
+        if settings.host:
+            self._ingress(name, settings, labels, child)
+            scheme = "https" if settings.tls_secret else "http"
+            url = pulumi.Output.from_input(f"{scheme}://{settings.host}")
+        self.endpoint = IngestEndpoint(
+            collector_url=url, write_keys=pulumi.Output.secret(pulumi.Output.all(**keys))
+        )
+        self.register_outputs({"collectorUrl": url})
+
+    def _ingress(
+        self,
+        name: str,
+        settings: IngestSettings,
+        labels: Mapping[str, str],
+        child: pulumi.ResourceOptions,
+    ) -> None:
+        spec: dict = {
+            "rules": [
+                {
+                    "host": settings.host,
+                    "http": {
+                        "paths": [
+                            {
+                                "path": "/v1",
+                                "pathType": "Prefix",
+                                "backend": {
+                                    "service": {"name": COMPONENT, "port": {"name": "http"}}
+                                },
+                            }
+                        ]
+                    },
+                }
+            ]
+        }
+        if settings.ingress_class:
+            spec["ingressClassName"] = settings.ingress_class
+        if settings.tls_secret:
+            spec["tls"] = [{"hosts": [settings.host], "secretName": settings.tls_secret}]
+        k8s.networking.v1.Ingress(
+            f"{name}-ingress",
+            metadata=self._network.metadata(COMPONENT, labels),
+            spec=spec,
+            opts=child,
+        )

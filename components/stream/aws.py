@@ -1,0 +1,92 @@
+"""The stream on AWS: a Kinesis data stream encrypted with the platform's KMS key."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from components.config import StreamSettings
+from components.network import Peer
+from components.stream import StreamConnection
+
+WRITE_ACTIONS = ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"]
+READ_ACTIONS = [
+    "kinesis:DescribeStream",
+    "kinesis:DescribeStreamSummary",
+    "kinesis:GetRecords",
+    "kinesis:GetShardIterator",
+    "kinesis:ListShards",
+    "kinesis:SubscribeToShard",
+]
+
+
+@dataclass(frozen=True)
+class KinesisStreamArgs:
+    settings: StreamSettings
+    kms_key_arn: pulumi.Input[str]
+    """The customer-managed key the records are encrypted with at rest."""
+    protect: bool = True
+    """Default: true. Refuse to delete the stream (and its retained events) on destroy."""
+
+
+class KinesisStream(pulumi.ComponentResource):
+    """A Kinesis data stream (on-demand or provisioned) with server-side KMS encryption.
+
+    Producers and consumers get access through `grant_write` / `grant_read`, which attach a
+    role policy scoped to this stream's ARN and the key (no wildcard actions or resources).
+    """
+
+    def __init__(
+        self, name: str, args: KinesisStreamArgs, opts: pulumi.ResourceOptions | None = None
+    ):
+        super().__init__("liftoff:stream:KinesisStream", name, None, opts)
+        settings = args.settings
+        self._name = name
+        self._kms_key_arn = args.kms_key_arn
+        provisioned = settings.mode == "provisioned"
+        self.stream = aws.kinesis.Stream(
+            f"{name}-stream",
+            retention_period=settings.retention_hours,
+            stream_mode_details={"stream_mode": "PROVISIONED" if provisioned else "ON_DEMAND"},
+            shard_count=settings.shards if provisioned else None,
+            encryption_type="KMS",
+            kms_key_id=args.kms_key_arn,
+            shard_level_metrics=["IncomingRecords", "OutgoingRecords", "IteratorAgeMilliseconds"],
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
+        )
+        self.connection = StreamConnection(
+            url=pulumi.Output.concat("kinesis://", self.stream.name), name=self.stream.name
+        )
+        self.register_outputs({"streamArn": self.stream.arn, "url": self.connection.url})
+
+    def _grant(self, peer: Peer, role: str, actions: list[str], kms_actions: list[str]) -> None:
+        if peer.iam_role_name is None:
+            raise ValueError(f"{role}({peer.name!r}) on AWS needs the peer's IAM role")
+        policy = pulumi.Output.all(self.stream.arn, self._kms_key_arn).apply(
+            lambda arns: json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {"Effect": "Allow", "Action": actions, "Resource": arns[0]},
+                        {"Effect": "Allow", "Action": kms_actions, "Resource": arns[1]},
+                    ],
+                }
+            )
+        )
+        aws.iam.RolePolicy(
+            f"{self._name}-{role.removeprefix('grant_')}-{peer.name}",
+            role=peer.iam_role_name,
+            policy=policy,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    def grant_write(self, peer: Peer) -> None:
+        """Let `peer`'s role put records (and encrypt them with the stream's key)."""
+        self._grant(peer, "grant_write", WRITE_ACTIONS, ["kms:GenerateDataKey"])
+
+    def grant_read(self, peer: Peer) -> None:
+        """Let `peer`'s role read records (and decrypt them)."""
+        self._grant(peer, "grant_read", READ_ACTIONS, ["kms:Decrypt"])

@@ -1,0 +1,219 @@
+"""The stream on Kubernetes: NATS JetStream from the official chart, on PersistentVolumes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import kube
+from components.charts import deep_merge, load_chart_pin
+from components.config import ChartSource, StreamSettings
+from components.network import Peer
+from components.network.kubernetes import KubernetesNetwork
+from components.stream import STREAM_NAME, StreamConnection
+
+RELEASE = "nats"
+CLIENT_PORT = 4222
+ROUTE_PORT = 6222
+# UID for the NATS server and reloader: any non-root UID works, the server writes only to its
+# volume (group-owned through fsGroup) and the shared pid directory.
+NATS_UID = 1000
+# Labels the chart puts on the NATS pods (its selector labels for release `nats`).
+NATS_POD_SELECTOR = {
+    "app.kubernetes.io/name": "nats",
+    "app.kubernetes.io/instance": RELEASE,
+    "app.kubernetes.io/component": "nats",
+}
+NATS_RESOURCES = {
+    "requests": {"cpu": "250m", "memory": "512Mi"},
+    "limits": {"cpu": "2", "memory": "2Gi"},
+}
+RELOADER_RESOURCES = {
+    "requests": {"cpu": "10m", "memory": "32Mi"},
+    "limits": {"cpu": "100m", "memory": "64Mi"},
+}
+
+
+@dataclass(frozen=True)
+class NatsJetStreamArgs:
+    settings: StreamSettings
+    network: KubernetesNetwork
+    stack: str
+    services_image: str
+    """The liftoff services image; runs the job that creates/updates the stream."""
+    storage_class: str | None = None
+    """Default: the cluster's default StorageClass."""
+    image_registry: str | None = None
+    """Default: none. Mirror prefix applied to every image."""
+    chart_source: ChartSource | None = None
+    """Default: the pinned upstream repository (`charts/nats.yaml`)."""
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+def nats_values(args: NatsJetStreamArgs) -> dict[str, Any]:
+    """Values for the official NATS chart, built from the stack's settings."""
+    pin = load_chart_pin("nats")
+    settings = args.settings
+    file_store: dict[str, Any] = {
+        "enabled": True,
+        "dir": "/data",
+        "pvc": {"enabled": True, "size": f"{settings.storage_gb}Gi"},
+    }
+    if args.storage_class:
+        file_store["pvc"]["storageClassName"] = args.storage_class
+    jetstream: dict[str, Any] = {"enabled": True, "fileStore": file_store}
+    if settings.durability == "always":
+        # Acknowledge a write only after it is fsynced (the default syncs every 2 minutes, and
+        # Jepsen's 2025 analysis lost acknowledged writes with it on power failure).
+        jetstream["merge"] = {"sync_interval": "always"}
+    restricted = kube.container_security_context()
+    values = {
+        "global": {"labels": dict(sorted(args.tags.items()))},
+        "config": {
+            "cluster": {"enabled": settings.replicas > 1, "replicas": settings.replicas},
+            "jetstream": jetstream,
+        },
+        "container": {
+            "image": {"fullImageName": kube.image(pin.images["nats"], args.image_registry)},
+            "merge": {"securityContext": restricted, "resources": NATS_RESOURCES},
+        },
+        "reloader": {
+            "image": {"fullImageName": kube.image(pin.images["reloader"], args.image_registry)},
+            "merge": {"securityContext": restricted, "resources": RELOADER_RESOURCES},
+        },
+        "podTemplate": {
+            "merge": {
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "securityContext": kube.pod_security_context(NATS_UID),
+                }
+            }
+        },
+        # JetStream data outlives the StatefulSet, like Postgres's.
+        "statefulSet": {
+            "merge": {
+                "spec": {
+                    "persistentVolumeClaimRetentionPolicy": {
+                        "whenDeleted": "Retain",
+                        "whenScaled": "Retain",
+                    }
+                }
+            }
+        },
+    }
+    return deep_merge(pin.values, values)
+
+
+class NatsJetStream(pulumi.ComponentResource):
+    """NATS with JetStream (file storage on PVCs, cluster of `replicas`) and the EVENTS stream.
+
+    The stream's subjects, retention, replicas and duplicate window are applied by a Job that
+    runs `python -m services ensure-stream` from the services image: idempotent, so it is
+    declared again (under a new name) whenever those settings change.
+    """
+
+    def __init__(
+        self, name: str, args: NatsJetStreamArgs, opts: pulumi.ResourceOptions | None = None
+    ):
+        super().__init__("liftoff:stream:NatsJetStream", name, None, opts)
+        network = args.network
+        settings = args.settings
+        self._name = name
+        self._network = network
+        self.labels = kube.labels("nats", args.stack, args.tags)
+        pin = load_chart_pin("nats")
+        self.values = nats_values(args)
+        self.chart = k8s.helm.v4.Chart(
+            f"{name}-chart",
+            name=RELEASE,
+            namespace=network.namespace_name,
+            values=self.values,
+            **pin.source_args(args.chart_source),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[network.default_deny]),
+        )
+        if settings.replicas > 1:
+            # Cluster routes between the NATS servers.
+            network.allow(
+                f"{name}-routes",
+                source=NATS_POD_SELECTOR,
+                destination=NATS_POD_SELECTOR,
+                port=ROUTE_PORT,
+                labels=self.labels,
+                parent=self,
+            )
+        host = kube.service_dns_name(
+            RELEASE, network.namespace_name, network.settings.cluster_domain
+        )
+        url = f"nats://{host}:{CLIENT_PORT}/{STREAM_NAME}"
+        self.connection = StreamConnection(
+            url=pulumi.Output.from_input(url), name=pulumi.Output.from_input(STREAM_NAME)
+        )
+        self.setup_job = self._stream_setup_job(name, args, url)
+        self.register_outputs({"url": url, "setupJob": self.setup_job.metadata.name})
+
+    def _stream_setup_job(self, name: str, args: NatsJetStreamArgs, url: str) -> k8s.batch.v1.Job:
+        settings = args.settings
+        stream_env = {
+            "LIFTOFF_STREAM_URL": url,
+            "LIFTOFF_STREAM_RETENTION_HOURS": str(settings.retention_hours),
+            "LIFTOFF_STREAM_REPLICAS": str(settings.replicas),
+            "LIFTOFF_STREAM_DUPLICATE_WINDOW_SECONDS": str(settings.duplicate_window_minutes * 60),
+        }
+        # Jobs are immutable: a change of stream settings is a new Job with a new name.
+        digest = hashlib.sha256(
+            json.dumps([stream_env, args.services_image], sort_keys=True).encode()
+        ).hexdigest()[:8]
+        component = "stream-setup"
+        selector = kube.selector(component, args.stack)
+        self.grant_write(Peer(component, pod_labels=selector))
+        container = {
+            "name": "ensure-stream",
+            "image": kube.image(args.services_image, args.image_registry),
+            "imagePullPolicy": "IfNotPresent",
+            "args": ["ensure-stream"],
+            "env": kube.env(stream_env),
+            "resources": {
+                "requests": {"cpu": "50m", "memory": "64Mi"},
+                "limits": {"cpu": "250m", "memory": "128Mi"},
+            },
+        }
+        labels = kube.labels(component, args.stack, args.tags)
+        return k8s.batch.v1.Job(
+            f"{name}-setup",
+            metadata=self._network.metadata(f"nats-stream-setup-{digest}", labels),
+            spec={
+                "backoffLimit": 10,
+                "activeDeadlineSeconds": 900,
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": kube.services_pod_spec([container], restart_policy="OnFailure"),
+                },
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.chart]),
+        )
+
+    def _allow_clients(self, peer: Peer, role: str) -> None:
+        if not peer.pod_labels:
+            raise ValueError(f"{role}({peer.name!r}) on Kubernetes needs the peer's pod labels")
+        self._network.allow(
+            f"{self._name}-{role.removeprefix('grant_')}-{peer.name}",
+            source=peer.pod_labels,
+            destination=NATS_POD_SELECTOR,
+            port=CLIENT_PORT,
+            labels=self.labels,
+            parent=self,
+        )
+
+    def grant_write(self, peer: Peer) -> None:
+        """Admit `peer`'s pods to publish (network access to the NATS client port)."""
+        self._allow_clients(peer, "grant_write")
+
+    def grant_read(self, peer: Peer) -> None:
+        """Admit `peer`'s pods to consume (network access to the NATS client port)."""
+        self._allow_clients(peer, "grant_read")

@@ -1,0 +1,75 @@
+"""Ingestion on AWS: HTTP API → collector Lambda (deterministic package) → Kinesis."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+
+from components.ingest import TRACKING_PATHS
+from tests.conftest import stack_run
+
+FUNCTION = "aws:lambda/function:Function"
+
+
+def test_function_runs_the_packaged_collector():
+    function = stack_run("aws").one(FUNCTION).inputs
+    assert function["handler"] == "services.aws_lambda.collector_handler"
+    assert function["runtime"] == "python3.12" and function["architectures"] == ["arm64"]
+    assert function["memorySize"] == 1024
+    archive = Path(function["code"]["file"])
+    digest = base64.b64encode(hashlib.sha256(archive.read_bytes()).digest()).decode()
+    assert function["sourceCodeHash"] == digest
+    assert function["name"] == "liftoff-aws-collector"
+
+
+def test_write_keys_are_never_in_the_function_environment():
+    run = stack_run("aws")
+    variables = run.one(FUNCTION).inputs["environment"]["variables"]
+    assert set(variables) == {
+        "LIFTOFF_STREAM_URL",
+        "LIFTOFF_WRITE_KEYS_SECRET_ARN",
+        "LIFTOFF_LOG_LEVEL",
+    }
+    assert (
+        variables["LIFTOFF_STREAM_URL"]
+        == "kinesis://" + run.one("aws:kinesis/stream:Stream").inputs["name"]
+    )
+    assert run.outputs["writeKeys"].keys() == {"web", "ios", "backend"}
+    assert "writeKeys" in run.secret_outputs
+
+
+def test_role_reaches_only_its_logs_secret_and_key():
+    run = stack_run("aws")
+    policy = json.loads(
+        run.one("aws:iam/rolePolicy:RolePolicy", "liftoff-ingest-role-policy").inputs["policy"]
+    )
+    secret_arn = run.one("aws:secretsmanager/secret:Secret", "liftoff-ingest-write-keys").inputs[
+        "arn"
+    ]
+    resources = [s["Resource"] for s in policy["Statement"]]
+    assert secret_arn in resources
+    for statement in policy["Statement"]:
+        assert all("*" not in action for action in statement["Action"])
+        resource = statement["Resource"]
+        for arn in resource if isinstance(resource, list) else [resource]:
+            assert arn.startswith("arn:aws:") and arn != "*"
+
+
+def test_http_api_routes_every_tracking_call_with_throttling_and_access_logs():
+    run = stack_run("aws")
+    api = run.one("aws:apigatewayv2/api:Api").inputs
+    assert api["protocolType"] == "HTTP"
+    assert api["corsConfiguration"]["allowMethods"] == ["POST", "OPTIONS"]
+    routes = {r.inputs["routeKey"] for r in run.of_type("aws:apigatewayv2/route:Route")}
+    assert routes == {f"POST /v1/{path}" for path in TRACKING_PATHS}
+    stage = run.one("aws:apigatewayv2/stage:Stage").inputs
+    assert stage["defaultRouteSettings"]["throttlingRateLimit"] == 5000
+    assert stage["defaultRouteSettings"]["throttlingBurstLimit"] == 10000
+    assert json.loads(stage["accessLogSettings"]["format"])["status"] == "$context.status"
+    integration = run.one("aws:apigatewayv2/integration:Integration").inputs
+    assert integration["payloadFormatVersion"] == "2.0"
+    permission = run.one("aws:lambda/permission:Permission").inputs
+    assert permission["sourceArn"].endswith("/*/*/v1/*")
+    assert run.outputs["collectorUrl"] == api["apiEndpoint"]

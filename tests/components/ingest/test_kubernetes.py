@@ -1,0 +1,62 @@
+"""Ingestion on Kubernetes: collector Deployment, Service, autoscaler, PDB, Ingress."""
+
+from __future__ import annotations
+
+from tests.conftest import stack_run
+
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+
+
+def _container(run):
+    return run.one(DEPLOYMENT).inputs["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_collector_pod_is_restricted_probed_and_mirrored():
+    run = stack_run("kubernetes-private-cloud")
+    pod = run.one(DEPLOYMENT).inputs["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == "registry.corp.example/mirror/data/liftoff-services:0.1.0"
+    assert container["args"] == ["collector"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert container["resources"]["limits"] == {"cpu": "1", "memory": "512Mi"}
+
+
+def test_write_keys_come_from_a_mounted_secret():
+    run = stack_run("dev")
+    container = _container(run)
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["LIFTOFF_WRITE_KEYS_FILE"] == "/etc/liftoff/write-keys/write-keys.json"
+    assert "LIFTOFF_WRITE_KEYS" not in env
+    assert env["LIFTOFF_STREAM_URL"] == "nats://nats.liftoff-dev.svc.cluster.local:4222/EVENTS"
+    secret = run.one("kubernetes:core/v1:Secret", "liftoff-ingest-write-keys")
+    assert "stringData" in secret.secret_paths
+    assert run.outputs["writeKeys"].keys() == {"web", "backend"}
+    assert "writeKeys" in run.secret_outputs
+
+
+def test_autoscaler_and_disruption_budget_follow_the_settings():
+    run = stack_run("kubernetes-private-cloud")
+    hpa = run.one("kubernetes:autoscaling/v2:HorizontalPodAutoscaler").inputs["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (3, 12)
+    assert hpa["scaleTargetRef"]["name"] == "collector"
+    pdb = run.one("kubernetes:policy/v1:PodDisruptionBudget", "liftoff-ingest-pdb").inputs
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert run.one(DEPLOYMENT).inputs["spec"]["replicas"] == 3
+
+
+def test_ingress_with_tls_when_a_host_is_configured():
+    run = stack_run("kubernetes-private-cloud")
+    ingress = run.one("kubernetes:networking.k8s.io/v1:Ingress").inputs["spec"]
+    assert ingress["ingressClassName"] == "nginx"
+    assert ingress["tls"] == [{"hosts": ["events.corp.example"], "secretName": "events-tls"}]
+    assert ingress["rules"][0]["http"]["paths"][0]["path"] == "/v1"
+    assert run.outputs["collectorUrl"] == "https://events.corp.example"
+
+
+def test_in_cluster_url_without_a_host():
+    run = stack_run("dev")
+    assert run.of_type("kubernetes:networking.k8s.io/v1:Ingress") == []
+    assert run.outputs["collectorUrl"] == "http://collector.liftoff-dev.svc.cluster.local"

@@ -1,0 +1,111 @@
+"""The stream on Kubernetes: the official NATS chart with JetStream, and the EVENTS stream."""
+
+from __future__ import annotations
+
+from components.charts import load_chart_pin
+from tests.conftest import stack_run
+from tests.harness import run_program
+
+CHART = "kubernetes:helm.sh/v4:Chart"
+JOB = "kubernetes:batch/v1:Job"
+
+
+def test_chart_is_the_pinned_official_nats_chart():
+    pin = load_chart_pin("nats")
+    chart = stack_run("dev").one(CHART).inputs
+    assert (chart["chart"], chart["version"]) == ("nats", pin.version)
+    assert chart["repositoryOpts"] == {"repo": "https://nats-io.github.io/k8s/helm/charts/"}
+    assert chart["namespace"] == "liftoff-dev"
+    assert chart["name"] == "nats"
+
+
+def test_chart_repository_and_local_archive_can_be_overridden():
+    mirrored = stack_run("kubernetes-private-cloud").one(CHART).inputs
+    assert mirrored["repositoryOpts"] == {"repo": "https://charts.corp.example/nats"}
+    run = run_program(
+        "stacks/kubernetes-private-cloud.yaml",
+        overrides={"liftoff:charts": {"nats": {"path": "vendor/nats-2.14.2.tgz"}}},
+    )
+    local = run.one(CHART).inputs
+    assert local["chart"] == "vendor/nats-2.14.2.tgz"
+    assert "repositoryOpts" not in local
+
+
+def test_production_profile_runs_three_servers_with_fsync_always():
+    values = stack_run("kubernetes-private-cloud").one(CHART).inputs["values"]
+    assert values["config"]["cluster"] == {"enabled": True, "replicas": 3}
+    jetstream = values["config"]["jetstream"]
+    assert jetstream["merge"] == {"sync_interval": "always"}
+    assert jetstream["fileStore"]["pvc"] == {
+        "enabled": True,
+        "size": "100Gi",
+        "storageClassName": "ceph-rbd-retain",
+    }
+    assert jetstream["memoryStore"] == {"enabled": False}
+
+
+def test_single_server_dev_keeps_the_default_fsync():
+    values = stack_run("dev").one(CHART).inputs["values"]
+    assert values["config"]["cluster"]["enabled"] is False
+    assert "merge" not in values["config"]["jetstream"]
+    assert "storageClassName" not in values["config"]["jetstream"]["fileStore"]["pvc"]
+
+
+def test_every_nats_image_goes_through_the_mirror_and_pods_are_restricted():
+    values = stack_run("kubernetes-private-cloud").one(CHART).inputs["values"]
+    assert values["container"]["image"]["fullImageName"] == (
+        "registry.corp.example/mirror/library/nats:2.14.2-alpine"
+    )
+    assert values["reloader"]["image"]["fullImageName"].startswith("registry.corp.example/mirror/")
+    assert values["natsBox"]["enabled"] is False
+    pod = values["podTemplate"]["merge"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    for container in ("container", "reloader"):
+        context = values[container]["merge"]["securityContext"]
+        assert context["capabilities"] == {"drop": ["ALL"]}
+        assert context["allowPrivilegeEscalation"] is False
+        assert values[container]["merge"]["resources"]["limits"]
+    retention = values["statefulSet"]["merge"]["spec"]["persistentVolumeClaimRetentionPolicy"]
+    assert retention == {"whenDeleted": "Retain", "whenScaled": "Retain"}
+
+
+def test_stream_is_created_by_a_job_named_after_its_settings():
+    job = stack_run("kubernetes-private-cloud").one(JOB).inputs
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert container["args"] == ["ensure-stream"]
+    assert env == {
+        "LIFTOFF_STREAM_URL": "nats://nats.liftoff-data.svc.cluster.local:4222/EVENTS",
+        "LIFTOFF_STREAM_RETENTION_HOURS": "336",
+        "LIFTOFF_STREAM_REPLICAS": "3",
+        "LIFTOFF_STREAM_DUPLICATE_WINDOW_SECONDS": "120",
+    }
+    assert container["image"] == "registry.corp.example/mirror/data/liftoff-services:0.1.0"
+    changed = run_program(
+        "stacks/kubernetes-private-cloud.yaml",
+        overrides={"liftoff:stream": {"replicas": 3, "retentionHours": 48}},
+    ).one(JOB)
+    assert changed.inputs["metadata"]["name"] != job["metadata"]["name"]
+
+
+def test_nats_admits_only_granted_clients_and_its_own_routes():
+    run = stack_run("kubernetes-private-cloud")
+    policies = {
+        r.name: r.inputs["spec"]
+        for r in run.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
+        if r.name.startswith("liftoff-stream-")
+    }
+    assert set(policies) == {
+        "liftoff-stream-routes-ingress",
+        "liftoff-stream-routes-egress",
+        "liftoff-stream-write-stream-setup-ingress",
+        "liftoff-stream-write-stream-setup-egress",
+        "liftoff-stream-write-collector-ingress",
+        "liftoff-stream-write-collector-egress",
+    }
+    collector_in = policies["liftoff-stream-write-collector-ingress"]["ingress"][0]
+    assert collector_in["ports"] == [{"protocol": "TCP", "port": 4222}]
+    assert collector_in["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == (
+        "collector"
+    )
+    assert policies["liftoff-stream-routes-ingress"]["ingress"][0]["ports"][0]["port"] == 6222
