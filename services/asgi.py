@@ -1,0 +1,158 @@
+"""The collector as a plain ASGI application (no framework: the hot path is a dict lookup).
+
+Routes: ``POST /v1/{batch,import,track,identify,page,screen,group,alias}`` (+ ``OPTIONS`` for
+CORS preflight), ``GET /healthz`` (liveness: the process answers), ``GET /readyz`` (readiness:
+the stream is reachable and exists), ``GET /metrics`` (Prometheus text format, this process).
+The lifespan protocol starts and closes the stream adapter.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from services.collector import ROUTES, Collector, IngestRequest, Response, json_response
+from services.segment import MAX_REQUEST_BYTES, InvalidInput
+
+log = logging.getLogger("liftoff.asgi")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_NOT_FOUND = Response(404, b'{"success":false,"error":{"code":"not_found"}}')
+_HEALTHY = Response(200, b'{"status":"ok"}')
+
+
+def _method_not_allowed(allowed: str) -> Response:
+    return json_response(
+        405,
+        {
+            "success": False,
+            "error": {"code": "method_not_allowed", "message": f"use {allowed}"},
+        },
+        [("allow", allowed)],
+    )
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class CollectorApp:
+    def __init__(self, collector: Collector) -> None:
+        self.collector = collector
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            response = await self._http(scope, receive)
+            if response is not None:
+                await _send(send, response, head=scope["method"] == "HEAD")
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive) -> Response | None:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if path in ROUTES:
+            if method == "POST":
+                return await self._ingest(path, scope, receive)
+            if method == "OPTIONS":
+                return self.collector.preflight(_header(scope, b"access-control-request-headers"))
+            return self.collector.reject(
+                path,
+                InvalidInput(405, "method_not_allowed", f"{method} {path}: use POST"),
+            )
+        if method not in ("GET", "HEAD"):
+            return _method_not_allowed("GET, HEAD") if path in _READ_ROUTES else _NOT_FOUND
+        if path == "/healthz":
+            return _HEALTHY
+        if path == "/readyz":
+            return await self.collector.readiness()
+        if path == "/metrics":
+            return self.collector.metrics()
+        return _NOT_FOUND
+
+    async def _ingest(self, path: str, scope: Scope, receive: Receive) -> Response | None:
+        request = IngestRequest(route=path, body=b"")
+        declared_length = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                request.content_type = value.decode("latin-1")
+            elif name == b"content-encoding":
+                request.content_encoding = value.decode("latin-1")
+            elif name == b"authorization":
+                request.authorization = value.decode("latin-1")
+            elif name == b"content-length":
+                declared_length = value
+        too_large = InvalidInput(
+            413, "request_too_large", f"request body exceeds {MAX_REQUEST_BYTES} bytes"
+        )
+        if (
+            declared_length is not None
+            and declared_length.isdigit()
+            and int(declared_length) > MAX_REQUEST_BYTES
+        ):
+            return self.collector.reject(path, too_large)
+        try:
+            body = await _read_body(receive, MAX_REQUEST_BYTES)
+        except _TooLarge:
+            return self.collector.reject(path, too_large)
+        if body is None:
+            return None  # the client went away; nothing to answer, nothing published
+        request.body = body
+        return await self.collector.ingest(request)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.collector.stream.start()
+                except Exception as error:
+                    log.exception("stream adapter failed to start")
+                    await send({"type": "lifespan.startup.failed", "message": repr(error)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.collector.stream.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+_READ_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def _header(scope: Scope, wanted: bytes) -> str | None:
+    for name, value in scope["headers"]:
+        if name == wanted:
+            return value.decode("latin-1")
+    return None
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _send(send: Send, response: Response, head: bool = False) -> None:
+    headers = [
+        (b"content-type", response.content_type.encode()),
+        (b"content-length", str(len(response.body)).encode()),
+    ]
+    headers.extend((name.encode(), value.encode()) for name, value in response.headers)
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if head else response.body})

@@ -1,0 +1,128 @@
+"""The collector as an AWS Lambda function behind API Gateway HTTP API (payload format 2.0).
+
+Handler: ``services.aws_lambda.collector_handler``. Same validation and publish code as the
+container (:class:`services.collector.Collector`), publishing to Kinesis.
+
+Environment: ``LIFTOFF_STREAM_URL`` (``kinesis://<stream-name>``), and the write keys either in
+``LIFTOFF_WRITE_KEYS`` (JSON) or in the Secrets Manager secret ``LIFTOFF_WRITE_KEYS_SECRET_ARN``
+(its SecretString is that JSON), read once per cold start. ``LIFTOFF_LOG_LEVEL`` as elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+
+from services import config
+from services.collector import ROUTES, Collector, IngestRequest, Response, json_response
+from services.config import ConfigError
+from services.observability import configure_logging
+from services.segment import MAX_REQUEST_BYTES, InvalidInput
+from services.streams.kinesis import KinesisStream
+from services.writekeys import WriteKeys
+
+
+@dataclass
+class _Runtime:
+    collector: Collector
+    loop: asyncio.AbstractEventLoop
+
+
+_runtime: _Runtime | None = None
+
+
+def _write_keys(env: Mapping[str, str]) -> WriteKeys:
+    secret_arn = env.get(config.WRITE_KEYS_SECRET_ARN, "").strip()
+    if not secret_arn:
+        return config.write_keys(env)
+    if env.get(config.WRITE_KEYS, "").strip():
+        raise ConfigError(f"set only one of {config.WRITE_KEYS} and {config.WRITE_KEYS_SECRET_ARN}")
+    secret = boto3.client("secretsmanager").get_secret_value(SecretId=secret_arn)
+    try:
+        return WriteKeys.from_json(secret.get("SecretString") or "")
+    except ValueError as error:
+        raise ConfigError(f"the secret {config.WRITE_KEYS_SECRET_ARN} names {error}") from None
+
+
+def _start(env: Mapping[str, str]) -> _Runtime:
+    configure_logging(config.log_level(env))
+    stream = KinesisStream.from_url(config.stream_url(env, ("kinesis",)))
+    collector = Collector(stream, _write_keys(env))
+    # One loop per execution environment, reused across invocations (boto3 runs on threads).
+    return _Runtime(collector, asyncio.new_event_loop())
+
+
+def _route(path: str) -> str | None:
+    # A named stage prefixes rawPath ("/prod/v1/batch"); the $default stage does not.
+    start = path.find("/v1/")
+    return path[start:] if start >= 0 and path[start:] in ROUTES else None
+
+
+def _answer(response: Response) -> dict[str, Any]:
+    headers = {"content-type": response.content_type}
+    headers.update(response.headers)
+    return {
+        "statusCode": response.status,
+        "headers": headers,
+        "body": response.body.decode(),
+        "isBase64Encoded": False,
+    }
+
+
+def collector_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    global _runtime
+    if _runtime is None:
+        _runtime = _start(os.environ)
+    collector = _runtime.collector
+
+    http = event.get("requestContext", {}).get("http", {})
+    method = http.get("method", "")
+    route = _route(event.get("rawPath") or http.get("path", ""))
+    if route is None:
+        return _answer(json_response(404, {"success": False, "error": {"code": "not_found"}}, []))
+    headers: Mapping[str, str] = event.get("headers") or {}  # HTTP API lower-cases names
+    if method == "OPTIONS":
+        return _answer(collector.preflight(headers.get("access-control-request-headers")))
+    if method != "POST":
+        error = InvalidInput(405, "method_not_allowed", f"{method} {route}: use POST")
+        return _answer(collector.reject(route, error))
+
+    raw_body = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        try:
+            body = base64.b64decode(raw_body, validate=True)
+        except binascii.Error:
+            error = InvalidInput(400, "malformed_body", "body is not valid base64")
+            return _answer(collector.reject(route, error))
+    else:
+        body = raw_body.encode()
+    if len(body) > MAX_REQUEST_BYTES:
+        error = InvalidInput(
+            413, "request_too_large", f"request body exceeds {MAX_REQUEST_BYTES} bytes"
+        )
+        return _answer(collector.reject(route, error))
+
+    request = IngestRequest(
+        route=route,
+        body=body,
+        content_type=headers.get("content-type", ""),
+        content_encoding=headers.get("content-encoding", ""),
+        authorization=headers.get("authorization"),
+    )
+    return _answer(_runtime.loop.run_until_complete(collector.ingest(request)))
+
+
+def reset_for_tests() -> None:
+    """Forget the cold-start state (tests start several 'cold starts' in one process)."""
+    global _runtime
+    if _runtime is not None:
+        _runtime.loop.run_until_complete(_runtime.collector.stream.close())
+        _runtime.loop.close()
+    _runtime = None

@@ -1,0 +1,232 @@
+"""The collector's request handling, independent of the transport (ASGI server or Lambda).
+
+Order of checks for ``POST /v1/<route>``: content type (415), write key in the ``Authorization``
+header when one is sent (401), content encoding (415) and gzip (400/413), body size (413),
+JSON envelope (400), write key in the body when no header was sent (401), every event (400),
+then publish (503 with ``Retry-After`` when the stream did not acknowledge everything).
+The answer is 200 ``{"success": true}`` only after every event was acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import msgspec
+
+from services.observability import Counters
+from services.segment import MAX_REQUEST_BYTES, InvalidInput, build_records, parse_body
+from services.streams import EventStream, StreamUnavailable
+from services.writekeys import WriteKeys, basic_auth_username
+
+log = logging.getLogger("liftoff.collector")
+
+# Path → event type; None is the batch endpoint (``/v1/import`` is Segment's older name for it).
+ROUTES: dict[str, str | None] = {
+    "/v1/batch": None,
+    "/v1/import": None,
+    "/v1/track": "track",
+    "/v1/identify": "identify",
+    "/v1/page": "page",
+    "/v1/screen": "screen",
+    "/v1/group": "group",
+    "/v1/alias": "alias",
+}
+# analytics.js posts with text/plain so that browsers skip the CORS preflight.
+ACCEPTED_MEDIA_TYPES = frozenset({"application/json", "text/plain", ""})
+RETRY_AFTER_SECONDS = "5"
+READINESS_TIMEOUT_SECONDS = 3.0
+
+CORS_HEADERS = [("access-control-allow-origin", "*")]
+PREFLIGHT_HEADERS = [
+    ("access-control-allow-origin", "*"),
+    ("access-control-allow-methods", "POST, OPTIONS"),
+    ("access-control-max-age", "86400"),
+    ("vary", "Access-Control-Request-Headers"),
+]
+DEFAULT_ALLOWED_HEADERS = "Content-Type, Content-Encoding, Authorization"
+
+_SUCCESS = b'{"success":true}'
+_json_encoder = msgspec.json.Encoder()
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    body: bytes
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    content_type: str = "application/json"
+
+
+@dataclass(slots=True)
+class IngestRequest:
+    route: str
+    body: bytes
+    content_type: str = ""
+    content_encoding: str = ""
+    authorization: str | None = None
+
+
+def json_response(status: int, document: object, headers: list[tuple[str, str]]) -> Response:
+    return Response(status, _json_encoder.encode(document), headers)
+
+
+def decode_content(body: bytes, content_encoding: str) -> bytes:
+    encoding = content_encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "x-gzip"):
+        raise InvalidInput(
+            415, "unsupported_content_encoding", f"Content-Encoding {encoding!r}: use gzip"
+        )
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        # Bounded output: a small gzip bomb must not expand past the request limit.
+        decoded = inflater.decompress(body, MAX_REQUEST_BYTES + 1)
+    except zlib.error as error:
+        raise InvalidInput(
+            400, "malformed_gzip", f"request body is not valid gzip: {error}"
+        ) from None
+    if len(decoded) > MAX_REQUEST_BYTES:
+        raise InvalidInput(
+            413,
+            "request_too_large",
+            f"decompressed request body exceeds the limit of {MAX_REQUEST_BYTES} bytes",
+        )
+    if not inflater.eof:
+        raise InvalidInput(400, "malformed_gzip", "request body is truncated gzip")
+    return decoded
+
+
+class Collector:
+    def __init__(
+        self,
+        stream: EventStream,
+        write_keys: WriteKeys,
+        counters: Counters | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.stream = stream
+        self.write_keys = write_keys
+        self.counters = counters or Counters()
+        self.clock = clock
+        self.counters.describe(
+            "liftoff_collector_requests_total", "Ingestion requests by route and status."
+        )
+        self.counters.describe(
+            "liftoff_collector_events_accepted_total",
+            "Events acknowledged by the stream, by source.",
+        )
+        self.counters.describe(
+            "liftoff_collector_requests_rejected_total", "Requests answered 4xx, by error code."
+        )
+        self.counters.describe(
+            "liftoff_collector_publish_failures_total",
+            "Requests answered 503 because the stream did not acknowledge every event.",
+        )
+
+    async def ingest(self, request: IngestRequest) -> Response:
+        try:
+            response = await self._ingest(request)
+        except InvalidInput as error:
+            return self.reject(request.route, error)
+        except StreamUnavailable as error:
+            self.counters.add("liftoff_collector_publish_failures_total")
+            log.warning(
+                "stream did not acknowledge the request",
+                extra={"fields": {"route": request.route, "error": str(error)}},
+            )
+            response = json_response(
+                503,
+                {
+                    "success": False,
+                    "error": {"code": "stream_unavailable", "message": "retry later"},
+                },
+                [*CORS_HEADERS, ("retry-after", RETRY_AFTER_SECONDS)],
+            )
+        except Exception:
+            log.exception("unexpected error", extra={"fields": {"route": request.route}})
+            response = json_response(
+                500,
+                {"success": False, "error": {"code": "internal", "message": "internal error"}},
+                CORS_HEADERS,
+            )
+        self.counters.add(
+            "liftoff_collector_requests_total", route=request.route, status=str(response.status)
+        )
+        return response
+
+    def reject(self, route: str, error: InvalidInput) -> Response:
+        """Answer a client error (also used by transports that reject before calling ingest)."""
+        self.counters.add("liftoff_collector_requests_rejected_total", code=error.code)
+        log.info(
+            "request rejected",
+            extra={
+                "fields": {
+                    "route": route,
+                    "status": error.status,
+                    "code": error.code,
+                    "index": error.index,
+                    "field": error.field,
+                }
+            },
+        )
+        self.counters.add("liftoff_collector_requests_total", route=route, status=str(error.status))
+        return json_response(error.status, error.as_json(), CORS_HEADERS)
+
+    async def _ingest(self, request: IngestRequest) -> Response:
+        event_type = ROUTES[request.route]
+        media_type = request.content_type.partition(";")[0].strip().lower()
+        if media_type not in ACCEPTED_MEDIA_TYPES:
+            raise InvalidInput(
+                415,
+                "unsupported_media_type",
+                f"Content-Type {media_type!r}: use application/json",
+            )
+        source = None
+        if request.authorization:
+            source = self.write_keys.source_for(basic_auth_username(request.authorization))
+            if source is None:
+                raise InvalidInput(401, "invalid_write_key", "unknown write key")
+        body = decode_content(request.body, request.content_encoding)
+        parsed = parse_body(body, event_type)
+        if source is None:
+            source = self.write_keys.source_for(parsed.write_key)
+            if source is None:
+                raise InvalidInput(
+                    401,
+                    "invalid_write_key",
+                    "missing or unknown write key: send it as the HTTP Basic username",
+                )
+        records = build_records(parsed, event_type, source, self.clock())
+        if records:
+            await self.stream.publish(records)
+            self.counters.add(
+                "liftoff_collector_events_accepted_total", len(records), source=source
+            )
+        return Response(200, _SUCCESS, CORS_HEADERS)
+
+    def preflight(self, requested_headers: str | None) -> Response:
+        allowed = requested_headers or DEFAULT_ALLOWED_HEADERS
+        return Response(204, b"", [*PREFLIGHT_HEADERS, ("access-control-allow-headers", allowed)])
+
+    async def readiness(self) -> Response:
+        try:
+            await asyncio.wait_for(self.stream.check_ready(), READINESS_TIMEOUT_SECONDS)
+        except TimeoutError:
+            return json_response(503, {"status": "unavailable", "reason": "timed out"}, [])
+        except StreamUnavailable as error:
+            return json_response(503, {"status": "unavailable", "reason": str(error)}, [])
+        return json_response(200, {"status": "ready"}, [])
+
+    def metrics(self) -> Response:
+        return Response(
+            200,
+            self.counters.render().encode(),
+            [],
+            content_type="text/plain; version=0.0.4; charset=utf-8",
+        )

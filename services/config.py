@@ -1,0 +1,151 @@
+"""Settings read from environment variables; every error names the variable at fault."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.observability import parse_log_level
+from services.streams import InvalidStreamUrl
+from services.streams.jetstream import StreamSettings
+from services.writekeys import WriteKeys
+
+STREAM_URL = "LIFTOFF_STREAM_URL"
+WRITE_KEYS = "LIFTOFF_WRITE_KEYS"
+WRITE_KEYS_FILE = "LIFTOFF_WRITE_KEYS_FILE"
+WRITE_KEYS_SECRET_ARN = "LIFTOFF_WRITE_KEYS_SECRET_ARN"
+HOST = "LIFTOFF_HOST"
+PORT = "LIFTOFF_PORT"
+LOG_LEVEL = "LIFTOFF_LOG_LEVEL"
+WORKERS = "LIFTOFF_WORKERS"
+RETENTION_HOURS = "LIFTOFF_STREAM_RETENTION_HOURS"
+REPLICAS = "LIFTOFF_STREAM_REPLICAS"
+DUPLICATE_WINDOW = "LIFTOFF_STREAM_DUPLICATE_WINDOW_SECONDS"
+
+
+class ConfigError(Exception):
+    """A missing or invalid environment variable; the message names it."""
+
+
+def stream_url(env: Mapping[str, str], schemes: tuple[str, ...] = ("nats", "kinesis")) -> str:
+    url = env.get(STREAM_URL, "").strip()
+    if not url:
+        raise ConfigError(f"{STREAM_URL} is not set (e.g. nats://nats:4222/EVENTS)")
+    scheme = url.partition("://")[0]
+    if scheme not in schemes:
+        allowed = " or ".join(f"{s}://" for s in schemes)
+        raise ConfigError(f"{STREAM_URL}={url!r} is not supported: use {allowed}")
+    try:
+        if scheme == "nats":
+            from services.streams.jetstream import JetStreamAddress
+
+            JetStreamAddress.parse(url)
+        else:
+            from services.streams.kinesis import KinesisAddress
+
+            KinesisAddress.parse(url)
+    except InvalidStreamUrl as error:
+        raise ConfigError(f"{STREAM_URL} is invalid: {error}") from None
+    return url
+
+
+def write_keys(env: Mapping[str, str]) -> WriteKeys:
+    inline = env.get(WRITE_KEYS, "").strip()
+    path = env.get(WRITE_KEYS_FILE, "").strip()
+    if inline and path:
+        raise ConfigError(f"set only one of {WRITE_KEYS} and {WRITE_KEYS_FILE}")
+    if path:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as error:
+            raise ConfigError(
+                f"{WRITE_KEYS_FILE}={path!r} cannot be read: {error.strerror}"
+            ) from None
+        return _parse_write_keys(WRITE_KEYS_FILE, text)
+    if inline:
+        return _parse_write_keys(WRITE_KEYS, inline)
+    raise ConfigError(
+        f"{WRITE_KEYS} or {WRITE_KEYS_FILE} must be set "
+        '(JSON object mapping source name to write key, e.g. {"web": "<key>"})'
+    )
+
+
+def _parse_write_keys(variable: str, text: str) -> WriteKeys:
+    try:
+        return WriteKeys.from_json(text)
+    except ValueError as error:
+        raise ConfigError(f"{variable} {error}") from None
+
+
+def integer(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name}={value} must be between {minimum} and {maximum}")
+    return value
+
+
+def number(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not value >= minimum:
+        raise ConfigError(f"{name}={value:g} must be at least {minimum:g}")
+    return value
+
+
+def log_level(env: Mapping[str, str]) -> str:
+    raw = env.get(LOG_LEVEL, "INFO")
+    try:
+        return parse_log_level(raw)
+    except ValueError as error:
+        raise ConfigError(f"{LOG_LEVEL}={raw!r} {error}") from None
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    stream_url: str
+    write_keys: WriteKeys
+    host: str
+    port: int
+    log_level: str
+    workers: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> CollectorConfig:
+        return cls(
+            stream_url=stream_url(env),
+            write_keys=write_keys(env),
+            host=env.get(HOST, "").strip() or "0.0.0.0",
+            port=integer(env, PORT, 8080, 1, 65535),
+            log_level=log_level(env),
+            workers=integer(env, WORKERS, 1, 1, 64),
+        )
+
+
+@dataclass(frozen=True)
+class EnsureStreamConfig:
+    stream_url: str
+    settings: StreamSettings
+    log_level: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> EnsureStreamConfig:
+        settings = StreamSettings(
+            retention_hours=number(env, RETENTION_HOURS, 168.0, 0.001),
+            replicas=integer(env, REPLICAS, 1, 1, 5),
+            duplicate_window_seconds=number(env, DUPLICATE_WINDOW, 120.0, 0.001),
+        )
+        if settings.duplicate_window_seconds > settings.retention_hours * 3600:
+            raise ConfigError(f"{DUPLICATE_WINDOW} must not exceed {RETENTION_HOURS} * 3600")
+        return cls(stream_url(env, ("nats",)), settings, log_level(env))

@@ -1,0 +1,53 @@
+"""Stream adapters: one async interface, chosen by the stream URL's scheme.
+
+- ``nats://host:port[,host:port...]/<STREAM>?subject_prefix=events&publish_timeout=5``
+  → NATS JetStream (:mod:`services.streams.jetstream`)
+- ``kinesis://<stream-name>?region=...&max_attempts=6`` → Kinesis Data Streams
+  (:mod:`services.streams.kinesis`); the endpoint comes from ``AWS_ENDPOINT_URL`` when set.
+
+``publish`` returns only after the stream acknowledged every record; otherwise it raises
+:class:`StreamUnavailable`. It never buffers in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from services.events import StreamRecord
+
+
+class StreamUnavailable(Exception):
+    """The stream did not acknowledge every record (down, timed out, or kept failing)."""
+
+
+class InvalidStreamUrl(ValueError):
+    """The stream URL names no supported stream or is malformed."""
+
+
+class EventStream(Protocol):
+    async def start(self) -> None:
+        """Begin connecting; must not fail when the stream is down (readiness reports it)."""
+
+    async def publish(self, records: Sequence[StreamRecord]) -> None:
+        """Return once every record is acknowledged; raise StreamUnavailable otherwise."""
+
+    async def check_ready(self) -> None:
+        """Raise StreamUnavailable unless connected and the stream exists."""
+
+    async def close(self) -> None: ...
+
+
+def open_stream(url: str) -> EventStream:
+    """Build (but do not connect) the adapter for ``url``."""
+    scheme = urlsplit(url).scheme
+    if scheme == "nats":
+        from services.streams.jetstream import JetStreamStream
+
+        return JetStreamStream.from_url(url)
+    if scheme == "kinesis":
+        from services.streams.kinesis import KinesisStream
+
+        return KinesisStream.from_url(url)
+    raise InvalidStreamUrl(f"unsupported stream URL scheme {scheme!r}: use nats:// or kinesis://")

@@ -1,0 +1,68 @@
+"""Write keys: which source a request belongs to.
+
+Configured as a JSON object mapping source name → write key, e.g. ``{"web": "k1", "ios": "k2"}``.
+Source names become NATS subject tokens, so they are limited to letters, digits, '_' and '-'.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Mapping
+
+_SOURCE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class WriteKeys:
+    def __init__(self, keys_by_source: Mapping[str, str]) -> None:
+        if not keys_by_source:
+            raise ValueError("must name at least one source")
+        sources_by_key: dict[str, str] = {}
+        for source, key in keys_by_source.items():
+            if not isinstance(source, str) or not _SOURCE_NAME.match(source):
+                raise ValueError(f"source name {source!r} must be 1-64 letters, digits, '_' or '-'")
+            if not isinstance(key, str) or not key:
+                raise ValueError(f"the write key of source {source!r} must be a non-empty string")
+            if key in sources_by_key:
+                raise ValueError(
+                    f"sources {sources_by_key[key]!r} and {source!r} share one write key"
+                )
+            sources_by_key[key] = source
+        self._sources_by_key = sources_by_key
+
+    @classmethod
+    def from_json(cls, text: str) -> WriteKeys:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as error:
+            # The message of JSONDecodeError quotes no input, so no key leaks into logs.
+            raise ValueError(f"is not valid JSON ({error.msg} at position {error.pos})") from None
+        if not isinstance(value, dict):
+            raise ValueError("must be a JSON object mapping source name to write key")
+        return cls(value)
+
+    @property
+    def sources(self) -> list[str]:
+        return sorted(self._sources_by_key.values())
+
+    def source_for(self, write_key: str | None) -> str | None:
+        if not write_key:
+            return None
+        return self._sources_by_key.get(write_key)
+
+
+def basic_auth_username(authorization: str | None) -> str | None:
+    """The username of an HTTP Basic ``Authorization`` header (Segment: write key, no password)."""
+    if not authorization:
+        return None
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    username, _, _password = decoded.partition(":")
+    return username or None
