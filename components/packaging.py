@@ -22,7 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LAMBDA_RUNTIME = "python3.12"
 LAMBDA_ARCHITECTURE = "arm64"
-_PIP_PLATFORM = "manylinux2014_aarch64"
+# The python3.12 runtime runs Amazon Linux 2023 (glibc 2.34): every manylinux tag up to it fits.
+_PIP_PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_28_aarch64", "manylinux_2_34_aarch64")
 _PYTHON_VERSION = "3.12"
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 # Not needed at run time, and not reproducible (scripts carry the build machine's paths).
@@ -51,7 +52,7 @@ def _source_files(source_dir: Path) -> list[Path]:
 
 def _content_digest(source_dir: Path, requirements: Path) -> str:
     digest = hashlib.sha256()
-    for marker in (LAMBDA_RUNTIME, LAMBDA_ARCHITECTURE, _PIP_PLATFORM):
+    for marker in (LAMBDA_RUNTIME, LAMBDA_ARCHITECTURE, *_PIP_PLATFORMS):
         digest.update(marker.encode() + b"\0")
     digest.update(requirements.read_bytes())
     for path in _source_files(source_dir):
@@ -64,7 +65,7 @@ def _install_dependencies(requirements: Path, target: Path) -> None:
     command = [
         sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
         "--no-deps", "--no-compile", "--only-binary=:all:",
-        "--platform", _PIP_PLATFORM, "--implementation", "cp",
+        *(f"--platform={platform}" for platform in _PIP_PLATFORMS), "--implementation", "cp",
         "--python-version", _PYTHON_VERSION,
         "--target", str(target), "-r", str(requirements),
     ]  # fmt: skip

@@ -118,6 +118,33 @@ class AwsNetwork(pulumi.ComponentResource):
         self.private_subnets = subnets
         self.private_subnet_ids = pulumi.Output.all(*[s.id for s in subnets]).apply(list)
 
+        # Functions inside the VPC (database setup, warehouse loader) read their credentials
+        # from Secrets Manager; with no NAT, an interface endpoint is the way out.
+        self.endpoint_security_group = aws.ec2.SecurityGroup(
+            f"{name}-endpoints-sg",
+            vpc_id=self.vpc.id,
+            description="liftoff VPC interface endpoints: HTTPS from inside the VPC",
+            ingress=[
+                {
+                    "protocol": "tcp",
+                    "from_port": 443,
+                    "to_port": 443,
+                    "cidr_blocks": [settings.vpc_cidr],
+                    "description": "HTTPS from the VPC",
+                }
+            ],
+            opts=child,
+        )
+        aws.ec2.VpcEndpoint(
+            f"{name}-secretsmanager-endpoint",
+            vpc_id=self.vpc.id,
+            service_name=f"com.amazonaws.{settings.region}.secretsmanager",
+            vpc_endpoint_type="Interface",
+            private_dns_enabled=True,
+            subnet_ids=[s.id for s in subnets],
+            security_group_ids=[self.endpoint_security_group.id],
+            opts=child,
+        )
         aws.ec2.VpcEndpoint(
             f"{name}-s3-endpoint",
             vpc_id=self.vpc.id,

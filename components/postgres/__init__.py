@@ -9,6 +9,7 @@ same grant: `grant_connect(peer)`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import pulumi
@@ -42,3 +43,32 @@ class PostgresConnection:
                 "dnsName": values[3],
             }
         )
+
+
+@dataclass(frozen=True)
+class ClientDatabase:
+    """A database and login role of its own for one client of the platform's Postgres.
+
+    The client receives only its own credentials, never the admin password.
+    """
+
+    connection: PostgresConnection
+    """Host/port/dns name of the server, the client's database, role and password (secret)."""
+    ready: pulumi.Resource
+    """The resource that creates the database; clients depend on it."""
+    secret_name: str | None = None
+    """Kubernetes: the Secret holding `username`, `password`, `database`, `host`, `port`."""
+    secret_arn: pulumi.Output[str] | None = None
+    """AWS: the Secrets Manager secret with the same fields (RDS secret JSON shape)."""
+
+
+CLIENT_NAME = re.compile(r"[a-z][a-z0-9_]{0,30}")
+
+
+def check_client_name(client: str, database: str) -> None:
+    for label, value in (("client", client), ("database", database)):
+        if not CLIENT_NAME.fullmatch(value):
+            raise ValueError(
+                f"{label} {value!r} is not allowed: lowercase letters, digits and '_', starting "
+                "with a letter, at most 31 characters"
+            )

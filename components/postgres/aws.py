@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass
 
@@ -12,7 +14,11 @@ import pulumi_random as random
 from components.config import PostgresSettings
 from components.network import Peer
 from components.network.aws import AwsNetwork
-from components.postgres import PORT, PostgresConnection
+from components.packaging import LAMBDA_ARCHITECTURE, LAMBDA_RUNTIME, build_lambda_package
+from components.postgres import PORT, ClientDatabase, PostgresConnection, check_client_name
+
+SETUP_HANDLER = "services.database_setup.lambda_handler"
+VPC_ACCESS_POLICY = "arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,8 @@ class RdsPostgres(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         settings = args.settings
         self._name = name
+        self._args = args
+        self._setup: aws.lambda_.Function | None = None
         if not re.fullmatch(r"[a-z][a-z0-9-]{0,62}", args.identifier) or "--" in args.identifier:
             raise ValueError(f"RDS identifier {args.identifier!r} is not valid")
 
@@ -160,3 +168,184 @@ class RdsPostgres(pulumi.ComponentResource):
             description=f"Postgres from {peer.name}",
             opts=pulumi.ResourceOptions(parent=self),
         )
+
+    def _setup_function(self) -> aws.lambda_.Function:
+        """The in-VPC function that creates client databases (made once, on first use)."""
+        if self._setup is not None:
+            return self._setup
+        name = f"{self._name}-setup"
+        child = pulumi.ResourceOptions(parent=self)
+        network = self._args.network
+        group = aws.ec2.SecurityGroup(
+            f"{name}-sg",
+            vpc_id=network.vpc_id,
+            description="liftoff database setup function",
+            egress=[
+                {
+                    "protocol": "tcp",
+                    "from_port": PORT,
+                    "to_port": PORT,
+                    "security_groups": [self.security_group.id],
+                    "description": "Postgres",
+                },
+                {
+                    "protocol": "tcp",
+                    "from_port": 443,
+                    "to_port": 443,
+                    "cidr_blocks": ["0.0.0.0/0"],
+                    "description": "Secrets Manager (VPC endpoint or the customer's egress)",
+                },
+            ],
+            opts=child,
+        )
+        self.grant_connect(Peer("setup", security_group_id=group.id))
+        logs = aws.cloudwatch.LogGroup(
+            f"{name}-logs",
+            name=f"/aws/lambda/{self._args.identifier}-setup",
+            retention_in_days=90,
+            opts=child,
+        )
+        self._setup_role = aws.iam.Role(
+            f"{name}-role",
+            description="liftoff database setup Lambda",
+            assume_role_policy=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"Service": "lambda.amazonaws.com"},
+                            "Action": "sts:AssumeRole",
+                        }
+                    ],
+                }
+            ),
+            opts=child,
+        )
+        # Network interfaces in the VPC; AWS's policy for exactly that, nothing broader.
+        aws.iam.RolePolicyAttachment(
+            f"{name}-vpc-access",
+            role=self._setup_role.name,
+            policy_arn=VPC_ACCESS_POLICY,
+            opts=child,
+        )
+        self._grant_secret_read("admin", self.credentials.arn, extra=[logs.arn])
+        package = build_lambda_package()
+        self._setup = aws.lambda_.Function(
+            f"{name}-function",
+            name=f"{self._args.identifier}-setup",
+            description="liftoff: creates client databases and roles on the platform Postgres",
+            runtime=LAMBDA_RUNTIME,
+            architectures=[LAMBDA_ARCHITECTURE],
+            handler=SETUP_HANDLER,
+            code=pulumi.FileArchive(str(package.path)),
+            source_code_hash=package.sha256_base64,
+            role=self._setup_role.arn,
+            timeout=60,
+            memory_size=256,
+            vpc_config={
+                "subnet_ids": network.private_subnet_ids,
+                "security_group_ids": [group.id],
+            },
+            environment={"variables": {"LIFTOFF_ADMIN_SECRET_ARN": self.credentials.arn}},
+            logging_config={"log_format": "JSON", "log_group": logs.name},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[logs]),
+        )
+        return self._setup
+
+    def _grant_secret_read(
+        self, role_name: str, secret_arn: pulumi.Input[str], extra: list | None = None
+    ) -> None:
+        """Let the setup function read one secret (and, for the admin grant, write its logs)."""
+        resources = [secret_arn, *(extra or [])]
+        key = self._args.kms_key_arn
+
+        def document(arns: list[str]) -> str:
+            statements = [
+                {
+                    "Effect": "Allow",
+                    "Action": ["secretsmanager:GetSecretValue"],
+                    "Resource": arns[0],
+                }
+            ]
+            if len(arns) > 2:
+                statements.append(
+                    {
+                        "Effect": "Allow",
+                        "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                        "Resource": [arns[2], f"{arns[2]}:*"],
+                    }
+                )
+            if arns[1]:
+                statements.append(
+                    {"Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": arns[1]}
+                )
+            return json.dumps({"Version": "2012-10-17", "Statement": statements})
+
+        aws.iam.RolePolicy(
+            f"{self._name}-setup-reads-{role_name}",
+            role=self._setup_role.id,
+            policy=pulumi.Output.all(resources[0], key or "", *resources[1:]).apply(document),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    def add_database(self, client: str, database: str | None = None) -> ClientDatabase:
+        """Give `client` a login role and a database it owns (`database`, default: `client`).
+
+        Its credentials are generated into a Secrets Manager secret of its own; the in-VPC
+        setup function, invoked on every change of its inputs, creates or updates the role and
+        database with the admin credentials, which the client never receives.
+        """
+        database = database or client
+        check_client_name(client, database)
+        settings = self._args.settings
+        child = pulumi.ResourceOptions(parent=self)
+        function = self._setup_function()
+        password = random.RandomPassword(
+            f"{self._name}-{client}-password", length=40, special=False, opts=child
+        )
+        secret = aws.secretsmanager.Secret(
+            f"{self._name}-{client}-credentials",
+            description=f"liftoff Postgres credentials of {client}",
+            kms_key_id=self._args.kms_key_arn,
+            recovery_window_in_days=30 if settings.deletion_protection else 7,
+            opts=child,
+        )
+        dns_name = self.connection.dns_name
+        version = aws.secretsmanager.SecretVersion(
+            f"{self._name}-{client}-credentials-value",
+            secret_id=secret.id,
+            secret_string=pulumi.Output.json_dumps(
+                {
+                    "engine": "postgres",
+                    "host": dns_name,
+                    "port": PORT,
+                    "dbname": database,
+                    "username": client,
+                    "password": password.result,
+                }
+            ),
+            opts=child,
+        )
+        self._grant_secret_read(client, secret.arn)
+        request = {"database": database, "role": client}
+        invocation = aws.lambda_.Invocation(
+            f"{self._name}-{client}-setup",
+            function_name=function.name,
+            input=secret.arn.apply(lambda arn: json.dumps({"clientSecretArn": arn, **request})),
+            # Re-run when the request or the code changes (the password lives in the secret).
+            triggers={
+                "request": hashlib.sha256(json.dumps(request).encode()).hexdigest(),
+                "code": function.source_code_hash,
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.instance, version]),
+        )
+        connection = PostgresConnection(
+            host=self.connection.host,
+            port=self.connection.port,
+            database=pulumi.Output.from_input(database),
+            dns_name=dns_name,
+            username=pulumi.Output.from_input(client),
+            password=pulumi.Output.secret(password.result),
+        )
+        return ClientDatabase(connection=connection, ready=invocation, secret_arn=secret.arn)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -13,7 +15,13 @@ from components import kube
 from components.config import PostgresSettings
 from components.network import Peer
 from components.network.kubernetes import KubernetesNetwork
-from components.postgres import CLIENT_LABEL, PORT, PostgresConnection
+from components.postgres import (
+    CLIENT_LABEL,
+    PORT,
+    ClientDatabase,
+    PostgresConnection,
+    check_client_name,
+)
 
 # The official image's `postgres` user.
 POSTGRES_UID = 999
@@ -31,6 +39,8 @@ class KubernetesPostgresArgs:
     """Default: the cluster's default StorageClass."""
     image_registry: str | None = None
     """Default: docker.io. A mirror prefix for air-gapped clusters."""
+    services_image: str | None = None
+    """The liftoff services image; runs the jobs that create client databases."""
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -53,6 +63,7 @@ class KubernetesPostgres(pulumi.ComponentResource):
         network = args.network
         self._name = name
         self._network = network
+        self._args = args
         self.labels = kube.labels("postgres", args.stack, args.tags)
         self.selector = kube.selector("postgres", args.stack)
         child = pulumi.ResourceOptions(parent=self, depends_on=[network.default_deny])
@@ -241,3 +252,101 @@ class KubernetesPostgres(pulumi.ComponentResource):
             labels=self.labels,
             parent=self,
         )
+
+    def add_database(self, client: str, database: str | None = None) -> ClientDatabase:
+        """Give `client` a login role and a database it owns (`database`, default: `client`).
+
+        Its credentials go into the Secret `postgres-<client>`; a Job running
+        `python -m services ensure-database` with the admin credentials creates (or updates)
+        the role and database. The Job is renamed when its inputs change (Jobs are immutable).
+        """
+        database = database or client
+        check_client_name(client, database)
+        args = self._args
+        if not args.services_image:
+            raise ValueError("add_database needs KubernetesPostgresArgs.services_image")
+        network = self._network
+        secret_name = f"postgres-{client.replace('_', '-')}"
+        labels = kube.labels("postgres", args.stack, args.tags)
+        password = random.RandomPassword(
+            f"{self._name}-{client}-password",
+            length=40,
+            special=False,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        host = kube.service_dns_name(
+            SERVICE_NAME, network.namespace_name, network.settings.cluster_domain
+        )
+        secret = k8s.core.v1.Secret(
+            f"{self._name}-{client}-credentials",
+            metadata=network.metadata(secret_name, labels),
+            type="Opaque",
+            string_data={
+                "username": client,
+                "password": password.result,
+                "database": database,
+                "host": host,
+                "port": str(PORT),
+            },
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        component = f"postgres-setup-{client.replace('_', '-')}"
+        selector = kube.selector(component, args.stack)
+        self.grant_connect(Peer(component, pod_labels=selector))
+        job_labels = kube.labels(component, args.stack, args.tags)
+
+        def from_secret(variable: str, secret: str, key: str) -> dict:
+            return {"name": variable, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+        env = [
+            *kube.env(
+                {
+                    "PGHOST": host,
+                    "PGPORT": str(PORT),
+                    "PGDATABASE": "postgres",
+                    "LIFTOFF_DATABASE_NAME": database,
+                    "LIFTOFF_DATABASE_ROLE": client,
+                }
+            ),
+            from_secret("PGUSER", "postgres-credentials", "username"),
+            from_secret("PGPASSWORD", "postgres-credentials", "password"),
+            from_secret("LIFTOFF_DATABASE_PASSWORD", secret_name, "password"),
+        ]
+        digest = hashlib.sha256(
+            json.dumps([database, client, args.services_image], sort_keys=True).encode()
+        ).hexdigest()[:8]
+        container = {
+            "name": "ensure-database",
+            "image": kube.image(args.services_image, args.image_registry),
+            "imagePullPolicy": "IfNotPresent",
+            "args": ["ensure-database"],
+            "env": env,
+            "resources": {
+                "requests": {"cpu": "50m", "memory": "64Mi"},
+                "limits": {"cpu": "250m", "memory": "128Mi"},
+            },
+        }
+        job = k8s.batch.v1.Job(
+            f"{self._name}-{client}-setup",
+            metadata=network.metadata(f"{component}-{digest}", job_labels),
+            spec={
+                "backoffLimit": 10,
+                "activeDeadlineSeconds": 900,
+                "template": {
+                    "metadata": {"labels": job_labels},
+                    "spec": kube.services_pod_spec([container], restart_policy="OnFailure"),
+                },
+            },
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[self.stateful_set, self.secret, secret]
+            ),
+        )
+        connection = PostgresConnection(
+            host=pulumi.Output.from_input(host),
+            port=pulumi.Output.from_input(PORT),
+            database=pulumi.Output.from_input(database),
+            dns_name=pulumi.Output.from_input(host),
+            username=pulumi.Output.from_input(client),
+            password=pulumi.Output.secret(password.result),
+        )
+        return ClientDatabase(connection=connection, ready=job, secret_name=secret_name)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pulumi
 
 from components.config import AwsSettings, PostgresSettings
@@ -104,3 +106,67 @@ def test_grant_connect_admits_exactly_the_peer_group():
     )
     assert "cidrIpv4" not in rule.inputs
     assert run.outputs["dns"] == "postgres.test.internal"
+
+
+def _aws_client_database():
+    def program():
+        network = AwsNetwork(
+            "net",
+            AwsNetworkArgs(settings=AwsSettings(region="eu-west-1"), discovery_domain="t.internal"),
+        )
+        postgres = RdsPostgres(
+            "db",
+            RdsPostgresArgs(
+                settings=PostgresSettings(),
+                network=network,
+                identifier="t-db",
+                kms_key_arn="arn:aws:kms:eu-west-1:123456789012:key/k",
+            ),
+        )
+        client = postgres.add_database("airflow")
+        pulumi.export("client", client.connection.public_view())
+        pulumi.export("password", client.connection.password)
+
+    return run_with_config({}, stack="unit", program=program)
+
+
+def test_add_database_invokes_the_in_vpc_setup_function():
+    run = _aws_client_database()
+    function = run.one("aws:lambda/function:Function").inputs
+    assert function["handler"] == "services.database_setup.lambda_handler"
+    assert function["vpcConfig"]["subnetIds"]
+    (group,) = function["vpcConfig"]["securityGroupIds"]
+    rule = run.one("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule").inputs
+    assert rule["referencedSecurityGroupId"] == group
+    invocation = run.one("aws:lambda/invocation:Invocation").inputs
+    client_secret = run.one("aws:secretsmanager/secret:Secret", "db-airflow-credentials")
+    assert json.loads(invocation["input"]) == {
+        "clientSecretArn": client_secret.inputs["arn"],
+        "database": "airflow",
+        "role": "airflow",
+    }
+    assert run.outputs["client"]["database"] == "airflow"
+    assert "password" in run.secret_outputs
+
+
+def test_setup_function_reads_exactly_the_secrets_it_needs():
+    run = _aws_client_database()
+    reads = {
+        r.name: json.loads(r.inputs["policy"])["Statement"]
+        for r in run.of_type("aws:iam/rolePolicy:RolePolicy")
+        if r.name.startswith("db-setup-reads-")
+    }
+    admin_arn = run.one("aws:secretsmanager/secret:Secret", "db-credentials").inputs["arn"]
+    client_arn = run.one("aws:secretsmanager/secret:Secret", "db-airflow-credentials").inputs["arn"]
+    assert reads["db-setup-reads-admin"][0]["Resource"] == admin_arn
+    assert reads["db-setup-reads-airflow"][0]["Resource"] == client_arn
+    assert reads["db-setup-reads-airflow"][-1] == {
+        "Effect": "Allow",
+        "Action": ["kms:Decrypt"],
+        "Resource": "arn:aws:kms:eu-west-1:123456789012:key/k",
+    }
+    client_value = run.one(
+        "aws:secretsmanager/secretVersion:SecretVersion", "db-airflow-credentials-value"
+    )
+    assert json.loads(client_value.inputs["secretString"])["username"] == "airflow"
+    assert "secretString" in client_value.secret_paths

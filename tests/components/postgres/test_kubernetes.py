@@ -7,7 +7,8 @@ from components.network import Peer
 from components.network.kubernetes import KubernetesNetwork, KubernetesNetworkArgs
 from components.postgres.kubernetes import KubernetesPostgres, KubernetesPostgresArgs
 from tests.conftest import stack_run
-from tests.harness import run_with_config
+from tests.harness import mock_password, run_with_config
+from tests.kubernetes_schema import schema_errors
 
 STATEFUL_SET = "kubernetes:apps/v1:StatefulSet"
 
@@ -118,3 +119,62 @@ def test_grant_connect_declares_both_halves_of_the_policy():
     assert ingress["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "postgres"
     assert egress["podSelector"] == {"matchLabels": loader}
     assert egress["egress"][0]["ports"] == [{"protocol": "TCP", "port": 5432}]
+
+
+def _kubernetes_client_database(client="warehouse"):
+    def program():
+        network = KubernetesNetwork(
+            "net",
+            KubernetesNetworkArgs(settings=KubernetesSettings(namespace="ns"), stack="unit"),
+        )
+        postgres = KubernetesPostgres(
+            "db",
+            KubernetesPostgresArgs(
+                settings=PostgresSettings(),
+                network=network,
+                stack="unit",
+                services_image="registry.example/liftoff-services:1.0.0",
+                image_registry="mirror.example",
+            ),
+        )
+        postgres.add_database(client)
+
+    return run_with_config({}, stack="unit", program=program)
+
+
+def test_add_database_runs_an_idempotent_job_with_admin_and_client_secrets():
+    run = _kubernetes_client_database()
+    job = run.one("kubernetes:batch/v1:Job")
+    assert job.inputs["metadata"]["name"].startswith("postgres-setup-warehouse-")
+    (container,) = job.inputs["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["ensure-database"]
+    assert container["image"] == "mirror.example/liftoff-services:1.0.0"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "postgres-credentials"
+    assert env["LIFTOFF_DATABASE_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "postgres-warehouse",
+        "key": "password",
+    }
+    assert env["LIFTOFF_DATABASE_NAME"]["value"] == "warehouse"
+    assert schema_errors(run.kubernetes_objects()) == []
+
+
+def test_client_secret_holds_only_the_client_credentials():
+    run = _kubernetes_client_database()
+    secret = run.one("kubernetes:core/v1:Secret", "db-warehouse-credentials")
+    assert secret.inputs["metadata"]["name"] == "postgres-warehouse"
+    data = secret.inputs["stringData"]
+    assert data["username"] == "warehouse" and data["database"] == "warehouse"
+    assert data["password"] == mock_password("db-warehouse-password")
+    assert data["password"] != mock_password("db-password")
+    assert "stringData" in secret.secret_paths
+    # The setup job may reach Postgres.
+    policies = {r.name for r in run.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")}
+    assert "db-from-postgres-setup-warehouse-ingress" in policies
+
+
+def test_client_names_are_checked():
+    import pytest
+
+    with pytest.raises(Exception, match="client 'Bad-Name' is not allowed"):
+        _kubernetes_client_database("Bad-Name")

@@ -1,0 +1,166 @@
+"""Create a client's database and role on the platform's Postgres, idempotently.
+
+The platform runs this with the admin credentials so that each client (Airflow, the warehouse
+loader) gets its own login role owning its own database, and never sees the admin password:
+as a Kubernetes Job (`python -m services ensure-database`) and as a Lambda inside the VPC on
+AWS (`services.aws_lambda.database_setup_handler`).
+
+Running it again changes nothing except the role's password, which it sets to the given one
+(so a rotated client secret takes effect on the next run).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+@dataclass(frozen=True)
+class AdminConnection:
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+    sslmode: str = "prefer"
+
+    def connect(self, database: str | None = None) -> psycopg.Connection:
+        return psycopg.connect(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            password=self.password,
+            dbname=database or self.database,
+            sslmode=self.sslmode,
+            connect_timeout=10,
+            autocommit=True,
+        )
+
+
+@dataclass(frozen=True)
+class DatabaseRequest:
+    database: str
+    role: str
+    password: str
+
+    def __post_init__(self) -> None:
+        for field_name in ("database", "role"):
+            value = getattr(self, field_name)
+            if not _IDENTIFIER.fullmatch(value):
+                raise ValueError(
+                    f"{field_name} {value!r} is not allowed: use lowercase letters, digits "
+                    "and '_', starting with a letter or '_', at most 63 characters"
+                )
+        if not self.password:
+            raise ValueError("password must not be empty")
+
+
+def ensure_database(admin: AdminConnection, request: DatabaseRequest) -> dict[str, bool]:
+    """Make sure `request.role` can log in with `request.password` and owns `request.database`.
+
+    Returns what was created, e.g. `{"role_created": False, "database_created": True}`.
+    """
+    role = sql.Identifier(request.role)
+    database = sql.Identifier(request.database)
+    with admin.connect() as connection:
+        exists = connection.execute(
+            "SELECT 1 FROM pg_roles WHERE rolname = %s", (request.role,)
+        ).fetchone()
+        # Passwords cannot be bound as parameters in DDL; sql.Literal quotes them safely.
+        if exists:
+            connection.execute(
+                sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(
+                    role, sql.Literal(request.password)
+                )
+            )
+        else:
+            connection.execute(
+                sql.SQL("CREATE ROLE {} WITH LOGIN PASSWORD {}").format(
+                    role, sql.Literal(request.password)
+                )
+            )
+        # On RDS the admin is not a superuser: it must be a member of the role to hand it a
+        # database. Granting membership to oneself is harmless where it is not needed.
+        connection.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(role))
+        has_database = connection.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (request.database,)
+        ).fetchone()
+        if not has_database:
+            connection.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(database, role))
+        else:
+            connection.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(database, role))
+        # Only the owner (and the admin) may connect to the client's database.
+        connection.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(database))
+    # PostgreSQL 15+ no longer lets every role create in `public`; make the owner own it.
+    with admin.connect(request.database) as connection:
+        connection.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(role))
+    return {"role_created": not exists, "database_created": not has_database}
+
+
+def admin_from_environment(environ: dict[str, str] | None = None) -> AdminConnection:
+    """Admin connection from libpq-style variables (PGHOST, PGPORT, PGUSER, PGPASSWORD, ...)."""
+    env = os.environ if environ is None else environ
+    missing = [name for name in ("PGHOST", "PGUSER", "PGPASSWORD") if not env.get(name)]
+    if missing:
+        raise ValueError(f"missing environment variable(s): {', '.join(missing)}")
+    return AdminConnection(
+        host=env["PGHOST"],
+        port=int(env.get("PGPORT", "5432")),
+        user=env["PGUSER"],
+        password=env["PGPASSWORD"],
+        database=env.get("PGDATABASE", "postgres"),
+        sslmode=env.get("PGSSLMODE", "prefer"),
+    )
+
+
+def request_from_environment(environ: dict[str, str] | None = None) -> DatabaseRequest:
+    """The client's database, role and password from LIFTOFF_DATABASE_* variables."""
+    env = os.environ if environ is None else environ
+    names = ("LIFTOFF_DATABASE_NAME", "LIFTOFF_DATABASE_ROLE", "LIFTOFF_DATABASE_PASSWORD")
+    missing = [name for name in names if not env.get(name)]
+    if missing:
+        raise ValueError(f"missing environment variable(s): {', '.join(missing)}")
+    return DatabaseRequest(
+        database=env["LIFTOFF_DATABASE_NAME"],
+        role=env["LIFTOFF_DATABASE_ROLE"],
+        password=env["LIFTOFF_DATABASE_PASSWORD"],
+    )
+
+
+def lambda_handler(event: dict, context: object) -> dict:
+    """AWS: run inside the VPC; admin and client credentials come from Secrets Manager.
+
+    `event` is `{"clientSecretArn": ...}`; the secret holds `dbname`, `username`, `password`.
+    The admin secret's ARN is in `LIFTOFF_ADMIN_SECRET_ARN`.
+    """
+    import json
+
+    import boto3
+
+    secrets = boto3.client("secretsmanager")
+
+    def read(arn: str) -> dict:
+        return json.loads(secrets.get_secret_value(SecretId=arn)["SecretString"])
+
+    admin_secret = read(os.environ["LIFTOFF_ADMIN_SECRET_ARN"])
+    client_secret = read(event["clientSecretArn"])
+    admin = AdminConnection(
+        host=admin_secret["host"],
+        port=int(admin_secret["port"]),
+        user=admin_secret["username"],
+        password=admin_secret["password"],
+        database=admin_secret["dbname"],
+        sslmode="require",
+    )
+    request = DatabaseRequest(
+        database=client_secret["dbname"],
+        role=client_secret["username"],
+        password=client_secret["password"],
+    )
+    return ensure_database(admin, request)
