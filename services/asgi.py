@@ -22,17 +22,14 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-_NOT_FOUND = Response(404, b'{"success":false,"error":{"code":"not_found"}}')
+_NOT_FOUND = Response(404, b'{"success":false,"code":"not_found","message":"no such path"}')
 _HEALTHY = Response(200, b'{"status":"ok"}')
 
 
 def _method_not_allowed(allowed: str) -> Response:
     return json_response(
         405,
-        {
-            "success": False,
-            "error": {"code": "method_not_allowed", "message": f"use {allowed}"},
-        },
+        {"success": False, "code": "method_not_allowed", "message": f"use {allowed}"},
         [("allow", allowed)],
     )
 

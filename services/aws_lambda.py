@@ -86,7 +86,11 @@ def collector_handler(event: dict[str, Any], context: Any = None) -> dict[str, A
     method = http.get("method", "")
     route = _route(event.get("rawPath") or http.get("path", ""))
     if route is None:
-        return _answer(json_response(404, {"success": False, "error": {"code": "not_found"}}, []))
+        return _answer(
+            json_response(
+                404, {"success": False, "code": "not_found", "message": "no such path"}, []
+            )
+        )
     headers: Mapping[str, str] = event.get("headers") or {}  # HTTP API lower-cases names
     if method == "OPTIONS":
         return _answer(collector.preflight(headers.get("access-control-request-headers")))

@@ -144,7 +144,8 @@ class Collector:
                 503,
                 {
                     "success": False,
-                    "error": {"code": "stream_unavailable", "message": "retry later"},
+                    "code": "stream_unavailable",
+                    "message": "the stream did not acknowledge every event; retry later",
                 },
                 [*CORS_HEADERS, ("retry-after", RETRY_AFTER_SECONDS)],
             )
@@ -152,7 +153,7 @@ class Collector:
             log.exception("unexpected error", extra={"fields": {"route": request.route}})
             response = json_response(
                 500,
-                {"success": False, "error": {"code": "internal", "message": "internal error"}},
+                {"success": False, "code": "internal", "message": "internal error"},
                 CORS_HEADERS,
             )
         self.counters.add(

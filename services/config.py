@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.observability import parse_log_level
-from services.streams import InvalidStreamUrl
-from services.streams.jetstream import StreamSettings
+from services.streams import InvalidStreamUrl, StreamSettings
 from services.writekeys import WriteKeys
 
 STREAM_URL = "LIFTOFF_STREAM_URL"

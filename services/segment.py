@@ -43,12 +43,13 @@ class InvalidInput(Exception):
         self.field = field
 
     def as_json(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        # Flat, with top-level "code" and "message": the shape Segment SDKs read errors from.
+        answer: dict[str, Any] = {"success": False, "code": self.code, "message": self.message}
         if self.index is not None:
-            error["index"] = self.index
+            answer["index"] = self.index
         if self.field is not None:
-            error["field"] = self.field
-        return {"success": False, "error": error}
+            answer["field"] = self.field
+        return answer
 
 
 # --- the validation schema: only the fields we check; everything else passes through untouched.

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -24,6 +25,15 @@ class StreamUnavailable(Exception):
 
 class InvalidStreamUrl(ValueError):
     """The stream URL names no supported stream or is malformed."""
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """What ``ensure-stream`` provisions (JetStream; Kinesis streams are declared by Pulumi)."""
+
+    retention_hours: float = 168.0
+    replicas: int = 1
+    duplicate_window_seconds: float = 120.0
 
 
 class EventStream(Protocol):

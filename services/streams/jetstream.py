@@ -23,7 +23,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
 from services.events import StreamRecord
-from services.streams import InvalidStreamUrl, StreamUnavailable
+from services.streams import InvalidStreamUrl, StreamSettings, StreamUnavailable
 
 log = logging.getLogger("liftoff.stream.nats")
 
@@ -149,13 +149,6 @@ class JetStreamStream:
             self._connecting.cancel()
         if self._nc is not None and not self._nc.is_closed:
             await self._nc.close()
-
-
-@dataclass(frozen=True)
-class StreamSettings:
-    retention_hours: float = 168.0
-    replicas: int = 1
-    duplicate_window_seconds: float = 120.0
 
 
 async def ensure_stream(
