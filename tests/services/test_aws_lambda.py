@@ -1,0 +1,167 @@
+"""The Lambda handler (API Gateway HTTP API, payload 2.0) against moto Kinesis + Secrets Manager."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+
+from services import aws_lambda
+from services.config import ConfigError
+from tests.services.streams_under_test import WRITE_KEYS, WRITE_KEYS_JSON, read_kinesis
+
+pytestmark = pytest.mark.servers
+
+WEB_AUTH = "Basic " + base64.b64encode(b"web-key-1:").decode()
+
+
+@pytest.fixture(autouse=True)
+def cold_start() -> Iterator[None]:
+    aws_lambda.reset_for_tests()
+    yield
+    aws_lambda.reset_for_tests()
+
+
+@pytest.fixture
+def lambda_env(kinesis: tuple[Any, str], monkeypatch: pytest.MonkeyPatch) -> tuple[Any, str]:
+    client, name = kinesis
+    monkeypatch.setenv("LIFTOFF_STREAM_URL", f"kinesis://{name}")
+    monkeypatch.setenv("LIFTOFF_WRITE_KEYS", WRITE_KEYS_JSON)
+    monkeypatch.delenv("LIFTOFF_WRITE_KEYS_SECRET_ARN", raising=False)
+    return client, name
+
+
+def http_api_event(
+    body: bytes,
+    *,
+    path: str = "/v1/batch",
+    method: str = "POST",
+    headers: dict[str, str] | None = None,
+    base64_encoded: bool = True,
+) -> dict[str, Any]:
+    return {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": {"content-type": "application/json", **(headers or {})},
+        "requestContext": {"http": {"method": method, "path": path, "sourceIp": "203.0.113.9"}},
+        "body": base64.b64encode(body).decode() if base64_encoded else body.decode(),
+        "isBase64Encoded": base64_encoded,
+    }
+
+
+def events(count: int) -> list[dict[str, Any]]:
+    return [
+        {"type": "track", "event": "E", "userId": f"u{i % 3}", "messageId": f"m{i}"}
+        for i in range(count)
+    ]
+
+
+def test_gzip_base64_batch_lands_on_kinesis(lambda_env: tuple[Any, str]) -> None:
+    client, name = lambda_env
+    body = gzip.compress(json.dumps({"batch": events(25)}).encode())
+    response = aws_lambda.collector_handler(
+        http_api_event(body, headers={"content-encoding": "gzip", "authorization": WEB_AUTH}),
+        None,
+    )
+    assert response["statusCode"] == 200
+    assert json.loads(response["body"]) == {"success": True}
+    assert response["headers"]["access-control-allow-origin"] == "*"
+    stored = read_kinesis(client, name)
+    assert sorted(e["messageId"] for _, e in stored) == sorted(f"m{i}" for i in range(25))
+    assert {key for key, _ in stored} == {"u0", "u1", "u2"}
+    assert {e["liftoff"]["source"] for _, e in stored} == {"web"}
+
+
+def test_plain_body_single_event_under_a_named_stage(lambda_env: tuple[Any, str]) -> None:
+    client, name = lambda_env
+    body = json.dumps({"userId": "u", "event": "Clicked", "writeKey": "ios-key-2"}).encode()
+    response = aws_lambda.collector_handler(
+        http_api_event(body, path="/prod/v1/track", base64_encoded=False), None
+    )
+    assert response["statusCode"] == 200, response["body"]
+    ((key, event),) = read_kinesis(client, name)
+    assert (key, event["type"], event["liftoff"]["source"]) == ("u", "track", "ios")
+
+
+def test_bad_input_publishes_nothing(lambda_env: tuple[Any, str]) -> None:
+    client, name = lambda_env
+    bad_third = [*events(2), {"type": "group", "userId": "u"}]
+    response = aws_lambda.collector_handler(
+        http_api_event(
+            json.dumps({"batch": bad_third}).encode(), headers={"authorization": WEB_AUTH}
+        ),
+        None,
+    )
+    assert response["statusCode"] == 400
+    answer = json.loads(response["body"])
+    assert (answer["index"], answer["field"]) == (2, "groupId")
+    assert read_kinesis(client, name) == []
+
+
+def test_method_path_and_preflight(lambda_env: tuple[Any, str]) -> None:
+    get = aws_lambda.collector_handler(http_api_event(b"", method="GET"), None)
+    unknown = aws_lambda.collector_handler(http_api_event(b"{}", path="/v2/batch"), None)
+    preflight = aws_lambda.collector_handler(
+        http_api_event(
+            b"", method="OPTIONS", headers={"access-control-request-headers": "content-type"}
+        ),
+        None,
+    )
+    assert (get["statusCode"], unknown["statusCode"], preflight["statusCode"]) == (405, 404, 204)
+    assert preflight["headers"]["access-control-allow-headers"] == "content-type"
+
+
+def test_write_keys_from_secrets_manager(
+    lambda_env: tuple[Any, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, name = lambda_env
+    secret = boto3.client("secretsmanager").create_secret(
+        Name=f"liftoff-write-keys-{name}", SecretString=json.dumps({"server": "from-secret"})
+    )
+    monkeypatch.delenv("LIFTOFF_WRITE_KEYS")
+    monkeypatch.setenv("LIFTOFF_WRITE_KEYS_SECRET_ARN", secret["ARN"])
+    body = json.dumps({"batch": events(1)}).encode()
+
+    def post(key: str) -> int:
+        auth = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
+        response = aws_lambda.collector_handler(
+            http_api_event(body, headers={"authorization": auth}), None
+        )
+        return response["statusCode"]
+
+    assert post("from-secret") == 200
+    assert post(WRITE_KEYS["web"]) == 401  # only the secret's keys count
+    ((_, event),) = read_kinesis(client, name)
+    assert event["liftoff"]["source"] == "server"
+
+
+def test_kinesis_failure_is_a_503(aws_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIFTOFF_STREAM_URL", "kinesis://does-not-exist?max_attempts=1")
+    monkeypatch.setenv("LIFTOFF_WRITE_KEYS", WRITE_KEYS_JSON)
+    response = aws_lambda.collector_handler(
+        http_api_event(
+            json.dumps({"batch": events(1)}).encode(), headers={"authorization": WEB_AUTH}
+        ),
+        None,
+    )
+    assert response["statusCode"] == 503
+    assert response["headers"]["retry-after"] == "5"
+
+
+def test_cold_start_configuration_errors_name_the_variable(
+    aws_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LIFTOFF_STREAM_URL", raising=False)
+    monkeypatch.setenv("LIFTOFF_WRITE_KEYS", WRITE_KEYS_JSON)
+    with pytest.raises(ConfigError, match="LIFTOFF_STREAM_URL"):
+        aws_lambda.collector_handler(http_api_event(b"{}"), None)
+    monkeypatch.setenv("LIFTOFF_STREAM_URL", "nats://nats:4222/EVENTS")
+    with pytest.raises(ConfigError, match="kinesis://"):
+        aws_lambda.collector_handler(http_api_event(b"{}"), None)
