@@ -27,6 +27,7 @@ from services.streams import InvalidStreamUrl, StreamSettings, StreamUnavailable
 
 log = logging.getLogger("liftoff.stream.nats")
 
+MAX_PENDING_ACKS = 50_000
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 _SUBJECT_PREFIX = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 
@@ -93,7 +94,11 @@ class JetStreamStream:
             reconnected_cb=self._on_reconnected,
         )
         self._nc = nc
-        self._js = nc.jetstream(timeout=self.address.publish_timeout)
+        # The in-flight PubAck bound is also backpressure; nats-py's default (4000) is reached by
+        # ~40 concurrent 100-event requests, and asyncio's Semaphore gets slow with many waiters.
+        self._js = nc.jetstream(
+            timeout=self.address.publish_timeout, publish_async_max_pending=MAX_PENDING_ACKS
+        )
         log.info("connected to NATS", extra={"fields": {"stream": self.address.stream}})
 
     async def _on_error(self, error: Exception) -> None:
@@ -112,27 +117,41 @@ class JetStreamStream:
         return nc, js
 
     async def publish(self, records: Sequence[StreamRecord]) -> None:
+        # publish_async writes every message at once and resolves one future per PubAck through
+        # a single reply subscription: no task or timer per message (2x the throughput of
+        # gathering js.publish calls, measured by benchmarks/collector.py).
         _, js = self._connected()
         stream = self.address.stream
-        timeout = self.address.publish_timeout
         prefix = self._subject_prefix
-        results = await asyncio.gather(
-            *(
-                js.publish(
-                    f"{prefix}{record.source}.{record.type}",
-                    record.data,
-                    timeout=timeout,
-                    stream=stream,
-                    headers={"Nats-Msg-Id": record.message_id},
+        acks: list[asyncio.Future[Any]] = []
+        try:
+            for record in records:
+                acks.append(
+                    await js.publish_async(
+                        f"{prefix}{record.source}.{record.type}",
+                        record.data,
+                        stream=stream,
+                        headers={"Nats-Msg-Id": record.message_id},
+                    )
                 )
-                for record in records
-            ),
-            return_exceptions=True,
-        )
-        failures = [result for result in results if isinstance(result, BaseException)]
+        except Exception as error:
+            for ack in acks:
+                ack.cancel()
+            raise StreamUnavailable(f"publish failed: {error!r}") from error
+        if not acks:
+            return
+        done, pending = await asyncio.wait(acks, timeout=self.address.publish_timeout)
+        for ack in pending:
+            ack.cancel()  # also forgets it in nats-py's reply table
+        if pending:
+            raise StreamUnavailable(
+                f"{len(pending)} of {len(acks)} publishes not acknowledged within "
+                f"{self.address.publish_timeout:g}s"
+            )
+        failures = [ack.exception() for ack in done if ack.exception() is not None]
         if failures:
             raise StreamUnavailable(
-                f"{len(failures)} of {len(records)} publishes not acknowledged: {failures[0]!r}"
+                f"{len(failures)} of {len(acks)} publishes refused: {failures[0]!r}"
             )
 
     async def check_ready(self) -> None:

@@ -1,0 +1,315 @@
+"""Collector throughput: events/s acknowledged, request latency, ratio to raw JetStream publishing.
+
+    .venv/bin/python benchmarks/collector.py [--duration 6] [--connections 32] [--workers 1,2]
+                                             [--nats-server PATH] [--profile DIR]
+
+Starts its own nats-server (free loopback port, temporary store) and the collector as a real
+HTTP server (``python -m services collector``), then drives it from a separate process with
+``wrk`` (Debian package ``wrk``): a C load generator whose own CPU use is small next to a Python
+one's, which matters on a 2-core machine where the load generator, the collector and nats-server
+share the cores. A Lua script gives every event a unique messageId (no JetStream dedupe shortcut).
+
+Each configuration runs ``--duration`` seconds after a 1 s warm-up, for batches of 10 and 100
+events, with 1 and 2 collector worker processes. The baseline ("raw") is JetStream publishing of
+the same enriched events from one Python process with no HTTP and no validation: nats-py on
+uvloop, publish_async for a whole batch then await every PubAck (the collector's pattern), with
+as many batches in flight as wrk has connections. Then all of it again with
+``jetstream { sync_interval: always }`` if the nats-server accepts it (Debian's 2.9.10 does not:
+pass a newer binary with ``--nats-server``). Bounded: about 45 s per durability setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+import nats  # noqa: E402
+import uvloop  # noqa: E402
+
+from services.segment import build_records, parse_body  # noqa: E402
+from services.streams import StreamSettings  # noqa: E402
+from services.streams.jetstream import ensure_stream  # noqa: E402
+from tests.servers import (  # noqa: E402
+    ServerFailed,
+    ServerProcess,
+    collector_server,
+    nats_server,
+    nats_url,
+)
+
+WRITE_KEY = "bench-key"
+STREAM = "BENCH"
+
+WRK_SCRIPT = r"""
+local thread_counter = 0
+function setup(thread)
+  thread_counter = thread_counter + 1
+  thread:set("thread_id", thread_counter)
+end
+
+local batch = tonumber(os.getenv("BENCH_BATCH"))
+local run_id = os.getenv("BENCH_RUN")
+local counter = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = os.getenv("BENCH_AUTH")
+
+function request()
+  counter = counter + 1
+  local parts = {}
+  for i = 1, batch do
+    parts[i] = string.format(
+      '{"type":"track","event":"Product Viewed","userId":"user-%d",' ..
+      '"messageId":"%s-%d-%d-%d","timestamp":"2026-01-01T00:00:00.000Z",' ..
+      '"properties":{"sku":"SKU-%d","price":19.99,"currency":"USD"},' ..
+      '"context":{"library":{"name":"bench","version":"1.0"},"locale":"en-US"}}',
+      i, run_id, thread_id, counter, i, i)
+  end
+  local body = '{"batch":[' .. table.concat(parts, ",") ..
+    '],"sentAt":"2026-01-01T00:00:01.000Z"}'
+  return wrk.format(nil, "/v1/batch", nil, body)
+end
+
+function done(summary, latency, requests)
+  io.write("BENCH_RESULT " .. string.format(
+    '{"requests":%d,"duration_us":%d,"status_errors":%d,"timeouts":%d,' ..
+    '"connect_errors":%d,"read_errors":%d,"write_errors":%d,"p50_us":%d,"p99_us":%d}\n',
+    summary.requests, summary.duration, summary.errors.status, summary.errors.timeout,
+    summary.errors.connect, summary.errors.read, summary.errors.write,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+@dataclass
+class LoadResult:
+    events_per_second: float
+    p50_ms: float
+    p99_ms: float
+    failed_requests: int
+
+
+def sample_event_bodies(count: int) -> list[bytes]:
+    """The enriched events the collector would publish for wrk's requests (for the baseline)."""
+    events = [
+        {
+            "type": "track",
+            "event": "Product Viewed",
+            "userId": f"user-{i % 100}",
+            "messageId": f"baseline-{i}",
+            "timestamp": "2026-01-01T00:00:00.000Z",
+            "properties": {"sku": f"SKU-{i}", "price": 19.99, "currency": "USD"},
+            "context": {"library": {"name": "bench", "version": "1.0"}, "locale": "en-US"},
+        }
+        for i in range(count)
+    ]
+    body = json.dumps({"batch": events, "sentAt": "2026-01-01T00:00:01.000Z"}).encode()
+    records = build_records(parse_body(body, None), None, "bench", datetime.now(UTC))
+    return [record.data for record in records]
+
+
+async def raw_jetstream_rate(
+    server_url: str, subject: str, batch: int, in_flight: int, seconds: float
+) -> float:
+    """Events/s acknowledged when one Python process publishes ``batch`` events concurrently,
+    awaits every PubAck, and keeps ``in_flight`` such batches going."""
+    nc = await nats.connect(server_url)
+    js = nc.jetstream(timeout=10)
+    bodies = sample_event_bodies(batch)
+    acknowledged = 0
+    sequence = 0
+    stop_at = time.monotonic() + seconds
+
+    async def publisher(worker: int) -> None:
+        nonlocal acknowledged, sequence
+        while time.monotonic() < stop_at:
+            sequence += 1
+            prefix = f"raw-{worker}-{sequence}"
+            acks = [
+                await js.publish_async(
+                    subject, body, stream=STREAM, headers={"Nats-Msg-Id": f"{prefix}-{i}"}
+                )
+                for i, body in enumerate(bodies)
+            ]
+            for ack in acks:
+                await ack  # raises if the stream refused it
+            acknowledged += len(bodies)
+
+    started = time.monotonic()
+    await asyncio.gather(*(publisher(w) for w in range(in_flight)))
+    elapsed = time.monotonic() - started
+    await nc.close()
+    return acknowledged / elapsed
+
+
+def run_wrk(
+    url: str, script: Path, batch: int, seconds: float, connections: int, run_id: str
+) -> LoadResult:
+    env = {
+        "BENCH_BATCH": str(batch),
+        "BENCH_RUN": run_id,
+        "BENCH_AUTH": "Basic " + __import__("base64").b64encode(f"{WRITE_KEY}:".encode()).decode(),
+        "PATH": "/usr/bin:/bin",
+    }
+    command = [
+        "wrk",
+        "-t2",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        url,
+    ]
+    run = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if run.returncode != 0:
+        raise RuntimeError(f"wrk failed: {run.stderr or run.stdout}")
+    output = run.stdout
+    line = next(x for x in output.splitlines() if x.startswith("BENCH_RESULT "))
+    result = json.loads(line.removeprefix("BENCH_RESULT "))
+    failed = result["status_errors"] + result["timeouts"]
+    ok_requests = result["requests"] - result["status_errors"]
+    return LoadResult(
+        events_per_second=ok_requests * batch / (result["duration_us"] / 1e6),
+        p50_ms=result["p50_us"] / 1000,
+        p99_ms=result["p99_us"] / 1000,
+        failed_requests=failed,
+    )
+
+
+def start_broker(workdir: Path, sync_always: bool, binary: str) -> ServerProcess | None:
+    server = nats_server(workdir, sync_always=sync_always, binary=binary)
+    try:
+        server.start()
+    except ServerFailed as error:
+        reason = str(error).strip().splitlines()[-1]
+        print(f"  nats-server refused this configuration: {reason}")
+        return None
+    url = f"{nats_url(server)}/{STREAM}?subject_prefix=bench&publish_timeout=10"
+    asyncio.run(ensure_stream(url, StreamSettings(retention_hours=1, duplicate_window_seconds=60)))
+    return server
+
+
+def benchmark(args: argparse.Namespace, workdir: Path, sync_always: bool) -> None:
+    label = "sync_interval: always" if sync_always else "default durability (lazy fsync)"
+    print(f"\n== {label}")
+    server = start_broker(
+        workdir / ("sync" if sync_always else "default"), sync_always, args.nats_server
+    )
+    if server is None:
+        return
+    try:
+        version = subprocess.run(
+            [args.nats_server, "--version"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+        print(f"  {version}; {args.duration:g} s per run, wrk -t2 -c{args.connections}")
+        stream_url = f"{nats_url(server)}/{STREAM}?subject_prefix=bench&publish_timeout=10"
+        script = workdir / "wrk.lua"
+        script.write_text(WRK_SCRIPT)
+        baselines = {
+            batch: uvloop.run(
+                raw_jetstream_rate(
+                    nats_url(server), "bench.bench.track", batch, args.connections, args.duration
+                )
+            )
+            for batch in (10, 100)
+        }
+        for batch, rate in baselines.items():
+            print(
+                f"  raw JetStream publish, one Python process, batch {batch:>3}: {rate:8.0f} ev/s"
+            )
+        print(
+            f"  {'workers':>7} {'batch':>5} {'events/s':>9} {'req/s':>7} {'p50 ms':>7} "
+            f"{'p99 ms':>7} {'failed':>6} {'vs raw':>6}"
+        )
+        for workers in args.workers:
+            collector = collector_server(
+                workdir,
+                stream_url,
+                json.dumps({"bench": WRITE_KEY}),
+                workers=workers,
+                extra_env={"LIFTOFF_LOG_LEVEL": "WARNING"},
+            )
+            with collector:
+                url = f"http://127.0.0.1:{collector.port}"
+                profiler = None
+                for batch in (10, 100):
+                    run_wrk(url, script, batch, 1, args.connections, f"warm{workers}{batch}")
+                    if args.profile and workers == 1 and batch == 100:
+                        profiler = start_profiler(collector, args.profile, args.duration)
+                    result = run_wrk(
+                        url, script, batch, args.duration, args.connections, f"w{workers}b{batch}"
+                    )
+                    if profiler is not None:
+                        profiler.wait()
+                        profiler = None
+                    print(
+                        f"  {workers:>7} {batch:>5} {result.events_per_second:>9.0f} "
+                        f"{result.events_per_second / batch:>7.0f} {result.p50_ms:>7.1f} "
+                        f"{result.p99_ms:>7.1f} {result.failed_requests:>6} "
+                        f"{result.events_per_second / baselines[batch]:>6.2f}"
+                    )
+    finally:
+        server.stop()
+
+
+def start_profiler(
+    collector: ServerProcess, directory: str, seconds: float
+) -> subprocess.Popen[bytes]:
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    out = Path(directory).resolve() / "collector-profile.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    print(f"  (py-spy recording the collector to {out})")
+    return subprocess.Popen(
+        [
+            py_spy,
+            "record",
+            "--pid",
+            str(collector.pid),
+            "--duration",
+            str(int(seconds)),
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=float, default=6.0, help="seconds per measured run")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2])
+    parser.add_argument(
+        "--nats-server", default=shutil.which("nats-server") or "/usr/sbin/nats-server"
+    )
+    parser.add_argument("--profile", metavar="DIR", help="py-spy the 1-worker, batch-100 run")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk")
+    with tempfile.TemporaryDirectory(prefix="liftoff-bench-") as tmp:
+        for sync_always in (False, True):
+            benchmark(args, Path(tmp), sync_always)
+
+
+if __name__ == "__main__":
+    main()
