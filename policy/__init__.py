@@ -1,0 +1,1 @@
+"""liftoff's Pulumi policy pack (`policy/__main__.py`) and its rules (`policy/liftoff_policy`)."""
