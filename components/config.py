@@ -195,6 +195,70 @@ class ChartSource:
 
 
 @dataclass(frozen=True)
+class ArchiveSettings:
+    """`liftoff:archive` — where the archiver writes gzip NDJSON microbatches."""
+
+    bucket_name: str | None = None
+    """AWS: Default: a generated name (`liftoff-<stack>-archive-<suffix>`). Kubernetes: required."""
+    lifecycle_days: int = 90
+    """Default: 90. AWS only: objects move to Glacier Instant Retrieval after this many days."""
+    expire_days: int | None = None
+    """Default: never. AWS only: objects are deleted after this many days."""
+    endpoint: str | None = None
+    """Kubernetes only, required: the S3-compatible endpoint URL (https://minio.corp:9000)."""
+    region: str = "us-east-1"
+    """Default: `us-east-1`. Kubernetes only: the region the endpoint expects in signatures."""
+    access_key_id: str | None = None
+    """Kubernetes only: access key id (a secret)."""
+    secret_access_key: str | None = None
+    """Kubernetes only: secret access key (a secret)."""
+    batch_max_events: int = 10000
+    """Default: 10000. An object is written when this many events are buffered..."""
+    batch_max_seconds: int = 60
+    """Default: 60. ...or when the oldest buffered event is this old."""
+
+
+@dataclass(frozen=True)
+class Destination:
+    """One entry of `liftoff:destinations`: where the broadcaster forwards events."""
+
+    name: str
+    type: str
+    """`webhook`, `mixpanel`, `amplitude` or `ga4`."""
+    settings: dict[str, str]
+    """Non-secret settings by field name (url, region, measurementId)."""
+    secrets: dict[str, str]
+    """Secret settings by field name (signingSecret, projectToken, apiKey, apiSecret)."""
+    sources: tuple[str, ...] = ()
+    """Default: every source."""
+    events: tuple[str, ...] = ()
+    """Default: every event (and every type: identify, page, ... pass unless events is set)."""
+
+
+# Per destination type: required settings, optional settings, required secrets.
+DESTINATION_TYPES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
+    "webhook": (("url",), (), ("signingSecret",)),
+    "mixpanel": ((), ("region",), ("projectToken",)),
+    "amplitude": ((), ("region",), ("apiKey",)),
+    "ga4": (("measurementId",), (), ("apiSecret",)),
+}
+
+
+@dataclass(frozen=True)
+class WarehouseSettings:
+    """`liftoff:warehouse` — the loader's database on the platform's Postgres."""
+
+    enabled: bool = True
+    """Default: true."""
+    database: str = "warehouse"
+    """Default: `warehouse`. Also the loader's login role."""
+    batch_max_events: int = 1000
+    """Default: 1000. Rows per COPY..."""
+    batch_max_seconds: int = 5
+    """Default: 5. ...or flush when the oldest buffered event is this old."""
+
+
+@dataclass(frozen=True)
 class PlatformConfig:
     project: str
     stack: str
@@ -208,6 +272,10 @@ class PlatformConfig:
     stream: StreamSettings = field(default_factory=StreamSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     charts: dict[str, ChartSource] = field(default_factory=dict)
+    archive: ArchiveSettings | None = None
+    """None: no archive (Kubernetes without an S3-compatible endpoint configured)."""
+    destinations: tuple[Destination, ...] = ()
+    warehouse: WarehouseSettings = field(default_factory=WarehouseSettings)
     kubernetes: KubernetesSettings | None = None
     aws: AwsSettings | None = None
 
@@ -228,6 +296,9 @@ KNOWN_KEYS: tuple[str, ...] = (
     "stream",
     "ingest",
     "charts",
+    "archive",
+    "destinations",
+    "warehouse",
     "tags",
 )
 _OBJECT_KEYS = frozenset(KNOWN_KEYS) - {"target", "deletionProtection"}
@@ -250,8 +321,7 @@ def load_config(
     (`aws:region`).
     """
     problems: list[Problem] = []
-    # Secret keys matter to later readers (credentials must arrive as secrets).
-    _ = frozenset(secret_keys)
+    secret_keys = frozenset(secret_keys)
     raw: dict[str, Any] = {}
     for full_key, value in values.items():
         namespace, _, name = full_key.partition(":")
@@ -300,6 +370,22 @@ def load_config(
     sources = _read_sources(f"{project}:sources", raw.get("sources"), problems)
     stream = _read_stream(ConfigReader(f"{project}:stream", raw.get("stream"), problems), target)
     ingest = _read_ingest(ConfigReader(f"{project}:ingest", raw.get("ingest"), problems), target)
+    archive = _read_archive(
+        ConfigReader(f"{project}:archive", raw.get("archive"), problems),
+        target,
+        present="archive" in raw,
+        is_secret=f"{project}:archive" in secret_keys,
+    )
+    destinations = _read_destinations(
+        f"{project}:destinations",
+        raw.get("destinations"),
+        problems,
+        is_secret=f"{project}:destinations" in secret_keys,
+        sources=sources,
+    )
+    warehouse = _read_warehouse(
+        ConfigReader(f"{project}:warehouse", raw.get("warehouse"), problems)
+    )
     charts: dict[str, ChartSource] = {}
     if target == "kubernetes":
         charts = _read_charts(ConfigReader(f"{project}:charts", raw.get("charts"), problems))
@@ -309,7 +395,7 @@ def load_config(
         )
 
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError([_redact(p, project, secret_keys) for p in problems])
     assert target is not None
     return PlatformConfig(
         project=project,
@@ -322,6 +408,9 @@ def load_config(
         stream=stream,
         ingest=ingest,
         charts=charts,
+        archive=archive,
+        destinations=destinations,
+        warehouse=warehouse,
         kubernetes=kubernetes,
         aws=aws,
     )
@@ -752,3 +841,207 @@ def _read_charts(reader: ConfigReader) -> dict[str, ChartSource]:
         charts[chart] = ChartSource(repository=repository, path=path)
     reader.finish()
     return charts
+
+
+class _Hidden:
+    def __repr__(self) -> str:
+        return "<secret value hidden>"
+
+
+HIDDEN = _Hidden()
+
+
+def _redact(problem: Problem, project: str, secret_keys: frozenset[str]) -> Problem:
+    """Never echo a secret config value back in an error message."""
+    for key in secret_keys:
+        if problem.key == key or problem.key.startswith((f"{key}.", f"{key}[")):
+            return Problem(problem.key, HIDDEN, problem.allowed)
+    return problem
+
+
+def _set_secret_hint(key: str) -> str:
+    return (
+        f"a secret: set it with `pulumi config set --secret --path '{key}' <value>` "
+        "(plaintext credentials end up in the repository and in previews)"
+    )
+
+
+def _read_archive(
+    reader: ConfigReader, target: Target | None, *, present: bool, is_secret: bool
+) -> ArchiveSettings | None:
+    defaults = ArchiveSettings()
+    batch_events = reader.integer(
+        "batchMaxEvents", defaults.batch_max_events, minimum=1, maximum=1_000_000
+    )
+    batch_seconds = reader.integer(
+        "batchMaxSeconds", defaults.batch_max_seconds, minimum=1, maximum=900
+    )
+    bucket_pattern = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
+    bucket_describe = "an S3 bucket name: 3-63 lowercase letters, digits, '.' and '-'"
+    if target == "aws":
+        bucket = reader.string("bucketName", pattern=bucket_pattern, describe=bucket_describe)
+        lifecycle = reader.integer(
+            "lifecycleDays", defaults.lifecycle_days, minimum=1, maximum=36500
+        )
+        expire_raw = reader.integer("expireDays", 0, minimum=0, maximum=36500)
+        expire = expire_raw or None
+        if expire is not None and expire <= lifecycle:
+            reader.problem("expireDays", expire, f"more than lifecycleDays ({lifecycle})")
+        for name in ("endpoint", "region", "accessKeyId", "secretAccessKey"):
+            reader.reject(name, "only with target 'kubernetes' (AWS uses its own S3)")
+        reader.finish()
+        return ArchiveSettings(
+            bucket_name=bucket,
+            lifecycle_days=lifecycle,
+            expire_days=expire,
+            batch_max_events=batch_events,
+            batch_max_seconds=batch_seconds,
+        )
+    if not present:
+        return None
+    endpoint = reader.string(
+        "endpoint",
+        required=True,
+        pattern=r"https?://[^\s/]+(:\d+)?/?",
+        describe="the S3-compatible endpoint URL, e.g. https://minio.corp.example:9000",
+    )
+    bucket = reader.string(
+        "bucket", required=True, pattern=bucket_pattern, describe=bucket_describe
+    )
+    region = (
+        reader.string("region", "us-east-1", pattern=r"[a-z0-9-]{2,32}", describe="a region name")
+        or "us-east-1"
+    )
+    credentials = {}
+    for name in ("accessKeyId", "secretAccessKey"):
+        value = reader.string(name, required=True, describe="a credential string")
+        if value is not None and not is_secret:
+            reader.problem(name, HIDDEN, _set_secret_hint(reader.key(name)))
+        credentials[name] = value
+    for name in ("bucketName", "lifecycleDays", "expireDays"):
+        reader.reject(name, "only with target 'aws' (use bucket for S3-compatible storage)")
+    reader.finish()
+    return ArchiveSettings(
+        bucket_name=bucket,
+        endpoint=(endpoint or "").rstrip("/"),
+        region=region,
+        access_key_id=credentials["accessKeyId"],
+        secret_access_key=credentials["secretAccessKey"],
+        batch_max_events=batch_events,
+        batch_max_seconds=batch_seconds,
+    )
+
+
+def _read_destinations(
+    key: str,
+    raw: Any,
+    problems: list[Problem],
+    *,
+    is_secret: bool,
+    sources: tuple[Source, ...],
+) -> tuple[Destination, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        problems.append(Problem(key, raw, "a list of destination objects"))
+        return ()
+    known_sources = {s.name for s in sources}
+    destinations: list[Destination] = []
+    for index, item in enumerate(raw):
+        reader = ConfigReader(f"{key}[{index}]", item, problems)
+        name = reader.string(
+            "name",
+            required=True,
+            pattern=SOURCE_NAME,
+            describe="a destination name: lowercase letters, digits, '-' or '_'",
+        )
+        kind = reader.string("type", required=True, choices=sorted(DESTINATION_TYPES))
+        settings: dict[str, str] = {}
+        secrets: dict[str, str] = {}
+        if kind is not None:
+            required, optional, secret_fields = DESTINATION_TYPES[kind]
+            for field_name in required:
+                value = _destination_setting(reader, field_name, required=True)
+                if value is not None:
+                    settings[field_name] = value
+            for field_name in optional:
+                value = _destination_setting(reader, field_name, required=False)
+                if value is not None:
+                    settings[field_name] = value
+            for field_name in secret_fields:
+                value = reader.string(field_name, required=True, describe="a credential string")
+                if value is None:
+                    continue
+                if not is_secret:
+                    reader.problem(field_name, HIDDEN, _set_secret_hint(reader.key(field_name)))
+                    continue
+                secrets[field_name] = value
+        only_sources = (
+            reader.string_list(
+                "sources", item_pattern=SOURCE_NAME, describe="a source name from liftoff:sources"
+            )
+            or ()
+        )
+        for position, source in enumerate(only_sources):
+            if source not in known_sources:
+                problems.append(
+                    Problem(
+                        f"{reader.key('sources')}[{position}]",
+                        source,
+                        "one of liftoff:sources: " + ", ".join(sorted(known_sources)),
+                    )
+                )
+        events = (
+            reader.string_list("events", item_pattern=r"\S.{0,199}", describe="an event name") or ()
+        )
+        reader.finish()
+        if name is None or kind is None:
+            continue
+        if any(d.name == name for d in destinations):
+            problems.append(Problem(f"{key}[{index}].name", name, "a name not used before"))
+            continue
+        destinations.append(
+            Destination(
+                name=name,
+                type=kind,
+                settings=settings,
+                secrets=secrets,
+                sources=tuple(sorted(set(only_sources))),
+                events=tuple(sorted(set(events))),
+            )
+        )
+    return tuple(sorted(destinations, key=lambda d: d.name))
+
+
+_DESTINATION_SETTINGS = {
+    "url": (r"https://\S+", "an https:// URL"),
+    "region": (r"us|eu", "'us' or 'eu' (the API's data residency)"),
+    "measurementId": (r"G-[A-Z0-9]{4,20}", "a GA4 measurement id such as G-ABC123DEF4"),
+}
+
+
+def _destination_setting(reader: ConfigReader, name: str, *, required: bool) -> str | None:
+    pattern, describe = _DESTINATION_SETTINGS[name]
+    return reader.string(name, required=required, pattern=pattern, describe=describe)
+
+
+def _read_warehouse(reader: ConfigReader) -> WarehouseSettings:
+    defaults = WarehouseSettings()
+    settings = WarehouseSettings(
+        enabled=reader.boolean("enabled", True),
+        database=reader.string(
+            "database",
+            defaults.database,
+            pattern=r"[a-z][a-z0-9_]{0,30}",
+            describe="a database name: lowercase letters, digits and '_', at most 31 characters",
+        )
+        or defaults.database,
+        batch_max_events=reader.integer(
+            "batchMaxEvents", defaults.batch_max_events, minimum=1, maximum=100_000
+        ),
+        batch_max_seconds=reader.integer(
+            "batchMaxSeconds", defaults.batch_max_seconds, minimum=1, maximum=300
+        ),
+    )
+    reader.finish()
+    return settings

@@ -33,6 +33,8 @@ class Platform(pulumi.ComponentResource):
     def _build_aws(self, name: str, config: PlatformConfig) -> None:
         import pulumi_aws as aws
 
+        from components.archive.aws import ArchiveBucket, ArchiveBucketArgs
+        from components.consumers.aws import AwsConsumers, AwsConsumersArgs
         from components.ingest.aws import LambdaCollector, LambdaCollectorArgs
         from components.network.aws import AwsNetwork, AwsNetworkArgs
         from components.postgres.aws import RdsPostgres, RdsPostgresArgs
@@ -95,9 +97,45 @@ class Platform(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        assert config.archive is not None  # always set on AWS
+        self.archive = ArchiveBucket(
+            f"{name}-archive",
+            ArchiveBucketArgs(
+                settings=config.archive,
+                region=config.aws.region,
+                kms_key_arn=self.key.arn,
+                name_prefix=f"{config.prefix}-archive-",
+                protect=config.deletion_protection,
+            ),
+            opts=child,
+        )
+        self.consumers = AwsConsumers(
+            f"{name}-consumers",
+            AwsConsumersArgs(
+                prefix=config.prefix,
+                stream=self.stream,
+                archive=self.archive,
+                archive_settings=config.archive,
+                postgres=self.postgres,
+                warehouse=config.warehouse,
+                destinations=config.destinations,
+                network=self.network,
+                kms_key_arn=self.key.arn,
+            ),
+            opts=child,
+        )
         self.outputs["vpcId"] = self.network.vpc_id
         self.outputs["postgres"] = self.postgres.connection.public_view()
+        self.outputs["archive"] = self.archive.location.bucket.apply(
+            lambda bucket: {"bucket": bucket}
+        )
         self._export_ingest()
+        self._export_warehouse()
+
+    def _export_warehouse(self) -> None:
+        warehouse = getattr(self.consumers, "warehouse", None)
+        if warehouse is not None:
+            self.outputs["warehouse"] = warehouse.connection.public_view()
 
     def _export_ingest(self) -> None:
         self.outputs["stream"] = pulumi.Output.all(
@@ -109,6 +147,8 @@ class Platform(pulumi.ComponentResource):
     def _build_kubernetes(self, name: str, config: PlatformConfig) -> None:
         import pulumi_kubernetes as k8s
 
+        from components.archive.kubernetes import ExternalArchive, ExternalArchiveArgs
+        from components.consumers.kubernetes import KubernetesConsumers, KubernetesConsumersArgs
         from components.ingest.kubernetes import KubernetesCollector, KubernetesCollectorArgs
         from components.network.kubernetes import KubernetesNetwork, KubernetesNetworkArgs
         from components.postgres.kubernetes import KubernetesPostgres, KubernetesPostgresArgs
@@ -141,6 +181,7 @@ class Platform(pulumi.ComponentResource):
                 stack=config.stack,
                 storage_class=settings.storage_class,
                 image_registry=settings.image_registry,
+                services_image=settings.services_image,
                 tags=config.tags,
             ),
             opts=child,
@@ -173,6 +214,41 @@ class Platform(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        self.archive = None
+        if config.archive is not None:
+            self.archive = ExternalArchive(
+                f"{name}-archive",
+                ExternalArchiveArgs(
+                    settings=config.archive,
+                    network=self.network,
+                    stack=config.stack,
+                    tags=config.tags,
+                ),
+                opts=child,
+            )
+        self.consumers = KubernetesConsumers(
+            f"{name}-consumers",
+            KubernetesConsumersArgs(
+                stream=self.stream,
+                network=self.network,
+                postgres=self.postgres,
+                warehouse=config.warehouse,
+                destinations=config.destinations,
+                stack=config.stack,
+                services_image=settings.services_image,
+                archive=self.archive,
+                archive_settings=config.archive,
+                image_registry=settings.image_registry,
+                tags=config.tags,
+            ),
+            opts=child,
+        )
         self.outputs["namespace"] = self.network.namespace
         self.outputs["postgres"] = self.postgres.connection.public_view()
+        if self.archive is not None:
+            self.outputs["archive"] = {
+                "bucket": config.archive.bucket_name,
+                "endpoint": config.archive.endpoint,
+            }
         self._export_ingest()
+        self._export_warehouse()

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 from psycopg import sql
@@ -103,33 +105,58 @@ def ensure_database(admin: AdminConnection, request: DatabaseRequest) -> dict[st
     return {"role_created": not exists, "database_created": not has_database}
 
 
-def admin_from_environment(environ: dict[str, str] | None = None) -> AdminConnection:
-    """Admin connection from libpq-style variables (PGHOST, PGPORT, PGUSER, PGPASSWORD, ...)."""
+def secret_from_environment(env: Mapping[str, str], name: str) -> str | None:
+    """`name` from the environment, or the content of the file named by `<name>_FILE`.
+
+    Kubernetes mounts Secrets as files, so credentials never sit in the environment.
+    """
+    if env.get(name):
+        return env[name]
+    path = env.get(f"{name}_FILE")
+    if not path:
+        return None
+    try:
+        return Path(path).read_text().strip() or None
+    except OSError as error:
+        raise ValueError(f"{name}_FILE={path!r} cannot be read: {error.strerror}") from None
+
+
+def admin_from_environment(environ: Mapping[str, str] | None = None) -> AdminConnection:
+    """Admin connection from libpq-style variables (PGHOST, PGPORT, PGUSER, PGPASSWORD or
+    PGPASSWORD_FILE, PGDATABASE, PGSSLMODE)."""
     env = os.environ if environ is None else environ
-    missing = [name for name in ("PGHOST", "PGUSER", "PGPASSWORD") if not env.get(name)]
+    password = secret_from_environment(env, "PGPASSWORD")
+    missing = [name for name in ("PGHOST", "PGUSER") if not env.get(name)]
+    if password is None:
+        missing.append("PGPASSWORD (or PGPASSWORD_FILE)")
     if missing:
         raise ValueError(f"missing environment variable(s): {', '.join(missing)}")
     return AdminConnection(
         host=env["PGHOST"],
         port=int(env.get("PGPORT", "5432")),
         user=env["PGUSER"],
-        password=env["PGPASSWORD"],
+        password=password,
         database=env.get("PGDATABASE", "postgres"),
         sslmode=env.get("PGSSLMODE", "prefer"),
     )
 
 
-def request_from_environment(environ: dict[str, str] | None = None) -> DatabaseRequest:
-    """The client's database, role and password from LIFTOFF_DATABASE_* variables."""
+def request_from_environment(environ: Mapping[str, str] | None = None) -> DatabaseRequest:
+    """The client's database, role and password from LIFTOFF_DATABASE_NAME, _ROLE and
+    _PASSWORD (or _PASSWORD_FILE)."""
     env = os.environ if environ is None else environ
-    names = ("LIFTOFF_DATABASE_NAME", "LIFTOFF_DATABASE_ROLE", "LIFTOFF_DATABASE_PASSWORD")
-    missing = [name for name in names if not env.get(name)]
+    password = secret_from_environment(env, "LIFTOFF_DATABASE_PASSWORD")
+    missing = [
+        name for name in ("LIFTOFF_DATABASE_NAME", "LIFTOFF_DATABASE_ROLE") if not env.get(name)
+    ]
+    if password is None:
+        missing.append("LIFTOFF_DATABASE_PASSWORD (or LIFTOFF_DATABASE_PASSWORD_FILE)")
     if missing:
         raise ValueError(f"missing environment variable(s): {', '.join(missing)}")
     return DatabaseRequest(
         database=env["LIFTOFF_DATABASE_NAME"],
         role=env["LIFTOFF_DATABASE_ROLE"],
-        password=env["LIFTOFF_DATABASE_PASSWORD"],
+        password=password,
     )
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from components import aws_iam
 from components.config import IngestSettings, Source
 from components.ingest import (
     TRACKING_PATHS,
@@ -53,10 +54,6 @@ class LambdaCollectorArgs:
     """Encrypts the write-keys secret."""
 
 
-def _policy(statements: list[dict]) -> str:
-    return json.dumps({"Version": "2012-10-17", "Statement": statements})
-
-
 class LambdaCollector(pulumi.ComponentResource):
     """The collector as a Lambda function behind an HTTP API.
 
@@ -92,33 +89,16 @@ class LambdaCollector(pulumi.ComponentResource):
             retention_in_days=LOG_RETENTION_DAYS,
             opts=child,
         )
-        self.role = aws.iam.Role(
-            f"{name}-role",
-            description="liftoff collector Lambda",
-            assume_role_policy=_policy(
-                [
-                    {
-                        "Effect": "Allow",
-                        "Principal": {"Service": "lambda.amazonaws.com"},
-                        "Action": "sts:AssumeRole",
-                    }
-                ]
-            ),
-            opts=child,
-        )
+        self.role = aws_iam.lambda_role(f"{name}-role", "liftoff collector Lambda", self)
         aws.iam.RolePolicy(
             f"{name}-role-policy",
             role=self.role.id,
             policy=pulumi.Output.all(
                 function_logs.arn, self.write_keys_secret.arn, args.kms_key_arn
             ).apply(
-                lambda arns: _policy(
+                lambda arns: aws_iam.document(
                     [
-                        {
-                            "Effect": "Allow",
-                            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-                            "Resource": [arns[0], f"{arns[0]}:*"],
-                        },
+                        aws_iam.log_statement(arns[0]),
                         {
                             "Effect": "Allow",
                             "Action": ["secretsmanager:GetSecretValue"],

@@ -12,6 +12,9 @@ import pulumi_aws as aws
 from components.config import AwsSettings
 
 FLOW_LOG_RETENTION_DAYS = 365
+# AWS APIs that functions inside the VPC call: credentials (Secrets Manager) and the
+# dead-letter queues (SQS). Kinesis is polled by Lambda's event-source mappings, outside.
+INTERFACE_ENDPOINTS = ("secretsmanager", "sqs")
 
 
 @dataclass(frozen=True)
@@ -118,8 +121,8 @@ class AwsNetwork(pulumi.ComponentResource):
         self.private_subnets = subnets
         self.private_subnet_ids = pulumi.Output.all(*[s.id for s in subnets]).apply(list)
 
-        # Functions inside the VPC (database setup, warehouse loader) read their credentials
-        # from Secrets Manager; with no NAT, an interface endpoint is the way out.
+        # Functions inside the VPC (database setup, warehouse loader) call a few AWS APIs;
+        # with no NAT, interface endpoints are the way out.
         self.endpoint_security_group = aws.ec2.SecurityGroup(
             f"{name}-endpoints-sg",
             vpc_id=self.vpc.id,
@@ -135,16 +138,17 @@ class AwsNetwork(pulumi.ComponentResource):
             ],
             opts=child,
         )
-        aws.ec2.VpcEndpoint(
-            f"{name}-secretsmanager-endpoint",
-            vpc_id=self.vpc.id,
-            service_name=f"com.amazonaws.{settings.region}.secretsmanager",
-            vpc_endpoint_type="Interface",
-            private_dns_enabled=True,
-            subnet_ids=[s.id for s in subnets],
-            security_group_ids=[self.endpoint_security_group.id],
-            opts=child,
-        )
+        for service in INTERFACE_ENDPOINTS:
+            aws.ec2.VpcEndpoint(
+                f"{name}-{service}-endpoint",
+                vpc_id=self.vpc.id,
+                service_name=f"com.amazonaws.{settings.region}.{service}",
+                vpc_endpoint_type="Interface",
+                private_dns_enabled=True,
+                subnet_ids=[s.id for s in subnets],
+                security_group_ids=[self.endpoint_security_group.id],
+                opts=child,
+            )
         aws.ec2.VpcEndpoint(
             f"{name}-s3-endpoint",
             vpc_id=self.vpc.id,

@@ -56,6 +56,8 @@ class ClientDatabase:
     """Host/port/dns name of the server, the client's database, role and password (secret)."""
     ready: pulumi.Resource
     """The resource that creates the database; clients depend on it."""
+    role: str
+    """The client's login role (also the user name in `connection`)."""
     secret_name: str | None = None
     """Kubernetes: the Secret holding `username`, `password`, `database`, `host`, `port`."""
     secret_arn: pulumi.Output[str] | None = None

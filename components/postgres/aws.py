@@ -11,6 +11,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
+from components import aws_iam
 from components.config import PostgresSettings
 from components.network import Peer
 from components.network.aws import AwsNetwork
@@ -205,22 +206,8 @@ class RdsPostgres(pulumi.ComponentResource):
             retention_in_days=90,
             opts=child,
         )
-        self._setup_role = aws.iam.Role(
-            f"{name}-role",
-            description="liftoff database setup Lambda",
-            assume_role_policy=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Effect": "Allow",
-                            "Principal": {"Service": "lambda.amazonaws.com"},
-                            "Action": "sts:AssumeRole",
-                        }
-                    ],
-                }
-            ),
-            opts=child,
+        self._setup_role = aws_iam.lambda_role(
+            f"{name}-role", "liftoff database setup Lambda", self
         )
         # Network interfaces in the VPC; AWS's policy for exactly that, nothing broader.
         aws.iam.RolePolicyAttachment(
@@ -229,7 +216,19 @@ class RdsPostgres(pulumi.ComponentResource):
             policy_arn=VPC_ACCESS_POLICY,
             opts=child,
         )
-        self._grant_secret_read("admin", self.credentials.arn, extra=[logs.arn])
+        aws.iam.RolePolicy(
+            f"{name}-logs-policy",
+            role=self._setup_role.id,
+            policy=logs.arn.apply(lambda arn: aws_iam.document([aws_iam.log_statement(arn)])),
+            opts=child,
+        )
+        aws_iam.grant_secret_read(
+            f"{self._name}-setup-reads-admin",
+            self._setup_role.id,
+            self.credentials.arn,
+            self._args.kms_key_arn,
+            self,
+        )
         package = build_lambda_package()
         self._setup = aws.lambda_.Function(
             f"{name}-function",
@@ -253,40 +252,16 @@ class RdsPostgres(pulumi.ComponentResource):
         )
         return self._setup
 
-    def _grant_secret_read(
-        self, role_name: str, secret_arn: pulumi.Input[str], extra: list | None = None
-    ) -> None:
-        """Let the setup function read one secret (and, for the admin grant, write its logs)."""
-        resources = [secret_arn, *(extra or [])]
-        key = self._args.kms_key_arn
-
-        def document(arns: list[str]) -> str:
-            statements = [
-                {
-                    "Effect": "Allow",
-                    "Action": ["secretsmanager:GetSecretValue"],
-                    "Resource": arns[0],
-                }
-            ]
-            if len(arns) > 2:
-                statements.append(
-                    {
-                        "Effect": "Allow",
-                        "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-                        "Resource": [arns[2], f"{arns[2]}:*"],
-                    }
-                )
-            if arns[1]:
-                statements.append(
-                    {"Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": arns[1]}
-                )
-            return json.dumps({"Version": "2012-10-17", "Statement": statements})
-
-        aws.iam.RolePolicy(
-            f"{self._name}-setup-reads-{role_name}",
-            role=self._setup_role.id,
-            policy=pulumi.Output.all(resources[0], key or "", *resources[1:]).apply(document),
-            opts=pulumi.ResourceOptions(parent=self),
+    def grant_read_credentials(self, peer: Peer, client: ClientDatabase) -> None:
+        """Let `peer`'s role read a client database's credentials secret."""
+        if peer.iam_role_name is None or client.secret_arn is None:
+            raise ValueError(f"grant_read_credentials({peer.name!r}) needs an IAM role")
+        aws_iam.grant_secret_read(
+            f"{self._name}-{client.role}-credentials-{peer.name}",
+            peer.iam_role_name,
+            client.secret_arn,
+            self._args.kms_key_arn,
+            self,
         )
 
     def add_database(self, client: str, database: str | None = None) -> ClientDatabase:
@@ -327,7 +302,13 @@ class RdsPostgres(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        self._grant_secret_read(client, secret.arn)
+        aws_iam.grant_secret_read(
+            f"{self._name}-setup-reads-{client}",
+            self._setup_role.id,
+            secret.arn,
+            self._args.kms_key_arn,
+            self,
+        )
         request = {"database": database, "role": client}
         invocation = aws.lambda_.Invocation(
             f"{self._name}-{client}-setup",
@@ -348,4 +329,6 @@ class RdsPostgres(pulumi.ComponentResource):
             username=pulumi.Output.from_input(client),
             password=pulumi.Output.secret(password.result),
         )
-        return ClientDatabase(connection=connection, ready=invocation, secret_arn=secret.arn)
+        return ClientDatabase(
+            connection=connection, ready=invocation, role=client, secret_arn=secret.arn
+        )

@@ -28,6 +28,8 @@ POSTGRES_UID = 999
 IMAGE_REPOSITORY = "docker.io/library/postgres"
 SERVICE_NAME = "postgres"
 DATA_MOUNT = "/var/lib/postgresql/data"
+CREDENTIALS_DIR = "/etc/liftoff/postgres"
+CLIENT_CREDENTIALS_DIR = "/etc/liftoff/postgres-client"
 
 
 @dataclass(frozen=True)
@@ -148,14 +150,8 @@ class KubernetesPostgres(pulumi.ComponentResource):
         settings = args.settings
         secret_name = "postgres-credentials"
 
-        def from_secret(key: str) -> dict:
-            return {"secretKeyRef": {"name": secret_name, "key": key}}
-
-        probe_command = [
-            "sh",
-            "-c",
-            'exec pg_isready -h 127.0.0.1 -p 5432 -U "$POSTGRES_USER" -d "$POSTGRES_DB"',
-        ]
+        # Readiness of the server itself; pg_isready needs no credentials.
+        probe_command = ["pg_isready", "-h", "127.0.0.1", "-p", str(PORT), "-q"]
         volume_claim = {
             "metadata": {"name": "data", "labels": self.labels},
             "spec": {
@@ -192,13 +188,16 @@ class KubernetesPostgres(pulumi.ComponentResource):
                             ),
                             "imagePullPolicy": "IfNotPresent",
                             "ports": [{"name": "postgres", "containerPort": PORT}],
-                            "env": [
-                                {"name": "POSTGRES_USER", "valueFrom": from_secret("username")},
-                                {"name": "POSTGRES_PASSWORD", "valueFrom": from_secret("password")},
-                                {"name": "POSTGRES_DB", "valueFrom": from_secret("database")},
-                                # A subdirectory: the volume root may hold lost+found.
-                                {"name": "PGDATA", "value": f"{DATA_MOUNT}/pgdata"},
-                            ],
+                            "env": kube.env(
+                                {
+                                    "POSTGRES_USER": settings.username,
+                                    "POSTGRES_DB": settings.database,
+                                    # The image reads the password from the mounted Secret.
+                                    "POSTGRES_PASSWORD_FILE": f"{CREDENTIALS_DIR}/password",
+                                    # A subdirectory: the volume root may hold lost+found.
+                                    "PGDATA": f"{DATA_MOUNT}/pgdata",
+                                }
+                            ),
                             "resources": settings.resources.to_kubernetes(),
                             "securityContext": kube.container_security_context(),
                             "startupProbe": {
@@ -223,10 +222,19 @@ class KubernetesPostgres(pulumi.ComponentResource):
                                 # need writable scratch space.
                                 {"name": "run", "mountPath": "/var/run/postgresql"},
                                 {"name": "tmp", "mountPath": "/tmp"},
+                                {
+                                    "name": "credentials",
+                                    "mountPath": CREDENTIALS_DIR,
+                                    "readOnly": True,
+                                },
                             ],
                         }
                     ],
                     "volumes": [
+                        {
+                            "name": "credentials",
+                            "secret": {"secretName": secret_name, "defaultMode": 0o440},
+                        },
                         {"name": "run", "emptyDir": {"sizeLimit": "16Mi"}},
                         {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
                     ],
@@ -295,23 +303,18 @@ class KubernetesPostgres(pulumi.ComponentResource):
         self.grant_connect(Peer(component, pod_labels=selector))
         job_labels = kube.labels(component, args.stack, args.tags)
 
-        def from_secret(variable: str, secret: str, key: str) -> dict:
-            return {"name": variable, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
-
-        env = [
-            *kube.env(
-                {
-                    "PGHOST": host,
-                    "PGPORT": str(PORT),
-                    "PGDATABASE": "postgres",
-                    "LIFTOFF_DATABASE_NAME": database,
-                    "LIFTOFF_DATABASE_ROLE": client,
-                }
-            ),
-            from_secret("PGUSER", "postgres-credentials", "username"),
-            from_secret("PGPASSWORD", "postgres-credentials", "password"),
-            from_secret("LIFTOFF_DATABASE_PASSWORD", secret_name, "password"),
-        ]
+        env = kube.env(
+            {
+                "PGHOST": host,
+                "PGPORT": str(PORT),
+                "PGDATABASE": "postgres",
+                "PGUSER": args.settings.username,
+                "PGPASSWORD_FILE": f"{CREDENTIALS_DIR}/password",
+                "LIFTOFF_DATABASE_NAME": database,
+                "LIFTOFF_DATABASE_ROLE": client,
+                "LIFTOFF_DATABASE_PASSWORD_FILE": f"{CLIENT_CREDENTIALS_DIR}/password",
+            }
+        )
         digest = hashlib.sha256(
             json.dumps([database, client, args.services_image], sort_keys=True).encode()
         ).hexdigest()[:8]
@@ -321,6 +324,10 @@ class KubernetesPostgres(pulumi.ComponentResource):
             "imagePullPolicy": "IfNotPresent",
             "args": ["ensure-database"],
             "env": env,
+            "volumeMounts": [
+                {"name": "admin", "mountPath": CREDENTIALS_DIR, "readOnly": True},
+                {"name": "client", "mountPath": CLIENT_CREDENTIALS_DIR, "readOnly": True},
+            ],
             "resources": {
                 "requests": {"cpu": "50m", "memory": "64Mi"},
                 "limits": {"cpu": "250m", "memory": "128Mi"},
@@ -334,7 +341,23 @@ class KubernetesPostgres(pulumi.ComponentResource):
                 "activeDeadlineSeconds": 900,
                 "template": {
                     "metadata": {"labels": job_labels},
-                    "spec": kube.services_pod_spec([container], restart_policy="OnFailure"),
+                    "spec": kube.services_pod_spec(
+                        [container],
+                        volumes=[
+                            {
+                                "name": "admin",
+                                "secret": {
+                                    "secretName": "postgres-credentials",
+                                    "defaultMode": 0o440,
+                                },
+                            },
+                            {
+                                "name": "client",
+                                "secret": {"secretName": secret_name, "defaultMode": 0o440},
+                            },
+                        ],
+                        restart_policy="OnFailure",
+                    ),
                 },
             },
             opts=pulumi.ResourceOptions(
@@ -349,4 +372,6 @@ class KubernetesPostgres(pulumi.ComponentResource):
             username=pulumi.Output.from_input(client),
             password=pulumi.Output.secret(password.result),
         )
-        return ClientDatabase(connection=connection, ready=job, secret_name=secret_name)
+        return ClientDatabase(
+            connection=connection, ready=job, role=client, secret_name=secret_name
+        )

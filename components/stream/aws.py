@@ -62,7 +62,9 @@ class KinesisStream(pulumi.ComponentResource):
         )
         self.register_outputs({"streamArn": self.stream.arn, "url": self.connection.url})
 
-    def _grant(self, peer: Peer, role: str, actions: list[str], kms_actions: list[str]) -> None:
+    def _grant(
+        self, peer: Peer, role: str, actions: list[str], kms_actions: list[str]
+    ) -> aws.iam.RolePolicy:
         if peer.iam_role_name is None:
             raise ValueError(f"{role}({peer.name!r}) on AWS needs the peer's IAM role")
         policy = pulumi.Output.all(self.stream.arn, self._kms_key_arn).apply(
@@ -76,17 +78,17 @@ class KinesisStream(pulumi.ComponentResource):
                 }
             )
         )
-        aws.iam.RolePolicy(
+        return aws.iam.RolePolicy(
             f"{self._name}-{role.removeprefix('grant_')}-{peer.name}",
             role=peer.iam_role_name,
             policy=policy,
             opts=pulumi.ResourceOptions(parent=self),
         )
 
-    def grant_write(self, peer: Peer) -> None:
+    def grant_write(self, peer: Peer) -> aws.iam.RolePolicy:
         """Let `peer`'s role put records (and encrypt them with the stream's key)."""
-        self._grant(peer, "grant_write", WRITE_ACTIONS, ["kms:GenerateDataKey"])
+        return self._grant(peer, "grant_write", WRITE_ACTIONS, ["kms:GenerateDataKey"])
 
-    def grant_read(self, peer: Peer) -> None:
+    def grant_read(self, peer: Peer) -> aws.iam.RolePolicy:
         """Let `peer`'s role read records (and decrypt them)."""
-        self._grant(peer, "grant_read", READ_ACTIONS, ["kms:Decrypt"])
+        return self._grant(peer, "grant_read", READ_ACTIONS, ["kms:Decrypt"])

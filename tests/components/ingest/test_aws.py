@@ -14,7 +14,7 @@ FUNCTION = "aws:lambda/function:Function"
 
 
 def test_function_runs_the_packaged_collector():
-    function = stack_run("aws").one(FUNCTION).inputs
+    function = stack_run("aws").one(FUNCTION, "liftoff-ingest-function").inputs
     assert function["handler"] == "services.aws_lambda.collector_handler"
     assert function["runtime"] == "python3.12" and function["architectures"] == ["arm64"]
     assert function["memorySize"] == 1024
@@ -26,7 +26,7 @@ def test_function_runs_the_packaged_collector():
 
 def test_write_keys_are_never_in_the_function_environment():
     run = stack_run("aws")
-    variables = run.one(FUNCTION).inputs["environment"]["variables"]
+    variables = run.one(FUNCTION, "liftoff-ingest-function").inputs["environment"]["variables"]
     assert set(variables) == {
         "LIFTOFF_STREAM_URL",
         "LIFTOFF_WRITE_KEYS_SECRET_ARN",

@@ -8,12 +8,14 @@ DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 
 
 def _container(run):
-    return run.one(DEPLOYMENT).inputs["spec"]["template"]["spec"]["containers"][0]
+    return run.one(DEPLOYMENT, "liftoff-ingest-deployment").inputs["spec"]["template"]["spec"][
+        "containers"
+    ][0]
 
 
 def test_collector_pod_is_restricted_probed_and_mirrored():
     run = stack_run("kubernetes-private-cloud")
-    pod = run.one(DEPLOYMENT).inputs["spec"]["template"]["spec"]
+    pod = run.one(DEPLOYMENT, "liftoff-ingest-deployment").inputs["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert container["image"] == "registry.corp.example/mirror/data/liftoff-services:0.1.0"
     assert container["args"] == ["collector"]
@@ -44,7 +46,7 @@ def test_autoscaler_and_disruption_budget_follow_the_settings():
     assert hpa["scaleTargetRef"]["name"] == "collector"
     pdb = run.one("kubernetes:policy/v1:PodDisruptionBudget", "liftoff-ingest-pdb").inputs
     assert pdb["spec"]["maxUnavailable"] == 1
-    assert run.one(DEPLOYMENT).inputs["spec"]["replicas"] == 3
+    assert run.one(DEPLOYMENT, "liftoff-ingest-deployment").inputs["spec"]["replicas"] == 3
 
 
 def test_ingress_with_tls_when_a_host_is_configured():

@@ -57,11 +57,21 @@ def test_tls_is_forced():
     ]
 
 
-def test_security_group_admits_nothing_by_itself():
+def test_security_group_admits_only_granted_groups():
     run = stack_run("aws")
-    group = run.one("aws:ec2/securityGroup:SecurityGroup", "liftoff-postgres-sg").inputs
-    assert not group.get("ingress") and not group.get("egress")
-    assert run.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule") == []
+    group = run.one("aws:ec2/securityGroup:SecurityGroup", "liftoff-postgres-sg")
+    assert not group.inputs.get("ingress") and not group.inputs.get("egress")
+    rules = run.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+    assert {r.name for r in rules} == {
+        "liftoff-postgres-from-setup",
+        "liftoff-postgres-from-loader",
+    }
+    # The mocks give each resource the id "<name>-id".
+    groups = {r.name: f"{r.name}-id" for r in run.of_type("aws:ec2/securityGroup:SecurityGroup")}
+    for rule in rules:
+        assert rule.inputs["securityGroupId"] == groups["liftoff-postgres-sg"]
+        assert rule.inputs["referencedSecurityGroupId"] in groups.values()
+        assert "cidrIpv4" not in rule.inputs
 
 
 def test_discovery_name_points_at_the_rds_endpoint():

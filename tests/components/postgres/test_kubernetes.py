@@ -61,12 +61,12 @@ def test_password_comes_from_a_secret_never_a_plain_env_value():
     run = stack_run("dev")
     secret = run.one("kubernetes:core/v1:Secret", "liftoff-postgres-credentials")
     assert "stringData" in secret.secret_paths
-    env = run.one(STATEFUL_SET).inputs["spec"]["template"]["spec"]["containers"][0]["env"]
-    password = next(e for e in env if e["name"] == "POSTGRES_PASSWORD")
-    assert password["valueFrom"]["secretKeyRef"] == {
-        "name": "postgres-credentials",
-        "key": "password",
-    }
+    pod = run.one(STATEFUL_SET).inputs["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert "POSTGRES_PASSWORD" not in env
+    assert env["POSTGRES_PASSWORD_FILE"] == "/etc/liftoff/postgres/password"
+    mounted = {v["name"]: v for v in pod["volumes"]}["credentials"]
+    assert mounted["secret"]["secretName"] == "postgres-credentials"
 
 
 def test_service_dns_name_is_the_exported_discovery_name():
@@ -149,13 +149,16 @@ def test_add_database_runs_an_idempotent_job_with_admin_and_client_secrets():
     (container,) = job.inputs["spec"]["template"]["spec"]["containers"]
     assert container["args"] == ["ensure-database"]
     assert container["image"] == "mirror.example/liftoff-services:1.0.0"
-    env = {e["name"]: e for e in container["env"]}
-    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "postgres-credentials"
-    assert env["LIFTOFF_DATABASE_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": "postgres-warehouse",
-        "key": "password",
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["LIFTOFF_DATABASE_NAME"] == "warehouse"
+    assert env["PGPASSWORD_FILE"] == "/etc/liftoff/postgres/password"
+    assert env["LIFTOFF_DATABASE_PASSWORD_FILE"] == "/etc/liftoff/postgres-client/password"
+    volumes = {
+        v["name"]: v["secret"]["secretName"]
+        for v in job.inputs["spec"]["template"]["spec"]["volumes"]
+        if "secret" in v
     }
-    assert env["LIFTOFF_DATABASE_NAME"]["value"] == "warehouse"
+    assert volumes == {"admin": "postgres-credentials", "client": "postgres-warehouse"}
     assert schema_errors(run.kubernetes_objects()) == []
 
 

@@ -1,0 +1,161 @@
+"""The archive on AWS: one private, versioned, KMS-encrypted S3 bucket."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from components.archive import ArchiveLocation
+from components.config import ArchiveSettings
+from components.network import Peer
+
+NONCURRENT_VERSION_DAYS = 30
+
+
+@dataclass(frozen=True)
+class ArchiveBucketArgs:
+    settings: ArchiveSettings
+    region: str
+    kms_key_arn: pulumi.Input[str]
+    name_prefix: str
+    """Prefix of the generated bucket name, e.g. `liftoff-prod-archive-`."""
+    protect: bool = True
+    """Default: true. Refuse to delete the bucket on destroy (and never empty it)."""
+
+
+class ArchiveBucket(pulumi.ComponentResource):
+    """S3 bucket for the event archive: public access blocked, TLS required, objects
+    encrypted with the platform key, versioned (a replay that overwrites an object keeps the
+    previous version for 30 days), moved to Glacier Instant Retrieval after `lifecycleDays`.
+    """
+
+    def __init__(
+        self, name: str, args: ArchiveBucketArgs, opts: pulumi.ResourceOptions | None = None
+    ):
+        super().__init__("liftoff:archive:ArchiveBucket", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        settings = args.settings
+        self._name = name
+        self._kms_key_arn = args.kms_key_arn
+        self.bucket = aws.s3.Bucket(
+            f"{name}-bucket",
+            bucket=settings.bucket_name,
+            bucket_prefix=None if settings.bucket_name else args.name_prefix,
+            force_destroy=not args.protect,
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
+        )
+        aws.s3.BucketPublicAccessBlock(
+            f"{name}-public-access-block",
+            bucket=self.bucket.id,
+            block_public_acls=True,
+            block_public_policy=True,
+            ignore_public_acls=True,
+            restrict_public_buckets=True,
+            opts=child,
+        )
+        aws.s3.BucketOwnershipControls(
+            f"{name}-ownership",
+            bucket=self.bucket.id,
+            rule={"object_ownership": "BucketOwnerEnforced"},
+            opts=child,
+        )
+        aws.s3.BucketVersioning(
+            f"{name}-versioning",
+            bucket=self.bucket.id,
+            versioning_configuration={"status": "Enabled"},
+            opts=child,
+        )
+        aws.s3.BucketServerSideEncryptionConfiguration(
+            f"{name}-encryption",
+            bucket=self.bucket.id,
+            rules=[
+                {
+                    "apply_server_side_encryption_by_default": {
+                        "sse_algorithm": "aws:kms",
+                        "kms_master_key_id": args.kms_key_arn,
+                    },
+                    # One data key per bucket rather than per object: far fewer KMS calls.
+                    "bucket_key_enabled": True,
+                }
+            ],
+            opts=child,
+        )
+        rule: dict = {
+            "id": "archive-tiering",
+            "status": "Enabled",
+            "filter": {},
+            "transitions": [{"days": settings.lifecycle_days, "storage_class": "GLACIER_IR"}],
+            "noncurrent_version_expiration": {"noncurrent_days": NONCURRENT_VERSION_DAYS},
+            "abort_incomplete_multipart_upload": {"days_after_initiation": 7},
+        }
+        if settings.expire_days:
+            rule["expiration"] = {"days": settings.expire_days}
+        aws.s3.BucketLifecycleConfiguration(
+            f"{name}-lifecycle", bucket=self.bucket.id, rules=[rule], opts=child
+        )
+        aws.s3.BucketPolicy(
+            f"{name}-tls-only",
+            bucket=self.bucket.id,
+            policy=self.bucket.arn.apply(
+                lambda arn: json.dumps(
+                    {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {
+                                "Sid": "DenyInsecureTransport",
+                                "Effect": "Deny",
+                                "Principal": "*",
+                                "Action": "s3:*",
+                                "Resource": [arn, f"{arn}/*"],
+                                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                            }
+                        ],
+                    }
+                )
+            ),
+            opts=child,
+        )
+        self.location = ArchiveLocation(
+            bucket=self.bucket.bucket, region=pulumi.Output.from_input(args.region)
+        )
+        self.register_outputs({"bucket": self.bucket.bucket, "arn": self.bucket.arn})
+
+    def _grant(
+        self, peer: Peer, role: str, actions: list[str], kms_actions: list[str]
+    ) -> aws.iam.RolePolicy:
+        if peer.iam_role_name is None:
+            raise ValueError(f"{role}({peer.name!r}) on AWS needs the peer's IAM role")
+        policy = pulumi.Output.all(self.bucket.arn, self._kms_key_arn).apply(
+            lambda arns: json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {"Effect": "Allow", "Action": actions, "Resource": f"{arns[0]}/*"},
+                        {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": arns[0]},
+                        {"Effect": "Allow", "Action": kms_actions, "Resource": arns[1]},
+                    ],
+                }
+            )
+        )
+        return aws.iam.RolePolicy(
+            f"{self._name}-{role.removeprefix('grant_')}-{peer.name}",
+            role=peer.iam_role_name,
+            policy=policy,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    def grant_write(self, peer: Peer) -> aws.iam.RolePolicy:
+        """Let `peer` write (and overwrite) archive objects."""
+        self._grant(
+            peer,
+            "grant_write",
+            ["s3:PutObject", "s3:GetObject"],
+            ["kms:GenerateDataKey", "kms:Decrypt"],
+        )
+
+    def grant_read(self, peer: Peer) -> aws.iam.RolePolicy:
+        """Let `peer` read archive objects."""
+        return self._grant(peer, "grant_read", ["s3:GetObject"], ["kms:Decrypt"])

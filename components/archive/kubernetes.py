@@ -1,0 +1,93 @@
+"""The archive on Kubernetes: the customer's S3-compatible endpoint, credentials in a Secret."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import kube
+from components.archive import ArchiveLocation
+from components.config import ArchiveSettings
+from components.network import Peer
+from components.network.kubernetes import KubernetesNetwork
+
+SECRET_NAME = "archive-credentials"
+CREDENTIALS_FILE = "credentials"
+
+
+@dataclass(frozen=True)
+class ExternalArchiveArgs:
+    settings: ArchiveSettings
+    network: KubernetesNetwork
+    stack: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+class ExternalArchive(pulumi.ComponentResource):
+    """An S3-compatible bucket outside liftoff's control; liftoff keeps its credentials
+    (a Secret holding an AWS shared-credentials file) and opens the way to it.
+    """
+
+    def __init__(
+        self, name: str, args: ExternalArchiveArgs, opts: pulumi.ResourceOptions | None = None
+    ):
+        super().__init__("liftoff:archive:ExternalArchive", name, None, opts)
+        settings = args.settings
+        self._name = name
+        self._network = args.network
+        self.labels = kube.labels("archive", args.stack, args.tags)
+        endpoint = urlsplit(settings.endpoint or "")
+        self.port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+        self.secret = k8s.core.v1.Secret(
+            f"{name}-credentials",
+            metadata=args.network.metadata(SECRET_NAME, self.labels),
+            type="Opaque",
+            # The AWS SDKs' shared-credentials format: mounted as a file, read by boto3 via
+            # AWS_SHARED_CREDENTIALS_FILE, never passed through the environment.
+            string_data={
+                CREDENTIALS_FILE: pulumi.Output.secret(
+                    "[default]\n"
+                    f"aws_access_key_id = {settings.access_key_id or ''}\n"
+                    f"aws_secret_access_key = {settings.secret_access_key or ''}\n"
+                )
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[args.network.default_deny]),
+        )
+        self.secret_name = SECRET_NAME
+        self.location = ArchiveLocation(
+            bucket=pulumi.Output.from_input(settings.bucket_name or ""),
+            region=pulumi.Output.from_input(settings.region),
+            endpoint=settings.endpoint,
+        )
+        self.register_outputs({"endpoint": settings.endpoint, "bucket": settings.bucket_name})
+
+    def _allow(self, peer: Peer, role: str) -> None:
+        if not peer.pod_labels:
+            raise ValueError(f"{role}({peer.name!r}) on Kubernetes needs the peer's pod labels")
+        # The endpoint may be outside the cluster (an IP range) or a Service inside it.
+        k8s.networking.v1.NetworkPolicy(
+            f"{self._name}-{role.removeprefix('grant_')}-{peer.name}",
+            metadata=self._network.metadata(f"archive-from-{peer.name}", self.labels),
+            spec={
+                "podSelector": {"matchLabels": dict(peer.pod_labels)},
+                "policyTypes": ["Egress"],
+                "egress": [
+                    {
+                        "to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}, {"namespaceSelector": {}}],
+                        "ports": [{"protocol": "TCP", "port": self.port}],
+                    }
+                ],
+            },
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    def grant_write(self, peer: Peer) -> None:
+        """Let `peer`'s pods reach the endpoint (credentials come from `secret_name`)."""
+        self._allow(peer, "grant_write")
+
+    def grant_read(self, peer: Peer) -> None:
+        self._allow(peer, "grant_read")

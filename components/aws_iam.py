@@ -1,0 +1,62 @@
+"""IAM policy documents shared by the AWS realizations: least privilege, always scoped."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import pulumi
+import pulumi_aws as aws
+
+
+def document(statements: Sequence[dict]) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
+def assume_role_policy(service: str) -> str:
+    """Trust policy letting one AWS service (e.g. `lambda.amazonaws.com`) assume the role."""
+    return document(
+        [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]
+    )
+
+
+def lambda_role(name: str, description: str, parent: pulumi.Resource) -> aws.iam.Role:
+    return aws.iam.Role(
+        name,
+        description=description,
+        assume_role_policy=assume_role_policy("lambda.amazonaws.com"),
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+
+
+def log_statement(log_group_arn: str) -> dict:
+    return {
+        "Effect": "Allow",
+        "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+        "Resource": [log_group_arn, f"{log_group_arn}:*"],
+    }
+
+
+def grant_secret_read(
+    name: str,
+    role_name: pulumi.Input[str],
+    secret_arn: pulumi.Input[str],
+    kms_key_arn: pulumi.Input[str] | None,
+    parent: pulumi.Resource,
+) -> aws.iam.RolePolicy:
+    """Let a role read one Secrets Manager secret (and decrypt it with its KMS key)."""
+
+    def policy(arns: list[str]) -> str:
+        statements = [
+            {"Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"], "Resource": arns[0]}
+        ]
+        if arns[1]:
+            statements.append({"Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": arns[1]})
+        return document(statements)
+
+    return aws.iam.RolePolicy(
+        name,
+        role=role_name,
+        policy=pulumi.Output.all(secret_arn, kms_key_arn or "").apply(policy),
+        opts=pulumi.ResourceOptions(parent=parent),
+    )

@@ -1,0 +1,67 @@
+"""Consumers capability: independent readers of the stream, each checkpointing its place.
+
+- archiver: microbatches every event into the archive (gzip NDJSON, Hive partitions);
+- loader: loads every event into the warehouse database (deduplicated on messageId);
+- broadcaster: one consumer per destination (webhook, Mixpanel, Amplitude, GA4).
+
+AWS: one Lambda function per consumer with its own Kinesis event-source mapping (so its own
+checkpoint), partial batch failures, bisect on error and an SQS on-failure destination.
+Kubernetes: one Deployment per consumer with its own durable JetStream consumer. A consumer
+that falls behind or fails never holds back another: they share nothing but the stream.
+
+The runtime contract (commands, handlers, environment) is in services/; the names here are
+what the infrastructure passes to it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from components.config import Destination
+
+ARCHIVER = "archiver"
+LOADER = "loader"
+DEAD_LETTER_STREAM = "DEADLETTER"
+HEALTH_PORT = 8081
+
+
+def broadcaster_name(destination: Destination) -> str:
+    """Consumer (and durable JetStream consumer) name of one destination's broadcaster."""
+    return f"broadcaster-{destination.name}"
+
+
+def destination_document(destination: Destination) -> str:
+    """`LIFTOFF_DESTINATION`: everything about a destination except its secrets."""
+    return json.dumps(
+        {
+            "name": destination.name,
+            "type": destination.type,
+            "settings": dict(sorted(destination.settings.items())),
+            "sources": list(destination.sources),
+            "events": list(destination.events),
+        },
+        sort_keys=True,
+    )
+
+
+@dataclass(frozen=True)
+class ConsumerRuntime:
+    """What every consumer is told, on both targets."""
+
+    name: str
+    """Durable consumer name: `archiver`, `loader`, `broadcaster-<destination>`."""
+    command: str
+    """`python -m services <command>` on Kubernetes."""
+    handler: str
+    """The Lambda handler on AWS."""
+
+
+ARCHIVER_RUNTIME = ConsumerRuntime(ARCHIVER, "archiver", "services.aws_lambda.archiver_handler")
+LOADER_RUNTIME = ConsumerRuntime(LOADER, "loader", "services.aws_lambda.loader_handler")
+
+
+def broadcaster_runtime(destination: Destination) -> ConsumerRuntime:
+    return ConsumerRuntime(
+        broadcaster_name(destination), "broadcaster", "services.aws_lambda.broadcaster_handler"
+    )

@@ -1,0 +1,349 @@
+"""Consumers on AWS: one Lambda function per consumer on its own Kinesis event-source mapping."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+
+from components import aws_iam
+from components.archive.aws import ArchiveBucket
+from components.config import ArchiveSettings, Destination, WarehouseSettings
+from components.consumers import (
+    ARCHIVER_RUNTIME,
+    LOADER_RUNTIME,
+    ConsumerRuntime,
+    broadcaster_runtime,
+    destination_document,
+)
+from components.network import Peer
+from components.network.aws import AwsNetwork
+from components.packaging import LAMBDA_ARCHITECTURE, LAMBDA_RUNTIME, build_lambda_package
+from components.postgres.aws import RdsPostgres
+from components.stream.aws import KinesisStream
+
+LOG_RETENTION_DAYS = 90
+DEAD_LETTER_RETENTION_SECONDS = 14 * 24 * 3600  # the SQS maximum
+VPC_ACCESS_POLICY = "arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
+
+
+def physical_name(prefix: str, suffix: str, limit: int = 64) -> str:
+    """`<prefix>-<suffix>`, shortened with a stable hash when longer than `limit`."""
+    name = f"{prefix}-{suffix}"
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[: limit - 9]}-{digest}"
+
+
+@dataclass(frozen=True)
+class VpcPlacement:
+    """Run the function inside the VPC (to reach RDS), with these egress rules."""
+
+    vpc_id: pulumi.Input[str]
+    subnet_ids: pulumi.Input[Sequence[str]]
+    egress: Sequence[dict]
+
+
+@dataclass(frozen=True)
+class KinesisConsumerArgs:
+    runtime: ConsumerRuntime
+    stream: KinesisStream
+    function_name: str
+    environment: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    batch_size: int = 500
+    """Default: 500 records per invocation."""
+    batching_window_seconds: int = 5
+    """Default: 5. How long the mapping gathers records before invoking."""
+    maximum_retry_attempts: int = 10
+    """Default: 10. After that the failing records' positions go to the dead-letter queue."""
+    maximum_record_age_seconds: int = -1
+    """Default: -1 (no limit): records are retried, never skipped for their age."""
+    timeout_seconds: int = 120
+    memory_mb: int = 512
+    vpc: VpcPlacement | None = None
+    """Default: outside any VPC (the function reaches only AWS APIs)."""
+
+
+class KinesisConsumer(pulumi.ComponentResource):
+    """A stream consumer as a Lambda function.
+
+    Its event-source mapping is its checkpoint: records are retried (bisecting failing
+    batches, reporting partial failures so finished records are not redone) and the
+    positions of records that still fail are sent to the consumer's SQS dead-letter queue,
+    where the function itself also parks events it cannot process, with the reason.
+    Its role may read the stream, write its logs and its dead-letter queue, plus what the
+    capabilities grant it (`peer`).
+    """
+
+    def __init__(
+        self, name: str, args: KinesisConsumerArgs, opts: pulumi.ResourceOptions | None = None
+    ):
+        super().__init__("liftoff:consumers:KinesisConsumer", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.dead_letter_queue = aws.sqs.Queue(
+            f"{name}-dead-letter",
+            sqs_managed_sse_enabled=True,
+            message_retention_seconds=DEAD_LETTER_RETENTION_SECONDS,
+            opts=child,
+        )
+        logs = aws.cloudwatch.LogGroup(
+            f"{name}-logs",
+            name=f"/aws/lambda/{args.function_name}",
+            retention_in_days=LOG_RETENTION_DAYS,
+            opts=child,
+        )
+        self.role = aws_iam.lambda_role(
+            f"{name}-role", f"liftoff {args.runtime.name} consumer", self
+        )
+        self.peer = Peer(args.runtime.name, iam_role_name=self.role.name)
+        aws.iam.RolePolicy(
+            f"{name}-role-policy",
+            role=self.role.id,
+            policy=pulumi.Output.all(logs.arn, self.dead_letter_queue.arn).apply(
+                lambda arns: aws_iam.document(
+                    [
+                        aws_iam.log_statement(arns[0]),
+                        {
+                            "Effect": "Allow",
+                            "Action": ["sqs:SendMessage", "sqs:GetQueueUrl"],
+                            "Resource": arns[1],
+                        },
+                    ]
+                )
+            ),
+            opts=child,
+        )
+        permissions: list[pulumi.Resource] = []
+        read_grant = args.stream.grant_read(self.peer)
+        if read_grant is not None:
+            permissions.append(read_grant)
+
+        vpc_config = None
+        if args.vpc is not None:
+            self.security_group = aws.ec2.SecurityGroup(
+                f"{name}-sg",
+                vpc_id=args.vpc.vpc_id,
+                description=f"liftoff {args.runtime.name} consumer",
+                egress=list(args.vpc.egress),
+                opts=child,
+            )
+            self.peer = Peer(
+                args.runtime.name,
+                iam_role_name=self.role.name,
+                security_group_id=self.security_group.id,
+            )
+            permissions.append(
+                aws.iam.RolePolicyAttachment(
+                    f"{name}-vpc-access",
+                    role=self.role.name,
+                    policy_arn=VPC_ACCESS_POLICY,
+                    opts=child,
+                )
+            )
+            vpc_config = {
+                "subnet_ids": args.vpc.subnet_ids,
+                "security_group_ids": [self.security_group.id],
+            }
+
+        package = build_lambda_package()
+        self.function = aws.lambda_.Function(
+            f"{name}-function",
+            name=args.function_name,
+            description=f"liftoff {args.runtime.name}: stream consumer",
+            runtime=LAMBDA_RUNTIME,
+            architectures=[LAMBDA_ARCHITECTURE],
+            handler=args.runtime.handler,
+            code=pulumi.FileArchive(str(package.path)),
+            source_code_hash=package.sha256_base64,
+            role=self.role.arn,
+            timeout=args.timeout_seconds,
+            memory_size=args.memory_mb,
+            vpc_config=vpc_config,
+            environment={
+                "variables": {
+                    **dict(sorted(args.environment.items())),
+                    "LIFTOFF_CONSUMER_NAME": args.runtime.name,
+                    "LIFTOFF_DEAD_LETTER_URL": pulumi.Output.concat(
+                        "sqs://", self.dead_letter_queue.name
+                    ),
+                    "LIFTOFF_LOG_LEVEL": "INFO",
+                }
+            },
+            logging_config={"log_format": "JSON", "log_group": logs.name},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[logs]),
+        )
+        self.mapping = aws.lambda_.EventSourceMapping(
+            f"{name}-mapping",
+            event_source_arn=args.stream.stream.arn,
+            function_name=self.function.arn,
+            starting_position="TRIM_HORIZON",
+            batch_size=args.batch_size,
+            maximum_batching_window_in_seconds=args.batching_window_seconds,
+            function_response_types=["ReportBatchItemFailures"],
+            bisect_batch_on_function_error=True,
+            maximum_retry_attempts=args.maximum_retry_attempts,
+            maximum_record_age_in_seconds=args.maximum_record_age_seconds,
+            # One batch per shard at a time keeps each user's events in order.
+            parallelization_factor=1,
+            destination_config={"on_failure": {"destination_arn": self.dead_letter_queue.arn}},
+            # The mapping polls as the function's role: it needs the stream grant first.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=permissions),
+        )
+        self.register_outputs(
+            {"functionArn": self.function.arn, "deadLetterQueue": self.dead_letter_queue.url}
+        )
+
+
+@dataclass(frozen=True)
+class AwsConsumersArgs:
+    prefix: str
+    """Physical-name prefix, e.g. `liftoff-prod`."""
+    stream: KinesisStream
+    archive: ArchiveBucket
+    archive_settings: ArchiveSettings
+    postgres: RdsPostgres
+    warehouse: WarehouseSettings
+    destinations: tuple[Destination, ...]
+    network: AwsNetwork
+    kms_key_arn: pulumi.Input[str]
+
+
+class AwsConsumers(pulumi.ComponentResource):
+    """The archiver, the warehouse loader (inside the VPC, next to RDS) and one broadcaster
+    per destination, each a `KinesisConsumer` with only the grants it needs."""
+
+    def __init__(
+        self, name: str, args: AwsConsumersArgs, opts: pulumi.ResourceOptions | None = None
+    ):
+        super().__init__("liftoff:consumers:AwsConsumers", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        archive = args.archive_settings
+        self.archiver = KinesisConsumer(
+            f"{name}-archiver",
+            KinesisConsumerArgs(
+                runtime=ARCHIVER_RUNTIME,
+                stream=args.stream,
+                function_name=physical_name(args.prefix, ARCHIVER_RUNTIME.name),
+                environment={
+                    "LIFTOFF_ARCHIVE_BUCKET": args.archive.location.bucket,
+                    "LIFTOFF_ARCHIVE_BATCH_MAX_EVENTS": str(archive.batch_max_events),
+                    "LIFTOFF_ARCHIVE_BATCH_MAX_SECONDS": str(archive.batch_max_seconds),
+                },
+                # Lambda's limits: 10000 records and a 300 s window per batch.
+                batch_size=min(archive.batch_max_events, 10000),
+                batching_window_seconds=min(archive.batch_max_seconds, 300),
+                timeout_seconds=300,
+                memory_mb=1024,
+            ),
+            opts=child,
+        )
+        args.archive.grant_write(self.archiver.peer)
+
+        self.loader: KinesisConsumer | None = None
+        if args.warehouse.enabled:
+            self._loader(name, args, child)
+
+        self.broadcasters: dict[str, KinesisConsumer] = {}
+        for destination in args.destinations:
+            self._broadcaster(name, args, destination, child)
+        self.register_outputs({})
+
+    def _loader(self, name: str, args: AwsConsumersArgs, child: pulumi.ResourceOptions) -> None:
+        warehouse = args.warehouse
+        database = args.postgres.add_database(warehouse.database)
+        connection = database.connection
+        self.warehouse = database
+        self.loader = KinesisConsumer(
+            f"{name}-loader",
+            KinesisConsumerArgs(
+                runtime=LOADER_RUNTIME,
+                stream=args.stream,
+                function_name=physical_name(args.prefix, LOADER_RUNTIME.name),
+                environment={
+                    "PGHOST": connection.dns_name,
+                    "PGPORT": connection.port.apply(str),
+                    "PGDATABASE": connection.database,
+                    "PGSSLMODE": "require",
+                    "LIFTOFF_WAREHOUSE_SECRET_ARN": database.secret_arn,
+                    "LIFTOFF_LOADER_BATCH_MAX_EVENTS": str(warehouse.batch_max_events),
+                    "LIFTOFF_LOADER_BATCH_MAX_SECONDS": str(warehouse.batch_max_seconds),
+                },
+                batch_size=min(warehouse.batch_max_events, 10000),
+                batching_window_seconds=min(warehouse.batch_max_seconds, 300),
+                vpc=VpcPlacement(
+                    vpc_id=args.network.vpc_id,
+                    subnet_ids=args.network.private_subnet_ids,
+                    egress=[
+                        {
+                            "protocol": "tcp",
+                            "from_port": 5432,
+                            "to_port": 5432,
+                            "security_groups": [args.postgres.security_group.id],
+                            "description": "Postgres",
+                        },
+                        {
+                            "protocol": "tcp",
+                            "from_port": 443,
+                            "to_port": 443,
+                            "cidr_blocks": ["0.0.0.0/0"],
+                            "description": "Secrets Manager and SQS (VPC endpoints)",
+                        },
+                    ],
+                ),
+            ),
+            opts=pulumi.ResourceOptions.merge(
+                child, pulumi.ResourceOptions(depends_on=[database.ready])
+            ),
+        )
+        args.postgres.grant_connect(self.loader.peer)
+        args.postgres.grant_read_credentials(self.loader.peer, database)
+
+    def _broadcaster(
+        self,
+        name: str,
+        args: AwsConsumersArgs,
+        destination: Destination,
+        child: pulumi.ResourceOptions,
+    ) -> None:
+        runtime = broadcaster_runtime(destination)
+        secret = aws.secretsmanager.Secret(
+            f"{name}-{runtime.name}-secrets",
+            description=f"liftoff destination {destination.name} credentials",
+            kms_key_id=args.kms_key_arn,
+            opts=child,
+        )
+        aws.secretsmanager.SecretVersion(
+            f"{name}-{runtime.name}-secrets-value",
+            secret_id=secret.id,
+            secret_string=pulumi.Output.secret(json.dumps(destination.secrets, sort_keys=True)),
+            opts=child,
+        )
+        consumer = KinesisConsumer(
+            f"{name}-{runtime.name}",
+            KinesisConsumerArgs(
+                runtime=runtime,
+                stream=args.stream,
+                function_name=physical_name(args.prefix, runtime.name),
+                environment={
+                    "LIFTOFF_DESTINATION": destination_document(destination),
+                    "LIFTOFF_DESTINATION_SECRET_ARN": secret.arn,
+                },
+                batch_size=100,
+                batching_window_seconds=1,
+                timeout_seconds=300,
+            ),
+            opts=child,
+        )
+        aws_iam.grant_secret_read(
+            f"{name}-{runtime.name}-reads-secrets",
+            consumer.role.name,
+            secret.arn,
+            args.kms_key_arn,
+            self,
+        )
+        self.broadcasters[destination.name] = consumer

@@ -1,0 +1,326 @@
+"""Consumers on Kubernetes: one Deployment per consumer, each its own durable JetStream consumer.
+
+Why one Deployment per consumer (and per broadcast destination) rather than one process with
+many consumers: a destination that is slow, failing or crashing can only exhaust its own
+pod's CPU, memory and restarts; each gets its own NetworkPolicy (the broadcaster to the
+internet, the loader to Postgres, the archiver to the object store) and its own resources.
+The cost is one small pod per consumer, which is cheap next to that isolation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import kube
+from components.archive.kubernetes import ExternalArchive
+from components.config import ArchiveSettings, Destination, WarehouseSettings
+from components.consumers import (
+    ARCHIVER_RUNTIME,
+    HEALTH_PORT,
+    LOADER_RUNTIME,
+    ConsumerRuntime,
+    broadcaster_runtime,
+    destination_document,
+)
+from components.network import Peer
+from components.network.kubernetes import KubernetesNetwork
+from components.postgres.kubernetes import KubernetesPostgres
+from components.stream.kubernetes import NatsJetStream
+
+DEFAULT_RESOURCES = {
+    "requests": {"cpu": "100m", "memory": "128Mi"},
+    "limits": {"cpu": "1", "memory": "512Mi"},
+}
+
+
+@dataclass(frozen=True)
+class StreamConsumerArgs:
+    runtime: ConsumerRuntime
+    stream: NatsJetStream
+    network: KubernetesNetwork
+    stack: str
+    services_image: str
+    image_registry: str | None = None
+    environment: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    secret_files: Sequence[tuple[str, str, str]] = ()
+    """(volume name, Secret name, mount directory): credentials reach the process only as
+    read-only files, never through the environment."""
+    resources: Mapping[str, Any] = field(default_factory=lambda: DEFAULT_RESOURCES)
+    depends_on: Sequence[pulumi.Resource] = ()
+    """Resources that must exist first (e.g. the job creating the consumer's database)."""
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+class StreamConsumer(pulumi.ComponentResource):
+    """One consumer Deployment: a single replica (its durable consumer is its checkpoint, and
+    a single writer keeps archive windows simple), `Recreate` so two versions never run at
+    once, probes on the health port, restricted security context, a PDB, and network access
+    to NATS for reading and dead-lettering. Capabilities grant the rest through `peer`.
+    """
+
+    def __init__(
+        self, name: str, args: StreamConsumerArgs, opts: pulumi.ResourceOptions | None = None
+    ):
+        super().__init__("liftoff:consumers:StreamConsumer", name, None, opts)
+        network = args.network
+        component = args.runtime.name
+        labels = kube.labels(component, args.stack, args.tags)
+        selector = kube.selector(component, args.stack)
+        self.peer = Peer(component, pod_labels=selector)
+        args.stream.grant_read(self.peer)
+        child = pulumi.ResourceOptions(
+            parent=self, depends_on=[network.default_deny, args.stream.setup_job, *args.depends_on]
+        )
+        stream_url = args.stream.connection.url
+        dead_letter_url = stream_url.apply(lambda url: url.rsplit("/", 1)[0] + "/DEADLETTER")
+        env = kube.env(
+            {
+                **args.environment,
+                "LIFTOFF_STREAM_URL": stream_url,
+                "LIFTOFF_CONSUMER_NAME": component,
+                "LIFTOFF_DEAD_LETTER_URL": dead_letter_url,
+                "LIFTOFF_HEALTH_PORT": str(HEALTH_PORT),
+                "LIFTOFF_LOG_LEVEL": "INFO",
+            }
+        )
+        container = {
+            "name": component,
+            "image": kube.image(args.services_image, args.image_registry),
+            "imagePullPolicy": "IfNotPresent",
+            "args": [args.runtime.command],
+            "env": env,
+            "ports": [{"name": "health", "containerPort": HEALTH_PORT}],
+            "resources": dict(args.resources),
+            "livenessProbe": {
+                "httpGet": {"path": "/healthz", "port": "health"},
+                "periodSeconds": 15,
+                "timeoutSeconds": 3,
+                "failureThreshold": 4,
+            },
+            "readinessProbe": {
+                "httpGet": {"path": "/readyz", "port": "health"},
+                "periodSeconds": 10,
+                "timeoutSeconds": 3,
+            },
+            "volumeMounts": [
+                {"name": volume, "mountPath": directory, "readOnly": True}
+                for volume, _, directory in args.secret_files
+            ],
+        }
+        pod_spec = kube.services_pod_spec(
+            [container],
+            volumes=[
+                {"name": volume, "secret": {"secretName": secret, "defaultMode": 0o440}}
+                for volume, secret, _ in args.secret_files
+            ],
+        )
+        # Room to finish (or abandon, unacknowledged) the in-flight batch on SIGTERM.
+        pod_spec["terminationGracePeriodSeconds"] = 60
+        self.deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata=network.metadata(component, labels),
+            spec={
+                "replicas": 1,
+                "selector": {"matchLabels": selector},
+                "strategy": {"type": "Recreate"},
+                "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            },
+            opts=child,
+        )
+        k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb",
+            metadata=network.metadata(component, labels),
+            # Consumers resume from their checkpoint, so a drain may move them.
+            spec={"maxUnavailable": 1, "selector": {"matchLabels": selector}},
+            opts=child,
+        )
+        self.register_outputs({"deployment": self.deployment.metadata.name})
+
+
+def allow_internet_egress(
+    name: str,
+    network: KubernetesNetwork,
+    peer: Peer,
+    labels: Mapping[str, str],
+    parent: pulumi.Resource,
+) -> None:
+    """HTTPS out of the cluster for `peer` (third-party APIs; NetworkPolicy cannot name hosts).
+
+    Private ranges are excluded so the grant does not open the way to the internal network.
+    """
+    k8s.networking.v1.NetworkPolicy(
+        name,
+        metadata=network.metadata(f"{peer.name}-internet", labels),
+        spec={
+            "podSelector": {"matchLabels": dict(peer.pod_labels)},
+            "policyTypes": ["Egress"],
+            "egress": [
+                {
+                    "to": [
+                        {
+                            "ipBlock": {
+                                "cidr": "0.0.0.0/0",
+                                "except": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"],
+                            }
+                        }
+                    ],
+                    "ports": [{"protocol": "TCP", "port": 443}],
+                }
+            ],
+        },
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+
+
+SECRETS_DIR = "/etc/liftoff/destination"
+ARCHIVE_CREDENTIALS_DIR = "/etc/liftoff/archive"
+POSTGRES_CREDENTIALS_DIR = "/etc/liftoff/postgres"
+SECRETS_FILE = "destination-secrets.json"
+
+
+@dataclass(frozen=True)
+class KubernetesConsumersArgs:
+    stream: NatsJetStream
+    network: KubernetesNetwork
+    postgres: KubernetesPostgres
+    warehouse: WarehouseSettings
+    destinations: tuple[Destination, ...]
+    stack: str
+    services_image: str
+    archive: ExternalArchive | None = None
+    """Default: no archiver (no S3-compatible endpoint configured)."""
+    archive_settings: ArchiveSettings | None = None
+    image_registry: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+class KubernetesConsumers(pulumi.ComponentResource):
+    """The archiver, the warehouse loader and one broadcaster per destination, each a
+    `StreamConsumer` with only the network paths and Secrets it needs."""
+
+    def __init__(
+        self, name: str, args: KubernetesConsumersArgs, opts: pulumi.ResourceOptions | None = None
+    ):
+        super().__init__("liftoff:consumers:KubernetesConsumers", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self._args = args
+        self.archiver: StreamConsumer | None = None
+        if args.archive is not None and args.archive_settings is not None:
+            settings = args.archive_settings
+            self.archiver = self._consumer(
+                f"{name}-archiver",
+                ARCHIVER_RUNTIME,
+                environment={
+                    "LIFTOFF_ARCHIVE_BUCKET": settings.bucket_name or "",
+                    "LIFTOFF_ARCHIVE_BATCH_MAX_EVENTS": str(settings.batch_max_events),
+                    "LIFTOFF_ARCHIVE_BATCH_MAX_SECONDS": str(settings.batch_max_seconds),
+                    "AWS_ENDPOINT_URL_S3": settings.endpoint or "",
+                    "AWS_REGION": settings.region,
+                    "AWS_SHARED_CREDENTIALS_FILE": f"{ARCHIVE_CREDENTIALS_DIR}/credentials",
+                },
+                secret_files=[
+                    ("archive-credentials", args.archive.secret_name, ARCHIVE_CREDENTIALS_DIR)
+                ],
+                opts=child,
+            )
+            args.archive.grant_write(self.archiver.peer)
+        else:
+            pulumi.log.warn(
+                "liftoff:archive is not set: no archiver runs, and the warehouse reconciliation "
+                "has nothing to repair from. Configure an S3-compatible endpoint to enable it.",
+                self,
+            )
+
+        self.loader: StreamConsumer | None = None
+        if args.warehouse.enabled:
+            database = args.postgres.add_database(args.warehouse.database)
+            self.warehouse = database
+            connection = database.connection
+            assert database.secret_name is not None
+            self.loader = self._consumer(
+                f"{name}-loader",
+                LOADER_RUNTIME,
+                environment={
+                    "PGHOST": connection.dns_name,
+                    "PGPORT": connection.port.apply(str),
+                    "PGDATABASE": connection.database,
+                    # In-cluster traffic, limited by NetworkPolicies; the server has no TLS.
+                    "PGSSLMODE": "prefer",
+                    "PGUSER": connection.username,
+                    "PGPASSWORD_FILE": f"{POSTGRES_CREDENTIALS_DIR}/password",
+                    "LIFTOFF_LOADER_BATCH_MAX_EVENTS": str(args.warehouse.batch_max_events),
+                    "LIFTOFF_LOADER_BATCH_MAX_SECONDS": str(args.warehouse.batch_max_seconds),
+                },
+                secret_files=[
+                    ("postgres-credentials", database.secret_name, POSTGRES_CREDENTIALS_DIR)
+                ],
+                depends_on=[database.ready],
+                opts=child,
+            )
+            args.postgres.grant_connect(self.loader.peer)
+
+        self.broadcasters: dict[str, StreamConsumer] = {}
+        for destination in args.destinations:
+            runtime = broadcaster_runtime(destination)
+            secret_name = f"{runtime.name}-secrets"
+            labels = kube.labels(runtime.name, args.stack, args.tags)
+            k8s.core.v1.Secret(
+                f"{name}-{runtime.name}-secrets",
+                metadata=args.network.metadata(secret_name, labels),
+                type="Opaque",
+                string_data={
+                    SECRETS_FILE: pulumi.Output.secret(
+                        json.dumps(destination.secrets, sort_keys=True)
+                    )
+                },
+                opts=child,
+            )
+            consumer = self._consumer(
+                f"{name}-{runtime.name}",
+                runtime,
+                environment={
+                    "LIFTOFF_DESTINATION": destination_document(destination),
+                    "LIFTOFF_DESTINATION_SECRETS_FILE": f"{SECRETS_DIR}/{SECRETS_FILE}",
+                },
+                secret_files=[("destination-secrets", secret_name, SECRETS_DIR)],
+                opts=child,
+            )
+            allow_internet_egress(
+                f"{name}-{runtime.name}-internet", args.network, consumer.peer, labels, self
+            )
+            self.broadcasters[destination.name] = consumer
+        self.register_outputs({})
+
+    def _consumer(
+        self,
+        name: str,
+        runtime: ConsumerRuntime,
+        *,
+        environment: Mapping[str, pulumi.Input[str]],
+        opts: pulumi.ResourceOptions,
+        secret_files: Sequence[tuple[str, str, str]] = (),
+        depends_on: Sequence[pulumi.Resource] = (),
+    ) -> StreamConsumer:
+        args = self._args
+        return StreamConsumer(
+            name,
+            StreamConsumerArgs(
+                runtime=runtime,
+                stream=args.stream,
+                network=args.network,
+                stack=args.stack,
+                services_image=args.services_image,
+                image_registry=args.image_registry,
+                environment=environment,
+                secret_files=secret_files,
+                depends_on=depends_on,
+                tags=args.tags,
+            ),
+            opts=opts,
+        )
