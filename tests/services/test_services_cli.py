@@ -129,7 +129,8 @@ def test_ensure_stream_creates_then_updates_idempotently(
     assert stream.max_age == 3 * 3600  # type: ignore[attr-defined]
     assert stream.duplicate_window == 30  # type: ignore[attr-defined]
     assert stream.storage == "file"  # type: ignore[attr-defined]
-    outcomes = [json.loads(line)["outcome"] for line in capsys.readouterr().out.splitlines()]
+    logged = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    outcomes = [entry["outcome"] for entry in logged if entry["message"] == "stream ensured"]
     assert outcomes == ["created", "unchanged", "updated"]
 
 
