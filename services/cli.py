@@ -75,13 +75,104 @@ def run_ensure_stream(env: Mapping[str, str]) -> int:
         # A Kubernetes Job retries on a non-zero exit; say why in one line.
         log.error("could not ensure the stream", extra={"fields": {"error": repr(error)}})
         return 1
-    log.info("stream ensured", extra={"fields": {"outcome": outcome}})
+    # Also the JetStream dead-letter stream consumers park events in (LIFTOFF_DEAD_LETTER_URL,
+    # default nats://<same servers>/DEADLETTER); nothing to do for sqs://.
+    from services.deadletter import ensure_dead_letter_stream
+
+    dead_letter = config.dead_letter_url(env, settings.stream_url)
+    dead_letter_outcome = "not applicable"
+    if dead_letter.startswith("nats://"):
+        retention = config.number(env, config.DEAD_LETTER_RETENTION_HOURS, 336.0, 0.001)
+        try:
+            dead_letter_outcome = asyncio.run(
+                ensure_dead_letter_stream(dead_letter, retention, settings.settings.replicas)
+            )
+        except Exception as error:
+            log.error(
+                "could not ensure the dead-letter stream",
+                extra={"fields": {"error": repr(error)}},
+            )
+            return 1
+    log.info(
+        "stream ensured",
+        extra={"fields": {"outcome": outcome, "dead_letter_stream": dead_letter_outcome}},
+    )
+    return 0
+
+
+def _run_stream_consumer(
+    env: Mapping[str, str], settings: config.ConsumerConfig, build_sink: Callable[[], object]
+) -> int:
+    from services.consumers.jetstream import run_consumer
+    from services.deadletter import open_dead_letter
+
+    configure_logging(settings.log_level)
+    assert settings.stream_url is not None
+    return run_consumer(
+        settings.stream_url,
+        build_sink,  # type: ignore[arg-type]
+        open_dead_letter(settings.dead_letter_url),
+        settings.runner_settings(),  # type: ignore[arg-type]
+    )
+
+
+def run_archiver(env: Mapping[str, str]) -> int:
+    from services.archiver import Archiver, ArchiverConfig
+
+    archive = ArchiverConfig.from_env(env)  # fail fast on configuration errors
+    settings = config.ConsumerConfig.from_env(
+        env,
+        default_name="archiver",
+        batch_events=(config.ARCHIVE_BATCH_MAX_EVENTS, 10000),
+        batch_seconds=(config.ARCHIVE_BATCH_MAX_SECONDS, 60.0),
+    )
+    return _run_stream_consumer(env, settings, lambda: Archiver(archive))
+
+
+def run_loader(env: Mapping[str, str]) -> int:
+    from services.loader import Loader, LoaderConfig
+
+    warehouse = LoaderConfig.from_env(env)
+    settings = config.ConsumerConfig.from_env(
+        env,
+        default_name="loader",
+        batch_events=(config.LOADER_BATCH_MAX_EVENTS, 1000),
+        batch_seconds=(config.LOADER_BATCH_MAX_SECONDS, 5.0),
+    )
+    return _run_stream_consumer(env, settings, lambda: Loader(warehouse))
+
+
+def run_ensure_database(env: Mapping[str, str]) -> int:
+    from services.database_setup import (
+        admin_from_environment,
+        ensure_database,
+        request_from_environment,
+    )
+
+    configure_logging(config.log_level(env))
+    try:
+        admin = admin_from_environment(dict(env))
+        request = request_from_environment(dict(env))
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    try:
+        outcome = ensure_database(admin, request)
+    except Exception as error:
+        log.error("could not ensure the database", extra={"fields": {"error": repr(error)}})
+        return 1
+    log.info("database ensured", extra={"fields": outcome})
     return 0
 
 
 COMMANDS: dict[str, tuple[Callable[[Mapping[str, str]], int], str]] = {
     "collector": (run_collector, "serve the Segment-compatible ingestion API"),
     "ensure-stream": (run_ensure_stream, "create or update the JetStream stream (idempotent)"),
+    "archiver": (run_archiver, "archive the stream to S3 as gzip NDJSON (JetStream consumer)"),
+    "loader": (run_loader, "load the stream into the Postgres warehouse (JetStream consumer)"),
+    "ensure-database": (
+        run_ensure_database,
+        "create a client's role and database on the platform Postgres (idempotent)",
+    ),
 }
 
 

@@ -148,3 +148,107 @@ class EnsureStreamConfig:
         if settings.duplicate_window_seconds > settings.retention_hours * 3600:
             raise ConfigError(f"{DUPLICATE_WINDOW} must not exceed {RETENTION_HOURS} * 3600")
         return cls(stream_url(env, ("nats",)), settings, log_level(env))
+
+
+# --- stream consumers (archiver, loader, broadcaster) ---------------------------------------
+
+CONSUMER_NAME = "LIFTOFF_CONSUMER_NAME"
+DEAD_LETTER_URL = "LIFTOFF_DEAD_LETTER_URL"
+HEALTH_PORT = "LIFTOFF_HEALTH_PORT"
+ACK_WAIT = "LIFTOFF_CONSUMER_ACK_WAIT_SECONDS"
+SHUTDOWN_GRACE = "LIFTOFF_CONSUMER_SHUTDOWN_GRACE_SECONDS"
+DEAD_LETTER_RETENTION_HOURS = "LIFTOFF_DEAD_LETTER_RETENTION_HOURS"
+ARCHIVE_BUCKET = "LIFTOFF_ARCHIVE_BUCKET"
+ARCHIVE_PREFIX = "LIFTOFF_ARCHIVE_PREFIX"
+ARCHIVE_BATCH_MAX_EVENTS = "LIFTOFF_ARCHIVE_BATCH_MAX_EVENTS"
+ARCHIVE_BATCH_MAX_SECONDS = "LIFTOFF_ARCHIVE_BATCH_MAX_SECONDS"
+LOADER_BATCH_MAX_EVENTS = "LIFTOFF_LOADER_BATCH_MAX_EVENTS"
+LOADER_BATCH_MAX_SECONDS = "LIFTOFF_LOADER_BATCH_MAX_SECONDS"
+WAREHOUSE_SECRET_ARN = "LIFTOFF_WAREHOUSE_SECRET_ARN"
+
+
+def consumer_name(env: Mapping[str, str], default: str) -> str:
+    import re
+
+    name = env.get(CONSUMER_NAME, "").strip() or default
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+        raise ConfigError(f"{CONSUMER_NAME}={name!r} must be letters, digits, '_' or '-'")
+    return name
+
+
+def dead_letter_url(env: Mapping[str, str], stream: str | None) -> str:
+    """``LIFTOFF_DEAD_LETTER_URL``; on JetStream it defaults to the stream's servers +
+    ``/DEADLETTER``. On Lambda (``stream`` None) it must be set (``sqs://<queue>``)."""
+    url = env.get(DEAD_LETTER_URL, "").strip()
+    if not url:
+        if stream is None:
+            raise ConfigError(f"{DEAD_LETTER_URL} is not set (e.g. sqs://<queue-name>)")
+        servers = stream.partition("://")[2].partition("/")[0]
+        return f"nats://{servers}/DEADLETTER"
+    scheme = url.partition("://")[0]
+    if scheme not in ("nats", "sqs") or not url.partition("://")[2].strip("/"):
+        raise ConfigError(
+            f"{DEAD_LETTER_URL}={url!r} is not supported: use nats://host:port/DEADLETTER "
+            "or sqs://<queue-name>"
+        )
+    return url
+
+
+@dataclass(frozen=True)
+class ConsumerConfig:
+    """What every consumer runtime needs; ``stream_url`` is None on Lambda (records arrive in
+    the invocation event)."""
+
+    consumer_name: str
+    stream_url: str | None
+    dead_letter_url: str
+    log_level: str
+    batch_max_events: int
+    batch_max_seconds: float
+    ack_wait_seconds: float
+    shutdown_grace_seconds: float
+    health_port: int
+
+    @classmethod
+    def from_env(
+        cls,
+        env: Mapping[str, str],
+        *,
+        default_name: str,
+        batch_events: tuple[str, int] | None = None,
+        batch_seconds: tuple[str, float] | None = None,
+        on_lambda: bool = False,
+    ) -> ConsumerConfig:
+        url = None if on_lambda else stream_url(env, ("nats",))
+        events_var, events_default = batch_events or ("", 1000)
+        seconds_var, seconds_default = batch_seconds or ("", 5.0)
+        return cls(
+            consumer_name=consumer_name(env, default_name),
+            stream_url=url,
+            dead_letter_url=dead_letter_url(env, url),
+            log_level=log_level(env),
+            batch_max_events=(
+                integer(env, events_var, events_default, 1, 1_000_000)
+                if events_var
+                else events_default
+            ),
+            batch_max_seconds=(
+                number(env, seconds_var, seconds_default, 0.01) if seconds_var else seconds_default
+            ),
+            ack_wait_seconds=number(env, ACK_WAIT, 30.0, 1.0),
+            shutdown_grace_seconds=number(env, SHUTDOWN_GRACE, 20.0, 0.0),
+            health_port=integer(env, HEALTH_PORT, 8081, 0, 65535),
+        )
+
+    def runner_settings(self) -> object:
+        """The JetStream runner's settings (imported lazily: config stays import-light)."""
+        from services.consumers.jetstream import RunnerSettings
+
+        return RunnerSettings(
+            consumer_name=self.consumer_name,
+            batch_max_events=self.batch_max_events,
+            batch_max_seconds=self.batch_max_seconds,
+            ack_wait_seconds=self.ack_wait_seconds,
+            shutdown_grace_seconds=self.shutdown_grace_seconds,
+            health_port=self.health_port or None,
+        )

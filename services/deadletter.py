@@ -1,0 +1,212 @@
+"""Dead letters: where a consumer parks an event that can never succeed, with the reason.
+
+``LIFTOFF_DEAD_LETTER_URL`` chooses the target:
+
+- ``nats://host:port[,host:port]/DEADLETTER`` — JetStream stream ``DEADLETTER`` (subjects
+  ``deadletter.>``; ``ensure-stream`` creates it). One message per parked event on subject
+  ``deadletter.<consumer-name>``. The body is the original message bytes, unchanged (so a
+  replay tool can republish it as is); the headers carry the rest:
+
+  ========================  ======================================================
+  ``Liftoff-Reason``        why it was parked (one line, at most 1000 characters)
+  ``Liftoff-Consumer``      the consumer name (``archiver``, ``loader``, ...)
+  ``Liftoff-Attempts``      deliveries so far
+  ``Liftoff-Subject``       the original subject (JetStream) or partition key (Kinesis)
+  ``Liftoff-Position``      ``<stream partition>:<sequence>``, e.g. ``EVENTS:42``
+  ``Liftoff-Message-Id``    the event's messageId when it has one
+  ``Nats-Msg-Id``           ``<consumer>:<position>``: parking the same message twice
+                            (a crash between park and ack) is deduplicated by the server
+  ========================  ======================================================
+
+- ``sqs://<queue-name>`` — an SQS queue (boto3; honours ``AWS_ENDPOINT_URL``). Message body =
+  JSON ``{"reason", "consumer", "attempts", "event", "position", "subject", "messageId"}`` where
+  ``event`` is the original JSON object (or, when it was not valid JSON, the original text)
+  and ``position`` is ``{"partition", "sequence"}`` (sequence as a decimal string).
+
+``park`` returns only after the target acknowledged the message; otherwise it raises
+:class:`DeadLetterUnavailable` and the event is retried, never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from services.consumers import Delivery
+
+log = logging.getLogger("liftoff.deadletter")
+
+DEAD_LETTER_STREAM = "DEADLETTER"
+DEAD_LETTER_SUBJECT_PREFIX = "deadletter"
+
+
+class DeadLetterUnavailable(Exception):
+    pass
+
+
+class DeadLetter(Protocol):
+    async def start(self) -> None: ...
+
+    async def park(self, delivery: Delivery, reason: str, consumer: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def sqs_body(delivery: Delivery, reason: str, consumer: str) -> str:
+    event: Any
+    try:
+        event = json.loads(delivery.data)
+    except ValueError:
+        event = delivery.data.decode("utf-8", errors="replace")
+    return json.dumps(
+        {
+            "reason": reason,
+            "consumer": consumer,
+            "attempts": delivery.attempts,
+            "event": event,
+            "messageId": delivery.message_id or None,
+            "subject": delivery.subject,
+            "position": {
+                "partition": delivery.position.partition,
+                "sequence": str(delivery.position.sequence),
+            },
+        }
+    )
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:1000]
+
+
+class JetStreamDeadLetter:
+    def __init__(self, url: str, timeout: float = 5.0) -> None:
+        from services.streams.jetstream import JetStreamAddress
+
+        parts = urlsplit(url)
+        # The address parser insists on a stream path; the subject prefix is fixed.
+        address = JetStreamAddress.parse(f"nats://{parts.netloc}{parts.path}")
+        self.servers = address.servers
+        self.stream = address.stream
+        self.timeout = timeout
+        self._nc: Any = None
+        self._connecting: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        import nats
+
+        async def quiet(error: Exception) -> None:
+            log.debug("dead-letter NATS error", extra={"fields": {"error": repr(error)}})
+
+        async def connect() -> None:
+            self._nc = await nats.connect(
+                servers=self.servers,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                connect_timeout=2,
+                error_cb=quiet,
+            )
+
+        # Connect in the background: a consumer must start even if NATS is not up yet.
+        self._connecting = asyncio.create_task(connect(), name="deadletter-connect")
+
+    async def park(self, delivery: Delivery, reason: str, consumer: str) -> None:
+        import nats.errors
+
+        if self._nc is None or not self._nc.is_connected:
+            raise DeadLetterUnavailable("not connected to NATS")
+        headers = {
+            "Liftoff-Reason": _one_line(reason),
+            "Liftoff-Consumer": consumer,
+            "Liftoff-Attempts": str(delivery.attempts),
+            "Liftoff-Subject": delivery.subject,
+            "Liftoff-Position": str(delivery.position),
+            "Nats-Msg-Id": f"{consumer}:{delivery.position}",
+        }
+        if delivery.message_id:
+            headers["Liftoff-Message-Id"] = delivery.message_id
+        js = self._nc.jetstream(timeout=self.timeout)
+        try:
+            await js.publish(
+                f"{DEAD_LETTER_SUBJECT_PREFIX}.{consumer}",
+                delivery.data,
+                stream=self.stream,
+                headers=headers,
+                timeout=self.timeout,
+            )
+        except (TimeoutError, nats.errors.Error) as error:
+            raise DeadLetterUnavailable(f"dead-letter publish failed: {error!r}") from error
+
+    async def close(self) -> None:
+        if self._connecting is not None and not self._connecting.done():
+            self._connecting.cancel()
+        if self._nc is not None and not self._nc.is_closed:
+            await self._nc.close()
+
+
+class SqsDeadLetter:
+    def __init__(self, url: str, client: Any = None) -> None:
+        parts = urlsplit(url)
+        self.queue_name = (parts.netloc + parts.path).strip("/")
+        if not self.queue_name:
+            raise ValueError(f"expected sqs://<queue-name>, got {url!r}")
+        self._client = client
+        self._queue_url: str | None = None
+
+    async def start(self) -> None:
+        if self._client is None:
+            import boto3
+            import botocore.config
+
+            self._client = boto3.client(
+                "sqs",
+                config=botocore.config.Config(
+                    retries={"mode": "standard", "max_attempts": 3},
+                    connect_timeout=3,
+                    read_timeout=10,
+                ),
+            )
+
+    def _send(self, body: str) -> None:
+        if self._queue_url is None:
+            self._queue_url = self._client.get_queue_url(QueueName=self.queue_name)["QueueUrl"]
+        self._client.send_message(QueueUrl=self._queue_url, MessageBody=body)
+
+    async def park(self, delivery: Delivery, reason: str, consumer: str) -> None:
+        import botocore.exceptions
+
+        body = sqs_body(delivery, reason, consumer)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self._send, body)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+            raise DeadLetterUnavailable(f"SQS send failed: {error}") from error
+
+    async def close(self) -> None:
+        pass
+
+
+def open_dead_letter(url: str) -> DeadLetter:
+    scheme = urlsplit(url).scheme
+    if scheme == "nats":
+        return JetStreamDeadLetter(url)
+    if scheme == "sqs":
+        return SqsDeadLetter(url)
+    raise ValueError(f"unsupported dead-letter URL {url!r}: use nats://.../DEADLETTER or sqs://")
+
+
+async def ensure_dead_letter_stream(
+    url: str, retention_hours: float = 336.0, replicas: int = 1
+) -> str:
+    """Create or update the JetStream dead-letter stream named in ``url`` (subjects
+    ``deadletter.>``, file storage, 14 days by default); idempotent, like ``ensure-stream``."""
+    from services.streams import StreamSettings
+    from services.streams.jetstream import ensure_stream
+
+    parts = urlsplit(url)
+    stream_url = f"nats://{parts.netloc}{parts.path}?subject_prefix={DEAD_LETTER_SUBJECT_PREFIX}"
+    settings = StreamSettings(
+        retention_hours=retention_hours, replicas=replicas, duplicate_window_seconds=120.0
+    )
+    return await ensure_stream(stream_url, settings)
