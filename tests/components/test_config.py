@@ -233,3 +233,88 @@ def test_other_namespaces_are_ignored():
 def test_tags_are_sorted_for_deterministic_inputs():
     config = load({"liftoff:target": "kubernetes", "liftoff:tags": {"b": "2", "a": "1"}})
     assert list(config.tags) == ["a", "b"]
+
+
+def test_destination_credentials_must_be_secrets():
+    values = {
+        "liftoff:target": "kubernetes",
+        "liftoff:destinations": [
+            {"name": "crm", "type": "webhook", "url": "https://x.example/h", "signingSecret": "s3"}
+        ],
+    }
+    (message,) = problems(values)
+    assert message.startswith("liftoff:destinations[0].signingSecret: got <secret value hidden>")
+    assert "pulumi config set --secret --path 'liftoff:destinations[0].signingSecret'" in message
+    assert "s3" not in message.replace("https", "")
+    raw = {k: json.dumps(v) if isinstance(v, list) else v for k, v in values.items()}
+    config = load_config(raw, project="liftoff", stack="dev", secret_keys=["liftoff:destinations"])
+    (destination,) = config.destinations
+    assert destination.secrets == {"signingSecret": "s3"}
+    assert destination.settings == {"url": "https://x.example/h"}
+
+
+def test_destination_type_fields_and_sources_are_checked():
+    found = problems(
+        {
+            "liftoff:target": "aws",
+            "aws:region": "eu-west-1",
+            "liftoff:sources": [{"name": "web"}],
+            "liftoff:destinations": [
+                {"name": "a", "type": "segment"},
+                {
+                    "name": "b",
+                    "type": "ga4",
+                    "measurementId": "UA-1",
+                    "apiSecret": "x",
+                    "sources": ["ios"],
+                },
+            ],
+        }
+    )
+    text = "\n".join(found)
+    assert "liftoff:destinations[0].type: got 'segment'; allowed: one of 'amplitude', 'ga4'" in text
+    assert "liftoff:destinations[1].measurementId: got 'UA-1'" in text
+    assert (
+        "liftoff:destinations[1].sources[0]: got 'ios'; allowed: one of liftoff:sources: web"
+        in text
+    )
+
+
+def test_kubernetes_archive_needs_an_endpoint_and_secret_credentials():
+    found = problems(
+        {
+            "liftoff:target": "kubernetes",
+            "liftoff:archive": {"bucket": "events", "accessKeyId": "a", "secretAccessKey": "b"},
+        }
+    )
+    text = "\n".join(found)
+    assert "liftoff:archive.endpoint: got nothing; allowed: required" in text
+    assert "liftoff:archive.secretAccessKey: got <secret value hidden>; allowed: a secret" in text
+
+
+def test_secret_values_are_never_echoed_in_errors():
+    raw = {"liftoff:target": "kubernetes", "liftoff:archive": json.dumps({"bucket": "Bad Bucket!"})}
+    with pytest.raises(ConfigError) as caught:
+        load_config(raw, project="liftoff", stack="dev", secret_keys=["liftoff:archive"])
+    assert "Bad Bucket" not in str(caught.value)
+    assert "liftoff:archive.bucket: got <secret value hidden>" in str(caught.value)
+
+
+def test_aws_archive_and_warehouse_settings():
+    config = load({"liftoff:target": "aws", "aws:region": "eu-west-1"})
+    assert config.archive.lifecycle_days == 90 and config.archive.expire_days is None
+    assert config.warehouse.database == "warehouse"
+    found = problems(
+        {
+            "liftoff:target": "aws",
+            "aws:region": "eu-west-1",
+            "liftoff:archive": {"lifecycleDays": 30, "expireDays": 10, "endpoint": "https://x"},
+            "liftoff:warehouse": {"database": "dwh", "batchMaxEvents": 0},
+        }
+    )
+    text = "\n".join(found)
+    assert "liftoff:archive.expireDays: got 10; allowed: more than lifecycleDays (30)" in text
+    assert (
+        "liftoff:archive.endpoint: got 'https://x'; allowed: only with target 'kubernetes'" in text
+    )
+    assert "liftoff:warehouse.batchMaxEvents: got 0" in text
