@@ -130,3 +130,38 @@ def reset_for_tests() -> None:
         _runtime.loop.run_until_complete(_runtime.collector.stream.close())
         _runtime.loop.close()
     _runtime = None
+
+
+# --- stream consumers on Kinesis event-source mappings (services.consumers.kinesis) ----------
+
+
+def _build_archiver(env: Mapping[str, str]) -> Any:
+    from services.archiver import Archiver
+
+    return Archiver.from_env(env)
+
+
+def _build_loader(env: Mapping[str, str]) -> Any:
+    from services.loader import Loader
+
+    return Loader.from_env(env)
+
+
+def _lambda_consumer(name: str, build: Any) -> Any:
+    from services.consumers.kinesis import LambdaConsumer
+
+    return LambdaConsumer(name, build)
+
+
+archiver_consumer = _lambda_consumer("archiver", _build_archiver)
+loader_consumer = _lambda_consumer("loader", _build_loader)
+
+
+def archiver_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    """Kinesis batch → S3 archive; returns ``{"batchItemFailures": [...]}``."""
+    return archiver_consumer(event, context)
+
+
+def loader_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    """Kinesis batch → Postgres warehouse; returns ``{"batchItemFailures": [...]}``."""
+    return loader_consumer(event, context)

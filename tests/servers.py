@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -63,6 +66,8 @@ class ServerProcess:
     is_ready: Callable[[], bool]
     env: Mapping[str, str] | None = None
     cwd: Path | None = None
+    user: str | None = None
+    """Run as this OS user (needs root; PostgreSQL refuses to run as root)."""
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -86,6 +91,7 @@ class ServerProcess:
                 env=dict(self.env) if self.env is not None else None,
                 cwd=self.cwd,
                 start_new_session=True,  # our own process group: signals reach only us
+                **_as_user(self.user),
             )
         self.wait_until_ready(deadline)
         return self
@@ -140,6 +146,12 @@ class ServerProcess:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def _as_user(user: str | None) -> dict[str, object]:
+    if user is None or os.geteuid() != 0:
+        return {}
+    return {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
 
 
 # --- NATS JetStream -----------------------------------------------------------------------------
@@ -236,5 +248,240 @@ def collector_server(
         log_path=workdir / f"collector-{port}.log",
         is_ready=lambda: http_ok(f"http://{LOOPBACK}:{port}/healthz"),
         env=env,
+        cwd=REPO_ROOT,
+    )
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------------
+
+POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+@dataclass
+class Postgres:
+    """A throwaway PostgreSQL cluster (``initdb`` + ``postgres``) on a free loopback port.
+
+    Runs as the ``postgres`` OS user when the tests run as root (PostgreSQL refuses root);
+    the data directory is a fresh temp directory owned by that user (pytest's tmp dirs are
+    root-only), removed by :meth:`cleanup`. Trust authentication on 127.0.0.1 only; the Unix
+    socket lives in the data directory, never in /var/run/postgresql."""
+
+    server: ServerProcess
+    root: Path
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def dsn(self, database: str = "postgres") -> str:
+        return f"host={LOOPBACK} port={self.port} user=postgres dbname={database}"
+
+    def env(self, database: str = "postgres") -> dict[str, str]:
+        return {
+            "PGHOST": LOOPBACK,
+            "PGPORT": str(self.port),
+            "PGUSER": "postgres",
+            "PGDATABASE": database,
+            "PGSSLMODE": "disable",
+        }
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(self.dsn(), autocommit=True) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+        return name
+
+    def start(self) -> Postgres:
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def cleanup(self) -> None:
+        self.server.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> Postgres:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.cleanup()
+
+
+def postgres_server(
+    workdir: Path, *, port: int | None = None, durable: bool = False, bin_dir: Path = POSTGRES_BIN
+) -> Postgres:
+    """``initdb`` now; :meth:`Postgres.start` starts it. ``durable=False`` turns fsync off
+    (tests never crash Postgres itself; benchmarks pass ``durable=True``)."""
+    port = port or free_port()
+    user = "postgres" if os.geteuid() == 0 else None
+    root = Path(tempfile.mkdtemp(prefix="liftoff-pg-"))
+    data = root / "data"
+    if user is not None:
+        entry = pwd.getpwnam(user)
+        os.chown(root, entry.pw_uid, entry.pw_gid)
+    subprocess.run(
+        [
+            str(bin_dir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        ],
+        check=True,
+        capture_output=True,
+        **_as_user(user),  # type: ignore[arg-type]
+    )
+    settings = [
+        "listen_addresses=127.0.0.1",
+        f"unix_socket_directories={data}",
+        "max_connections=50",
+        "shared_buffers=128MB",
+    ]
+    if not durable:
+        settings += ["fsync=off", "synchronous_commit=off", "full_page_writes=off"]
+    argv = [str(bin_dir / "postgres"), "-D", str(data), "-p", str(port)]
+    for setting in settings:
+        argv += ["-c", setting]
+
+    def ready() -> bool:
+        if not port_accepts(port):
+            return False
+        import psycopg
+
+        try:
+            psycopg.connect(f"host={LOOPBACK} port={port} user=postgres dbname=postgres").close()
+        except psycopg.OperationalError:
+            return False
+        return True
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    server = ServerProcess(
+        name=f"postgres:{port}",
+        argv=argv,
+        port=port,
+        log_path=workdir / "postgres.log",
+        is_ready=ready,
+        user=user,
+    )
+    return Postgres(server, root)
+
+
+# --- a TCP proxy that can play an outage --------------------------------------------------------
+
+
+class TcpProxy:
+    """Forwards a loopback port to ``target_port``. :meth:`down` closes the listener and every
+    open connection (clients then get connection refused or reset, exactly as from a dead
+    server); :meth:`up` listens again on the same port. The server behind it keeps its state,
+    which a restarted moto (in-memory) would not. One thread per direction per connection:
+    meant for a handful of client connections."""
+
+    def __init__(self, target_port: int, port: int | None = None) -> None:
+        self.target_port = target_port
+        self.port = port or free_port()
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self._sockets: set[socket.socket] = set()
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def up(self) -> TcpProxy:
+        with self._lock:
+            if self._listener is not None:
+                return self
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((LOOPBACK, self.port))
+            listener.listen(128)
+            self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        return self
+
+    def down(self) -> None:
+        with self._lock:
+            listener, self._listener = self._listener, None
+            sockets, self._sockets = self._sockets, set()
+        for sock in [*([listener] if listener else []), *sockets]:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    close = down
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # the listener was closed: down()
+            try:
+                upstream = socket.create_connection((LOOPBACK, self.target_port), timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                if self._listener is not listener:  # went down meanwhile
+                    client.close()
+                    upstream.close()
+                    return
+                self._sockets |= {client, upstream}
+            for source, target in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        for sock in (source, target):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                sock.close()
+            with self._lock:
+                self._sockets.discard(sock)
+
+
+# --- stream consumers (python -m services archiver|loader|broadcaster) --------------------------
+
+
+def consumer_process(
+    workdir: Path,
+    command: str,
+    env: Mapping[str, str],
+    *,
+    health_port: int | None = None,
+    name: str | None = None,
+) -> ServerProcess:
+    """A consumer as a real process; ready when its ``/readyz`` answers 200 (bound to the
+    durable consumer). ``env`` adds to the test process's environment."""
+    health_port = health_port or free_port()
+    label = name or command
+    return ServerProcess(
+        name=f"{label}:{health_port}",
+        argv=[sys.executable, "-m", "services", command],
+        port=health_port,
+        log_path=workdir / f"{label}.log",
+        is_ready=lambda: http_ok(f"http://{LOOPBACK}:{health_port}/readyz"),
+        env={
+            **os.environ,
+            "LIFTOFF_HEALTH_PORT": str(health_port),
+            "LIFTOFF_LOG_LEVEL": "INFO",
+            **env,
+        },
         cwd=REPO_ROOT,
     )

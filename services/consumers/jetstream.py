@@ -162,7 +162,9 @@ class JetStreamRunner:
                 await self.dead_letter.close()
             if self._nc is not None:
                 with contextlib.suppress(Exception):
-                    await self._nc.drain() if self._nc.is_connected else await self._nc.close()
+                    await self._nc.flush(timeout=2)  # the last acks/naks, then go
+                with contextlib.suppress(Exception):
+                    await self._nc.close()
             if health is not None:
                 health.close()
             log.info("consumer stopped", extra={"fields": {"consumer": self.name}})

@@ -1,0 +1,333 @@
+"""The warehouse loader: the stream into a Postgres ``events`` table, exactly once per messageId.
+
+Per batch, in one transaction: ``COPY`` the rows into a session-local staging table
+(``CREATE TEMP TABLE ... (LIKE events) ON COMMIT DELETE ROWS``), then
+``INSERT INTO events SELECT ... FROM events_staging ON CONFLICT (message_id) DO NOTHING``,
+then ``COMMIT``; only then does the framework acknowledge the batch. A replay, a redelivery after
+a crash between commit and ack, or a client retry the stream did not deduplicate therefore
+inserts nothing twice: ``message_id`` is the primary key. Within a batch the first occurrence
+(in stream order) of a messageId wins.
+
+Schema: created and migrated idempotently on connect, under a transaction-scoped advisory lock
+(several loaders may start at once), with the applied versions recorded in
+``schema_migrations``. Migration 1::
+
+    CREATE TABLE events (
+        message_id         text PRIMARY KEY,
+        type               text NOT NULL,          -- track, identify, page, screen, group, alias
+        source             text NOT NULL,          -- liftoff.source
+        event              text,                   -- track: the event name
+        name               text,                   -- page/screen: the name
+        user_id            text,
+        anonymous_id       text,
+        group_id           text,
+        previous_id        text,
+        "timestamp"        timestamptz NOT NULL,   -- skew-corrected event time
+        received_at        timestamptz NOT NULL,   -- collector clock
+        sent_at            timestamptz,            -- client's sentAt (NULL if absent/unparseable)
+        original_timestamp text,                   -- the client's timestamp as sent
+        properties         jsonb,
+        traits             jsonb,
+        context            jsonb,
+        raw                jsonb NOT NULL,         -- the whole event as on the stream
+        stream_partition   text NOT NULL,          -- JetStream stream / Kinesis shard
+        stream_sequence    numeric NOT NULL,       -- position on it (Kinesis: > 64 bits)
+        loaded_at          timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX events_received_at_idx ON events (received_at);
+    CREATE INDEX events_user_id_idx ON events (user_id);
+
+Bad events are parked (dead letter), never blocking: a ``timestamp`` that is not ISO-8601, or a
+``\\u0000`` anywhere (PostgreSQL's text and jsonb cannot store NUL). Anything else PostgreSQL
+rejects makes the COPY fail; the framework bisects the batch down to the event at fault and
+parks it after a few attempts. A lost connection (``OperationalError``) retries the whole batch.
+
+Connection: libpq variables (``PGHOST``, ``PGPORT``, ``PGDATABASE``, ``PGUSER``,
+``PGPASSWORD``, ``PGSSLMODE``); on AWS the user and password (and, unless set, host, port and
+database) come from the Secrets Manager secret ``LIFTOFF_WAREHOUSE_SECRET_ARN`` (JSON with
+``username``, ``password``, ``dbname``, ``host``, ``port``), read once per cold start. Batches:
+``LIFTOFF_LOADER_BATCH_MAX_EVENTS`` (default 1000), ``LIFTOFF_LOADER_BATCH_MAX_SECONDS`` (5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import psycopg
+
+from services import config
+from services.config import ConfigError
+from services.consumers import DONE, Delivery, Outcome, Park, SinkUnavailable, parse_timestamp
+
+log = logging.getLogger("liftoff.loader")
+
+COLUMNS = (
+    "message_id",
+    "type",
+    "source",
+    "event",
+    "name",
+    "user_id",
+    "anonymous_id",
+    "group_id",
+    "previous_id",
+    "timestamp",
+    "received_at",
+    "sent_at",
+    "original_timestamp",
+    "properties",
+    "traits",
+    "context",
+    "raw",
+    "stream_partition",
+    "stream_sequence",
+)
+_COLUMN_LIST = ", ".join(f'"{name}"' for name in COLUMNS)
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "events table",
+        """
+        CREATE TABLE IF NOT EXISTS events (
+            message_id         text PRIMARY KEY,
+            type               text NOT NULL,
+            source             text NOT NULL,
+            event              text,
+            name               text,
+            user_id            text,
+            anonymous_id       text,
+            group_id           text,
+            previous_id        text,
+            "timestamp"        timestamptz NOT NULL,
+            received_at        timestamptz NOT NULL,
+            sent_at            timestamptz,
+            original_timestamp text,
+            properties         jsonb,
+            traits             jsonb,
+            context            jsonb,
+            raw                jsonb NOT NULL,
+            stream_partition   text NOT NULL,
+            stream_sequence    numeric NOT NULL,
+            loaded_at          timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX IF NOT EXISTS events_received_at_idx ON events (received_at);
+        CREATE INDEX IF NOT EXISTS events_user_id_idx ON events (user_id);
+        """,
+    ),
+]
+
+_encoder = msgspec.json.Encoder()
+
+
+def migrate(connection: psycopg.Connection) -> list[int]:
+    """Apply the migrations not yet applied; returns the versions applied now. Idempotent."""
+    applied_now = []
+    with connection.transaction():
+        connection.execute("SELECT pg_advisory_xact_lock(hashtext('liftoff.loader.migrations'))")
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, description text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {row[0] for row in connection.execute("SELECT version FROM schema_migrations")}
+        for version, description, statements in MIGRATIONS:
+            if version in done:
+                continue
+            connection.execute(statements)  # type: ignore[arg-type]
+            connection.execute(
+                "INSERT INTO schema_migrations (version, description) VALUES (%s, %s)",
+                (version, description),
+            )
+            applied_now.append(version)
+    return applied_now
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    connection: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> LoaderConfig:
+        params: dict[str, Any] = {}
+        for variable, key in (
+            ("PGHOST", "host"),
+            ("PGPORT", "port"),
+            ("PGDATABASE", "dbname"),
+            ("PGUSER", "user"),
+            ("PGPASSWORD", "password"),
+            ("PGSSLMODE", "sslmode"),
+        ):
+            value = env.get(variable, "").strip()
+            if value:
+                params[key] = value
+        secret_arn = env.get(config.WAREHOUSE_SECRET_ARN, "").strip()
+        if secret_arn:
+            import boto3
+
+            secret = boto3.client("secretsmanager").get_secret_value(SecretId=secret_arn)
+            try:
+                document = json.loads(secret.get("SecretString") or "")
+                params["user"] = document["username"]
+                params["password"] = document["password"]
+            except (ValueError, KeyError, TypeError):
+                raise ConfigError(
+                    f"the secret {config.WAREHOUSE_SECRET_ARN} must be JSON with username, "
+                    "password, dbname, host, port"
+                ) from None
+            for key, name in (("host", "host"), ("port", "port"), ("dbname", "dbname")):
+                if key not in params and document.get(name):
+                    params[key] = str(document[name])
+        if "host" not in params:
+            raise ConfigError("PGHOST is not set (the warehouse Postgres host)")
+        return cls(params)
+
+
+def _identifier(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    return value if isinstance(value, str) else _encoder.encode(value).decode()
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else _encoder.encode(value).decode()
+
+
+def row_of(delivery: Delivery) -> tuple[Any, ...] | str:
+    """The events row for ``delivery``, or why it cannot be loaded."""
+    if b"\\u0000" in delivery.data:
+        return "contains \\u0000, which PostgreSQL text and jsonb cannot store"
+    event = delivery.event
+    timestamp = parse_timestamp(event.get("timestamp"))
+    if timestamp is None:
+        return f"timestamp {event.get('timestamp')!r} is not an ISO-8601 timestamp"
+    sent_at = parse_timestamp(event.get("sentAt"))
+    original = event.get("originalTimestamp")
+    return (
+        delivery.message_id,
+        delivery.type,
+        delivery.source,
+        _identifier(event.get("event")) if delivery.type == "track" else None,
+        _identifier(event.get("name")) if delivery.type in ("page", "screen") else None,
+        _identifier(event.get("userId")),
+        _identifier(event.get("anonymousId")),
+        _identifier(event.get("groupId")),
+        _identifier(event.get("previousId")),
+        timestamp,
+        delivery.received_at,
+        sent_at,
+        original if isinstance(original, str) or original is None else _json(original),
+        _json(event.get("properties")),
+        _json(event.get("traits")),
+        _json(event.get("context")),
+        delivery.data.decode(),
+        delivery.position.partition,
+        delivery.position.sequence,
+    )
+
+
+class Loader:
+    """The loader sink (see the module docstring)."""
+
+    def __init__(self, cfg: LoaderConfig) -> None:
+        self.cfg = cfg
+        self._connection: psycopg.Connection | None = None
+        # One thread: psycopg's blocking calls stay off the event loop, one connection in use.
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="loader")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Loader:
+        return cls(LoaderConfig.from_env(env))
+
+    async def start(self) -> None:
+        pass  # connect on the first batch: the consumer must start while Postgres is down
+
+    async def close(self) -> None:
+        await self._run(self._disconnect)
+        self._pool.shutdown(wait=False)
+
+    async def check_ready(self) -> None:
+        await self._run(lambda: self._connect().execute("SELECT 1"))
+
+    async def _run(self, function: Any) -> Any:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, function)
+        except psycopg.OperationalError as error:
+            await asyncio.get_running_loop().run_in_executor(self._pool, self._disconnect)
+            raise SinkUnavailable(f"warehouse: {error}".strip()) from error
+
+    def _disconnect(self) -> None:
+        if self._connection is not None:
+            try:
+                self._connection.close()
+            finally:
+                self._connection = None
+
+    def _connect(self) -> psycopg.Connection:
+        if self._connection is not None and not self._connection.closed:
+            if not self._connection.broken:
+                return self._connection
+            self._disconnect()
+        connection = psycopg.connect(
+            connect_timeout=5, application_name="liftoff-loader", **self.cfg.connection
+        )
+        try:
+            applied = migrate(connection)
+            if applied:
+                log.info("migrated the warehouse schema", extra={"fields": {"applied": applied}})
+            connection.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS events_staging "
+                "(LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            )
+            connection.commit()
+        except BaseException:
+            connection.close()
+            raise
+        self._connection = connection
+        return connection
+
+    async def handle(self, batch: Sequence[Delivery]) -> Sequence[Outcome]:
+        outcomes: list[Outcome] = []
+        rows: list[tuple[Any, ...]] = []
+        seen: set[str] = set()
+        for delivery in batch:
+            row = row_of(delivery)
+            if isinstance(row, str):
+                outcomes.append(Park(row))
+                continue
+            outcomes.append(DONE)
+            if delivery.message_id not in seen:
+                seen.add(delivery.message_id)
+                rows.append(row)
+        if rows:
+            await self._run(lambda: self._load(rows))
+        return outcomes
+
+    def _load(self, rows: list[tuple[Any, ...]]) -> int:
+        connection = self._connect()
+        try:
+            with connection.transaction(), connection.cursor() as cursor:
+                with cursor.copy(f"COPY events_staging ({_COLUMN_LIST}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                cursor.execute(
+                    f"INSERT INTO events ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} "
+                    "FROM events_staging ON CONFLICT (message_id) DO NOTHING"
+                )
+                inserted = cursor.rowcount
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error:
+            if connection.broken:
+                self._disconnect()
+                raise psycopg.OperationalError("the connection broke during the load") from None
+            raise
+        log.debug("loaded", extra={"fields": {"rows": len(rows), "inserted": inserted}})
+        return inserted

@@ -1,0 +1,186 @@
+"""The loader against real PostgreSQL and nats-server: schema, typed rows, replay, bad rows."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import psycopg
+import pytest
+
+from services.loader import MIGRATIONS, Loader, LoaderConfig, migrate
+from tests.servers import Postgres, ServerProcess, nats_url
+from tests.services.consumers.conftest import (
+    event,
+    publish,
+    read_dead_letters,
+    run_consumer_until,
+    settings,
+)
+
+pytestmark = pytest.mark.servers
+
+
+def connect(env: dict[str, str]) -> psycopg.Connection:
+    return psycopg.connect(
+        host=env["PGHOST"], port=env["PGPORT"], user=env["PGUSER"], dbname=env["PGDATABASE"]
+    )
+
+
+def loader(env: dict[str, str]) -> Loader:
+    return Loader(LoaderConfig.from_env(env))
+
+
+def test_schema_is_created_and_migrated_idempotently(warehouse: dict[str, str]) -> None:
+    with connect(warehouse) as connection:
+        assert migrate(connection) == [version for version, _, _ in MIGRATIONS]
+        assert migrate(connection) == []
+        columns = dict(
+            connection.execute(
+                "SELECT column_name, data_type FROM information_schema.columns"
+                " WHERE table_name = 'events'"
+            ).fetchall()
+        )
+        unique = connection.execute(
+            "SELECT a.attname FROM pg_index i JOIN pg_attribute a"
+            " ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
+            " WHERE i.indrelid = 'events'::regclass AND i.indisunique"
+        ).fetchall()
+    assert columns["message_id"] == "text"
+    assert columns["timestamp"] == columns["received_at"] == "timestamp with time zone"
+    assert columns["properties"] == columns["traits"] == columns["context"] == "jsonb"
+    assert columns["raw"] == "jsonb"
+    assert unique == [("message_id",)]
+
+
+def test_events_load_into_typed_columns_and_replays_add_nothing(
+    jetstream: tuple[str, str], warehouse: dict[str, str], dead_letter_url: str
+) -> None:
+    url, stream = jetstream
+    sent = [event(i) for i in range(30)]
+    sent.append(
+        {
+            "type": "identify",
+            "userId": 42,
+            "anonymousId": "anon-1",
+            "traits": {"plan": "pro"},
+            "messageId": "identify-1",
+            "receivedAt": "2026-11-27T20:19:03.512Z",
+            "timestamp": "2026-11-27T20:19:01.000Z",
+            "sentAt": "2026-11-27T20:19:02.000Z",
+            "originalTimestamp": "2026-11-27T20:19:00.000Z",
+            "liftoff": {"source": "ios", "schema": 1},
+        }
+    )
+    asyncio.run(publish(url, sent))
+    run_consumer_until(
+        url, loader(warehouse), settings("loader", batch_max_events=8), dead_letter_url
+    )
+    # A replay through another durable consumer, with other batch boundaries: nothing new.
+    run_consumer_until(
+        url, loader(warehouse), settings("loader-replay", batch_max_events=13), dead_letter_url
+    )
+    with connect(warehouse) as connection:
+        count, distinct = connection.execute(
+            "SELECT count(*), count(DISTINCT message_id) FROM events"
+        ).fetchone()
+        identify = connection.execute(
+            "SELECT type, source, user_id, anonymous_id, traits, timestamp, received_at,"
+            " sent_at, original_timestamp, stream_partition, stream_sequence, raw"
+            " FROM events WHERE message_id = 'identify-1'"
+        ).fetchone()
+        track = connection.execute(
+            "SELECT event, properties->>'index', context->'library'->>'name'"
+            " FROM events WHERE message_id = 'm-7'"
+        ).fetchone()
+    assert (count, distinct) == (31, 31)
+    assert identify[:5] == ("identify", "ios", "42", "anon-1", {"plan": "pro"})
+    assert identify[5] == datetime(2026, 11, 27, 20, 19, 1, tzinfo=UTC)
+    assert identify[6] == datetime(2026, 11, 27, 20, 19, 3, 512000, tzinfo=UTC)
+    assert identify[7] == datetime(2026, 11, 27, 20, 19, 2, tzinfo=UTC)
+    assert identify[8:11] == ("2026-11-27T20:19:00.000Z", stream, Decimal(31))
+    assert identify[11] == sent[-1]
+    assert track == ("Order Completed", "7", "test")
+
+
+def test_duplicates_on_the_stream_load_once(
+    jetstream: tuple[str, str], warehouse: dict[str, str], dead_letter_url: str
+) -> None:
+    url, _ = jetstream
+    # The same messageIds published again as raw bytes (no Nats-Msg-Id): the stream keeps both.
+    first = [event(i) for i in range(5)]
+    asyncio.run(publish(url, [*first, *(json.dumps(e).encode() for e in first)]))
+    run_consumer_until(
+        url, loader(warehouse), settings("loader", batch_max_events=3), dead_letter_url
+    )
+    with connect(warehouse) as connection:
+        rows = connection.execute("SELECT message_id, stream_sequence FROM events").fetchall()
+    assert sorted(rows) == [(f"m-{i}", Decimal(i + 1)) for i in range(5)]
+
+
+def test_bad_rows_are_parked_not_blocking(
+    shared_nats: ServerProcess,
+    jetstream: tuple[str, str],
+    warehouse: dict[str, str],
+    dead_letter_url: str,
+) -> None:
+    url, _ = jetstream
+    consumer = f"loader-{warehouse['PGDATABASE']}"
+    asyncio.run(
+        publish(
+            url,
+            [
+                event(1),
+                event(2, timestamp="not a time"),
+                event(3, properties={"text": "nul \u0000 byte"}),
+                b"[1, 2]",
+                event(4),
+            ],
+        )
+    )
+    run_consumer_until(url, loader(warehouse), settings(consumer), dead_letter_url)
+    with connect(warehouse) as connection:
+        loaded = [row[0] for row in connection.execute("SELECT message_id FROM events ORDER BY 1")]
+    assert loaded == ["m-1", "m-4"]
+    parked = asyncio.run(read_dead_letters(nats_url(shared_nats), consumer))
+    reasons = {
+        headers.get("Liftoff-Message-Id", "-"): headers["Liftoff-Reason"] for headers, _ in parked
+    }
+    assert set(reasons) == {"m-2", "m-3", "-"}
+    assert "timestamp" in reasons["m-2"]
+    assert "\\u0000" in reasons["m-3"]
+    assert "not a JSON object" in reasons["-"]
+
+
+def test_postgres_down_retries_the_batch_until_it_is_back(
+    tmp_path: object, jetstream: tuple[str, str], dead_letter_url: str
+) -> None:
+    from pathlib import Path
+
+    from tests.servers import postgres_server
+
+    url, _ = jetstream
+    database: Postgres = postgres_server(Path(str(tmp_path)) / "pg")
+    try:
+        env = database.env()
+        asyncio.run(publish(url, [event(i) for i in range(10)]))
+        sink = loader(env)
+        attempts: list[int] = []
+        original = sink._load
+
+        def load_counting(rows: list) -> int:  # the sink itself is unchanged; this counts calls
+            attempts.append(len(rows))
+            if len(attempts) == 3:
+                database.start()  # Postgres comes up after two failed attempts
+            return original(rows)
+
+        sink._load = load_counting  # type: ignore[method-assign]
+        run_consumer_until(url, sink, settings("loader"), dead_letter_url)
+        with connect(env) as connection:
+            count = connection.execute("SELECT count(*) FROM events").fetchone()[0]
+        assert attempts[:3] == [10, 10, 10]
+        assert count == 10
+    finally:
+        database.cleanup()
