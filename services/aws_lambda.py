@@ -153,7 +153,14 @@ def _lambda_consumer(name: str, build: Any) -> Any:
     return LambdaConsumer(name, build)
 
 
+def _build_broadcaster(env: Mapping[str, str]) -> Any:
+    from services.broadcaster.sink import BroadcastSink
+
+    return BroadcastSink.from_env(env)
+
+
 archiver_consumer = _lambda_consumer("archiver", _build_archiver)
+broadcaster_consumer = _lambda_consumer("broadcaster", _build_broadcaster)
 loader_consumer = _lambda_consumer("loader", _build_loader)
 
 
@@ -165,3 +172,15 @@ def archiver_handler(event: dict[str, Any], context: Any = None) -> dict[str, An
 def loader_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """Kinesis batch → Postgres warehouse; returns ``{"batchItemFailures": [...]}``."""
     return loader_consumer(event, context)
+
+
+def broadcaster_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    """Kinesis batch → one destination (``LIFTOFF_DESTINATION``); retries stop before the
+    invocation's deadline and unfinished records are reported as ``batchItemFailures``."""
+    from services.broadcaster.sink import DEADLINE, lambda_deadline
+
+    token = DEADLINE.set(lambda_deadline(context))
+    try:
+        return broadcaster_consumer(event, context)
+    finally:
+        DEADLINE.reset(token)

@@ -142,6 +142,20 @@ def run_loader(env: Mapping[str, str]) -> int:
     return _run_stream_consumer(env, settings, lambda: Loader(warehouse))
 
 
+def run_broadcaster(env: Mapping[str, str]) -> int:
+    from services.broadcaster.settings import BroadcasterConfig
+    from services.broadcaster.sink import BroadcastSink
+
+    destination = BroadcasterConfig.from_env(env)  # fail fast: destination, secrets, limits
+    settings = config.ConsumerConfig.from_env(
+        env,
+        default_name=destination.destination.consumer_name,
+        batch_events=(config.BROADCAST_BATCH_MAX_EVENTS, 500),
+        batch_seconds=(config.BROADCAST_BATCH_MAX_SECONDS, 1.0),
+    )
+    return _run_stream_consumer(env, settings, lambda: BroadcastSink(destination))
+
+
 def run_ensure_database(env: Mapping[str, str]) -> int:
     from services.database_setup import (
         admin_from_environment,
@@ -169,6 +183,10 @@ COMMANDS: dict[str, tuple[Callable[[Mapping[str, str]], int], str]] = {
     "ensure-stream": (run_ensure_stream, "create or update the JetStream stream (idempotent)"),
     "archiver": (run_archiver, "archive the stream to S3 as gzip NDJSON (JetStream consumer)"),
     "loader": (run_loader, "load the stream into the Postgres warehouse (JetStream consumer)"),
+    "broadcaster": (
+        run_broadcaster,
+        "forward the stream to one destination (LIFTOFF_DESTINATION; JetStream consumer)",
+    ),
     "ensure-database": (
         run_ensure_database,
         "create a client's role and database on the platform Postgres (idempotent)",

@@ -75,6 +75,7 @@ class _Batch:
     stop: asyncio.Event
     deadline: float | None
     keepalive: Keepalive | None
+    policy: RetryPolicy
     pending: set[asyncio.Task[None]] = field(default_factory=set)
 
     def record(self, units: Sequence[Unit], outcome: Outcome) -> None:
@@ -121,9 +122,17 @@ class Broadcaster:
         stop: asyncio.Event | None = None,
         deadline: float | None = None,
         keepalive: Keepalive | None = None,
+        policy: RetryPolicy | None = None,
     ) -> list[Outcome]:
-        """One outcome per message, in order. ``deadline`` is a ``time.monotonic()`` value."""
-        batch = _Batch([[] for _ in messages], stop or asyncio.Event(), deadline, keepalive)
+        """One outcome per message, in order. ``deadline`` is a ``time.monotonic()`` value;
+        ``policy`` overrides the broadcaster's retry policy for this batch."""
+        batch = _Batch(
+            [[] for _ in messages],
+            stop or asyncio.Event(),
+            deadline,
+            keepalive,
+            policy or self.policy,
+        )
         by_channel: dict[Hashable, list[Unit]] = {}
         for index, data in enumerate(messages):
             decoded = Event.decode(data)
@@ -231,7 +240,7 @@ class Broadcaster:
                 batch.record(request.units, Outcome("parked", reason, attempt))
                 return
             assert isinstance(verdict, Retry)
-            if attempt >= self.policy.max_attempts:
+            if attempt >= batch.policy.max_attempts:
                 reason = f"gave up after {attempt} attempts: {verdict.reason}"
                 log.warning(
                     "parking after the last attempt",
@@ -239,7 +248,7 @@ class Broadcaster:
                 )
                 batch.record(request.units, Outcome("parked", reason, attempt))
                 return
-            delay = self.policy.delay(attempt, verdict.after, self._rng)
+            delay = batch.policy.delay(attempt, verdict.after, self._rng)
             log.info(
                 "will retry",
                 extra={

@@ -14,7 +14,8 @@ never quote a secret.
   ``LIFTOFF_BROADCAST_RETRY_AFTER_MAX_SECONDS`` (300): retry timing.
 - ``LIFTOFF_BROADCAST_CONCURRENCY`` (4): requests in flight at once.
 - ``LIFTOFF_BROADCAST_TIMEOUT_SECONDS`` (10): per HTTP attempt.
-- ``LIFTOFF_BROADCAST_BATCH_MAX_EVENTS`` (500): messages fetched from the stream at once.
+- ``LIFTOFF_BROADCAST_BATCH_MAX_EVENTS`` (500), ``LIFTOFF_BROADCAST_BATCH_MAX_SECONDS`` (1): batch
+  bounds on JetStream (a Lambda batch is what the event-source mapping delivers).
 """
 
 from __future__ import annotations
@@ -49,7 +50,6 @@ BACKOFF_MAX = "LIFTOFF_BROADCAST_BACKOFF_MAX_SECONDS"
 RETRY_AFTER_MAX = "LIFTOFF_BROADCAST_RETRY_AFTER_MAX_SECONDS"
 CONCURRENCY = "LIFTOFF_BROADCAST_CONCURRENCY"
 TIMEOUT = "LIFTOFF_BROADCAST_TIMEOUT_SECONDS"
-BATCH_MAX_EVENTS = "LIFTOFF_BROADCAST_BATCH_MAX_EVENTS"
 
 # type → (required settings, optional settings, required secret)
 TYPES: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
@@ -143,7 +143,6 @@ class BroadcasterConfig:
     policy: RetryPolicy
     concurrency: int
     timeout: float
-    batch_max_events: int
     log_level: str
 
     @classmethod
@@ -166,7 +165,6 @@ class BroadcasterConfig:
             policy=policy,
             concurrency=config.integer(env, CONCURRENCY, 4, 1, 64),
             timeout=config.number(env, TIMEOUT, 10.0, 0.1),
-            batch_max_events=config.integer(env, BATCH_MAX_EVENTS, 500, 1, 10000),
             log_level=config.log_level(env),
         )
 
