@@ -300,7 +300,7 @@ class JetStreamRunner:
                     min(room, settings.fetch_max), timeout=max(0.05, min(1.0, remaining))
                 )
                 failures = 0
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats.errors.TimeoutError or asyncio's, depending on the path
                 continue
             except (nats.js.errors.NotFoundError, nats.js.errors.APIError) as error:
                 failures += 1
@@ -309,7 +309,7 @@ class JetStreamRunner:
                 if failures >= 3:  # consumer gone (stream recreated?): ensure it again
                     await self._bind()
                 continue
-            except nats.errors.Error as error:
+            except Exception as error:  # disconnected, closed, slow consumer ...: try again
                 log.debug("fetch failed", extra={"fields": {"error": repr(error)}})
                 await self._sleep(0.2)
                 continue
