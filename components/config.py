@@ -259,6 +259,56 @@ class WarehouseSettings:
 
 
 @dataclass(frozen=True)
+class DagSource:
+    """Where Airflow's DAGs come from."""
+
+    kind: str = "repository"
+    """`repository` (default: this repository's `dags/` folder, shipped by liftoff), `git`
+    (git-sync from `repository` at `ref`, Kubernetes only) or `image` (an Airflow image with
+    the DAGs baked in, Kubernetes only)."""
+    repository: str | None = None
+    ref: str = "main"
+    path: str = "dags"
+    image: str | None = None
+
+
+# MWAA offers specific Airflow versions; the chart runs any 3.x image.
+MWAA_AIRFLOW_VERSIONS = ("3.0.6",)
+DEFAULT_AIRFLOW_VERSION = {"aws": "3.0.6", "kubernetes": "3.2.2"}
+MWAA_CLASSES = ("mw1.micro", "mw1.small", "mw1.medium", "mw1.large", "mw1.xlarge", "mw1.2xlarge")
+
+
+@dataclass(frozen=True)
+class AirflowSettings:
+    """`liftoff:airflow` — Apache Airflow (MWAA on AWS, the official chart on Kubernetes)."""
+
+    enabled: bool = True
+    """Default: true."""
+    version: str = "3.2.2"
+    """Default: 3.0.6 on AWS (an MWAA version), 3.2.2 on Kubernetes (the image tag)."""
+    executor: str = "KubernetesExecutor"
+    """Kubernetes only: `KubernetesExecutor` (default) or `CeleryExecutor`."""
+    dags: DagSource = field(default_factory=DagSource)
+    workers: int = 2
+    """Kubernetes with CeleryExecutor: Celery workers. Default: 2."""
+    environment_class: str = "mw1.small"
+    """AWS only. Default: `mw1.small`."""
+    min_workers: int = 1
+    """AWS only. Default: 1."""
+    max_workers: int = 5
+    """AWS only. Default: 5."""
+    web_access: str = "private"
+    """`private` (default: reachable only inside the VPC / cluster) or `public` (AWS: the MWAA
+    web server on the internet, behind IAM sign-in; Kubernetes: an Ingress with `host`)."""
+    host: str | None = None
+    """Kubernetes only: host name of the Airflow UI Ingress (with web access `public`)."""
+    high_availability: bool = False
+    """Kubernetes only: 2 schedulers and API servers, PgBouncer in front of Postgres."""
+    logs_storage_gb: int = 10
+    """Kubernetes only: size of the task-log volume. Default: 10."""
+
+
+@dataclass(frozen=True)
 class PlatformConfig:
     project: str
     stack: str
@@ -276,6 +326,7 @@ class PlatformConfig:
     """None: no archive (Kubernetes without an S3-compatible endpoint configured)."""
     destinations: tuple[Destination, ...] = ()
     warehouse: WarehouseSettings = field(default_factory=WarehouseSettings)
+    airflow: AirflowSettings = field(default_factory=AirflowSettings)
     kubernetes: KubernetesSettings | None = None
     aws: AwsSettings | None = None
 
@@ -299,6 +350,7 @@ KNOWN_KEYS: tuple[str, ...] = (
     "archive",
     "destinations",
     "warehouse",
+    "airflow",
     "tags",
 )
 _OBJECT_KEYS = frozenset(KNOWN_KEYS) - {"target", "deletionProtection"}
@@ -386,6 +438,9 @@ def load_config(
     warehouse = _read_warehouse(
         ConfigReader(f"{project}:warehouse", raw.get("warehouse"), problems)
     )
+    airflow = _read_airflow(
+        ConfigReader(f"{project}:airflow", raw.get("airflow"), problems), target
+    )
     charts: dict[str, ChartSource] = {}
     if target == "kubernetes":
         charts = _read_charts(ConfigReader(f"{project}:charts", raw.get("charts"), problems))
@@ -411,6 +466,7 @@ def load_config(
         archive=archive,
         destinations=destinations,
         warehouse=warehouse,
+        airflow=airflow,
         kubernetes=kubernetes,
         aws=aws,
     )
@@ -1045,3 +1101,121 @@ def _read_warehouse(reader: ConfigReader) -> WarehouseSettings:
     )
     reader.finish()
     return settings
+
+
+def _read_airflow(reader: ConfigReader, target: Target | None) -> AirflowSettings:
+    defaults = AirflowSettings()
+    enabled = reader.boolean("enabled", True)
+    default_version = DEFAULT_AIRFLOW_VERSION.get(target or "kubernetes", defaults.version)
+    if target == "aws":
+        version = (
+            reader.string("version", default_version, choices=MWAA_AIRFLOW_VERSIONS)
+            or default_version
+        )
+    else:
+        version = (
+            reader.string(
+                "version",
+                default_version,
+                pattern=r"3\.\d+\.\d+",
+                describe="an Airflow 3 release such as 3.2.2",
+            )
+            or default_version
+        )
+    web_access = reader.string("webAccess", "private", choices=("private", "public")) or "private"
+    dags = _read_dags(reader.object("dags"), target)
+    if target == "aws":
+        environment_class = (
+            reader.string("environmentClass", defaults.environment_class, choices=MWAA_CLASSES)
+            or defaults.environment_class
+        )
+        minimum = reader.integer("minWorkers", defaults.min_workers, minimum=1, maximum=25)
+        maximum = reader.integer("maxWorkers", defaults.max_workers, minimum=1, maximum=25)
+        if minimum > maximum:
+            reader.problem("minWorkers", minimum, f"at most maxWorkers ({maximum})")
+        for name in ("executor", "workers", "host", "highAvailability", "logsStorageGb"):
+            reader.reject(name, "only with target 'kubernetes'")
+        reader.finish()
+        return AirflowSettings(
+            enabled=enabled,
+            version=version,
+            dags=dags,
+            web_access=web_access,
+            environment_class=environment_class,
+            min_workers=minimum,
+            max_workers=maximum,
+        )
+    executor = (
+        reader.string(
+            "executor", defaults.executor, choices=("KubernetesExecutor", "CeleryExecutor")
+        )
+        or defaults.executor
+    )
+    workers = reader.integer("workers", defaults.workers, minimum=1, maximum=100)
+    if executor != "CeleryExecutor" and reader.has("workers"):
+        reader.problem(
+            "workers",
+            workers,
+            "only with executor CeleryExecutor (Kubernetes executor starts one pod per task)",
+        )
+    host = reader.string(
+        "host", pattern=rf"{DNS_LABEL}(\.{DNS_LABEL})+", describe="a DNS host name"
+    )
+    if host and web_access != "public":
+        reader.problem("host", host, "only with webAccess 'public'")
+    if web_access == "public" and not host:
+        reader.problem("webAccess", web_access, "'public' on Kubernetes needs host")
+    for name in ("environmentClass", "minWorkers", "maxWorkers"):
+        reader.reject(name, "only with target 'aws'")
+    settings = AirflowSettings(
+        enabled=enabled,
+        version=version,
+        dags=dags,
+        web_access=web_access,
+        executor=executor,
+        workers=workers,
+        host=host,
+        high_availability=reader.boolean("highAvailability", False),
+        logs_storage_gb=reader.integer(
+            "logsStorageGb", defaults.logs_storage_gb, minimum=1, maximum=65536
+        ),
+    )
+    reader.finish()
+    return settings
+
+
+def _read_dags(reader: ConfigReader, target: Target | None) -> DagSource:
+    kinds = ("repository",) if target == "aws" else ("repository", "git", "image")
+    kind = reader.string("source", "repository", choices=kinds) or "repository"
+    if kind == "git":
+        source = DagSource(
+            kind=kind,
+            repository=reader.string(
+                "repository",
+                required=True,
+                pattern=r"(https://|ssh://|git@)\S+",
+                describe="a git URL (https://, ssh:// or git@)",
+            ),
+            ref=reader.string(
+                "ref", "main", pattern=r"[\w./-]+", describe="a branch, tag or commit"
+            )
+            or "main",
+            path=reader.string(
+                "path", "dags", pattern=r"[\w./-]+", describe="the DAG folder inside the repository"
+            )
+            or "dags",
+        )
+    elif kind == "image":
+        source = DagSource(
+            kind=kind,
+            image=reader.string(
+                "image",
+                required=True,
+                pattern=r"[a-z0-9.-]+(:\d+)?(/[a-z0-9._-]+)+:[A-Za-z0-9_][A-Za-z0-9._-]{0,127}",
+                describe="an Airflow image with the DAGs inside, pinned tag",
+            ),
+        )
+    else:
+        source = DagSource()
+    reader.finish()
+    return source

@@ -33,10 +33,16 @@ class Platform(pulumi.ComponentResource):
     def _build_aws(self, name: str, config: PlatformConfig) -> None:
         import pulumi_aws as aws
 
+        from components.airflow.aws import MwaaAirflow, MwaaAirflowArgs
         from components.archive.aws import ArchiveBucket, ArchiveBucketArgs
         from components.consumers.aws import AwsConsumers, AwsConsumersArgs
         from components.ingest.aws import LambdaCollector, LambdaCollectorArgs
-        from components.network.aws import AwsNetwork, AwsNetworkArgs
+        from components.network.aws import (
+            INTERFACE_ENDPOINTS,
+            MWAA_ENDPOINTS,
+            AwsNetwork,
+            AwsNetworkArgs,
+        )
         from components.postgres.aws import RdsPostgres, RdsPostgresArgs
         from components.stream.aws import KinesisStream, KinesisStreamArgs
 
@@ -62,9 +68,14 @@ class Platform(pulumi.ComponentResource):
             target_key_id=self.key.key_id,
             opts=child,
         )
+        endpoints = INTERFACE_ENDPOINTS + (MWAA_ENDPOINTS if config.airflow.enabled else ())
         self.network = AwsNetwork(
             f"{name}-network",
-            AwsNetworkArgs(settings=config.aws, discovery_domain=f"{config.prefix}.internal"),
+            AwsNetworkArgs(
+                settings=config.aws,
+                discovery_domain=f"{config.prefix}.internal",
+                interface_endpoints=endpoints,
+            ),
             opts=child,
         )
         self.postgres = RdsPostgres(
@@ -124,6 +135,23 @@ class Platform(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        if config.airflow.enabled:
+            reconciler = getattr(self.consumers, "reconciler", None)
+            self.airflow = MwaaAirflow(
+                f"{name}-airflow",
+                MwaaAirflowArgs(
+                    settings=config.airflow,
+                    network=self.network,
+                    environment_name=f"{config.prefix}-airflow",
+                    region=config.aws.region,
+                    kms_key_arn=self.key.arn,
+                    reconcile_function_arn=reconciler.function.arn if reconciler else None,
+                    reconcile_function_name=reconciler.function.name if reconciler else None,
+                    protect=config.deletion_protection,
+                ),
+                opts=child,
+            )
+            self.outputs["airflowUrl"] = self.airflow.endpoint.url
         self.outputs["vpcId"] = self.network.vpc_id
         self.outputs["postgres"] = self.postgres.connection.public_view()
         self.outputs["archive"] = self.archive.location.bucket.apply(
@@ -147,6 +175,7 @@ class Platform(pulumi.ComponentResource):
     def _build_kubernetes(self, name: str, config: PlatformConfig) -> None:
         import pulumi_kubernetes as k8s
 
+        from components.airflow.kubernetes import KubernetesAirflow, KubernetesAirflowArgs
         from components.archive.kubernetes import ExternalArchive, ExternalArchiveArgs
         from components.consumers.kubernetes import KubernetesConsumers, KubernetesConsumersArgs
         from components.ingest.kubernetes import KubernetesCollector, KubernetesCollectorArgs
@@ -243,6 +272,26 @@ class Platform(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        if config.airflow.enabled:
+            self.airflow = KubernetesAirflow(
+                f"{name}-airflow",
+                KubernetesAirflowArgs(
+                    settings=config.airflow,
+                    network=self.network,
+                    postgres=self.postgres,
+                    warehouse=getattr(self.consumers, "warehouse", None),
+                    stack=config.stack,
+                    services_image=settings.services_image,
+                    storage_class=settings.storage_class,
+                    image_registry=settings.image_registry,
+                    chart_source=config.charts.get("airflow"),
+                    archive=self.archive,
+                    archive_settings=config.archive,
+                    tags=config.tags,
+                ),
+                opts=child,
+            )
+            self.outputs["airflowUrl"] = self.airflow.endpoint.url
         self.outputs["namespace"] = self.network.namespace
         self.outputs["postgres"] = self.postgres.connection.public_view()
         if self.archive is not None:

@@ -8,6 +8,8 @@ Encrypted (`secure:`) config values are replaced by placeholders and marked secr
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import hashlib
 import json
 import runpy
@@ -169,6 +171,11 @@ class LiftoffMocks(pulumi.runtime.Mocks):
             resource_id = "subnet-" + hashlib.sha256(args.name.encode()).hexdigest()[:17]
         elif token == "random:index/randomPassword:RandomPassword":
             state["result"] = mock_password(args.name)
+        elif token == "random:index/randomBytes:RandomBytes":
+            raw = hashlib.sha256(args.name.encode()).digest()[: int(state.get("length", 32))]
+            state.update(base64=base64.b64encode(raw).decode(), hex=raw.hex())
+        elif token == "aws:mwaa/environment:Environment":
+            state["webserverUrl"] = f"{args.name}.airflow.{self.region}.on.aws"
         elif token.startswith("kubernetes:") and isinstance(state.get("metadata"), dict):
             state["metadata"] = {"name": args.name, **state["metadata"]}
         return resource_id, state
@@ -268,6 +275,16 @@ def run_program(
     return run_with_config(config, secret_keys=secret_keys, stack=stack)
 
 
+def _ensure_event_loop() -> None:
+    """The Pulumi runtime needs a current loop; an earlier `asyncio.run` may have unset it."""
+    try:
+        loop = asyncio.get_event_loop_policy().get_event_loop()
+        if loop.is_closed():
+            raise RuntimeError("closed")
+    except RuntimeError:
+        asyncio.set_event_loop(asyncio.new_event_loop())
+
+
 def run_main_program() -> None:
     runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
 
@@ -281,6 +298,7 @@ def run_with_config(
     monitor: RecordingMonitor | None = None,
 ) -> ProgramRun:
     """Run `program` (default: the real `__main__.py`) with `config` in the mock runtime."""
+    _ensure_event_loop()
     region = config.get("aws:region", "eu-west-1")
     monitor = monitor or RecordingMonitor(LiftoffMocks(region=region))
     settings.ROOT.set(None)

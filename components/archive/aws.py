@@ -9,6 +9,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.archive import ArchiveLocation
+from components.aws_s3 import secure_bucket
 from components.config import ArchiveSettings
 from components.network import Peer
 
@@ -40,48 +41,13 @@ class ArchiveBucket(pulumi.ComponentResource):
         settings = args.settings
         self._name = name
         self._kms_key_arn = args.kms_key_arn
-        self.bucket = aws.s3.Bucket(
-            f"{name}-bucket",
-            bucket=settings.bucket_name,
-            bucket_prefix=None if settings.bucket_name else args.name_prefix,
-            force_destroy=not args.protect,
-            opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
-        )
-        aws.s3.BucketPublicAccessBlock(
-            f"{name}-public-access-block",
-            bucket=self.bucket.id,
-            block_public_acls=True,
-            block_public_policy=True,
-            ignore_public_acls=True,
-            restrict_public_buckets=True,
-            opts=child,
-        )
-        aws.s3.BucketOwnershipControls(
-            f"{name}-ownership",
-            bucket=self.bucket.id,
-            rule={"object_ownership": "BucketOwnerEnforced"},
-            opts=child,
-        )
-        aws.s3.BucketVersioning(
-            f"{name}-versioning",
-            bucket=self.bucket.id,
-            versioning_configuration={"status": "Enabled"},
-            opts=child,
-        )
-        aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-encryption",
-            bucket=self.bucket.id,
-            rules=[
-                {
-                    "apply_server_side_encryption_by_default": {
-                        "sse_algorithm": "aws:kms",
-                        "kms_master_key_id": args.kms_key_arn,
-                    },
-                    # One data key per bucket rather than per object: far fewer KMS calls.
-                    "bucket_key_enabled": True,
-                }
-            ],
-            opts=child,
+        self.bucket = secure_bucket(
+            name,
+            kms_key_arn=args.kms_key_arn,
+            parent=self,
+            bucket_name=settings.bucket_name,
+            name_prefix=args.name_prefix,
+            protect=args.protect,
         )
         rule: dict = {
             "id": "archive-tiering",
@@ -95,28 +61,6 @@ class ArchiveBucket(pulumi.ComponentResource):
             rule["expiration"] = {"days": settings.expire_days}
         aws.s3.BucketLifecycleConfiguration(
             f"{name}-lifecycle", bucket=self.bucket.id, rules=[rule], opts=child
-        )
-        aws.s3.BucketPolicy(
-            f"{name}-tls-only",
-            bucket=self.bucket.id,
-            policy=self.bucket.arn.apply(
-                lambda arn: json.dumps(
-                    {
-                        "Version": "2012-10-17",
-                        "Statement": [
-                            {
-                                "Sid": "DenyInsecureTransport",
-                                "Effect": "Deny",
-                                "Principal": "*",
-                                "Action": "s3:*",
-                                "Resource": [arn, f"{arn}/*"],
-                                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-                            }
-                        ],
-                    }
-                )
-            ),
-            opts=child,
         )
         self.location = ArchiveLocation(
             bucket=self.bucket.bucket, region=pulumi.Output.from_input(args.region)

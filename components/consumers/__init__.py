@@ -59,6 +59,10 @@ class ConsumerRuntime:
 
 ARCHIVER_RUNTIME = ConsumerRuntime(ARCHIVER, "archiver", "services.aws_lambda.archiver_handler")
 LOADER_RUNTIME = ConsumerRuntime(LOADER, "loader", "services.aws_lambda.loader_handler")
+# Not a stream consumer: the warehouse repair the reconciliation DAG runs for one hour.
+RECONCILE_RUNTIME = ConsumerRuntime(
+    "reconcile", "reconcile", "services.aws_lambda.reconcile_handler"
+)
 
 
 def broadcaster_runtime(destination: Destination) -> ConsumerRuntime:

@@ -16,6 +16,7 @@ from components.config import ArchiveSettings, Destination, WarehouseSettings
 from components.consumers import (
     ARCHIVER_RUNTIME,
     LOADER_RUNTIME,
+    RECONCILE_RUNTIME,
     ConsumerRuntime,
     broadcaster_runtime,
     destination_document,
@@ -67,6 +68,8 @@ class KinesisConsumerArgs:
     memory_mb: int = 512
     vpc: VpcPlacement | None = None
     """Default: outside any VPC (the function reaches only AWS APIs)."""
+    consume_stream: bool = True
+    """Default: true. False for a function invoked on demand (no event-source mapping)."""
 
 
 class KinesisConsumer(pulumi.ComponentResource):
@@ -119,9 +122,8 @@ class KinesisConsumer(pulumi.ComponentResource):
             opts=child,
         )
         permissions: list[pulumi.Resource] = []
-        read_grant = args.stream.grant_read(self.peer)
-        if read_grant is not None:
-            permissions.append(read_grant)
+        if args.consume_stream:
+            permissions.append(args.stream.grant_read(self.peer))
 
         vpc_config = None
         if args.vpc is not None:
@@ -177,6 +179,10 @@ class KinesisConsumer(pulumi.ComponentResource):
             logging_config={"log_format": "JSON", "log_group": logs.name},
             opts=pulumi.ResourceOptions(parent=self, depends_on=[logs]),
         )
+        self.mapping: aws.lambda_.EventSourceMapping | None = None
+        if not args.consume_stream:
+            self.register_outputs({"functionArn": self.function.arn})
+            return
         self.mapping = aws.lambda_.EventSourceMapping(
             f"{name}-mapping",
             event_source_arn=args.stream.stream.arn,
@@ -258,6 +264,33 @@ class AwsConsumers(pulumi.ComponentResource):
         database = args.postgres.add_database(warehouse.database)
         connection = database.connection
         self.warehouse = database
+        loader_environment = {
+            "PGHOST": connection.dns_name,
+            "PGPORT": connection.port.apply(str),
+            "PGDATABASE": connection.database,
+            "PGSSLMODE": "require",
+            "LIFTOFF_WAREHOUSE_SECRET_ARN": database.secret_arn,
+        }
+        placement = VpcPlacement(
+            vpc_id=args.network.vpc_id,
+            subnet_ids=args.network.private_subnet_ids,
+            egress=[
+                {
+                    "protocol": "tcp",
+                    "from_port": 5432,
+                    "to_port": 5432,
+                    "security_groups": [args.postgres.security_group.id],
+                    "description": "Postgres",
+                },
+                {
+                    "protocol": "tcp",
+                    "from_port": 443,
+                    "to_port": 443,
+                    "cidr_blocks": ["0.0.0.0/0"],
+                    "description": "AWS APIs (VPC endpoints)",
+                },
+            ],
+        )
         self.loader = KinesisConsumer(
             f"{name}-loader",
             KinesisConsumerArgs(
@@ -265,36 +298,13 @@ class AwsConsumers(pulumi.ComponentResource):
                 stream=args.stream,
                 function_name=physical_name(args.prefix, LOADER_RUNTIME.name),
                 environment={
-                    "PGHOST": connection.dns_name,
-                    "PGPORT": connection.port.apply(str),
-                    "PGDATABASE": connection.database,
-                    "PGSSLMODE": "require",
-                    "LIFTOFF_WAREHOUSE_SECRET_ARN": database.secret_arn,
+                    **loader_environment,
                     "LIFTOFF_LOADER_BATCH_MAX_EVENTS": str(warehouse.batch_max_events),
                     "LIFTOFF_LOADER_BATCH_MAX_SECONDS": str(warehouse.batch_max_seconds),
                 },
                 batch_size=min(warehouse.batch_max_events, 10000),
                 batching_window_seconds=min(warehouse.batch_max_seconds, 300),
-                vpc=VpcPlacement(
-                    vpc_id=args.network.vpc_id,
-                    subnet_ids=args.network.private_subnet_ids,
-                    egress=[
-                        {
-                            "protocol": "tcp",
-                            "from_port": 5432,
-                            "to_port": 5432,
-                            "security_groups": [args.postgres.security_group.id],
-                            "description": "Postgres",
-                        },
-                        {
-                            "protocol": "tcp",
-                            "from_port": 443,
-                            "to_port": 443,
-                            "cidr_blocks": ["0.0.0.0/0"],
-                            "description": "Secrets Manager and SQS (VPC endpoints)",
-                        },
-                    ],
-                ),
+                vpc=placement,
             ),
             opts=pulumi.ResourceOptions.merge(
                 child, pulumi.ResourceOptions(depends_on=[database.ready])
@@ -302,6 +312,30 @@ class AwsConsumers(pulumi.ComponentResource):
         )
         args.postgres.grant_connect(self.loader.peer)
         args.postgres.grant_read_credentials(self.loader.peer, database)
+
+        # Invoked by the warehouse reconciliation DAG: reads the archive, repairs the warehouse.
+        self.reconciler = KinesisConsumer(
+            f"{name}-reconcile",
+            KinesisConsumerArgs(
+                runtime=RECONCILE_RUNTIME,
+                stream=args.stream,
+                function_name=physical_name(args.prefix, RECONCILE_RUNTIME.name),
+                environment={
+                    **loader_environment,
+                    "LIFTOFF_ARCHIVE_BUCKET": args.archive.location.bucket,
+                },
+                timeout_seconds=900,
+                memory_mb=1024,
+                vpc=placement,
+                consume_stream=False,
+            ),
+            opts=pulumi.ResourceOptions.merge(
+                child, pulumi.ResourceOptions(depends_on=[database.ready])
+            ),
+        )
+        args.postgres.grant_connect(self.reconciler.peer)
+        args.postgres.grant_read_credentials(self.reconciler.peer, database)
+        args.archive.grant_read(self.reconciler.peer)
 
     def _broadcaster(
         self,

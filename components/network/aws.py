@@ -15,6 +15,11 @@ FLOW_LOG_RETENTION_DAYS = 365
 # AWS APIs that functions inside the VPC call: credentials (Secrets Manager) and the
 # dead-letter queues (SQS). Kinesis is polled by Lambda's event-source mappings, outside.
 INTERFACE_ENDPOINTS = ("secretsmanager", "sqs")
+# What MWAA needs in a VPC without internet access (S3 goes through the gateway endpoint).
+MWAA_ENDPOINTS = (
+    "airflow.api", "airflow.env", "airflow.ops", "ecr.api", "ecr.dkr", "kms", "logs",
+    "monitoring",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -22,6 +27,8 @@ class AwsNetworkArgs:
     settings: AwsSettings
     discovery_domain: str
     """Private DNS domain of the Cloud Map namespace, e.g. `liftoff-prod.internal`."""
+    interface_endpoints: tuple[str, ...] = INTERFACE_ENDPOINTS
+    """Default: Secrets Manager and SQS. Interface endpoints of a new VPC (none for yours)."""
 
 
 def subnet_cidrs(vpc_cidr: str, count: int) -> list[str]:
@@ -58,7 +65,7 @@ class AwsNetwork(pulumi.ComponentResource):
             self.vpc_id = pulumi.Output.from_input(settings.vpc_id)
             self.private_subnet_ids = pulumi.Output.from_input(list(settings.private_subnet_ids))
         else:
-            self._create_vpc(name, settings, child)
+            self._create_vpc(name, settings, args.interface_endpoints, child)
 
         self.discovery_namespace = aws.servicediscovery.PrivateDnsNamespace(
             f"{name}-discovery",
@@ -75,7 +82,13 @@ class AwsNetwork(pulumi.ComponentResource):
             }
         )
 
-    def _create_vpc(self, name: str, settings: AwsSettings, child: pulumi.ResourceOptions):
+    def _create_vpc(
+        self,
+        name: str,
+        settings: AwsSettings,
+        interface_endpoints: tuple[str, ...],
+        child: pulumi.ResourceOptions,
+    ):
         self.vpc = aws.ec2.Vpc(
             f"{name}-vpc",
             cidr_block=settings.vpc_cidr,
@@ -138,9 +151,9 @@ class AwsNetwork(pulumi.ComponentResource):
             ],
             opts=child,
         )
-        for service in INTERFACE_ENDPOINTS:
+        for service in interface_endpoints:
             aws.ec2.VpcEndpoint(
-                f"{name}-{service}-endpoint",
+                f"{name}-{service.replace('.', '-')}-endpoint",
                 vpc_id=self.vpc.id,
                 service_name=f"com.amazonaws.{settings.region}.{service}",
                 vpc_endpoint_type="Interface",

@@ -12,10 +12,13 @@ BUCKET = "aws:s3/bucket:Bucket"
 
 def test_bucket_is_private_encrypted_versioned_and_protected():
     run = stack_run("aws")
-    bucket = run.one(BUCKET)
+    bucket = run.one(BUCKET, "liftoff-archive-bucket")
     assert bucket.inputs["bucketPrefix"] == "liftoff-aws-archive-"
     assert bucket.protect is True and bucket.inputs["forceDestroy"] is False
-    block = run.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock").inputs
+    block = run.one(
+        "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
+        "liftoff-archive-public-access-block",
+    ).inputs
     assert all(
         block[k]
         for k in (
@@ -25,10 +28,13 @@ def test_bucket_is_private_encrypted_versioned_and_protected():
             "restrictPublicBuckets",
         )
     )
-    versioning = run.one("aws:s3/bucketVersioning:BucketVersioning").inputs
+    versioning = run.one(
+        "aws:s3/bucketVersioning:BucketVersioning", "liftoff-archive-versioning"
+    ).inputs
     assert versioning["versioningConfiguration"] == {"status": "Enabled"}
     (rule,) = run.one(
-        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+        "liftoff-archive-encryption",
     ).inputs["rules"]
     default = rule["applyServerSideEncryptionByDefault"]
     assert default["sseAlgorithm"] == "aws:kms"
@@ -36,7 +42,11 @@ def test_bucket_is_private_encrypted_versioned_and_protected():
 
 
 def test_only_tls_requests_are_allowed():
-    policy = json.loads(stack_run("aws").one("aws:s3/bucketPolicy:BucketPolicy").inputs["policy"])
+    policy = json.loads(
+        stack_run("aws")
+        .one("aws:s3/bucketPolicy:BucketPolicy", "liftoff-archive-tls-only")
+        .inputs["policy"]
+    )
     (statement,) = policy["Statement"]
     assert statement["Effect"] == "Deny"
     assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
@@ -63,10 +73,10 @@ def test_named_bucket_and_archiver_write_grant():
     run = run_program(
         "stacks/aws.yaml", overrides={"liftoff:archive": {"bucketName": "acme-events"}}
     )
-    assert run.one(BUCKET).inputs["bucket"] == "acme-events"
+    assert run.one(BUCKET, "liftoff-archive-bucket").inputs["bucket"] == "acme-events"
     grant = run.one("aws:iam/rolePolicy:RolePolicy", "liftoff-archive-write-archiver")
     statements = json.loads(grant.inputs["policy"])["Statement"]
-    bucket_arn = run.one(BUCKET).inputs["arn"]
+    bucket_arn = run.one(BUCKET, "liftoff-archive-bucket").inputs["arn"]
     assert statements[0] == {
         "Effect": "Allow",
         "Action": ["s3:PutObject", "s3:GetObject"],

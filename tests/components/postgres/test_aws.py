@@ -65,6 +65,7 @@ def test_security_group_admits_only_granted_groups():
     assert {r.name for r in rules} == {
         "liftoff-postgres-from-setup",
         "liftoff-postgres-from-loader",
+        "liftoff-postgres-from-reconcile",
     }
     # The mocks give each resource the id "<name>-id".
     groups = {r.name: f"{r.name}-id" for r in run.of_type("aws:ec2/securityGroup:SecurityGroup")}

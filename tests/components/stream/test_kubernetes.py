@@ -12,7 +12,7 @@ JOB = "kubernetes:batch/v1:Job"
 
 def test_chart_is_the_pinned_official_nats_chart():
     pin = load_chart_pin("nats")
-    chart = stack_run("dev").one(CHART).inputs
+    chart = stack_run("dev").one(CHART, "liftoff-stream-chart").inputs
     assert (chart["chart"], chart["version"]) == ("nats", pin.version)
     assert chart["repositoryOpts"] == {"repo": "https://nats-io.github.io/k8s/helm/charts/"}
     assert chart["namespace"] == "liftoff-dev"
@@ -20,19 +20,21 @@ def test_chart_is_the_pinned_official_nats_chart():
 
 
 def test_chart_repository_and_local_archive_can_be_overridden():
-    mirrored = stack_run("kubernetes-private-cloud").one(CHART).inputs
+    mirrored = stack_run("kubernetes-private-cloud").one(CHART, "liftoff-stream-chart").inputs
     assert mirrored["repositoryOpts"] == {"repo": "https://charts.corp.example/nats"}
     run = run_program(
         "stacks/kubernetes-private-cloud.yaml",
         overrides={"liftoff:charts": {"nats": {"path": "vendor/nats-2.14.2.tgz"}}},
     )
-    local = run.one(CHART).inputs
+    local = run.one(CHART, "liftoff-stream-chart").inputs
     assert local["chart"] == "vendor/nats-2.14.2.tgz"
     assert "repositoryOpts" not in local
 
 
 def test_production_profile_runs_three_servers_with_fsync_always():
-    values = stack_run("kubernetes-private-cloud").one(CHART).inputs["values"]
+    values = (
+        stack_run("kubernetes-private-cloud").one(CHART, "liftoff-stream-chart").inputs["values"]
+    )
     assert values["config"]["cluster"] == {"enabled": True, "replicas": 3}
     jetstream = values["config"]["jetstream"]
     assert jetstream["merge"] == {"sync_interval": "always"}
@@ -45,14 +47,16 @@ def test_production_profile_runs_three_servers_with_fsync_always():
 
 
 def test_single_server_dev_keeps_the_default_fsync():
-    values = stack_run("dev").one(CHART).inputs["values"]
+    values = stack_run("dev").one(CHART, "liftoff-stream-chart").inputs["values"]
     assert values["config"]["cluster"]["enabled"] is False
     assert "merge" not in values["config"]["jetstream"]
     assert "storageClassName" not in values["config"]["jetstream"]["fileStore"]["pvc"]
 
 
 def test_every_nats_image_goes_through_the_mirror_and_pods_are_restricted():
-    values = stack_run("kubernetes-private-cloud").one(CHART).inputs["values"]
+    values = (
+        stack_run("kubernetes-private-cloud").one(CHART, "liftoff-stream-chart").inputs["values"]
+    )
     assert values["container"]["image"]["fullImageName"] == (
         "registry.corp.example/mirror/library/nats:2.14.2-alpine"
     )

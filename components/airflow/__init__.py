@@ -1,0 +1,37 @@
+"""Airflow capability: the ETL half of the platform (scheduler, API server/UI, workers).
+
+AWS: Amazon MWAA in the stack's private subnets, DAGs from a versioned S3 bucket. Kubernetes:
+the official Apache Airflow Helm chart, with its metadata database on the platform's Postgres.
+
+Both run the platform's own DAG (`dags/liftoff_reconcile.py`), which repairs the warehouse
+from the archive. Its work runs in the platform's own runtime — a Lambda function on AWS, a
+pod of the services image on Kubernetes — configured through Airflow's `[liftoff]` config
+section, so the DAG file stays thin and Airflow needs none of the services' dependencies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pulumi
+
+DAGS_DIR = Path(__file__).resolve().parent.parent.parent / "dags"
+RECONCILE = "reconcile"
+
+
+@dataclass(frozen=True)
+class AirflowEndpoint:
+    url: pulumi.Output[str]
+    """The Airflow UI / REST API."""
+
+
+def dag_files(dags_dir: Path = DAGS_DIR) -> list[Path]:
+    """The DAG bundle liftoff ships: every .py file under `dags/`, in a stable order."""
+    if not dags_dir.is_dir():
+        return []
+    return sorted(
+        path
+        for path in dags_dir.rglob("*.py")
+        if "__pycache__" not in path.parts and not path.name.startswith(".")
+    )

@@ -1,0 +1,499 @@
+"""Airflow on Kubernetes: the official Apache Airflow chart on the platform's Postgres."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+
+from components import kube
+from components.airflow import RECONCILE, AirflowEndpoint, dag_files
+from components.archive.kubernetes import ExternalArchive
+from components.charts import ChartPin, deep_merge, load_chart_pin
+from components.config import AirflowSettings, ArchiveSettings, ChartSource
+from components.network import Peer
+from components.network.kubernetes import KubernetesNetwork
+from components.postgres import ClientDatabase
+from components.postgres.kubernetes import KubernetesPostgres
+
+RELEASE = "airflow"
+AIRFLOW_UID = 50000
+API_PORT = 8080
+# Labels the chart puts on every Airflow pod of release `airflow`.
+AIRFLOW_PODS = {"tier": "airflow", "release": RELEASE}
+SECRET_NAMES = {
+    "metadata": "airflow-metadata",
+    "fernet": "airflow-fernet-key",
+    "api": "airflow-api-secret-key",
+    "jwt": "airflow-jwt-secret",
+    "webserver": "airflow-webserver-secret-key",
+    "admin": "airflow-admin",
+}
+DAGS_CONFIG_MAP = "airflow-dags"
+METADATA_DIR = "/etc/airflow-metadata"
+COMPONENT_RESOURCES = {
+    "requests": {"cpu": "250m", "memory": "512Mi"},
+    "limits": {"cpu": "1", "memory": "2Gi"},
+}
+SMALL_RESOURCES = {
+    "requests": {"cpu": "50m", "memory": "64Mi"},
+    "limits": {"cpu": "250m", "memory": "256Mi"},
+}
+
+
+@dataclass(frozen=True)
+class KubernetesAirflowArgs:
+    settings: AirflowSettings
+    network: KubernetesNetwork
+    postgres: KubernetesPostgres
+    warehouse: ClientDatabase | None
+    """The warehouse database the reconciliation DAG repairs; None without a warehouse."""
+    stack: str
+    services_image: str
+    storage_class: str | None = None
+    image_registry: str | None = None
+    chart_source: ChartSource | None = None
+    archive: ExternalArchive | None = None
+    archive_settings: ArchiveSettings | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+def fernet_key(raw_base64: str) -> str:
+    """Airflow's Fernet key: 32 random bytes, URL-safe base64."""
+    return base64.urlsafe_b64encode(base64.b64decode(raw_base64)).decode()
+
+
+def _image_repository(pin: ChartPin, name: str, registry: str | None) -> str:
+    """The repository of a chart image (no tag), through the registry override."""
+    reference = pin.images[name]
+    host, _, path = reference.partition("/")
+    repository = path.rsplit(":", 1)[0] if ":" in path else path
+    if registry:
+        return f"{registry.rstrip('/')}/{repository}"
+    return repository if host == "docker.io" else f"{host}/{repository}"
+
+
+def _image_values(pin: ChartPin, name: str, registry: str | None) -> dict[str, str]:
+    """`{repository, tag}` for one of the chart's auxiliary images, pinned in charts/."""
+    return {
+        "repository": _image_repository(pin, name, registry),
+        "tag": pin.images[name].rsplit(":", 1)[1],
+    }
+
+
+def check_values(values: dict[str, Any]) -> None:
+    """Refuse values that would deploy an insecure or self-contradicting Airflow."""
+    problems = []
+    if values.get("postgresql", {}).get("enabled"):
+        problems.append("postgresql.enabled must be false (the platform's Postgres is used)")
+    if not values.get("data", {}).get("metadataSecretName"):
+        problems.append("data.metadataSecretName must name the metadata connection Secret")
+    for key in ("fernetKeySecretName", "apiSecretKeySecretName", "jwtSecretName"):
+        if not values.get(key):
+            problems.append(f"{key} must be set (never the chart's generated default)")
+    if values.get("createUserJob", {}).get("enabled"):
+        problems.append("createUserJob must stay disabled (it puts the password in args)")
+    if values.get("migrateDatabaseJob", {}).get("useHelmHooks", True):
+        problems.append("migrateDatabaseJob.useHelmHooks must be false (Pulumi runs no hooks)")
+    executor = values.get("executor")
+    if executor not in ("KubernetesExecutor", "CeleryExecutor"):
+        problems.append(f"executor {executor!r} is not supported")
+    if executor == "CeleryExecutor" and not values.get("redis", {}).get("enabled"):
+        problems.append("CeleryExecutor needs redis.enabled")
+    pod = values.get("securityContexts", {}).get("pod", {})
+    if not pod.get("runAsNonRoot") or pod.get("seccompProfile") != {"type": "RuntimeDefault"}:
+        problems.append("securityContexts.pod must be restricted (non-root, seccomp)")
+    if problems:
+        raise ValueError("invalid Airflow chart values: " + "; ".join(problems))
+
+
+class KubernetesAirflow(pulumi.ComponentResource):
+    """The official Airflow chart (pinned in `charts/airflow.yaml`) wired to the platform:
+
+    - metadata in a database of its own on the platform Postgres (role `airflow`, created
+      idempotently before the chart), PgBouncer in front for high availability;
+    - Fernet, API and JWT keys generated once with pulumi-random into Secrets;
+    - the migration job rendered as an ordinary Job (no Helm hooks under Pulumi), and an admin
+      user job of liftoff's own that reads the password from a mounted Secret;
+    - DAGs from this repository (a ConfigMap), git-sync, or an image; task logs on a PVC;
+    - every image through the registry override; restricted security contexts; resources;
+    - NetworkPolicies: Airflow pods among themselves, to Postgres, to the Kubernetes API
+      (to launch task pods), and reconcile pods to Postgres and the archive.
+    """
+
+    def __init__(
+        self, name: str, args: KubernetesAirflowArgs, opts: pulumi.ResourceOptions | None = None
+    ):
+        super().__init__("liftoff:airflow:KubernetesAirflow", name, None, opts)
+        self._name = name
+        self._args = args
+        network = args.network
+        labels = kube.labels(RELEASE, args.stack, args.tags)
+        self.labels = labels
+
+        self.metadata_database = args.postgres.add_database("airflow")
+        connection = self.metadata_database.connection
+        self.secrets = self._secrets(name, connection, labels)
+        dags_config_map = self._dags_config_map(name, labels)
+        pin = load_chart_pin("airflow")
+        self.values = self.chart_values(pin)
+        check_values(self.values)
+        depends = [self.metadata_database.ready, network.default_deny, *self.secrets]
+        if dags_config_map is not None:
+            depends.append(dags_config_map)
+        self.chart = k8s.helm.v4.Chart(
+            f"{name}-chart",
+            name=RELEASE,
+            namespace=network.namespace_name,
+            values=self.values,
+            **pin.source_args(args.chart_source),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=depends),
+        )
+        self._admin_user_job(name, labels, pin)
+        self._network_policies(name, labels)
+
+        if args.settings.host:
+            url = pulumi.Output.from_input(f"https://{args.settings.host}")
+        else:
+            url = pulumi.Output.from_input(
+                "http://"
+                + kube.service_dns_name(
+                    f"{RELEASE}-api-server",
+                    network.namespace_name,
+                    network.settings.cluster_domain,
+                )
+                + f":{API_PORT}"
+            )
+        self.endpoint = AirflowEndpoint(url=url)
+        self.register_outputs({"url": url})
+
+    # --- secrets -------------------------------------------------------------------------------
+
+    def _secrets(self, name: str, connection, labels) -> list[k8s.core.v1.Secret]:
+        network = self._args.network
+        opts = pulumi.ResourceOptions(parent=self)
+
+        def random_key(role: str, length: int = 48) -> pulumi.Output[str]:
+            return random.RandomPassword(
+                f"{name}-{role}-key", length=length, special=False, opts=opts
+            ).result
+
+        fernet = random.RandomBytes(f"{name}-fernet-bytes", length=32, opts=opts)
+        secrets = []
+        values: dict[str, dict[str, pulumi.Input[str]]] = {
+            "metadata": {
+                # The chart reads the SQLAlchemy URL from the `connection` key.
+                "connection": pulumi.Output.format(
+                    "postgresql://{0}:{1}@{2}:{3}/{4}?sslmode=prefer",
+                    connection.username,
+                    connection.password,
+                    connection.host,
+                    connection.port,
+                    connection.database,
+                )
+            },
+            "fernet": {"fernet-key": fernet.base64.apply(fernet_key)},
+            "api": {"api-secret-key": random_key("api")},
+            "jwt": {"jwt-secret": random_key("jwt")},
+            "webserver": {"webserver-secret-key": random_key("webserver")},
+            "admin": {"username": "admin", "password": random_key("admin", 32)},
+        }
+        for role, data in values.items():
+            secrets.append(
+                k8s.core.v1.Secret(
+                    f"{name}-{role}-secret",
+                    metadata=network.metadata(SECRET_NAMES[role], labels),
+                    type="Opaque",
+                    string_data={k: pulumi.Output.secret(v) for k, v in data.items()},
+                    opts=opts,
+                )
+            )
+        return secrets
+
+    def _dags_config_map(self, name: str, labels) -> k8s.core.v1.ConfigMap | None:
+        if self._args.settings.dags.kind != "repository":
+            return None
+        files = dag_files()
+        return k8s.core.v1.ConfigMap(
+            f"{name}-dags",
+            metadata=self._args.network.metadata(DAGS_CONFIG_MAP, labels),
+            data={path.name: path.read_text() for path in files},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    # --- values --------------------------------------------------------------------------------
+
+    def chart_values(self, pin: ChartPin) -> dict[str, Any]:
+        args = self._args
+        settings = args.settings
+        registry = args.image_registry
+        high_availability = settings.high_availability
+        values: dict[str, Any] = {
+            "airflowVersion": settings.version,
+            "defaultAirflowRepository": _image_repository(pin, "airflow", registry),
+            "defaultAirflowTag": settings.version,
+            "images": {
+                name: _image_values(pin, name, registry)
+                for name in ("gitSync", "pgbouncer", "pgbouncerExporter", "redis")
+            },
+            "executor": settings.executor,
+            "labels": dict(sorted(args.tags.items())),
+            "data": {"metadataSecretName": SECRET_NAMES["metadata"]},
+            "fernetKeySecretName": SECRET_NAMES["fernet"],
+            "apiSecretKeySecretName": SECRET_NAMES["api"],
+            "jwtSecretName": SECRET_NAMES["jwt"],
+            "webserverSecretKeySecretName": SECRET_NAMES["webserver"],
+            "uid": AIRFLOW_UID,
+            "gid": 0,
+            "securityContexts": {
+                "pod": {
+                    "runAsNonRoot": True,
+                    "runAsUser": AIRFLOW_UID,
+                    "runAsGroup": 0,
+                    "fsGroup": 0,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "containers": {
+                    "allowPrivilegeEscalation": False,
+                    "capabilities": {"drop": ["ALL"]},
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+            },
+            "pgbouncer": {"enabled": high_availability, "resources": SMALL_RESOURCES},
+            "redis": {
+                "enabled": settings.executor == "CeleryExecutor",
+                "resources": SMALL_RESOURCES,
+                "persistence": self._volume(8),
+            },
+            "scheduler": {
+                "replicas": 2 if high_availability else 1,
+                "resources": COMPONENT_RESOURCES,
+            },
+            "apiServer": {
+                "replicas": 2 if high_availability else 1,
+                "resources": COMPONENT_RESOURCES,
+            },
+            "dagProcessor": {"resources": COMPONENT_RESOURCES},
+            "triggerer": {"resources": COMPONENT_RESOURCES, "persistence": self._volume(5)},
+            "workers": {
+                "replicas": settings.workers,
+                "resources": COMPONENT_RESOURCES,
+                "persistence": self._volume(10),
+            },
+            "migrateDatabaseJob": {"resources": SMALL_RESOURCES},
+            "logs": {"persistence": self._volume(settings.logs_storage_gb)},
+            "dags": self._dag_values(),
+            "config": {
+                "core": {
+                    "auth_manager": "airflow.providers.fab.auth_manager.fab_auth_manager."
+                    "FabAuthManager"
+                },
+                "liftoff": self._liftoff_config(),
+            },
+        }
+        if settings.dags.kind == "repository":
+            values["volumes"] = [{"name": "dags", "configMap": {"name": DAGS_CONFIG_MAP}}]
+            values["volumeMounts"] = [
+                {"name": "dags", "mountPath": "/opt/airflow/dags", "readOnly": True}
+            ]
+        if settings.dags.kind == "image":
+            repository, _, tag = (settings.dags.image or "").rpartition(":")
+            values["images"]["airflow"] = {"repository": repository, "tag": tag}
+        if settings.host:
+            values["ingress"] = {
+                "apiServer": {
+                    "enabled": True,
+                    "hosts": [{"name": settings.host, "tls": {"enabled": False}}],
+                }
+            }
+        return deep_merge(pin.values, values)
+
+    def _volume(self, size_gb: int) -> dict[str, Any]:
+        volume: dict[str, Any] = {"enabled": True, "size": f"{size_gb}Gi"}
+        if self._args.storage_class:
+            volume["storageClassName"] = self._args.storage_class
+        return volume
+
+    def _dag_values(self) -> dict[str, Any]:
+        dags = self._args.settings.dags
+        if dags.kind != "git":
+            return {"gitSync": {"enabled": False}, "persistence": {"enabled": False}}
+        return {
+            "persistence": {"enabled": False},
+            "gitSync": {
+                "enabled": True,
+                "repo": dags.repository,
+                "branch": dags.ref,
+                "rev": "HEAD",
+                "subPath": dags.path,
+                "resources": SMALL_RESOURCES,
+            },
+        }
+
+    def _liftoff_config(self) -> dict[str, str]:
+        """The `[liftoff]` section the reconciliation DAG reads (no secrets: names only)."""
+        args = self._args
+        config = {
+            "target": "kubernetes",
+            "namespace": args.network.namespace_name,
+            "services_image": kube.image(args.services_image, args.image_registry),
+        }
+        if args.warehouse is not None and args.warehouse.secret_name:
+            config.update(
+                {
+                    "warehouse_host": kube.service_dns_name(
+                        "postgres",
+                        args.network.namespace_name,
+                        args.network.settings.cluster_domain,
+                    ),
+                    "warehouse_database": args.warehouse.role,
+                    "warehouse_user": args.warehouse.role,
+                    "warehouse_secret": args.warehouse.secret_name,
+                }
+            )
+        if args.archive is not None and args.archive_settings is not None:
+            config.update(
+                {
+                    "archive_bucket": args.archive_settings.bucket_name or "",
+                    "archive_endpoint": args.archive_settings.endpoint or "",
+                    "archive_region": args.archive_settings.region,
+                    "archive_secret": args.archive.secret_name,
+                }
+            )
+        return dict(sorted(config.items()))
+
+    # --- admin user and network --------------------------------------------------------------
+
+    def _admin_user_job(self, name: str, labels, pin: ChartPin) -> None:
+        """Create the UI admin (idempotent), reading the password from a mounted Secret."""
+        args = self._args
+        component = "airflow-admin-user"
+        job_labels = {**kube.labels(component, args.stack, args.tags), **AIRFLOW_PODS}
+        image = f"{_image_repository(pin, 'airflow', args.image_registry)}:{args.settings.version}"
+        script = (
+            "if airflow users list --output plain | awk '{print $2}' | grep -qx \"$ADMIN_USER\"; "
+            "then echo admin exists; else "
+            'airflow users create --role Admin --username "$ADMIN_USER" '
+            '--password "$(cat /etc/airflow-admin/password)" --firstname Admin --lastname User '
+            '--email "$ADMIN_USER@localhost"; fi'
+        )
+        container = {
+            "name": "create-admin-user",
+            "image": image,
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["bash", "-c", script],
+            "env": kube.env(
+                {
+                    "ADMIN_USER": "admin",
+                    # Airflow reads the connection from the mounted Secret (the _CMD form).
+                    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD": f"cat {METADATA_DIR}/connection",
+                    "AIRFLOW__CORE__AUTH_MANAGER": "airflow.providers.fab.auth_manager."
+                    "fab_auth_manager.FabAuthManager",
+                    # The root filesystem is read-only; Airflow writes its config under HOME.
+                    "AIRFLOW_HOME": "/tmp/airflow",
+                }
+            ),
+            "resources": SMALL_RESOURCES,
+            "securityContext": kube.container_security_context(),
+            "volumeMounts": [
+                {"name": "admin", "mountPath": "/etc/airflow-admin", "readOnly": True},
+                {"name": "metadata", "mountPath": METADATA_DIR, "readOnly": True},
+                {"name": "tmp", "mountPath": "/tmp"},
+            ],
+        }
+        k8s.batch.v1.Job(
+            f"{name}-admin-user",
+            metadata=args.network.metadata(component, job_labels),
+            spec={
+                "backoffLimit": 20,
+                "activeDeadlineSeconds": 1800,
+                "template": {
+                    "metadata": {"labels": job_labels},
+                    "spec": {
+                        "restartPolicy": "OnFailure",
+                        "automountServiceAccountToken": False,
+                        "securityContext": kube.pod_security_context(AIRFLOW_UID, 0),
+                        "containers": [container],
+                        "volumes": [
+                            {
+                                "name": "admin",
+                                "secret": {
+                                    "secretName": SECRET_NAMES["admin"],
+                                    "defaultMode": 0o440,
+                                },
+                            },
+                            {
+                                "name": "metadata",
+                                "secret": {
+                                    "secretName": SECRET_NAMES["metadata"],
+                                    "defaultMode": 0o440,
+                                },
+                            },
+                            {"name": "tmp", "emptyDir": {"sizeLimit": "128Mi"}},
+                        ],
+                    },
+                },
+            },
+            # After the chart: its migration job creates the tables the user is written to.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.chart]),
+        )
+
+    def _network_policies(self, name: str, labels) -> None:
+        args = self._args
+        network = args.network
+        airflow = Peer("airflow", pod_labels=AIRFLOW_PODS)
+        args.postgres.grant_connect(airflow)
+        opts = pulumi.ResourceOptions(parent=self, depends_on=[network.default_deny])
+        # Components talk to each other (task execution API, logs, PgBouncer, Redis).
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-internal",
+            metadata=network.metadata("airflow-internal", labels),
+            spec={
+                "podSelector": {"matchLabels": AIRFLOW_PODS},
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [{"from": [{"podSelector": {"matchLabels": AIRFLOW_PODS}}]}],
+                "egress": [{"to": [{"podSelector": {"matchLabels": AIRFLOW_PODS}}]}],
+            },
+            opts=opts,
+        )
+        # The scheduler and workers launch task pods through the Kubernetes API, and git-sync
+        # reaches the git host; neither has a fixed in-cluster address to select.
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-outbound",
+            metadata=network.metadata("airflow-outbound", labels),
+            spec={
+                "podSelector": {"matchLabels": AIRFLOW_PODS},
+                "policyTypes": ["Egress"],
+                "egress": [
+                    {
+                        "ports": [
+                            {"protocol": "TCP", "port": 443},
+                            {"protocol": "TCP", "port": 6443},
+                            {"protocol": "TCP", "port": 22},
+                        ]
+                    }
+                ],
+            },
+            opts=opts,
+        )
+        if args.settings.host:
+            k8s.networking.v1.NetworkPolicy(
+                f"{name}-ui",
+                metadata=network.metadata("airflow-ui", labels),
+                spec={
+                    "podSelector": {"matchLabels": {**AIRFLOW_PODS, "component": "api-server"}},
+                    "policyTypes": ["Ingress"],
+                    "ingress": [{"ports": [{"protocol": "TCP", "port": API_PORT}]}],
+                },
+                opts=opts,
+            )
+        # Pods the reconciliation DAG launches (services image) reach Postgres and the archive.
+        reconcile = Peer(RECONCILE, pod_labels=kube.selector(RECONCILE, args.stack))
+        args.postgres.grant_connect(reconcile)
+        if args.archive is not None:
+            args.archive.grant_read(reconcile)
