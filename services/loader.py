@@ -65,6 +65,7 @@ import psycopg
 from services import config
 from services.config import ConfigError
 from services.consumers import DONE, Delivery, Outcome, Park, SinkUnavailable, parse_timestamp
+from services.database_setup import secret_from_environment
 
 log = logging.getLogger("liftoff.loader")
 
@@ -168,6 +169,11 @@ class LoaderConfig:
             value = env.get(variable, "").strip()
             if value:
                 params[key] = value
+        if "password" not in params:
+            # Kubernetes mounts the password as a file instead of putting it in the environment.
+            password = secret_from_environment(env, "PGPASSWORD")
+            if password:
+                params["password"] = password
         secret_arn = env.get(config.WAREHOUSE_SECRET_ARN, "").strip()
         if secret_arn:
             import boto3
