@@ -340,6 +340,7 @@ class KubernetesAirflow(pulumi.ComponentResource):
         args = self._args
         config = {
             "target": "kubernetes",
+            "stack": args.stack,
             "namespace": args.network.namespace_name,
             "services_image": kube.image(args.services_image, args.image_registry),
         }

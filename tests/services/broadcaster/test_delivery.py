@@ -214,3 +214,21 @@ def test_destination_document_errors_name_the_problem(document: dict, message: s
     with pytest.raises(ConfigError, match="LIFTOFF_DESTINATION") as error:
         DestinationSpec.parse(json.dumps(document))
     assert message in str(error.value)
+
+
+def test_cli_configuration_errors_name_the_variable_and_never_a_secret(
+    tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from services import cli
+
+    destination = json.dumps({"name": "mp", "type": "mixpanel"})
+    assert cli.main(["broadcaster"], env={}) == 2
+    assert "LIFTOFF_DESTINATION is not set" in capsys.readouterr().err
+    assert cli.main(["broadcaster"], env={"LIFTOFF_DESTINATION": destination}) == 2
+    assert "LIFTOFF_DESTINATION_SECRETS_FILE or" in capsys.readouterr().err
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps({"apiKey": "do-not-print-me"}))  # the wrong field for mixpanel
+    env = {"LIFTOFF_DESTINATION": destination, "LIFTOFF_DESTINATION_SECRETS_FILE": str(secrets)}
+    assert cli.main(["broadcaster"], env=env) == 2
+    err = capsys.readouterr().err
+    assert "has no 'projectToken'" in err and "do-not-print-me" not in err
