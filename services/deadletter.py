@@ -23,6 +23,10 @@
   ``event`` is the original JSON object (or, when it was not valid JSON, the original text)
   and ``position`` is ``{"partition", "sequence"}`` (sequence as a decimal string).
 
+Dead letters are at-least-once: a message redelivered after a crash between park and ack (or a
+Lambda batch retried as a whole) is parked again. On JetStream ``Nats-Msg-Id`` makes the server
+drop the repeat within its duplicate window; on SQS the ``position`` identifies repeats.
+
 ``park`` returns only after the target acknowledged the message; otherwise it raises
 :class:`DeadLetterUnavailable` and the event is retried, never dropped.
 """
