@@ -1,8 +1,9 @@
 """Derive a stack's policy config (`--policy-pack-config`) from its liftoff stack file.
 
 The knobs some rules need are facts the stack file already states: the registry override
-(`liftoff:kubernetes.imageRegistry`) and whether the stack is production (`liftoff:tags`
-`environment`). CI generates the policy config from the stack file under review with
+(`liftoff:kubernetes.imageRegistry`), whether the stack is production (`liftoff:tags`
+`environment`) and whether it opts into a public MWAA web server
+(`liftoff:airflow.webAccess`). CI generates the policy config from the stack file under review with
 `python policy/config_for_stack.py Pulumi.<stack>.yaml`; a security team that wants the
 knobs independent of the stack file checks a config file in instead and points the stack's
 entry in `.github/liftoff-stacks.json` at it (`policyConfig`).
@@ -30,6 +31,10 @@ def policy_config(stack_config: Mapping[str, Any], project: str = PROJECT) -> di
     config["aws-deletion-protection"] = {
         "production": environment in DEFAULT_PRODUCTION_ENVIRONMENTS
     }
+    # The stack opts out of a private MWAA web server only by saying so.
+    airflow = maybe_json(stack_config.get(f"{project}:airflow"))
+    if isinstance(airflow, Mapping) and airflow.get("webAccess") == "public":
+        config["aws-mwaa-private-webserver"] = {"allowPublicWebserver": True}
     return config
 
 

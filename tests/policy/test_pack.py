@@ -197,3 +197,12 @@ def test_config_for_stack_cli(tmp_path):
             check=True,
         )
         assert json.loads(done.stdout) == policy_config_for_file(path.read_text())
+
+
+def test_public_mwaa_web_server_is_allowed_only_when_the_stack_opts_in():
+    from policy.liftoff_policy.stack_config import policy_config
+
+    opted_in = policy_config({"liftoff:airflow": '{"webAccess": "public"}'})
+    assert opted_in["aws-mwaa-private-webserver"] == {"allowPublicWebserver": True}
+    private = policy_config({"liftoff:airflow": {"webAccess": "private"}})
+    assert "aws-mwaa-private-webserver" not in private
