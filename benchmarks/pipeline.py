@@ -1,0 +1,330 @@
+"""Pipeline throughput and latency: archiver events/s, loader rows/s vs plain COPY, e2e latency.
+
+    .venv/bin/python benchmarks/pipeline.py [--events 50000] [--rate 500] [--duration 12]
+
+Starts its own nats-server, PostgreSQL (durable: fsync on) and moto (S3) on free loopback ports.
+
+1. **Archiver**: ``--events`` contract events are put on a JetStream stream, then the archiver
+   (the real runner and sink, in this process) drains it into S3 on moto with batches of 10000
+   / 1 s. Figure: events/s from the first fetch to the last acknowledgement.
+2. **Loader**: the same stream drained by the loader (batches of 1000 / 5 s: the defaults) into
+   a fresh database. Baseline in the same run: one plain ``COPY`` of the very same rows (the
+   loader's own row tuples, built beforehand, not timed) into an identical table in another
+   fresh database of the same server. Figure: loader rows/s and its ratio to COPY rows/s.
+3. **End-to-end latency**: the collector (``python -m services collector``) and the loader
+   (``python -m services loader``) as real processes; events offered at ``--rate`` events/s
+   (requests of 25) for ``--duration`` s. Latency per event = first time a poller (every 20 ms)
+   sees its row in ``events`` minus the time the collector acknowledged its request.
+   Percentiles p50/p99; run with the default loader batch age (5 s) and with 0.2 s.
+
+Everything shares the machine's cores (2 on the development machine): the figures are for
+comparing changes, not capacity planning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+import boto3  # noqa: E402
+import httpx  # noqa: E402
+import nats  # noqa: E402
+import psycopg  # noqa: E402
+
+from services.archiver import Archiver, ArchiverConfig  # noqa: E402
+from services.consumers import decode  # noqa: E402
+from services.consumers.jetstream import JetStreamRunner, RunnerSettings  # noqa: E402
+from services.deadletter import JetStreamDeadLetter, ensure_dead_letter_stream  # noqa: E402
+from services.loader import COLUMNS, Loader, LoaderConfig, migrate, row_of  # noqa: E402
+from services.streams import StreamSettings  # noqa: E402
+from services.streams.jetstream import ensure_stream  # noqa: E402
+from tests.servers import (  # noqa: E402
+    AWS_TEST_ENV,
+    LOOPBACK,
+    collector_server,
+    consumer_process,
+    moto_endpoint,
+    moto_server,
+    nats_server,
+    nats_url,
+    postgres_server,
+)
+
+WRITE_KEYS = json.dumps({"web": "web-key-1"})
+
+
+def contract_event(index: int, run: str) -> dict[str, Any]:
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    return {
+        "type": "track",
+        "event": "Order Completed",
+        "userId": f"user-{index % 1000}",
+        "messageId": f"{run}-{index}",
+        "properties": {"orderId": f"o-{index}", "total": 19.99, "items": [{"sku": "a", "n": 2}]},
+        "context": {"library": {"name": "analytics-python", "version": "2.3.4"}, "ip": "10.0.0.1"},
+        "receivedAt": now,
+        "timestamp": now,
+        "sentAt": now,
+        "liftoff": {"source": "web", "schema": 1},
+    }
+
+
+async def fill_stream(server_url: str, count: int, run: str) -> list[bytes]:
+    nc = await nats.connect(server_url)
+    js = nc.jetstream(timeout=30)
+    payloads = [json.dumps(contract_event(i, run)).encode() for i in range(count)]
+    for start in range(0, count, 1000):
+        acks = [
+            await js.publish_async("events.web.track", payload, stream="EVENTS")
+            for payload in payloads[start : start + 1000]
+        ]
+        await asyncio.gather(*acks)
+    await nc.close()
+    return payloads
+
+
+async def drain(
+    stream_url: str,
+    dead_letter: str,
+    sink: Any,
+    name: str,
+    events: int,
+    max_events: int,
+    max_seconds: float,
+) -> float:
+    """Run the runner until the durable consumer acknowledged everything; events/s."""
+    settings = RunnerSettings(name, max_events, max_seconds, health_port=None)
+    runner = JetStreamRunner(stream_url, sink, JetStreamDeadLetter(dead_letter), settings)
+    stop = asyncio.Event()
+    nc = await nats.connect(stream_url.rpartition("/")[0])
+    js = nc.jetstream()
+    started = time.perf_counter()
+    task = asyncio.create_task(runner.run(stop))
+    while True:
+        await asyncio.sleep(0.05)
+        try:
+            info = await js.consumer_info("EVENTS", name)
+        except Exception:
+            continue
+        if info.ack_floor.stream_seq >= events:
+            elapsed = time.perf_counter() - started
+            break
+    stop.set()
+    await task
+    await nc.close()
+    return events / elapsed
+
+
+def plain_copy(dsn: str, rows: list[tuple[Any, ...]]) -> float:
+    with psycopg.connect(dsn) as connection:
+        migrate(connection)
+        columns = ", ".join(f'"{c}"' for c in COLUMNS)
+        started = time.perf_counter()
+        with (
+            connection.cursor() as cursor,
+            cursor.copy(f"COPY events ({columns}) FROM STDIN") as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
+        connection.commit()
+        return len(rows) / (time.perf_counter() - started)
+
+
+def loader_rows(payloads: list[bytes]) -> list[tuple[Any, ...]]:
+    from datetime import UTC, datetime
+
+    from services.consumers import Delivery, Position
+
+    rows = []
+    for sequence, payload in enumerate(payloads, start=1):
+        delivery = Delivery(payload, Position("jetstream", "EVENTS", sequence), datetime.now(UTC))
+        assert decode(delivery) is None
+        row = row_of(delivery)
+        assert not isinstance(row, str)
+        rows.append(row)
+    return rows
+
+
+def end_to_end(
+    workdir: Path, nats_base: str, postgres: Any, rate: int, duration: float, batch_seconds: float
+) -> tuple[list[float], int]:
+    run = uuid.uuid4().hex[:6]
+    stream = f"E2E{run}"
+    url = f"{nats_base}/{stream}?subject_prefix=e2e{run}"
+    asyncio.run(ensure_stream(url, StreamSettings(retention_hours=1)))
+    database = postgres.create_database(f"e2e_{run}")
+    with psycopg.connect(postgres.dsn(database)) as connection:
+        migrate(connection)  # what the loader does on connect; the poller needs the table now
+    loader = consumer_process(
+        workdir,
+        "loader",
+        {
+            **postgres.env(database),
+            "LIFTOFF_STREAM_URL": url,
+            "LIFTOFF_DEAD_LETTER_URL": f"{nats_base}/DEADLETTER",
+            "LIFTOFF_LOADER_BATCH_MAX_SECONDS": str(batch_seconds),
+            "LIFTOFF_LOG_LEVEL": "WARNING",
+        },
+        name=f"loader-{run}",
+    )
+    collector = collector_server(workdir, url, WRITE_KEYS)
+    acked: dict[str, float] = {}
+    seen: dict[str, float] = {}
+    done = threading.Event()
+
+    def poll() -> None:
+        with psycopg.connect(postgres.dsn(database), autocommit=True) as connection:
+            last = 0
+            while not done.is_set() or len(seen) < len(acked):
+                rows = connection.execute(
+                    "SELECT message_id, stream_sequence FROM events WHERE stream_sequence > %s",
+                    (last,),
+                ).fetchall()
+                now = time.time()
+                for message_id, sequence in rows:
+                    seen.setdefault(message_id, now)
+                    last = max(last, int(sequence))
+                if done.is_set() and time.time() > deadline:
+                    return
+                time.sleep(0.02)
+
+    with collector, loader:
+        deadline = time.time() + duration + 30
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        per_request = 25
+        with httpx.Client(
+            base_url=f"http://{LOOPBACK}:{collector.port}", auth=("web-key-1", "")
+        ) as client:
+            start = time.perf_counter()
+            sent = 0
+            while time.perf_counter() - start < duration:
+                ids = [f"{run}-{sent + i}" for i in range(per_request)]
+                batch = [
+                    {
+                        "type": "track",
+                        "event": "E",
+                        "userId": "u",
+                        "messageId": m,
+                        "properties": {"n": 1},
+                    }
+                    for m in ids
+                ]
+                response = client.post("/v1/batch", json={"batch": batch})
+                answered = time.time()
+                if response.status_code == 200:
+                    for message_id in ids:
+                        acked[message_id] = answered
+                sent += per_request
+                pause = start + sent / rate - time.perf_counter()
+                if pause > 0:
+                    time.sleep(pause)
+        done.set()
+        poller.join(timeout=40)
+    latencies = [seen[m] - acked[m] for m in acked if m in seen]
+    return latencies, len(acked) - len(latencies)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=50000)
+    parser.add_argument("--rate", type=int, default=500, help="offered events/s for e2e")
+    parser.add_argument("--duration", type=float, default=12.0, help="seconds of e2e load")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="liftoff-bench-") as tmp:
+        workdir = Path(tmp)
+        with (
+            nats_server(workdir / "nats") as nats_proc,
+            moto_server(workdir) as moto,
+            postgres_server(workdir / "pg", durable=True) as postgres,
+        ):
+            base = nats_url(nats_proc)
+            stream_url = f"{base}/EVENTS?subject_prefix=events"
+            dead_letter = f"{base}/DEADLETTER"
+            asyncio.run(ensure_stream(stream_url, StreamSettings(retention_hours=1)))
+            asyncio.run(ensure_dead_letter_stream(dead_letter, retention_hours=1))
+            run = uuid.uuid4().hex[:6]
+            payloads = asyncio.run(fill_stream(base, args.events, run))
+            size = sum(map(len, payloads)) / len(payloads)
+            print(f"{args.events} events on the stream, {size:.0f} bytes each on average")
+
+            s3 = boto3.client(
+                "s3",
+                endpoint_url=moto_endpoint(moto),
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",
+                region_name=AWS_TEST_ENV["AWS_REGION"],
+            )
+            s3.create_bucket(Bucket="bench")
+            archiver = Archiver(
+                ArchiverConfig(
+                    bucket="bench",
+                    endpoint_url=moto_endpoint(moto),
+                    region=AWS_TEST_ENV["AWS_REGION"],
+                ),
+                client=s3,
+            )
+            archived = asyncio.run(
+                drain(stream_url, dead_letter, archiver, "archiver", args.events, 10000, 1.0)
+            )
+            objects = s3.list_objects_v2(Bucket="bench").get("KeyCount", 0)
+            print(f"archiver: {archived:,.0f} events/s into S3 on moto ({objects} objects)")
+
+            loader_db = postgres.create_database("bench_loader")
+            loader = Loader(
+                LoaderConfig(
+                    {
+                        "host": LOOPBACK,
+                        "port": str(postgres.port),
+                        "user": "postgres",
+                        "dbname": loader_db,
+                    }
+                )
+            )
+            loaded = asyncio.run(
+                drain(stream_url, dead_letter, loader, "loader", args.events, 1000, 5.0)
+            )
+            rows = loader_rows(payloads)
+            copy_db = postgres.create_database("bench_copy")
+            copied = plain_copy(postgres.dsn(copy_db), rows)
+            print(
+                f"loader:   {loaded:,.0f} rows/s; plain COPY of the same rows {copied:,.0f} "
+                f"rows/s; ratio {loaded / copied:.2f}"
+            )
+
+            for batch_seconds in (5.0, 0.2):
+                latencies, missing = end_to_end(
+                    workdir, base, postgres, args.rate, args.duration, batch_seconds
+                )
+                print(
+                    f"e2e (collector ack -> row in warehouse), offered {args.rate} events/s for "
+                    f"{args.duration:.0f} s, loader batch age {batch_seconds} s: "
+                    f"p50 {percentile(latencies, 50) * 1000:.0f} ms, "
+                    f"p99 {percentile(latencies, 99) * 1000:.0f} ms, "
+                    f"mean {statistics.fmean(latencies) * 1000:.0f} ms "
+                    f"({len(latencies)} events, {missing} not seen)"
+                )
+
+
+if __name__ == "__main__":
+    main()
