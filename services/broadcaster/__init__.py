@@ -9,6 +9,8 @@ the stream, so a slow or failing destination never holds back another (nor the a
 - :mod:`.webhook`, :mod:`.mixpanel`, :mod:`.amplitude`, :mod:`.ga4` — each type's documented
   request format, limits, dedupe field and what it skips (see each module's docstring).
 - :mod:`.signing` — the webhook signature and its verification recipe.
+- :mod:`.sink` — the consumer-framework sink: ``python -m services broadcaster`` (JetStream) and
+  ``services.aws_lambda.broadcaster_handler`` (Kinesis, deadline-aware).
 
 Per event the outcome is *delivered* or *skipped* (checkpoint), *parked* (dead letter with the
 reason, then checkpoint) or *deferred* (shutdown or deadline: not checkpointed, redelivered).

@@ -14,7 +14,11 @@ Every event type is sent (subject to the destination's filters), exactly as it i
 (services/events.py). At most 500 events and 1 MB of body per request. A 2xx answer delivers
 the batch; 408/425/429/5xx are retried (``Retry-After`` honoured); a 400/422 answer is treated
 as one bad event: the batch is split until the rejected event is alone, and that one is parked;
-other 4xx (401, 403, 404, ...) park the batch with the answer as the reason.
+other 4xx (401, 403, 404, ...) and redirects park the batch with the answer as the reason.
+
+Delivery is at least once and not ordered across requests (up to
+``LIFTOFF_BROADCAST_CONCURRENCY`` requests are in flight): receivers deduplicate on
+``messageId`` and order by ``timestamp``.
 """
 
 from __future__ import annotations
