@@ -6,9 +6,10 @@ once, and takes S3 away for a while (a TCP proxy in front of moto stops listenin
 every open connection: the archiver sees connection refused, exactly as from a dead endpoint,
 while moto keeps what was already archived — a restarted moto would forget it, in memory).
 
-When the broadcaster command exists (``python -m services broadcaster``), two webhook
-destinations are added: one healthy, one answering 500 and 429 for a while; the accounting then
-also covers both, and shows the healthy one was not held back by the failing one.
+Two webhook destinations are fed by two broadcaster processes (``python -m services
+broadcaster``, one per destination): one healthy, one answering 500 and 429 (``Retry-After``)
+for 5 s. Their accounting is at-least-once, and the healthy one must have received events
+acknowledged during the failing one's outage before that outage ended (not held back).
 
 At the end every messageId the collector acknowledged is accounted per sink as ok / lost /
 duplicated, the table is printed, and the test fails on any loss or duplicate (the destinations
@@ -49,6 +50,7 @@ from tests.servers import (
     nats_server,
     nats_url,
 )
+from tests.services.broadcaster.receiver import Received, Receiver
 from tests.services.streams_under_test import WRITE_KEYS_JSON
 
 pytestmark = pytest.mark.servers
@@ -67,6 +69,7 @@ class Sender(threading.Thread):
         self.base_url = base_url
         self.run_id = run_id
         self.acknowledged: list[str] = []
+        self.acknowledged_at: dict[str, float] = {}
         self.retries = 0
         self.error: BaseException | None = None
 
@@ -87,6 +90,8 @@ class Sender(threading.Thread):
                     ]
                     self._send_until_acknowledged(client, {"batch": batch})
                     self.acknowledged += ids
+                    now = time.monotonic()
+                    self.acknowledged_at.update((m, now) for m in ids)
                     time.sleep(0.05)
         except BaseException as error:  # surfaced by the test
             self.error = error
@@ -141,6 +146,13 @@ def warehouse_ids(dsn: str) -> Counter[str]:
     return Counter(row[0] for row in rows)
 
 
+def delivered_ids(receiver: Receiver) -> Counter[str]:
+    found: Counter[str] = Counter()
+    for request in receiver.delivered("/hook"):
+        found.update(event["messageId"] for event in request.json["batch"])
+    return found
+
+
 def account(acknowledged: list[str], seen: Counter[str]) -> tuple[int, int, int, int]:
     """(ok, lost, duplicated, unexpected) over the acknowledged messageIds."""
     ok = sum(1 for m in acknowledged if seen.get(m) == 1)
@@ -191,8 +203,41 @@ def test_zero_loss_under_faults(
             "LIFTOFF_LOADER_BATCH_MAX_SECONDS": "0.3",
         },
     )
+    secrets = tmp_path / "webhook-secrets.json"
+    secrets.write_text(json.dumps({"signingSecret": "s3cret-for-tests"}))
+    healthy_receiver, flaky_receiver = Receiver().start(), Receiver().start()
+    outage: dict[str, float] = {}
+
+    def flaky(request: Received) -> tuple[int, dict[str, str], bytes] | None:
+        if not outage or not outage["start"] <= time.monotonic() < outage["end"]:
+            return None  # healthy: the receiver's success answer
+        if len(flaky_receiver.all()) % 2:
+            return 500, {}, b"internal error"
+        return 429, {"Retry-After": "1"}, b"slow down"
+
+    flaky_receiver.answer_with(flaky)
+
+    def broadcaster(name: str, receiver: Receiver) -> ServerProcess:
+        destination = {"name": name, "type": "webhook", "settings": {"url": f"{receiver.url}/hook"}}
+        return consumer_process(
+            tmp_path,
+            "broadcaster",
+            {
+                **common,
+                "LIFTOFF_DESTINATION": json.dumps(destination),
+                "LIFTOFF_DESTINATION_SECRETS_FILE": str(secrets),
+                "LIFTOFF_BROADCAST_MAX_ATTEMPTS": "100",
+                "LIFTOFF_BROADCAST_BACKOFF_BASE_SECONDS": "0.1",
+                "LIFTOFF_BROADCAST_BACKOFF_MAX_SECONDS": "1",
+                "LIFTOFF_BROADCAST_BATCH_MAX_SECONDS": "0.3",
+            },
+            name=f"broadcaster-{name}",
+        )
+
+    healthy = broadcaster("healthy", healthy_receiver)
+    failing = broadcaster("failing", flaky_receiver)
     collector = collector_server(tmp_path, stream_url, WRITE_KEYS_JSON)
-    processes = [collector, archiver, loader]
+    processes = [collector, archiver, loader, healthy, failing]
     faults: list[str] = []
     try:
         for process in processes:
@@ -206,15 +251,17 @@ def test_zero_loss_under_faults(
 
         # The schedule: random moments (seeded), in order, while the sender runs (~8-12 s).
         kills = sorted(rng.uniform(0.5, 9.0) for _ in range(6))
-        victims = [rng.choice([archiver, loader]) for _ in kills]
+        victims = [rng.choice([archiver, loader, healthy, failing]) for _ in kills]
         nats_restart_at = rng.uniform(2.0, 7.0)
         s3_down_at = rng.uniform(1.0, 6.0)
+        destination_down_at = rng.uniform(1.0, 4.0)
         plan = sorted(
             [(t, "kill", v) for t, v in zip(kills, victims, strict=True)]
             + [
                 (nats_restart_at, "nats", None),
                 (s3_down_at, "s3-down", None),
                 (s3_down_at + 4.0, "s3-up", None),
+                (destination_down_at, "destination-down", None),
             ],
             key=lambda step: step[0],
         )
@@ -231,6 +278,9 @@ def test_zero_loss_under_faults(
                 faults.append(f"{offset:5.1f}s nats-server stopped (restarted after 1 s)")
                 time.sleep(1.0)
                 nats.start()
+            elif action == "destination-down":
+                outage.update(start=time.monotonic(), end=time.monotonic() + 5.0)
+                faults.append(f"{offset:5.1f}s destination 'failing' answers 500/429 for 5 s")
             elif action == "s3-down":
                 proxy.down()
                 faults.append(f"{offset:5.1f}s S3 unavailable for 4 s")
@@ -244,16 +294,39 @@ def test_zero_loss_under_faults(
         dsn = postgres.dsn(database)
         give_up = time.monotonic() + 90
         while time.monotonic() < give_up:
-            if len(warehouse_ids(dsn)) >= N and len(archived_ids(s3, bucket)) >= N:
+            if (
+                len(warehouse_ids(dsn)) >= N
+                and len(archived_ids(s3, bucket)) >= N
+                and len(delivered_ids(healthy_receiver)) >= N
+                and len(delivered_ids(flaky_receiver)) >= N
+            ):
                 break
             time.sleep(0.5)
         time.sleep(1.0)  # let redeliveries in flight land (they must not duplicate anything)
         warehouse = warehouse_ids(dsn)
         archive = archived_ids(s3, bucket)
+        destinations = {
+            "healthy": delivered_ids(healthy_receiver),
+            "failing": delivered_ids(flaky_receiver),
+        }
+        # Not held back: events acknowledged during the failing destination's outage that the
+        # healthy destination received before that outage ended.
+        during_outage = {
+            m for m, at in sender.acknowledged_at.items() if outage["start"] <= at < outage["end"]
+        }
+        healthy_in_time = {
+            event["messageId"]
+            for request in healthy_receiver.delivered("/hook")
+            if request.at < outage["end"]
+            for event in request.json["batch"]
+        } & during_outage
+        refused = sum(1 for r in flaky_receiver.all("/hook") if r.status >= 400)
     finally:
         for process in processes:
             process.stop()
         nats.stop()
+        healthy_receiver.stop()
+        flaky_receiver.stop()
 
     rows = {
         "warehouse": account(sender.acknowledged, warehouse),
@@ -268,8 +341,26 @@ def test_zero_loss_under_faults(
         print(f"  {fault}")
     print(f"  {'sink':<12}{'ok':>8}{'lost':>8}{'duplicated':>12}{'unexpected':>12}")
     for sink, (ok, lost, duplicated, unexpected) in rows.items():
-        print(f"  {sink:<12}{ok:>8}{lost:>8}{duplicated:>12}{unexpected:>12}")
+        print(f"  {sink:<12}{ok:>8}{lost:>8}{duplicated:>12}{unexpected:>12}   (exactly once)")
+    at_least_once = {
+        name: account(sender.acknowledged, seen) for name, seen in destinations.items()
+    }
+    for name, (ok, lost, duplicated, unexpected) in at_least_once.items():
+        print(
+            f"  {'dest:' + name:<12}{ok:>8}{lost:>8}{duplicated:>12}{unexpected:>12}"
+            "   (at least once)"
+        )
+    print(
+        f"  the failing destination refused {refused} requests; the healthy one received "
+        f"{len(healthy_in_time)} of the {len(during_outage)} events acknowledged during that "
+        "outage before it ended"
+    )
     for sink, (ok, lost, duplicated, unexpected) in rows.items():
         assert (lost, duplicated, unexpected) == (0, 0, 0), sink
         assert ok == N, sink
     assert len(warehouse) == N  # exactly N distinct messageIds in the warehouse
+    for name, (ok, lost, duplicated, unexpected) in at_least_once.items():
+        assert (lost, unexpected) == (0, 0), name
+        assert ok + duplicated == N, name
+    assert refused > 0  # the outage really happened
+    assert during_outage and healthy_in_time  # and did not hold the healthy destination back
