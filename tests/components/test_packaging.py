@@ -20,7 +20,8 @@ def test_package_holds_the_services_code_and_its_dependencies(tmp_path):
         names = archive.namelist()
         infos = archive.infolist()
     assert "services/aws_lambda.py" in names or "services/__init__.py" in names
-    assert any(name.startswith("msgspec/") for name in names)
+    for package in ("msgspec", "boto3", "botocore", "psycopg", "psycopg_binary", "httpx", "nats"):
+        assert any(name.startswith(f"{package}/") for name in names), package
     assert not any("__pycache__" in name or name.startswith("bin/") for name in names)
     assert names == sorted(names)
     assert {info.date_time for info in infos} == {(1980, 1, 1, 0, 0, 0)}
