@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pulumi
 import pulumi_aws as aws
+
+from components.network import Peer
 
 
 def document(statements: Sequence[dict]) -> str:
@@ -58,5 +60,23 @@ def grant_secret_read(
         name,
         role=role_name,
         policy=pulumi.Output.all(secret_arn, kms_key_arn or "").apply(policy),
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+
+
+def grant_to_peer(
+    name: str,
+    peer: Peer,
+    resources: Sequence[pulumi.Input[str]],
+    statements: Callable[[list[str]], list[dict]],
+    parent: pulumi.Resource,
+) -> aws.iam.RolePolicy:
+    """Attach to `peer`'s role the statements built from the resolved `resources` ARNs."""
+    if peer.iam_role_name is None:
+        raise ValueError(f"{name}: granting to {peer.name!r} on AWS needs the peer's IAM role")
+    return aws.iam.RolePolicy(
+        name,
+        role=peer.iam_role_name,
+        policy=pulumi.Output.all(*resources).apply(lambda arns: document(statements(arns))),
         opts=pulumi.ResourceOptions(parent=parent),
     )

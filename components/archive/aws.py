@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 
+from components import aws_iam
 from components.archive import ArchiveLocation
 from components.aws_s3 import secure_bucket
 from components.config import ArchiveSettings
@@ -68,38 +68,26 @@ class ArchiveBucket(pulumi.ComponentResource):
         self.register_outputs({"bucket": self.bucket.bucket, "arn": self.bucket.arn})
 
     def _grant(
-        self, peer: Peer, role: str, actions: list[str], kms_actions: list[str]
+        self, peer: Peer, verb: str, actions: list[str], kms_actions: list[str]
     ) -> aws.iam.RolePolicy:
-        if peer.iam_role_name is None:
-            raise ValueError(f"{role}({peer.name!r}) on AWS needs the peer's IAM role")
-        policy = pulumi.Output.all(self.bucket.arn, self._kms_key_arn).apply(
-            lambda arns: json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {"Effect": "Allow", "Action": actions, "Resource": f"{arns[0]}/*"},
-                        {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": arns[0]},
-                        {"Effect": "Allow", "Action": kms_actions, "Resource": arns[1]},
-                    ],
-                }
-            )
-        )
-        return aws.iam.RolePolicy(
-            f"{self._name}-{role.removeprefix('grant_')}-{peer.name}",
-            role=peer.iam_role_name,
-            policy=policy,
-            opts=pulumi.ResourceOptions(parent=self),
+        return aws_iam.grant_to_peer(
+            f"{self._name}-{verb}-{peer.name}",
+            peer,
+            [self.bucket.arn, self._kms_key_arn],
+            lambda arns: [
+                {"Effect": "Allow", "Action": actions, "Resource": f"{arns[0]}/*"},
+                {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": arns[0]},
+                {"Effect": "Allow", "Action": kms_actions, "Resource": arns[1]},
+            ],
+            self,
         )
 
     def grant_write(self, peer: Peer) -> aws.iam.RolePolicy:
         """Let `peer` write (and overwrite) archive objects."""
-        self._grant(
-            peer,
-            "grant_write",
-            ["s3:PutObject", "s3:GetObject"],
-            ["kms:GenerateDataKey", "kms:Decrypt"],
+        return self._grant(
+            peer, "write", ["s3:PutObject", "s3:GetObject"], ["kms:GenerateDataKey", "kms:Decrypt"]
         )
 
     def grant_read(self, peer: Peer) -> aws.iam.RolePolicy:
         """Let `peer` read archive objects."""
-        return self._grant(peer, "grant_read", ["s3:GetObject"], ["kms:Decrypt"])
+        return self._grant(peer, "read", ["s3:GetObject"], ["kms:Decrypt"])

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 
+from components import aws_iam
 from components.config import StreamSettings
 from components.network import Peer
 from components.stream import StreamConnection
@@ -63,32 +63,23 @@ class KinesisStream(pulumi.ComponentResource):
         self.register_outputs({"streamArn": self.stream.arn, "url": self.connection.url})
 
     def _grant(
-        self, peer: Peer, role: str, actions: list[str], kms_actions: list[str]
+        self, peer: Peer, verb: str, actions: list[str], kms_actions: list[str]
     ) -> aws.iam.RolePolicy:
-        if peer.iam_role_name is None:
-            raise ValueError(f"{role}({peer.name!r}) on AWS needs the peer's IAM role")
-        policy = pulumi.Output.all(self.stream.arn, self._kms_key_arn).apply(
-            lambda arns: json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {"Effect": "Allow", "Action": actions, "Resource": arns[0]},
-                        {"Effect": "Allow", "Action": kms_actions, "Resource": arns[1]},
-                    ],
-                }
-            )
-        )
-        return aws.iam.RolePolicy(
-            f"{self._name}-{role.removeprefix('grant_')}-{peer.name}",
-            role=peer.iam_role_name,
-            policy=policy,
-            opts=pulumi.ResourceOptions(parent=self),
+        return aws_iam.grant_to_peer(
+            f"{self._name}-{verb}-{peer.name}",
+            peer,
+            [self.stream.arn, self._kms_key_arn],
+            lambda arns: [
+                {"Effect": "Allow", "Action": actions, "Resource": arns[0]},
+                {"Effect": "Allow", "Action": kms_actions, "Resource": arns[1]},
+            ],
+            self,
         )
 
     def grant_write(self, peer: Peer) -> aws.iam.RolePolicy:
         """Let `peer`'s role put records (and encrypt them with the stream's key)."""
-        return self._grant(peer, "grant_write", WRITE_ACTIONS, ["kms:GenerateDataKey"])
+        return self._grant(peer, "write", WRITE_ACTIONS, ["kms:GenerateDataKey"])
 
     def grant_read(self, peer: Peer) -> aws.iam.RolePolicy:
         """Let `peer`'s role read records (and decrypt them)."""
-        return self._grant(peer, "grant_read", READ_ACTIONS, ["kms:Decrypt"])
+        return self._grant(peer, "read", READ_ACTIONS, ["kms:Decrypt"])
