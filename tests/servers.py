@@ -311,10 +311,17 @@ class Postgres:
 
 
 def postgres_server(
-    workdir: Path, *, port: int | None = None, durable: bool = False, bin_dir: Path = POSTGRES_BIN
+    workdir: Path,
+    *,
+    port: int | None = None,
+    durable: bool = False,
+    bin_dir: Path = POSTGRES_BIN,
+    password: str | None = None,
 ) -> Postgres:
     """``initdb`` now; :meth:`Postgres.start` starts it. ``durable=False`` turns fsync off
-    (tests never crash Postgres itself; benchmarks pass ``durable=True``)."""
+    (tests never crash Postgres itself; benchmarks pass ``durable=True``). With ``password``
+    every login needs a password (scram-sha-256; the superuser's is ``password``) instead of
+    trust, for tests about credentials."""
     port = port or free_port()
     user = "postgres" if os.geteuid() == 0 else None
     root = Path(tempfile.mkdtemp(prefix="liftoff-pg-"))
@@ -322,6 +329,13 @@ def postgres_server(
     if user is not None:
         entry = pwd.getpwnam(user)
         os.chown(root, entry.pw_uid, entry.pw_gid)
+    authentication = ["-A", "trust"]
+    if password is not None:
+        password_file = root / "superuser-password"
+        password_file.write_text(password)
+        if user is not None:
+            os.chown(password_file, entry.pw_uid, entry.pw_gid)
+        authentication = ["-A", "scram-sha-256", f"--pwfile={password_file}"]
     subprocess.run(
         [
             str(bin_dir / "initdb"),
@@ -329,8 +343,7 @@ def postgres_server(
             str(data),
             "-U",
             "postgres",
-            "-A",
-            "trust",
+            *authentication,
             "-E",
             "UTF8",
             "--locale=C",
@@ -358,7 +371,10 @@ def postgres_server(
         import psycopg
 
         try:
-            psycopg.connect(f"host={LOOPBACK} port={port} user=postgres dbname=postgres").close()
+            psycopg.connect(
+                f"host={LOOPBACK} port={port} user=postgres dbname=postgres",
+                password=password,
+            ).close()
         except psycopg.OperationalError:
             return False
         return True
