@@ -184,3 +184,32 @@ def broadcaster_handler(event: dict[str, Any], context: Any = None) -> dict[str,
         return broadcaster_consumer(event, context)
     finally:
         DEADLINE.reset(token)
+
+
+# --- warehouse reconciliation (invoked by the platform's DAG, dags/liftoff_reconcile.py) ------
+
+
+def reconcile_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    """Repair one UTC hour of the warehouse from the archive (:mod:`services.reconcile`).
+
+    ``event``: ``{"hour": "2026-11-27T10"}`` or ``{"hoursAgo": 1}``. Returns the summary; raises
+    when the hour could not be fully reconciled (a corrupt archive object, S3 or PostgreSQL
+    down), so the invocation — and the Airflow task waiting on it — fails."""
+    from services import reconcile
+
+    configure_logging(config.log_level(os.environ))
+    event = event or {}
+    if event.get("hour") is not None:
+        hour = reconcile.parse_hour(str(event["hour"]))
+    elif event.get("hoursAgo") is not None:
+        try:
+            count = int(event["hoursAgo"])
+        except (TypeError, ValueError):
+            raise ConfigError(f"hoursAgo {event['hoursAgo']!r} is not an integer") from None
+        hour = reconcile.hours_ago(count)
+    else:
+        raise ConfigError('the event needs "hour" (e.g. "2026-11-27T10") or "hoursAgo"')
+    summary = reconcile.reconcile_hour(os.environ, hour)
+    if not summary.ok:
+        raise reconcile.ReconcileIncomplete(summary)
+    return summary.as_dict()

@@ -178,6 +178,36 @@ def run_ensure_database(env: Mapping[str, str]) -> int:
     return 0
 
 
+def run_reconcile(
+    env: Mapping[str, str], hour: str | None = None, hours_ago: int | None = None
+) -> int:
+    """Repair one UTC hour of the warehouse from the archive; prints the summary as one JSON
+    line. Exit 0 when complete, 1 when an archive object is corrupt or the run failed."""
+    import json
+
+    from services import reconcile
+
+    configure_logging(config.log_level(env))
+    at = reconcile.parse_hour(hour) if hour is not None else reconcile.hours_ago(hours_ago or 0)
+    try:
+        summary = reconcile.reconcile_hour(env, at)
+    except ConfigError:
+        raise
+    except Exception as error:
+        log.error("reconciliation failed", extra={"fields": {"error": repr(error)}})
+        return 1
+    print(json.dumps(summary.as_dict(), sort_keys=True), flush=True)
+    return 0 if summary.ok else 1
+
+
+def _reconcile_arguments(parser: argparse.ArgumentParser) -> None:
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--hour", help="the UTC hour to reconcile, e.g. 2026-11-27T10")
+    which.add_argument(
+        "--hours-ago", type=int, metavar="N", help="the UTC hour N hours before the current one"
+    )
+
+
 COMMANDS: dict[str, tuple[Callable[[Mapping[str, str]], int], str]] = {
     "collector": (run_collector, "serve the Segment-compatible ingestion API"),
     "ensure-stream": (run_ensure_stream, "create or update the JetStream stream (idempotent)"),
@@ -191,18 +221,30 @@ COMMANDS: dict[str, tuple[Callable[[Mapping[str, str]], int], str]] = {
         run_ensure_database,
         "create a client's role and database on the platform Postgres (idempotent)",
     ),
+    "reconcile": (
+        run_reconcile,  # type: ignore[dict-item]
+        "load the events of one archived hour the warehouse lacks (idempotent)",
+    ),
 }
+COMMAND_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "reconcile": _reconcile_arguments,
+}
+"""Commands that take options: their parser is set up here, the options reach the command as
+keyword arguments."""
 
 
 def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
-        commands.add_parser(name, help=help_text)
+        subparser = commands.add_parser(name, help=help_text)
+        if name in COMMAND_ARGUMENTS:
+            COMMAND_ARGUMENTS[name](subparser)
     arguments = parser.parse_args(argv)
     command, _ = COMMANDS[arguments.command]
+    options = {key: value for key, value in vars(arguments).items() if key != "command"}
     try:
-        return command(os.environ if env is None else env)
+        return command(os.environ if env is None else env, **options)
     except ConfigError as error:
         print(f"liftoff {arguments.command}: configuration error: {error}", file=sys.stderr)
         return 2
