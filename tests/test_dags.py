@@ -1,0 +1,334 @@
+"""The platform's DAGs (`dags/`), parsed by real Apache Airflow 3 as its DAG processor does.
+
+Airflow lives in its own virtualenv (`.venv/airflow`, made by `.ci/run` from
+`tests/airflow-requirements.txt`): its pins clash with ours. One subprocess parses the DAG
+folder once per `[liftoff]` configuration — the ones the stacks in `stacks/` really set (read
+from the program run under mocks), plus the edge cases — with the DAG processor's own parse
+function (import errors *and* serialization errors), then renders the reconcile task for a run
+and builds the pod the KubernetesPodOperator would create. This process then checks it: DAG id,
+timetable, task and operator, the hour, and the pod against the stack's NetworkPolicies and
+Secrets and the real Kubernetes schema.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import stack_run
+from tests.harness import ROOT, STACK_FILES, stack_name_of
+from tests.kubernetes_schema import schema_errors
+
+AIRFLOW_PYTHON = ROOT / ".venv" / "airflow" / "bin" / "python"
+DAGS = ROOT / "dags"
+DAG_ID = "liftoff_reconcile"
+CHART = "kubernetes:helm.sh/v4:Chart"
+MWAA = "aws:mwaa/environment:Environment"
+
+# Runs in the Airflow venv. Input (stdin): {"folder": ..., "cases": {name: {key: value}}}.
+PROBE = r"""
+import copy, json, os, sys
+from pathlib import Path
+
+import pendulum
+import structlog
+from airflow.dag_processing.dagbag import BundleDagBag
+from airflow.dag_processing.processor import DagFileParseRequest, _parse_file
+from airflow.sdk.execution_time import macros
+from airflow.serialization.serialized_objects import DagSerialization
+from kubernetes.client import ApiClient
+
+request = json.load(sys.stdin)
+folder = Path(request["folder"])
+log = structlog.get_logger()
+RUN_AFTER = pendulum.datetime(2026, 11, 27, 12, 0, 30, tz="UTC")
+
+
+def rendered(task, context):
+    task = copy.deepcopy(task)
+    task.render_template_fields(context)
+    if type(task).__name__ == "KubernetesPodOperator":
+        pod = task.build_pod_request_obj(dry_run=True)
+        return {"pod": ApiClient().sanitize_for_serialization(pod)}
+    result = {"op_kwargs": task.op_kwargs}
+    if not task.op_kwargs:  # a task that only says why it skips: run it
+        try:
+            task.python_callable()
+        except Exception as error:
+            result["raised"] = [type(error).__name__, str(error)]
+    return result
+
+
+def parse(case):
+    for name in [n for n in os.environ if n.startswith("AIRFLOW__LIFTOFF__")]:
+        del os.environ[name]
+    for key, value in case.items():
+        os.environ[f"AIRFLOW__LIFTOFF__{key.upper()}"] = value
+    out = {"import_errors": {}, "dags": {}}
+    for path in sorted(folder.rglob("*.py")):
+        parsed = _parse_file(
+            DagFileParseRequest(file=str(path), bundle_path=folder, bundle_name="liftoff"), log
+        )
+        out["import_errors"].update(parsed.import_errors or {})
+        for lazy in parsed.serialized_dags:
+            dag = DagSerialization.from_dict(lazy.data)
+            interval = dag.timetable.infer_manual_data_interval(run_after=RUN_AFTER)
+            out["dags"][dag.dag_id] = {
+                "timetable": type(dag.timetable).__name__,
+                "expression": dag.timetable.summary,
+                "timezone": str(dag.timetable._timezone),
+                "interval": [interval.start.isoformat(), interval.end.isoformat()],
+                "catchup": dag.catchup,
+                "params": sorted(dag.params.keys()),
+                "tasks": {
+                    t.task_id: {
+                        "operator": t.task_type,
+                        "retries": t.retries,
+                        "exponential_backoff": bool(t.retry_exponential_backoff),
+                        "execution_timeout": t.execution_timeout
+                        and t.execution_timeout.total_seconds(),
+                    }
+                    for t in dag.tasks
+                },
+            }
+    if out["import_errors"]:
+        return out
+    bag = BundleDagBag(dag_folder=str(folder), bundle_path=folder, load_op_links=False)
+    for dag in bag.dags.values():
+        start = out["dags"][dag.dag_id]["interval"][0]
+        scheduled = {
+            "params": {"hour": None},
+            "data_interval_start": pendulum.parse(start),
+            "macros": macros,
+        }
+        requested = {**scheduled, "params": {"hour": "2026-11-20T03"}}
+        for task in dag.tasks:
+            entry = out["dags"][dag.dag_id]["tasks"][task.task_id]
+            entry["scheduled"] = rendered(task, scheduled)
+            entry["requested"] = rendered(task, requested)
+    return out
+
+
+print(json.dumps({name: parse(case) for name, case in request["cases"].items()}, default=str))
+"""
+
+
+def liftoff_sections() -> dict[str, dict[str, str]]:
+    """The `[liftoff]` Airflow config each stack file really sets (program run under mocks)."""
+    sections = {}
+    for path in STACK_FILES:
+        stack = stack_name_of(path)
+        run = stack_run(stack)
+        for chart in run.of_type(CHART):
+            if chart.name == "liftoff-airflow-chart":
+                sections[stack] = dict(chart.inputs["values"]["config"]["liftoff"])
+        for environment in run.of_type(MWAA):
+            options = environment.inputs["airflowConfigurationOptions"]
+            sections[stack] = {
+                key.removeprefix("liftoff."): value
+                for key, value in options.items()
+                if key.startswith("liftoff.")
+            }
+    return sections
+
+
+EDGE_CASES = {
+    "no-target": {},
+    "unknown-target": {"target": "gcp"},
+    "aws-without-function": {"target": "aws"},
+}
+
+
+@functools.cache
+def parsed() -> dict[str, Any]:
+    """Every case, parsed in one Airflow process (importing Airflow takes a few seconds)."""
+    if not AIRFLOW_PYTHON.exists():
+        pytest.fail(f"{AIRFLOW_PYTHON} is missing: run `bash .ci/run` (it creates the venv)")
+    cases = {**liftoff_sections(), **EDGE_CASES}
+    with tempfile.TemporaryDirectory(prefix="liftoff-airflow-") as home:
+        env = {
+            name: value
+            for name, value in os.environ.items()
+            if not name.startswith(("AIRFLOW", "AWS_", "KUBE"))
+        }
+        env.update(
+            {
+                "AIRFLOW_HOME": home,
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+                "KUBECONFIG": str(Path(home) / "no-kubeconfig"),
+            }
+        )
+        done = subprocess.run(
+            [str(AIRFLOW_PYTHON), "-c", PROBE],
+            input=json.dumps({"folder": str(DAGS), "cases": cases}),
+            env=env,
+            cwd=home,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def dag_of(case: str) -> dict[str, Any]:
+    result = parsed()[case]
+    assert result["import_errors"] == {}, result["import_errors"]
+    assert set(result["dags"]) == {DAG_ID}
+    return result["dags"][DAG_ID]
+
+
+def kubernetes_stacks_with(archive: bool) -> list[str]:
+    return [
+        stack
+        for stack, section in liftoff_sections().items()
+        if section.get("target") == "kubernetes" and bool(section.get("archive_bucket")) == archive
+    ]
+
+
+def test_every_stack_configuration_and_edge_case_parses() -> None:
+    sections = liftoff_sections()
+    assert {section["target"] for section in sections.values()} == {"aws", "kubernetes"}
+    assert kubernetes_stacks_with(archive=True) and kubernetes_stacks_with(archive=False)
+    for case in [*sections, "no-target", "aws-without-function"]:
+        dag = dag_of(case)
+        # Hourly in UTC; the run after 12:00 covers 11:00-12:00 and repairs 10:00-10:59.
+        assert (dag["timetable"], dag["expression"]) == ("CronDataIntervalTimetable", "0 * * * *")
+        assert dag["timezone"] == "UTC"
+        assert dag["interval"] == ["2026-11-27T11:00:00+00:00", "2026-11-27T12:00:00+00:00"]
+        assert dag["catchup"] is False
+        assert dag["params"] == ["hour"]
+        assert set(dag["tasks"]) == {"reconcile"}
+        task = dag["tasks"]["reconcile"]
+        assert task["retries"] >= 3 and task["exponential_backoff"], case
+
+
+def test_unknown_target_is_an_import_error() -> None:
+    errors = parsed()["unknown-target"]["import_errors"]
+    assert len(errors) == 1
+    assert "expected 'kubernetes' or 'aws'" in next(iter(errors.values()))
+
+
+@pytest.mark.parametrize("stack", ["kubernetes-private-cloud"])
+def test_kubernetes_runs_a_restricted_pod_the_network_policies_admit(stack: str) -> None:
+    assert stack in kubernetes_stacks_with(archive=True)
+    section = liftoff_sections()[stack]
+    task = dag_of(stack)["tasks"]["reconcile"]
+    assert task["operator"] == "KubernetesPodOperator"
+    pod = task["scheduled"]["pod"]
+    assert pod["metadata"]["namespace"] == section["namespace"]
+    (container,) = pod["spec"]["containers"]
+    assert container["image"] == section["services_image"]
+    assert container["args"] == ["reconcile", "--hour", "2026-11-27T10"]
+    requested = task["requested"]["pod"]["spec"]["containers"][0]
+    assert requested["args"] == ["reconcile", "--hour", "2026-11-20T03"]
+
+    # The labels every reconcile NetworkPolicy selects on (Postgres ingress, archive egress).
+    run = stack_run(stack)
+    selectors = []
+    for policy in run.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy"):
+        spec = policy.inputs["spec"]
+        if policy.name.endswith("-reconcile"):
+            selectors.append(spec["podSelector"]["matchLabels"])
+        for rule in spec.get("ingress", []):
+            selectors += [
+                peer["podSelector"]["matchLabels"]
+                for peer in rule.get("from", [])
+                if "podSelector" in peer
+                and peer["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/component")
+                == "reconcile"
+            ]
+    assert len(selectors) >= 2
+    for labels in selectors:
+        assert labels.items() <= pod["metadata"]["labels"].items(), labels
+
+    # Credentials only as read-only files, from Secrets (and keys) the stack declares.
+    env = {item["name"]: item["value"] for item in container["env"]}
+    assert env["PGPASSWORD_FILE"] == "/etc/liftoff/postgres/password"
+    assert env["AWS_SHARED_CREDENTIALS_FILE"] == "/etc/liftoff/archive/credentials"
+    assert env["PGHOST"] == section["warehouse_host"]
+    assert (env["PGDATABASE"], env["PGUSER"]) == (
+        section["warehouse_database"],
+        section["warehouse_user"],
+    )
+    assert env["LIFTOFF_ARCHIVE_BUCKET"] == section["archive_bucket"]
+    assert env["AWS_ENDPOINT_URL_S3"] == section["archive_endpoint"]
+    assert env["AWS_REGION"] == section["archive_region"]
+    assert not any("PASSWORD" in name and not name.endswith("_FILE") for name in env)
+    volumes = {volume["name"]: volume for volume in pod["spec"]["volumes"]}
+    mounts = {mount["mountPath"]: mount for mount in container["volumeMounts"]}
+    declared = {
+        secret.inputs["metadata"]["name"]: secret
+        for secret in run.of_type("kubernetes:core/v1:Secret")
+    }
+    for directory, key, secret_name in (
+        ("/etc/liftoff/postgres", "password", section["warehouse_secret"]),
+        ("/etc/liftoff/archive", "credentials", section["archive_secret"]),
+    ):
+        mount = mounts[directory]
+        assert mount["readOnly"] is True
+        source = volumes[mount["name"]]["secret"]
+        assert source["secretName"] == secret_name
+        assert source["items"] == [{"key": key, "path": key}]
+        assert secret_name in declared, secret_name
+        data = {**declared[secret_name].inputs.get("stringData", {})}
+        data.update(declared[secret_name].inputs.get("data", {}))
+        assert key in data, (secret_name, sorted(data))
+
+    # Pod Security "restricted", a writable /tmp only, no API token, requests and limits.
+    spec = pod["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["runAsUser"] == 10001
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    security = container["securityContext"]
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert volumes[mounts["/tmp"]["name"]]["emptyDir"]
+    assert set(container["resources"]) == {"requests", "limits"}
+    assert schema_errors([pod]) == []
+
+
+def test_kubernetes_without_an_archive_skips_and_says_why() -> None:
+    for stack in kubernetes_stacks_with(archive=False):
+        task = dag_of(stack)["tasks"]["reconcile"]
+        assert task["operator"] == "_PythonDecoratedOperator"
+        kind, message = task["scheduled"]["raised"]
+        assert kind == "AirflowSkipException"
+        assert "no archive is configured" in message
+
+
+def test_aws_invokes_the_reconcile_function_for_the_hour() -> None:
+    aws = [stack for stack, section in liftoff_sections().items() if section["target"] == "aws"]
+    assert aws
+    for stack in aws:
+        function = liftoff_sections()[stack]["reconcile_function"]
+        task = dag_of(stack)["tasks"]["reconcile"]
+        assert task["operator"] == "_PythonDecoratedOperator"
+        assert task["scheduled"]["op_kwargs"] == {"function": function, "hour": "2026-11-27T10"}
+        assert task["requested"]["op_kwargs"]["hour"] == "2026-11-20T03"
+        assert "raised" not in task["scheduled"]
+        # Synchronous Lambda invocations last at most 15 minutes; the task waits a little more.
+        assert 15 * 60 < task["execution_timeout"] <= 20 * 60
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("no-target", "[liftoff] target is not set"),
+        ("aws-without-function", "no reconcile function is configured"),
+    ],
+)
+def test_unconfigured_targets_skip_and_say_why(case: str, reason: str) -> None:
+    task = dag_of(case)["tasks"]["reconcile"]
+    assert task["scheduled"]["raised"][0] == "AirflowSkipException"
+    assert reason in task["scheduled"]["raised"][1]
