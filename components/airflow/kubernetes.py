@@ -352,6 +352,7 @@ class KubernetesAirflow(pulumi.ComponentResource):
                         args.network.namespace_name,
                         args.network.settings.cluster_domain,
                     ),
+                    "warehouse_port": "5432",
                     "warehouse_database": args.warehouse.role,
                     "warehouse_user": args.warehouse.role,
                     "warehouse_secret": args.warehouse.secret_name,
