@@ -12,6 +12,7 @@ import pulumi_aws as aws
 
 from components import aws_iam
 from components.archive.aws import ArchiveBucket
+from components.aws_lambda import packaged_function
 from components.config import ArchiveSettings, Destination, WarehouseSettings
 from components.consumers import (
     ARCHIVER_RUNTIME,
@@ -23,13 +24,10 @@ from components.consumers import (
 )
 from components.network import Peer
 from components.network.aws import AwsNetwork
-from components.packaging import LAMBDA_ARCHITECTURE, LAMBDA_RUNTIME, build_lambda_package
 from components.postgres.aws import RdsPostgres
 from components.stream.aws import KinesisStream
 
-LOG_RETENTION_DAYS = 90
 DEAD_LETTER_RETENTION_SECONDS = 14 * 24 * 3600  # the SQS maximum
-VPC_ACCESS_POLICY = "arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
 
 
 def physical_name(prefix: str, suffix: str, limit: int = 64) -> str:
@@ -94,38 +92,8 @@ class KinesisConsumer(pulumi.ComponentResource):
             message_retention_seconds=DEAD_LETTER_RETENTION_SECONDS,
             opts=child,
         )
-        logs = aws.cloudwatch.LogGroup(
-            f"{name}-logs",
-            name=f"/aws/lambda/{args.function_name}",
-            retention_in_days=LOG_RETENTION_DAYS,
-            opts=child,
-        )
-        self.role = aws_iam.lambda_role(
-            f"{name}-role", f"liftoff {args.runtime.name} consumer", self
-        )
-        self.peer = Peer(args.runtime.name, iam_role_name=self.role.name)
-        aws.iam.RolePolicy(
-            f"{name}-role-policy",
-            role=self.role.id,
-            policy=pulumi.Output.all(logs.arn, self.dead_letter_queue.arn).apply(
-                lambda arns: aws_iam.document(
-                    [
-                        aws_iam.log_statement(arns[0]),
-                        {
-                            "Effect": "Allow",
-                            "Action": ["sqs:SendMessage", "sqs:GetQueueUrl"],
-                            "Resource": arns[1],
-                        },
-                    ]
-                )
-            ),
-            opts=child,
-        )
-        permissions: list[pulumi.Resource] = []
-        if args.consume_stream:
-            permissions.append(args.stream.grant_read(self.peer))
-
         vpc_config = None
+        permissions: list[pulumi.Resource] = []
         if args.vpc is not None:
             self.security_group = aws.ec2.SecurityGroup(
                 f"{name}-sg",
@@ -134,51 +102,54 @@ class KinesisConsumer(pulumi.ComponentResource):
                 egress=list(args.vpc.egress),
                 opts=child,
             )
-            self.peer = Peer(
-                args.runtime.name,
-                iam_role_name=self.role.name,
-                security_group_id=self.security_group.id,
-            )
-            permissions.append(
-                aws.iam.RolePolicyAttachment(
-                    f"{name}-vpc-access",
-                    role=self.role.name,
-                    policy_arn=VPC_ACCESS_POLICY,
-                    opts=child,
-                )
-            )
             vpc_config = {
                 "subnet_ids": args.vpc.subnet_ids,
                 "security_group_ids": [self.security_group.id],
             }
-
-        package = build_lambda_package()
-        self.function = aws.lambda_.Function(
-            f"{name}-function",
-            name=args.function_name,
+        packaged = packaged_function(
+            name,
+            function_name=args.function_name,
             description=f"liftoff {args.runtime.name}: stream consumer",
-            runtime=LAMBDA_RUNTIME,
-            architectures=[LAMBDA_ARCHITECTURE],
             handler=args.runtime.handler,
-            code=pulumi.FileArchive(str(package.path)),
-            source_code_hash=package.sha256_base64,
-            role=self.role.arn,
-            timeout=args.timeout_seconds,
-            memory_size=args.memory_mb,
-            vpc_config=vpc_config,
             environment={
-                "variables": {
-                    **dict(sorted(args.environment.items())),
-                    "LIFTOFF_CONSUMER_NAME": args.runtime.name,
-                    "LIFTOFF_DEAD_LETTER_URL": pulumi.Output.concat(
-                        "sqs://", self.dead_letter_queue.name
-                    ),
-                    "LIFTOFF_LOG_LEVEL": "INFO",
-                }
+                **args.environment,
+                "LIFTOFF_CONSUMER_NAME": args.runtime.name,
+                "LIFTOFF_DEAD_LETTER_URL": pulumi.Output.concat(
+                    "sqs://", self.dead_letter_queue.name
+                ),
+                "LIFTOFF_LOG_LEVEL": "INFO",
             },
-            logging_config={"log_format": "JSON", "log_group": logs.name},
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[logs]),
+            parent=self,
+            memory_mb=args.memory_mb,
+            timeout_seconds=args.timeout_seconds,
+            vpc_config=vpc_config,
         )
+        self.role = packaged.role
+        self.function = packaged.function
+        self.peer = Peer(
+            args.runtime.name,
+            iam_role_name=self.role.name,
+            security_group_id=self.security_group.id if args.vpc is not None else None,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-role-policy",
+            role=self.role.id,
+            policy=self.dead_letter_queue.arn.apply(
+                lambda arn: aws_iam.document(
+                    [
+                        {
+                            "Effect": "Allow",
+                            "Action": ["sqs:SendMessage", "sqs:GetQueueUrl"],
+                            "Resource": arn,
+                        }
+                    ]
+                )
+            ),
+            opts=child,
+        )
+        if args.consume_stream:
+            permissions.append(args.stream.grant_read(self.peer))
+
         self.mapping: aws.lambda_.EventSourceMapping | None = None
         if not args.consume_stream:
             self.register_outputs({"functionArn": self.function.arn})

@@ -14,6 +14,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components import aws_iam
+from components.aws_lambda import packaged_function
 from components.config import IngestSettings, Source
 from components.ingest import (
     TRACKING_PATHS,
@@ -22,10 +23,9 @@ from components.ingest import (
     write_keys_document,
 )
 from components.network import Peer
-from components.packaging import LAMBDA_ARCHITECTURE, LAMBDA_RUNTIME, build_lambda_package
 from components.stream.aws import KinesisStream
 
-LOG_RETENTION_DAYS = 90
+LOG_RETENTION_DAYS = 90  # API access logs
 HANDLER = "services.aws_lambda.collector_handler"
 ACCESS_LOG_FORMAT = json.dumps(
     {
@@ -83,58 +83,30 @@ class LambdaCollector(pulumi.ComponentResource):
             opts=child,
         )
 
-        function_logs = aws.cloudwatch.LogGroup(
-            f"{name}-function-logs",
-            name=f"/aws/lambda/{args.function_name}",
-            retention_in_days=LOG_RETENTION_DAYS,
-            opts=child,
+        packaged = packaged_function(
+            name,
+            function_name=args.function_name,
+            description="liftoff collector: Segment-compatible ingestion into Kinesis",
+            handler=HANDLER,
+            environment={
+                "LIFTOFF_STREAM_URL": args.stream.connection.url,
+                "LIFTOFF_WRITE_KEYS_SECRET_ARN": self.write_keys_secret.arn,
+                "LIFTOFF_LOG_LEVEL": "INFO",
+            },
+            parent=self,
+            memory_mb=settings.memory_mb,
+            timeout_seconds=15,
         )
-        self.role = aws_iam.lambda_role(f"{name}-role", "liftoff collector Lambda", self)
-        aws.iam.RolePolicy(
+        self.role = packaged.role
+        self.function = packaged.function
+        aws_iam.grant_secret_read(
             f"{name}-role-policy",
-            role=self.role.id,
-            policy=pulumi.Output.all(
-                function_logs.arn, self.write_keys_secret.arn, args.kms_key_arn
-            ).apply(
-                lambda arns: aws_iam.document(
-                    [
-                        aws_iam.log_statement(arns[0]),
-                        {
-                            "Effect": "Allow",
-                            "Action": ["secretsmanager:GetSecretValue"],
-                            "Resource": arns[1],
-                        },
-                        {"Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": arns[2]},
-                    ]
-                )
-            ),
-            opts=child,
+            self.role.id,
+            self.write_keys_secret.arn,
+            args.kms_key_arn,
+            self,
         )
         args.stream.grant_write(Peer("collector", iam_role_name=self.role.name))
-
-        package = build_lambda_package()
-        self.function = aws.lambda_.Function(
-            f"{name}-function",
-            name=args.function_name,
-            description="liftoff collector: Segment-compatible ingestion into Kinesis",
-            runtime=LAMBDA_RUNTIME,
-            architectures=[LAMBDA_ARCHITECTURE],
-            handler=HANDLER,
-            code=pulumi.FileArchive(str(package.path)),
-            source_code_hash=package.sha256_base64,
-            role=self.role.arn,
-            memory_size=settings.memory_mb,
-            timeout=15,
-            environment={
-                "variables": {
-                    "LIFTOFF_STREAM_URL": args.stream.connection.url,
-                    "LIFTOFF_WRITE_KEYS_SECRET_ARN": self.write_keys_secret.arn,
-                    "LIFTOFF_LOG_LEVEL": "INFO",
-                }
-            },
-            logging_config={"log_format": "JSON", "log_group": function_logs.name},
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[function_logs]),
-        )
 
         self.api = aws.apigatewayv2.Api(
             f"{name}-api",

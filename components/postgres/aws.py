@@ -12,14 +12,13 @@ import pulumi_aws as aws
 import pulumi_random as random
 
 from components import aws_iam
+from components.aws_lambda import packaged_function
 from components.config import PostgresSettings
 from components.network import Peer
 from components.network.aws import AwsNetwork
-from components.packaging import LAMBDA_ARCHITECTURE, LAMBDA_RUNTIME, build_lambda_package
 from components.postgres import PORT, ClientDatabase, PostgresConnection, check_client_name
 
 SETUP_HANDLER = "services.database_setup.lambda_handler"
-VPC_ACCESS_POLICY = "arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
 
 
 @dataclass(frozen=True)
@@ -200,28 +199,21 @@ class RdsPostgres(pulumi.ComponentResource):
             opts=child,
         )
         self.grant_connect(Peer("setup", security_group_id=group.id))
-        logs = aws.cloudwatch.LogGroup(
-            f"{name}-logs",
-            name=f"/aws/lambda/{self._args.identifier}-setup",
-            retention_in_days=90,
-            opts=child,
+        packaged = packaged_function(
+            name,
+            function_name=f"{self._args.identifier}-setup",
+            description="liftoff: creates client databases and roles on the platform Postgres",
+            handler=SETUP_HANDLER,
+            environment={"LIFTOFF_ADMIN_SECRET_ARN": self.credentials.arn},
+            parent=self,
+            memory_mb=256,
+            timeout_seconds=60,
+            vpc_config={
+                "subnet_ids": network.private_subnet_ids,
+                "security_group_ids": [group.id],
+            },
         )
-        self._setup_role = aws_iam.lambda_role(
-            f"{name}-role", "liftoff database setup Lambda", self
-        )
-        # Network interfaces in the VPC; AWS's policy for exactly that, nothing broader.
-        aws.iam.RolePolicyAttachment(
-            f"{name}-vpc-access",
-            role=self._setup_role.name,
-            policy_arn=VPC_ACCESS_POLICY,
-            opts=child,
-        )
-        aws.iam.RolePolicy(
-            f"{name}-logs-policy",
-            role=self._setup_role.id,
-            policy=logs.arn.apply(lambda arn: aws_iam.document([aws_iam.log_statement(arn)])),
-            opts=child,
-        )
+        self._setup_role = packaged.role
         aws_iam.grant_secret_read(
             f"{self._name}-setup-reads-admin",
             self._setup_role.id,
@@ -229,27 +221,7 @@ class RdsPostgres(pulumi.ComponentResource):
             self._args.kms_key_arn,
             self,
         )
-        package = build_lambda_package()
-        self._setup = aws.lambda_.Function(
-            f"{name}-function",
-            name=f"{self._args.identifier}-setup",
-            description="liftoff: creates client databases and roles on the platform Postgres",
-            runtime=LAMBDA_RUNTIME,
-            architectures=[LAMBDA_ARCHITECTURE],
-            handler=SETUP_HANDLER,
-            code=pulumi.FileArchive(str(package.path)),
-            source_code_hash=package.sha256_base64,
-            role=self._setup_role.arn,
-            timeout=60,
-            memory_size=256,
-            vpc_config={
-                "subnet_ids": network.private_subnet_ids,
-                "security_group_ids": [group.id],
-            },
-            environment={"variables": {"LIFTOFF_ADMIN_SECRET_ARN": self.credentials.arn}},
-            logging_config={"log_format": "JSON", "log_group": logs.name},
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[logs]),
-        )
+        self._setup = packaged.function
         return self._setup
 
     def grant_read_credentials(self, peer: Peer, client: ClientDatabase) -> None:

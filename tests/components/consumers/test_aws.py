@@ -87,3 +87,20 @@ def test_physical_names_fit_lambda_limits():
     assert len(long) == 64
     assert long == physical_name("liftoff-a-thirty-character-stack", "broadcaster-" + "x" * 60)
     assert physical_name("liftoff-dev", "loader") == "liftoff-dev-loader"
+
+
+def test_functions_in_the_vpc_wait_for_their_network_permission():
+    run = stack_run("aws")
+    for prefix in (
+        "liftoff-consumers-loader",
+        "liftoff-consumers-reconcile",
+        "liftoff-postgres-setup",
+    ):
+        function = run.one(FUNCTION, f"{prefix}-function")
+        attachment = run.one(
+            "aws:iam/rolePolicyAttachment:RolePolicyAttachment", f"{prefix}-vpc-access"
+        )
+        assert attachment.urn in function.dependencies
+        assert attachment.inputs["policyArn"].endswith("AWSLambdaVPCAccessExecutionRole")
+    archiver = run.one(FUNCTION, "liftoff-consumers-archiver-function")
+    assert "vpcConfig" not in archiver.inputs
