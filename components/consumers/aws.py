@@ -28,6 +28,7 @@ from components.postgres.aws import RdsPostgres
 from components.stream.aws import KinesisStream
 
 DEAD_LETTER_RETENTION_SECONDS = 14 * 24 * 3600  # the SQS maximum
+MAX_RECORD_AGE_SECONDS = 7 * 24 * 3600  # the event-source mapping maximum
 
 
 def physical_name(prefix: str, suffix: str, limit: int = 64) -> str:
@@ -60,8 +61,9 @@ class KinesisConsumerArgs:
     """Default: 5. How long the mapping gathers records before invoking."""
     maximum_retry_attempts: int = 10
     """Default: 10. After that the failing records' positions go to the dead-letter queue."""
-    maximum_record_age_seconds: int = -1
-    """Default: -1 (no limit): records are retried, never skipped for their age."""
+    maximum_record_age_seconds: int | None = None
+    """Default: the stream's retention, capped at Lambda's 7-day maximum: a record is never
+    given up for its age while the stream still holds it (retries are what is bounded)."""
     timeout_seconds: int = 120
     memory_mb: int = 512
     vpc: VpcPlacement | None = None
@@ -164,7 +166,8 @@ class KinesisConsumer(pulumi.ComponentResource):
             function_response_types=["ReportBatchItemFailures"],
             bisect_batch_on_function_error=True,
             maximum_retry_attempts=args.maximum_retry_attempts,
-            maximum_record_age_in_seconds=args.maximum_record_age_seconds,
+            maximum_record_age_in_seconds=args.maximum_record_age_seconds
+            or min(args.stream.retention_hours * 3600, MAX_RECORD_AGE_SECONDS),
             # One batch per shard at a time keeps each user's events in order.
             parallelization_factor=1,
             destination_config={"on_failure": {"destination_arn": self.dead_letter_queue.arn}},

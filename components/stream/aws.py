@@ -46,6 +46,7 @@ class KinesisStream(pulumi.ComponentResource):
         settings = args.settings
         self._name = name
         self._kms_key_arn = args.kms_key_arn
+        self.retention_hours = settings.retention_hours
         provisioned = settings.mode == "provisioned"
         self.stream = aws.kinesis.Stream(
             f"{name}-stream",

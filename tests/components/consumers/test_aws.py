@@ -28,6 +28,7 @@ def test_each_consumer_has_its_own_checkpointed_mapping():
         assert mapping["functionResponseTypes"] == ["ReportBatchItemFailures"]
         assert mapping["bisectBatchOnFunctionError"] is True
         assert mapping["maximumRetryAttempts"] == 10
+        assert mapping["maximumRecordAgeInSeconds"] == 168 * 3600  # the stream's retention
         assert mapping["startingPosition"] == "TRIM_HORIZON"
         assert mapping["destinationConfig"]["onFailure"]["destinationArn"].startswith("arn:aws:sqs")
     archiver = mappings["liftoff-consumers-archiver-mapping"]
