@@ -208,6 +208,33 @@ def _reconcile_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def run_backup_upload(env: Mapping[str, str], directory: str) -> int:
+    """Upload the dumps in `directory` to the archive, then prune dumps past the retention."""
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from services import backup
+
+    configure_logging(config.log_level(env))
+    settings = backup.BackupConfig.from_env(env)
+    now = datetime.now(UTC)
+    try:
+        keys = backup.upload_dumps(settings, Path(directory), now)
+        backup.prune(settings, now, keep=set(keys))
+    except ConfigError:
+        raise
+    except Exception as error:
+        log.error("backup upload failed", extra={"fields": {"error": repr(error)}})
+        return 1
+    return 0
+
+
+def _backup_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dir", dest="directory", required=True, help="the directory holding <database>.dump files"
+    )
+
+
 COMMANDS: dict[str, tuple[Callable[[Mapping[str, str]], int], str]] = {
     "collector": (run_collector, "serve the Segment-compatible ingestion API"),
     "ensure-stream": (run_ensure_stream, "create or update the JetStream stream (idempotent)"),
@@ -225,9 +252,14 @@ COMMANDS: dict[str, tuple[Callable[[Mapping[str, str]], int], str]] = {
         run_reconcile,  # type: ignore[dict-item]
         "load the events of one archived hour the warehouse lacks (idempotent)",
     ),
+    "backup-upload": (
+        run_backup_upload,  # type: ignore[dict-item]
+        "upload Postgres dumps to the archive and delete those past the retention",
+    ),
 }
 COMMAND_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "reconcile": _reconcile_arguments,
+    "backup-upload": _backup_arguments,
 }
 """Commands that take options: their parser is set up here, the options reach the command as
 keyword arguments."""
