@@ -113,7 +113,10 @@ class PostgresSettings:
     high_availability: bool = False
     """Default: false. AWS: Multi-AZ standby."""
     backup_retention_days: int = 7
-    """Default: 7 (1..35). AWS automated backups."""
+    """Default: 7 (1..35). AWS: RDS automated backups. Kubernetes: nightly `pg_dump`s kept in
+    the archive (needs `liftoff:archive`)."""
+    backup_schedule: str = "17 3 * * *"
+    """Default: 03:17 UTC daily. Kubernetes only: cron schedule of the backup job."""
     deletion_protection: bool = True
     """Default: true. AWS: RDS deletion protection and a final snapshot; Kubernetes: the
     namespace and volumes are retained when the stack is destroyed."""
@@ -653,7 +656,19 @@ def _read_postgres(
         resources = _read_resources(reader.object("resources"), defaults.resources)
         reader.reject("instanceClass", "only with target 'aws' (Kubernetes uses resources)")
         reader.reject("highAvailability", "only with target 'aws' (RDS Multi-AZ)")
-        reader.reject("backupRetentionDays", "only with target 'aws' (RDS automated backups)")
+    backup_schedule = defaults.backup_schedule
+    if target == "kubernetes":
+        backup_schedule = (
+            reader.string(
+                "backupSchedule",
+                defaults.backup_schedule,
+                pattern=r"(\S+\s+){4}\S+",
+                describe="a cron schedule of five fields, e.g. '17 3 * * *'",
+            )
+            or defaults.backup_schedule
+        )
+    else:
+        reader.reject("backupSchedule", "only with target 'kubernetes' (RDS schedules its own)")
     settings = PostgresSettings(
         version=version or DEFAULT_POSTGRES_VERSION,
         storage_gb=storage,
@@ -664,6 +679,7 @@ def _read_postgres(
             "backupRetentionDays", defaults.backup_retention_days, minimum=1, maximum=35
         ),
         deletion_protection=reader.boolean("deletionProtection", defaults.deletion_protection),
+        backup_schedule=backup_schedule,
     )
     reader.finish()
     return settings

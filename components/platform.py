@@ -255,6 +255,14 @@ class Platform(pulumi.ComponentResource):
                 ),
                 opts=child,
             )
+        if self.archive is not None:
+            self.postgres.add_backups(self.archive, config.archive)
+        else:
+            pulumi.log.warn(
+                "liftoff:archive is not set: Postgres has no scheduled backups on this stack "
+                "(they are written to the archive).",
+                self,
+            )
         self.consumers = KubernetesConsumers(
             f"{name}-consumers",
             KubernetesConsumersArgs(

@@ -12,7 +12,8 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from components import kube
-from components.config import PostgresSettings
+from components.archive.kubernetes import ExternalArchive
+from components.config import ArchiveSettings, PostgresSettings
 from components.network import Peer
 from components.network.kubernetes import KubernetesNetwork
 from components.postgres import (
@@ -30,6 +31,7 @@ SERVICE_NAME = "postgres"
 DATA_MOUNT = "/var/lib/postgresql/data"
 CREDENTIALS_DIR = "/etc/liftoff/postgres"
 CLIENT_CREDENTIALS_DIR = "/etc/liftoff/postgres-client"
+ARCHIVE_CREDENTIALS_DIR = "/etc/liftoff/archive"
 
 
 @dataclass(frozen=True)
@@ -374,4 +376,112 @@ class KubernetesPostgres(pulumi.ComponentResource):
         )
         return ClientDatabase(
             connection=connection, ready=job, role=client, secret_name=secret_name
+        )
+
+    def add_backups(self, archive: ExternalArchive, archive_settings: ArchiveSettings) -> None:
+        """Nightly `pg_dump` of every database into the archive, pruned past the retention.
+
+        A CronJob: an init container of the server's own image dumps each database (custom
+        format) into a scratch volume with the admin password read from its mounted Secret;
+        the services image then uploads the dumps (`backup-upload`) with the archive's
+        credentials file and deletes dumps older than `backupRetentionDays`.
+        """
+        args = self._args
+        if not args.services_image:
+            raise ValueError("add_backups needs KubernetesPostgresArgs.services_image")
+        settings = args.settings
+        network = self._network
+        component = "postgres-backup"
+        selector = kube.selector(component, args.stack)
+        labels = kube.labels(component, args.stack, args.tags)
+        peer = Peer(component, pod_labels=selector)
+        self.grant_connect(peer)
+        archive.grant_write(peer)
+        host = kube.service_dns_name(
+            SERVICE_NAME, network.namespace_name, network.settings.cluster_domain
+        )
+        # The password reaches pg_dump through the shell, never through the pod's spec.
+        dump = (
+            "set -eu\n"
+            f'PGPASSWORD="$(cat {CREDENTIALS_DIR}/password)"\n'
+            "export PGPASSWORD\n"
+            'for db in $(psql -d postgres -Atc "SELECT datname FROM pg_database '
+            "WHERE NOT datistemplate AND datname <> 'postgres' ORDER BY datname\"); do\n"
+            '  pg_dump --format=custom --dbname="$db" --file="/backup/$db.dump"\n'
+            "done\n"
+        )
+        small = {
+            "requests": {"cpu": "100m", "memory": "128Mi"},
+            "limits": {"cpu": "1", "memory": "512Mi"},
+        }
+        dumper = {
+            "name": "pg-dump",
+            "image": kube.image(f"{IMAGE_REPOSITORY}:{settings.image_tag}", args.image_registry),
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["sh", "-c", dump],
+            "env": kube.env({"PGHOST": host, "PGPORT": str(PORT), "PGUSER": settings.username}),
+            "resources": small,
+            "securityContext": kube.container_security_context(),
+            "volumeMounts": [
+                {"name": "credentials", "mountPath": CREDENTIALS_DIR, "readOnly": True},
+                {"name": "backup", "mountPath": "/backup"},
+                {"name": "tmp", "mountPath": "/tmp"},
+            ],
+        }
+        uploader = {
+            "name": "upload",
+            "image": kube.image(args.services_image, args.image_registry),
+            "imagePullPolicy": "IfNotPresent",
+            "args": ["backup-upload", "--dir", "/backup"],
+            "env": kube.env(
+                {
+                    "LIFTOFF_ARCHIVE_BUCKET": archive_settings.bucket_name or "",
+                    "AWS_ENDPOINT_URL_S3": archive_settings.endpoint or "",
+                    "AWS_REGION": archive_settings.region,
+                    "AWS_SHARED_CREDENTIALS_FILE": f"{ARCHIVE_CREDENTIALS_DIR}/credentials",
+                    "LIFTOFF_BACKUP_RETENTION_DAYS": str(settings.backup_retention_days),
+                }
+            ),
+            "resources": small,
+            "volumeMounts": [
+                {"name": "backup", "mountPath": "/backup", "readOnly": True},
+                {"name": "archive", "mountPath": ARCHIVE_CREDENTIALS_DIR, "readOnly": True},
+            ],
+        }
+        pod = kube.services_pod_spec(
+            [uploader],
+            volumes=[
+                {
+                    "name": "credentials",
+                    "secret": {"secretName": "postgres-credentials", "defaultMode": 0o440},
+                },
+                {
+                    "name": "archive",
+                    "secret": {"secretName": archive.secret_name, "defaultMode": 0o440},
+                },
+                {"name": "backup", "emptyDir": {"sizeLimit": f"{settings.storage_gb}Gi"}},
+            ],
+            restart_policy="OnFailure",
+        )
+        pod["initContainers"] = [dumper]
+        k8s.batch.v1.CronJob(
+            f"{self._name}-backup",
+            metadata=network.metadata(component, labels),
+            spec={
+                "schedule": settings.backup_schedule,
+                "timeZone": "Etc/UTC",
+                "concurrencyPolicy": "Forbid",
+                "startingDeadlineSeconds": 3600,
+                "successfulJobsHistoryLimit": 3,
+                "failedJobsHistoryLimit": 3,
+                "jobTemplate": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "backoffLimit": 3,
+                        "activeDeadlineSeconds": 3 * 3600,
+                        "template": {"metadata": {"labels": labels}, "spec": pod},
+                    },
+                },
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.stateful_set]),
         )

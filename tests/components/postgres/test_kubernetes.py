@@ -181,3 +181,28 @@ def test_client_names_are_checked():
 
     with pytest.raises(Exception, match="client 'Bad-Name' is not allowed"):
         _kubernetes_client_database("Bad-Name")
+
+
+def test_nightly_backups_go_to_the_archive_with_the_password_only_in_a_file():
+    run = stack_run("kubernetes-private-cloud")
+    cron = run.one("kubernetes:batch/v1:CronJob").inputs["spec"]
+    assert cron["schedule"] == "17 3 * * *" and cron["concurrencyPolicy"] == "Forbid"
+    pod = cron["jobTemplate"]["spec"]["template"]["spec"]
+    (dumper,) = pod["initContainers"]
+    (uploader,) = pod["containers"]
+    assert dumper["image"] == "registry.corp.example/mirror/library/postgres:17.7"
+    assert "pg_dump --format=custom" in dumper["command"][-1]
+    assert uploader["args"] == ["backup-upload", "--dir", "/backup"]
+    env = {e["name"]: e["value"] for e in uploader["env"]}
+    assert env["LIFTOFF_BACKUP_RETENTION_DAYS"] == "7"
+    assert env["AWS_SHARED_CREDENTIALS_FILE"] == "/etc/liftoff/archive/credentials"
+    for container in (dumper, uploader):
+        assert all("valueFrom" not in variable for variable in container["env"])
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    policies = {r.name for r in run.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")}
+    assert "liftoff-postgres-from-postgres-backup-ingress" in policies
+    assert "liftoff-archive-write-postgres-backup" in policies
+
+
+def test_no_backup_job_without_an_archive():
+    assert stack_run("dev").of_type("kubernetes:batch/v1:CronJob") == []
