@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
 
+import nats
 import pytest
 
 from services.consumers import DONE, Delivery, Outcome, Retry, SinkUnavailable
@@ -115,3 +117,35 @@ def test_a_poison_event_is_isolated_and_parked_the_rest_flows(
     assert [headers["Liftoff-Message-Id"] for headers, _ in parked] == ["m-5"]
     assert parked[0][0]["Liftoff-Attempts"] == "3"
     assert "ValueError('cannot encode m-5')" in parked[0][0]["Liftoff-Reason"]
+
+
+def test_a_deleted_durable_consumer_is_created_again_and_consumption_resumes(
+    shared_nats: ServerProcess, jetstream: tuple[str, str], dead_letter_url: str
+) -> None:
+    url, stream = jetstream
+    asyncio.run(publish(url, [event(i) for i in range(5)]))
+    sink = Recorder()
+    consumer = f"deleted-{stream}"
+
+    async def delete_consumer() -> None:
+        nc = await nats.connect(nats_url(shared_nats))
+        try:
+            await nc.jetstream(timeout=5).delete_consumer(stream, consumer)
+        finally:
+            await nc.close()
+
+    deleted: list[bool] = []
+
+    def done() -> bool:
+        if not deleted and len(sink.handled()) >= 5:
+            # done() runs inside the runner's event loop: delete from another thread.
+            deleter = threading.Thread(target=lambda: asyncio.run(delete_consumer()))
+            deleter.start()
+            deleter.join()
+            deleted.append(True)
+        return len(set(sink.handled())) >= 5 and len(sink.handled()) >= 10
+
+    run_consumer_until(url, sink, settings(consumer), dead_letter_url, done=done, deadline=60)
+    # The recreated consumer delivers the whole stream again (deliver all): the sink saw it
+    # twice, which sinks tolerate (idempotent).
+    assert sink.handled() == [f"m-{i}" for i in range(5)] * 2
