@@ -4,9 +4,12 @@
 
 Starts its own nats-server, PostgreSQL (durable: fsync on) and moto (S3) on free loopback ports.
 
-1. **Archiver**: ``--events`` contract events are put on a JetStream stream, then the archiver
-   (the real runner and sink, in this process) drains it into S3 on moto with batches of 10000
-   / 1 s. Figure: events/s from the first fetch to the last acknowledgement.
+0. **Runner alone**: ``--events`` contract events are put on a JetStream stream and drained by
+   the JetStream runner with a sink that does nothing (batches of 1000 / 5 s): the framework's
+   own cost (pull, decode, acknowledge). Figure: events/s.
+1. **Archiver**: the archiver (the real runner and sink, in this process) drains the same
+   stream into S3 on moto with batches of 10000 / 1 s. Figure: events/s from the first fetch
+   to the last acknowledgement.
 2. **Loader**: the same stream drained by the loader (batches of 1000 / 5 s: the defaults) into
    a fresh database. Baseline in the same run: one plain ``COPY`` of the very same rows (the
    loader's own row tuples, built beforehand, not timed) into an identical table in another
@@ -16,6 +19,9 @@ Starts its own nats-server, PostgreSQL (durable: fsync on) and moto (S3) on free
    (requests of 25) for ``--duration`` s. Latency per event = first time a poller (every 20 ms)
    sees its row in ``events`` minus the time the collector acknowledged its request.
    Percentiles p50/p99; run with the default loader batch age (5 s) and with 0.2 s.
+
+The in-process runners use the garbage-collector settings the consumer processes use
+(:func:`services.consumers.jetstream.tune_gc`, applied by ``run_consumer``).
 
 Everything shares the machine's cores (2 on the development machine): the figures are for
 comparing changes, not capacity planning.
@@ -44,8 +50,8 @@ import nats  # noqa: E402
 import psycopg  # noqa: E402
 
 from services.archiver import Archiver, ArchiverConfig  # noqa: E402
-from services.consumers import decode  # noqa: E402
-from services.consumers.jetstream import JetStreamRunner, RunnerSettings  # noqa: E402
+from services.consumers import DONE, decode  # noqa: E402
+from services.consumers.jetstream import JetStreamRunner, RunnerSettings, tune_gc  # noqa: E402
 from services.deadletter import JetStreamDeadLetter, ensure_dead_letter_stream  # noqa: E402
 from services.loader import COLUMNS, Loader, LoaderConfig, migrate, row_of  # noqa: E402
 from services.streams import StreamSettings  # noqa: E402
@@ -125,6 +131,19 @@ async def drain(
     await task
     await nc.close()
     return events / elapsed
+
+
+class NoOpSink:
+    """Every event is done at once: what is left is the runner's own cost."""
+
+    async def start(self) -> None: ...
+
+    async def check_ready(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def handle(self, batch: Any) -> list[Any]:
+        return [DONE] * len(batch)
 
 
 def plain_copy(dsn: str, rows: list[tuple[Any, ...]]) -> float:
@@ -267,6 +286,12 @@ def main() -> None:
             payloads = asyncio.run(fill_stream(base, args.events, run))
             size = sum(map(len, payloads)) / len(payloads)
             print(f"{args.events} events on the stream, {size:.0f} bytes each on average")
+            tune_gc()  # as run_consumer does in the consumer processes
+
+            alone = asyncio.run(
+                drain(stream_url, dead_letter, NoOpSink(), "noop", args.events, 1000, 5.0)
+            )
+            print(f"runner alone (no-op sink): {alone:,.0f} events/s")
 
             s3 = boto3.client(
                 "s3",
