@@ -15,7 +15,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from components.validation import ConfigError, ConfigReader, Problem, read_string_map
+from components.validation import (
+    ConfigError,
+    ConfigReader,
+    Problem,
+    parse_bool,
+    read_string_map,
+)
 
 Target = Literal["aws", "kubernetes"]
 TARGETS: tuple[str, ...] = ("aws", "kubernetes")
@@ -620,12 +626,11 @@ def _is_vpc_cidr(value: str) -> bool:
 def _read_deletion_protection(key: str, raw: Any, problems: list[Problem]) -> bool:
     if raw is None:
         return True
-    if isinstance(raw, bool):
-        return raw
-    if isinstance(raw, str) and raw.lower() in ("true", "false"):
-        return raw.lower() == "true"
-    problems.append(Problem(key, raw, "true or false"))
-    return True
+    value = parse_bool(raw)
+    if value is None:
+        problems.append(Problem(key, raw, "true or false"))
+        return True
+    return value
 
 
 def _read_postgres(
@@ -897,10 +902,10 @@ def _read_ingest(reader: ConfigReader, target: Target | None) -> IngestSettings:
 def _read_charts(reader: ConfigReader) -> dict[str, ChartSource]:
     charts: dict[str, ChartSource] = {}
     for chart in CHARTS:
-        if not reader.has(chart):
-            reader._raw(chart)
-            continue
+        # Read even when absent, so an unknown chart name is answered with every known one.
         entry = reader.object(chart)
+        if not reader.has(chart):
+            continue
         repository = entry.string(
             "repository",
             pattern=r"(https?|oci)://\S+",

@@ -121,6 +121,33 @@ def services_pod_spec(
     return spec
 
 
+# A one-shot setup job of the services image (stream, client databases) needs very little.
+SETUP_JOB_RESOURCES = {
+    "requests": {"cpu": "50m", "memory": "64Mi"},
+    "limits": {"cpu": "250m", "memory": "128Mi"},
+}
+
+
+def setup_job_spec(
+    labels: Mapping[str, str],
+    container: dict[str, Any],
+    volumes: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The spec of an idempotent setup Job of the services image: retried, bounded in time."""
+    return {
+        "backoffLimit": 10,
+        "activeDeadlineSeconds": 900,
+        "template": {
+            "metadata": {"labels": dict(labels)},
+            "spec": services_pod_spec(
+                [{**container, "resources": SETUP_JOB_RESOURCES}],
+                volumes=volumes,
+                restart_policy="OnFailure",
+            ),
+        },
+    }
+
+
 def env(values: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Plain environment variables, sorted by name (stable inputs)."""
     return [{"name": name, "value": values[name]} for name in sorted(values)]

@@ -27,6 +27,15 @@ class Problem:
         return f"{self.key}: got {received}; allowed: {self.allowed}"
 
 
+def parse_bool(raw: Any) -> bool | None:
+    """A config boolean (YAML `true`, or the string Pulumi passes); None if it is not one."""
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
+    return None
+
+
 class ConfigError(ValueError):
     """Raised with every problem found in the stack configuration, before any resource exists."""
 
@@ -118,12 +127,11 @@ class ConfigReader:
         raw = self._raw(name)
         if raw is _MISSING or raw is None:
             return default
-        if isinstance(raw, bool):
-            return raw
-        if isinstance(raw, str) and raw.lower() in ("true", "false"):
-            return raw.lower() == "true"
-        self.problem(name, raw, "true or false")
-        return default
+        value = parse_bool(raw)
+        if value is None:
+            self.problem(name, raw, "true or false")
+            return default
+        return value
 
     def string_list(self, name: str, *, item_pattern: str, describe: str) -> tuple[str, ...] | None:
         raw = self._raw(name)

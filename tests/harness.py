@@ -44,10 +44,6 @@ class DeclaredResource:
     retain_on_delete: bool = False
     protect: bool = False
 
-    @property
-    def parent_name(self) -> str | None:
-        return self.parent.rsplit("::", 1)[-1] if self.parent else None
-
 
 @dataclass
 class ProgramRun:
@@ -66,9 +62,6 @@ class ProgramRun:
             names = [r.name for r in self.of_type(type_)]
             raise AssertionError(f"expected one {type_} named {name!r}, found {names}")
         return found[0]
-
-    def by_urn(self, urn: str) -> DeclaredResource:
-        return next(r for r in self.resources if r.urn == urn)
 
     def kubernetes_objects(self) -> list[dict[str, Any]]:
         """Every plain Kubernetes object declared (not providers, Helm charts or releases)."""

@@ -330,38 +330,21 @@ class KubernetesPostgres(pulumi.ComponentResource):
                 {"name": "admin", "mountPath": CREDENTIALS_DIR, "readOnly": True},
                 {"name": "client", "mountPath": CLIENT_CREDENTIALS_DIR, "readOnly": True},
             ],
-            "resources": {
-                "requests": {"cpu": "50m", "memory": "64Mi"},
-                "limits": {"cpu": "250m", "memory": "128Mi"},
-            },
         }
         job = k8s.batch.v1.Job(
             f"{self._name}-{client}-setup",
             metadata=network.metadata(f"{component}-{digest}", job_labels),
-            spec={
-                "backoffLimit": 10,
-                "activeDeadlineSeconds": 900,
-                "template": {
-                    "metadata": {"labels": job_labels},
-                    "spec": kube.services_pod_spec(
-                        [container],
-                        volumes=[
-                            {
-                                "name": "admin",
-                                "secret": {
-                                    "secretName": "postgres-credentials",
-                                    "defaultMode": 0o440,
-                                },
-                            },
-                            {
-                                "name": "client",
-                                "secret": {"secretName": secret_name, "defaultMode": 0o440},
-                            },
-                        ],
-                        restart_policy="OnFailure",
-                    ),
-                },
-            },
+            spec=kube.setup_job_spec(
+                job_labels,
+                container,
+                volumes=[
+                    {
+                        "name": "admin",
+                        "secret": {"secretName": "postgres-credentials", "defaultMode": 0o440},
+                    },
+                    {"name": "client", "secret": {"secretName": secret_name, "defaultMode": 0o440}},
+                ],
+            ),
             opts=pulumi.ResourceOptions(
                 parent=self, depends_on=[self.stateful_set, self.secret, secret]
             ),

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 
 import pulumi
 
-# The JetStream stream and subject prefix the platform publishes to (services/streams).
+# The JetStream stream the platform publishes to (services/streams).
 STREAM_NAME = "EVENTS"
-SUBJECT_PREFIX = "events"
 
 
 @dataclass(frozen=True)

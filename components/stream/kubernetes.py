@@ -178,23 +178,12 @@ class NatsJetStream(pulumi.ComponentResource):
             "imagePullPolicy": "IfNotPresent",
             "args": ["ensure-stream"],
             "env": kube.env(stream_env),
-            "resources": {
-                "requests": {"cpu": "50m", "memory": "64Mi"},
-                "limits": {"cpu": "250m", "memory": "128Mi"},
-            },
         }
         labels = kube.labels(component, args.stack, args.tags)
         return k8s.batch.v1.Job(
             f"{name}-setup",
             metadata=self._network.metadata(f"nats-stream-setup-{digest}", labels),
-            spec={
-                "backoffLimit": 10,
-                "activeDeadlineSeconds": 900,
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": kube.services_pod_spec([container], restart_policy="OnFailure"),
-                },
-            },
+            spec=kube.setup_job_spec(labels, container),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.chart]),
         )
 

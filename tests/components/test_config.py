@@ -318,3 +318,11 @@ def test_aws_archive_and_warehouse_settings():
         "liftoff:archive.endpoint: got 'https://x'; allowed: only with target 'kubernetes'" in text
     )
     assert "liftoff:warehouse.batchMaxEvents: got 0" in text
+
+
+def test_unknown_chart_names_every_known_chart():
+    (message,) = problems(
+        {"liftoff:target": "kubernetes", "liftoff:charts": {"natz": {"path": "x.tgz"}}}
+    )
+    assert message.startswith("liftoff:charts.natz: got {'path': 'x.tgz'}; allowed: no such key")
+    assert message.endswith("known keys: airflow, nats")
