@@ -24,15 +24,26 @@ def create_collector_app() -> object:
     """uvicorn factory: builds the ASGI app from the environment (once per worker process)."""
     from services.asgi import CollectorApp
     from services.collector import Collector
+    from services.quarantine import open_quarantine
     from services.streams import open_stream
 
     settings = config.CollectorConfig.from_env(os.environ)
     configure_logging(settings.log_level)
-    return CollectorApp(Collector(open_stream(settings.stream_url), settings.write_keys))
+    collector = Collector(
+        open_stream(settings.stream_url),
+        settings.write_keys,
+        quarantine=open_quarantine(settings.quarantine_url) if settings.quarantine_url else None,
+        no_ip_sources=settings.no_ip_sources,
+    )
+    return CollectorApp(collector)
 
 
 def run_collector(env: Mapping[str, str]) -> int:
+    import functools
+
     import uvicorn
+
+    from services.http_limits import LimitedHttpToolsProtocol
 
     settings = config.CollectorConfig.from_env(env)  # fail fast, before any worker starts
     configure_logging(settings.log_level)
@@ -54,7 +65,17 @@ def run_collector(env: Mapping[str, str]) -> int:
         port=settings.port,
         workers=settings.workers,
         loop="uvloop",
-        http="httptools",
+        http=functools.partial(
+            LimitedHttpToolsProtocol,
+            max_header_bytes=settings.http_limits.max_header_bytes,
+            header_timeout=settings.http_limits.header_timeout_seconds,
+            body_timeout=settings.http_limits.body_timeout_seconds,
+            max_connections=settings.http_limits.max_connections,
+        ),
+        # X-Forwarded-For (and -Proto) only from configured proxies: uvicorn would otherwise
+        # trust 127.0.0.1 by default. It takes the nearest address not itself a trusted proxy.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies) or None,
         lifespan="on",
         log_config=None,
         access_log=False,

@@ -2,9 +2,13 @@
 
 Order of checks for ``POST /v1/<route>``: content type (415), write key in the ``Authorization``
 header when one is sent (401), content encoding (415) and gzip (400/413), body size (413),
-JSON envelope (400), write key in the body when no header was sent (401), every event (400),
-then publish (503 with ``Retry-After`` when the stream did not acknowledge everything).
-The answer is 200 ``{"success": true}`` only after every event was acknowledged.
+JSON envelope (400), write key in the body when no header was sent (401), then each event on
+its own: valid ones are published to the stream, invalid ones put in the quarantine with their
+reason (:mod:`services.quarantine`), concurrently (503 with ``Retry-After`` unless both
+acknowledged everything). The answer is 200 only after that: ``{"success": true}``, plus
+``"quarantined": N`` and ``"rejected": [{"index", "code", "reason", "field"}]`` when events were
+quarantined (SDKs ignore the extra fields). Without a quarantine configured, an invalid event
+fails its whole request with 400 and nothing is published.
 """
 
 from __future__ import annotations
@@ -18,8 +22,16 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from services.events import StreamRecord, format_timestamp
 from services.observability import Counters
-from services.segment import MAX_REQUEST_BYTES, InvalidInput, build_records, parse_body
+from services.quarantine import Quarantine, QuarantineUnavailable
+from services.segment import (
+    MAX_REQUEST_BYTES,
+    InvalidInput,
+    Rejected,
+    parse_body,
+    validate_events,
+)
 from services.streams import EventStream, StreamUnavailable
 from services.writekeys import WriteKeys, basic_auth_username
 
@@ -69,6 +81,9 @@ class IngestRequest:
     content_type: str = ""
     content_encoding: str = ""
     authorization: str | None = None
+    client_ip: str | None = None
+    """The client's address as the transport established it (peer, trusted proxy's
+    X-Forwarded-For, or API Gateway's sourceIp); fills ``context.ip`` when the event has none."""
 
 
 def json_response(status: int, document: object, headers: list[tuple[str, str]]) -> Response:
@@ -83,23 +98,30 @@ def decode_content(body: bytes, content_encoding: str) -> bytes:
         raise InvalidInput(
             415, "unsupported_content_encoding", f"Content-Encoding {encoding!r}: use gzip"
         )
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    try:
-        # Bounded output: a small gzip bomb must not expand past the request limit.
-        decoded = inflater.decompress(body, MAX_REQUEST_BYTES + 1)
-    except zlib.error as error:
-        raise InvalidInput(
-            400, "malformed_gzip", f"request body is not valid gzip: {error}"
-        ) from None
-    if len(decoded) > MAX_REQUEST_BYTES:
-        raise InvalidInput(
-            413,
-            "request_too_large",
-            f"decompressed request body exceeds the limit of {MAX_REQUEST_BYTES} bytes",
-        )
-    if not inflater.eof:
-        raise InvalidInput(400, "malformed_gzip", "request body is truncated gzip")
-    return decoded
+    # RFC 1952 allows several members one after another (what `cat a.gz b.gz` makes), and
+    # gzip.decompress reads them all: so do we, all within one output bound, never dropping any.
+    decoded = bytearray()
+    remaining = body
+    while True:
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            # Bounded output: a small gzip bomb must not expand past the request limit.
+            decoded += inflater.decompress(remaining, MAX_REQUEST_BYTES + 1 - len(decoded))
+        except zlib.error as error:
+            raise InvalidInput(
+                400, "malformed_gzip", f"request body is not valid gzip: {error}"
+            ) from None
+        if len(decoded) > MAX_REQUEST_BYTES or (inflater.unconsumed_tail and not inflater.eof):
+            raise InvalidInput(
+                413,
+                "request_too_large",
+                f"decompressed request body exceeds the limit of {MAX_REQUEST_BYTES} bytes",
+            )
+        if not inflater.eof:
+            raise InvalidInput(400, "malformed_gzip", "request body is truncated gzip")
+        remaining = inflater.unused_data
+        if not remaining:
+            return bytes(decoded)
 
 
 class Collector:
@@ -109,9 +131,16 @@ class Collector:
         write_keys: WriteKeys,
         counters: Counters | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        *,
+        quarantine: Quarantine | None = None,
+        no_ip_sources: frozenset[str] = frozenset(),
     ) -> None:
         self.stream = stream
         self.write_keys = write_keys
+        self.quarantine = quarantine
+        """Where invalid events of a valid request go. None: such a request is refused (400)."""
+        self.no_ip_sources = no_ip_sources
+        """Sources whose events keep no IP address (``context.ip`` neither filled nor kept)."""
         self.counters = counters or Counters()
         self.clock = clock
         self.counters.describe(
@@ -127,6 +156,11 @@ class Collector:
         self.counters.describe(
             "liftoff_collector_publish_failures_total",
             "Requests answered 503 because the stream did not acknowledge every event.",
+        )
+        self.counters.describe(
+            "liftoff_collector_events_quarantined_total",
+            "Invalid events put in the quarantine (their valid neighbours were accepted), "
+            "by source and reason code.",
         )
 
     async def ingest(self, request: IngestRequest) -> Response:
@@ -146,6 +180,21 @@ class Collector:
                     "success": False,
                     "code": "stream_unavailable",
                     "message": "the stream did not acknowledge every event; retry later",
+                },
+                [*CORS_HEADERS, ("retry-after", RETRY_AFTER_SECONDS)],
+            )
+        except QuarantineUnavailable as error:
+            self.counters.add("liftoff_collector_publish_failures_total")
+            log.warning(
+                "quarantine did not acknowledge the request's invalid events",
+                extra={"fields": {"route": request.route, "error": str(error)}},
+            )
+            response = json_response(
+                503,
+                {
+                    "success": False,
+                    "code": "quarantine_unavailable",
+                    "message": "invalid events could not be quarantined; retry later",
                 },
                 [*CORS_HEADERS, ("retry-after", RETRY_AFTER_SECONDS)],
             )
@@ -203,13 +252,73 @@ class Collector:
                     "invalid_write_key",
                     "missing or unknown write key: send it as the HTTP Basic username",
                 )
-        records = build_records(parsed, event_type, source, self.clock())
-        if records:
+        received_at = self.clock()
+        validated = validate_events(
+            parsed,
+            event_type,
+            source,
+            received_at,
+            client_ip=request.client_ip,
+            collect_ip=source not in self.no_ip_sources,
+        )
+        records, rejected = validated.records, validated.rejected
+        if rejected and self.quarantine is None:
+            first = rejected[0]
+            raise InvalidInput(400, first.code, first.reason, index=first.index, field=first.field)
+        if rejected:
+            await self._publish_and_quarantine(records, source, received_at, rejected)
+        elif records:
             await self.stream.publish(records)
+        if records:
             self.counters.add(
                 "liftoff_collector_events_accepted_total", len(records), source=source
             )
-        return Response(200, _SUCCESS, CORS_HEADERS)
+        if not rejected:
+            return Response(200, _SUCCESS, CORS_HEADERS)
+        for item in rejected:
+            self.counters.add(
+                "liftoff_collector_events_quarantined_total", source=source, code=item.code
+            )
+        log.info(
+            "events quarantined",
+            extra={
+                "fields": {
+                    "route": request.route,
+                    "source": source,
+                    "accepted": len(records),
+                    "quarantined": len(rejected),
+                    "codes": sorted({item.code for item in rejected}),
+                }
+            },
+        )
+        return json_response(
+            200,
+            {
+                "success": True,
+                "quarantined": len(rejected),
+                "rejected": [item.as_json() for item in rejected],
+            },
+            CORS_HEADERS,
+        )
+
+    async def _publish_and_quarantine(
+        self,
+        records: list[StreamRecord],
+        source: str,
+        received_at: datetime,
+        rejected: list[Rejected],
+    ) -> None:
+        assert self.quarantine is not None
+        received_text = format_timestamp(received_at)
+        outcomes = await asyncio.gather(
+            self.stream.publish(records) if records else asyncio.sleep(0),
+            self.quarantine.put(source, received_text, rejected),
+            return_exceptions=True,
+        )
+        # Both ran to the end; the first failure decides the (retryable) answer.
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     def preflight(self, requested_headers: str | None) -> Response:
         allowed = requested_headers or DEFAULT_ALLOWED_HEADERS
