@@ -256,6 +256,64 @@ def _backup_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def run_quarantine(
+    env: Mapping[str, str],
+    action: str,
+    limit: int | None = None,
+    sequences: list[int] | None = None,
+    body_file: str | None = None,
+) -> int:
+    """List the collector's quarantined events as JSON lines, or replay them: validate again
+    (optionally a repaired body), publish the now-valid ones, delete those from the quarantine.
+    Exit 1 when an event could not be replayed."""
+    import json
+    from pathlib import Path
+
+    from services import quarantine
+
+    configure_logging(config.log_level(env))
+    stream = config.stream_url(env, ("nats",))
+    url = config.collector_quarantine_url(env, stream)
+    if url is None or not url.startswith("nats://"):
+        raise ConfigError(f"{config.DEAD_LETTER_URL} must be nats://... to read the quarantine")
+    if action == "list":
+        events = asyncio.run(
+            quarantine.read_quarantine(url, limit=limit, sequences=sequences or ())
+        )
+        for event in events:
+            print(json.dumps(event.as_json(), sort_keys=True), flush=True)
+        return 0
+    body = Path(body_file).read_bytes() if body_file else None
+    try:
+        outcomes = asyncio.run(
+            quarantine.replay_quarantine(url, stream, sequences or (), body=body)
+        )
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    for outcome in outcomes:
+        print(json.dumps(outcome, sort_keys=True), flush=True)
+    return 0 if all(o["replayed"] for o in outcomes) else 1
+
+
+def _quarantine_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=("list", "replay"))
+    parser.add_argument("--limit", type=int, help="list: at most N events (oldest first)")
+    parser.add_argument(
+        "--seq",
+        dest="sequences",
+        type=int,
+        action="append",
+        metavar="N",
+        help="only the event at this quarantine sequence (repeatable); replay: default all",
+    )
+    parser.add_argument(
+        "--body",
+        dest="body_file",
+        metavar="FILE",
+        help="replay: the repaired JSON of the one event given with --seq",
+    )
+
+
 COMMANDS: dict[str, tuple[Callable[[Mapping[str, str]], int], str]] = {
     "collector": (run_collector, "serve the Segment-compatible ingestion API"),
     "ensure-stream": (run_ensure_stream, "create or update the JetStream stream (idempotent)"),
@@ -277,8 +335,13 @@ COMMANDS: dict[str, tuple[Callable[[Mapping[str, str]], int], str]] = {
         run_backup_upload,  # type: ignore[dict-item]
         "upload Postgres dumps to the archive and delete those past the retention",
     ),
+    "quarantine": (
+        run_quarantine,  # type: ignore[dict-item]
+        "list or replay the events the collector quarantined (JetStream)",
+    ),
 }
 COMMAND_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "quarantine": _quarantine_arguments,
     "reconcile": _reconcile_arguments,
     "backup-upload": _backup_arguments,
 }

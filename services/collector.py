@@ -266,7 +266,9 @@ class Collector:
             first = rejected[0]
             raise InvalidInput(400, first.code, first.reason, index=first.index, field=first.field)
         if rejected:
-            await self._publish_and_quarantine(records, source, received_at, rejected)
+            await self._publish_and_quarantine(
+                records, source, request.route, received_at, rejected
+            )
         elif records:
             await self.stream.publish(records)
         if records:
@@ -305,6 +307,7 @@ class Collector:
         self,
         records: list[StreamRecord],
         source: str,
+        route: str,
         received_at: datetime,
         rejected: list[Rejected],
     ) -> None:
@@ -312,7 +315,7 @@ class Collector:
         received_text = format_timestamp(received_at)
         outcomes = await asyncio.gather(
             self.stream.publish(records) if records else asyncio.sleep(0),
-            self.quarantine.put(source, received_text, rejected),
+            self.quarantine.put(source, route, received_text, rejected),
             return_exceptions=True,
         )
         # Both ran to the end; the first failure decides the (retryable) answer.

@@ -5,16 +5,22 @@ neighbours. The collector accepts the valid events and puts each invalid one her
 sent only after the quarantine (like the stream) acknowledged it. ``LIFTOFF_DEAD_LETTER_URL``
 chooses the target, as for the consumers' dead letters (:mod:`services.deadletter`):
 
-- ``nats://host:port/DEADLETTER`` (the default on JetStream: the stream's servers) — one message
-  per event on subject ``deadletter.collector``; body = the event's JSON exactly as sent; headers
-  ``Liftoff-Reason``, ``Liftoff-Consumer: collector``, ``Liftoff-Source``, ``Liftoff-Index``
-  (its index in the request), ``Liftoff-Code``, ``Liftoff-Field`` (when known),
-  ``Liftoff-Message-Id`` (when it had a valid one), ``Liftoff-Received-At``, and
+- ``nats://host:port/DEADLETTER`` (the default on JetStream: the stream's servers) — one
+  message per event on subject ``deadletter.collector``; body = the event's JSON exactly as
+  sent; headers ``Liftoff-Reason``, ``Liftoff-Consumer: collector``, ``Liftoff-Source``,
+  ``Liftoff-Route`` (the path it was posted to: single-event paths take the type from it),
+  ``Liftoff-Index`` (its index in the request), ``Liftoff-Code``, ``Liftoff-Field`` (when
+  known), ``Liftoff-Message-Id`` (when it had a valid one), ``Liftoff-Received-At``, and
   ``Nats-Msg-Id: collector:<hash of source, index, body>`` so a client's retry of the same
   request is deduplicated by the server.
 - ``sqs://<queue-name>`` (AWS) — one message per event, the consumers' dead-letter JSON shape:
   ``{"reason", "consumer": "collector", "attempts": 1, "event", "messageId", "subject": null,
-  "position": null}`` plus ``"source"``, ``"index"``, ``"code"``, ``"field"``, ``"receivedAt"``.
+  "position": null}`` plus ``"source"``, ``"route"``, ``"index"``, ``"code"``, ``"field"``,
+  ``"receivedAt"``.
+
+Batch-level ``context``, ``integrations`` and ``sentAt`` are not part of the quarantined body
+(it is the event exactly as sent); a replay fills ``context.ip`` from nothing and corrects no
+clock skew.
 
 ``python -m services quarantine list|replay`` reads and replays the JetStream quarantine.
 """
@@ -26,6 +32,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -46,7 +53,9 @@ class QuarantineUnavailable(Exception):
 class Quarantine(Protocol):
     async def start(self) -> None: ...
 
-    async def put(self, source: str, received_at: str, rejected: Sequence[Rejected]) -> None:
+    async def put(
+        self, source: str, route: str, received_at: str, rejected: Sequence[Rejected]
+    ) -> None:
         """Return once every event is acknowledged; raise QuarantineUnavailable otherwise."""
 
     async def close(self) -> None: ...
@@ -63,11 +72,12 @@ def _header_value(text: str) -> str:
     return line.encode("ascii", "backslashreplace").decode("ascii")
 
 
-def nats_headers(source: str, received_at: str, item: Rejected) -> dict[str, str]:
+def nats_headers(source: str, route: str, received_at: str, item: Rejected) -> dict[str, str]:
     headers = {
         "Liftoff-Reason": _header_value(item.reason),
         "Liftoff-Consumer": CONSUMER,
         "Liftoff-Source": source,
+        "Liftoff-Route": route,
         "Liftoff-Index": str(item.index),
         "Liftoff-Code": item.code,
         "Liftoff-Received-At": received_at,
@@ -80,7 +90,7 @@ def nats_headers(source: str, received_at: str, item: Rejected) -> dict[str, str
     return headers
 
 
-def sqs_body(source: str, received_at: str, item: Rejected) -> str:
+def sqs_body(source: str, route: str, received_at: str, item: Rejected) -> str:
     event: Any
     try:
         event = json.loads(item.raw)
@@ -96,6 +106,7 @@ def sqs_body(source: str, received_at: str, item: Rejected) -> str:
             "subject": None,
             "position": None,
             "source": source,
+            "route": route,
             "index": item.index,
             "code": item.code,
             "field": item.field,
@@ -134,7 +145,9 @@ class JetStreamQuarantine:
         # In the background, like the event stream: the collector starts even if NATS is not up.
         self._connecting = asyncio.create_task(connect(), name="quarantine-connect")
 
-    async def put(self, source: str, received_at: str, rejected: Sequence[Rejected]) -> None:
+    async def put(
+        self, source: str, route: str, received_at: str, rejected: Sequence[Rejected]
+    ) -> None:
         if self._nc is None or not self._nc.is_connected:
             raise QuarantineUnavailable("not connected to NATS")
         js = self._nc.jetstream(timeout=self.timeout)
@@ -145,7 +158,7 @@ class JetStreamQuarantine:
                         SUBJECT,
                         item.raw,
                         stream=self.stream,
-                        headers=nats_headers(source, received_at, item),
+                        headers=nats_headers(source, route, received_at, item),
                         timeout=self.timeout,
                     )
                     for item in rejected
@@ -200,10 +213,12 @@ class SqsQuarantine:
                     f"{failure.get('Code')}"
                 )
 
-    async def put(self, source: str, received_at: str, rejected: Sequence[Rejected]) -> None:
+    async def put(
+        self, source: str, route: str, received_at: str, rejected: Sequence[Rejected]
+    ) -> None:
         import botocore.exceptions
 
-        bodies = [sqs_body(source, received_at, item) for item in rejected]
+        bodies = [sqs_body(source, route, received_at, item) for item in rejected]
         try:
             await asyncio.get_running_loop().run_in_executor(None, self._send, bodies)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
@@ -220,3 +235,156 @@ def open_quarantine(url: str) -> Quarantine:
     if scheme == "sqs":
         return SqsQuarantine(url)
     raise ValueError(f"unsupported quarantine URL {url!r}: use nats://.../DEADLETTER or sqs://")
+
+
+# --- reading and replaying the JetStream quarantine (python -m services quarantine ...) -------
+
+
+@dataclass(frozen=True)
+class QuarantinedEvent:
+    sequence: int
+    headers: dict[str, str]
+    raw: bytes
+
+    def as_json(self) -> dict[str, Any]:
+        h = self.headers
+        event: Any
+        try:
+            event = json.loads(self.raw)
+        except ValueError:  # kept byte for byte; shown as text with bad bytes escaped
+            event = self.raw.decode("utf-8", errors="backslashreplace")
+        return {
+            "sequence": self.sequence,
+            "source": h.get("Liftoff-Source"),
+            "route": h.get("Liftoff-Route"),
+            "index": int(h.get("Liftoff-Index", "0")),
+            "code": h.get("Liftoff-Code"),
+            "field": h.get("Liftoff-Field"),
+            "reason": h.get("Liftoff-Reason"),
+            "messageId": h.get("Liftoff-Message-Id"),
+            "receivedAt": h.get("Liftoff-Received-At"),
+            "event": event,
+        }
+
+
+async def read_quarantine(
+    url: str, *, limit: int | None = None, sequences: Sequence[int] = ()
+) -> list[QuarantinedEvent]:
+    """The collector's quarantined events (subject ``deadletter.collector``), oldest first."""
+    import nats
+    import nats.js.errors
+
+    parts = urlsplit(url)
+    stream = parts.path.strip("/")
+    nc = await nats.connect(f"nats://{parts.netloc}", allow_reconnect=False, connect_timeout=5)
+    try:
+        js = nc.jetstream(timeout=5)
+        found: list[QuarantinedEvent] = []
+        if sequences:
+            for sequence in sequences:
+                try:
+                    message = await js.get_msg(stream, sequence)
+                except nats.js.errors.NotFoundError:
+                    continue
+                if message.subject == SUBJECT:
+                    found.append(_quarantined(message))
+            return found
+        sequence = 1
+        while limit is None or len(found) < limit:
+            try:
+                message = await js.get_msg(stream, sequence, subject=SUBJECT, next=True)
+            except nats.js.errors.NotFoundError:
+                break
+            found.append(_quarantined(message))
+            sequence = (message.seq or sequence) + 1
+        return found
+    finally:
+        await nc.close()
+
+
+def _quarantined(message: Any) -> QuarantinedEvent:
+    return QuarantinedEvent(message.seq, dict(message.headers or {}), message.data or b"")
+
+
+async def replay_quarantine(
+    quarantine_url: str,
+    stream_url: str,
+    sequences: Sequence[int] = (),
+    body: bytes | None = None,
+) -> list[dict[str, Any]]:
+    """Validate quarantined events again (``body`` replaces the one event's JSON, e.g. repaired
+    by hand); publish those now valid to the event stream and delete them from the quarantine
+    only once the stream acknowledged them. Returns one outcome per event."""
+    from datetime import UTC, datetime
+
+    import nats
+
+    from services.collector import ROUTES
+    from services.segment import ParsedBody, validate_events
+    from services.streams import open_stream
+
+    events = await read_quarantine(quarantine_url, sequences=sequences)
+    if body is not None and len(events) != 1:
+        raise ValueError("a replacement body needs exactly one quarantined event (--seq N)")
+    stream = open_stream(stream_url)
+    await stream.start()
+    outcomes: list[dict[str, Any]] = []
+    parts = urlsplit(quarantine_url)
+    nc = await nats.connect(f"nats://{parts.netloc}", allow_reconnect=False, connect_timeout=5)
+    try:
+        await _wait_connected(stream)
+        js = nc.jetstream(timeout=5)
+        for item in events:
+            raw = body if body is not None else item.raw
+            source = item.headers.get("Liftoff-Source", "")
+            event_type = ROUTES.get(item.headers.get("Liftoff-Route", ""), None)
+            try:
+                parsed = (
+                    _single(raw, event_type)
+                    if event_type
+                    else ParsedBody([raw], None, None, None, None, None)
+                )
+                validated = validate_events(parsed, event_type, source, datetime.now(UTC))
+            except Exception as error:  # InvalidInput for a body that is still unreadable
+                outcomes.append(
+                    {"sequence": item.sequence, "replayed": False, "reason": str(error)}
+                )
+                continue
+            if validated.rejected:
+                reason = validated.rejected[0].reason
+                outcomes.append({"sequence": item.sequence, "replayed": False, "reason": reason})
+                continue
+            await stream.publish(validated.records)
+            await js.delete_msg(parts.path.strip("/"), item.sequence)
+            outcomes.append(
+                {
+                    "sequence": item.sequence,
+                    "replayed": True,
+                    "messageId": validated.records[0].message_id,
+                }
+            )
+        return outcomes
+    finally:
+        await nc.close()
+        await stream.close()
+
+
+def _single(raw: bytes, event_type: str) -> Any:
+    from services.segment import parse_body
+
+    return parse_body(raw, event_type)
+
+
+async def _wait_connected(stream: Any, deadline: float = 10.0) -> None:
+    from services.streams import StreamUnavailable
+
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + deadline
+    while True:
+        try:
+            await stream.check_ready()
+            return
+        except StreamUnavailable:
+            if loop.time() > give_up:
+                raise
+            await asyncio.sleep(0.05)
