@@ -6,6 +6,10 @@ container (:class:`services.collector.Collector`), publishing to Kinesis.
 Environment: ``LIFTOFF_STREAM_URL`` (``kinesis://<stream-name>``), and the write keys either in
 ``LIFTOFF_WRITE_KEYS`` (JSON) or in the Secrets Manager secret ``LIFTOFF_WRITE_KEYS_SECRET_ARN``
 (its SecretString is that JSON), read once per cold start. ``LIFTOFF_LOG_LEVEL`` as elsewhere.
+``LIFTOFF_DEAD_LETTER_URL`` (``sqs://<queue>``): the quarantine for invalid events of valid
+requests (:mod:`services.quarantine`); unset, such a request is refused with 400.
+``LIFTOFF_IP_COLLECTION_OFF``: sources whose events keep no IP address. ``context.ip`` is filled
+from API Gateway's ``requestContext.http.sourceIp`` (the TCP peer of API Gateway).
 """
 
 from __future__ import annotations
@@ -53,10 +57,23 @@ def _write_keys(env: Mapping[str, str]) -> WriteKeys:
 
 def _start(env: Mapping[str, str]) -> _Runtime:
     configure_logging(config.log_level(env))
-    stream = KinesisStream.from_url(config.stream_url(env, ("kinesis",)))
-    collector = Collector(stream, _write_keys(env))
+    from services.quarantine import open_quarantine
+
+    url = config.stream_url(env, ("kinesis",))
+    stream = KinesisStream.from_url(url)
+    keys = _write_keys(env)
+    quarantine_url = config.collector_quarantine_url(env, url)
+    collector = Collector(
+        stream,
+        keys,
+        quarantine=open_quarantine(quarantine_url) if quarantine_url else None,
+        no_ip_sources=config.no_ip_sources(env, keys),
+    )
     # One loop per execution environment, reused across invocations (boto3 runs on threads).
-    return _Runtime(collector, asyncio.new_event_loop())
+    loop = asyncio.new_event_loop()
+    if collector.quarantine is not None:
+        loop.run_until_complete(collector.quarantine.start())
+    return _Runtime(collector, loop)
 
 
 def _route(path: str) -> str | None:
@@ -119,6 +136,7 @@ def collector_handler(event: dict[str, Any], context: Any = None) -> dict[str, A
         content_type=headers.get("content-type", ""),
         content_encoding=headers.get("content-encoding", ""),
         authorization=headers.get("authorization"),
+        client_ip=http.get("sourceIp") or None,
     )
     return _answer(_runtime.loop.run_until_complete(collector.ingest(request)))
 
