@@ -47,3 +47,9 @@ def generate_write_keys(
 def write_keys_document(keys: dict[str, pulumi.Output[str]]) -> pulumi.Output[str]:
     """The JSON the collector reads (`LIFTOFF_WRITE_KEYS*`): source name → write key."""
     return pulumi.Output.secret(pulumi.Output.json_dumps(dict(sorted(keys.items()))))
+
+
+def collector_runtime_env(sources: tuple[Source, ...]) -> dict[str, str]:
+    """What both targets tell the collector about its sources besides the write keys."""
+    no_ip = ",".join(s.name for s in sources if not s.collect_ip)
+    return {"LIFTOFF_IP_COLLECTION_OFF": no_ip} if no_ip else {}

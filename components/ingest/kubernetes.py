@@ -11,7 +11,12 @@ import pulumi_kubernetes as k8s
 
 from components import kube
 from components.config import IngestSettings, Source
-from components.ingest import IngestEndpoint, generate_write_keys, write_keys_document
+from components.ingest import (
+    IngestEndpoint,
+    collector_runtime_env,
+    generate_write_keys,
+    write_keys_document,
+)
 from components.network import Peer
 from components.network.kubernetes import KubernetesNetwork
 from components.stream.kubernetes import NatsJetStream
@@ -81,6 +86,16 @@ class KubernetesCollector(pulumi.ComponentResource):
                     "LIFTOFF_WRITE_KEYS_FILE": f"{WRITE_KEYS_DIR}/{WRITE_KEYS_FILE}",
                     "LIFTOFF_PORT": str(PORT),
                     "LIFTOFF_LOG_LEVEL": "INFO",
+                    **collector_runtime_env(args.sources),
+                    **(
+                        {"LIFTOFF_TRUSTED_PROXIES": ",".join(settings.trusted_proxies)}
+                        if settings.trusted_proxies
+                        else {}
+                    ),
+                    "LIFTOFF_HTTP_MAX_HEADER_BYTES": str(settings.max_header_bytes),
+                    "LIFTOFF_HTTP_HEADER_TIMEOUT_SECONDS": str(settings.header_timeout_seconds),
+                    "LIFTOFF_HTTP_BODY_TIMEOUT_SECONDS": str(settings.body_timeout_seconds),
+                    "LIFTOFF_HTTP_MAX_CONNECTIONS": str(settings.max_connections),
                 }
             ),
             "ports": [{"name": "http", "containerPort": PORT}],
