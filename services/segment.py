@@ -486,17 +486,18 @@ def _build_record(
 
 
 def _set_client_ip(document: JsonObject, client_ip: str | None, collect_ip: bool) -> None:
+    # The context dict is this event's own (freshly decoded, or a merge copy): changed in place.
     context = document.get("context")
     if not collect_ip:
-        if isinstance(context, dict) and "ip" in context:
-            document["context"] = {k: v for k, v in context.items() if k != "ip"}
+        if isinstance(context, dict):
+            context.pop("ip", None)
         return
     if client_ip is None:
         return
     if context is None:
         document["context"] = {"ip": client_ip}
     elif isinstance(context, dict) and not context.get("ip"):
-        document["context"] = {**context, "ip": client_ip}
+        context["ip"] = client_ip
 
 
 def _missing(index: int, field: str, event_type: str) -> InvalidInput:

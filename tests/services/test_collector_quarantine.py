@@ -317,3 +317,23 @@ def test_gzip_followed_by_junk_or_a_truncated_member_is_400(body: bytes) -> None
     with pytest.raises(InvalidInput) as caught:
         decode_content(body, "gzip")
     assert (caught.value.status, caught.value.code) == (400, "malformed_gzip")
+
+
+def test_an_unexpected_error_is_a_500_without_details() -> None:
+    class BrokenStream:
+        async def publish(self, records: Any) -> None:
+            raise RuntimeError("secret detail: nats://user:password@host")
+
+    from services.collector import IngestRequest
+
+    collector = Collector(BrokenStream(), WriteKeys(WRITE_KEYS))  # type: ignore[arg-type]
+    body = json.dumps({"batch": [MIXED[0]]}).encode()
+    response = asyncio.run(
+        collector.ingest(IngestRequest("/v1/batch", body, authorization=WEB_AUTH))
+    )
+    assert response.status == 500
+    assert json.loads(response.body) == {
+        "success": False,
+        "code": "internal",
+        "message": "internal error",
+    }
