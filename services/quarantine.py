@@ -16,7 +16,8 @@ chooses the target, as for the consumers' dead letters (:mod:`services.deadlette
 - ``sqs://<queue-name>`` (AWS) — one message per event, the consumers' dead-letter JSON shape:
   ``{"reason", "consumer": "collector", "attempts": 1, "event", "messageId", "subject": null,
   "position": null}`` plus ``"source"``, ``"route"``, ``"index"``, ``"code"``, ``"field"``,
-  ``"receivedAt"``.
+  ``"receivedAt"``; when the event is not UTF-8 JSON (or too large once escaped), ``"event"``
+  is null and ``"eventBase64"`` holds its exact bytes.
 
 Batch-level ``context``, ``integrations`` and ``sentAt`` are not part of the quarantined body
 (it is the event exactly as sent); a replay fills ``context.ip`` from nothing and corrects no
@@ -28,6 +29,7 @@ clock skew.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import logging
@@ -44,6 +46,7 @@ log = logging.getLogger("liftoff.quarantine")
 CONSUMER = "collector"
 SUBJECT = f"{DEAD_LETTER_SUBJECT_PREFIX}.{CONSUMER}"
 SQS_BATCH = 10  # SendMessageBatch's limit
+SQS_MAX_BODY = 1_000_000  # SQS: 1 MiB per message and per SendMessageBatch request
 
 
 class QuarantineUnavailable(Exception):
@@ -91,28 +94,39 @@ def nats_headers(source: str, route: str, received_at: str, item: Rejected) -> d
 
 
 def sqs_body(source: str, route: str, received_at: str, item: Rejected) -> str:
-    event: Any
+    """The SQS message: the event as JSON when it is, else exactly its bytes in base64. Always
+    ASCII (json.dumps escapes the rest): SQS refuses some characters, and a refused quarantine
+    write would answer 503 to every retry of the request."""
+    event: Any = None
+    exact: str | None = None
     try:
         event = json.loads(item.raw)
-    except ValueError:  # not JSON, or not UTF-8: kept as text (undecodable bytes replaced)
-        event = item.raw.decode("utf-8", errors="replace")
-    return json.dumps(
-        {
-            "reason": item.reason,
-            "consumer": CONSUMER,
-            "attempts": 1,
-            "event": event,
-            "messageId": item.message_id,
-            "subject": None,
-            "position": None,
-            "source": source,
-            "route": route,
-            "index": item.index,
-            "code": item.code,
-            "field": item.field,
-            "receivedAt": received_at,
-        }
-    )
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past json's bound
+        exact = base64.b64encode(item.raw).decode()
+    document = {
+        "reason": item.reason,
+        "consumer": CONSUMER,
+        "attempts": 1,
+        "event": event,
+        "messageId": item.message_id,
+        "subject": None,
+        "position": None,
+        "source": source,
+        "route": route,
+        "index": item.index,
+        "code": item.code,
+        "field": item.field,
+        "receivedAt": received_at,
+    }
+    if exact is not None:
+        document["eventBase64"] = exact
+    body = json.dumps(document)
+    if len(body) > SQS_MAX_BODY:
+        # Escaped non-ASCII text can grow 6x; base64 of the at most 500 KB body fits.
+        document["event"] = None
+        document["eventBase64"] = base64.b64encode(item.raw).decode()
+        body = json.dumps(document)
+    return body
 
 
 class JetStreamQuarantine:
@@ -200,11 +214,8 @@ class SqsQuarantine:
     def _send(self, bodies: list[str]) -> None:
         if self._queue_url is None:
             self._queue_url = self._client.get_queue_url(QueueName=self.queue_name)["QueueUrl"]
-        for start in range(0, len(bodies), SQS_BATCH):
-            entries = [
-                {"Id": str(n), "MessageBody": body}
-                for n, body in enumerate(bodies[start : start + SQS_BATCH])
-            ]
+        for chunk in _sqs_batches(bodies):
+            entries = [{"Id": str(n), "MessageBody": body} for n, body in enumerate(chunk)]
             answer = self._client.send_message_batch(QueueUrl=self._queue_url, Entries=entries)
             if answer.get("Failed"):
                 failure = answer["Failed"][0]
@@ -226,6 +237,19 @@ class SqsQuarantine:
 
     async def close(self) -> None:
         pass
+
+
+def _sqs_batches(bodies: list[str]) -> list[list[str]]:
+    """At most 10 messages and SQS_MAX_BODY bytes per SendMessageBatch."""
+    batches: list[list[str]] = []
+    size = 0
+    for body in bodies:
+        if not batches or len(batches[-1]) == SQS_BATCH or size + len(body) > SQS_MAX_BODY:
+            batches.append([])
+            size = 0
+        batches[-1].append(body)
+        size += len(body)
+    return batches
 
 
 def open_quarantine(url: str) -> Quarantine:
@@ -251,7 +275,7 @@ class QuarantinedEvent:
         event: Any
         try:
             event = json.loads(self.raw)
-        except ValueError:  # kept byte for byte; shown as text with bad bytes escaped
+        except (ValueError, RecursionError):  # kept byte for byte; shown with bad bytes escaped
             event = self.raw.decode("utf-8", errors="backslashreplace")
         return {
             "sequence": self.sequence,

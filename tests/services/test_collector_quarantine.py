@@ -282,7 +282,30 @@ def test_sqs_quarantine_has_the_dead_letter_shape(aws_env: str) -> None:
         "field": "event",
         "receivedAt": "2026-01-02T03:04:05.000Z",
     }
-    assert by_index[12]["event"] == '{"a":"\ufffd"}'
+    assert by_index[12]["event"] is None  # not UTF-8: kept exactly, in base64
+    assert base64.b64decode(by_index[12]["eventBase64"]) == b'{"a":"\xff"}'
+
+
+def test_sqs_quarantine_keeps_large_non_ascii_events_exactly(aws_env: str) -> None:
+    # 400 KB of UTF-8 escapes to 1.2 MB of ASCII JSON: past SQS's 1 MiB, so sent as base64,
+    # and three of them need three SendMessageBatch calls (1 MiB per call).
+    sqs = boto3.client("sqs")
+    queue_url = sqs.create_queue(QueueName="collector-quarantine-large")["QueueUrl"]
+    raw = json.dumps({"userId": "u", "text": "é" * 200_000}, ensure_ascii=False).encode()
+    items = [Rejected(i, "event_too_large", "too large", None, raw, None) for i in range(3)]
+
+    async def put() -> None:
+        quarantine = SqsQuarantine("sqs://collector-quarantine-large")
+        await quarantine.start()
+        await quarantine.put("web", "/v1/batch", "2026-01-02T03:04:05.000Z", items)
+
+    asyncio.run(put())
+    bodies: list[dict[str, Any]] = []
+    while len(bodies) < 3:
+        page = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        bodies.extend(json.loads(m["Body"]) for m in page.get("Messages", []))
+    assert sorted(b["index"] for b in bodies) == [0, 1, 2]
+    assert all(base64.b64decode(b["eventBase64"]) == raw for b in bodies)
 
 
 # --- gzip: every member read, within the one size bound ----------------------------------------
