@@ -7,7 +7,8 @@ chooses the target, as for the consumers' dead letters (:mod:`services.deadlette
 
 - ``nats://host:port/DEADLETTER`` (the default on JetStream: the stream's servers) — one
   message per event on subject ``deadletter.collector``; body = the event's JSON exactly as
-  sent; headers ``Liftoff-Reason``, ``Liftoff-Consumer: collector``, ``Liftoff-Source``,
+  sent (minus a ``writeKey``); headers ``Liftoff-Reason``, ``Liftoff-Consumer: collector``,
+  ``Liftoff-Source``,
   ``Liftoff-Route`` (the path it was posted to: single-event paths take the type from it),
   ``Liftoff-Index`` (its index in the request), ``Liftoff-Code``, ``Liftoff-Field`` (when
   known), ``Liftoff-Message-Id`` (when it had a valid one), ``Liftoff-Received-At``, and

@@ -194,6 +194,7 @@ class Rejected:
     reason: str
     field: str | None
     raw: bytes
+    """The event's JSON exactly as sent (without a ``writeKey`` it carried)."""
     message_id: str | None
     """The event's messageId when it had a valid one, else None."""
 
@@ -341,9 +342,31 @@ def validate_events(
             )
         except InvalidInput as error:
             rejected.append(
-                Rejected(index, error.code, error.message, error.field, raw, _message_id_of(raw))
+                Rejected(
+                    index,
+                    error.code,
+                    error.message,
+                    error.field,
+                    _without_write_key(raw),
+                    _message_id_of(raw),
+                )
             )
     return Validated(records, rejected)
+
+
+def _without_write_key(raw: bytes) -> bytes:
+    """The event as sent, minus a ``writeKey`` (a credential, kept out of the quarantine as
+    out of the stream): re-encoded only when it has one and can be decoded."""
+    if b"writeKey" not in raw:
+        return raw
+    try:
+        document = _json_decoder.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return raw
+    if not isinstance(document, dict) or "writeKey" not in document:
+        return raw
+    del document["writeKey"]
+    return _json_encoder.encode(document)
 
 
 def _message_id_of(raw: bytes) -> str | None:

@@ -374,3 +374,10 @@ def test_ip_collection_off_keeps_no_address_at_all() -> None:
     assert ip_of(VALID, client_ip="203.0.113.9", collect_ip=False) == "absent"
     (record,) = judged({"batch": [sent]}, client_ip="1.2.3.4", collect_ip=False).records
     assert json.loads(record.data)["context"] == {"locale": "de"}
+
+
+def test_a_rejected_event_keeps_no_write_key() -> None:
+    result = judged({"userId": "u", "writeKey": "web-key-1", "properties": {"a": 1}}, "track")
+    (rejected,) = result.rejected
+    assert json.loads(rejected.raw) == {"userId": "u", "properties": {"a": 1}}
+    assert b"web-key-1" not in rejected.raw
