@@ -22,7 +22,7 @@ import pytest
 
 from services import cli
 from services.asgi import CollectorApp
-from services.collector import Collector, decode_content
+from services.collector import MAX_GZIP_MEMBERS, Collector, decode_content
 from services.deadletter import ensure_dead_letter_stream
 from services.quarantine import SUBJECT, SqsQuarantine, open_quarantine
 from services.segment import InvalidInput, Rejected
@@ -324,13 +324,14 @@ def test_multi_member_gzip_past_the_limit_is_413() -> None:
     assert (caught.value.status, caught.value.code) == (413, "request_too_large")
 
 
-def test_many_tiny_gzip_members_are_fine() -> None:
-    # One per byte: read in a loop, not by recursion.
-    text = b'{"batch":[]}' + b" " * 5000
-    assert (
-        decode_content(b"".join(gzip.compress(text[i : i + 1]) for i in range(len(text))), "gzip")
-        == text
-    )
+def test_gzip_members_are_read_in_a_loop_up_to_a_bound() -> None:
+    text = b'{"batch":[]}' + b" " * (MAX_GZIP_MEMBERS - 12)
+    members = [gzip.compress(text[i : i + 1]) for i in range(len(text))]
+    assert decode_content(b"".join(members), "gzip") == text
+    with pytest.raises(InvalidInput) as caught:  # one member more than the bound
+        decode_content(b"".join(members) + gzip.compress(b" "), "gzip")
+    assert (caught.value.status, caught.value.code) == (400, "malformed_gzip")
+    assert str(MAX_GZIP_MEMBERS) in caught.value.message
 
 
 @pytest.mark.parametrize(
