@@ -381,3 +381,20 @@ def test_a_rejected_event_keeps_no_write_key() -> None:
     (rejected,) = result.rejected
     assert json.loads(rejected.raw) == {"userId": "u", "properties": {"a": 1}}
     assert b"web-key-1" not in rejected.raw
+
+
+@pytest.mark.parametrize("inner", [b"[]", b"{}", b'{"a":[{"b":[]}]}'])
+def test_depth_counts_every_container_kind(inner: bytes) -> None:
+    # Alternating objects and arrays, exactly at the limit and one past it.
+    def alternating(depth: int) -> bytes:
+        body = b"1"
+        for level in range(depth - 1):
+            body = b"[" + body + b"]" if level % 2 else b'{"k":' + body + b"}"
+        return b'{"type":"track","event":"e","userId":"u","p":' + body + b"}"
+
+    assert judged(batch_with(alternating(MAX_JSON_DEPTH))).rejected == []
+    (rejected,) = judged(batch_with(alternating(MAX_JSON_DEPTH + 1))).rejected
+    assert rejected.code == "nesting_too_deep"
+    # Brackets inside strings do not count.
+    quoted = b'{"type":"track","event":"' + b"[" * 100 + b'","userId":"u","p":' + inner + b"}"
+    assert judged(batch_with(quoted)).rejected == []
