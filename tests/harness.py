@@ -167,6 +167,11 @@ class LiftoffMocks(pulumi.runtime.Mocks):
         elif token == "random:index/randomBytes:RandomBytes":
             raw = hashlib.sha256(args.name.encode()).digest()[: int(state.get("length", 32))]
             state.update(base64=base64.b64encode(raw).decode(), hex=raw.hex())
+        elif token == "random:index/randomId:RandomId":
+            # Like the provider: new bytes whenever the keepers change.
+            seed = json.dumps([args.name, state.get("keepers")], sort_keys=True, default=str)
+            raw = hashlib.sha256(seed.encode()).digest()[: int(state.get("byteLength", 8))]
+            state.update(hex=raw.hex(), b64Url=base64.urlsafe_b64encode(raw).decode().rstrip("="))
         elif token == "aws:mwaa/environment:Environment":
             state["webserverUrl"] = f"{args.name}.airflow.{self.region}.on.aws"
         elif token.startswith("kubernetes:") and isinstance(state.get("metadata"), dict):
