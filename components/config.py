@@ -1267,7 +1267,11 @@ def _read_web_access_peers(
         try:
             network = ipaddress.IPv4Network(cidr, strict=True)
         except ValueError:
-            reader.problem(f"webAccessCidrs[{index}]", cidr, "an IPv4 network address/prefix")
+            reader.problem(
+                f"webAccessCidrs[{index}]",
+                cidr,
+                "an IPv4 network: its first address and a prefix of 1 to 32 (e.g. 10.8.0.0/16)",
+            )
             continue
         if network.prefixlen == 0:
             reader.problem(

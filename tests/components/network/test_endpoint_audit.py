@@ -35,7 +35,7 @@ HANDLER_ENTRY_MODULES = {
     "services.database_setup.lambda_handler": ("services.database_setup",),
 }
 # AWS's list of endpoints an MWAA environment needs without internet access
-# (docs.aws.amazon.com/mwaa/latest/userguide/vpc-vpe-create-access.html).
+# (docs.aws.amazon.com/mwaa/latest/userguide/networking-about.html, "private routing").
 MWAA_OWN_APIS = {
     "airflow.api", "airflow.env", "airflow.ops", "ecr.api", "ecr.dkr", "kms", "logs",
     "monitoring", "s3", "sqs",
