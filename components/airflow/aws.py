@@ -65,13 +65,14 @@ class MwaaAirflow(pulumi.ComponentResource):
         super().__init__("liftoff:airflow:MwaaAirflow", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         settings = args.settings
-        self.dag_bucket = secure_bucket(
+        dag_bucket = secure_bucket(
             f"{name}-dags",
             kms_key_arn=args.kms_key_arn,
             parent=self,
             name_prefix=f"{args.environment_name}-dags-",
             protect=args.protect,
         )
+        self.dag_bucket = dag_bucket.bucket
         objects = []
         for path in dag_files():
             key = f"dags/{path.relative_to(DAGS_DIR).as_posix()}"
@@ -147,13 +148,15 @@ class MwaaAirflow(pulumi.ComponentResource):
                 part: {"enabled": True, "log_level": LOG_LEVEL} for part in LOG_PARTS
             },
             airflow_configuration_options=self._liftoff_config(args),
-            # MWAA validates none of these when the environment is created; without them the
-            # environment can come up unable to read its DAGs, reach AWS from its private
-            # subnets, or write into groups that carry the stack's retention.
+            # Edges the engine cannot infer: MWAA requires its source bucket versioned and
+            # closed to the public; without the rest the environment can come up unable to read
+            # its DAGs, reach AWS from its private subnets, or write into groups that carry the
+            # stack's retention.
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=[
                     *objects,
+                    *dag_bucket.settings,
                     self.role_policy,
                     *self.log_groups,
                     *args.network.endpoints_for((*MWAA_ENDPOINTS, "s3")),

@@ -167,6 +167,20 @@ def test_every_environment_waits_for_its_role_policy_log_groups_and_endpoints():
             if endpoints:
                 for service in (*MWAA_ENDPOINTS, "s3"):
                     assert endpoints[service].urn in environment.dependencies, service
+            # MWAA requires its source bucket versioned and closed to the public.
+            (bucket,) = [
+                b
+                for b in run.of_type("aws:s3/bucket:Bucket")
+                if b.inputs["arn"] == environment.inputs["sourceBucketArn"]
+            ]
+            for kind in (
+                "aws:s3/bucketVersioning:BucketVersioning",
+                "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
+            ):
+                (setting,) = [
+                    r for r in run.of_type(kind) if r.inputs["bucket"] == f"{bucket.name}-id"
+                ]
+                assert setting.urn in environment.dependencies, kind
             groups = [
                 g for g in run.of_type(LOG_GROUP) if g.inputs.get("name", "").startswith("airflow-")
             ]
