@@ -83,9 +83,10 @@ class KinesisConsumerArgs:
     """Default: outside any VPC (the function reaches only AWS APIs)."""
     consume_stream: bool = True
     """Default: true. False for a function invoked on demand (no event-source mapping)."""
-    enhanced_fan_out: bool = False
-    """Default: false (polls the shards' shared read throughput). True: reads through its own
-    enhanced fan-out consumer (`aws.kinesis.StreamConsumer`)."""
+    enhanced_fan_out: bool | None = None
+    """Default: true, except for the consumers in `SHARED_THROUGHPUT_CONSUMERS`, which poll the
+    shards' shared read throughput. True: reads through its own enhanced fan-out consumer
+    (`aws.kinesis.StreamConsumer`), outside the shared budget."""
 
 
 class KinesisConsumer(pulumi.ComponentResource):
@@ -173,7 +174,10 @@ class KinesisConsumer(pulumi.ComponentResource):
             permissions.append(args.stream.grant_read(self.peer))
         source_arn: pulumi.Input[str] = args.stream.stream.arn
         self.stream_consumer: aws.kinesis.StreamConsumer | None = None
-        if args.consume_stream and args.enhanced_fan_out:
+        fan_out = args.enhanced_fan_out
+        if fan_out is None:
+            fan_out = args.runtime.name not in SHARED_THROUGHPUT_CONSUMERS
+        if args.consume_stream and fan_out:
             self.stream_consumer, subscribe = args.stream.add_fan_out_consumer(self.peer)
             source_arn = self.stream_consumer.arn
             permissions.append(subscribe)
@@ -377,7 +381,6 @@ class AwsConsumers(pulumi.ComponentResource):
                 batch_size=100,
                 batching_window_seconds=1,
                 timeout_seconds=300,
-                enhanced_fan_out=True,
             ),
             opts=child,
         )
