@@ -64,7 +64,7 @@ def test_final_snapshot_name_is_deterministic_and_changes_with_a_replacement():
     def generation(run):
         return run.one("random:index/randomId:RandomId", "liftoff-postgres-generation")
 
-    first = run_program("stacks/aws.yaml")
+    first = stack_run("aws")
     again = run_program("stacks/aws.yaml")
     assert first.one(RDS).inputs == again.one(RDS).inputs
     # Another identifier replaces the instance: the keepers differ, so the id is drawn anew.
