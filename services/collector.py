@@ -4,8 +4,8 @@ Order of checks for ``POST /v1/<route>``: content type (415), write key in the `
 header when one is sent (401), content encoding (415) and gzip (400/413), body size (413),
 JSON envelope (400), write key in the body when no header was sent (401), then each event on
 its own: valid ones are published to the stream, invalid ones put in the quarantine with their
-reason (:mod:`services.quarantine`), concurrently (503 with ``Retry-After`` unless both
-acknowledged everything). The answer is 200 only after that: ``{"success": true}``, plus
+reason (:mod:`services.quarantine`) first (503 with ``Retry-After`` unless both acknowledged
+everything). The answer is 200 only after that: ``{"success": true}``, plus
 ``"quarantined": N`` and ``"rejected": [{"index", "code", "reason", "field"}]`` when events were
 quarantined (SDKs ignore the extra fields). Without a quarantine configured, an invalid event
 fails its whole request with 400 and nothing is published.
@@ -318,16 +318,11 @@ class Collector:
         rejected: list[Rejected],
     ) -> None:
         assert self.quarantine is not None
-        received_text = format_timestamp(received_at)
-        outcomes = await asyncio.gather(
-            self.stream.publish(records) if records else asyncio.sleep(0),
-            self.quarantine.put(source, route, received_text, rejected),
-            return_exceptions=True,
-        )
-        # Both ran to the end; the first failure decides the (retryable) answer.
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
+        # Quarantine first: when it is down, nothing of the request reaches the stream before
+        # the 503 (one round trip more, only for requests with invalid events).
+        await self.quarantine.put(source, route, format_timestamp(received_at), rejected)
+        if records:
+            await self.stream.publish(records)
 
     def preflight(self, requested_headers: str | None) -> Response:
         allowed = requested_headers or DEFAULT_ALLOWED_HEADERS

@@ -30,7 +30,12 @@ from services.streams import open_stream
 from services.writekeys import WriteKeys
 from tests.servers import ServerProcess, nats_url
 from tests.services.conftest import unique_stream_url
-from tests.services.streams_under_test import WRITE_KEYS, read_jetstream, wait_ready
+from tests.services.streams_under_test import (
+    WRITE_KEYS,
+    jetstream_message_count,
+    read_jetstream,
+    wait_ready,
+)
 
 pytestmark = pytest.mark.servers
 
@@ -156,6 +161,8 @@ def test_quarantine_unavailable_means_503_and_a_retry_succeeds(own_nats: ServerP
         async with quarantining_client(url, quarantine_url(own_nats)) as (client, _):
             # No DEADLETTER stream yet: JetStream refuses the quarantine publish.
             refused = await client.post("/v1/batch", content=body, headers=JSON)
+            # ... and nothing of that request reached the event stream.
+            assert await jetstream_message_count(nats_url(own_nats), stream) == 0
             await ensure_dead_letter_stream(quarantine_url(own_nats), retention_hours=1)
             retried = await client.post("/v1/batch", content=body, headers=JSON)
             return [refused, retried]
@@ -165,7 +172,6 @@ def test_quarantine_unavailable_means_503_and_a_retry_succeeds(own_nats: ServerP
     assert refused.json()["code"] == "quarantine_unavailable"
     assert refused.headers["retry-after"]
     assert retried.status_code == 200
-    # Valid events published by the refused attempt are deduplicated on the retry.
     stored = asyncio.run(read_jetstream(nats_url(own_nats), stream))
     assert [m.event["messageId"] for m in stored] == ["m-0", "m-2", "m-5"]
     assert len(asyncio.run(read_raw(nats_url(own_nats), "DEADLETTER"))) == 4
