@@ -18,6 +18,7 @@ subclass adds, per worker process (:class:`services.config.HttpLimits`):
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -26,10 +27,11 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 log = logging.getLogger("liftoff.http")
 
 
-def _plain_answer(status: str, message: str) -> bytes:
-    body = message.encode()
+def _json_answer(status: str, code: str, message: str) -> bytes:
+    """A complete HTTP response in the collector's error shape, then the connection closes."""
+    body = json.dumps({"success": False, "code": code, "message": message}).encode()
     return (
-        f"HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
     ).encode() + body
 
@@ -86,7 +88,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             and self._header_bytes > self.max_header_bytes
             and not self.transport.is_closing()
         ):
-            self._refuse("431 Request Header Fields Too Large", "request headers too large")
+            self._refuse_headers_too_large()
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
@@ -94,7 +96,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # Headers that arrived whole in one read: count them too.
         size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
         if size > self.max_header_bytes:
-            self._refuse("431 Request Header Fields Too Large", "request headers too large")
+            self._refuse_headers_too_large()
             return
         super().on_headers_complete()
         self._arm(self.body_timeout, self._body_timed_out)
@@ -124,12 +126,23 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._timer.cancel()
             self._timer = None
 
-    def _refuse(self, status: str, message: str) -> None:
+    def _refuse(self, status: str, code: str, message: str) -> None:
         self._disarm()
-        log.warning("request refused", extra={"fields": {"status": status[:3], "why": message}})
+        log.warning("request refused", extra={"fields": {"status": status[:3], "code": code}})
         if not self.transport.is_closing():
-            self.transport.write(_plain_answer(status, message))
+            self.transport.write(_json_answer(status, code, message))
             self.transport.close()
+
+    def _refuse_headers_too_large(self) -> None:
+        self._refuse(
+            "431 Request Header Fields Too Large",
+            "headers_too_large",
+            f"request line and headers exceed {self.max_header_bytes} bytes",
+        )
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn's answer to bytes that are not HTTP, in the collector's JSON error shape.
+        self._refuse("400 Bad Request", "malformed_http", msg)
 
     def _header_timed_out(self) -> None:
         self._timer = None
@@ -137,7 +150,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             # Nothing sent at all (an idle new connection): just close it.
             self.transport.close()
             return
-        self._refuse("408 Request Timeout", "request headers not received in time")
+        self._refuse(
+            "408 Request Timeout",
+            "header_timeout",
+            f"request headers not received within {self.header_timeout:g} s",
+        )
 
     def _body_timed_out(self) -> None:
         self._timer = None

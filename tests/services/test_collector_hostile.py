@@ -247,9 +247,28 @@ def exchange(port: int, data: bytes) -> bytes:
         return received
 
 
+def error_of(answer: bytes) -> tuple[int, dict[str, object]]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower()
+    return int(head.split()[1]), json.loads(body)
+
+
 def test_headers_that_never_finish_get_408(collector: ServerProcess) -> None:
     answer = exchange(collector.port, b"POST /v1/batch HTTP/1.1\r\nHost: x\r\n")
-    assert answer.startswith(b"HTTP/1.1 408 ")
+    status, error = error_of(answer)
+    assert (status, error["success"], error["code"]) == (408, False, "header_timeout")
+
+
+def test_headers_over_the_limit_get_431(collector: ServerProcess) -> None:
+    big = b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n"
+    status, error = error_of(exchange(collector.port, big))
+    assert (status, error["code"]) == (431, "headers_too_large")
+    assert "65536" in str(error["message"])
+
+
+def test_bytes_that_are_not_http_get_a_json_400(collector: ServerProcess) -> None:
+    status, error = error_of(exchange(collector.port, b"\x16\x03\x01 not http\r\n\r\n"))
+    assert (status, error["code"]) == (400, "malformed_http")
 
 
 def test_a_connection_that_sends_nothing_is_closed(collector: ServerProcess) -> None:
