@@ -227,3 +227,45 @@ def test_invalid_events_go_to_the_sqs_quarantine(
         "groupId",
     )
     assert parked["event"] == bad_third[2] and parked["messageId"] == "g-1"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "code", "stored"),
+    [
+        ("/v1/track", b'{"event":"\xff","userId":"u"}', 400, "invalid_utf8", 0),
+        (
+            "/v1/batch",
+            b'{"batch":[{"p":' + b"[" * 5000 + b"]" * 5000 + b"}]}",
+            400,
+            "nesting_too_deep",
+            0,
+        ),
+        (
+            "/v1/batch",
+            b'{"batch":[{"type":"track","event":"e","userId":"u","messageId":"ok"},'
+            b'{"type":"track","event":"e","userId":"u","timestamp":"9999-12-31T23:59:59-10:00"}]}',
+            200,
+            "invalid_event",
+            1,
+        ),
+    ],
+)
+def test_hostile_bodies_through_api_gateway(
+    lambda_env: tuple[Any, str],
+    monkeypatch: pytest.MonkeyPatch,
+    path: str,
+    body: bytes,
+    status: int,
+    code: str,
+    stored: int,
+) -> None:
+    client, name = lambda_env
+    boto3.client("sqs").create_queue(QueueName=f"{name}-q")
+    monkeypatch.setenv("LIFTOFF_DEAD_LETTER_URL", f"sqs://{name}-q")
+    response = aws_lambda.collector_handler(
+        http_api_event(body, path=path, headers={"authorization": WEB_AUTH}), None
+    )
+    assert response["statusCode"] == status
+    answer = json.loads(response["body"])
+    assert (answer.get("code") or answer["rejected"][0]["code"]) == code
+    assert len(read_kinesis(client, name)) == stored
