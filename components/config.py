@@ -163,6 +163,11 @@ class StreamSettings:
     `periodic` below."""
     duplicate_window_minutes: int = 2
     """Default: 2. Kubernetes only: how long JetStream remembers messageIds to drop repeats."""
+    resources: ComputeResources = field(
+        default_factory=lambda: ComputeResources("1", "2Gi", "1", "2Gi")
+    )
+    """Default: 1 CPU / 2Gi, requests equal to limits. Kubernetes only: each NATS server
+    (GOMEMLIMIT is set to 80% of the memory limit)."""
 
 
 @dataclass(frozen=True)
@@ -279,6 +284,14 @@ class DagSource:
     ref: str = "main"
     path: str = "dags"
     image: str | None = None
+    username: str | None = None
+    """git over HTTPS: the user name sent with `token`. Default: `git` when a token is set."""
+    token: str | None = None
+    """git over HTTPS: an access token (a secret). Default: none (a public repository)."""
+    ssh_key: str | None = None
+    """git over SSH: the private key (a secret); required for ssh:// and git@ URLs."""
+    known_hosts: str | None = None
+    """git over SSH: the `known_hosts` lines of the git host; required with `sshKey`."""
 
 
 # MWAA offers specific Airflow versions; the chart runs any 3.x image.
@@ -312,9 +325,18 @@ class AirflowSettings:
     host: str | None = None
     """Kubernetes only: host name of the Airflow UI Ingress (with web access `public`)."""
     high_availability: bool = False
-    """Kubernetes only: 2 schedulers and API servers, PgBouncer in front of Postgres."""
+    """Kubernetes only: 2 schedulers and API servers."""
+    ingress_class: str | None = None
+    """Kubernetes only: IngressClass of the UI Ingress. Default: the cluster's default class."""
+    tls_secret: str | None = None
+    """Kubernetes only: TLS Secret of the UI Ingress (needs `host`). Default: none, plain HTTP
+    at the Ingress (and an `http://` airflowUrl)."""
+    logs_storage_class: str | None = None
+    """Kubernetes only: a ReadWriteMany StorageClass for a shared task-log volume. Default: none
+    (task logs go to the archive with remote logging when one is configured, else stay in
+    the task pods)."""
     logs_storage_gb: int = 10
-    """Kubernetes only: size of the task-log volume. Default: 10."""
+    """Kubernetes only, with `logsStorageClass`: size of the shared log volume. Default: 10."""
 
 
 @dataclass(frozen=True)
@@ -448,7 +470,9 @@ def load_config(
         ConfigReader(f"{project}:warehouse", raw.get("warehouse"), problems)
     )
     airflow = _read_airflow(
-        ConfigReader(f"{project}:airflow", raw.get("airflow"), problems), target
+        ConfigReader(f"{project}:airflow", raw.get("airflow"), problems),
+        target,
+        is_secret=f"{project}:airflow" in secret_keys,
     )
     charts: dict[str, ChartSource] = {}
     if target == "kubernetes":
@@ -799,7 +823,14 @@ def _read_stream(reader: ConfigReader, target: Target | None) -> StreamSettings:
         defaults.durability,
         defaults.duplicate_window_minutes,
     )
-    kubernetes_only = ("replicas", "storageGb", "durability", "duplicateWindowMinutes")
+    resources = defaults.resources
+    kubernetes_only = (
+        "replicas",
+        "storageGb",
+        "durability",
+        "duplicateWindowMinutes",
+        "resources",
+    )
     aws_only = ("mode", "shards")
     if target == "aws":
         mode = reader.string("mode", defaults.mode, choices=("on-demand", "provisioned"))
@@ -824,6 +855,18 @@ def _read_stream(reader: ConfigReader, target: Target | None) -> StreamSettings:
         window = reader.integer(
             "duplicateWindowMinutes", defaults.duplicate_window_minutes, minimum=1, maximum=60
         )
+        resources = _read_resources(reader.object("resources"), defaults.resources)
+        # The NATS chart's production guidance: a Guaranteed pod, so the server is neither
+        # throttled below what it was promised nor evicted first under node memory pressure.
+        if (resources.requests_cpu, resources.requests_memory) != (
+            resources.limits_cpu,
+            resources.limits_memory,
+        ):
+            reader.problem(
+                "resources",
+                resources.to_kubernetes(),
+                "requests equal to limits (cpu and memory) for the NATS servers",
+            )
         for name in aws_only:
             reader.reject(name, "only with target 'aws'")
     reader.finish()
@@ -835,6 +878,7 @@ def _read_stream(reader: ConfigReader, target: Target | None) -> StreamSettings:
         storage_gb=storage,
         durability=durability,
         duplicate_window_minutes=window,
+        resources=resources,
     )
 
 
@@ -1124,7 +1168,9 @@ def _read_warehouse(reader: ConfigReader) -> WarehouseSettings:
     return settings
 
 
-def _read_airflow(reader: ConfigReader, target: Target | None) -> AirflowSettings:
+def _read_airflow(
+    reader: ConfigReader, target: Target | None, *, is_secret: bool = False
+) -> AirflowSettings:
     defaults = AirflowSettings()
     enabled = reader.boolean("enabled", True)
     default_version = DEFAULT_AIRFLOW_VERSION.get(target or "kubernetes", defaults.version)
@@ -1144,7 +1190,7 @@ def _read_airflow(reader: ConfigReader, target: Target | None) -> AirflowSetting
             or default_version
         )
     web_access = reader.string("webAccess", "private", choices=("private", "public")) or "private"
-    dags = _read_dags(reader.object("dags"), target)
+    dags = _read_dags(reader.object("dags"), target, is_secret=is_secret)
     if target == "aws":
         environment_class = (
             reader.string("environmentClass", defaults.environment_class, choices=MWAA_CLASSES)
@@ -1154,7 +1200,16 @@ def _read_airflow(reader: ConfigReader, target: Target | None) -> AirflowSetting
         maximum = reader.integer("maxWorkers", defaults.max_workers, minimum=1, maximum=25)
         if minimum > maximum:
             reader.problem("minWorkers", minimum, f"at most maxWorkers ({maximum})")
-        for name in ("executor", "workers", "host", "highAvailability", "logsStorageGb"):
+        for name in (
+            "executor",
+            "workers",
+            "host",
+            "highAvailability",
+            "ingressClass",
+            "tlsSecret",
+            "logsStorageClass",
+            "logsStorageGb",
+        ):
             reader.reject(name, "only with target 'kubernetes'")
         reader.finish()
         return AirflowSettings(
@@ -1186,6 +1241,29 @@ def _read_airflow(reader: ConfigReader, target: Target | None) -> AirflowSetting
         reader.problem("host", host, "only with webAccess 'public'")
     if web_access == "public" and not host:
         reader.problem("webAccess", web_access, "'public' on Kubernetes needs host")
+    ingress_class = reader.string(
+        "ingressClass", pattern=DNS_LABEL, describe="an IngressClass name"
+    )
+    tls_secret = reader.string("tlsSecret", pattern=DNS_LABEL, describe="a Secret name")
+    for name, value in (("ingressClass", ingress_class), ("tlsSecret", tls_secret)):
+        if value and not host:
+            reader.problem(name, value, "only together with host")
+    logs_class = reader.string(
+        "logsStorageClass",
+        pattern=rf"{DNS_LABEL}(\.{DNS_LABEL})*",
+        describe="a StorageClass that offers ReadWriteMany volumes",
+        max_length=253,
+    )
+    logs_storage_gb = reader.integer(
+        "logsStorageGb", defaults.logs_storage_gb, minimum=1, maximum=65536
+    )
+    if reader.has("logsStorageGb") and not logs_class:
+        reader.problem(
+            "logsStorageGb",
+            logs_storage_gb,
+            "only with logsStorageClass (a shared log volume needs a ReadWriteMany class; "
+            "without one, task logs go to the archive)",
+        )
     for name in ("environmentClass", "minWorkers", "maxWorkers"):
         reader.reject(name, "only with target 'aws'")
     settings = AirflowSettings(
@@ -1197,26 +1275,74 @@ def _read_airflow(reader: ConfigReader, target: Target | None) -> AirflowSetting
         workers=workers,
         host=host,
         high_availability=reader.boolean("highAvailability", False),
-        logs_storage_gb=reader.integer(
-            "logsStorageGb", defaults.logs_storage_gb, minimum=1, maximum=65536
-        ),
+        ingress_class=ingress_class,
+        tls_secret=tls_secret,
+        logs_storage_class=logs_class,
+        logs_storage_gb=logs_storage_gb,
     )
     reader.finish()
     return settings
 
 
-def _read_dags(reader: ConfigReader, target: Target | None) -> DagSource:
+def _read_dags(reader: ConfigReader, target: Target | None, *, is_secret: bool) -> DagSource:
     kinds = ("repository",) if target == "aws" else ("repository", "git", "image")
     kind = reader.string("source", "repository", choices=kinds) or "repository"
     if kind == "git":
+        repository = reader.string(
+            "repository",
+            required=True,
+            pattern=r"(https://|ssh://|git@)\S+",
+            describe="a git URL (https://, ssh:// or git@)",
+        )
+        credentials = {}
+        for name in ("token", "sshKey"):
+            value = reader.string(name, describe="a credential string")
+            if value is not None and not is_secret:
+                reader.problem(name, HIDDEN, _set_secret_hint(reader.key(name)))
+            credentials[name] = value
+        username = reader.string("username", pattern=r"[\w.@-]{1,128}", describe="a git user name")
+        known_hosts = reader.string(
+            "knownHosts",
+            pattern=r"(?s)\S+ \S+ \S+.*",
+            describe="known_hosts lines of the git host (ssh-keyscan <host>)",
+        )
+        over_ssh = bool(repository) and not repository.startswith("https://")
+        if over_ssh:
+            for name, value in (("token", credentials["token"]), ("username", username)):
+                if value is not None:
+                    reader.problem(
+                        name,
+                        HIDDEN if name == "token" else value,
+                        "only with an https:// repository (SSH uses sshKey)",
+                    )
+            if credentials["sshKey"] is None:
+                reader.problem(
+                    "sshKey", None, "required for an SSH repository URL (set it as a secret)"
+                )
+            if known_hosts is None:
+                reader.problem(
+                    "knownHosts",
+                    None,
+                    "required with an SSH repository: the host's known_hosts lines, so "
+                    "git-sync verifies whom it talks to",
+                )
+        elif repository:
+            for name, value in (("sshKey", credentials["sshKey"]), ("knownHosts", known_hosts)):
+                if value is not None:
+                    reader.problem(
+                        name,
+                        HIDDEN if name == "sshKey" else value,
+                        "only with an ssh:// or git@ repository URL",
+                    )
+            if username and not credentials["token"]:
+                reader.problem("username", username, "only together with token")
         source = DagSource(
             kind=kind,
-            repository=reader.string(
-                "repository",
-                required=True,
-                pattern=r"(https://|ssh://|git@)\S+",
-                describe="a git URL (https://, ssh:// or git@)",
-            ),
+            repository=repository,
+            username=(username or "git") if credentials["token"] else None,
+            token=credentials["token"],
+            ssh_key=credentials["sshKey"],
+            known_hosts=known_hosts,
             ref=reader.string(
                 "ref", "main", pattern=r"[\w./-]+", describe="a branch, tag or commit"
             )

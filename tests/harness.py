@@ -263,6 +263,9 @@ def run_program(
     for key in remove:
         config.pop(key, None)
     for key, value in (overrides or {}).items():
+        value, is_secret = _decrypt_placeholders(key, value)
+        if is_secret:
+            secret_keys.add(key)
         config[key] = _to_config_string(value)
     stack = stack or stack_name_of(path)
     return run_with_config(config, secret_keys=secret_keys, stack=stack)

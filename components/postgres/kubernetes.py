@@ -117,8 +117,10 @@ class KubernetesPostgres(pulumi.ComponentResource):
         k8s.policy.v1.PodDisruptionBudget(
             f"{name}-pdb",
             metadata=network.metadata(SERVICE_NAME, self.labels),
-            # A single server: voluntary evictions (drains) wait for an operator decision.
-            spec={"minAvailable": 1, "selector": {"matchLabels": self.selector}},
+            # One server: `minAvailable: 1` would block every node drain forever. Allowing the
+            # one eviction lets drains and upgrades proceed; the StatefulSet recreates the pod
+            # on its retained volume (a short outage, which a single server has anyway).
+            spec={"maxUnavailable": 1, "selector": {"matchLabels": self.selector}},
             opts=child,
         )
         k8s.networking.v1.NetworkPolicy(
