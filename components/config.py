@@ -8,6 +8,7 @@ raised together as one `ConfigError`.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import re
@@ -62,6 +63,14 @@ class KubernetesSettings:
     """Default: `cluster.local`. Used to build fully qualified Service DNS names."""
     dns_namespace: str = "kube-system"
     """Default: `kube-system`. Namespace of the cluster DNS pods every pod may reach on port 53."""
+    dns_pod_labels: dict[str, str] = field(default_factory=dict)
+    """`dns.podLabels`. Default: none (every pod of `dnsNamespace`). Narrows the DNS peers to
+    the DNS pods, e.g. `{k8s-app: kube-dns}`."""
+    dns_cidrs: tuple[str, ...] = ()
+    """`dns.cidrs`. Default: none. Address ranges of DNS servers outside any pod, e.g.
+    NodeLocal DNSCache's `169.254.20.10/32`."""
+    dns_ports: tuple[int, ...] = (53,)
+    """`dns.ports`. Default: [53]. UDP and TCP; OpenShift's DNS pods listen on 5353."""
     services_image: str = "ghcr.io/liftoff-data/liftoff-services:0.1.0"
     """Default: the released liftoff services image. Build `services/Dockerfile` and push it
     to your registry to run your own; the registry override applies to it as well."""
@@ -247,6 +256,17 @@ class Destination:
     """Default: every source."""
     events: tuple[str, ...] = ()
     """Default: every event (and every type: identify, page, ... pass unless events is set)."""
+    private_networks: tuple[PrivateNetwork, ...] = ()
+    """Kubernetes only. Default: none — the broadcaster reaches public addresses on 443 only.
+    Private CIDRs (and ports) this destination may reach, e.g. an internal webhook."""
+
+
+@dataclass(frozen=True)
+class PrivateNetwork:
+    """`allowPrivate` entry of a destination: a CIDR inside the private network and its ports."""
+
+    cidr: str
+    ports: tuple[int, ...] = (443,)
 
 
 # Per destination type: required settings, optional settings, required secrets.
@@ -465,6 +485,7 @@ def load_config(
         problems,
         is_secret=f"{project}:destinations" in secret_keys,
         sources=sources,
+        target=target,
     )
     warehouse = _read_warehouse(
         ConfigReader(f"{project}:warehouse", raw.get("warehouse"), problems)
@@ -582,8 +603,35 @@ def _read_kubernetes(reader: ConfigReader, stack: str) -> KubernetesSettings:
     )
     if settings.services_image.endswith(":latest"):
         reader.problem("servicesImage", settings.services_image, "a pinned tag, not :latest")
+    dns = reader.object("dns")
+    dns_namespace = dns.string("namespace", pattern=DNS_LABEL, describe=_DNS_LABEL_DESCRIBE)
+    if dns_namespace and reader.has("dnsNamespace"):
+        dns.problem("namespace", dns_namespace, "either dns.namespace or dnsNamespace, not both")
+    pod_labels = dns.string_map("podLabels", _check_label)
+    cidrs = []
+    for index, cidr in enumerate(dns.raw("cidrs") or ()):
+        checked = _cidr(f"{dns.key('cidrs')}[{index}]", cidr, reader.problems, private=False)
+        if checked:
+            cidrs.append(checked)
+    if dns.has("cidrs") and not isinstance(dns.raw("cidrs"), list):
+        dns.problem("cidrs", dns.raw("cidrs"), "a list of CIDRs such as 169.254.20.10/32")
+        cidrs = []
+    ports = _port_list(dns.key("ports"), dns.raw("ports"), reader.problems, (53,))
+    dns.finish()
     reader.finish()
-    return settings
+    return dataclasses.replace(
+        settings,
+        dns_namespace=dns_namespace or settings.dns_namespace,
+        dns_pod_labels=dict(sorted(pod_labels.items())),
+        dns_cidrs=tuple(sorted(set(cidrs))),
+        dns_ports=ports,
+    )
+
+
+def _check_label(name: str, value: str) -> str | None:
+    if not re.fullmatch(_K8S_LABEL_KEY, name) or not re.fullmatch(_K8S_LABEL_VALUE, value):
+        return "a Kubernetes label (key and value)"
+    return None
 
 
 def _read_aws(reader: ConfigReader, region: Any, problems: list[Problem]) -> AwsSettings:
@@ -1060,6 +1108,7 @@ def _read_destinations(
     *,
     is_secret: bool,
     sources: tuple[Source, ...],
+    target: Target | None = None,
 ) -> tuple[Destination, ...]:
     if raw is None:
         return ()
@@ -1115,6 +1164,15 @@ def _read_destinations(
         events = (
             reader.string_list("events", item_pattern=r"\S.{0,199}", describe="an event name") or ()
         )
+        private: tuple[PrivateNetwork, ...] = ()
+        if target == "kubernetes":
+            private = _read_private_networks(
+                reader.key("allowPrivate"), reader.raw("allowPrivate"), problems
+            )
+        else:
+            reader.reject(
+                "allowPrivate", "only with target 'kubernetes' (a NetworkPolicy egress rule)"
+            )
         reader.finish()
         if name is None or kind is None:
             continue
@@ -1129,9 +1187,61 @@ def _read_destinations(
                 secrets=secrets,
                 sources=tuple(sorted(set(only_sources))),
                 events=tuple(sorted(set(events))),
+                private_networks=private,
             )
         )
     return tuple(sorted(destinations, key=lambda d: d.name))
+
+
+def _port_list(key: str, raw: Any, problems: list[Problem], default: tuple[int, ...]):
+    if raw is None:
+        return default
+    allowed = "a list of port numbers from 1 to 65535"
+    if (
+        not isinstance(raw, list)
+        or not raw
+        or not all(isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in raw)
+    ):
+        problems.append(Problem(key, raw, allowed))
+        return default
+    return tuple(sorted(set(raw)))
+
+
+def _cidr(key: str, raw: Any, problems: list[Problem], *, private: bool) -> str | None:
+    try:
+        network = ipaddress.ip_network(raw, strict=True) if isinstance(raw, str) else None
+    except ValueError:
+        network = None
+    if network is None:
+        problems.append(Problem(key, raw, "a CIDR such as 10.20.0.0/16 (host bits zero)"))
+        return None
+    if private and not network.is_private:
+        problems.append(
+            Problem(key, raw, "a private range (public addresses are reachable on 443 already)")
+        )
+        return None
+    return str(network)
+
+
+def _read_private_networks(
+    key: str, raw: Any, problems: list[Problem]
+) -> tuple[PrivateNetwork, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        problems.append(Problem(key, raw, "a list of {cidr, ports} objects"))
+        return ()
+    networks = []
+    for index, entry in enumerate(raw):
+        reader = ConfigReader(f"{key}[{index}]", entry, problems)
+        cidr = reader.string("cidr", required=True, describe="a private CIDR such as 10.20.0.0/16")
+        if cidr is not None:
+            cidr = _cidr(reader.key("cidr"), cidr, problems, private=True)
+        ports = _port_list(reader.key("ports"), reader.raw("ports"), problems, (443,))
+        reader.finish()
+        if cidr:
+            networks.append(PrivateNetwork(cidr=cidr, ports=ports))
+    return tuple(sorted(set(networks), key=lambda n: (n.cidr, n.ports)))
 
 
 _DESTINATION_SETTINGS = {
