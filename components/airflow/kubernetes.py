@@ -132,8 +132,12 @@ def check_values(values: dict[str, Any]) -> None:
     for key in ("fernetKeySecretName", "apiSecretKeySecretName", "jwtSecretName"):
         if not values.get(key):
             problems.append(f"{key} must be set (never the chart's generated default)")
-    if values.get("createUserJob", {}).get("enabled"):
-        problems.append("createUserJob must stay disabled (it puts the password in args)")
+    for component in ("webserver", "apiServer"):
+        if values.get(component, {}).get("defaultUser", {}).get("enabled", True):
+            problems.append(
+                f"{component}.defaultUser.enabled must be false (the chart's user job puts "
+                "the password in args)"
+            )
     if values.get("migrateDatabaseJob", {}).get("useHelmHooks", True):
         problems.append("migrateDatabaseJob.useHelmHooks must be false (Pulumi runs no hooks)")
     if values.get("pgbouncer", {}).get("enabled"):
@@ -340,8 +344,10 @@ class KubernetesAirflow(pulumi.ComponentResource):
                 },
                 # The chart's default for every Airflow-image container (scheduler, API
                 # server, workers, triggerer, DAG processor, jobs, their wait-for-migrations
-                # init containers and log groomers); the key is plural in the template.
+                # init containers and log groomers). The templates read `containers`, the
+                # schema documents `container`: both, so either chart reading applies.
                 "containers": RESTRICTED_CONTAINER,
+                "container": RESTRICTED_CONTAINER,
             },
             # Airflow 3 tasks reach the metadata database through the API server, not
             # directly, so the connection fan-out PgBouncer absorbs is gone; the chart's

@@ -59,7 +59,9 @@ def test_jobs_run_without_helm_hooks_and_admin_password_stays_in_a_file():
     run = stack_run("dev")
     values = _chart(run).inputs["values"]
     assert values["migrateDatabaseJob"]["useHelmHooks"] is False
-    assert values["createUserJob"]["enabled"] is False
+    assert values["webserver"]["defaultUser"] == {"enabled": False}
+    assert values["apiServer"]["defaultUser"] == {"enabled": False}
+    assert "createUserJob" not in values
     job = run.one("kubernetes:batch/v1:Job", "liftoff-airflow-admin-user")
     (container,) = job.inputs["spec"]["template"]["spec"]["containers"]
     assert "cat /etc/airflow-admin/password" in container["command"][-1]
@@ -320,8 +322,8 @@ def test_values_are_checked_before_use():
         check_values({"postgresql": {"enabled": True}})
     values = _chart(stack_run("dev")).inputs["values"]
     check_values(values)
-    with pytest.raises(ValueError, match="createUserJob must stay disabled"):
-        check_values({**values, "createUserJob": {"enabled": True}})
+    with pytest.raises(ValueError, match=r"apiServer\.defaultUser\.enabled must be false"):
+        check_values({**values, "apiServer": {**values["apiServer"], "defaultUser": {}}})
 
 
 def test_airflow_can_be_turned_off_and_the_url_is_exported():
