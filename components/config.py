@@ -132,6 +132,12 @@ class PostgresSettings:
     the archive (needs `liftoff:archive`)."""
     backup_schedule: str = "17 3 * * *"
     """Default: 03:17 UTC daily. Kubernetes only: cron schedule of the backup job."""
+    apply_immediately: bool = False
+    """Default: false. AWS only: apply instance changes (a major version upgrade included)
+    now instead of in the next maintenance window."""
+    major_upgrade_from: str | None = None
+    """Default: none. Kubernetes only: the major version this stack ran before `version`,
+    set once the data was moved by the documented upgrade procedure (README)."""
     deletion_protection: bool = True
     """Default: true. AWS: RDS deletion protection and a final snapshot; Kubernetes: the
     namespace and volumes are retained when the stack is destroyed."""
@@ -746,6 +752,20 @@ def _read_postgres(
         )
     else:
         reader.reject("backupSchedule", "only with target 'kubernetes' (RDS schedules its own)")
+    apply_immediately = False
+    major_upgrade_from = None
+    if target == "aws":
+        apply_immediately = reader.boolean("applyImmediately", False)
+        reader.reject("majorUpgradeFrom", "only with target 'kubernetes' (RDS upgrades in place)")
+    else:
+        reader.reject("applyImmediately", "only with target 'aws' (RDS maintenance windows)")
+        major_upgrade_from = reader.string("majorUpgradeFrom", choices=sorted(POSTGRES_IMAGE_TAGS))
+        if major_upgrade_from and version and int(major_upgrade_from) >= int(version):
+            reader.problem(
+                "majorUpgradeFrom",
+                major_upgrade_from,
+                f"an older major than version ({version}): the one the data was migrated from",
+            )
     settings = PostgresSettings(
         version=version or DEFAULT_POSTGRES_VERSION,
         storage_gb=storage,
@@ -757,6 +777,8 @@ def _read_postgres(
         ),
         deletion_protection=reader.boolean("deletionProtection", defaults.deletion_protection),
         backup_schedule=backup_schedule,
+        apply_immediately=apply_immediately,
+        major_upgrade_from=major_upgrade_from,
     )
     reader.finish()
     return settings
