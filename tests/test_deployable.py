@@ -102,6 +102,16 @@ def test_restricted_check_sees_the_chart_defaults_liftoff_overrides():
     # The chart's Redis runs as root, and git-sync falls back to a bare runAsUser.
     assert "redis/redis: runAsUser is 0" in problems
     assert "scheduler/git-sync: allowPrivilegeEscalation is not false" in problems
+    # Components off by default stay restricted when a customer turns them on.
+    values = chart_values(variant_run("dev"), "airflow")
+    assert (
+        chart_pod_problems({**values, "statsd": {**values["statsd"], "enabled": True}}, airflow)
+        == []
+    )
+    bare = {k: v for k, v in values.items() if k != "statsd"}
+    assert "statsd/statsd: runAsNonRoot is not true" in chart_pod_problems(
+        {**bare, "statsd": {"enabled": True}}, airflow
+    )
     nats = copy.deepcopy(chart_values(variant_run("dev"), "nats"))
     del nats["reloader"]["merge"]["securityContext"]
     nats["natsBox"]["enabled"] = True

@@ -50,6 +50,8 @@ ARCHIVE_CONNECTION_ID = "liftoff_archive"
 REDIS_PORT = 6379
 # The official redis image's `redis` user.
 REDIS_UID = 999
+# The chart's default user for the statsd exporter (nobody).
+STATSD_UID = 65534
 # git-sync's image runs as this user (registry.k8s.io/git-sync); it writes only to the
 # shared dags volume, group-owned through fsGroup 0.
 GIT_SYNC_UID = 65533
@@ -353,6 +355,13 @@ class KubernetesAirflow(pulumi.ComponentResource):
             # directly, so the connection fan-out PgBouncer absorbs is gone; the chart's
             # PgBouncer also cannot be configured from a metadata Secret (see README).
             "pgbouncer": {"enabled": False},
+            # Off in charts/airflow.yaml; restricted all the same should a customer enable it.
+            "statsd": {
+                "securityContexts": {
+                    "pod": kube.pod_security_context(STATSD_UID),
+                    "container": RESTRICTED_CONTAINER,
+                }
+            },
             "redis": {
                 "enabled": settings.executor == "CeleryExecutor",
                 "resources": SMALL_RESOURCES,
