@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 
 import pytest
 
@@ -199,3 +200,72 @@ def test_dev_stack_runs_on_a_bare_kind_cluster():
     for values in (airflow, nats):
         assert "storageClassName" not in str(values)
         assert "LoadBalancer" not in str(values)
+
+
+# Egress that reaches beyond the namespace without naming its peers: Airflow's scheduler and
+# workers launch pods through the Kubernetes API and git-sync reaches the git host, neither of
+# which has an address to select.
+UNSELECTED_EGRESS = {"airflow-outbound": {443, 6443, 22}}
+PRIVATE = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+
+
+def egress_problems(objects: list[dict], config: dict[str, str]) -> list[str]:
+    """Egress beyond the namespace names its ports; private ranges open only where the stack
+    lists them (DNS CIDRs, a destination's allowPrivate) or to the archive's port."""
+    kubernetes = json.loads(config.get("liftoff:kubernetes", "{}"))
+    configured = set((kubernetes.get("dns") or {}).get("cidrs") or [])
+    for destination in json.loads(config.get("liftoff:destinations", "[]")):
+        configured |= {entry["cidr"] for entry in destination.get("allowPrivate") or []}
+    archive = json.loads(config.get("liftoff:archive", "{}"))
+    archive_port = int(archive["endpoint"].rsplit(":", 1)[1]) if archive else None
+    problems = []
+    for policy in objects:
+        if policy.get("kind") != "NetworkPolicy":
+            continue
+        name = policy["metadata"]["name"]
+        for rule in policy["spec"].get("egress") or []:
+            ports = {p["port"] for p in rule.get("ports") or []}
+            peers = rule.get("to")
+            in_namespace = bool(peers) and all(set(peer) == {"podSelector"} for peer in peers)
+            if not ports and not in_namespace:
+                problems.append(f"{name}: egress beyond the namespace on every port")
+            if not peers:
+                if not ports or not ports <= UNSELECTED_EGRESS.get(name, set()):
+                    problems.append(f"{name}: egress to any address on {sorted(ports)}")
+                continue
+            for peer in peers:
+                block = peer.get("ipBlock")
+                if block is None:
+                    continue
+                if block["cidr"] == "0.0.0.0/0":
+                    if sorted(block.get("except") or []) == sorted(PRIVATE):
+                        continue  # the internet, private ranges excluded
+                    if ports == {archive_port}:
+                        continue  # the archive endpoint (possibly inside the network)
+                    problems.append(f"{name}: 0.0.0.0/0 with private ranges on {sorted(ports)}")
+                elif block["cidr"] not in configured:
+                    problems.append(f"{name}: {block['cidr']} is not configured")
+    return problems
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_egress_rule_names_its_ports_and_opens_private_ranges_only_where_configured(
+    variant,
+):
+    run = variant_run(variant)
+    assert egress_problems(run.kubernetes_objects(), run.config) == []
+
+
+def test_egress_check_catches_private_ranges_nobody_configured():
+    run = variant_run("kubernetes-private-cloud")
+    config = {**run.config, "liftoff:destinations": "[]"}
+    loose = {
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "loose"},
+        "spec": {"egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]},
+    }
+    assert egress_problems([*run.kubernetes_objects(), loose], config) == [
+        "broadcaster-crm-private: 10.20.0.0/16 is not configured",
+        "loose: egress beyond the namespace on every port",
+        "loose: 0.0.0.0/0 with private ranges on []",
+    ]
