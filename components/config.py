@@ -965,6 +965,14 @@ def _read_stream(reader: ConfigReader, target: Target | None) -> StreamSettings:
             "duplicateWindowMinutes", defaults.duplicate_window_minutes, minimum=1, maximum=60
         )
         resources = _read_resources(reader.object("resources"), defaults.resources)
+        raw_resources = reader.raw("resources")
+        if isinstance(raw_resources, dict) and "requests" not in raw_resources:
+            # Limits alone mean the same requests (a Guaranteed pod, as Kubernetes does too).
+            resources = dataclasses.replace(
+                resources,
+                requests_cpu=resources.limits_cpu,
+                requests_memory=resources.limits_memory,
+            )
         # The NATS chart's production guidance: a Guaranteed pod, so the server is neither
         # throttled below what it was promised nor evicted first under node memory pressure.
         if (resources.requests_cpu, resources.requests_memory) != (
