@@ -29,7 +29,9 @@ log = logging.getLogger("liftoff.http")
 
 def _json_answer(status: str, code: str, message: str) -> bytes:
     """A complete HTTP response in the collector's error shape, then the connection closes."""
-    body = json.dumps({"success": False, "code": code, "message": message}).encode()
+    body = json.dumps(
+        {"success": False, "code": code, "message": message}, separators=(",", ":")
+    ).encode()
     return (
         f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
