@@ -43,14 +43,20 @@ def http_api_event(
     method: str = "POST",
     headers: dict[str, str] | None = None,
     base64_encoded: bool = True,
+    stage: str = "$default",
 ) -> dict[str, Any]:
+    # The shape API Gateway HTTP APIs send (payload format 2.0).
     return {
         "version": "2.0",
         "routeKey": "$default",
         "rawPath": path,
         "rawQueryString": "",
         "headers": {"content-type": "application/json", **(headers or {})},
-        "requestContext": {"http": {"method": method, "path": path, "sourceIp": "203.0.113.9"}},
+        "requestContext": {
+            "domainName": "abc123.execute-api.eu-west-1.amazonaws.com",
+            "stage": stage,
+            "http": {"method": method, "path": path, "sourceIp": "203.0.113.9"},
+        },
         "body": base64.b64encode(body).decode() if base64_encoded else body.decode(),
         "isBase64Encoded": base64_encoded,
     }
@@ -83,7 +89,7 @@ def test_plain_body_single_event_under_a_named_stage(lambda_env: tuple[Any, str]
     client, name = lambda_env
     body = json.dumps({"userId": "u", "event": "Clicked", "writeKey": "ios-key-2"}).encode()
     response = aws_lambda.collector_handler(
-        http_api_event(body, path="/prod/v1/track", base64_encoded=False), None
+        http_api_event(body, path="/prod/v1/track", base64_encoded=False, stage="prod"), None
     )
     assert response["statusCode"] == 200, response["body"]
     ((key, event),) = read_kinesis(client, name)
@@ -115,7 +121,10 @@ def test_method_path_and_preflight(lambda_env: tuple[Any, str]) -> None:
         None,
     )
     assert (get["statusCode"], unknown["statusCode"], preflight["statusCode"]) == (405, 404, 204)
-    assert preflight["headers"]["access-control-allow-headers"] == "content-type"
+    allowed = preflight["headers"]["access-control-allow-headers"].lower().split(", ")
+    assert {"content-type", "authorization"} <= set(allowed)
+    # CORS on every answer, errors included (the API's edge CORS is off).
+    assert {r["headers"].get("access-control-allow-origin") for r in (get, unknown)} == {"*"}
 
 
 def test_write_keys_from_secrets_manager(
