@@ -58,6 +58,7 @@ async function browse(url, options) {
     args: [
       '--no-sandbox',
       '--disable-gpu',
+      '--disable-quic',
       '--disable-dev-shm-usage',
       '--disable-background-networking',
       '--disable-component-update',
