@@ -141,6 +141,16 @@ class Source:
     """One entry of `liftoff:sources`: a sender of events with its own write key."""
 
     name: str
+    allowed_origins: tuple[str, ...] = ("*",)
+    """`allowedOrigins`. Default: `["*"]` (any web page may send with this write key). A list
+    of browser origins (`https://shop.example.com`, `https://*.example.com` for subdomains,
+    `http://localhost:3000`): the collector answers CORS for them only and refuses (403) a
+    browser request from any other origin with this source's key, on both targets. Server
+    SDKs (no `Origin` header) are not affected."""
+
+    @property
+    def restricts_origins(self) -> bool:
+        return "*" not in self.allowed_origins
 
 
 @dataclass(frozen=True)
@@ -365,6 +375,8 @@ KNOWN_KEYS: tuple[str, ...] = (
 _OBJECT_KEYS = frozenset(KNOWN_KEYS) - {"target", "deletionProtection"}
 CHARTS: tuple[str, ...] = ("nats", "airflow")
 SOURCE_NAME = r"[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?"
+# A browser origin as browsers send it (lower-case, no path), `*.` for any subdomain, or `*`.
+ALLOWED_ORIGIN = r"\*|https?://(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?"
 DEFAULT_SERVICES_IMAGE = "ghcr.io/liftoff-data/liftoff-services:0.1.0"
 
 
@@ -773,6 +785,7 @@ def _read_sources(key: str, raw: Any, problems: list[Problem]) -> tuple[Source, 
             describe="a source name: lowercase letters, digits, '-' or '_', at most 63 "
             "characters (it becomes part of stream subjects and archive paths)",
         )
+        origins = _read_allowed_origins(reader)
         reader.finish()
         if name is None:
             continue
@@ -781,9 +794,25 @@ def _read_sources(key: str, raw: Any, problems: list[Problem]) -> tuple[Source, 
                 Problem(f"{key}[{index}].name", name, "a name not used by another source")
             )
             continue
-        sources.append(Source(name))
+        sources.append(Source(name, origins))
     # Sorted: the order sources were listed in must not change what is declared.
     return tuple(sorted(sources, key=lambda s: s.name))
+
+
+def _read_allowed_origins(reader: ConfigReader) -> tuple[str, ...]:
+    origins = reader.string_list(
+        "allowedOrigins",
+        item_pattern=ALLOWED_ORIGIN,
+        describe="'*' or a browser origin scheme://host[:port] (http or https, lower-case, "
+        "no path; https://*.example.com for its subdomains)",
+    )
+    if origins is None:
+        return Source.allowed_origins
+    if not origins:
+        reader.problem("allowedOrigins", [], "at least one origin, or '*' (the default)")
+        return Source.allowed_origins
+    # Sorted and deduplicated: listing order must not change what is declared.
+    return tuple(sorted(set(origins)))
 
 
 def _read_stream(reader: ConfigReader, target: Target | None) -> StreamSettings:
