@@ -45,7 +45,7 @@ DEFAULT_LIBRARY_DIR = Path(__file__).resolve().parent / "static" / "analytics-ne
 SETTINGS_PATH = re.compile(r"^/v1/projects/([^/]+)/settings$")
 LIBRARY_PATH = re.compile(r"^/analytics\.js/v1/([^/]+)/analytics\.min\.js$")
 BUNDLE_PATH = re.compile(r"^/analytics-next/bundles/([A-Za-z0-9_-]+\.bundle\.[0-9a-f]+\.js)$")
-_ORIGIN = re.compile(r"^https?://(\*\.)?[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+_ORIGIN = re.compile(r"^https?://(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$")
 
 
 def valid_origin(origin: str) -> bool:
@@ -66,7 +66,12 @@ def _matches(pattern: str, origin: str) -> bool:
 class AllowedOrigins:
     """Which browser origins may send events, per source. Sources not listed allow ``*``."""
 
-    def __init__(self, by_source: Mapping[str, list[str]] | None = None) -> None:
+    def __init__(
+        self,
+        by_source: Mapping[str, list[str]] | None = None,
+        sources: list[str] | None = None,
+    ) -> None:
+        """``sources``: every source with a write key (default: those of ``by_source``)."""
         self._by_source: dict[str, tuple[str, ...]] = {}
         for source, origins in (by_source or {}).items():
             if not isinstance(origins, list) or not origins:
@@ -75,11 +80,18 @@ class AllowedOrigins:
                 if not isinstance(origin, str) or not valid_origin(origin):
                     raise ValueError(
                         f"source {source!r}: origin {origin!r} is not '*' nor "
-                        "scheme://host[:port] (http or https, no path)"
+                        "scheme://host[:port] (http or https, lower-case, no path)"
                     )
             self._by_source[source] = tuple(origins)
-        self._restricted = any("*" not in o for o in self._by_source.values())
-        self._union = tuple(sorted({o for os_ in self._by_source.values() for o in os_}))
+        everyone = sources if sources is not None else list(self._by_source)
+        patterns = [self._by_source.get(source, ("*",)) for source in everyone] or [("*",)]
+        # Open: every source takes any origin, so "*" is the whole answer.
+        self._open = all("*" in p for p in patterns)
+        self._union = tuple(sorted({o for p in patterns for o in p}))
+
+    def with_sources(self, sources: list[str]) -> AllowedOrigins:
+        """The same lists, knowing every source (unlisted ones allow any origin)."""
+        return AllowedOrigins({s: list(o) for s, o in self._by_source.items()}, sources)
 
     @classmethod
     def from_json(cls, text: str) -> AllowedOrigins:
@@ -105,11 +117,11 @@ class AllowedOrigins:
         return patterns is None or any(_matches(p, origin) for p in patterns)
 
     def _any_allows(self, origin: str) -> bool:
-        return not self._restricted or any(_matches(p, origin) for p in self._union)
+        return any(_matches(p, origin) for p in self._union)
 
     def headers(self, origin: str | None) -> list[tuple[str, str]]:
         """CORS headers of every (non-preflight) response."""
-        if not self._restricted:
+        if self._open:
             return [
                 ("access-control-allow-origin", "*"),
                 ("access-control-expose-headers", EXPOSED_HEADERS),

@@ -130,7 +130,7 @@ class Collector:
     ) -> None:
         self.stream = stream
         self.write_keys = write_keys
-        self.origins = origins or AllowedOrigins()
+        self.origins = (origins or AllowedOrigins()).with_sources(write_keys.sources)
         self.library = library or Library(browser.DEFAULT_LIBRARY_DIR)
         self.public_url = public_url
         self.counters = counters or Counters()

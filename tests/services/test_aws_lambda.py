@@ -174,3 +174,84 @@ def test_cold_start_configuration_errors_name_the_variable(
     monkeypatch.setenv("LIFTOFF_STREAM_URL", "nats://nats:4222/EVENTS")
     with pytest.raises(ConfigError, match="kinesis://"):
         aws_lambda.collector_handler(http_api_event(b"{}"), None)
+
+
+def test_analytics_js_routes_and_short_paths_under_a_named_stage(
+    lambda_env: tuple[Any, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    client, name = lambda_env
+    (tmp_path / "standalone.js").write_bytes(b"/* analytics.js */\n")
+    (tmp_path / "standalone.js.gz").write_bytes(gzip.compress(b"/* analytics.js */\n", mtime=0))
+    monkeypatch.setattr(aws_lambda, "DEFAULT_LIBRARY_DIR", tmp_path)
+
+    def call(path: str, method: str = "GET", **headers: str) -> dict[str, Any]:
+        event = http_api_event(
+            b"", path=f"/prod{path}", method=method, headers=headers, stage="prod"
+        )
+        return aws_lambda.collector_handler({**event, "body": None}, None)
+
+    settings = call("/v1/projects/web-key-1/settings", origin="https://shop.example")
+    segment = json.loads(settings["body"])["integrations"]["Segment.io"]
+    assert (segment["apiHost"], segment["protocol"]) == (
+        "abc123.execute-api.eu-west-1.amazonaws.com/prod/v1",
+        "https",
+    )
+    assert settings["headers"]["access-control-allow-origin"] == "*"
+    unknown = call("/v1/projects/nope/settings")
+    assert unknown["statusCode"] == 404 and unknown["headers"]["access-control-allow-origin"]
+    head = call("/v1/projects/web-key-1/settings", method="HEAD")
+    assert (head["statusCode"], head["body"]) == (200, "")
+    library = call("/analytics.js/v1/web-key-1/analytics.min.js", **{"accept-encoding": "gzip"})
+    assert library["isBase64Encoded"] and library["headers"]["content-encoding"] == "gzip"
+    assert gzip.decompress(base64.b64decode(library["body"])) == b"/* analytics.js */\n"
+    cached = call(
+        "/analytics.js/v1/web-key-1/analytics.min.js",
+        **{"if-none-match": library["headers"]["etag"]},
+    )
+    assert cached["statusCode"] == 200  # that ETag names the gzip representation
+    cached = call(
+        "/analytics.js/v1/web-key-1/analytics.min.js",
+        **{"if-none-match": library["headers"]["etag"], "accept-encoding": "gzip"},
+    )
+    assert cached["statusCode"] == 304
+    preflight = call("/v1/projects/web-key-1/settings", method="OPTIONS", origin="https://a.b")
+    assert preflight["statusCode"] == 204
+    assert "authorization" in preflight["headers"]["access-control-allow-headers"].lower()
+
+    body = json.dumps({"userId": "u", "event": "E", "writeKey": "web-key-1"}).encode()
+    short = aws_lambda.collector_handler(
+        http_api_event(
+            body, path="/prod/v1/t", headers={"content-type": "text/plain"}, stage="prod"
+        ),
+        None,
+    )
+    assert short["statusCode"] == 200, short["body"]
+    assert [event["event"] for _, event in read_kinesis(client, name)] == ["E"]
+
+
+def test_allowed_origins_are_enforced_on_lambda(
+    lambda_env: tuple[Any, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, name = lambda_env
+    monkeypatch.setenv("LIFTOFF_ALLOWED_ORIGINS", json.dumps({"web": ["https://shop.example"]}))
+    body = json.dumps({"batch": events(2)}).encode()
+
+    def post(origin: str) -> dict[str, Any]:
+        headers = {"authorization": WEB_AUTH, "origin": origin}
+        return aws_lambda.collector_handler(http_api_event(body, headers=headers), None)
+
+    refused, allowed = post("https://evil.example"), post("https://shop.example")
+    assert refused["statusCode"] == 403
+    assert json.loads(refused["body"])["code"] == "origin_not_allowed"
+    assert allowed["statusCode"] == 200
+    assert allowed["headers"]["access-control-allow-origin"] == "https://shop.example"
+    assert "Origin" in allowed["headers"]["vary"]
+    assert len(read_kinesis(client, name)) == 2  # only the allowed request's events
+
+
+def test_unknown_source_in_allowed_origins_is_a_config_error(
+    lambda_env: tuple[Any, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LIFTOFF_ALLOWED_ORIGINS", json.dumps({"shop": ["https://a.example"]}))
+    with pytest.raises(ConfigError, match="LIFTOFF_ALLOWED_ORIGINS names sources without"):
+        aws_lambda.collector_handler(http_api_event(b"{}"), None)
