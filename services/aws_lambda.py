@@ -125,9 +125,8 @@ def _browser_route(
         # API Gateway is reached over HTTPS only; a named stage is part of the public path.
         host = request_context.get("domainName") or headers.get("host")
         stage = request_context.get("stage", "$default")
-        if host and stage != "$default":
-            host = f"{host}/{stage}"
-        return collector.settings(settings.group(1), host, "https", origin)
+        prefix = "" if stage == "$default" else f"/{stage}"
+        return collector.settings(settings.group(1), host, "https", origin, prefix)
     return collector.static_file(
         "standalone.js" if library else bundle.group(1),  # type: ignore[union-attr]
         headers.get("if-none-match"),

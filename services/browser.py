@@ -3,7 +3,8 @@
 - **CORS** (:class:`AllowedOrigins`): every response of every route carries it; preflight is
   answered on every route. Default ``*``. With per-source lists (``LIFTOFF_ALLOWED_ORIGINS``),
   a response names the request's ``Origin`` when any source allows it (with
-  ``Access-Control-Allow-Credentials``, so ``credentials: 'include'`` works), and the
+  ``Access-Control-Allow-Credentials`` for listed origins, so ``credentials: 'include'``
+  works), and the
   collector refuses with 403 a request whose write key belongs to a source that does not allow
   its origin. A preflight carries no write key, so it is judged against the union of sources.
   Requests without ``Origin`` (server SDKs) are not browsers and are not restricted.
@@ -119,22 +120,22 @@ class AllowedOrigins:
     def _any_allows(self, origin: str) -> bool:
         return any(_matches(p, origin) for p in self._union)
 
+    def _listed(self, origin: str) -> bool:
+        return any(p != "*" and _matches(p, origin) for p in self._union)
+
     def headers(self, origin: str | None) -> list[tuple[str, str]]:
-        """CORS headers of every (non-preflight) response."""
+        """CORS headers of every response (preflights add :meth:`preflight_headers`)."""
+        exposed = ("access-control-expose-headers", EXPOSED_HEADERS)
         if self._open:
-            return [
-                ("access-control-allow-origin", "*"),
-                ("access-control-expose-headers", EXPOSED_HEADERS),
-            ]
+            return [("access-control-allow-origin", "*"), exposed]
         # The answer depends on Origin: shared caches must key on it.
         if origin is None or not self._any_allows(origin):
             return [("vary", "Origin")]
-        return [
-            ("access-control-allow-origin", origin),
-            ("access-control-allow-credentials", "true"),
-            ("access-control-expose-headers", EXPOSED_HEADERS),
-            ("vary", "Origin"),
-        ]
+        headers = [("access-control-allow-origin", origin), exposed, ("vary", "Origin")]
+        if self._listed(origin):
+            # Only origins named in a list may send credentials (fetch credentials: 'include').
+            headers.append(("access-control-allow-credentials", "true"))
+        return headers
 
     def preflight_allowed(self, origin: str | None) -> bool:
         return origin is None or self._any_allows(origin)
@@ -180,6 +181,15 @@ def settings_document(write_key: str, api_host: str, protocol: str) -> dict[str,
         "legacyVideoPluginsEnabled": False,
         "remotePlugins": [],
     }
+
+
+# host[:port] as RFC 3986 allows it (names, IPv4, bracketed IPv6): what a settings document
+# may echo back from the Host header.
+_HOST = re.compile(r"^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$")
+
+
+def valid_host(host: str | None) -> bool:
+    return host is not None and len(host) <= 255 and bool(_HOST.match(host))
 
 
 def public_base(public_url: str | None, host: str | None, scheme: str) -> tuple[str, str]:

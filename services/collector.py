@@ -249,16 +249,25 @@ class Collector:
         return Response(204, b"", self.origins.preflight_headers())
 
     def settings(
-        self, write_key: str, host: str | None, scheme: str, origin: str | None
+        self,
+        write_key: str,
+        host: str | None,
+        scheme: str,
+        origin: str | None,
+        path_prefix: str = "",
     ) -> Response:
-        """``GET /v1/projects/<writeKey>/settings``: what analytics.js loads first."""
+        """``GET /v1/projects/<writeKey>/settings``: what analytics.js loads first.
+        ``path_prefix``: where the collector's paths start on ``host`` (an API stage)."""
         route = "/v1/projects/settings"
         source = self.write_keys.source_for(write_key)
         if source is None:
             return self.reject(route, InvalidInput(404, "invalid_write_key", "unknown write key"))
         if not self.origins.allows(source, origin):
             return self.reject(route, _origin_refused(origin))
-        api_host, protocol = browser.public_base(self.public_url, host, scheme)
+        if self.public_url is None and not browser.valid_host(host):
+            error = InvalidInput(400, "invalid_host", f"Host header {host!r} is not host[:port]")
+            return self.reject(route, error)
+        api_host, protocol = browser.public_base(self.public_url, f"{host}{path_prefix}", scheme)
         document = browser.settings_document(write_key, f"{api_host}/v1", protocol)
         self.counters.add("liftoff_collector_requests_total", route=route, status="200")
         cache = f"public, max-age={browser.SETTINGS_MAX_AGE}"

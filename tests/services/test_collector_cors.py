@@ -196,8 +196,11 @@ def test_allowed_origins_are_enforced_per_source(
     assert subdomain.headers["access-control-allow-origin"] == "https://m.shop.example"
     assert refused.json()["code"] == "origin_not_allowed"
     assert "access-control-allow-origin" not in no_origin.headers
-    # ios still allows any origin, so EVIL is named in answers (it may read the 403 reason).
+    # ios still allows any origin, so EVIL is named in answers (it may read the 403 reason),
+    # without credentials: those are for listed origins only.
     assert ios.headers["access-control-allow-origin"] == EVIL
+    assert refused.headers["access-control-allow-origin"] == EVIL
+    assert "access-control-allow-credentials" not in ios.headers
     events = [m.event for m in stored(shared_nats, stream)]
     assert [e["liftoff"]["source"] for e in events] == ["web", "web", "ios", "web"]
 
@@ -259,6 +262,13 @@ def test_settings_point_analytics_js_at_this_collector(
     assert "consentSettings" not in document
     assert get.headers["cache-control"] == "public, max-age=300"
     assert get.headers["access-control-allow-origin"] == "*"
+
+    # The Host header is echoed into the document only when it is a host[:port].
+    bad_host = run_app(
+        url,
+        lambda c: c.get("/v1/projects/web-key-1/settings", headers={"host": 'evil"}'}),
+    )
+    assert bad_host.status_code == 400 and bad_host.json()["code"] == "invalid_host"
 
     # Behind a proxy: the configured public URL wins over what the pod sees.
     behind = run_app(
