@@ -165,7 +165,6 @@ def settings_document(write_key: str, api_host: str, protocol: str) -> dict[str,
                 "unbundledIntegrations": [],
                 "addBundledMetadata": True,
                 "maybeBundledConfigIds": {},
-                "versionSettings": {"version": "4.4.7", "componentTypes": ["browser"]},
             }
         },
         "plan": {

@@ -12,6 +12,7 @@ import boto3
 import pytest
 
 from services import aws_lambda
+from services.collector import ROUTES
 from services.config import ConfigError
 from tests.services.streams_under_test import WRITE_KEYS, WRITE_KEYS_JSON, read_kinesis
 
@@ -255,3 +256,23 @@ def test_unknown_source_in_allowed_origins_is_a_config_error(
     monkeypatch.setenv("LIFTOFF_ALLOWED_ORIGINS", json.dumps({"shop": ["https://a.example"]}))
     with pytest.raises(ConfigError, match="LIFTOFF_ALLOWED_ORIGINS names sources without"):
         aws_lambda.collector_handler(http_api_event(b"{}"), None)
+
+
+def test_preflight_and_cors_on_every_route_of_the_function(lambda_env: tuple[Any, str]) -> None:
+    """The API routes every method to the function; it must answer like the container."""
+    paths = [
+        *ROUTES,
+        "/v1/projects/web-key-1/settings",
+        "/analytics.js/v1/web-key-1/analytics.min.js",
+        "/analytics-next/bundles/auto-track.bundle.0123abcd.js",
+    ]
+    for path in paths:
+        headers = {"origin": "https://shop.example", "access-control-request-method": "POST"}
+        answer = aws_lambda.collector_handler(
+            {**http_api_event(b"", path=path, method="OPTIONS", headers=headers), "body": None},
+            None,
+        )
+        assert answer["statusCode"] == 204, path
+        assert answer["headers"]["access-control-allow-origin"] == "*", path
+        allowed = answer["headers"]["access-control-allow-headers"].lower()
+        assert "authorization" in allowed and "content-type" in allowed, path
