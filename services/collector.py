@@ -298,6 +298,8 @@ class Collector:
             ("etag", etag),
             ("vary", "Accept-Encoding"),
             ("x-content-type-options", "nosniff"),
+            # Embedded by other sites' pages, including ones isolated with COEP require-corp.
+            ("cross-origin-resource-policy", "cross-origin"),
         ]
         if browser.etag_matches(if_none_match, etag):
             return Response(304, b"", headers, content_type=found.content_type)

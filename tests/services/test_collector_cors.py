@@ -308,6 +308,8 @@ def test_the_library_is_served_with_etag_gzip_and_long_caching(
     assert plain.headers["content-type"].startswith("application/javascript")
     assert plain.headers["cache-control"] == "public, max-age=3600"
     assert re.fullmatch(r'"[0-9a-f]{32}"', plain.headers["etag"])
+    assert plain.headers["x-content-type-options"] == "nosniff"
+    assert plain.headers["cross-origin-resource-policy"] == "cross-origin"
     assert zipped.headers["content-encoding"] == "gzip" and zipped.content == body  # decoded
     assert zipped.headers["etag"] != plain.headers["etag"]
     assert again.status_code == 304 and again.content == b""
