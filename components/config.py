@@ -191,6 +191,11 @@ class IngestSettings:
     """Default: the cluster's default IngressClass. Kubernetes only."""
     tls_secret: str | None = None
     """Default: none (plain HTTP at the Ingress). Kubernetes only; needs `host`."""
+    public_url: str | None = None
+    """`publicUrl`. Default: `https://<host>` with `tlsSecret`, `http://<host>` without, none
+    without `host`. Kubernetes only: where browsers and SDKs reach the collector when that is
+    not what the Ingress alone says (TLS terminated by a load balancer in front, another
+    gateway); it is the `collectorUrl` output and what analytics.js's settings name."""
     resources: ComputeResources = field(
         default_factory=lambda: ComputeResources("250m", "256Mi", "1", "512Mi")
     )
@@ -884,6 +889,7 @@ def _read_ingest(reader: ConfigReader, target: Target | None) -> IngestSettings:
             "host",
             "ingressClass",
             "tlsSecret",
+            "publicUrl",
             "resources",
         ):
             reader.reject(name, "only with target 'kubernetes'")
@@ -913,6 +919,11 @@ def _read_ingest(reader: ConfigReader, target: Target | None) -> IngestSettings:
         reader.problem("tlsSecret", tls_secret, "only together with host")
     if ingress_class and not host:
         reader.problem("ingressClass", ingress_class, "only together with host")
+    public_url = reader.string(
+        "publicUrl",
+        pattern=rf"https?://{DNS_LABEL}(\.{DNS_LABEL})*(:[0-9]{{1,5}})?",
+        describe="http(s)://host[:port] without a path, e.g. https://events.example.com",
+    )
     resources = _read_resources(reader.object("resources"), defaults.resources)
     for name in ("throttlingRateLimit", "throttlingBurstLimit", "memoryMb"):
         reader.reject(name, "only with target 'aws'")
@@ -924,6 +935,7 @@ def _read_ingest(reader: ConfigReader, target: Target | None) -> IngestSettings:
         host=host,
         ingress_class=ingress_class,
         tls_secret=tls_secret,
+        public_url=public_url,
         resources=resources,
     )
 

@@ -86,11 +86,13 @@ class KubernetesCollector(pulumi.ComponentResource):
         origins = allowed_origins_document(args.sources)
         if origins is not None:
             environment["LIFTOFF_ALLOWED_ORIGINS"] = origins
-        if settings.host:
+        public_url = settings.public_url
+        if public_url is None and settings.host:
+            public_url = f"{'https' if settings.tls_secret else 'http'}://{settings.host}"
+        if public_url:
             # Behind the Ingress the pod sees plain HTTP: analytics.js's settings must name the
             # public scheme and host.
-            scheme = "https" if settings.tls_secret else "http"
-            environment["LIFTOFF_PUBLIC_URL"] = f"{scheme}://{settings.host}"
+            environment["LIFTOFF_PUBLIC_URL"] = public_url
         container = {
             "name": COMPONENT,
             "image": kube.image(args.services_image, args.image_registry),
@@ -214,8 +216,8 @@ class KubernetesCollector(pulumi.ComponentResource):
         url = pulumi.Output.concat("http://", network.dns_name(COMPONENT))
         if settings.host:
             self._ingress(name, settings, labels, child)
-            scheme = "https" if settings.tls_secret else "http"
-            url = pulumi.Output.from_input(f"{scheme}://{settings.host}")
+        if public_url:
+            url = pulumi.Output.from_input(public_url)
         self.endpoint = IngestEndpoint(
             collector_url=url, write_keys=pulumi.Output.secret(pulumi.Output.all(**keys))
         )

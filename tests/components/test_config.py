@@ -382,3 +382,28 @@ def test_allowed_origins_must_be_a_non_empty_list():
     text = "\n".join(found)
     assert "liftoff:sources[0].allowedOrigins: got []" in text
     assert "liftoff:sources[1].allowedOrigins: got 'https://shop.example'" in text
+
+
+def test_public_url_of_the_collector():
+    config = load(
+        {
+            "liftoff:target": "kubernetes",
+            "liftoff:ingest": {
+                "host": "events.example.com",
+                "publicUrl": "https://events.example.com",
+            },
+        }
+    )
+    assert config.ingest.public_url == "https://events.example.com"
+    found = problems(
+        {"liftoff:target": "kubernetes", "liftoff:ingest": {"publicUrl": "https://e.example/x"}}
+    )
+    assert any(p.startswith("liftoff:ingest.publicUrl: got 'https://e.example/x'") for p in found)
+    found = problems(
+        {
+            "liftoff:target": "aws",
+            "aws:region": "eu-west-1",
+            "liftoff:ingest": {"publicUrl": "https://e.example"},
+        }
+    )
+    assert any(p.startswith("liftoff:ingest.publicUrl:") for p in found), found

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from tests.conftest import stack_run
+from tests.harness import run_program
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 
@@ -71,3 +72,19 @@ def test_in_cluster_url_without_a_host():
     run = stack_run("dev")
     assert run.of_type("kubernetes:networking.k8s.io/v1:Ingress") == []
     assert run.outputs["collectorUrl"] == "http://collector.liftoff-dev.svc.cluster.local"
+
+
+def test_a_public_url_wins_over_the_ingress_host():
+    """TLS terminated in front of a plain-HTTP Ingress: browsers still reach https://."""
+    run = run_program(
+        "Pulumi.dev.yaml",
+        overrides={
+            "liftoff:ingest": {
+                "host": "events.corp.example",
+                "publicUrl": "https://events.corp.example:8443",
+            }
+        },
+    )
+    env = {e["name"]: e["value"] for e in _container(run)["env"]}
+    assert env["LIFTOFF_PUBLIC_URL"] == "https://events.corp.example:8443"
+    assert run.outputs["collectorUrl"] == "https://events.corp.example:8443"
