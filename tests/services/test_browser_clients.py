@@ -180,7 +180,9 @@ def npm_bundle(node: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 BATCHING = {
     "integrations": {
-        "Segment.io": {"deliveryStrategy": {"strategy": "batching", "config": {"size": 3}}}
+        "Segment.io": {
+            "deliveryStrategy": {"strategy": "batching", "config": {"size": 3, "timeout": 1000}}
+        }
     }
 }
 
