@@ -101,3 +101,14 @@ def test_the_registry_is_overridable_for_mirrors(monkeypatch) -> None:
     assert build.tarball_url() == (
         f"https://npm.mirror.internal/@segment/analytics-next/-/analytics-next-{build.VERSION}.tgz"
     )
+
+
+def test_image_and_lambda_package_put_the_library_where_the_collector_reads_it() -> None:
+    from services.browser import DEFAULT_LIBRARY_DIR
+
+    relative = DEFAULT_LIBRARY_DIR.relative_to(REPO_ROOT / "services").as_posix()
+    dockerfile = (REPO_ROOT / "services" / "Dockerfile").read_text()
+    assert 'RUN ["python", "/build/analytics_js_build.py", "/out/analytics-next"]' in dockerfile
+    assert f"COPY --from=analytics-js /out/analytics-next/ /app/services/{relative}/" in dockerfile
+    packaging = (REPO_ROOT / "components" / "packaging.py").read_text()
+    assert f'_LIBRARY_DIR = "{relative}/"' in packaging
