@@ -23,6 +23,7 @@ log = logging.getLogger("liftoff.cli")
 def create_collector_app() -> object:
     """uvicorn factory: builds the ASGI app from the environment (once per worker process)."""
     from services.asgi import CollectorApp
+    from services.browser import Library
     from services.collector import Collector
     from services.quarantine import open_quarantine
     from services.streams import open_stream
@@ -32,6 +33,9 @@ def create_collector_app() -> object:
     collector = Collector(
         open_stream(settings.stream_url),
         settings.write_keys,
+        origins=settings.allowed_origins,
+        library=Library(settings.analytics_js_dir),
+        public_url=settings.public_url,
         quarantine=open_quarantine(settings.quarantine_url) if settings.quarantine_url else None,
         no_ip_sources=settings.no_ip_sources,
     )
@@ -81,6 +85,8 @@ def run_collector(env: Mapping[str, str]) -> int:
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=20,
+        ssl_certfile=settings.tls_cert_file,
+        ssl_keyfile=settings.tls_key_file,
     )
     return 0
 
