@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from components.observability import ObservabilitySettings, read_observability
 from components.validation import (
     ConfigError,
     ConfigReader,
@@ -338,6 +339,7 @@ class PlatformConfig:
     airflow: AirflowSettings = field(default_factory=AirflowSettings)
     kubernetes: KubernetesSettings | None = None
     aws: AwsSettings | None = None
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
 
     @property
     def prefix(self) -> str:
@@ -360,6 +362,7 @@ KNOWN_KEYS: tuple[str, ...] = (
     "destinations",
     "warehouse",
     "airflow",
+    "observability",
     "tags",
 )
 _OBJECT_KEYS = frozenset(KNOWN_KEYS) - {"target", "deletionProtection"}
@@ -450,6 +453,9 @@ def load_config(
     airflow = _read_airflow(
         ConfigReader(f"{project}:airflow", raw.get("airflow"), problems), target
     )
+    observability = read_observability(
+        ConfigReader(f"{project}:observability", raw.get("observability"), problems), target
+    )
     charts: dict[str, ChartSource] = {}
     if target == "kubernetes":
         charts = _read_charts(ConfigReader(f"{project}:charts", raw.get("charts"), problems))
@@ -478,6 +484,7 @@ def load_config(
         airflow=airflow,
         kubernetes=kubernetes,
         aws=aws,
+        observability=observability,
     )
 
 
