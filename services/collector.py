@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,10 @@ PREFLIGHT_HEADERS = [
     ("vary", "Access-Control-Request-Headers"),
 ]
 DEFAULT_ALLOWED_HEADERS = "Content-Type, Content-Encoding, Authorization"
+
+REQUEST_DURATION = "liftoff_collector_request_duration_seconds"
+# Around the contract's default p99 threshold (1 s) finely enough to place it.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 _SUCCESS = b'{"success":true}'
 _json_encoder = msgspec.json.Encoder()
@@ -128,8 +133,15 @@ class Collector:
             "liftoff_collector_publish_failures_total",
             "Requests answered 503 because the stream did not acknowledge every event.",
         )
+        self.counters.describe_histogram(
+            REQUEST_DURATION,
+            "Time from a complete request body to the answer (stream acknowledgement included).",
+            ("route",),
+            LATENCY_BUCKETS,
+        )
 
     async def ingest(self, request: IngestRequest) -> Response:
+        started = time.perf_counter()
         try:
             response = await self._ingest(request)
         except InvalidInput as error:
@@ -159,6 +171,7 @@ class Collector:
         self.counters.add(
             "liftoff_collector_requests_total", route=request.route, status=str(response.status)
         )
+        self.counters.observe(REQUEST_DURATION, time.perf_counter() - started, route=request.route)
         return response
 
     def reject(self, route: str, error: InvalidInput) -> Response:
