@@ -1,0 +1,164 @@
+"""The signal contract end to end: a real Prometheus (Debian package `prometheus`) scrapes the
+real collector and two real consumer processes on loopback, with the contract's own rules
+(short `for:` and thresholds so the test stays fast). Traffic flows; one consumer is stopped and
+its lag alert must go pending then firing through Prometheus's HTTP API — seen from the other
+consumer, since a stopped process has nothing to scrape — and clear once it is back."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from components.observability import prometheus_rule_groups
+from tests.servers import (
+    LOOPBACK,
+    ServerProcess,
+    collector_server,
+    consumer_process,
+    free_port,
+    http_ok,
+    moto_endpoint,
+)
+from tests.services.consumers.test_consumer_process import archiver_env
+
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+WRITE_KEY = "obs-key"
+
+
+def prometheus_server(
+    workdir: Path, config: dict[str, Any], rules: dict[str, Any]
+) -> ServerProcess:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "rules.yaml").write_text(yaml.safe_dump(rules))
+    (workdir / "prometheus.yaml").write_text(
+        yaml.safe_dump({**config, "rule_files": [str(workdir / "rules.yaml")]})
+    )
+    port = free_port()
+    return ServerProcess(
+        name=f"prometheus:{port}",
+        argv=[
+            PROMETHEUS,
+            f"--config.file={workdir / 'prometheus.yaml'}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address={LOOPBACK}:{port}",
+        ],
+        port=port,
+        log_path=workdir / "prometheus.log",
+        is_ready=lambda: http_ok(f"http://{LOOPBACK}:{port}/-/ready"),
+        env=dict(os.environ),
+    )
+
+
+def wait_for(condition: Callable[[], Any], seconds: float, what: str) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"{what}: not within {seconds} s")
+
+
+def test_lag_alert_fires_for_a_stopped_consumer_and_clears_after_restart(
+    tmp_path: Path,
+    jetstream: tuple[str, str],
+    bucket: tuple[Any, str],
+    dead_letter_url: str,
+    moto: ServerProcess,
+) -> None:
+    assert Path(PROMETHEUS).exists(), "prometheus missing: .ci/run installs the Debian package"
+    url, stream = jetstream
+    _, bucket_name = bucket
+    write_keys = json.dumps({"web": WRITE_KEY})
+    collector = collector_server(tmp_path, url, write_keys)
+    consumers = {}
+    for name in ("archiver", "archiver-b"):
+        env = {
+            **archiver_env(url, bucket_name, moto_endpoint(moto), dead_letter_url),
+            "LIFTOFF_CONSUMER_NAME": name,
+            "LIFTOFF_CONSUMER_LAG_INTERVAL_SECONDS": "0.5",
+        }
+        consumers[name] = consumer_process(tmp_path, "archiver", env, name=name)
+    rules = {
+        "groups": prometheus_rule_groups(
+            {"consumerLagEvents": 5}, for_overrides={"LiftoffConsumerLag": "2s"}
+        )
+    }
+    targets = [f"{LOOPBACK}:{p.port}" for p in consumers.values()]
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [
+            {
+                "job_name": "collector",
+                "static_configs": [{"targets": [f"{LOOPBACK}:{collector.port}"]}],
+            },
+            {"job_name": "consumers", "static_configs": [{"targets": targets}]},
+        ],
+    }
+    prometheus = prometheus_server(tmp_path / "prometheus", config, rules)
+    api = f"http://{LOOPBACK}:{prometheus.port}/api/v1"
+    auth = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
+
+    def send(count: int, offset: int) -> None:
+        batch = [
+            {"type": "track", "event": "Viewed", "userId": "u1", "messageId": f"m-{offset + i}"}
+            for i in range(count)
+        ]
+        answer = httpx.post(
+            f"http://{LOOPBACK}:{collector.port}/v1/batch", json={"batch": batch}, headers=auth
+        )
+        assert answer.status_code == 200, answer.text
+
+    def query(expr: str) -> list[dict[str, Any]]:
+        return httpx.get(f"{api}/query", params={"query": expr}).json()["data"]["result"]
+
+    def lag_alert_state() -> str | None:
+        alerts = httpx.get(f"{api}/alerts").json()["data"]["alerts"]
+        for alert in alerts:
+            labels = alert["labels"]
+            if labels["alertname"] == "LiftoffConsumerLag" and labels["consumer"] == "archiver-b":
+                return alert["state"]
+        return None
+
+    def lag(consumer: str) -> float | None:
+        found = query(
+            f'max(liftoff_consumer_lag_events{{consumer="{consumer}",stream="{stream}"}})'
+        )
+        return float(found[0]["value"][1]) if found else None
+
+    with collector, consumers["archiver"], consumers["archiver-b"], prometheus:
+        send(20, 0)
+        # Both consumers caught up, seen through Prometheus; the collector's traffic too.
+        wait_for(lambda: lag("archiver-b") == 0 and lag("archiver") == 0, 30, "both caught up")
+        wait_for(
+            lambda: query('liftoff_collector_requests_total{route="/v1/batch",status="200"}'),
+            15,
+            "collector requests scraped",
+        )
+        assert lag_alert_state() is None
+
+        consumers["archiver-b"].stop()
+        send(20, 100)
+        states = set()
+
+        def firing() -> bool:
+            states.add(lag_alert_state())
+            return "firing" in states
+
+        wait_for(firing, 30, "LiftoffConsumerLag firing for the stopped consumer")
+        assert "pending" in states  # `for:` held it pending first
+        assert lag("archiver-b") >= 20
+        assert lag("archiver") == 0  # the running consumer is not blamed
+
+        consumers["archiver-b"].start()
+        wait_for(lambda: lag_alert_state() is None, 30, "LiftoffConsumerLag cleared after restart")
+        assert lag("archiver-b") == 0
