@@ -172,6 +172,47 @@ class Platform(pulumi.ComponentResource):
         self.outputs["collectorUrl"] = self.ingest.endpoint.collector_url
         self.outputs["writeKeys"] = self.ingest.endpoint.write_keys
 
+    def _observe_kubernetes(
+        self, name: str, config: PlatformConfig, child: pulumi.ResourceOptions
+    ) -> None:
+        from components import kube
+        from components.consumers.kubernetes import CONSUMER_LABEL, HEALTH_PORT
+        from components.ingest.kubernetes import COMPONENT, PORT
+        from components.observability.kubernetes import (
+            KubernetesObservability,
+            KubernetesObservabilityArgs,
+            MetricsTarget,
+        )
+        from components.postgres.kubernetes import SERVICE_NAME
+        from components.stream.kubernetes import NATS_EXPORTER_PORT, NATS_POD_SELECTOR
+
+        settings = config.kubernetes
+        assert settings is not None
+        # Every consumer pod, and only they, names its probe port `health`.
+        consumers = {"app.kubernetes.io/instance": config.stack, CONSUMER_LABEL: "true"}
+        self.observability = KubernetesObservability(
+            f"{name}-observability",
+            KubernetesObservabilityArgs(
+                settings=config.observability,
+                network=self.network,
+                stack=config.stack,
+                collector_service_labels=kube.selector(COMPONENT, config.stack),
+                collector=MetricsTarget(
+                    "collector", kube.selector(COMPONENT, config.stack), "http", PORT
+                ),
+                consumers=MetricsTarget("consumers", consumers, "health", HEALTH_PORT),
+                nats=MetricsTarget("nats", NATS_POD_SELECTOR, "prom-metrics", NATS_EXPORTER_PORT),
+                postgres_host=kube.service_dns_name(
+                    SERVICE_NAME, settings.namespace, settings.cluster_domain
+                ),
+                postgres_secret="postgres-credentials",
+                postgres=self.postgres,
+                image_registry=settings.image_registry,
+                tags=config.tags,
+            ),
+            opts=child,
+        )
+
     def _build_kubernetes(self, name: str, config: PlatformConfig) -> None:
         import pulumi_kubernetes as k8s
 
@@ -226,6 +267,7 @@ class Platform(pulumi.ComponentResource):
                 image_registry=settings.image_registry,
                 chart_source=config.charts.get("nats"),
                 tags=config.tags,
+                metrics_exporter=config.observability.enabled,
             ),
             opts=child,
         )
@@ -300,6 +342,8 @@ class Platform(pulumi.ComponentResource):
                 opts=child,
             )
             self.outputs["airflowUrl"] = self.airflow.endpoint.url
+        if config.observability.enabled:
+            self._observe_kubernetes(name, config, child)
         self.outputs["namespace"] = self.network.namespace
         self.outputs["postgres"] = self.postgres.connection.public_view()
         if self.archive is not None:

@@ -2,9 +2,9 @@
 
 Each :class:`Signal` names one condition, what it means, its threshold (configurable under
 `liftoff:observability.thresholds` where customers differ) and what to do. The two targets
-realise the same list natively: `kubernetes.py` renders every signal's PromQL into one
-`PrometheusRule` (the same rules `promtool` tests), `aws.py` builds CloudWatch alarms for the
-signals AWS can observe. A signal a target cannot observe says so in `aws` / `kubernetes`.
+realise the same list: `kubernetes.py` renders every signal's PromQL into one
+`PrometheusRule` (the same rules `promtool` tests). Each signal also names the CloudWatch
+metric that realises it on AWS (`aws`), for the AWS realisation that is not built yet.
 
 This module also reads `liftoff:observability` (called by `components.config.load_config`), so
 the contract and its configuration live side by side; it imports no provider SDK.
@@ -310,7 +310,6 @@ def prometheus_rule_groups(
 _DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _LABEL_KEY = rf"({_DNS_LABEL}(\.{_DNS_LABEL})*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{{0,61}}[A-Za-z0-9])?"
 _LABEL_VALUE = r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?"
-_SNS_ARN = r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}"
 
 
 @dataclass(frozen=True)
@@ -334,8 +333,6 @@ class ObservabilitySettings:
     Default: none."""
     dashboard: bool = True
     """Kubernetes: Grafana dashboard ConfigMap (sidecar label `grafana_dashboard: "1"`)."""
-    alarm_topic_arn: str | None = None
-    """AWS: send alarms to this SNS topic. Default: a new topic encrypted with the platform key."""
 
     def threshold(self, key: str) -> float:
         return self.thresholds.get(key, THRESHOLDS[key].default)
@@ -346,16 +343,13 @@ def read_observability(reader: ConfigReader, target: str | None) -> Observabilit
     enabled = reader.boolean("enabled", False)
     thresholds = _read_thresholds(reader.object("thresholds"))
     if target == "aws":
+        # The contract's CloudWatch realisation is not built yet: refuse rather than pretend.
+        if enabled:
+            reader.problem("enabled", enabled, "false on target 'aws' (not implemented yet)")
         for name in ("monitoringNamespace", "monitoringPodLabels", "monitorLabels", "dashboard"):
             reader.reject(name, "only with target 'kubernetes'")
-        topic = reader.string(
-            "alarmTopicArn",
-            pattern=_SNS_ARN,
-            describe="an SNS topic ARN such as arn:aws:sns:eu-west-1:123456789012:alerts",
-        )
         reader.finish()
-        return ObservabilitySettings(enabled=enabled, thresholds=thresholds, alarm_topic_arn=topic)
-    reader.reject("alarmTopicArn", "only with target 'aws'")
+        return ObservabilitySettings(thresholds=thresholds)
     namespace = (
         reader.string(
             "monitoringNamespace",

@@ -1,0 +1,162 @@
+"""The signal contract on Kubernetes under mocks: monitors, rules, dashboard and the
+NetworkPolicies that admit the monitoring namespace to exactly the metrics ports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from components.observability import SIGNALS
+from tests.harness import load_stack_config, run_with_config
+from tests.kubernetes_schema import schema_errors
+
+STACK = Path(__file__).resolve().parents[3] / "stacks" / "kubernetes-private-cloud.yaml"
+CR = "kubernetes:monitoring.coreos.com/v1:"
+POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+# Fields of the monitoring.coreos.com/v1 CRDs (prometheus-operator) this platform sets; the
+# mocks accept anything, so a misspelt field would otherwise pass.
+CR_FIELDS = {
+    "ServiceMonitor": {"spec": {"selector", "endpoints", "namespaceSelector"}},
+    "PodMonitor": {"spec": {"selector", "podMetricsEndpoints", "namespaceSelector"}},
+    "PrometheusRule": {"spec": {"groups"}},
+}
+ENDPOINT_FIELDS = {"port", "path", "interval", "scheme", "scrapeTimeout"}
+RULE_FIELDS = {"alert", "record", "expr", "for", "labels", "annotations"}
+
+
+@pytest.fixture(scope="module")
+def run():
+    config, secrets = load_stack_config(STACK)
+    config["liftoff:observability"] = json.dumps(
+        {
+            "enabled": True,
+            "monitoringNamespace": "observability",
+            "monitoringPodLabels": {"app.kubernetes.io/name": "prometheus"},
+            "monitorLabels": {"release": "kps"},
+            "thresholds": {"consumerLagSeconds": 600},
+        }
+    )
+    return run_with_config(config, stack="kubernetes-private-cloud", secret_keys=secrets)
+
+
+def _crs(run, kind):
+    return [r.inputs for r in run.of_type(CR + kind)]
+
+
+def test_plain_objects_pass_the_kubernetes_schema(run):
+    plain = [o for o in run.kubernetes_objects() if not o["apiVersion"].startswith("monitoring.")]
+    assert schema_errors(plain) == []
+
+
+def test_custom_resources_use_only_fields_of_their_crds(run):
+    for kind, fields in CR_FIELDS.items():
+        objects = _crs(run, kind)
+        assert objects, kind
+        for obj in objects:
+            assert set(obj["spec"]) <= fields["spec"], (kind, obj["spec"].keys())
+            assert obj["metadata"]["labels"]["release"] == "kps"  # selected by the Prometheus
+            for endpoint in obj["spec"].get("endpoints", []) + obj["spec"].get(
+                "podMetricsEndpoints", []
+            ):
+                assert set(endpoint) <= ENDPOINT_FIELDS
+                assert isinstance(endpoint["port"], str)  # a port *name*
+            for group in obj["spec"].get("groups", []):
+                for rule in group["rules"]:
+                    assert set(rule) <= RULE_FIELDS
+
+
+def test_the_rule_carries_every_signal_with_configured_thresholds(run):
+    (rule,) = _crs(run, "PrometheusRule")
+    rules = {r["alert"]: r for r in rule["spec"]["groups"][0]["rules"]}
+    assert set(rules) == {s.name for s in SIGNALS}
+    assert rules["LiftoffConsumerLagAge"]["expr"].endswith("> 600")
+    assert rules["LiftoffConsumerLag"]["labels"]["liftoff_stack"] == "kubernetes-private-cloud"
+
+
+def test_monitors_select_the_pods_that_serve_metrics(run):
+    deployments = {
+        r.inputs["metadata"]["name"]: r.inputs for r in run.of_type("kubernetes:apps/v1:Deployment")
+    }
+    monitors = {o["metadata"]["name"]: o["spec"] for o in _crs(run, "PodMonitor")}
+    consumers = monitors["liftoff-consumers"]
+    for name in ("archiver", "loader", "broadcaster-crm"):
+        pod = deployments[name]["spec"]["template"]
+        assert consumers["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+        ports = {p["name"] for c in pod["spec"]["containers"] for p in c.get("ports", [])}
+        assert consumers["podMetricsEndpoints"][0]["port"] in ports
+    exporter = deployments["postgres-exporter"]["spec"]["template"]
+    assert monitors["liftoff-postgres-exporter"]["selector"]["matchLabels"].items() <= (
+        exporter["metadata"]["labels"].items()
+    )
+    (service_monitor,) = _crs(run, "ServiceMonitor")
+    collector = run.one("kubernetes:core/v1:Service", "liftoff-ingest-service").inputs
+    assert service_monitor["spec"]["selector"]["matchLabels"].items() <= (
+        collector["metadata"]["labels"].items()
+    )
+    assert service_monitor["spec"]["endpoints"][0]["port"] in {
+        p["name"] for p in collector["spec"]["ports"]
+    }
+
+
+def test_scrape_policies_admit_the_monitoring_namespace_to_exactly_the_metrics_ports(run):
+    policies = {
+        r.inputs["metadata"]["name"]: r.inputs["spec"]
+        for r in run.of_type(POLICY)
+        if r.inputs["metadata"]["name"].startswith("scrape-")
+    }
+    expected = {
+        "scrape-collector": 8080,
+        "scrape-consumers": 8081,
+        "scrape-nats": 7777,
+        "scrape-postgres-exporter": 9187,
+    }
+    assert {name: spec["ingress"][0]["ports"] for name, spec in policies.items()} == {
+        name: [{"protocol": "TCP", "port": port}] for name, port in expected.items()
+    }
+    for spec in policies.values():
+        (rule,) = spec["ingress"]
+        (peer,) = rule["from"]  # namespace AND pod labels in one peer
+        assert peer["namespaceSelector"] == {
+            "matchLabels": {"kubernetes.io/metadata.name": "observability"}
+        }
+        assert peer["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}
+        assert spec["policyTypes"] == ["Ingress"]
+
+
+def test_postgres_exporter_is_restricted_and_reads_credentials_from_files(run):
+    exporter = run.one("kubernetes:apps/v1:Deployment", "liftoff-observability-postgres-exporter")
+    pod = exporter.inputs["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert (
+        container["image"].startswith("registry.corp.example")
+        or "postgres-exporter:v" in (container["image"])
+    )
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert all("valueFrom" not in e and "PASS" not in e.get("value", "") for e in container["env"])
+    assert {e["name"] for e in container["env"]} >= {"DATA_SOURCE_PASS_FILE"}
+
+
+def test_nats_chart_runs_its_exporter(run):
+    chart = run.one("kubernetes:helm.sh/v4:Chart", "liftoff-stream-chart")
+    exporter = chart.inputs["values"]["promExporter"]
+    assert exporter["enabled"] is True and exporter["port"] == 7777
+    assert exporter["merge"]["securityContext"]["runAsNonRoot"] is True
+
+
+def test_dashboard_configmap_for_the_grafana_sidecar(run):
+    dashboard = run.one("kubernetes:core/v1:ConfigMap", "liftoff-observability-dashboard").inputs
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    panels = json.loads(dashboard["data"]["liftoff.json"])["panels"]
+    exprs = " ".join(t["expr"] for p in panels for t in p["targets"])
+    for metric in (
+        "liftoff_collector_events_accepted_total",
+        "liftoff_collector_requests_total",
+        "liftoff_consumer_lag_events",
+        'outcome="park"',
+        "nats_varz_jetstream_stats_storage",
+        "pg_stat_database_numbackends",
+    ):
+        assert metric in exprs
