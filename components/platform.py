@@ -183,7 +183,6 @@ class Platform(pulumi.ComponentResource):
             KubernetesObservabilityArgs,
             MetricsTarget,
         )
-        from components.postgres.kubernetes import SERVICE_NAME
         from components.stream.kubernetes import NATS_EXPORTER_PORT, NATS_POD_SELECTOR
 
         settings = config.kubernetes
@@ -202,10 +201,6 @@ class Platform(pulumi.ComponentResource):
                 ),
                 consumers=MetricsTarget("consumers", consumers, "health", HEALTH_PORT),
                 nats=MetricsTarget("nats", NATS_POD_SELECTOR, "prom-metrics", NATS_EXPORTER_PORT),
-                postgres_host=kube.service_dns_name(
-                    SERVICE_NAME, settings.namespace, settings.cluster_domain
-                ),
-                postgres_secret="postgres-credentials",
                 postgres=self.postgres,
                 image_registry=settings.image_registry,
                 tags=config.tags,

@@ -180,11 +180,11 @@ SIGNALS: tuple[Signal, ...] = (
         "the stream refuses writes and ingestion answers 503.",
         runbook="Grow the JetStream volume (`liftoff:stream.storageGb`) or shorten retention; "
         "check that consumers are not lagging (storage holds retention, not lag).",
-        expr="max by (namespace, server_id) (nats_varz_jetstream_stats_storage / "
-        "nats_varz_jetstream_config_max_storage) > {threshold}",
+        expr="max by (namespace, server_id) (nats_server_total_message_bytes / "
+        "nats_server_max_storage) > {threshold}",
         for_="15m",
         threshold=Threshold("streamStorageRatio", 0.8, 0.05, 1.0, "ratio"),
-        kubernetes="the NATS chart's prometheus-nats-exporter (varz)",
+        kubernetes="the NATS chart's prometheus-nats-exporter (jsz, `-prefix=nats`)",
         aws="not applicable: Kinesis has no storage limit (retention bounds it)",
     ),
     Signal(

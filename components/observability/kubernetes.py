@@ -55,12 +55,8 @@ class KubernetesObservabilityArgs:
     consumers: MetricsTarget
     """Every consumer pod (they all name their probe port alike)."""
     nats: MetricsTarget
-    postgres_host: str
-    """Fully qualified DNS name of the platform Postgres Service."""
-    postgres_secret: str
-    """Secret with `username` and `password` for the exporter's connection."""
-    postgres: Any = None
-    """The KubernetesPostgres component: grants the exporter a connection."""
+    postgres: Any
+    """The KubernetesPostgres component: gives the exporter its own `pg_monitor` role."""
     image_registry: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
 
@@ -85,9 +81,13 @@ class KubernetesObservability(pulumi.ComponentResource):
             "metrics",
             POSTGRES_EXPORTER_PORT,
         )
+        # Least privilege: a login role of its own, member of pg_monitor (statistics and
+        # settings only), never the admin credentials.
+        self.monitoring_database = args.postgres.add_database(
+            "monitoring", member_of=("pg_monitor",)
+        )
+        args.postgres.grant_connect(Peer("postgres-exporter", pod_labels=exporter.pod_selector))
         self.postgres_exporter = self._postgres_exporter(name, args, exporter, child)
-        if args.postgres is not None:
-            args.postgres.grant_connect(Peer("postgres-exporter", pod_labels=exporter.pod_selector))
 
         self.service_monitor = k8s.apiextensions.CustomResource(
             f"{name}-collector-monitor",
@@ -167,16 +167,17 @@ class KubernetesObservability(pulumi.ComponentResource):
         child: pulumi.ResourceOptions,
     ) -> k8s.apps.v1.Deployment:
         labels = kube.labels(target.name, args.stack, args.tags)
+        database = self.monitoring_database
+        data_source_uri = pulumi.Output.all(
+            database.connection.host, database.connection.port, database.connection.database
+        ).apply(lambda v: f"{v[0]}:{v[1]}/{v[2]}?sslmode=disable")
 
         container = {
             "name": "postgres-exporter",
             "image": kube.image(POSTGRES_EXPORTER_IMAGE, args.image_registry),
             "ports": [{"name": target.port_name, "containerPort": target.port}],
             "env": [
-                {
-                    "name": "DATA_SOURCE_URI",
-                    "value": f"{args.postgres_host}:5432/postgres?sslmode=disable",
-                },
+                {"name": "DATA_SOURCE_URI", "value": data_source_uri},
                 # Credentials as files, never as environment values.
                 {"name": "DATA_SOURCE_USER_FILE", "value": "/etc/postgres-exporter/username"},
                 {"name": "DATA_SOURCE_PASS_FILE", "value": "/etc/postgres-exporter/password"},
@@ -205,7 +206,7 @@ class KubernetesObservability(pulumi.ComponentResource):
                             {
                                 "name": "credentials",
                                 "secret": {
-                                    "secretName": args.postgres_secret,
+                                    "secretName": database.secret_name,
                                     "items": [
                                         {"key": "username", "path": "username"},
                                         {"key": "password", "path": "password"},
@@ -216,7 +217,9 @@ class KubernetesObservability(pulumi.ComponentResource):
                     },
                 },
             },
-            opts=child,
+            opts=pulumi.ResourceOptions.merge(
+                child, pulumi.ResourceOptions(depends_on=[database.ready])
+            ),
         )
 
 
@@ -324,8 +327,8 @@ def grafana_dashboard(namespace: str) -> dict[str, Any]:
         (
             "Stream: JetStream storage used / limit",
             {
-                "{{server_id}}": f"nats_varz_jetstream_stats_storage{{{ns}}} / "
-                f"nats_varz_jetstream_config_max_storage{{{ns}}}"
+                "{{server_id}}": f"nats_server_total_message_bytes{{{ns}}} / "
+                f"nats_server_max_storage{{{ns}}}"
             },
             "percentunit",
         ),

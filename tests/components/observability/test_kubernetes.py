@@ -125,18 +125,32 @@ def test_scrape_policies_admit_the_monitoring_namespace_to_exactly_the_metrics_p
         assert spec["policyTypes"] == ["Ingress"]
 
 
-def test_postgres_exporter_is_restricted_and_reads_credentials_from_files(run):
+def test_postgres_exporter_is_restricted_with_a_pg_monitor_role_of_its_own(run):
     exporter = run.one("kubernetes:apps/v1:Deployment", "liftoff-observability-postgres-exporter")
     pod = exporter.inputs["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    assert (
-        container["image"].startswith("registry.corp.example")
-        or "postgres-exporter:v" in (container["image"])
+    assert container["image"] == (
+        "registry.corp.example/mirror/prometheuscommunity/postgres-exporter:v0.17.1"
     )
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
-    assert all("valueFrom" not in e and "PASS" not in e.get("value", "") for e in container["env"])
-    assert {e["name"] for e in container["env"]} >= {"DATA_SOURCE_PASS_FILE"}
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert all("valueFrom" not in e for e in container["env"])  # credentials are files
+    assert env["DATA_SOURCE_PASS_FILE"] == "/etc/postgres-exporter/password"
+    assert env["DATA_SOURCE_URI"].endswith(":5432/monitoring?sslmode=disable")
+    (volume,) = pod["volumes"]
+    assert volume["secret"]["secretName"] == "postgres-monitoring"  # not the admin Secret
+    setup = [
+        r.inputs
+        for r in run.of_type("kubernetes:batch/v1:Job")
+        if r.inputs["metadata"]["name"].startswith("postgres-setup-monitoring-")
+    ]
+    (job,) = setup
+    (job_container,) = job["spec"]["template"]["spec"]["containers"]
+    job_env = {e["name"]: e.get("value") for e in job_container["env"]}
+    assert job_env["LIFTOFF_DATABASE_MEMBER_OF"] == "pg_monitor"
+    assert job_env["LIFTOFF_DATABASE_ROLE"] == "monitoring"
 
 
 def test_nats_chart_runs_its_exporter(run):
@@ -156,7 +170,7 @@ def test_dashboard_configmap_for_the_grafana_sidecar(run):
         "liftoff_collector_requests_total",
         "liftoff_consumer_lag_events",
         'outcome="park"',
-        "nats_varz_jetstream_stats_storage",
+        "nats_server_total_message_bytes",
         "pg_stat_database_numbackends",
     ):
         assert metric in exprs

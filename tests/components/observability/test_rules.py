@@ -76,8 +76,8 @@ def _cpu(used_per_minute: str) -> list[dict[str, str]]:
 def _storage(used: str) -> list[dict[str, str]]:
     server = {"server_id": "nats-0"}
     return [
-        _series("nats_varz_jetstream_stats_storage", server, used),
-        _series("nats_varz_jetstream_config_max_storage", server, "100x30"),
+        _series("nats_server_total_message_bytes", server, used),
+        _series("nats_server_max_storage", server, "100x30"),
     ]
 
 
