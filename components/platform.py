@@ -60,6 +60,7 @@ class Platform(pulumi.ComponentResource):
             description=f"liftoff {config.stack}: encryption at rest for the platform's data",
             enable_key_rotation=True,
             deletion_window_in_days=30,
+            policy=self._key_policy(config),
             opts=child,
         )
         aws.kms.Alias(
@@ -152,6 +153,8 @@ class Platform(pulumi.ComponentResource):
                 opts=child,
             )
             self.outputs["airflowUrl"] = self.airflow.endpoint.url
+        if config.observability.enabled:
+            self._observe_aws(name, config, child)
         self.outputs["vpcId"] = self.network.vpc_id
         self.outputs["postgres"] = self.postgres.connection.public_view()
         self.outputs["archive"] = self.archive.location.bucket.apply(
@@ -159,6 +162,96 @@ class Platform(pulumi.ComponentResource):
         )
         self._export_ingest()
         self._export_warehouse()
+
+    def _alarm_topic_created(self, config: PlatformConfig) -> bool:
+        return config.observability.enabled and not config.observability.alarm_topic_arn
+
+    def _key_policy(self, config: PlatformConfig) -> pulumi.Output[str] | None:
+        """AWS's default key policy (the account administers the key through IAM), plus, when
+        the alarm topic is created here, CloudWatch's use of the key to publish to it."""
+        if not self._alarm_topic_created(config):
+            return None  # AWS's default policy
+        import pulumi_aws as aws
+
+        from components import aws_iam
+        from components.observability.aws import alarm_key_statement
+
+        assert config.aws is not None
+        region = config.aws.region
+
+        def policy(identity: list[str]) -> str:
+            account, partition = identity
+            return aws_iam.document(
+                [
+                    {
+                        "Sid": "AccountAdministersThroughIam",
+                        "Effect": "Allow",
+                        "Principal": {"AWS": f"arn:{partition}:iam::{account}:root"},
+                        "Action": "kms:*",
+                        "Resource": "*",
+                    },
+                    alarm_key_statement(account, region, config.prefix, partition),
+                ]
+            )
+
+        return pulumi.Output.all(
+            aws.get_caller_identity_output().account_id, aws.get_partition_output().partition
+        ).apply(policy)
+
+    def _observe_aws(
+        self, name: str, config: PlatformConfig, child: pulumi.ResourceOptions
+    ) -> None:
+        from components.observability.aws import (
+            AwsObservability,
+            AwsObservabilityArgs,
+            ConsumerFunction,
+        )
+
+        assert config.aws is not None
+        consumers = [
+            ConsumerFunction(
+                "archiver",
+                self.consumers.archiver.function.name,
+                self.consumers.archiver.dead_letter_queue.name,
+            )
+        ]
+        if self.consumers.loader is not None:
+            loader = self.consumers.loader
+            consumers.append(
+                ConsumerFunction("loader", loader.function.name, loader.dead_letter_queue.name)
+            )
+        for destination, broadcaster in sorted(self.consumers.broadcasters.items()):
+            consumers.append(
+                ConsumerFunction(
+                    f"broadcaster-{destination}",
+                    broadcaster.function.name,
+                    broadcaster.dead_letter_queue.name,
+                    broadcaster=True,
+                )
+            )
+        reconciler = getattr(self.consumers, "reconciler", None)
+        self.observability = AwsObservability(
+            f"{name}-observability",
+            AwsObservabilityArgs(
+                settings=config.observability,
+                prefix=config.prefix,
+                region=config.aws.region,
+                kms_key_arn=self.key.arn,
+                api_id=self.ingest.api.id,
+                stage=self.ingest.stage.name,
+                collector_function=self.ingest.function.name,
+                stream_name=self.stream.stream.name,
+                consumers=consumers,
+                db_instance=self.postgres.instance.identifier,
+                db_instance_class=config.postgres.instance_class,
+                db_storage_gb=config.postgres.storage_gb,
+                reconcile_function=reconciler.function.name if reconciler else None,
+                tags=config.tags,
+            ),
+            opts=child,
+        )
+        self.outputs["alarmTopicArn"] = self.observability.topic_arn
+        self.outputs["dashboardUrl"] = self.observability.dashboard_url
 
     def _export_warehouse(self) -> None:
         warehouse = getattr(self.consumers, "warehouse", None)

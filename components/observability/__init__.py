@@ -2,9 +2,9 @@
 
 Each :class:`Signal` names one condition, what it means, its threshold (configurable under
 `liftoff:observability.thresholds` where customers differ) and what to do. The two targets
-realise the same list: `kubernetes.py` renders every signal's PromQL into one
-`PrometheusRule` (the same rules `promtool` tests). Each signal also names the CloudWatch
-metric that realises it on AWS (`aws`), for the AWS realisation that is not built yet.
+realise the same list natively: `kubernetes.py` renders every signal's PromQL into one
+`PrometheusRule` (the same rules `promtool` tests), `aws.py` builds CloudWatch alarms named
+after the signals AWS can observe. A signal a target cannot observe says why in `aws`.
 
 This module also reads `liftoff:observability` (called by `components.config.load_config`), so
 the contract and its configuration live side by side; it imports no provider SDK.
@@ -124,7 +124,8 @@ SIGNALS: tuple[Signal, ...] = (
         threshold=Threshold("consumerLagEvents", 100000, 1, 1e12, "events"),
         kubernetes="every consumer process reports every durable consumer of its stream "
         "(liftoff_consumer_lag_events), so a stopped consumer is still seen",
-        aws="not separate: Lambda reports age, not count (see LiftoffConsumerLagAge)",
+        aws="Kinesis `ReadProvisionedThroughputExceeded` > 0 (consumers throttled reading; "
+        "Lambda reports lag as age: LiftoffConsumerLagAge)",
     ),
     Signal(
         name="LiftoffConsumerLagAge",
@@ -310,6 +311,7 @@ def prometheus_rule_groups(
 _DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _LABEL_KEY = rf"({_DNS_LABEL}(\.{_DNS_LABEL})*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{{0,61}}[A-Za-z0-9])?"
 _LABEL_VALUE = r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?"
+_SNS_ARN = r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}"
 
 
 @dataclass(frozen=True)
@@ -317,7 +319,8 @@ class ObservabilitySettings:
     """`liftoff:observability` — alerts, dashboards and scraping for the signal contract."""
 
     enabled: bool = False
-    """Default: false. Kubernetes: needs the Prometheus Operator CRDs in the cluster."""
+    """Default: true on AWS (CloudWatch needs nothing installed); false on Kubernetes, where
+    it needs the Prometheus Operator's CRDs in the cluster."""
     thresholds: Mapping[str, float] = field(default_factory=dict)
     """Overrides of the contract's defaults, by threshold key (see SIGNALS)."""
     monitoring_namespace: str = "monitoring"
@@ -333,6 +336,8 @@ class ObservabilitySettings:
     Default: none."""
     dashboard: bool = True
     """Kubernetes: Grafana dashboard ConfigMap (sidecar label `grafana_dashboard: "1"`)."""
+    alarm_topic_arn: str | None = None
+    """AWS: send alarms to this SNS topic. Default: a new topic encrypted with the platform key."""
 
     def threshold(self, key: str) -> float:
         return self.thresholds.get(key, THRESHOLDS[key].default)
@@ -340,16 +345,21 @@ class ObservabilitySettings:
 
 def read_observability(reader: ConfigReader, target: str | None) -> ObservabilitySettings:
     defaults = ObservabilitySettings()
-    enabled = reader.boolean("enabled", False)
     thresholds = _read_thresholds(reader.object("thresholds"))
     if target == "aws":
-        # The contract's CloudWatch realisation is not built yet: refuse rather than pretend.
-        if enabled:
-            reader.problem("enabled", enabled, "false on target 'aws' (not implemented yet)")
         for name in ("monitoringNamespace", "monitoringPodLabels", "monitorLabels", "dashboard"):
             reader.reject(name, "only with target 'kubernetes'")
+        topic = reader.string(
+            "alarmTopicArn",
+            pattern=_SNS_ARN,
+            describe="an SNS topic ARN such as arn:aws:sns:eu-west-1:123456789012:alerts",
+        )
+        settings = ObservabilitySettings(
+            enabled=reader.boolean("enabled", True), thresholds=thresholds, alarm_topic_arn=topic
+        )
         reader.finish()
-        return ObservabilitySettings(thresholds=thresholds)
+        return settings
+    reader.reject("alarmTopicArn", "only with target 'aws'")
     namespace = (
         reader.string(
             "monitoringNamespace",
@@ -364,7 +374,7 @@ def read_observability(reader: ConfigReader, target: str | None) -> Observabilit
         reader.string_map("monitoringPodLabels", _check_label) or defaults.monitoring_pod_labels
     )
     settings = ObservabilitySettings(
-        enabled=enabled,
+        enabled=reader.boolean("enabled", False),
         thresholds=thresholds,
         monitoring_namespace=namespace,
         monitoring_pod_labels=dict(pod_labels),
