@@ -77,7 +77,8 @@ SIGNALS: tuple[Signal, ...] = (
         for_="5m",
         threshold=Threshold("ingestionErrorRatio", 0.01, 0.0, 1.0, "ratio"),
         kubernetes="collector `/metrics`: liftoff_collector_requests_total{route,status}",
-        aws="API Gateway `5xx` (sum > 0 over 5 min) and collector Lambda `Errors`",
+        aws="API Gateway `5xx` / `Count` over 5 min (HTTP APIs count 503 refusals among 5xx) "
+        "and collector Lambda `Errors` > 0",
     ),
     Signal(
         name="LiftoffIngestionRefused",
@@ -179,7 +180,8 @@ SIGNALS: tuple[Signal, ...] = (
         severity="warning",
         meaning="JetStream file storage is above the threshold share of its limit: when full, "
         "the stream refuses writes and ingestion answers 503.",
-        runbook="Grow the JetStream volume (`liftoff:stream.storageGb`) or shorten retention; "
+        runbook="Grow the JetStream volume (`liftoff:stream.storageGb`) or shorten "
+        "`liftoff:stream.retentionHours`; "
         "check that consumers are not lagging (storage holds retention, not lag).",
         expr="max by (namespace, server_id) (nats_server_total_message_bytes / "
         "nats_server_max_storage) > {threshold}",
@@ -219,8 +221,8 @@ SIGNALS: tuple[Signal, ...] = (
         severity="critical",
         meaning="The database volume's free space is below the threshold share: Postgres "
         "stops accepting writes when it is full.",
-        runbook="Grow the volume (`liftoff:postgres.storageGb`; RDS autoscaling up to "
-        "maxStorageGb) and look for bloat or an unexpected table.",
+        runbook="Grow the volume (`liftoff:postgres.storageGb`; on AWS, storage autoscaling "
+        "grows it up to 4x by itself at 10 % free) and look for bloat or an unexpected table.",
         expr="min by (namespace, persistentvolumeclaim) "
         '(kubelet_volume_stats_available_bytes{persistentvolumeclaim=~"data-postgres-.*"} / '
         'kubelet_volume_stats_capacity_bytes{persistentvolumeclaim=~"data-postgres-.*"}) '
@@ -262,13 +264,15 @@ SIGNALS: tuple[Signal, ...] = (
         name="LiftoffReconcileFailed",
         severity="warning",
         meaning="The hourly reconciliation (warehouse repair from the archive) failed.",
-        runbook="Read the failed run's output (it prints one JSON summary: corrupt archive "
-        "objects, database errors); clear the task in Airflow to run the hour again "
-        "(idempotent).",
+        runbook="Read the failed run's output (one JSON summary: corrupt archive objects, "
+        "database errors; on Kubernetes the failed task pod is kept: `kubectl logs`), fix, "
+        "then clear the task in Airflow to run the hour again (idempotent); on Kubernetes "
+        "delete the failed pod, which clears the alert.",
         expr='max by (namespace) (kube_pod_status_phase{phase="Failed",'
         'pod=~"liftoff-reconcile-.*"}) > 0',
         for_="0m",
-        kubernetes="kube-state-metrics: the failed reconcile task pod",
+        kubernetes="kube-state-metrics: the failed reconcile task pod (kept: "
+        "`on_finish_action=delete_succeeded_pod`)",
         aws="reconcile Lambda `Errors` > 0",
     ),
 )

@@ -560,7 +560,7 @@ class JetStreamRunner:
                         "fields": {
                             "consumer": self.name,
                             "events": len(batch),
-                            "retry_in": backoff,
+                            "delay_seconds": backoff,
                             "error": str(error)[:500],
                         }
                     },
