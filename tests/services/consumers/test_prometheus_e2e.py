@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,7 @@ from tests.servers import (
 from tests.services.consumers.test_consumer_process import archiver_env
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 WRITE_KEY = "obs-key"
 
 
@@ -145,6 +147,13 @@ def test_lag_alert_fires_for_a_stopped_consumer_and_clears_after_restart(
             "collector requests scraped",
         )
         assert lag_alert_state() is None
+        # What the processes expose passes Prometheus's own exposition lint.
+        for port in (collector.port, consumers["archiver"].port):
+            text = httpx.get(f"http://{LOOPBACK}:{port}/metrics").text
+            lint = subprocess.run(
+                [PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True
+            )
+            assert (lint.returncode, lint.stdout + lint.stderr) == (0, ""), text
 
         consumers["archiver-b"].stop()
         send(20, 100)
@@ -158,7 +167,16 @@ def test_lag_alert_fires_for_a_stopped_consumer_and_clears_after_restart(
         assert "pending" in states  # `for:` held it pending first
         assert lag("archiver-b") >= 20
         assert lag("archiver") == 0  # the running consumer is not blamed
+        age = query(f'max(liftoff_consumer_lag_seconds{{consumer="archiver-b",stream="{stream}"}})')
+        assert 0 < float(age[0]["value"][1]) < 60  # the oldest unprocessed event's age
 
         consumers["archiver-b"].start()
         wait_for(lambda: lag_alert_state() is None, 30, "LiftoffConsumerLag cleared after restart")
         assert lag("archiver-b") == 0
+        wait_for(
+            lambda: query(
+                f'max(liftoff_consumer_lag_seconds{{consumer="archiver-b",stream="{stream}"}}) == 0'
+            ),
+            15,
+            "lag age back to 0",
+        )
