@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -17,47 +16,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 from components.observability import prometheus_rule_groups
 from tests.servers import (
     LOOPBACK,
+    PROMETHEUS,
     ServerProcess,
     collector_server,
     consumer_process,
-    free_port,
-    http_ok,
     moto_endpoint,
+    prometheus_server,
 )
 from tests.services.consumers.test_consumer_process import archiver_env
 
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 WRITE_KEY = "obs-key"
-
-
-def prometheus_server(
-    workdir: Path, config: dict[str, Any], rules: dict[str, Any]
-) -> ServerProcess:
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "rules.yaml").write_text(yaml.safe_dump(rules))
-    (workdir / "prometheus.yaml").write_text(
-        yaml.safe_dump({**config, "rule_files": [str(workdir / "rules.yaml")]})
-    )
-    port = free_port()
-    return ServerProcess(
-        name=f"prometheus:{port}",
-        argv=[
-            PROMETHEUS,
-            f"--config.file={workdir / 'prometheus.yaml'}",
-            f"--storage.tsdb.path={workdir / 'data'}",
-            f"--web.listen-address={LOOPBACK}:{port}",
-        ],
-        port=port,
-        log_path=workdir / "prometheus.log",
-        is_ready=lambda: http_ok(f"http://{LOOPBACK}:{port}/-/ready"),
-        env=dict(os.environ),
-    )
 
 
 def wait_for(condition: Callable[[], Any], seconds: float, what: str) -> Any:
