@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -24,6 +25,9 @@ from prometheus_client import (
 
 # The `<name>_created` sample per counter doubles the exposition for no alert or panel.
 disable_created_metrics()
+# prometheus_client's multiprocess mode: set (before the workers start) when the collector
+# runs several worker processes, so that `/metrics` on any of them reports all of them.
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -124,4 +128,11 @@ class Counters:
         return self.registry.get_sample_value(name, labels) or 0.0
 
     def render(self) -> str:
+        if os.environ.get(MULTIPROCESS_DIR):
+            # Several collector worker processes: every scrape sums all of them.
+            from prometheus_client import multiprocess
+
+            merged = CollectorRegistry()
+            multiprocess.MultiProcessCollector(merged)
+            return generate_latest(merged).decode()
         return generate_latest(self.registry).decode()
