@@ -6,6 +6,7 @@ Only the chosen target's modules are imported, so a Kubernetes stack never loads
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pulumi
@@ -35,6 +36,7 @@ class Platform(pulumi.ComponentResource):
 
         from components.airflow.aws import MwaaAirflow, MwaaAirflowArgs
         from components.archive.aws import ArchiveBucket, ArchiveBucketArgs
+        from components.aws_logs import LogSettings
         from components.consumers.aws import AwsConsumers, AwsConsumersArgs
         from components.ingest.aws import LambdaCollector, LambdaCollectorArgs
         from components.network.aws import (
@@ -55,14 +57,23 @@ class Platform(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         child = pulumi.ResourceOptions(parent=self, providers={"aws": provider})
+        identity = aws.get_caller_identity_output(
+            opts=pulumi.InvokeOutputOptions(parent=self, provider=provider)
+        )
+        region = config.aws.region
         self.key = aws.kms.Key(
             f"{name}-key",
             description=f"liftoff {config.stack}: encryption at rest for the platform's data",
             enable_key_rotation=True,
             deletion_window_in_days=30,
-            policy=self._key_policy(config),
+            # The account's default statement plus CloudWatch Logs, so log groups use this key,
+            # and CloudWatch alarms when the alarm topic (encrypted with it) is created here.
+            policy=identity.account_id.apply(
+                lambda account: self._key_policy(config, account, region)
+            ),
             opts=child,
         )
+        logs = LogSettings(retention_days=config.aws.log_retention_days, kms_key_arn=self.key.arn)
         aws.kms.Alias(
             f"{name}-key-alias",
             name=f"alias/{config.prefix}",
@@ -76,6 +87,7 @@ class Platform(pulumi.ComponentResource):
                 settings=config.aws,
                 discovery_domain=f"{config.prefix}.internal",
                 interface_endpoints=endpoints,
+                logs=logs,
             ),
             opts=child,
         )
@@ -86,6 +98,7 @@ class Platform(pulumi.ComponentResource):
                 network=self.network,
                 identifier=f"{config.prefix}-postgres",
                 kms_key_arn=self.key.arn,
+                logs=logs,
             ),
             opts=child,
         )
@@ -106,6 +119,7 @@ class Platform(pulumi.ComponentResource):
                 stream=self.stream,
                 function_name=f"{config.prefix}-collector",
                 kms_key_arn=self.key.arn,
+                logs=logs,
             ),
             opts=child,
         )
@@ -133,6 +147,7 @@ class Platform(pulumi.ComponentResource):
                 destinations=config.destinations,
                 network=self.network,
                 kms_key_arn=self.key.arn,
+                logs=logs,
             ),
             opts=child,
         )
@@ -149,6 +164,7 @@ class Platform(pulumi.ComponentResource):
                     reconcile_function_arn=reconciler.function.arn if reconciler else None,
                     reconcile_function_name=reconciler.function.name if reconciler else None,
                     protect=config.deletion_protection,
+                    logs=logs,
                 ),
                 opts=child,
             )
@@ -166,37 +182,17 @@ class Platform(pulumi.ComponentResource):
     def _alarm_topic_created(self, config: PlatformConfig) -> bool:
         return config.observability.enabled and not config.observability.alarm_topic_arn
 
-    def _key_policy(self, config: PlatformConfig) -> pulumi.Output[str] | None:
-        """AWS's default key policy (the account administers the key through IAM), plus, when
-        the alarm topic is created here, CloudWatch's use of the key to publish to it."""
-        if not self._alarm_topic_created(config):
-            return None  # AWS's default policy
-        import pulumi_aws as aws
+    def _key_policy(self, config: PlatformConfig, account: str, region: str) -> str:
+        from components.aws_logs import platform_key_policy
 
+        policy = platform_key_policy(account, region)
+        if not self._alarm_topic_created(config):
+            return policy
         from components import aws_iam
         from components.observability.aws import alarm_key_statement
 
-        assert config.aws is not None
-        region = config.aws.region
-
-        def policy(identity: list[str]) -> str:
-            account, partition = identity
-            return aws_iam.document(
-                [
-                    {
-                        "Sid": "AccountAdministersThroughIam",
-                        "Effect": "Allow",
-                        "Principal": {"AWS": f"arn:{partition}:iam::{account}:root"},
-                        "Action": "kms:*",
-                        "Resource": "*",
-                    },
-                    alarm_key_statement(account, region, config.prefix, partition),
-                ]
-            )
-
-        return pulumi.Output.all(
-            aws.get_caller_identity_output().account_id, aws.get_partition_output().partition
-        ).apply(policy)
+        statements = json.loads(policy)["Statement"]
+        return aws_iam.document([*statements, alarm_key_statement(account, region, config.prefix)])
 
     def _observe_aws(
         self, name: str, config: PlatformConfig, child: pulumi.ResourceOptions

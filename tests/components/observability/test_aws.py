@@ -96,8 +96,9 @@ def test_every_alarm_watches_a_declared_resource_of_its_metric(stack):
 def test_each_consuming_function_has_iterator_age_and_dead_letter_alarms(stack):
     run = stack_run(stack)
     alarms = _alarms(run).values()
-    by_arn = {f"{r.name}": _name(r) for r in run.of_type(FUNCTION)}
-    consuming = {by_arn[m.inputs["functionName"].rsplit(":", 1)[1]] for m in run.of_type(MAPPING)}
+    # functionName is the function's ARN, ending with its name.
+    consuming = {m.inputs["functionName"].rsplit(":", 1)[1] for m in run.of_type(MAPPING)}
+    assert consuming <= {_name(r) for r in run.of_type(FUNCTION)}
     iterator_age = [
         a["dimensions"]["FunctionName"] for a in alarms if a.get("metricName") == "IteratorAge"
     ]
@@ -123,7 +124,9 @@ def test_alarms_notify_an_encrypted_topic_the_platform_key_lets_cloudwatch_use(s
     topic = run.one("aws:sns/topic:Topic")
     key = run.one("aws:kms/key:Key")
     region = _region(run)
-    key_arn = f"arn:aws:kms:{region}:{ACCOUNT_ID}:{key.name}"
+    # The platform key: the one the stream is encrypted with.
+    key_arn = run.one("aws:kinesis/stream:Stream").inputs["kmsKeyId"]
+    assert key_arn.startswith("arn:aws:kms:")
     assert topic.inputs["kmsMasterKeyId"] == key_arn
     topic_arn = run.outputs["alarmTopicArn"]
     for alarm in _alarms(run).values():
@@ -172,7 +175,8 @@ def test_customer_topic_and_thresholds():
     topic = f"arn:aws:sns:eu-west-1:{ACCOUNT_ID}:oncall"
     run = _aws_run({"alarmTopicArn": topic, "thresholds": {"consumerLagSeconds": 60}})
     assert run.of_type("aws:sns/topic:Topic") == []
-    assert "policy" not in run.one("aws:kms/key:Key").inputs  # AWS's default key policy
+    statements = json.loads(run.one("aws:kms/key:Key").inputs["policy"])["Statement"]
+    assert all("cloudwatch.amazonaws.com" not in json.dumps(s) for s in statements)
     alarms = _alarms(run)
     assert all(a["alarmActions"] == [topic] for a in alarms.values())
     assert alarms["liftoff-aws-LiftoffConsumerLagAge-archiver"]["threshold"] == 60000
