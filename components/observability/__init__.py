@@ -118,8 +118,9 @@ SIGNALS: tuple[Signal, ...] = (
         meaning="A consumer (archiver, loader, broadcaster) has more unprocessed events on a "
         "stream than the threshold.",
         runbook="Look at the consumer's logs (field `consumer`): `sink unavailable` means its "
-        "destination is down (it retries; fix the destination), otherwise it is too slow: "
-        "raise its batch size or replicas. Events wait in the stream up to its retention.",
+        "destination is down (it retries; fix the destination), otherwise it is too slow for "
+        "the traffic: raise its batch size (`batchMaxEvents` of its settings). Events wait in "
+        "the stream up to its retention.",
         expr="max by (namespace, stream, consumer) (liftoff_consumer_lag_events) > {threshold}",
         for_="10m",
         threshold=Threshold("consumerLagEvents", 100000, 1, 1e12, "events"),

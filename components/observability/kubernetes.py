@@ -21,6 +21,7 @@ from components import kube
 from components.network import Peer
 from components.network.kubernetes import KubernetesNetwork
 from components.observability import SIGNALS, ObservabilitySettings, prometheus_rule_groups
+from components.postgres.kubernetes import KubernetesPostgres
 
 MONITORING_API = "monitoring.coreos.com/v1"
 POSTGRES_EXPORTER_IMAGE = "quay.io/prometheuscommunity/postgres-exporter:v0.17.1"
@@ -55,8 +56,8 @@ class KubernetesObservabilityArgs:
     consumers: MetricsTarget
     """Every consumer pod (they all name their probe port alike)."""
     nats: MetricsTarget
-    postgres: Any
-    """The KubernetesPostgres component: gives the exporter its own `pg_monitor` role."""
+    postgres: KubernetesPostgres
+    """Gives the exporter its own `pg_monitor` role and admits it to Postgres."""
     image_registry: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
 
