@@ -6,6 +6,8 @@ a (deliberately tiny) share of max_connections, then Postgres down once the serv
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -62,7 +64,13 @@ def test_postgres_alerts_fire_on_the_real_exporters_metrics(tmp_path: Path) -> N
             )
         }
         config = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            # With Postgres down the exporter answers after ~1 s (its own retry): the scrape
+            # timeout must exceed that, or the sample (pg_up 0) is lost with the scrape.
+            "global": {
+                "scrape_interval": "3s",
+                "scrape_timeout": "2500ms",
+                "evaluation_interval": "1s",
+            },
             "scrape_configs": [
                 {
                     "job_name": "postgres",
@@ -84,5 +92,9 @@ def test_postgres_alerts_fire_on_the_real_exporters_metrics(tmp_path: Path) -> N
             assert "pg_settings_max_connections" in metrics
             wait_for(lambda: firing("LiftoffPostgresConnections"), 30, "connections alert")
             assert not firing("LiftoffPostgresDown")
-            postgres.stop()
+            # Fast shutdown (SIGINT) ends the exporter's session too; SIGTERM would wait for it.
+            process = postgres.server.process
+            assert process is not None
+            os.kill(process.pid, signal.SIGINT)
+            process.wait(30)
             wait_for(lambda: firing("LiftoffPostgresDown"), 30, "Postgres down alert")
