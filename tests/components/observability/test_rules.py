@@ -319,3 +319,17 @@ def test_thresholds_from_config_reach_the_expression() -> None:
     assert rules["LiftoffConsumerLagAge"]["expr"].endswith("> 60")
     assert rules["LiftoffIngestionErrors"]["expr"].endswith("> 0.05")
     assert "{threshold}" not in yaml.safe_dump(groups)
+
+
+def test_every_dashboard_query_parses(tmp_path: Path) -> None:
+    """The Grafana panels' PromQL, checked by promtool as recording rules (syntax, functions)."""
+    from components.observability.kubernetes import grafana_dashboard
+
+    panels = grafana_dashboard("liftoff-data")["panels"]
+    exprs = [target["expr"] for panel in panels for target in panel["targets"]]
+    assert len(exprs) >= 10
+    rules = [{"record": f"liftoff:dashboard_query_{i}", "expr": e} for i, e in enumerate(exprs)]
+    path = tmp_path / "dashboard.rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    result = _promtool("check", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
