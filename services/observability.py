@@ -125,7 +125,13 @@ class Counters:
         self._child(Histogram, name, labels).observe(value)
 
     def value(self, name: str, **labels: str) -> float:
-        return self.registry.get_sample_value(name, labels) or 0.0
+        """The sum of the samples `name` whose labels include `labels` (all of them if none)."""
+        return sum(
+            sample.value
+            for family in self.registry.collect()
+            for sample in family.samples
+            if sample.name == name and labels.items() <= sample.labels.items()
+        )
 
     def render(self) -> str:
         if os.environ.get(MULTIPROCESS_DIR):
