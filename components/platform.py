@@ -12,6 +12,7 @@ from typing import Any
 import pulumi
 
 from components.config import PlatformConfig
+from components.postgres import MAJOR_VERSION_OUTPUT
 
 
 class Platform(pulumi.ComponentResource):
@@ -173,6 +174,8 @@ class Platform(pulumi.ComponentResource):
             self._observe_aws(name, config, child)
         self.outputs["vpcId"] = self.network.vpc_id
         self.outputs["postgres"] = self.postgres.connection.public_view()
+        # Read back on the next update to refuse (Kubernetes) or allow (RDS) a major change.
+        self.outputs[MAJOR_VERSION_OUTPUT] = config.postgres.version
         self.outputs["archive"] = self.archive.location.bucket.apply(
             lambda bucket: {"bucket": bucket}
         )
@@ -430,6 +433,8 @@ class Platform(pulumi.ComponentResource):
             self._observe_kubernetes(name, config, child)
         self.outputs["namespace"] = self.network.namespace
         self.outputs["postgres"] = self.postgres.connection.public_view()
+        # Read back on the next update to refuse (Kubernetes) or allow (RDS) a major change.
+        self.outputs[MAJOR_VERSION_OUTPUT] = config.postgres.version
         if self.archive is not None:
             self.outputs["archive"] = {
                 "bucket": config.archive.bucket_name,
