@@ -333,3 +333,34 @@ def test_every_dashboard_query_parses(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     result = _promtool("check", "rules", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_collector_quarantine_growth_fires_the_dead_letter_alert(
+    rule_file: Path, tmp_path: Path
+) -> None:
+    """The dead-letter signal's other half: invalid events quarantined by the collector."""
+    quarantined = _series(
+        "liftoff_collector_events_quarantined_total",
+        {"source": "web", "code": "invalid_event"},
+        "0 0 0 0 0 3 3 3 3 3 3 3",
+    )
+    flat = _series(
+        "liftoff_collector_events_quarantined_total",
+        {"source": "web", "code": "invalid_event"},
+        "3x12",
+    )
+    tests = []
+    for series, expected in (([quarantined], [_expected("LiftoffDeadLetters", {})]), ([flat], [])):
+        tests.append(
+            {
+                "interval": "1m",
+                "input_series": series,
+                "alert_rule_test": [
+                    {"eval_time": "10m", "alertname": "LiftoffDeadLetters", "exp_alerts": expected}
+                ],
+            }
+        )
+    path = tmp_path / "quarantine.test.yaml"
+    path.write_text(yaml.safe_dump({"rule_files": [str(rule_file)], "tests": tests}))
+    result = _promtool("test", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
