@@ -147,10 +147,10 @@ def test_mixed_batch_accepts_the_valid_and_quarantines_the_invalid_once(
         assert headers["Nats-Msg-Id"].startswith("collector:")
     assert quarantined[0][1]["Liftoff-Message-Id"] == "m-1"
     assert "Liftoff-Message-Id" not in quarantined[1][1]  # " m-3" breaks the grammar
-    assert 'liftoff_collector_events_quarantined_total{code="invalid_event",source="web"} 6' in (
+    assert 'liftoff_collector_events_quarantined_total{code="invalid_event",source="web"} 6.0' in (
         metrics.splitlines()
     )  # 3 per request, the retry counted too
-    assert 'liftoff_collector_events_accepted_total{source="web"} 6' in metrics.splitlines()
+    assert 'liftoff_collector_events_accepted_total{source="web"} 6.0' in metrics.splitlines()
 
 
 def test_quarantine_unavailable_means_503_and_a_retry_succeeds(own_nats: ServerProcess) -> None:
