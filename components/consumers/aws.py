@@ -27,6 +27,7 @@ from components.network import Peer
 from components.network.aws import AwsNetwork
 from components.postgres.aws import RdsPostgres
 from components.stream.aws import KinesisStream
+from services import env as runtime_env
 
 DEAD_LETTER_RETENTION_SECONDS = 14 * 24 * 3600  # the SQS maximum
 # Kinesis gives each shard 5 GetRecords/s and 2 MB/s of reads shared by every polling
@@ -132,11 +133,11 @@ class KinesisConsumer(pulumi.ComponentResource):
             handler=args.runtime.handler,
             environment={
                 **args.environment,
-                "LIFTOFF_CONSUMER_NAME": args.runtime.name,
-                "LIFTOFF_DEAD_LETTER_URL": pulumi.Output.concat(
+                runtime_env.CONSUMER_NAME: args.runtime.name,
+                runtime_env.DEAD_LETTER_URL: pulumi.Output.concat(
                     "sqs://", self.dead_letter_queue.name
                 ),
-                "LIFTOFF_LOG_LEVEL": "INFO",
+                runtime_env.LOG_LEVEL: "INFO",
             },
             parent=self,
             logs=args.logs,
@@ -243,9 +244,9 @@ class AwsConsumers(pulumi.ComponentResource):
                 function_name=physical_name(args.prefix, ARCHIVER_RUNTIME.name),
                 logs=args.logs,
                 environment={
-                    "LIFTOFF_ARCHIVE_BUCKET": args.archive.location.bucket,
-                    "LIFTOFF_ARCHIVE_BATCH_MAX_EVENTS": str(archive.batch_max_events),
-                    "LIFTOFF_ARCHIVE_BATCH_MAX_SECONDS": str(archive.batch_max_seconds),
+                    runtime_env.ARCHIVE_BUCKET: args.archive.location.bucket,
+                    runtime_env.ARCHIVE_BATCH_MAX_EVENTS: str(archive.batch_max_events),
+                    runtime_env.ARCHIVE_BATCH_MAX_SECONDS: str(archive.batch_max_seconds),
                 },
                 # Lambda's limits: 10000 records and a 300 s window per batch.
                 batch_size=min(archive.batch_max_events, 10000),
@@ -276,7 +277,7 @@ class AwsConsumers(pulumi.ComponentResource):
             "PGPORT": connection.port.apply(str),
             "PGDATABASE": connection.database,
             "PGSSLMODE": "require",
-            "LIFTOFF_WAREHOUSE_SECRET_ARN": database.secret_arn,
+            runtime_env.WAREHOUSE_SECRET_ARN: database.secret_arn,
         }
         placement = VpcPlacement(
             vpc_id=args.network.vpc_id,
@@ -308,8 +309,8 @@ class AwsConsumers(pulumi.ComponentResource):
                 logs=args.logs,
                 environment={
                     **loader_environment,
-                    "LIFTOFF_LOADER_BATCH_MAX_EVENTS": str(warehouse.batch_max_events),
-                    "LIFTOFF_LOADER_BATCH_MAX_SECONDS": str(warehouse.batch_max_seconds),
+                    runtime_env.LOADER_BATCH_MAX_EVENTS: str(warehouse.batch_max_events),
+                    runtime_env.LOADER_BATCH_MAX_SECONDS: str(warehouse.batch_max_seconds),
                 },
                 batch_size=min(warehouse.batch_max_events, 10000),
                 batching_window_seconds=min(warehouse.batch_max_seconds, 300),
@@ -332,7 +333,7 @@ class AwsConsumers(pulumi.ComponentResource):
                 logs=args.logs,
                 environment={
                     **loader_environment,
-                    "LIFTOFF_ARCHIVE_BUCKET": args.archive.location.bucket,
+                    runtime_env.ARCHIVE_BUCKET: args.archive.location.bucket,
                 },
                 timeout_seconds=900,
                 memory_mb=1024,
@@ -375,8 +376,8 @@ class AwsConsumers(pulumi.ComponentResource):
                 function_name=physical_name(args.prefix, runtime.name),
                 logs=args.logs,
                 environment={
-                    "LIFTOFF_DESTINATION": destination_document(destination),
-                    "LIFTOFF_DESTINATION_SECRET_ARN": secret.arn,
+                    runtime_env.DESTINATION: destination_document(destination),
+                    runtime_env.DESTINATION_SECRET_ARN: secret.arn,
                 },
                 batch_size=100,
                 batching_window_seconds=1,

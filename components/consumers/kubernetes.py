@@ -32,6 +32,7 @@ from components.network import Peer
 from components.network.kubernetes import KubernetesNetwork
 from components.postgres.kubernetes import KubernetesPostgres
 from components.stream.kubernetes import NatsJetStream
+from services import env as runtime_env
 
 DEFAULT_RESOURCES = {
     "requests": {"cpu": "100m", "memory": "128Mi"},
@@ -84,11 +85,11 @@ class StreamConsumer(pulumi.ComponentResource):
         env = kube.env(
             {
                 **args.environment,
-                "LIFTOFF_STREAM_URL": stream_url,
-                "LIFTOFF_CONSUMER_NAME": component,
-                "LIFTOFF_DEAD_LETTER_URL": dead_letter_url,
-                "LIFTOFF_HEALTH_PORT": str(HEALTH_PORT),
-                "LIFTOFF_LOG_LEVEL": "INFO",
+                runtime_env.STREAM_URL: stream_url,
+                runtime_env.CONSUMER_NAME: component,
+                runtime_env.DEAD_LETTER_URL: dead_letter_url,
+                runtime_env.HEALTH_PORT: str(HEALTH_PORT),
+                runtime_env.LOG_LEVEL: "INFO",
             }
         )
         container = {
@@ -251,9 +252,9 @@ class KubernetesConsumers(pulumi.ComponentResource):
                 f"{name}-archiver",
                 ARCHIVER_RUNTIME,
                 environment={
-                    "LIFTOFF_ARCHIVE_BUCKET": settings.bucket_name or "",
-                    "LIFTOFF_ARCHIVE_BATCH_MAX_EVENTS": str(settings.batch_max_events),
-                    "LIFTOFF_ARCHIVE_BATCH_MAX_SECONDS": str(settings.batch_max_seconds),
+                    runtime_env.ARCHIVE_BUCKET: settings.bucket_name or "",
+                    runtime_env.ARCHIVE_BATCH_MAX_EVENTS: str(settings.batch_max_events),
+                    runtime_env.ARCHIVE_BATCH_MAX_SECONDS: str(settings.batch_max_seconds),
                     "AWS_ENDPOINT_URL_S3": settings.endpoint or "",
                     "AWS_REGION": settings.region,
                     "AWS_SHARED_CREDENTIALS_FILE": f"{ARCHIVE_CREDENTIALS_DIR}/credentials",
@@ -288,8 +289,8 @@ class KubernetesConsumers(pulumi.ComponentResource):
                     "PGSSLMODE": "prefer",
                     "PGUSER": connection.username,
                     "PGPASSWORD_FILE": f"{POSTGRES_CREDENTIALS_DIR}/password",
-                    "LIFTOFF_LOADER_BATCH_MAX_EVENTS": str(args.warehouse.batch_max_events),
-                    "LIFTOFF_LOADER_BATCH_MAX_SECONDS": str(args.warehouse.batch_max_seconds),
+                    runtime_env.LOADER_BATCH_MAX_EVENTS: str(args.warehouse.batch_max_events),
+                    runtime_env.LOADER_BATCH_MAX_SECONDS: str(args.warehouse.batch_max_seconds),
                 },
                 secret_files=[
                     ("postgres-credentials", database.secret_name, POSTGRES_CREDENTIALS_DIR)
@@ -319,8 +320,8 @@ class KubernetesConsumers(pulumi.ComponentResource):
                 f"{name}-{runtime.name}",
                 runtime,
                 environment={
-                    "LIFTOFF_DESTINATION": destination_document(destination),
-                    "LIFTOFF_DESTINATION_SECRETS_FILE": f"{SECRETS_DIR}/{SECRETS_FILE}",
+                    runtime_env.DESTINATION: destination_document(destination),
+                    runtime_env.DESTINATION_SECRETS_FILE: f"{SECRETS_DIR}/{SECRETS_FILE}",
                 },
                 secret_files=[("destination-secrets", secret_name, SECRETS_DIR)],
                 opts=child,

@@ -35,6 +35,7 @@ from components.ingest import (
 )
 from components.network import Peer
 from components.stream.aws import KinesisStream
+from services import env as runtime_env
 
 HANDLER = "services.aws_lambda.collector_handler"
 QUARANTINE_RETENTION_SECONDS = 14 * 24 * 3600  # SQS's maximum, as for the consumers' DLQs
@@ -107,15 +108,15 @@ class LambdaCollector(pulumi.ComponentResource):
             opts=child,
         )
         environment: dict[str, pulumi.Input[str]] = {
-            "LIFTOFF_STREAM_URL": args.stream.connection.url,
-            "LIFTOFF_WRITE_KEYS_SECRET_ARN": self.write_keys_secret.arn,
-            "LIFTOFF_DEAD_LETTER_URL": pulumi.Output.concat("sqs://", self.quarantine_queue.name),
-            "LIFTOFF_LOG_LEVEL": "INFO",
+            runtime_env.STREAM_URL: args.stream.connection.url,
+            runtime_env.WRITE_KEYS_SECRET_ARN: self.write_keys_secret.arn,
+            runtime_env.DEAD_LETTER_URL: pulumi.Output.concat("sqs://", self.quarantine_queue.name),
+            runtime_env.LOG_LEVEL: "INFO",
             **collector_runtime_env(args.sources),
         }
         origins = allowed_origins_document(args.sources)
         if origins is not None:
-            environment["LIFTOFF_ALLOWED_ORIGINS"] = origins
+            environment[runtime_env.ALLOWED_ORIGINS] = origins
         packaged = packaged_function(
             name,
             function_name=args.function_name,

@@ -22,6 +22,7 @@ from components.ingest import (
 from components.network import Peer
 from components.network.kubernetes import KubernetesNetwork
 from components.stream.kubernetes import NatsJetStream
+from services import env as runtime_env
 
 COMPONENT = "collector"
 PORT = 8080
@@ -79,28 +80,28 @@ class KubernetesCollector(pulumi.ComponentResource):
             ",".join(s.name for s in args.sources).encode()
         ).hexdigest()[:16]
         environment: dict[str, pulumi.Input[str]] = {
-            "LIFTOFF_STREAM_URL": args.stream.connection.url,
-            "LIFTOFF_WRITE_KEYS_FILE": f"{WRITE_KEYS_DIR}/{WRITE_KEYS_FILE}",
-            "LIFTOFF_PORT": str(PORT),
-            "LIFTOFF_LOG_LEVEL": "INFO",
+            runtime_env.STREAM_URL: args.stream.connection.url,
+            runtime_env.WRITE_KEYS_FILE: f"{WRITE_KEYS_DIR}/{WRITE_KEYS_FILE}",
+            runtime_env.PORT: str(PORT),
+            runtime_env.LOG_LEVEL: "INFO",
             **collector_runtime_env(args.sources),
-            "LIFTOFF_HTTP_MAX_HEADER_BYTES": str(settings.max_header_bytes),
-            "LIFTOFF_HTTP_HEADER_TIMEOUT_SECONDS": str(settings.header_timeout_seconds),
-            "LIFTOFF_HTTP_BODY_TIMEOUT_SECONDS": str(settings.body_timeout_seconds),
-            "LIFTOFF_HTTP_MAX_CONNECTIONS": str(settings.max_connections),
+            runtime_env.HTTP_MAX_HEADER_BYTES: str(settings.max_header_bytes),
+            runtime_env.HTTP_HEADER_TIMEOUT: str(settings.header_timeout_seconds),
+            runtime_env.HTTP_BODY_TIMEOUT: str(settings.body_timeout_seconds),
+            runtime_env.HTTP_MAX_CONNECTIONS: str(settings.max_connections),
         }
         if settings.trusted_proxies:
-            environment["LIFTOFF_TRUSTED_PROXIES"] = ",".join(settings.trusted_proxies)
+            environment[runtime_env.TRUSTED_PROXIES] = ",".join(settings.trusted_proxies)
         origins = allowed_origins_document(args.sources)
         if origins is not None:
-            environment["LIFTOFF_ALLOWED_ORIGINS"] = origins
+            environment[runtime_env.ALLOWED_ORIGINS] = origins
         public_url = settings.public_url
         if public_url is None and settings.host:
             public_url = f"{'https' if settings.tls_secret else 'http'}://{settings.host}"
         if public_url:
             # Behind the Ingress the pod sees plain HTTP: analytics.js's settings must name the
             # public scheme and host.
-            environment["LIFTOFF_PUBLIC_URL"] = public_url
+            environment[runtime_env.PUBLIC_URL] = public_url
         container = {
             "name": COMPONENT,
             "image": kube.image(args.services_image, args.image_registry),

@@ -25,6 +25,7 @@ from components.postgres import (
     check_major_version,
     deployed_major_version,
 )
+from services import env as runtime_env
 
 SETUP_HANDLER = "services.database_setup.lambda_handler"
 # AWS APIs the setup function calls from inside the VPC (services/database_setup.py).
@@ -258,7 +259,7 @@ class RdsPostgres(pulumi.ComponentResource):
             function_name=f"{self._args.identifier}-setup",
             description="liftoff: creates client databases and roles on the platform Postgres",
             handler=SETUP_HANDLER,
-            environment={"LIFTOFF_ADMIN_SECRET_ARN": self.credentials.arn},
+            environment={runtime_env.ADMIN_SECRET_ARN: self.credentials.arn},
             parent=self,
             logs=self._logs,
             memory_mb=256,

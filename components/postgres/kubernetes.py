@@ -26,6 +26,7 @@ from components.postgres import (
     check_major_version,
     deployed_major_version,
 )
+from services import env as runtime_env
 
 # The official image's `postgres` user.
 POSTGRES_UID = 999
@@ -358,10 +359,10 @@ class KubernetesPostgres(pulumi.ComponentResource):
                 "PGDATABASE": "postgres",
                 "PGUSER": args.settings.username,
                 "PGPASSWORD_FILE": f"{CREDENTIALS_DIR}/password",
-                "LIFTOFF_DATABASE_NAME": database,
-                "LIFTOFF_DATABASE_ROLE": client,
-                "LIFTOFF_DATABASE_PASSWORD_FILE": f"{CLIENT_CREDENTIALS_DIR}/password",
-                **({"LIFTOFF_DATABASE_MEMBER_OF": ",".join(member_of)} if member_of else {}),
+                runtime_env.DATABASE_NAME: database,
+                runtime_env.DATABASE_ROLE: client,
+                runtime_env.DATABASE_PASSWORD_FILE: f"{CLIENT_CREDENTIALS_DIR}/password",
+                **({runtime_env.DATABASE_MEMBER_OF: ",".join(member_of)} if member_of else {}),
             }
         )
         # The server's major version is part of the name: after a major upgrade (a new, empty
@@ -469,11 +470,11 @@ class KubernetesPostgres(pulumi.ComponentResource):
             "args": ["backup-upload", "--dir", "/backup"],
             "env": kube.env(
                 {
-                    "LIFTOFF_ARCHIVE_BUCKET": archive_settings.bucket_name or "",
+                    runtime_env.ARCHIVE_BUCKET: archive_settings.bucket_name or "",
                     "AWS_ENDPOINT_URL_S3": archive_settings.endpoint or "",
                     "AWS_REGION": archive_settings.region,
                     "AWS_SHARED_CREDENTIALS_FILE": f"{ARCHIVE_CREDENTIALS_DIR}/credentials",
-                    "LIFTOFF_BACKUP_RETENTION_DAYS": str(settings.backup_retention_days),
+                    runtime_env.BACKUP_RETENTION_DAYS: str(settings.backup_retention_days),
                 }
             ),
             "resources": small,

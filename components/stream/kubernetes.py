@@ -17,6 +17,7 @@ from components.config import ChartSource, StreamSettings
 from components.network import Peer
 from components.network.kubernetes import KubernetesNetwork
 from components.stream import STREAM_NAME, StreamConnection
+from services import env as runtime_env
 
 RELEASE = "nats"
 NATS_EXPORTER_PORT = 7777  # the chart's promExporter port (container port `prom-metrics`)
@@ -213,10 +214,10 @@ class NatsJetStream(pulumi.ComponentResource):
     def _stream_setup_job(self, name: str, args: NatsJetStreamArgs, url: str) -> k8s.batch.v1.Job:
         settings = args.settings
         stream_env = {
-            "LIFTOFF_STREAM_URL": url,
-            "LIFTOFF_STREAM_RETENTION_HOURS": str(settings.retention_hours),
-            "LIFTOFF_STREAM_REPLICAS": str(settings.replicas),
-            "LIFTOFF_STREAM_DUPLICATE_WINDOW_SECONDS": str(settings.duplicate_window_minutes * 60),
+            runtime_env.STREAM_URL: url,
+            runtime_env.RETENTION_HOURS: str(settings.retention_hours),
+            runtime_env.REPLICAS: str(settings.replicas),
+            runtime_env.DUPLICATE_WINDOW: str(settings.duplicate_window_minutes * 60),
         }
         # Jobs are immutable: a change of stream settings is a new Job with a new name.
         digest = hashlib.sha256(
