@@ -176,24 +176,23 @@ def request_from_environment(environ: Mapping[str, str] | None = None) -> Databa
     )
 
 
-def lambda_handler(event: dict, context: object) -> dict:
-    """AWS: run inside the VPC; admin and client credentials come from Secrets Manager.
-
-    `event` is `{"clientSecretArn": ...}`; the secret holds `dbname`, `username`, `password`.
-    The admin secret's ARN is in `LIFTOFF_ADMIN_SECRET_ARN`.
-    """
+def _read_secret(arn: str) -> dict:
     import json
 
     import boto3
 
-    secrets = boto3.client("secretsmanager")
+    secret = boto3.client("secretsmanager").get_secret_value(SecretId=arn)
+    return json.loads(secret["SecretString"])
 
-    def read(arn: str) -> dict:
-        return json.loads(secrets.get_secret_value(SecretId=arn)["SecretString"])
 
-    admin_secret = read(os.environ[runtime_env.ADMIN_SECRET_ARN])
-    client_secret = read(event["clientSecretArn"])
-    admin = AdminConnection(
+def admin_from_secret(env: Mapping[str, str]) -> AdminConnection:
+    """The admin connection from the Secrets Manager secret named by `LIFTOFF_ADMIN_SECRET_ARN`
+    (JSON: `host`, `port`, `username`, `password`, `dbname`), as RDS-managed secrets hold it."""
+    arn = env.get(runtime_env.ADMIN_SECRET_ARN, "").strip()
+    if not arn:
+        raise ValueError(f"missing environment variable(s): {runtime_env.ADMIN_SECRET_ARN}")
+    admin_secret = _read_secret(arn)
+    return AdminConnection(
         host=admin_secret["host"],
         port=int(admin_secret["port"]),
         user=admin_secret["username"],
@@ -201,6 +200,16 @@ def lambda_handler(event: dict, context: object) -> dict:
         database=admin_secret["dbname"],
         sslmode="require",
     )
+
+
+def lambda_handler(event: dict, context: object) -> dict:
+    """AWS: run inside the VPC; admin and client credentials come from Secrets Manager.
+
+    `event` is `{"clientSecretArn": ...}`; the secret holds `dbname`, `username`, `password`.
+    The admin secret's ARN is in `LIFTOFF_ADMIN_SECRET_ARN`.
+    """
+    admin = admin_from_secret(os.environ)
+    client_secret = _read_secret(event["clientSecretArn"])
     request = DatabaseRequest(
         database=client_secret["dbname"],
         role=client_secret["username"],
