@@ -17,6 +17,8 @@ from pathlib import Path
 NATS_SERVER_ENV = "LIFTOFF_NATS_SERVER"
 POSTGRES_BIN_ENV = "LIFTOFF_POSTGRES_BIN"
 REPO_ROOT = Path(__file__).resolve().parent.parent
+DEBIAN_NATS_SERVER = Path("/usr/sbin/nats-server")
+DEBIAN_POSTGRES = Path("/usr/lib/postgresql")
 
 
 class MissingBinary(Exception):
@@ -41,7 +43,7 @@ def find_nats_server(env: dict[str, str] | None = None) -> str:
     for candidate in (
         REPO_ROOT / ".tools" / "bin" / "nats-server",
         shutil.which("nats-server"),
-        "/usr/sbin/nats-server",
+        DEBIAN_NATS_SERVER,
     ):
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
@@ -84,7 +86,7 @@ def find_postgres(env: dict[str, str] | None = None) -> PostgresBinaries:
         candidates = [Path(explicit)]
     else:
         debian = sorted(
-            Path("/usr/lib/postgresql").glob("*/bin"),
+            DEBIAN_POSTGRES.glob("*/bin"),
             key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
             reverse=True,
         )

@@ -715,11 +715,10 @@ class Monitor:
         try:
             if self._warehouse is None or self._warehouse.closed:
                 self._warehouse = psycopg.connect(url, autocommit=True, connect_timeout=2)
-            row = self._warehouse.execute(
-                "SELECT CASE WHEN to_regclass('events') IS NULL THEN 0 "
-                "ELSE (SELECT count(*) FROM events) END"
-            ).fetchone()
-            return int(row[0]) if row else 0
+            # The loader creates the table when it first connects.
+            if self._warehouse.execute("SELECT to_regclass('events')").fetchone()[0] is None:
+                return 0
+            return int(self._warehouse.execute("SELECT count(*) FROM events").fetchone()[0])
         except psycopg.Error:
             self._warehouse = None
             return None

@@ -1,0 +1,64 @@
+"""Stack files → local plans, through the Pulumi program's own validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from components.config import load_config
+from components.validation import ConfigError
+from liftoff_local.stack import LOCAL_ARCHIVE, load_plan, read_stack_file
+from tests.harness import STACK_FILES, load_stack_config
+
+
+@pytest.mark.parametrize("path", STACK_FILES, ids=lambda p: p.name)
+def test_every_shipped_stack_file_gives_a_local_plan(path: Path) -> None:
+    plan = load_plan(path)
+    assert plan.sources == [s.name for s in plan.config.sources]
+    assert plan.archive_bucket
+    assert all(note for note in plan.notes)
+    # Pulumi secrets are never decrypted locally: third-party destinations say how to run them.
+    for local in plan.destinations:
+        assert local.secret is None
+        assert local.destination.name in local.note
+
+
+def test_config_is_read_as_the_program_reads_it() -> None:
+    """Same strings and secret keys as the Pulumi test harness feeds the program."""
+    for path in STACK_FILES:
+        values, secret_keys, _ = read_stack_file(path)
+        expected_values, expected_secrets = load_stack_config(path)
+        assert set(values) == set(expected_values)
+        assert secret_keys == expected_secrets
+
+
+def test_dev_stack_archives_locally_with_small_batches() -> None:
+    plan = load_plan(Path("Pulumi.dev.yaml"))
+    assert plan.config.archive is None
+    assert plan.archive == LOCAL_ARCHIVE
+    assert plan.archive_bucket == "liftoff-dev-archive"
+    assert any("liftoff:kubernetes" in note for note in plan.notes)
+
+
+def test_local_secrets_enable_a_destination() -> None:
+    path = Path("stacks/kubernetes-private-cloud.yaml")
+    plan = load_plan(path, {"crm": {"signingSecret": "s3cret"}})
+    by_name = {d.destination.name: d for d in plan.destinations}
+    assert by_name["crm"].secret == "s3cret"
+    assert by_name["amplitude"].secret is None
+
+
+def test_a_broken_stack_file_fails_with_the_programs_message(tmp_path: Path) -> None:
+    path = tmp_path / "Pulumi.broken.yaml"
+    path.write_text(
+        "config:\n  liftoff:target: kubernetes\n  liftoff:postgres:\n    version: '9'\n"
+        "  liftoff:sources:\n    - name: Web!\n"
+    )
+    with pytest.raises(ConfigError) as local:
+        load_plan(path)
+    values, secrets = load_stack_config(path)
+    with pytest.raises(ConfigError) as program:
+        load_config(values, project="liftoff", stack="broken", secret_keys=secrets)
+    assert str(local.value) == str(program.value)
+    assert "liftoff:postgres.version" in str(local.value)
