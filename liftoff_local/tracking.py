@@ -184,6 +184,14 @@ class TrackingApi:
             def do_DELETE(self) -> None:
                 api._post(self)
 
+            do_PUT = do_PATCH = do_DELETE
+
+            def send_error(self, code: int, message: str | None = None, explain: Any = None):
+                # The stdlib answers malformed requests (bad request line, URI too long) with
+                # HTML; this API answers JSON, always.
+                self.close_connection = True
+                _send(self, code, {"error": message or self.responses.get(code, ("",))[0]})
+
         self.server = ThreadingHTTPServer((host, port), Handler)
         self.server.daemon_threads = True
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -236,7 +244,7 @@ class TrackingApi:
             return _send(request, 200, {"reset": True, **self._summary()})
         return _send(
             request,
-            405 if path in ("/", "/events", "/quarantine") else 404,
+            405 if path in ("", "/events", "/quarantine", "/reset") else 404,
             {"error": f"{request.command} {path or '/'} is not a route", "routes": _ROUTES},
         )
 
