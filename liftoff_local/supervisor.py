@@ -764,6 +764,14 @@ async def run_until_stopped(supervisor: Supervisor) -> int:
     js = nc.jetstream()
     await tracking.follow(js, STREAM, STREAM_SUBJECTS, events)
     await tracking.follow(js, DEAD_LETTER_STREAM, DEAD_LETTER_SUBJECTS, quarantine)
+    views = {STREAM: events, DEAD_LETTER_STREAM: quarantine}
+
+    def catch_up() -> None:  # called from the API's threads
+        future = asyncio.run_coroutine_threadsafe(tracking.caught_up(js, views), loop)
+        with contextlib.suppress(Exception):
+            future.result(timeout=5)
+
+    api.catch_up = catch_up
     monitor = Monitor(supervisor)
     interactive = supervisor.out.isatty()
     code = 0

@@ -18,10 +18,15 @@ Routes (JSON):
   (``collector`` for events rejected at the door, else the consumer that parked it); the same
   filters plus ``consumer``;
 - ``POST /reset`` — forget everything seen so far.
+
+Reads are consistent with the collector: every query first waits (up to 2 s) until the views
+hold everything the streams held when it arrived, so an event whose request got a 200 before
+the query is in its answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -135,6 +140,16 @@ async def follow(js: Any, stream: str, subjects: str, view: TrackingView) -> Any
     )
 
 
+async def caught_up(js: Any, views: Mapping[str, TrackingView], deadline: float = 2.0) -> None:
+    """Wait until each view has seen its stream's last sequence as of now (or `deadline`)."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + deadline
+    for stream, view in views.items():
+        last = (await js.stream_info(stream)).state.last_seq
+        while view.last_sequence < last and loop.time() < give_up:
+            await asyncio.sleep(0.005)
+
+
 def _event_json(entry: Entry) -> dict[str, Any]:
     return {"sequence": entry.sequence, "subject": entry.subject, "event": entry.event}
 
@@ -167,6 +182,9 @@ class TrackingApi:
         port: int,
     ) -> None:
         self.events, self.quarantine, self.on_reset = events, quarantine, on_reset
+        self.catch_up: Callable[[], None] = lambda: None
+        """Blocks until the views hold everything the streams had when it was called: a
+        query made after a 200 from the collector includes that request's events."""
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -194,7 +212,9 @@ class TrackingApi:
 
         self.server = ThreadingHTTPServer((host, port), Handler)
         self.server.daemon_threads = True
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()
@@ -207,6 +227,7 @@ class TrackingApi:
         url = urlsplit(request.path)
         query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         path = url.path.rstrip("/") or "/"
+        self.catch_up()
         if path == "/":
             return _send(request, 200, self._summary())
         if path not in ("/events", "/quarantine"):
@@ -240,6 +261,7 @@ class TrackingApi:
     def _post(self, request: BaseHTTPRequestHandler) -> None:
         path = urlsplit(request.path).path.rstrip("/")
         if request.command == "POST" and path == "/reset":
+            self.catch_up()
             self.on_reset()
             return _send(request, 200, {"reset": True, **self._summary()})
         return _send(
