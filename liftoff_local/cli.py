@@ -88,15 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     stack_file: Path = arguments.stack
     data_dir = arguments.data_dir or REPO_ROOT / ".liftoff" / stack_name_of(stack_file)
     supervisor: Supervisor | None = None
+    data = DataDir(data_dir)
     try:
         # Validation first: a broken stack file is reported before anything starts.
         plan = load_plan(stack_file)
-        data = DataDir(data_dir)
-        data.root.mkdir(parents=True, exist_ok=True)
-        webhooks = [
-            d.destination.name for d in plan.destinations if d.destination.type == "webhook"
-        ]
-        plan = load_plan(stack_file, destination_secrets(data, webhooks))
         urls = _destination_urls(
             arguments.destination_url, {d.destination.name for d in plan.destinations}
         )
@@ -107,10 +102,16 @@ def main(argv: list[str] | None = None) -> int:
             postgres=find_postgres() if plan.warehouse.enabled else None,
             listen=arguments.listen,
             destination_urls=urls,
-            fresh=arguments.fresh,
         )
+        data.lock()  # before anything is written: a second instance changes nothing
+        if arguments.fresh:
+            data.wipe()
+        webhooks = [
+            d.destination.name for d in plan.destinations if d.destination.type == "webhook"
+        ]
+        plan = load_plan(stack_file, destination_secrets(data, webhooks))
         print(f"liftoff local: starting stack {plan.stack} from {stack_file}…", flush=True)
-        supervisor = Supervisor(plan, options)
+        supervisor = Supervisor(plan, options, data)
         seconds = supervisor.start()
         print(supervisor.banner(seconds), flush=True)
         return asyncio.run(run_until_stopped(supervisor))
@@ -126,5 +127,4 @@ def main(argv: list[str] | None = None) -> int:
         if supervisor is not None and supervisor.children:
             supervisor.stop()
             print("stopped", flush=True)
-        elif supervisor is not None:
-            supervisor.data.unlock()
+        data.unlock()

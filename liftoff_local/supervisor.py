@@ -22,7 +22,7 @@ import string
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -107,8 +107,7 @@ class Options:
     nats_server: str
     postgres: PostgresBinaries | None
     listen: str = LOOPBACK
-    destination_urls: Mapping[str, str] = None  # type: ignore[assignment]
-    fresh: bool = False
+    destination_urls: Mapping[str, str] = field(default_factory=dict)
     status_interval: float = 2.0
 
 
@@ -209,15 +208,19 @@ def destination_secrets(data: DataDir, webhooks: list[str]) -> dict[str, dict[st
 
 
 class Supervisor:
-    def __init__(self, plan: LocalPlan, options: Options, out: TextIO = sys.stdout) -> None:
+    def __init__(
+        self, plan: LocalPlan, options: Options, data: DataDir, out: TextIO = sys.stdout
+    ) -> None:
         self.plan = plan
         self.options = options
         self.out = out
-        self.data = DataDir(options.data_dir)
+        self.data = data
+        """Locked (and wiped with --fresh) by the caller before anything is written."""
         self.children: list[Child] = []
         self.consumers: list[str] = []
         self.keys: dict[str, str] = {}
         self.info: dict[str, Any] = {}
+        self._notes: list[str] = []
 
     # environment shared by every platform process: the user's, minus anything that would
     # change what a service reads (a stray PGHOST or AWS profile in the shell).
@@ -240,9 +243,6 @@ class Supervisor:
 
     def start(self) -> float:
         began = time.monotonic()
-        self.data.lock()
-        if self.options.fresh:
-            self.data.wipe()
         consumers = self._consumer_names()
         busy = [
             f"{port} ({role})"
@@ -533,7 +533,7 @@ class Supervisor:
                     "LIFTOFF_LOADER_BATCH_MAX_SECONDS": str(warehouse.batch_max_seconds),
                 },
             )
-        urls = self.options.destination_urls or {}
+        urls = self.options.destination_urls
         for local in self.plan.destinations:
             if local.secret is None:
                 continue
@@ -637,10 +637,8 @@ class Supervisor:
         ]
         return "\n".join(lines)
 
-    _notes: list[str] = []
-
     def _note(self, text: str) -> None:
-        self._notes = [*self._notes, text]
+        self._notes.append(text)
 
     # --- stop -----------------------------------------------------------------------------
 
@@ -650,7 +648,6 @@ class Supervisor:
         for child in reversed(self.children):
             child.stop()
         self.children = []
-        self.data.unlock()
 
     def exited(self) -> Child | None:
         return next((c for c in self.children if not c.running), None)

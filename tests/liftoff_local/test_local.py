@@ -211,6 +211,9 @@ def test_webhook_destination_delivers_to_a_local_receiver(
         "        secure: v1:ciphertext-only-pulumi-can-open\n"
         "      events: [Signed Up]\n"
     )
+    stale = data_root / "data" / "s3" / "old-bucket" / "old-object"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("from an earlier run")
     with Receiver() as receiver:
         run = start_local(
             [
@@ -218,6 +221,7 @@ def test_webhook_destination_delivers_to_a_local_receiver(
                 str(stack),
                 "--base-port",
                 str(free_base_port()),
+                "--fresh",
                 "--destination-url",
                 f"crm={receiver.url}/hooks/liftoff",
             ],
@@ -227,6 +231,7 @@ def test_webhook_destination_delivers_to_a_local_receiver(
         local_runs.append(run)
         run.wait_ready()
         assert "broadcaster-crm" in run.info["consumers"]
+        assert not stale.exists(), "--fresh starts from an empty data directory"
         web = sdk(run)
         web.track("u-1", "Signed Up", {"plan": "pro"}, message_id="m-hook")
         web.track("u-1", "Clicked", message_id="m-filtered-out")
