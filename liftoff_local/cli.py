@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -112,15 +113,18 @@ def main(argv: list[str] | None = None) -> int:
         plan = load_plan(stack_file, destination_secrets(data, webhooks))
         print(f"liftoff local: starting stack {plan.stack} from {stack_file}…", flush=True)
         supervisor = Supervisor(plan, options, data)
-        seconds = supervisor.start()
-        print(supervisor.banner(seconds), flush=True)
-        return asyncio.run(run_until_stopped(supervisor))
+        began = time.monotonic()
+        supervisor.start()
+        return asyncio.run(run_until_stopped(supervisor, began))
     except ConfigError as error:
         print(f"liftoff local: {stack_file}: {error}", file=sys.stderr)
         return 2
     except (StackFileError, MissingBinary, SetupError, StartFailed) as error:
         print(f"liftoff local: {error}", file=sys.stderr)
         return 2 if not isinstance(error, StartFailed) else 1
+    except OSError as error:  # e.g. a port taken between the check and the bind
+        print(f"liftoff local: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     finally:

@@ -241,8 +241,7 @@ class Supervisor:
 
     # --- start ------------------------------------------------------------------------------
 
-    def start(self) -> float:
-        began = time.monotonic()
+    def start(self) -> None:
         consumers = self._consumer_names()
         busy = [
             f"{port} ({role})"
@@ -262,7 +261,6 @@ class Supervisor:
         self._start_consumers()
         self._start_collector()
         self._write_info()
-        return time.monotonic() - began
 
     def _consumer_names(self) -> list[str]:
         names = [ARCHIVER_RUNTIME.name]
@@ -737,8 +735,9 @@ def status_line(snapshot: Mapping[str, Any]) -> str:
     )
 
 
-async def run_until_stopped(supervisor: Supervisor) -> int:
-    """Tracking API + status line until Ctrl-C/SIGTERM or until a process dies."""
+async def run_until_stopped(supervisor: Supervisor, began: float) -> int:
+    """Tracking API + status line until Ctrl-C/SIGTERM or until a process dies. "ready" is
+    printed once the tracking API answers with what the streams hold."""
     import nats
 
     stop = asyncio.Event()
@@ -769,6 +768,7 @@ async def run_until_stopped(supervisor: Supervisor) -> int:
             future.result(timeout=5)
 
     api.catch_up = catch_up
+    print(supervisor.banner(time.monotonic() - began), file=supervisor.out, flush=True)
     monitor = Monitor(supervisor)
     interactive = supervisor.out.isatty()
     code = 0
