@@ -80,6 +80,9 @@ class AwsSettings:
     """Default: `10.40.0.0/16`. Only for a new VPC."""
     availability_zones: int = 2
     """Default: 2. How many AZs a new VPC spans (2..6)."""
+    log_retention_days: int = 365
+    """Default: 365. Retention of every CloudWatch log group the platform writes to (Lambda,
+    API access, VPC flow logs, MWAA, RDS exports); one of CloudWatch's fixed values."""
 
     @property
     def bring_your_own_network(self) -> bool:
@@ -315,6 +318,12 @@ class AirflowSettings:
     """Kubernetes only: 2 schedulers and API servers, PgBouncer in front of Postgres."""
     logs_storage_gb: int = 10
     """Kubernetes only: size of the task-log volume. Default: 10."""
+    web_access_cidrs: tuple[str, ...] = ()
+    """AWS only, with web access `private`: networks (VPN, bastion, peered VPCs) admitted to
+    the MWAA web server on HTTPS. Default: none (only MWAA's own security group)."""
+    web_access_security_group_ids: tuple[str, ...] = ()
+    """AWS only, with web access `private`: security groups (e.g. a bastion's) admitted to the
+    MWAA web server on HTTPS. Default: none."""
 
 
 @dataclass(frozen=True)
@@ -344,6 +353,9 @@ class PlatformConfig:
         """Stable name prefix for cloud resources that need a unique physical name."""
         return f"liftoff-{self.stack}"
 
+
+# Kinesis' limit of enhanced fan-out consumers per stream (one per destination on AWS).
+MAX_FAN_OUT_CONSUMERS = 20
 
 # The config keys this program reads, in the order they are documented.
 KNOWN_KEYS: tuple[str, ...] = (
@@ -444,6 +456,16 @@ def load_config(
         is_secret=f"{project}:destinations" in secret_keys,
         sources=sources,
     )
+    if target == "aws" and len(destinations) > MAX_FAN_OUT_CONSUMERS:
+        problems.append(
+            Problem(
+                f"{project}:destinations",
+                [d.name for d in destinations],
+                f"at most {MAX_FAN_OUT_CONSUMERS} on AWS: each destination reads the stream "
+                "through its own enhanced fan-out consumer, and Kinesis registers at most "
+                f"{MAX_FAN_OUT_CONSUMERS} per stream",
+            )
+        )
     warehouse = _read_warehouse(
         ConfigReader(f"{project}:warehouse", raw.get("warehouse"), problems)
     )
@@ -605,6 +627,15 @@ def _read_aws(reader: ConfigReader, region: Any, problems: list[Problem]) -> Aws
             "availabilityZones", "only when liftoff creates the VPC (leave out with vpcId)"
         )
     zones = reader.integer("availabilityZones", 2, minimum=2, maximum=6)
+    retention = reader.integer("logRetentionDays", 365, minimum=1, maximum=3653)
+    if retention not in LOG_RETENTION_DAYS:
+        reader.problem(
+            "logRetentionDays",
+            retention,
+            "one of CloudWatch Logs' retention periods: "
+            + ", ".join(str(d) for d in LOG_RETENTION_DAYS),
+        )
+        retention = 365
     reader.finish()
     return AwsSettings(
         region=region,
@@ -612,7 +643,15 @@ def _read_aws(reader: ConfigReader, region: Any, problems: list[Problem]) -> Aws
         private_subnet_ids=tuple(subnets or ()),
         vpc_cidr=vpc_cidr or "10.40.0.0/16",
         availability_zones=zones,
+        log_retention_days=retention,
     )
+
+
+# The only values CloudWatch Logs accepts (PutRetentionPolicy); "never expire" is not offered.
+LOG_RETENTION_DAYS = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
+    2922, 3288, 3653,
+)  # fmt: skip
 
 
 def _is_vpc_cidr(value: str) -> bool:
@@ -1156,6 +1195,7 @@ def _read_airflow(reader: ConfigReader, target: Target | None) -> AirflowSetting
             reader.problem("minWorkers", minimum, f"at most maxWorkers ({maximum})")
         for name in ("executor", "workers", "host", "highAvailability", "logsStorageGb"):
             reader.reject(name, "only with target 'kubernetes'")
+        cidrs, groups = _read_web_access_peers(reader, web_access)
         reader.finish()
         return AirflowSettings(
             enabled=enabled,
@@ -1165,6 +1205,8 @@ def _read_airflow(reader: ConfigReader, target: Target | None) -> AirflowSetting
             environment_class=environment_class,
             min_workers=minimum,
             max_workers=maximum,
+            web_access_cidrs=cidrs,
+            web_access_security_group_ids=groups,
         )
     executor = (
         reader.string(
@@ -1186,7 +1228,13 @@ def _read_airflow(reader: ConfigReader, target: Target | None) -> AirflowSetting
         reader.problem("host", host, "only with webAccess 'public'")
     if web_access == "public" and not host:
         reader.problem("webAccess", web_access, "'public' on Kubernetes needs host")
-    for name in ("environmentClass", "minWorkers", "maxWorkers"):
+    for name in (
+        "environmentClass",
+        "minWorkers",
+        "maxWorkers",
+        "webAccessCidrs",
+        "webAccessSecurityGroupIds",
+    ):
         reader.reject(name, "only with target 'aws'")
     settings = AirflowSettings(
         enabled=enabled,
@@ -1203,6 +1251,51 @@ def _read_airflow(reader: ConfigReader, target: Target | None) -> AirflowSetting
     )
     reader.finish()
     return settings
+
+
+def _read_web_access_peers(
+    reader: ConfigReader, web_access: str
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Who may reach a private MWAA web server besides MWAA itself (VPN, bastion)."""
+    cidrs = reader.string_list(
+        "webAccessCidrs",
+        item_pattern=r"\d{1,3}(\.\d{1,3}){3}/\d{1,2}",
+        describe="an IPv4 CIDR such as 10.8.0.0/16 (VPN clients, a bastion's subnet)",
+    )
+    valid: list[str] = []
+    for index, cidr in enumerate(cidrs or ()):
+        try:
+            network = ipaddress.IPv4Network(cidr, strict=True)
+        except ValueError:
+            reader.problem(
+                f"webAccessCidrs[{index}]",
+                cidr,
+                "an IPv4 network: its first address and a prefix of 1 to 32 (e.g. 10.8.0.0/16)",
+            )
+            continue
+        if network.prefixlen == 0:
+            reader.problem(
+                f"webAccessCidrs[{index}]",
+                cidr,
+                "a specific network (VPN, bastion); for internet access use webAccess 'public'",
+            )
+            continue
+        valid.append(cidr)
+    groups = reader.string_list(
+        "webAccessSecurityGroupIds",
+        item_pattern=r"sg-[0-9a-f]{8,17}",
+        describe="a security group id (sg-...)",
+    )
+    if web_access != "private":
+        for name in ("webAccessCidrs", "webAccessSecurityGroupIds"):
+            if reader.has(name):
+                reader.problem(
+                    name,
+                    reader.data[name],
+                    "only with webAccess 'private' (a public web server is reached over the "
+                    "internet)",
+                )
+    return tuple(sorted(set(valid))), tuple(sorted(set(groups or ())))
 
 
 def _read_dags(reader: ConfigReader, target: Target | None) -> DagSource:

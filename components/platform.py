@@ -35,6 +35,7 @@ class Platform(pulumi.ComponentResource):
 
         from components.airflow.aws import MwaaAirflow, MwaaAirflowArgs
         from components.archive.aws import ArchiveBucket, ArchiveBucketArgs
+        from components.aws_logs import LogSettings, platform_key_policy
         from components.consumers.aws import AwsConsumers, AwsConsumersArgs
         from components.ingest.aws import LambdaCollector, LambdaCollectorArgs
         from components.network.aws import (
@@ -55,13 +56,20 @@ class Platform(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         child = pulumi.ResourceOptions(parent=self, providers={"aws": provider})
+        identity = aws.get_caller_identity_output(
+            opts=pulumi.InvokeOutputOptions(parent=self, provider=provider)
+        )
+        region = config.aws.region
         self.key = aws.kms.Key(
             f"{name}-key",
             description=f"liftoff {config.stack}: encryption at rest for the platform's data",
             enable_key_rotation=True,
             deletion_window_in_days=30,
+            # The account's default statement plus CloudWatch Logs, so log groups use this key.
+            policy=identity.account_id.apply(lambda account: platform_key_policy(account, region)),
             opts=child,
         )
+        logs = LogSettings(retention_days=config.aws.log_retention_days, kms_key_arn=self.key.arn)
         aws.kms.Alias(
             f"{name}-key-alias",
             name=f"alias/{config.prefix}",
@@ -75,6 +83,7 @@ class Platform(pulumi.ComponentResource):
                 settings=config.aws,
                 discovery_domain=f"{config.prefix}.internal",
                 interface_endpoints=endpoints,
+                logs=logs,
             ),
             opts=child,
         )
@@ -85,6 +94,7 @@ class Platform(pulumi.ComponentResource):
                 network=self.network,
                 identifier=f"{config.prefix}-postgres",
                 kms_key_arn=self.key.arn,
+                logs=logs,
             ),
             opts=child,
         )
@@ -105,6 +115,7 @@ class Platform(pulumi.ComponentResource):
                 stream=self.stream,
                 function_name=f"{config.prefix}-collector",
                 kms_key_arn=self.key.arn,
+                logs=logs,
             ),
             opts=child,
         )
@@ -132,6 +143,7 @@ class Platform(pulumi.ComponentResource):
                 destinations=config.destinations,
                 network=self.network,
                 kms_key_arn=self.key.arn,
+                logs=logs,
             ),
             opts=child,
         )
@@ -148,6 +160,7 @@ class Platform(pulumi.ComponentResource):
                     reconcile_function_arn=reconciler.function.arn if reconciler else None,
                     reconcile_function_name=reconciler.function.name if reconciler else None,
                     protect=config.deletion_protection,
+                    logs=logs,
                 ),
                 opts=child,
             )
