@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = arguments.data_dir or REPO_ROOT / ".liftoff" / stack_name_of(stack_file)
     supervisor: Supervisor | None = None
     data = DataDir(data_dir)
+    os.umask(0o077)  # everything under the data directory is private to its owner
     try:
         # Validation first: a broken stack file is reported before anything starts.
         plan = load_plan(stack_file)

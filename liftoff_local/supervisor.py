@@ -123,6 +123,9 @@ class DataDir:
 
     def lock(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        # Events, passwords and keys are nobody else's business; as root, PostgreSQL runs as
+        # `postgres`, which must still be able to pass through to its own directory.
+        self.root.chmod(0o711 if os.geteuid() == 0 else 0o700)
         handle = (self.root / "liftoff-local.lock").open("a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -242,16 +245,12 @@ class Supervisor:
     # --- start ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        consumers = self._consumer_names()
-        busy = [
-            f"{port} ({role})"
-            for port, role in self.options.ports.all(len(consumers)).items()
-            if not port_free(port)
-        ]
+        ports = self.options.ports.all(len(self._consumer_names()))
+        busy = [f"{port} ({role})" for port, role in ports.items() if not port_free(port)]
         if busy:
             raise SetupError(
                 f"port(s) in use: {', '.join(busy)}. Free them, or pass --base-port N to use "
-                f"ports N..N+{9 + len(consumers) + 1} instead"
+                f"ports N..N+{max(ports) - self.options.ports.base} instead"
             )
         self.keys = write_keys(self.data, self.plan.sources)
         self._start_nats()
