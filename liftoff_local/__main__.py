@@ -1,9 +1,9 @@
 """``python3 -m liftoff_local``: set up what is missing, then run the local platform.
 
 Runs with any Python 3.11+: when the repository's ``.venv`` is missing or lacks a requirement,
-it is created / completed from ``requirements.txt`` (the same pins as ``bash .ci/run`` and
-Pulumi use), and the command re-runs itself inside it. Everything else is standard library
-until then.
+it is created / completed from ``liftoff_local/requirements.txt`` (the services' runtime, the
+YAML reader and moto, with requirements.txt's pins), and the command re-runs itself inside
+it. Everything else is standard library until then.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _bootstrap() -> None:
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
     probe = f"import {', '.join(NEEDED)}"
     if subprocess.run([str(python), "-c", probe], capture_output=True).returncode != 0:
-        print(f"==> installing requirements.txt into {VENV} (once)", flush=True)
+        print(f"==> installing liftoff_local/requirements.txt into {VENV} (once)", flush=True)
         result = subprocess.run(
             [
                 str(python),
@@ -46,7 +46,7 @@ def _bootstrap() -> None:
                 "-q",
                 "--disable-pip-version-check",
                 "-r",
-                str(REPO_ROOT / "requirements.txt"),
+                str(REPO_ROOT / "liftoff_local" / "requirements.txt"),
             ]
         )
         if result.returncode != 0:

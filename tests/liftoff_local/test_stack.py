@@ -62,3 +62,24 @@ def test_a_broken_stack_file_fails_with_the_programs_message(tmp_path: Path) -> 
         load_config(values, project="liftoff", stack="broken", secret_keys=secrets)
     assert str(local.value) == str(program.value)
     assert "liftoff:postgres.version" in str(local.value)
+
+
+def test_bootstrap_requirements_use_the_repositorys_pins() -> None:
+    """`python3 -m liftoff_local` installs a subset; its pins must be requirements.txt's."""
+    from tests.servers import REPO_ROOT
+
+    def pins(path: Path) -> dict[str, str]:
+        found = {}
+        for line in path.read_text().splitlines():
+            line = line.split("#")[0].strip()
+            if line.startswith("-r "):
+                found.update(pins(path.parent / line[3:].strip()))
+            elif "==" in line:
+                name, version = line.split("==")
+                found[name.split("[")[0].lower()] = version
+        return found
+
+    local = pins(REPO_ROOT / "liftoff_local" / "requirements.txt")
+    everything = pins(REPO_ROOT / "requirements.txt")
+    assert {"pyyaml", "moto", "nats-py", "psycopg", "uvicorn"} <= set(local)
+    assert {name: everything.get(name) for name in local} == local
