@@ -122,10 +122,15 @@ class DataDir:
         self._lock: TextIO | None = None
 
     def lock(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
         # Events, passwords and keys are nobody else's business; as root, PostgreSQL runs as
-        # `postgres`, which must still be able to pass through to its own directory.
-        self.root.chmod(0o711 if os.geteuid() == 0 else 0o700)
+        # `postgres`, which must still be able to pass through to its own directory (so must
+        # every directory created here on the way, e.g. `.liftoff/`).
+        mode = 0o711 if os.geteuid() == 0 else 0o700
+        for directory in [*reversed(self.root.absolute().parents), self.root.absolute()]:
+            if not directory.exists():
+                directory.mkdir()
+                directory.chmod(mode)
+        self.root.chmod(mode)
         handle = (self.root / "liftoff-local.lock").open("a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

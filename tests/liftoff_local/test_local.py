@@ -109,7 +109,7 @@ def test_dev_stack_end_to_end_with_restart(
     tmp_path: Path, data_root: Path, local_runs: list[LocalRun]
 ) -> None:
     base = free_base_port()
-    data = data_root / "data"
+    data = data_root / ".liftoff" / "dev"  # like the default: parents created by liftoff local
     arguments = ["--stack", str(REPO_ROOT / "Pulumi.dev.yaml"), "--base-port", str(base)]
     run = start_local(arguments, tmp_path / "first.log", data)
     local_runs.append(run)
