@@ -109,10 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         data.lock()  # before anything is written: a second instance changes nothing
         if arguments.fresh:
             data.wipe()
-        webhooks = [
-            d.destination.name for d in plan.destinations if d.destination.type == "webhook"
-        ]
-        plan = load_plan(stack_file, destination_secrets(data, webhooks))
+        redirected = {d.destination.name: d.secret_field for d in plan.destinations}
+        redirected = {name: redirected[name] for name in urls}
+        plan = load_plan(stack_file, destination_secrets(data, redirected))
         print(f"liftoff local: starting stack {plan.stack} from {stack_file}…", flush=True)
         supervisor = Supervisor(plan, options, data)
         began = time.monotonic()

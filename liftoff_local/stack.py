@@ -149,8 +149,8 @@ def _secret_field(destination: Destination) -> str:
 def load_plan(path: Path, local_secrets: dict[str, dict[str, str]] | None = None) -> LocalPlan:
     """Validate the stack file and derive the local plan; raises ConfigError / StackFileError.
 
-    `local_secrets` (destination name → {field: value}) are the credentials given locally;
-    a webhook without one gets a generated signing secret from the caller beforehand.
+    `local_secrets` (destination name → {field: value}) are the credentials for this run;
+    a destination without one does not run (nothing is sent on a made-up credential).
     """
     values, secret_keys, raw = read_stack_file(path)
     stack = stack_name_of(path)
@@ -194,7 +194,9 @@ def load_plan(path: Path, local_secrets: dict[str, dict[str, str]] | None = None
             secret = None
             note = (
                 f"destination {destination.name!r} ({destination.type}) does not run: its "
-                f"{secret_field} is a Pulumi secret; put it in the local secrets file to run it"
+                f"{secret_field} is a Pulumi secret. Redirect it to a local receiver with "
+                f"--destination-url {destination.name}=URL, or put the real {secret_field} in "
+                "secrets/destinations.json to send to it"
             )
             notes.append(note)
         destinations.append(LocalDestination(destination, secret_field, secret, note))

@@ -193,22 +193,39 @@ def write_keys(data: DataDir, sources: list[str]) -> dict[str, str]:
     return {source: keys[source] for source in sources}
 
 
-def destination_secrets(data: DataDir, webhooks: list[str]) -> dict[str, dict[str, str]]:
-    """The local secrets file (destination → {field: value}); webhooks get a generated
-    signingSecret once."""
-    path = data.secret_file("destinations.json", lambda: "{}")
+def destination_secrets(data: DataDir, redirected: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """Destination credentials for this run (destination → {field: value}).
+
+    `secrets/destinations.json` holds what the user put there: real credentials, used as
+    they are (that destination then sends to its real API unless redirected). A destination
+    redirected with --destination-url and without one gets a generated credential, kept in
+    `secrets/destinations-generated.json` (a local receiver verifies webhook signatures with
+    it) and used only while it is redirected: nothing leaves the machine on a made-up key.
+    """
+    given = _json_file(data.secret_file("destinations.json", lambda: "{}\n"))
+    path = data.secret_file("destinations-generated.json", lambda: "{}")
+    generated = _json_file(path)
+    changed = False
+    credentials: dict[str, dict[str, str]] = {}
+    for name, secret_field in redirected.items():
+        if given.get(name, {}).get(secret_field):
+            continue
+        if not generated.get(name, {}).get(secret_field):
+            generated.setdefault(name, {})[secret_field] = generate_key()
+            changed = True
+        credentials[name] = {secret_field: generated[name][secret_field]}
+    if changed:
+        path.write_text(json.dumps(generated, indent=2, sort_keys=True))
+    return {**credentials, **given}
+
+
+def _json_file(path: Path) -> dict[str, dict[str, str]]:
     try:
         document = json.loads(path.read_text() or "{}")
     except ValueError:
-        raise SetupError(f"{path} is not JSON (destination name → {{field: value}})") from None
-    changed = False
-    for name in webhooks:
-        entry = document.setdefault(name, {})
-        if not entry.get("signingSecret"):
-            entry["signingSecret"] = generate_key()
-            changed = True
-    if changed:
-        path.write_text(json.dumps(document, indent=2, sort_keys=True))
+        document = None
+    if not isinstance(document, dict) or not all(isinstance(v, dict) for v in document.values()):
+        raise SetupError(f"{path} must be a JSON object: destination name → {{field: value}}")
     return document
 
 

@@ -238,7 +238,8 @@ def test_webhook_destination_delivers_to_a_local_receiver(
         web.flush()
         receiver.wait_for(lambda: bool(receiver.delivered("/hooks/liftoff")))
         request = receiver.delivered("/hooks/liftoff")[0]
-        secret = json.loads((data_root / "data" / "secrets" / "destinations.json").read_text())
+        secrets = data_root / "data" / "secrets" / "destinations-generated.json"
+        secret = json.loads(secrets.read_text())
         assert verify(
             secret["crm"]["signingSecret"],
             request.body,
