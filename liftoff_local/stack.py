@@ -170,7 +170,7 @@ def load_plan(path: Path, local_secrets: dict[str, dict[str, str]] | None = None
                 ignored.append(f"{PROJECT}:{key}.{{{', '.join(extra)}}} (deployment sizing/place)")
     if ignored:
         notes.append("ignored locally: " + "; ".join(ignored))
-    if config.stream.replicas != 1:
+    if config.target == "kubernetes" and config.stream.replicas != 1:
         notes.append(f"stream: 1 local nats-server instead of {config.stream.replicas} replicas")
 
     archive = config.archive or LOCAL_ARCHIVE

@@ -320,7 +320,10 @@ class Supervisor:
                 config.write_text("jetstream {\n  sync_interval: always\n}\n")
                 argv += ["-c", str(config)]
             else:
-                self._note("stream: durability 'always' needs nats-server >= 2.10; not applied")
+                self._note(
+                    "stream: an fsync before every acknowledgement (durability 'always') needs "
+                    "nats-server >= 2.10; this one syncs periodically"
+                )
         self._launch(
             Child(
                 "nats-server",
