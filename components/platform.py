@@ -11,6 +11,7 @@ from typing import Any
 import pulumi
 
 from components.config import PlatformConfig
+from components.postgres import MAJOR_VERSION_OUTPUT
 
 
 class Platform(pulumi.ComponentResource):
@@ -167,6 +168,8 @@ class Platform(pulumi.ComponentResource):
             self.outputs["airflowUrl"] = self.airflow.endpoint.url
         self.outputs["vpcId"] = self.network.vpc_id
         self.outputs["postgres"] = self.postgres.connection.public_view()
+        # Read back on the next update to refuse (Kubernetes) or allow (RDS) a major change.
+        self.outputs[MAJOR_VERSION_OUTPUT] = config.postgres.version
         self.outputs["archive"] = self.archive.location.bucket.apply(
             lambda bucket: {"bucket": bucket}
         )
@@ -315,6 +318,8 @@ class Platform(pulumi.ComponentResource):
             self.outputs["airflowUrl"] = self.airflow.endpoint.url
         self.outputs["namespace"] = self.network.namespace
         self.outputs["postgres"] = self.postgres.connection.public_view()
+        # Read back on the next update to refuse (Kubernetes) or allow (RDS) a major change.
+        self.outputs[MAJOR_VERSION_OUTPUT] = config.postgres.version
         if self.archive is not None:
             self.outputs["archive"] = {
                 "bucket": config.archive.bucket_name,

@@ -23,12 +23,20 @@ log = logging.getLogger("liftoff.cli")
 def create_collector_app() -> object:
     """uvicorn factory: builds the ASGI app from the environment (once per worker process)."""
     from services.asgi import CollectorApp
+    from services.browser import Library
     from services.collector import Collector
     from services.streams import open_stream
 
     settings = config.CollectorConfig.from_env(os.environ)
     configure_logging(settings.log_level)
-    return CollectorApp(Collector(open_stream(settings.stream_url), settings.write_keys))
+    collector = Collector(
+        open_stream(settings.stream_url),
+        settings.write_keys,
+        origins=settings.allowed_origins,
+        library=Library(settings.analytics_js_dir),
+        public_url=settings.public_url,
+    )
+    return CollectorApp(collector)
 
 
 def run_collector(env: Mapping[str, str]) -> int:
@@ -60,6 +68,8 @@ def run_collector(env: Mapping[str, str]) -> int:
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=20,
+        ssl_certfile=settings.tls_cert_file,
+        ssl_keyfile=settings.tls_key_file,
     )
     return 0
 

@@ -133,10 +133,18 @@ def _to_config_string(value: Any) -> str:
 class LiftoffMocks(pulumi.runtime.Mocks):
     """Plays the cloud providers: echoes inputs back and adds the outputs providers compute."""
 
-    def __init__(self, region: str = "eu-west-1"):
+    def __init__(
+        self, region: str = "eu-west-1", previous_outputs: Mapping[str, Any] | None = None
+    ):
         self.region = region
+        # What the stack exported on its previous update (a new stack: nothing).
+        self.previous_outputs = dict(previous_outputs or {})
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
+        if args.typ == "pulumi:pulumi:StackReference":
+            # A read, not a registration: the referenced stack's outputs.
+            state = {**args.inputs, "outputs": self.previous_outputs, "secretOutputNames": []}
+            return args.resource_id, state
         if not args.custom:
             return None, {}
         state = dict(args.inputs)
@@ -290,8 +298,12 @@ def run_program(
     overrides: Mapping[str, Any] | None = None,
     remove: tuple[str, ...] = (),
     stack: str | None = None,
+    previous_outputs: Mapping[str, Any] | None = None,
 ) -> ProgramRun:
-    """Run `__main__.py` with the config of `stack_file` (plus `overrides`, minus `remove`)."""
+    """Run `__main__.py` with the config of `stack_file` (plus `overrides`, minus `remove`).
+
+    `previous_outputs` are the stack outputs of an earlier update (default: a new stack).
+    """
     path = Path(stack_file)
     if not path.is_absolute():
         path = ROOT / path
@@ -299,9 +311,16 @@ def run_program(
     for key in remove:
         config.pop(key, None)
     for key, value in (overrides or {}).items():
+        value, is_secret = _decrypt_placeholders(key, value)
+        if is_secret:
+            secret_keys.add(key)
         config[key] = _to_config_string(value)
     stack = stack or stack_name_of(path)
-    return run_with_config(config, secret_keys=secret_keys, stack=stack)
+    monitor = None
+    if previous_outputs:
+        region = config.get("aws:region", "eu-west-1")
+        monitor = RecordingMonitor(LiftoffMocks(region=region, previous_outputs=previous_outputs))
+    return run_with_config(config, secret_keys=secret_keys, stack=stack, monitor=monitor)
 
 
 def _ensure_event_loop() -> None:
@@ -328,6 +347,11 @@ def run_with_config(
 ) -> ProgramRun:
     """Run `program` (default: the real `__main__.py`) with `config` in the mock runtime."""
     _ensure_event_loop()
+    # A run that failed (a refused change, tested on purpose) leaves its error and pending
+    # outputs in the runtime's global state; start clean.
+    settings.SETTINGS.rpc_manager.clear()
+    with settings.SETTINGS.lock:
+        settings.SETTINGS.outputs.clear()
     region = config.get("aws:region", "eu-west-1")
     monitor = monitor or RecordingMonitor(LiftoffMocks(region=region))
     settings.ROOT.set(None)

@@ -17,7 +17,14 @@ from components.aws_logs import LogSettings, log_group
 from components.config import PostgresSettings
 from components.network import Peer
 from components.network.aws import AwsNetwork
-from components.postgres import PORT, ClientDatabase, PostgresConnection, check_client_name
+from components.postgres import (
+    PORT,
+    ClientDatabase,
+    PostgresConnection,
+    check_client_name,
+    check_major_version,
+    deployed_major_version,
+)
 
 SETUP_HANDLER = "services.database_setup.lambda_handler"
 # AWS APIs the setup function calls from inside the VPC (services/database_setup.py).
@@ -90,6 +97,14 @@ class RdsPostgres(pulumi.ComponentResource):
             ],
             opts=child,
         )
+        # RDS refuses a major engine_version change without this flag; set it only when the
+        # change is one (this stack's previous major, read back from its own outputs).
+        allow_major_upgrade = deployed_major_version(name, self).apply(
+            lambda deployed: (
+                check_major_version(deployed, settings.version, upgrade_in_place=True)
+                or (deployed is not None and deployed != settings.version)
+            )
+        )
         # RDS creates its export groups without retention unless they exist before the instance.
         export_groups = [
             log_group(
@@ -120,6 +135,7 @@ class RdsPostgres(pulumi.ComponentResource):
             identifier=args.identifier,
             engine="postgres",
             engine_version=settings.version,
+            allow_major_version_upgrade=allow_major_upgrade,
             auto_minor_version_upgrade=True,
             instance_class=settings.instance_class,
             allocated_storage=settings.storage_gb,
@@ -147,7 +163,9 @@ class RdsPostgres(pulumi.ComponentResource):
             delete_automated_backups=not settings.deletion_protection,
             iam_database_authentication_enabled=True,
             enabled_cloudwatch_logs_exports=list(LOG_EXPORTS),
-            apply_immediately=False,
+            # Changes (a major upgrade included) wait for the maintenance window unless the
+            # stack sets liftoff:postgres.applyImmediately.
+            apply_immediately=settings.apply_immediately,
             opts=pulumi.ResourceOptions(parent=self, depends_on=export_groups),
         )
         self.credentials = aws.secretsmanager.Secret(

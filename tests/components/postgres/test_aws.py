@@ -271,3 +271,35 @@ def test_setup_function_reads_exactly_the_secrets_it_needs():
     )
     assert json.loads(client_value.inputs["secretString"])["username"] == "airflow"
     assert "secretString" in client_value.secret_paths
+
+
+def test_major_upgrade_is_allowed_only_for_a_major_change_in_the_maintenance_window():
+    import pytest
+
+    from tests.harness import run_program
+
+    def instance(run):
+        return run.one("aws:rds/instance:Instance").inputs
+
+    fresh = instance(stack_run("aws"))
+    assert fresh["allowMajorVersionUpgrade"] is False
+    assert fresh["applyImmediately"] is False
+    same = run_program("stacks/aws.yaml", previous_outputs={"postgresMajorVersion": "17"})
+    assert instance(same)["allowMajorVersionUpgrade"] is False
+    upgrade = run_program("stacks/aws.yaml", previous_outputs={"postgresMajorVersion": "16"})
+    assert instance(upgrade)["allowMajorVersionUpgrade"] is True
+    assert instance(upgrade)["applyImmediately"] is False
+    now = run_program(
+        "stacks/aws.yaml",
+        overrides={"liftoff:postgres": {"version": "17", "applyImmediately": True}},
+        previous_outputs={"postgresMajorVersion": "16"},
+    )
+    assert instance(now)["applyImmediately"] is True
+    # RDS never downgrades a major version.
+    # (The runtime may wrap the error in its own ValueError; the message is what users see.)
+    with pytest.raises(ValueError, match="got '16'; allowed: '17'"):
+        run_program(
+            "stacks/aws.yaml",
+            overrides={"liftoff:postgres": {"version": "16"}},
+            previous_outputs={"postgresMajorVersion": "17"},
+        )

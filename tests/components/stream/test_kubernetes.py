@@ -113,3 +113,51 @@ def test_nats_admits_only_granted_clients_and_its_own_routes():
         "collector"
     )
     assert policies["liftoff-stream-routes-ingress"]["ingress"][0]["ports"][0]["port"] == 6222
+
+
+def test_nats_servers_are_guaranteed_pods_with_go_and_jetstream_limits_below_them():
+    values = (
+        stack_run("kubernetes-private-cloud").one(CHART, "liftoff-stream-chart").inputs["values"]
+    )
+    resources = values["container"]["merge"]["resources"]
+    assert resources["requests"] == resources["limits"] == {"cpu": "2", "memory": "8Gi"}
+    # GOMEMLIMIT at 80% of the memory limit; max_file_store at 90% of the 100 Gi volume.
+    assert values["container"]["env"] == {"GOMEMLIMIT": "6553MiB"}
+    assert values["config"]["jetstream"]["fileStore"]["maxSize"] == "92160Mi"
+    reloader = values["reloader"]["merge"]["resources"]
+    assert reloader["requests"] == reloader["limits"]
+    # Limits alone are taken as the requests too; unequal requests are refused.
+    only_limits = run_program(
+        "Pulumi.dev.yaml",
+        overrides={
+            "liftoff:stream": {
+                "replicas": 1,
+                "resources": {"limits": {"cpu": "1", "memory": "1Gi"}},
+            }
+        },
+    )
+    merged = only_limits.one(CHART, "liftoff-stream-chart").inputs["values"]["container"]
+    assert merged["merge"]["resources"]["requests"] == {"cpu": "1", "memory": "1Gi"}
+    assert merged["env"] == {"GOMEMLIMIT": "819MiB"}
+
+
+def test_unequal_nats_requests_and_limits_are_refused():
+    import json
+
+    import pytest
+
+    from components.config import load_config
+    from components.validation import ConfigError
+
+    stream = {
+        "resources": {
+            "requests": {"cpu": "1", "memory": "1Gi"},
+            "limits": {"cpu": "2", "memory": "2Gi"},
+        }
+    }
+    with pytest.raises(ConfigError, match=r"liftoff:stream\.resources: .*requests equal to limits"):
+        load_config(
+            {"liftoff:target": "kubernetes", "liftoff:stream": json.dumps(stream)},
+            project="liftoff",
+            stack="dev",
+        )
