@@ -24,6 +24,7 @@ from components.config import (
     ArchiveSettings,
     Destination,
     PlatformConfig,
+    Source,
     StreamSettings,
     WarehouseSettings,
     load_config,
@@ -211,6 +212,15 @@ def load_plan(path: Path, local_secrets: dict[str, dict[str, str]] | None = None
         destinations=tuple(destinations),
         notes=tuple(notes),
     )
+
+
+def allowed_origins_document(sources: tuple[Source, ...]) -> str | None:
+    """`LIFTOFF_ALLOWED_ORIGINS` as components.ingest builds it for both targets (that module
+    imports Pulumi, which liftoff local does not need); a test keeps the two equal."""
+    restricted = {s.name: list(s.allowed_origins) for s in sources if s.restricts_origins}
+    if not restricted:
+        return None
+    return json.dumps(restricted, sort_keys=True, separators=(",", ":"))
 
 
 def _has(raw: dict[str, Any], key: str) -> bool:

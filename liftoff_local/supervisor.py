@@ -19,6 +19,7 @@ import secrets
 import shutil
 import signal
 import string
+import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -43,13 +44,14 @@ from liftoff_local.processes import (
     port_free,
     run_once,
 )
-from liftoff_local.stack import LocalPlan
+from liftoff_local.stack import LocalPlan, allowed_origins_document
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STREAM = "EVENTS"  # components.stream.STREAM_NAME (that module imports Pulumi)
 STREAM_SUBJECTS = "events.>"
 DEAD_LETTER_SUBJECTS = "deadletter.>"
 QUARANTINE_SUBJECT = "deadletter.collector"
+ANALYTICS_JS_DIR = REPO_ROOT / "services" / "static" / "analytics-next"
 ADMIN_USER = "liftoff"  # components.config.PostgresSettings.username
 S3_REGION = "us-east-1"
 _KEY_ALPHABET = string.ascii_letters + string.digits
@@ -583,6 +585,10 @@ class Supervisor:
             "LIFTOFF_PORT": str(port),
             "LIFTOFF_LOG_LEVEL": "INFO",
         }
+        origins = allowed_origins_document(self.plan.config.sources)
+        if origins:
+            env["LIFTOFF_ALLOWED_ORIGINS"] = origins
+        self._ensure_analytics_js()
         self._launch(
             Child(
                 "collector",
@@ -593,6 +599,30 @@ class Supervisor:
                 cwd=REPO_ROOT,
             )
         )
+
+    def _ensure_analytics_js(self) -> None:
+        """The collector serves analytics.js from services/static/analytics-next (its default
+        in a checkout, git-ignored), built once by the image's own build step; without the npm
+        registry the library routes answer 404 and a note says why."""
+        if (ANALYTICS_JS_DIR / "standalone.js").is_file():
+            return
+        try:
+            run_once(
+                "analytics.js",
+                [
+                    sys.executable,
+                    str(REPO_ROOT / "services" / "analytics_js_build.py"),
+                    str(ANALYTICS_JS_DIR),
+                    "--cache",
+                    str(REPO_ROOT / "build" / "npm"),
+                ],
+                self._base_env(),
+                self._log("analytics-js-build"),
+                timeout=120,
+            )
+        except (StartFailed, subprocess.TimeoutExpired) as error:
+            first = str(error).splitlines()[0]
+            self._note(f"analytics.js is not served (building it from npm failed: {first})")
 
     # --- what the user sees ---------------------------------------------------------------
 

@@ -83,3 +83,17 @@ def test_bootstrap_requirements_use_the_repositorys_pins() -> None:
     everything = pins(REPO_ROOT / "requirements.txt")
     assert {"pyyaml", "moto", "nats-py", "psycopg", "uvicorn"} <= set(local)
     assert {name: everything.get(name) for name in local} == local
+
+
+@pytest.mark.parametrize("path", STACK_FILES, ids=lambda p: p.name)
+def test_allowed_origins_reach_the_collector_as_on_the_platform(path: Path) -> None:
+    from components.ingest import allowed_origins_document as platform
+    from liftoff_local.stack import allowed_origins_document
+
+    sources = load_plan(path).config.sources
+    assert allowed_origins_document(sources) == platform(sources)
+    restricted = (
+        *sources,
+        type(sources[0])(name="shop", allowed_origins=("https://shop.example",)),
+    )
+    assert allowed_origins_document(restricted) == platform(restricted)
