@@ -618,7 +618,7 @@ class Supervisor:
                 ],
                 self._base_env(),
                 self._log("analytics-js-build"),
-                timeout=120,
+                timeout=30,  # offline (no npm registry) must not hold the start up for long
             )
         except (StartFailed, subprocess.TimeoutExpired) as error:
             first = str(error).splitlines()[0]
