@@ -38,7 +38,7 @@ def free_base(span: int = 16) -> int:
     import random
 
     for _ in range(200):
-        base = random.randrange(20000, 60000 - span)
+        base = random.randrange(20000, 32000 - span)  # below the ephemeral port range
         ok = True
         for port in range(base, base + span):
             with socket.socket() as sock:
