@@ -60,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
         "emulator reach it). Everything else stays on loopback",
     )
     parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve the collector over HTTPS with a self-signed certificate for 127.0.0.1 and "
+        "localhost (Segment's analytics.js snippet loads only from an https:// URL)",
+    )
+    parser.add_argument(
         "--destination-url",
         action="append",
         default=[],
@@ -104,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             nats_server=find_nats_server(),
             postgres=find_postgres() if plan.warehouse.enabled else None,
             listen=arguments.listen,
+            tls=arguments.tls,
             destination_urls=urls,
         )
         data.lock()  # before anything is written: a second instance changes nothing

@@ -10,6 +10,7 @@ import os
 import pwd
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -50,8 +51,12 @@ def port_free(port: int, host: str = LOOPBACK) -> bool:
 
 
 def http_ok(url: str) -> bool:
+    # Loopback readiness checks only: the collector's certificate (--tls) is self-signed.
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
     try:
-        with urllib.request.urlopen(url, timeout=1) as response:
+        with urllib.request.urlopen(url, timeout=1, context=context) as response:
             return 200 <= response.status < 300
     except (urllib.error.URLError, OSError):
         return False

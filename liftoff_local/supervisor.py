@@ -109,6 +109,8 @@ class Options:
     nats_server: str
     postgres: PostgresBinaries | None
     listen: str = LOOPBACK
+    tls: bool = False
+    """Serve the collector over HTTPS with a self-signed certificate (generated once)."""
     destination_urls: Mapping[str, str] = field(default_factory=dict)
     status_interval: float = 2.0
 
@@ -588,6 +590,9 @@ class Supervisor:
         origins = allowed_origins_document(self.plan.config.sources)
         if origins:
             env["LIFTOFF_ALLOWED_ORIGINS"] = origins
+        if self.options.tls:
+            cert, key = self._certificate()
+            env["LIFTOFF_TLS_CERT_FILE"], env["LIFTOFF_TLS_KEY_FILE"] = str(cert), str(key)
         self._ensure_analytics_js()
         self._launch(
             Child(
@@ -595,10 +600,44 @@ class Supervisor:
                 self._services("collector"),
                 self._log("collector"),
                 env,
-                is_ready=lambda: http_ok(f"http://{LOOPBACK}:{port}/readyz"),
+                is_ready=lambda: http_ok(f"{self.collector_url}/readyz"),
                 cwd=REPO_ROOT,
             )
         )
+
+    def _certificate(self) -> tuple[Path, Path]:
+        """A self-signed certificate for 127.0.0.1 and localhost, made once by openssl."""
+        cert, key = self.data.path("secrets", "tls.crt"), self.data.path("secrets", "tls.key")
+        if cert.is_file() and key.is_file():
+            return cert, key
+        self.data.secret_file("tls.key")  # the secrets directory, private
+        try:
+            run_once(
+                "openssl",
+                [
+                    "openssl",
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "825",
+                    "-subj",
+                    "/CN=liftoff local",
+                    "-addext",
+                    "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                    "-keyout",
+                    str(key),
+                    "-out",
+                    str(cert),
+                ],
+                self._base_env(),
+                self._log("openssl"),
+            )
+        except FileNotFoundError:
+            raise SetupError("--tls needs the openssl command (apt-get install openssl)") from None
+        return cert, key
 
     def _ensure_analytics_js(self) -> None:
         """The collector serves analytics.js from services/static/analytics-next (its default
@@ -629,7 +668,8 @@ class Supervisor:
     @property
     def collector_url(self) -> str:
         host = LOOPBACK if self.options.listen in ("0.0.0.0", "::") else self.options.listen
-        return f"http://{host}:{self.options.ports.collector}"
+        scheme = "https" if self.options.tls else "http"
+        return f"{scheme}://{host}:{self.options.ports.collector}"
 
     @property
     def warehouse_url(self) -> str | None:
