@@ -871,8 +871,11 @@ async def run_until_stopped(supervisor: Supervisor, began: float) -> int:
         while not stop.is_set():
             dead = supervisor.exited()
             if dead is not None:
+                status = dead.process.returncode if dead.process else None
+                how = f"killed by signal {-status}" if status and status < 0 else f"exit {status}"
                 print(
-                    f"\n{dead.name} exited unexpectedly; stopping. Its log:\n{dead.log_tail()}",
+                    f"\n{dead.name} exited unexpectedly ({how}); stopping. Its log "
+                    f"({dead.log_path}):\n{dead.log_tail()}",
                     file=sys.stderr,
                 )
                 code = 1
