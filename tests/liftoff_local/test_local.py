@@ -329,3 +329,30 @@ def test_stack_file_errors_are_the_programs(tmp_path: Path) -> None:
     assert "liftoff:warehouse.batchMaxEvents" in result.stderr
     assert "pulumi config set --secret" in result.stderr
     assert "plain" not in result.stderr.replace("plaintext", ""), "a secret value was echoed"
+
+
+def test_a_process_that_dies_stops_everything_loudly(
+    tmp_path: Path, data_root: Path, local_runs: list[LocalRun]
+) -> None:
+    import os
+    import signal
+    import subprocess
+
+    base = free_base_port()
+    run = start_local(["--base-port", str(base)], tmp_path / "run.log", data_root / "data")
+    local_runs.append(run)
+    run.wait_ready()
+    found = subprocess.run(
+        ["pgrep", "-P", str(run.process.pid), "-f", "services loader"],
+        capture_output=True,
+        text=True,
+    )
+    (loader,) = [int(pid) for pid in found.stdout.split()]
+    os.kill(loader, signal.SIGKILL)
+    assert run.process.wait(60) == 1
+    text = run.text()
+    assert "loader exited unexpectedly (killed by signal 9); stopping" in text
+    assert "stopped" in text
+    ports = Ports(base)
+    for port in (ports.collector, ports.tracking, ports.s3, ports.nats, ports.postgres):
+        assert not port_accepts(port), f"port {port} still open"
