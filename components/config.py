@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from components.observability import ObservabilitySettings, read_observability
 from components.validation import (
     ConfigError,
     ConfigReader,
@@ -410,6 +411,7 @@ class PlatformConfig:
     airflow: AirflowSettings = field(default_factory=AirflowSettings)
     kubernetes: KubernetesSettings | None = None
     aws: AwsSettings | None = None
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
 
     @property
     def prefix(self) -> str:
@@ -435,6 +437,7 @@ KNOWN_KEYS: tuple[str, ...] = (
     "destinations",
     "warehouse",
     "airflow",
+    "observability",
     "tags",
 )
 _OBJECT_KEYS = frozenset(KNOWN_KEYS) - {"target", "deletionProtection"}
@@ -540,6 +543,9 @@ def load_config(
         target,
         is_secret=f"{project}:airflow" in secret_keys,
     )
+    observability = read_observability(
+        ConfigReader(f"{project}:observability", raw.get("observability"), problems), target
+    )
     charts: dict[str, ChartSource] = {}
     if target == "kubernetes":
         charts = _read_charts(ConfigReader(f"{project}:charts", raw.get("charts"), problems))
@@ -568,6 +574,7 @@ def load_config(
         airflow=airflow,
         kubernetes=kubernetes,
         aws=aws,
+        observability=observability,
     )
 
 

@@ -44,6 +44,13 @@ def run_collector(env: Mapping[str, str]) -> int:
 
     settings = config.CollectorConfig.from_env(env)  # fail fast, before any worker starts
     configure_logging(settings.log_level)
+    if settings.workers > 1:
+        import tempfile
+
+        from services.observability import MULTIPROCESS_DIR
+
+        # Inherited by the workers: their metrics go to files here, summed on every scrape.
+        os.environ[MULTIPROCESS_DIR] = tempfile.mkdtemp(prefix="liftoff-metrics-")
     log.info(
         "starting collector",
         extra={

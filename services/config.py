@@ -208,6 +208,7 @@ DEAD_LETTER_URL = "LIFTOFF_DEAD_LETTER_URL"
 HEALTH_PORT = "LIFTOFF_HEALTH_PORT"
 ACK_WAIT = "LIFTOFF_CONSUMER_ACK_WAIT_SECONDS"
 SHUTDOWN_GRACE = "LIFTOFF_CONSUMER_SHUTDOWN_GRACE_SECONDS"
+LAG_INTERVAL = "LIFTOFF_CONSUMER_LAG_INTERVAL_SECONDS"
 DEAD_LETTER_RETENTION_HOURS = "LIFTOFF_DEAD_LETTER_RETENTION_HOURS"
 ARCHIVE_BUCKET = "LIFTOFF_ARCHIVE_BUCKET"
 ARCHIVE_PREFIX = "LIFTOFF_ARCHIVE_PREFIX"
@@ -261,6 +262,7 @@ class ConsumerConfig:
     ack_wait_seconds: float
     shutdown_grace_seconds: float
     health_port: int
+    lag_interval_seconds: float = 15.0
 
     @classmethod
     def from_env(
@@ -291,6 +293,7 @@ class ConsumerConfig:
             ack_wait_seconds=number(env, ACK_WAIT, 30.0, 1.0),
             shutdown_grace_seconds=number(env, SHUTDOWN_GRACE, 20.0, 0.0),
             health_port=integer(env, HEALTH_PORT, 8081, 0, 65535),
+            lag_interval_seconds=number(env, LAG_INTERVAL, 15.0, 0.5),
         )
 
     def runner_settings(self) -> object:
@@ -304,4 +307,5 @@ class ConsumerConfig:
             ack_wait_seconds=self.ack_wait_seconds,
             shutdown_grace_seconds=self.shutdown_grace_seconds,
             health_port=self.health_port or None,
+            lag_interval_seconds=self.lag_interval_seconds,
         )
