@@ -47,11 +47,12 @@ _DEPLOYMENT_ONLY = {
     "charts": "Helm charts",
     "tags": "cloud tags / labels",
     "deletionProtection": "nothing local is protected; use --fresh to start over",
-    "ingest": "the local collector is one process",
 }
 _STREAM_LOCAL = ("retentionHours", "duplicateWindowMinutes", "durability")
 _POSTGRES_LOCAL = ("version",)
 _ARCHIVE_LOCAL = ("batchMaxEvents", "batchMaxSeconds", "bucket", "bucketName")
+# The collector's HTTP limits apply locally; replicas, Ingress, proxies, sizes do not.
+_INGEST_LOCAL = ("maxHeaderBytes", "headerTimeoutSeconds", "bodyTimeoutSeconds", "maxConnections")
 
 
 class StackFileError(Exception):
@@ -163,6 +164,7 @@ def load_plan(path: Path, local_secrets: dict[str, dict[str, str]] | None = None
         ("stream", _STREAM_LOCAL),
         ("postgres", _POSTGRES_LOCAL),
         ("archive", _ARCHIVE_LOCAL),
+        ("ingest", _INGEST_LOCAL),
     ):
         fields = raw.get(f"{PROJECT}:{key}")
         if isinstance(fields, dict):
@@ -221,6 +223,12 @@ def allowed_origins_document(sources: tuple[Source, ...]) -> str | None:
     if not restricted:
         return None
     return json.dumps(restricted, sort_keys=True, separators=(",", ":"))
+
+
+def collector_runtime_env(sources: tuple[Source, ...]) -> dict[str, str]:
+    """As components.ingest tells the collector on both targets (per-source IP opt-out)."""
+    no_ip = ",".join(s.name for s in sources if not s.collect_ip)
+    return {"LIFTOFF_IP_COLLECTION_OFF": no_ip} if no_ip else {}
 
 
 def _has(raw: dict[str, Any], key: str) -> bool:

@@ -44,7 +44,7 @@ from liftoff_local.processes import (
     port_free,
     run_once,
 )
-from liftoff_local.stack import LocalPlan, allowed_origins_document
+from liftoff_local.stack import LocalPlan, allowed_origins_document, collector_runtime_env
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STREAM = "EVENTS"  # components.stream.STREAM_NAME (that module imports Pulumi)
@@ -587,7 +587,17 @@ class Supervisor:
             "LIFTOFF_PORT": str(port),
             "LIFTOFF_LOG_LEVEL": "INFO",
         }
-        origins = allowed_origins_document(self.plan.config.sources)
+        ingest, sources = self.plan.config.ingest, self.plan.config.sources
+        env.update(
+            {
+                **collector_runtime_env(sources),
+                "LIFTOFF_HTTP_MAX_HEADER_BYTES": str(ingest.max_header_bytes),
+                "LIFTOFF_HTTP_HEADER_TIMEOUT_SECONDS": str(ingest.header_timeout_seconds),
+                "LIFTOFF_HTTP_BODY_TIMEOUT_SECONDS": str(ingest.body_timeout_seconds),
+                "LIFTOFF_HTTP_MAX_CONNECTIONS": str(ingest.max_connections),
+            }
+        )
+        origins = allowed_origins_document(sources)
         if origins:
             env["LIFTOFF_ALLOWED_ORIGINS"] = origins
         if self.options.tls:

@@ -164,7 +164,14 @@ def _quarantine_json(entry: Entry) -> dict[str, Any]:
         "messageId": h.get("Liftoff-Message-Id"),
         "event": entry.event,
     }
-    for header, name in (("Liftoff-Index", "index"), ("Liftoff-Position", "position")):
+    for header, name in (
+        ("Liftoff-Code", "code"),
+        ("Liftoff-Field", "field"),
+        ("Liftoff-Index", "index"),
+        ("Liftoff-Route", "route"),
+        ("Liftoff-Received-At", "receivedAt"),
+        ("Liftoff-Position", "position"),
+    ):
         if header in h:
             document[name] = h[header]
     return document

@@ -4,7 +4,6 @@ tracking API; Ctrl-C stops everything; a restart keeps the data and takes new ev
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import json
 import socket
@@ -81,28 +80,21 @@ def sdk(run: LocalRun, source: str = "web") -> SegmentClient:
     )
 
 
-def quarantine_directly(run: LocalRun, event: dict, reason: str) -> None:
-    """What the collector does with an invalid event of a batch (issue 9's contract):
-    the original JSON on `deadletter.collector` with the reason in headers."""
-    import nats
+def send_batch(run: LocalRun, batch: list[dict], source: str = "web") -> Any:
+    """POST /v1/batch as an SDK does; returns the collector's JSON answer."""
+    import base64
 
-    async def publish() -> None:
-        nc = await nats.connect(run.info["streamUrl"].rsplit("/", 1)[0])
-        js = nc.jetstream()
-        await js.publish(
-            "deadletter.collector",
-            json.dumps(event).encode(),
-            stream="DEADLETTER",
-            headers={
-                "Liftoff-Reason": reason,
-                "Liftoff-Consumer": "collector",
-                "Liftoff-Source": "web",
-                "Liftoff-Index": "1",
-            },
-        )
-        await nc.close()
-
-    asyncio.run(publish())
+    key = run.info["writeKeys"][source]
+    request = urllib.request.Request(
+        run.info["collectorUrl"] + "/v1/batch",
+        data=json.dumps({"batch": batch}).encode(),
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode(),
+        },
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
 
 
 def test_dev_stack_end_to_end_with_restart(
@@ -138,7 +130,16 @@ def test_dev_stack_end_to_end_with_restart(
     web.page("u-1", "Docs", "Pricing", message_id="m-page")
     backend.identify("u-1", {"email": "u1@example.com"}, message_id="m-identify")
     web.flush(), backend.flush()
-    quarantine_directly(run, {"type": "track", "event": "No User"}, "userId or anonymousId")
+    # One invalid event in a batch: quarantined by the collector with its reason, its
+    # neighbour accepted.
+    answer = send_batch(
+        run,
+        [
+            {"type": "track", "event": "No User", "messageId": "m-bad"},
+            {"type": "track", "userId": "u-3", "event": "Clicked", "messageId": "m-good"},
+        ],
+    )
+    assert answer["success"] is True and answer["quarantined"] == 1
 
     tracking = info["trackingUrl"]
     status, found = get_json(f"{tracking}/events?event=Signed%20Up&source=web")
@@ -148,12 +149,12 @@ def test_dev_stack_end_to_end_with_restart(
         "email": "u1@example.com"
     }
     assert get_json(f"{tracking}/events?source=backend&type=track")[1]["count"] == 0
-    status, quarantined = eventually(
-        lambda: (r := get_json(f"{tracking}/quarantine?consumer=collector"))[1]["count"] and r,
-        what="the quarantined event in the tracking API",
-    )
-    assert quarantined["quarantined"][0]["reason"] == "userId or anonymousId"
-    assert quarantined["quarantined"][0]["event"]["event"] == "No User"
+    status, quarantined = get_json(f"{tracking}/quarantine?consumer=collector&source=web")
+    (bad,) = quarantined["quarantined"]
+    assert bad["event"] == {"type": "track", "event": "No User", "messageId": "m-bad"}
+    assert "userId" in bad["reason"] and bad["index"] == "0" and bad["route"] == "/v1/batch"
+    assert get_json(f"{tracking}/quarantine?event=No%20User")[1]["count"] == 1
+    assert get_json(f"{tracking}/events?messageId=m-good")[1]["count"] == 1
     status, error = get_json(f"{tracking}/events?colour=blue")
     assert status == 400 and "colour" in error["error"]
 
@@ -161,10 +162,10 @@ def test_dev_stack_end_to_end_with_restart(
         lambda: warehouse(run, "SELECT message_id, event, properties FROM events ORDER BY 1"),
         what="warehouse rows",
     )
-    eventually(lambda: len(warehouse(run, "SELECT 1 FROM events")) == 3, what="3 rows")
+    eventually(lambda: len(warehouse(run, "SELECT 1 FROM events")) == 4, what="4 rows")
     rows = warehouse(run, "SELECT message_id, event, properties->>'plan' FROM events ORDER BY 1")
     assert ("m-signed-up", "Signed Up", "pro") in rows
-    expected = {"m-signed-up", "m-page", "m-identify"}
+    expected = {"m-signed-up", "m-page", "m-identify", "m-good"}
     eventually(lambda: archived_message_ids(run) == expected, what="archive objects")
     assert list((Path(info["archive"]["directory"])).rglob("*.json.gz"))
     eventually(lambda: "quarantined 1" in run.text(), what="the status line")
@@ -181,14 +182,15 @@ def test_dev_stack_end_to_end_with_restart(
     run.wait_ready()
     print(f"restart: ready after {run.seconds_to_ready:.1f} s")
     assert run.info["writeKeys"] == info["writeKeys"], "write keys are generated once and kept"
-    assert len(warehouse(run, "SELECT 1 FROM events")) == 3
+    assert len(warehouse(run, "SELECT 1 FROM events")) == 4
     assert archived_message_ids(run) == expected
-    assert get_json(f"{tracking}/events")[1]["count"] == 3
+    assert get_json(f"{tracking}/events")[1]["count"] == 4
+    assert get_json(f"{tracking}/quarantine")[1]["count"] == 1
     assert post(f"{tracking}/reset")["events"] == 0
     web = sdk(run, "web")
     web.track("u-2", "Signed Up", {"plan": "team"}, message_id="m-after-restart")
     web.flush()
-    eventually(lambda: len(warehouse(run, "SELECT 1 FROM events")) == 4, what="a new row")
+    eventually(lambda: len(warehouse(run, "SELECT 1 FROM events")) == 5, what="a new row")
     found = get_json(f"{tracking}/events")[1]
     assert [e["event"]["messageId"] for e in found["events"]] == ["m-after-restart"]
     eventually(lambda: "m-after-restart" in archived_message_ids(run), what="archived again")

@@ -97,3 +97,14 @@ def test_allowed_origins_reach_the_collector_as_on_the_platform(path: Path) -> N
         type(sources[0])(name="shop", allowed_origins=("https://shop.example",)),
     )
     assert allowed_origins_document(restricted) == platform(restricted)
+
+
+@pytest.mark.parametrize("path", STACK_FILES, ids=lambda p: p.name)
+def test_collector_source_settings_are_the_platforms(path: Path) -> None:
+    from components.ingest import collector_runtime_env as platform
+    from liftoff_local.stack import collector_runtime_env
+
+    sources = load_plan(path).config.sources
+    assert collector_runtime_env(sources) == platform(sources)
+    quiet = (*sources, type(sources[0])(name="server", collect_ip=False))
+    assert collector_runtime_env(quiet) == platform(quiet) != {}
