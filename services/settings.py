@@ -26,42 +26,46 @@ def ensure_stream(env: Env) -> tuple[config.EnsureStreamConfig, str, float]:
     return settings, dead_letter, retention
 
 
+def _consumer(
+    env: Env, name: str, events: tuple[str, int], seconds: tuple[str, float], on_lambda: bool
+) -> config.ConsumerConfig:
+    # On Lambda the event-source mapping sizes the batches (services.consumers.kinesis).
+    if on_lambda:
+        return config.ConsumerConfig.from_env(env, default_name=name, on_lambda=True)
+    return config.ConsumerConfig.from_env(
+        env, default_name=name, batch_events=events, batch_seconds=seconds
+    )
+
+
 def archiver(env: Env, *, on_lambda: bool = False) -> tuple[Any, config.ConsumerConfig]:
     from services.archiver import ArchiverConfig
 
     archive = ArchiverConfig.from_env(env)
-    return archive, config.ConsumerConfig.from_env(
-        env,
-        default_name="archiver",
-        batch_events=(config.ARCHIVE_BATCH_MAX_EVENTS, 10000),
-        batch_seconds=(config.ARCHIVE_BATCH_MAX_SECONDS, 60.0),
-        on_lambda=on_lambda,
+    events, seconds = (
+        (config.ARCHIVE_BATCH_MAX_EVENTS, 10000),
+        (config.ARCHIVE_BATCH_MAX_SECONDS, 60.0),
     )
+    return archive, _consumer(env, "archiver", events, seconds, on_lambda)
 
 
 def loader(env: Env, *, on_lambda: bool = False) -> tuple[Any, config.ConsumerConfig]:
     from services.loader import LoaderConfig
 
     warehouse = LoaderConfig.from_env(env)
-    return warehouse, config.ConsumerConfig.from_env(
-        env,
-        default_name="loader",
-        batch_events=(config.LOADER_BATCH_MAX_EVENTS, 1000),
-        batch_seconds=(config.LOADER_BATCH_MAX_SECONDS, 5.0),
-        on_lambda=on_lambda,
-    )
+    events, seconds = (config.LOADER_BATCH_MAX_EVENTS, 1000), (config.LOADER_BATCH_MAX_SECONDS, 5.0)
+    return warehouse, _consumer(env, "loader", events, seconds, on_lambda)
 
 
 def broadcaster(env: Env, *, on_lambda: bool = False) -> tuple[Any, config.ConsumerConfig]:
     from services.broadcaster.settings import BroadcasterConfig
 
     destination = BroadcasterConfig.from_env(env)
-    return destination, config.ConsumerConfig.from_env(
-        env,
-        default_name=destination.destination.consumer_name,
-        batch_events=(config.BROADCAST_BATCH_MAX_EVENTS, 500),
-        batch_seconds=(config.BROADCAST_BATCH_MAX_SECONDS, 1.0),
-        on_lambda=on_lambda,
+    events, seconds = (
+        (config.BROADCAST_BATCH_MAX_EVENTS, 500),
+        (config.BROADCAST_BATCH_MAX_SECONDS, 1.0),
+    )
+    return destination, _consumer(
+        env, destination.destination.consumer_name, events, seconds, on_lambda
     )
 
 
