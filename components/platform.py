@@ -385,7 +385,7 @@ class Platform(pulumi.ComponentResource):
                 opts=child,
             )
         if self.archive is not None:
-            self.postgres.add_backups(self.archive, config.archive)
+            self.postgres.add_backups(self.archive)
         else:
             pulumi.log.warn(
                 "liftoff:archive is not set: Postgres has no scheduled backups on this stack "

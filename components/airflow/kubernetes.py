@@ -14,6 +14,7 @@ import pulumi_random as random
 
 from components import kube
 from components.airflow import RECONCILE, AirflowEndpoint, dag_files
+from components.archive import ArchiveClient
 from components.archive.kubernetes import ExternalArchive
 from components.charts import ChartPin, deep_merge, load_chart_pin
 from components.config import AirflowSettings, ArchiveSettings, ChartSource
@@ -44,7 +45,6 @@ METADATA_DIR = "/etc/airflow-metadata"
 # Where liftoff's own DAGs are mounted when the customer's DAGs come from git or an image;
 # Airflow reads them as a second DAG bundle.
 LIFTOFF_DAGS_DIR = "/opt/airflow/liftoff-dags"
-ARCHIVE_CREDENTIALS_DIR = "/etc/liftoff/archive"
 # The Airflow connection remote logging writes task logs through (the archive).
 ARCHIVE_CONNECTION_ID = "liftoff_archive"
 REDIS_PORT = 6379
@@ -423,20 +423,11 @@ class KubernetesAirflow(pulumi.ComponentResource):
         if args.archive is not None and args.archive_settings is not None:
             # Task logs go to the archive (S3-compatible) with Airflow remote logging; the
             # credentials stay in the archive's Secret, mounted as an AWS credentials file.
-            volumes.append(
-                {
-                    "name": "archive-credentials",
-                    "secret": {"secretName": args.archive.secret_name, "defaultMode": 0o440},
-                }
-            )
-            mounts.append(
-                {
-                    "name": "archive-credentials",
-                    "mountPath": ARCHIVE_CREDENTIALS_DIR,
-                    "readOnly": True,
-                }
-            )
-            env.extend(self._archive_connection_env(args.archive_settings))
+            # (The grant to the Airflow pods is made with the other network paths.)
+            archive = args.archive.client()
+            volumes.append(archive.volume("archive-credentials"))
+            mounts.append(archive.mount("archive-credentials"))
+            env.extend(self._archive_connection_env(args.archive_settings, archive))
             values["config"]["logging"] = {
                 "remote_logging": "True",
                 "remote_base_log_folder": f"s3://{args.archive_settings.bucket_name}/airflow-logs",
@@ -460,7 +451,9 @@ class KubernetesAirflow(pulumi.ComponentResource):
         return deep_merge(pin.values, values)
 
     @staticmethod
-    def _archive_connection_env(archive: ArchiveSettings) -> list[dict[str, str]]:
+    def _archive_connection_env(
+        archive: ArchiveSettings, client: ArchiveClient
+    ) -> list[dict[str, Any]]:
         """The remote-logging connection (no secret in it) and where boto3 finds the keys."""
         connection = {
             "conn_type": "aws",
@@ -473,7 +466,7 @@ class KubernetesAirflow(pulumi.ComponentResource):
             },
             {
                 "name": "AWS_SHARED_CREDENTIALS_FILE",
-                "value": f"{ARCHIVE_CREDENTIALS_DIR}/credentials",
+                "value": client.connection["AWS_SHARED_CREDENTIALS_FILE"],
             },
         ]
 

@@ -10,13 +10,12 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import kube
-from components.archive import ArchiveLocation
+from components.archive import CREDENTIALS_DIR, CREDENTIALS_FILE, ArchiveClient, ArchiveLocation
 from components.config import ArchiveSettings
 from components.network import Peer
 from components.network.kubernetes import KubernetesNetwork
 
 SECRET_NAME = "archive-credentials"
-CREDENTIALS_FILE = "credentials"
 
 
 @dataclass(frozen=True)
@@ -37,6 +36,7 @@ class ExternalArchive(pulumi.ComponentResource):
     ):
         super().__init__("liftoff:archive:ExternalArchive", name, None, opts)
         settings = args.settings
+        self.settings = settings
         self._name = name
         self._network = args.network
         self.labels = kube.labels("archive", args.stack, args.tags)
@@ -91,3 +91,18 @@ class ExternalArchive(pulumi.ComponentResource):
 
     def grant_read(self, peer: Peer) -> None:
         self._allow(peer, "grant_read")
+
+    def client(self, peer: Peer | None = None, *, write: bool = False) -> ArchiveClient:
+        """The environment, credentials Secret and (when `peer` is given) network path a
+        workload needs: reading, or writing with `write`."""
+        if peer is not None:
+            (self.grant_write if write else self.grant_read)(peer)
+        return ArchiveClient(
+            bucket=self.settings.bucket_name or "",
+            connection={
+                "AWS_ENDPOINT_URL_S3": self.settings.endpoint or "",
+                "AWS_REGION": self.settings.region,
+                "AWS_SHARED_CREDENTIALS_FILE": f"{CREDENTIALS_DIR}/{CREDENTIALS_FILE}",
+            },
+            secret_name=self.secret_name,
+        )

@@ -60,6 +60,11 @@ class StreamConsumerArgs:
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
+def consumer_peer(runtime: ConsumerRuntime, stack: str) -> Peer:
+    """The consumer's pods, as other capabilities' grants name them."""
+    return Peer(runtime.name, pod_labels=kube.selector(runtime.name, stack))
+
+
 class StreamConsumer(pulumi.ComponentResource):
     """One consumer Deployment: a single replica (its durable consumer is its checkpoint, and
     a single writer keeps archive windows simple), `Recreate` so two versions never run at
@@ -75,7 +80,7 @@ class StreamConsumer(pulumi.ComponentResource):
         component = args.runtime.name
         labels = kube.labels(component, args.stack, args.tags)
         selector = kube.selector(component, args.stack)
-        self.peer = Peer(component, pod_labels=selector)
+        self.peer = consumer_peer(args.runtime, args.stack)
         args.stream.grant_read(self.peer)
         child = pulumi.ResourceOptions(
             parent=self, depends_on=[network.default_deny, args.stream.setup_job, *args.depends_on]
@@ -214,7 +219,6 @@ def allow_internet_egress(
 
 
 SECRETS_DIR = "/etc/liftoff/destination"
-ARCHIVE_CREDENTIALS_DIR = "/etc/liftoff/archive"
 POSTGRES_CREDENTIALS_DIR = "/etc/liftoff/postgres"
 SECRETS_FILE = "destination-secrets.json"
 
@@ -248,23 +252,18 @@ class KubernetesConsumers(pulumi.ComponentResource):
         self.archiver: StreamConsumer | None = None
         if args.archive is not None and args.archive_settings is not None:
             settings = args.archive_settings
+            archive = args.archive.client(consumer_peer(ARCHIVER_RUNTIME, args.stack), write=True)
             self.archiver = self._consumer(
                 f"{name}-archiver",
                 ARCHIVER_RUNTIME,
                 environment={
-                    runtime_env.ARCHIVE_BUCKET: settings.bucket_name or "",
+                    **archive.environment,
                     runtime_env.ARCHIVE_BATCH_MAX_EVENTS: str(settings.batch_max_events),
                     runtime_env.ARCHIVE_BATCH_MAX_SECONDS: str(settings.batch_max_seconds),
-                    "AWS_ENDPOINT_URL_S3": settings.endpoint or "",
-                    "AWS_REGION": settings.region,
-                    "AWS_SHARED_CREDENTIALS_FILE": f"{ARCHIVE_CREDENTIALS_DIR}/credentials",
                 },
-                secret_files=[
-                    ("archive-credentials", args.archive.secret_name, ARCHIVE_CREDENTIALS_DIR)
-                ],
+                secret_files=[archive.secret_file("archive-credentials")],
                 opts=child,
             )
-            args.archive.grant_write(self.archiver.peer)
         else:
             pulumi.log.warn(
                 "liftoff:archive is not set: no archiver runs, and the warehouse reconciliation "

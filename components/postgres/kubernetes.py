@@ -13,7 +13,7 @@ import pulumi_random as random
 
 from components import kube
 from components.archive.kubernetes import ExternalArchive
-from components.config import ArchiveSettings, PostgresSettings
+from components.config import PostgresSettings
 from components.network import Peer
 from components.network.kubernetes import KubernetesNetwork
 from components.postgres import (
@@ -35,7 +35,6 @@ SERVICE_NAME = "postgres"
 DATA_MOUNT = "/var/lib/postgresql/data"
 CREDENTIALS_DIR = "/etc/liftoff/postgres"
 CLIENT_CREDENTIALS_DIR = "/etc/liftoff/postgres-client"
-ARCHIVE_CREDENTIALS_DIR = "/etc/liftoff/archive"
 
 
 @dataclass(frozen=True)
@@ -413,7 +412,7 @@ class KubernetesPostgres(pulumi.ComponentResource):
             connection=connection, ready=job, role=client, secret_name=secret_name
         )
 
-    def add_backups(self, archive: ExternalArchive, archive_settings: ArchiveSettings) -> None:
+    def add_backups(self, archive: ExternalArchive) -> None:
         """Nightly `pg_dump` of every database into the archive, pruned past the retention.
 
         A CronJob: an init container of the server's own image dumps each database (custom
@@ -431,7 +430,7 @@ class KubernetesPostgres(pulumi.ComponentResource):
         labels = kube.labels(component, args.stack, args.tags)
         peer = Peer(component, pod_labels=selector)
         self.grant_connect(peer)
-        archive.grant_write(peer)
+        client = archive.client(peer, write=True)
         host = kube.service_dns_name(
             SERVICE_NAME, network.namespace_name, network.settings.cluster_domain
         )
@@ -470,17 +469,14 @@ class KubernetesPostgres(pulumi.ComponentResource):
             "args": ["backup-upload", "--dir", "/backup"],
             "env": kube.env(
                 {
-                    runtime_env.ARCHIVE_BUCKET: archive_settings.bucket_name or "",
-                    "AWS_ENDPOINT_URL_S3": archive_settings.endpoint or "",
-                    "AWS_REGION": archive_settings.region,
-                    "AWS_SHARED_CREDENTIALS_FILE": f"{ARCHIVE_CREDENTIALS_DIR}/credentials",
+                    **client.environment,
                     runtime_env.BACKUP_RETENTION_DAYS: str(settings.backup_retention_days),
                 }
             ),
             "resources": small,
             "volumeMounts": [
                 {"name": "backup", "mountPath": "/backup", "readOnly": True},
-                {"name": "archive", "mountPath": ARCHIVE_CREDENTIALS_DIR, "readOnly": True},
+                client.mount("archive"),
             ],
         }
         pod = kube.services_pod_spec(
@@ -490,10 +486,7 @@ class KubernetesPostgres(pulumi.ComponentResource):
                     "name": "credentials",
                     "secret": {"secretName": "postgres-credentials", "defaultMode": 0o440},
                 },
-                {
-                    "name": "archive",
-                    "secret": {"secretName": archive.secret_name, "defaultMode": 0o440},
-                },
+                client.volume("archive"),
                 {"name": "backup", "emptyDir": {"sizeLimit": f"{settings.storage_gb}Gi"}},
             ],
             restart_policy="OnFailure",
