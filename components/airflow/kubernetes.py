@@ -224,13 +224,7 @@ class KubernetesAirflow(pulumi.ComponentResource):
             url = pulumi.Output.from_input(f"{scheme}://{args.settings.host}")
         else:
             url = pulumi.Output.from_input(
-                "http://"
-                + kube.service_dns_name(
-                    f"{RELEASE}-api-server",
-                    network.namespace_name,
-                    network.settings.cluster_domain,
-                )
-                + f":{API_PORT}"
+                f"http://{network.service_host(f'{RELEASE}-api-server')}:{API_PORT}"
             )
         self.endpoint = AirflowEndpoint(url=url)
         self.register_outputs({"url": url})
@@ -520,12 +514,8 @@ class KubernetesAirflow(pulumi.ComponentResource):
         if args.warehouse is not None and args.warehouse.secret_name:
             config.update(
                 {
-                    "warehouse_host": kube.service_dns_name(
-                        "postgres",
-                        args.network.namespace_name,
-                        args.network.settings.cluster_domain,
-                    ),
-                    "warehouse_port": "5432",
+                    "warehouse_host": args.postgres.host,
+                    "warehouse_port": str(args.postgres.port),
                     "warehouse_database": args.warehouse.role,
                     "warehouse_user": args.warehouse.role,
                     "warehouse_secret": args.warehouse.secret_name,

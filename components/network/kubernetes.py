@@ -102,10 +102,13 @@ class KubernetesNetwork(pulumi.ComponentResource):
         """Metadata for an object in the stack's namespace."""
         return {"name": name, "namespace": self.namespace_name, "labels": dict(labels)}
 
+    def service_host(self, service: str) -> str:
+        """`<service>.<namespace>.svc.<cluster domain>`, known when the program runs (for
+        values that must be plain strings: chart values, scripts)."""
+        return kube.service_dns_name(service, self.namespace_name, self.settings.cluster_domain)
+
     def dns_name(self, service: str) -> pulumi.Output[str]:
-        return pulumi.Output.from_input(
-            kube.service_dns_name(service, self.namespace_name, self.settings.cluster_domain)
-        )
+        return pulumi.Output.from_input(self.service_host(service))
 
     def allow(
         self,

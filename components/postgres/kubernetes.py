@@ -70,6 +70,9 @@ class KubernetesPostgres(pulumi.ComponentResource):
         network = args.network
         self._name = name
         self._network = network
+        self.host = network.service_host(SERVICE_NAME)
+        """The Service's cluster DNS name, as a plain string."""
+        self.port = PORT
         self._args = args
         self.labels = kube.labels("postgres", args.stack, args.tags)
         self.selector = kube.selector("postgres", args.stack)
@@ -330,9 +333,7 @@ class KubernetesPostgres(pulumi.ComponentResource):
             special=False,
             opts=pulumi.ResourceOptions(parent=self),
         )
-        host = kube.service_dns_name(
-            SERVICE_NAME, network.namespace_name, network.settings.cluster_domain
-        )
+        host = self.host
         secret = k8s.core.v1.Secret(
             f"{self._name}-{client}-credentials",
             metadata=network.metadata(secret_name, labels),
@@ -431,9 +432,7 @@ class KubernetesPostgres(pulumi.ComponentResource):
         peer = Peer(component, pod_labels=selector)
         self.grant_connect(peer)
         client = archive.client(peer, write=True)
-        host = kube.service_dns_name(
-            SERVICE_NAME, network.namespace_name, network.settings.cluster_domain
-        )
+        host = self.host
         # The password reaches pg_dump through the shell, never through the pod's spec.
         dump = (
             "set -eu\n"

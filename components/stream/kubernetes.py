@@ -201,9 +201,7 @@ class NatsJetStream(pulumi.ComponentResource):
                 labels=self.labels,
                 parent=self,
             )
-        host = kube.service_dns_name(
-            RELEASE, network.namespace_name, network.settings.cluster_domain
-        )
+        host = network.service_host(RELEASE)
         url = f"nats://{host}:{CLIENT_PORT}/{STREAM_NAME}"
         self.connection = StreamConnection(
             url=pulumi.Output.from_input(url), name=pulumi.Output.from_input(STREAM_NAME)
