@@ -108,19 +108,14 @@ def fernet_key(raw_base64: str) -> str:
 
 def _image_repository(pin: ChartPin, name: str, registry: str | None) -> str:
     """The repository of a chart image (no tag), through the registry override."""
-    reference = pin.images[name]
-    host, _, path = reference.partition("/")
-    repository = path.rsplit(":", 1)[0] if ":" in path else path
-    if registry:
-        return f"{registry.rstrip('/')}/{repository}"
-    return repository if host == "docker.io" else f"{host}/{repository}"
+    return kube.ImageReference.parse(pin.images[name]).repository(registry)
 
 
 def _image_values(pin: ChartPin, name: str, registry: str | None) -> dict[str, str]:
     """`{repository, tag}` for one of the chart's auxiliary images, pinned in charts/."""
     return {
         "repository": _image_repository(pin, name, registry),
-        "tag": pin.images[name].rsplit(":", 1)[1],
+        "tag": kube.ImageReference.parse(pin.images[name]).tag or "",
     }
 
 
@@ -412,8 +407,8 @@ class KubernetesAirflow(pulumi.ComponentResource):
             mounts.append({"name": "liftoff-dags", "mountPath": LIFTOFF_DAGS_DIR, "readOnly": True})
             values["config"]["dag_processor"] = {"dag_bundle_config_list": _dag_bundles()}
         if settings.dags.kind == "image":
-            repository, _, tag = (settings.dags.image or "").rpartition(":")
-            values["images"]["airflow"] = {"repository": repository, "tag": tag}
+            dags_image = kube.ImageReference.parse(settings.dags.image or "", qualified=False)
+            values["images"]["airflow"] = {"repository": dags_image.name, "tag": dags_image.tag}
         if args.archive is not None and args.archive_settings is not None:
             # Task logs go to the archive (S3-compatible) with Airflow remote logging; the
             # credentials stay in the archive's Secret, mounted as an AWS credentials file.
