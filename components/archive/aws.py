@@ -11,7 +11,7 @@ from components import aws_iam
 from components.archive import ArchiveLocation
 from components.aws_s3 import secure_bucket
 from components.config import ArchiveSettings
-from components.network import Peer
+from components.network import Grant, Peer
 
 NONCURRENT_VERSION_DAYS = 30
 
@@ -82,12 +82,13 @@ class ArchiveBucket(pulumi.ComponentResource):
             self,
         )
 
-    def grant_write(self, peer: Peer) -> aws.iam.RolePolicy:
+    def grant_write(self, peer: Peer) -> Grant:
         """Let `peer` write (and overwrite) archive objects."""
-        return self._grant(
+        policy = self._grant(
             peer, "write", ["s3:PutObject", "s3:GetObject"], ["kms:GenerateDataKey", "kms:Decrypt"]
         )
+        return Grant(peer.name, (policy,))
 
-    def grant_read(self, peer: Peer) -> aws.iam.RolePolicy:
+    def grant_read(self, peer: Peer) -> Grant:
         """Let `peer` read archive objects."""
-        return self._grant(peer, "read", ["s3:GetObject"], ["kms:Decrypt"])
+        return Grant(peer.name, (self._grant(peer, "read", ["s3:GetObject"], ["kms:Decrypt"]),))

@@ -12,7 +12,7 @@ import pulumi_kubernetes as k8s
 from components import kube
 from components.archive import CREDENTIALS_DIR, CREDENTIALS_FILE, ArchiveClient, ArchiveLocation
 from components.config import ArchiveSettings
-from components.network import Peer
+from components.network import Grant, Peer
 from components.network.kubernetes import KubernetesNetwork
 
 SECRET_NAME = "archive-credentials"
@@ -65,11 +65,11 @@ class ExternalArchive(pulumi.ComponentResource):
         )
         self.register_outputs({"endpoint": settings.endpoint, "bucket": settings.bucket_name})
 
-    def _allow(self, peer: Peer, role: str) -> None:
+    def _allow(self, peer: Peer, role: str) -> Grant:
         if not peer.pod_labels:
             raise ValueError(f"{role}({peer.name!r}) on Kubernetes needs the peer's pod labels")
         # The endpoint may be outside the cluster (an IP range) or a Service inside it.
-        k8s.networking.v1.NetworkPolicy(
+        policy = k8s.networking.v1.NetworkPolicy(
             f"{self._name}-{role.removeprefix('grant_')}-{peer.name}",
             metadata=self._network.metadata(f"archive-from-{peer.name}", self.labels),
             spec={
@@ -84,13 +84,14 @@ class ExternalArchive(pulumi.ComponentResource):
             },
             opts=pulumi.ResourceOptions(parent=self),
         )
+        return Grant(peer.name, (policy,))
 
-    def grant_write(self, peer: Peer) -> None:
+    def grant_write(self, peer: Peer) -> Grant:
         """Let `peer`'s pods reach the endpoint (credentials come from `secret_name`)."""
-        self._allow(peer, "grant_write")
+        return self._allow(peer, "grant_write")
 
-    def grant_read(self, peer: Peer) -> None:
-        self._allow(peer, "grant_read")
+    def grant_read(self, peer: Peer) -> Grant:
+        return self._allow(peer, "grant_read")
 
     def client(self, peer: Peer | None = None, *, write: bool = False) -> ArchiveClient:
         """The environment, credentials Secret and (when `peer` is given) network path a

@@ -172,7 +172,7 @@ class KinesisConsumer(pulumi.ComponentResource):
         # subscribe through the consumer) and send to the on-failure queue.
         permissions.append(dead_letter_policy)
         if args.consume_stream:
-            permissions.append(args.stream.grant_read(self.peer))
+            permissions.extend(args.stream.grant_read(self.peer).resources)
         source_arn: pulumi.Input[str] = args.stream.stream.arn
         self.stream_consumer: aws.kinesis.StreamConsumer | None = None
         fan_out = args.enhanced_fan_out
@@ -283,13 +283,7 @@ class AwsConsumers(pulumi.ComponentResource):
             vpc_id=args.network.vpc_id,
             subnet_ids=args.network.private_subnet_ids,
             egress=[
-                {
-                    "protocol": "tcp",
-                    "from_port": 5432,
-                    "to_port": 5432,
-                    "security_groups": [args.postgres.security_group.id],
-                    "description": "Postgres",
-                },
+                args.postgres.client_egress(),
                 {
                     "protocol": "tcp",
                     "from_port": 443,

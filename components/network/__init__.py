@@ -30,6 +30,16 @@ class Peer:
     pod_labels: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Grant:
+    """What one grant declared, the same type on both targets: the IAM policy or security-group
+    rule on AWS, the NetworkPolicies on Kubernetes. Put `resources` in `depends_on` where the
+    peer must not start before its access exists (Lambda checks a mapping's permissions)."""
+
+    peer: str
+    resources: tuple[pulumi.Resource, ...] = ()
+
+
 class Network(Protocol):
     def dns_name(self, service: str) -> pulumi.Output[str]:
         """The stable, fully qualified discovery name for `service`."""

@@ -119,14 +119,14 @@ class KubernetesNetwork(pulumi.ComponentResource):
         port: int,
         labels: Mapping[str, str],
         parent: pulumi.Resource,
-    ) -> None:
+    ) -> tuple[k8s.networking.v1.NetworkPolicy, k8s.networking.v1.NetworkPolicy]:
         """Admit pods matching `source` to pods matching `destination` on `port` (TCP).
 
         Declares both halves the default-deny needs: egress from the source, ingress to the
         destination. Both are children of `parent`, the capability granting the access.
         """
         opts = pulumi.ResourceOptions(parent=parent, depends_on=[self.default_deny])
-        k8s.networking.v1.NetworkPolicy(
+        ingress = k8s.networking.v1.NetworkPolicy(
             f"{name}-ingress",
             metadata=self.metadata(f"{name}-ingress", labels),
             spec={
@@ -141,7 +141,7 @@ class KubernetesNetwork(pulumi.ComponentResource):
             },
             opts=opts,
         )
-        k8s.networking.v1.NetworkPolicy(
+        egress = k8s.networking.v1.NetworkPolicy(
             f"{name}-egress",
             metadata=self.metadata(f"{name}-egress", labels),
             spec={
@@ -156,3 +156,4 @@ class KubernetesNetwork(pulumi.ComponentResource):
             },
             opts=opts,
         )
+        return ingress, egress

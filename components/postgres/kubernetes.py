@@ -14,7 +14,7 @@ import pulumi_random as random
 from components import kube
 from components.archive.kubernetes import ExternalArchive
 from components.config import PostgresSettings
-from components.network import Peer
+from components.network import Grant, Peer
 from components.network.kubernetes import KubernetesNetwork
 from components.postgres import (
     CLIENT_LABEL,
@@ -290,7 +290,7 @@ class KubernetesPostgres(pulumi.ComponentResource):
             "volumeMounts": [{"name": "data", "mountPath": DATA_MOUNT, "readOnly": True}],
         }
 
-    def grant_connect(self, peer: Peer) -> None:
+    def grant_connect(self, peer: Peer) -> Grant:
         """Admit `peer`'s pods to Postgres.
 
         Declares a NetworkPolicy pair (egress from the peer, ingress to Postgres) scoped to
@@ -300,7 +300,7 @@ class KubernetesPostgres(pulumi.ComponentResource):
             raise ValueError(
                 f"grant_connect({peer.name!r}) on Kubernetes needs the peer's pod labels"
             )
-        self._network.allow(
+        policies = self._network.allow(
             f"{self._name}-from-{peer.name}",
             source=peer.pod_labels,
             destination=self.selector,
@@ -308,6 +308,7 @@ class KubernetesPostgres(pulumi.ComponentResource):
             labels=self.labels,
             parent=self,
         )
+        return Grant(peer.name, policies)
 
     def add_database(
         self, client: str, database: str | None = None, *, member_of: tuple[str, ...] = ()

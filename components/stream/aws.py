@@ -9,7 +9,7 @@ import pulumi_aws as aws
 
 from components import aws_iam
 from components.config import StreamSettings
-from components.network import Peer
+from components.network import Grant, Peer
 from components.stream import StreamConnection
 
 WRITE_ACTIONS = ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"]
@@ -78,13 +78,15 @@ class KinesisStream(pulumi.ComponentResource):
             self,
         )
 
-    def grant_write(self, peer: Peer) -> aws.iam.RolePolicy:
+    def grant_write(self, peer: Peer) -> Grant:
         """Let `peer`'s role put records (and encrypt them with the stream's key)."""
-        return self._grant(peer, "write", WRITE_ACTIONS, ["kms:GenerateDataKey"])
+        return Grant(
+            peer.name, (self._grant(peer, "write", WRITE_ACTIONS, ["kms:GenerateDataKey"]),)
+        )
 
-    def grant_read(self, peer: Peer) -> aws.iam.RolePolicy:
+    def grant_read(self, peer: Peer) -> Grant:
         """Let `peer`'s role read records (and decrypt them)."""
-        return self._grant(peer, "read", READ_ACTIONS, ["kms:Decrypt"])
+        return Grant(peer.name, (self._grant(peer, "read", READ_ACTIONS, ["kms:Decrypt"]),))
 
     def add_fan_out_consumer(
         self, peer: Peer

@@ -14,7 +14,7 @@ import pulumi_kubernetes as k8s
 from components import kube
 from components.charts import deep_merge, load_chart_pin
 from components.config import ChartSource, StreamSettings
-from components.network import Peer
+from components.network import Grant, Peer
 from components.network.kubernetes import KubernetesNetwork
 from components.stream import STREAM_NAME, StreamConnection
 from services import env as runtime_env
@@ -239,10 +239,10 @@ class NatsJetStream(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.chart]),
         )
 
-    def _allow_clients(self, peer: Peer, role: str) -> None:
+    def _allow_clients(self, peer: Peer, role: str) -> tuple[k8s.networking.v1.NetworkPolicy, ...]:
         if not peer.pod_labels:
             raise ValueError(f"{role}({peer.name!r}) on Kubernetes needs the peer's pod labels")
-        self._network.allow(
+        return self._network.allow(
             f"{self._name}-{role.removeprefix('grant_')}-{peer.name}",
             source=peer.pod_labels,
             destination=NATS_POD_SELECTOR,
@@ -251,10 +251,10 @@ class NatsJetStream(pulumi.ComponentResource):
             parent=self,
         )
 
-    def grant_write(self, peer: Peer) -> None:
+    def grant_write(self, peer: Peer) -> Grant:
         """Admit `peer`'s pods to publish (network access to the NATS client port)."""
-        self._allow_clients(peer, "grant_write")
+        return Grant(peer.name, self._allow_clients(peer, "grant_write"))
 
-    def grant_read(self, peer: Peer) -> None:
+    def grant_read(self, peer: Peer) -> Grant:
         """Admit `peer`'s pods to consume (network access to the NATS client port)."""
-        self._allow_clients(peer, "grant_read")
+        return Grant(peer.name, self._allow_clients(peer, "grant_read"))
