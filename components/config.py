@@ -14,30 +14,27 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from components.observability import ObservabilitySettings, read_observability
+from components.postgres.settings import (
+    ComputeResources,
+    PostgresSettings,
+    read_postgres,
+    read_resources,
+)
 from components.validation import (
+    DNS_LABEL,
+    DNS_LABEL_DESCRIBE,
+    TARGETS,
     ConfigError,
     ConfigReader,
     Problem,
+    Target,
     parse_bool,
     read_string_map,
 )
 
-Target = Literal["aws", "kubernetes"]
-TARGETS: tuple[str, ...] = ("aws", "kubernetes")
-
-# Postgres major versions offered on both targets, with the exact image tag the Kubernetes
-# target runs (pinned, so a redeploy never silently changes the server binary). RDS takes the
-# major version and applies minor upgrades itself.
-POSTGRES_IMAGE_TAGS: dict[str, str] = {"15": "15.15", "16": "16.11", "17": "17.7"}
-DEFAULT_POSTGRES_VERSION = "17"
-
-DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_DNS_LABEL_DESCRIBE = "a DNS label: lowercase letters, digits and '-', at most 63 characters"
-_CPU = r"\d+(\.\d+)?m?"
-_MEMORY = r"\d+(\.\d+)?(Ki|Mi|Gi|Ti|k|M|G|T)?"
 _K8S_LABEL_NAME = r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)"
 _K8S_LABEL_KEY = rf"({DNS_LABEL}(\.{DNS_LABEL})*/)?{_K8S_LABEL_NAME}"
 _K8S_LABEL_VALUE = rf"({_K8S_LABEL_NAME})?"
@@ -97,62 +94,6 @@ class AwsSettings:
     @property
     def bring_your_own_network(self) -> bool:
         return self.vpc_id is not None
-
-
-@dataclass(frozen=True)
-class ComputeResources:
-    """Kubernetes requests/limits for one container."""
-
-    requests_cpu: str
-    requests_memory: str
-    limits_cpu: str
-    limits_memory: str
-
-    def to_kubernetes(self) -> dict[str, dict[str, str]]:
-        return {
-            "requests": {"cpu": self.requests_cpu, "memory": self.requests_memory},
-            "limits": {"cpu": self.limits_cpu, "memory": self.limits_memory},
-        }
-
-
-@dataclass(frozen=True)
-class PostgresSettings:
-    """`liftoff:postgres` — the platform's Postgres (RDS on AWS, a StatefulSet on Kubernetes)."""
-
-    version: str = DEFAULT_POSTGRES_VERSION
-    """Default: `17`. A major version: 15, 16 or 17."""
-    storage_gb: int = 20
-    """Default: 20. Allocated storage (AWS: gp3, 20..65536) / PVC size (Kubernetes, 1..65536)."""
-    instance_class: str = "db.t4g.small"
-    """Default: `db.t4g.small`. AWS only."""
-    resources: ComputeResources = field(
-        default_factory=lambda: ComputeResources("250m", "512Mi", "1", "1Gi")
-    )
-    """Default: requests 250m CPU / 512Mi, limits 1 CPU / 1Gi. Kubernetes only."""
-    high_availability: bool = False
-    """Default: false. AWS: Multi-AZ standby."""
-    backup_retention_days: int = 7
-    """Default: 7 (1..35). AWS: RDS automated backups. Kubernetes: nightly `pg_dump`s kept in
-    the archive (needs `liftoff:archive`)."""
-    backup_schedule: str = "17 3 * * *"
-    """Default: 03:17 UTC daily. Kubernetes only: cron schedule of the backup job."""
-    apply_immediately: bool = False
-    """Default: false. AWS only: apply instance changes (a major version upgrade included)
-    now instead of in the next maintenance window."""
-    major_upgrade_from: str | None = None
-    """Default: none. Kubernetes only: the major version this stack ran before `version`,
-    set once the data was moved by the documented upgrade procedure (README)."""
-    deletion_protection: bool = True
-    """Default: true. AWS: RDS deletion protection and a final snapshot; Kubernetes: the
-    namespace and volumes are retained when the stack is destroyed."""
-    database: str = "liftoff"
-    """The admin database name; fixed."""
-    username: str = "liftoff"
-    """The admin user name; fixed."""
-
-    @property
-    def image_tag(self) -> str:
-        return POSTGRES_IMAGE_TAGS[self.version]
 
 
 @dataclass(frozen=True)
@@ -518,7 +459,7 @@ def load_config(
     deletion_protection = _read_deletion_protection(
         f"{project}:deletionProtection", raw.get("deletionProtection"), problems
     )
-    postgres = _read_postgres(
+    postgres = read_postgres(
         ConfigReader(f"{project}:postgres", raw.get("postgres"), problems),
         target,
         deletion_protection,
@@ -629,7 +570,7 @@ def _read_kubernetes(reader: ConfigReader, stack: str) -> KubernetesSettings:
         "namespace",
         f"liftoff-{stack}",
         pattern=DNS_LABEL,
-        describe=_DNS_LABEL_DESCRIBE,
+        describe=DNS_LABEL_DESCRIBE,
         max_length=63,
     )
     settings = KubernetesSettings(
@@ -657,7 +598,7 @@ def _read_kubernetes(reader: ConfigReader, stack: str) -> KubernetesSettings:
         )
         or "cluster.local",
         dns_namespace=reader.string(
-            "dnsNamespace", "kube-system", pattern=DNS_LABEL, describe=_DNS_LABEL_DESCRIBE
+            "dnsNamespace", "kube-system", pattern=DNS_LABEL, describe=DNS_LABEL_DESCRIBE
         )
         or "kube-system",
         services_image=reader.string(
@@ -672,7 +613,7 @@ def _read_kubernetes(reader: ConfigReader, stack: str) -> KubernetesSettings:
     if settings.services_image.endswith(":latest"):
         reader.problem("servicesImage", settings.services_image, "a pinned tag, not :latest")
     dns = reader.object("dns")
-    dns_namespace = dns.string("namespace", pattern=DNS_LABEL, describe=_DNS_LABEL_DESCRIBE)
+    dns_namespace = dns.string("namespace", pattern=DNS_LABEL, describe=DNS_LABEL_DESCRIBE)
     if dns_namespace and reader.has("dnsNamespace"):
         dns.problem("namespace", dns_namespace, "either dns.namespace or dnsNamespace, not both")
     pod_labels = dns.string_map("podLabels", _check_label)
@@ -788,103 +729,6 @@ def _read_deletion_protection(key: str, raw: Any, problems: list[Problem]) -> bo
         problems.append(Problem(key, raw, "true or false"))
         return True
     return value
-
-
-def _read_postgres(
-    reader: ConfigReader, target: Target | None, deletion_protection: bool = True
-) -> PostgresSettings:
-    defaults = PostgresSettings(deletion_protection=deletion_protection)
-    version = reader.string(
-        "version", DEFAULT_POSTGRES_VERSION, choices=sorted(POSTGRES_IMAGE_TAGS)
-    )
-    minimum_storage = 20 if target == "aws" else 1
-    storage = reader.integer(
-        "storageGb", defaults.storage_gb, minimum=minimum_storage, maximum=65536
-    )
-    instance_class = defaults.instance_class
-    resources = defaults.resources
-    if target == "aws":
-        instance_class = (
-            reader.string(
-                "instanceClass",
-                defaults.instance_class,
-                pattern=r"db\.[a-z0-9]+\.[a-z0-9]+",
-                describe="an RDS instance class such as db.t4g.small or db.r7g.large",
-            )
-            or defaults.instance_class
-        )
-        reader.reject("resources", "only with target 'kubernetes' (AWS uses instanceClass)")
-    elif target == "kubernetes":
-        resources = _read_resources(reader.object("resources"), defaults.resources)
-        reader.reject("instanceClass", "only with target 'aws' (Kubernetes uses resources)")
-        reader.reject("highAvailability", "only with target 'aws' (RDS Multi-AZ)")
-    backup_schedule = defaults.backup_schedule
-    if target == "kubernetes":
-        backup_schedule = (
-            reader.string(
-                "backupSchedule",
-                defaults.backup_schedule,
-                pattern=r"(\S+\s+){4}\S+",
-                describe="a cron schedule of five fields, e.g. '17 3 * * *'",
-            )
-            or defaults.backup_schedule
-        )
-    else:
-        reader.reject("backupSchedule", "only with target 'kubernetes' (RDS schedules its own)")
-    apply_immediately = False
-    major_upgrade_from = None
-    if target == "aws":
-        apply_immediately = reader.boolean("applyImmediately", False)
-        reader.reject("majorUpgradeFrom", "only with target 'kubernetes' (RDS upgrades in place)")
-    else:
-        reader.reject("applyImmediately", "only with target 'aws' (RDS maintenance windows)")
-        major_upgrade_from = reader.string("majorUpgradeFrom", choices=sorted(POSTGRES_IMAGE_TAGS))
-        if major_upgrade_from and version and int(major_upgrade_from) >= int(version):
-            reader.problem(
-                "majorUpgradeFrom",
-                major_upgrade_from,
-                f"an older major than version ({version}): the one the data was migrated from",
-            )
-    settings = PostgresSettings(
-        version=version or DEFAULT_POSTGRES_VERSION,
-        storage_gb=storage,
-        instance_class=instance_class,
-        resources=resources,
-        high_availability=reader.boolean("highAvailability", defaults.high_availability),
-        backup_retention_days=reader.integer(
-            "backupRetentionDays", defaults.backup_retention_days, minimum=1, maximum=35
-        ),
-        deletion_protection=reader.boolean("deletionProtection", defaults.deletion_protection),
-        backup_schedule=backup_schedule,
-        apply_immediately=apply_immediately,
-        major_upgrade_from=major_upgrade_from,
-    )
-    reader.finish()
-    return settings
-
-
-def _read_resources(reader: ConfigReader, defaults: ComputeResources) -> ComputeResources:
-    requests = reader.object("requests")
-    limits = reader.object("limits")
-    cpu = "a CPU quantity such as 250m or 2"
-    memory = "a memory quantity such as 512Mi or 2Gi"
-    result = ComputeResources(
-        requests_cpu=requests.string("cpu", defaults.requests_cpu, pattern=_CPU, describe=cpu)
-        or defaults.requests_cpu,
-        requests_memory=requests.string(
-            "memory", defaults.requests_memory, pattern=_MEMORY, describe=memory
-        )
-        or defaults.requests_memory,
-        limits_cpu=limits.string("cpu", defaults.limits_cpu, pattern=_CPU, describe=cpu)
-        or defaults.limits_cpu,
-        limits_memory=limits.string(
-            "memory", defaults.limits_memory, pattern=_MEMORY, describe=memory
-        )
-        or defaults.limits_memory,
-    )
-    for part in (requests, limits, reader):
-        part.finish()
-    return result
 
 
 def _read_tags(
@@ -1022,7 +866,7 @@ def _read_stream(reader: ConfigReader, target: Target | None) -> StreamSettings:
         window = reader.integer(
             "duplicateWindowMinutes", defaults.duplicate_window_minutes, minimum=1, maximum=60
         )
-        resources = _read_resources(reader.object("resources"), defaults.resources)
+        resources = read_resources(reader.object("resources"), defaults.resources)
         raw_resources = reader.raw("resources")
         if isinstance(raw_resources, dict) and "requests" not in raw_resources:
             # Limits alone mean the same requests (a Guaranteed pod, as Kubernetes does too).
@@ -1110,7 +954,7 @@ def _read_ingest(reader: ConfigReader, target: Target | None) -> IngestSettings:
         pattern=rf"https?://{DNS_LABEL}(\.{DNS_LABEL})*(:[0-9]{{1,5}})?",
         describe="http(s)://host[:port] without a path, e.g. https://events.example.com",
     )
-    resources = _read_resources(reader.object("resources"), defaults.resources)
+    resources = read_resources(reader.object("resources"), defaults.resources)
     trusted = _read_trusted_proxies(reader)
     header_bytes = reader.integer(
         "maxHeaderBytes", defaults.max_header_bytes, minimum=1024, maximum=1024 * 1024

@@ -11,9 +11,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 _MISSING = object()
+
+Target = Literal["aws", "kubernetes"]
+TARGETS: tuple[str, ...] = ("aws", "kubernetes")
+DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+DNS_LABEL_DESCRIBE = "a DNS label: lowercase letters, digits and '-', at most 63 characters"
+CPU_QUANTITY = r"\d+(\.\d+)?m?"
+MEMORY_QUANTITY = r"\d+(\.\d+)?(Ki|Mi|Gi|Ti|k|M|G|T)?"
 
 
 @dataclass(frozen=True)

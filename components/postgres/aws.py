@@ -14,7 +14,6 @@ import pulumi_random as random
 from components import aws_iam
 from components.aws_lambda import packaged_function
 from components.aws_logs import LogSettings, log_group
-from components.config import PostgresSettings
 from components.network import Grant, Peer
 from components.network.aws import AwsNetwork
 from components.postgres import (
@@ -25,6 +24,7 @@ from components.postgres import (
     check_major_version,
     deployed_major_version,
 )
+from components.postgres.settings import PostgresSettings
 from services import env as runtime_env
 
 SETUP_HANDLER = "services.database_setup.lambda_handler"

@@ -13,7 +13,6 @@ import pulumi_random as random
 
 from components import kube
 from components.archive.kubernetes import ExternalArchive
-from components.config import PostgresSettings
 from components.network import Grant, Peer
 from components.network.kubernetes import KubernetesNetwork
 from components.postgres import (
@@ -26,6 +25,7 @@ from components.postgres import (
     check_major_version,
     deployed_major_version,
 )
+from components.postgres.settings import PostgresSettings
 from services import env as runtime_env
 
 # The official image's `postgres` user.

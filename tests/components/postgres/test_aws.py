@@ -7,10 +7,11 @@ import re
 
 import pulumi
 
-from components.config import AwsSettings, PostgresSettings
+from components.config import AwsSettings
 from components.network import Peer
 from components.network.aws import AwsNetwork, AwsNetworkArgs
 from components.postgres.aws import RdsPostgres, RdsPostgresArgs
+from components.postgres.settings import PostgresSettings
 from tests.conftest import stack_run
 from tests.harness import run_program, run_with_config
 

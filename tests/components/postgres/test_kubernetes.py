@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from components.config import KubernetesSettings, PostgresSettings
+from components.config import KubernetesSettings
 from components.network import Peer
 from components.network.kubernetes import KubernetesNetwork, KubernetesNetworkArgs
 from components.postgres.kubernetes import KubernetesPostgres, KubernetesPostgresArgs
+from components.postgres.settings import PostgresSettings
 from tests.conftest import stack_run
 from tests.harness import mock_password, run_program, run_with_config
 from tests.kubernetes_schema import schema_errors
