@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from components.archive.settings import ArchiveSettings, read_archive
 from components.observability import ObservabilitySettings, read_observability
 from components.postgres.settings import (
     ComputeResources,
@@ -26,6 +27,7 @@ from components.postgres.settings import (
 from components.validation import (
     DNS_LABEL,
     DNS_LABEL_DESCRIBE,
+    HIDDEN,
     TARGETS,
     ConfigError,
     ConfigReader,
@@ -33,6 +35,7 @@ from components.validation import (
     Target,
     parse_bool,
     read_string_map,
+    set_secret_hint,
 )
 
 _K8S_LABEL_NAME = r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)"
@@ -197,30 +200,6 @@ class ChartSource:
     """A Helm repository URL (a private mirror), replacing the upstream one."""
     path: str | None = None
     """A local chart archive (.tgz) or directory, for air-gapped clusters."""
-
-
-@dataclass(frozen=True)
-class ArchiveSettings:
-    """`liftoff:archive` — where the archiver writes gzip NDJSON microbatches."""
-
-    bucket_name: str | None = None
-    """AWS: Default: a generated name (`liftoff-<stack>-archive-<suffix>`). Kubernetes: required."""
-    lifecycle_days: int = 90
-    """Default: 90. AWS only: objects move to Glacier Instant Retrieval after this many days."""
-    expire_days: int | None = None
-    """Default: never. AWS only: objects are deleted after this many days."""
-    endpoint: str | None = None
-    """Kubernetes only, required: the S3-compatible endpoint URL (https://minio.corp:9000)."""
-    region: str = "us-east-1"
-    """Default: `us-east-1`. Kubernetes only: the region the endpoint expects in signatures."""
-    access_key_id: str | None = None
-    """Kubernetes only: access key id (a secret)."""
-    secret_access_key: str | None = None
-    """Kubernetes only: secret access key (a secret)."""
-    batch_max_events: int = 10000
-    """Default: 10000. An object is written when this many events are buffered..."""
-    batch_max_seconds: int = 60
-    """Default: 60. ...or when the oldest buffered event is this old."""
 
 
 @dataclass(frozen=True)
@@ -468,7 +447,7 @@ def load_config(
     sources = _read_sources(f"{project}:sources", raw.get("sources"), problems)
     stream = _read_stream(ConfigReader(f"{project}:stream", raw.get("stream"), problems), target)
     ingest = _read_ingest(ConfigReader(f"{project}:ingest", raw.get("ingest"), problems), target)
-    archive = _read_archive(
+    archive = read_archive(
         ConfigReader(f"{project}:archive", raw.get("archive"), problems),
         target,
         present="archive" in raw,
@@ -1038,93 +1017,12 @@ def _read_charts(reader: ConfigReader) -> dict[str, ChartSource]:
     return charts
 
 
-class _Hidden:
-    def __repr__(self) -> str:
-        return "<secret value hidden>"
-
-
-HIDDEN = _Hidden()
-
-
 def _redact(problem: Problem, project: str, secret_keys: frozenset[str]) -> Problem:
     """Never echo a secret config value back in an error message."""
     for key in secret_keys:
         if problem.key == key or problem.key.startswith((f"{key}.", f"{key}[")):
             return Problem(problem.key, HIDDEN, problem.allowed)
     return problem
-
-
-def _set_secret_hint(key: str) -> str:
-    return (
-        f"a secret: set it with `pulumi config set --secret --path '{key}' <value>` "
-        "(plaintext credentials end up in the repository and in previews)"
-    )
-
-
-def _read_archive(
-    reader: ConfigReader, target: Target | None, *, present: bool, is_secret: bool
-) -> ArchiveSettings | None:
-    defaults = ArchiveSettings()
-    batch_events = reader.integer(
-        "batchMaxEvents", defaults.batch_max_events, minimum=1, maximum=1_000_000
-    )
-    batch_seconds = reader.integer(
-        "batchMaxSeconds", defaults.batch_max_seconds, minimum=1, maximum=900
-    )
-    bucket_pattern = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
-    bucket_describe = "an S3 bucket name: 3-63 lowercase letters, digits, '.' and '-'"
-    if target == "aws":
-        bucket = reader.string("bucketName", pattern=bucket_pattern, describe=bucket_describe)
-        lifecycle = reader.integer(
-            "lifecycleDays", defaults.lifecycle_days, minimum=1, maximum=36500
-        )
-        expire_raw = reader.integer("expireDays", 0, minimum=0, maximum=36500)
-        expire = expire_raw or None
-        if expire is not None and expire <= lifecycle:
-            reader.problem("expireDays", expire, f"more than lifecycleDays ({lifecycle})")
-        for name in ("endpoint", "region", "accessKeyId", "secretAccessKey"):
-            reader.reject(name, "only with target 'kubernetes' (AWS uses its own S3)")
-        reader.finish()
-        return ArchiveSettings(
-            bucket_name=bucket,
-            lifecycle_days=lifecycle,
-            expire_days=expire,
-            batch_max_events=batch_events,
-            batch_max_seconds=batch_seconds,
-        )
-    if not present:
-        return None
-    endpoint = reader.string(
-        "endpoint",
-        required=True,
-        pattern=r"https?://[^\s/]+(:\d+)?/?",
-        describe="the S3-compatible endpoint URL, e.g. https://minio.corp.example:9000",
-    )
-    bucket = reader.string(
-        "bucket", required=True, pattern=bucket_pattern, describe=bucket_describe
-    )
-    region = (
-        reader.string("region", "us-east-1", pattern=r"[a-z0-9-]{2,32}", describe="a region name")
-        or "us-east-1"
-    )
-    credentials = {}
-    for name in ("accessKeyId", "secretAccessKey"):
-        value = reader.string(name, required=True, describe="a credential string")
-        if value is not None and not is_secret:
-            reader.problem(name, HIDDEN, _set_secret_hint(reader.key(name)))
-        credentials[name] = value
-    for name in ("bucketName", "lifecycleDays", "expireDays"):
-        reader.reject(name, "only with target 'aws' (use bucket for S3-compatible storage)")
-    reader.finish()
-    return ArchiveSettings(
-        bucket_name=bucket,
-        endpoint=(endpoint or "").rstrip("/"),
-        region=region,
-        access_key_id=credentials["accessKeyId"],
-        secret_access_key=credentials["secretAccessKey"],
-        batch_max_events=batch_events,
-        batch_max_seconds=batch_seconds,
-    )
 
 
 def _read_destinations(
@@ -1169,7 +1067,7 @@ def _read_destinations(
                 if value is None:
                     continue
                 if not is_secret:
-                    reader.problem(field_name, HIDDEN, _set_secret_hint(reader.key(field_name)))
+                    reader.problem(field_name, HIDDEN, set_secret_hint(reader.key(field_name)))
                     continue
                 secrets[field_name] = value
         only_sources = (
@@ -1488,7 +1386,7 @@ def _read_dags(reader: ConfigReader, target: Target | None, *, is_secret: bool) 
         for name in ("token", "sshKey"):
             value = reader.string(name, describe="a credential string")
             if value is not None and not is_secret:
-                reader.problem(name, HIDDEN, _set_secret_hint(reader.key(name)))
+                reader.problem(name, HIDDEN, set_secret_hint(reader.key(name)))
             credentials[name] = value
         username = reader.string("username", pattern=r"[\w.@-]{1,128}", describe="a git user name")
         known_hosts = reader.string(

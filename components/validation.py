@@ -34,6 +34,23 @@ class Problem:
         return f"{self.key}: got {received}; allowed: {self.allowed}"
 
 
+class _Hidden:
+    def __repr__(self) -> str:
+        return "<secret value hidden>"
+
+
+HIDDEN = _Hidden()
+"""Stands in for a secret value in a `Problem`: errors never echo secrets back."""
+
+
+def set_secret_hint(key: str) -> str:
+    """What to say about a credential given in plaintext."""
+    return (
+        f"a secret: set it with `pulumi config set --secret --path '{key}' <value>` "
+        "(plaintext credentials end up in the repository and in previews)"
+    )
+
+
 def parse_bool(raw: Any) -> bool | None:
     """A config boolean (YAML `true`, or the string Pulumi passes); None if it is not one."""
     if isinstance(raw, bool):

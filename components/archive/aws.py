@@ -9,8 +9,8 @@ import pulumi_aws as aws
 
 from components import aws_iam
 from components.archive import ArchiveLocation
+from components.archive.settings import ArchiveSettings
 from components.aws_s3 import secure_bucket
-from components.config import ArchiveSettings
 from components.network import Grant, Peer
 
 NONCURRENT_VERSION_DAYS = 30

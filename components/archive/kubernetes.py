@@ -11,7 +11,7 @@ import pulumi_kubernetes as k8s
 
 from components import kube
 from components.archive import CREDENTIALS_DIR, CREDENTIALS_FILE, ArchiveClient, ArchiveLocation
-from components.config import ArchiveSettings
+from components.archive.settings import ArchiveSettings
 from components.network import Grant, Peer
 from components.network.kubernetes import KubernetesNetwork
 
