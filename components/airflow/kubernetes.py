@@ -14,10 +14,12 @@ import pulumi_random as random
 
 from components import kube
 from components.airflow import RECONCILE, AirflowEndpoint, dag_files
+from components.airflow.settings import AirflowSettings
 from components.archive import ArchiveClient
 from components.archive.kubernetes import ExternalArchive
+from components.archive.settings import ArchiveSettings
 from components.charts import ChartPin, deep_merge, load_chart_pin
-from components.config import AirflowSettings, ArchiveSettings, ChartSource
+from components.config import ChartSource
 from components.network import Peer
 from components.network.kubernetes import KubernetesNetwork
 from components.postgres import ClientDatabase
