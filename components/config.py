@@ -18,6 +18,12 @@ from typing import Any
 
 from components.airflow.settings import AirflowSettings, read_airflow
 from components.archive.settings import ArchiveSettings, read_archive
+from components.network.settings import (
+    AwsSettings,
+    KubernetesSettings,
+    read_aws,
+    read_kubernetes,
+)
 from components.observability import ObservabilitySettings, read_observability
 from components.postgres.settings import (
     ComputeResources,
@@ -27,77 +33,20 @@ from components.postgres.settings import (
 )
 from components.validation import (
     DNS_LABEL,
-    DNS_LABEL_DESCRIBE,
     HIDDEN,
+    K8S_LABEL_KEY,
+    K8S_LABEL_VALUE,
     TARGETS,
     ConfigError,
     ConfigReader,
     Problem,
     Target,
+    cidr,
     parse_bool,
+    port_list,
     read_string_map,
     set_secret_hint,
 )
-
-_K8S_LABEL_NAME = r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)"
-_K8S_LABEL_KEY = rf"({DNS_LABEL}(\.{DNS_LABEL})*/)?{_K8S_LABEL_NAME}"
-_K8S_LABEL_VALUE = rf"({_K8S_LABEL_NAME})?"
-
-
-@dataclass(frozen=True)
-class KubernetesSettings:
-    """`liftoff:kubernetes` — where and how the Kubernetes target deploys."""
-
-    namespace: str
-    """Default: `liftoff-<stack>`."""
-    create_namespace: bool = True
-    """Default: true. Set false when a cluster admin pre-creates the namespace."""
-    storage_class: str | None = None
-    """Default: the cluster's default StorageClass."""
-    image_registry: str | None = None
-    """Default: none (images from their public registries). A mirror prefix such as
-    `registry.corp.example/mirror`, applied to every image the platform runs."""
-    kubeconfig: str | None = None
-    """Default: the ambient kubeconfig (KUBECONFIG or ~/.kube/config). A path or the content."""
-    context: str | None = None
-    """Default: the kubeconfig's current context."""
-    cluster_domain: str = "cluster.local"
-    """Default: `cluster.local`. Used to build fully qualified Service DNS names."""
-    dns_namespace: str = "kube-system"
-    """Default: `kube-system`. Namespace of the cluster DNS pods every pod may reach on port 53."""
-    dns_pod_labels: dict[str, str] = field(default_factory=dict)
-    """`dns.podLabels`. Default: none (every pod of `dnsNamespace`). Narrows the DNS peers to
-    the DNS pods, e.g. `{k8s-app: kube-dns}`."""
-    dns_cidrs: tuple[str, ...] = ()
-    """`dns.cidrs`. Default: none. Address ranges of DNS servers outside any pod, e.g.
-    NodeLocal DNSCache's `169.254.20.10/32`."""
-    dns_ports: tuple[int, ...] = (53,)
-    """`dns.ports`. Default: [53]. UDP and TCP; OpenShift's DNS pods listen on 5353."""
-    services_image: str = "ghcr.io/liftoff-data/liftoff-services:0.1.0"
-    """Default: the released liftoff services image. Build `services/Dockerfile` and push it
-    to your registry to run your own; the registry override applies to it as well."""
-
-
-@dataclass(frozen=True)
-class AwsSettings:
-    """`liftoff:aws` — the AWS network. Region comes from `aws:region`."""
-
-    region: str
-    vpc_id: str | None = None
-    """Default: a new VPC is created. Set together with `privateSubnetIds`."""
-    private_subnet_ids: tuple[str, ...] = ()
-    """Default: new private subnets, one per availability zone."""
-    vpc_cidr: str = "10.40.0.0/16"
-    """Default: `10.40.0.0/16`. Only for a new VPC."""
-    availability_zones: int = 2
-    """Default: 2. How many AZs a new VPC spans (2..6)."""
-    log_retention_days: int = 365
-    """Default: 365. Retention of every CloudWatch log group the platform writes to (Lambda,
-    API access, VPC flow logs, MWAA, RDS exports); one of CloudWatch's fixed values."""
-
-    @property
-    def bring_your_own_network(self) -> bool:
-        return self.vpc_id is not None
 
 
 @dataclass(frozen=True)
@@ -309,7 +258,6 @@ CHARTS: tuple[str, ...] = ("nats", "airflow")
 SOURCE_NAME = r"[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?"
 # A browser origin as browsers send it (lower-case, no path), `*.` for any subdomain, or `*`.
 ALLOWED_ORIGIN = r"\*|https?://(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?"
-DEFAULT_SERVICES_IMAGE = "ghcr.io/liftoff-data/liftoff-services:0.1.0"
 
 
 def load_config(
@@ -353,11 +301,11 @@ def load_config(
     aws_reader = ConfigReader(f"{project}:aws", raw.get("aws"), problems)
     kubernetes = aws = None
     if target == "kubernetes":
-        kubernetes = _read_kubernetes(kubernetes_reader, stack)
+        kubernetes = read_kubernetes(kubernetes_reader, stack)
         if "aws" in raw:
             problems.append(Problem(f"{project}:aws", raw["aws"], "only with target 'aws'"))
     elif target == "aws":
-        aws = _read_aws(aws_reader, values.get("aws:region"), problems)
+        aws = read_aws(aws_reader, values.get("aws:region"), problems)
         if "kubernetes" in raw:
             problems.append(
                 Problem(f"{project}:kubernetes", raw["kubernetes"], "only with target 'kubernetes'")
@@ -472,162 +420,6 @@ def _read_target(project: str, value: Any, problems: list[Problem]) -> Target | 
     return value  # type: ignore[return-value]
 
 
-def _read_kubernetes(reader: ConfigReader, stack: str) -> KubernetesSettings:
-    namespace = reader.string(
-        "namespace",
-        f"liftoff-{stack}",
-        pattern=DNS_LABEL,
-        describe=DNS_LABEL_DESCRIBE,
-        max_length=63,
-    )
-    settings = KubernetesSettings(
-        namespace=namespace or f"liftoff-{stack}",
-        create_namespace=reader.boolean("createNamespace", True),
-        storage_class=reader.string(
-            "storageClass",
-            pattern=rf"{DNS_LABEL}(\.{DNS_LABEL})*",
-            describe="a StorageClass name (lowercase DNS subdomain)",
-            max_length=253,
-        ),
-        image_registry=reader.string(
-            "imageRegistry",
-            pattern=r"[a-zA-Z0-9.-]+(:\d+)?(/[a-z0-9._-]+)*",
-            describe="a registry host with an optional path, e.g. registry.corp.example/mirror "
-            "(no scheme, no trailing '/')",
-        ),
-        kubeconfig=reader.string("kubeconfig", describe="a kubeconfig path or its content"),
-        context=reader.string("context", describe="a kubeconfig context name"),
-        cluster_domain=reader.string(
-            "clusterDomain",
-            "cluster.local",
-            pattern=rf"{DNS_LABEL}(\.{DNS_LABEL})*",
-            describe="a DNS domain such as cluster.local",
-        )
-        or "cluster.local",
-        dns_namespace=reader.string(
-            "dnsNamespace", "kube-system", pattern=DNS_LABEL, describe=DNS_LABEL_DESCRIBE
-        )
-        or "kube-system",
-        services_image=reader.string(
-            "servicesImage",
-            DEFAULT_SERVICES_IMAGE,
-            pattern=r"[a-z0-9.-]+(:\d+)?(/[a-z0-9._-]+)+:[A-Za-z0-9_][A-Za-z0-9._-]{0,127}",
-            describe="a fully qualified image with a pinned tag, e.g. "
-            "registry.example/liftoff-services:0.1.0 (not :latest)",
-        )
-        or DEFAULT_SERVICES_IMAGE,
-    )
-    if settings.services_image.endswith(":latest"):
-        reader.problem("servicesImage", settings.services_image, "a pinned tag, not :latest")
-    dns = reader.object("dns")
-    dns_namespace = dns.string("namespace", pattern=DNS_LABEL, describe=DNS_LABEL_DESCRIBE)
-    if dns_namespace and reader.has("dnsNamespace"):
-        dns.problem("namespace", dns_namespace, "either dns.namespace or dnsNamespace, not both")
-    pod_labels = dns.string_map("podLabels", _check_label)
-    cidrs = []
-    for index, cidr in enumerate(dns.raw("cidrs") or ()):
-        checked = _cidr(f"{dns.key('cidrs')}[{index}]", cidr, reader.problems, private=False)
-        if checked:
-            cidrs.append(checked)
-    if dns.has("cidrs") and not isinstance(dns.raw("cidrs"), list):
-        dns.problem("cidrs", dns.raw("cidrs"), "a list of CIDRs such as 169.254.20.10/32")
-        cidrs = []
-    ports = _port_list(dns.key("ports"), dns.raw("ports"), reader.problems, (53,))
-    dns.finish()
-    reader.finish()
-    return dataclasses.replace(
-        settings,
-        dns_namespace=dns_namespace or settings.dns_namespace,
-        dns_pod_labels=dict(sorted(pod_labels.items())),
-        dns_cidrs=tuple(sorted(set(cidrs))),
-        dns_ports=ports,
-    )
-
-
-def _check_label(name: str, value: str) -> str | None:
-    if not re.fullmatch(_K8S_LABEL_KEY, name) or not re.fullmatch(_K8S_LABEL_VALUE, value):
-        return "a Kubernetes label (key and value)"
-    return None
-
-
-def _read_aws(reader: ConfigReader, region: Any, problems: list[Problem]) -> AwsSettings:
-    if not isinstance(region, str) or not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", region):
-        problems.append(
-            Problem(
-                "aws:region", region, "an AWS region such as eu-west-1 (required for target aws)"
-            )
-        )
-        region = ""
-    vpc_id = reader.string("vpcId", pattern=r"vpc-[0-9a-f]{8,17}", describe="a VPC id (vpc-...)")
-    subnets = reader.string_list(
-        "privateSubnetIds",
-        item_pattern=r"subnet-[0-9a-f]{8,17}",
-        describe="a subnet id (subnet-...)",
-    )
-    if (vpc_id is None) != (subnets is None) and not any(
-        p.key.startswith(reader.key("vpcId")) or p.key.startswith(reader.key("privateSubnetIds"))
-        for p in problems
-    ):
-        which = "privateSubnetIds" if vpc_id else "vpcId"
-        reader.problem(
-            which,
-            None,
-            "vpcId and privateSubnetIds must be set together (bring your own network) or both "
-            "left out (a new VPC is created)",
-        )
-    if subnets is not None and vpc_id is not None and len(subnets) < 2:
-        reader.problem(
-            "privateSubnetIds",
-            list(subnets),
-            "at least 2 private subnets in different availability zones",
-        )
-    if subnets is not None and len(set(subnets)) != len(subnets):
-        reader.problem("privateSubnetIds", list(subnets), "distinct subnet ids")
-    vpc_cidr = reader.string("vpcCidr", "10.40.0.0/16", describe="an IPv4 CIDR from /16 to /24")
-    if vpc_cidr is not None and not _is_vpc_cidr(vpc_cidr):
-        reader.problem("vpcCidr", vpc_cidr, "an IPv4 CIDR from /16 to /24, e.g. 10.40.0.0/16")
-        vpc_cidr = "10.40.0.0/16"
-    if vpc_id is not None:
-        reader.reject("vpcCidr", "only when liftoff creates the VPC (leave out with vpcId)")
-        reader.reject(
-            "availabilityZones", "only when liftoff creates the VPC (leave out with vpcId)"
-        )
-    zones = reader.integer("availabilityZones", 2, minimum=2, maximum=6)
-    retention = reader.integer("logRetentionDays", 365, minimum=1, maximum=3653)
-    if retention not in LOG_RETENTION_DAYS:
-        reader.problem(
-            "logRetentionDays",
-            retention,
-            "one of CloudWatch Logs' retention periods: "
-            + ", ".join(str(d) for d in LOG_RETENTION_DAYS),
-        )
-        retention = 365
-    reader.finish()
-    return AwsSettings(
-        region=region,
-        vpc_id=vpc_id,
-        private_subnet_ids=tuple(subnets or ()),
-        vpc_cidr=vpc_cidr or "10.40.0.0/16",
-        availability_zones=zones,
-        log_retention_days=retention,
-    )
-
-
-# The only values CloudWatch Logs accepts (PutRetentionPolicy); "never expire" is not offered.
-LOG_RETENTION_DAYS = (
-    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
-    2922, 3288, 3653,
-)  # fmt: skip
-
-
-def _is_vpc_cidr(value: str) -> bool:
-    try:
-        network = ipaddress.IPv4Network(value, strict=True)
-    except ValueError:
-        return False
-    return 16 <= network.prefixlen <= 24
-
-
 def _read_deletion_protection(key: str, raw: Any, problems: list[Problem]) -> bool:
     if raw is None:
         return True
@@ -646,9 +438,9 @@ def _read_tags(
 
     def check(name: str, value: str) -> str | None:
         if target == "kubernetes":
-            if not re.fullmatch(_K8S_LABEL_KEY, name) or len(name) > 253:
+            if not re.fullmatch(K8S_LABEL_KEY, name) or len(name) > 253:
                 return "a Kubernetes label key (name or prefix/name, at most 63 characters a part)"
-            if not re.fullmatch(_K8S_LABEL_VALUE, value):
+            if not re.fullmatch(K8S_LABEL_VALUE, value):
                 return (
                     "a Kubernetes label value: at most 63 letters, digits, '-', '_' or '.', "
                     "starting and ending with a letter or digit"
@@ -1045,36 +837,6 @@ def _read_destinations(
     return tuple(sorted(destinations, key=lambda d: d.name))
 
 
-def _port_list(key: str, raw: Any, problems: list[Problem], default: tuple[int, ...]):
-    if raw is None:
-        return default
-    allowed = "a list of port numbers from 1 to 65535"
-    if (
-        not isinstance(raw, list)
-        or not raw
-        or not all(isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in raw)
-    ):
-        problems.append(Problem(key, raw, allowed))
-        return default
-    return tuple(sorted(set(raw)))
-
-
-def _cidr(key: str, raw: Any, problems: list[Problem], *, private: bool) -> str | None:
-    try:
-        network = ipaddress.ip_network(raw, strict=True) if isinstance(raw, str) else None
-    except ValueError:
-        network = None
-    if network is None:
-        problems.append(Problem(key, raw, "a CIDR such as 10.20.0.0/16 (host bits zero)"))
-        return None
-    if private and not network.is_private:
-        problems.append(
-            Problem(key, raw, "a private range (public addresses are reachable on 443 already)")
-        )
-        return None
-    return str(network)
-
-
 def _read_private_networks(
     key: str, raw: Any, problems: list[Problem]
 ) -> tuple[PrivateNetwork, ...]:
@@ -1086,13 +848,13 @@ def _read_private_networks(
     networks = []
     for index, entry in enumerate(raw):
         reader = ConfigReader(f"{key}[{index}]", entry, problems)
-        cidr = reader.string("cidr", required=True, describe="a private CIDR such as 10.20.0.0/16")
-        if cidr is not None:
-            cidr = _cidr(reader.key("cidr"), cidr, problems, private=True)
-        ports = _port_list(reader.key("ports"), reader.raw("ports"), problems, (443,))
+        block = reader.string("cidr", required=True, describe="a private CIDR such as 10.20.0.0/16")
+        if block is not None:
+            block = cidr(reader.key("cidr"), block, problems, private=True)
+        ports = port_list(reader.key("ports"), reader.raw("ports"), problems, (443,))
         reader.finish()
-        if cidr:
-            networks.append(PrivateNetwork(cidr=cidr, ports=ports))
+        if block:
+            networks.append(PrivateNetwork(cidr=block, ports=ports))
     return tuple(sorted(set(networks), key=lambda n: (n.cidr, n.ports)))
 
 

@@ -8,6 +8,7 @@ was never asked about are reported as unknown when `finish()` is called.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -19,6 +20,9 @@ Target = Literal["aws", "kubernetes"]
 TARGETS: tuple[str, ...] = ("aws", "kubernetes")
 DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 DNS_LABEL_DESCRIBE = "a DNS label: lowercase letters, digits and '-', at most 63 characters"
+_K8S_LABEL_NAME = r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)"
+K8S_LABEL_KEY = rf"({DNS_LABEL}(\.{DNS_LABEL})*/)?{_K8S_LABEL_NAME}"
+K8S_LABEL_VALUE = rf"({_K8S_LABEL_NAME})?"
 CPU_QUANTITY = r"\d+(\.\d+)?m?"
 MEMORY_QUANTITY = r"\d+(\.\d+)?(Ki|Mi|Gi|Ti|k|M|G|T)?"
 
@@ -223,3 +227,33 @@ def read_string_map(
         result[name] = value
     # Sorted so that declared inputs never depend on the order keys were written in.
     return dict(sorted(result.items()))
+
+
+def port_list(key: str, raw: Any, problems: list[Problem], default: tuple[int, ...]):
+    if raw is None:
+        return default
+    allowed = "a list of port numbers from 1 to 65535"
+    if (
+        not isinstance(raw, list)
+        or not raw
+        or not all(isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in raw)
+    ):
+        problems.append(Problem(key, raw, allowed))
+        return default
+    return tuple(sorted(set(raw)))
+
+
+def cidr(key: str, raw: Any, problems: list[Problem], *, private: bool) -> str | None:
+    try:
+        network = ipaddress.ip_network(raw, strict=True) if isinstance(raw, str) else None
+    except ValueError:
+        network = None
+    if network is None:
+        problems.append(Problem(key, raw, "a CIDR such as 10.20.0.0/16 (host bits zero)"))
+        return None
+    if private and not network.is_private:
+        problems.append(
+            Problem(key, raw, "a private range (public addresses are reachable on 443 already)")
+        )
+        return None
+    return str(network)

@@ -9,7 +9,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import kube
-from components.config import KubernetesSettings
+from components.network.settings import KubernetesSettings
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ import re
 
 import pulumi
 
-from components.config import AwsSettings
 from components.network import Peer
 from components.network.aws import AwsNetwork, AwsNetworkArgs
+from components.network.settings import AwsSettings
 from components.postgres.aws import RdsPostgres, RdsPostgresArgs
 from components.postgres.settings import PostgresSettings
 from tests.conftest import stack_run

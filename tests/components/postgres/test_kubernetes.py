@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from components.config import KubernetesSettings
 from components.network import Peer
 from components.network.kubernetes import KubernetesNetwork, KubernetesNetworkArgs
+from components.network.settings import KubernetesSettings
 from components.postgres.kubernetes import KubernetesPostgres, KubernetesPostgresArgs
 from components.postgres.settings import PostgresSettings
 from tests.conftest import stack_run
