@@ -257,3 +257,45 @@ def cidr(key: str, raw: Any, problems: list[Problem], *, private: bool) -> str |
         )
         return None
     return str(network)
+
+
+@dataclass(frozen=True)
+class ComputeResources:
+    """Kubernetes requests/limits for one container."""
+
+    requests_cpu: str
+    requests_memory: str
+    limits_cpu: str
+    limits_memory: str
+
+    def to_kubernetes(self) -> dict[str, dict[str, str]]:
+        return {
+            "requests": {"cpu": self.requests_cpu, "memory": self.requests_memory},
+            "limits": {"cpu": self.limits_cpu, "memory": self.limits_memory},
+        }
+
+
+def read_resources(reader: ConfigReader, defaults: ComputeResources) -> ComputeResources:
+    requests = reader.object("requests")
+    limits = reader.object("limits")
+    cpu = "a CPU quantity such as 250m or 2"
+    memory = "a memory quantity such as 512Mi or 2Gi"
+    result = ComputeResources(
+        requests_cpu=requests.string(
+            "cpu", defaults.requests_cpu, pattern=CPU_QUANTITY, describe=cpu
+        )
+        or defaults.requests_cpu,
+        requests_memory=requests.string(
+            "memory", defaults.requests_memory, pattern=MEMORY_QUANTITY, describe=memory
+        )
+        or defaults.requests_memory,
+        limits_cpu=limits.string("cpu", defaults.limits_cpu, pattern=CPU_QUANTITY, describe=cpu)
+        or defaults.limits_cpu,
+        limits_memory=limits.string(
+            "memory", defaults.limits_memory, pattern=MEMORY_QUANTITY, describe=memory
+        )
+        or defaults.limits_memory,
+    )
+    for part in (requests, limits, reader):
+        part.finish()
+    return result

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_random as random
 
-from components.config import Source
+from components.ingest.settings import Source
 from services import env as runtime_env
 
 # The API paths of the Segment HTTP Tracking API the collector serves.

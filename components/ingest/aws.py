@@ -22,7 +22,6 @@ import pulumi_aws as aws
 from components import aws_iam
 from components.aws_lambda import packaged_function
 from components.aws_logs import LogSettings, log_group
-from components.config import IngestSettings, Source
 from components.ingest import (
     BROWSER_ROUTES,
     SHORT_TRACKING_PATHS,
@@ -33,6 +32,7 @@ from components.ingest import (
     generate_write_keys,
     write_keys_document,
 )
+from components.ingest.settings import IngestSettings, Source
 from components.network import Peer
 from components.stream.aws import KinesisStream
 from services import env as runtime_env

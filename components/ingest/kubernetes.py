@@ -10,7 +10,6 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import kube
-from components.config import IngestSettings, Source
 from components.ingest import (
     PUBLIC_PATH_PREFIXES,
     IngestEndpoint,
@@ -19,6 +18,7 @@ from components.ingest import (
     generate_write_keys,
     write_keys_document,
 )
+from components.ingest.settings import IngestSettings, Source
 from components.network import Peer
 from components.network.kubernetes import KubernetesNetwork
 from components.stream.kubernetes import NatsJetStream
