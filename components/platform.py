@@ -153,7 +153,7 @@ class Platform(pulumi.ComponentResource):
             opts=child,
         )
         if config.airflow.enabled:
-            reconciler = getattr(self.consumers, "reconciler", None)
+            reconciler = self.consumers.reconciler
             self.airflow = MwaaAirflow(
                 f"{name}-airflow",
                 MwaaAirflowArgs(
@@ -228,7 +228,7 @@ class Platform(pulumi.ComponentResource):
                     broadcaster=True,
                 )
             )
-        reconciler = getattr(self.consumers, "reconciler", None)
+        reconciler = self.consumers.reconciler
         self.observability = AwsObservability(
             f"{name}-observability",
             AwsObservabilityArgs(
@@ -253,7 +253,7 @@ class Platform(pulumi.ComponentResource):
         self.outputs["dashboardUrl"] = self.observability.dashboard_url
 
     def _export_warehouse(self) -> None:
-        warehouse = getattr(self.consumers, "warehouse", None)
+        warehouse = self.consumers.warehouse
         if warehouse is not None:
             self.outputs["warehouse"] = warehouse.connection.public_view()
 
@@ -416,7 +416,7 @@ class Platform(pulumi.ComponentResource):
                     settings=config.airflow,
                     network=self.network,
                     postgres=self.postgres,
-                    warehouse=getattr(self.consumers, "warehouse", None),
+                    warehouse=self.consumers.warehouse,
                     stack=config.stack,
                     services_image=settings.services_image,
                     storage_class=settings.storage_class,

@@ -25,6 +25,7 @@ from components.consumers import (
 )
 from components.network import Peer
 from components.network.aws import AwsNetwork
+from components.postgres import ClientDatabase
 from components.postgres.aws import RdsPostgres
 from components.stream.aws import KinesisStream
 from services import env as runtime_env
@@ -235,6 +236,10 @@ class AwsConsumers(pulumi.ComponentResource):
     ):
         super().__init__("liftoff:consumers:AwsConsumers", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        self.warehouse: ClientDatabase | None = None
+        """The warehouse database the loader writes; None without a warehouse."""
+        self.reconciler: KinesisConsumer | None = None
+        """The function repairing the warehouse from the archive; None without a warehouse."""
         archive = args.archive_settings
         self.archiver = KinesisConsumer(
             f"{name}-archiver",

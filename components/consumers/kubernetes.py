@@ -30,6 +30,7 @@ from components.consumers import (
 )
 from components.network import Peer
 from components.network.kubernetes import KubernetesNetwork
+from components.postgres import ClientDatabase
 from components.postgres.kubernetes import KubernetesPostgres
 from components.stream.kubernetes import NatsJetStream
 from services import env as runtime_env
@@ -247,6 +248,8 @@ class KubernetesConsumers(pulumi.ComponentResource):
         self, name: str, args: KubernetesConsumersArgs, opts: pulumi.ResourceOptions | None = None
     ):
         super().__init__("liftoff:consumers:KubernetesConsumers", name, None, opts)
+        self.warehouse: ClientDatabase | None = None
+        """The warehouse database the loader writes; None without a warehouse."""
         child = pulumi.ResourceOptions(parent=self)
         self._args = args
         self.archiver: StreamConsumer | None = None
