@@ -80,7 +80,6 @@ class KubernetesAirflowArgs:
     image_registry: str | None = None
     chart_source: ChartSource | None = None
     archive: ExternalArchive | None = None
-    archive_settings: ArchiveSettings | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -411,17 +410,17 @@ class KubernetesAirflow(pulumi.ComponentResource):
         if settings.dags.kind == "image":
             dags_image = kube.ImageReference.parse(settings.dags.image or "", qualified=False)
             values["images"]["airflow"] = {"repository": dags_image.name, "tag": dags_image.tag}
-        if args.archive is not None and args.archive_settings is not None:
+        if args.archive is not None:
             # Task logs go to the archive (S3-compatible) with Airflow remote logging; the
             # credentials stay in the archive's Secret, mounted as an AWS credentials file.
             # (The grant to the Airflow pods is made with the other network paths.)
             archive = args.archive.client()
             volumes.append(archive.volume("archive-credentials"))
             mounts.append(archive.mount("archive-credentials"))
-            env.extend(self._archive_connection_env(args.archive_settings, archive))
+            env.extend(self._archive_connection_env(args.archive.settings, archive))
             values["config"]["logging"] = {
                 "remote_logging": "True",
-                "remote_base_log_folder": f"s3://{args.archive_settings.bucket_name}/airflow-logs",
+                "remote_base_log_folder": f"s3://{args.archive.settings.bucket_name}/airflow-logs",
                 "remote_log_conn_id": ARCHIVE_CONNECTION_ID,
             }
         values["volumes"] = volumes
@@ -518,12 +517,12 @@ class KubernetesAirflow(pulumi.ComponentResource):
                     "warehouse_secret": args.warehouse.secret_name,
                 }
             )
-        if args.archive is not None and args.archive_settings is not None:
+        if args.archive is not None:
             config.update(
                 {
-                    "archive_bucket": args.archive_settings.bucket_name or "",
-                    "archive_endpoint": args.archive_settings.endpoint or "",
-                    "archive_region": args.archive_settings.region,
+                    "archive_bucket": args.archive.settings.bucket_name or "",
+                    "archive_endpoint": args.archive.settings.endpoint or "",
+                    "archive_region": args.archive.settings.region,
                     "archive_secret": args.archive.secret_name,
                 }
             )

@@ -39,6 +39,7 @@ class ArchiveBucket(pulumi.ComponentResource):
         super().__init__("liftoff:archive:ArchiveBucket", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         settings = args.settings
+        self.settings = settings
         self._name = name
         self._kms_key_arn = args.kms_key_arn
         self.bucket = secure_bucket(

@@ -14,7 +14,7 @@ from components import aws_iam
 from components.archive.aws import ArchiveBucket
 from components.aws_lambda import packaged_function
 from components.aws_logs import LogSettings
-from components.config import ArchiveSettings, Destination, WarehouseSettings
+from components.config import Destination, WarehouseSettings
 from components.consumers import (
     ARCHIVER_RUNTIME,
     LOADER_RUNTIME,
@@ -218,7 +218,6 @@ class AwsConsumersArgs:
     """Physical-name prefix, e.g. `liftoff-prod`."""
     stream: KinesisStream
     archive: ArchiveBucket
-    archive_settings: ArchiveSettings
     postgres: RdsPostgres
     warehouse: WarehouseSettings
     destinations: tuple[Destination, ...]
@@ -240,7 +239,7 @@ class AwsConsumers(pulumi.ComponentResource):
         """The warehouse database the loader writes; None without a warehouse."""
         self.reconciler: KinesisConsumer | None = None
         """The function repairing the warehouse from the archive; None without a warehouse."""
-        archive = args.archive_settings
+        archive = args.archive.settings
         self.archiver = KinesisConsumer(
             f"{name}-archiver",
             KinesisConsumerArgs(

@@ -19,7 +19,7 @@ import pulumi_kubernetes as k8s
 
 from components import kube
 from components.archive.kubernetes import ExternalArchive
-from components.config import ArchiveSettings, Destination, PrivateNetwork, WarehouseSettings
+from components.config import Destination, PrivateNetwork, WarehouseSettings
 from components.consumers import (
     ARCHIVER_RUNTIME,
     HEALTH_PORT,
@@ -235,7 +235,6 @@ class KubernetesConsumersArgs:
     services_image: str
     archive: ExternalArchive | None = None
     """Default: no archiver (no S3-compatible endpoint configured)."""
-    archive_settings: ArchiveSettings | None = None
     image_registry: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
 
@@ -253,8 +252,8 @@ class KubernetesConsumers(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         self._args = args
         self.archiver: StreamConsumer | None = None
-        if args.archive is not None and args.archive_settings is not None:
-            settings = args.archive_settings
+        if args.archive is not None:
+            settings = args.archive.settings
             archive = args.archive.client(consumer_peer(ARCHIVER_RUNTIME, args.stack), write=True)
             self.archiver = self._consumer(
                 f"{name}-archiver",
