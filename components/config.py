@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -203,98 +203,126 @@ def load_config(
     stack_problem = _check_stack_name(stack)
     if stack_problem:
         problems.append(stack_problem)
+    reading = _Reading(
+        project=project,
+        stack=stack,
+        target=_read_target(project, raw.get("target"), problems),
+        raw=raw,
+        values=values,
+        problems=problems,
+        secret_keys=secret_keys,
+    )
+    for read in READERS:
+        reading.read.update(read(reading))
+    if problems:
+        raise ConfigError([_redact(p, project, secret_keys) for p in problems])
+    assert reading.target is not None
+    return PlatformConfig(project=project, stack=stack, target=reading.target, **reading.read)
 
-    target = _read_target(project, raw.get("target"), problems)
 
-    kubernetes_reader = ConfigReader(f"{project}:kubernetes", raw.get("kubernetes"), problems)
-    aws_reader = ConfigReader(f"{project}:aws", raw.get("aws"), problems)
-    kubernetes = aws = None
-    if target == "kubernetes":
-        kubernetes = read_kubernetes(kubernetes_reader, stack)
-        if "aws" in raw:
-            problems.append(Problem(f"{project}:aws", raw["aws"], "only with target 'aws'"))
-    elif target == "aws":
-        aws = read_aws(aws_reader, values.get("aws:region"), problems)
-        if "kubernetes" in raw:
-            problems.append(
-                Problem(f"{project}:kubernetes", raw["kubernetes"], "only with target 'kubernetes'")
+@dataclass
+class _Reading:
+    """What each capability's reader gets: the stack, its target, the raw `liftoff:*` values,
+    the problems found so far (every reader adds to them), and the settings read before it."""
+
+    project: str
+    stack: str
+    target: Target | None
+    raw: dict[str, Any]
+    values: Mapping[str, Any]
+    problems: list[Problem]
+    secret_keys: frozenset[str]
+    read: dict[str, Any] = field(default_factory=dict)
+
+    def key(self, name: str) -> str:
+        return f"{self.project}:{name}"
+
+    def reader(self, name: str) -> ConfigReader:
+        return ConfigReader(self.key(name), self.raw.get(name), self.problems)
+
+    def is_secret(self, name: str) -> bool:
+        return self.key(name) in self.secret_keys
+
+    def only_with(self, name: str, target: Target) -> None:
+        if name in self.raw:
+            self.problems.append(
+                Problem(self.key(name), self.raw[name], f"only with target '{target}'")
             )
 
-    deletion_protection = _read_deletion_protection(
-        f"{project}:deletionProtection", raw.get("deletionProtection"), problems
-    )
-    postgres = read_postgres(
-        ConfigReader(f"{project}:postgres", raw.get("postgres"), problems),
-        target,
-        deletion_protection,
-    )
-    tags = _read_tags(f"{project}:tags", raw.get("tags"), target, problems)
-    sources = read_sources(f"{project}:sources", raw.get("sources"), problems)
-    stream = _read_stream(ConfigReader(f"{project}:stream", raw.get("stream"), problems), target)
-    ingest = read_ingest(ConfigReader(f"{project}:ingest", raw.get("ingest"), problems), target)
-    archive = read_archive(
-        ConfigReader(f"{project}:archive", raw.get("archive"), problems),
-        target,
-        present="archive" in raw,
-        is_secret=f"{project}:archive" in secret_keys,
-    )
+
+def _networks(r: _Reading) -> dict[str, Any]:
+    kubernetes_reader, aws_reader = r.reader("kubernetes"), r.reader("aws")
+    kubernetes = aws = None
+    if r.target == "kubernetes":
+        kubernetes = read_kubernetes(kubernetes_reader, r.stack)
+        r.only_with("aws", "aws")
+    elif r.target == "aws":
+        aws = read_aws(aws_reader, r.values.get("aws:region"), r.problems)
+        r.only_with("kubernetes", "kubernetes")
+    return {"kubernetes": kubernetes, "aws": aws}
+
+
+def _destinations(r: _Reading) -> dict[str, Any]:
     destinations = read_destinations(
-        f"{project}:destinations",
-        raw.get("destinations"),
-        problems,
-        is_secret=f"{project}:destinations" in secret_keys,
-        sources=sources,
-        target=target,
+        r.key("destinations"),
+        r.raw.get("destinations"),
+        r.problems,
+        is_secret=r.is_secret("destinations"),
+        sources=r.read["sources"],
+        target=r.target,
     )
-    if target == "aws" and len(destinations) > MAX_FAN_OUT_CONSUMERS:
-        problems.append(
+    if r.target == "aws" and len(destinations) > MAX_FAN_OUT_CONSUMERS:
+        r.problems.append(
             Problem(
-                f"{project}:destinations",
+                r.key("destinations"),
                 [d.name for d in destinations],
                 f"at most {MAX_FAN_OUT_CONSUMERS} on AWS: each destination reads the stream "
                 "through its own enhanced fan-out consumer, and Kinesis registers at most "
                 f"{MAX_FAN_OUT_CONSUMERS} per stream",
             )
         )
-    warehouse = read_warehouse(ConfigReader(f"{project}:warehouse", raw.get("warehouse"), problems))
-    airflow = read_airflow(
-        ConfigReader(f"{project}:airflow", raw.get("airflow"), problems),
-        target,
-        is_secret=f"{project}:airflow" in secret_keys,
-    )
-    observability = read_observability(
-        ConfigReader(f"{project}:observability", raw.get("observability"), problems), target
-    )
-    charts: dict[str, ChartSource] = {}
-    if target == "kubernetes":
-        charts = _read_charts(ConfigReader(f"{project}:charts", raw.get("charts"), problems))
-    elif "charts" in raw:
-        problems.append(
-            Problem(f"{project}:charts", raw["charts"], "only with target 'kubernetes'")
-        )
+    return {"destinations": destinations}
 
-    if problems:
-        raise ConfigError([_redact(p, project, secret_keys) for p in problems])
-    assert target is not None
-    return PlatformConfig(
-        project=project,
-        stack=stack,
-        target=target,
-        postgres=postgres,
-        tags=tags,
-        deletion_protection=deletion_protection,
-        sources=sources,
-        stream=stream,
-        ingest=ingest,
-        charts=charts,
-        archive=archive,
-        destinations=destinations,
-        warehouse=warehouse,
-        airflow=airflow,
-        kubernetes=kubernetes,
-        aws=aws,
-        observability=observability,
-    )
+
+def _charts(r: _Reading) -> dict[str, Any]:
+    if r.target == "kubernetes":
+        return {"charts": _read_charts(r.reader("charts"))}
+    r.only_with("charts", "kubernetes")
+    return {"charts": {}}
+
+
+READERS: tuple[Callable[[_Reading], dict[str, Any]], ...] = (
+    _networks,
+    lambda r: {
+        "deletion_protection": _read_deletion_protection(
+            r.key("deletionProtection"), r.raw.get("deletionProtection"), r.problems
+        )
+    },
+    lambda r: {
+        "postgres": read_postgres(r.reader("postgres"), r.target, r.read["deletion_protection"])
+    },
+    lambda r: {"tags": _read_tags(r.key("tags"), r.raw.get("tags"), r.target, r.problems)},
+    lambda r: {"sources": read_sources(r.key("sources"), r.raw.get("sources"), r.problems)},
+    lambda r: {"stream": _read_stream(r.reader("stream"), r.target)},
+    lambda r: {"ingest": read_ingest(r.reader("ingest"), r.target)},
+    lambda r: {
+        "archive": read_archive(
+            r.reader("archive"),
+            r.target,
+            present="archive" in r.raw,
+            is_secret=r.is_secret("archive"),
+        )
+    },
+    _destinations,
+    lambda r: {"warehouse": read_warehouse(r.reader("warehouse"))},
+    lambda r: {
+        "airflow": read_airflow(r.reader("airflow"), r.target, is_secret=r.is_secret("airflow"))
+    },
+    lambda r: {"observability": read_observability(r.reader("observability"), r.target)},
+    _charts,
+)
+"""Each capability's reader, in the order its problems are reported; `load_config` runs them
+all, whatever the earlier ones found, so one run reports every problem."""
 
 
 def _decode(full_key: str, name: str, value: Any, problems: list[Problem]) -> Any:
