@@ -42,6 +42,7 @@ from services.segment import build_records, parse_body  # noqa: E402
 from services.streams import StreamSettings  # noqa: E402
 from services.streams.jetstream import ensure_stream  # noqa: E402
 from tests.servers import (  # noqa: E402
+    NATS_SERVER,
     ServerFailed,
     ServerProcess,
     collector_server,
@@ -299,9 +300,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=6.0, help="seconds per measured run")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2])
-    parser.add_argument(
-        "--nats-server", default=shutil.which("nats-server") or "/usr/sbin/nats-server"
-    )
+    parser.add_argument("--nats-server", default=NATS_SERVER)
     parser.add_argument("--profile", metavar="DIR", help="py-spy the 1-worker, batch-100 run")
     args = parser.parse_args()
     if shutil.which("wrk") is None:

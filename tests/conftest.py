@@ -25,3 +25,13 @@ def stack_run(name: str) -> ProgramRun:
 @pytest.fixture(params=[stack_name_of(p) for p in STACK_FILES])
 def any_stack(request) -> ProgramRun:
     return stack_run(request.param)
+
+
+def pytest_report_header(config) -> str:
+    from tests.servers import NATS_SERVER, nats_server_version
+
+    try:
+        version = ".".join(map(str, nats_server_version()))
+    except Exception as error:  # noqa: BLE001 - the header reports it; the tests that need it fail
+        return f"nats-server: unusable ({error})"
+    return f"nats-server: {version} ({NATS_SERVER})"

@@ -9,6 +9,7 @@ Nothing here uses fixed ports or services already running on the machine.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pwd
 import shutil
@@ -27,8 +28,11 @@ from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
 STARTUP_DEADLINE_SECONDS = 30.0
-NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 REPO_ROOT = Path(__file__).resolve().parent.parent
+NATS_SERVER_MINIMUM = (2, 12, 3)
+"""The release line after the JetStream data-loss fixes Jepsen reported; the chart deploys it."""
+NATS_SERVER = os.environ.get("LIFTOFF_NATS_SERVER") or str(REPO_ROOT / ".tools/bin/nats-server")
+"""``.ci/install-nats-server`` puts it there; ``LIFTOFF_NATS_SERVER=/path`` picks another."""
 
 
 class ServerFailed(RuntimeError):
@@ -157,6 +161,28 @@ def _as_user(user: str | None) -> dict[str, object]:
 # --- NATS JetStream -----------------------------------------------------------------------------
 
 
+@functools.cache
+def nats_server_version(binary: str = NATS_SERVER) -> tuple[int, ...]:
+    """The version ``binary --version`` reports; :class:`ServerFailed` when it is missing or
+    older than :data:`NATS_SERVER_MINIMUM` (tests must not silently run a server the platform
+    never deploys)."""
+    try:
+        output = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as error:
+        raise ServerFailed(
+            f"nats-server not runnable at {binary} ({error}): run `bash .ci/install-nats-server` "
+            "or set LIFTOFF_NATS_SERVER=/path/to/nats-server"
+        ) from error
+    text = output.strip().rsplit(" ", 1)[-1].lstrip("v")
+    version = tuple(int(part) for part in text.split("-")[0].split(".") if part.isdigit())
+    if version < NATS_SERVER_MINIMUM:
+        minimum = ".".join(map(str, NATS_SERVER_MINIMUM))
+        raise ServerFailed(f"{binary} is nats-server {text}; tests need >= {minimum}")
+    return version
+
+
 def nats_server(
     workdir: Path,
     *,
@@ -167,8 +193,8 @@ def nats_server(
     """``nats-server -js`` on a free loopback port, storing under ``workdir/jetstream``.
 
     ``sync_always`` adds a config file with ``jetstream { sync_interval: always }`` (fsync on
-    every write). Debian's nats-server 2.9.10 rejects that option (``unknown field``): it needs
-    a newer server, passed as ``binary``."""
+    every write before the acknowledgement), the durability the chart deploys."""
+    nats_server_version(binary)
     port = port or free_port()
     store = workdir / "jetstream"
     store.mkdir(parents=True, exist_ok=True)
