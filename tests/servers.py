@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import pwd
 import shutil
@@ -138,6 +139,15 @@ class ServerProcess:
         self.stop()
         self.start()
 
+    def pause(self) -> None:
+        """SIGSTOP: the process hangs with its sockets open (a stalled VM or GC pause)."""
+        if self.process is not None:
+            os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process is not None:
+            os.kill(self.process.pid, signal.SIGCONT)
+
     def log_tail(self, lines: int = 40) -> str:
         try:
             text = self.log_path.read_text(errors="replace")
@@ -214,6 +224,46 @@ def nats_server(
 
 def nats_url(server: ServerProcess) -> str:
     return f"nats://{LOOPBACK}:{server.port}"
+
+
+def nats_cluster(
+    workdir: Path, size: int = 3, *, sync_always: bool = True, binary: str = NATS_SERVER
+) -> list[ServerProcess]:
+    """``size`` JetStream servers clustered over routes on loopback ports, each with its own
+    store, as the chart deploys them (``sync_interval: always`` unless told otherwise).
+    Each server's ``name`` starts with its ``server_name`` (``n0``, ``n1`` ...), which is what
+    JetStream reports as a stream's leader."""
+    nats_server_version(binary)
+    client_ports = [free_port() for _ in range(size)]
+    route_ports = [free_port() for _ in range(size)]
+    routes = ", ".join(f"nats-route://{LOOPBACK}:{port}" for port in route_ports)
+    servers = []
+    for index, (port, route_port) in enumerate(zip(client_ports, route_ports, strict=True)):
+        home = workdir / f"n{index}"
+        (home / "jetstream").mkdir(parents=True, exist_ok=True)
+        sync = "\n  sync_interval: always" if sync_always else ""
+        config = home / "nats.conf"
+        config.write_text(
+            f"server_name: n{index}\nlisten: {LOOPBACK}:{port}\n"
+            f"jetstream {{\n  store_dir: {json.dumps(str(home / 'jetstream'))}{sync}\n}}\n"
+            f"cluster {{\n  name: liftoff\n  listen: {LOOPBACK}:{route_port}\n"
+            f"  routes: [{routes}]\n}}\n"
+        )
+        servers.append(
+            ServerProcess(
+                name=f"n{index}:nats-server:{port}",
+                argv=[binary, "-c", str(config)],
+                port=port,
+                log_path=home / "nats-server.log",
+                is_ready=functools.partial(port_accepts, port),
+            )
+        )
+    return servers
+
+
+def nats_cluster_url(servers: Sequence[ServerProcess]) -> str:
+    """``nats://h:p1,h:p2,...`` (the stream URL's host list)."""
+    return "nats://" + ",".join(f"{LOOPBACK}:{server.port}" for server in servers)
 
 
 # --- moto (AWS APIs) ----------------------------------------------------------------------------
