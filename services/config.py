@@ -21,6 +21,7 @@ WORKERS = "LIFTOFF_WORKERS"
 RETENTION_HOURS = "LIFTOFF_STREAM_RETENTION_HOURS"
 REPLICAS = "LIFTOFF_STREAM_REPLICAS"
 DUPLICATE_WINDOW = "LIFTOFF_STREAM_DUPLICATE_WINDOW_SECONDS"
+MAX_BYTES = "LIFTOFF_STREAM_MAX_BYTES"
 
 
 class ConfigError(Exception):
@@ -144,6 +145,7 @@ class EnsureStreamConfig:
             retention_hours=number(env, RETENTION_HOURS, 168.0, 0.001),
             replicas=integer(env, REPLICAS, 1, 1, 5),
             duplicate_window_seconds=number(env, DUPLICATE_WINDOW, 120.0, 0.001),
+            max_bytes=integer(env, MAX_BYTES, -1, -1, 2**53) or -1,
         )
         if settings.duplicate_window_seconds > settings.retention_hours * 3600:
             raise ConfigError(f"{DUPLICATE_WINDOW} must not exceed {RETENTION_HOURS} * 3600")
