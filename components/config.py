@@ -163,6 +163,17 @@ class StreamSettings:
     `periodic` below."""
     duplicate_window_minutes: int = 2
     """Default: 2. Kubernetes only: how long JetStream remembers messageIds to drop repeats."""
+    partitions: int = 1
+    """Kubernetes only: JetStream streams the events are spread over by user (1..64; each
+    partition is its own stream with its own fsync, so durable throughput grows with it).
+    Default: `PRODUCTION_PARTITIONS` with 3 or more replicas, 1 below (dev). Fixed once the
+    stream exists (ensure-stream refuses a change; see the README)."""
+
+
+PRODUCTION_PARTITIONS = 4
+"""The partition count where the collector's durable throughput stops growing on a 2-core
+node (benchmarks/collector.py's partition curve; README, "Benchmarks")."""
+MAX_PARTITIONS = 64
 
 
 @dataclass(frozen=True)
@@ -799,7 +810,14 @@ def _read_stream(reader: ConfigReader, target: Target | None) -> StreamSettings:
         defaults.durability,
         defaults.duplicate_window_minutes,
     )
-    kubernetes_only = ("replicas", "storageGb", "durability", "duplicateWindowMinutes")
+    partitions = defaults.partitions
+    kubernetes_only = (
+        "replicas",
+        "storageGb",
+        "durability",
+        "duplicateWindowMinutes",
+        "partitions",
+    )
     aws_only = ("mode", "shards")
     if target == "aws":
         mode = reader.string("mode", defaults.mode, choices=("on-demand", "provisioned"))
@@ -824,6 +842,12 @@ def _read_stream(reader: ConfigReader, target: Target | None) -> StreamSettings:
         window = reader.integer(
             "duplicateWindowMinutes", defaults.duplicate_window_minutes, minimum=1, maximum=60
         )
+        partitions = reader.integer(
+            "partitions",
+            PRODUCTION_PARTITIONS if replicas >= 3 else 1,
+            minimum=1,
+            maximum=MAX_PARTITIONS,
+        )
         for name in aws_only:
             reader.reject(name, "only with target 'aws'")
     reader.finish()
@@ -835,6 +859,7 @@ def _read_stream(reader: ConfigReader, target: Target | None) -> StreamSettings:
         storage_gb=storage,
         durability=durability,
         duplicate_window_minutes=window,
+        partitions=partitions,
     )
 
 

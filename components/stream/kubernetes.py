@@ -34,6 +34,12 @@ NATS_RESOURCES = {
     "requests": {"cpu": "250m", "memory": "512Mi"},
     "limits": {"cpu": "2", "memory": "2Gi"},
 }
+# Share of each server's JetStream volume the EVENTS streams may fill together (split evenly
+# over the partitions; with R3 every server holds a replica of each). The rest is headroom for
+# the DEADLETTER stream, consumer state and raft logs; JetStream's max_file_store (chart
+# sizing) must stay above it. When a stream is full it refuses new events (discard new): the
+# collector answers 503 and clients retry; acknowledged events are never dropped to make room.
+EVENTS_SHARE_OF_STORAGE = 0.75
 RELOADER_RESOURCES = {
     "requests": {"cpu": "10m", "memory": "32Mi"},
     "limits": {"cpu": "100m", "memory": "64Mi"},
@@ -54,6 +60,12 @@ class NatsJetStreamArgs:
     chart_source: ChartSource | None = None
     """Default: the pinned upstream repository (`charts/nats.yaml`)."""
     tags: Mapping[str, str] = field(default_factory=dict)
+
+
+def events_max_bytes(settings: StreamSettings) -> int:
+    """``max_bytes`` of each partition's EVENTS stream: EVENTS_SHARE_OF_STORAGE of the volume,
+    split evenly over the partitions."""
+    return int(settings.storage_gb * 2**30 * EVENTS_SHARE_OF_STORAGE) // settings.partitions
 
 
 def nats_values(args: NatsJetStreamArgs) -> dict[str, Any]:
@@ -151,6 +163,9 @@ class NatsJetStream(pulumi.ComponentResource):
             RELEASE, network.namespace_name, network.settings.cluster_domain
         )
         url = f"nats://{host}:{CLIENT_PORT}/{STREAM_NAME}"
+        if settings.partitions > 1:
+            # Every client (collector, consumers, setup Job) reads the count from the URL.
+            url += f"?partitions={settings.partitions}"
         self.connection = StreamConnection(
             url=pulumi.Output.from_input(url), name=pulumi.Output.from_input(STREAM_NAME)
         )
@@ -164,6 +179,7 @@ class NatsJetStream(pulumi.ComponentResource):
             "LIFTOFF_STREAM_RETENTION_HOURS": str(settings.retention_hours),
             "LIFTOFF_STREAM_REPLICAS": str(settings.replicas),
             "LIFTOFF_STREAM_DUPLICATE_WINDOW_SECONDS": str(settings.duplicate_window_minutes * 60),
+            "LIFTOFF_STREAM_MAX_BYTES": str(events_max_bytes(settings)),
         }
         # Jobs are immutable: a change of stream settings is a new Job with a new name.
         digest = hashlib.sha256(
