@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -162,13 +163,14 @@ async def raw_jetstream_rate(
     ]
     acknowledged = 0
     sequence = 0
+    run = uuid.uuid4().hex[:8]
     stop_at = time.monotonic() + seconds
 
     async def publisher(worker: int) -> None:
         nonlocal acknowledged, sequence
         while time.monotonic() < stop_at:
             sequence += 1
-            prefix = f"raw-{worker}-{sequence}"
+            prefix = f"raw-{run}-{worker}-{sequence}"  # unique: no dedupe shortcut
             chosen = records[(sequence % 50) * batch : (sequence % 50 + 1) * batch]
             if atomic:
                 (_, subject), _ = chosen[0]
