@@ -64,6 +64,9 @@ from typing import Any
 
 import msgspec
 import psycopg
+from psycopg import postgres
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
 
 from services import config
 from services.config import ConfigError
@@ -94,6 +97,36 @@ COLUMNS = (
     "stream_sequence",
 )
 _COLUMN_LIST = ", ".join(f'"{name}"' for name in COLUMNS)
+# Binary COPY: PostgreSQL skips parsing text for every column (timestamps, numbers, escaping);
+# about 1.3x the rows/s of text COPY (benchmarks/pipeline.py).
+COPY_TYPES = (
+    *["text"] * 9,
+    "timestamptz",  # timestamp
+    "timestamptz",  # received_at
+    "timestamptz",  # sent_at
+    "text",  # original_timestamp
+    *["jsonb"] * 4,  # properties, traits, context, raw
+    "text",  # stream_partition
+    "numeric",  # stream_sequence
+)
+COPY_OPTIONS = "FROM STDIN (FORMAT BINARY)"
+
+
+class EncodedJsonbDumper(Dumper):
+    """Binary jsonb from a str that already holds JSON text (the event's own bytes, or msgspec's
+    encoding): jsonb's binary format is a version byte (1) then the JSON text. psycopg's own
+    jsonb dumper would encode the str again, as a JSON string."""
+
+    format = Format.BINARY
+    oid = postgres.types["jsonb"].oid
+
+    def dump(self, obj: Any) -> bytes:
+        return b"\x01" + obj.encode()
+
+
+class EncodedJson(str):
+    """Marker type the dumper is registered for; COPY picks it by the jsonb oid."""
+
 
 MIGRATIONS: list[tuple[int, str, str]] = [
     (
@@ -287,6 +320,7 @@ class Loader:
         connection = psycopg.connect(
             connect_timeout=5, application_name="liftoff-loader", **self.cfg.connection
         )
+        connection.adapters.register_dumper(EncodedJson, EncodedJsonbDumper)
         try:
             applied = migrate(connection)
             if applied:
@@ -347,8 +381,9 @@ class Loader:
         with (
             connection.transaction(),
             connection.cursor() as cursor,
-            cursor.copy(f"COPY events ({_COLUMN_LIST}) FROM STDIN") as copy,
+            cursor.copy(f"COPY events ({_COLUMN_LIST}) {COPY_OPTIONS}") as copy,
         ):
+            copy.set_types(COPY_TYPES)
             for row in rows:
                 copy.write_row(row)
         return len(rows)
@@ -356,7 +391,8 @@ class Loader:
     @staticmethod
     def _copy_through_staging(connection: psycopg.Connection, rows: list[tuple[Any, ...]]) -> int:
         with connection.transaction(), connection.cursor() as cursor:
-            with cursor.copy(f"COPY events_staging ({_COLUMN_LIST}) FROM STDIN") as copy:
+            with cursor.copy(f"COPY events_staging ({_COLUMN_LIST}) {COPY_OPTIONS}") as copy:
+                copy.set_types(COPY_TYPES)
                 for row in rows:
                     copy.write_row(row)
             cursor.execute(
