@@ -19,8 +19,9 @@ users to spread).
    collector, for batches of 10 and 100 events with ``--workers`` collector processes.
 2. With ``sync_interval: always``, the partition curve: for each count in ``--partitions``, a raw
    publisher spreading the same load over that many streams (routed by the collector's hash),
-   then the collector (1 worker, batch 10) on the same partitioned stream; events/s, p99 and the
-   ratio to the raw publisher over the same streams.
+   then the collector (1 worker, batch 10) on the same partitioned stream; ``--rounds`` rounds
+   over all counts, medians of events/s and p50/p99, and medians of the ratios taken within a
+   round (to the raw publisher over the same streams, and to the collector on one stream).
 3. The atomic batch publish mode (``allow_atomic``: one PubAck per batch of 10) on one stream,
    raw, against per-message publishing measured just before.
 
@@ -41,6 +42,7 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from statistics import median
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
@@ -351,57 +353,79 @@ def benchmark(args: argparse.Namespace, workdir: Path, sync_always: bool) -> dic
     return figures
 
 
-def partition_curve(args: argparse.Namespace, workdir: Path, single: float) -> None:
+def partition_curve(args: argparse.Namespace, workdir: Path) -> None:
+    """Rounds over the partition counts (raw publisher, then the collector, per count); the
+    table shows per-count medians over the rounds, and ratios taken within each round (the
+    disk's fsync latency moves with the machine's other load), then their medians."""
     print(
-        "\n== partitions, sync_interval: always, batch 10, collector 1 worker "
-        "(raw = one Python process publishing the same load over the same streams)"
+        f"\n== partitions, sync_interval: always, batch 10, collector 1 worker; {args.rounds} "
+        f"rounds of {args.duration:g} s per measure, medians (raw = one Python process "
+        "publishing the same load over the same streams)"
     )
     server = nats_server(workdir / "curve", sync_always=True, binary=args.nats_server).start()
     script = workdir / "wrk.lua"
     script.write_text(WRK_SCRIPT)
-    print(
-        f"  {'partitions':>10} {'raw ev/s':>9} {'collector ev/s':>14} {'p50 ms':>7} "
-        f"{'p99 ms':>7} {'failed':>6} {'vs raw':>6} {'vs 1 stream':>11}"
-    )
+    raw: dict[int, list[float]] = {count: [] for count in args.partitions}
+    results: dict[int, list[LoadResult]] = {count: [] for count in args.partitions}
+    collectors = {}
     try:
         for count in args.partitions:
-            stream = f"P{count}"
             url = (
-                f"{nats_url(server)}/{stream}?subject_prefix=p{count}"
+                f"{nats_url(server)}/P{count}?subject_prefix=p{count}"
                 f"&publish_timeout=10&partitions={count}"
             )
             asyncio.run(
                 ensure_stream(url, StreamSettings(retention_hours=1, duplicate_window_seconds=60))
             )
-            raw = uvloop.run(
-                raw_jetstream_rate(
-                    nats_url(server),
-                    10,
-                    args.connections,
-                    args.duration,
-                    count,
-                    stream,
-                    f"p{count}",
-                )
-            )
-            collector = collector_server(
+            collectors[count] = collector_server(
                 workdir,
                 url,
                 json.dumps({"bench": WRITE_KEY}),
                 extra_env={"LIFTOFF_LOG_LEVEL": "WARNING"},
-            )
-            with collector:
-                base = f"http://127.0.0.1:{collector.port}"
-                run_wrk(base, script, 10, 1, args.connections, f"pw{count}")
-                result = run_wrk(base, script, 10, args.duration, args.connections, f"p{count}")
-            print(
-                f"  {count:>10} {raw:>9.0f} {result.events_per_second:>14.0f} "
-                f"{result.p50_ms:>7.1f} {result.p99_ms:>7.1f} {result.failed_requests:>6} "
-                f"{result.events_per_second / raw:>6.2f} "
-                f"{result.events_per_second / single:>11.2f}"
-            )
+            ).start()
+        for round_ in range(args.rounds):
+            for count in args.partitions:
+                raw[count].append(
+                    uvloop.run(
+                        raw_jetstream_rate(
+                            nats_url(server),
+                            10,
+                            args.connections,
+                            args.duration,
+                            count,
+                            f"P{count}",
+                            f"p{count}",
+                        )
+                    )
+                )
+                base = f"http://127.0.0.1:{collectors[count].port}"
+                run_wrk(base, script, 10, 1, args.connections, f"pw{count}r{round_}")
+                results[count].append(
+                    run_wrk(base, script, 10, args.duration, args.connections, f"p{count}r{round_}")
+                )
     finally:
+        for collector in collectors.values():
+            collector.stop()
         server.stop()
+    single = args.partitions[0]
+    print(
+        f"  {'partitions':>10} {'raw ev/s':>9} {'collector ev/s':>14} {'p50 ms':>7} "
+        f"{'p99 ms':>7} {'failed':>6} {'vs raw':>6} {f'vs {single} stream(s)':>14}"
+    )
+    for count in args.partitions:
+        ours = results[count]
+        rates = [r.events_per_second for r in ours]
+        versus_raw = [rate / base for rate, base in zip(rates, raw[count], strict=True)]
+        versus_single = [
+            rate / first.events_per_second
+            for rate, first in zip(rates, results[single], strict=True)
+        ]
+        print(
+            f"  {count:>10} {median(raw[count]):>9.0f} {median(rates):>14.0f} "
+            f"{median([r.p50_ms for r in ours]):>7.1f} {median([r.p99_ms for r in ours]):>7.1f} "
+            f"{sum(r.failed_requests for r in ours):>6} {median(versus_raw):>6.2f} "
+            f"{median(versus_single):>14.2f}"
+        )
 
 
 def batch_modes(args: argparse.Namespace, workdir: Path) -> None:
@@ -457,6 +481,7 @@ def main() -> None:
     parser.add_argument(
         "--partitions", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 4, 8, 16]
     )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the partition curve")
     parser.add_argument("--nats-server", default=NATS_SERVER)
     parser.add_argument("--profile", metavar="DIR", help="py-spy the 1-worker, batch-100 run")
     args = parser.parse_args()
@@ -464,8 +489,8 @@ def main() -> None:
         sys.exit("wrk is not installed: apt-get install wrk")
     with tempfile.TemporaryDirectory(prefix="liftoff-bench-") as tmp:
         benchmark(args, Path(tmp), sync_always=False)
-        durable = benchmark(args, Path(tmp), sync_always=True)
-        partition_curve(args, Path(tmp), durable["collector"])
+        benchmark(args, Path(tmp), sync_always=True)
+        partition_curve(args, Path(tmp))
         batch_modes(args, Path(tmp))
 
 

@@ -13,7 +13,9 @@ import uuid
 from collections import Counter, defaultdict
 
 import httpx
+import nats
 import pytest
+from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
 from services.streams import InvalidStreamUrl, StreamSettings
 from services.streams.jetstream import (
@@ -162,3 +164,35 @@ def test_a_full_stream_refuses_new_events_with_503_and_keeps_acknowledged_ones(
     stored = asyncio.run(read_jetstream(nats_url(shared_nats), f"F{suffix}"))
     # every acknowledged event kept, none of the refused ones stored
     assert [m.event["messageId"] for m in stored] == [f"m{n}" for n in range(accepted)]
+
+
+@pytest.mark.servers
+def test_an_existing_stream_is_updated_to_discard_new_with_max_bytes(
+    shared_nats: ServerProcess,
+) -> None:
+    """Stacks deployed before max_bytes had discard old and no limit: the next ensure-stream
+    must move them to the refuse-when-full behaviour."""
+    suffix = uuid.uuid4().hex[:10]
+    url = f"{nats_url(shared_nats)}/O{suffix}?subject_prefix=o{suffix}"
+
+    async def scenario() -> tuple[str, str, object, object]:
+        nc = await nats.connect(nats_url(shared_nats))
+        js = nc.jetstream()
+        await js.add_stream(
+            StreamConfig(
+                name=f"O{suffix}",
+                subjects=[f"o{suffix}.>"],
+                discard=DiscardPolicy.OLD,
+                storage=StorageType.FILE,
+                max_age=3600,
+                duplicate_window=60,
+            )
+        )
+        settings = StreamSettings(1, 1, 60, max_bytes=10**9)
+        first = await ensure_stream(url, settings)
+        second = await ensure_stream(url, settings)
+        config = (await js.stream_info(f"O{suffix}")).config
+        await nc.close()
+        return first, second, config.discard, config.max_bytes
+
+    assert asyncio.run(scenario()) == ("updated", "unchanged", DiscardPolicy.NEW, 10**9)

@@ -1,7 +1,9 @@
 """Zero loss on the shape that is deployed: a 3-node JetStream cluster under server faults.
 
 Three nats-servers clustered over routes on loopback ports, each with ``sync_interval: always``
-and file storage, the ``EVENTS`` stream at R3 (the chart's production profile). The collector
+and file storage, the ``EVENTS`` stream at R3 in 4 partitions (the production profile's
+defaults). "The leader" below is the leader of partition ``EVENTS-0``; the other partitions'
+leaders are wherever the cluster put them, so every fault also hits some of them. The collector
 publishes through all three servers' URLs; the archiver (S3 on moto) and the loader (real
 PostgreSQL) consume. While a client sends events (retrying each request until it gets a 200,
 like an SDK), the test, at seeded random moments:
@@ -57,6 +59,8 @@ pytestmark = pytest.mark.servers
 
 SEED = 20261130
 STREAM = "EVENTS"
+PARTITIONS = 4
+LED = f"{STREAM}-0"  # the partition whose leader the faults target
 # A JetStream follower calls an election 4-9 s after it last heard from its leader
 # (nats-server's raft defaults): a pause longer than that forces a leader change.
 PAUSE_SECONDS = 10.0
@@ -71,7 +75,7 @@ async def _stream_leader(servers: Sequence[ServerProcess]) -> str | None:
         allow_reconnect=False,
     )
     try:
-        info = await nc.jetstream(timeout=2).stream_info(STREAM)
+        info = await nc.jetstream(timeout=2).stream_info(LED)
         return info.cluster.leader if info.cluster else None
     finally:
         await nc.close()
@@ -100,7 +104,7 @@ def create_streams(url: str, deadline: float = 30.0) -> None:
         try:
             asyncio.run(
                 ensure_stream(
-                    f"{url}/{STREAM}?subject_prefix=events",
+                    f"{url}/{STREAM}?subject_prefix=events&partitions={PARTITIONS}",
                     StreamSettings(retention_hours=1, replicas=3),
                     connect_deadline=5,
                 )
@@ -152,7 +156,9 @@ def test_three_node_cluster_loses_no_acknowledged_event(
             server.start()
         cluster = nats_cluster_url(servers)
         create_streams(cluster)
-        stream_url = f"{cluster}/{STREAM}?subject_prefix=events&publish_timeout=2"
+        stream_url = (
+            f"{cluster}/{STREAM}?subject_prefix=events&publish_timeout=2&partitions={PARTITIONS}"
+        )
         common = {
             "LIFTOFF_STREAM_URL": stream_url,
             "LIFTOFF_DEAD_LETTER_URL": f"{cluster}/DEADLETTER",
@@ -293,7 +299,7 @@ def test_three_node_cluster_loses_no_acknowledged_event(
     print(
         f"\n3-node cluster accounting: {len(acknowledged)} events acknowledged by the collector "
         f"in {elapsed:.0f} s ({sender.retries} request retries by the client; R3, "
-        "sync_interval: always)"
+        f"{PARTITIONS} partitions, sync_interval: always)"
     )
     print(f"faults injected (seed {SEED}):")
     for fault in faults:
