@@ -170,7 +170,7 @@ class StreamSettings:
     stream exists (ensure-stream refuses a change; see the README)."""
 
 
-PRODUCTION_PARTITIONS = 4
+PRODUCTION_PARTITIONS = 8
 """The partition count where the collector's durable throughput stops growing on a 2-core
 node (benchmarks/collector.py's partition curve; README, "Benchmarks")."""
 MAX_PARTITIONS = 64

@@ -80,13 +80,13 @@ def test_stream_is_created_by_a_job_named_after_its_settings():
     assert container["args"] == ["ensure-stream"]
     assert env == {
         "LIFTOFF_STREAM_URL": (
-            "nats://nats.liftoff-data.svc.cluster.local:4222/EVENTS?partitions=4"
+            "nats://nats.liftoff-data.svc.cluster.local:4222/EVENTS?partitions=8"
         ),
         "LIFTOFF_STREAM_RETENTION_HOURS": "336",
         "LIFTOFF_STREAM_REPLICAS": "3",
         "LIFTOFF_STREAM_DUPLICATE_WINDOW_SECONDS": "120",
-        # 75% of the 100 GiB volume, split over the 4 partitions
-        "LIFTOFF_STREAM_MAX_BYTES": str(100 * 2**30 * 3 // 4 // 4),
+        # 75% of the 100 GiB volume, split over the 8 partitions
+        "LIFTOFF_STREAM_MAX_BYTES": str(100 * 2**30 * 3 // 4 // 8),
     }
     assert container["image"] == "registry.corp.example/mirror/data/liftoff-services:0.1.0"
     changed = run_program(
@@ -122,7 +122,7 @@ def test_nats_admits_only_granted_clients_and_its_own_routes():
 def test_every_client_gets_the_partition_count_in_its_stream_url():
     """Collector, every consumer and the setup Job must agree on the partitions, or events
     would be published to streams nobody reads."""
-    for stack, expected in (("kubernetes-private-cloud", "?partitions=4"), ("dev", "")):
+    for stack, expected in (("kubernetes-private-cloud", "?partitions=8"), ("dev", "")):
         run = stack_run(stack)
         urls = {
             (resource.name, env["value"])
@@ -151,14 +151,14 @@ def _env_of(spec):
 
 def test_partitions_change_the_setup_job_and_split_max_bytes():
     run = run_program(
-        "stacks/kubernetes-private-cloud.yaml", overrides={"liftoff:stream": {"partitions": 8}}
+        "stacks/kubernetes-private-cloud.yaml", overrides={"liftoff:stream": {"partitions": 16}}
     )
     (container,) = run.one(JOB, "liftoff-stream-setup").inputs["spec"]["template"]["spec"][
         "containers"
     ]
     env = {e["name"]: e["value"] for e in container["env"]}
-    assert env["LIFTOFF_STREAM_URL"].endswith("/EVENTS?partitions=8")
-    assert int(env["LIFTOFF_STREAM_MAX_BYTES"]) * 8 <= 100 * 2**30 * 3 // 4
+    assert env["LIFTOFF_STREAM_URL"].endswith("/EVENTS?partitions=16")
+    assert int(env["LIFTOFF_STREAM_MAX_BYTES"]) * 16 <= 100 * 2**30 * 3 // 4
 
 
 def test_durability_always_is_the_default_for_every_clustered_stream():
