@@ -13,9 +13,9 @@ import pulumi
 import pulumi_aws as aws
 
 from components import aws_iam
+from components.aws_logs import LogSettings, log_group
 from components.packaging import LAMBDA_ARCHITECTURE, LAMBDA_RUNTIME, build_lambda_package
 
-LOG_RETENTION_DAYS = 90
 VPC_ACCESS_POLICY = "arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
 
 
@@ -35,6 +35,7 @@ def packaged_function(
     handler: str,
     environment: Mapping[str, pulumi.Input[str]],
     parent: pulumi.Resource,
+    logs: LogSettings,
     memory_mb: int = 512,
     timeout_seconds: int = 60,
     vpc_config: dict | None = None,
@@ -43,20 +44,17 @@ def packaged_function(
     """Declare `<name>-logs`, `<name>-role`, `<name>-logs-policy`, `<name>-function` (and
     `<name>-vpc-access` when the function runs in a VPC)."""
     child = pulumi.ResourceOptions(parent=parent)
-    log_group = aws.cloudwatch.LogGroup(
-        f"{name}-logs",
-        name=f"/aws/lambda/{function_name}",
-        retention_in_days=LOG_RETENTION_DAYS,
-        opts=child,
+    group = log_group(
+        f"{name}-logs", log_group_name=f"/aws/lambda/{function_name}", logs=logs, parent=parent
     )
     role = aws_iam.lambda_role(f"{name}-role", description, parent)
     aws.iam.RolePolicy(
         f"{name}-logs-policy",
         role=role.id,
-        policy=log_group.arn.apply(lambda arn: aws_iam.document([aws_iam.log_statement(arn)])),
+        policy=group.arn.apply(lambda arn: aws_iam.document([aws_iam.log_statement(arn)])),
         opts=child,
     )
-    prerequisites: list[pulumi.Resource] = [log_group, *depends_on]
+    prerequisites: list[pulumi.Resource] = [group, *depends_on]
     if vpc_config is not None:
         # Network interfaces in the VPC: AWS's policy for exactly that. Lambda checks the role
         # when the function is created, so the function waits for the attachment.
@@ -80,7 +78,7 @@ def packaged_function(
         timeout=timeout_seconds,
         vpc_config=vpc_config,
         environment={"variables": dict(sorted(environment.items()))},
-        logging_config={"log_format": "JSON", "log_group": log_group.name},
+        logging_config={"log_format": "JSON", "log_group": group.name},
         opts=pulumi.ResourceOptions(parent=parent, depends_on=prerequisites),
     )
-    return PackagedFunction(function=function, role=role, log_group=log_group)
+    return PackagedFunction(function=function, role=role, log_group=group)

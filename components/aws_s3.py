@@ -4,9 +4,18 @@ with the platform key, TLS-only."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
+
+
+@dataclass(frozen=True)
+class SecureBucket:
+    bucket: aws.s3.Bucket
+    settings: list[pulumi.Resource]
+    """Public access block, ownership, versioning, encryption and TLS policy: a service that
+    checks them when it is created (MWAA: versioning and blocked public access) waits for them."""
 
 
 def secure_bucket(
@@ -17,7 +26,7 @@ def secure_bucket(
     bucket_name: str | None = None,
     name_prefix: str | None = None,
     protect: bool = True,
-) -> aws.s3.Bucket:
+) -> SecureBucket:
     """Declare a bucket and its protections as children of `parent` (named `<name>-...`)."""
     child = pulumi.ResourceOptions(parent=parent)
     bucket = aws.s3.Bucket(
@@ -27,7 +36,7 @@ def secure_bucket(
         force_destroy=not protect,
         opts=pulumi.ResourceOptions(parent=parent, protect=protect),
     )
-    aws.s3.BucketPublicAccessBlock(
+    public_access = aws.s3.BucketPublicAccessBlock(
         f"{name}-public-access-block",
         bucket=bucket.id,
         block_public_acls=True,
@@ -36,19 +45,19 @@ def secure_bucket(
         restrict_public_buckets=True,
         opts=child,
     )
-    aws.s3.BucketOwnershipControls(
+    ownership = aws.s3.BucketOwnershipControls(
         f"{name}-ownership",
         bucket=bucket.id,
         rule={"object_ownership": "BucketOwnerEnforced"},
         opts=child,
     )
-    aws.s3.BucketVersioning(
+    versioning = aws.s3.BucketVersioning(
         f"{name}-versioning",
         bucket=bucket.id,
         versioning_configuration={"status": "Enabled"},
         opts=child,
     )
-    aws.s3.BucketServerSideEncryptionConfiguration(
+    encryption = aws.s3.BucketServerSideEncryptionConfiguration(
         f"{name}-encryption",
         bucket=bucket.id,
         rules=[
@@ -63,7 +72,7 @@ def secure_bucket(
         ],
         opts=child,
     )
-    aws.s3.BucketPolicy(
+    tls_only = aws.s3.BucketPolicy(
         f"{name}-tls-only",
         bucket=bucket.id,
         policy=bucket.arn.apply(
@@ -85,4 +94,4 @@ def secure_bucket(
         ),
         opts=child,
     )
-    return bucket
+    return SecureBucket(bucket, [public_access, ownership, versioning, encryption, tls_only])

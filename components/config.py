@@ -8,6 +8,7 @@ raised together as one `ConfigError`.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import re
@@ -62,6 +63,14 @@ class KubernetesSettings:
     """Default: `cluster.local`. Used to build fully qualified Service DNS names."""
     dns_namespace: str = "kube-system"
     """Default: `kube-system`. Namespace of the cluster DNS pods every pod may reach on port 53."""
+    dns_pod_labels: dict[str, str] = field(default_factory=dict)
+    """`dns.podLabels`. Default: none (every pod of `dnsNamespace`). Narrows the DNS peers to
+    the DNS pods, e.g. `{k8s-app: kube-dns}`."""
+    dns_cidrs: tuple[str, ...] = ()
+    """`dns.cidrs`. Default: none. Address ranges of DNS servers outside any pod, e.g.
+    NodeLocal DNSCache's `169.254.20.10/32`."""
+    dns_ports: tuple[int, ...] = (53,)
+    """`dns.ports`. Default: [53]. UDP and TCP; OpenShift's DNS pods listen on 5353."""
     services_image: str = "ghcr.io/liftoff-data/liftoff-services:0.1.0"
     """Default: the released liftoff services image. Build `services/Dockerfile` and push it
     to your registry to run your own; the registry override applies to it as well."""
@@ -80,6 +89,9 @@ class AwsSettings:
     """Default: `10.40.0.0/16`. Only for a new VPC."""
     availability_zones: int = 2
     """Default: 2. How many AZs a new VPC spans (2..6)."""
+    log_retention_days: int = 365
+    """Default: 365. Retention of every CloudWatch log group the platform writes to (Lambda,
+    API access, VPC flow logs, MWAA, RDS exports); one of CloudWatch's fixed values."""
 
     @property
     def bring_your_own_network(self) -> bool:
@@ -123,6 +135,12 @@ class PostgresSettings:
     the archive (needs `liftoff:archive`)."""
     backup_schedule: str = "17 3 * * *"
     """Default: 03:17 UTC daily. Kubernetes only: cron schedule of the backup job."""
+    apply_immediately: bool = False
+    """Default: false. AWS only: apply instance changes (a major version upgrade included)
+    now instead of in the next maintenance window."""
+    major_upgrade_from: str | None = None
+    """Default: none. Kubernetes only: the major version this stack ran before `version`,
+    set once the data was moved by the documented upgrade procedure (README)."""
     deletion_protection: bool = True
     """Default: true. AWS: RDS deletion protection and a final snapshot; Kubernetes: the
     namespace and volumes are retained when the stack is destroyed."""
@@ -163,6 +181,11 @@ class StreamSettings:
     `periodic` below."""
     duplicate_window_minutes: int = 2
     """Default: 2. Kubernetes only: how long JetStream remembers messageIds to drop repeats."""
+    resources: ComputeResources = field(
+        default_factory=lambda: ComputeResources("1", "2Gi", "1", "2Gi")
+    )
+    """Default: 1 CPU / 2Gi, requests equal to limits. Kubernetes only: each NATS server
+    (GOMEMLIMIT is set to 80% of the memory limit)."""
     partitions: int = 1
     """Kubernetes only: JetStream streams the events are spread over by user (1..64; each
     partition is its own stream with its own fsync, so durable throughput grows with it).
@@ -253,6 +276,17 @@ class Destination:
     """Default: every source."""
     events: tuple[str, ...] = ()
     """Default: every event (and every type: identify, page, ... pass unless events is set)."""
+    private_networks: tuple[PrivateNetwork, ...] = ()
+    """Kubernetes only. Default: none — the broadcaster reaches public addresses on 443 only.
+    Private CIDRs (and ports) this destination may reach, e.g. an internal webhook."""
+
+
+@dataclass(frozen=True)
+class PrivateNetwork:
+    """`allowPrivate` entry of a destination: a CIDR inside the private network and its ports."""
+
+    cidr: str
+    ports: tuple[int, ...] = (443,)
 
 
 # Per destination type: required settings, optional settings, required secrets.
@@ -290,6 +324,14 @@ class DagSource:
     ref: str = "main"
     path: str = "dags"
     image: str | None = None
+    username: str | None = None
+    """git over HTTPS: the user name sent with `token`. Default: `git` when a token is set."""
+    token: str | None = None
+    """git over HTTPS: an access token (a secret). Default: none (a public repository)."""
+    ssh_key: str | None = None
+    """git over SSH: the private key (a secret); required for ssh:// and git@ URLs."""
+    known_hosts: str | None = None
+    """git over SSH: the `known_hosts` lines of the git host; required with `sshKey`."""
 
 
 # MWAA offers specific Airflow versions; the chart runs any 3.x image.
@@ -323,9 +365,24 @@ class AirflowSettings:
     host: str | None = None
     """Kubernetes only: host name of the Airflow UI Ingress (with web access `public`)."""
     high_availability: bool = False
-    """Kubernetes only: 2 schedulers and API servers, PgBouncer in front of Postgres."""
+    """Kubernetes only: 2 schedulers and API servers."""
+    ingress_class: str | None = None
+    """Kubernetes only: IngressClass of the UI Ingress. Default: the cluster's default class."""
+    tls_secret: str | None = None
+    """Kubernetes only: TLS Secret of the UI Ingress (needs `host`). Default: none, plain HTTP
+    at the Ingress (and an `http://` airflowUrl)."""
+    logs_storage_class: str | None = None
+    """Kubernetes only: a ReadWriteMany StorageClass for a shared task-log volume. Default: none
+    (task logs go to the archive with remote logging when one is configured, else stay in
+    the task pods)."""
     logs_storage_gb: int = 10
-    """Kubernetes only: size of the task-log volume. Default: 10."""
+    """Kubernetes only, with `logsStorageClass`: size of the shared log volume. Default: 10."""
+    web_access_cidrs: tuple[str, ...] = ()
+    """AWS only, with web access `private`: networks (VPN, bastion, peered VPCs) admitted to
+    the MWAA web server on HTTPS. Default: none (only MWAA's own security group)."""
+    web_access_security_group_ids: tuple[str, ...] = ()
+    """AWS only, with web access `private`: security groups (e.g. a bastion's) admitted to the
+    MWAA web server on HTTPS. Default: none."""
 
 
 @dataclass(frozen=True)
@@ -355,6 +412,9 @@ class PlatformConfig:
         """Stable name prefix for cloud resources that need a unique physical name."""
         return f"liftoff-{self.stack}"
 
+
+# Kinesis' limit of enhanced fan-out consumers per stream (one per destination on AWS).
+MAX_FAN_OUT_CONSUMERS = 20
 
 # The config keys this program reads, in the order they are documented.
 KNOWN_KEYS: tuple[str, ...] = (
@@ -454,12 +514,25 @@ def load_config(
         problems,
         is_secret=f"{project}:destinations" in secret_keys,
         sources=sources,
+        target=target,
     )
+    if target == "aws" and len(destinations) > MAX_FAN_OUT_CONSUMERS:
+        problems.append(
+            Problem(
+                f"{project}:destinations",
+                [d.name for d in destinations],
+                f"at most {MAX_FAN_OUT_CONSUMERS} on AWS: each destination reads the stream "
+                "through its own enhanced fan-out consumer, and Kinesis registers at most "
+                f"{MAX_FAN_OUT_CONSUMERS} per stream",
+            )
+        )
     warehouse = _read_warehouse(
         ConfigReader(f"{project}:warehouse", raw.get("warehouse"), problems)
     )
     airflow = _read_airflow(
-        ConfigReader(f"{project}:airflow", raw.get("airflow"), problems), target
+        ConfigReader(f"{project}:airflow", raw.get("airflow"), problems),
+        target,
+        is_secret=f"{project}:airflow" in secret_keys,
     )
     charts: dict[str, ChartSource] = {}
     if target == "kubernetes":
@@ -569,8 +642,35 @@ def _read_kubernetes(reader: ConfigReader, stack: str) -> KubernetesSettings:
     )
     if settings.services_image.endswith(":latest"):
         reader.problem("servicesImage", settings.services_image, "a pinned tag, not :latest")
+    dns = reader.object("dns")
+    dns_namespace = dns.string("namespace", pattern=DNS_LABEL, describe=_DNS_LABEL_DESCRIBE)
+    if dns_namespace and reader.has("dnsNamespace"):
+        dns.problem("namespace", dns_namespace, "either dns.namespace or dnsNamespace, not both")
+    pod_labels = dns.string_map("podLabels", _check_label)
+    cidrs = []
+    for index, cidr in enumerate(dns.raw("cidrs") or ()):
+        checked = _cidr(f"{dns.key('cidrs')}[{index}]", cidr, reader.problems, private=False)
+        if checked:
+            cidrs.append(checked)
+    if dns.has("cidrs") and not isinstance(dns.raw("cidrs"), list):
+        dns.problem("cidrs", dns.raw("cidrs"), "a list of CIDRs such as 169.254.20.10/32")
+        cidrs = []
+    ports = _port_list(dns.key("ports"), dns.raw("ports"), reader.problems, (53,))
+    dns.finish()
     reader.finish()
-    return settings
+    return dataclasses.replace(
+        settings,
+        dns_namespace=dns_namespace or settings.dns_namespace,
+        dns_pod_labels=dict(sorted(pod_labels.items())),
+        dns_cidrs=tuple(sorted(set(cidrs))),
+        dns_ports=ports,
+    )
+
+
+def _check_label(name: str, value: str) -> str | None:
+    if not re.fullmatch(_K8S_LABEL_KEY, name) or not re.fullmatch(_K8S_LABEL_VALUE, value):
+        return "a Kubernetes label (key and value)"
+    return None
 
 
 def _read_aws(reader: ConfigReader, region: Any, problems: list[Problem]) -> AwsSettings:
@@ -616,6 +716,15 @@ def _read_aws(reader: ConfigReader, region: Any, problems: list[Problem]) -> Aws
             "availabilityZones", "only when liftoff creates the VPC (leave out with vpcId)"
         )
     zones = reader.integer("availabilityZones", 2, minimum=2, maximum=6)
+    retention = reader.integer("logRetentionDays", 365, minimum=1, maximum=3653)
+    if retention not in LOG_RETENTION_DAYS:
+        reader.problem(
+            "logRetentionDays",
+            retention,
+            "one of CloudWatch Logs' retention periods: "
+            + ", ".join(str(d) for d in LOG_RETENTION_DAYS),
+        )
+        retention = 365
     reader.finish()
     return AwsSettings(
         region=region,
@@ -623,7 +732,15 @@ def _read_aws(reader: ConfigReader, region: Any, problems: list[Problem]) -> Aws
         private_subnet_ids=tuple(subnets or ()),
         vpc_cidr=vpc_cidr or "10.40.0.0/16",
         availability_zones=zones,
+        log_retention_days=retention,
     )
+
+
+# The only values CloudWatch Logs accepts (PutRetentionPolicy); "never expire" is not offered.
+LOG_RETENTION_DAYS = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
+    2922, 3288, 3653,
+)  # fmt: skip
 
 
 def _is_vpc_cidr(value: str) -> bool:
@@ -685,6 +802,20 @@ def _read_postgres(
         )
     else:
         reader.reject("backupSchedule", "only with target 'kubernetes' (RDS schedules its own)")
+    apply_immediately = False
+    major_upgrade_from = None
+    if target == "aws":
+        apply_immediately = reader.boolean("applyImmediately", False)
+        reader.reject("majorUpgradeFrom", "only with target 'kubernetes' (RDS upgrades in place)")
+    else:
+        reader.reject("applyImmediately", "only with target 'aws' (RDS maintenance windows)")
+        major_upgrade_from = reader.string("majorUpgradeFrom", choices=sorted(POSTGRES_IMAGE_TAGS))
+        if major_upgrade_from and version and int(major_upgrade_from) >= int(version):
+            reader.problem(
+                "majorUpgradeFrom",
+                major_upgrade_from,
+                f"an older major than version ({version}): the one the data was migrated from",
+            )
     settings = PostgresSettings(
         version=version or DEFAULT_POSTGRES_VERSION,
         storage_gb=storage,
@@ -696,6 +827,8 @@ def _read_postgres(
         ),
         deletion_protection=reader.boolean("deletionProtection", defaults.deletion_protection),
         backup_schedule=backup_schedule,
+        apply_immediately=apply_immediately,
+        major_upgrade_from=major_upgrade_from,
     )
     reader.finish()
     return settings
@@ -811,11 +944,13 @@ def _read_stream(reader: ConfigReader, target: Target | None) -> StreamSettings:
         defaults.duplicate_window_minutes,
     )
     partitions = defaults.partitions
+    resources = defaults.resources
     kubernetes_only = (
         "replicas",
         "storageGb",
         "durability",
         "duplicateWindowMinutes",
+        "resources",
         "partitions",
     )
     aws_only = ("mode", "shards")
@@ -848,6 +983,26 @@ def _read_stream(reader: ConfigReader, target: Target | None) -> StreamSettings:
             minimum=1,
             maximum=MAX_PARTITIONS,
         )
+        resources = _read_resources(reader.object("resources"), defaults.resources)
+        raw_resources = reader.raw("resources")
+        if isinstance(raw_resources, dict) and "requests" not in raw_resources:
+            # Limits alone mean the same requests (a Guaranteed pod, as Kubernetes does too).
+            resources = dataclasses.replace(
+                resources,
+                requests_cpu=resources.limits_cpu,
+                requests_memory=resources.limits_memory,
+            )
+        # The NATS chart's production guidance: a Guaranteed pod, so the server is neither
+        # throttled below what it was promised nor evicted first under node memory pressure.
+        if (resources.requests_cpu, resources.requests_memory) != (
+            resources.limits_cpu,
+            resources.limits_memory,
+        ):
+            reader.problem(
+                "resources",
+                resources.to_kubernetes(),
+                "requests equal to limits (cpu and memory) for the NATS servers",
+            )
         for name in aws_only:
             reader.reject(name, "only with target 'aws'")
     reader.finish()
@@ -859,6 +1014,7 @@ def _read_stream(reader: ConfigReader, target: Target | None) -> StreamSettings:
         storage_gb=storage,
         durability=durability,
         duplicate_window_minutes=window,
+        resources=resources,
         partitions=partitions,
     )
 
@@ -1041,6 +1197,7 @@ def _read_destinations(
     *,
     is_secret: bool,
     sources: tuple[Source, ...],
+    target: Target | None = None,
 ) -> tuple[Destination, ...]:
     if raw is None:
         return ()
@@ -1096,6 +1253,15 @@ def _read_destinations(
         events = (
             reader.string_list("events", item_pattern=r"\S.{0,199}", describe="an event name") or ()
         )
+        private: tuple[PrivateNetwork, ...] = ()
+        if target == "kubernetes":
+            private = _read_private_networks(
+                reader.key("allowPrivate"), reader.raw("allowPrivate"), problems
+            )
+        else:
+            reader.reject(
+                "allowPrivate", "only with target 'kubernetes' (a NetworkPolicy egress rule)"
+            )
         reader.finish()
         if name is None or kind is None:
             continue
@@ -1110,9 +1276,61 @@ def _read_destinations(
                 secrets=secrets,
                 sources=tuple(sorted(set(only_sources))),
                 events=tuple(sorted(set(events))),
+                private_networks=private,
             )
         )
     return tuple(sorted(destinations, key=lambda d: d.name))
+
+
+def _port_list(key: str, raw: Any, problems: list[Problem], default: tuple[int, ...]):
+    if raw is None:
+        return default
+    allowed = "a list of port numbers from 1 to 65535"
+    if (
+        not isinstance(raw, list)
+        or not raw
+        or not all(isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in raw)
+    ):
+        problems.append(Problem(key, raw, allowed))
+        return default
+    return tuple(sorted(set(raw)))
+
+
+def _cidr(key: str, raw: Any, problems: list[Problem], *, private: bool) -> str | None:
+    try:
+        network = ipaddress.ip_network(raw, strict=True) if isinstance(raw, str) else None
+    except ValueError:
+        network = None
+    if network is None:
+        problems.append(Problem(key, raw, "a CIDR such as 10.20.0.0/16 (host bits zero)"))
+        return None
+    if private and not network.is_private:
+        problems.append(
+            Problem(key, raw, "a private range (public addresses are reachable on 443 already)")
+        )
+        return None
+    return str(network)
+
+
+def _read_private_networks(
+    key: str, raw: Any, problems: list[Problem]
+) -> tuple[PrivateNetwork, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        problems.append(Problem(key, raw, "a list of {cidr, ports} objects"))
+        return ()
+    networks = []
+    for index, entry in enumerate(raw):
+        reader = ConfigReader(f"{key}[{index}]", entry, problems)
+        cidr = reader.string("cidr", required=True, describe="a private CIDR such as 10.20.0.0/16")
+        if cidr is not None:
+            cidr = _cidr(reader.key("cidr"), cidr, problems, private=True)
+        ports = _port_list(reader.key("ports"), reader.raw("ports"), problems, (443,))
+        reader.finish()
+        if cidr:
+            networks.append(PrivateNetwork(cidr=cidr, ports=ports))
+    return tuple(sorted(set(networks), key=lambda n: (n.cidr, n.ports)))
 
 
 _DESTINATION_SETTINGS = {
@@ -1149,7 +1367,9 @@ def _read_warehouse(reader: ConfigReader) -> WarehouseSettings:
     return settings
 
 
-def _read_airflow(reader: ConfigReader, target: Target | None) -> AirflowSettings:
+def _read_airflow(
+    reader: ConfigReader, target: Target | None, *, is_secret: bool = False
+) -> AirflowSettings:
     defaults = AirflowSettings()
     enabled = reader.boolean("enabled", True)
     default_version = DEFAULT_AIRFLOW_VERSION.get(target or "kubernetes", defaults.version)
@@ -1169,7 +1389,7 @@ def _read_airflow(reader: ConfigReader, target: Target | None) -> AirflowSetting
             or default_version
         )
     web_access = reader.string("webAccess", "private", choices=("private", "public")) or "private"
-    dags = _read_dags(reader.object("dags"), target)
+    dags = _read_dags(reader.object("dags"), target, is_secret=is_secret)
     if target == "aws":
         environment_class = (
             reader.string("environmentClass", defaults.environment_class, choices=MWAA_CLASSES)
@@ -1179,8 +1399,18 @@ def _read_airflow(reader: ConfigReader, target: Target | None) -> AirflowSetting
         maximum = reader.integer("maxWorkers", defaults.max_workers, minimum=1, maximum=25)
         if minimum > maximum:
             reader.problem("minWorkers", minimum, f"at most maxWorkers ({maximum})")
-        for name in ("executor", "workers", "host", "highAvailability", "logsStorageGb"):
+        for name in (
+            "executor",
+            "workers",
+            "host",
+            "highAvailability",
+            "ingressClass",
+            "tlsSecret",
+            "logsStorageClass",
+            "logsStorageGb",
+        ):
             reader.reject(name, "only with target 'kubernetes'")
+        cidrs, groups = _read_web_access_peers(reader, web_access)
         reader.finish()
         return AirflowSettings(
             enabled=enabled,
@@ -1190,6 +1420,8 @@ def _read_airflow(reader: ConfigReader, target: Target | None) -> AirflowSetting
             environment_class=environment_class,
             min_workers=minimum,
             max_workers=maximum,
+            web_access_cidrs=cidrs,
+            web_access_security_group_ids=groups,
         )
     executor = (
         reader.string(
@@ -1211,7 +1443,36 @@ def _read_airflow(reader: ConfigReader, target: Target | None) -> AirflowSetting
         reader.problem("host", host, "only with webAccess 'public'")
     if web_access == "public" and not host:
         reader.problem("webAccess", web_access, "'public' on Kubernetes needs host")
-    for name in ("environmentClass", "minWorkers", "maxWorkers"):
+    ingress_class = reader.string(
+        "ingressClass", pattern=DNS_LABEL, describe="an IngressClass name"
+    )
+    tls_secret = reader.string("tlsSecret", pattern=DNS_LABEL, describe="a Secret name")
+    for name, value in (("ingressClass", ingress_class), ("tlsSecret", tls_secret)):
+        if value and not host:
+            reader.problem(name, value, "only together with host")
+    logs_class = reader.string(
+        "logsStorageClass",
+        pattern=rf"{DNS_LABEL}(\.{DNS_LABEL})*",
+        describe="a StorageClass that offers ReadWriteMany volumes",
+        max_length=253,
+    )
+    logs_storage_gb = reader.integer(
+        "logsStorageGb", defaults.logs_storage_gb, minimum=1, maximum=65536
+    )
+    if reader.has("logsStorageGb") and not logs_class:
+        reader.problem(
+            "logsStorageGb",
+            logs_storage_gb,
+            "only with logsStorageClass (a shared log volume needs a ReadWriteMany class; "
+            "without one, task logs go to the archive)",
+        )
+    for name in (
+        "environmentClass",
+        "minWorkers",
+        "maxWorkers",
+        "webAccessCidrs",
+        "webAccessSecurityGroupIds",
+    ):
         reader.reject(name, "only with target 'aws'")
     settings = AirflowSettings(
         enabled=enabled,
@@ -1222,26 +1483,119 @@ def _read_airflow(reader: ConfigReader, target: Target | None) -> AirflowSetting
         workers=workers,
         host=host,
         high_availability=reader.boolean("highAvailability", False),
-        logs_storage_gb=reader.integer(
-            "logsStorageGb", defaults.logs_storage_gb, minimum=1, maximum=65536
-        ),
+        ingress_class=ingress_class,
+        tls_secret=tls_secret,
+        logs_storage_class=logs_class,
+        logs_storage_gb=logs_storage_gb,
     )
     reader.finish()
     return settings
 
 
-def _read_dags(reader: ConfigReader, target: Target | None) -> DagSource:
+def _read_web_access_peers(
+    reader: ConfigReader, web_access: str
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Who may reach a private MWAA web server besides MWAA itself (VPN, bastion)."""
+    cidrs = reader.string_list(
+        "webAccessCidrs",
+        item_pattern=r"\d{1,3}(\.\d{1,3}){3}/\d{1,2}",
+        describe="an IPv4 CIDR such as 10.8.0.0/16 (VPN clients, a bastion's subnet)",
+    )
+    valid: list[str] = []
+    for index, cidr in enumerate(cidrs or ()):
+        try:
+            network = ipaddress.IPv4Network(cidr, strict=True)
+        except ValueError:
+            reader.problem(
+                f"webAccessCidrs[{index}]",
+                cidr,
+                "an IPv4 network: its first address and a prefix of 1 to 32 (e.g. 10.8.0.0/16)",
+            )
+            continue
+        if network.prefixlen == 0:
+            reader.problem(
+                f"webAccessCidrs[{index}]",
+                cidr,
+                "a specific network (VPN, bastion); for internet access use webAccess 'public'",
+            )
+            continue
+        valid.append(cidr)
+    groups = reader.string_list(
+        "webAccessSecurityGroupIds",
+        item_pattern=r"sg-[0-9a-f]{8,17}",
+        describe="a security group id (sg-...)",
+    )
+    if web_access != "private":
+        for name in ("webAccessCidrs", "webAccessSecurityGroupIds"):
+            if reader.has(name):
+                reader.problem(
+                    name,
+                    reader.data[name],
+                    "only with webAccess 'private' (a public web server is reached over the "
+                    "internet)",
+                )
+    return tuple(sorted(set(valid))), tuple(sorted(set(groups or ())))
+
+
+def _read_dags(reader: ConfigReader, target: Target | None, *, is_secret: bool) -> DagSource:
     kinds = ("repository",) if target == "aws" else ("repository", "git", "image")
     kind = reader.string("source", "repository", choices=kinds) or "repository"
     if kind == "git":
+        repository = reader.string(
+            "repository",
+            required=True,
+            pattern=r"(https://|ssh://|git@)\S+",
+            describe="a git URL (https://, ssh:// or git@)",
+        )
+        credentials = {}
+        for name in ("token", "sshKey"):
+            value = reader.string(name, describe="a credential string")
+            if value is not None and not is_secret:
+                reader.problem(name, HIDDEN, _set_secret_hint(reader.key(name)))
+            credentials[name] = value
+        username = reader.string("username", pattern=r"[\w.@-]{1,128}", describe="a git user name")
+        known_hosts = reader.string(
+            "knownHosts",
+            pattern=r"(?s)\S+ \S+ \S+.*",
+            describe="known_hosts lines of the git host (ssh-keyscan <host>)",
+        )
+        over_ssh = bool(repository) and not repository.startswith("https://")
+        if over_ssh:
+            for name, value in (("token", credentials["token"]), ("username", username)):
+                if value is not None:
+                    reader.problem(
+                        name,
+                        HIDDEN if name == "token" else value,
+                        "only with an https:// repository (SSH uses sshKey)",
+                    )
+            if credentials["sshKey"] is None:
+                reader.problem(
+                    "sshKey", None, "required for an SSH repository URL (set it as a secret)"
+                )
+            if known_hosts is None:
+                reader.problem(
+                    "knownHosts",
+                    None,
+                    "required with an SSH repository: the host's known_hosts lines, so "
+                    "git-sync verifies whom it talks to",
+                )
+        elif repository:
+            for name, value in (("sshKey", credentials["sshKey"]), ("knownHosts", known_hosts)):
+                if value is not None:
+                    reader.problem(
+                        name,
+                        HIDDEN if name == "sshKey" else value,
+                        "only with an ssh:// or git@ repository URL",
+                    )
+            if username and not credentials["token"]:
+                reader.problem("username", username, "only together with token")
         source = DagSource(
             kind=kind,
-            repository=reader.string(
-                "repository",
-                required=True,
-                pattern=r"(https://|ssh://|git@)\S+",
-                describe="a git URL (https://, ssh:// or git@)",
-            ),
+            repository=repository,
+            username=(username or "git") if credentials["token"] else None,
+            token=credentials["token"],
+            ssh_key=credentials["sshKey"],
+            known_hosts=known_hosts,
             ref=reader.string(
                 "ref", "main", pattern=r"[\w./-]+", describe="a branch, tag or commit"
             )

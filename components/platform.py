@@ -11,6 +11,7 @@ from typing import Any
 import pulumi
 
 from components.config import PlatformConfig
+from components.postgres import MAJOR_VERSION_OUTPUT
 
 
 class Platform(pulumi.ComponentResource):
@@ -35,6 +36,7 @@ class Platform(pulumi.ComponentResource):
 
         from components.airflow.aws import MwaaAirflow, MwaaAirflowArgs
         from components.archive.aws import ArchiveBucket, ArchiveBucketArgs
+        from components.aws_logs import LogSettings, platform_key_policy
         from components.consumers.aws import AwsConsumers, AwsConsumersArgs
         from components.ingest.aws import LambdaCollector, LambdaCollectorArgs
         from components.network.aws import (
@@ -55,13 +57,20 @@ class Platform(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         child = pulumi.ResourceOptions(parent=self, providers={"aws": provider})
+        identity = aws.get_caller_identity_output(
+            opts=pulumi.InvokeOutputOptions(parent=self, provider=provider)
+        )
+        region = config.aws.region
         self.key = aws.kms.Key(
             f"{name}-key",
             description=f"liftoff {config.stack}: encryption at rest for the platform's data",
             enable_key_rotation=True,
             deletion_window_in_days=30,
+            # The account's default statement plus CloudWatch Logs, so log groups use this key.
+            policy=identity.account_id.apply(lambda account: platform_key_policy(account, region)),
             opts=child,
         )
+        logs = LogSettings(retention_days=config.aws.log_retention_days, kms_key_arn=self.key.arn)
         aws.kms.Alias(
             f"{name}-key-alias",
             name=f"alias/{config.prefix}",
@@ -75,6 +84,7 @@ class Platform(pulumi.ComponentResource):
                 settings=config.aws,
                 discovery_domain=f"{config.prefix}.internal",
                 interface_endpoints=endpoints,
+                logs=logs,
             ),
             opts=child,
         )
@@ -85,6 +95,7 @@ class Platform(pulumi.ComponentResource):
                 network=self.network,
                 identifier=f"{config.prefix}-postgres",
                 kms_key_arn=self.key.arn,
+                logs=logs,
             ),
             opts=child,
         )
@@ -105,6 +116,7 @@ class Platform(pulumi.ComponentResource):
                 stream=self.stream,
                 function_name=f"{config.prefix}-collector",
                 kms_key_arn=self.key.arn,
+                logs=logs,
             ),
             opts=child,
         )
@@ -132,6 +144,7 @@ class Platform(pulumi.ComponentResource):
                 destinations=config.destinations,
                 network=self.network,
                 kms_key_arn=self.key.arn,
+                logs=logs,
             ),
             opts=child,
         )
@@ -148,12 +161,15 @@ class Platform(pulumi.ComponentResource):
                     reconcile_function_arn=reconciler.function.arn if reconciler else None,
                     reconcile_function_name=reconciler.function.name if reconciler else None,
                     protect=config.deletion_protection,
+                    logs=logs,
                 ),
                 opts=child,
             )
             self.outputs["airflowUrl"] = self.airflow.endpoint.url
         self.outputs["vpcId"] = self.network.vpc_id
         self.outputs["postgres"] = self.postgres.connection.public_view()
+        # Read back on the next update to refuse (Kubernetes) or allow (RDS) a major change.
+        self.outputs[MAJOR_VERSION_OUTPUT] = config.postgres.version
         self.outputs["archive"] = self.archive.location.bucket.apply(
             lambda bucket: {"bucket": bucket}
         )
@@ -302,6 +318,8 @@ class Platform(pulumi.ComponentResource):
             self.outputs["airflowUrl"] = self.airflow.endpoint.url
         self.outputs["namespace"] = self.network.namespace
         self.outputs["postgres"] = self.postgres.connection.public_view()
+        # Read back on the next update to refuse (Kubernetes) or allow (RDS) a major change.
+        self.outputs[MAJOR_VERSION_OUTPUT] = config.postgres.version
         if self.archive is not None:
             self.outputs["archive"] = {
                 "bucket": config.archive.bucket_name,

@@ -68,6 +68,11 @@ class ConfigReader:
     def has(self, name: str) -> bool:
         return name in self.data
 
+    def raw(self, name: str) -> Any:
+        """The value as given (None when absent), for shapes the typed readers do not cover."""
+        value = self._raw(name)
+        return None if value is _MISSING else value
+
     def _raw(self, name: str) -> Any:
         self._seen.add(name)
         return self.data.get(name, _MISSING)

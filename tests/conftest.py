@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 
 import pytest
+import yaml
 
 from tests.harness import STACK_FILES, ProgramRun, run_program, stack_name_of
 
@@ -24,6 +25,19 @@ def stack_run(name: str) -> ProgramRun:
 
 @pytest.fixture(params=[stack_name_of(p) for p in STACK_FILES])
 def any_stack(request) -> ProgramRun:
+    return stack_run(request.param)
+
+
+AWS_STACKS = [
+    stack_name_of(p)
+    for p in STACK_FILES
+    if (yaml.safe_load(p.read_text()).get("config") or {}).get("liftoff:target") == "aws"
+]
+
+
+@pytest.fixture(params=AWS_STACKS)
+def aws_stack(request) -> ProgramRun:
+    """The program run of every shipped AWS stack."""
     return stack_run(request.param)
 
 

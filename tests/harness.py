@@ -133,10 +133,18 @@ def _to_config_string(value: Any) -> str:
 class LiftoffMocks(pulumi.runtime.Mocks):
     """Plays the cloud providers: echoes inputs back and adds the outputs providers compute."""
 
-    def __init__(self, region: str = "eu-west-1"):
+    def __init__(
+        self, region: str = "eu-west-1", previous_outputs: Mapping[str, Any] | None = None
+    ):
         self.region = region
+        # What the stack exported on its previous update (a new stack: nothing).
+        self.previous_outputs = dict(previous_outputs or {})
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
+        if args.typ == "pulumi:pulumi:StackReference":
+            # A read, not a registration: the referenced stack's outputs.
+            state = {**args.inputs, "outputs": self.previous_outputs, "secretOutputNames": []}
+            return args.resource_id, state
         if not args.custom:
             return None, {}
         state = dict(args.inputs)
@@ -144,8 +152,12 @@ class LiftoffMocks(pulumi.runtime.Mocks):
         token = args.typ
         if token.startswith("aws:"):
             service = token.split(":")[1].split("/")[0]
-            state.setdefault("arn", f"arn:aws:{service}:{self.region}:{ACCOUNT_ID}:{args.name}")
             state.setdefault("name", args.name)
+            state.setdefault(
+                "arn",
+                self._arn(token, state)
+                or f"arn:aws:{service}:{self.region}:{ACCOUNT_ID}:{args.name}",
+            )
         if token == "aws:rds/instance:Instance":
             address = f"{state.get('identifier', args.name)}.c0ffee.{self.region}.rds.amazonaws.com"
             state.update(address=address, endpoint=f"{address}:5432", port=5432)
@@ -167,11 +179,43 @@ class LiftoffMocks(pulumi.runtime.Mocks):
         elif token == "random:index/randomBytes:RandomBytes":
             raw = hashlib.sha256(args.name.encode()).digest()[: int(state.get("length", 32))]
             state.update(base64=base64.b64encode(raw).decode(), hex=raw.hex())
+        elif token == "random:index/randomId:RandomId":
+            # Like the provider: new bytes whenever the keepers change.
+            seed = json.dumps([args.name, state.get("keepers")], sort_keys=True, default=str)
+            raw = hashlib.sha256(seed.encode()).digest()[: int(state.get("byteLength", 8))]
+            state.update(hex=raw.hex(), b64Url=base64.urlsafe_b64encode(raw).decode().rstrip("="))
         elif token == "aws:mwaa/environment:Environment":
             state["webserverUrl"] = f"{args.name}.airflow.{self.region}.on.aws"
         elif token.startswith("kubernetes:") and isinstance(state.get("metadata"), dict):
             state["metadata"] = {"name": args.name, **state["metadata"]}
         return resource_id, state
+
+    def _arn(self, token: str, state: dict) -> str | None:
+        """The ARN shape AWS gives the resource types IAM policies name, so that policies can
+        be checked against each action's resource types (tests/components/test_aws_iam.py)."""
+        where = f"{self.region}:{ACCOUNT_ID}"
+        name = state["name"]
+        if token == "aws:s3/bucket:Bucket":
+            return f"arn:aws:s3:::{state.get('bucket') or state.get('bucketPrefix') or name}"
+        if token == "aws:kms/key:Key":
+            digest = hashlib.sha256(name.encode()).hexdigest()
+            key_id = f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
+            return f"arn:aws:kms:{where}:key/{key_id}"
+        if token == "aws:lambda/function:Function":
+            return f"arn:aws:lambda:{where}:function:{name}"
+        if token == "aws:kinesis/stream:Stream":
+            return f"arn:aws:kinesis:{where}:stream/{name}"
+        if token == "aws:kinesis/streamConsumer:StreamConsumer":
+            return f"{state['streamArn']}/consumer/{name}:1700000000"
+        if token == "aws:sqs/queue:Queue":
+            return f"arn:aws:sqs:{where}:{name}"
+        if token == "aws:secretsmanager/secret:Secret":
+            return f"arn:aws:secretsmanager:{where}:secret:{name}-AbCdEf"
+        if token == "aws:cloudwatch/logGroup:LogGroup":
+            return f"arn:aws:logs:{where}:log-group:{name}"
+        if token == "aws:iam/role:Role":
+            return f"arn:aws:iam::{ACCOUNT_ID}:role/{name}"
+        return None
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict:
         if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
@@ -254,8 +298,12 @@ def run_program(
     overrides: Mapping[str, Any] | None = None,
     remove: tuple[str, ...] = (),
     stack: str | None = None,
+    previous_outputs: Mapping[str, Any] | None = None,
 ) -> ProgramRun:
-    """Run `__main__.py` with the config of `stack_file` (plus `overrides`, minus `remove`)."""
+    """Run `__main__.py` with the config of `stack_file` (plus `overrides`, minus `remove`).
+
+    `previous_outputs` are the stack outputs of an earlier update (default: a new stack).
+    """
     path = Path(stack_file)
     if not path.is_absolute():
         path = ROOT / path
@@ -263,9 +311,16 @@ def run_program(
     for key in remove:
         config.pop(key, None)
     for key, value in (overrides or {}).items():
+        value, is_secret = _decrypt_placeholders(key, value)
+        if is_secret:
+            secret_keys.add(key)
         config[key] = _to_config_string(value)
     stack = stack or stack_name_of(path)
-    return run_with_config(config, secret_keys=secret_keys, stack=stack)
+    monitor = None
+    if previous_outputs:
+        region = config.get("aws:region", "eu-west-1")
+        monitor = RecordingMonitor(LiftoffMocks(region=region, previous_outputs=previous_outputs))
+    return run_with_config(config, secret_keys=secret_keys, stack=stack, monitor=monitor)
 
 
 def _ensure_event_loop() -> None:
@@ -292,6 +347,11 @@ def run_with_config(
 ) -> ProgramRun:
     """Run `program` (default: the real `__main__.py`) with `config` in the mock runtime."""
     _ensure_event_loop()
+    # A run that failed (a refused change, tested on purpose) leaves its error and pending
+    # outputs in the runtime's global state; start clean.
+    settings.SETTINGS.rpc_manager.clear()
+    with settings.SETTINGS.lock:
+        settings.SETTINGS.outputs.clear()
     region = config.get("aws:region", "eu-west-1")
     monitor = monitor or RecordingMonitor(LiftoffMocks(region=region))
     settings.ROOT.set(None)

@@ -10,11 +10,21 @@ import pulumi_aws as aws
 
 from components import aws_iam
 from components.airflow import DAGS_DIR, AirflowEndpoint, dag_files
+from components.aws_logs import LogSettings, log_group
 from components.aws_s3 import secure_bucket
 from components.config import AirflowSettings
-from components.network.aws import AwsNetwork
+from components.network.aws import MWAA_ENDPOINTS, AwsNetwork
 
 LOG_LEVEL = "INFO"
+# MWAA's logging parts and the group each writes to: `airflow-<environment>-<suffix>`.
+LOG_PARTS = {
+    "dag_processing_logs": "DAGProcessing",
+    "scheduler_logs": "Scheduler",
+    "task_logs": "Task",
+    "webserver_logs": "WebServer",
+    "worker_logs": "Worker",
+}
+WEB_PORT = 443
 
 
 @dataclass(frozen=True)
@@ -29,6 +39,8 @@ class MwaaAirflowArgs:
     """The warehouse reconciliation Lambda the DAG invokes (None without a warehouse)."""
     reconcile_function_name: pulumi.Input[str] | None = None
     protect: bool = True
+    logs: LogSettings | None = None
+    """Default: 365-day retention, AWS-managed encryption of MWAA's five log groups."""
 
 
 class MwaaAirflow(pulumi.ComponentResource):
@@ -39,9 +51,12 @@ class MwaaAirflow(pulumi.ComponentResource):
       files never show a diff;
     - its own security group (MWAA's components reach each other through it; nothing else
       may reach in) in two of the stack's private subnets;
-    - an execution role limited to that bucket, its own log groups and metrics, MWAA's own
-      task queues, the platform key and — for the reconciliation DAG — invoking one function;
-    - all five CloudWatch log streams on; the web server private unless the stack opts out.
+    - an execution role following AWS's execution-role policy for an AWS-owned key (see
+      `_execution_role`), plus invoking one function for the reconciliation DAG;
+    - its five log groups created beforehand (MWAA writes into existing groups), so they get
+      the stack's retention and the platform key;
+    - the web server private unless the stack opts out; `webAccessCidrs` /
+      `webAccessSecurityGroupIds` admit a VPN or bastion to it on HTTPS.
     """
 
     def __init__(
@@ -50,13 +65,14 @@ class MwaaAirflow(pulumi.ComponentResource):
         super().__init__("liftoff:airflow:MwaaAirflow", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         settings = args.settings
-        self.dag_bucket = secure_bucket(
+        dag_bucket = secure_bucket(
             f"{name}-dags",
             kms_key_arn=args.kms_key_arn,
             parent=self,
             name_prefix=f"{args.environment_name}-dags-",
             protect=args.protect,
         )
+        self.dag_bucket = dag_bucket.bucket
         objects = []
         for path in dag_files():
             key = f"dags/{path.relative_to(DAGS_DIR).as_posix()}"
@@ -83,7 +99,8 @@ class MwaaAirflow(pulumi.ComponentResource):
                     "to_port": 0,
                     "self": True,
                     "description": "MWAA components among themselves",
-                }
+                },
+                *self._web_access_rules(settings),
             ],
             egress=[
                 {
@@ -96,7 +113,17 @@ class MwaaAirflow(pulumi.ComponentResource):
             ],
             opts=child,
         )
-        self.role = self._execution_role(name, args)
+        logs = args.logs or LogSettings(retention_days=365, kms_key_arn=None)
+        self.log_groups = [
+            log_group(
+                f"{name}-logs-{suffix.lower()}",
+                log_group_name=f"airflow-{args.environment_name}-{suffix}",
+                logs=logs,
+                parent=self,
+            )
+            for suffix in LOG_PARTS.values()
+        ]
+        self.role, self.role_policy = self._execution_role(name, args)
         self.environment = aws.mwaa.Environment(
             f"{name}-environment",
             name=args.environment_name,
@@ -107,8 +134,8 @@ class MwaaAirflow(pulumi.ComponentResource):
             source_bucket_arn=self.dag_bucket.arn,
             dag_s3_path="dags",
             execution_role_arn=self.role.arn,
-            # MWAA encrypts its metadata with an AWS-owned key; a customer key would need a key
-            # policy for CloudWatch Logs, which the platform key deliberately does not carry.
+            # No kms_key: MWAA encrypts its metadata and Celery queues (in MWAA's account) with
+            # an AWS-owned key; the execution role follows AWS's policy for that choice.
             network_configuration={
                 "security_group_ids": [self.security_group.id],
                 # MWAA takes exactly two private subnets in different zones.
@@ -118,17 +145,24 @@ class MwaaAirflow(pulumi.ComponentResource):
             if settings.web_access == "public"
             else "PRIVATE_ONLY",
             logging_configuration={
-                part: {"enabled": True, "log_level": LOG_LEVEL}
-                for part in (
-                    "dag_processing_logs",
-                    "scheduler_logs",
-                    "task_logs",
-                    "webserver_logs",
-                    "worker_logs",
-                )
+                part: {"enabled": True, "log_level": LOG_LEVEL} for part in LOG_PARTS
             },
             airflow_configuration_options=self._liftoff_config(args),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=objects, protect=args.protect),
+            # Edges the engine cannot infer: MWAA requires its source bucket versioned and
+            # closed to the public; without the rest the environment can come up unable to read
+            # its DAGs, reach AWS from its private subnets, or write into groups that carry the
+            # stack's retention.
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[
+                    *objects,
+                    *dag_bucket.settings,
+                    self.role_policy,
+                    *self.log_groups,
+                    *args.network.endpoints_for((*MWAA_ENDPOINTS, "s3")),
+                ],
+                protect=args.protect,
+            ),
         )
         url = pulumi.Output.concat("https://", self.environment.webserver_url)
         self.endpoint = AirflowEndpoint(url=url)
@@ -142,7 +176,35 @@ class MwaaAirflow(pulumi.ComponentResource):
             config["liftoff.reconcile_function"] = args.reconcile_function_name
         return config
 
-    def _execution_role(self, name: str, args: MwaaAirflowArgs) -> aws.iam.Role:
+    @staticmethod
+    def _web_access_rules(settings: AirflowSettings) -> list[dict]:
+        """HTTPS to the private web server (MWAA's VPC endpoint uses this group) from a VPN or
+        bastion; none by default."""
+        rules: list[dict] = [
+            {
+                "protocol": "tcp",
+                "from_port": WEB_PORT,
+                "to_port": WEB_PORT,
+                "cidr_blocks": [cidr],
+                "description": f"Airflow UI from {cidr}",
+            }
+            for cidr in settings.web_access_cidrs
+        ]
+        rules += [
+            {
+                "protocol": "tcp",
+                "from_port": WEB_PORT,
+                "to_port": WEB_PORT,
+                "security_groups": [group],
+                "description": f"Airflow UI from {group}",
+            }
+            for group in settings.web_access_security_group_ids
+        ]
+        return rules
+
+    def _execution_role(
+        self, name: str, args: MwaaAirflowArgs
+    ) -> tuple[aws.iam.Role, aws.iam.RolePolicy]:
         role = aws.iam.Role(
             f"{name}-role",
             description="liftoff MWAA execution role",
@@ -177,86 +239,131 @@ class MwaaAirflow(pulumi.ComponentResource):
             args.environment_name,
             "-*",
         )
-        celery_queues = pulumi.Output.concat("arn:aws:sqs:", args.region, ":*:airflow-celery-*")
         inputs = [
             environment_arn,
             self.dag_bucket.arn,
             log_groups,
-            celery_queues,
             args.kms_key_arn,
             args.reconcile_function_arn or "",
+            identity.account_id,
         ]
+        region = args.region
 
         def policy(values: list[str]) -> str:
-            environment, bucket, logs, queues, key, reconcile = values
-            statements = [
-                {"Effect": "Allow", "Action": ["airflow:PublishMetrics"], "Resource": environment},
-                {
-                    "Effect": "Allow",
-                    "Action": [
-                        "s3:GetObject",
-                        "s3:GetObjectVersion",
-                        "s3:ListBucket",
-                        "s3:GetBucketLocation",
-                        "s3:GetBucketPublicAccessBlock",
-                        "s3:GetAccountPublicAccessBlock",
-                    ],
-                    "Resource": [bucket, f"{bucket}/*"],
-                },
-                {
-                    "Effect": "Allow",
-                    "Action": [
-                        "logs:CreateLogStream",
-                        "logs:CreateLogGroup",
-                        "logs:PutLogEvents",
-                        "logs:GetLogEvents",
-                        "logs:GetLogRecord",
-                        "logs:GetLogGroupFields",
-                        "logs:GetQueryResults",
-                        "logs:DescribeLogGroups",
-                    ],
-                    "Resource": [logs, f"{logs}:*"],
-                },
-                # CloudWatch metrics have no resource-level permissions.
-                {
-                    "Effect": "Allow",
-                    "Action": ["cloudwatch:PutMetricData"],
-                    "Resource": "*",
-                    "Condition": {"StringEquals": {"cloudwatch:namespace": "AmazonMWAA"}},
-                },
-                {
-                    "Effect": "Allow",
-                    "Action": [
-                        "sqs:ChangeMessageVisibility",
-                        "sqs:DeleteMessage",
-                        "sqs:GetQueueAttributes",
-                        "sqs:GetQueueUrl",
-                        "sqs:ReceiveMessage",
-                        "sqs:SendMessage",
-                    ],
-                    "Resource": queues,
-                },
-                {
-                    "Effect": "Allow",
-                    "Action": [
-                        "kms:Decrypt",
-                        "kms:DescribeKey",
-                        "kms:GenerateDataKey",
-                        "kms:Encrypt",
-                    ],
-                    "Resource": key,
-                },
-            ]
-            if reconcile:
-                statements.append(
-                    {"Effect": "Allow", "Action": ["lambda:InvokeFunction"], "Resource": reconcile}
+            environment, bucket, logs, key, reconcile, account = values
+            return aws_iam.document(
+                mwaa_execution_statements(
+                    environment=environment,
+                    bucket=bucket,
+                    log_groups=logs,
+                    platform_key=key,
+                    account=account,
+                    region=region,
+                    reconcile_function=reconcile or None,
                 )
-            return aws_iam.document(statements)
+            )
 
-        aws.iam.RolePolicy(
+        role_policy = aws.iam.RolePolicy(
             f"{name}-role-policy",
             role=role.id,
             policy=pulumi.Output.all(*inputs).apply(policy),
             opts=pulumi.ResourceOptions(parent=self),
         )
-        return role
+        return role, role_policy
+
+
+def mwaa_execution_statements(
+    *,
+    environment: str,
+    bucket: str,
+    log_groups: str,
+    platform_key: str,
+    account: str,
+    region: str,
+    reconcile_function: str | None,
+) -> list[dict]:
+    """AWS's execution-role policy for an environment on an AWS-owned key, statement by
+    statement (docs.aws.amazon.com/mwaa/latest/userguide/mwaa-create-role.html), except:
+
+    - S3: AWS's `s3:GetObject*`, `s3:GetBucket*`, `s3:List*` are spelled out as the calls an
+      environment makes on its DAG bucket (the policy pack refuses wildcard actions); AWS's
+      `Deny s3:ListAllMyBuckets` is left out: nothing here allows it.
+    - `kms:GenerateDataKey*` is spelled out as `kms:GenerateDataKey` (what SQS calls).
+    - `cloudwatch:PutMetricData` is limited to MWAA's `AmazonMWAA` namespace.
+    - added: decrypting the DAG bucket's objects (platform key, through S3 only) and invoking
+      the reconcile function.
+
+    Three grants cannot be scoped further, as AWS documents: `logs:DescribeLogGroups`,
+    `s3:GetAccountPublicAccessBlock` and `cloudwatch:PutMetricData` have no resource type
+    (`*`), and MWAA's Celery queues live in an account of MWAA's (`arn:aws:sqs:<region>:*:`,
+    their KMS keys outside this account: `NotResource` this account's keys, via SQS only).
+    """
+    statements: list[dict] = [
+        {"Effect": "Allow", "Action": ["airflow:PublishMetrics"], "Resource": environment},
+        {
+            "Effect": "Allow",
+            "Action": [
+                "s3:GetObject",
+                "s3:GetObjectVersion",
+                "s3:GetBucketLocation",
+                "s3:GetBucketPublicAccessBlock",
+                "s3:GetBucketVersioning",
+                "s3:GetEncryptionConfiguration",
+                "s3:ListBucket",
+                "s3:ListBucketVersions",
+            ],
+            "Resource": [bucket, f"{bucket}/*"],
+        },
+        {
+            "Effect": "Allow",
+            "Action": [
+                "logs:CreateLogStream",
+                "logs:CreateLogGroup",
+                "logs:PutLogEvents",
+                "logs:GetLogEvents",
+                "logs:GetLogRecord",
+                "logs:GetLogGroupFields",
+                "logs:GetQueryResults",
+            ],
+            "Resource": [log_groups, f"{log_groups}:*"],
+        },
+        # No resource type: DescribeLogGroups lists, it cannot name a group.
+        {"Effect": "Allow", "Action": ["logs:DescribeLogGroups"], "Resource": "*"},
+        # No resource type: an account-level setting.
+        {"Effect": "Allow", "Action": ["s3:GetAccountPublicAccessBlock"], "Resource": "*"},
+        {
+            "Effect": "Allow",
+            "Action": ["cloudwatch:PutMetricData"],
+            "Resource": "*",
+            "Condition": {"StringEquals": {"cloudwatch:namespace": "AmazonMWAA"}},
+        },
+        {
+            "Effect": "Allow",
+            "Action": [
+                "sqs:ChangeMessageVisibility",
+                "sqs:DeleteMessage",
+                "sqs:GetQueueAttributes",
+                "sqs:GetQueueUrl",
+                "sqs:ReceiveMessage",
+                "sqs:SendMessage",
+            ],
+            "Resource": f"arn:aws:sqs:{region}:*:airflow-celery-*",
+        },
+        {
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKey", "kms:Encrypt"],
+            "NotResource": f"arn:aws:kms:*:{account}:key/*",
+            "Condition": {"StringLike": {"kms:ViaService": [f"sqs.{region}.amazonaws.com"]}},
+        },
+        {
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt", "kms:DescribeKey"],
+            "Resource": platform_key,
+            "Condition": {"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}},
+        },
+    ]
+    if reconcile_function:
+        statements.append(
+            {"Effect": "Allow", "Action": ["lambda:InvokeFunction"], "Resource": reconcile_function}
+        )
+    return statements

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,9 +34,27 @@ SECRET_NAMES = {
     "jwt": "airflow-jwt-secret",
     "webserver": "airflow-webserver-secret-key",
     "admin": "airflow-admin",
+    "redis": "airflow-redis-password",
+    "broker": "airflow-broker-url",
+    "git-https": "airflow-git-credentials",
+    "git-ssh": "airflow-git-ssh-key",
 }
 DAGS_CONFIG_MAP = "airflow-dags"
 METADATA_DIR = "/etc/airflow-metadata"
+# Where liftoff's own DAGs are mounted when the customer's DAGs come from git or an image;
+# Airflow reads them as a second DAG bundle.
+LIFTOFF_DAGS_DIR = "/opt/airflow/liftoff-dags"
+ARCHIVE_CREDENTIALS_DIR = "/etc/liftoff/archive"
+# The Airflow connection remote logging writes task logs through (the archive).
+ARCHIVE_CONNECTION_ID = "liftoff_archive"
+REDIS_PORT = 6379
+# The official redis image's `redis` user.
+REDIS_UID = 999
+# The chart's default user for the statsd exporter (nobody).
+STATSD_UID = 65534
+# git-sync's image runs as this user (registry.k8s.io/git-sync); it writes only to the
+# shared dags volume, group-owned through fsGroup 0.
+GIT_SYNC_UID = 65533
 COMPONENT_RESOURCES = {
     "requests": {"cpu": "250m", "memory": "512Mi"},
     "limits": {"cpu": "1", "memory": "2Gi"},
@@ -61,6 +80,25 @@ class KubernetesAirflowArgs:
     archive: ExternalArchive | None = None
     archive_settings: ArchiveSettings | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
+
+
+RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def _dag_bundles() -> str:
+    """Airflow 3 DAG bundles: the default DAG folder, plus liftoff's own DAGs."""
+    local = "airflow.dag_processing.bundles.local.LocalDagBundle"
+    return json.dumps(
+        [
+            {"name": "dags-folder", "classpath": local, "kwargs": {}},
+            {"name": "liftoff", "classpath": local, "kwargs": {"path": LIFTOFF_DAGS_DIR}},
+        ]
+    )
 
 
 def fernet_key(raw_base64: str) -> str:
@@ -96,15 +134,35 @@ def check_values(values: dict[str, Any]) -> None:
     for key in ("fernetKeySecretName", "apiSecretKeySecretName", "jwtSecretName"):
         if not values.get(key):
             problems.append(f"{key} must be set (never the chart's generated default)")
-    if values.get("createUserJob", {}).get("enabled"):
-        problems.append("createUserJob must stay disabled (it puts the password in args)")
+    for component in ("webserver", "apiServer"):
+        if values.get(component, {}).get("defaultUser", {}).get("enabled", True):
+            problems.append(
+                f"{component}.defaultUser.enabled must be false (the chart's user job puts "
+                "the password in args)"
+            )
     if values.get("migrateDatabaseJob", {}).get("useHelmHooks", True):
         problems.append("migrateDatabaseJob.useHelmHooks must be false (Pulumi runs no hooks)")
+    if values.get("pgbouncer", {}).get("enabled"):
+        problems.append("pgbouncer.enabled must be false (see README: PgBouncer)")
+    logs = values.get("logs", {}).get("persistence", {})
+    if logs.get("enabled") and not logs.get("storageClassName"):
+        problems.append(
+            "logs.persistence needs an explicit ReadWriteMany storageClassName (the chart's "
+            "claim is ReadWriteMany)"
+        )
     executor = values.get("executor")
     if executor not in ("KubernetesExecutor", "CeleryExecutor"):
         problems.append(f"executor {executor!r} is not supported")
     if executor == "CeleryExecutor" and not values.get("redis", {}).get("enabled"):
         problems.append("CeleryExecutor needs redis.enabled")
+    if executor == "CeleryExecutor" and not (
+        values.get("redis", {}).get("passwordSecretName")
+        and values.get("data", {}).get("brokerUrlSecretName")
+    ):
+        problems.append(
+            "redis.passwordSecretName and data.brokerUrlSecretName must be set (the chart "
+            "would generate a new password on every render)"
+        )
     pod = values.get("securityContexts", {}).get("pod", {})
     if not pod.get("runAsNonRoot") or pod.get("seccompProfile") != {"type": "RuntimeDefault"}:
         problems.append("securityContexts.pod must be restricted (non-root, seccomp)")
@@ -116,11 +174,14 @@ class KubernetesAirflow(pulumi.ComponentResource):
     """The official Airflow chart (pinned in `charts/airflow.yaml`) wired to the platform:
 
     - metadata in a database of its own on the platform Postgres (role `airflow`, created
-      idempotently before the chart), PgBouncer in front for high availability;
-    - Fernet, API and JWT keys generated once with pulumi-random into Secrets;
+      idempotently before the chart); no PgBouncer (Airflow 3 tasks use the API server);
+    - Fernet, API, JWT keys and the Redis password / broker URL generated once with
+      pulumi-random into Secrets (the chart's own would change on every render);
     - the migration job rendered as an ordinary Job (no Helm hooks under Pulumi), and an admin
       user job of liftoff's own that reads the password from a mounted Secret;
-    - DAGs from this repository (a ConfigMap), git-sync, or an image; task logs on a PVC;
+    - DAGs from this repository (a ConfigMap), git-sync (HTTPS token or SSH key Secrets), or
+      an image, with the platform's own DAGs always present; task logs to the archive by
+      remote logging, a shared ReadWriteMany volume only when a class for it is configured;
     - every image through the registry override; restricted security contexts; resources;
     - NetworkPolicies: Airflow pods among themselves, to Postgres, to the Kubernetes API
       (to launch task pods), and reconcile pods to Postgres and the archive.
@@ -158,7 +219,9 @@ class KubernetesAirflow(pulumi.ComponentResource):
         self._network_policies(name, labels)
 
         if args.settings.host:
-            url = pulumi.Output.from_input(f"https://{args.settings.host}")
+            # https only where the Ingress terminates TLS (a tlsSecret is configured).
+            scheme = "https" if args.settings.tls_secret else "http"
+            url = pulumi.Output.from_input(f"{scheme}://{args.settings.host}")
         else:
             url = pulumi.Output.from_input(
                 "http://"
@@ -203,6 +266,30 @@ class KubernetesAirflow(pulumi.ComponentResource):
             "webserver": {"webserver-secret-key": random_key("webserver")},
             "admin": {"username": "admin", "password": random_key("admin", 32)},
         }
+        settings = self._args.settings
+        if settings.executor == "CeleryExecutor":
+            # Generated once and kept in state: the chart's own would change on every render
+            # (no Helm hooks under Pulumi) while the running Redis keeps the first one.
+            redis_password = random_key("redis", 32)
+            values["redis"] = {"password": redis_password}
+            values["broker"] = {
+                "connection": pulumi.Output.format(
+                    "redis://:{0}@{1}-redis:{2}/0", redis_password, RELEASE, REDIS_PORT
+                )
+            }
+        dags = settings.dags
+        if dags.token:
+            # git-sync v4 reads GITSYNC_*; the chart's template maps the GIT_SYNC_* keys.
+            values["git-https"] = {
+                key: value
+                for prefix in ("GIT_SYNC_", "GITSYNC_")
+                for key, value in (
+                    (f"{prefix}USERNAME", dags.username or "git"),
+                    (f"{prefix}PASSWORD", dags.token),
+                )
+            }
+        if dags.ssh_key:
+            values["git-ssh"] = {"gitSshKey": dags.ssh_key}
         for role, data in values.items():
             secrets.append(
                 k8s.core.v1.Secret(
@@ -216,8 +303,7 @@ class KubernetesAirflow(pulumi.ComponentResource):
         return secrets
 
     def _dags_config_map(self, name: str, labels) -> k8s.core.v1.ConfigMap | None:
-        if self._args.settings.dags.kind != "repository":
-            return None
+        # Always: with DAGs from git or an image, the reconciliation DAG still comes from here.
         files = dag_files()
         return k8s.core.v1.ConfigMap(
             f"{name}-dags",
@@ -258,17 +344,34 @@ class KubernetesAirflow(pulumi.ComponentResource):
                     "fsGroup": 0,
                     "seccompProfile": {"type": "RuntimeDefault"},
                 },
-                "containers": {
-                    "allowPrivilegeEscalation": False,
-                    "capabilities": {"drop": ["ALL"]},
-                    "seccompProfile": {"type": "RuntimeDefault"},
-                },
+                # The chart's default for every Airflow-image container (scheduler, API
+                # server, workers, triggerer, DAG processor, jobs, their wait-for-migrations
+                # init containers and log groomers). The templates read `containers`, the
+                # schema documents `container`: both, so either chart reading applies.
+                "containers": RESTRICTED_CONTAINER,
+                "container": RESTRICTED_CONTAINER,
             },
-            "pgbouncer": {"enabled": high_availability, "resources": SMALL_RESOURCES},
+            # Airflow 3 tasks reach the metadata database through the API server, not
+            # directly, so the connection fan-out PgBouncer absorbs is gone; the chart's
+            # PgBouncer also cannot be configured from a metadata Secret (see README).
+            "pgbouncer": {"enabled": False},
+            # Off in charts/airflow.yaml; restricted all the same should a customer enable it.
+            "statsd": {
+                "securityContexts": {
+                    "pod": kube.pod_security_context(STATSD_UID),
+                    "container": RESTRICTED_CONTAINER,
+                }
+            },
             "redis": {
                 "enabled": settings.executor == "CeleryExecutor",
                 "resources": SMALL_RESOURCES,
                 "persistence": self._volume(8),
+                # Redis and git-sync do not inherit the global contexts (the chart's
+                # localPodSecurityContext / localContainerSecurityContext helpers).
+                "securityContexts": {
+                    "pod": kube.pod_security_context(REDIS_UID),
+                    "container": RESTRICTED_CONTAINER,
+                },
             },
             "scheduler": {
                 "replicas": 2 if high_availability else 1,
@@ -286,7 +389,7 @@ class KubernetesAirflow(pulumi.ComponentResource):
                 "persistence": self._volume(10),
             },
             "migrateDatabaseJob": {"resources": SMALL_RESOURCES},
-            "logs": {"persistence": self._volume(settings.logs_storage_gb)},
+            "logs": {"persistence": self._logs_volume()},
             "dags": self._dag_values(),
             "config": {
                 "core": {
@@ -296,22 +399,83 @@ class KubernetesAirflow(pulumi.ComponentResource):
                 "liftoff": self._liftoff_config(),
             },
         }
+        if settings.executor == "CeleryExecutor":
+            values["redis"]["passwordSecretName"] = SECRET_NAMES["redis"]
+            values["data"]["brokerUrlSecretName"] = SECRET_NAMES["broker"]
+        volumes: list[dict[str, Any]] = []
+        mounts: list[dict[str, Any]] = []
+        env: list[dict[str, str]] = []
+        dags_volume = {"name": "liftoff-dags", "configMap": {"name": DAGS_CONFIG_MAP}}
         if settings.dags.kind == "repository":
-            values["volumes"] = [{"name": "dags", "configMap": {"name": DAGS_CONFIG_MAP}}]
-            values["volumeMounts"] = [
-                {"name": "dags", "mountPath": "/opt/airflow/dags", "readOnly": True}
-            ]
+            volumes.append(dags_volume)
+            mounts.append(
+                {"name": "liftoff-dags", "mountPath": "/opt/airflow/dags", "readOnly": True}
+            )
+        else:
+            # The customer's DAGs fill the default bundle; the platform's reconciliation DAG
+            # runs alongside them from a bundle of its own.
+            volumes.append(dags_volume)
+            mounts.append({"name": "liftoff-dags", "mountPath": LIFTOFF_DAGS_DIR, "readOnly": True})
+            values["config"]["dag_processor"] = {"dag_bundle_config_list": _dag_bundles()}
         if settings.dags.kind == "image":
             repository, _, tag = (settings.dags.image or "").rpartition(":")
             values["images"]["airflow"] = {"repository": repository, "tag": tag}
-        if settings.host:
-            values["ingress"] = {
-                "apiServer": {
-                    "enabled": True,
-                    "hosts": [{"name": settings.host, "tls": {"enabled": False}}],
+        if args.archive is not None and args.archive_settings is not None:
+            # Task logs go to the archive (S3-compatible) with Airflow remote logging; the
+            # credentials stay in the archive's Secret, mounted as an AWS credentials file.
+            volumes.append(
+                {
+                    "name": "archive-credentials",
+                    "secret": {"secretName": args.archive.secret_name, "defaultMode": 0o440},
                 }
+            )
+            mounts.append(
+                {
+                    "name": "archive-credentials",
+                    "mountPath": ARCHIVE_CREDENTIALS_DIR,
+                    "readOnly": True,
+                }
+            )
+            env.extend(self._archive_connection_env(args.archive_settings))
+            values["config"]["logging"] = {
+                "remote_logging": "True",
+                "remote_base_log_folder": f"s3://{args.archive_settings.bucket_name}/airflow-logs",
+                "remote_log_conn_id": ARCHIVE_CONNECTION_ID,
             }
+        values["volumes"] = volumes
+        values["volumeMounts"] = mounts
+        if env:
+            values["env"] = env
+        if settings.host:
+            tls: dict[str, Any] = {"enabled": bool(settings.tls_secret)}
+            if settings.tls_secret:
+                tls["secretName"] = settings.tls_secret
+            ingress: dict[str, Any] = {
+                "enabled": True,
+                "hosts": [{"name": settings.host, "tls": tls}],
+            }
+            if settings.ingress_class:
+                ingress["ingressClassName"] = settings.ingress_class
+            values["ingress"] = {"apiServer": ingress}
         return deep_merge(pin.values, values)
+
+    @staticmethod
+    def _archive_connection_env(archive: ArchiveSettings) -> list[dict[str, str]]:
+        """The remote-logging connection (no secret in it) and where boto3 finds the keys."""
+        connection = {
+            "conn_type": "aws",
+            "extra": {"endpoint_url": archive.endpoint or "", "region_name": archive.region},
+        }
+        return [
+            {
+                "name": f"AIRFLOW_CONN_{ARCHIVE_CONNECTION_ID.upper()}",
+                "value": json.dumps(connection, sort_keys=True),
+            },
+            {
+                "name": "AWS_SHARED_CREDENTIALS_FILE",
+                "value": f"{ARCHIVE_CREDENTIALS_DIR}/credentials",
+            },
+        ]
 
     def _volume(self, size_gb: int) -> dict[str, Any]:
         volume: dict[str, Any] = {"enabled": True, "size": f"{size_gb}Gi"}
@@ -319,21 +483,37 @@ class KubernetesAirflow(pulumi.ComponentResource):
             volume["storageClassName"] = self._args.storage_class
         return volume
 
+    def _logs_volume(self) -> dict[str, Any]:
+        """The chart's shared log claim is ReadWriteMany: only with a class that offers it."""
+        settings = self._args.settings
+        if not settings.logs_storage_class:
+            return {"enabled": False}
+        return {
+            "enabled": True,
+            "size": f"{settings.logs_storage_gb}Gi",
+            "storageClassName": settings.logs_storage_class,
+        }
+
     def _dag_values(self) -> dict[str, Any]:
         dags = self._args.settings.dags
         if dags.kind != "git":
             return {"gitSync": {"enabled": False}, "persistence": {"enabled": False}}
-        return {
-            "persistence": {"enabled": False},
-            "gitSync": {
-                "enabled": True,
-                "repo": dags.repository,
-                "branch": dags.ref,
-                "rev": "HEAD",
-                "subPath": dags.path,
-                "resources": SMALL_RESOURCES,
-            },
+        git_sync: dict[str, Any] = {
+            "enabled": True,
+            "repo": dags.repository,
+            "branch": dags.ref,
+            "rev": "HEAD",
+            "subPath": dags.path,
+            "resources": SMALL_RESOURCES,
+            "uid": GIT_SYNC_UID,
+            "securityContexts": {"container": {**RESTRICTED_CONTAINER, "runAsUser": GIT_SYNC_UID}},
         }
+        if dags.token:
+            git_sync["credentialsSecret"] = SECRET_NAMES["git-https"]
+        if dags.ssh_key:
+            git_sync["sshKeySecret"] = SECRET_NAMES["git-ssh"]
+            git_sync["knownHosts"] = dags.known_hosts
+        return {"persistence": {"enabled": False}, "gitSync": git_sync}
 
     def _liftoff_config(self) -> dict[str, str]:
         """The `[liftoff]` section the reconciliation DAG reads (no secrets: names only)."""
@@ -499,3 +679,5 @@ class KubernetesAirflow(pulumi.ComponentResource):
         args.postgres.grant_connect(reconcile)
         if args.archive is not None:
             args.archive.grant_read(reconcile)
+            # Remote logging: every Airflow pod writes task logs to the archive.
+            args.archive.grant_write(airflow)

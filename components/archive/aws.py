@@ -48,7 +48,7 @@ class ArchiveBucket(pulumi.ComponentResource):
             bucket_name=settings.bucket_name,
             name_prefix=args.name_prefix,
             protect=args.protect,
-        )
+        ).bucket
         rule: dict = {
             "id": "archive-tiering",
             "status": "Enabled",

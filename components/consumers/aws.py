@@ -13,6 +13,7 @@ import pulumi_aws as aws
 from components import aws_iam
 from components.archive.aws import ArchiveBucket
 from components.aws_lambda import packaged_function
+from components.aws_logs import LogSettings
 from components.config import ArchiveSettings, Destination, WarehouseSettings
 from components.consumers import (
     ARCHIVER_RUNTIME,
@@ -28,6 +29,15 @@ from components.postgres.aws import RdsPostgres
 from components.stream.aws import KinesisStream
 
 DEAD_LETTER_RETENTION_SECONDS = 14 * 24 * 3600  # the SQS maximum
+# Kinesis gives each shard 5 GetRecords/s and 2 MB/s of reads shared by every polling
+# consumer, and takes at most 1 MB/s of writes. Two pollers (archiver and loader) each keep up
+# with a shard written at its maximum; every broadcaster reads through its own enhanced
+# fan-out consumer (2 MB/s per shard for itself), so adding destinations never slows the
+# archive or the warehouse. See README "Kinesis read budget".
+SHARED_THROUGHPUT_CONSUMERS = ("archiver", "loader")
+# AWS APIs the in-VPC functions (loader, reconcile) call: their credentials and their
+# dead-letter queue; the archive through the S3 gateway endpoint.
+IN_VPC_APIS = ("secretsmanager", "sqs", "s3")
 MAX_RECORD_AGE_SECONDS = 7 * 24 * 3600  # the event-source mapping maximum
 
 
@@ -47,6 +57,8 @@ class VpcPlacement:
     vpc_id: pulumi.Input[str]
     subnet_ids: pulumi.Input[Sequence[str]]
     egress: Sequence[dict]
+    endpoints: Sequence[pulumi.Resource] = ()
+    """The VPC endpoints of the AWS APIs the function calls: the mapping waits for them."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +66,7 @@ class KinesisConsumerArgs:
     runtime: ConsumerRuntime
     stream: KinesisStream
     function_name: str
+    logs: LogSettings
     environment: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     batch_size: int = 500
     """Default: 500 records per invocation."""
@@ -70,6 +83,10 @@ class KinesisConsumerArgs:
     """Default: outside any VPC (the function reaches only AWS APIs)."""
     consume_stream: bool = True
     """Default: true. False for a function invoked on demand (no event-source mapping)."""
+    enhanced_fan_out: bool | None = None
+    """Default: true, except for the consumers in `SHARED_THROUGHPUT_CONSUMERS`, which poll the
+    shards' shared read throughput. True: reads through its own enhanced fan-out consumer
+    (`aws.kinesis.StreamConsumer`), outside the shared budget."""
 
 
 class KinesisConsumer(pulumi.ComponentResource):
@@ -122,6 +139,7 @@ class KinesisConsumer(pulumi.ComponentResource):
                 "LIFTOFF_LOG_LEVEL": "INFO",
             },
             parent=self,
+            logs=args.logs,
             memory_mb=args.memory_mb,
             timeout_seconds=args.timeout_seconds,
             vpc_config=vpc_config,
@@ -133,7 +151,7 @@ class KinesisConsumer(pulumi.ComponentResource):
             iam_role_name=self.role.name,
             security_group_id=self.security_group.id if args.vpc is not None else None,
         )
-        aws.iam.RolePolicy(
+        dead_letter_policy = aws.iam.RolePolicy(
             f"{name}-role-policy",
             role=self.role.id,
             policy=self.dead_letter_queue.arn.apply(
@@ -149,8 +167,22 @@ class KinesisConsumer(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        # Lambda checks, when the mapping is created, that the role may read the stream (or
+        # subscribe through the consumer) and send to the on-failure queue.
+        permissions.append(dead_letter_policy)
         if args.consume_stream:
             permissions.append(args.stream.grant_read(self.peer))
+        source_arn: pulumi.Input[str] = args.stream.stream.arn
+        self.stream_consumer: aws.kinesis.StreamConsumer | None = None
+        fan_out = args.enhanced_fan_out
+        if fan_out is None:
+            fan_out = args.runtime.name not in SHARED_THROUGHPUT_CONSUMERS
+        if args.consume_stream and fan_out:
+            self.stream_consumer, subscribe = args.stream.add_fan_out_consumer(self.peer)
+            source_arn = self.stream_consumer.arn
+            permissions.append(subscribe)
+        if args.vpc is not None:
+            permissions.extend(args.vpc.endpoints)
 
         self.mapping: aws.lambda_.EventSourceMapping | None = None
         if not args.consume_stream:
@@ -158,7 +190,7 @@ class KinesisConsumer(pulumi.ComponentResource):
             return
         self.mapping = aws.lambda_.EventSourceMapping(
             f"{name}-mapping",
-            event_source_arn=args.stream.stream.arn,
+            event_source_arn=source_arn,
             function_name=self.function.arn,
             starting_position="TRIM_HORIZON",
             batch_size=args.batch_size,
@@ -171,7 +203,6 @@ class KinesisConsumer(pulumi.ComponentResource):
             # One batch per shard at a time keeps each user's events in order.
             parallelization_factor=1,
             destination_config={"on_failure": {"destination_arn": self.dead_letter_queue.arn}},
-            # The mapping polls as the function's role: it needs the stream grant first.
             opts=pulumi.ResourceOptions(parent=self, depends_on=permissions),
         )
         self.register_outputs(
@@ -191,6 +222,7 @@ class AwsConsumersArgs:
     destinations: tuple[Destination, ...]
     network: AwsNetwork
     kms_key_arn: pulumi.Input[str]
+    logs: LogSettings
 
 
 class AwsConsumers(pulumi.ComponentResource):
@@ -209,6 +241,7 @@ class AwsConsumers(pulumi.ComponentResource):
                 runtime=ARCHIVER_RUNTIME,
                 stream=args.stream,
                 function_name=physical_name(args.prefix, ARCHIVER_RUNTIME.name),
+                logs=args.logs,
                 environment={
                     "LIFTOFF_ARCHIVE_BUCKET": args.archive.location.bucket,
                     "LIFTOFF_ARCHIVE_BATCH_MAX_EVENTS": str(archive.batch_max_events),
@@ -264,6 +297,7 @@ class AwsConsumers(pulumi.ComponentResource):
                     "description": "AWS APIs (VPC endpoints)",
                 },
             ],
+            endpoints=args.network.endpoints_for(IN_VPC_APIS),
         )
         self.loader = KinesisConsumer(
             f"{name}-loader",
@@ -271,6 +305,7 @@ class AwsConsumers(pulumi.ComponentResource):
                 runtime=LOADER_RUNTIME,
                 stream=args.stream,
                 function_name=physical_name(args.prefix, LOADER_RUNTIME.name),
+                logs=args.logs,
                 environment={
                     **loader_environment,
                     "LIFTOFF_LOADER_BATCH_MAX_EVENTS": str(warehouse.batch_max_events),
@@ -294,6 +329,7 @@ class AwsConsumers(pulumi.ComponentResource):
                 runtime=RECONCILE_RUNTIME,
                 stream=args.stream,
                 function_name=physical_name(args.prefix, RECONCILE_RUNTIME.name),
+                logs=args.logs,
                 environment={
                     **loader_environment,
                     "LIFTOFF_ARCHIVE_BUCKET": args.archive.location.bucket,
@@ -337,6 +373,7 @@ class AwsConsumers(pulumi.ComponentResource):
                 runtime=runtime,
                 stream=args.stream,
                 function_name=physical_name(args.prefix, runtime.name),
+                logs=args.logs,
                 environment={
                     "LIFTOFF_DESTINATION": destination_document(destination),
                     "LIFTOFF_DESTINATION_SECRET_ARN": secret.arn,

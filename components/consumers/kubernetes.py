@@ -19,7 +19,7 @@ import pulumi_kubernetes as k8s
 
 from components import kube
 from components.archive.kubernetes import ExternalArchive
-from components.config import ArchiveSettings, Destination, WarehouseSettings
+from components.config import ArchiveSettings, Destination, PrivateNetwork, WarehouseSettings
 from components.consumers import (
     ARCHIVER_RUNTIME,
     HEALTH_PORT,
@@ -141,6 +141,34 @@ class StreamConsumer(pulumi.ComponentResource):
             opts=child,
         )
         self.register_outputs({"deployment": self.deployment.metadata.name})
+
+
+def allow_private_egress(
+    name: str,
+    network: KubernetesNetwork,
+    peer: Peer,
+    networks: tuple[PrivateNetwork, ...],
+    labels: Mapping[str, str],
+    parent: pulumi.Resource,
+) -> None:
+    """Egress to the private ranges (and only their ports) a destination lists: an internal
+    webhook inside the customer's network. One rule per range, so ports do not cross over."""
+    k8s.networking.v1.NetworkPolicy(
+        name,
+        metadata=network.metadata(f"{peer.name}-private", labels),
+        spec={
+            "podSelector": {"matchLabels": dict(peer.pod_labels)},
+            "policyTypes": ["Egress"],
+            "egress": [
+                {
+                    "to": [{"ipBlock": {"cidr": private.cidr}}],
+                    "ports": [{"protocol": "TCP", "port": port} for port in private.ports],
+                }
+                for private in networks
+            ],
+        },
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
 
 
 def allow_internet_egress(
@@ -294,6 +322,15 @@ class KubernetesConsumers(pulumi.ComponentResource):
             allow_internet_egress(
                 f"{name}-{runtime.name}-internet", args.network, consumer.peer, labels, self
             )
+            if destination.private_networks:
+                allow_private_egress(
+                    f"{name}-{runtime.name}-private",
+                    args.network,
+                    consumer.peer,
+                    destination.private_networks,
+                    labels,
+                    self,
+                )
             self.broadcasters[destination.name] = consumer
         self.register_outputs({})
 

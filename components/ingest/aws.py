@@ -15,6 +15,7 @@ import pulumi_aws as aws
 
 from components import aws_iam
 from components.aws_lambda import packaged_function
+from components.aws_logs import LogSettings, log_group
 from components.config import IngestSettings, Source
 from components.ingest import (
     TRACKING_PATHS,
@@ -25,7 +26,6 @@ from components.ingest import (
 from components.network import Peer
 from components.stream.aws import KinesisStream
 
-LOG_RETENTION_DAYS = 90  # API access logs
 HANDLER = "services.aws_lambda.collector_handler"
 ACCESS_LOG_FORMAT = json.dumps(
     {
@@ -52,6 +52,8 @@ class LambdaCollectorArgs:
     """Physical Lambda name, e.g. `liftoff-prod-collector`; also names its log groups."""
     kms_key_arn: pulumi.Input[str]
     """Encrypts the write-keys secret."""
+    logs: LogSettings
+    """Retention and key of the function's and the API's log groups."""
 
 
 class LambdaCollector(pulumi.ComponentResource):
@@ -94,6 +96,7 @@ class LambdaCollector(pulumi.ComponentResource):
                 "LIFTOFF_LOG_LEVEL": "INFO",
             },
             parent=self,
+            logs=args.logs,
             memory_mb=settings.memory_mb,
             timeout_seconds=15,
         )
@@ -138,11 +141,11 @@ class LambdaCollector(pulumi.ComponentResource):
                 target=pulumi.Output.concat("integrations/", integration.id),
                 opts=child,
             )
-        access_logs = aws.cloudwatch.LogGroup(
+        access_logs = log_group(
             f"{name}-access-logs",
-            name=f"/aws/apigateway/{args.function_name}",
-            retention_in_days=LOG_RETENTION_DAYS,
-            opts=child,
+            log_group_name=f"/aws/apigateway/{args.function_name}",
+            logs=args.logs,
+            parent=self,
         )
         self.stage = aws.apigatewayv2.Stage(
             f"{name}-stage",

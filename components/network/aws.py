@@ -9,16 +9,19 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from components.aws_logs import LogSettings, log_group
 from components.config import AwsSettings
 
-FLOW_LOG_RETENTION_DAYS = 365
 # AWS APIs that functions inside the VPC call: credentials (Secrets Manager) and the
-# dead-letter queues (SQS). Kinesis is polled by Lambda's event-source mappings, outside.
+# dead-letter queues (SQS). Kinesis is polled by Lambda's event-source mappings, outside; S3
+# goes through the gateway endpoint; Lambda's own logs leave through the Lambda service.
+# tests/components/network/test_endpoint_audit.py derives these from the services' code.
 INTERFACE_ENDPOINTS = ("secretsmanager", "sqs")
-# What MWAA needs in a VPC without internet access (S3 goes through the gateway endpoint).
+# What MWAA needs in a VPC without internet access (AWS's list for private networking), plus
+# `lambda`: the reconciliation DAG invokes the reconcile function from the workers.
 MWAA_ENDPOINTS = (
-    "airflow.api", "airflow.env", "airflow.ops", "ecr.api", "ecr.dkr", "kms", "logs",
-    "monitoring",
+    "airflow.api", "airflow.env", "airflow.ops", "ecr.api", "ecr.dkr", "kms", "lambda", "logs",
+    "monitoring", "sqs",
 )  # fmt: skip
 
 
@@ -29,6 +32,8 @@ class AwsNetworkArgs:
     """Private DNS domain of the Cloud Map namespace, e.g. `liftoff-prod.internal`."""
     interface_endpoints: tuple[str, ...] = INTERFACE_ENDPOINTS
     """Default: Secrets Manager and SQS. Interface endpoints of a new VPC (none for yours)."""
+    logs: LogSettings | None = None
+    """Default: 365-day retention, AWS-managed encryption (the flow-log group)."""
 
 
 def subnet_cidrs(vpc_cidr: str, count: int) -> list[str]:
@@ -59,6 +64,9 @@ class AwsNetwork(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         settings = args.settings
         self.discovery_domain = args.discovery_domain
+        self._logs = args.logs or LogSettings(retention_days=365, kms_key_arn=None)
+        self.endpoints: dict[str, aws.ec2.VpcEndpoint] = {}
+        """The VPC endpoints by service (`sqs`, `s3`, ...); none in the customer's own VPC."""
 
         if settings.bring_your_own_network:
             self.vpc = None
@@ -151,8 +159,8 @@ class AwsNetwork(pulumi.ComponentResource):
             ],
             opts=child,
         )
-        for service in interface_endpoints:
-            aws.ec2.VpcEndpoint(
+        for service in dict.fromkeys(interface_endpoints):
+            self.endpoints[service] = aws.ec2.VpcEndpoint(
                 f"{name}-{service.replace('.', '-')}-endpoint",
                 vpc_id=self.vpc.id,
                 service_name=f"com.amazonaws.{settings.region}.{service}",
@@ -162,7 +170,7 @@ class AwsNetwork(pulumi.ComponentResource):
                 security_group_ids=[self.endpoint_security_group.id],
                 opts=child,
             )
-        aws.ec2.VpcEndpoint(
+        self.endpoints["s3"] = aws.ec2.VpcEndpoint(
             f"{name}-s3-endpoint",
             vpc_id=self.vpc.id,
             service_name=f"com.amazonaws.{settings.region}.s3",
@@ -173,11 +181,8 @@ class AwsNetwork(pulumi.ComponentResource):
         self._flow_logs(name, child)
 
     def _flow_logs(self, name: str, child: pulumi.ResourceOptions) -> None:
-        log_group = aws.cloudwatch.LogGroup(
-            f"{name}-flow-logs",
-            retention_in_days=FLOW_LOG_RETENTION_DAYS,
-            opts=child,
-        )
+        # Auto-named, as before retention was configurable: naming it now would replace it.
+        group = log_group(f"{name}-flow-logs", log_group_name=None, logs=self._logs, parent=self)
         role = aws.iam.Role(
             f"{name}-flow-logs-role",
             assume_role_policy=json.dumps(
@@ -197,7 +202,7 @@ class AwsNetwork(pulumi.ComponentResource):
         aws.iam.RolePolicy(
             f"{name}-flow-logs-policy",
             role=role.id,
-            policy=log_group.arn.apply(
+            policy=group.arn.apply(
                 lambda arn: json.dumps(
                     {
                         "Version": "2012-10-17",
@@ -222,10 +227,15 @@ class AwsNetwork(pulumi.ComponentResource):
             vpc_id=self.vpc_id,
             traffic_type="ALL",
             log_destination_type="cloud-watch-logs",
-            log_destination=log_group.arn,
+            log_destination=group.arn,
             iam_role_arn=role.arn,
             opts=child,
         )
+
+    def endpoints_for(self, services: tuple[str, ...]) -> list[aws.ec2.VpcEndpoint]:
+        """The endpoints a process calling `services` must wait for (none in your own VPC,
+        where reaching AWS APIs is the customer's network's job)."""
+        return [self.endpoints[s] for s in services if s in self.endpoints]
 
     def dns_name(self, service: str) -> pulumi.Output[str]:
         return pulumi.Output.from_input(f"{service}.{self.discovery_domain}")

@@ -21,6 +21,25 @@ class KubernetesNetworkArgs:
     """Default: true. Keep the namespace (and so its volumes) when the stack is destroyed."""
 
 
+def dns_egress(settings: KubernetesSettings) -> dict:
+    """The egress rule to the cluster's DNS: pods of the DNS namespace (optionally narrowed by
+    labels) and any DNS addresses outside pods (NodeLocal DNSCache), on the DNS ports."""
+    peer: dict = {
+        "namespaceSelector": {
+            "matchLabels": {"kubernetes.io/metadata.name": settings.dns_namespace}
+        }
+    }
+    if settings.dns_pod_labels:
+        peer["podSelector"] = {"matchLabels": dict(settings.dns_pod_labels)}
+    peers = [peer, *({"ipBlock": {"cidr": cidr}} for cidr in settings.dns_cidrs)]
+    ports = [
+        {"protocol": protocol, "port": port}
+        for port in settings.dns_ports
+        for protocol in ("UDP", "TCP")
+    ]
+    return {"to": peers, "ports": ports}
+
+
 class KubernetesNetwork(pulumi.ComponentResource):
     """The stack's namespace with Pod Security "restricted" enforced and all traffic denied
     except what NetworkPolicies of the platform's capabilities admit. DNS to the cluster's DNS
@@ -74,27 +93,7 @@ class KubernetesNetwork(pulumi.ComponentResource):
         self.allow_dns = k8s.networking.v1.NetworkPolicy(
             f"{name}-allow-dns",
             metadata=self.metadata("allow-dns", metadata_labels),
-            spec={
-                "podSelector": {},
-                "policyTypes": ["Egress"],
-                "egress": [
-                    {
-                        "to": [
-                            {
-                                "namespaceSelector": {
-                                    "matchLabels": {
-                                        "kubernetes.io/metadata.name": settings.dns_namespace
-                                    }
-                                }
-                            }
-                        ],
-                        "ports": [
-                            {"protocol": "UDP", "port": 53},
-                            {"protocol": "TCP", "port": 53},
-                        ],
-                    }
-                ],
-            },
+            spec={"podSelector": {}, "policyTypes": ["Egress"], "egress": [dns_egress(settings)]},
             opts=self.child_opts,
         )
         self.register_outputs({"namespace": self.namespace})

@@ -13,12 +13,24 @@ import pulumi_random as random
 
 from components import aws_iam
 from components.aws_lambda import packaged_function
+from components.aws_logs import LogSettings, log_group
 from components.config import PostgresSettings
 from components.network import Peer
 from components.network.aws import AwsNetwork
-from components.postgres import PORT, ClientDatabase, PostgresConnection, check_client_name
+from components.postgres import (
+    PORT,
+    ClientDatabase,
+    PostgresConnection,
+    check_client_name,
+    check_major_version,
+    deployed_major_version,
+)
 
 SETUP_HANDLER = "services.database_setup.lambda_handler"
+# AWS APIs the setup function calls from inside the VPC (services/database_setup.py).
+SETUP_APIS = ("secretsmanager",)
+# What the instance exports to CloudWatch Logs, each into `/aws/rds/instance/<id>/<type>`.
+LOG_EXPORTS = ("postgresql", "upgrade")
 
 
 @dataclass(frozen=True)
@@ -29,6 +41,9 @@ class RdsPostgresArgs:
     """RDS instance identifier, e.g. `liftoff-prod-postgres`; also names the final snapshot."""
     kms_key_arn: pulumi.Input[str] | None = None
     """Default: the account's `aws/rds` key. The platform passes its own customer-managed key."""
+    logs: LogSettings | None = None
+    """Default: 365-day retention, AWS-managed encryption. Log groups of the exports and of
+    the database-setup function."""
 
 
 class RdsPostgres(pulumi.ComponentResource):
@@ -48,6 +63,7 @@ class RdsPostgres(pulumi.ComponentResource):
         self._name = name
         self._args = args
         self._setup: aws.lambda_.Function | None = None
+        self._logs = args.logs or LogSettings(retention_days=365, kms_key_arn=None)
         if not re.fullmatch(r"[a-z][a-z0-9-]{0,62}", args.identifier) or "--" in args.identifier:
             raise ValueError(f"RDS identifier {args.identifier!r} is not valid")
 
@@ -81,11 +97,45 @@ class RdsPostgres(pulumi.ComponentResource):
             ],
             opts=child,
         )
+        # RDS refuses a major engine_version change without this flag; set it only when the
+        # change is one (this stack's previous major, read back from its own outputs).
+        allow_major_upgrade = deployed_major_version(name, self).apply(
+            lambda deployed: (
+                check_major_version(deployed, settings.version, upgrade_in_place=True)
+                or (deployed is not None and deployed != settings.version)
+            )
+        )
+        # RDS creates its export groups without retention unless they exist before the instance.
+        export_groups = [
+            log_group(
+                f"{name}-logs-{kind}",
+                log_group_name=f"/aws/rds/instance/{args.identifier}/{kind}",
+                logs=self._logs,
+                parent=self,
+            )
+            for kind in LOG_EXPORTS
+        ]
+        # A new suffix per instance generation: a replaced (or destroyed and re-created)
+        # instance must not reuse the final snapshot name of its predecessor, which RDS keeps.
+        generation = random.RandomId(
+            f"{name}-generation",
+            byte_length=4,
+            keepers={
+                # Inputs whose change replaces the instance.
+                "identifier": args.identifier,
+                "engine": "postgres",
+                "kmsKeyId": pulumi.Output.from_input(args.kms_key_arn or "aws/rds"),
+                "username": settings.username,
+                "dbName": settings.database,
+            },
+            opts=child,
+        )
         self.instance = aws.rds.Instance(
             f"{name}-instance",
             identifier=args.identifier,
             engine="postgres",
             engine_version=settings.version,
+            allow_major_version_upgrade=allow_major_upgrade,
             auto_minor_version_upgrade=True,
             instance_class=settings.instance_class,
             allocated_storage=settings.storage_gb,
@@ -107,12 +157,16 @@ class RdsPostgres(pulumi.ComponentResource):
             copy_tags_to_snapshot=True,
             deletion_protection=settings.deletion_protection,
             skip_final_snapshot=False,
-            final_snapshot_identifier=f"{args.identifier}-final",
+            final_snapshot_identifier=pulumi.Output.concat(
+                args.identifier, "-final-", generation.hex
+            ),
             delete_automated_backups=not settings.deletion_protection,
             iam_database_authentication_enabled=True,
-            enabled_cloudwatch_logs_exports=["postgresql", "upgrade"],
-            apply_immediately=False,
-            opts=child,
+            enabled_cloudwatch_logs_exports=list(LOG_EXPORTS),
+            # Changes (a major upgrade included) wait for the maintenance window unless the
+            # stack sets liftoff:postgres.applyImmediately.
+            apply_immediately=settings.apply_immediately,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=export_groups),
         )
         self.credentials = aws.secretsmanager.Secret(
             f"{name}-credentials",
@@ -206,6 +260,7 @@ class RdsPostgres(pulumi.ComponentResource):
             handler=SETUP_HANDLER,
             environment={"LIFTOFF_ADMIN_SECRET_ARN": self.credentials.arn},
             parent=self,
+            logs=self._logs,
             memory_mb=256,
             timeout_seconds=60,
             vpc_config={
@@ -214,7 +269,7 @@ class RdsPostgres(pulumi.ComponentResource):
             },
         )
         self._setup_role = packaged.role
-        aws_iam.grant_secret_read(
+        self._setup_reads_admin = aws_iam.grant_secret_read(
             f"{self._name}-setup-reads-admin",
             self._setup_role.id,
             self.credentials.arn,
@@ -274,7 +329,7 @@ class RdsPostgres(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        aws_iam.grant_secret_read(
+        reads_client = aws_iam.grant_secret_read(
             f"{self._name}-setup-reads-{client}",
             self._setup_role.id,
             secret.arn,
@@ -291,7 +346,19 @@ class RdsPostgres(pulumi.ComponentResource):
                 "request": hashlib.sha256(json.dumps(request).encode()).hexdigest(),
                 "code": function.source_code_hash,
             },
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.instance, version]),
+            # Lambda checks none of these when the invocation is created: without the edges the
+            # engine may invoke before the role can read either secret or before the Secrets
+            # Manager endpoint of a new VPC answers.
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[
+                    self.instance,
+                    version,
+                    self._setup_reads_admin,
+                    reads_client,
+                    *self._args.network.endpoints_for(SETUP_APIS),
+                ],
+            ),
         )
         connection = PostgresConnection(
             host=self.connection.host,

@@ -19,9 +19,12 @@ from components.network.kubernetes import KubernetesNetwork
 from components.postgres import (
     CLIENT_LABEL,
     PORT,
+    UPGRADE_PROCEDURE,
     ClientDatabase,
     PostgresConnection,
     check_client_name,
+    check_major_version,
+    deployed_major_version,
 )
 
 # The official image's `postgres` user.
@@ -108,17 +111,33 @@ class KubernetesPostgres(pulumi.ComponentResource):
             },
             opts=child,
         )
+        # A new major cannot start on the old data directory: refuse the change before the
+        # StatefulSet is touched (the image is only known once the check has passed).
+        image = kube.image(f"{IMAGE_REPOSITORY}:{settings.image_tag}", args.image_registry)
+        checked_image = deployed_major_version(name, self).apply(
+            lambda deployed: (
+                check_major_version(
+                    deployed,
+                    settings.version,
+                    upgrade_in_place=False,
+                    migrated_from=settings.major_upgrade_from,
+                )
+                or image
+            )
+        )
         self.stateful_set = k8s.apps.v1.StatefulSet(
             f"{name}-statefulset",
             metadata=network.metadata(SERVICE_NAME, self.labels),
-            spec=self._stateful_set_spec(args),
+            spec=self._stateful_set_spec(args, checked_image),
             opts=child,
         )
         k8s.policy.v1.PodDisruptionBudget(
             f"{name}-pdb",
             metadata=network.metadata(SERVICE_NAME, self.labels),
-            # A single server: voluntary evictions (drains) wait for an operator decision.
-            spec={"minAvailable": 1, "selector": {"matchLabels": self.selector}},
+            # One server: `minAvailable: 1` would block every node drain forever. Allowing the
+            # one eviction lets drains and upgrades proceed; the StatefulSet recreates the pod
+            # on its retained volume (a short outage, which a single server has anyway).
+            spec={"maxUnavailable": 1, "selector": {"matchLabels": self.selector}},
             opts=child,
         )
         k8s.networking.v1.NetworkPolicy(
@@ -148,7 +167,7 @@ class KubernetesPostgres(pulumi.ComponentResource):
         )
         self.register_outputs({"dnsName": dns_name, "secretName": self.secret.metadata.name})
 
-    def _stateful_set_spec(self, args: KubernetesPostgresArgs) -> dict:
+    def _stateful_set_spec(self, args: KubernetesPostgresArgs, image: pulumi.Input[str]) -> dict:
         settings = args.settings
         secret_name = "postgres-credentials"
 
@@ -182,12 +201,11 @@ class KubernetesPostgres(pulumi.ComponentResource):
                     "enableServiceLinks": False,
                     "securityContext": kube.pod_security_context(POSTGRES_UID),
                     "terminationGracePeriodSeconds": 60,
+                    "initContainers": [self._version_guard(image)],
                     "containers": [
                         {
                             "name": "postgres",
-                            "image": kube.image(
-                                f"{IMAGE_REPOSITORY}:{settings.image_tag}", args.image_registry
-                            ),
+                            "image": image,
                             "imagePullPolicy": "IfNotPresent",
                             "ports": [{"name": "postgres", "containerPort": PORT}],
                             "env": kube.env(
@@ -242,6 +260,31 @@ class KubernetesPostgres(pulumi.ComponentResource):
                     ],
                 },
             },
+        }
+
+    def _version_guard(self, image: pulumi.Input[str]) -> dict:
+        """An init container that refuses to start the server on a data directory of another
+        major version (the backstop to the deploy-time check, e.g. for a lost stack state)."""
+        major = self._args.settings.version
+        script = (
+            f'v="$(cat {DATA_MOUNT}/pgdata/PG_VERSION 2>/dev/null || true)"\n'
+            f'if [ -n "$v" ] && [ "$v" != "{major}" ]; then\n'
+            f'  echo "The data directory holds PostgreSQL $v; this image is {major}. '
+            f'A major upgrade is a data migration: see {UPGRADE_PROCEDURE}." >&2\n'
+            "  exit 1\n"
+            "fi\n"
+        )
+        return {
+            "name": "check-data-version",
+            "image": image,
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["sh", "-c", script],
+            "resources": {
+                "requests": {"cpu": "10m", "memory": "16Mi"},
+                "limits": {"cpu": "100m", "memory": "64Mi"},
+            },
+            "securityContext": kube.container_security_context(),
+            "volumeMounts": [{"name": "data", "mountPath": DATA_MOUNT, "readOnly": True}],
         }
 
     def grant_connect(self, peer: Peer) -> None:
@@ -317,8 +360,12 @@ class KubernetesPostgres(pulumi.ComponentResource):
                 "LIFTOFF_DATABASE_PASSWORD_FILE": f"{CLIENT_CREDENTIALS_DIR}/password",
             }
         )
+        # The server's major version is part of the name: after a major upgrade (a new, empty
+        # data directory) the roles and databases are created again.
         digest = hashlib.sha256(
-            json.dumps([database, client, args.services_image], sort_keys=True).encode()
+            json.dumps(
+                [database, client, args.services_image, args.settings.version], sort_keys=True
+            ).encode()
         ).hexdigest()[:8]
         container = {
             "name": "ensure-database",

@@ -19,8 +19,9 @@ READ_ACTIONS = [
     "kinesis:GetRecords",
     "kinesis:GetShardIterator",
     "kinesis:ListShards",
-    "kinesis:SubscribeToShard",
 ]
+# Reading through an enhanced fan-out consumer: actions on the consumer's ARN.
+FAN_OUT_ACTIONS = ["kinesis:DescribeStreamConsumer", "kinesis:SubscribeToShard"]
 
 
 @dataclass(frozen=True)
@@ -84,3 +85,25 @@ class KinesisStream(pulumi.ComponentResource):
     def grant_read(self, peer: Peer) -> aws.iam.RolePolicy:
         """Let `peer`'s role read records (and decrypt them)."""
         return self._grant(peer, "read", READ_ACTIONS, ["kms:Decrypt"])
+
+    def add_fan_out_consumer(
+        self, peer: Peer
+    ) -> tuple[aws.kinesis.StreamConsumer, aws.iam.RolePolicy]:
+        """Register an enhanced fan-out consumer named after `peer` (its own 2 MB/s per shard,
+        pushed over SubscribeToShard) and let `peer`'s role subscribe through it only.
+
+        Use with `grant_read` (the records are still the stream's, encrypted with its key)."""
+        consumer = aws.kinesis.StreamConsumer(
+            f"{self._name}-consumer-{peer.name}",
+            name=peer.name,
+            stream_arn=self.stream.arn,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        grant = aws_iam.grant_to_peer(
+            f"{self._name}-subscribe-{peer.name}",
+            peer,
+            [consumer.arn],
+            lambda arns: [{"Effect": "Allow", "Action": FAN_OUT_ACTIONS, "Resource": arns[0]}],
+            self,
+        )
+        return consumer, grant

@@ -30,20 +30,45 @@ NATS_POD_SELECTOR = {
     "app.kubernetes.io/instance": RELEASE,
     "app.kubernetes.io/component": "nats",
 }
-NATS_RESOURCES = {
-    "requests": {"cpu": "250m", "memory": "512Mi"},
-    "limits": {"cpu": "2", "memory": "2Gi"},
-}
 # Share of each server's JetStream volume the EVENTS streams may fill together (split evenly
-# over the partitions; with R3 every server holds a replica of each). The rest is headroom for
-# the DEADLETTER stream, consumer state and raft logs; JetStream's max_file_store (chart
-# sizing) must stay above it. When a stream is full it refuses new events (discard new): the
-# collector answers 503 and clients retry; acknowledged events are never dropped to make room.
+# over the partitions; with R3 every server holds a replica of each). Below FILE_STORE_SHARE:
+# the rest is for the DEADLETTER stream, consumer state and raft logs. A full stream refuses
+# new events (discard new): the collector answers 503 and clients retry; acknowledged events
+# are never dropped to make room.
 EVENTS_SHARE_OF_STORAGE = 0.75
+# Sidecars get requests equal to limits too (Guaranteed QoS for the whole pod, as the chart's
+# production guidance asks of the server).
 RELOADER_RESOURCES = {
-    "requests": {"cpu": "10m", "memory": "32Mi"},
-    "limits": {"cpu": "100m", "memory": "64Mi"},
+    "requests": {"cpu": "50m", "memory": "64Mi"},
+    "limits": {"cpu": "50m", "memory": "64Mi"},
 }
+# The Go runtime's soft memory limit as a share of the container's memory limit (the chart's
+# guidance: ~80%), so the server collects garbage before the kernel OOM-kills it.
+GOMEMLIMIT_SHARE = 0.8
+# JetStream's file store limit as a share of the PVC: the filesystem, its metadata and the
+# store's own index files need headroom, and a full volume stops the server outright.
+FILE_STORE_SHARE = 0.9
+_BINARY_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+_DECIMAL_UNITS = {"k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+def memory_bytes(quantity: str) -> int:
+    """Bytes of a Kubernetes memory quantity (`2Gi`, `512Mi`, `1G`, `1073741824`)."""
+    for units in (_BINARY_UNITS, _DECIMAL_UNITS):
+        for suffix, factor in units.items():
+            if quantity.endswith(suffix):
+                return int(float(quantity[: -len(suffix)]) * factor)
+    return int(float(quantity))
+
+
+def gomemlimit(memory_limit: str) -> str:
+    """GOMEMLIMIT for a container memory limit, in the Go runtime's units (MiB)."""
+    return f"{int(memory_bytes(memory_limit) * GOMEMLIMIT_SHARE) // 2**20}MiB"
+
+
+def max_file_store(storage_gb: int) -> str:
+    """JetStream `max_file_store` for a PVC of `storage_gb` GiB (NATS size units)."""
+    return f"{int(storage_gb * 1024 * FILE_STORE_SHARE)}Mi"
 
 
 @dataclass(frozen=True)
@@ -76,6 +101,8 @@ def nats_values(args: NatsJetStreamArgs) -> dict[str, Any]:
         "enabled": True,
         "dir": "/data",
         "pvc": {"enabled": True, "size": f"{settings.storage_gb}Gi"},
+        # Without it the chart sets max_file_store to the whole PVC size.
+        "maxSize": max_file_store(settings.storage_gb),
     }
     if args.storage_class:
         file_store["pvc"]["storageClassName"] = args.storage_class
@@ -85,6 +112,7 @@ def nats_values(args: NatsJetStreamArgs) -> dict[str, Any]:
         # Jepsen's 2025 analysis lost acknowledged writes with it on power failure).
         jetstream["merge"] = {"sync_interval": "always"}
     restricted = kube.container_security_context()
+    resources = settings.resources.to_kubernetes()
     values = {
         "global": {"labels": dict(sorted(args.tags.items()))},
         "config": {
@@ -93,7 +121,8 @@ def nats_values(args: NatsJetStreamArgs) -> dict[str, Any]:
         },
         "container": {
             "image": {"fullImageName": kube.image(pin.images["nats"], args.image_registry)},
-            "merge": {"securityContext": restricted, "resources": NATS_RESOURCES},
+            "env": {"GOMEMLIMIT": gomemlimit(settings.resources.limits_memory)},
+            "merge": {"securityContext": restricted, "resources": resources},
         },
         "reloader": {
             "image": {"fullImageName": kube.image(pin.images["reloader"], args.image_registry)},
@@ -106,6 +135,20 @@ def nats_values(args: NatsJetStreamArgs) -> dict[str, Any]:
                     "securityContext": kube.pod_security_context(NATS_UID),
                 }
             }
+        },
+        # Off in charts/nats.yaml; restricted all the same should someone turn it on.
+        "natsBox": {
+            "container": {
+                "merge": {"securityContext": restricted, "resources": RELOADER_RESOURCES}
+            },
+            "podTemplate": {
+                "merge": {
+                    "spec": {
+                        "automountServiceAccountToken": False,
+                        "securityContext": kube.pod_security_context(NATS_UID),
+                    }
+                }
+            },
         },
         # JetStream data outlives the StatefulSet, like Postgres's.
         "statefulSet": {

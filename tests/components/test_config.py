@@ -326,3 +326,56 @@ def test_unknown_chart_names_every_known_chart():
     )
     assert message.startswith("liftoff:charts.natz: got {'path': 'x.tgz'}; allowed: no such key")
     assert message.endswith("known keys: airflow, nats")
+
+
+AWS = {"liftoff:target": "aws", "aws:region": "eu-west-1"}
+
+
+def test_airflow_web_access_peers_default_to_none_and_are_read():
+    config = load(AWS)
+    assert config.airflow.web_access_cidrs == ()
+    assert config.airflow.web_access_security_group_ids == ()
+    assert config.aws.log_retention_days == 365
+    config = load(
+        {
+            **AWS,
+            "liftoff:airflow": {
+                "webAccessCidrs": ["10.8.0.0/16", "10.8.0.0/16", "172.16.0.0/24"],
+                "webAccessSecurityGroupIds": ["sg-0123456789abcdef0"],
+            },
+        }
+    )
+    assert config.airflow.web_access_cidrs == ("10.8.0.0/16", "172.16.0.0/24")
+    assert config.airflow.web_access_security_group_ids == ("sg-0123456789abcdef0",)
+
+
+def test_airflow_web_access_peers_are_validated():
+    found = problems(
+        {
+            **AWS,
+            "liftoff:airflow": {
+                "webAccessCidrs": ["10.8.0.1/16", "0.0.0.0/0"],
+                "webAccessSecurityGroupIds": ["bastion"],
+            },
+        }
+    )
+    assert any(p.startswith("liftoff:airflow.webAccessCidrs[0]: got '10.8.0.1/16'") for p in found)
+    assert any(
+        p.startswith("liftoff:airflow.webAccessCidrs[1]: got '0.0.0.0/0'") and "public" in p
+        for p in found
+    )
+    assert any(
+        p.startswith("liftoff:airflow.webAccessSecurityGroupIds[0]: got 'bastion'") and "sg-" in p
+        for p in found
+    )
+    public = problems(
+        {**AWS, "liftoff:airflow": {"webAccess": "public", "webAccessCidrs": ["10.8.0.0/16"]}}
+    )
+    assert public == [
+        "liftoff:airflow.webAccessCidrs: got ['10.8.0.0/16']; allowed: only with webAccess "
+        "'private' (a public web server is reached over the internet)"
+    ]
+    kubernetes = problems(
+        {"liftoff:target": "kubernetes", "liftoff:airflow": {"webAccessCidrs": ["10.8.0.0/16"]}}
+    )
+    assert any("webAccessCidrs" in p and "only with target 'aws'" in p for p in kubernetes)

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 
-from components.consumers.aws import physical_name
+import pytest
+
+from components.consumers.aws import SHARED_THROUGHPUT_CONSUMERS, physical_name
+from components.validation import ConfigError
 from tests.conftest import stack_run
+from tests.harness import run_program
 
 MAPPING = "aws:lambda/eventSourceMapping:EventSourceMapping"
 FUNCTION = "aws:lambda/function:Function"
+STREAM_CONSUMER = "aws:kinesis/streamConsumer:StreamConsumer"
 
 
 def test_each_consumer_has_its_own_checkpointed_mapping():
@@ -23,8 +28,9 @@ def test_each_consumer_has_its_own_checkpointed_mapping():
         "liftoff-consumers-broadcaster-ga4-mapping",
     }
     stream_arn = run.one("aws:kinesis/stream:Stream").inputs["arn"]
+    fan_out = {c.inputs["arn"] for c in run.of_type(STREAM_CONSUMER)}
     for mapping in mappings.values():
-        assert mapping["eventSourceArn"] == stream_arn
+        assert mapping["eventSourceArn"] == stream_arn or mapping["eventSourceArn"] in fan_out
         assert mapping["functionResponseTypes"] == ["ReportBatchItemFailures"]
         assert mapping["bisectBatchOnFunctionError"] is True
         assert mapping["maximumRetryAttempts"] == 10
@@ -105,3 +111,102 @@ def test_functions_in_the_vpc_wait_for_their_network_permission():
         assert attachment.inputs["policyArn"].endswith("AWSLambdaVPCAccessExecutionRole")
     archiver = run.one(FUNCTION, "liftoff-consumers-archiver-function")
     assert "vpcConfig" not in archiver.inputs
+
+
+def _role_policies(run, function):
+    role = next(
+        r for r in run.of_type("aws:iam/role:Role") if r.inputs["arn"] == function.inputs["role"]
+    )
+    names = {role.inputs["name"], f"{role.name}-id"}
+    return [p for p in run.of_type("aws:iam/rolePolicy:RolePolicy") if p.inputs["role"] in names]
+
+
+def _allows(policy, action: str, resource: str) -> bool:
+    for statement in json.loads(policy.inputs["policy"])["Statement"]:
+        resources = statement.get("Resource")
+        resources = [resources] if isinstance(resources, str) else resources or []
+        if action in statement["Action"] and resource in resources:
+            return True
+    return False
+
+
+def test_every_mapping_waits_for_the_policies_lambda_checks_at_create_time(aws_stack):
+    """Lambda refuses to create a mapping whose function's role cannot read the source
+    (stream, or subscribe through its fan-out consumer) or send to its on-failure queue."""
+    run = aws_stack
+    functions = {f.inputs["arn"]: f for f in run.of_type(FUNCTION)}
+    queues = {q.inputs["arn"] for q in run.of_type("aws:sqs/queue:Queue")}
+    stream_arn = run.one("aws:kinesis/stream:Stream").inputs["arn"]
+    fan_out = {c.inputs["arn"] for c in run.of_type(STREAM_CONSUMER)}
+    mappings = run.of_type(MAPPING)
+    assert mappings
+    for mapping in mappings:
+        function = functions[mapping.inputs["functionName"]]
+        policies = _role_policies(run, function)
+        source = mapping.inputs["eventSourceArn"]
+        queue = mapping.inputs["destinationConfig"]["onFailure"]["destinationArn"]
+        assert queue in queues
+        needed = [("sqs:SendMessage", queue), ("kinesis:GetRecords", stream_arn)]
+        if source in fan_out:
+            needed += [
+                ("kinesis:SubscribeToShard", source),
+                ("kinesis:DescribeStreamConsumer", source),
+            ]
+        for action, resource in needed:
+            granting = [p for p in policies if _allows(p, action, resource)]
+            assert granting, f"{function.name}: no policy allows {action} on {resource}"
+            assert any(p.urn in mapping.dependencies for p in granting), (
+                f"{mapping.name} does not wait for the policy allowing {action}"
+            )
+
+
+def test_in_vpc_mappings_wait_for_the_endpoints_their_function_calls():
+    run = stack_run("aws")
+    endpoints = {e.urn for e in run.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")}
+    loader = run.one(MAPPING, "liftoff-consumers-loader-mapping")
+    assert {
+        e.urn
+        for e in run.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")
+        if e.inputs["serviceName"].rsplit(".", 1)[-1] in ("secretsmanager", "sqs")
+    } <= set(loader.dependencies) & endpoints
+
+
+def test_only_archiver_and_loader_share_the_shards_read_throughput(aws_stack):
+    """Kinesis gives a shard 5 reads/s and 2 MB/s shared by every polling consumer, and takes
+    1 MB/s of writes: two pollers keep up; every broadcaster reads through its own enhanced
+    fan-out consumer, registered on the stream, subscribing with scoped permissions."""
+    run = aws_stack
+    stream_arn = run.one("aws:kinesis/stream:Stream").inputs["arn"]
+    consumers = {c.inputs["arn"]: c for c in run.of_type(STREAM_CONSUMER)}
+    shared = []
+    for mapping in run.of_type(MAPPING):
+        role = mapping.name.removeprefix("liftoff-consumers-").removesuffix("-mapping")
+        source = mapping.inputs["eventSourceArn"]
+        if source == stream_arn:
+            shared.append(role)
+        else:
+            consumer = consumers[source]
+            assert consumer.inputs["streamArn"] == stream_arn
+            assert consumer.inputs["name"] == role
+            assert role.startswith("broadcaster-")
+    assert len(shared) <= len(SHARED_THROUGHPUT_CONSUMERS)
+    assert set(shared) <= set(SHARED_THROUGHPUT_CONSUMERS)
+    assert "archiver" in shared
+    # Fan-out actions are granted on the consumer only, never on the whole stream.
+    for policy in run.of_type("aws:iam/rolePolicy:RolePolicy"):
+        for statement in json.loads(policy.inputs["policy"])["Statement"]:
+            if {"kinesis:SubscribeToShard", "kinesis:DescribeStreamConsumer"} & set(
+                statement["Action"]
+            ):
+                assert statement["Resource"] in consumers, policy.name
+
+
+def test_more_destinations_than_kinesis_fan_out_consumers_are_refused():
+    many = [
+        {"name": f"d{i}", "type": "webhook", "url": f"https://d{i}.example.com/hook"}
+        for i in range(21)
+    ]
+    with pytest.raises(ConfigError) as error:
+        run_program("stacks/aws-byo-network.yaml", overrides={"liftoff:destinations": many})
+    assert "liftoff:destinations" in str(error.value)
+    assert "at most 20 on AWS" in str(error.value)

@@ -44,3 +44,74 @@ def test_existing_namespace_is_used_when_creation_is_off():
         for r in run.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
     } == {"team-data"}
     assert run.outputs["namespace"] == "team-data"
+
+
+def _dns_rule(run):
+    (policy,) = [
+        r
+        for r in run.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
+        if r.inputs["metadata"]["name"] == "allow-dns"
+    ]
+    (rule,) = policy.inputs["spec"]["egress"]
+    return rule
+
+
+def test_dns_peers_default_to_the_dns_namespace_on_port_53():
+    assert _dns_rule(stack_run("dev")) == {
+        "to": [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}}
+        ],
+        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+    }
+
+
+def test_dns_peers_cover_node_local_dns_and_openshift():
+    # NodeLocal DNSCache answers on a link-local address outside any pod.
+    private = _dns_rule(stack_run("kubernetes-private-cloud"))
+    assert private["to"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+        },
+        {"ipBlock": {"cidr": "169.254.20.10/32"}},
+    ]
+    # OpenShift: DNS pods in openshift-dns listen on 5353.
+    openshift = run_program(
+        "Pulumi.dev.yaml",
+        overrides={
+            "liftoff:kubernetes": {
+                "namespace": "liftoff-dev",
+                "dns": {"namespace": "openshift-dns", "ports": [53, 5353]},
+            }
+        },
+    )
+    rule = _dns_rule(openshift)
+    assert rule["to"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "openshift-dns"
+    }
+    assert {(p["protocol"], p["port"]) for p in rule["ports"]} == {
+        (protocol, port) for protocol in ("UDP", "TCP") for port in (53, 5353)
+    }
+
+
+def test_dns_settings_are_checked():
+    import pytest
+
+    from components.config import load_config
+    from components.validation import ConfigError
+
+    with pytest.raises(ConfigError) as error:
+        load_config(
+            {
+                "liftoff:target": "kubernetes",
+                "liftoff:kubernetes": '{"dnsNamespace": "a", "dns": {"namespace": "b", '
+                '"cidrs": ["169.254.20.10"], "ports": [0], "podLabels": {"k": "bad value"}}}',
+            },
+            project="liftoff",
+            stack="dev",
+        )
+    message = str(error.value)
+    assert "liftoff:kubernetes.dns.namespace: got 'b'" in message
+    assert "liftoff:kubernetes.dns.ports: got [0]" in message
+    assert "liftoff:kubernetes.dns.podLabels" in message
+    assert "liftoff:kubernetes.dns.cidrs[0]: got '169.254.20.10'" not in message  # a /32 host

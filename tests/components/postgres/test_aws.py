@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pulumi
 
@@ -11,9 +12,20 @@ from components.network import Peer
 from components.network.aws import AwsNetwork, AwsNetworkArgs
 from components.postgres.aws import RdsPostgres, RdsPostgresArgs
 from tests.conftest import stack_run
-from tests.harness import run_with_config
+from tests.harness import run_program, run_with_config
 
 RDS = "aws:rds/instance:Instance"
+LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
+FUNCTION = "aws:lambda/function:Function"
+
+
+def role_policies_of(run, function):
+    """The inline policies attached to `function`'s role (by role id or name)."""
+    role = next(
+        r for r in run.of_type("aws:iam/role:Role") if r.inputs["arn"] == function.inputs["role"]
+    )
+    names = {role.inputs["name"], f"{role.name}-id"}
+    return [p for p in run.of_type("aws:iam/rolePolicy:RolePolicy") if p.inputs["role"] in names]
 
 
 def test_instance_is_encrypted_private_and_protected():
@@ -24,8 +36,86 @@ def test_instance_is_encrypted_private_and_protected():
     assert instance["publiclyAccessible"] is False
     assert instance["deletionProtection"] is True
     assert instance["skipFinalSnapshot"] is False
-    assert instance["finalSnapshotIdentifier"] == "liftoff-aws-postgres-final"
     assert instance["identifier"] == "liftoff-aws-postgres"
+
+
+def test_final_snapshot_name_is_new_per_instance_generation(aws_stack):
+    """Destroy -> re-create -> destroy must not collide with the first generation's final
+    snapshot (RDS keeps it: DBSnapshotAlreadyExists). The suffix is a RandomId kept in state,
+    re-drawn whenever an input that replaces the instance changes."""
+    instance = aws_stack.one(RDS)
+    generation = aws_stack.one("random:index/randomId:RandomId", "liftoff-postgres-generation")
+    snapshot = instance.inputs["finalSnapshotIdentifier"]
+    identifier = instance.inputs["identifier"]
+    assert snapshot == f"{identifier}-final-{generation.inputs['hex']}"
+    assert generation.urn in instance.dependencies
+    # Every input whose change replaces the RDS instance is a keeper.
+    keepers = generation.inputs["keepers"]
+    assert keepers["identifier"] == identifier
+    assert keepers["kmsKeyId"] == instance.inputs["kmsKeyId"]
+    assert keepers["username"] == instance.inputs["username"]
+    assert keepers["dbName"] == instance.inputs["dbName"]
+    assert keepers["engine"] == instance.inputs["engine"]
+    # RDS snapshot identifiers: a letter first, letters/digits/single hyphens, at most 255.
+    assert re.fullmatch(r"[a-z](-?[a-z0-9])*", snapshot) and len(snapshot) <= 255
+
+
+def test_final_snapshot_name_is_deterministic_and_changes_with_a_replacement():
+    def generation(run):
+        return run.one("random:index/randomId:RandomId", "liftoff-postgres-generation")
+
+    first = stack_run("aws")
+    again = run_program("stacks/aws.yaml")
+    assert first.one(RDS).inputs == again.one(RDS).inputs
+    # Another identifier replaces the instance: the keepers differ, so the id is drawn anew.
+    other = run_program("stacks/aws.yaml", stack="aws-copy")
+    assert generation(other).inputs["keepers"] != generation(first).inputs["keepers"]
+    assert generation(other).inputs["hex"] != generation(first).inputs["hex"]
+
+
+def test_log_exports_go_to_groups_created_first_with_retention_and_the_key(aws_stack):
+    instance = aws_stack.one(RDS)
+    groups = {g.inputs.get("name"): g for g in aws_stack.of_type(LOG_GROUP)}
+    key = aws_stack.one("aws:kms/key:Key").inputs["arn"]
+    assert instance.inputs["enabledCloudwatchLogsExports"]
+    for kind in instance.inputs["enabledCloudwatchLogsExports"]:
+        group = groups[f"/aws/rds/instance/{instance.inputs['identifier']}/{kind}"]
+        assert group.urn in instance.dependencies
+        assert group.inputs["retentionInDays"] >= 90
+        assert group.inputs["kmsKeyId"] == key
+
+
+def test_every_setup_invocation_waits_for_the_policies_and_endpoint_it_needs(aws_stack):
+    """Lambda checks nothing when an Invocation is created: it runs at once, so the role's
+    secret grants and (in a VPC liftoff created) the Secrets Manager endpoint must exist."""
+    invocations = aws_stack.of_type("aws:lambda/invocation:Invocation")
+    assert invocations
+    functions = {f.inputs["name"]: f for f in aws_stack.of_type(FUNCTION)}
+    endpoints = {
+        e.inputs["serviceName"].rsplit(".", 1)[-1]: e
+        for e in aws_stack.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")
+    }
+    for invocation in invocations:
+        function = functions[invocation.inputs["functionName"]]
+        secrets = {
+            function.inputs["environment"]["variables"]["LIFTOFF_ADMIN_SECRET_ARN"],
+            json.loads(invocation.inputs["input"])["clientSecretArn"],
+        }
+        for secret in secrets:
+            granting = [
+                policy
+                for policy in role_policies_of(aws_stack, function)
+                if any(
+                    "secretsmanager:GetSecretValue" in s["Action"] and s["Resource"] == secret
+                    for s in json.loads(policy.inputs["policy"])["Statement"]
+                )
+            ]
+            assert granting, f"no policy of {function.name} reads {secret}"
+            assert any(p.urn in invocation.dependencies for p in granting), (
+                f"{invocation.name} does not wait for the policy reading {secret}"
+            )
+        if endpoints:
+            assert endpoints["secretsmanager"].urn in invocation.dependencies
 
 
 def test_instance_follows_the_stack_settings():
@@ -181,3 +271,35 @@ def test_setup_function_reads_exactly_the_secrets_it_needs():
     )
     assert json.loads(client_value.inputs["secretString"])["username"] == "airflow"
     assert "secretString" in client_value.secret_paths
+
+
+def test_major_upgrade_is_allowed_only_for_a_major_change_in_the_maintenance_window():
+    import pytest
+
+    from tests.harness import run_program
+
+    def instance(run):
+        return run.one("aws:rds/instance:Instance").inputs
+
+    fresh = instance(stack_run("aws"))
+    assert fresh["allowMajorVersionUpgrade"] is False
+    assert fresh["applyImmediately"] is False
+    same = run_program("stacks/aws.yaml", previous_outputs={"postgresMajorVersion": "17"})
+    assert instance(same)["allowMajorVersionUpgrade"] is False
+    upgrade = run_program("stacks/aws.yaml", previous_outputs={"postgresMajorVersion": "16"})
+    assert instance(upgrade)["allowMajorVersionUpgrade"] is True
+    assert instance(upgrade)["applyImmediately"] is False
+    now = run_program(
+        "stacks/aws.yaml",
+        overrides={"liftoff:postgres": {"version": "17", "applyImmediately": True}},
+        previous_outputs={"postgresMajorVersion": "16"},
+    )
+    assert instance(now)["applyImmediately"] is True
+    # RDS never downgrades a major version.
+    # (The runtime may wrap the error in its own ValueError; the message is what users see.)
+    with pytest.raises(ValueError, match="got '16'; allowed: '17'"):
+        run_program(
+            "stacks/aws.yaml",
+            overrides={"liftoff:postgres": {"version": "16"}},
+            previous_outputs={"postgresMajorVersion": "17"},
+        )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 from components.config import KubernetesSettings, PostgresSettings
 from components.network import Peer
 from components.network.kubernetes import KubernetesNetwork, KubernetesNetworkArgs
 from components.postgres.kubernetes import KubernetesPostgres, KubernetesPostgresArgs
 from tests.conftest import stack_run
-from tests.harness import mock_password, run_with_config
+from tests.harness import mock_password, run_program, run_with_config
 from tests.kubernetes_schema import schema_errors
 
 STATEFUL_SET = "kubernetes:apps/v1:StatefulSet"
@@ -83,7 +85,7 @@ def test_service_dns_name_is_the_exported_discovery_name():
     assert run.outputs["postgres"]["host"] == run.outputs["postgres"]["dnsName"]
 
 
-def test_only_labelled_clients_reach_port_5432_and_drains_wait():
+def test_only_labelled_clients_reach_port_5432_and_drains_may_evict_the_one_server():
     run = stack_run("dev")
     policy = run.one("kubernetes:networking.k8s.io/v1:NetworkPolicy", "liftoff-postgres-clients")
     (rule,) = policy.inputs["spec"]["ingress"]
@@ -92,7 +94,8 @@ def test_only_labelled_clients_reach_port_5432_and_drains_wait():
     ]
     assert rule["ports"] == [{"protocol": "TCP", "port": 5432}]
     pdb = run.one("kubernetes:policy/v1:PodDisruptionBudget", "liftoff-postgres-pdb").inputs["spec"]
-    assert pdb["minAvailable"] == 1
+    # A single server: minAvailable 1 would block every node drain.
+    assert pdb == {"maxUnavailable": 1, "selector": pdb["selector"]}
 
 
 def test_grant_connect_declares_both_halves_of_the_policy():
@@ -206,3 +209,65 @@ def test_nightly_backups_go_to_the_archive_with_the_password_only_in_a_file():
 
 def test_no_backup_job_without_an_archive():
     assert stack_run("dev").of_type("kubernetes:batch/v1:CronJob") == []
+
+
+def test_a_major_version_change_is_refused_with_the_upgrade_procedure():
+    # The stack's previous update exported the major version its data directory holds. (The
+    # runtime may wrap the error in its own ValueError; the message is what users see.)
+    with pytest.raises(ValueError) as error:
+        run_program("Pulumi.dev.yaml", previous_outputs={"postgresMajorVersion": "16"})
+    message = str(error.value)
+    assert "liftoff:postgres.version: got '17'; allowed: '16'" in message
+    assert "Postgres major version upgrade" in message and "pg_upgrade" in message
+    # The same major (a minor image bump) and a new stack go ahead.
+    same = run_program("Pulumi.dev.yaml", previous_outputs={"postgresMajorVersion": "17"})
+    assert same.outputs["postgresMajorVersion"] == "17"
+    # After the documented procedure, the operator names the major the data came from; the
+    # setup jobs then run again (new names) to recreate roles and databases on the new server.
+    migrated = run_program(
+        "Pulumi.dev.yaml",
+        overrides={"liftoff:postgres": {"version": "17", "majorUpgradeFrom": "16"}},
+        previous_outputs={"postgresMajorVersion": "16"},
+    )
+    old = run_program("Pulumi.dev.yaml", overrides={"liftoff:postgres": {"version": "16"}})
+
+    def setup_jobs(run):
+        return {
+            r.inputs["metadata"]["name"]
+            for r in run.of_type("kubernetes:batch/v1:Job")
+            if r.name.startswith("liftoff-postgres-")
+        }
+
+    assert setup_jobs(migrated) and not setup_jobs(migrated) & setup_jobs(old)
+
+
+def test_major_upgrade_from_is_checked():
+    from components.config import load_config
+    from components.validation import ConfigError
+
+    with pytest.raises(ConfigError, match=r"liftoff:postgres\.majorUpgradeFrom: got '17'"):
+        load_config(
+            {
+                "liftoff:target": "kubernetes",
+                "liftoff:postgres": '{"version": "17", "majorUpgradeFrom": "17"}',
+            },
+            project="liftoff",
+            stack="dev",
+        )
+
+
+def test_the_server_never_starts_on_a_data_directory_of_another_major():
+    spec = (
+        stack_run("dev")
+        .one("kubernetes:apps/v1:StatefulSet", "liftoff-postgres-statefulset")
+        .inputs["spec"]["template"]["spec"]
+    )
+    (guard,) = spec["initContainers"]
+    (server,) = spec["containers"]
+    assert guard["image"] == server["image"] == "docker.io/library/postgres:17.7"
+    script = guard["command"][-1]
+    assert "/var/lib/postgresql/data/pgdata/PG_VERSION" in script
+    assert '!= "17"' in script and "exit 1" in script
+    assert {"name": "data", "mountPath": "/var/lib/postgresql/data", "readOnly": True} in guard[
+        "volumeMounts"
+    ]

@@ -180,3 +180,51 @@ def test_durability_always_is_the_default_for_every_clustered_stream():
         replicas = values["config"]["cluster"]["replicas"]
         if replicas >= 3:
             assert values["config"]["jetstream"]["merge"] == {"sync_interval": "always"}
+
+
+def test_nats_servers_are_guaranteed_pods_with_go_and_jetstream_limits_below_them():
+    values = (
+        stack_run("kubernetes-private-cloud").one(CHART, "liftoff-stream-chart").inputs["values"]
+    )
+    resources = values["container"]["merge"]["resources"]
+    assert resources["requests"] == resources["limits"] == {"cpu": "2", "memory": "8Gi"}
+    # GOMEMLIMIT at 80% of the memory limit; max_file_store at 90% of the 100 Gi volume.
+    assert values["container"]["env"] == {"GOMEMLIMIT": "6553MiB"}
+    assert values["config"]["jetstream"]["fileStore"]["maxSize"] == "92160Mi"
+    reloader = values["reloader"]["merge"]["resources"]
+    assert reloader["requests"] == reloader["limits"]
+    # Limits alone are taken as the requests too; unequal requests are refused.
+    only_limits = run_program(
+        "Pulumi.dev.yaml",
+        overrides={
+            "liftoff:stream": {
+                "replicas": 1,
+                "resources": {"limits": {"cpu": "1", "memory": "1Gi"}},
+            }
+        },
+    )
+    merged = only_limits.one(CHART, "liftoff-stream-chart").inputs["values"]["container"]
+    assert merged["merge"]["resources"]["requests"] == {"cpu": "1", "memory": "1Gi"}
+    assert merged["env"] == {"GOMEMLIMIT": "819MiB"}
+
+
+def test_unequal_nats_requests_and_limits_are_refused():
+    import json
+
+    import pytest
+
+    from components.config import load_config
+    from components.validation import ConfigError
+
+    stream = {
+        "resources": {
+            "requests": {"cpu": "1", "memory": "1Gi"},
+            "limits": {"cpu": "2", "memory": "2Gi"},
+        }
+    }
+    with pytest.raises(ConfigError, match=r"liftoff:stream\.resources: .*requests equal to limits"):
+        load_config(
+            {"liftoff:target": "kubernetes", "liftoff:stream": json.dumps(stream)},
+            project="liftoff",
+            stack="dev",
+        )

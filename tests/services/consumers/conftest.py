@@ -115,7 +115,8 @@ async def read_dead_letters(server_url: str, consumer: str) -> list[tuple[dict[s
         while True:
             try:
                 messages = await subscription.fetch(100, timeout=0.5)
-            except nats.errors.TimeoutError:
+            # nats-py raises its own TimeoutError (a subclass) or, from some paths, a bare one.
+            except TimeoutError:
                 return found
             found += [(dict(m.headers or {}), m.data) for m in messages]
     finally:
