@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from components.observability import ObservabilitySettings, read_observability
 from components.validation import (
     ConfigError,
     ConfigReader,
@@ -159,6 +160,16 @@ class Source:
     """One entry of `liftoff:sources`: a sender of events with its own write key."""
 
     name: str
+    allowed_origins: tuple[str, ...] = ("*",)
+    """`allowedOrigins`. Default: `["*"]` (any web page may send with this write key). A list
+    of browser origins (`https://shop.example.com`, `https://*.example.com` for subdomains,
+    `http://localhost:3000`): the collector answers CORS for them only and refuses (403) a
+    browser request from any other origin with this source's key, on both targets. Server
+    SDKs (no `Origin` header) are not affected."""
+
+    @property
+    def restricts_origins(self) -> bool:
+        return "*" not in self.allowed_origins
 
 
 @dataclass(frozen=True)
@@ -215,6 +226,11 @@ class IngestSettings:
     """Default: the cluster's default IngressClass. Kubernetes only."""
     tls_secret: str | None = None
     """Default: none (plain HTTP at the Ingress). Kubernetes only; needs `host`."""
+    public_url: str | None = None
+    """`publicUrl`. Default: `https://<host>` with `tlsSecret`, `http://<host>` without, none
+    without `host`. Kubernetes only: where browsers and SDKs reach the collector when that is
+    not what the Ingress alone says (TLS terminated by a load balancer in front, another
+    gateway); it is the `collectorUrl` output and what analytics.js's settings name."""
     resources: ComputeResources = field(
         default_factory=lambda: ComputeResources("250m", "256Mi", "1", "512Mi")
     )
@@ -406,6 +422,7 @@ class PlatformConfig:
     airflow: AirflowSettings = field(default_factory=AirflowSettings)
     kubernetes: KubernetesSettings | None = None
     aws: AwsSettings | None = None
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
 
     @property
     def prefix(self) -> str:
@@ -431,11 +448,14 @@ KNOWN_KEYS: tuple[str, ...] = (
     "destinations",
     "warehouse",
     "airflow",
+    "observability",
     "tags",
 )
 _OBJECT_KEYS = frozenset(KNOWN_KEYS) - {"target", "deletionProtection"}
 CHARTS: tuple[str, ...] = ("nats", "airflow")
 SOURCE_NAME = r"[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?"
+# A browser origin as browsers send it (lower-case, no path), `*.` for any subdomain, or `*`.
+ALLOWED_ORIGIN = r"\*|https?://(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?"
 DEFAULT_SERVICES_IMAGE = "ghcr.io/liftoff-data/liftoff-services:0.1.0"
 
 
@@ -534,6 +554,9 @@ def load_config(
         target,
         is_secret=f"{project}:airflow" in secret_keys,
     )
+    observability = read_observability(
+        ConfigReader(f"{project}:observability", raw.get("observability"), problems), target
+    )
     charts: dict[str, ChartSource] = {}
     if target == "kubernetes":
         charts = _read_charts(ConfigReader(f"{project}:charts", raw.get("charts"), problems))
@@ -562,6 +585,7 @@ def load_config(
         airflow=airflow,
         kubernetes=kubernetes,
         aws=aws,
+        observability=observability,
     )
 
 
@@ -917,6 +941,7 @@ def _read_sources(key: str, raw: Any, problems: list[Problem]) -> tuple[Source, 
             describe="a source name: lowercase letters, digits, '-' or '_', at most 63 "
             "characters (it becomes part of stream subjects and archive paths)",
         )
+        origins = _read_allowed_origins(reader)
         reader.finish()
         if name is None:
             continue
@@ -925,9 +950,25 @@ def _read_sources(key: str, raw: Any, problems: list[Problem]) -> tuple[Source, 
                 Problem(f"{key}[{index}].name", name, "a name not used by another source")
             )
             continue
-        sources.append(Source(name))
+        sources.append(Source(name, origins))
     # Sorted: the order sources were listed in must not change what is declared.
     return tuple(sorted(sources, key=lambda s: s.name))
+
+
+def _read_allowed_origins(reader: ConfigReader) -> tuple[str, ...]:
+    origins = reader.string_list(
+        "allowedOrigins",
+        item_pattern=ALLOWED_ORIGIN,
+        describe="'*' or a browser origin scheme://host[:port] (http or https, lower-case, "
+        "no path; https://*.example.com for its subdomains)",
+    )
+    if origins is None:
+        return Source.allowed_origins
+    if not origins:
+        reader.problem("allowedOrigins", [], "at least one origin, or '*' (the default)")
+        return Source.allowed_origins
+    # Sorted and deduplicated: listing order must not change what is declared.
+    return tuple(sorted(set(origins)))
 
 
 def _read_stream(reader: ConfigReader, target: Target | None) -> StreamSettings:
@@ -1036,6 +1077,7 @@ def _read_ingest(reader: ConfigReader, target: Target | None) -> IngestSettings:
             "host",
             "ingressClass",
             "tlsSecret",
+            "publicUrl",
             "resources",
         ):
             reader.reject(name, "only with target 'kubernetes'")
@@ -1065,6 +1107,11 @@ def _read_ingest(reader: ConfigReader, target: Target | None) -> IngestSettings:
         reader.problem("tlsSecret", tls_secret, "only together with host")
     if ingress_class and not host:
         reader.problem("ingressClass", ingress_class, "only together with host")
+    public_url = reader.string(
+        "publicUrl",
+        pattern=rf"https?://{DNS_LABEL}(\.{DNS_LABEL})*(:[0-9]{{1,5}})?",
+        describe="http(s)://host[:port] without a path, e.g. https://events.example.com",
+    )
     resources = _read_resources(reader.object("resources"), defaults.resources)
     for name in ("throttlingRateLimit", "throttlingBurstLimit", "memoryMb"):
         reader.reject(name, "only with target 'aws'")
@@ -1076,6 +1123,7 @@ def _read_ingest(reader: ConfigReader, target: Target | None) -> IngestSettings:
         host=host,
         ingress_class=ingress_class,
         tls_secret=tls_secret,
+        public_url=public_url,
         resources=resources,
     )
 

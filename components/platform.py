@@ -6,6 +6,7 @@ Only the chosen target's modules are imported, so a Kubernetes stack never loads
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pulumi
@@ -36,7 +37,7 @@ class Platform(pulumi.ComponentResource):
 
         from components.airflow.aws import MwaaAirflow, MwaaAirflowArgs
         from components.archive.aws import ArchiveBucket, ArchiveBucketArgs
-        from components.aws_logs import LogSettings, platform_key_policy
+        from components.aws_logs import LogSettings
         from components.consumers.aws import AwsConsumers, AwsConsumersArgs
         from components.ingest.aws import LambdaCollector, LambdaCollectorArgs
         from components.network.aws import (
@@ -66,8 +67,11 @@ class Platform(pulumi.ComponentResource):
             description=f"liftoff {config.stack}: encryption at rest for the platform's data",
             enable_key_rotation=True,
             deletion_window_in_days=30,
-            # The account's default statement plus CloudWatch Logs, so log groups use this key.
-            policy=identity.account_id.apply(lambda account: platform_key_policy(account, region)),
+            # The account's default statement plus CloudWatch Logs, so log groups use this key,
+            # and CloudWatch alarms when the alarm topic (encrypted with it) is created here.
+            policy=identity.account_id.apply(
+                lambda account: self._key_policy(config, account, region)
+            ),
             opts=child,
         )
         logs = LogSettings(retention_days=config.aws.log_retention_days, kms_key_arn=self.key.arn)
@@ -166,6 +170,8 @@ class Platform(pulumi.ComponentResource):
                 opts=child,
             )
             self.outputs["airflowUrl"] = self.airflow.endpoint.url
+        if config.observability.enabled:
+            self._observe_aws(name, config, child)
         self.outputs["vpcId"] = self.network.vpc_id
         self.outputs["postgres"] = self.postgres.connection.public_view()
         # Read back on the next update to refuse (Kubernetes) or allow (RDS) a major change.
@@ -175,6 +181,76 @@ class Platform(pulumi.ComponentResource):
         )
         self._export_ingest()
         self._export_warehouse()
+
+    def _alarm_topic_created(self, config: PlatformConfig) -> bool:
+        return config.observability.enabled and not config.observability.alarm_topic_arn
+
+    def _key_policy(self, config: PlatformConfig, account: str, region: str) -> str:
+        from components.aws_logs import platform_key_policy
+
+        policy = platform_key_policy(account, region)
+        if not self._alarm_topic_created(config):
+            return policy
+        from components import aws_iam
+        from components.observability.aws import alarm_key_statement
+
+        statements = json.loads(policy)["Statement"]
+        return aws_iam.document([*statements, alarm_key_statement(account, region, config.prefix)])
+
+    def _observe_aws(
+        self, name: str, config: PlatformConfig, child: pulumi.ResourceOptions
+    ) -> None:
+        from components.observability.aws import (
+            AwsObservability,
+            AwsObservabilityArgs,
+            ConsumerFunction,
+        )
+
+        assert config.aws is not None
+        consumers = [
+            ConsumerFunction(
+                "archiver",
+                self.consumers.archiver.function.name,
+                self.consumers.archiver.dead_letter_queue.name,
+            )
+        ]
+        if self.consumers.loader is not None:
+            loader = self.consumers.loader
+            consumers.append(
+                ConsumerFunction("loader", loader.function.name, loader.dead_letter_queue.name)
+            )
+        for destination, broadcaster in sorted(self.consumers.broadcasters.items()):
+            consumers.append(
+                ConsumerFunction(
+                    f"broadcaster-{destination}",
+                    broadcaster.function.name,
+                    broadcaster.dead_letter_queue.name,
+                    broadcaster=True,
+                )
+            )
+        reconciler = getattr(self.consumers, "reconciler", None)
+        self.observability = AwsObservability(
+            f"{name}-observability",
+            AwsObservabilityArgs(
+                settings=config.observability,
+                prefix=config.prefix,
+                region=config.aws.region,
+                kms_key_arn=self.key.arn,
+                api_id=self.ingest.api.id,
+                stage=self.ingest.stage.name,
+                collector_function=self.ingest.function.name,
+                stream_name=self.stream.stream.name,
+                consumers=consumers,
+                db_instance=self.postgres.instance.identifier,
+                db_instance_class=config.postgres.instance_class,
+                db_storage_gb=config.postgres.storage_gb,
+                reconcile_function=reconciler.function.name if reconciler else None,
+                tags=config.tags,
+            ),
+            opts=child,
+        )
+        self.outputs["alarmTopicArn"] = self.observability.topic_arn
+        self.outputs["dashboardUrl"] = self.observability.dashboard_url
 
     def _export_warehouse(self) -> None:
         warehouse = getattr(self.consumers, "warehouse", None)
@@ -187,6 +263,42 @@ class Platform(pulumi.ComponentResource):
         ).apply(lambda values: {"url": values[0], "name": values[1]})
         self.outputs["collectorUrl"] = self.ingest.endpoint.collector_url
         self.outputs["writeKeys"] = self.ingest.endpoint.write_keys
+
+    def _observe_kubernetes(
+        self, name: str, config: PlatformConfig, child: pulumi.ResourceOptions
+    ) -> None:
+        from components import kube
+        from components.consumers.kubernetes import CONSUMER_LABEL, HEALTH_PORT
+        from components.ingest.kubernetes import COMPONENT, PORT
+        from components.observability.kubernetes import (
+            KubernetesObservability,
+            KubernetesObservabilityArgs,
+            MetricsTarget,
+        )
+        from components.stream.kubernetes import NATS_EXPORTER_PORT, NATS_POD_SELECTOR
+
+        settings = config.kubernetes
+        assert settings is not None
+        # Every consumer pod, and only they, names its probe port `health`.
+        consumers = {"app.kubernetes.io/instance": config.stack, CONSUMER_LABEL: "true"}
+        self.observability = KubernetesObservability(
+            f"{name}-observability",
+            KubernetesObservabilityArgs(
+                settings=config.observability,
+                network=self.network,
+                stack=config.stack,
+                collector_service_labels=kube.selector(COMPONENT, config.stack),
+                collector=MetricsTarget(
+                    "collector", kube.selector(COMPONENT, config.stack), "http", PORT
+                ),
+                consumers=MetricsTarget("consumers", consumers, "health", HEALTH_PORT),
+                nats=MetricsTarget("nats", NATS_POD_SELECTOR, "prom-metrics", NATS_EXPORTER_PORT),
+                postgres=self.postgres,
+                image_registry=settings.image_registry,
+                tags=config.tags,
+            ),
+            opts=child,
+        )
 
     def _build_kubernetes(self, name: str, config: PlatformConfig) -> None:
         import pulumi_kubernetes as k8s
@@ -242,6 +354,7 @@ class Platform(pulumi.ComponentResource):
                 image_registry=settings.image_registry,
                 chart_source=config.charts.get("nats"),
                 tags=config.tags,
+                metrics_exporter=config.observability.enabled,
             ),
             opts=child,
         )
@@ -316,6 +429,8 @@ class Platform(pulumi.ComponentResource):
                 opts=child,
             )
             self.outputs["airflowUrl"] = self.airflow.endpoint.url
+        if config.observability.enabled:
+            self._observe_kubernetes(name, config, child)
         self.outputs["namespace"] = self.network.namespace
         self.outputs["postgres"] = self.postgres.connection.public_view()
         # Read back on the next update to refuse (Kubernetes) or allow (RDS) a major change.

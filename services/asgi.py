@@ -1,8 +1,11 @@
 """The collector as a plain ASGI application (no framework: the hot path is a dict lookup).
 
-Routes: ``POST /v1/{batch,import,track,identify,page,screen,group,alias}`` (+ ``OPTIONS`` for
-CORS preflight), ``GET /healthz`` (liveness: the process answers), ``GET /readyz`` (readiness:
-the stream is reachable and exists), ``GET /metrics`` (Prometheus text format, this process).
+Routes: ``POST /v1/{batch,import,track,identify,page,screen,group,alias}`` and analytics.js's
+short aliases ``/v1/{b,t,i,p,s,g,a}``; ``GET``/``HEAD`` ``/v1/projects/<writeKey>/settings``,
+``/analytics.js/v1/<writeKey>/analytics.min.js`` and ``/analytics-next/bundles/<chunk>``
+(:mod:`services.browser`); ``GET /healthz`` (liveness: the process answers), ``GET /readyz``
+(readiness: the stream is reachable and exists), ``GET /metrics`` (Prometheus text format,
+this process). ``OPTIONS`` (CORS preflight) on every route; CORS headers on every response.
 The lifespan protocol starts and closes the stream adapter.
 """
 
@@ -12,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from services.browser import BUNDLE_PATH, LIBRARY_PATH, SETTINGS_PATH
 from services.collector import ROUTES, Collector, IngestRequest, Response, json_response
 from services.segment import MAX_REQUEST_BYTES, InvalidInput
 
@@ -51,17 +55,29 @@ class CollectorApp:
             await self._lifespan(receive, send)
 
     async def _http(self, scope: Scope, receive: Receive) -> Response | None:
+        origin = _header(scope, b"origin")
+        response = await self._route(scope, receive, origin)
+        if response is None:
+            return None
+        return self.collector.with_cors(response, origin)
+
+    async def _route(self, scope: Scope, receive: Receive, origin: str | None) -> Response | None:
         path: str = scope["path"]
         method: str = scope["method"]
         if path in ROUTES:
             if method == "POST":
-                return await self._ingest(path, scope, receive)
+                return await self._ingest(path, scope, receive, origin)
             if method == "OPTIONS":
-                return self.collector.preflight(_header(scope, b"access-control-request-headers"))
+                return self.collector.preflight(origin)
             return self.collector.reject(
                 path,
                 InvalidInput(405, "method_not_allowed", f"{method} {path}: use POST"),
             )
+        browser = self._browser_route(scope, path, method, origin)
+        if browser is not None:
+            return browser
+        if method == "OPTIONS" and path in _READ_ROUTES:
+            return self.collector.preflight(origin)
         if method not in ("GET", "HEAD"):
             return _method_not_allowed("GET, HEAD") if path in _READ_ROUTES else _NOT_FOUND
         if path == "/healthz":
@@ -72,8 +88,31 @@ class CollectorApp:
             return self.collector.metrics()
         return _NOT_FOUND
 
-    async def _ingest(self, path: str, scope: Scope, receive: Receive) -> Response | None:
-        request = IngestRequest(route=path, body=b"")
+    def _browser_route(
+        self, scope: Scope, path: str, method: str, origin: str | None
+    ) -> Response | None:
+        settings = SETTINGS_PATH.match(path)
+        library = None if settings else LIBRARY_PATH.match(path)
+        bundle = None if settings or library else BUNDLE_PATH.match(path)
+        if not (settings or library or bundle):
+            return None
+        if method == "OPTIONS":
+            return self.collector.preflight(origin)
+        if method not in ("GET", "HEAD"):
+            return _method_not_allowed("GET, HEAD")
+        if settings:
+            host = _header(scope, b"host")
+            return self.collector.settings(settings.group(1), host, scope["scheme"], origin)
+        return self.collector.static_file(
+            "standalone.js" if library else bundle.group(1),  # type: ignore[union-attr]
+            _header(scope, b"if-none-match"),
+            _header(scope, b"accept-encoding"),
+        )
+
+    async def _ingest(
+        self, path: str, scope: Scope, receive: Receive, origin: str | None
+    ) -> Response | None:
+        request = IngestRequest(route=path, body=b"", origin=origin)
         declared_length = None
         for name, value in scope["headers"]:
             if name == b"content-type":

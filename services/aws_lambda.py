@@ -5,7 +5,11 @@ container (:class:`services.collector.Collector`), publishing to Kinesis.
 
 Environment: ``LIFTOFF_STREAM_URL`` (``kinesis://<stream-name>``), and the write keys either in
 ``LIFTOFF_WRITE_KEYS`` (JSON) or in the Secrets Manager secret ``LIFTOFF_WRITE_KEYS_SECRET_ARN``
-(its SecretString is that JSON), read once per cold start. ``LIFTOFF_LOG_LEVEL`` as elsewhere.
+(its SecretString is that JSON), read once per cold start. ``LIFTOFF_LOG_LEVEL``,
+``LIFTOFF_ALLOWED_ORIGINS`` and ``LIFTOFF_PUBLIC_URL`` as in the container. Routes, CORS
+(preflight included: the API's edge CORS is off, so one policy answers on both targets) and
+the analytics.js routes are the container's (:mod:`services.asgi`); analytics.js is read from
+``services/static/analytics-next`` in the package (:mod:`components.packaging` puts it there).
 """
 
 from __future__ import annotations
@@ -21,6 +25,13 @@ from typing import Any
 import boto3
 
 from services import config
+from services.browser import (
+    BUNDLE_PATH,
+    DEFAULT_LIBRARY_DIR,
+    LIBRARY_PATH,
+    SETTINGS_PATH,
+    Library,
+)
 from services.collector import ROUTES, Collector, IngestRequest, Response, json_response
 from services.config import ConfigError
 from services.observability import configure_logging
@@ -54,26 +65,73 @@ def _write_keys(env: Mapping[str, str]) -> WriteKeys:
 def _start(env: Mapping[str, str]) -> _Runtime:
     configure_logging(config.log_level(env))
     stream = KinesisStream.from_url(config.stream_url(env, ("kinesis",)))
-    collector = Collector(stream, _write_keys(env))
+    keys = _write_keys(env)
+    collector = Collector(
+        stream,
+        keys,
+        origins=config.allowed_origins(env, keys),
+        library=Library(DEFAULT_LIBRARY_DIR),
+        public_url=config.public_url(env),
+    )
     # One loop per execution environment, reused across invocations (boto3 runs on threads).
     return _Runtime(collector, asyncio.new_event_loop())
 
 
-def _route(path: str) -> str | None:
+def _path(path: str, stage: str) -> str:
     # A named stage prefixes rawPath ("/prod/v1/batch"); the $default stage does not.
-    start = path.find("/v1/")
-    return path[start:] if start >= 0 and path[start:] in ROUTES else None
+    prefix = f"/{stage}/"
+    return path[len(prefix) - 1 :] if stage != "$default" and path.startswith(prefix) else path
 
 
-def _answer(response: Response) -> dict[str, Any]:
-    headers = {"content-type": response.content_type}
-    headers.update(response.headers)
+def _answer(response: Response, head: bool = False) -> dict[str, Any]:
+    headers: dict[str, str] = {"content-type": response.content_type}
+    for name, value in response.headers:
+        # Repeated names (Vary) are joined, as HTTP allows.
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    binary = "content-encoding" in headers
+    body = b"" if head else response.body
     return {
         "statusCode": response.status,
         "headers": headers,
-        "body": response.body.decode(),
-        "isBase64Encoded": False,
+        "body": base64.b64encode(body).decode() if binary else body.decode(),
+        "isBase64Encoded": binary,
     }
+
+
+def _not_found() -> Response:
+    document = {"success": False, "code": "not_found", "message": "no such path"}
+    return json_response(404, document, [])
+
+
+def _browser_route(
+    collector: Collector,
+    path: str,
+    method: str,
+    headers: Mapping[str, str],
+    request_context: Mapping[str, Any],
+) -> Response | None:
+    settings = SETTINGS_PATH.match(path)
+    library = None if settings else LIBRARY_PATH.match(path)
+    bundle = None if settings or library else BUNDLE_PATH.match(path)
+    if not (settings or library or bundle):
+        return None
+    origin = headers.get("origin")
+    if method == "OPTIONS":
+        return collector.preflight(origin)
+    if method not in ("GET", "HEAD"):
+        error = InvalidInput(405, "method_not_allowed", f"{method} {path}: use GET")
+        return collector.reject(path, error)
+    if settings:
+        # API Gateway is reached over HTTPS only; a named stage is part of the public path.
+        host = request_context.get("domainName") or headers.get("host")
+        stage = request_context.get("stage", "$default")
+        prefix = "" if stage == "$default" else f"/{stage}"
+        return collector.settings(settings.group(1), host, "https", origin, prefix)
+    return collector.static_file(
+        "standalone.js" if library else bundle.group(1),  # type: ignore[union-attr]
+        headers.get("if-none-match"),
+        headers.get("accept-encoding"),
+    )
 
 
 def collector_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
@@ -82,21 +140,34 @@ def collector_handler(event: dict[str, Any], context: Any = None) -> dict[str, A
         _runtime = _start(os.environ)
     collector = _runtime.collector
 
-    http = event.get("requestContext", {}).get("http", {})
+    request_context = event.get("requestContext") or {}
+    http = request_context.get("http", {})
     method = http.get("method", "")
-    route = _route(event.get("rawPath") or http.get("path", ""))
-    if route is None:
-        return _answer(
-            json_response(
-                404, {"success": False, "code": "not_found", "message": "no such path"}, []
-            )
-        )
     headers: Mapping[str, str] = event.get("headers") or {}  # HTTP API lower-cases names
+    path = _path(event.get("rawPath") or http.get("path", ""), request_context.get("stage", ""))
+    origin = headers.get("origin")
+    head = method == "HEAD"
+    browser = _browser_route(collector, path, method, headers, request_context)
+    if browser is not None:
+        return _answer(collector.with_cors(browser, origin), head)
+    if path not in ROUTES:
+        return _answer(collector.with_cors(_not_found(), origin), head)
+    return _answer(collector.with_cors(_ingest(collector, path, method, headers, event), origin))
+
+
+def _ingest(
+    collector: Collector,
+    route: str,
+    method: str,
+    headers: Mapping[str, str],
+    event: dict[str, Any],
+) -> Response:
+    assert _runtime is not None
     if method == "OPTIONS":
-        return _answer(collector.preflight(headers.get("access-control-request-headers")))
+        return collector.preflight(headers.get("origin"))
     if method != "POST":
         error = InvalidInput(405, "method_not_allowed", f"{method} {route}: use POST")
-        return _answer(collector.reject(route, error))
+        return collector.reject(route, error)
 
     raw_body = event.get("body") or ""
     if event.get("isBase64Encoded"):
@@ -104,14 +175,14 @@ def collector_handler(event: dict[str, Any], context: Any = None) -> dict[str, A
             body = base64.b64decode(raw_body, validate=True)
         except binascii.Error:
             error = InvalidInput(400, "malformed_body", "body is not valid base64")
-            return _answer(collector.reject(route, error))
+            return collector.reject(route, error)
     else:
         body = raw_body.encode()
     if len(body) > MAX_REQUEST_BYTES:
         error = InvalidInput(
             413, "request_too_large", f"request body exceeds {MAX_REQUEST_BYTES} bytes"
         )
-        return _answer(collector.reject(route, error))
+        return collector.reject(route, error)
 
     request = IngestRequest(
         route=route,
@@ -119,8 +190,9 @@ def collector_handler(event: dict[str, Any], context: Any = None) -> dict[str, A
         content_type=headers.get("content-type", ""),
         content_encoding=headers.get("content-encoding", ""),
         authorization=headers.get("authorization"),
+        origin=headers.get("origin"),
     )
-    return _answer(_runtime.loop.run_until_complete(collector.ingest(request)))
+    return _runtime.loop.run_until_complete(collector.ingest(request))
 
 
 def reset_for_tests() -> None:

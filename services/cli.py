@@ -23,12 +23,20 @@ log = logging.getLogger("liftoff.cli")
 def create_collector_app() -> object:
     """uvicorn factory: builds the ASGI app from the environment (once per worker process)."""
     from services.asgi import CollectorApp
+    from services.browser import Library
     from services.collector import Collector
     from services.streams import open_stream
 
     settings = config.CollectorConfig.from_env(os.environ)
     configure_logging(settings.log_level)
-    return CollectorApp(Collector(open_stream(settings.stream_url), settings.write_keys))
+    collector = Collector(
+        open_stream(settings.stream_url),
+        settings.write_keys,
+        origins=settings.allowed_origins,
+        library=Library(settings.analytics_js_dir),
+        public_url=settings.public_url,
+    )
+    return CollectorApp(collector)
 
 
 def run_collector(env: Mapping[str, str]) -> int:
@@ -36,6 +44,13 @@ def run_collector(env: Mapping[str, str]) -> int:
 
     settings = config.CollectorConfig.from_env(env)  # fail fast, before any worker starts
     configure_logging(settings.log_level)
+    if settings.workers > 1:
+        import tempfile
+
+        from services.observability import MULTIPROCESS_DIR
+
+        # Inherited by the workers: their metrics go to files here, summed on every scrape.
+        os.environ[MULTIPROCESS_DIR] = tempfile.mkdtemp(prefix="liftoff-metrics-")
     log.info(
         "starting collector",
         extra={
@@ -60,6 +75,8 @@ def run_collector(env: Mapping[str, str]) -> int:
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=20,
+        ssl_certfile=settings.tls_cert_file,
+        ssl_keyfile=settings.tls_key_file,
     )
     return 0
 

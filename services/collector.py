@@ -2,15 +2,19 @@
 
 Order of checks for ``POST /v1/<route>``: content type (415), write key in the ``Authorization``
 header when one is sent (401), content encoding (415) and gzip (400/413), body size (413),
-JSON envelope (400), write key in the body when no header was sent (401), every event (400),
-then publish (503 with ``Retry-After`` when the stream did not acknowledge everything).
+JSON envelope (400), write key in the body when no header was sent (401), the browser's
+``Origin`` against the source's allowed origins (403), every event (400), then publish (503
+with ``Retry-After`` when the stream did not acknowledge everything).
 The answer is 200 ``{"success": true}`` only after every event was acknowledged.
+
+CORS headers are added by the transports to every response (:meth:`Collector.with_cors`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +22,8 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from services import browser
+from services.browser import AllowedOrigins, Library
 from services.observability import Counters
 from services.segment import MAX_REQUEST_BYTES, InvalidInput, build_records, parse_body
 from services.streams import EventStream, StreamUnavailable
@@ -35,20 +41,24 @@ ROUTES: dict[str, str | None] = {
     "/v1/screen": "screen",
     "/v1/group": "group",
     "/v1/alias": "alias",
+    # The short paths analytics.js (analytics-next) posts to: first letter of the type, and
+    # "b" for its batching delivery ({"batch": [...], "writeKey", "sentAt"}).
+    "/v1/b": None,
+    "/v1/t": "track",
+    "/v1/i": "identify",
+    "/v1/p": "page",
+    "/v1/s": "screen",
+    "/v1/g": "group",
+    "/v1/a": "alias",
 }
 # analytics.js posts with text/plain so that browsers skip the CORS preflight.
 ACCEPTED_MEDIA_TYPES = frozenset({"application/json", "text/plain", ""})
 RETRY_AFTER_SECONDS = "5"
 READINESS_TIMEOUT_SECONDS = 3.0
 
-CORS_HEADERS = [("access-control-allow-origin", "*")]
-PREFLIGHT_HEADERS = [
-    ("access-control-allow-origin", "*"),
-    ("access-control-allow-methods", "POST, OPTIONS"),
-    ("access-control-max-age", "86400"),
-    ("vary", "Access-Control-Request-Headers"),
-]
-DEFAULT_ALLOWED_HEADERS = "Content-Type, Content-Encoding, Authorization"
+REQUEST_DURATION = "liftoff_collector_request_duration_seconds"
+# Around the contract's default p99 threshold (1 s) finely enough to place it.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 _SUCCESS = b'{"success":true}'
 _json_encoder = msgspec.json.Encoder()
@@ -69,10 +79,19 @@ class IngestRequest:
     content_type: str = ""
     content_encoding: str = ""
     authorization: str | None = None
+    origin: str | None = None
 
 
 def json_response(status: int, document: object, headers: list[tuple[str, str]]) -> Response:
     return Response(status, _json_encoder.encode(document), headers)
+
+
+def _origin_refused(origin: str | None) -> InvalidInput:
+    return InvalidInput(
+        403,
+        "origin_not_allowed",
+        f"origin {origin!r} is not in the allowed origins of this write key's source",
+    )
 
 
 def decode_content(body: bytes, content_encoding: str) -> bytes:
@@ -109,9 +128,16 @@ class Collector:
         write_keys: WriteKeys,
         counters: Counters | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        *,
+        origins: AllowedOrigins | None = None,
+        library: Library | None = None,
+        public_url: str | None = None,
     ) -> None:
         self.stream = stream
         self.write_keys = write_keys
+        self.origins = (origins or AllowedOrigins()).with_sources(write_keys.sources)
+        self.library = library or Library(browser.DEFAULT_LIBRARY_DIR)
+        self.public_url = public_url
         self.counters = counters or Counters()
         self.clock = clock
         self.counters.describe(
@@ -128,8 +154,15 @@ class Collector:
             "liftoff_collector_publish_failures_total",
             "Requests answered 503 because the stream did not acknowledge every event.",
         )
+        self.counters.describe_histogram(
+            REQUEST_DURATION,
+            "Time from a complete request body to the answer (stream acknowledgement included).",
+            ("route",),
+            LATENCY_BUCKETS,
+        )
 
     async def ingest(self, request: IngestRequest) -> Response:
+        started = time.perf_counter()
         try:
             response = await self._ingest(request)
         except InvalidInput as error:
@@ -147,18 +180,19 @@ class Collector:
                     "code": "stream_unavailable",
                     "message": "the stream did not acknowledge every event; retry later",
                 },
-                [*CORS_HEADERS, ("retry-after", RETRY_AFTER_SECONDS)],
+                [("retry-after", RETRY_AFTER_SECONDS)],
             )
         except Exception:
             log.exception("unexpected error", extra={"fields": {"route": request.route}})
             response = json_response(
                 500,
                 {"success": False, "code": "internal", "message": "internal error"},
-                CORS_HEADERS,
+                [],
             )
         self.counters.add(
             "liftoff_collector_requests_total", route=request.route, status=str(response.status)
         )
+        self.counters.observe(REQUEST_DURATION, time.perf_counter() - started, route=request.route)
         return response
 
     def reject(self, route: str, error: InvalidInput) -> Response:
@@ -177,7 +211,7 @@ class Collector:
             },
         )
         self.counters.add("liftoff_collector_requests_total", route=route, status=str(error.status))
-        return json_response(error.status, error.as_json(), CORS_HEADERS)
+        return json_response(error.status, error.as_json(), [])
 
     async def _ingest(self, request: IngestRequest) -> Response:
         event_type = ROUTES[request.route]
@@ -203,17 +237,86 @@ class Collector:
                     "invalid_write_key",
                     "missing or unknown write key: send it as the HTTP Basic username",
                 )
+        if not self.origins.allows(source, request.origin):
+            raise _origin_refused(request.origin)
         records = build_records(parsed, event_type, source, self.clock())
         if records:
             await self.stream.publish(records)
             self.counters.add(
                 "liftoff_collector_events_accepted_total", len(records), source=source
             )
-        return Response(200, _SUCCESS, CORS_HEADERS)
+        return Response(200, _SUCCESS, [])
 
-    def preflight(self, requested_headers: str | None) -> Response:
-        allowed = requested_headers or DEFAULT_ALLOWED_HEADERS
-        return Response(204, b"", [*PREFLIGHT_HEADERS, ("access-control-allow-headers", allowed)])
+    # --- browsers: CORS, analytics.js settings and the library itself (services.browser) ----
+
+    def with_cors(self, response: Response, origin: str | None) -> Response:
+        """``response`` plus the CORS headers for ``origin`` (every route, errors included)."""
+        headers = [*response.headers, *self.origins.headers(origin)]
+        return Response(response.status, response.body, headers, response.content_type)
+
+    def preflight(self, origin: str | None) -> Response:
+        """``OPTIONS`` on any route: 204, or 403 for a refused origin (then :meth:`with_cors`
+        adds no allow header, so the browser blocks the request)."""
+        if not self.origins.preflight_allowed(origin):
+            return json_response(403, _origin_refused(origin).as_json(), [])
+        return Response(204, b"", self.origins.preflight_headers())
+
+    def settings(
+        self,
+        write_key: str,
+        host: str | None,
+        scheme: str,
+        origin: str | None,
+        path_prefix: str = "",
+    ) -> Response:
+        """``GET /v1/projects/<writeKey>/settings``: what analytics.js loads first.
+        ``path_prefix``: where the collector's paths start on ``host`` (an API stage)."""
+        route = "/v1/projects/settings"
+        source = self.write_keys.source_for(write_key)
+        if source is None:
+            return self.reject(route, InvalidInput(404, "invalid_write_key", "unknown write key"))
+        if not self.origins.allows(source, origin):
+            return self.reject(route, _origin_refused(origin))
+        if self.public_url is None and not browser.valid_host(host):
+            error = InvalidInput(400, "invalid_host", f"Host header {host!r} is not host[:port]")
+            return self.reject(route, error)
+        api_host, protocol = browser.public_base(self.public_url, f"{host}{path_prefix}", scheme)
+        document = browser.settings_document(write_key, f"{api_host}/v1", protocol)
+        self.counters.add("liftoff_collector_requests_total", route=route, status="200")
+        cache = f"public, max-age={browser.SETTINGS_MAX_AGE}"
+        # The document names the Host it was asked on unless a public URL is configured.
+        vary = [] if self.public_url else [("vary", "Host")]
+        return json_response(200, document, [("cache-control", cache), *vary])
+
+    def static_file(
+        self, name: str, if_none_match: str | None, accept_encoding: str | None
+    ) -> Response:
+        """analytics.js (``standalone.js``) or one of its chunks, as built into the image."""
+        found = self.library.get(name)
+        if found is None:
+            message = (
+                f"no such file {name!r}"
+                if self.library.available
+                else "analytics.js is not built into this collector (see the README)"
+            )
+            document = {"success": False, "code": "not_found", "message": message}
+            return json_response(404, document, [])
+        body, etag, encoding = found.body, found.etag, []
+        if found.gzipped is not None and browser.accepts_gzip(accept_encoding):
+            # Each representation has its own strong ETag.
+            body, etag = found.gzipped, found.etag[:-1] + '-gzip"'
+            encoding = [("content-encoding", "gzip")]
+        headers = [
+            ("cache-control", f"public, max-age={found.max_age}"),
+            ("etag", etag),
+            ("vary", "Accept-Encoding"),
+            ("x-content-type-options", "nosniff"),
+            # Embedded by other sites' pages, including ones isolated with COEP require-corp.
+            ("cross-origin-resource-policy", "cross-origin"),
+        ]
+        if browser.etag_matches(if_none_match, etag):
+            return Response(304, b"", headers, content_type=found.content_type)
+        return Response(200, body, [*headers, *encoding], content_type=found.content_type)
 
     async def readiness(self) -> Response:
         try:

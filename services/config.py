@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.browser import DEFAULT_LIBRARY_DIR, AllowedOrigins, validate_public_url
 from services.observability import parse_log_level
 from services.streams import InvalidStreamUrl, StreamSettings
 from services.writekeys import WriteKeys
@@ -22,6 +23,11 @@ RETENTION_HOURS = "LIFTOFF_STREAM_RETENTION_HOURS"
 REPLICAS = "LIFTOFF_STREAM_REPLICAS"
 DUPLICATE_WINDOW = "LIFTOFF_STREAM_DUPLICATE_WINDOW_SECONDS"
 MAX_BYTES = "LIFTOFF_STREAM_MAX_BYTES"
+ALLOWED_ORIGINS = "LIFTOFF_ALLOWED_ORIGINS"
+PUBLIC_URL = "LIFTOFF_PUBLIC_URL"
+ANALYTICS_JS_DIR = "LIFTOFF_ANALYTICS_JS_DIR"
+TLS_CERT_FILE = "LIFTOFF_TLS_CERT_FILE"
+TLS_KEY_FILE = "LIFTOFF_TLS_KEY_FILE"
 
 
 class ConfigError(Exception):
@@ -78,6 +84,31 @@ def _parse_write_keys(variable: str, text: str) -> WriteKeys:
         raise ConfigError(f"{variable} {error}") from None
 
 
+def allowed_origins(env: Mapping[str, str], keys: WriteKeys) -> AllowedOrigins:
+    """``LIFTOFF_ALLOWED_ORIGINS``: JSON source name → list of origins; unlisted sources: ``*``."""
+    try:
+        origins = AllowedOrigins.from_json(env.get(ALLOWED_ORIGINS, ""))
+    except ValueError as error:
+        raise ConfigError(f"{ALLOWED_ORIGINS} {error}") from None
+    unknown = sorted(set(origins.sources) - set(keys.sources))
+    if unknown:
+        raise ConfigError(
+            f"{ALLOWED_ORIGINS} names sources without a write key: {', '.join(unknown)} "
+            f"(known: {', '.join(keys.sources)})"
+        )
+    return origins
+
+
+def public_url(env: Mapping[str, str]) -> str | None:
+    raw = env.get(PUBLIC_URL, "").strip()
+    if not raw:
+        return None
+    try:
+        return validate_public_url(raw)
+    except ValueError as error:
+        raise ConfigError(f"{PUBLIC_URL}={raw!r} {error}") from None
+
+
 def integer(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
     raw = env.get(name, "").strip()
     if not raw:
@@ -120,16 +151,36 @@ class CollectorConfig:
     port: int
     log_level: str
     workers: int
+    allowed_origins: AllowedOrigins
+    public_url: str | None
+    """Where browsers reach the collector (``LIFTOFF_PUBLIC_URL``), for analytics.js's
+    settings; default: the request's own Host and scheme."""
+    analytics_js_dir: Path
+    """``LIFTOFF_ANALYTICS_JS_DIR``; default: ``services/static/analytics-next`` (the image)."""
+    tls_cert_file: str | None
+    tls_key_file: str | None
+    """``LIFTOFF_TLS_CERT_FILE`` / ``LIFTOFF_TLS_KEY_FILE``: serve HTTPS (PEM files)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> CollectorConfig:
+        url = stream_url(env)
+        keys = write_keys(env)
+        cert = env.get(TLS_CERT_FILE, "").strip() or None
+        key = env.get(TLS_KEY_FILE, "").strip() or None
+        if (cert is None) != (key is None):
+            raise ConfigError(f"set both {TLS_CERT_FILE} and {TLS_KEY_FILE}, or neither")
         return cls(
-            stream_url=stream_url(env),
-            write_keys=write_keys(env),
+            stream_url=url,
+            write_keys=keys,
             host=env.get(HOST, "").strip() or "0.0.0.0",
             port=integer(env, PORT, 8080, 1, 65535),
             log_level=log_level(env),
             workers=integer(env, WORKERS, 1, 1, 64),
+            allowed_origins=allowed_origins(env, keys),
+            public_url=public_url(env),
+            analytics_js_dir=Path(env.get(ANALYTICS_JS_DIR, "").strip() or DEFAULT_LIBRARY_DIR),
+            tls_cert_file=cert,
+            tls_key_file=key,
         )
 
 
@@ -159,6 +210,7 @@ DEAD_LETTER_URL = "LIFTOFF_DEAD_LETTER_URL"
 HEALTH_PORT = "LIFTOFF_HEALTH_PORT"
 ACK_WAIT = "LIFTOFF_CONSUMER_ACK_WAIT_SECONDS"
 SHUTDOWN_GRACE = "LIFTOFF_CONSUMER_SHUTDOWN_GRACE_SECONDS"
+LAG_INTERVAL = "LIFTOFF_CONSUMER_LAG_INTERVAL_SECONDS"
 DEAD_LETTER_RETENTION_HOURS = "LIFTOFF_DEAD_LETTER_RETENTION_HOURS"
 ARCHIVE_BUCKET = "LIFTOFF_ARCHIVE_BUCKET"
 ARCHIVE_PREFIX = "LIFTOFF_ARCHIVE_PREFIX"
@@ -212,6 +264,7 @@ class ConsumerConfig:
     ack_wait_seconds: float
     shutdown_grace_seconds: float
     health_port: int
+    lag_interval_seconds: float = 15.0
 
     @classmethod
     def from_env(
@@ -242,6 +295,7 @@ class ConsumerConfig:
             ack_wait_seconds=number(env, ACK_WAIT, 30.0, 1.0),
             shutdown_grace_seconds=number(env, SHUTDOWN_GRACE, 20.0, 0.0),
             health_port=integer(env, HEALTH_PORT, 8081, 0, 65535),
+            lag_interval_seconds=number(env, LAG_INTERVAL, 15.0, 0.5),
         )
 
     def runner_settings(self) -> object:
@@ -255,4 +309,5 @@ class ConsumerConfig:
             ack_wait_seconds=self.ack_wait_seconds,
             shutdown_grace_seconds=self.shutdown_grace_seconds,
             health_port=self.health_port or None,
+            lag_interval_seconds=self.lag_interval_seconds,
         )

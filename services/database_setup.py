@@ -21,6 +21,8 @@ import psycopg
 from psycopg import sql
 
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+# Predefined roles a client may be made a member of (read-only monitoring, nothing that writes).
+GRANTABLE_ROLES = ("pg_monitor",)
 
 
 @dataclass(frozen=True)
@@ -50,8 +52,15 @@ class DatabaseRequest:
     database: str
     role: str
     password: str
+    member_of: tuple[str, ...] = ()
+    """Predefined roles to grant the client (GRANTABLE_ROLES), e.g. pg_monitor for an exporter."""
 
     def __post_init__(self) -> None:
+        for granted in self.member_of:
+            if granted not in GRANTABLE_ROLES:
+                raise ValueError(
+                    f"member_of {granted!r} is not allowed: use {', '.join(GRANTABLE_ROLES)}"
+                )
         for field_name in ("database", "role"):
             value = getattr(self, field_name)
             if not _IDENTIFIER.fullmatch(value):
@@ -87,6 +96,8 @@ def ensure_database(admin: AdminConnection, request: DatabaseRequest) -> dict[st
                     role, sql.Literal(request.password)
                 )
             )
+        for granted in request.member_of:
+            connection.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(granted), role))
         # On RDS the admin is not a superuser: it must be a member of the role to hand it a
         # database. Granting membership to oneself is harmless where it is not needed.
         connection.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(role))
@@ -143,7 +154,7 @@ def admin_from_environment(environ: Mapping[str, str] | None = None) -> AdminCon
 
 def request_from_environment(environ: Mapping[str, str] | None = None) -> DatabaseRequest:
     """The client's database, role and password from LIFTOFF_DATABASE_NAME, _ROLE and
-    _PASSWORD (or _PASSWORD_FILE)."""
+    _PASSWORD (or _PASSWORD_FILE); LIFTOFF_DATABASE_MEMBER_OF: comma-separated roles to grant."""
     env = os.environ if environ is None else environ
     password = secret_from_environment(env, "LIFTOFF_DATABASE_PASSWORD")
     missing = [
@@ -157,6 +168,9 @@ def request_from_environment(environ: Mapping[str, str] | None = None) -> Databa
         database=env["LIFTOFF_DATABASE_NAME"],
         role=env["LIFTOFF_DATABASE_ROLE"],
         password=password,
+        member_of=tuple(
+            name for name in env.get("LIFTOFF_DATABASE_MEMBER_OF", "").split(",") if name.strip()
+        ),
     )
 
 

@@ -1,4 +1,4 @@
-"""Structured JSON logs and Prometheus-style counters.
+"""Structured JSON logs and Prometheus metrics (``prometheus_client``).
 
 Logs never contain write keys or event bodies: callers pass only counts, codes and names
 through ``extra={"fields": {...}}``.
@@ -8,9 +8,26 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
-from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+# The `<name>_created` sample per counter doubles the exposition for no alert or panel.
+disable_created_metrics()
+# prometheus_client's multiprocess mode: set (before the workers start) when the collector
+# runs several worker processes, so that `/metrics` on any of them reports all of them.
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -55,36 +72,73 @@ def configure_logging(level: str) -> None:
 
 
 class Counters:
-    """Monotonic counters with labels, rendered in the Prometheus text exposition format."""
+    """The process's metrics, kept by the maintained `prometheus_client` library.
 
-    def __init__(self) -> None:
-        self._values: dict[str, dict[tuple[tuple[str, str], ...], float]] = defaultdict(dict)
+    A thin facade so call sites stay one line (``counters.add(name, n, **labels)``): a metric
+    is created on first use with the label names of that call (always the same for one name),
+    children are cached per label values. Each instance owns its registry, so tests and the
+    several runners of one process never collide; :meth:`render` is the exposition text.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=False)
         self._help: dict[str, str] = {}
+        self._metrics: dict[str, Any] = {}
+        self._children: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
 
     def describe(self, name: str, help_text: str) -> None:
         self._help[name] = help_text
-        self._values.setdefault(name, {})
+
+    def describe_histogram(
+        self, name: str, help_text: str, labels: Sequence[str], buckets: Sequence[float]
+    ) -> None:
+        if name not in self._metrics:
+            self._metrics[name] = Histogram(
+                name, help_text, labelnames=labels, buckets=buckets, registry=self.registry
+            )
+
+    def _child(self, kind: type, name: str, labels: dict[str, str]) -> Any:
+        key = (name, tuple(labels.items()))
+        child = self._children.get(key)
+        if child is None:
+            metric = self._metrics.get(name)
+            if metric is None:
+                help_text = self._help.get(name, name)
+                metric_name = name.removesuffix("_total") if kind is Counter else name
+                metric = kind(
+                    metric_name, help_text, labelnames=sorted(labels), registry=self.registry
+                )
+                self._metrics[name] = metric
+            child = metric.labels(**labels) if labels else metric
+            self._children[key] = child
+        return child
 
     def add(self, name: str, amount: float = 1, **labels: str) -> None:
-        series = self._values[name]
-        key = tuple(sorted(labels.items()))
-        series[key] = series.get(key, 0) + amount
+        self._child(Counter, name, labels).inc(amount)
+
+    def set(self, name: str, value: float, **labels: str) -> None:
+        """A gauge: the current value (lag, positions)."""
+        self._child(Gauge, name, labels).set(value)
+
+    def observe(self, name: str, value: float, **labels: str) -> None:
+        """A histogram declared with :meth:`describe_histogram`."""
+        self._child(Histogram, name, labels).observe(value)
 
     def value(self, name: str, **labels: str) -> float:
-        return self._values.get(name, {}).get(tuple(sorted(labels.items())), 0)
+        """The sum of the samples `name` whose labels include `labels` (all of them if none)."""
+        return sum(
+            sample.value
+            for family in self.registry.collect()
+            for sample in family.samples
+            if sample.name == name and labels.items() <= sample.labels.items()
+        )
 
     def render(self) -> str:
-        lines: list[str] = []
-        for name in sorted(self._values):
-            if name in self._help:
-                lines.append(f"# HELP {name} {self._help[name]}")
-            lines.append(f"# TYPE {name} counter")
-            for labels, amount in sorted(self._values[name].items()):
-                label_text = ",".join(f'{key}="{_escape(val)}"' for key, val in labels)
-                suffix = f"{{{label_text}}}" if label_text else ""
-                lines.append(f"{name}{suffix} {amount:g}")
-        return "\n".join(lines) + "\n"
+        if os.environ.get(MULTIPROCESS_DIR):
+            # Several collector worker processes: every scrape sums all of them.
+            from prometheus_client import multiprocess
 
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+            merged = CollectorRegistry()
+            multiprocess.MultiProcessCollector(merged)
+            return generate_latest(merged).decode()
+        return generate_latest(self.registry).decode()

@@ -29,6 +29,10 @@ from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
 STARTUP_DEADLINE_SECONDS = 30.0
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+POSTGRES_EXPORTER = (
+    shutil.which("prometheus-postgres-exporter") or "/usr/bin/prometheus-postgres-exporter"
+)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NATS_SERVER_MINIMUM = (2, 12, 3)
 """The release line after the JetStream data-loss fixes Jepsen reported; the chart deploys it."""
@@ -576,4 +580,55 @@ def consumer_process(
             **env,
         },
         cwd=REPO_ROOT,
+    )
+
+
+# --- Prometheus ---------------------------------------------------------------------------------
+
+
+def prometheus_server(workdir: Path, config: dict, rules: dict) -> ServerProcess:
+    """Prometheus (Debian package) with `config` (scrape configs) and `rules` (rule groups)."""
+    import yaml
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "rules.yaml").write_text(yaml.safe_dump(rules))
+    (workdir / "prometheus.yaml").write_text(
+        yaml.safe_dump({**config, "rule_files": [str(workdir / "rules.yaml")]})
+    )
+    port = free_port()
+    return ServerProcess(
+        name=f"prometheus:{port}",
+        argv=[
+            PROMETHEUS,
+            f"--config.file={workdir / 'prometheus.yaml'}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address={LOOPBACK}:{port}",
+        ],
+        port=port,
+        log_path=workdir / "prometheus.log",
+        is_ready=lambda: http_ok(f"http://{LOOPBACK}:{port}/-/ready"),
+        env=dict(os.environ),
+    )
+
+
+def postgres_exporter(
+    workdir: Path, data_source_uri: str, user: str, password: str
+) -> ServerProcess:
+    """postgres_exporter (Debian package) reading its credentials from files, as on Kubernetes."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "username").write_text(user)
+    (workdir / "password").write_text(password)
+    port = free_port()
+    return ServerProcess(
+        name=f"postgres-exporter:{port}",
+        argv=[POSTGRES_EXPORTER, f"--web.listen-address={LOOPBACK}:{port}"],
+        port=port,
+        log_path=workdir / "postgres-exporter.log",
+        is_ready=lambda: http_ok(f"http://{LOOPBACK}:{port}/metrics"),
+        env={
+            "PATH": os.environ.get("PATH", ""),
+            "DATA_SOURCE_URI": data_source_uri,
+            "DATA_SOURCE_USER_FILE": str(workdir / "username"),
+            "DATA_SOURCE_PASS_FILE": str(workdir / "password"),
+        },
     )

@@ -38,6 +38,8 @@ DEFAULT_RESOURCES = {
     "limits": {"cpu": "1", "memory": "512Mi"},
 }
 
+CONSUMER_LABEL = "liftoff.dev/consumer"
+
 
 @dataclass(frozen=True)
 class StreamConsumerArgs:
@@ -129,7 +131,11 @@ class StreamConsumer(pulumi.ComponentResource):
                 "replicas": 1,
                 "selector": {"matchLabels": selector},
                 "strategy": {"type": "Recreate"},
-                "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+                # CONSUMER_LABEL: one selector for every consumer (the metrics PodMonitor).
+                "template": {
+                    "metadata": {"labels": {**labels, CONSUMER_LABEL: "true"}},
+                    "spec": pod_spec,
+                },
             },
             opts=child,
         )

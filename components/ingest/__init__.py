@@ -9,6 +9,7 @@ same `IngestEndpoint`.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import pulumi
@@ -17,7 +18,17 @@ import pulumi_random as random
 from components.config import Source
 
 # The API paths of the Segment HTTP Tracking API the collector serves.
-TRACKING_PATHS = ("batch", "track", "identify", "page", "screen", "group", "alias")
+TRACKING_PATHS = ("batch", "import", "track", "identify", "page", "screen", "group", "alias")
+# analytics.js's short aliases of them (first letter of the event type; "b" is the batch).
+SHORT_TRACKING_PATHS = ("b", "t", "i", "p", "s", "g", "a")
+# What browsers load besides: analytics.js's settings, the library and its lazy chunks.
+BROWSER_ROUTES = {
+    "settings": "/v1/projects/{writeKey}/settings",
+    "library": "/analytics.js/v1/{writeKey}/analytics.min.js",
+    "bundles": "/analytics-next/bundles/{file}",
+}
+# Path prefixes the collector answers on: what an Ingress routes to it.
+PUBLIC_PATH_PREFIXES = ("/v1", "/analytics.js", "/analytics-next")
 
 
 @dataclass(frozen=True)
@@ -47,3 +58,12 @@ def generate_write_keys(
 def write_keys_document(keys: dict[str, pulumi.Output[str]]) -> pulumi.Output[str]:
     """The JSON the collector reads (`LIFTOFF_WRITE_KEYS*`): source name → write key."""
     return pulumi.Output.secret(pulumi.Output.json_dumps(dict(sorted(keys.items()))))
+
+
+def allowed_origins_document(sources: tuple[Source, ...]) -> str | None:
+    """`LIFTOFF_ALLOWED_ORIGINS` (source → origins) for the sources that restrict them;
+    None when none does (every origin allowed)."""
+    restricted = {s.name: list(s.allowed_origins) for s in sources if s.restricts_origins}
+    if not restricted:
+        return None
+    return json.dumps(restricted, sort_keys=True, separators=(",", ":"))

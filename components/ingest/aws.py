@@ -2,7 +2,13 @@
 
 Why an HTTP API rather than a REST API: the collector authenticates write keys itself (so API
 keys and usage plans add nothing), HTTP APIs cost ~70% less per request with lower latency,
-and they still give stage throttling, CORS handled at the edge, and JSON access logs.
+and they still give stage throttling and JSON access logs.
+
+CORS is answered by the collector, not at the edge: API Gateway's CORS configuration would
+answer preflights itself and replace the function's CORS headers, so per-source allowed
+origins (and the 403 for a refused origin) could not hold. Every method of every collector
+path is routed to the function (`ANY`), which answers preflights, and CORS on every response,
+exactly as the Kubernetes collector does.
 """
 
 from __future__ import annotations
@@ -18,8 +24,11 @@ from components.aws_lambda import packaged_function
 from components.aws_logs import LogSettings, log_group
 from components.config import IngestSettings, Source
 from components.ingest import (
+    BROWSER_ROUTES,
+    SHORT_TRACKING_PATHS,
     TRACKING_PATHS,
     IngestEndpoint,
+    allowed_origins_document,
     generate_write_keys,
     write_keys_document,
 )
@@ -85,16 +94,20 @@ class LambdaCollector(pulumi.ComponentResource):
             opts=child,
         )
 
+        environment: dict[str, pulumi.Input[str]] = {
+            "LIFTOFF_STREAM_URL": args.stream.connection.url,
+            "LIFTOFF_WRITE_KEYS_SECRET_ARN": self.write_keys_secret.arn,
+            "LIFTOFF_LOG_LEVEL": "INFO",
+        }
+        origins = allowed_origins_document(args.sources)
+        if origins is not None:
+            environment["LIFTOFF_ALLOWED_ORIGINS"] = origins
         packaged = packaged_function(
             name,
             function_name=args.function_name,
             description="liftoff collector: Segment-compatible ingestion into Kinesis",
             handler=HANDLER,
-            environment={
-                "LIFTOFF_STREAM_URL": args.stream.connection.url,
-                "LIFTOFF_WRITE_KEYS_SECRET_ARN": self.write_keys_secret.arn,
-                "LIFTOFF_LOG_LEVEL": "INFO",
-            },
+            environment=environment,
             parent=self,
             logs=args.logs,
             memory_mb=settings.memory_mb,
@@ -115,13 +128,7 @@ class LambdaCollector(pulumi.ComponentResource):
             f"{name}-api",
             protocol_type="HTTP",
             description="liftoff ingestion API (Segment HTTP Tracking API)",
-            # Browsers (analytics.js) send cross-origin; API Gateway answers preflights itself.
-            cors_configuration={
-                "allow_origins": ["*"],
-                "allow_methods": ["POST", "OPTIONS"],
-                "allow_headers": ["authorization", "content-type", "content-encoding"],
-                "max_age": 3600,
-            },
+            # No cors_configuration: the collector answers CORS (see the module docstring).
             opts=child,
         )
         integration = aws.apigatewayv2.Integration(
@@ -133,11 +140,15 @@ class LambdaCollector(pulumi.ComponentResource):
             timeout_milliseconds=15000,
             opts=child,
         )
-        for path in TRACKING_PATHS:
+        # ANY: wrong methods and preflights reach the function too, and get its JSON errors
+        # and CORS headers rather than API Gateway's bare 404.
+        routes = {path: f"/v1/{path}" for path in (*TRACKING_PATHS, *SHORT_TRACKING_PATHS)}
+        routes.update(BROWSER_ROUTES)
+        for role, path in routes.items():
             aws.apigatewayv2.Route(
-                f"{name}-route-{path}",
+                f"{name}-route-{role}",
                 api_id=self.api.id,
-                route_key=f"POST /v1/{path}",
+                route_key=f"ANY {path}",
                 target=pulumi.Output.concat("integrations/", integration.id),
                 opts=child,
             )
@@ -163,14 +174,20 @@ class LambdaCollector(pulumi.ComponentResource):
             },
             opts=child,
         )
-        aws.lambda_.Permission(
-            f"{name}-invoke",
-            action="lambda:InvokeFunction",
-            function=self.function.name,
-            principal="apigateway.amazonaws.com",
-            source_arn=pulumi.Output.concat(self.api.execution_arn, "/*/*/v1/*"),
-            opts=child,
-        )
+        # Invocation only from this API and only on the collector's path prefixes.
+        for role, prefix in (
+            ("", "/v1"),
+            ("-library", "/analytics.js"),
+            ("-bundles", "/analytics-next"),
+        ):
+            aws.lambda_.Permission(
+                f"{name}-invoke{role}",
+                action="lambda:InvokeFunction",
+                function=self.function.name,
+                principal="apigateway.amazonaws.com",
+                source_arn=pulumi.Output.concat(self.api.execution_arn, f"/*/*{prefix}/*"),
+                opts=child,
+            )
         self.endpoint = IngestEndpoint(
             collector_url=self.api.api_endpoint,
             write_keys=pulumi.Output.secret(pulumi.Output.all(**keys)),

@@ -11,7 +11,13 @@ import pulumi_kubernetes as k8s
 
 from components import kube
 from components.config import IngestSettings, Source
-from components.ingest import IngestEndpoint, generate_write_keys, write_keys_document
+from components.ingest import (
+    PUBLIC_PATH_PREFIXES,
+    IngestEndpoint,
+    allowed_origins_document,
+    generate_write_keys,
+    write_keys_document,
+)
 from components.network import Peer
 from components.network.kubernetes import KubernetesNetwork
 from components.stream.kubernetes import NatsJetStream
@@ -37,8 +43,9 @@ class KubernetesCollectorArgs:
 class KubernetesCollector(pulumi.ComponentResource):
     """The collector pods (restricted, probed, autoscaled on CPU) and how clients reach them.
 
-    Without `host` the collector is an in-cluster Service; with it, an Ingress routes `/v1` to
-    it (TLS with `tlsSecret`). The write keys are mounted from a Secret as a file.
+    Without `host` the collector is an in-cluster Service; with it, an Ingress routes `/v1`,
+    `/analytics.js` and `/analytics-next` to it (TLS with `tlsSecret`). The write keys are
+    mounted from a Secret as a file.
     """
 
     def __init__(
@@ -70,19 +77,28 @@ class KubernetesCollector(pulumi.ComponentResource):
         sources_digest = hashlib.sha256(
             ",".join(s.name for s in args.sources).encode()
         ).hexdigest()[:16]
+        environment: dict[str, pulumi.Input[str]] = {
+            "LIFTOFF_STREAM_URL": args.stream.connection.url,
+            "LIFTOFF_WRITE_KEYS_FILE": f"{WRITE_KEYS_DIR}/{WRITE_KEYS_FILE}",
+            "LIFTOFF_PORT": str(PORT),
+            "LIFTOFF_LOG_LEVEL": "INFO",
+        }
+        origins = allowed_origins_document(args.sources)
+        if origins is not None:
+            environment["LIFTOFF_ALLOWED_ORIGINS"] = origins
+        public_url = settings.public_url
+        if public_url is None and settings.host:
+            public_url = f"{'https' if settings.tls_secret else 'http'}://{settings.host}"
+        if public_url:
+            # Behind the Ingress the pod sees plain HTTP: analytics.js's settings must name the
+            # public scheme and host.
+            environment["LIFTOFF_PUBLIC_URL"] = public_url
         container = {
             "name": COMPONENT,
             "image": kube.image(args.services_image, args.image_registry),
             "imagePullPolicy": "IfNotPresent",
             "args": [COMPONENT],
-            "env": kube.env(
-                {
-                    "LIFTOFF_STREAM_URL": args.stream.connection.url,
-                    "LIFTOFF_WRITE_KEYS_FILE": f"{WRITE_KEYS_DIR}/{WRITE_KEYS_FILE}",
-                    "LIFTOFF_PORT": str(PORT),
-                    "LIFTOFF_LOG_LEVEL": "INFO",
-                }
-            ),
+            "env": kube.env(environment),
             "ports": [{"name": "http", "containerPort": PORT}],
             "resources": settings.resources.to_kubernetes(),
             "startupProbe": {
@@ -200,8 +216,8 @@ class KubernetesCollector(pulumi.ComponentResource):
         url = pulumi.Output.concat("http://", network.dns_name(COMPONENT))
         if settings.host:
             self._ingress(name, settings, labels, child)
-            scheme = "https" if settings.tls_secret else "http"
-            url = pulumi.Output.from_input(f"{scheme}://{settings.host}")
+        if public_url:
+            url = pulumi.Output.from_input(public_url)
         self.endpoint = IngestEndpoint(
             collector_url=url, write_keys=pulumi.Output.secret(pulumi.Output.all(**keys))
         )
@@ -221,12 +237,13 @@ class KubernetesCollector(pulumi.ComponentResource):
                     "http": {
                         "paths": [
                             {
-                                "path": "/v1",
+                                "path": prefix,
                                 "pathType": "Prefix",
                                 "backend": {
                                     "service": {"name": COMPONENT, "port": {"name": "http"}}
                                 },
                             }
+                            for prefix in PUBLIC_PATH_PREFIXES
                         ]
                     },
                 }

@@ -306,8 +306,11 @@ class KubernetesPostgres(pulumi.ComponentResource):
             parent=self,
         )
 
-    def add_database(self, client: str, database: str | None = None) -> ClientDatabase:
-        """Give `client` a login role and a database it owns (`database`, default: `client`).
+    def add_database(
+        self, client: str, database: str | None = None, *, member_of: tuple[str, ...] = ()
+    ) -> ClientDatabase:
+        """Give `client` a login role and a database it owns (`database`, default: `client`),
+        and membership of the predefined roles `member_of` (such as `pg_monitor`).
 
         Its credentials go into the Secret `postgres-<client>`; a Job running
         `python -m services ensure-database` with the admin credentials creates (or updates)
@@ -358,15 +361,16 @@ class KubernetesPostgres(pulumi.ComponentResource):
                 "LIFTOFF_DATABASE_NAME": database,
                 "LIFTOFF_DATABASE_ROLE": client,
                 "LIFTOFF_DATABASE_PASSWORD_FILE": f"{CLIENT_CREDENTIALS_DIR}/password",
+                **({"LIFTOFF_DATABASE_MEMBER_OF": ",".join(member_of)} if member_of else {}),
             }
         )
         # The server's major version is part of the name: after a major upgrade (a new, empty
-        # data directory) the roles and databases are created again.
-        digest = hashlib.sha256(
-            json.dumps(
-                [database, client, args.services_image, args.settings.version], sort_keys=True
-            ).encode()
-        ).hexdigest()[:8]
+        # data directory) the roles and databases are created again. Only a non-empty
+        # member_of joins it, so existing clients keep their Job names.
+        inputs: list = [database, client, args.services_image, args.settings.version]
+        if member_of:
+            inputs.append(list(member_of))
+        digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:8]
         container = {
             "name": "ensure-database",
             "image": kube.image(args.services_image, args.image_registry),

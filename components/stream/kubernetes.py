@@ -19,6 +19,7 @@ from components.network.kubernetes import KubernetesNetwork
 from components.stream import STREAM_NAME, StreamConnection
 
 RELEASE = "nats"
+NATS_EXPORTER_PORT = 7777  # the chart's promExporter port (container port `prom-metrics`)
 CLIENT_PORT = 4222
 ROUTE_PORT = 6222
 # UID for the NATS server and reloader: any non-root UID works, the server writes only to its
@@ -85,6 +86,8 @@ class NatsJetStreamArgs:
     chart_source: ChartSource | None = None
     """Default: the pinned upstream repository (`charts/nats.yaml`)."""
     tags: Mapping[str, str] = field(default_factory=dict)
+    metrics_exporter: bool = False
+    """Default: false. The chart's Prometheus exporter sidecar (liftoff:observability)."""
 
 
 def events_max_bytes(settings: StreamSettings) -> int:
@@ -162,6 +165,13 @@ def nats_values(args: NatsJetStreamArgs) -> dict[str, Any]:
             }
         },
     }
+    if args.metrics_exporter:
+        values["promExporter"] = {
+            "enabled": True,
+            "port": NATS_EXPORTER_PORT,
+            "image": {"fullImageName": kube.image(pin.images["promExporter"], args.image_registry)},
+            "merge": {"securityContext": restricted, "resources": RELOADER_RESOURCES},
+        }
     return deep_merge(pin.values, values)
 
 

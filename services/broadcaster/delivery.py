@@ -109,7 +109,11 @@ class Broadcaster:
         self.counters = Counters()
         for metric, text in (
             ("liftoff_broadcast_events_total", "Events by outcome"),
-            ("liftoff_broadcast_requests_total", "HTTP attempts by result"),
+            (
+                "liftoff_broadcast_requests_total",
+                "HTTP attempts by destination, result and status class (2xx..5xx, timeout, "
+                "connection)",
+            ),
         ):
             self.counters.describe(metric, text)
 
@@ -168,7 +172,9 @@ class Broadcaster:
             await asyncio.gather(*(self._run(request, batch) for request in requests))
         outcomes = [_combine(results) for results in batch.outcomes]
         for outcome in outcomes:
-            self.counters.add("liftoff_broadcast_events_total", outcome=outcome.status)
+            self.counters.add(
+                "liftoff_broadcast_events_total", destination=self.name, outcome=outcome.status
+            )
         return outcomes
 
     # --- one request, with retries --------------------------------------------------------------
@@ -183,7 +189,12 @@ class Broadcaster:
             async with self._slots:
                 verdict, status = await self._attempt(request)
             result = type(verdict).__name__.lower()
-            self.counters.add("liftoff_broadcast_requests_total", result=result)
+            self.counters.add(
+                "liftoff_broadcast_requests_total",
+                destination=self.name,
+                result=result,
+                status_class=_status_class(status),
+            )
             fields = {
                 "destination": self.name,
                 "request": request.label,
@@ -308,3 +319,8 @@ def _combine(results: list[Outcome]) -> Outcome:
             reason = "; ".join(dict.fromkeys(r.reason for r in matching if r.reason))
             return Outcome(status, reason, attempts)
     return Outcome(results[0].status, results[0].reason, attempts)
+
+
+def _status_class(status: int | str) -> str:
+    """`2xx`..`5xx` for an HTTP answer; `timeout` / `connection` when there was none."""
+    return f"{status // 100}xx" if isinstance(status, int) else str(status)

@@ -30,6 +30,7 @@ from services.broadcaster.retry import RetryPolicy
 from services.broadcaster.settings import BroadcasterConfig
 from services.consumers import DONE, Delivery, Park, Retry
 from services.consumers import Outcome as ConsumerOutcome
+from services.observability import Counters
 
 #: ``time.monotonic()`` by which the current Lambda invocation must return, or None.
 DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
@@ -57,6 +58,11 @@ class BroadcastSink:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> BroadcastSink:
         return cls(BroadcasterConfig.from_env(env))
+
+    @property
+    def counters(self) -> Counters | None:
+        """The broadcaster's delivery metrics, served on the consumer's ``/metrics``."""
+        return self.broadcaster.counters if self.broadcaster is not None else None
 
     async def start(self) -> None:
         self.client = self.settings.http_client()

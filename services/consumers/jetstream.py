@@ -85,6 +85,8 @@ class RunnerSettings:
     pull_expires_seconds: float = 1.0
     """How long one pull request waits on the server for messages before it expires."""
     liveness_seconds: float = 120.0
+    lag_interval_seconds: float = 15.0
+    """How often the lag of every durable consumer of the stream is read from the server."""
 
     @property
     def max_ack_pending(self) -> int:
@@ -109,13 +111,7 @@ class JetStreamRunner:
         self.dead_letter = dead_letter
         self.settings = settings
         self.counters = counters or Counters()
-        self.counters.describe(
-            "liftoff_consumer_events_total", "Events by outcome (done, retry, park)."
-        )
-        self.counters.describe("liftoff_consumer_batches_total", "Batches handled.")
-        self.counters.describe(
-            "liftoff_consumer_sink_unavailable_total", "Batch attempts that found the sink down."
-        )
+        self._describe_metrics()
         self._nc: Any = None
         self._sub: Any = None
         self._batch: list[Msg] = []  # the batch being gathered or handled
@@ -136,6 +132,35 @@ class JetStreamRunner:
         self._progress = time.monotonic()
         self._stop = asyncio.Event()
 
+    def _describe_metrics(self) -> None:
+        describe = self.counters.describe
+        describe(
+            "liftoff_consumer_events_total", "Events by consumer and outcome (done, retry, park)."
+        )
+        describe("liftoff_consumer_batches_total", "Batches handled, by consumer.")
+        describe(
+            "liftoff_consumer_sink_unavailable_total", "Batch attempts that found the sink down."
+        )
+        describe(
+            "liftoff_consumer_acked_sequence", "Highest stream sequence this process acknowledged."
+        )
+        describe(
+            "liftoff_consumer_lag_events",
+            "Events of the stream not yet acknowledged by a durable consumer (the server's "
+            "view, for every durable consumer of the stream, read by every consumer process).",
+        )
+        describe(
+            "liftoff_consumer_lag_seconds",
+            "Age of the oldest event a durable consumer has not acknowledged (0 when caught up).",
+        )
+        # Series exist from the start, so the first park is an increase (alerts use increase()).
+        for outcome in ("done", "retry", "park"):
+            self.counters.add(
+                "liftoff_consumer_events_total", 0, consumer=self.name, outcome=outcome
+            )
+        self.counters.add("liftoff_consumer_batches_total", 0, consumer=self.name)
+        self.counters.add("liftoff_consumer_sink_unavailable_total", 0, consumer=self.name)
+
     # --- probes -------------------------------------------------------------------------------
 
     async def _healthz(self) -> tuple[int, str]:
@@ -150,7 +175,48 @@ class JetStreamRunner:
         return 503, "not connected to the stream\n"
 
     async def _metrics(self) -> tuple[int, str]:
-        return 200, self.counters.render()
+        text = self.counters.render()
+        extra = getattr(self.sink, "counters", None)  # e.g. a broadcaster's delivery attempts
+        if isinstance(extra, Counters):
+            text += extra.render()
+        return 200, text
+
+    async def _watch_lag(self) -> None:
+        """Publish the lag of every durable consumer of the stream, as the server sees it.
+
+        Every consumer process does this for all of them, so a consumer that is stopped (no
+        process left to scrape) still shows its growing lag; the alert takes the maximum."""
+        while True:
+            await asyncio.sleep(self.settings.lag_interval_seconds)
+            if self._nc is None or not self._nc.is_connected:
+                continue
+            try:
+                await self._measure_lag()
+            except Exception as error:  # the next round tries again; lag is advisory
+                log.debug("could not read consumer lag", extra={"fields": {"error": repr(error)}})
+
+    async def _measure_lag(self) -> None:
+        js = self._nc.jetstream(timeout=5)
+        stream = self.address.stream
+        now = datetime.now(UTC)
+        for info in await js.consumers_info(stream):
+            name = info.name or info.config.durable_name
+            if not name:
+                continue
+            pending = (info.num_pending or 0) + (info.num_ack_pending or 0)
+            age = 0.0
+            if pending:
+                floor = info.ack_floor.stream_seq if info.ack_floor else 0
+                oldest = await js.get_msg(
+                    stream,
+                    seq=(floor or 0) + 1,
+                    subject=info.config.filter_subject or ">",
+                    next=True,
+                )
+                if oldest.time is not None:
+                    age = max(0.0, (now - oldest.time).total_seconds())
+            self.counters.set("liftoff_consumer_lag_events", pending, consumer=name, stream=stream)
+            self.counters.set("liftoff_consumer_lag_seconds", age, consumer=name, stream=stream)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -166,6 +232,7 @@ class JetStreamRunner:
                 {"/healthz": self._healthz, "/readyz": self._readyz, "/metrics": self._metrics},
             )
         keepalive = asyncio.create_task(self._keepalive(), name="keepalive")
+        lag = asyncio.create_task(self._watch_lag(), name="lag")
         waker = asyncio.create_task(self._wake_on_stop(), name="wake-on-stop")
         try:
             await self.sink.start()
@@ -178,6 +245,7 @@ class JetStreamRunner:
                 pass
         finally:
             keepalive.cancel()
+            lag.cancel()
             waker.cancel()
             if self._sub is not None and self._nc is not None and self._nc.is_connected:
                 # No more deliveries to us: drain = unsubscribe, a round trip, and whatever
@@ -485,14 +553,14 @@ class JetStreamRunner:
                         outcomes = await asyncio.wait_for(task, grace)
                 break
             except SinkUnavailable as error:
-                self.counters.add("liftoff_consumer_sink_unavailable_total")
+                self.counters.add("liftoff_consumer_sink_unavailable_total", consumer=self.name)
                 log.warning(
                     "sink unavailable; retrying the batch",
                     extra={
                         "fields": {
                             "consumer": self.name,
                             "events": len(batch),
-                            "retry_in": backoff,
+                            "delay_seconds": backoff,
                             "error": str(error)[:500],
                         }
                     },
@@ -511,7 +579,7 @@ class JetStreamRunner:
                 await self._abandon(batch)
                 return
         await self._apply(deliveries, outcomes)
-        self.counters.add("liftoff_consumer_batches_total")
+        self.counters.add("liftoff_consumer_batches_total", consumer=self.name)
 
     async def _abandon(self, batch: list[Msg]) -> None:
         """Stopping without the batch durable: run() gives it back (nak) once deliveries to
@@ -542,6 +610,8 @@ class JetStreamRunner:
             *(self._park(delivery, outcome.reason) for delivery, outcome in parks)
         )
         park_ok = {id(d): ok for (d, _), ok in zip(parks, parked, strict=True)}
+        counts = {"done": 0, "park": 0, "retry": 0}  # added once per batch, not per message
+        acked: dict[str, int] = {}  # stream -> highest sequence acknowledged
         for delivery, outcome in zip(deliveries, outcomes, strict=True):
             message: Msg = delivery.handle
             try:
@@ -549,16 +619,17 @@ class JetStreamRunner:
                     isinstance(outcome, Park) and park_ok[id(delivery)]
                 ):
                     await message.ack()
-                    self.counters.add(
-                        "liftoff_consumer_events_total",
-                        outcome="done" if isinstance(outcome, Done) else "park",
+                    counts["done" if isinstance(outcome, Done) else "park"] += 1
+                    position = delivery.position
+                    acked[position.partition] = max(
+                        acked.get(position.partition, 0), int(position.sequence)
                     )
                 else:
                     delay = outcome.delay if isinstance(outcome, Retry) else None
                     await message.nak(
                         delay=delay if delay is not None else retry_delay(delivery.attempts)
                     )
-                    self.counters.add("liftoff_consumer_events_total", outcome="retry")
+                    counts["retry"] += 1
             except (
                 Exception
             ) as error:  # connection lost: the server redelivers; sinks are idempotent
@@ -566,6 +637,15 @@ class JetStreamRunner:
                 break
         with contextlib.suppress(Exception):
             await self._nc.flush(timeout=5)
+        for outcome_name, count in counts.items():
+            if count:
+                self.counters.add(
+                    "liftoff_consumer_events_total", count, consumer=self.name, outcome=outcome_name
+                )
+        for stream, sequence in acked.items():
+            self.counters.set(
+                "liftoff_consumer_acked_sequence", sequence, consumer=self.name, stream=stream
+            )
 
     async def _park(self, delivery: Delivery, reason: str) -> bool:
         try:

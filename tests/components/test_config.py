@@ -328,6 +328,87 @@ def test_unknown_chart_names_every_known_chart():
     assert message.endswith("known keys: airflow, nats")
 
 
+def test_allowed_origins_per_source():
+    config = load(
+        {
+            "liftoff:target": "kubernetes",
+            "liftoff:sources": [
+                {"name": "web", "allowedOrigins": ["https://b.example", "https://*.a.example"]},
+                {"name": "backend"},
+            ],
+        }
+    )
+    sources = {s.name: s for s in config.sources}
+    assert sources["web"].allowed_origins == ("https://*.a.example", "https://b.example")
+    assert sources["web"].restricts_origins
+    assert sources["backend"].allowed_origins == ("*",)
+    assert not sources["backend"].restricts_origins
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "https://shop.example/",  # a path: browsers never send one
+        "https://Shop.example",  # browsers send the host in lower case
+        "ftp://shop.example",
+        "shop.example",
+        "https://shop.example:port",
+        "null",
+        "",
+    ],
+)
+def test_malformed_allowed_origins_are_named(origin):
+    found = problems(
+        {
+            "liftoff:target": "kubernetes",
+            "liftoff:sources": [{"name": "web", "allowedOrigins": ["https://ok.example", origin]}],
+        }
+    )
+    assert any(
+        p.startswith(f"liftoff:sources[0].allowedOrigins[1]: got {origin!r}") for p in found
+    ), found
+
+
+def test_allowed_origins_must_be_a_non_empty_list():
+    found = problems(
+        {
+            "liftoff:target": "kubernetes",
+            "liftoff:sources": [
+                {"name": "web", "allowedOrigins": []},
+                {"name": "ios", "allowedOrigins": "https://shop.example"},
+            ],
+        }
+    )
+    text = "\n".join(found)
+    assert "liftoff:sources[0].allowedOrigins: got []" in text
+    assert "liftoff:sources[1].allowedOrigins: got 'https://shop.example'" in text
+
+
+def test_public_url_of_the_collector():
+    config = load(
+        {
+            "liftoff:target": "kubernetes",
+            "liftoff:ingest": {
+                "host": "events.example.com",
+                "publicUrl": "https://events.example.com",
+            },
+        }
+    )
+    assert config.ingest.public_url == "https://events.example.com"
+    found = problems(
+        {"liftoff:target": "kubernetes", "liftoff:ingest": {"publicUrl": "https://e.example/x"}}
+    )
+    assert any(p.startswith("liftoff:ingest.publicUrl: got 'https://e.example/x'") for p in found)
+    found = problems(
+        {
+            "liftoff:target": "aws",
+            "aws:region": "eu-west-1",
+            "liftoff:ingest": {"publicUrl": "https://e.example"},
+        }
+    )
+    assert any(p.startswith("liftoff:ingest.publicUrl:") for p in found), found
+
+
 AWS = {"liftoff:target": "aws", "aws:region": "eu-west-1"}
 
 

@@ -12,6 +12,7 @@ import boto3
 import pytest
 
 from services import aws_lambda
+from services.collector import ROUTES
 from services.config import ConfigError
 from tests.services.streams_under_test import WRITE_KEYS, WRITE_KEYS_JSON, read_kinesis
 
@@ -43,14 +44,20 @@ def http_api_event(
     method: str = "POST",
     headers: dict[str, str] | None = None,
     base64_encoded: bool = True,
+    stage: str = "$default",
 ) -> dict[str, Any]:
+    # The shape API Gateway HTTP APIs send (payload format 2.0).
     return {
         "version": "2.0",
         "routeKey": "$default",
         "rawPath": path,
         "rawQueryString": "",
         "headers": {"content-type": "application/json", **(headers or {})},
-        "requestContext": {"http": {"method": method, "path": path, "sourceIp": "203.0.113.9"}},
+        "requestContext": {
+            "domainName": "abc123.execute-api.eu-west-1.amazonaws.com",
+            "stage": stage,
+            "http": {"method": method, "path": path, "sourceIp": "203.0.113.9"},
+        },
         "body": base64.b64encode(body).decode() if base64_encoded else body.decode(),
         "isBase64Encoded": base64_encoded,
     }
@@ -83,7 +90,7 @@ def test_plain_body_single_event_under_a_named_stage(lambda_env: tuple[Any, str]
     client, name = lambda_env
     body = json.dumps({"userId": "u", "event": "Clicked", "writeKey": "ios-key-2"}).encode()
     response = aws_lambda.collector_handler(
-        http_api_event(body, path="/prod/v1/track", base64_encoded=False), None
+        http_api_event(body, path="/prod/v1/track", base64_encoded=False, stage="prod"), None
     )
     assert response["statusCode"] == 200, response["body"]
     ((key, event),) = read_kinesis(client, name)
@@ -115,7 +122,10 @@ def test_method_path_and_preflight(lambda_env: tuple[Any, str]) -> None:
         None,
     )
     assert (get["statusCode"], unknown["statusCode"], preflight["statusCode"]) == (405, 404, 204)
-    assert preflight["headers"]["access-control-allow-headers"] == "content-type"
+    allowed = preflight["headers"]["access-control-allow-headers"].lower().split(", ")
+    assert {"content-type", "authorization"} <= set(allowed)
+    # CORS on every answer, errors included (the API's edge CORS is off).
+    assert {r["headers"].get("access-control-allow-origin") for r in (get, unknown)} == {"*"}
 
 
 def test_write_keys_from_secrets_manager(
@@ -165,3 +175,104 @@ def test_cold_start_configuration_errors_name_the_variable(
     monkeypatch.setenv("LIFTOFF_STREAM_URL", "nats://nats:4222/EVENTS")
     with pytest.raises(ConfigError, match="kinesis://"):
         aws_lambda.collector_handler(http_api_event(b"{}"), None)
+
+
+def test_analytics_js_routes_and_short_paths_under_a_named_stage(
+    lambda_env: tuple[Any, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    client, name = lambda_env
+    (tmp_path / "standalone.js").write_bytes(b"/* analytics.js */\n")
+    (tmp_path / "standalone.js.gz").write_bytes(gzip.compress(b"/* analytics.js */\n", mtime=0))
+    monkeypatch.setattr(aws_lambda, "DEFAULT_LIBRARY_DIR", tmp_path)
+
+    def call(path: str, method: str = "GET", **headers: str) -> dict[str, Any]:
+        event = http_api_event(
+            b"", path=f"/prod{path}", method=method, headers=headers, stage="prod"
+        )
+        return aws_lambda.collector_handler({**event, "body": None}, None)
+
+    settings = call("/v1/projects/web-key-1/settings", origin="https://shop.example")
+    segment = json.loads(settings["body"])["integrations"]["Segment.io"]
+    assert (segment["apiHost"], segment["protocol"]) == (
+        "abc123.execute-api.eu-west-1.amazonaws.com/prod/v1",
+        "https",
+    )
+    assert settings["headers"]["access-control-allow-origin"] == "*"
+    unknown = call("/v1/projects/nope/settings")
+    assert unknown["statusCode"] == 404 and unknown["headers"]["access-control-allow-origin"]
+    head = call("/v1/projects/web-key-1/settings", method="HEAD")
+    assert (head["statusCode"], head["body"]) == (200, "")
+    library = call("/analytics.js/v1/web-key-1/analytics.min.js", **{"accept-encoding": "gzip"})
+    assert library["isBase64Encoded"] and library["headers"]["content-encoding"] == "gzip"
+    assert gzip.decompress(base64.b64decode(library["body"])) == b"/* analytics.js */\n"
+    cached = call(
+        "/analytics.js/v1/web-key-1/analytics.min.js",
+        **{"if-none-match": library["headers"]["etag"]},
+    )
+    assert cached["statusCode"] == 200  # that ETag names the gzip representation
+    cached = call(
+        "/analytics.js/v1/web-key-1/analytics.min.js",
+        **{"if-none-match": library["headers"]["etag"], "accept-encoding": "gzip"},
+    )
+    assert cached["statusCode"] == 304
+    preflight = call("/v1/projects/web-key-1/settings", method="OPTIONS", origin="https://a.b")
+    assert preflight["statusCode"] == 204
+    assert "authorization" in preflight["headers"]["access-control-allow-headers"].lower()
+
+    body = json.dumps({"userId": "u", "event": "E", "writeKey": "web-key-1"}).encode()
+    short = aws_lambda.collector_handler(
+        http_api_event(
+            body, path="/prod/v1/t", headers={"content-type": "text/plain"}, stage="prod"
+        ),
+        None,
+    )
+    assert short["statusCode"] == 200, short["body"]
+    assert [event["event"] for _, event in read_kinesis(client, name)] == ["E"]
+
+
+def test_allowed_origins_are_enforced_on_lambda(
+    lambda_env: tuple[Any, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, name = lambda_env
+    monkeypatch.setenv("LIFTOFF_ALLOWED_ORIGINS", json.dumps({"web": ["https://shop.example"]}))
+    body = json.dumps({"batch": events(2)}).encode()
+
+    def post(origin: str) -> dict[str, Any]:
+        headers = {"authorization": WEB_AUTH, "origin": origin}
+        return aws_lambda.collector_handler(http_api_event(body, headers=headers), None)
+
+    refused, allowed = post("https://evil.example"), post("https://shop.example")
+    assert refused["statusCode"] == 403
+    assert json.loads(refused["body"])["code"] == "origin_not_allowed"
+    assert allowed["statusCode"] == 200
+    assert allowed["headers"]["access-control-allow-origin"] == "https://shop.example"
+    assert "Origin" in allowed["headers"]["vary"]
+    assert len(read_kinesis(client, name)) == 2  # only the allowed request's events
+
+
+def test_unknown_source_in_allowed_origins_is_a_config_error(
+    lambda_env: tuple[Any, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LIFTOFF_ALLOWED_ORIGINS", json.dumps({"shop": ["https://a.example"]}))
+    with pytest.raises(ConfigError, match="LIFTOFF_ALLOWED_ORIGINS names sources without"):
+        aws_lambda.collector_handler(http_api_event(b"{}"), None)
+
+
+def test_preflight_and_cors_on_every_route_of_the_function(lambda_env: tuple[Any, str]) -> None:
+    """The API routes every method to the function; it must answer like the container."""
+    paths = [
+        *ROUTES,
+        "/v1/projects/web-key-1/settings",
+        "/analytics.js/v1/web-key-1/analytics.min.js",
+        "/analytics-next/bundles/auto-track.bundle.0123abcd.js",
+    ]
+    for path in paths:
+        headers = {"origin": "https://shop.example", "access-control-request-method": "POST"}
+        answer = aws_lambda.collector_handler(
+            {**http_api_event(b"", path=path, method="OPTIONS", headers=headers), "body": None},
+            None,
+        )
+        assert answer["statusCode"] == 204, path
+        assert answer["headers"]["access-control-allow-origin"] == "*", path
+        allowed = answer["headers"]["access-control-allow-headers"].lower()
+        assert "authorization" in allowed and "content-type" in allowed, path

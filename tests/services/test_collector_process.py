@@ -53,6 +53,33 @@ def test_real_http_round_trip(
     assert all(json.loads(line) for line in log_text.splitlines())  # structured JSON lines
 
 
+def test_metrics_sum_every_worker_process(
+    tmp_path: Path, shared_nats: ServerProcess, jetstream: tuple[str, str]
+) -> None:
+    """With two workers, any scrape reports the requests both served (multiprocess mode)."""
+    url, _ = jetstream
+    with (
+        collector_server(tmp_path, url, WRITE_KEYS_JSON, workers=2) as server,
+        httpx.Client(base_url=base_url(server), auth=("web-key-1", "")) as client,
+    ):
+        for i in range(40):
+            # A new connection per request, so both workers serve some of them.
+            answer = httpx.post(
+                f"{base_url(server)}/v1/track",
+                json={"event": "E", "userId": f"u{i}"},
+                auth=("web-key-1", ""),
+            )
+            assert answer.status_code == 200, answer.text
+        for _ in range(6):
+            lines = httpx.get(f"{base_url(server)}/metrics").text.splitlines()
+            assert 'liftoff_collector_requests_total{route="/v1/track",status="200"} 40.0' in lines
+            assert 'liftoff_collector_events_accepted_total{source="web"} 40.0' in lines
+            assert (
+                'liftoff_collector_request_duration_seconds_count{route="/v1/track"} 40.0' in lines
+            )
+        assert client.get("/healthz").status_code == 200
+
+
 def test_analytics_python_sdk_end_to_end(
     collector: ServerProcess, shared_nats: ServerProcess, jetstream: tuple[str, str]
 ) -> None:

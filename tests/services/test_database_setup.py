@@ -83,6 +83,27 @@ def test_a_client_cannot_connect_to_another_clients_database(server: Postgres):
         login(server, "alpha", "a", "beta")
 
 
+def test_a_monitoring_client_reads_statistics_and_nothing_else(server: Postgres):
+    """The exporter's role: pg_monitor (server statistics, settings), no other data."""
+    ensure_database(admin(server), DatabaseRequest("alpha2", "alpha2", "a"))
+    request = DatabaseRequest("monitoring", "monitoring", "m", member_of=("pg_monitor",))
+    ensure_database(admin(server), request)
+    with login(server, "monitoring", "m", "monitoring") as connection:
+        (backends,) = connection.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename IS NOT NULL"
+        ).fetchone()
+        assert backends >= 1
+        assert connection.execute(
+            "SELECT pg_has_role('monitoring', 'pg_monitor', 'member')"
+        ).fetchone() == (True,)
+        superuser = connection.execute("SELECT rolsuper FROM pg_roles WHERE rolname = 'monitoring'")
+        assert superuser.fetchone() == (False,)
+    with pytest.raises(psycopg.OperationalError, match="permission denied"):
+        login(server, "monitoring", "m", "alpha2")
+    with pytest.raises(ValueError, match="member_of 'pg_write_all_data' is not allowed"):
+        DatabaseRequest("m", "m", "m", member_of=("pg_write_all_data",))
+
+
 def test_identifiers_are_checked_before_any_sql():
     with pytest.raises(ValueError, match="database 'x; DROP' is not allowed"):
         DatabaseRequest("x; DROP", "role", "pw")

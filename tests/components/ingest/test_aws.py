@@ -7,7 +7,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from components.ingest import TRACKING_PATHS
+from services.browser import BUNDLE_PATH, LIBRARY_PATH, SETTINGS_PATH
+from services.collector import ROUTES
 from tests.conftest import stack_run
 
 FUNCTION = "aws:lambda/function:Function"
@@ -31,6 +32,11 @@ def test_write_keys_are_never_in_the_function_environment():
         "LIFTOFF_STREAM_URL",
         "LIFTOFF_WRITE_KEYS_SECRET_ARN",
         "LIFTOFF_LOG_LEVEL",
+        "LIFTOFF_ALLOWED_ORIGINS",
+    }
+    # Only the source that restricts origins is listed (the others allow any).
+    assert json.loads(variables["LIFTOFF_ALLOWED_ORIGINS"]) == {
+        "web": ["https://*.example.com", "https://www.example.com"]
     }
     assert (
         variables["LIFTOFF_STREAM_URL"]
@@ -57,19 +63,39 @@ def test_role_reaches_only_its_logs_secret_and_key():
             assert arn.startswith("arn:aws:") and arn != "*"
 
 
-def test_http_api_routes_every_tracking_call_with_throttling_and_access_logs():
+def test_http_api_routes_every_collector_path_to_the_function():
+    """Every path the collector answers (tracking API, short aliases, analytics.js settings,
+    library and chunks), with every method: CORS and errors come from the collector."""
+    run = stack_run("aws")
+    api = run.one("aws:apigatewayv2/api:Api").inputs
+    assert "corsConfiguration" not in api  # edge CORS would override the collector's
+    routes = run.of_type("aws:apigatewayv2/route:Route")
+    keys = {r.inputs["routeKey"] for r in routes}
+    assert all(key.startswith("ANY /") for key in keys)
+    paths = {key.removeprefix("ANY ") for key in keys}
+    assert set(ROUTES) <= paths
+    # API Gateway's {parameter} segments stand for what the collector's patterns match.
+    concrete = {p.replace("{writeKey}", "k1").replace("{file}", "a.bundle.0f.js") for p in paths}
+    for pattern in (SETTINGS_PATH, LIBRARY_PATH, BUNDLE_PATH):
+        assert any(pattern.match(path) for path in concrete), pattern.pattern
+    run.one("aws:apigatewayv2/integration:Integration")  # the only one: every route targets it
+    assert {r.inputs["target"] for r in routes} == {"integrations/liftoff-ingest-integration-id"}
+    arns = sorted(p.inputs["sourceArn"] for p in run.of_type("aws:lambda/permission:Permission"))
+    assert [arn.rpartition("/*/*")[2] for arn in arns] == [
+        "/analytics-next/*",
+        "/analytics.js/*",
+        "/v1/*",
+    ]
+
+
+def test_http_api_has_throttling_and_access_logs():
     run = stack_run("aws")
     api = run.one("aws:apigatewayv2/api:Api").inputs
     assert api["protocolType"] == "HTTP"
-    assert api["corsConfiguration"]["allowMethods"] == ["POST", "OPTIONS"]
-    routes = {r.inputs["routeKey"] for r in run.of_type("aws:apigatewayv2/route:Route")}
-    assert routes == {f"POST /v1/{path}" for path in TRACKING_PATHS}
     stage = run.one("aws:apigatewayv2/stage:Stage").inputs
     assert stage["defaultRouteSettings"]["throttlingRateLimit"] == 5000
     assert stage["defaultRouteSettings"]["throttlingBurstLimit"] == 10000
     assert json.loads(stage["accessLogSettings"]["format"])["status"] == "$context.status"
     integration = run.one("aws:apigatewayv2/integration:Integration").inputs
     assert integration["payloadFormatVersion"] == "2.0"
-    permission = run.one("aws:lambda/permission:Permission").inputs
-    assert permission["sourceArn"].endswith("/*/*/v1/*")
     assert run.outputs["collectorUrl"] == api["apiEndpoint"]

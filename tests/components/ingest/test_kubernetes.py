@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 from tests.conftest import stack_run
+from tests.harness import run_program
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 
@@ -32,6 +35,8 @@ def test_write_keys_come_from_a_mounted_secret():
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["LIFTOFF_WRITE_KEYS_FILE"] == "/etc/liftoff/write-keys/write-keys.json"
     assert "LIFTOFF_WRITE_KEYS" not in env
+    # No Ingress, no restricted source: the collector answers with the request's own host.
+    assert "LIFTOFF_PUBLIC_URL" not in env and "LIFTOFF_ALLOWED_ORIGINS" not in env
     assert env["LIFTOFF_STREAM_URL"] == "nats://nats.liftoff-dev.svc.cluster.local:4222/EVENTS"
     secret = run.one("kubernetes:core/v1:Secret", "liftoff-ingest-write-keys")
     assert "stringData" in secret.secret_paths
@@ -54,11 +59,32 @@ def test_ingress_with_tls_when_a_host_is_configured():
     ingress = run.one("kubernetes:networking.k8s.io/v1:Ingress").inputs["spec"]
     assert ingress["ingressClassName"] == "nginx"
     assert ingress["tls"] == [{"hosts": ["events.corp.example"], "secretName": "events-tls"}]
-    assert ingress["rules"][0]["http"]["paths"][0]["path"] == "/v1"
+    paths = ingress["rules"][0]["http"]["paths"]
+    assert [p["path"] for p in paths] == ["/v1", "/analytics.js", "/analytics-next"]
     assert run.outputs["collectorUrl"] == "https://events.corp.example"
+    # analytics.js's settings name the public URL, not what the pod sees behind the Ingress.
+    env = {e["name"]: e["value"] for e in _container(run)["env"]}
+    assert env["LIFTOFF_PUBLIC_URL"] == "https://events.corp.example"
+    assert json.loads(env["LIFTOFF_ALLOWED_ORIGINS"]) == {"web": ["https://shop.corp.example"]}
 
 
 def test_in_cluster_url_without_a_host():
     run = stack_run("dev")
     assert run.of_type("kubernetes:networking.k8s.io/v1:Ingress") == []
     assert run.outputs["collectorUrl"] == "http://collector.liftoff-dev.svc.cluster.local"
+
+
+def test_a_public_url_wins_over_the_ingress_host():
+    """TLS terminated in front of a plain-HTTP Ingress: browsers still reach https://."""
+    run = run_program(
+        "Pulumi.dev.yaml",
+        overrides={
+            "liftoff:ingest": {
+                "host": "events.corp.example",
+                "publicUrl": "https://events.corp.example:8443",
+            }
+        },
+    )
+    env = {e["name"]: e["value"] for e in _container(run)["env"]}
+    assert env["LIFTOFF_PUBLIC_URL"] == "https://events.corp.example:8443"
+    assert run.outputs["collectorUrl"] == "https://events.corp.example:8443"

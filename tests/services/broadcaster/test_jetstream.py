@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from services.broadcaster import signing
 from services.deadletter import ensure_dead_letter_stream
@@ -165,6 +167,26 @@ def test_a_failing_destination_does_not_hold_back_a_healthy_one(
     assert "will retry" in logs
     assert SECRETS["mixpanel"] not in logs and SECRETS["webhook"] not in logs
     assert "Order Completed" not in logs  # no event bodies in logs
+
+    # What the broadcasters report on /metrics (the contract's dead-letter and destination
+    # signals read these): attempts by status class, parks by consumer.
+    samples = {}
+    for process in processes:
+        text = httpx.get(f"http://127.0.0.1:{process.port}/metrics").text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+
+    def value(name: str, **labels: str) -> float:
+        return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    attempts = "liftoff_broadcast_requests_total"
+    assert value(attempts, destination="flaky", result="retry", status_class="5xx") >= 1
+    assert value(attempts, destination="flaky", result="retry", status_class="4xx") >= 1  # 429
+    assert value(attempts, destination="flaky", result="accepted", status_class="2xx") >= 1
+    parked = "liftoff_consumer_events_total"
+    assert value(parked, consumer="broadcaster-healthy", outcome="park") == 3
+    assert value(parked, consumer="broadcaster-flaky", outcome="park") == 2
 
 
 def test_sigterm_abandons_the_in_flight_batch_without_acknowledging_it(

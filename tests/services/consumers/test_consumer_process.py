@@ -89,7 +89,7 @@ def test_archiver_process_probes_archives_and_stops_on_sigterm(
         asyncio.run(publish(url, [event(i) for i in range(20)]))
         wait_until(lambda: asyncio.run(consumer_state(url, "archiver")) == (0, 0))
         metrics = httpx.get(f"{base}/metrics").text
-        assert 'liftoff_consumer_events_total{outcome="done"} 20' in metrics
+        assert 'liftoff_consumer_events_total{consumer="archiver",outcome="done"} 20.0' in metrics
         assert sigterm(process) == 0
     archived = sorted(
         m["messageId"] for body in archive(client, name).values() for m in lines(body)

@@ -1,0 +1,429 @@
+"""The signal contract: the conditions under which events are at risk, defined once.
+
+Each :class:`Signal` names one condition, what it means, its threshold (configurable under
+`liftoff:observability.thresholds` where customers differ) and what to do. The two targets
+realise the same list natively: `kubernetes.py` renders every signal's PromQL into one
+`PrometheusRule` (the same rules `promtool` tests), `aws.py` builds CloudWatch alarms named
+after the signals AWS can observe. A signal a target cannot observe says why in `aws`.
+
+This module also reads `liftoff:observability` (called by `components.config.load_config`), so
+the contract and its configuration live side by side; it imports no provider SDK.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from components.validation import ConfigReader, Problem
+
+Severity = Literal["critical", "warning"]
+
+
+@dataclass(frozen=True)
+class Threshold:
+    key: str
+    """Config key under `liftoff:observability.thresholds`."""
+    default: float
+    minimum: float
+    maximum: float
+    unit: str
+    """Shown in docs and errors: `ratio`, `seconds`, `events`, `hours`."""
+
+
+@dataclass(frozen=True)
+class Signal:
+    name: str
+    """Alert name on Kubernetes, alarm name suffix on AWS (stable: dashboards and routes use it)."""
+    severity: Severity
+    meaning: str
+    runbook: str
+    expr: str
+    """PromQL with `{threshold}` where the configured threshold goes. Aggregated by namespace
+    (one stack per namespace) and the signal's own labels, so one Prometheus can watch many."""
+    for_: str
+    """How long the condition must hold before the alert fires (Prometheus duration)."""
+    threshold: Threshold | None = None
+    kubernetes: str = ""
+    """Where the Kubernetes figure comes from."""
+    aws: str = ""
+    """The CloudWatch alarm(s) realising it on AWS, or why there is none."""
+
+    def promql(self, thresholds: Mapping[str, float]) -> str:
+        if self.threshold is None:
+            return self.expr
+        value = thresholds.get(self.threshold.key, self.threshold.default)
+        return self.expr.replace("{threshold}", _number(value))
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+SIGNALS: tuple[Signal, ...] = (
+    Signal(
+        name="LiftoffIngestionErrors",
+        severity="critical",
+        meaning="The collector answers 5xx (other than 503) to more than the threshold share of "
+        "requests: SDKs retry, but events are at risk if it persists.",
+        runbook="Read the collector's logs for `unexpected error` lines (field `route`); a "
+        "deploy is the usual cause: roll it back. On AWS also check the collector function's "
+        "Errors and its log group.",
+        expr='sum by (namespace) (rate(liftoff_collector_requests_total{status=~"5..",'
+        'status!="503"}[5m])) / sum by (namespace) (rate(liftoff_collector_requests_total[5m]))'
+        " > {threshold}",
+        for_="5m",
+        threshold=Threshold("ingestionErrorRatio", 0.01, 0.0, 1.0, "ratio"),
+        kubernetes="collector `/metrics`: liftoff_collector_requests_total{route,status}",
+        aws="API Gateway `5xx` / `Count` over 5 min (HTTP APIs count 503 refusals among 5xx) "
+        "and collector Lambda `Errors` > 0",
+    ),
+    Signal(
+        name="LiftoffIngestionRefused",
+        severity="critical",
+        meaning="The collector answers 503: the stream did not acknowledge every event (no "
+        "quorum, full, throttled or unreachable). Clients retry with Retry-After; nothing "
+        "was accepted that is not durable, but new events wait on the clients.",
+        runbook="Check the stream: on Kubernetes the NATS pods, `nats stream info` (quorum, "
+        "storage) and the LiftoffStreamStorage alert; on AWS Kinesis "
+        "WriteProvisionedThroughputExceeded (raise shards or use on-demand) and Lambda "
+        "Throttles (raise reserved concurrency).",
+        expr='sum by (namespace) (rate(liftoff_collector_requests_total{status="503"}[5m])) / '
+        "sum by (namespace) (rate(liftoff_collector_requests_total[5m])) > {threshold}",
+        for_="5m",
+        threshold=Threshold("ingestionRefusalRatio", 0.01, 0.0, 1.0, "ratio"),
+        kubernetes='collector `/metrics`: liftoff_collector_requests_total{status="503"}',
+        aws="Kinesis `WriteProvisionedThroughputExceeded` > 0 and collector Lambda `Throttles` > 0",
+    ),
+    Signal(
+        name="LiftoffIngestionLatency",
+        severity="warning",
+        meaning="The 99th percentile of ingestion request time is above the threshold: the "
+        "stream is slow to acknowledge or the collector is saturated.",
+        runbook="Compare with the stream's health (fsync latency, disk) and the collector's "
+        "CPU; scale the collector out (HPA max replicas) or the stream up.",
+        expr="histogram_quantile(0.99, sum by (namespace, le) "
+        '(rate(liftoff_collector_request_duration_seconds_bucket{route=~"/v1/.*"}[5m]))) '
+        "> {threshold}",
+        for_="10m",
+        threshold=Threshold("ingestionLatencySeconds", 1.0, 0.01, 60.0, "seconds"),
+        kubernetes="collector `/metrics`: liftoff_collector_request_duration_seconds histogram",
+        aws="API Gateway `Latency` p99",
+    ),
+    Signal(
+        name="LiftoffConsumerLag",
+        severity="warning",
+        meaning="A consumer (archiver, loader, broadcaster) has more unprocessed events on a "
+        "stream than the threshold.",
+        runbook="Look at the consumer's logs (field `consumer`): `sink unavailable` means its "
+        "destination is down (it retries; fix the destination), otherwise it is too slow for "
+        "the traffic: raise its batch size (`batchMaxEvents` of its settings). Events wait in "
+        "the stream up to its retention.",
+        expr="max by (namespace, stream, consumer) (liftoff_consumer_lag_events) > {threshold}",
+        for_="10m",
+        threshold=Threshold("consumerLagEvents", 100000, 1, 1e12, "events"),
+        kubernetes="every consumer process reports every durable consumer of its stream "
+        "(liftoff_consumer_lag_events), so a stopped consumer is still seen",
+        aws="Kinesis `ReadProvisionedThroughputExceeded` > 0 (consumers throttled reading; "
+        "Lambda reports lag as age: LiftoffConsumerLagAge)",
+    ),
+    Signal(
+        name="LiftoffConsumerLagAge",
+        severity="critical",
+        meaning="The oldest event a consumer has not processed is older than the threshold: "
+        "archive, warehouse or destinations are that far behind, and events near the "
+        "stream's retention are at risk of expiring unprocessed.",
+        runbook="As LiftoffConsumerLag. If the lag approaches the stream retention, raise the "
+        "retention before events expire; the hourly reconciliation repairs the warehouse "
+        "from the archive once the archiver has caught up.",
+        expr="max by (namespace, stream, consumer) (liftoff_consumer_lag_seconds) > {threshold}",
+        for_="5m",
+        threshold=Threshold("consumerLagSeconds", 900, 1, 30 * 86400, "seconds"),
+        kubernetes="every consumer process: liftoff_consumer_lag_seconds{stream,consumer}",
+        aws="Lambda `IteratorAge` (maximum) per consumer function",
+    ),
+    Signal(
+        name="LiftoffDeadLetters",
+        severity="warning",
+        meaning="Events were parked in the dead letter (a destination refused them for good) "
+        "or quarantined by the collector (invalid events in a valid batch).",
+        runbook="Inspect the parked events (the dead-letter stream / on-failure queue) and "
+        "their reason; fix the cause (mapping, credentials, schema) and replay them.",
+        expr='sum by (namespace, consumer) (increase(liftoff_consumer_events_total{outcome="park"}'
+        "[15m])) > {threshold} or sum by (namespace) "
+        "(increase(liftoff_collector_events_quarantined_total[15m])) > {threshold}",
+        for_="0m",
+        threshold=Threshold("deadLetters", 0, 0, 1e9, "events per 15 min"),
+        kubernetes='consumers: liftoff_consumer_events_total{outcome="park"}; collector: '
+        "liftoff_collector_events_quarantined_total",
+        aws="SQS `ApproximateNumberOfMessagesVisible` > threshold on each on-failure queue",
+    ),
+    Signal(
+        name="LiftoffDestinationFailing",
+        severity="warning",
+        meaning="More than the threshold share of HTTP attempts to a third-party destination "
+        "fail (5xx, 429, network): its events are retried and lag grows.",
+        runbook="Check the destination's status page and credentials (4xx); the broadcaster "
+        "retries with backoff and parks what can never succeed.",
+        expr="sum by (namespace, destination) (rate(liftoff_broadcast_requests_total"
+        '{status_class!="2xx"}[15m])) / sum by (namespace, destination) '
+        "(rate(liftoff_broadcast_requests_total[15m])) > {threshold}",
+        for_="15m",
+        threshold=Threshold("destinationFailureRatio", 0.2, 0.0, 1.0, "ratio"),
+        kubernetes="broadcasters: liftoff_broadcast_requests_total{destination,result,"
+        "status_class}",
+        aws="broadcaster Lambda `Errors` (a failing destination fails the batch)",
+    ),
+    Signal(
+        name="LiftoffStreamStorage",
+        severity="warning",
+        meaning="JetStream file storage is above the threshold share of its limit: when full, "
+        "the stream refuses writes and ingestion answers 503.",
+        runbook="Grow the JetStream volume (`liftoff:stream.storageGb`) or shorten "
+        "`liftoff:stream.retentionHours`; "
+        "check that consumers are not lagging (storage holds retention, not lag).",
+        expr="max by (namespace, server_id) (nats_server_total_message_bytes / "
+        "nats_server_max_storage) > {threshold}",
+        for_="15m",
+        threshold=Threshold("streamStorageRatio", 0.8, 0.05, 1.0, "ratio"),
+        kubernetes="the NATS chart's prometheus-nats-exporter (jsz, `-prefix=nats`)",
+        aws="not applicable: Kinesis has no storage limit (retention bounds it)",
+    ),
+    Signal(
+        name="LiftoffPostgresDown",
+        severity="critical",
+        meaning="The platform database does not answer: the warehouse loader retries, Airflow "
+        "stops.",
+        runbook="Check the Postgres pod (events, PVC, OOM) or the RDS instance's events; "
+        "consumers resume by themselves when it is back.",
+        expr="min by (namespace) (pg_up) == 0",
+        for_="2m",
+        kubernetes="postgres_exporter sidecar: pg_up",
+        aws="RDS `DatabaseConnections` has no data (the alarm treats missing data as breaching)",
+    ),
+    Signal(
+        name="LiftoffPostgresConnections",
+        severity="warning",
+        meaning="Connections are above the threshold share of max_connections: new clients "
+        "(Airflow tasks, loaders) will be refused.",
+        runbook="Find the clients holding connections (pg_stat_activity); enable PgBouncer "
+        "(Airflow highAvailability) or raise max_connections with a larger instance.",
+        expr="max by (namespace) (sum by (namespace, instance) (pg_stat_database_numbackends) / "
+        "on (namespace, instance) pg_settings_max_connections) > {threshold}",
+        for_="10m",
+        threshold=Threshold("postgresConnectionsRatio", 0.8, 0.05, 1.0, "ratio"),
+        kubernetes="postgres_exporter: pg_stat_database_numbackends, pg_settings_max_connections",
+        aws="RDS `DatabaseConnections` > threshold x the instance class's max_connections",
+    ),
+    Signal(
+        name="LiftoffPostgresStorage",
+        severity="critical",
+        meaning="The database volume's free space is below the threshold share: Postgres "
+        "stops accepting writes when it is full.",
+        runbook="Grow the volume (`liftoff:postgres.storageGb`; on AWS, storage autoscaling "
+        "grows it up to 4x by itself at 10 % free) and look for bloat or an unexpected table.",
+        expr="min by (namespace, persistentvolumeclaim) "
+        '(kubelet_volume_stats_available_bytes{persistentvolumeclaim=~"data-postgres-.*"} / '
+        'kubelet_volume_stats_capacity_bytes{persistentvolumeclaim=~"data-postgres-.*"}) '
+        "< {threshold}",
+        for_="15m",
+        threshold=Threshold("postgresFreeStorageRatio", 0.15, 0.01, 0.9, "ratio"),
+        kubernetes="kubelet volume stats of the Postgres PVC",
+        aws="RDS `FreeStorageSpace` < threshold x allocated storage",
+    ),
+    Signal(
+        name="LiftoffPostgresCpu",
+        severity="warning",
+        meaning="The database has used more than the threshold share of its CPU for 15 min.",
+        runbook="Look for long queries (pg_stat_activity, pg_stat_statements); move to a larger "
+        "instance class or raise the Postgres CPU limit.",
+        expr="max by (namespace, pod) (rate(container_cpu_usage_seconds_total"
+        '{container="postgres"}[5m]) / on (namespace, pod) group_left '
+        'kube_pod_container_resource_limits{container="postgres",resource="cpu"}) > {threshold}',
+        for_="15m",
+        threshold=Threshold("postgresCpuRatio", 0.9, 0.1, 1.0, "ratio"),
+        kubernetes="cAdvisor CPU over kube-state-metrics CPU limit",
+        aws="RDS `CPUUtilization` > threshold x 100 %",
+    ),
+    Signal(
+        name="LiftoffBackupMissing",
+        severity="critical",
+        meaning="No Postgres backup has succeeded for longer than the threshold (the schedule "
+        "is daily): a restore would lose more than a day.",
+        runbook="Read the last backup Job's logs (`kubectl logs job/...-backup-...`): archive "
+        "credentials, disk or pg_dump errors; run the CronJob by hand once fixed.",
+        expr="time() - max by (namespace, cronjob) (kube_cronjob_status_last_successful_time{"
+        'cronjob="postgres-backup"}) > {threshold} * 3600',
+        for_="0m",
+        threshold=Threshold("backupMaxAgeHours", 26, 1, 24 * 14, "hours"),
+        kubernetes="kube-state-metrics: kube_cronjob_status_last_successful_time",
+        aws="not applicable: RDS automated backups are run and retried by AWS",
+    ),
+    Signal(
+        name="LiftoffReconcileFailed",
+        severity="warning",
+        meaning="The hourly reconciliation (warehouse repair from the archive) failed.",
+        runbook="Read the failed run's output (one JSON summary: corrupt archive objects, "
+        "database errors; on Kubernetes the failed task pod is kept: `kubectl logs`), fix, "
+        "then clear the task in Airflow to run the hour again (idempotent); on Kubernetes "
+        "delete the failed pod, which clears the alert.",
+        expr='max by (namespace) (kube_pod_status_phase{phase="Failed",'
+        'pod=~"liftoff-reconcile-.*"}) > 0',
+        for_="0m",
+        kubernetes="kube-state-metrics: the failed reconcile task pod (kept: "
+        "`on_finish_action=delete_succeeded_pod`)",
+        aws="reconcile Lambda `Errors` > 0",
+    ),
+)
+
+SIGNALS_BY_NAME: dict[str, Signal] = {signal.name: signal for signal in SIGNALS}
+THRESHOLDS: dict[str, Threshold] = {s.threshold.key: s.threshold for s in SIGNALS if s.threshold}
+
+
+def prometheus_rule_groups(
+    thresholds: Mapping[str, float] | None = None,
+    for_overrides: Mapping[str, str] | None = None,
+    stack: str | None = None,
+) -> list[dict[str, Any]]:
+    """The contract as Prometheus rule groups (the `spec.groups` of a PrometheusRule and the
+    `groups` of a rule file for promtool or a plain Prometheus)."""
+    thresholds = thresholds or {}
+    rules = []
+    for signal in SIGNALS:
+        labels = {"severity": signal.severity, "signal": signal.name}
+        if stack:
+            labels["liftoff_stack"] = stack
+        rule: dict[str, Any] = {
+            "alert": signal.name,
+            "expr": signal.promql(thresholds),
+            "labels": labels,
+            "annotations": {
+                "summary": signal.meaning,
+                "runbook": signal.runbook,
+            },
+        }
+        duration = (for_overrides or {}).get(signal.name, signal.for_)
+        if duration != "0m":
+            rule["for"] = duration
+        rules.append(rule)
+    return [{"name": "liftoff", "rules": rules}]
+
+
+# --- configuration: liftoff:observability ----------------------------------------------------
+
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_LABEL_KEY = rf"({_DNS_LABEL}(\.{_DNS_LABEL})*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{{0,61}}[A-Za-z0-9])?"
+_LABEL_VALUE = r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?"
+_SNS_ARN = r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}"
+
+
+@dataclass(frozen=True)
+class ObservabilitySettings:
+    """`liftoff:observability` — alerts, dashboards and scraping for the signal contract."""
+
+    enabled: bool = False
+    """Default: true on AWS (CloudWatch needs nothing installed); false on Kubernetes, where
+    it needs the Prometheus Operator's CRDs in the cluster."""
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+    """Overrides of the contract's defaults, by threshold key (see SIGNALS)."""
+    monitoring_namespace: str = "monitoring"
+    """Kubernetes: namespace of the Prometheus that scrapes the stack. Default: `monitoring`."""
+    monitoring_pod_labels: Mapping[str, str] = field(
+        default_factory=lambda: {"app.kubernetes.io/name": "prometheus"}
+    )
+    """Kubernetes: labels of the Prometheus pods admitted to the metrics ports.
+    Default: `app.kubernetes.io/name: prometheus` (the Prometheus Operator's own pod label)."""
+    monitor_labels: Mapping[str, str] = field(default_factory=dict)
+    """Kubernetes: labels put on the ServiceMonitor/PodMonitor/PrometheusRule objects so the
+    Prometheus selects them (kube-prometheus-stack: `release: <its release name>`).
+    Default: none."""
+    dashboard: bool = True
+    """Kubernetes: Grafana dashboard ConfigMap (sidecar label `grafana_dashboard: "1"`)."""
+    alarm_topic_arn: str | None = None
+    """AWS: send alarms to this SNS topic. Default: a new topic encrypted with the platform key."""
+
+    def threshold(self, key: str) -> float:
+        return self.thresholds.get(key, THRESHOLDS[key].default)
+
+
+def read_observability(reader: ConfigReader, target: str | None) -> ObservabilitySettings:
+    defaults = ObservabilitySettings()
+    thresholds = _read_thresholds(reader.object("thresholds"))
+    if target == "aws":
+        for name in ("monitoringNamespace", "monitoringPodLabels", "monitorLabels", "dashboard"):
+            reader.reject(name, "only with target 'kubernetes'")
+        topic = reader.string(
+            "alarmTopicArn",
+            pattern=_SNS_ARN,
+            describe="an SNS topic ARN such as arn:aws:sns:eu-west-1:123456789012:alerts",
+        )
+        settings = ObservabilitySettings(
+            enabled=reader.boolean("enabled", True), thresholds=thresholds, alarm_topic_arn=topic
+        )
+        reader.finish()
+        return settings
+    reader.reject("alarmTopicArn", "only with target 'aws'")
+    namespace = (
+        reader.string(
+            "monitoringNamespace",
+            defaults.monitoring_namespace,
+            pattern=r"[a-z0-9]([-a-z0-9]*[a-z0-9])?",
+            describe="a namespace name (a DNS label)",
+            max_length=63,
+        )
+        or defaults.monitoring_namespace
+    )
+    pod_labels = (
+        reader.string_map("monitoringPodLabels", _check_label) or defaults.monitoring_pod_labels
+    )
+    settings = ObservabilitySettings(
+        enabled=reader.boolean("enabled", False),
+        thresholds=thresholds,
+        monitoring_namespace=namespace,
+        monitoring_pod_labels=dict(pod_labels),
+        monitor_labels=reader.string_map("monitorLabels", _check_label),
+        dashboard=reader.boolean("dashboard", True),
+    )
+    reader.finish()
+    return settings
+
+
+def _check_label(key: str, value: str) -> str | None:
+    if not re.fullmatch(_LABEL_KEY, key) or len(key) > 316:
+        return f"a Kubernetes label key (got key {key!r})"
+    if not re.fullmatch(_LABEL_VALUE, value):
+        return "a Kubernetes label value: at most 63 letters, digits, '-', '_' or '.'"
+    return None
+
+
+def _read_thresholds(reader: ConfigReader) -> dict[str, float]:
+    values: dict[str, float] = {}
+    for key, spec in THRESHOLDS.items():
+        if not reader.has(key):
+            continue
+        raw = reader.data[key]
+        reader._seen.add(key)
+        allowed = f"a number from {_number(spec.minimum)} to {_number(spec.maximum)} ({spec.unit})"
+        number = _to_number(raw)
+        if number is None or not spec.minimum <= number <= spec.maximum:
+            reader.problems.append(Problem(reader.key(key), raw, allowed))
+            continue
+        values[key] = number
+    reader._seen.update(THRESHOLDS)  # so that an unknown key's message lists every known one
+    reader.finish()
+    return dict(sorted(values.items()))
+
+
+def _to_number(raw: Any) -> float | None:
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int | float):
+        return float(raw)
+    if isinstance(raw, str):
+        try:
+            return float(raw)
+        except ValueError:
+            return None
+    return None

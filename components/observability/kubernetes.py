@@ -1,0 +1,376 @@
+"""The signal contract on Kubernetes, for a cluster running the Prometheus Operator.
+
+Declares, in the stack's namespace: a ServiceMonitor for the collector, PodMonitors for the
+consumers, the NATS chart's exporter and a postgres_exporter, one PrometheusRule holding every
+signal of the contract, a Grafana dashboard ConfigMap (picked up by the Grafana sidecar through
+`grafana_dashboard: "1"`), and the NetworkPolicies that admit the monitoring namespace's
+Prometheus pods to exactly the metrics ports (everything else stays denied).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import kube
+from components.network import Peer
+from components.network.kubernetes import KubernetesNetwork
+from components.observability import SIGNALS, ObservabilitySettings, prometheus_rule_groups
+from components.postgres.kubernetes import KubernetesPostgres
+
+MONITORING_API = "monitoring.coreos.com/v1"
+POSTGRES_EXPORTER_IMAGE = "quay.io/prometheuscommunity/postgres-exporter:v0.17.1"
+POSTGRES_EXPORTER_PORT = 9187
+POSTGRES_EXPORTER_UID = 65534  # `nobody`, the image's own user
+NATS_EXPORTER_PORT = 7777  # the NATS chart's promExporter default
+SCRAPE_INTERVAL = "30s"
+EXPORTER_RESOURCES = {
+    "requests": {"cpu": "10m", "memory": "32Mi"},
+    "limits": {"cpu": "200m", "memory": "128Mi"},
+}
+
+
+@dataclass(frozen=True)
+class MetricsTarget:
+    """Pods serving `/metrics` on a named container port."""
+
+    name: str
+    pod_selector: Mapping[str, str]
+    port_name: str
+    port: int
+
+
+@dataclass(frozen=True)
+class KubernetesObservabilityArgs:
+    settings: ObservabilitySettings
+    network: KubernetesNetwork
+    stack: str
+    collector_service_labels: Mapping[str, str]
+    """Labels of the collector's Service (the ServiceMonitor selects it)."""
+    collector: MetricsTarget
+    consumers: MetricsTarget
+    """Every consumer pod (they all name their probe port alike)."""
+    nats: MetricsTarget
+    postgres: KubernetesPostgres
+    """Gives the exporter its own `pg_monitor` role and admits it to Postgres."""
+    image_registry: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+class KubernetesObservability(pulumi.ComponentResource):
+    def __init__(
+        self,
+        name: str,
+        args: KubernetesObservabilityArgs,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        super().__init__("liftoff:observability:KubernetesObservability", name, None, opts)
+        settings = args.settings
+        network = args.network
+        labels = kube.labels("observability", args.stack, args.tags)
+        monitor_labels = {**labels, **dict(settings.monitor_labels)}
+        child = pulumi.ResourceOptions(parent=self, depends_on=[network.default_deny])
+
+        exporter = MetricsTarget(
+            "postgres-exporter",
+            kube.selector("postgres-exporter", args.stack),
+            "metrics",
+            POSTGRES_EXPORTER_PORT,
+        )
+        # Least privilege: a login role of its own, member of pg_monitor (statistics and
+        # settings only), never the admin credentials.
+        self.monitoring_database = args.postgres.add_database(
+            "monitoring", member_of=("pg_monitor",)
+        )
+        args.postgres.grant_connect(Peer("postgres-exporter", pod_labels=exporter.pod_selector))
+        self.postgres_exporter = self._postgres_exporter(name, args, exporter, child)
+
+        self.service_monitor = k8s.apiextensions.CustomResource(
+            f"{name}-collector-monitor",
+            api_version=MONITORING_API,
+            kind="ServiceMonitor",
+            metadata=network.metadata("liftoff-collector", monitor_labels),
+            spec={
+                "selector": {"matchLabels": dict(args.collector_service_labels)},
+                "endpoints": [
+                    {
+                        "port": "http",
+                        "path": "/metrics",
+                        "interval": SCRAPE_INTERVAL,
+                    }
+                ],
+            },
+            opts=child,
+        )
+        self.pod_monitors = [
+            k8s.apiextensions.CustomResource(
+                f"{name}-{target.name}-monitor",
+                api_version=MONITORING_API,
+                kind="PodMonitor",
+                metadata=network.metadata(f"liftoff-{target.name}", monitor_labels),
+                spec={
+                    "selector": {"matchLabels": dict(target.pod_selector)},
+                    "podMetricsEndpoints": [
+                        {
+                            "port": target.port_name,
+                            "path": "/metrics",
+                            "interval": SCRAPE_INTERVAL,
+                        }
+                    ],
+                },
+                opts=child,
+            )
+            for target in (args.consumers, args.nats, exporter)
+        ]
+        self.rule = k8s.apiextensions.CustomResource(
+            f"{name}-rules",
+            api_version=MONITORING_API,
+            kind="PrometheusRule",
+            metadata=network.metadata("liftoff-signals", monitor_labels),
+            spec={"groups": prometheus_rule_groups(settings.thresholds, stack=args.stack)},
+            opts=child,
+        )
+        # Prometheus (in its own namespace, with its own labels) to exactly the metrics ports.
+        self.scrape_policies = []
+        for target in (args.collector, args.consumers, args.nats, exporter):
+            self.scrape_policies.append(
+                k8s.networking.v1.NetworkPolicy(
+                    f"{name}-scrape-{target.name}",
+                    metadata=network.metadata(f"scrape-{target.name}", labels),
+                    spec=scrape_policy_spec(settings, target),
+                    opts=child,
+                )
+            )
+        self.dashboard = None
+        if settings.dashboard:
+            self.dashboard = k8s.core.v1.ConfigMap(
+                f"{name}-dashboard",
+                metadata=network.metadata(
+                    "liftoff-dashboard", {**labels, "grafana_dashboard": "1"}
+                ),
+                data={
+                    "liftoff.json": json.dumps(grafana_dashboard(network.namespace_name), indent=1)
+                },
+                opts=child,
+            )
+        self.register_outputs({})
+
+    def _postgres_exporter(
+        self,
+        name: str,
+        args: KubernetesObservabilityArgs,
+        target: MetricsTarget,
+        child: pulumi.ResourceOptions,
+    ) -> k8s.apps.v1.Deployment:
+        labels = kube.labels(target.name, args.stack, args.tags)
+        database = self.monitoring_database
+        data_source_uri = pulumi.Output.all(
+            database.connection.host, database.connection.port, database.connection.database
+        ).apply(lambda v: f"{v[0]}:{v[1]}/{v[2]}?sslmode=disable")
+
+        container = {
+            "name": "postgres-exporter",
+            "image": kube.image(POSTGRES_EXPORTER_IMAGE, args.image_registry),
+            "ports": [{"name": target.port_name, "containerPort": target.port}],
+            "env": [
+                {"name": "DATA_SOURCE_URI", "value": data_source_uri},
+                # Credentials as files, never as environment values.
+                {"name": "DATA_SOURCE_USER_FILE", "value": "/etc/postgres-exporter/username"},
+                {"name": "DATA_SOURCE_PASS_FILE", "value": "/etc/postgres-exporter/password"},
+            ],
+            "volumeMounts": [
+                {"name": "credentials", "mountPath": "/etc/postgres-exporter", "readOnly": True}
+            ],
+            "securityContext": kube.container_security_context(),
+            "resources": EXPORTER_RESOURCES,
+            "livenessProbe": {"httpGet": {"path": "/", "port": target.port_name}},
+            "readinessProbe": {"httpGet": {"path": "/", "port": target.port_name}},
+        }
+        return k8s.apps.v1.Deployment(
+            f"{name}-postgres-exporter",
+            metadata=args.network.metadata(target.name, labels),
+            spec={
+                "replicas": 1,
+                "selector": {"matchLabels": dict(target.pod_selector)},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "automountServiceAccountToken": False,
+                        "securityContext": kube.pod_security_context(POSTGRES_EXPORTER_UID),
+                        "containers": [container],
+                        "volumes": [
+                            {
+                                "name": "credentials",
+                                "secret": {
+                                    "secretName": database.secret_name,
+                                    "items": [
+                                        {"key": "username", "path": "username"},
+                                        {"key": "password", "path": "password"},
+                                    ],
+                                },
+                            }
+                        ],
+                    },
+                },
+            },
+            opts=pulumi.ResourceOptions.merge(
+                child, pulumi.ResourceOptions(depends_on=[database.ready])
+            ),
+        )
+
+
+def scrape_policy_spec(settings: ObservabilitySettings, target: MetricsTarget) -> dict[str, Any]:
+    """Ingress to `target`'s pods on its metrics port, from the monitoring namespace's
+    Prometheus pods only (namespace AND pod labels in one peer)."""
+    return {
+        "podSelector": {"matchLabels": dict(target.pod_selector)},
+        "policyTypes": ["Ingress"],
+        "ingress": [
+            {
+                "from": [
+                    {
+                        "namespaceSelector": {
+                            "matchLabels": {
+                                "kubernetes.io/metadata.name": settings.monitoring_namespace
+                            }
+                        },
+                        "podSelector": {"matchLabels": dict(settings.monitoring_pod_labels)},
+                    }
+                ],
+                "ports": [{"protocol": "TCP", "port": target.port}],
+            }
+        ],
+    }
+
+
+def _panel(
+    panel_id: int, title: str, exprs: dict[str, str], unit: str, x: int, y: int
+) -> dict[str, Any]:
+    return {
+        "id": panel_id,
+        "type": "timeseries",
+        "title": title,
+        "datasource": {"type": "prometheus", "uid": "${datasource}"},
+        "gridPos": {"h": 8, "w": 12, "x": x, "y": y},
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "targets": [
+            {"refId": chr(ord("A") + i), "expr": expr, "legendFormat": legend}
+            for i, (legend, expr) in enumerate(exprs.items())
+        ],
+    }
+
+
+def grafana_dashboard(namespace: str) -> dict[str, Any]:
+    """The contract's dashboard: one row per part of the data path, for one stack."""
+    ns = f'namespace="{namespace}"'
+    panels = [
+        (
+            "Ingestion: events accepted / s",
+            {
+                "{{source}}": "sum by (source) "
+                f"(rate(liftoff_collector_events_accepted_total{{{ns}}}[5m]))"
+            },
+            "ops",
+        ),
+        (
+            "Ingestion: requests / s by status",
+            {"{{status}}": f"sum by (status) (rate(liftoff_collector_requests_total{{{ns}}}[5m]))"},
+            "reqps",
+        ),
+        (
+            "Ingestion: latency",
+            {
+                f"p{q}": f"histogram_quantile(0.{q}, sum by (le) (rate("
+                f"liftoff_collector_request_duration_seconds_bucket{{{ns}}}[5m])))"
+                for q in ("50", "99")
+            },
+            "s",
+        ),
+        (
+            "Consumer lag (events)",
+            {
+                "{{consumer}} {{stream}}": "max by (consumer, stream) "
+                f"(liftoff_consumer_lag_events{{{ns}}})"
+            },
+            "short",
+        ),
+        (
+            "Consumer lag (age of oldest event)",
+            {
+                "{{consumer}} {{stream}}": "max by (consumer, stream) "
+                f"(liftoff_consumer_lag_seconds{{{ns}}})"
+            },
+            "s",
+        ),
+        (
+            "Dead letters and quarantine (per 15 min)",
+            {
+                "parked {{consumer}}": "sum by (consumer) (increase(liftoff_consumer_events_total"
+                f'{{{ns},outcome="park"}}[15m]))',
+                "quarantined": "sum (increase(liftoff_collector_events_quarantined_total"
+                f"{{{ns}}}[15m]))",
+            },
+            "short",
+        ),
+        (
+            "Destinations: attempts / s by status class",
+            {
+                "{{destination}} {{status_class}}": "sum by (destination, status_class) "
+                f"(rate(liftoff_broadcast_requests_total{{{ns}}}[5m]))"
+            },
+            "reqps",
+        ),
+        (
+            "Stream: JetStream storage used / limit",
+            {
+                "{{server_id}}": f"nats_server_total_message_bytes{{{ns}}} / "
+                f"nats_server_max_storage{{{ns}}}"
+            },
+            "percentunit",
+        ),
+        (
+            "Database: connections / max, up",
+            {
+                "connections": f"sum (pg_stat_database_numbackends{{{ns}}}) / "
+                f"max (pg_settings_max_connections{{{ns}}})",
+                "up": f"min (pg_up{{{ns}}})",
+            },
+            "percentunit",
+        ),
+        (
+            "Alerts of the signal contract",
+            {
+                "{{alertname}} {{alertstate}}": "sum by (alertname, alertstate) "
+                f'(ALERTS{{{ns},alertname=~"{"|".join(s.name for s in SIGNALS)}"}})'
+            },
+            "short",
+        ),
+    ]
+    return {
+        "title": f"liftoff ({namespace})",
+        "uid": f"liftoff-{namespace}"[:40],
+        "schemaVersion": 39,
+        "editable": False,
+        "time": {"from": "now-6h", "to": "now"},
+        "refresh": "1m",
+        "tags": ["liftoff"],
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "label": "Data source",
+                }
+            ]
+        },
+        "panels": [
+            _panel(i + 1, title, exprs, unit, (i % 2) * 12, (i // 2) * 8)
+            for i, (title, exprs, unit) in enumerate(panels)
+        ],
+    }
