@@ -701,6 +701,11 @@ class _SharedSink:
                 await self._sink.start()
                 self._started = True
 
+    @property
+    def counters(self) -> Any:
+        """The sink's own counters (a broadcaster's), which the runners' /metrics include."""
+        return getattr(self._sink, "counters", None)
+
     async def check_ready(self) -> None:
         await self._sink.check_ready()
 

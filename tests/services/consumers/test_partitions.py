@@ -109,7 +109,11 @@ def test_archiver_and_loader_read_every_partition(
             for name in (f"archiver-{suffix}", f"loader-{suffix}"):
                 wait_until(lambda p=part, n=name: asyncio.run(consumer_state(p, n)) == (0, 0))
         metrics = httpx.get(f"http://{LOOPBACK}:{loader.port}/metrics").text
-        assert 'liftoff_consumer_events_total{outcome="done"} 200' in metrics
+        # one process, one set of counters over every partition's runner
+        assert (
+            f'liftoff_consumer_events_total{{consumer="loader-{suffix}",outcome="done"}} 200.0'
+            in (metrics)
+        )
 
     wanted = sorted(d["messageId"] for d in documents)
     warehouse = warehouse_ids(postgres.dsn(database))
@@ -127,3 +131,15 @@ def test_archiver_and_loader_read_every_partition(
     parked = asyncio.run(read_dead_letters(nats_url(shared_nats), f"loader-{suffix}"))
     positions = [headers["Liftoff-Position"] for headers, _ in parked]
     assert len(positions) == 1 and positions[0].startswith(f"Q{suffix}-{bad_partition}:")
+
+
+def test_the_shared_sink_exposes_the_sinks_own_counters() -> None:
+    """A broadcaster's delivery counters reach /metrics through the partitions' shared sink."""
+    from services.consumers.jetstream import _SharedSink
+    from services.observability import Counters
+
+    class WithCounters:
+        counters = Counters()
+
+    sink = WithCounters()
+    assert _SharedSink(sink, 4).counters is sink.counters  # type: ignore[arg-type]
