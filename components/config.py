@@ -166,6 +166,10 @@ class Source:
     `http://localhost:3000`): the collector answers CORS for them only and refuses (403) a
     browser request from any other origin with this source's key, on both targets. Server
     SDKs (no `Origin` header) are not affected."""
+    collect_ip: bool = True
+    """Default: true: `context.ip` is filled from the client's address when an event has none.
+    False: the source's events keep no IP address at all (not filled, and a client-sent
+    `context.ip` is removed) — for privacy."""
 
     @property
     def restricts_origins(self) -> bool:
@@ -241,6 +245,18 @@ class IngestSettings:
     """Default: 2000 requests. AWS only."""
     memory_mb: int = 512
     """Default: 512. AWS only: collector Lambda memory (CPU scales with it)."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Default: none (`X-Forwarded-For` is never believed). Kubernetes only: addresses or CIDRs
+    of the proxies in front of the collector (the ingress controller's pods) whose
+    `X-Forwarded-For` gives the client address for `context.ip`."""
+    max_header_bytes: int = 64 * 1024
+    """Default: 65536. Kubernetes only: request line + headers; larger is refused with 431."""
+    header_timeout_seconds: int = 10
+    """Default: 10. Kubernetes only: time to send a request's headers (408 after it)."""
+    body_timeout_seconds: int = 30
+    """Default: 30. Kubernetes only: time to send a request's body (connection closed after)."""
+    max_connections: int = 512
+    """Default: 512. Kubernetes only: open connections per collector pod; more are closed."""
 
 
 @dataclass(frozen=True)
@@ -942,6 +958,7 @@ def _read_sources(key: str, raw: Any, problems: list[Problem]) -> tuple[Source, 
             "characters (it becomes part of stream subjects and archive paths)",
         )
         origins = _read_allowed_origins(reader)
+        collect_ip = reader.boolean("collectIp", True)
         reader.finish()
         if name is None:
             continue
@@ -950,7 +967,7 @@ def _read_sources(key: str, raw: Any, problems: list[Problem]) -> tuple[Source, 
                 Problem(f"{key}[{index}].name", name, "a name not used by another source")
             )
             continue
-        sources.append(Source(name, origins))
+        sources.append(Source(name, origins, collect_ip=collect_ip))
     # Sorted: the order sources were listed in must not change what is declared.
     return tuple(sorted(sources, key=lambda s: s.name))
 
@@ -1079,6 +1096,7 @@ def _read_ingest(reader: ConfigReader, target: Target | None) -> IngestSettings:
             "tlsSecret",
             "publicUrl",
             "resources",
+            *_KUBERNETES_HTTP_KEYS,
         ):
             reader.reject(name, "only with target 'kubernetes'")
         reader.finish()
@@ -1113,6 +1131,19 @@ def _read_ingest(reader: ConfigReader, target: Target | None) -> IngestSettings:
         describe="http(s)://host[:port] without a path, e.g. https://events.example.com",
     )
     resources = _read_resources(reader.object("resources"), defaults.resources)
+    trusted = _read_trusted_proxies(reader)
+    header_bytes = reader.integer(
+        "maxHeaderBytes", defaults.max_header_bytes, minimum=1024, maximum=1024 * 1024
+    )
+    header_timeout = reader.integer(
+        "headerTimeoutSeconds", defaults.header_timeout_seconds, minimum=1, maximum=300
+    )
+    body_timeout = reader.integer(
+        "bodyTimeoutSeconds", defaults.body_timeout_seconds, minimum=1, maximum=300
+    )
+    connections = reader.integer(
+        "maxConnections", defaults.max_connections, minimum=1, maximum=100000
+    )
     for name in ("throttlingRateLimit", "throttlingBurstLimit", "memoryMb"):
         reader.reject(name, "only with target 'aws'")
     reader.finish()
@@ -1125,7 +1156,41 @@ def _read_ingest(reader: ConfigReader, target: Target | None) -> IngestSettings:
         tls_secret=tls_secret,
         public_url=public_url,
         resources=resources,
+        trusted_proxies=trusted,
+        max_header_bytes=header_bytes,
+        header_timeout_seconds=header_timeout,
+        body_timeout_seconds=body_timeout,
+        max_connections=connections,
     )
+
+
+_KUBERNETES_HTTP_KEYS = (
+    "trustedProxies",
+    "maxHeaderBytes",
+    "headerTimeoutSeconds",
+    "bodyTimeoutSeconds",
+    "maxConnections",
+)
+
+
+def _read_trusted_proxies(reader: ConfigReader) -> tuple[str, ...]:
+    items = reader.string_list(
+        "trustedProxies", item_pattern=r".+", describe="an IP address or CIDR"
+    )
+    networks: list[str] = []
+    for index, item in enumerate(items or ()):
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            reader.problems.append(
+                Problem(
+                    f"{reader.key('trustedProxies')}[{index}]",
+                    item,
+                    "an IP address or CIDR such as 10.0.0.0/8",
+                )
+            )
+    # Sorted and deduplicated: the listing order must not change what is declared.
+    return tuple(sorted(set(networks)))
 
 
 def _read_charts(reader: ConfigReader) -> dict[str, ChartSource]:

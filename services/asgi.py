@@ -112,7 +112,12 @@ class CollectorApp:
     async def _ingest(
         self, path: str, scope: Scope, receive: Receive, origin: str | None
     ) -> Response | None:
-        request = IngestRequest(route=path, body=b"", origin=origin)
+        client = scope.get("client")
+        # uvicorn has already replaced the peer with X-Forwarded-For's client when the peer is a
+        # trusted proxy (LIFTOFF_TRUSTED_PROXIES; none by default): see services.cli.
+        request = IngestRequest(
+            route=path, body=b"", origin=origin, client_ip=client[0] if client else None
+        )
         declared_length = None
         for name, value in scope["headers"]:
             if name == b"content-type":
@@ -147,6 +152,8 @@ class CollectorApp:
             if message["type"] == "lifespan.startup":
                 try:
                     await self.collector.stream.start()
+                    if self.collector.quarantine is not None:
+                        await self.collector.quarantine.start()
                 except Exception as error:
                     log.exception("stream adapter failed to start")
                     await send({"type": "lifespan.startup.failed", "message": repr(error)})
@@ -154,6 +161,8 @@ class CollectorApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.collector.stream.close()
+                if self.collector.quarantine is not None:
+                    await self.collector.quarantine.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -10,6 +10,10 @@ Environment: ``LIFTOFF_STREAM_URL`` (``kinesis://<stream-name>``), and the write
 (preflight included: the API's edge CORS is off, so one policy answers on both targets) and
 the analytics.js routes are the container's (:mod:`services.asgi`); analytics.js is read from
 ``services/static/analytics-next`` in the package (:mod:`components.packaging` puts it there).
+``LIFTOFF_DEAD_LETTER_URL`` (``sqs://<queue>``): the quarantine for invalid events of valid
+requests (:mod:`services.quarantine`); unset, such a request is refused with 400.
+``LIFTOFF_IP_COLLECTION_OFF``: sources whose events keep no IP address. ``context.ip`` is filled
+from API Gateway's ``requestContext.http.sourceIp`` (the TCP peer of API Gateway).
 """
 
 from __future__ import annotations
@@ -64,17 +68,26 @@ def _write_keys(env: Mapping[str, str]) -> WriteKeys:
 
 def _start(env: Mapping[str, str]) -> _Runtime:
     configure_logging(config.log_level(env))
-    stream = KinesisStream.from_url(config.stream_url(env, ("kinesis",)))
+    from services.quarantine import open_quarantine
+
+    url = config.stream_url(env, ("kinesis",))
+    stream = KinesisStream.from_url(url)
     keys = _write_keys(env)
+    quarantine_url = config.collector_quarantine_url(env, url)
     collector = Collector(
         stream,
         keys,
         origins=config.allowed_origins(env, keys),
         library=Library(DEFAULT_LIBRARY_DIR),
         public_url=config.public_url(env),
+        quarantine=open_quarantine(quarantine_url) if quarantine_url else None,
+        no_ip_sources=config.no_ip_sources(env, keys),
     )
     # One loop per execution environment, reused across invocations (boto3 runs on threads).
-    return _Runtime(collector, asyncio.new_event_loop())
+    loop = asyncio.new_event_loop()
+    if collector.quarantine is not None:
+        loop.run_until_complete(collector.quarantine.start())
+    return _Runtime(collector, loop)
 
 
 def _path(path: str, stage: str) -> str:
@@ -191,6 +204,7 @@ def _ingest(
         content_encoding=headers.get("content-encoding", ""),
         authorization=headers.get("authorization"),
         origin=headers.get("origin"),
+        client_ip=(event.get("requestContext") or {}).get("http", {}).get("sourceIp") or None,
     )
     return _runtime.loop.run_until_complete(collector.ingest(request))
 

@@ -25,6 +25,7 @@ def create_collector_app() -> object:
     from services.asgi import CollectorApp
     from services.browser import Library
     from services.collector import Collector
+    from services.quarantine import open_quarantine
     from services.streams import open_stream
 
     settings = config.CollectorConfig.from_env(os.environ)
@@ -35,12 +36,18 @@ def create_collector_app() -> object:
         origins=settings.allowed_origins,
         library=Library(settings.analytics_js_dir),
         public_url=settings.public_url,
+        quarantine=open_quarantine(settings.quarantine_url) if settings.quarantine_url else None,
+        no_ip_sources=settings.no_ip_sources,
     )
     return CollectorApp(collector)
 
 
 def run_collector(env: Mapping[str, str]) -> int:
+    import functools
+
     import uvicorn
+
+    from services.http_limits import LimitedHttpToolsProtocol
 
     settings = config.CollectorConfig.from_env(env)  # fail fast, before any worker starts
     configure_logging(settings.log_level)
@@ -69,7 +76,17 @@ def run_collector(env: Mapping[str, str]) -> int:
         port=settings.port,
         workers=settings.workers,
         loop="uvloop",
-        http="httptools",
+        http=functools.partial(
+            LimitedHttpToolsProtocol,
+            max_header_bytes=settings.http_limits.max_header_bytes,
+            header_timeout=settings.http_limits.header_timeout_seconds,
+            body_timeout=settings.http_limits.body_timeout_seconds,
+            max_connections=settings.http_limits.max_connections,
+        ),
+        # X-Forwarded-For (and -Proto) only from configured proxies: uvicorn would otherwise
+        # trust 127.0.0.1 by default. It takes the nearest address not itself a trusted proxy.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies) or None,
         lifespan="on",
         log_config=None,
         access_log=False,
@@ -252,6 +269,64 @@ def _backup_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def run_quarantine(
+    env: Mapping[str, str],
+    action: str,
+    limit: int | None = None,
+    sequences: list[int] | None = None,
+    body_file: str | None = None,
+) -> int:
+    """List the collector's quarantined events as JSON lines, or replay them: validate again
+    (optionally a repaired body), publish the now-valid ones, delete those from the quarantine.
+    Exit 1 when an event could not be replayed."""
+    import json
+    from pathlib import Path
+
+    from services import quarantine
+
+    configure_logging(config.log_level(env))
+    stream = config.stream_url(env, ("nats",))
+    url = config.collector_quarantine_url(env, stream)
+    if url is None or not url.startswith("nats://"):
+        raise ConfigError(f"{config.DEAD_LETTER_URL} must be nats://... to read the quarantine")
+    if action == "list":
+        events = asyncio.run(
+            quarantine.read_quarantine(url, limit=limit, sequences=sequences or ())
+        )
+        for event in events:
+            print(json.dumps(event.as_json(), sort_keys=True), flush=True)
+        return 0
+    body = Path(body_file).read_bytes() if body_file else None
+    try:
+        outcomes = asyncio.run(
+            quarantine.replay_quarantine(url, stream, sequences or (), body=body)
+        )
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    for outcome in outcomes:
+        print(json.dumps(outcome, sort_keys=True), flush=True)
+    return 0 if all(o["replayed"] for o in outcomes) else 1
+
+
+def _quarantine_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=("list", "replay"))
+    parser.add_argument("--limit", type=int, help="list: at most N events (oldest first)")
+    parser.add_argument(
+        "--seq",
+        dest="sequences",
+        type=int,
+        action="append",
+        metavar="N",
+        help="only the event at this quarantine sequence (repeatable); replay: default all",
+    )
+    parser.add_argument(
+        "--body",
+        dest="body_file",
+        metavar="FILE",
+        help="replay: the repaired JSON of the one event given with --seq",
+    )
+
+
 COMMANDS: dict[str, tuple[Callable[[Mapping[str, str]], int], str]] = {
     "collector": (run_collector, "serve the Segment-compatible ingestion API"),
     "ensure-stream": (run_ensure_stream, "create or update the JetStream stream (idempotent)"),
@@ -273,8 +348,13 @@ COMMANDS: dict[str, tuple[Callable[[Mapping[str, str]], int], str]] = {
         run_backup_upload,  # type: ignore[dict-item]
         "upload Postgres dumps to the archive and delete those past the retention",
     ),
+    "quarantine": (
+        run_quarantine,  # type: ignore[dict-item]
+        "list or replay the events the collector quarantined (JetStream)",
+    ),
 }
 COMMAND_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "quarantine": _quarantine_arguments,
     "reconcile": _reconcile_arguments,
     "backup-upload": _backup_arguments,
 }

@@ -3,9 +3,13 @@
 Order of checks for ``POST /v1/<route>``: content type (415), write key in the ``Authorization``
 header when one is sent (401), content encoding (415) and gzip (400/413), body size (413),
 JSON envelope (400), write key in the body when no header was sent (401), the browser's
-``Origin`` against the source's allowed origins (403), every event (400), then publish (503
-with ``Retry-After`` when the stream did not acknowledge everything).
-The answer is 200 ``{"success": true}`` only after every event was acknowledged.
+``Origin`` against the source's allowed origins (403), then each event on its own: valid ones
+are published to the stream, invalid ones put in the quarantine with their reason
+(:mod:`services.quarantine`) first (503 with ``Retry-After`` unless both acknowledged
+everything). The answer is 200 only after that: ``{"success": true}``, plus
+``"quarantined": N`` and ``"rejected": [{"index", "code", "reason", "field"}]`` when events were
+quarantined (SDKs ignore the extra fields). Without a quarantine configured, an invalid event
+fails its whole request with 400 and nothing is published.
 
 CORS headers are added by the transports to every response (:meth:`Collector.with_cors`).
 """
@@ -24,8 +28,16 @@ import msgspec
 
 from services import browser
 from services.browser import AllowedOrigins, Library
+from services.events import StreamRecord, format_timestamp
 from services.observability import Counters
-from services.segment import MAX_REQUEST_BYTES, InvalidInput, build_records, parse_body
+from services.quarantine import Quarantine, QuarantineUnavailable
+from services.segment import (
+    MAX_REQUEST_BYTES,
+    InvalidInput,
+    Rejected,
+    parse_body,
+    validate_events,
+)
 from services.streams import EventStream, StreamUnavailable
 from services.writekeys import WriteKeys, basic_auth_username
 
@@ -54,6 +66,9 @@ ROUTES: dict[str, str | None] = {
 # analytics.js posts with text/plain so that browsers skip the CORS preflight.
 ACCEPTED_MEDIA_TYPES = frozenset({"application/json", "text/plain", ""})
 RETRY_AFTER_SECONDS = "5"
+MAX_GZIP_MEMBERS = 100
+"""Real clients send one gzip member; each costs ~30 us to set up, so 500 KB of tiny members
+would cost ~0.7 s of CPU per request: more are refused."""
 READINESS_TIMEOUT_SECONDS = 3.0
 
 REQUEST_DURATION = "liftoff_collector_request_duration_seconds"
@@ -80,6 +95,9 @@ class IngestRequest:
     content_encoding: str = ""
     authorization: str | None = None
     origin: str | None = None
+    client_ip: str | None = None
+    """The client's address as the transport established it (peer, trusted proxy's
+    X-Forwarded-For, or API Gateway's sourceIp); fills ``context.ip`` when the event has none."""
 
 
 def json_response(status: int, document: object, headers: list[tuple[str, str]]) -> Response:
@@ -102,23 +120,33 @@ def decode_content(body: bytes, content_encoding: str) -> bytes:
         raise InvalidInput(
             415, "unsupported_content_encoding", f"Content-Encoding {encoding!r}: use gzip"
         )
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    try:
-        # Bounded output: a small gzip bomb must not expand past the request limit.
-        decoded = inflater.decompress(body, MAX_REQUEST_BYTES + 1)
-    except zlib.error as error:
-        raise InvalidInput(
-            400, "malformed_gzip", f"request body is not valid gzip: {error}"
-        ) from None
-    if len(decoded) > MAX_REQUEST_BYTES:
-        raise InvalidInput(
-            413,
-            "request_too_large",
-            f"decompressed request body exceeds the limit of {MAX_REQUEST_BYTES} bytes",
-        )
-    if not inflater.eof:
-        raise InvalidInput(400, "malformed_gzip", "request body is truncated gzip")
-    return decoded
+    # RFC 1952 allows several members one after another (what `cat a.gz b.gz` makes), and
+    # gzip.decompress reads them all: so do we, all within one output bound, never dropping any.
+    decoded = bytearray()
+    remaining = body
+    for _ in range(MAX_GZIP_MEMBERS):
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            # Bounded output: a small gzip bomb must not expand past the request limit.
+            decoded += inflater.decompress(remaining, MAX_REQUEST_BYTES + 1 - len(decoded))
+        except zlib.error as error:
+            raise InvalidInput(
+                400, "malformed_gzip", f"request body is not valid gzip: {error}"
+            ) from None
+        if len(decoded) > MAX_REQUEST_BYTES or (inflater.unconsumed_tail and not inflater.eof):
+            raise InvalidInput(
+                413,
+                "request_too_large",
+                f"decompressed request body exceeds the limit of {MAX_REQUEST_BYTES} bytes",
+            )
+        if not inflater.eof:
+            raise InvalidInput(400, "malformed_gzip", "request body is truncated gzip")
+        remaining = inflater.unused_data
+        if not remaining:
+            return bytes(decoded)
+    raise InvalidInput(
+        400, "malformed_gzip", f"request body has more than {MAX_GZIP_MEMBERS} gzip members"
+    )
 
 
 class Collector:
@@ -132,12 +160,18 @@ class Collector:
         origins: AllowedOrigins | None = None,
         library: Library | None = None,
         public_url: str | None = None,
+        quarantine: Quarantine | None = None,
+        no_ip_sources: frozenset[str] = frozenset(),
     ) -> None:
         self.stream = stream
         self.write_keys = write_keys
         self.origins = (origins or AllowedOrigins()).with_sources(write_keys.sources)
         self.library = library or Library(browser.DEFAULT_LIBRARY_DIR)
         self.public_url = public_url
+        self.quarantine = quarantine
+        """Where invalid events of a valid request go. None: such a request is refused (400)."""
+        self.no_ip_sources = no_ip_sources
+        """Sources whose events keep no IP address (``context.ip`` neither filled nor kept)."""
         self.counters = counters or Counters()
         self.clock = clock
         self.counters.describe(
@@ -153,6 +187,11 @@ class Collector:
         self.counters.describe(
             "liftoff_collector_publish_failures_total",
             "Requests answered 503 because the stream did not acknowledge every event.",
+        )
+        self.counters.describe(
+            "liftoff_collector_events_quarantined_total",
+            "Invalid events put in the quarantine (their valid neighbours were accepted), "
+            "by source and reason code.",
         )
         self.counters.describe_histogram(
             REQUEST_DURATION,
@@ -179,6 +218,21 @@ class Collector:
                     "success": False,
                     "code": "stream_unavailable",
                     "message": "the stream did not acknowledge every event; retry later",
+                },
+                [("retry-after", RETRY_AFTER_SECONDS)],
+            )
+        except QuarantineUnavailable as error:
+            self.counters.add("liftoff_collector_publish_failures_total")
+            log.warning(
+                "quarantine did not acknowledge the request's invalid events",
+                extra={"fields": {"route": request.route, "error": str(error)}},
+            )
+            response = json_response(
+                503,
+                {
+                    "success": False,
+                    "code": "quarantine_unavailable",
+                    "message": "invalid events could not be quarantined; retry later",
                 },
                 [("retry-after", RETRY_AFTER_SECONDS)],
             )
@@ -239,13 +293,71 @@ class Collector:
                 )
         if not self.origins.allows(source, request.origin):
             raise _origin_refused(request.origin)
-        records = build_records(parsed, event_type, source, self.clock())
-        if records:
+        received_at = self.clock()
+        validated = validate_events(
+            parsed,
+            event_type,
+            source,
+            received_at,
+            client_ip=request.client_ip,
+            collect_ip=source not in self.no_ip_sources,
+        )
+        records, rejected = validated.records, validated.rejected
+        if rejected and self.quarantine is None:
+            first = rejected[0]
+            raise InvalidInput(400, first.code, first.reason, index=first.index, field=first.field)
+        if rejected:
+            await self._publish_and_quarantine(
+                records, source, request.route, received_at, rejected
+            )
+        elif records:
             await self.stream.publish(records)
+        if records:
             self.counters.add(
                 "liftoff_collector_events_accepted_total", len(records), source=source
             )
-        return Response(200, _SUCCESS, [])
+        if not rejected:
+            return Response(200, _SUCCESS, [])
+        for item in rejected:
+            self.counters.add(
+                "liftoff_collector_events_quarantined_total", source=source, code=item.code
+            )
+        log.info(
+            "events quarantined",
+            extra={
+                "fields": {
+                    "route": request.route,
+                    "source": source,
+                    "accepted": len(records),
+                    "quarantined": len(rejected),
+                    "codes": sorted({item.code for item in rejected}),
+                }
+            },
+        )
+        return json_response(
+            200,
+            {
+                "success": True,
+                "quarantined": len(rejected),
+                "rejected": [item.as_json() for item in rejected],
+            },
+            [],
+        )
+
+    async def _publish_and_quarantine(
+        self,
+        records: list[StreamRecord],
+        source: str,
+        route: str,
+        received_at: datetime,
+        rejected: list[Rejected],
+    ) -> None:
+        assert self.quarantine is not None
+        # Quarantine first: when it is down, nothing of the request reaches the stream before
+        # the 503 (one round trip more, only for requests with invalid events).
+        await self.quarantine.put(source, route, format_timestamp(received_at), rejected)
+        if records:
+            await self.stream.publish(records)
 
     # --- browsers: CORS, analytics.js settings and the library itself (services.browser) ----
 

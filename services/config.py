@@ -28,6 +28,12 @@ PUBLIC_URL = "LIFTOFF_PUBLIC_URL"
 ANALYTICS_JS_DIR = "LIFTOFF_ANALYTICS_JS_DIR"
 TLS_CERT_FILE = "LIFTOFF_TLS_CERT_FILE"
 TLS_KEY_FILE = "LIFTOFF_TLS_KEY_FILE"
+TRUSTED_PROXIES = "LIFTOFF_TRUSTED_PROXIES"
+NO_IP_SOURCES = "LIFTOFF_IP_COLLECTION_OFF"
+HTTP_MAX_HEADER_BYTES = "LIFTOFF_HTTP_MAX_HEADER_BYTES"
+HTTP_HEADER_TIMEOUT = "LIFTOFF_HTTP_HEADER_TIMEOUT_SECONDS"
+HTTP_BODY_TIMEOUT = "LIFTOFF_HTTP_BODY_TIMEOUT_SECONDS"
+HTTP_MAX_CONNECTIONS = "LIFTOFF_HTTP_MAX_CONNECTIONS"
 
 
 class ConfigError(Exception):
@@ -143,6 +149,72 @@ def log_level(env: Mapping[str, str]) -> str:
         raise ConfigError(f"{LOG_LEVEL}={raw!r} {error}") from None
 
 
+def trusted_proxies(env: Mapping[str, str]) -> tuple[str, ...]:
+    """``LIFTOFF_TRUSTED_PROXIES``: comma-separated addresses or CIDRs whose X-Forwarded-For is
+    believed (e.g. the ingress controller's pod network). Default: none, the header is ignored."""
+    import ipaddress
+
+    networks = []
+    for item in env.get(TRUSTED_PROXIES, "").split(","):
+        if not item.strip():
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+        except ValueError:
+            raise ConfigError(
+                f"{TRUSTED_PROXIES} item {item.strip()!r} is not an IP address or CIDR "
+                "(e.g. 10.0.0.0/8,fd00::/8)"
+            ) from None
+    return tuple(networks)
+
+
+def no_ip_sources(env: Mapping[str, str], keys: WriteKeys) -> frozenset[str]:
+    """``LIFTOFF_IP_COLLECTION_OFF``: comma-separated source names that keep no IP address."""
+    names = frozenset(n.strip() for n in env.get(NO_IP_SOURCES, "").split(",") if n.strip())
+    unknown = sorted(names - set(keys.sources))
+    if unknown:
+        raise ConfigError(
+            f"{NO_IP_SOURCES} names unknown sources {unknown}: use names of the write keys "
+            f"({', '.join(keys.sources)})"
+        )
+    return names
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """Per worker process, enforced by :mod:`services.http_limits` (uvicorn has none of the
+    first three, and answers its own concurrency limit only once a request's headers are in)."""
+
+    max_header_bytes: int = 64 * 1024
+    """Default: 64 KiB (request line + headers); larger gets 431 and the connection closed."""
+    header_timeout_seconds: float = 10.0
+    """Default: 10. From connect (or the first byte of a keep-alive request) to the end of the
+    headers; then 408 and close."""
+    body_timeout_seconds: float = 30.0
+    """Default: 30. From the end of the headers to the end of the body; then the connection is
+    closed and nothing of the request published."""
+    max_connections: int = 512
+    """Default: 512. Open connections per worker; more are closed as soon as they connect."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> HttpLimits:
+        return cls(
+            max_header_bytes=integer(env, HTTP_MAX_HEADER_BYTES, 64 * 1024, 1024, 1024 * 1024),
+            header_timeout_seconds=number(env, HTTP_HEADER_TIMEOUT, 10.0, 0.1),
+            body_timeout_seconds=number(env, HTTP_BODY_TIMEOUT, 30.0, 0.1),
+            max_connections=integer(env, HTTP_MAX_CONNECTIONS, 512, 1, 100_000),
+        )
+
+
+def collector_quarantine_url(env: Mapping[str, str], stream: str) -> str | None:
+    """Where the collector quarantines invalid events: ``LIFTOFF_DEAD_LETTER_URL``; on
+    JetStream it defaults to the stream's servers + ``/DEADLETTER``. None on Kinesis when unset
+    (then an invalid event fails its request with 400)."""
+    if stream.startswith("kinesis://") and not env.get(DEAD_LETTER_URL, "").strip():
+        return None
+    return dead_letter_url(env, stream)
+
+
 @dataclass(frozen=True)
 class CollectorConfig:
     stream_url: str
@@ -160,6 +232,10 @@ class CollectorConfig:
     tls_cert_file: str | None
     tls_key_file: str | None
     """``LIFTOFF_TLS_CERT_FILE`` / ``LIFTOFF_TLS_KEY_FILE``: serve HTTPS (PEM files)."""
+    quarantine_url: str | None = None
+    trusted_proxies: tuple[str, ...] = ()
+    no_ip_sources: frozenset[str] = frozenset()
+    http_limits: HttpLimits = HttpLimits()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> CollectorConfig:
@@ -181,6 +257,10 @@ class CollectorConfig:
             analytics_js_dir=Path(env.get(ANALYTICS_JS_DIR, "").strip() or DEFAULT_LIBRARY_DIR),
             tls_cert_file=cert,
             tls_key_file=key,
+            quarantine_url=collector_quarantine_url(env, url),
+            trusted_proxies=trusted_proxies(env),
+            no_ip_sources=no_ip_sources(env, keys),
+            http_limits=HttpLimits.from_env(env),
         )
 
 

@@ -24,6 +24,12 @@ with every original field kept, plus or overwriting these fields:
                         else its ``timestamp``); absent when the client sent neither.
 ``sentAt``              the client's ``sentAt`` exactly as sent (the event's own, else the batch's);
                         absent when the client sent none.
+``context.ip``          the client's address when the event has none: the collector's TCP peer, a
+                        trusted proxy's ``X-Forwarded-For`` client, or API Gateway's source IP.
+                        Absent (even when the client sent one) for a source with IP collection
+                        off (``liftoff:sources[].collectIp: false``).
+``traits``              for ``identify`` without ``traits``: a copy of ``context.traits`` (where
+                        RudderStack SDKs put them).
 ``liftoff``             ``{"source": "<source name>", "schema": 1}``: the source whose write key
                         authenticated the request, and the version of this contract. ``liftoff``
                         is a reserved top-level name: a client value under it is replaced.

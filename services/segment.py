@@ -1,7 +1,15 @@
 """Parse and validate Segment HTTP Tracking API bodies, and turn them into stream records.
 
 Limits follow Segment's documentation: 32 KiB per event (its raw JSON), 500 KiB per request
-(after gzip decoding), at most 2500 events per batch.
+(after gzip decoding), at most 2500 events per batch. Beyond Segment's: JSON nested at most
+``MAX_JSON_DEPTH`` levels inside an event, every timestamp within the calendar once converted to
+UTC (and after clock-skew correction), and a ``messageId`` grammar (see ``MESSAGE_ID``).
+
+Two kinds of problem: a *request-level* one (body not JSON, not UTF-8, not an object/batch,
+too large, ...) raises :class:`InvalidInput` and nothing is published; an *event-level* one
+(one event of a readable request breaks a rule) is returned by :func:`validate_events` as a
+:class:`Rejected` next to the valid events' records, so the caller can quarantine it and still
+accept its neighbours.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import accumulate
 from typing import Annotated, Any
 
 import msgspec
@@ -21,6 +30,13 @@ MAX_EVENT_BYTES = 32 * 1024
 MAX_REQUEST_BYTES = 500 * 1024
 MAX_BATCH_EVENTS = 2500
 KINESIS_MAX_PARTITION_KEY = 256
+MAX_JSON_DEPTH = 64
+"""Containers (objects/arrays) nested inside one event, the event object itself being level 1.
+Deeper input past ~1000 levels is refused at the request level (the decoder's recursion bound)."""
+MESSAGE_ID = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]{0,98}[\x21-\x7e])?")
+"""1-100 printable ASCII characters, no leading or trailing space: the messageId travels as the
+``Nats-Msg-Id`` header, whose value NATS trims and reads as printable ASCII (ADR-4), so ``" m1"``
+and ``"m1"`` would silently deduplicate into one event and ``" "`` would never deduplicate."""
 
 
 class InvalidInput(Exception):
@@ -56,15 +72,13 @@ class InvalidInput(Exception):
 
 Identifier = str | int
 NonEmptyText = Annotated[str, msgspec.Meta(min_length=1)]
-# messageId travels as a NATS header value: bounded, and no line breaks.
-MessageId = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[^\r\n]+$")]
 JsonObject = dict[str, Any]
 
 
 class _Event(msgspec.Struct, tag_field="type", kw_only=True):
     userId: Identifier | None = None
     anonymousId: Identifier | None = None
-    messageId: MessageId | None = None
+    messageId: str | None = None
     timestamp: datetime | None = None
     originalTimestamp: datetime | None = None
     sentAt: datetime | None = None
@@ -135,6 +149,74 @@ def _validation_error(error: msgspec.ValidationError, index: int | None) -> Inva
     return InvalidInput(400, "invalid_event", detail, index=index, field=field)
 
 
+def _decode(decoder: Any, raw: bytes, index: int | None) -> Any:
+    """Decode with every decoder failure mapped to a 400 naming the event (or the request)."""
+    where = f"event {index}" if index is not None else "request body"
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as error:
+        raise _validation_error(error, index) from None
+    except msgspec.DecodeError as error:
+        raise InvalidInput(400, "malformed_json", f"{where}: {error}", index=index) from None
+    except UnicodeDecodeError as error:
+        raise InvalidInput(
+            400, "invalid_utf8", f"{where}: not valid UTF-8 ({error.reason})", index=index
+        ) from None
+    except RecursionError:
+        raise InvalidInput(
+            400, "nesting_too_deep", f"{where}: JSON nested too deeply", index=index
+        ) from None
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+# +1 for an opening bracket, -1 for a closing one (indexed by byte value).
+_DEPTH_STEP = tuple(1 if b in b"[{" else -1 if b in b"]}" else 0 for b in range(256))
+
+
+def _check_depth(raw: bytes, index: int) -> None:
+    """Refuse an event nested deeper than MAX_JSON_DEPTH. Runs on the raw JSON once it decoded:
+    strings removed, then the running bracket count, all in C (map/accumulate over bytes), a
+    fraction of a Python walk of the decoded value."""
+    # Fewer brackets than the limit cannot nest past it: nothing to do for ordinary events.
+    if raw.count(b"{") + raw.count(b"[") <= MAX_JSON_DEPTH:
+        return
+    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    if max(accumulate(map(_DEPTH_STEP.__getitem__, brackets))) > MAX_JSON_DEPTH:
+        raise InvalidInput(
+            400,
+            "nesting_too_deep",
+            f"event {index}: JSON nested deeper than {MAX_JSON_DEPTH} levels",
+            index=index,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """One event refused for an event-level reason; ``raw`` is its JSON exactly as sent."""
+
+    index: int
+    code: str
+    reason: str
+    field: str | None
+    raw: bytes
+    """The event's JSON exactly as sent (without a ``writeKey`` it carried)."""
+    message_id: str | None
+    """The event's messageId when it had a valid one, else None."""
+
+    def as_json(self) -> dict[str, Any]:
+        answer: dict[str, Any] = {"index": self.index, "code": self.code, "reason": self.reason}
+        if self.field is not None:
+            answer["field"] = self.field
+        return answer
+
+
+@dataclass(frozen=True, slots=True)
+class Validated:
+    records: list[StreamRecord]
+    rejected: list[Rejected]
+
+
 @dataclass(frozen=True, slots=True)
 class ParsedBody:
     """A request body decoded enough to authenticate it: events still raw JSON."""
@@ -145,6 +227,8 @@ class ParsedBody:
     sent_at_text: str | None
     batch_context: JsonObject | None
     batch_integrations: JsonObject | None
+    document: JsonObject | None = None
+    """Single-event paths: the body already decoded (it had to be, to find the write key)."""
 
 
 def parse_body(body: bytes, event_type: str | None) -> ParsedBody:
@@ -156,14 +240,13 @@ def parse_body(body: bytes, event_type: str | None) -> ParsedBody:
             f"request body is {len(body)} bytes; the limit is {MAX_REQUEST_BYTES} bytes",
         )
     if event_type is not None:
-        write_key = _peek_write_key(body)
-        return ParsedBody([body], write_key, None, None, None, None)
-    try:
-        envelope = _batch_decoder.decode(body)
-    except msgspec.ValidationError as error:
-        raise _validation_error(error, None) from None
-    except msgspec.DecodeError as error:
-        raise InvalidInput(400, "malformed_json", f"request body: {error}") from None
+        document = _decode(_json_decoder, body, None)
+        if not isinstance(document, dict):
+            raise InvalidInput(400, "invalid_event", "request body: expected a JSON object")
+        write_key = document.get("writeKey")
+        write_key = write_key if isinstance(write_key, str) else None
+        return ParsedBody([body], write_key, None, None, None, None, document)
+    envelope = _decode(_batch_decoder, body, None)
     if len(envelope.batch) > MAX_BATCH_EVENTS:
         raise InvalidInput(
             400,
@@ -174,7 +257,7 @@ def parse_body(body: bytes, event_type: str | None) -> ParsedBody:
     sent_at = None
     if envelope.sentAt is not None:
         try:
-            sent_at = msgspec.convert(envelope.sentAt, datetime)
+            sent_at = _utc(msgspec.convert(envelope.sentAt, datetime), "sentAt", None)
         except msgspec.ValidationError as error:
             raise InvalidInput(
                 400, "invalid_event", f"request: field `sentAt`: {error}", field="sentAt"
@@ -187,22 +270,6 @@ def parse_body(body: bytes, event_type: str | None) -> ParsedBody:
         envelope.context,
         envelope.integrations,
     )
-
-
-class _WriteKeyOnly(msgspec.Struct):
-    writeKey: str | None = None
-
-
-_write_key_decoder = msgspec.json.Decoder(_WriteKeyOnly)
-
-
-def _peek_write_key(body: bytes) -> str | None:
-    try:
-        return _write_key_decoder.decode(body).writeKey
-    except msgspec.ValidationError:
-        return None
-    except msgspec.DecodeError as error:
-        raise InvalidInput(400, "malformed_json", f"request body: {error}") from None
 
 
 def _as_key(identifier: Identifier | None) -> str:
@@ -231,21 +298,114 @@ def build_records(
     source: str,
     received_at: datetime,
 ) -> list[StreamRecord]:
-    """Validate every event and build its stream record; the first bad event raises."""
+    """Every event's stream record; the first invalid event raises (for callers that need
+    all-or-nothing, e.g. tests and benchmarks; the collector uses :func:`validate_events`)."""
+    validated = validate_events(parsed, event_type, source, received_at)
+    if validated.rejected:
+        first = validated.rejected[0]
+        raise InvalidInput(400, first.code, first.reason, index=first.index, field=first.field)
+    return validated.records
+
+
+def validate_events(
+    parsed: ParsedBody,
+    event_type: str | None,
+    source: str,
+    received_at: datetime,
+    *,
+    client_ip: str | None = None,
+    collect_ip: bool = True,
+) -> Validated:
+    """Validate each event on its own: records for the valid ones, a :class:`Rejected` (with
+    the reason) for each invalid one. ``client_ip`` fills ``context.ip`` when the event has
+    none; with ``collect_ip`` false no IP is kept at all (a client-sent ``context.ip`` is
+    removed too)."""
     received_text = format_timestamp(received_at)
     records: list[StreamRecord] = []
+    rejected: list[Rejected] = []
+    ip = client_ip if collect_ip else None
     for index, raw in enumerate(parsed.raw_events):
-        if len(raw) > MAX_EVENT_BYTES:
-            raise InvalidInput(
-                400,
-                "event_too_large",
-                f"event {index} is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES} bytes",
-                index=index,
+        try:
+            if len(raw) > MAX_EVENT_BYTES:
+                raise InvalidInput(
+                    400,
+                    "event_too_large",
+                    f"event {index} is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES} bytes",
+                    index=index,
+                )
+            records.append(
+                _build_record(
+                    parsed,
+                    raw,
+                    index,
+                    event_type,
+                    source,
+                    received_at,
+                    received_text,
+                    ip,
+                    collect_ip,
+                )
             )
-        records.append(
-            _build_record(parsed, raw, index, event_type, source, received_at, received_text)
-        )
-    return records
+        except InvalidInput as error:
+            rejected.append(
+                Rejected(
+                    index,
+                    error.code,
+                    error.message,
+                    error.field,
+                    _without_write_key(raw),
+                    _message_id_of(raw),
+                )
+            )
+    return Validated(records, rejected)
+
+
+def _without_write_key(raw: bytes) -> bytes:
+    """The event as sent, minus a ``writeKey`` (a credential, kept out of the quarantine as
+    out of the stream): re-encoded only when it has one and can be decoded."""
+    if b"writeKey" not in raw:
+        return raw
+    try:
+        document = _json_decoder.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return raw
+    if not isinstance(document, dict) or "writeKey" not in document:
+        return raw
+    del document["writeKey"]
+    return _json_encoder.encode(document)
+
+
+def _message_id_of(raw: bytes) -> str | None:
+    """The messageId of an invalid event when it has a valid one (for the quarantine header)."""
+    try:
+        value = _message_id_decoder.decode(raw).messageId
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return None
+    return value if isinstance(value, str) and MESSAGE_ID.fullmatch(value) else None
+
+
+class _MessageIdOnly(msgspec.Struct):
+    messageId: Any = None
+
+
+_message_id_decoder = msgspec.json.Decoder(_MessageIdOnly)
+
+
+def _utc(moment: datetime, field: str, index: int | None) -> datetime:
+    """The instant in UTC; refuses what falls off the calendar (year 1..9999) on conversion."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        where = f"event {index}" if index is not None else "request"
+        raise InvalidInput(
+            400,
+            "invalid_event",
+            f"{where}: field `{field}`: {moment.isoformat()} is outside years 1-9999 in UTC",
+            index=index,
+            field=field,
+        ) from None
 
 
 def _build_record(
@@ -256,25 +416,22 @@ def _build_record(
     source: str,
     received_at: datetime,
     received_text: str,
+    client_ip: str | None,
+    collect_ip: bool,
 ) -> StreamRecord:
     # Batch events are validated straight from their JSON (2-3x faster than converting the
     # decoded dict); single-event bodies take the type from the path, so they go through a dict.
-    try:
-        if event_type is None:
-            event = _event_decoder.decode(raw)
-            document = _json_decoder.decode(raw)
-        else:
-            document = _json_decoder.decode(raw)
-            if not isinstance(document, dict):
-                raise InvalidInput(
-                    400, "invalid_event", f"event {index}: expected a JSON object", index=index
-                )
-            document["type"] = event_type
+    if event_type is None:
+        event = _decode(_event_decoder, raw, index)
+        document = _decode(_json_decoder, raw, index)
+    else:
+        document = parsed.document if parsed.document is not None else {}
+        document["type"] = event_type
+        try:
             event = msgspec.convert(document, _AnyEvent)
-    except msgspec.ValidationError as error:
-        raise _validation_error(error, index) from None
-    except msgspec.DecodeError as error:
-        raise InvalidInput(400, "malformed_json", f"event {index}: {error}", index=index) from None
+        except msgspec.ValidationError as error:
+            raise _validation_error(error, index) from None
+    _check_depth(raw, index)
 
     user_id = _as_key(event.userId)
     identity = user_id or _as_key(event.anonymousId)
@@ -293,6 +450,15 @@ def _build_record(
             raise _missing(index, "previousId", "alias")
     elif isinstance(event, _Group) and not _as_key(event.groupId):
         raise _missing(index, "groupId", "group")
+    if event.messageId is not None and not MESSAGE_ID.fullmatch(event.messageId):
+        raise InvalidInput(
+            400,
+            "invalid_event",
+            f"event {index}: field `messageId`: must be 1-100 printable ASCII characters "
+            "without leading or trailing spaces (it is the dedupe key)",
+            index=index,
+            field="messageId",
+        )
 
     document.pop("writeKey", None)
     message_id = event.messageId or str(uuid.uuid4())
@@ -300,15 +466,30 @@ def _build_record(
 
     client_time = event.timestamp or event.originalTimestamp
     if client_time is not None:
+        time_field = "timestamp" if event.timestamp is not None else "originalTimestamp"
+        client_time = _utc(client_time, time_field, index)
+        if event.originalTimestamp is not None and event.timestamp is not None:
+            _utc(event.originalTimestamp, "originalTimestamp", index)
         if document.get("originalTimestamp") is None:
             document["originalTimestamp"] = document["timestamp"]
-        sent_at = event.sentAt or parsed.sent_at
+        sent_at = _utc(event.sentAt, "sentAt", index) if event.sentAt else parsed.sent_at
         if sent_at is not None:
-            skew = _aware(sent_at) - _aware(client_time)
-            document["timestamp"] = format_timestamp(received_at - skew)
+            try:
+                document["timestamp"] = format_timestamp(received_at - (sent_at - client_time))
+            except OverflowError:
+                raise InvalidInput(
+                    400,
+                    "invalid_event",
+                    f"event {index}: field `sentAt`: the clock-skew correction "
+                    f"receivedAt - (sentAt - {time_field}) falls outside years 1-9999",
+                    index=index,
+                    field="sentAt",
+                ) from None
         else:
             document["timestamp"] = format_timestamp(client_time)
     else:
+        if event.sentAt is not None:
+            _utc(event.sentAt, "sentAt", index)
         document["timestamp"] = received_text
     if event.sentAt is None and parsed.sent_at_text is not None:
         document["sentAt"] = parsed.sent_at_text
@@ -318,6 +499,13 @@ def _build_record(
         document["context"] = _merge(parsed.batch_context, document.get("context"))
     if parsed.batch_integrations:
         document["integrations"] = _merge(parsed.batch_integrations, document.get("integrations"))
+    _set_client_ip(document, client_ip, collect_ip)
+    if isinstance(event, _Identify) and event.traits is None:
+        # RudderStack SDKs send identify traits only in context.traits; Segment's spec (and the
+        # warehouse's traits column, Amplitude's identify) read them from traits.
+        context_traits = (document.get("context") or {}).get("traits")
+        if isinstance(context_traits, dict):
+            document["traits"] = dict(context_traits)
     document["liftoff"] = {"source": source, "schema": SCHEMA_VERSION}
 
     return StreamRecord(
@@ -329,6 +517,21 @@ def _build_record(
     )
 
 
+def _set_client_ip(document: JsonObject, client_ip: str | None, collect_ip: bool) -> None:
+    # The context dict is this event's own (freshly decoded, or a merge copy): changed in place.
+    context = document.get("context")
+    if not collect_ip:
+        if isinstance(context, dict):
+            context.pop("ip", None)
+        return
+    if client_ip is None:
+        return
+    if context is None:
+        document["context"] = {"ip": client_ip}
+    elif isinstance(context, dict) and not context.get("ip"):
+        context["ip"] = client_ip
+
+
 def _missing(index: int, field: str, event_type: str) -> InvalidInput:
     return InvalidInput(
         400,
@@ -337,7 +540,3 @@ def _missing(index: int, field: str, event_type: str) -> InvalidInput:
         index=index,
         field=field,
     )
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -67,3 +67,9 @@ def allowed_origins_document(sources: tuple[Source, ...]) -> str | None:
     if not restricted:
         return None
     return json.dumps(restricted, sort_keys=True, separators=(",", ":"))
+
+
+def collector_runtime_env(sources: tuple[Source, ...]) -> dict[str, str]:
+    """What both targets tell the collector about its sources besides the write keys."""
+    no_ip = ",".join(s.name for s in sources if not s.collect_ip)
+    return {"LIFTOFF_IP_COLLECTION_OFF": no_ip} if no_ip else {}

@@ -29,6 +29,7 @@ from components.ingest import (
     TRACKING_PATHS,
     IngestEndpoint,
     allowed_origins_document,
+    collector_runtime_env,
     generate_write_keys,
     write_keys_document,
 )
@@ -36,6 +37,7 @@ from components.network import Peer
 from components.stream.aws import KinesisStream
 
 HANDLER = "services.aws_lambda.collector_handler"
+QUARANTINE_RETENTION_SECONDS = 14 * 24 * 3600  # SQS's maximum, as for the consumers' DLQs
 ACCESS_LOG_FORMAT = json.dumps(
     {
         "requestId": "$context.requestId",
@@ -69,8 +71,11 @@ class LambdaCollector(pulumi.ComponentResource):
     """The collector as a Lambda function behind an HTTP API.
 
     The function's role may only write to its log group, read the write-keys secret (and
-    decrypt it), and put records to the stream (granted by the stream). The write keys live
-    in Secrets Manager and are read once per cold start — never in environment variables.
+    decrypt it), put records to the stream (granted by the stream), and send to its quarantine
+    queue: invalid events of otherwise valid requests, kept with the reason (KMS-encrypted,
+    14 days; the consumers' dead-letter JSON shape with `consumer: "collector"`). The write
+    keys live in Secrets Manager and are read once per cold start — never in environment
+    variables.
     """
 
     def __init__(
@@ -94,10 +99,19 @@ class LambdaCollector(pulumi.ComponentResource):
             opts=child,
         )
 
+        self.quarantine_queue = aws.sqs.Queue(
+            f"{name}-quarantine",
+            kms_master_key_id=args.kms_key_arn,
+            kms_data_key_reuse_period_seconds=300,
+            message_retention_seconds=QUARANTINE_RETENTION_SECONDS,
+            opts=child,
+        )
         environment: dict[str, pulumi.Input[str]] = {
             "LIFTOFF_STREAM_URL": args.stream.connection.url,
             "LIFTOFF_WRITE_KEYS_SECRET_ARN": self.write_keys_secret.arn,
+            "LIFTOFF_DEAD_LETTER_URL": pulumi.Output.concat("sqs://", self.quarantine_queue.name),
             "LIFTOFF_LOG_LEVEL": "INFO",
+            **collector_runtime_env(args.sources),
         }
         origins = allowed_origins_document(args.sources)
         if origins is not None:
@@ -123,6 +137,28 @@ class LambdaCollector(pulumi.ComponentResource):
             self,
         )
         args.stream.grant_write(Peer("collector", iam_role_name=self.role.name))
+        aws.iam.RolePolicy(
+            f"{name}-quarantine-policy",
+            role=self.role.id,
+            policy=pulumi.Output.all(self.quarantine_queue.arn, args.kms_key_arn).apply(
+                lambda arns: aws_iam.document(
+                    [
+                        {
+                            "Effect": "Allow",
+                            "Action": ["sqs:SendMessage", "sqs:GetQueueUrl"],
+                            "Resource": arns[0],
+                        },
+                        # SSE-KMS queues: a sender needs a data key (and to decrypt a cached one).
+                        {
+                            "Effect": "Allow",
+                            "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+                            "Resource": arns[1],
+                        },
+                    ]
+                )
+            ),
+            opts=child,
+        )
 
         self.api = aws.apigatewayv2.Api(
             f"{name}-api",

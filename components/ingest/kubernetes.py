@@ -15,6 +15,7 @@ from components.ingest import (
     PUBLIC_PATH_PREFIXES,
     IngestEndpoint,
     allowed_origins_document,
+    collector_runtime_env,
     generate_write_keys,
     write_keys_document,
 )
@@ -82,7 +83,14 @@ class KubernetesCollector(pulumi.ComponentResource):
             "LIFTOFF_WRITE_KEYS_FILE": f"{WRITE_KEYS_DIR}/{WRITE_KEYS_FILE}",
             "LIFTOFF_PORT": str(PORT),
             "LIFTOFF_LOG_LEVEL": "INFO",
+            **collector_runtime_env(args.sources),
+            "LIFTOFF_HTTP_MAX_HEADER_BYTES": str(settings.max_header_bytes),
+            "LIFTOFF_HTTP_HEADER_TIMEOUT_SECONDS": str(settings.header_timeout_seconds),
+            "LIFTOFF_HTTP_BODY_TIMEOUT_SECONDS": str(settings.body_timeout_seconds),
+            "LIFTOFF_HTTP_MAX_CONNECTIONS": str(settings.max_connections),
         }
+        if settings.trusted_proxies:
+            environment["LIFTOFF_TRUSTED_PROXIES"] = ",".join(settings.trusted_proxies)
         origins = allowed_origins_document(args.sources)
         if origins is not None:
             environment["LIFTOFF_ALLOWED_ORIGINS"] = origins

@@ -328,6 +328,48 @@ def test_unknown_chart_names_every_known_chart():
     assert message.endswith("known keys: airflow, nats")
 
 
+def test_collect_ip_per_source_defaults_to_true():
+    config = load(
+        {
+            "liftoff:target": "kubernetes",
+            "liftoff:sources": [{"name": "web"}, {"name": "backend", "collectIp": False}],
+        }
+    )
+    assert {s.name: s.collect_ip for s in config.sources} == {"web": True, "backend": False}
+
+
+def test_collector_edge_settings_are_validated_and_named():
+    found = problems(
+        {
+            "liftoff:target": "kubernetes",
+            "liftoff:sources": [{"name": "web", "collectIp": "sometimes"}],
+            "liftoff:ingest": {
+                "trustedProxies": ["10.0.0.0/8", "10.0.0.0/33", "proxy.local"],
+                "maxHeaderBytes": 10,
+                "headerTimeoutSeconds": 0,
+            },
+        }
+    )
+    text = "\n".join(found)
+    assert "liftoff:sources[0].collectIp: got 'sometimes'; allowed: true or false" in text
+    assert "liftoff:ingest.trustedProxies[1]: got '10.0.0.0/33'" in text
+    assert "liftoff:ingest.trustedProxies[2]: got 'proxy.local'" in text
+    assert "liftoff:ingest.maxHeaderBytes: got 10" in text
+    assert "liftoff:ingest.headerTimeoutSeconds: got 0" in text
+
+
+def test_trusted_proxies_are_normalised_and_kubernetes_only():
+    config = load(
+        {
+            "liftoff:target": "kubernetes",
+            "liftoff:ingest": {"trustedProxies": ["10.1.2.3/8", "fd00::1", "10.0.0.0/8"]},
+        }
+    )
+    assert config.ingest.trusted_proxies == ("10.0.0.0/8", "fd00::1/128")
+    found = problems({"liftoff:target": "aws", "liftoff:ingest": {"trustedProxies": []}})
+    assert any("liftoff:ingest.trustedProxies" in p and "kubernetes" in p for p in found)
+
+
 def test_allowed_origins_per_source():
     config = load(
         {

@@ -177,6 +177,110 @@ def test_cold_start_configuration_errors_name_the_variable(
         aws_lambda.collector_handler(http_api_event(b"{}"), None)
 
 
+def test_context_ip_from_api_gateway_source_ip_and_per_source_opt_out(
+    lambda_env: tuple[Any, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, name = lambda_env
+    monkeypatch.setenv("LIFTOFF_IP_COLLECTION_OFF", "ios")
+    ios_auth = "Basic " + base64.b64encode(b"ios-key-2:").decode()
+    sent = [
+        {"type": "track", "event": "E", "userId": "u", "messageId": "web-1"},
+        {
+            "type": "track",
+            "event": "E",
+            "userId": "u",
+            "messageId": "web-2",
+            "context": {"ip": "198.51.100.1"},
+        },
+    ]
+    spoofed = {"authorization": WEB_AUTH, "x-forwarded-for": "192.0.2.66"}
+    for headers in (spoofed, {"authorization": ios_auth}):
+        body = json.dumps({"batch": sent}).encode()
+        response = aws_lambda.collector_handler(http_api_event(body, headers=headers), None)
+        assert response["statusCode"] == 200, response["body"]
+    ips = {
+        (e["liftoff"]["source"], e["messageId"]): e.get("context", {}).get("ip")
+        for _, e in read_kinesis(client, name)
+    }
+    assert ips == {
+        ("web", "web-1"): "203.0.113.9",  # requestContext.http.sourceIp, never the header
+        ("web", "web-2"): "198.51.100.1",  # what the client sent is kept
+        ("ios", "web-1"): None,  # collection off: neither filled ...
+        ("ios", "web-2"): None,  # ... nor kept
+    }
+
+
+def test_invalid_events_go_to_the_sqs_quarantine(
+    lambda_env: tuple[Any, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, name = lambda_env
+    sqs = boto3.client("sqs")
+    queue_url = sqs.create_queue(QueueName=f"{name}-quarantine")["QueueUrl"]
+    monkeypatch.setenv("LIFTOFF_DEAD_LETTER_URL", f"sqs://{name}-quarantine")
+    bad_third = [*events(2), {"type": "group", "userId": "u", "messageId": "g-1"}]
+    response = aws_lambda.collector_handler(
+        http_api_event(
+            json.dumps({"batch": bad_third}).encode(), headers={"authorization": WEB_AUTH}
+        ),
+        None,
+    )
+    assert response["statusCode"] == 200
+    answer = json.loads(response["body"])
+    assert (answer["quarantined"], answer["rejected"][0]["index"]) == (1, 2)
+    assert sorted(e["messageId"] for _, e in read_kinesis(client, name)) == ["m0", "m1"]
+    (message,) = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=1)["Messages"]
+    parked = json.loads(message["Body"])
+    assert (parked["consumer"], parked["source"], parked["index"], parked["field"]) == (
+        "collector",
+        "web",
+        2,
+        "groupId",
+    )
+    assert parked["event"] == bad_third[2] and parked["messageId"] == "g-1"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "code", "stored"),
+    [
+        ("/v1/track", b'{"event":"\xff","userId":"u"}', 400, "invalid_utf8", 0),
+        (
+            "/v1/batch",
+            b'{"batch":[{"p":' + b"[" * 5000 + b"]" * 5000 + b"}]}",
+            400,
+            "nesting_too_deep",
+            0,
+        ),
+        (
+            "/v1/batch",
+            b'{"batch":[{"type":"track","event":"e","userId":"u","messageId":"ok"},'
+            b'{"type":"track","event":"e","userId":"u","timestamp":"9999-12-31T23:59:59-10:00"}]}',
+            200,
+            "invalid_event",
+            1,
+        ),
+    ],
+)
+def test_hostile_bodies_through_api_gateway(
+    lambda_env: tuple[Any, str],
+    monkeypatch: pytest.MonkeyPatch,
+    path: str,
+    body: bytes,
+    status: int,
+    code: str,
+    stored: int,
+) -> None:
+    client, name = lambda_env
+    boto3.client("sqs").create_queue(QueueName=f"{name}-q")
+    monkeypatch.setenv("LIFTOFF_DEAD_LETTER_URL", f"sqs://{name}-q")
+    response = aws_lambda.collector_handler(
+        http_api_event(body, path=path, headers={"authorization": WEB_AUTH}), None
+    )
+    assert response["statusCode"] == status
+    answer = json.loads(response["body"])
+    assert (answer.get("code") or answer["rejected"][0]["code"]) == code
+    assert len(read_kinesis(client, name)) == stored
+
+
 def test_analytics_js_routes_and_short_paths_under_a_named_stage(
     lambda_env: tuple[Any, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:

@@ -13,10 +13,12 @@ from services.events import format_timestamp
 from services.segment import (
     MAX_BATCH_EVENTS,
     MAX_EVENT_BYTES,
+    MAX_JSON_DEPTH,
     MAX_REQUEST_BYTES,
     InvalidInput,
     build_records,
     parse_body,
+    validate_events,
 )
 
 RECEIVED = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
@@ -199,3 +201,200 @@ def test_too_many_events() -> None:
 
 def test_format_timestamp_is_utc_with_milliseconds() -> None:
     assert format_timestamp(datetime(2026, 5, 6, 7, 8, 9, 999999)) == "2026-05-06T07:08:09.999Z"
+
+
+# --- event-level problems: each event judged on its own (the collector quarantines them) ------
+
+
+def judged(body: bytes | dict[str, Any], event_type: str | None = None, **kwargs: Any) -> Any:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return validate_events(parse_body(raw, event_type), event_type, "web", RECEIVED, **kwargs)
+
+
+VALID = {"type": "track", "event": "ok", "userId": "u", "messageId": "m-ok"}
+
+
+def batch_with(bad_event_json: bytes) -> bytes:
+    return b'{"batch":[' + json.dumps(VALID).encode() + b"," + bad_event_json + b"]}"
+
+
+def nested(depth: int) -> bytes:
+    """An event whose JSON nests `depth` containers, the event object included."""
+    inner = b"1"
+    for _ in range(depth - 1):
+        inner = b'{"a":' + inner + b"}"
+    return b'{"type":"track","event":"e","userId":"u","properties":' + inner + b"}"
+
+
+@pytest.mark.parametrize(
+    ("bad", "code", "field"),
+    [
+        (b'{"type":"track","event":"\xff\xfe","userId":"u"}', "invalid_utf8", None),
+        (b'{"type":"track","event":"e","userId":"u","\xc3":1}', "invalid_utf8", None),
+        (nested(MAX_JSON_DEPTH + 1), "nesting_too_deep", None),
+        (b"7", "invalid_event", None),
+        (
+            b'{"type":"track","event":"e","userId":"u","timestamp":"9999-12-31T23:59:59-10:00"}',
+            "invalid_event",
+            "timestamp",
+        ),
+        (
+            b'{"type":"track","event":"e","userId":"u","originalTimestamp":"0001-01-01T00:00:00+01:00"}',
+            "invalid_event",
+            "originalTimestamp",
+        ),
+        (
+            b'{"type":"track","event":"e","userId":"u","sentAt":"9999-12-31T23:00:00-05:00"}',
+            "invalid_event",
+            "sentAt",
+        ),
+        (
+            b'{"type":"track","event":"e","userId":"u","timestamp":"0001-01-01T00:00:00Z",'
+            b'"sentAt":"9999-12-31T00:00:00Z"}',
+            "invalid_event",
+            "sentAt",
+        ),
+        (
+            b'{"type":"track","event":"e","userId":"u","timestamp":"9999-12-31T00:00:00Z",'
+            b'"sentAt":"0001-01-01T00:00:00Z"}',
+            "invalid_event",
+            "sentAt",
+        ),
+    ],
+)
+def test_event_level_problems_are_rejected_alone(bad: bytes, code: str, field: str | None) -> None:
+    result = judged(batch_with(bad))
+    assert [json.loads(r.data)["messageId"] for r in result.records] == ["m-ok"]
+    (rejected,) = result.rejected
+    assert (rejected.index, rejected.code, rejected.field) == (1, code, field)
+    assert rejected.raw == bad  # kept byte for byte, for the quarantine
+    assert "event 1" in rejected.reason
+
+
+def test_nesting_at_the_limit_is_accepted() -> None:
+    result = judged(batch_with(nested(MAX_JSON_DEPTH)))
+    assert (len(result.records), result.rejected) == (2, [])
+
+
+@pytest.mark.parametrize("body", [nested(1100), b'{"batch":[' + nested(1100) + b"]}"])
+def test_nesting_past_the_decoders_bound_is_a_request_level_400(body: bytes) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_body(body, "track" if body.startswith(b'{"type"') else None)
+    assert (caught.value.status, caught.value.code) == (400, "nesting_too_deep")
+
+
+@pytest.mark.parametrize(
+    "message_id",
+    [" m1", "m1 ", "   ", "", "m\t1", "m\n1", "m\x00", "идентификатор", "m" * 101, "a\u00a0"],
+)
+def test_message_id_grammar(message_id: str) -> None:
+    result = judged({"batch": [VALID, {**VALID, "messageId": message_id}]})
+    (rejected,) = result.rejected
+    assert (rejected.index, rejected.field) == (1, "messageId")
+    assert rejected.message_id is None  # never used as a header when it breaks the grammar
+
+
+@pytest.mark.parametrize("message_id", ["m", "ajs-next-0f3a", "a b", "m" * 100, "x:y/z@1"])
+def test_message_ids_that_fit_the_grammar(message_id: str) -> None:
+    (record,) = judged({"batch": [{**VALID, "messageId": message_id}]}).records
+    assert record.message_id == message_id
+
+
+def test_rejected_event_keeps_its_valid_message_id() -> None:
+    result = judged({"batch": [{"type": "track", "userId": "u", "messageId": "m-7"}]})
+    assert result.rejected[0].message_id == "m-7"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"event":"\xff","userId":"u"}',
+        b'{"event":"e"',
+        b"[1]",
+        b'"text"',
+    ],
+)
+def test_unreadable_single_event_body_is_request_level(body: bytes) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_body(body, "track")
+    assert caught.value.status == 400
+
+
+def test_single_event_path_with_an_invalid_event_is_event_level() -> None:
+    result = judged({"userId": "u"}, "track")
+    assert result.records == []
+    assert (result.rejected[0].index, result.rejected[0].field) == (0, "event")
+
+
+def test_bad_batch_sent_at_is_request_level() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_body(b'{"batch":[],"sentAt":"9999-12-31T23:59:59-10:00"}', None)
+    assert (caught.value.status, caught.value.field) == (400, "sentAt")
+
+
+# --- normalisation of what real clients send -------------------------------------------------
+
+
+def test_rudderstack_identify_traits_in_context_are_copied_to_traits() -> None:
+    (event,) = enrich({"userId": "u", "context": {"traits": {"email": "a@b.c"}}}, "identify")
+    assert event["traits"] == {"email": "a@b.c"}
+    assert event["context"]["traits"] == {"email": "a@b.c"}
+
+
+def test_identify_traits_win_over_context_traits() -> None:
+    (event,) = enrich(
+        {"userId": "u", "traits": {"plan": "pro"}, "context": {"traits": {"plan": "free"}}},
+        "identify",
+    )
+    assert event["traits"] == {"plan": "pro"}
+
+
+def test_context_traits_are_not_copied_for_other_types() -> None:
+    (event,) = enrich({"userId": "u", "event": "e", "context": {"traits": {"a": 1}}}, "track")
+    assert "traits" not in event
+
+
+def ip_of(body: dict[str, Any], **kwargs: Any) -> Any:
+    (record,) = judged({"batch": [body]}, **kwargs).records
+    return json.loads(record.data).get("context", {}).get("ip", "absent")
+
+
+def test_context_ip_is_filled_from_the_client_address_when_absent() -> None:
+    assert ip_of(VALID, client_ip="203.0.113.9") == "203.0.113.9"
+    assert ip_of({**VALID, "context": {"ip": None}}, client_ip="203.0.113.9") == "203.0.113.9"
+    assert ip_of({**VALID, "context": {"ip": "198.51.100.1"}}, client_ip="203.0.113.9") == (
+        "198.51.100.1"  # a server-side SDK forwarding its end user's address keeps it
+    )
+    assert ip_of(VALID) == "absent"
+
+
+def test_ip_collection_off_keeps_no_address_at_all() -> None:
+    sent = {**VALID, "context": {"ip": "198.51.100.1", "locale": "de"}}
+    assert ip_of(sent, client_ip="203.0.113.9", collect_ip=False) == "absent"
+    assert ip_of(VALID, client_ip="203.0.113.9", collect_ip=False) == "absent"
+    (record,) = judged({"batch": [sent]}, client_ip="1.2.3.4", collect_ip=False).records
+    assert json.loads(record.data)["context"] == {"locale": "de"}
+
+
+def test_a_rejected_event_keeps_no_write_key() -> None:
+    result = judged({"userId": "u", "writeKey": "web-key-1", "properties": {"a": 1}}, "track")
+    (rejected,) = result.rejected
+    assert json.loads(rejected.raw) == {"userId": "u", "properties": {"a": 1}}
+    assert b"web-key-1" not in rejected.raw
+
+
+@pytest.mark.parametrize("inner", [b"[]", b"{}", b'{"a":[{"b":[]}]}'])
+def test_depth_counts_every_container_kind(inner: bytes) -> None:
+    # Alternating objects and arrays, exactly at the limit and one past it.
+    def alternating(depth: int) -> bytes:
+        body = b"1"
+        for level in range(depth - 1):
+            body = b"[" + body + b"]" if level % 2 else b'{"k":' + body + b"}"
+        return b'{"type":"track","event":"e","userId":"u","p":' + body + b"}"
+
+    assert judged(batch_with(alternating(MAX_JSON_DEPTH))).rejected == []
+    (rejected,) = judged(batch_with(alternating(MAX_JSON_DEPTH + 1))).rejected
+    assert rejected.code == "nesting_too_deep"
+    # Brackets inside strings do not count.
+    quoted = b'{"type":"track","event":"' + b"[" * 100 + b'","userId":"u","p":' + inner + b"}"
+    assert judged(batch_with(quoted)).rejected == []

@@ -37,6 +37,30 @@ GOOD = {"LIFTOFF_STREAM_URL": "nats://127.0.0.1:1/EVENTS", "LIFTOFF_WRITE_KEYS":
         ({**GOOD, "LIFTOFF_PORT": "70000"}, "LIFTOFF_PORT=70000 must be between 1 and 65535"),
         ({**GOOD, "LIFTOFF_LOG_LEVEL": "LOUD"}, "LIFTOFF_LOG_LEVEL='LOUD' must be one of"),
         ({**GOOD, "LIFTOFF_WORKERS": "0"}, "LIFTOFF_WORKERS=0 must be between"),
+        (
+            {**GOOD, "LIFTOFF_TRUSTED_PROXIES": "10.0.0.0/8,ingress"},
+            "LIFTOFF_TRUSTED_PROXIES item 'ingress' is not an IP address or CIDR",
+        ),
+        (
+            {**GOOD, "LIFTOFF_IP_COLLECTION_OFF": "web,android"},
+            "LIFTOFF_IP_COLLECTION_OFF names unknown sources ['android']",
+        ),
+        (
+            {**GOOD, "LIFTOFF_HTTP_MAX_HEADER_BYTES": "100"},
+            "LIFTOFF_HTTP_MAX_HEADER_BYTES=100 must be between 1024",
+        ),
+        (
+            {**GOOD, "LIFTOFF_HTTP_BODY_TIMEOUT_SECONDS": "soon"},
+            "LIFTOFF_HTTP_BODY_TIMEOUT_SECONDS='soon' is not a number",
+        ),
+        (
+            {**GOOD, "LIFTOFF_HTTP_MAX_CONNECTIONS": "0"},
+            "LIFTOFF_HTTP_MAX_CONNECTIONS=0 must be between 1",
+        ),
+        (
+            {**GOOD, "LIFTOFF_DEAD_LETTER_URL": "kafka://q"},
+            "LIFTOFF_DEAD_LETTER_URL='kafka://q' is not supported",
+        ),
     ],
 )
 def test_collector_configuration_errors(

@@ -42,8 +42,9 @@ def test_each_consumer_has_its_own_checkpointed_mapping():
 
 
 def test_dead_letter_queues_are_encrypted():
+    # Every queue of the stack (consumers' dead letters: SSE-SQS; collector quarantine: KMS).
     for queue in stack_run("aws").of_type("aws:sqs/queue:Queue"):
-        assert queue.inputs["sqsManagedSseEnabled"] is True
+        assert queue.inputs.get("sqsManagedSseEnabled") is True or queue.inputs["kmsMasterKeyId"]
 
 
 def test_loader_runs_in_the_vpc_with_its_own_database_credentials():

@@ -32,6 +32,8 @@ def test_write_keys_are_never_in_the_function_environment():
         "LIFTOFF_STREAM_URL",
         "LIFTOFF_WRITE_KEYS_SECRET_ARN",
         "LIFTOFF_LOG_LEVEL",
+        "LIFTOFF_DEAD_LETTER_URL",
+        "LIFTOFF_IP_COLLECTION_OFF",
         "LIFTOFF_ALLOWED_ORIGINS",
     }
     # Only the source that restricts origins is listed (the others allow any).
@@ -99,3 +101,27 @@ def test_http_api_has_throttling_and_access_logs():
     integration = run.one("aws:apigatewayv2/integration:Integration").inputs
     assert integration["payloadFormatVersion"] == "2.0"
     assert run.outputs["collectorUrl"] == api["apiEndpoint"]
+
+
+def test_quarantine_queue_is_encrypted_and_only_the_collector_may_send_to_it():
+    run = stack_run("aws")
+    queue = run.one("aws:sqs/queue:Queue", "liftoff-ingest-quarantine").inputs
+    key_arn = run.one("aws:kms/key:Key").inputs["arn"]
+    assert queue["kmsMasterKeyId"] == key_arn
+    assert queue["messageRetentionSeconds"] == 14 * 24 * 3600
+    variables = run.one(FUNCTION, "liftoff-ingest-function").inputs["environment"]["variables"]
+    assert variables["LIFTOFF_DEAD_LETTER_URL"] == "sqs://" + queue["name"]
+    assert variables["LIFTOFF_IP_COLLECTION_OFF"] == "backend"
+    policy = json.loads(
+        run.one("aws:iam/rolePolicy:RolePolicy", "liftoff-ingest-quarantine-policy").inputs[
+            "policy"
+        ]
+    )
+    assert policy["Statement"] == [
+        {
+            "Effect": "Allow",
+            "Action": ["sqs:SendMessage", "sqs:GetQueueUrl"],
+            "Resource": queue["arn"],
+        },
+        {"Effect": "Allow", "Action": ["kms:GenerateDataKey", "kms:Decrypt"], "Resource": key_arn},
+    ]

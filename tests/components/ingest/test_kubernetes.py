@@ -74,6 +74,33 @@ def test_in_cluster_url_without_a_host():
     assert run.outputs["collectorUrl"] == "http://collector.liftoff-dev.svc.cluster.local"
 
 
+def test_collector_runtime_accepts_the_environment_it_is_given(any_stack):
+    """Every environment variable the component sets parses in the collector's own config."""
+    from services.config import CollectorConfig
+
+    if not any_stack.of_type(DEPLOYMENT):
+        return
+    env = {e["name"]: e["value"] for e in _container(any_stack)["env"]}
+    write_keys = {name: f"key-{name}" for name in any_stack.outputs["writeKeys"]}
+    runtime = CollectorConfig.from_env(
+        {**env, "LIFTOFF_WRITE_KEYS_FILE": "", "LIFTOFF_WRITE_KEYS": json.dumps(write_keys)}
+    )
+    assert runtime.quarantine_url and runtime.quarantine_url.endswith("/DEADLETTER")
+
+
+def test_ip_collection_trusted_proxies_and_http_limits_reach_the_collector():
+    env = {e["name"]: e["value"] for e in _container(stack_run("kubernetes-private-cloud"))["env"]}
+    assert env["LIFTOFF_IP_COLLECTION_OFF"] == "backend"
+    assert env["LIFTOFF_TRUSTED_PROXIES"] == "10.42.0.0/16"
+    assert env["LIFTOFF_HTTP_MAX_HEADER_BYTES"] == "65536"
+    assert env["LIFTOFF_HTTP_HEADER_TIMEOUT_SECONDS"] == "10"
+    assert env["LIFTOFF_HTTP_BODY_TIMEOUT_SECONDS"] == "30"
+    assert env["LIFTOFF_HTTP_MAX_CONNECTIONS"] == "512"
+    dev = {e["name"]: e["value"] for e in _container(stack_run("dev"))["env"]}
+    assert "LIFTOFF_TRUSTED_PROXIES" not in dev  # X-Forwarded-For is never trusted by default
+    assert "LIFTOFF_IP_COLLECTION_OFF" not in dev
+
+
 def test_a_public_url_wins_over_the_ingress_host():
     """TLS terminated in front of a plain-HTTP Ingress: browsers still reach https://."""
     run = run_program(

@@ -1,0 +1,165 @@
+"""HTTP-level limits for the collector: uvicorn's httptools protocol plus what it lacks.
+
+uvicorn 0.54 with httptools has no bound on the size of a request's headers (llhttp parses any
+length and httptools buffers it), no timeout while a request's headers or body arrive (only a
+keep-alive timeout *between* requests), and its ``limit_concurrency`` answers 503 only once a
+request's headers are complete, so connections that never finish them are never counted out.
+A slow or huge request could hold memory and a connection slot forever (slowloris). This
+subclass adds, per worker process (:class:`services.config.HttpLimits`):
+
+- header size: request line + headers larger than ``max_header_bytes`` → 431 and close;
+- header timeout: headers not complete within ``header_timeout_seconds`` of the connection (or
+  of a keep-alive request's first byte) → 408 and close;
+- body timeout: body not complete within ``body_timeout_seconds`` after the headers → close
+  (the app sees a disconnect and publishes nothing);
+- connections: beyond ``max_connections`` open ones, a new connection is closed at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+log = logging.getLogger("liftoff.http")
+
+
+def _json_answer(status: str, code: str, message: str) -> bytes:
+    """A complete HTTP response in the collector's error shape, then the connection closes."""
+    body = json.dumps(
+        {"success": False, "code": code, "message": message}, separators=(",", ":")
+    ).encode()
+    return (
+        f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    ).encode() + body
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    def __init__(
+        self,
+        *args: Any,
+        max_header_bytes: int = 64 * 1024,
+        header_timeout: float = 10.0,
+        body_timeout: float = 30.0,
+        max_connections: int = 512,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_header_bytes = max_header_bytes
+        self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
+        self.max_connections = max_connections
+        self._in_headers = True
+        self._header_bytes = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._refused = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if len(self.connections) >= self.max_connections:
+            log.warning(
+                "connection refused: too many open connections",
+                extra={"fields": {"limit": self.max_connections}},
+            )
+            # Never registered: connection_lost's bookkeeping below has nothing to undo.
+            self.transport = transport
+            self._refused = True
+            transport.abort()
+            return
+        super().connection_made(transport)
+        self._arm(self.header_timeout, self._header_timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        if self._refused:
+            return
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_headers:
+            if self._timer is None:  # first byte of a keep-alive request
+                self._arm(self.header_timeout, self._header_timed_out)
+            self._header_bytes += len(data)
+        super().data_received(data)
+        # Still inside the headers after this chunk: everything counted so far is header bytes.
+        if (
+            self._in_headers
+            and self._header_bytes > self.max_header_bytes
+            and not self.transport.is_closing()
+        ):
+            self._refuse_headers_too_large()
+
+    def on_headers_complete(self) -> None:
+        self._in_headers = False
+        self._disarm()
+        # Headers that arrived whole in one read: count them too.
+        size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
+        if size > self.max_header_bytes:
+            self._refuse_headers_too_large()
+            return
+        super().on_headers_complete()
+        self._arm(self.body_timeout, self._body_timed_out)
+
+    def on_body(self, body: bytes) -> None:
+        if self.cycle is not None and not self._refused_request():
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        self._in_headers = True
+        self._header_bytes = 0
+        if self.cycle is not None and not self._refused_request():
+            super().on_message_complete()
+
+    def _refused_request(self) -> bool:
+        # A request refused in on_headers_complete has no cycle of its own: the parser may still
+        # call back with its body in the same read; that body belongs to nobody.
+        return self.transport.is_closing() and self.cycle.scope is not self.scope
+
+    def _arm(self, seconds: float, callback: Any) -> None:
+        self._disarm()
+        self._timer = self.loop.call_later(seconds, callback)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _refuse(self, status: str, code: str, message: str) -> None:
+        self._disarm()
+        log.warning("request refused", extra={"fields": {"status": status[:3], "code": code}})
+        if not self.transport.is_closing():
+            self.transport.write(_json_answer(status, code, message))
+            self.transport.close()
+
+    def _refuse_headers_too_large(self) -> None:
+        self._refuse(
+            "431 Request Header Fields Too Large",
+            "headers_too_large",
+            f"request line and headers exceed {self.max_header_bytes} bytes",
+        )
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn's answer to bytes that are not HTTP, in the collector's JSON error shape.
+        self._refuse("400 Bad Request", "malformed_http", msg)
+
+    def _header_timed_out(self) -> None:
+        self._timer = None
+        if self._header_bytes == 0 and (self.cycle is None or self.cycle.response_complete):
+            # Nothing sent at all (an idle new connection): just close it.
+            self.transport.close()
+            return
+        self._refuse(
+            "408 Request Timeout",
+            "header_timeout",
+            f"request headers not received within {self.header_timeout:g} s",
+        )
+
+    def _body_timed_out(self) -> None:
+        self._timer = None
+        log.warning("request body not received in time: connection closed")
+        # The app's receive() then reports a disconnect: nothing of the request is published.
+        self.transport.close()

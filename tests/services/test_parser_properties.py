@@ -1,0 +1,158 @@
+"""Property: whatever a client sends, the parser answers a 4xx or accepts — never an exception.
+
+The parser is everything between the request body and the stream records: gzip decoding,
+the envelope, and each event's validation and enrichment. Hypothesis runs derandomized (the
+same examples on every run, no example database) with a bounded number of examples.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from services.collector import ROUTES, decode_content
+from services.segment import MESSAGE_ID, InvalidInput, parse_body, validate_events
+
+RECEIVED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+PROPERTY = settings(
+    derandomize=True,
+    database=None,
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+offsets = st.integers(min_value=-23 * 60 - 59, max_value=23 * 60 + 59).map(
+    lambda minutes: timezone(timedelta(minutes=minutes))
+)
+timestamps = (
+    st.datetimes(timezones=offsets | st.none()).map(lambda d: d.isoformat())
+    | st.sampled_from(
+        [
+            "9999-12-31T23:59:59-10:00",
+            "0001-01-01T00:00:00+14:00",
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999999Z",
+            "2026-13-01T00:00:00Z",
+            "2026-01-01",
+            "",
+        ]
+    )
+    | st.text(max_size=30)
+)
+identifiers = st.text(max_size=10) | st.integers() | st.none()
+events = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from(["track", "identify", "page", "screen", "group", "alias", "x"]),
+        "event": st.text(max_size=10) | json_values,
+        "userId": identifiers,
+        "anonymousId": identifiers,
+        "groupId": identifiers,
+        "previousId": identifiers,
+        "messageId": st.text(max_size=12) | st.from_regex(MESSAGE_ID, fullmatch=True) | json_values,
+        "timestamp": timestamps,
+        "originalTimestamp": timestamps,
+        "sentAt": timestamps,
+        "context": json_values
+        | st.fixed_dictionaries({}, optional={"ip": json_values, "traits": json_values}),
+        "traits": json_values,
+        "properties": json_values,
+        "integrations": json_values,
+        "writeKey": json_values,
+    },
+)
+
+
+def mangle(body: bytes, position: int, junk: bytes) -> bytes:
+    """Insert bytes (often invalid UTF-8 or JSON-breaking) somewhere in a valid body."""
+    position = position % (len(body) + 1)
+    return body[:position] + junk + body[position:]
+
+
+def parse(body: bytes, route: str, content_encoding: str = "") -> int:
+    """The parser end to end; returns 200 or the 4xx status. Anything else raised fails."""
+    event_type = ROUTES[route]
+    try:
+        decoded = decode_content(body, content_encoding)
+        parsed = parse_body(decoded, event_type)
+        result = validate_events(parsed, event_type, "web", RECEIVED, client_ip="192.0.2.1")
+    except InvalidInput as error:
+        assert 400 <= error.status < 500, error.status
+        assert error.as_json()["message"]
+        return error.status
+    for record in result.records:
+        document = json.loads(record.data)  # valid UTF-8 JSON, always
+        assert document["messageId"] == record.message_id
+        assert MESSAGE_ID.fullmatch(record.message_id) or len(record.message_id) == 36
+        assert document["timestamp"].endswith("Z")
+    for rejected in result.rejected:
+        assert rejected.reason and 0 <= rejected.index < len(parsed.raw_events)
+    assert len(result.records) + len(result.rejected) == len(parsed.raw_events)
+    return 200
+
+
+@PROPERTY
+@given(
+    batch=st.lists(events, max_size=6),
+    envelope=st.fixed_dictionaries(
+        {}, optional={"sentAt": timestamps, "context": json_values, "writeKey": json_values}
+    ),
+    junk=st.none() | st.binary(max_size=4) | st.sampled_from([b"\xff", b"\xc3", b"[" * 1200]),
+    position=st.integers(min_value=0),
+    gzipped=st.booleans(),
+)
+def test_batches_get_4xx_or_accepted(
+    batch: list[dict[str, Any]],
+    envelope: dict[str, Any],
+    junk: bytes | None,
+    position: int,
+    gzipped: bool,
+) -> None:
+    body = json.dumps({**envelope, "batch": batch}).encode()
+    if junk is not None:
+        body = mangle(body, position, junk)
+    parse(gzip.compress(body) if gzipped else body, "/v1/batch", "gzip" if gzipped else "")
+
+
+@PROPERTY
+@given(
+    event=events,
+    route=st.sampled_from(sorted(r for r, t in ROUTES.items() if t is not None)),
+    junk=st.none() | st.binary(max_size=4),
+    position=st.integers(min_value=0),
+)
+def test_single_events_get_4xx_or_accepted(
+    event: dict[str, Any], route: str, junk: bytes | None, position: int
+) -> None:
+    body = json.dumps(event).encode()
+    parse(mangle(body, position, junk) if junk is not None else body, route)
+
+
+@PROPERTY
+@given(
+    body=st.binary(max_size=300),
+    route=st.sampled_from(sorted(ROUTES)),
+    encoding=st.sampled_from(["", "gzip", "br", "identity"]),
+)
+def test_arbitrary_bytes_get_4xx_or_accepted(body: bytes, route: str, encoding: str) -> None:
+    parse(body, route, encoding)
