@@ -262,7 +262,7 @@ class JetStreamRunner:
                 await self.dead_letter.close()
             if self._nc is not None:
                 with contextlib.suppress(Exception):
-                    await self._nc.flush(timeout=2)  # the last acks/naks, then go
+                    await flush(self._nc, 2)  # the last acks/naks, then go
                 with contextlib.suppress(Exception):
                     await self._nc.close()
             if health is not None:
@@ -598,7 +598,7 @@ class JetStreamRunner:
             except Exception:
                 break  # not connected: the server redelivers after ack_wait anyway
         with contextlib.suppress(Exception):
-            await self._nc.flush(timeout=2)
+            await flush(self._nc, 2)
 
     async def _apply(self, deliveries: list[Delivery], outcomes: list[Outcome]) -> None:
         parks = [
@@ -636,7 +636,7 @@ class JetStreamRunner:
                 log.warning("could not acknowledge", extra={"fields": {"error": repr(error)}})
                 break
         with contextlib.suppress(Exception):
-            await self._nc.flush(timeout=5)
+            await flush(self._nc, 5)
         for outcome_name, count in counts.items():
             if count:
                 self.counters.add(
@@ -668,6 +668,22 @@ class JetStreamRunner:
             },
         )
         return True
+
+
+async def flush(nc: Any, timeout: float) -> None:
+    """``nc.flush(timeout)`` that cannot kill the connection. When a flush times out (the
+    server stalled: a GC pause, a full disk, SIGSTOP), nats-py 2.16 cancels the PING's future
+    but leaves it queued; the late PONG then finds it, ``set_result`` raises InvalidStateError
+    and nats-py's read loop stops for good: the connection still looks connected, but every
+    request times out and held messages are kept alive forever (found by the cluster fault
+    test). Dropping the cancelled future lets the late PONG find nothing of ours."""
+    try:
+        await nc.flush(timeout=timeout)
+    except nats.errors.FlushTimeoutError:
+        pongs = getattr(nc, "_pongs", None)
+        if isinstance(pongs, list):
+            pongs[:] = [future for future in pongs if not future.cancelled()]
+        raise
 
 
 def tune_gc() -> None:
