@@ -66,7 +66,7 @@ LED = f"{STREAM}-0"  # the partition whose leader the faults target
 # A JetStream follower calls an election 4-9 s after it last heard from its leader
 # (nats-server's raft defaults): a pause longer than that forces a leader change.
 PAUSE_SECONDS = 10.0
-CATCH_UP_SECONDS = 90.0
+CATCH_UP_SECONDS = 60.0
 
 
 async def _stream_leader(servers: Sequence[ServerProcess]) -> str | None:
@@ -291,10 +291,10 @@ def test_three_node_cluster_loses_no_acknowledged_event(
         acknowledged = sender.acknowledged + probes
 
         dsn = postgres.dsn(database)
-        # Bounded wait for both sinks. Under CPU starvation (a shared 2-core machine) some of the
-        # R3 consumer groups stay without quorum for tens of seconds after the pause before
-        # they elect again (nats-server logs "has NO quorum, stalled"): those events are
-        # pending on the stream, not lost, and the table below says which consumer lagged.
+        # Bounded wait for both sinks. Whatever is still missing afterwards is either lost or
+        # held by a consumer that stopped making progress: the pending / unacknowledged counts
+        # printed below tell which (this is how a runner whose nats-py read loop had died
+        # after the pause was found; see services.consumers.jetstream.flush).
         sent_at = time.monotonic()
         give_up = sent_at + CATCH_UP_SECONDS
         while time.monotonic() < give_up:
