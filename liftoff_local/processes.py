@@ -1,0 +1,162 @@
+"""Child processes of liftoff local: started from the supervisor's main thread, each in its own
+session with its output in a log file, stopped by PID, and ended by the kernel if the
+supervisor itself dies (Linux: PR_SET_PDEATHSIG), so no orphan keeps a port."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import pwd
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LOOPBACK = "127.0.0.1"
+
+
+class StartFailed(Exception):
+    """A process exited or never became ready; the message carries its log tail."""
+
+
+def _die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def port_accepts(port: int, host: str = LOOPBACK) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+        return True
+    return False
+
+
+def port_free(port: int, host: str = LOOPBACK) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the servers themselves do: connections in TIME_WAIT must not count as "in use".
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return not port_accepts(port)
+
+
+def http_ok(url: str) -> bool:
+    # Loopback readiness checks only: the collector's certificate (--tls) is self-signed.
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(url, timeout=1, context=context) as response:
+            return 200 <= response.status < 300
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def run_as(user: str | None) -> dict[str, object]:
+    """Popen arguments that run the child as `user` (PostgreSQL refuses to run as root)."""
+    if user is None or os.geteuid() != 0:
+        return {}
+    entry = pwd.getpwnam(user)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+
+@dataclass
+class Child:
+    name: str
+    argv: Sequence[str]
+    log_path: Path
+    env: Mapping[str, str]
+    is_ready: Callable[[], bool] = lambda: True
+    stop_signal: int = signal.SIGTERM
+    user: str | None = None
+    cwd: Path | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self, deadline: float = 60.0) -> Child:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                list(self.argv),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=dict(self.env),
+                cwd=self.cwd,
+                start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops us in order
+                preexec_fn=_die_with_parent,
+                **run_as(self.user),  # type: ignore[arg-type]
+            )
+        give_up = time.monotonic() + deadline
+        while not self.is_ready():
+            if not self.running:
+                raise StartFailed(f"{self.name} exited during start:\n{self.log_tail()}")
+            if time.monotonic() > give_up:
+                self.stop()
+                raise StartFailed(f"{self.name} not ready after {deadline:g} s:\n{self.log_tail()}")
+            time.sleep(0.05)
+        return self
+
+    def stop(self, grace: float = 30.0) -> None:
+        process = self.process
+        if process is None:
+            return
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, self.stop_signal)
+            try:
+                process.wait(grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGKILL)
+                process.wait()
+        self.process = None
+
+    def log_tail(self, lines: int = 25) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join("    " + line for line in text.splitlines()[-lines:])
+
+
+def run_once(
+    name: str,
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    log_path: Path,
+    *,
+    user: str | None = None,
+    cwd: Path | None = None,
+    timeout: float = 120.0,
+) -> None:
+    """Run a setup command to completion (ensure-stream, ensure-database, initdb)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        result = subprocess.run(
+            list(argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=dict(env),
+            cwd=cwd,
+            timeout=timeout,
+            preexec_fn=_die_with_parent,
+            **run_as(user),  # type: ignore[arg-type]
+        )
+    if result.returncode != 0:
+        tail = Child(name, argv, log_path, env).log_tail()
+        raise StartFailed(f"{name} failed (exit {result.returncode}):\n{tail}")
