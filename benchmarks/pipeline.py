@@ -13,7 +13,10 @@ Starts its own nats-server, PostgreSQL (durable: fsync on) and moto (S3) on free
 2. **Loader**: the same stream drained by the loader (batches of 1000 / 5 s: the defaults) into
    a fresh database. Baseline in the same run: one plain ``COPY`` of the very same rows (the
    loader's own row tuples, built beforehand, not timed) into an identical table in another
-   fresh database of the same server. Figure: loader rows/s and its ratio to COPY rows/s.
+   fresh database of the same server. Figure: loader rows/s and its ratio to COPY rows/s (text
+   COPY, and binary COPY with the loader's own types and dumper). Then
+   the same stream replayed by another durable consumer into the loaded table: every batch
+   conflicts and takes the staging path (the worst case).
 3. **End-to-end latency**: the collector (``python -m services collector``) and the loader
    (``python -m services loader``) as real processes; events offered at ``--rate`` events/s
    (requests of 25) for ``--duration`` s. Latency per event = first time a poller (every 20 ms)
@@ -38,6 +41,7 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +57,17 @@ from services.archiver import Archiver, ArchiverConfig  # noqa: E402
 from services.consumers import DONE, decode  # noqa: E402
 from services.consumers.jetstream import JetStreamRunner, RunnerSettings, tune_gc  # noqa: E402
 from services.deadletter import JetStreamDeadLetter, ensure_dead_letter_stream  # noqa: E402
-from services.loader import COLUMNS, Loader, LoaderConfig, migrate, row_of  # noqa: E402
+from services.loader import (  # noqa: E402
+    COLUMNS,
+    COPY_OPTIONS,
+    COPY_TYPES,
+    EncodedJson,
+    EncodedJsonbDumper,
+    Loader,
+    LoaderConfig,
+    migrate,
+    row_of,
+)
 from services.streams import StreamSettings  # noqa: E402
 from services.streams.jetstream import ensure_stream  # noqa: E402
 from tests.servers import (  # noqa: E402
@@ -133,6 +147,12 @@ async def drain(
     return events / elapsed
 
 
+class StagingOnlyLoader(Loader):
+    """The loader as it was: every batch through staging + INSERT ... ON CONFLICT."""
+
+    _copy_straight = staticmethod(Loader._copy_through_staging)
+
+
 class NoOpSink:
     """Every event is done at once: what is left is the runner's own cost."""
 
@@ -146,15 +166,21 @@ class NoOpSink:
         return [DONE] * len(batch)
 
 
-def plain_copy(dsn: str, rows: list[tuple[Any, ...]]) -> float:
+def plain_copy(dsn: str, rows: list[tuple[Any, ...]], binary: bool = False) -> float:
+    """One COPY of ``rows`` into an empty ``events`` table, one commit: rows/s. ``binary``: the
+    loader's binary format (its own jsonb dumper), else text."""
     with psycopg.connect(dsn) as connection:
         migrate(connection)
+        connection.adapters.register_dumper(EncodedJson, EncodedJsonbDumper)
         columns = ", ".join(f'"{c}"' for c in COLUMNS)
+        options = COPY_OPTIONS if binary else "FROM STDIN"
         started = time.perf_counter()
         with (
             connection.cursor() as cursor,
-            cursor.copy(f"COPY events ({columns}) FROM STDIN") as copy,
+            cursor.copy(f"COPY events ({columns}) {options}") as copy,
         ):
+            if binary:
+                copy.set_types(COPY_TYPES)
             for row in rows:
                 copy.write_row(row)
         connection.commit()
@@ -332,9 +358,44 @@ def main() -> None:
             rows = loader_rows(payloads)
             copy_db = postgres.create_database("bench_copy")
             copied = plain_copy(postgres.dsn(copy_db), rows)
+            binary_db = postgres.create_database("bench_copy_binary")
+            binary = plain_copy(postgres.dsn(binary_db), rows, binary=True)
             print(
                 f"loader:   {loaded:,.0f} rows/s; plain COPY of the same rows {copied:,.0f} "
-                f"rows/s; ratio {loaded / copied:.2f}"
+                f"rows/s; ratio {loaded / copied:.2f} (plain binary COPY {binary:,.0f} rows/s; "
+                f"ratio {loaded / binary:.2f})"
+            )
+            staging_db = postgres.create_database("bench_loader_staging")
+            staging = asyncio.run(
+                drain(
+                    stream_url,
+                    dead_letter,
+                    StagingOnlyLoader(
+                        replace(
+                            loader.cfg, connection={**loader.cfg.connection, "dbname": staging_db}
+                        )
+                    ),
+                    "loader-staging",
+                    args.events,
+                    1000,
+                    5.0,
+                )
+            )
+            print(
+                f"loader, staging path for every batch (the previous design): {staging:,.0f} "
+                f"rows/s; ratio {staging / copied:.2f}"
+            )
+            # A replay through another durable consumer: every batch is already loaded, so every
+            # straight COPY hits the primary key and the batch goes the staging path.
+            replay_loader = Loader(loader.cfg)  # a sink is closed when its runner stops
+            replayed = asyncio.run(
+                drain(
+                    stream_url, dead_letter, replay_loader, "loader-replay", args.events, 1000, 5.0
+                )
+            )
+            print(
+                f"loader replay (every batch conflicts, staging path): {replayed:,.0f} rows/s; "
+                f"ratio {replayed / copied:.2f}"
             )
 
             for batch_seconds in (5.0, 0.2):

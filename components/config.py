@@ -103,6 +103,17 @@ class StreamSettings:
     )
     """Default: 1 CPU / 2Gi, requests equal to limits. Kubernetes only: each NATS server
     (GOMEMLIMIT is set to 80% of the memory limit)."""
+    partitions: int = 1
+    """Kubernetes only: JetStream streams the events are spread over by user (1..64; each
+    partition is its own stream with its own fsync, so durable throughput grows with it).
+    Default: `PRODUCTION_PARTITIONS` with 3 or more replicas, 1 below (dev). Fixed once the
+    stream exists (ensure-stream refuses a change; see the README)."""
+
+
+PRODUCTION_PARTITIONS = 8
+"""The partition count where the collector's durable throughput stops growing on a 2-core
+node (benchmarks/collector.py's partition curve; README, "Benchmarks")."""
+MAX_PARTITIONS = 64
 
 
 @dataclass(frozen=True)
@@ -420,6 +431,7 @@ def _read_stream(reader: ConfigReader, target: Target | None) -> StreamSettings:
         defaults.durability,
         defaults.duplicate_window_minutes,
     )
+    partitions = defaults.partitions
     resources = defaults.resources
     kubernetes_only = (
         "replicas",
@@ -427,6 +439,7 @@ def _read_stream(reader: ConfigReader, target: Target | None) -> StreamSettings:
         "durability",
         "duplicateWindowMinutes",
         "resources",
+        "partitions",
     )
     aws_only = ("mode", "shards")
     if target == "aws":
@@ -451,6 +464,12 @@ def _read_stream(reader: ConfigReader, target: Target | None) -> StreamSettings:
         ) or ("always" if replicas >= 3 else "periodic")
         window = reader.integer(
             "duplicateWindowMinutes", defaults.duplicate_window_minutes, minimum=1, maximum=60
+        )
+        partitions = reader.integer(
+            "partitions",
+            PRODUCTION_PARTITIONS if replicas >= 3 else 1,
+            minimum=1,
+            maximum=MAX_PARTITIONS,
         )
         resources = read_resources(reader.object("resources"), defaults.resources)
         raw_resources = reader.raw("resources")
@@ -484,6 +503,7 @@ def _read_stream(reader: ConfigReader, target: Target | None) -> StreamSettings:
         durability=durability,
         duplicate_window_minutes=window,
         resources=resources,
+        partitions=partitions,
     )
 
 

@@ -31,6 +31,7 @@ from services.env import (  # noqa: F401  (re-exported: services.config.<NAME> i
     LOADER_BATCH_MAX_EVENTS,
     LOADER_BATCH_MAX_SECONDS,
     LOG_LEVEL,
+    MAX_BYTES,
     NO_IP_SOURCES,
     PORT,
     PUBLIC_URL,
@@ -292,6 +293,7 @@ class EnsureStreamConfig:
             retention_hours=number(env, RETENTION_HOURS, 168.0, 0.001),
             replicas=integer(env, REPLICAS, 1, 1, 5),
             duplicate_window_seconds=number(env, DUPLICATE_WINDOW, 120.0, 0.001),
+            max_bytes=integer(env, MAX_BYTES, -1, -1, 2**53) or -1,
         )
         if settings.duplicate_window_seconds > settings.retention_hours * 3600:
             raise ConfigError(f"{DUPLICATE_WINDOW} must not exceed {RETENTION_HOURS} * 3600")

@@ -1,12 +1,15 @@
 """The warehouse loader: the stream into a Postgres ``events`` table, exactly once per messageId.
 
-Per batch, in one transaction: ``COPY`` the rows into a session-local staging table
-(``CREATE TEMP TABLE ... (LIKE events) ON COMMIT DELETE ROWS``), then
+Per batch, in one transaction: ``COPY`` the rows straight into ``events``, then ``COMMIT``;
+only then does the framework acknowledge the batch. ``message_id`` is the primary key, so a
+batch holding a row that is already loaded (a replay, a redelivery after a crash between commit
+and ack, a client retry the stream did not deduplicate) fails with a unique violation and rolls
+back whole; the loader then takes the conflict path, in one transaction: ``COPY`` into a
+session-local staging table (``CREATE TEMP TABLE ... (LIKE events) ON COMMIT DELETE ROWS``),
 ``INSERT INTO events SELECT ... FROM events_staging ON CONFLICT (message_id) DO NOTHING``,
-then ``COMMIT``; only then does the framework acknowledge the batch. A replay, a redelivery after
-a crash between commit and ack, or a client retry the stream did not deduplicate therefore
-inserts nothing twice: ``message_id`` is the primary key. Within a batch the first occurrence
-(in stream order) of a messageId wins.
+``COMMIT``. Either way nothing is inserted twice. The straight path is the common one and does
+half the work (``benchmarks/pipeline.py`` measures both against a plain COPY). Within a batch
+the first occurrence (in stream order) of a messageId wins.
 
 Schema: created and migrated idempotently on connect, under a transaction-scoped advisory lock
 (several loaders may start at once), with the applied versions recorded in
@@ -61,6 +64,9 @@ from typing import Any
 
 import msgspec
 import psycopg
+from psycopg import postgres
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
 
 from services import config
 from services.config import ConfigError
@@ -91,6 +97,36 @@ COLUMNS = (
     "stream_sequence",
 )
 _COLUMN_LIST = ", ".join(f'"{name}"' for name in COLUMNS)
+# Binary COPY: PostgreSQL skips parsing text for every column (timestamps, numbers, escaping);
+# about 1.3x the rows/s of text COPY (benchmarks/pipeline.py).
+COPY_TYPES = (
+    *["text"] * 9,
+    "timestamptz",  # timestamp
+    "timestamptz",  # received_at
+    "timestamptz",  # sent_at
+    "text",  # original_timestamp
+    *["jsonb"] * 4,  # properties, traits, context, raw
+    "text",  # stream_partition
+    "numeric",  # stream_sequence
+)
+COPY_OPTIONS = "FROM STDIN (FORMAT BINARY)"
+
+
+class EncodedJsonbDumper(Dumper):
+    """Binary jsonb from a str that already holds JSON text (the event's own bytes, or msgspec's
+    encoding): jsonb's binary format is a version byte (1) then the JSON text. psycopg's own
+    jsonb dumper would encode the str again, as a JSON string."""
+
+    format = Format.BINARY
+    oid = postgres.types["jsonb"].oid
+
+    def dump(self, obj: Any) -> bytes:
+        return b"\x01" + obj.encode()
+
+
+class EncodedJson(str):
+    """Marker type the dumper is registered for; COPY picks it by the jsonb oid."""
+
 
 MIGRATIONS: list[tuple[int, str, str]] = [
     (
@@ -284,6 +320,7 @@ class Loader:
         connection = psycopg.connect(
             connect_timeout=5, application_name="liftoff-loader", **self.cfg.connection
         )
+        connection.adapters.register_dumper(EncodedJson, EncodedJsonbDumper)
         try:
             applied = migrate(connection)
             if applied:
@@ -319,15 +356,13 @@ class Loader:
     def _load(self, rows: list[tuple[Any, ...]]) -> int:
         connection = self._connect()
         try:
-            with connection.transaction(), connection.cursor() as cursor:
-                with cursor.copy(f"COPY events_staging ({_COLUMN_LIST}) FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(row)
-                cursor.execute(
-                    f"INSERT INTO events ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} "
-                    "FROM events_staging ON CONFLICT (message_id) DO NOTHING"
-                )
-                inserted = cursor.rowcount
+            try:
+                inserted = self._copy_straight(connection, rows)
+            except psycopg.errors.UniqueViolation:
+                # Some of these rows are already loaded (a replay, or a redelivery after a
+                # crash between commit and ack): the transaction rolled back, nothing of it
+                # was written; the staging path skips the rows that exist.
+                inserted = self._copy_through_staging(connection, rows)
         except psycopg.OperationalError:
             raise
         except psycopg.Error:
@@ -337,3 +372,31 @@ class Loader:
             raise
         log.debug("loaded", extra={"fields": {"rows": len(rows), "inserted": inserted}})
         return inserted
+
+    @staticmethod
+    def _copy_straight(connection: psycopg.Connection, rows: list[tuple[Any, ...]]) -> int:
+        """The common case, no row loaded before: one COPY into ``events`` in a transaction
+        (half the work of staging + INSERT ... SELECT; the primary key still rejects a repeat,
+        which rolls the whole batch back)."""
+        with (
+            connection.transaction(),
+            connection.cursor() as cursor,
+            cursor.copy(f"COPY events ({_COLUMN_LIST}) {COPY_OPTIONS}") as copy,
+        ):
+            copy.set_types(COPY_TYPES)
+            for row in rows:
+                copy.write_row(row)
+        return len(rows)
+
+    @staticmethod
+    def _copy_through_staging(connection: psycopg.Connection, rows: list[tuple[Any, ...]]) -> int:
+        with connection.transaction(), connection.cursor() as cursor:
+            with cursor.copy(f"COPY events_staging ({_COLUMN_LIST}) {COPY_OPTIONS}") as copy:
+                copy.set_types(COPY_TYPES)
+                for row in rows:
+                    copy.write_row(row)
+            cursor.execute(
+                f"INSERT INTO events ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} "
+                "FROM events_staging ON CONFLICT (message_id) DO NOTHING"
+            )
+            return cursor.rowcount

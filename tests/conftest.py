@@ -39,3 +39,13 @@ AWS_STACKS = [
 def aws_stack(request) -> ProgramRun:
     """The program run of every shipped AWS stack."""
     return stack_run(request.param)
+
+
+def pytest_report_header(config) -> str:
+    from tests.servers import NATS_SERVER, ServerFailed, nats_server_version
+
+    try:
+        version = ".".join(map(str, nats_server_version()))
+    except ServerFailed as error:  # the header reports it; the tests that need it fail
+        return f"nats-server: unusable ({error})"
+    return f"nats-server: {version} ({NATS_SERVER})"

@@ -9,6 +9,8 @@ Nothing here uses fixed ports or services already running on the machine.
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import os
 import pwd
 import shutil
@@ -27,12 +29,15 @@ from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
 STARTUP_DEADLINE_SECONDS = 30.0
-NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 POSTGRES_EXPORTER = (
     shutil.which("prometheus-postgres-exporter") or "/usr/bin/prometheus-postgres-exporter"
 )
 REPO_ROOT = Path(__file__).resolve().parent.parent
+NATS_SERVER_MINIMUM = (2, 12, 3)
+"""The release line after the JetStream data-loss fixes Jepsen reported; the chart deploys it."""
+NATS_SERVER = os.environ.get("LIFTOFF_NATS_SERVER") or str(REPO_ROOT / ".tools/bin/nats-server")
+"""``.ci/install-nats-server`` puts it there; ``LIFTOFF_NATS_SERVER=/path`` picks another."""
 
 
 class ServerFailed(RuntimeError):
@@ -138,6 +143,15 @@ class ServerProcess:
         self.stop()
         self.start()
 
+    def pause(self) -> None:
+        """SIGSTOP: the process hangs with its sockets open (a stalled VM or GC pause)."""
+        if self.process is not None:
+            os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process is not None:
+            os.kill(self.process.pid, signal.SIGCONT)
+
     def log_tail(self, lines: int = 40) -> str:
         try:
             text = self.log_path.read_text(errors="replace")
@@ -161,6 +175,28 @@ def _as_user(user: str | None) -> dict[str, object]:
 # --- NATS JetStream -----------------------------------------------------------------------------
 
 
+@functools.cache
+def nats_server_version(binary: str = NATS_SERVER) -> tuple[int, ...]:
+    """The version ``binary --version`` reports; :class:`ServerFailed` when it is missing or
+    older than :data:`NATS_SERVER_MINIMUM` (tests must not silently run a server the platform
+    never deploys)."""
+    try:
+        output = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as error:
+        raise ServerFailed(
+            f"nats-server not runnable at {binary} ({error}): run `bash .ci/install-nats-server` "
+            "or set LIFTOFF_NATS_SERVER=/path/to/nats-server"
+        ) from error
+    text = output.strip().rsplit(" ", 1)[-1].lstrip("v")
+    version = tuple(int(part) for part in text.split("-")[0].split(".") if part.isdigit())
+    if version < NATS_SERVER_MINIMUM:
+        minimum = ".".join(map(str, NATS_SERVER_MINIMUM))
+        raise ServerFailed(f"{binary} is nats-server {text}; tests need >= {minimum}")
+    return version
+
+
 def nats_server(
     workdir: Path,
     *,
@@ -171,8 +207,8 @@ def nats_server(
     """``nats-server -js`` on a free loopback port, storing under ``workdir/jetstream``.
 
     ``sync_always`` adds a config file with ``jetstream { sync_interval: always }`` (fsync on
-    every write). Debian's nats-server 2.9.10 rejects that option (``unknown field``): it needs
-    a newer server, passed as ``binary``."""
+    every write before the acknowledgement), the durability the chart deploys."""
+    nats_server_version(binary)
     port = port or free_port()
     store = workdir / "jetstream"
     store.mkdir(parents=True, exist_ok=True)
@@ -192,6 +228,46 @@ def nats_server(
 
 def nats_url(server: ServerProcess) -> str:
     return f"nats://{LOOPBACK}:{server.port}"
+
+
+def nats_cluster(
+    workdir: Path, size: int = 3, *, sync_always: bool = True, binary: str = NATS_SERVER
+) -> list[ServerProcess]:
+    """``size`` JetStream servers clustered over routes on loopback ports, each with its own
+    store, as the chart deploys them (``sync_interval: always`` unless told otherwise).
+    Each server's ``name`` starts with its ``server_name`` (``n0``, ``n1`` ...), which is what
+    JetStream reports as a stream's leader."""
+    nats_server_version(binary)
+    client_ports = [free_port() for _ in range(size)]
+    route_ports = [free_port() for _ in range(size)]
+    routes = ", ".join(f"nats-route://{LOOPBACK}:{port}" for port in route_ports)
+    servers = []
+    for index, (port, route_port) in enumerate(zip(client_ports, route_ports, strict=True)):
+        home = workdir / f"n{index}"
+        (home / "jetstream").mkdir(parents=True, exist_ok=True)
+        sync = "\n  sync_interval: always" if sync_always else ""
+        config = home / "nats.conf"
+        config.write_text(
+            f"server_name: n{index}\nlisten: {LOOPBACK}:{port}\n"
+            f"jetstream {{\n  store_dir: {json.dumps(str(home / 'jetstream'))}{sync}\n}}\n"
+            f"cluster {{\n  name: liftoff\n  listen: {LOOPBACK}:{route_port}\n"
+            f"  routes: [{routes}]\n}}\n"
+        )
+        servers.append(
+            ServerProcess(
+                name=f"n{index}:nats-server:{port}",
+                argv=[binary, "-c", str(config)],
+                port=port,
+                log_path=home / "nats-server.log",
+                is_ready=functools.partial(port_accepts, port),
+            )
+        )
+    return servers
+
+
+def nats_cluster_url(servers: Sequence[ServerProcess]) -> str:
+    """``nats://h:p1,h:p2,...`` (the stream URL's host list)."""
+    return "nats://" + ",".join(f"{LOOPBACK}:{server.port}" for server in servers)
 
 
 # --- moto (AWS APIs) ----------------------------------------------------------------------------

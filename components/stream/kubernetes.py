@@ -32,6 +32,12 @@ NATS_POD_SELECTOR = {
     "app.kubernetes.io/instance": RELEASE,
     "app.kubernetes.io/component": "nats",
 }
+# Share of each server's JetStream volume the EVENTS streams may fill together (split evenly
+# over the partitions; with R3 every server holds a replica of each). Below FILE_STORE_SHARE:
+# the rest is for the DEADLETTER stream, consumer state and raft logs. A full stream refuses
+# new events (discard new): the collector answers 503 and clients retry; acknowledged events
+# are never dropped to make room.
+EVENTS_SHARE_OF_STORAGE = 0.75
 # Sidecars get requests equal to limits too (Guaranteed QoS for the whole pod, as the chart's
 # production guidance asks of the server).
 RELOADER_RESOURCES = {
@@ -83,6 +89,12 @@ class NatsJetStreamArgs:
     tags: Mapping[str, str] = field(default_factory=dict)
     metrics_exporter: bool = False
     """Default: false. The chart's Prometheus exporter sidecar (liftoff:observability)."""
+
+
+def events_max_bytes(settings: StreamSettings) -> int:
+    """``max_bytes`` of each partition's EVENTS stream: EVENTS_SHARE_OF_STORAGE of the volume,
+    split evenly over the partitions."""
+    return int(settings.storage_gb * 2**30 * EVENTS_SHARE_OF_STORAGE) // settings.partitions
 
 
 def nats_values(args: NatsJetStreamArgs) -> dict[str, Any]:
@@ -203,6 +215,9 @@ class NatsJetStream(pulumi.ComponentResource):
             )
         host = network.service_host(RELEASE)
         url = f"nats://{host}:{CLIENT_PORT}/{STREAM_NAME}"
+        if settings.partitions > 1:
+            # Every client (collector, consumers, setup Job) reads the count from the URL.
+            url += f"?partitions={settings.partitions}"
         self.connection = StreamConnection(
             url=pulumi.Output.from_input(url), name=pulumi.Output.from_input(STREAM_NAME)
         )
@@ -216,6 +231,7 @@ class NatsJetStream(pulumi.ComponentResource):
             runtime_env.RETENTION_HOURS: str(settings.retention_hours),
             runtime_env.REPLICAS: str(settings.replicas),
             runtime_env.DUPLICATE_WINDOW: str(settings.duplicate_window_minutes * 60),
+            runtime_env.MAX_BYTES: str(events_max_bytes(settings)),
         }
         # Jobs are immutable: a change of stream settings is a new Job with a new name.
         digest = hashlib.sha256(

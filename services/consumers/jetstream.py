@@ -39,8 +39,8 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -262,7 +262,7 @@ class JetStreamRunner:
                 await self.dead_letter.close()
             if self._nc is not None:
                 with contextlib.suppress(Exception):
-                    await self._nc.flush(timeout=2)  # the last acks/naks, then go
+                    await flush(self._nc, 2)  # the last acks/naks, then go
                 with contextlib.suppress(Exception):
                     await self._nc.close()
             if health is not None:
@@ -598,7 +598,7 @@ class JetStreamRunner:
             except Exception:
                 break  # not connected: the server redelivers after ack_wait anyway
         with contextlib.suppress(Exception):
-            await self._nc.flush(timeout=2)
+            await flush(self._nc, 2)
 
     async def _apply(self, deliveries: list[Delivery], outcomes: list[Outcome]) -> None:
         parks = [
@@ -636,7 +636,7 @@ class JetStreamRunner:
                 log.warning("could not acknowledge", extra={"fields": {"error": repr(error)}})
                 break
         with contextlib.suppress(Exception):
-            await self._nc.flush(timeout=5)
+            await flush(self._nc, 5)
         for outcome_name, count in counts.items():
             if count:
                 self.counters.add(
@@ -670,6 +670,22 @@ class JetStreamRunner:
         return True
 
 
+async def flush(nc: Any, timeout: float) -> None:
+    """``nc.flush(timeout)`` that cannot kill the connection. When a flush times out (the
+    server stalled: a GC pause, a full disk, SIGSTOP), nats-py 2.16 cancels the PING's future
+    but leaves it queued; the late PONG then finds it, ``set_result`` raises InvalidStateError
+    and nats-py's read loop stops for good: the connection still looks connected, but every
+    request times out and held messages are kept alive forever (found by the cluster fault
+    test). Dropping the cancelled future lets the late PONG find nothing of ours."""
+    try:
+        await nc.flush(timeout=timeout)
+    except nats.errors.FlushTimeoutError:
+        pongs = getattr(nc, "_pongs", None)
+        if isinstance(pongs, list):
+            pongs[:] = [future for future in pongs if not future.cancelled()]
+        raise
+
+
 def tune_gc() -> None:
     """Fewer garbage collections for a consumer process (call once, after start-up imports).
 
@@ -684,19 +700,151 @@ def tune_gc() -> None:
     gc.set_threshold(20_000, 20, 20)
 
 
+class _SharedSink:
+    """One sink behind the runners of several partitions: started by the first runner, closed
+    by the last, handed one batch at a time (a sink is written for a single caller; each
+    partition keeps its own order, and the process has one core's worth of Python anyway)."""
+
+    def __init__(self, sink: Sink, users: int) -> None:
+        self._sink = sink
+        self._users = users
+        self._started = False
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        async with self._lock:
+            if not self._started:
+                await self._sink.start()
+                self._started = True
+
+    @property
+    def counters(self) -> Any:
+        """The sink's own counters (a broadcaster's), which the runners' /metrics include."""
+        return getattr(self._sink, "counters", None)
+
+    async def check_ready(self) -> None:
+        await self._sink.check_ready()
+
+    async def handle(self, batch: Sequence[Delivery]) -> Sequence[Outcome]:
+        async with self._lock:
+            return await self._sink.handle(batch)
+
+    async def close(self) -> None:
+        self._users -= 1
+        if self._users == 0:
+            await self._sink.close()
+
+
+class _SharedDeadLetter:
+    """One dead-letter client behind several partition runners (started once, closed last)."""
+
+    def __init__(self, dead_letter: DeadLetter, users: int) -> None:
+        self._dead_letter = dead_letter
+        self._users = users
+        self._started: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self._started is None:
+            self._started = asyncio.ensure_future(self._dead_letter.start())
+        await asyncio.shield(self._started)
+
+    async def park(self, delivery: Delivery, reason: str, consumer: str) -> None:
+        await self._dead_letter.park(delivery, reason, consumer)
+
+    async def close(self) -> None:
+        self._users -= 1
+        if self._users == 0:
+            await self._dead_letter.close()
+
+
+async def _run_partitions(
+    address: JetStreamAddress,
+    sink: Sink,
+    dead_letter: DeadLetter,
+    settings: RunnerSettings,
+    stop: asyncio.Event,
+) -> None:
+    """One runner (durable consumer, same name) per partition stream, sharing the sink, the
+    dead letter, the counters and one set of probes: healthy and ready only when every
+    partition's runner is."""
+    count = address.partitions
+    counters = Counters()
+    shared_sink, shared_dead_letter = (
+        _SharedSink(sink, count),
+        _SharedDeadLetter(dead_letter, count),
+    )
+    runners = [
+        JetStreamRunner(
+            part.url(),
+            shared_sink,
+            shared_dead_letter,
+            replace(settings, health_port=None),
+            counters,
+        )
+        for part in address.partition_addresses()
+    ]
+
+    def every(probe: str) -> Callable[[], Coroutine[Any, Any, tuple[int, str]]]:
+        async def check() -> tuple[int, str]:
+            for runner in runners:
+                status, text = await getattr(runner, probe)()
+                if status != 200:
+                    return status, f"{runner.address.stream}: {text}"
+            return 200, "ok\n"
+
+        return check
+
+    health = None
+    if settings.health_port is not None:
+        from services.consumers.health import serve_health
+
+        health = await serve_health(
+            settings.health_host,
+            settings.health_port,
+            {
+                "/healthz": every("_healthz"),
+                "/readyz": every("_readyz"),
+                "/metrics": runners[0]._metrics,
+            },
+        )
+    try:
+        await asyncio.gather(*(runner.run(stop) for runner in runners))
+    finally:
+        if health is not None:
+            health.close()
+
+
 def run_consumer(
     stream_url: str,
     build_sink: Callable[[], Sink],
     dead_letter: DeadLetter,
     settings: RunnerSettings,
 ) -> int:
-    """Run until SIGTERM/SIGINT; returns the exit code (0 after a graceful stop)."""
+    """Run until SIGTERM/SIGINT; returns the exit code (0 after a graceful stop). A partitioned
+    stream gets one durable consumer per partition stream, all in this process."""
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
+        address = JetStreamAddress.parse(stream_url)
+        if address.partitions > 1:
+            sink = build_sink()
+            tune_gc()
+            log.info(
+                "starting consumer",
+                extra={
+                    "fields": {
+                        "consumer": settings.consumer_name,
+                        "partitions": address.partitions,
+                        "batch_max_events": settings.batch_max_events,
+                        "batch_max_seconds": settings.batch_max_seconds,
+                    }
+                },
+            )
+            await _run_partitions(address, sink, dead_letter, settings, stop)
+            return
         runner = JetStreamRunner(stream_url, build_sink(), dead_letter, settings)
         tune_gc()
         log.info(

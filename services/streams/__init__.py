@@ -34,6 +34,8 @@ class StreamSettings:
     retention_hours: float = 168.0
     replicas: int = 1
     duplicate_window_seconds: float = 120.0
+    max_bytes: int = -1
+    """Per stream (per partition); -1 = unlimited. When full, new events are refused."""
 
 
 class EventStream(Protocol):

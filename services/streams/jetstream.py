@@ -1,17 +1,28 @@
 """NATS JetStream adapter: ``nats://host:port[,host:port...]/<STREAM>?subject_prefix=events``.
 
-Query parameters: ``subject_prefix`` (default ``events``), ``publish_timeout`` seconds (default 5).
-Every record is published to ``<prefix>.<source>.<type>`` with ``Nats-Msg-Id: <messageId>``;
-the records of one call are published concurrently and the call returns after every PubAck.
+Query parameters: ``subject_prefix`` (default ``events``), ``publish_timeout`` seconds (default
+5), ``partitions`` (default 1, at most :data:`MAX_PARTITIONS`).
+
+With one partition the stream is ``<STREAM>`` and every record is published to
+``<prefix>.<source>.<type>``. With ``N`` > 1 partitions there are ``N`` streams,
+``<STREAM>-0`` ... ``<STREAM>-<N-1>``, each with its own subjects ``<prefix>.<i>.>``: JetStream
+fsyncs each stream's file store on its own, so ``N`` streams take ``N`` parallel writers where
+one stream has a single one (``benchmarks/collector.py`` measures the curve). A record goes to
+partition :func:`partition_of` its partition key (the event's ``userId``, else its
+``anonymousId``): one user's events stay in one stream, in order, and a retried event lands in
+the same stream, where ``Nats-Msg-Id: <messageId>`` deduplicates it.
+
+The records of one call are published concurrently and the call returns after every PubAck.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -28,8 +39,24 @@ from services.streams import InvalidStreamUrl, StreamSettings, StreamUnavailable
 log = logging.getLogger("liftoff.stream.nats")
 
 MAX_PENDING_ACKS = 50_000
+MAX_PARTITIONS = 64
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 _SUBJECT_PREFIX = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The partition of a partition key: MD5 of its UTF-8 bytes read as a 128-bit big-endian
+    integer, scaled onto ``partitions`` equal ranges — the hash Kinesis uses to place a
+    partition key on evenly split shards. Stable across processes, versions and machines
+    (unlike Python's ``hash``)."""
+    if partitions == 1:
+        return 0
+    digest = int.from_bytes(hashlib.md5(key.encode(), usedforsecurity=False).digest(), "big")
+    return (digest * partitions) >> 128
+
+
+class PartitionCountChanged(Exception):
+    """The stream exists with another partition count; ensure-stream refuses to change it."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +65,7 @@ class JetStreamAddress:
     stream: str
     subject_prefix: str
     publish_timeout: float
+    partitions: int = 1
 
     @classmethod
     def parse(cls, url: str) -> JetStreamAddress:
@@ -57,10 +85,37 @@ class JetStreamAddress:
             publish_timeout = float(query.pop("publish_timeout", "5"))
         except ValueError:
             raise InvalidStreamUrl("publish_timeout must be a number of seconds") from None
+        raw_partitions = query.pop("partitions", "1")
+        if not raw_partitions.isdigit() or not 1 <= int(raw_partitions) <= MAX_PARTITIONS:
+            raise InvalidStreamUrl(
+                f"partitions={raw_partitions!r} must be a whole number from 1 to {MAX_PARTITIONS}"
+            )
         if query:
             raise InvalidStreamUrl(f"unknown nats:// URL parameters: {sorted(query)}")
         servers = [f"nats://{server}" for server in parts.netloc.split(",")]
-        return cls(servers, stream, prefix, publish_timeout)
+        return cls(servers, stream, prefix, publish_timeout, int(raw_partitions))
+
+    def partition(self, index: int) -> JetStreamAddress:
+        """The address of one partition's own stream, as a one-partition address."""
+        if self.partitions == 1:
+            return self
+        return replace(
+            self,
+            stream=f"{self.stream}-{index}",
+            subject_prefix=f"{self.subject_prefix}.{index}",
+            partitions=1,
+        )
+
+    def partition_addresses(self) -> list[JetStreamAddress]:
+        return [self.partition(index) for index in range(self.partitions)]
+
+    def url(self) -> str:
+        """This address as a stream URL (what a per-partition consumer is given)."""
+        hosts = ",".join(server.removeprefix("nats://") for server in self.servers)
+        query = f"subject_prefix={self.subject_prefix}&publish_timeout={self.publish_timeout:g}"
+        if self.partitions > 1:
+            query += f"&partitions={self.partitions}"
+        return f"nats://{hosts}/{self.stream}?{query}"
 
 
 class JetStreamStream:
@@ -68,7 +123,10 @@ class JetStreamStream:
 
     def __init__(self, address: JetStreamAddress) -> None:
         self.address = address
-        self._subject_prefix = address.subject_prefix + "."
+        # (stream, subject prefix + ".") of each partition, indexed by partition_of
+        self._targets = [
+            (part.stream, part.subject_prefix + ".") for part in address.partition_addresses()
+        ]
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
         self._connecting: asyncio.Task[None] | None = None
@@ -121,11 +179,12 @@ class JetStreamStream:
         # a single reply subscription: no task or timer per message (2x the throughput of
         # gathering js.publish calls, measured by benchmarks/collector.py).
         _, js = self._connected()
-        stream = self.address.stream
-        prefix = self._subject_prefix
+        targets = self._targets
+        partitions = len(targets)
         acks: list[asyncio.Future[Any]] = []
         try:
             for record in records:
+                stream, prefix = targets[partition_of(record.partition_key, partitions)]
                 acks.append(
                     await js.publish_async(
                         f"{prefix}{record.source}.{record.type}",
@@ -156,12 +215,13 @@ class JetStreamStream:
 
     async def check_ready(self) -> None:
         _, js = self._connected()
-        try:
-            await js.stream_info(self.address.stream)
-        except nats.js.errors.NotFoundError:
-            raise StreamUnavailable(f"stream {self.address.stream!r} does not exist") from None
-        except (TimeoutError, nats.errors.Error) as error:
-            raise StreamUnavailable(f"stream info failed: {error!r}") from error
+        for stream, _prefix in self._targets:
+            try:
+                await js.stream_info(stream)
+            except nats.js.errors.NotFoundError:
+                raise StreamUnavailable(f"stream {stream!r} does not exist") from None
+            except (TimeoutError, nats.errors.Error) as error:
+                raise StreamUnavailable(f"stream info failed: {error!r}") from error
 
     async def close(self) -> None:
         if self._connecting is not None and not self._connecting.done():
@@ -173,22 +233,17 @@ class JetStreamStream:
 async def ensure_stream(
     url: str, settings: StreamSettings, connect_deadline: float = 30.0, timeout: float = 5.0
 ) -> str:
-    """Create the stream, or update it to ``settings``; returns "created", "updated" or
-    "unchanged". Idempotent: safe to run on every deploy. Waits up to ``connect_deadline``
-    seconds for the broker (a deploy Job may start before NATS is ready)."""
+    """Create the stream (every partition's stream), or update it to ``settings``; returns
+    "created", "updated" or "unchanged" (the strongest over the partitions). Idempotent: safe
+    to run on every deploy. Waits up to ``connect_deadline`` seconds for the broker (a deploy
+    Job may start before NATS is ready).
+
+    Refuses (:class:`PartitionCountChanged`) when the stream exists with another partition
+    count: moving users to other partitions while events are in flight would reorder a user's
+    events across streams. See the README ("Changing stream.partitions") for the procedure."""
     address = JetStreamAddress.parse(url)
     if settings.duplicate_window_seconds > settings.retention_hours * 3600:
         raise ValueError("the duplicate window cannot be longer than the retention")
-    wanted = StreamConfig(
-        name=address.stream,
-        subjects=[f"{address.subject_prefix}.>"],
-        retention=RetentionPolicy.LIMITS,
-        discard=DiscardPolicy.OLD,
-        max_age=settings.retention_hours * 3600,
-        storage=StorageType.FILE,
-        num_replicas=settings.replicas,
-        duplicate_window=settings.duplicate_window_seconds,
-    )
     nc = await asyncio.wait_for(
         nats.connect(
             servers=address.servers,
@@ -201,17 +256,66 @@ async def ensure_stream(
     )
     try:
         js = nc.jetstream(timeout=timeout)
-        try:
-            current = (await js.stream_info(address.stream)).config
-        except nats.js.errors.NotFoundError:
-            await js.add_stream(wanted)
-            return "created"
-        if _same(current, wanted):
-            return "unchanged"
-        await js.update_stream(wanted)
-        return "updated"
+        await _refuse_partition_change(js, address)
+        outcomes = [
+            await _ensure_one(js, _wanted_config(part, settings))
+            for part in address.partition_addresses()
+        ]
     finally:
         await nc.close()
+    for outcome in ("created", "updated"):
+        if outcome in outcomes:
+            return outcome
+    return "unchanged"
+
+
+def _wanted_config(address: JetStreamAddress, settings: StreamSettings) -> StreamConfig:
+    return StreamConfig(
+        name=address.stream,
+        subjects=[f"{address.subject_prefix}.>"],
+        retention=RetentionPolicy.LIMITS,
+        # When max_bytes is reached, refuse new messages (the collector answers 503 and the
+        # client retries) rather than drop the oldest: those were acknowledged and may not
+        # have been consumed yet. max_age still expires old messages.
+        discard=DiscardPolicy.NEW,
+        max_bytes=settings.max_bytes,
+        max_age=settings.retention_hours * 3600,
+        storage=StorageType.FILE,
+        num_replicas=settings.replicas,
+        duplicate_window=settings.duplicate_window_seconds,
+    )
+
+
+async def _ensure_one(js: JetStreamContext, wanted: StreamConfig) -> str:
+    try:
+        current = (await js.stream_info(wanted.name)).config
+    except nats.js.errors.NotFoundError:
+        await js.add_stream(wanted)
+        return "created"
+    if _same(current, wanted):
+        return "unchanged"
+    await js.update_stream(wanted)
+    return "updated"
+
+
+async def _refuse_partition_change(js: JetStreamContext, address: JetStreamAddress) -> None:
+    base = re.escape(address.stream)
+    ours = re.compile(rf"^{base}(-[0-9]+)?$")
+    names: list[str] = []
+    while True:  # the server answers in pages (256 streams each)
+        page = await js.streams_info(offset=len(names))
+        names += [info.config.name for info in page]
+        if not page:
+            break
+    existing = sorted(name for name in names if ours.match(name))
+    wanted = sorted(part.stream for part in address.partition_addresses())
+    if existing and existing != wanted:
+        raise PartitionCountChanged(
+            f"stream {address.stream!r} exists as {existing} ({len(existing)} partition(s)); "
+            f"asked for {address.partitions} ({wanted}). Changing the partition count of a "
+            "live stream would reorder users' events; follow 'Changing stream.partitions' in "
+            "the README (drain the consumers, then recreate the streams)"
+        )
 
 
 async def _quiet(error: Exception) -> None:
@@ -224,6 +328,7 @@ def _same(current: StreamConfig, wanted: StreamConfig) -> bool:
             sorted(config.subjects or []),
             config.retention,
             config.discard,
+            config.max_bytes if config.max_bytes not in (None, 0) else -1,
             round(config.max_age or 0, 3),
             config.storage,
             config.num_replicas or 1,

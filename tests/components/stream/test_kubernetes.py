@@ -79,10 +79,14 @@ def test_stream_is_created_by_a_job_named_after_its_settings():
     env = {e["name"]: e["value"] for e in container["env"]}
     assert container["args"] == ["ensure-stream"]
     assert env == {
-        "LIFTOFF_STREAM_URL": "nats://nats.liftoff-data.svc.cluster.local:4222/EVENTS",
+        "LIFTOFF_STREAM_URL": (
+            "nats://nats.liftoff-data.svc.cluster.local:4222/EVENTS?partitions=8"
+        ),
         "LIFTOFF_STREAM_RETENTION_HOURS": "336",
         "LIFTOFF_STREAM_REPLICAS": "3",
         "LIFTOFF_STREAM_DUPLICATE_WINDOW_SECONDS": "120",
+        # 75% of the 100 GiB volume, split over the 8 partitions
+        "LIFTOFF_STREAM_MAX_BYTES": str(100 * 2**30 * 3 // 4 // 8),
     }
     assert container["image"] == "registry.corp.example/mirror/data/liftoff-services:0.1.0"
     changed = run_program(
@@ -113,6 +117,69 @@ def test_nats_admits_only_granted_clients_and_its_own_routes():
         "collector"
     )
     assert policies["liftoff-stream-routes-ingress"]["ingress"][0]["ports"][0]["port"] == 6222
+
+
+def test_every_client_gets_the_partition_count_in_its_stream_url():
+    """Collector, every consumer and the setup Job must agree on the partitions, or events
+    would be published to streams nobody reads."""
+    for stack, expected in (("kubernetes-private-cloud", "?partitions=8"), ("dev", "")):
+        run = stack_run(stack)
+        urls = {
+            (resource.name, env["value"])
+            for resource in run.resources
+            if resource.type.startswith("kubernetes:") and "spec" in resource.inputs
+            for env in _env_of(resource.inputs["spec"])
+            if env.get("name") == "LIFTOFF_STREAM_URL"
+        }
+        assert len(urls) >= 3, stack  # the setup Job, the collector, the consumers
+        for name, url in urls:
+            assert url.endswith(f"/EVENTS{expected}"), (stack, name, url)
+
+
+def _env_of(spec):
+    """Every env entry of every container under a workload spec (any nesting)."""
+    if isinstance(spec, dict):
+        for key, value in spec.items():
+            if key == "env" and isinstance(value, list):
+                yield from (e for e in value if isinstance(e, dict))
+            else:
+                yield from _env_of(value)
+    elif isinstance(spec, list):
+        for item in spec:
+            yield from _env_of(item)
+
+
+def test_partitions_change_the_setup_job_and_split_max_bytes():
+    run = run_program(
+        "stacks/kubernetes-private-cloud.yaml", overrides={"liftoff:stream": {"partitions": 16}}
+    )
+    (container,) = run.one(JOB, "liftoff-stream-setup").inputs["spec"]["template"]["spec"][
+        "containers"
+    ]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["LIFTOFF_STREAM_URL"].endswith("/EVENTS?partitions=16")
+    assert int(env["LIFTOFF_STREAM_MAX_BYTES"]) * 16 <= 100 * 2**30 * 3 // 4
+
+
+def test_durability_always_is_the_default_for_every_clustered_stream():
+    """The policy that keeps acknowledged events on disk: any stack with 3 or more replicas
+    that does not say otherwise fsyncs before acknowledging (sync_interval: always)."""
+    for replicas in (3, 5):
+        values = (
+            run_program(
+                "stacks/kubernetes-private-cloud.yaml",
+                overrides={"liftoff:stream": {"replicas": replicas, "storageGb": 20}},
+            )
+            .one(CHART, "liftoff-stream-chart")
+            .inputs["values"]
+        )
+        assert values["config"]["jetstream"]["merge"] == {"sync_interval": "always"}, replicas
+    for stack in ("dev", "kubernetes-private-cloud"):
+        run = stack_run(stack)
+        values = run.one(CHART, "liftoff-stream-chart").inputs["values"]
+        replicas = values["config"]["cluster"]["replicas"]
+        if replicas >= 3:
+            assert values["config"]["jetstream"]["merge"] == {"sync_interval": "always"}
 
 
 def test_nats_servers_are_guaranteed_pods_with_go_and_jetstream_limits_below_them():

@@ -120,6 +120,31 @@ def test_duplicates_on_the_stream_load_once(
     assert sorted(rows) == [(f"m-{i}", Decimal(i + 1)) for i in range(5)]
 
 
+def test_a_batch_partly_loaded_before_takes_the_staging_path_and_adds_only_new_rows(
+    jetstream: tuple[str, str], warehouse: dict[str, str], dead_letter_url: str
+) -> None:
+    url, _ = jetstream
+    asyncio.run(publish(url, [event(i) for i in range(10)]))
+    run_consumer_until(url, loader(warehouse), settings("loader"), dead_letter_url)
+    asyncio.run(publish(url, [event(i) for i in range(10, 20)]))
+    # Another durable consumer: one batch of 20 whose first 10 rows are already loaded, so the
+    # straight COPY hits the primary key and rolls back; the staging path loads the other 10.
+    with connect(warehouse) as connection:
+        before = connection.execute(
+            "SELECT xmin::text::bigint FROM events WHERE message_id = 'm-0'"
+        ).fetchone()
+    run_consumer_until(
+        url, loader(warehouse), settings("loader-2", batch_max_events=20), dead_letter_url
+    )
+    with connect(warehouse) as connection:
+        rows = connection.execute("SELECT message_id FROM events").fetchall()
+        kept = connection.execute(
+            "SELECT xmin::text::bigint FROM events WHERE message_id = 'm-0'"
+        ).fetchone()
+    assert sorted(r[0] for r in rows) == sorted(f"m-{i}" for i in range(20))
+    assert kept == before  # the old row was not rewritten
+
+
 def test_bad_rows_are_parked_not_blocking(
     shared_nats: ServerProcess,
     jetstream: tuple[str, str],

@@ -64,10 +64,15 @@ class Sender(threading.Thread):
     """Sends N events in requests of PER_REQUEST at a steady pace; retries each request (same
     messageIds) until the collector answers 200, like a Segment SDK. Records what was acked."""
 
-    def __init__(self, base_url: str, run_id: str) -> None:
+    def __init__(
+        self, base_url: str, run_id: str, count: int = N, stop: threading.Event | None = None
+    ) -> None:
         super().__init__(daemon=True, name="sender")
         self.base_url = base_url
         self.run_id = run_id
+        self.count = count
+        self.stop = stop or threading.Event()
+        """Set: finish the request in hand (until acknowledged) and send no more."""
         self.acknowledged: list[str] = []
         self.acknowledged_at: dict[str, float] = {}
         self.retries = 0
@@ -76,7 +81,9 @@ class Sender(threading.Thread):
     def run(self) -> None:
         try:
             with httpx.Client(base_url=self.base_url, auth=("web-key-1", ""), timeout=10) as client:
-                for start in range(0, N, PER_REQUEST):
+                for start in range(0, self.count, PER_REQUEST):
+                    if self.stop.is_set():
+                        break
                     ids = [f"{self.run_id}-{i}" for i in range(start, start + PER_REQUEST)]
                     batch = [
                         {

@@ -1,0 +1,32 @@
+"""`liftoff:stream.partitions`: defaults by profile, validation, target."""
+
+from __future__ import annotations
+
+import pytest
+
+from components.config import MAX_PARTITIONS, PRODUCTION_PARTITIONS
+from tests.components.test_config import load, problems
+
+
+def test_partitions_default_to_one_for_a_single_server_and_production_for_a_cluster():
+    single = load({"liftoff:target": "kubernetes", "liftoff:stream": {"replicas": 1}})
+    assert single.stream.partitions == 1
+    clustered = load({"liftoff:target": "kubernetes", "liftoff:stream": {"replicas": 3}})
+    assert clustered.stream.partitions == PRODUCTION_PARTITIONS
+    chosen = load({"liftoff:target": "kubernetes", "liftoff:stream": {"partitions": 16}})
+    assert chosen.stream.partitions == 16
+
+
+@pytest.mark.parametrize("value", [0, MAX_PARTITIONS + 1, -3, "many"])
+def test_partitions_out_of_range_are_refused_with_the_key_and_the_range(value):
+    found = problems({"liftoff:target": "kubernetes", "liftoff:stream": {"partitions": value}})
+    assert len(found) == 1
+    assert "liftoff:stream.partitions" in found[0] and str(value) in found[0]
+
+
+def test_partitions_are_kubernetes_only_kinesis_has_shards():
+    found = problems(
+        {"liftoff:target": "aws", "aws:region": "eu-west-1", "liftoff:stream": {"partitions": 4}}
+    )
+    assert len(found) == 1 and "liftoff:stream.partitions" in found[0]
+    assert "kubernetes" in found[0]
