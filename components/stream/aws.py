@@ -8,9 +8,9 @@ import pulumi
 import pulumi_aws as aws
 
 from components import aws_iam
-from components.config import StreamSettings
 from components.network import Grant, Peer
 from components.stream import StreamConnection
+from components.stream.settings import StreamSettings
 
 WRITE_ACTIONS = ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"]
 READ_ACTIONS = [

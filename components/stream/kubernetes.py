@@ -13,10 +13,11 @@ import pulumi_kubernetes as k8s
 
 from components import kube
 from components.charts import deep_merge, load_chart_pin
-from components.config import ChartSource, StreamSettings
+from components.config import ChartSource
 from components.network import Grant, Peer
 from components.network.kubernetes import KubernetesNetwork
 from components.stream import STREAM_NAME, StreamConnection
+from components.stream.settings import StreamSettings
 from services import env as runtime_env
 
 RELEASE = "nats"
