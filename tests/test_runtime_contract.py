@@ -216,3 +216,14 @@ def test_every_stack_runs_the_services_it_should():
     parsers = {stack: {w.parser for w in workloads(stack)} for stack in STACKS}
     assert {"collector", "ensure-stream", "ensure-database", "loader"} <= parsers["dev"]
     assert "services.aws_lambda.collector_handler" in parsers["aws"]
+
+
+def test_every_parser_names_a_real_command_or_handler():
+    import importlib
+
+    from services.cli import COMMANDS as CLI_COMMANDS
+
+    assert set(COMMANDS) <= set(CLI_COMMANDS)
+    for handler in HANDLERS:
+        module, _, function = handler.rpartition(".")
+        assert callable(getattr(importlib.import_module(module), function)), handler
