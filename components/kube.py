@@ -7,12 +7,29 @@ import a provider SDK.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 PART_OF = "liftoff"
 # Pods of the platform carry this label with their component name; NetworkPolicies select on it.
 COMPONENT_LABEL = "app.kubernetes.io/component"
+
+
+@dataclass(frozen=True)
+class StackContext:
+    """What every Kubernetes capability of one stack shares, given once instead of as five
+    loose arguments of every component."""
+
+    stack: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+    """Default: none. Added to every object's labels."""
+    image_registry: str | None = None
+    """Default: none (public registries). The mirror every image goes through (`image`)."""
+    services_image: str = ""
+    """The liftoff services image (jobs, collector, consumers); empty only in unit tests of
+    components that run none."""
+    storage_class: str | None = None
+    """Default: the cluster's default StorageClass."""
 
 
 def labels(component: str, stack: str, tags: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -69,18 +68,16 @@ SMALL_RESOURCES = {
 
 @dataclass(frozen=True)
 class KubernetesAirflowArgs:
+    context: kube.StackContext
+    """The stack, its tags, the image registry, the services image and the storage
+    class: what every Kubernetes capability of the stack shares."""
     settings: AirflowSettings
     network: KubernetesNetwork
     postgres: KubernetesPostgres
     warehouse: ClientDatabase | None
     """The warehouse database the reconciliation DAG repairs; None without a warehouse."""
-    stack: str
-    services_image: str
-    storage_class: str | None = None
-    image_registry: str | None = None
     chart_source: ChartSource | None = None
     archive: ExternalArchive | None = None
-    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 RESTRICTED_CONTAINER = {
@@ -190,7 +187,7 @@ class KubernetesAirflow(pulumi.ComponentResource):
         self._name = name
         self._args = args
         network = args.network
-        labels = kube.labels(RELEASE, args.stack, args.tags)
+        labels = kube.labels(RELEASE, args.context.stack, args.context.tags)
         self.labels = labels
 
         self.metadata_database = args.postgres.add_database("airflow")
@@ -307,7 +304,7 @@ class KubernetesAirflow(pulumi.ComponentResource):
     def chart_values(self, pin: ChartPin) -> dict[str, Any]:
         args = self._args
         settings = args.settings
-        registry = args.image_registry
+        registry = args.context.image_registry
         high_availability = settings.high_availability
         values: dict[str, Any] = {
             "airflowVersion": settings.version,
@@ -318,7 +315,7 @@ class KubernetesAirflow(pulumi.ComponentResource):
                 for name in ("gitSync", "pgbouncer", "pgbouncerExporter", "redis")
             },
             "executor": settings.executor,
-            "labels": dict(sorted(args.tags.items())),
+            "labels": dict(sorted(args.context.tags.items())),
             "data": {"metadataSecretName": SECRET_NAMES["metadata"]},
             "fernetKeySecretName": SECRET_NAMES["fernet"],
             "apiSecretKeySecretName": SECRET_NAMES["api"],
@@ -462,8 +459,8 @@ class KubernetesAirflow(pulumi.ComponentResource):
 
     def _volume(self, size_gb: int) -> dict[str, Any]:
         volume: dict[str, Any] = {"enabled": True, "size": f"{size_gb}Gi"}
-        if self._args.storage_class:
-            volume["storageClassName"] = self._args.storage_class
+        if self._args.context.storage_class:
+            volume["storageClassName"] = self._args.context.storage_class
         return volume
 
     def _logs_volume(self) -> dict[str, Any]:
@@ -503,9 +500,9 @@ class KubernetesAirflow(pulumi.ComponentResource):
         args = self._args
         config = {
             "target": "kubernetes",
-            "stack": args.stack,
+            "stack": args.context.stack,
             "namespace": args.network.namespace_name,
-            "services_image": kube.image(args.services_image, args.image_registry),
+            "services_image": kube.image(args.context.services_image, args.context.image_registry),
         }
         if args.warehouse is not None and args.warehouse.secret_name:
             config.update(
@@ -534,8 +531,12 @@ class KubernetesAirflow(pulumi.ComponentResource):
         """Create the UI admin (idempotent), reading the password from a mounted Secret."""
         args = self._args
         component = "airflow-admin-user"
-        job_labels = {**kube.labels(component, args.stack, args.tags), **AIRFLOW_PODS}
-        image = f"{_image_repository(pin, 'airflow', args.image_registry)}:{args.settings.version}"
+        job_labels = {
+            **kube.labels(component, args.context.stack, args.context.tags),
+            **AIRFLOW_PODS,
+        }
+        repository = _image_repository(pin, "airflow", args.context.image_registry)
+        image = f"{repository}:{args.settings.version}"
         script = (
             "if airflow users list --output plain | awk '{print $2}' | grep -qx \"$ADMIN_USER\"; "
             "then echo admin exists; else "
@@ -654,7 +655,7 @@ class KubernetesAirflow(pulumi.ComponentResource):
                 opts=opts,
             )
         # Pods the reconciliation DAG launches (services image) reach Postgres and the archive.
-        reconcile = Peer(RECONCILE, pod_labels=kube.selector(RECONCILE, args.stack))
+        reconcile = Peer(RECONCILE, pod_labels=kube.selector(RECONCILE, args.context.stack))
         args.postgres.grant_connect(reconcile)
         if args.archive is not None:
             args.archive.grant_read(reconcile)

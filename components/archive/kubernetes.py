@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import pulumi
@@ -20,10 +19,11 @@ SECRET_NAME = "archive-credentials"
 
 @dataclass(frozen=True)
 class ExternalArchiveArgs:
+    context: kube.StackContext
+    """The stack, its tags, the image registry, the services image and the storage
+    class: what every Kubernetes capability of the stack shares."""
     settings: ArchiveSettings
     network: KubernetesNetwork
-    stack: str
-    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 class ExternalArchive(pulumi.ComponentResource):
@@ -39,7 +39,7 @@ class ExternalArchive(pulumi.ComponentResource):
         self.settings = settings
         self._name = name
         self._network = args.network
-        self.labels = kube.labels("archive", args.stack, args.tags)
+        self.labels = kube.labels("archive", args.context.stack, args.context.tags)
         endpoint = urlsplit(settings.endpoint or "")
         self.port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
         self.secret = k8s.core.v1.Secret(

@@ -45,12 +45,12 @@ CONSUMER_LABEL = "liftoff.dev/consumer"
 
 @dataclass(frozen=True)
 class StreamConsumerArgs:
+    context: kube.StackContext
+    """The stack, its tags, the image registry, the services image and the storage
+    class: what every Kubernetes capability of the stack shares."""
     runtime: ConsumerRuntime
     stream: NatsJetStream
     network: KubernetesNetwork
-    stack: str
-    services_image: str
-    image_registry: str | None = None
     environment: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     secret_files: Sequence[tuple[str, str, str]] = ()
     """(volume name, Secret name, mount directory): credentials reach the process only as
@@ -58,7 +58,6 @@ class StreamConsumerArgs:
     resources: Mapping[str, Any] = field(default_factory=lambda: DEFAULT_RESOURCES)
     depends_on: Sequence[pulumi.Resource] = ()
     """Resources that must exist first (e.g. the job creating the consumer's database)."""
-    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 def consumer_peer(runtime: ConsumerRuntime, stack: str) -> Peer:
@@ -79,9 +78,9 @@ class StreamConsumer(pulumi.ComponentResource):
         super().__init__("liftoff:consumers:StreamConsumer", name, None, opts)
         network = args.network
         component = args.runtime.name
-        labels = kube.labels(component, args.stack, args.tags)
-        selector = kube.selector(component, args.stack)
-        self.peer = consumer_peer(args.runtime, args.stack)
+        labels = kube.labels(component, args.context.stack, args.context.tags)
+        selector = kube.selector(component, args.context.stack)
+        self.peer = consumer_peer(args.runtime, args.context.stack)
         args.stream.grant_read(self.peer)
         child = pulumi.ResourceOptions(
             parent=self, depends_on=[network.default_deny, args.stream.setup_job, *args.depends_on]
@@ -100,7 +99,7 @@ class StreamConsumer(pulumi.ComponentResource):
         )
         container = {
             "name": component,
-            "image": kube.image(args.services_image, args.image_registry),
+            "image": kube.image(args.context.services_image, args.context.image_registry),
             "imagePullPolicy": "IfNotPresent",
             "args": [args.runtime.command],
             "env": env,
@@ -226,17 +225,16 @@ SECRETS_FILE = "destination-secrets.json"
 
 @dataclass(frozen=True)
 class KubernetesConsumersArgs:
+    context: kube.StackContext
+    """The stack, its tags, the image registry, the services image and the storage
+    class: what every Kubernetes capability of the stack shares."""
     stream: NatsJetStream
     network: KubernetesNetwork
     postgres: KubernetesPostgres
     warehouse: WarehouseSettings
     destinations: tuple[Destination, ...]
-    stack: str
-    services_image: str
     archive: ExternalArchive | None = None
     """Default: no archiver (no S3-compatible endpoint configured)."""
-    image_registry: str | None = None
-    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 class KubernetesConsumers(pulumi.ComponentResource):
@@ -254,7 +252,9 @@ class KubernetesConsumers(pulumi.ComponentResource):
         self.archiver: StreamConsumer | None = None
         if args.archive is not None:
             settings = args.archive.settings
-            archive = args.archive.client(consumer_peer(ARCHIVER_RUNTIME, args.stack), write=True)
+            archive = args.archive.client(
+                consumer_peer(ARCHIVER_RUNTIME, args.context.stack), write=True
+            )
             self.archiver = self._consumer(
                 f"{name}-archiver",
                 ARCHIVER_RUNTIME,
@@ -305,7 +305,7 @@ class KubernetesConsumers(pulumi.ComponentResource):
         for destination in args.destinations:
             runtime = broadcaster_runtime(destination)
             secret_name = f"{runtime.name}-secrets"
-            labels = kube.labels(runtime.name, args.stack, args.tags)
+            labels = kube.labels(runtime.name, args.context.stack, args.context.tags)
             k8s.core.v1.Secret(
                 f"{name}-{runtime.name}-secrets",
                 metadata=args.network.metadata(secret_name, labels),
@@ -359,13 +359,10 @@ class KubernetesConsumers(pulumi.ComponentResource):
                 runtime=runtime,
                 stream=args.stream,
                 network=args.network,
-                stack=args.stack,
-                services_image=args.services_image,
-                image_registry=args.image_registry,
+                context=args.context,
                 environment=environment,
                 secret_files=secret_files,
                 depends_on=depends_on,
-                tags=args.tags,
             ),
             opts=opts,
         )

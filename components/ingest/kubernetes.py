@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -32,14 +32,13 @@ WRITE_KEYS_FILE = "write-keys.json"
 
 @dataclass(frozen=True)
 class KubernetesCollectorArgs:
+    context: kube.StackContext
+    """The stack, its tags, the image registry, the services image and the storage
+    class: what every Kubernetes capability of the stack shares."""
     settings: IngestSettings
     sources: tuple[Source, ...]
     stream: NatsJetStream
     network: KubernetesNetwork
-    stack: str
-    services_image: str
-    image_registry: str | None = None
-    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 class KubernetesCollector(pulumi.ComponentResource):
@@ -61,8 +60,8 @@ class KubernetesCollector(pulumi.ComponentResource):
         self._network = network
         settings = args.settings
         child = pulumi.ResourceOptions(parent=self, depends_on=[network.default_deny])
-        labels = kube.labels(COMPONENT, args.stack, args.tags)
-        selector = kube.selector(COMPONENT, args.stack)
+        labels = kube.labels(COMPONENT, args.context.stack, args.context.tags)
+        selector = kube.selector(COMPONENT, args.context.stack)
 
         keys = generate_write_keys(name, args.sources, self)
         self.write_keys_secret = k8s.core.v1.Secret(
@@ -104,7 +103,7 @@ class KubernetesCollector(pulumi.ComponentResource):
             environment[runtime_env.PUBLIC_URL] = public_url
         container = {
             "name": COMPONENT,
-            "image": kube.image(args.services_image, args.image_registry),
+            "image": kube.image(args.context.services_image, args.context.image_registry),
             "imagePullPolicy": "IfNotPresent",
             "args": [COMPONENT],
             "env": kube.env(environment),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -14,9 +14,10 @@ from components.network.settings import KubernetesSettings
 
 @dataclass(frozen=True)
 class KubernetesNetworkArgs:
+    context: kube.StackContext
+    """The stack, its tags, the image registry, the services image and the storage
+    class: what every Kubernetes capability of the stack shares."""
     settings: KubernetesSettings
-    stack: str
-    tags: Mapping[str, str] = field(default_factory=dict)
     retain_namespace: bool = True
     """Default: true. Keep the namespace (and so its volumes) when the stack is destroyed."""
 
@@ -58,7 +59,7 @@ class KubernetesNetwork(pulumi.ComponentResource):
         settings = args.settings
         self.settings = settings
         self.namespace_name = settings.namespace
-        metadata_labels = kube.labels("network", args.stack, args.tags)
+        metadata_labels = kube.labels("network", args.context.stack, args.context.tags)
 
         self.namespace_resource: k8s.core.v1.Namespace | None = None
         depends: list[pulumi.Resource] = []

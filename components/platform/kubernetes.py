@@ -10,6 +10,7 @@ from components.archive.kubernetes import ExternalArchive, ExternalArchiveArgs
 from components.config import PlatformConfig
 from components.consumers.kubernetes import KubernetesConsumers, KubernetesConsumersArgs
 from components.ingest.kubernetes import KubernetesCollector, KubernetesCollectorArgs
+from components.kube import StackContext
 from components.network.kubernetes import KubernetesNetwork, KubernetesNetworkArgs
 from components.platform import Assembly, PlatformParts
 from components.postgres.kubernetes import KubernetesPostgres, KubernetesPostgresArgs
@@ -31,6 +32,7 @@ def build(parent: pulumi.Resource, name: str, config: PlatformConfig) -> Platfor
         parent,
         pulumi.ResourceOptions(parent=parent, providers={"kubernetes": provider}),
     )
+    context = _context(config)
     parts = _data_path(shared)
     if config.airflow.enabled:
         parts.airflow = KubernetesAirflow(
@@ -40,13 +42,9 @@ def build(parent: pulumi.Resource, name: str, config: PlatformConfig) -> Platfor
                 network=parts.network,
                 postgres=parts.postgres,
                 warehouse=parts.consumers.warehouse,
-                stack=config.stack,
-                services_image=settings.services_image,
-                storage_class=settings.storage_class,
-                image_registry=settings.image_registry,
+                context=context,
                 chart_source=config.charts.get("airflow"),
                 archive=parts.archive,
-                tags=config.tags,
             ),
             opts=shared.child,
         )
@@ -61,17 +59,29 @@ def build(parent: pulumi.Resource, name: str, config: PlatformConfig) -> Platfor
     return parts
 
 
+def _context(config: PlatformConfig) -> StackContext:
+    settings = config.kubernetes
+    assert settings is not None
+    return StackContext(
+        stack=config.stack,
+        tags=config.tags,
+        image_registry=settings.image_registry,
+        services_image=settings.services_image,
+        storage_class=settings.storage_class,
+    )
+
+
 def _data_path(shared: Assembly) -> PlatformParts:
     """Network, Postgres (with its backups), stream, collector, archive and consumers."""
     config, name, child = shared.config, shared.name, shared.child
     settings = config.kubernetes
     assert settings is not None
+    context = _context(config)
     network = KubernetesNetwork(
         f"{name}-network",
         KubernetesNetworkArgs(
             settings=settings,
-            stack=config.stack,
-            tags=config.tags,
+            context=context,
             retain_namespace=config.deletion_protection or config.postgres.deletion_protection,
         ),
         opts=child,
@@ -81,11 +91,7 @@ def _data_path(shared: Assembly) -> PlatformParts:
         KubernetesPostgresArgs(
             settings=config.postgres,
             network=network,
-            stack=config.stack,
-            storage_class=settings.storage_class,
-            image_registry=settings.image_registry,
-            services_image=settings.services_image,
-            tags=config.tags,
+            context=context,
         ),
         opts=child,
     )
@@ -94,12 +100,8 @@ def _data_path(shared: Assembly) -> PlatformParts:
         NatsJetStreamArgs(
             settings=config.stream,
             network=network,
-            stack=config.stack,
-            services_image=settings.services_image,
-            storage_class=settings.storage_class,
-            image_registry=settings.image_registry,
+            context=context,
             chart_source=config.charts.get("nats"),
-            tags=config.tags,
             metrics_exporter=config.observability.enabled,
         ),
         opts=child,
@@ -111,10 +113,7 @@ def _data_path(shared: Assembly) -> PlatformParts:
             sources=config.sources,
             stream=stream,
             network=network,
-            stack=config.stack,
-            services_image=settings.services_image,
-            image_registry=settings.image_registry,
-            tags=config.tags,
+            context=context,
         ),
         opts=child,
     )
@@ -127,11 +126,8 @@ def _data_path(shared: Assembly) -> PlatformParts:
             postgres=postgres,
             warehouse=config.warehouse,
             destinations=config.destinations,
-            stack=config.stack,
-            services_image=settings.services_image,
+            context=context,
             archive=archive,
-            image_registry=settings.image_registry,
-            tags=config.tags,
         ),
         opts=child,
     )
@@ -143,6 +139,7 @@ def _archive(
 ) -> ExternalArchive | None:
     """The customer's S3-compatible archive, and Postgres's backups into it; None without one."""
     config = shared.config
+    context = _context(config)
     if config.archive is None:
         pulumi.log.warn(
             "liftoff:archive is not set: Postgres has no scheduled backups on this stack "
@@ -152,9 +149,7 @@ def _archive(
         return None
     archive = ExternalArchive(
         f"{shared.name}-archive",
-        ExternalArchiveArgs(
-            settings=config.archive, network=network, stack=config.stack, tags=config.tags
-        ),
+        ExternalArchiveArgs(settings=config.archive, network=network, context=context),
         opts=shared.child,
     )
     postgres.add_backups(archive)
@@ -175,6 +170,7 @@ def _observe(shared: Assembly, parts: PlatformParts) -> None:
     config = shared.config
     settings = config.kubernetes
     assert settings is not None
+    context = _context(config)
     # Every consumer pod, and only they, names its probe port `health`.
     consumers = {"app.kubernetes.io/instance": config.stack, CONSUMER_LABEL: "true"}
     parts.observability = KubernetesObservability(
@@ -182,7 +178,7 @@ def _observe(shared: Assembly, parts: PlatformParts) -> None:
         KubernetesObservabilityArgs(
             settings=config.observability,
             network=parts.network,
-            stack=config.stack,
+            context=context,
             collector_service_labels=kube.selector(COMPONENT, config.stack),
             collector=MetricsTarget(
                 "collector", kube.selector(COMPONENT, config.stack), "http", PORT
@@ -190,8 +186,6 @@ def _observe(shared: Assembly, parts: PlatformParts) -> None:
             consumers=MetricsTarget("consumers", consumers, "health", HEALTH_PORT),
             nats=MetricsTarget("nats", NATS_POD_SELECTOR, "prom-metrics", NATS_EXPORTER_PORT),
             postgres=parts.postgres,
-            image_registry=settings.image_registry,
-            tags=config.tags,
         ),
         opts=shared.child,
     )

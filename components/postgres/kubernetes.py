@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -39,16 +38,11 @@ CLIENT_CREDENTIALS_DIR = "/etc/liftoff/postgres-client"
 
 @dataclass(frozen=True)
 class KubernetesPostgresArgs:
+    context: kube.StackContext
+    """The stack, its tags, the image registry, the services image and the storage
+    class: what every Kubernetes capability of the stack shares."""
     settings: PostgresSettings
     network: KubernetesNetwork
-    stack: str
-    storage_class: str | None = None
-    """Default: the cluster's default StorageClass."""
-    image_registry: str | None = None
-    """Default: docker.io. A mirror prefix for air-gapped clusters."""
-    services_image: str | None = None
-    """The liftoff services image; runs the jobs that create client databases."""
-    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 class KubernetesPostgres(pulumi.ComponentResource):
@@ -74,8 +68,8 @@ class KubernetesPostgres(pulumi.ComponentResource):
         """The Service's cluster DNS name, as a plain string."""
         self.port = PORT
         self._args = args
-        self.labels = kube.labels("postgres", args.stack, args.tags)
-        self.selector = kube.selector("postgres", args.stack)
+        self.labels = kube.labels("postgres", args.context.stack, args.context.tags)
+        self.selector = kube.selector("postgres", args.context.stack)
         child = pulumi.ResourceOptions(parent=self, depends_on=[network.default_deny])
 
         password = random.RandomPassword(
@@ -116,7 +110,7 @@ class KubernetesPostgres(pulumi.ComponentResource):
         )
         # A new major cannot start on the old data directory: refuse the change before the
         # StatefulSet is touched (the image is only known once the check has passed).
-        image = kube.image(f"{IMAGE_REPOSITORY}:{settings.image_tag}", args.image_registry)
+        image = kube.image(f"{IMAGE_REPOSITORY}:{settings.image_tag}", args.context.image_registry)
         checked_image = deployed_major_version(name, self).apply(
             lambda deployed: (
                 check_major_version(
@@ -183,8 +177,8 @@ class KubernetesPostgres(pulumi.ComponentResource):
                 "resources": {"requests": {"storage": f"{settings.storage_gb}Gi"}},
             },
         }
-        if args.storage_class:
-            volume_claim["spec"]["storageClassName"] = args.storage_class
+        if args.context.storage_class:
+            volume_claim["spec"]["storageClassName"] = args.context.storage_class
         return {
             "serviceName": f"{SERVICE_NAME}-headless",
             "replicas": 1,
@@ -323,11 +317,11 @@ class KubernetesPostgres(pulumi.ComponentResource):
         database = database or client
         check_client_name(client, database)
         args = self._args
-        if not args.services_image:
+        if not args.context.services_image:
             raise ValueError("add_database needs KubernetesPostgresArgs.services_image")
         network = self._network
         secret_name = f"postgres-{client.replace('_', '-')}"
-        labels = kube.labels("postgres", args.stack, args.tags)
+        labels = kube.labels("postgres", args.context.stack, args.context.tags)
         password = random.RandomPassword(
             f"{self._name}-{client}-password",
             length=40,
@@ -349,9 +343,9 @@ class KubernetesPostgres(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         component = f"postgres-setup-{client.replace('_', '-')}"
-        selector = kube.selector(component, args.stack)
+        selector = kube.selector(component, args.context.stack)
         self.grant_connect(Peer(component, pod_labels=selector))
-        job_labels = kube.labels(component, args.stack, args.tags)
+        job_labels = kube.labels(component, args.context.stack, args.context.tags)
 
         env = kube.env(
             {
@@ -369,13 +363,13 @@ class KubernetesPostgres(pulumi.ComponentResource):
         # The server's major version is part of the name: after a major upgrade (a new, empty
         # data directory) the roles and databases are created again. Only a non-empty
         # member_of joins it, so existing clients keep their Job names.
-        inputs: list = [database, client, args.services_image, args.settings.version]
+        inputs: list = [database, client, args.context.services_image, args.settings.version]
         if member_of:
             inputs.append(list(member_of))
         digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:8]
         container = {
             "name": "ensure-database",
-            "image": kube.image(args.services_image, args.image_registry),
+            "image": kube.image(args.context.services_image, args.context.image_registry),
             "imagePullPolicy": "IfNotPresent",
             "args": ["ensure-database"],
             "env": env,
@@ -423,13 +417,13 @@ class KubernetesPostgres(pulumi.ComponentResource):
         credentials file and deletes dumps older than `backupRetentionDays`.
         """
         args = self._args
-        if not args.services_image:
+        if not args.context.services_image:
             raise ValueError("add_backups needs KubernetesPostgresArgs.services_image")
         settings = args.settings
         network = self._network
         component = "postgres-backup"
-        selector = kube.selector(component, args.stack)
-        labels = kube.labels(component, args.stack, args.tags)
+        selector = kube.selector(component, args.context.stack)
+        labels = kube.labels(component, args.context.stack, args.context.tags)
         peer = Peer(component, pod_labels=selector)
         self.grant_connect(peer)
         client = archive.client(peer, write=True)
@@ -450,7 +444,9 @@ class KubernetesPostgres(pulumi.ComponentResource):
         }
         dumper = {
             "name": "pg-dump",
-            "image": kube.image(f"{IMAGE_REPOSITORY}:{settings.image_tag}", args.image_registry),
+            "image": kube.image(
+                f"{IMAGE_REPOSITORY}:{settings.image_tag}", args.context.image_registry
+            ),
             "imagePullPolicy": "IfNotPresent",
             "command": ["sh", "-c", dump],
             "env": kube.env({"PGHOST": host, "PGPORT": str(PORT), "PGUSER": settings.username}),
@@ -464,7 +460,7 @@ class KubernetesPostgres(pulumi.ComponentResource):
         }
         uploader = {
             "name": "upload",
-            "image": kube.image(args.services_image, args.image_registry),
+            "image": kube.image(args.context.services_image, args.context.image_registry),
             "imagePullPolicy": "IfNotPresent",
             "args": ["backup-upload", "--dir", "/backup"],
             "env": kube.env(

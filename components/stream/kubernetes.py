@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -76,18 +75,13 @@ def max_file_store(storage_gb: int) -> str:
 
 @dataclass(frozen=True)
 class NatsJetStreamArgs:
+    context: kube.StackContext
+    """The stack, its tags, the image registry, the services image and the storage
+    class: what every Kubernetes capability of the stack shares."""
     settings: StreamSettings
     network: KubernetesNetwork
-    stack: str
-    services_image: str
-    """The liftoff services image; runs the job that creates/updates the stream."""
-    storage_class: str | None = None
-    """Default: the cluster's default StorageClass."""
-    image_registry: str | None = None
-    """Default: none. Mirror prefix applied to every image."""
     chart_source: ChartSource | None = None
     """Default: the pinned upstream repository (`charts/nats.yaml`)."""
-    tags: Mapping[str, str] = field(default_factory=dict)
     metrics_exporter: bool = False
     """Default: false. The chart's Prometheus exporter sidecar (liftoff:observability)."""
 
@@ -109,8 +103,8 @@ def nats_values(args: NatsJetStreamArgs) -> dict[str, Any]:
         # Without it the chart sets max_file_store to the whole PVC size.
         "maxSize": max_file_store(settings.storage_gb),
     }
-    if args.storage_class:
-        file_store["pvc"]["storageClassName"] = args.storage_class
+    if args.context.storage_class:
+        file_store["pvc"]["storageClassName"] = args.context.storage_class
     jetstream: dict[str, Any] = {"enabled": True, "fileStore": file_store}
     if settings.durability == "always":
         # Acknowledge a write only after it is fsynced (the default syncs every 2 minutes, and
@@ -119,18 +113,20 @@ def nats_values(args: NatsJetStreamArgs) -> dict[str, Any]:
     restricted = kube.container_security_context()
     resources = settings.resources.to_kubernetes()
     values = {
-        "global": {"labels": dict(sorted(args.tags.items()))},
+        "global": {"labels": dict(sorted(args.context.tags.items()))},
         "config": {
             "cluster": {"enabled": settings.replicas > 1, "replicas": settings.replicas},
             "jetstream": jetstream,
         },
         "container": {
-            "image": {"fullImageName": kube.image(pin.images["nats"], args.image_registry)},
+            "image": {"fullImageName": kube.image(pin.images["nats"], args.context.image_registry)},
             "env": {"GOMEMLIMIT": gomemlimit(settings.resources.limits_memory)},
             "merge": {"securityContext": restricted, "resources": resources},
         },
         "reloader": {
-            "image": {"fullImageName": kube.image(pin.images["reloader"], args.image_registry)},
+            "image": {
+                "fullImageName": kube.image(pin.images["reloader"], args.context.image_registry)
+            },
             "merge": {"securityContext": restricted, "resources": RELOADER_RESOURCES},
         },
         "podTemplate": {
@@ -171,7 +167,9 @@ def nats_values(args: NatsJetStreamArgs) -> dict[str, Any]:
         values["promExporter"] = {
             "enabled": True,
             "port": NATS_EXPORTER_PORT,
-            "image": {"fullImageName": kube.image(pin.images["promExporter"], args.image_registry)},
+            "image": {
+                "fullImageName": kube.image(pin.images["promExporter"], args.context.image_registry)
+            },
             "merge": {"securityContext": restricted, "resources": RELOADER_RESOURCES},
         }
     return deep_merge(pin.values, values)
@@ -193,7 +191,7 @@ class NatsJetStream(pulumi.ComponentResource):
         settings = args.settings
         self._name = name
         self._network = network
-        self.labels = kube.labels("nats", args.stack, args.tags)
+        self.labels = kube.labels("nats", args.context.stack, args.context.tags)
         pin = load_chart_pin("nats")
         self.values = nats_values(args)
         self.chart = k8s.helm.v4.Chart(
@@ -236,19 +234,19 @@ class NatsJetStream(pulumi.ComponentResource):
         }
         # Jobs are immutable: a change of stream settings is a new Job with a new name.
         digest = hashlib.sha256(
-            json.dumps([stream_env, args.services_image], sort_keys=True).encode()
+            json.dumps([stream_env, args.context.services_image], sort_keys=True).encode()
         ).hexdigest()[:8]
         component = "stream-setup"
-        selector = kube.selector(component, args.stack)
+        selector = kube.selector(component, args.context.stack)
         self.grant_write(Peer(component, pod_labels=selector))
         container = {
             "name": "ensure-stream",
-            "image": kube.image(args.services_image, args.image_registry),
+            "image": kube.image(args.context.services_image, args.context.image_registry),
             "imagePullPolicy": "IfNotPresent",
             "args": ["ensure-stream"],
             "env": kube.env(stream_env),
         }
-        labels = kube.labels(component, args.stack, args.tags)
+        labels = kube.labels(component, args.context.stack, args.context.tags)
         return k8s.batch.v1.Job(
             f"{name}-setup",
             metadata=self._network.metadata(f"nats-stream-setup-{digest}", labels),

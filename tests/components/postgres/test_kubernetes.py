@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from components.kube import StackContext
 from components.network import Peer
 from components.network.kubernetes import KubernetesNetwork, KubernetesNetworkArgs
 from components.network.settings import KubernetesSettings
@@ -103,11 +104,15 @@ def test_grant_connect_declares_both_halves_of_the_policy():
     def program():
         network = KubernetesNetwork(
             "net",
-            KubernetesNetworkArgs(settings=KubernetesSettings(namespace="ns"), stack="unit"),
+            KubernetesNetworkArgs(
+                settings=KubernetesSettings(namespace="ns"), context=StackContext(stack="unit")
+            ),
         )
         postgres = KubernetesPostgres(
             "db",
-            KubernetesPostgresArgs(settings=PostgresSettings(), network=network, stack="unit"),
+            KubernetesPostgresArgs(
+                settings=PostgresSettings(), network=network, context=StackContext(stack="unit")
+            ),
         )
         postgres.grant_connect(Peer("loader", pod_labels={"app.kubernetes.io/component": "loader"}))
 
@@ -129,16 +134,20 @@ def _kubernetes_client_database(client="warehouse"):
     def program():
         network = KubernetesNetwork(
             "net",
-            KubernetesNetworkArgs(settings=KubernetesSettings(namespace="ns"), stack="unit"),
+            KubernetesNetworkArgs(
+                settings=KubernetesSettings(namespace="ns"), context=StackContext(stack="unit")
+            ),
         )
         postgres = KubernetesPostgres(
             "db",
             KubernetesPostgresArgs(
                 settings=PostgresSettings(),
                 network=network,
-                stack="unit",
-                services_image="registry.example/liftoff-services:1.0.0",
-                image_registry="mirror.example",
+                context=StackContext(
+                    stack="unit",
+                    services_image="registry.example/liftoff-services:1.0.0",
+                    image_registry="mirror.example",
+                ),
             ),
         )
         postgres.add_database(client)
