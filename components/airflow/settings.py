@@ -46,7 +46,7 @@ class AirflowSettings:
 
     enabled: bool = True
     """Default: true."""
-    version: str = "3.2.2"
+    version: str = DEFAULT_AIRFLOW_VERSION["kubernetes"]
     """Default: 3.0.6 on AWS (an MWAA version), 3.2.2 on Kubernetes (the image tag)."""
     executor: str = "KubernetesExecutor"
     """Kubernetes only: `KubernetesExecutor` (default) or `CeleryExecutor`."""
