@@ -19,7 +19,7 @@ from components.archive.kubernetes import ExternalArchive
 from components.archive.settings import ArchiveSettings
 from components.charts import ChartPin, deep_merge, load_chart_pin
 from components.config import ChartSource
-from components.network import Peer
+from components.network import KubernetesPeer
 from components.network.kubernetes import KubernetesNetwork
 from components.postgres import ClientDatabase
 from components.postgres.kubernetes import KubernetesPostgres
@@ -608,7 +608,7 @@ class KubernetesAirflow(pulumi.ComponentResource):
     def _network_policies(self, name: str, labels) -> None:
         args = self._args
         network = args.network
-        airflow = Peer("airflow", pod_labels=AIRFLOW_PODS)
+        airflow = KubernetesPeer("airflow", pod_labels=AIRFLOW_PODS)
         args.postgres.grant_connect(airflow)
         opts = pulumi.ResourceOptions(parent=self, depends_on=[network.default_deny])
         # Components talk to each other (task execution API, logs, PgBouncer, Redis).
@@ -655,7 +655,9 @@ class KubernetesAirflow(pulumi.ComponentResource):
                 opts=opts,
             )
         # Pods the reconciliation DAG launches (services image) reach Postgres and the archive.
-        reconcile = Peer(RECONCILE, pod_labels=kube.selector(RECONCILE, args.context.stack))
+        reconcile = KubernetesPeer(
+            RECONCILE, pod_labels=kube.selector(RECONCILE, args.context.stack)
+        )
         args.postgres.grant_connect(reconcile)
         if args.archive is not None:
             args.archive.grant_read(reconcile)

@@ -11,7 +11,7 @@ from components import aws_iam
 from components.archive import ArchiveLocation
 from components.archive.settings import ArchiveSettings
 from components.aws_s3 import secure_bucket
-from components.network import Grant, Peer
+from components.network import AwsPeer, Grant
 
 NONCURRENT_VERSION_DAYS = 30
 
@@ -69,7 +69,7 @@ class ArchiveBucket(pulumi.ComponentResource):
         self.register_outputs({"bucket": self.bucket.bucket, "arn": self.bucket.arn})
 
     def _grant(
-        self, peer: Peer, verb: str, actions: list[str], kms_actions: list[str]
+        self, peer: AwsPeer, verb: str, actions: list[str], kms_actions: list[str]
     ) -> aws.iam.RolePolicy:
         return aws_iam.grant_to_peer(
             f"{self._name}-{verb}-{peer.name}",
@@ -83,13 +83,13 @@ class ArchiveBucket(pulumi.ComponentResource):
             self,
         )
 
-    def grant_write(self, peer: Peer) -> Grant:
+    def grant_write(self, peer: AwsPeer) -> Grant:
         """Let `peer` write (and overwrite) archive objects."""
         policy = self._grant(
             peer, "write", ["s3:PutObject", "s3:GetObject"], ["kms:GenerateDataKey", "kms:Decrypt"]
         )
         return Grant(peer.name, (policy,))
 
-    def grant_read(self, peer: Peer) -> Grant:
+    def grant_read(self, peer: AwsPeer) -> Grant:
         """Let `peer` read archive objects."""
         return Grant(peer.name, (self._grant(peer, "read", ["s3:GetObject"], ["kms:Decrypt"]),))

@@ -11,7 +11,7 @@ import pulumi_kubernetes as k8s
 from components import kube
 from components.archive import CREDENTIALS_DIR, CREDENTIALS_FILE, ArchiveClient, ArchiveLocation
 from components.archive.settings import ArchiveSettings
-from components.network import Grant, Peer
+from components.network import Grant, KubernetesPeer
 from components.network.kubernetes import KubernetesNetwork
 
 SECRET_NAME = "archive-credentials"
@@ -65,7 +65,7 @@ class ExternalArchive(pulumi.ComponentResource):
         )
         self.register_outputs({"endpoint": settings.endpoint, "bucket": settings.bucket_name})
 
-    def _allow(self, peer: Peer, role: str) -> Grant:
+    def _allow(self, peer: KubernetesPeer, role: str) -> Grant:
         if not peer.pod_labels:
             raise ValueError(f"{role}({peer.name!r}) on Kubernetes needs the peer's pod labels")
         # The endpoint may be outside the cluster (an IP range) or a Service inside it.
@@ -86,14 +86,14 @@ class ExternalArchive(pulumi.ComponentResource):
         )
         return Grant(peer.name, (policy,))
 
-    def grant_write(self, peer: Peer) -> Grant:
+    def grant_write(self, peer: KubernetesPeer) -> Grant:
         """Let `peer`'s pods reach the endpoint (credentials come from `secret_name`)."""
         return self._allow(peer, "grant_write")
 
-    def grant_read(self, peer: Peer) -> Grant:
+    def grant_read(self, peer: KubernetesPeer) -> Grant:
         return self._allow(peer, "grant_read")
 
-    def client(self, peer: Peer | None = None, *, write: bool = False) -> ArchiveClient:
+    def client(self, peer: KubernetesPeer | None = None, *, write: bool = False) -> ArchiveClient:
         """The environment, credentials Secret and (when `peer` is given) network path a
         workload needs: reading, or writing with `write`."""
         if peer is not None:

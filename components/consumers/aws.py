@@ -23,7 +23,7 @@ from components.consumers import (
     broadcaster_runtime,
     destination_document,
 )
-from components.network import Peer
+from components.network import AwsPeer
 from components.network.aws import AwsNetwork
 from components.postgres import ClientDatabase
 from components.postgres.aws import RdsPostgres
@@ -148,7 +148,7 @@ class KinesisConsumer(pulumi.ComponentResource):
         )
         self.role = packaged.role
         self.function = packaged.function
-        self.peer = Peer(
+        self.peer = AwsPeer(
             args.runtime.name,
             iam_role_name=self.role.name,
             security_group_id=self.security_group.id if args.vpc is not None else None,

@@ -28,7 +28,7 @@ from components.consumers import (
     broadcaster_runtime,
     destination_document,
 )
-from components.network import Peer
+from components.network import KubernetesPeer
 from components.network.kubernetes import KubernetesNetwork
 from components.postgres import ClientDatabase
 from components.postgres.kubernetes import KubernetesPostgres
@@ -60,9 +60,9 @@ class StreamConsumerArgs:
     """Resources that must exist first (e.g. the job creating the consumer's database)."""
 
 
-def consumer_peer(runtime: ConsumerRuntime, stack: str) -> Peer:
+def consumer_peer(runtime: ConsumerRuntime, stack: str) -> KubernetesPeer:
     """The consumer's pods, as other capabilities' grants name them."""
-    return Peer(runtime.name, pod_labels=kube.selector(runtime.name, stack))
+    return KubernetesPeer(runtime.name, pod_labels=kube.selector(runtime.name, stack))
 
 
 class StreamConsumer(pulumi.ComponentResource):
@@ -158,7 +158,7 @@ class StreamConsumer(pulumi.ComponentResource):
 def allow_private_egress(
     name: str,
     network: KubernetesNetwork,
-    peer: Peer,
+    peer: KubernetesPeer,
     networks: tuple[PrivateNetwork, ...],
     labels: Mapping[str, str],
     parent: pulumi.Resource,
@@ -186,7 +186,7 @@ def allow_private_egress(
 def allow_internet_egress(
     name: str,
     network: KubernetesNetwork,
-    peer: Peer,
+    peer: KubernetesPeer,
     labels: Mapping[str, str],
     parent: pulumi.Resource,
 ) -> None:

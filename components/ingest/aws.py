@@ -33,7 +33,7 @@ from components.ingest import (
     write_keys_document,
 )
 from components.ingest.settings import IngestSettings, Source
-from components.network import Peer
+from components.network import AwsPeer
 from components.stream.aws import KinesisStream
 from services import env as runtime_env
 
@@ -137,7 +137,7 @@ class LambdaCollector(pulumi.ComponentResource):
             args.kms_key_arn,
             self,
         )
-        args.stream.grant_write(Peer("collector", iam_role_name=self.role.name))
+        args.stream.grant_write(AwsPeer("collector", iam_role_name=self.role.name))
         aws.iam.RolePolicy(
             f"{name}-quarantine-policy",
             role=self.role.id,

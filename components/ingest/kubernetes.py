@@ -19,7 +19,7 @@ from components.ingest import (
     write_keys_document,
 )
 from components.ingest.settings import IngestSettings, Source
-from components.network import Peer
+from components.network import KubernetesPeer
 from components.network.kubernetes import KubernetesNetwork
 from components.stream.kubernetes import NatsJetStream
 from services import env as runtime_env
@@ -71,7 +71,7 @@ class KubernetesCollector(pulumi.ComponentResource):
             string_data={WRITE_KEYS_FILE: write_keys_document(keys)},
             opts=child,
         )
-        args.stream.grant_write(Peer(COMPONENT, pod_labels=selector))
+        args.stream.grant_write(KubernetesPeer(COMPONENT, pod_labels=selector))
 
         # Pods restart when the set of sources changes (the keys themselves never rotate
         # silently: a key changes only when its source is replaced).

@@ -18,7 +18,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import kube
-from components.network import Peer
+from components.network import KubernetesPeer
 from components.network.kubernetes import KubernetesNetwork
 from components.observability import SIGNALS, ObservabilitySettings, prometheus_rule_groups
 from components.postgres.kubernetes import KubernetesPostgres
@@ -87,7 +87,9 @@ class KubernetesObservability(pulumi.ComponentResource):
         self.monitoring_database = args.postgres.add_database(
             "monitoring", member_of=("pg_monitor",)
         )
-        args.postgres.grant_connect(Peer("postgres-exporter", pod_labels=exporter.pod_selector))
+        args.postgres.grant_connect(
+            KubernetesPeer("postgres-exporter", pod_labels=exporter.pod_selector)
+        )
         self.postgres_exporter = self._postgres_exporter(name, args, exporter, child)
 
         self.service_monitor = k8s.apiextensions.CustomResource(

@@ -14,7 +14,7 @@ import pulumi_random as random
 from components import aws_iam
 from components.aws_lambda import packaged_function
 from components.aws_logs import LogSettings, log_group
-from components.network import Grant, Peer
+from components.network import AwsPeer, Grant
 from components.network.aws import AwsNetwork
 from components.postgres import (
     PORT,
@@ -209,7 +209,7 @@ class RdsPostgres(pulumi.ComponentResource):
             }
         )
 
-    def grant_connect(self, peer: Peer) -> Grant:
+    def grant_connect(self, peer: AwsPeer) -> Grant:
         """Admit `peer`'s security group to the Postgres port."""
         if peer.security_group_id is None:
             raise ValueError(f"grant_connect({peer.name!r}) on AWS needs the peer's security group")
@@ -254,7 +254,7 @@ class RdsPostgres(pulumi.ComponentResource):
             ],
             opts=child,
         )
-        self.grant_connect(Peer("setup", security_group_id=group.id))
+        self.grant_connect(AwsPeer("setup", security_group_id=group.id))
         packaged = packaged_function(
             name,
             function_name=f"{self._args.identifier}-setup",
@@ -281,7 +281,7 @@ class RdsPostgres(pulumi.ComponentResource):
         self._setup = packaged.function
         return self._setup
 
-    def grant_read_credentials(self, peer: Peer, client: ClientDatabase) -> Grant:
+    def grant_read_credentials(self, peer: AwsPeer, client: ClientDatabase) -> Grant:
         """Let `peer`'s role read a client database's credentials secret."""
         if peer.iam_role_name is None or client.secret_arn is None:
             raise ValueError(f"grant_read_credentials({peer.name!r}) needs an IAM role")

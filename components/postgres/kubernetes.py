@@ -12,7 +12,7 @@ import pulumi_random as random
 
 from components import kube
 from components.archive.kubernetes import ExternalArchive
-from components.network import Grant, Peer
+from components.network import Grant, KubernetesPeer
 from components.network.kubernetes import KubernetesNetwork
 from components.postgres import (
     CLIENT_LABEL,
@@ -284,7 +284,7 @@ class KubernetesPostgres(pulumi.ComponentResource):
             "volumeMounts": [{"name": "data", "mountPath": DATA_MOUNT, "readOnly": True}],
         }
 
-    def grant_connect(self, peer: Peer) -> Grant:
+    def grant_connect(self, peer: KubernetesPeer) -> Grant:
         """Admit `peer`'s pods to Postgres.
 
         Declares a NetworkPolicy pair (egress from the peer, ingress to Postgres) scoped to
@@ -344,7 +344,7 @@ class KubernetesPostgres(pulumi.ComponentResource):
         )
         component = f"postgres-setup-{client.replace('_', '-')}"
         selector = kube.selector(component, args.context.stack)
-        self.grant_connect(Peer(component, pod_labels=selector))
+        self.grant_connect(KubernetesPeer(component, pod_labels=selector))
         job_labels = kube.labels(component, args.context.stack, args.context.tags)
 
         env = kube.env(
@@ -424,7 +424,7 @@ class KubernetesPostgres(pulumi.ComponentResource):
         component = "postgres-backup"
         selector = kube.selector(component, args.context.stack)
         labels = kube.labels(component, args.context.stack, args.context.tags)
-        peer = Peer(component, pod_labels=selector)
+        peer = KubernetesPeer(component, pod_labels=selector)
         self.grant_connect(peer)
         client = archive.client(peer, write=True)
         host = self.host

@@ -8,7 +8,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components import aws_iam
-from components.network import Grant, Peer
+from components.network import AwsPeer, Grant
 from components.stream import StreamConnection
 from components.stream.settings import StreamSettings
 
@@ -65,7 +65,7 @@ class KinesisStream(pulumi.ComponentResource):
         self.register_outputs({"streamArn": self.stream.arn, "url": self.connection.url})
 
     def _grant(
-        self, peer: Peer, verb: str, actions: list[str], kms_actions: list[str]
+        self, peer: AwsPeer, verb: str, actions: list[str], kms_actions: list[str]
     ) -> aws.iam.RolePolicy:
         return aws_iam.grant_to_peer(
             f"{self._name}-{verb}-{peer.name}",
@@ -78,18 +78,18 @@ class KinesisStream(pulumi.ComponentResource):
             self,
         )
 
-    def grant_write(self, peer: Peer) -> Grant:
+    def grant_write(self, peer: AwsPeer) -> Grant:
         """Let `peer`'s role put records (and encrypt them with the stream's key)."""
         return Grant(
             peer.name, (self._grant(peer, "write", WRITE_ACTIONS, ["kms:GenerateDataKey"]),)
         )
 
-    def grant_read(self, peer: Peer) -> Grant:
+    def grant_read(self, peer: AwsPeer) -> Grant:
         """Let `peer`'s role read records (and decrypt them)."""
         return Grant(peer.name, (self._grant(peer, "read", READ_ACTIONS, ["kms:Decrypt"]),))
 
     def add_fan_out_consumer(
-        self, peer: Peer
+        self, peer: AwsPeer
     ) -> tuple[aws.kinesis.StreamConsumer, aws.iam.RolePolicy]:
         """Register an enhanced fan-out consumer named after `peer` (its own 2 MB/s per shard,
         pushed over SubscribeToShard) and let `peer`'s role subscribe through it only.

@@ -13,7 +13,7 @@ import pulumi_kubernetes as k8s
 from components import kube
 from components.charts import deep_merge, load_chart_pin
 from components.config import ChartSource
-from components.network import Grant, Peer
+from components.network import Grant, KubernetesPeer
 from components.network.kubernetes import KubernetesNetwork
 from components.stream import STREAM_NAME, StreamConnection
 from components.stream.settings import StreamSettings
@@ -238,7 +238,7 @@ class NatsJetStream(pulumi.ComponentResource):
         ).hexdigest()[:8]
         component = "stream-setup"
         selector = kube.selector(component, args.context.stack)
-        self.grant_write(Peer(component, pod_labels=selector))
+        self.grant_write(KubernetesPeer(component, pod_labels=selector))
         container = {
             "name": "ensure-stream",
             "image": kube.image(args.context.services_image, args.context.image_registry),
@@ -254,7 +254,9 @@ class NatsJetStream(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.chart]),
         )
 
-    def _allow_clients(self, peer: Peer, role: str) -> tuple[k8s.networking.v1.NetworkPolicy, ...]:
+    def _allow_clients(
+        self, peer: KubernetesPeer, role: str
+    ) -> tuple[k8s.networking.v1.NetworkPolicy, ...]:
         if not peer.pod_labels:
             raise ValueError(f"{role}({peer.name!r}) on Kubernetes needs the peer's pod labels")
         return self._network.allow(
@@ -266,10 +268,10 @@ class NatsJetStream(pulumi.ComponentResource):
             parent=self,
         )
 
-    def grant_write(self, peer: Peer) -> Grant:
+    def grant_write(self, peer: KubernetesPeer) -> Grant:
         """Admit `peer`'s pods to publish (network access to the NATS client port)."""
         return Grant(peer.name, self._allow_clients(peer, "grant_write"))
 
-    def grant_read(self, peer: Peer) -> Grant:
+    def grant_read(self, peer: KubernetesPeer) -> Grant:
         """Admit `peer`'s pods to consume (network access to the NATS client port)."""
         return Grant(peer.name, self._allow_clients(peer, "grant_read"))

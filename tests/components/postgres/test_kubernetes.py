@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from components.kube import StackContext
-from components.network import Peer
+from components.network import KubernetesPeer
 from components.network.kubernetes import KubernetesNetwork, KubernetesNetworkArgs
 from components.network.settings import KubernetesSettings
 from components.postgres.kubernetes import KubernetesPostgres, KubernetesPostgresArgs
@@ -114,7 +114,9 @@ def test_grant_connect_declares_both_halves_of_the_policy():
                 settings=PostgresSettings(), network=network, context=StackContext(stack="unit")
             ),
         )
-        postgres.grant_connect(Peer("loader", pod_labels={"app.kubernetes.io/component": "loader"}))
+        postgres.grant_connect(
+            KubernetesPeer("loader", pod_labels={"app.kubernetes.io/component": "loader"})
+        )
 
     run = run_with_config({}, stack="unit", program=program)
     policies = {
