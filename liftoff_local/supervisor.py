@@ -33,6 +33,7 @@ from components.consumers import (
     LOADER_RUNTIME,
     destination_document,
 )
+from components.ingest.settings import KubernetesIngest
 from liftoff_local import tracking
 from liftoff_local.binaries import PostgresBinaries, nats_server_version
 from liftoff_local.processes import (
@@ -586,7 +587,9 @@ class Supervisor:
             runtime_env.PORT: str(port),
             runtime_env.LOG_LEVEL: "INFO",
         }
-        ingest, sources = self.plan.config.ingest, self.plan.config.sources
+        # An AWS stack run locally: the collector's HTTP limits at their Kubernetes defaults.
+        ingest = self.plan.config.ingest.kubernetes or KubernetesIngest()
+        sources = self.plan.config.sources
         env.update(
             {
                 **collector_runtime_env(sources),

@@ -32,7 +32,7 @@ from components.ingest import (
     generate_write_keys,
     write_keys_document,
 )
-from components.ingest.settings import IngestSettings, Source
+from components.ingest.settings import AwsIngest, Source
 from components.network import AwsPeer
 from components.stream.aws import KinesisStream
 from services import env as runtime_env
@@ -57,7 +57,7 @@ ACCESS_LOG_FORMAT = json.dumps(
 
 @dataclass(frozen=True)
 class LambdaCollectorArgs:
-    settings: IngestSettings
+    settings: AwsIngest
     sources: tuple[Source, ...]
     stream: KinesisStream
     function_name: str

@@ -18,7 +18,7 @@ from components.ingest import (
     generate_write_keys,
     write_keys_document,
 )
-from components.ingest.settings import IngestSettings, Source
+from components.ingest.settings import KubernetesIngest, Source
 from components.network import KubernetesPeer
 from components.network.kubernetes import KubernetesNetwork
 from components.stream.kubernetes import NatsJetStream
@@ -35,7 +35,7 @@ class KubernetesCollectorArgs:
     context: kube.StackContext
     """The stack, its tags, the image registry, the services image and the storage
     class: what every Kubernetes capability of the stack shares."""
-    settings: IngestSettings
+    settings: KubernetesIngest
     sources: tuple[Source, ...]
     stream: NatsJetStream
     network: KubernetesNetwork
@@ -234,7 +234,7 @@ class KubernetesCollector(pulumi.ComponentResource):
     def _ingress(
         self,
         name: str,
-        settings: IngestSettings,
+        settings: KubernetesIngest,
         labels: Mapping[str, str],
         child: pulumi.ResourceOptions,
     ) -> None:

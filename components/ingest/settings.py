@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,48 +40,74 @@ class Source:
 
 
 @dataclass(frozen=True)
-class IngestSettings:
-    """`liftoff:ingest` — the collector (HTTP ingestion API)."""
+class KubernetesIngest:
+    """`liftoff:ingest` on Kubernetes: the collector Deployment, its autoscaler, Ingress and
+    HTTP limits."""
 
     replicas: int = 2
-    """Default: 2. Kubernetes only: collector pods at creation (then the autoscaler owns it)."""
+    """Default: 2. Collector pods at creation (then the autoscaler owns it)."""
     min_replicas: int = 2
-    """Default: 2. Kubernetes only: autoscaler floor."""
+    """Default: 2. Autoscaler floor."""
     max_replicas: int = 10
-    """Default: 10. Kubernetes only: autoscaler ceiling."""
+    """Default: 10. Autoscaler ceiling."""
     host: str | None = None
     """Default: none (no Ingress; the collector is reachable in-cluster only)."""
     ingress_class: str | None = None
-    """Default: the cluster's default IngressClass. Kubernetes only."""
+    """Default: the cluster's default IngressClass."""
     tls_secret: str | None = None
-    """Default: none (plain HTTP at the Ingress). Kubernetes only; needs `host`."""
+    """Default: none (plain HTTP at the Ingress). Needs `host`."""
     public_url: str | None = None
     """`publicUrl`. Default: `https://<host>` with `tlsSecret`, `http://<host>` without, none
-    without `host`. Kubernetes only: where browsers and SDKs reach the collector when that is
+    without `host`. Where browsers and SDKs reach the collector when that is
     not what the Ingress alone says (TLS terminated by a load balancer in front, another
     gateway); it is the `collectorUrl` output and what analytics.js's settings name."""
     resources: ComputeResources = field(
         default_factory=lambda: ComputeResources("250m", "256Mi", "1", "512Mi")
     )
-    """Default: requests 250m CPU / 256Mi, limits 1 CPU / 512Mi. Kubernetes only."""
-    throttling_rate_limit: int = 1000
-    """Default: 1000 requests/s steady. AWS only (API Gateway stage throttling)."""
-    throttling_burst_limit: int = 2000
-    """Default: 2000 requests. AWS only."""
-    memory_mb: int = 512
-    """Default: 512. AWS only: collector Lambda memory (CPU scales with it)."""
+    """Default: requests 250m CPU / 256Mi, limits 1 CPU / 512Mi."""
     trusted_proxies: tuple[str, ...] = ()
-    """Default: none (`X-Forwarded-For` is never believed). Kubernetes only: addresses or CIDRs
+    """Default: none (`X-Forwarded-For` is never believed). Addresses or CIDRs
     of the proxies in front of the collector (the ingress controller's pods) whose
     `X-Forwarded-For` gives the client address for `context.ip`."""
     max_header_bytes: int = 64 * 1024
-    """Default: 65536. Kubernetes only: request line + headers; larger is refused with 431."""
+    """Default: 65536. Request line + headers; larger is refused with 431."""
     header_timeout_seconds: int = 10
-    """Default: 10. Kubernetes only: time to send a request's headers (408 after it)."""
+    """Default: 10. Time to send a request's headers (408 after it)."""
     body_timeout_seconds: int = 30
-    """Default: 30. Kubernetes only: time to send a request's body (connection closed after)."""
+    """Default: 30. Time to send a request's body (connection closed after)."""
     max_connections: int = 512
-    """Default: 512. Kubernetes only: open connections per collector pod; more are closed."""
+    """Default: 512. Open connections per collector pod; more are closed."""
+
+
+@dataclass(frozen=True)
+class AwsIngest:
+    """`liftoff:ingest` on AWS: API Gateway throttling and the collector function."""
+
+    throttling_rate_limit: int = 1000
+    """Default: 1000 requests/s steady. API Gateway stage throttling."""
+    throttling_burst_limit: int = 2000
+    """Default: 2000 requests."""
+    memory_mb: int = 512
+    """Default: 512. Collector Lambda memory (CPU scales with it)."""
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """`liftoff:ingest` — the collector (HTTP ingestion API): the chosen target's settings.
+    A key of the other target is refused by construction (`config_keys` of its settings)."""
+
+    aws: AwsIngest | None = None
+    """Set on AWS."""
+    kubernetes: KubernetesIngest | None = None
+    """Set on Kubernetes."""
+
+
+def config_keys(settings: type) -> tuple[str, ...]:
+    """The `liftoff:ingest` keys of one target's settings (camelCase of its fields, in order)."""
+    return tuple(
+        re.sub(r"_([a-z])", lambda m: m.group(1).upper(), f.name)
+        for f in dataclasses.fields(settings)
+    )
 
 
 SOURCE_NAME = r"[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?"
@@ -138,8 +166,8 @@ def _read_allowed_origins(reader: ConfigReader) -> tuple[str, ...]:
 
 
 def read_ingest(reader: ConfigReader, target: Target | None) -> IngestSettings:
-    defaults = IngestSettings()
     if target == "aws":
+        defaults = AwsIngest()
         rate = reader.integer(
             "throttlingRateLimit", defaults.throttling_rate_limit, minimum=1, maximum=100000
         )
@@ -147,22 +175,19 @@ def read_ingest(reader: ConfigReader, target: Target | None) -> IngestSettings:
             "throttlingBurstLimit", defaults.throttling_burst_limit, minimum=1, maximum=100000
         )
         memory = reader.integer("memoryMb", defaults.memory_mb, minimum=128, maximum=10240)
-        for name in (
-            "replicas",
-            "minReplicas",
-            "maxReplicas",
-            "host",
-            "ingressClass",
-            "tlsSecret",
-            "publicUrl",
-            "resources",
-            *_KUBERNETES_HTTP_KEYS,
-        ):
+        for name in config_keys(KubernetesIngest):
             reader.reject(name, "only with target 'kubernetes'")
         reader.finish()
         return IngestSettings(
-            throttling_rate_limit=rate, throttling_burst_limit=burst, memory_mb=memory
+            aws=AwsIngest(
+                throttling_rate_limit=rate, throttling_burst_limit=burst, memory_mb=memory
+            )
         )
+    return IngestSettings(kubernetes=_read_kubernetes_ingest(reader))
+
+
+def _read_kubernetes_ingest(reader: ConfigReader) -> KubernetesIngest:
+    defaults = KubernetesIngest()
     replicas = reader.integer("replicas", defaults.replicas, minimum=1, maximum=100)
     minimum = reader.integer(
         "minReplicas", min(defaults.min_replicas, replicas), minimum=1, maximum=100
@@ -204,10 +229,10 @@ def read_ingest(reader: ConfigReader, target: Target | None) -> IngestSettings:
     connections = reader.integer(
         "maxConnections", defaults.max_connections, minimum=1, maximum=100000
     )
-    for name in ("throttlingRateLimit", "throttlingBurstLimit", "memoryMb"):
+    for name in config_keys(AwsIngest):
         reader.reject(name, "only with target 'aws'")
     reader.finish()
-    return IngestSettings(
+    return KubernetesIngest(
         replicas=replicas,
         min_replicas=minimum,
         max_replicas=maximum,
@@ -222,15 +247,6 @@ def read_ingest(reader: ConfigReader, target: Target | None) -> IngestSettings:
         body_timeout_seconds=body_timeout,
         max_connections=connections,
     )
-
-
-_KUBERNETES_HTTP_KEYS = (
-    "trustedProxies",
-    "maxHeaderBytes",
-    "headerTimeoutSeconds",
-    "bodyTimeoutSeconds",
-    "maxConnections",
-)
 
 
 def _read_trusted_proxies(reader: ConfigReader) -> tuple[str, ...]:

@@ -95,6 +95,7 @@ def _data_path(shared: Assembly, key: aws.kms.Key, logs: LogSettings) -> Platfor
     """Network, Postgres, stream, collector, archive and consumers."""
     config, name, child = shared.config, shared.name, shared.child
     assert config.aws is not None and config.archive is not None  # the archive: always on AWS
+    assert config.ingest.aws is not None
     endpoints = INTERFACE_ENDPOINTS + (MWAA_ENDPOINTS if config.airflow.enabled else ())
     network = AwsNetwork(
         f"{name}-network",
@@ -127,7 +128,7 @@ def _data_path(shared: Assembly, key: aws.kms.Key, logs: LogSettings) -> Platfor
     ingest = LambdaCollector(
         f"{name}-ingest",
         LambdaCollectorArgs(
-            settings=config.ingest,
+            settings=config.ingest.aws,
             sources=config.sources,
             stream=stream,
             function_name=f"{config.prefix}-collector",

@@ -77,6 +77,7 @@ def _data_path(shared: Assembly) -> PlatformParts:
     settings = config.kubernetes
     assert settings is not None
     context = _context(config)
+    assert config.ingest.kubernetes is not None
     network = KubernetesNetwork(
         f"{name}-network",
         KubernetesNetworkArgs(
@@ -109,7 +110,7 @@ def _data_path(shared: Assembly) -> PlatformParts:
     ingest = KubernetesCollector(
         f"{name}-ingest",
         KubernetesCollectorArgs(
-            settings=config.ingest,
+            settings=config.ingest.kubernetes,
             sources=config.sources,
             stream=stream,
             network=network,
