@@ -83,9 +83,20 @@ class LambdaCollector(pulumi.ComponentResource):
         self, name: str, args: LambdaCollectorArgs, opts: pulumi.ResourceOptions | None = None
     ):
         super().__init__("liftoff:ingest:LambdaCollector", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        settings = args.settings
+        keys = self._declare_write_keys(name, args)
+        self._declare_function(name, args)
+        self._grant_function(name, args)
+        self._declare_api(name, args)
+        self.endpoint = IngestEndpoint(
+            collector_url=self.api.api_endpoint,
+            write_keys=pulumi.Output.secret(pulumi.Output.all(**keys)),
+        )
+        self.register_outputs(
+            {"collectorUrl": self.endpoint.collector_url, "functionArn": self.function.arn}
+        )
 
+    def _declare_write_keys(self, name: str, args: LambdaCollectorArgs) -> dict:
+        child = pulumi.ResourceOptions(parent=self)
         keys = generate_write_keys(name, args.sources, self)
         self.write_keys_secret = aws.secretsmanager.Secret(
             f"{name}-write-keys",
@@ -100,6 +111,10 @@ class LambdaCollector(pulumi.ComponentResource):
             opts=child,
         )
 
+        return keys
+
+    def _declare_function(self, name: str, args: LambdaCollectorArgs) -> None:
+        child = pulumi.ResourceOptions(parent=self)
         self.quarantine_queue = aws.sqs.Queue(
             f"{name}-quarantine",
             kms_master_key_id=args.kms_key_arn,
@@ -125,11 +140,15 @@ class LambdaCollector(pulumi.ComponentResource):
             environment=environment,
             parent=self,
             logs=args.logs,
-            memory_mb=settings.memory_mb,
+            memory_mb=args.settings.memory_mb,
             timeout_seconds=15,
         )
         self.role = packaged.role
         self.function = packaged.function
+
+    def _grant_function(self, name: str, args: LambdaCollectorArgs) -> None:
+        """The role reads the write keys, writes the stream and sends to the quarantine."""
+        child = pulumi.ResourceOptions(parent=self)
         aws_iam.grant_secret_read(
             f"{name}-role-policy",
             self.role.id,
@@ -161,6 +180,10 @@ class LambdaCollector(pulumi.ComponentResource):
             opts=child,
         )
 
+    def _declare_api(self, name: str, args: LambdaCollectorArgs) -> None:
+        """The HTTP API, its routes, access logs and stage, and its right to invoke."""
+        child = pulumi.ResourceOptions(parent=self)
+        settings = args.settings
         self.api = aws.apigatewayv2.Api(
             f"{name}-api",
             protocol_type="HTTP",
@@ -225,10 +248,3 @@ class LambdaCollector(pulumi.ComponentResource):
                 source_arn=pulumi.Output.concat(self.api.execution_arn, f"/*/*{prefix}/*"),
                 opts=child,
             )
-        self.endpoint = IngestEndpoint(
-            collector_url=self.api.api_endpoint,
-            write_keys=pulumi.Output.secret(pulumi.Output.all(**keys)),
-        )
-        self.register_outputs(
-            {"collectorUrl": self.endpoint.collector_url, "functionArn": self.function.arn}
-        )

@@ -73,83 +73,41 @@ class KubernetesCollector(pulumi.ComponentResource):
         )
         args.stream.grant_write(KubernetesPeer(COMPONENT, pod_labels=selector))
 
+        public_url = _public_url(settings)
+        container = _container(args, _environment(args, public_url))
+        self.deployment = self._declare_deployment(
+            name, args, _pod_spec(container, selector), labels, selector, child
+        )
+        self.service = self._declare_service(name, settings, labels, selector, child)
+        url = pulumi.Output.concat("http://", network.dns_name(COMPONENT))
+        if settings.host:
+            self._ingress(name, settings, labels, child)
+        if public_url:
+            url = pulumi.Output.from_input(public_url)
+        self.endpoint = IngestEndpoint(
+            collector_url=url, write_keys=pulumi.Output.secret(pulumi.Output.all(**keys))
+        )
+        self.register_outputs({"collectorUrl": url})
+
+    def _declare_deployment(
+        self,
+        name: str,
+        args: KubernetesCollectorArgs,
+        pod_spec: dict,
+        labels: Mapping[str, str],
+        selector: Mapping[str, str],
+        child: pulumi.ResourceOptions,
+    ) -> k8s.apps.v1.Deployment:
         # Pods restart when the set of sources changes (the keys themselves never rotate
         # silently: a key changes only when its source is replaced).
         sources_digest = hashlib.sha256(
             ",".join(s.name for s in args.sources).encode()
         ).hexdigest()[:16]
-        environment: dict[str, pulumi.Input[str]] = {
-            runtime_env.STREAM_URL: args.stream.connection.url,
-            runtime_env.WRITE_KEYS_FILE: f"{WRITE_KEYS_DIR}/{WRITE_KEYS_FILE}",
-            runtime_env.PORT: str(PORT),
-            runtime_env.LOG_LEVEL: "INFO",
-            **collector_runtime_env(args.sources),
-            runtime_env.HTTP_MAX_HEADER_BYTES: str(settings.max_header_bytes),
-            runtime_env.HTTP_HEADER_TIMEOUT: str(settings.header_timeout_seconds),
-            runtime_env.HTTP_BODY_TIMEOUT: str(settings.body_timeout_seconds),
-            runtime_env.HTTP_MAX_CONNECTIONS: str(settings.max_connections),
-        }
-        if settings.trusted_proxies:
-            environment[runtime_env.TRUSTED_PROXIES] = ",".join(settings.trusted_proxies)
-        origins = allowed_origins_document(args.sources)
-        if origins is not None:
-            environment[runtime_env.ALLOWED_ORIGINS] = origins
-        public_url = settings.public_url
-        if public_url is None and settings.host:
-            public_url = f"{'https' if settings.tls_secret else 'http'}://{settings.host}"
-        if public_url:
-            # Behind the Ingress the pod sees plain HTTP: analytics.js's settings must name the
-            # public scheme and host.
-            environment[runtime_env.PUBLIC_URL] = public_url
-        container = {
-            "name": COMPONENT,
-            "image": kube.image(args.context.services_image, args.context.image_registry),
-            "imagePullPolicy": "IfNotPresent",
-            "args": [COMPONENT],
-            "env": kube.env(environment),
-            "ports": [{"name": "http", "containerPort": PORT}],
-            "resources": settings.resources.to_kubernetes(),
-            "startupProbe": {
-                "httpGet": {"path": "/healthz", "port": "http"},
-                "periodSeconds": 2,
-                "failureThreshold": 30,
-            },
-            "livenessProbe": {
-                "httpGet": {"path": "/healthz", "port": "http"},
-                "periodSeconds": 10,
-                "timeoutSeconds": 3,
-            },
-            # Ready only while the stream answers: no pod takes events it cannot publish.
-            "readinessProbe": {
-                "httpGet": {"path": "/readyz", "port": "http"},
-                "periodSeconds": 5,
-                "timeoutSeconds": 3,
-            },
-            "volumeMounts": [{"name": "write-keys", "mountPath": WRITE_KEYS_DIR, "readOnly": True}],
-        }
-        pod_spec = kube.services_pod_spec(
-            [container],
-            volumes=[
-                {
-                    "name": "write-keys",
-                    "secret": {"secretName": "collector-write-keys", "defaultMode": 0o440},
-                }
-            ],
-        )
-        pod_spec["terminationGracePeriodSeconds"] = 30
-        pod_spec["topologySpreadConstraints"] = [
-            {
-                "maxSkew": 1,
-                "topologyKey": "kubernetes.io/hostname",
-                "whenUnsatisfiable": "ScheduleAnyway",
-                "labelSelector": {"matchLabels": selector},
-            }
-        ]
-        self.deployment = k8s.apps.v1.Deployment(
+        return k8s.apps.v1.Deployment(
             f"{name}-deployment",
-            metadata=network.metadata(COMPONENT, labels),
+            metadata=self._network.metadata(COMPONENT, labels),
             spec={
-                "replicas": settings.replicas,
+                "replicas": args.settings.replicas,
                 "selector": {"matchLabels": selector},
                 "strategy": {
                     "type": "RollingUpdate",
@@ -171,9 +129,20 @@ class KubernetesCollector(pulumi.ComponentResource):
                 ),
             ),
         )
-        self.service = k8s.core.v1.Service(
+
+    def _declare_service(
+        self,
+        name: str,
+        settings: KubernetesIngest,
+        labels: Mapping[str, str],
+        selector: Mapping[str, str],
+        child: pulumi.ResourceOptions,
+    ) -> k8s.core.v1.Service:
+        """The Service, its autoscaler and disruption budget, and who may reach it."""
+        metadata = self._network.metadata(COMPONENT, labels)
+        service = k8s.core.v1.Service(
             f"{name}-service",
-            metadata=network.metadata(COMPONENT, labels),
+            metadata=metadata,
             spec={
                 "type": "ClusterIP",
                 "selector": selector,
@@ -183,7 +152,7 @@ class KubernetesCollector(pulumi.ComponentResource):
         )
         k8s.autoscaling.v2.HorizontalPodAutoscaler(
             f"{name}-autoscaler",
-            metadata=network.metadata(COMPONENT, labels),
+            metadata=metadata,
             spec={
                 "scaleTargetRef": {
                     "apiVersion": "apps/v1",
@@ -206,14 +175,14 @@ class KubernetesCollector(pulumi.ComponentResource):
         )
         k8s.policy.v1.PodDisruptionBudget(
             f"{name}-pdb",
-            metadata=network.metadata(COMPONENT, labels),
+            metadata=metadata,
             spec={"maxUnavailable": 1, "selector": {"matchLabels": selector}},
             opts=child,
         )
         # Clients (an ingress controller, or SDKs inside the cluster) may reach the collector.
         k8s.networking.v1.NetworkPolicy(
             f"{name}-clients",
-            metadata=network.metadata("collector-clients", labels),
+            metadata=self._network.metadata("collector-clients", labels),
             spec={
                 "podSelector": {"matchLabels": selector},
                 "policyTypes": ["Ingress"],
@@ -221,15 +190,7 @@ class KubernetesCollector(pulumi.ComponentResource):
             },
             opts=child,
         )
-        url = pulumi.Output.concat("http://", network.dns_name(COMPONENT))
-        if settings.host:
-            self._ingress(name, settings, labels, child)
-        if public_url:
-            url = pulumi.Output.from_input(public_url)
-        self.endpoint = IngestEndpoint(
-            collector_url=url, write_keys=pulumi.Output.secret(pulumi.Output.all(**keys))
-        )
-        self.register_outputs({"collectorUrl": url})
+        return service
 
     def _ingress(
         self,
@@ -267,3 +228,86 @@ class KubernetesCollector(pulumi.ComponentResource):
             spec=spec,
             opts=child,
         )
+
+
+def _public_url(settings: KubernetesIngest) -> str | None:
+    """The URL SDKs use: configured, or derived from the Ingress host and TLS."""
+    if settings.public_url is None and settings.host:
+        return f"{'https' if settings.tls_secret else 'http'}://{settings.host}"
+    return settings.public_url
+
+
+def _environment(args: KubernetesCollectorArgs, public_url: str | None) -> dict:
+    settings = args.settings
+    environment: dict[str, pulumi.Input[str]] = {
+        runtime_env.STREAM_URL: args.stream.connection.url,
+        runtime_env.WRITE_KEYS_FILE: f"{WRITE_KEYS_DIR}/{WRITE_KEYS_FILE}",
+        runtime_env.PORT: str(PORT),
+        runtime_env.LOG_LEVEL: "INFO",
+        **collector_runtime_env(args.sources),
+        runtime_env.HTTP_MAX_HEADER_BYTES: str(settings.max_header_bytes),
+        runtime_env.HTTP_HEADER_TIMEOUT: str(settings.header_timeout_seconds),
+        runtime_env.HTTP_BODY_TIMEOUT: str(settings.body_timeout_seconds),
+        runtime_env.HTTP_MAX_CONNECTIONS: str(settings.max_connections),
+    }
+    if settings.trusted_proxies:
+        environment[runtime_env.TRUSTED_PROXIES] = ",".join(settings.trusted_proxies)
+    origins = allowed_origins_document(args.sources)
+    if origins is not None:
+        environment[runtime_env.ALLOWED_ORIGINS] = origins
+    if public_url:
+        # Behind the Ingress the pod sees plain HTTP: analytics.js's settings must name the
+        # public scheme and host.
+        environment[runtime_env.PUBLIC_URL] = public_url
+    return environment
+
+
+def _container(args: KubernetesCollectorArgs, environment: dict) -> dict:
+    return {
+        "name": COMPONENT,
+        "image": kube.image(args.context.services_image, args.context.image_registry),
+        "imagePullPolicy": "IfNotPresent",
+        "args": [COMPONENT],
+        "env": kube.env(environment),
+        "ports": [{"name": "http", "containerPort": PORT}],
+        "resources": args.settings.resources.to_kubernetes(),
+        "startupProbe": {
+            "httpGet": {"path": "/healthz", "port": "http"},
+            "periodSeconds": 2,
+            "failureThreshold": 30,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "http"},
+            "periodSeconds": 10,
+            "timeoutSeconds": 3,
+        },
+        # Ready only while the stream answers: no pod takes events it cannot publish.
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": "http"},
+            "periodSeconds": 5,
+            "timeoutSeconds": 3,
+        },
+        "volumeMounts": [{"name": "write-keys", "mountPath": WRITE_KEYS_DIR, "readOnly": True}],
+    }
+
+
+def _pod_spec(container: dict, selector: Mapping[str, str]) -> dict:
+    pod_spec = kube.services_pod_spec(
+        [container],
+        volumes=[
+            {
+                "name": "write-keys",
+                "secret": {"secretName": "collector-write-keys", "defaultMode": 0o440},
+            }
+        ],
+    )
+    pod_spec["terminationGracePeriodSeconds"] = 30
+    pod_spec["topologySpreadConstraints"] = [
+        {
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": selector},
+        }
+    ]
+    return pod_spec
