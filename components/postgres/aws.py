@@ -75,6 +75,32 @@ class RdsPostgres(pulumi.ComponentResource):
             special=False,
             opts=child,
         )
+        subnet_group, parameters = self._declare_placement(name, args)
+        self.instance = self._declare_instance(name, args, password, subnet_group, parameters)
+        self._declare_credentials(name, args, password)
+        dns_name = args.network.register_cname(name, "postgres", self.instance.address, self)
+        self.connection = PostgresConnection(
+            host=self.instance.address,
+            port=pulumi.Output.from_input(PORT),
+            database=pulumi.Output.from_input(settings.database),
+            dns_name=dns_name,
+            username=pulumi.Output.from_input(settings.username),
+            password=pulumi.Output.secret(password.result),
+        )
+        self.register_outputs(
+            {
+                "address": self.instance.address,
+                "dnsName": dns_name,
+                "securityGroupId": self.security_group.id,
+                "credentialsSecretArn": self.credentials.arn,
+            }
+        )
+
+    def _declare_placement(
+        self, name: str, args: RdsPostgresArgs
+    ) -> tuple[aws.rds.SubnetGroup, aws.rds.ParameterGroup]:
+        """The security group, private subnets and parameters the instance runs with."""
+        child = pulumi.ResourceOptions(parent=self)
         self.security_group = aws.ec2.SecurityGroup(
             f"{name}-sg",
             vpc_id=args.network.vpc_id,
@@ -90,7 +116,7 @@ class RdsPostgres(pulumi.ComponentResource):
         )
         parameters = aws.rds.ParameterGroup(
             f"{name}-params",
-            family=f"postgres{settings.version}",
+            family=f"postgres{args.settings.version}",
             description="liftoff Postgres: TLS required, slow queries logged",
             parameters=[
                 {"name": "rds.force_ssl", "value": "1"},
@@ -98,6 +124,18 @@ class RdsPostgres(pulumi.ComponentResource):
             ],
             opts=child,
         )
+        return subnet_group, parameters
+
+    def _declare_instance(
+        self,
+        name: str,
+        args: RdsPostgresArgs,
+        password: random.RandomPassword,
+        subnet_group: aws.rds.SubnetGroup,
+        parameters: aws.rds.ParameterGroup,
+    ) -> aws.rds.Instance:
+        child = pulumi.ResourceOptions(parent=self)
+        settings = args.settings
         # RDS refuses a major engine_version change without this flag; set it only when the
         # change is one (this stack's previous major, read back from its own outputs).
         allow_major_upgrade = deployed_major_version(name, self).apply(
@@ -131,7 +169,7 @@ class RdsPostgres(pulumi.ComponentResource):
             },
             opts=child,
         )
-        self.instance = aws.rds.Instance(
+        return aws.rds.Instance(
             f"{name}-instance",
             identifier=args.identifier,
             engine="postgres",
@@ -169,6 +207,13 @@ class RdsPostgres(pulumi.ComponentResource):
             apply_immediately=settings.apply_immediately,
             opts=pulumi.ResourceOptions(parent=self, depends_on=export_groups),
         )
+
+    def _declare_credentials(
+        self, name: str, args: RdsPostgresArgs, password: random.RandomPassword
+    ) -> None:
+        """The admin credentials in Secrets Manager, in the RDS-managed secret's JSON shape."""
+        child = pulumi.ResourceOptions(parent=self)
+        settings = args.settings
         self.credentials = aws.secretsmanager.Secret(
             f"{name}-credentials",
             description="liftoff Postgres admin credentials",
@@ -190,23 +235,6 @@ class RdsPostgres(pulumi.ComponentResource):
                 }
             ),
             opts=child,
-        )
-        dns_name = args.network.register_cname(name, "postgres", self.instance.address, self)
-        self.connection = PostgresConnection(
-            host=self.instance.address,
-            port=pulumi.Output.from_input(PORT),
-            database=pulumi.Output.from_input(settings.database),
-            dns_name=dns_name,
-            username=pulumi.Output.from_input(settings.username),
-            password=pulumi.Output.secret(password.result),
-        )
-        self.register_outputs(
-            {
-                "address": self.instance.address,
-                "dnsName": dns_name,
-                "securityGroupId": self.security_group.id,
-                "credentialsSecretArn": self.credentials.arn,
-            }
         )
 
     def grant_connect(self, peer: AwsPeer) -> Grant:
