@@ -7,6 +7,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from components import kube
+from components.airflow.settings import AirflowSettings
 from components.archive import ArchiveClient
 from components.archive.settings import ArchiveSettings
 from components.charts import ChartPin, deep_merge
@@ -136,9 +137,31 @@ def check_values(values: dict[str, Any]) -> None:
 
 def chart_values(args: KubernetesAirflowArgs, pin: ChartPin) -> dict[str, Any]:
     settings = args.settings
-    registry = args.context.image_registry
-    high_availability = settings.high_availability
     values: dict[str, Any] = {
+        **_identity_values(args, pin),
+        **_component_values(args),
+        "dags": _dag_values(args),
+        "config": {
+            "core": {
+                "auth_manager": "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+            },
+            "liftoff": _liftoff_config(args),
+        },
+    }
+    if settings.executor == "CeleryExecutor":
+        values["redis"]["passwordSecretName"] = SECRET_NAMES["redis"]
+        values["data"]["brokerUrlSecretName"] = SECRET_NAMES["broker"]
+    _add_mounts(args, values)
+    if settings.host:
+        values["ingress"] = {"apiServer": _ingress_values(settings)}
+    return deep_merge(pin.values, values)
+
+
+def _identity_values(args: KubernetesAirflowArgs, pin: ChartPin) -> dict[str, Any]:
+    """Images (through the registry override), labels, Secret names and restricted contexts."""
+    settings = args.settings
+    registry = args.context.image_registry
+    return {
         "airflowVersion": settings.version,
         "defaultAirflowRepository": image_repository(pin, "airflow", registry),
         "defaultAirflowTag": settings.version,
@@ -170,6 +193,14 @@ def chart_values(args: KubernetesAirflowArgs, pin: ChartPin) -> dict[str, Any]:
             "containers": RESTRICTED_CONTAINER,
             "container": RESTRICTED_CONTAINER,
         },
+    }
+
+
+def _component_values(args: KubernetesAirflowArgs) -> dict[str, Any]:
+    """Each Airflow component's replicas, resources and volumes."""
+    settings = args.settings
+    high_availability = settings.high_availability
+    return {
         # Airflow 3 tasks reach the metadata database through the API server, not
         # directly, so the connection fan-out PgBouncer absorbs is gone; the chart's
         # PgBouncer also cannot be configured from a metadata Secret (see README).
@@ -209,17 +240,12 @@ def chart_values(args: KubernetesAirflowArgs, pin: ChartPin) -> dict[str, Any]:
         },
         "migrateDatabaseJob": {"resources": SMALL_RESOURCES},
         "logs": {"persistence": _logs_volume(args)},
-        "dags": _dag_values(args),
-        "config": {
-            "core": {
-                "auth_manager": "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
-            },
-            "liftoff": _liftoff_config(args),
-        },
     }
-    if settings.executor == "CeleryExecutor":
-        values["redis"]["passwordSecretName"] = SECRET_NAMES["redis"]
-        values["data"]["brokerUrlSecretName"] = SECRET_NAMES["broker"]
+
+
+def _add_mounts(args: KubernetesAirflowArgs, values: dict[str, Any]) -> None:
+    """The DAG ConfigMap, the DAG image and the archive's credentials, on every Airflow pod."""
+    settings = args.settings
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
     env: list[dict[str, str]] = []
@@ -253,18 +279,19 @@ def chart_values(args: KubernetesAirflowArgs, pin: ChartPin) -> dict[str, Any]:
     values["volumeMounts"] = mounts
     if env:
         values["env"] = env
-    if settings.host:
-        tls: dict[str, Any] = {"enabled": bool(settings.tls_secret)}
-        if settings.tls_secret:
-            tls["secretName"] = settings.tls_secret
-        ingress: dict[str, Any] = {
-            "enabled": True,
-            "hosts": [{"name": settings.host, "tls": tls}],
-        }
-        if settings.ingress_class:
-            ingress["ingressClassName"] = settings.ingress_class
-        values["ingress"] = {"apiServer": ingress}
-    return deep_merge(pin.values, values)
+
+
+def _ingress_values(settings: AirflowSettings) -> dict[str, Any]:
+    tls: dict[str, Any] = {"enabled": bool(settings.tls_secret)}
+    if settings.tls_secret:
+        tls["secretName"] = settings.tls_secret
+    ingress: dict[str, Any] = {
+        "enabled": True,
+        "hosts": [{"name": settings.host, "tls": tls}],
+    }
+    if settings.ingress_class:
+        ingress["ingressClassName"] = settings.ingress_class
+    return ingress
 
 
 def _archive_connection_env(
