@@ -17,23 +17,21 @@ from components.network.kubernetes import KubernetesNetwork
 from components.postgres import (
     CLIENT_LABEL,
     PORT,
-    UPGRADE_PROCEDURE,
     ClientDatabase,
     PostgresConnection,
     check_client_name,
     check_major_version,
     deployed_major_version,
 )
+from components.postgres.pods import (
+    CLIENT_CREDENTIALS_DIR,
+    CREDENTIALS_DIR,
+    IMAGE_REPOSITORY,
+    SERVICE_NAME,
+    stateful_set_spec,
+)
 from components.postgres.settings import PostgresSettings
 from services import env as runtime_env
-
-# The official image's `postgres` user.
-POSTGRES_UID = 999
-IMAGE_REPOSITORY = "docker.io/library/postgres"
-SERVICE_NAME = "postgres"
-DATA_MOUNT = "/var/lib/postgresql/data"
-CREDENTIALS_DIR = "/etc/liftoff/postgres"
-CLIENT_CREDENTIALS_DIR = "/etc/liftoff/postgres-client"
 
 
 @dataclass(frozen=True)
@@ -125,7 +123,9 @@ class KubernetesPostgres(pulumi.ComponentResource):
         self.stateful_set = k8s.apps.v1.StatefulSet(
             f"{name}-statefulset",
             metadata=network.metadata(SERVICE_NAME, self.labels),
-            spec=self._stateful_set_spec(args, checked_image),
+            spec=stateful_set_spec(
+                args.context, settings, self.labels, self.selector, checked_image
+            ),
             opts=child,
         )
         k8s.policy.v1.PodDisruptionBudget(
@@ -163,126 +163,6 @@ class KubernetesPostgres(pulumi.ComponentResource):
             password=pulumi.Output.secret(password.result),
         )
         self.register_outputs({"dnsName": dns_name, "secretName": self.secret.metadata.name})
-
-    def _stateful_set_spec(self, args: KubernetesPostgresArgs, image: pulumi.Input[str]) -> dict:
-        settings = args.settings
-        secret_name = "postgres-credentials"
-
-        # Readiness of the server itself; pg_isready needs no credentials.
-        probe_command = ["pg_isready", "-h", "127.0.0.1", "-p", str(PORT), "-q"]
-        volume_claim = {
-            "metadata": {"name": "data", "labels": self.labels},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "resources": {"requests": {"storage": f"{settings.storage_gb}Gi"}},
-            },
-        }
-        if args.context.storage_class:
-            volume_claim["spec"]["storageClassName"] = args.context.storage_class
-        return {
-            "serviceName": f"{SERVICE_NAME}-headless",
-            "replicas": 1,
-            "selector": {"matchLabels": self.selector},
-            "podManagementPolicy": "OrderedReady",
-            "updateStrategy": {"type": "RollingUpdate"},
-            # The data outlives the StatefulSet: PVCs stay on delete and on scale-down.
-            "persistentVolumeClaimRetentionPolicy": {
-                "whenDeleted": "Retain",
-                "whenScaled": "Retain",
-            },
-            "volumeClaimTemplates": [volume_claim],
-            "template": {
-                "metadata": {"labels": self.labels},
-                "spec": {
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "securityContext": kube.pod_security_context(POSTGRES_UID),
-                    "terminationGracePeriodSeconds": 60,
-                    "initContainers": [self._version_guard(image)],
-                    "containers": [
-                        {
-                            "name": "postgres",
-                            "image": image,
-                            "imagePullPolicy": "IfNotPresent",
-                            "ports": [{"name": "postgres", "containerPort": PORT}],
-                            "env": kube.env(
-                                {
-                                    "POSTGRES_USER": settings.username,
-                                    "POSTGRES_DB": settings.database,
-                                    # The image reads the password from the mounted Secret.
-                                    "POSTGRES_PASSWORD_FILE": f"{CREDENTIALS_DIR}/password",
-                                    # A subdirectory: the volume root may hold lost+found.
-                                    "PGDATA": f"{DATA_MOUNT}/pgdata",
-                                }
-                            ),
-                            "resources": settings.resources.to_kubernetes(),
-                            "securityContext": kube.container_security_context(),
-                            "startupProbe": {
-                                "exec": {"command": probe_command},
-                                "periodSeconds": 5,
-                                "failureThreshold": 60,
-                            },
-                            "readinessProbe": {
-                                "exec": {"command": probe_command},
-                                "periodSeconds": 10,
-                                "timeoutSeconds": 5,
-                            },
-                            "livenessProbe": {
-                                "exec": {"command": probe_command},
-                                "periodSeconds": 20,
-                                "timeoutSeconds": 5,
-                                "failureThreshold": 6,
-                            },
-                            "volumeMounts": [
-                                {"name": "data", "mountPath": DATA_MOUNT},
-                                # The root filesystem is read-only; the socket and temp files
-                                # need writable scratch space.
-                                {"name": "run", "mountPath": "/var/run/postgresql"},
-                                {"name": "tmp", "mountPath": "/tmp"},
-                                {
-                                    "name": "credentials",
-                                    "mountPath": CREDENTIALS_DIR,
-                                    "readOnly": True,
-                                },
-                            ],
-                        }
-                    ],
-                    "volumes": [
-                        {
-                            "name": "credentials",
-                            "secret": {"secretName": secret_name, "defaultMode": 0o440},
-                        },
-                        {"name": "run", "emptyDir": {"sizeLimit": "16Mi"}},
-                        {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
-                    ],
-                },
-            },
-        }
-
-    def _version_guard(self, image: pulumi.Input[str]) -> dict:
-        """An init container that refuses to start the server on a data directory of another
-        major version (the backstop to the deploy-time check, e.g. for a lost stack state)."""
-        major = self._args.settings.version
-        script = (
-            f'v="$(cat {DATA_MOUNT}/pgdata/PG_VERSION 2>/dev/null || true)"\n'
-            f'if [ -n "$v" ] && [ "$v" != "{major}" ]; then\n'
-            f'  echo "The data directory holds PostgreSQL $v; this image is {major}. '
-            f'A major upgrade is a data migration: see {UPGRADE_PROCEDURE}." >&2\n'
-            "  exit 1\n"
-            "fi\n"
-        )
-        return {
-            "name": "check-data-version",
-            "image": image,
-            "imagePullPolicy": "IfNotPresent",
-            "command": ["sh", "-c", script],
-            "resources": {
-                "requests": {"cpu": "10m", "memory": "16Mi"},
-                "limits": {"cpu": "100m", "memory": "64Mi"},
-            },
-            "securityContext": kube.container_security_context(),
-            "volumeMounts": [{"name": "data", "mountPath": DATA_MOUNT, "readOnly": True}],
-        }
 
     def grant_connect(self, peer: KubernetesPeer) -> Grant:
         """Admit `peer`'s pods to Postgres.

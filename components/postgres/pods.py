@@ -1,0 +1,146 @@
+"""The pod specs of Postgres on Kubernetes: the server, its setup Jobs and its backups."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pulumi
+
+from components import kube
+from components.postgres import PORT, UPGRADE_PROCEDURE
+from components.postgres.settings import PostgresSettings
+
+# The official image's `postgres` user.
+POSTGRES_UID = 999
+IMAGE_REPOSITORY = "docker.io/library/postgres"
+SERVICE_NAME = "postgres"
+DATA_MOUNT = "/var/lib/postgresql/data"
+CREDENTIALS_DIR = "/etc/liftoff/postgres"
+CLIENT_CREDENTIALS_DIR = "/etc/liftoff/postgres-client"
+
+
+def stateful_set_spec(
+    context: kube.StackContext,
+    settings: PostgresSettings,
+    labels: Mapping[str, str],
+    selector: Mapping[str, str],
+    image: pulumi.Input[str],
+) -> dict:
+    """One server on a retained volume, its credentials mounted, read-only root."""
+    volume_claim = {
+        "metadata": {"name": "data", "labels": labels},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": f"{settings.storage_gb}Gi"}},
+        },
+    }
+    if context.storage_class:
+        volume_claim["spec"]["storageClassName"] = context.storage_class
+    return {
+        "serviceName": f"{SERVICE_NAME}-headless",
+        "replicas": 1,
+        "selector": {"matchLabels": selector},
+        "podManagementPolicy": "OrderedReady",
+        "updateStrategy": {"type": "RollingUpdate"},
+        # The data outlives the StatefulSet: PVCs stay on delete and on scale-down.
+        "persistentVolumeClaimRetentionPolicy": {
+            "whenDeleted": "Retain",
+            "whenScaled": "Retain",
+        },
+        "volumeClaimTemplates": [volume_claim],
+        "template": {
+            "metadata": {"labels": labels},
+            "spec": {
+                "automountServiceAccountToken": False,
+                "enableServiceLinks": False,
+                "securityContext": kube.pod_security_context(POSTGRES_UID),
+                "terminationGracePeriodSeconds": 60,
+                "initContainers": [_version_guard(settings.version, image)],
+                "containers": [_server_container(settings, image)],
+                "volumes": [
+                    {
+                        "name": "credentials",
+                        "secret": {"secretName": "postgres-credentials", "defaultMode": 0o440},
+                    },
+                    {"name": "run", "emptyDir": {"sizeLimit": "16Mi"}},
+                    {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+                ],
+            },
+        },
+    }
+
+
+def _server_container(settings: PostgresSettings, image: pulumi.Input[str]) -> dict:
+    # Readiness of the server itself; pg_isready needs no credentials.
+    probe_command = ["pg_isready", "-h", "127.0.0.1", "-p", str(PORT), "-q"]
+    return {
+        "name": "postgres",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "ports": [{"name": "postgres", "containerPort": PORT}],
+        "env": kube.env(
+            {
+                "POSTGRES_USER": settings.username,
+                "POSTGRES_DB": settings.database,
+                # The image reads the password from the mounted Secret.
+                "POSTGRES_PASSWORD_FILE": f"{CREDENTIALS_DIR}/password",
+                # A subdirectory: the volume root may hold lost+found.
+                "PGDATA": f"{DATA_MOUNT}/pgdata",
+            }
+        ),
+        "resources": settings.resources.to_kubernetes(),
+        "securityContext": kube.container_security_context(),
+        "startupProbe": {
+            "exec": {"command": probe_command},
+            "periodSeconds": 5,
+            "failureThreshold": 60,
+        },
+        "readinessProbe": {
+            "exec": {"command": probe_command},
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+        },
+        "livenessProbe": {
+            "exec": {"command": probe_command},
+            "periodSeconds": 20,
+            "timeoutSeconds": 5,
+            "failureThreshold": 6,
+        },
+        "volumeMounts": [
+            {"name": "data", "mountPath": DATA_MOUNT},
+            # The root filesystem is read-only; the socket and temp files
+            # need writable scratch space.
+            {"name": "run", "mountPath": "/var/run/postgresql"},
+            {"name": "tmp", "mountPath": "/tmp"},
+            {
+                "name": "credentials",
+                "mountPath": CREDENTIALS_DIR,
+                "readOnly": True,
+            },
+        ],
+    }
+
+
+def _version_guard(major: str, image: pulumi.Input[str]) -> dict:
+    """An init container that refuses to start the server on a data directory of another
+    major version (the backstop to the deploy-time check, e.g. for a lost stack state)."""
+    script = (
+        f'v="$(cat {DATA_MOUNT}/pgdata/PG_VERSION 2>/dev/null || true)"\n'
+        f'if [ -n "$v" ] && [ "$v" != "{major}" ]; then\n'
+        f'  echo "The data directory holds PostgreSQL $v; this image is {major}. '
+        f'A major upgrade is a data migration: see {UPGRADE_PROCEDURE}." >&2\n'
+        "  exit 1\n"
+        "fi\n"
+    )
+    return {
+        "name": "check-data-version",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["sh", "-c", script],
+        "resources": {
+            "requests": {"cpu": "10m", "memory": "16Mi"},
+            "limits": {"cpu": "100m", "memory": "64Mi"},
+        },
+        "securityContext": kube.container_security_context(),
+        "volumeMounts": [{"name": "data", "mountPath": DATA_MOUNT, "readOnly": True}],
+    }
