@@ -154,21 +154,7 @@ class RdsPostgres(pulumi.ComponentResource):
             )
             for kind in LOG_EXPORTS
         ]
-        # A new suffix per instance generation: a replaced (or destroyed and re-created)
-        # instance must not reuse the final snapshot name of its predecessor, which RDS keeps.
-        generation = random.RandomId(
-            f"{name}-generation",
-            byte_length=4,
-            keepers={
-                # Inputs whose change replaces the instance.
-                "identifier": args.identifier,
-                "engine": "postgres",
-                "kmsKeyId": pulumi.Output.from_input(args.kms_key_arn or "aws/rds"),
-                "username": settings.username,
-                "dbName": settings.database,
-            },
-            opts=child,
-        )
+        generation = self._declare_generation(name, args)
         return aws.rds.Instance(
             f"{name}-instance",
             identifier=args.identifier,
@@ -206,6 +192,25 @@ class RdsPostgres(pulumi.ComponentResource):
             # stack sets liftoff:postgres.applyImmediately.
             apply_immediately=settings.apply_immediately,
             opts=pulumi.ResourceOptions(parent=self, depends_on=export_groups),
+        )
+
+    def _declare_generation(self, name: str, args: RdsPostgresArgs) -> random.RandomId:
+        child = pulumi.ResourceOptions(parent=self)
+        settings = args.settings
+        # A new suffix per instance generation: a replaced (or destroyed and re-created)
+        # instance must not reuse the final snapshot name of its predecessor, which RDS keeps.
+        return random.RandomId(
+            f"{name}-generation",
+            byte_length=4,
+            keepers={
+                # Inputs whose change replaces the instance.
+                "identifier": args.identifier,
+                "engine": "postgres",
+                "kmsKeyId": pulumi.Output.from_input(args.kms_key_arn or "aws/rds"),
+                "username": settings.username,
+                "dbName": settings.database,
+            },
+            opts=child,
         )
 
     def _declare_credentials(

@@ -24,14 +24,13 @@ from components.postgres import (
     deployed_major_version,
 )
 from components.postgres.pods import (
-    CLIENT_CREDENTIALS_DIR,
-    CREDENTIALS_DIR,
     IMAGE_REPOSITORY,
     SERVICE_NAME,
+    backup_pod_spec,
+    ensure_database_container,
     stateful_set_spec,
 )
 from components.postgres.settings import PostgresSettings
-from services import env as runtime_env
 
 
 @dataclass(frozen=True)
@@ -84,6 +83,24 @@ class KubernetesPostgres(pulumi.ComponentResource):
             },
             opts=child,
         )
+        self._declare_services(name, child)
+        self._declare_server(name, args, child)
+        self._declare_access(name, child)
+
+        dns_name = network.dns_name(SERVICE_NAME)
+        self.connection = PostgresConnection(
+            host=dns_name,
+            port=pulumi.Output.from_input(PORT),
+            database=pulumi.Output.from_input(settings.database),
+            dns_name=dns_name,
+            username=pulumi.Output.from_input(settings.username),
+            password=pulumi.Output.secret(password.result),
+        )
+        self.register_outputs({"dnsName": dns_name, "secretName": self.secret.metadata.name})
+
+    def _declare_services(self, name: str, child: pulumi.ResourceOptions) -> None:
+        """The headless Service (the pod's identity) and the ClusterIP Service (discovery)."""
+        network = self._network
         self.headless_service = k8s.core.v1.Service(
             f"{name}-headless",
             metadata=network.metadata(f"{SERVICE_NAME}-headless", self.labels),
@@ -106,6 +123,12 @@ class KubernetesPostgres(pulumi.ComponentResource):
             },
             opts=child,
         )
+
+    def _declare_server(
+        self, name: str, args: KubernetesPostgresArgs, child: pulumi.ResourceOptions
+    ) -> None:
+        settings = args.settings
+        network = self._network
         # A new major cannot start on the old data directory: refuse the change before the
         # StatefulSet is touched (the image is only known once the check has passed).
         image = kube.image(f"{IMAGE_REPOSITORY}:{settings.image_tag}", args.context.image_registry)
@@ -128,6 +151,10 @@ class KubernetesPostgres(pulumi.ComponentResource):
             ),
             opts=child,
         )
+
+    def _declare_access(self, name: str, child: pulumi.ResourceOptions) -> None:
+        """Its disruption budget, and the clients (labelled pods) it admits."""
+        network = self._network
         k8s.policy.v1.PodDisruptionBudget(
             f"{name}-pdb",
             metadata=network.metadata(SERVICE_NAME, self.labels),
@@ -152,17 +179,6 @@ class KubernetesPostgres(pulumi.ComponentResource):
             },
             opts=child,
         )
-
-        dns_name = network.dns_name(SERVICE_NAME)
-        self.connection = PostgresConnection(
-            host=dns_name,
-            port=pulumi.Output.from_input(PORT),
-            database=pulumi.Output.from_input(settings.database),
-            dns_name=dns_name,
-            username=pulumi.Output.from_input(settings.username),
-            password=pulumi.Output.secret(password.result),
-        )
-        self.register_outputs({"dnsName": dns_name, "secretName": self.secret.metadata.name})
 
     def grant_connect(self, peer: KubernetesPeer) -> Grant:
         """Admit `peer`'s pods to Postgres.
@@ -227,37 +243,12 @@ class KubernetesPostgres(pulumi.ComponentResource):
         self.grant_connect(KubernetesPeer(component, pod_labels=selector))
         job_labels = kube.labels(component, args.context.stack, args.context.tags)
 
-        env = kube.env(
-            {
-                "PGHOST": host,
-                "PGPORT": str(PORT),
-                "PGDATABASE": "postgres",
-                "PGUSER": args.settings.username,
-                "PGPASSWORD_FILE": f"{CREDENTIALS_DIR}/password",
-                runtime_env.DATABASE_NAME: database,
-                runtime_env.DATABASE_ROLE: client,
-                runtime_env.DATABASE_PASSWORD_FILE: f"{CLIENT_CREDENTIALS_DIR}/password",
-                **({runtime_env.DATABASE_MEMBER_OF: ",".join(member_of)} if member_of else {}),
-            }
+        digest = _setup_digest(
+            database, client, args.context.services_image, args.settings.version, member_of
         )
-        # The server's major version is part of the name: after a major upgrade (a new, empty
-        # data directory) the roles and databases are created again. Only a non-empty
-        # member_of joins it, so existing clients keep their Job names.
-        inputs: list = [database, client, args.context.services_image, args.settings.version]
-        if member_of:
-            inputs.append(list(member_of))
-        digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:8]
-        container = {
-            "name": "ensure-database",
-            "image": kube.image(args.context.services_image, args.context.image_registry),
-            "imagePullPolicy": "IfNotPresent",
-            "args": ["ensure-database"],
-            "env": env,
-            "volumeMounts": [
-                {"name": "admin", "mountPath": CREDENTIALS_DIR, "readOnly": True},
-                {"name": "client", "mountPath": CLIENT_CREDENTIALS_DIR, "readOnly": True},
-            ],
-        }
+        container = ensure_database_container(
+            args.context, args.settings, host, client, database, member_of
+        )
         job = k8s.batch.v1.Job(
             f"{self._name}-{client}-setup",
             metadata=network.metadata(f"{component}-{digest}", job_labels),
@@ -308,66 +299,7 @@ class KubernetesPostgres(pulumi.ComponentResource):
         self.grant_connect(peer)
         client = archive.client(peer, write=True)
         host = self.host
-        # The password reaches pg_dump through the shell, never through the pod's spec.
-        dump = (
-            "set -eu\n"
-            f'PGPASSWORD="$(cat {CREDENTIALS_DIR}/password)"\n'
-            "export PGPASSWORD\n"
-            'for db in $(psql -d postgres -Atc "SELECT datname FROM pg_database '
-            "WHERE NOT datistemplate AND datname <> 'postgres' ORDER BY datname\"); do\n"
-            '  pg_dump --format=custom --dbname="$db" --file="/backup/$db.dump"\n'
-            "done\n"
-        )
-        small = {
-            "requests": {"cpu": "100m", "memory": "128Mi"},
-            "limits": {"cpu": "1", "memory": "512Mi"},
-        }
-        dumper = {
-            "name": "pg-dump",
-            "image": kube.image(
-                f"{IMAGE_REPOSITORY}:{settings.image_tag}", args.context.image_registry
-            ),
-            "imagePullPolicy": "IfNotPresent",
-            "command": ["sh", "-c", dump],
-            "env": kube.env({"PGHOST": host, "PGPORT": str(PORT), "PGUSER": settings.username}),
-            "resources": small,
-            "securityContext": kube.container_security_context(),
-            "volumeMounts": [
-                {"name": "credentials", "mountPath": CREDENTIALS_DIR, "readOnly": True},
-                {"name": "backup", "mountPath": "/backup"},
-                {"name": "tmp", "mountPath": "/tmp"},
-            ],
-        }
-        uploader = {
-            "name": "upload",
-            "image": kube.image(args.context.services_image, args.context.image_registry),
-            "imagePullPolicy": "IfNotPresent",
-            "args": ["backup-upload", "--dir", "/backup"],
-            "env": kube.env(
-                {
-                    **client.environment,
-                    runtime_env.BACKUP_RETENTION_DAYS: str(settings.backup_retention_days),
-                }
-            ),
-            "resources": small,
-            "volumeMounts": [
-                {"name": "backup", "mountPath": "/backup", "readOnly": True},
-                client.mount("archive"),
-            ],
-        }
-        pod = kube.services_pod_spec(
-            [uploader],
-            volumes=[
-                {
-                    "name": "credentials",
-                    "secret": {"secretName": "postgres-credentials", "defaultMode": 0o440},
-                },
-                client.volume("archive"),
-                {"name": "backup", "emptyDir": {"sizeLimit": f"{settings.storage_gb}Gi"}},
-            ],
-            restart_policy="OnFailure",
-        )
-        pod["initContainers"] = [dumper]
+        pod = backup_pod_spec(args.context, settings, host, client)
         k8s.batch.v1.CronJob(
             f"{self._name}-backup",
             metadata=network.metadata(component, labels),
@@ -389,3 +321,18 @@ class KubernetesPostgres(pulumi.ComponentResource):
             },
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.stateful_set]),
         )
+
+
+def _setup_digest(
+    database: str, client: str, services_image: str, version: str, member_of: tuple[str, ...]
+) -> str:
+    """What names a setup Job: it is renamed (re-run) when any of these change.
+
+    The server's major version is part of it: after a major upgrade (a new, empty data
+    directory) the roles and databases are created again. Only a non-empty member_of joins
+    it, so existing clients keep their Job names.
+    """
+    inputs: list = [database, client, services_image, version]
+    if member_of:
+        inputs.append(list(member_of))
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:8]

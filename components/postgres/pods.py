@@ -7,8 +7,10 @@ from collections.abc import Mapping
 import pulumi
 
 from components import kube
+from components.archive import ArchiveClient
 from components.postgres import PORT, UPGRADE_PROCEDURE
 from components.postgres.settings import PostgresSettings
+from services import env as runtime_env
 
 # The official image's `postgres` user.
 POSTGRES_UID = 999
@@ -144,3 +146,104 @@ def _version_guard(major: str, image: pulumi.Input[str]) -> dict:
         "securityContext": kube.container_security_context(),
         "volumeMounts": [{"name": "data", "mountPath": DATA_MOUNT, "readOnly": True}],
     }
+
+
+def ensure_database_container(
+    context: kube.StackContext,
+    settings: PostgresSettings,
+    host: str,
+    client: str,
+    database: str,
+    member_of: tuple[str, ...],
+) -> dict:
+    """`ensure-database` with the admin credentials and the client's password mounted."""
+    env = kube.env(
+        {
+            "PGHOST": host,
+            "PGPORT": str(PORT),
+            "PGDATABASE": "postgres",
+            "PGUSER": settings.username,
+            "PGPASSWORD_FILE": f"{CREDENTIALS_DIR}/password",
+            runtime_env.DATABASE_NAME: database,
+            runtime_env.DATABASE_ROLE: client,
+            runtime_env.DATABASE_PASSWORD_FILE: f"{CLIENT_CREDENTIALS_DIR}/password",
+            **({runtime_env.DATABASE_MEMBER_OF: ",".join(member_of)} if member_of else {}),
+        }
+    )
+    return {
+        "name": "ensure-database",
+        "image": kube.image(context.services_image, context.image_registry),
+        "imagePullPolicy": "IfNotPresent",
+        "args": ["ensure-database"],
+        "env": env,
+        "volumeMounts": [
+            {"name": "admin", "mountPath": CREDENTIALS_DIR, "readOnly": True},
+            {"name": "client", "mountPath": CLIENT_CREDENTIALS_DIR, "readOnly": True},
+        ],
+    }
+
+
+def backup_pod_spec(
+    context: kube.StackContext, settings: PostgresSettings, host: str, client: ArchiveClient
+) -> dict:
+    """`pg_dump` of every database (an init container of the server's image) into scratch
+    space, then `backup-upload` of the dumps to the archive."""
+    # The password reaches pg_dump through the shell, never through the pod's spec.
+    dump = (
+        "set -eu\n"
+        f'PGPASSWORD="$(cat {CREDENTIALS_DIR}/password)"\n'
+        "export PGPASSWORD\n"
+        'for db in $(psql -d postgres -Atc "SELECT datname FROM pg_database '
+        "WHERE NOT datistemplate AND datname <> 'postgres' ORDER BY datname\"); do\n"
+        '  pg_dump --format=custom --dbname="$db" --file="/backup/$db.dump"\n'
+        "done\n"
+    )
+    small = {
+        "requests": {"cpu": "100m", "memory": "128Mi"},
+        "limits": {"cpu": "1", "memory": "512Mi"},
+    }
+    dumper = {
+        "name": "pg-dump",
+        "image": kube.image(f"{IMAGE_REPOSITORY}:{settings.image_tag}", context.image_registry),
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["sh", "-c", dump],
+        "env": kube.env({"PGHOST": host, "PGPORT": str(PORT), "PGUSER": settings.username}),
+        "resources": small,
+        "securityContext": kube.container_security_context(),
+        "volumeMounts": [
+            {"name": "credentials", "mountPath": CREDENTIALS_DIR, "readOnly": True},
+            {"name": "backup", "mountPath": "/backup"},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    uploader = {
+        "name": "upload",
+        "image": kube.image(context.services_image, context.image_registry),
+        "imagePullPolicy": "IfNotPresent",
+        "args": ["backup-upload", "--dir", "/backup"],
+        "env": kube.env(
+            {
+                **client.environment,
+                runtime_env.BACKUP_RETENTION_DAYS: str(settings.backup_retention_days),
+            }
+        ),
+        "resources": small,
+        "volumeMounts": [
+            {"name": "backup", "mountPath": "/backup", "readOnly": True},
+            client.mount("archive"),
+        ],
+    }
+    pod = kube.services_pod_spec(
+        [uploader],
+        volumes=[
+            {
+                "name": "credentials",
+                "secret": {"secretName": "postgres-credentials", "defaultMode": 0o440},
+            },
+            client.volume("archive"),
+            {"name": "backup", "emptyDir": {"sizeLimit": f"{settings.storage_gb}Gi"}},
+        ],
+        restart_policy="OnFailure",
+    )
+    pod["initContainers"] = [dumper]
+    return pod
