@@ -134,7 +134,6 @@ class RdsPostgres(pulumi.ComponentResource):
         subnet_group: aws.rds.SubnetGroup,
         parameters: aws.rds.ParameterGroup,
     ) -> aws.rds.Instance:
-        child = pulumi.ResourceOptions(parent=self)
         settings = args.settings
         # RDS refuses a major engine_version change without this flag; set it only when the
         # change is one (this stack's previous major, read back from its own outputs).
