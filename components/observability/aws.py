@@ -20,6 +20,7 @@ import pulumi_aws as aws
 
 from components import aws_iam
 from components.observability import SIGNALS_BY_NAME, ObservabilitySettings
+from components.observability.dashboards import cloudwatch_dashboard
 
 # RDS for PostgreSQL: max_connections = LEAST(DBInstanceClassMemory / 9531392, 5000).
 # Memory (GiB) of the classes liftoff offers; the alarm is skipped for a class not listed.
@@ -371,12 +372,15 @@ class AwsObservability(pulumi.ComponentResource):
             **{f"q:{c.name}": c.queue_name for c in args.consumers if c.queue_name is not None},
         }
         alarm_arns = [alarm.arn for alarm in self.alarms.values()]
+        consumers = [c.name for c in args.consumers]
         keys = sorted(names)
 
         def body(values: list[Any]) -> str:
             resolved = dict(zip(keys, values[: len(keys)], strict=True))
             arns = values[len(keys) :]
-            return json.dumps(_dashboard(resolved, args, region, sorted(arns)), sort_keys=True)
+            return json.dumps(
+                cloudwatch_dashboard(resolved, consumers, region, sorted(arns)), sort_keys=True
+            )
 
         return pulumi.Output.all(*(names[k] for k in keys), *alarm_arns).apply(body)
 
@@ -417,102 +421,3 @@ def _topic_policy(topic_arn: str, key_arn: str, region: str, prefix: str) -> str
             },
         ]
     )
-
-
-def _dashboard(names: dict[str, str], args: AwsObservabilityArgs, region: str, alarms: list[str]):
-    api = ["ApiId", names["api"], "Stage", names["stage"]]
-
-    def widget(title: str, metrics: list[list[Any]], x: int, y: int, stat: str = "Sum") -> dict:
-        return {
-            "type": "metric",
-            "x": x,
-            "y": y,
-            "width": 12,
-            "height": 6,
-            "properties": {
-                "title": title,
-                "region": region,
-                "stat": stat,
-                "period": 300,
-                "view": "timeSeries",
-                "metrics": metrics,
-            },
-        }
-
-    consumers = [c.name for c in args.consumers]
-    db = ["DBInstanceIdentifier", names["db"]]
-    return {
-        "widgets": [
-            widget(
-                "Ingestion: requests, 4xx, 5xx",
-                [["AWS/ApiGateway", m, *api] for m in ("Count", "4xx", "5xx")],
-                0,
-                0,
-            ),
-            widget(
-                "Ingestion: latency p50 / p99 (ms)",
-                [
-                    ["AWS/ApiGateway", "Latency", *api, {"stat": "p50"}],
-                    ["AWS/ApiGateway", "Latency", *api, {"stat": "p99"}],
-                ],
-                12,
-                0,
-            ),
-            widget(
-                "Collector function: errors, throttles; stream write throttling",
-                [
-                    ["AWS/Lambda", "Errors", "FunctionName", names["collector"]],
-                    ["AWS/Lambda", "Throttles", "FunctionName", names["collector"]],
-                    [
-                        "AWS/Kinesis",
-                        "WriteProvisionedThroughputExceeded",
-                        "StreamName",
-                        names["stream"],
-                    ],
-                    ["AWS/Kinesis", "IncomingRecords", "StreamName", names["stream"]],
-                ],
-                0,
-                6,
-            ),
-            widget(
-                "Consumer lag: IteratorAge (ms) per consumer",
-                [
-                    ["AWS/Lambda", "IteratorAge", "FunctionName", names[f"fn:{c}"]]
-                    for c in consumers
-                ],
-                12,
-                6,
-                stat="Maximum",
-            ),
-            widget(
-                "Dead letters: on-failure queue depth",
-                [
-                    ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", names[f"q:{c}"]]
-                    for c in consumers
-                    if f"q:{c}" in names
-                ],
-                0,
-                12,
-                stat="Maximum",
-            ),
-            widget(
-                "Database: CPU %, connections, free storage",
-                [
-                    ["AWS/RDS", "CPUUtilization", *db],
-                    ["AWS/RDS", "DatabaseConnections", *db],
-                    ["AWS/RDS", "FreeStorageSpace", *db, {"yAxis": "right"}],
-                ],
-                12,
-                12,
-                stat="Average",
-            ),
-            {
-                "type": "alarm",
-                "x": 0,
-                "y": 18,
-                "width": 24,
-                "height": 6,
-                "properties": {"title": "Alarms of the signal contract", "alarms": alarms},
-            },
-        ]
-    }

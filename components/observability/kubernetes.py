@@ -20,7 +20,8 @@ import pulumi_kubernetes as k8s
 from components import kube
 from components.network import KubernetesPeer
 from components.network.kubernetes import KubernetesNetwork
-from components.observability import SIGNALS, ObservabilitySettings, prometheus_rule_groups
+from components.observability import ObservabilitySettings, prometheus_rule_groups
+from components.observability.dashboards import grafana_dashboard
 from components.postgres.kubernetes import KubernetesPostgres
 
 MONITORING_API = "monitoring.coreos.com/v1"
@@ -92,6 +93,44 @@ class KubernetesObservability(pulumi.ComponentResource):
         )
         self.postgres_exporter = self._postgres_exporter(name, args, exporter, child)
 
+        self._declare_monitors(name, args, exporter, monitor_labels, child)
+        # Prometheus (in its own namespace, with its own labels) to exactly the metrics ports.
+        self.scrape_policies = []
+        for target in (args.collector, args.consumers, args.nats, exporter):
+            self.scrape_policies.append(
+                k8s.networking.v1.NetworkPolicy(
+                    f"{name}-scrape-{target.name}",
+                    metadata=network.metadata(f"scrape-{target.name}", labels),
+                    spec=scrape_policy_spec(settings, target),
+                    opts=child,
+                )
+            )
+        self.dashboard = None
+        if settings.dashboard:
+            self.dashboard = k8s.core.v1.ConfigMap(
+                f"{name}-dashboard",
+                metadata=network.metadata(
+                    "liftoff-dashboard", {**labels, "grafana_dashboard": "1"}
+                ),
+                data={
+                    "liftoff.json": json.dumps(grafana_dashboard(network.namespace_name), indent=1)
+                },
+                opts=child,
+            )
+        self.register_outputs({})
+
+    def _declare_monitors(
+        self,
+        name: str,
+        args: KubernetesObservabilityArgs,
+        exporter: MetricsTarget,
+        monitor_labels: Mapping[str, str],
+        child: pulumi.ResourceOptions,
+    ) -> None:
+        """What the Prometheus operator scrapes (collector Service, consumer, NATS and exporter
+        pods) and the contract's alerting rules."""
+        network = args.network
+        settings = args.settings
         self.service_monitor = k8s.apiextensions.CustomResource(
             f"{name}-collector-monitor",
             api_version=MONITORING_API,
@@ -137,30 +176,6 @@ class KubernetesObservability(pulumi.ComponentResource):
             spec={"groups": prometheus_rule_groups(settings.thresholds, stack=args.context.stack)},
             opts=child,
         )
-        # Prometheus (in its own namespace, with its own labels) to exactly the metrics ports.
-        self.scrape_policies = []
-        for target in (args.collector, args.consumers, args.nats, exporter):
-            self.scrape_policies.append(
-                k8s.networking.v1.NetworkPolicy(
-                    f"{name}-scrape-{target.name}",
-                    metadata=network.metadata(f"scrape-{target.name}", labels),
-                    spec=scrape_policy_spec(settings, target),
-                    opts=child,
-                )
-            )
-        self.dashboard = None
-        if settings.dashboard:
-            self.dashboard = k8s.core.v1.ConfigMap(
-                f"{name}-dashboard",
-                metadata=network.metadata(
-                    "liftoff-dashboard", {**labels, "grafana_dashboard": "1"}
-                ),
-                data={
-                    "liftoff.json": json.dumps(grafana_dashboard(network.namespace_name), indent=1)
-                },
-                opts=child,
-            )
-        self.register_outputs({})
 
     def _postgres_exporter(
         self,
@@ -246,133 +261,5 @@ def scrape_policy_spec(settings: ObservabilitySettings, target: MetricsTarget) -
                 ],
                 "ports": [{"protocol": "TCP", "port": target.port}],
             }
-        ],
-    }
-
-
-def _panel(
-    panel_id: int, title: str, exprs: dict[str, str], unit: str, x: int, y: int
-) -> dict[str, Any]:
-    return {
-        "id": panel_id,
-        "type": "timeseries",
-        "title": title,
-        "datasource": {"type": "prometheus", "uid": "${datasource}"},
-        "gridPos": {"h": 8, "w": 12, "x": x, "y": y},
-        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
-        "targets": [
-            {"refId": chr(ord("A") + i), "expr": expr, "legendFormat": legend}
-            for i, (legend, expr) in enumerate(exprs.items())
-        ],
-    }
-
-
-def grafana_dashboard(namespace: str) -> dict[str, Any]:
-    """The contract's dashboard: one row per part of the data path, for one stack."""
-    ns = f'namespace="{namespace}"'
-    panels = [
-        (
-            "Ingestion: events accepted / s",
-            {
-                "{{source}}": "sum by (source) "
-                f"(rate(liftoff_collector_events_accepted_total{{{ns}}}[5m]))"
-            },
-            "ops",
-        ),
-        (
-            "Ingestion: requests / s by status",
-            {"{{status}}": f"sum by (status) (rate(liftoff_collector_requests_total{{{ns}}}[5m]))"},
-            "reqps",
-        ),
-        (
-            "Ingestion: latency",
-            {
-                f"p{q}": f"histogram_quantile(0.{q}, sum by (le) (rate("
-                f"liftoff_collector_request_duration_seconds_bucket{{{ns}}}[5m])))"
-                for q in ("50", "99")
-            },
-            "s",
-        ),
-        (
-            "Consumer lag (events)",
-            {
-                "{{consumer}} {{stream}}": "max by (consumer, stream) "
-                f"(liftoff_consumer_lag_events{{{ns}}})"
-            },
-            "short",
-        ),
-        (
-            "Consumer lag (age of oldest event)",
-            {
-                "{{consumer}} {{stream}}": "max by (consumer, stream) "
-                f"(liftoff_consumer_lag_seconds{{{ns}}})"
-            },
-            "s",
-        ),
-        (
-            "Dead letters and quarantine (per 15 min)",
-            {
-                "parked {{consumer}}": "sum by (consumer) (increase(liftoff_consumer_events_total"
-                f'{{{ns},outcome="park"}}[15m]))',
-                "quarantined": "sum (increase(liftoff_collector_events_quarantined_total"
-                f"{{{ns}}}[15m]))",
-            },
-            "short",
-        ),
-        (
-            "Destinations: attempts / s by status class",
-            {
-                "{{destination}} {{status_class}}": "sum by (destination, status_class) "
-                f"(rate(liftoff_broadcast_requests_total{{{ns}}}[5m]))"
-            },
-            "reqps",
-        ),
-        (
-            "Stream: JetStream storage used / limit",
-            {
-                "{{server_id}}": f"nats_server_total_message_bytes{{{ns}}} / "
-                f"nats_server_max_storage{{{ns}}}"
-            },
-            "percentunit",
-        ),
-        (
-            "Database: connections / max, up",
-            {
-                "connections": f"sum (pg_stat_database_numbackends{{{ns}}}) / "
-                f"max (pg_settings_max_connections{{{ns}}})",
-                "up": f"min (pg_up{{{ns}}})",
-            },
-            "percentunit",
-        ),
-        (
-            "Alerts of the signal contract",
-            {
-                "{{alertname}} {{alertstate}}": "sum by (alertname, alertstate) "
-                f'(ALERTS{{{ns},alertname=~"{"|".join(s.name for s in SIGNALS)}"}})'
-            },
-            "short",
-        ),
-    ]
-    return {
-        "title": f"liftoff ({namespace})",
-        "uid": f"liftoff-{namespace}"[:40],
-        "schemaVersion": 39,
-        "editable": False,
-        "time": {"from": "now-6h", "to": "now"},
-        "refresh": "1m",
-        "tags": ["liftoff"],
-        "templating": {
-            "list": [
-                {
-                    "name": "datasource",
-                    "type": "datasource",
-                    "query": "prometheus",
-                    "label": "Data source",
-                }
-            ]
-        },
-        "panels": [
-            _panel(i + 1, title, exprs, unit, (i % 2) * 12, (i // 2) * 8)
-            for i, (title, exprs, unit) in enumerate(panels)
         ],
     }
