@@ -113,8 +113,21 @@ class KinesisConsumer(pulumi.ComponentResource):
             message_retention_seconds=DEAD_LETTER_RETENTION_SECONDS,
             opts=child,
         )
+        self._declare_function(name, args)
+        permissions, source_arn = self._grant(name, args)
+        self.mapping: aws.lambda_.EventSourceMapping | None = None
+        if not args.consume_stream:
+            self.register_outputs({"functionArn": self.function.arn})
+            return
+        self.mapping = self._declare_mapping(name, args, source_arn, permissions)
+        self.register_outputs(
+            {"functionArn": self.function.arn, "deadLetterQueue": self.dead_letter_queue.url}
+        )
+
+    def _declare_function(self, name: str, args: KinesisConsumerArgs) -> None:
+        """The function (in the VPC, behind its own security group, when `args.vpc` is set)."""
+        child = pulumi.ResourceOptions(parent=self)
         vpc_config = None
-        permissions: list[pulumi.Resource] = []
         if args.vpc is not None:
             self.security_group = aws.ec2.SecurityGroup(
                 f"{name}-sg",
@@ -153,6 +166,14 @@ class KinesisConsumer(pulumi.ComponentResource):
             iam_role_name=self.role.name,
             security_group_id=self.security_group.id if args.vpc is not None else None,
         )
+
+    def _grant(
+        self, name: str, args: KinesisConsumerArgs
+    ) -> tuple[list[pulumi.Resource], pulumi.Input[str]]:
+        """What the mapping needs before it is created, and the ARN it reads from (the stream,
+        or its enhanced fan-out consumer)."""
+        child = pulumi.ResourceOptions(parent=self)
+        permissions: list[pulumi.Resource] = []
         dead_letter_policy = aws.iam.RolePolicy(
             f"{name}-role-policy",
             role=self.role.id,
@@ -185,12 +206,16 @@ class KinesisConsumer(pulumi.ComponentResource):
             permissions.append(subscribe)
         if args.vpc is not None:
             permissions.extend(args.vpc.endpoints)
+        return permissions, source_arn
 
-        self.mapping: aws.lambda_.EventSourceMapping | None = None
-        if not args.consume_stream:
-            self.register_outputs({"functionArn": self.function.arn})
-            return
-        self.mapping = aws.lambda_.EventSourceMapping(
+    def _declare_mapping(
+        self,
+        name: str,
+        args: KinesisConsumerArgs,
+        source_arn: pulumi.Input[str],
+        permissions: list[pulumi.Resource],
+    ) -> aws.lambda_.EventSourceMapping:
+        return aws.lambda_.EventSourceMapping(
             f"{name}-mapping",
             event_source_arn=source_arn,
             function_name=self.function.arn,
@@ -206,9 +231,6 @@ class KinesisConsumer(pulumi.ComponentResource):
             parallelization_factor=1,
             destination_config={"on_failure": {"destination_arn": self.dead_letter_queue.arn}},
             opts=pulumi.ResourceOptions(parent=self, depends_on=permissions),
-        )
-        self.register_outputs(
-            {"functionArn": self.function.arn, "deadLetterQueue": self.dead_letter_queue.url}
         )
 
 
