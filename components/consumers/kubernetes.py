@@ -87,49 +87,7 @@ class StreamConsumer(pulumi.ComponentResource):
         )
         stream_url = args.stream.connection.url
         dead_letter_url = stream_url.apply(lambda url: url.rsplit("/", 1)[0] + "/DEADLETTER")
-        env = kube.env(
-            {
-                **args.environment,
-                runtime_env.STREAM_URL: stream_url,
-                runtime_env.CONSUMER_NAME: component,
-                runtime_env.DEAD_LETTER_URL: dead_letter_url,
-                runtime_env.HEALTH_PORT: str(HEALTH_PORT),
-                runtime_env.LOG_LEVEL: "INFO",
-            }
-        )
-        container = {
-            "name": component,
-            "image": kube.image(args.context.services_image, args.context.image_registry),
-            "imagePullPolicy": "IfNotPresent",
-            "args": [args.runtime.command],
-            "env": env,
-            "ports": [{"name": "health", "containerPort": HEALTH_PORT}],
-            "resources": dict(args.resources),
-            "livenessProbe": {
-                "httpGet": {"path": "/healthz", "port": "health"},
-                "periodSeconds": 15,
-                "timeoutSeconds": 3,
-                "failureThreshold": 4,
-            },
-            "readinessProbe": {
-                "httpGet": {"path": "/readyz", "port": "health"},
-                "periodSeconds": 10,
-                "timeoutSeconds": 3,
-            },
-            "volumeMounts": [
-                {"name": volume, "mountPath": directory, "readOnly": True}
-                for volume, _, directory in args.secret_files
-            ],
-        }
-        pod_spec = kube.services_pod_spec(
-            [container],
-            volumes=[
-                {"name": volume, "secret": {"secretName": secret, "defaultMode": 0o440}}
-                for volume, secret, _ in args.secret_files
-            ],
-        )
-        # Room to finish (or abandon, unacknowledged) the in-flight batch on SIGTERM.
-        pod_spec["terminationGracePeriodSeconds"] = 60
+        pod_spec = _consumer_pod_spec(args, stream_url, dead_letter_url)
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=network.metadata(component, labels),
@@ -153,6 +111,58 @@ class StreamConsumer(pulumi.ComponentResource):
             opts=child,
         )
         self.register_outputs({"deployment": self.deployment.metadata.name})
+
+
+def _consumer_pod_spec(
+    args: StreamConsumerArgs, stream_url: pulumi.Input[str], dead_letter_url: pulumi.Input[str]
+) -> dict:
+    """One restricted container of the services image, probed on its health port, with the
+    Secrets it reads mounted as files."""
+    component = args.runtime.name
+    env = kube.env(
+        {
+            **args.environment,
+            runtime_env.STREAM_URL: stream_url,
+            runtime_env.CONSUMER_NAME: component,
+            runtime_env.DEAD_LETTER_URL: dead_letter_url,
+            runtime_env.HEALTH_PORT: str(HEALTH_PORT),
+            runtime_env.LOG_LEVEL: "INFO",
+        }
+    )
+    container = {
+        "name": component,
+        "image": kube.image(args.context.services_image, args.context.image_registry),
+        "imagePullPolicy": "IfNotPresent",
+        "args": [args.runtime.command],
+        "env": env,
+        "ports": [{"name": "health", "containerPort": HEALTH_PORT}],
+        "resources": dict(args.resources),
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "health"},
+            "periodSeconds": 15,
+            "timeoutSeconds": 3,
+            "failureThreshold": 4,
+        },
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": "health"},
+            "periodSeconds": 10,
+            "timeoutSeconds": 3,
+        },
+        "volumeMounts": [
+            {"name": volume, "mountPath": directory, "readOnly": True}
+            for volume, _, directory in args.secret_files
+        ],
+    }
+    pod_spec = kube.services_pod_spec(
+        [container],
+        volumes=[
+            {"name": volume, "secret": {"secretName": secret, "defaultMode": 0o440}}
+            for volume, secret, _ in args.secret_files
+        ],
+    )
+    # Room to finish (or abandon, unacknowledged) the in-flight batch on SIGTERM.
+    pod_spec["terminationGracePeriodSeconds"] = 60
+    return pod_spec
 
 
 def allow_private_egress(
@@ -275,72 +285,82 @@ class KubernetesConsumers(pulumi.ComponentResource):
 
         self.loader: StreamConsumer | None = None
         if args.warehouse.enabled:
-            database = args.postgres.add_database(args.warehouse.database)
-            self.warehouse = database
-            connection = database.connection
-            assert database.secret_name is not None
-            self.loader = self._consumer(
-                f"{name}-loader",
-                LOADER_RUNTIME,
-                environment={
-                    "PGHOST": connection.dns_name,
-                    "PGPORT": connection.port.apply(str),
-                    "PGDATABASE": connection.database,
-                    # In-cluster traffic, limited by NetworkPolicies; the server has no TLS.
-                    "PGSSLMODE": "prefer",
-                    "PGUSER": connection.username,
-                    "PGPASSWORD_FILE": f"{POSTGRES_CREDENTIALS_DIR}/password",
-                    runtime_env.LOADER_BATCH_MAX_EVENTS: str(args.warehouse.batch_max_events),
-                    runtime_env.LOADER_BATCH_MAX_SECONDS: str(args.warehouse.batch_max_seconds),
-                },
-                secret_files=[
-                    ("postgres-credentials", database.secret_name, POSTGRES_CREDENTIALS_DIR)
-                ],
-                depends_on=[database.ready],
-                opts=child,
-            )
-            args.postgres.grant_connect(self.loader.peer)
-
-        self.broadcasters: dict[str, StreamConsumer] = {}
-        for destination in args.destinations:
-            runtime = broadcaster_runtime(destination)
-            secret_name = f"{runtime.name}-secrets"
-            labels = kube.labels(runtime.name, args.context.stack, args.context.tags)
-            k8s.core.v1.Secret(
-                f"{name}-{runtime.name}-secrets",
-                metadata=args.network.metadata(secret_name, labels),
-                type="Opaque",
-                string_data={
-                    SECRETS_FILE: pulumi.Output.secret(
-                        json.dumps(destination.secrets, sort_keys=True)
-                    )
-                },
-                opts=child,
-            )
-            consumer = self._consumer(
-                f"{name}-{runtime.name}",
-                runtime,
-                environment={
-                    runtime_env.DESTINATION: destination_document(destination),
-                    runtime_env.DESTINATION_SECRETS_FILE: f"{SECRETS_DIR}/{SECRETS_FILE}",
-                },
-                secret_files=[("destination-secrets", secret_name, SECRETS_DIR)],
-                opts=child,
-            )
-            allow_internet_egress(
-                f"{name}-{runtime.name}-internet", args.network, consumer.peer, labels, self
-            )
-            if destination.private_networks:
-                allow_private_egress(
-                    f"{name}-{runtime.name}-private",
-                    args.network,
-                    consumer.peer,
-                    destination.private_networks,
-                    labels,
-                    self,
-                )
-            self.broadcasters[destination.name] = consumer
+            self.loader = self._declare_loader(name, child)
+        self.broadcasters: dict[str, StreamConsumer] = {
+            destination.name: self._declare_broadcaster(name, destination, child)
+            for destination in args.destinations
+        }
         self.register_outputs({})
+
+    def _declare_loader(self, name: str, child: pulumi.ResourceOptions) -> StreamConsumer:
+        """The warehouse loader, with a database and login role of its own."""
+        args = self._args
+        database = args.postgres.add_database(args.warehouse.database)
+        self.warehouse = database
+        connection = database.connection
+        assert database.secret_name is not None
+        loader = self._consumer(
+            f"{name}-loader",
+            LOADER_RUNTIME,
+            environment={
+                "PGHOST": connection.dns_name,
+                "PGPORT": connection.port.apply(str),
+                "PGDATABASE": connection.database,
+                # In-cluster traffic, limited by NetworkPolicies; the server has no TLS.
+                "PGSSLMODE": "prefer",
+                "PGUSER": connection.username,
+                "PGPASSWORD_FILE": f"{POSTGRES_CREDENTIALS_DIR}/password",
+                runtime_env.LOADER_BATCH_MAX_EVENTS: str(args.warehouse.batch_max_events),
+                runtime_env.LOADER_BATCH_MAX_SECONDS: str(args.warehouse.batch_max_seconds),
+            },
+            secret_files=[("postgres-credentials", database.secret_name, POSTGRES_CREDENTIALS_DIR)],
+            depends_on=[database.ready],
+            opts=child,
+        )
+        args.postgres.grant_connect(loader.peer)
+        return loader
+
+    def _declare_broadcaster(
+        self, name: str, destination: Destination, child: pulumi.ResourceOptions
+    ) -> StreamConsumer:
+        """One destination's broadcaster: its secrets in a Secret, HTTPS out (and the private
+        ranges the destination lists)."""
+        args = self._args
+        runtime = broadcaster_runtime(destination)
+        secret_name = f"{runtime.name}-secrets"
+        labels = kube.labels(runtime.name, args.context.stack, args.context.tags)
+        k8s.core.v1.Secret(
+            f"{name}-{runtime.name}-secrets",
+            metadata=args.network.metadata(secret_name, labels),
+            type="Opaque",
+            string_data={
+                SECRETS_FILE: pulumi.Output.secret(json.dumps(destination.secrets, sort_keys=True))
+            },
+            opts=child,
+        )
+        consumer = self._consumer(
+            f"{name}-{runtime.name}",
+            runtime,
+            environment={
+                runtime_env.DESTINATION: destination_document(destination),
+                runtime_env.DESTINATION_SECRETS_FILE: f"{SECRETS_DIR}/{SECRETS_FILE}",
+            },
+            secret_files=[("destination-secrets", secret_name, SECRETS_DIR)],
+            opts=child,
+        )
+        allow_internet_egress(
+            f"{name}-{runtime.name}-internet", args.network, consumer.peer, labels, self
+        )
+        if destination.private_networks:
+            allow_private_egress(
+                f"{name}-{runtime.name}-private",
+                args.network,
+                consumer.peer,
+                destination.private_networks,
+                labels,
+                self,
+            )
+        return consumer
 
     def _consumer(
         self,
