@@ -12,7 +12,7 @@ from components import aws_iam
 from components.airflow import DAGS_DIR, AirflowEndpoint, dag_files
 from components.airflow.settings import AirflowSettings
 from components.aws_logs import LogSettings, log_group
-from components.aws_s3 import secure_bucket
+from components.aws_s3 import SecureBucket, secure_bucket
 from components.network.aws import MWAA_ENDPOINTS, AwsNetwork
 
 LOG_LEVEL = "INFO"
@@ -63,8 +63,29 @@ class MwaaAirflow(pulumi.ComponentResource):
         self, name: str, args: MwaaAirflowArgs, opts: pulumi.ResourceOptions | None = None
     ):
         super().__init__("liftoff:airflow:MwaaAirflow", name, None, opts)
+        dag_bucket, objects = self._declare_dags(name, args)
+        self._declare_security_group(name, args)
+        logs = args.logs or LogSettings(retention_days=365, kms_key_arn=None)
+        self.log_groups = [
+            log_group(
+                f"{name}-logs-{suffix.lower()}",
+                log_group_name=f"airflow-{args.environment_name}-{suffix}",
+                logs=logs,
+                parent=self,
+            )
+            for suffix in LOG_PARTS.values()
+        ]
+        self.role, self.role_policy = self._execution_role(name, args)
+        self.environment = self._declare_environment(name, args, dag_bucket, objects)
+        url = pulumi.Output.concat("https://", self.environment.webserver_url)
+        self.endpoint = AirflowEndpoint(url=url)
+        self.register_outputs({"url": url, "dagBucket": self.dag_bucket.bucket})
+
+    def _declare_dags(
+        self, name: str, args: MwaaAirflowArgs
+    ) -> tuple[SecureBucket, list[aws.s3.BucketObjectv2]]:
+        """The DAG bucket and liftoff's DAG files in it."""
         child = pulumi.ResourceOptions(parent=self)
-        settings = args.settings
         dag_bucket = secure_bucket(
             f"{name}-dags",
             kms_key_arn=args.kms_key_arn,
@@ -87,7 +108,11 @@ class MwaaAirflow(pulumi.ComponentResource):
                     opts=child,
                 )
             )
+        return dag_bucket, objects
 
+    def _declare_security_group(self, name: str, args: MwaaAirflowArgs) -> None:
+        child = pulumi.ResourceOptions(parent=self)
+        settings = args.settings
         self.security_group = aws.ec2.SecurityGroup(
             f"{name}-sg",
             vpc_id=args.network.vpc_id,
@@ -113,18 +138,16 @@ class MwaaAirflow(pulumi.ComponentResource):
             ],
             opts=child,
         )
-        logs = args.logs or LogSettings(retention_days=365, kms_key_arn=None)
-        self.log_groups = [
-            log_group(
-                f"{name}-logs-{suffix.lower()}",
-                log_group_name=f"airflow-{args.environment_name}-{suffix}",
-                logs=logs,
-                parent=self,
-            )
-            for suffix in LOG_PARTS.values()
-        ]
-        self.role, self.role_policy = self._execution_role(name, args)
-        self.environment = aws.mwaa.Environment(
+
+    def _declare_environment(
+        self,
+        name: str,
+        args: MwaaAirflowArgs,
+        dag_bucket: SecureBucket,
+        objects: list[aws.s3.BucketObjectv2],
+    ) -> aws.mwaa.Environment:
+        settings = args.settings
+        return aws.mwaa.Environment(
             f"{name}-environment",
             name=args.environment_name,
             airflow_version=settings.version,
@@ -164,9 +187,6 @@ class MwaaAirflow(pulumi.ComponentResource):
                 protect=args.protect,
             ),
         )
-        url = pulumi.Output.concat("https://", self.environment.webserver_url)
-        self.endpoint = AirflowEndpoint(url=url)
-        self.register_outputs({"url": url, "dagBucket": self.dag_bucket.bucket})
 
     @staticmethod
     def _liftoff_config(args: MwaaAirflowArgs) -> dict[str, pulumi.Input[str]]:
@@ -337,6 +357,24 @@ def mwaa_execution_statements(
             "Resource": "*",
             "Condition": {"StringEquals": {"cloudwatch:namespace": "AmazonMWAA"}},
         },
+        *_celery_queue_statements(region, account),
+        {
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt", "kms:DescribeKey"],
+            "Resource": platform_key,
+            "Condition": {"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}},
+        },
+    ]
+    if reconcile_function:
+        statements.append(
+            {"Effect": "Allow", "Action": ["lambda:InvokeFunction"], "Resource": reconcile_function}
+        )
+    return statements
+
+
+def _celery_queue_statements(region: str, account: str) -> list[dict]:
+    """MWAA's Celery queues, in an account of MWAA's, and their keys (outside this account)."""
+    return [
         {
             "Effect": "Allow",
             "Action": [
@@ -355,15 +393,4 @@ def mwaa_execution_statements(
             "NotResource": f"arn:aws:kms:*:{account}:key/*",
             "Condition": {"StringLike": {"kms:ViaService": [f"sqs.{region}.amazonaws.com"]}},
         },
-        {
-            "Effect": "Allow",
-            "Action": ["kms:Decrypt", "kms:DescribeKey"],
-            "Resource": platform_key,
-            "Condition": {"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}},
-        },
     ]
-    if reconcile_function:
-        statements.append(
-            {"Effect": "Allow", "Action": ["lambda:InvokeFunction"], "Resource": reconcile_function}
-        )
-    return statements
