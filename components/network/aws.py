@@ -112,6 +112,14 @@ class AwsNetwork(pulumi.ComponentResource):
         aws.ec2.DefaultSecurityGroup(
             f"{name}-default-sg", vpc_id=self.vpc.id, ingress=[], egress=[], opts=child
         )
+        route_table = self._declare_private_subnets(name, settings, child)
+        self._declare_endpoints(name, settings, interface_endpoints, route_table, child)
+        self._flow_logs(name, child)
+
+    def _declare_private_subnets(
+        self, name: str, settings: AwsSettings, child: pulumi.ResourceOptions
+    ) -> aws.ec2.RouteTable:
+        """One private subnet per zone, on one route table (no NAT: nothing routes out)."""
         zones = aws.get_availability_zones_output(
             state="available", opts=pulumi.InvokeOutputOptions(parent=self)
         )
@@ -141,7 +149,17 @@ class AwsNetwork(pulumi.ComponentResource):
             subnets.append(subnet)
         self.private_subnets = subnets
         self.private_subnet_ids = pulumi.Output.all(*[s.id for s in subnets]).apply(list)
+        return route_table
 
+    def _declare_endpoints(
+        self,
+        name: str,
+        settings: AwsSettings,
+        interface_endpoints: tuple[str, ...],
+        route_table: aws.ec2.RouteTable,
+        child: pulumi.ResourceOptions,
+    ) -> None:
+        subnets = self.private_subnets
         # Functions inside the VPC (database setup, warehouse loader) call a few AWS APIs;
         # with no NAT, interface endpoints are the way out.
         self.endpoint_security_group = aws.ec2.SecurityGroup(
@@ -178,7 +196,6 @@ class AwsNetwork(pulumi.ComponentResource):
             route_table_ids=[route_table.id],
             opts=child,
         )
-        self._flow_logs(name, child)
 
     def _flow_logs(self, name: str, child: pulumi.ResourceOptions) -> None:
         # Auto-named, as before retention was configurable: naming it now would replace it.
