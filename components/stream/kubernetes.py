@@ -92,9 +92,8 @@ def events_max_bytes(settings: StreamSettings) -> int:
     return int(settings.storage_gb * 2**30 * EVENTS_SHARE_OF_STORAGE) // settings.partitions
 
 
-def nats_values(args: NatsJetStreamArgs) -> dict[str, Any]:
-    """Values for the official NATS chart, built from the stack's settings."""
-    pin = load_chart_pin("nats")
+def _jetstream_config(args: NatsJetStreamArgs) -> dict[str, Any]:
+    """JetStream on a file store (a PVC per server), fsynced per write when durability asks."""
     settings = args.settings
     file_store: dict[str, Any] = {
         "enabled": True,
@@ -110,6 +109,14 @@ def nats_values(args: NatsJetStreamArgs) -> dict[str, Any]:
         # Acknowledge a write only after it is fsynced (the default syncs every 2 minutes, and
         # Jepsen's 2025 analysis lost acknowledged writes with it on power failure).
         jetstream["merge"] = {"sync_interval": "always"}
+    return jetstream
+
+
+def nats_values(args: NatsJetStreamArgs) -> dict[str, Any]:
+    """Values for the official NATS chart, built from the stack's settings."""
+    pin = load_chart_pin("nats")
+    settings = args.settings
+    jetstream = _jetstream_config(args)
     restricted = kube.container_security_context()
     resources = settings.resources.to_kubernetes()
     values = {
