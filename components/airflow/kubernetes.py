@@ -26,7 +26,7 @@ from components.airflow.chart import (
     image_repository,
 )
 from components.airflow.settings import AirflowSettings
-from components.archive.kubernetes import ExternalArchive
+from components.archive import Archive
 from components.charts import ChartPin, load_chart_pin
 from components.config import ChartSource
 from components.network import KubernetesPeer
@@ -46,7 +46,7 @@ class KubernetesAirflowArgs:
     warehouse: ClientDatabase | None
     """The warehouse database the reconciliation DAG repairs; None without a warehouse."""
     chart_source: ChartSource | None = None
-    archive: ExternalArchive | None = None
+    archive: Archive[KubernetesPeer] | None = None
 
 
 def fernet_key(raw_base64: str) -> str:

@@ -4,18 +4,21 @@ AWS: a private, versioned, KMS-encrypted S3 bucket with a lifecycle. Kubernetes:
 S3-compatible endpoint the customer runs (MinIO, Ceph RGW, ...), reached with credentials
 kept in a Secret.
 
-Both expose an `ArchiveLocation` and `grant_write(peer)` / `grant_read(peer)`. On Kubernetes,
-`client(peer)` hands a workload everything it needs to use the archive at once: the environment
-the services read, the credentials Secret to mount, and the network path (the grant).
+Both satisfy `Archive`: an `ArchiveLocation`, `grant_write(peer)` / `grant_read(peer)`, and
+`client(peer)`, which hands a workload everything it needs to use the archive at once: the
+environment the services read, on Kubernetes the credentials Secret to mount, and the grant.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import pulumi
+
+from components.archive.settings import ArchiveSettings
+from components.network import Grant, Peer
 
 CREDENTIALS_DIR = "/etc/liftoff/archive"
 """Where a client's pods mount the archive's credentials Secret."""
@@ -61,3 +64,27 @@ class ArchiveClient:
         """(volume name, Secret name, mount directory), as consumers take secret files."""
         assert self.secret_name is not None, "this archive has no credentials Secret"
         return (name, self.secret_name, CREDENTIALS_DIR)
+
+
+PeerT = TypeVar("PeerT", bound=Peer, contravariant=True)
+
+
+@runtime_checkable
+class Archive(Protocol[PeerT]):
+    """What other capabilities use of the archive, on either target (`ArchiveBucket` takes an
+    `AwsPeer`, `ExternalArchive` a `KubernetesPeer`)."""
+
+    settings: ArchiveSettings
+    location: ArchiveLocation
+
+    def grant_write(self, peer: PeerT) -> Grant:
+        """Let `peer` write (and overwrite) archive objects."""
+        ...
+
+    def grant_read(self, peer: PeerT) -> Grant:
+        """Let `peer` read archive objects."""
+        ...
+
+    def client(self, peer: PeerT | None = None, *, write: bool = False) -> ArchiveClient:
+        """What a workload needs to use the archive; with `peer`, also its grant."""
+        ...

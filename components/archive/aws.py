@@ -8,7 +8,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components import aws_iam
-from components.archive import ArchiveLocation
+from components.archive import ArchiveClient, ArchiveLocation
 from components.archive.settings import ArchiveSettings
 from components.aws_s3 import secure_bucket
 from components.network import AwsPeer, Grant
@@ -93,3 +93,10 @@ class ArchiveBucket(pulumi.ComponentResource):
     def grant_read(self, peer: AwsPeer) -> Grant:
         """Let `peer` read archive objects."""
         return Grant(peer.name, (self._grant(peer, "read", ["s3:GetObject"], ["kms:Decrypt"]),))
+
+    def client(self, peer: AwsPeer | None = None, *, write: bool = False) -> ArchiveClient:
+        """The environment a function needs (the bucket; credentials come from its role) and,
+        when `peer` is given, its grant: reading, or writing with `write`."""
+        if peer is not None:
+            (self.grant_write if write else self.grant_read)(peer)
+        return ArchiveClient(bucket=self.location.bucket)

@@ -11,7 +11,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components import aws_iam
-from components.archive.aws import ArchiveBucket
+from components.archive import Archive
 from components.aws_lambda import packaged_function
 from components.aws_logs import LogSettings
 from components.config import Destination, WarehouseSettings
@@ -239,7 +239,7 @@ class AwsConsumersArgs:
     prefix: str
     """Physical-name prefix, e.g. `liftoff-prod`."""
     stream: KinesisStream
-    archive: ArchiveBucket
+    archive: Archive[AwsPeer]
     postgres: RdsPostgres
     warehouse: WarehouseSettings
     destinations: tuple[Destination, ...]
@@ -270,7 +270,7 @@ class AwsConsumers(pulumi.ComponentResource):
                 function_name=physical_name(args.prefix, ARCHIVER_RUNTIME.name),
                 logs=args.logs,
                 environment={
-                    runtime_env.ARCHIVE_BUCKET: args.archive.location.bucket,
+                    **args.archive.client().environment,
                     runtime_env.ARCHIVE_BATCH_MAX_EVENTS: str(archive.batch_max_events),
                     runtime_env.ARCHIVE_BATCH_MAX_SECONDS: str(archive.batch_max_seconds),
                 },
@@ -351,10 +351,7 @@ class AwsConsumers(pulumi.ComponentResource):
                 stream=args.stream,
                 function_name=physical_name(args.prefix, RECONCILE_RUNTIME.name),
                 logs=args.logs,
-                environment={
-                    **loader_environment,
-                    runtime_env.ARCHIVE_BUCKET: args.archive.location.bucket,
-                },
+                environment={**loader_environment, **args.archive.client().environment},
                 timeout_seconds=900,
                 memory_mb=1024,
                 vpc=placement,

@@ -18,7 +18,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import kube
-from components.archive.kubernetes import ExternalArchive
+from components.archive import Archive
 from components.config import Destination, PrivateNetwork, WarehouseSettings
 from components.consumers import (
     ARCHIVER_RUNTIME,
@@ -30,8 +30,7 @@ from components.consumers import (
 )
 from components.network import KubernetesPeer
 from components.network.kubernetes import KubernetesNetwork
-from components.postgres import ClientDatabase
-from components.postgres.kubernetes import KubernetesPostgres
+from components.postgres import ClientDatabase, PostgresService
 from components.stream.kubernetes import NatsJetStream
 from services import env as runtime_env
 
@@ -240,10 +239,10 @@ class KubernetesConsumersArgs:
     class: what every Kubernetes capability of the stack shares."""
     stream: NatsJetStream
     network: KubernetesNetwork
-    postgres: KubernetesPostgres
+    postgres: PostgresService[KubernetesPeer]
     warehouse: WarehouseSettings
     destinations: tuple[Destination, ...]
-    archive: ExternalArchive | None = None
+    archive: Archive[KubernetesPeer] | None = None
     """Default: no archiver (no S3-compatible endpoint configured)."""
 
 

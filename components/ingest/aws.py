@@ -34,7 +34,7 @@ from components.ingest import (
 )
 from components.ingest.settings import AwsIngest, Source
 from components.network import AwsPeer
-from components.stream.aws import KinesisStream
+from components.stream import Stream
 from services import env as runtime_env
 
 HANDLER = "services.aws_lambda.collector_handler"
@@ -59,7 +59,7 @@ ACCESS_LOG_FORMAT = json.dumps(
 class LambdaCollectorArgs:
     settings: AwsIngest
     sources: tuple[Source, ...]
-    stream: KinesisStream
+    stream: Stream[AwsPeer]
     function_name: str
     """Physical Lambda name, e.g. `liftoff-prod-collector`; also names its log groups."""
     kms_key_arn: pulumi.Input[str]

@@ -21,7 +21,7 @@ from components.ingest import (
 from components.ingest.settings import KubernetesIngest, Source
 from components.network import KubernetesPeer
 from components.network.kubernetes import KubernetesNetwork
-from components.stream.kubernetes import NatsJetStream
+from components.stream import Stream
 from services import env as runtime_env
 
 COMPONENT = "collector"
@@ -37,7 +37,7 @@ class KubernetesCollectorArgs:
     class: what every Kubernetes capability of the stack shares."""
     settings: KubernetesIngest
     sources: tuple[Source, ...]
-    stream: NatsJetStream
+    stream: Stream[KubernetesPeer]
     network: KubernetesNetwork
 
 

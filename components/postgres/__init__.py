@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Protocol, TypeVar, runtime_checkable
 
 import pulumi
+
+from components.network import Grant, Peer
 
 PORT = 5432
 # Pods carrying this label may connect to the Kubernetes Postgres (see README).
@@ -122,3 +125,23 @@ def check_major_version(
         f"version holding this stack's data ({how}). To change it, follow {UPGRADE_PROCEDURE} "
         "(dump and restore through the backup job, or pg_upgrade), then set the new version."
     )
+
+
+PeerT = TypeVar("PeerT", bound=Peer, contravariant=True)
+
+
+@runtime_checkable
+class PostgresService(Protocol[PeerT]):
+    """What other capabilities use of Postgres, on either target (`RdsPostgres` takes an
+    `AwsPeer`, `KubernetesPostgres` a `KubernetesPeer`)."""
+
+    connection: PostgresConnection
+    """The admin connection (the service-discovery contract)."""
+
+    def grant_connect(self, peer: PeerT) -> Grant:
+        """Admit `peer` to the Postgres port."""
+        ...
+
+    def add_database(self, client: str, database: str | None = None) -> ClientDatabase:
+        """A login role `client` owning database `database` (default: `client`)."""
+        ...

@@ -11,7 +11,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from components import kube
-from components.archive.kubernetes import ExternalArchive
+from components.archive import Archive
 from components.network import Grant, KubernetesPeer
 from components.network.kubernetes import KubernetesNetwork
 from components.postgres import (
@@ -279,7 +279,7 @@ class KubernetesPostgres(pulumi.ComponentResource):
             connection=connection, ready=job, role=client, secret_name=secret_name
         )
 
-    def add_backups(self, archive: ExternalArchive) -> None:
+    def add_backups(self, archive: Archive[KubernetesPeer]) -> None:
         """Nightly `pg_dump` of every database into the archive, pruned past the retention.
 
         A CronJob: an init container of the server's own image dumps each database (custom

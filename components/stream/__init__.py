@@ -10,8 +10,11 @@ grants `grant_write(peer)` / `grant_read(peer)`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol, TypeVar, runtime_checkable
 
 import pulumi
+
+from components.network import Grant, Peer
 
 # The JetStream stream the platform publishes to (services/streams).
 STREAM_NAME = "EVENTS"
@@ -25,3 +28,22 @@ class StreamConnection:
     """`kinesis://<stream-name>` or `nats://<host>:4222/EVENTS`."""
     name: pulumi.Output[str]
     """The Kinesis stream name / the JetStream stream name."""
+
+
+PeerT = TypeVar("PeerT", bound=Peer, contravariant=True)
+
+
+@runtime_checkable
+class Stream(Protocol[PeerT]):
+    """What other capabilities use of the stream, on either target (`KinesisStream` takes an
+    `AwsPeer`, `NatsJetStream` a `KubernetesPeer`)."""
+
+    connection: StreamConnection
+
+    def grant_write(self, peer: PeerT) -> Grant:
+        """Let `peer` publish events."""
+        ...
+
+    def grant_read(self, peer: PeerT) -> Grant:
+        """Let `peer` consume events."""
+        ...
