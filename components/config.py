@@ -41,6 +41,8 @@ from components.postgres.settings import PostgresSettings, read_postgres
 from components.stream.settings import (
     MAX_PARTITIONS,
     PRODUCTION_PARTITIONS,
+    AwsStream,
+    KubernetesStream,
     StreamSettings,
     read_stream,
 )
@@ -67,11 +69,13 @@ __all__ = [
     "AirflowSettings",
     "ArchiveSettings",
     "AwsSettings",
+    "AwsStream",
     "ChartSource",
     "ConfigError",
     "Destination",
     "IngestSettings",
     "KubernetesSettings",
+    "KubernetesStream",
     "PlatformConfig",
     "PostgresSettings",
     "PrivateNetwork",

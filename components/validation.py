@@ -8,6 +8,7 @@ was never asked about are reported as unknown when `finish()` is called.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 from collections.abc import Callable, Iterable
@@ -204,6 +205,24 @@ class ConfigReader:
         for name in sorted(set(self.data) - self._seen):
             known = ", ".join(sorted(self._seen)) or "none"
             self.problem(name, self.data[name], f"no such key here; known keys: {known}")
+
+
+def config_keys(settings: type) -> tuple[str, ...]:
+    """The config keys of a settings dataclass: the camelCase of its fields, in order."""
+    return tuple(
+        re.sub(r"_([a-z])", lambda m: m.group(1).upper(), f.name)
+        for f in dataclasses.fields(settings)
+    )
+
+
+def reject_other_target(reader: ConfigReader, other: type, own: type, target: str) -> None:
+    """Refuse, as "only with target `target`", every key of the other target's settings
+    class `other` that this target's class `own` does not have too: which keys belong where
+    is the two classes' fields, not a hand-kept list."""
+    shared = set(config_keys(own))
+    for name in config_keys(other):
+        if name not in shared:
+            reader.reject(name, f"only with target {target!r}")
 
 
 def read_string_map(

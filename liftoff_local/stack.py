@@ -23,9 +23,9 @@ import yaml
 from components.config import (
     ArchiveSettings,
     Destination,
+    KubernetesStream,
     PlatformConfig,
     Source,
-    StreamSettings,
     WarehouseSettings,
     load_config,
 )
@@ -130,7 +130,7 @@ class LocalPlan:
     stack: str
     stack_file: Path
     config: PlatformConfig
-    stream: StreamSettings
+    stream: KubernetesStream
     warehouse: WarehouseSettings
     archive: ArchiveSettings
     archive_bucket: str
@@ -174,8 +174,9 @@ def load_plan(path: Path, local_secrets: dict[str, dict[str, str]] | None = None
                 ignored.append(f"{PROJECT}:{key}.{{{', '.join(extra)}}} (deployment sizing/place)")
     if ignored:
         notes.append("ignored locally: " + "; ".join(ignored))
-    if config.target == "kubernetes" and config.stream.replicas != 1:
-        notes.append(f"stream: 1 local nats-server instead of {config.stream.replicas} replicas")
+    stream = _local_stream(config)
+    if config.target == "kubernetes" and stream.replicas != 1:
+        notes.append(f"stream: 1 local nats-server instead of {stream.replicas} replicas")
 
     archive = config.archive or LOCAL_ARCHIVE
     bucket = (config.archive.bucket_name if config.archive else None) or f"{config.prefix}-archive"
@@ -208,7 +209,7 @@ def load_plan(path: Path, local_secrets: dict[str, dict[str, str]] | None = None
         stack=stack,
         stack_file=path,
         config=config,
-        stream=config.stream,
+        stream=stream,
         warehouse=config.warehouse,
         archive=archive,
         archive_bucket=bucket,
@@ -234,3 +235,12 @@ def collector_runtime_env(sources: tuple[Source, ...]) -> dict[str, str]:
 
 def _has(raw: dict[str, Any], key: str) -> bool:
     return f"{PROJECT}:{key}" in raw
+
+
+def _local_stream(config: PlatformConfig) -> KubernetesStream:
+    """The local nats-server's stream: the stack's JetStream settings, or for an AWS stack
+    the JetStream defaults with the Kinesis retention."""
+    if config.stream.kubernetes is not None:
+        return config.stream.kubernetes
+    assert config.stream.aws is not None
+    return KubernetesStream(retention_hours=config.stream.aws.retention_hours)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +13,7 @@ from components.validation import (
     Problem,
     Target,
     read_resources,
+    reject_other_target,
 )
 
 
@@ -94,20 +93,12 @@ class AwsIngest:
 @dataclass(frozen=True)
 class IngestSettings:
     """`liftoff:ingest` — the collector (HTTP ingestion API): the chosen target's settings.
-    A key of the other target is refused by construction (`config_keys` of its settings)."""
+    A key of the other target is refused by construction (`reject_other_target`)."""
 
     aws: AwsIngest | None = None
     """Set on AWS."""
     kubernetes: KubernetesIngest | None = None
     """Set on Kubernetes."""
-
-
-def config_keys(settings: type) -> tuple[str, ...]:
-    """The `liftoff:ingest` keys of one target's settings (camelCase of its fields, in order)."""
-    return tuple(
-        re.sub(r"_([a-z])", lambda m: m.group(1).upper(), f.name)
-        for f in dataclasses.fields(settings)
-    )
 
 
 SOURCE_NAME = r"[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?"
@@ -175,8 +166,7 @@ def read_ingest(reader: ConfigReader, target: Target | None) -> IngestSettings:
             "throttlingBurstLimit", defaults.throttling_burst_limit, minimum=1, maximum=100000
         )
         memory = reader.integer("memoryMb", defaults.memory_mb, minimum=128, maximum=10240)
-        for name in config_keys(KubernetesIngest):
-            reader.reject(name, "only with target 'kubernetes'")
+        reject_other_target(reader, KubernetesIngest, AwsIngest, "kubernetes")
         reader.finish()
         return IngestSettings(
             aws=AwsIngest(
@@ -229,8 +219,7 @@ def _read_kubernetes_ingest(reader: ConfigReader) -> KubernetesIngest:
     connections = reader.integer(
         "maxConnections", defaults.max_connections, minimum=1, maximum=100000
     )
-    for name in config_keys(AwsIngest):
-        reader.reject(name, "only with target 'aws'")
+    reject_other_target(reader, AwsIngest, KubernetesIngest, "aws")
     reader.finish()
     return KubernetesIngest(
         replicas=replicas,

@@ -96,6 +96,7 @@ def _data_path(shared: Assembly, key: aws.kms.Key, logs: LogSettings) -> Platfor
     config, name, child = shared.config, shared.name, shared.child
     assert config.aws is not None and config.archive is not None  # the archive: always on AWS
     assert config.ingest.aws is not None
+    assert config.stream.aws is not None
     endpoints = INTERFACE_ENDPOINTS + (MWAA_ENDPOINTS if config.airflow.enabled else ())
     network = AwsNetwork(
         f"{name}-network",
@@ -121,7 +122,7 @@ def _data_path(shared: Assembly, key: aws.kms.Key, logs: LogSettings) -> Platfor
     stream = KinesisStream(
         f"{name}-stream",
         KinesisStreamArgs(
-            settings=config.stream, kms_key_arn=key.arn, protect=config.deletion_protection
+            settings=config.stream.aws, kms_key_arn=key.arn, protect=config.deletion_protection
         ),
         opts=child,
     )

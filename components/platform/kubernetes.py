@@ -78,6 +78,7 @@ def _data_path(shared: Assembly) -> PlatformParts:
     assert settings is not None
     context = _context(config)
     assert config.ingest.kubernetes is not None
+    assert config.stream.kubernetes is not None
     network = KubernetesNetwork(
         f"{name}-network",
         KubernetesNetworkArgs(
@@ -99,7 +100,7 @@ def _data_path(shared: Assembly) -> PlatformParts:
     stream = NatsJetStream(
         f"{name}-stream",
         NatsJetStreamArgs(
-            settings=config.stream,
+            settings=config.stream.kubernetes,
             network=network,
             context=context,
             chart_source=config.charts.get("nats"),

@@ -10,7 +10,7 @@ import pulumi_aws as aws
 from components import aws_iam
 from components.network import AwsPeer, Grant
 from components.stream import StreamConnection
-from components.stream.settings import StreamSettings
+from components.stream.settings import AwsStream
 
 WRITE_ACTIONS = ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"]
 READ_ACTIONS = [
@@ -26,7 +26,7 @@ FAN_OUT_ACTIONS = ["kinesis:DescribeStreamConsumer", "kinesis:SubscribeToShard"]
 
 @dataclass(frozen=True)
 class KinesisStreamArgs:
-    settings: StreamSettings
+    settings: AwsStream
     kms_key_arn: pulumi.Input[str]
     """The customer-managed key the records are encrypted with at rest."""
     protect: bool = True

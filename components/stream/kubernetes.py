@@ -16,7 +16,7 @@ from components.config import ChartSource
 from components.network import Grant, KubernetesPeer
 from components.network.kubernetes import KubernetesNetwork
 from components.stream import STREAM_NAME, StreamConnection
-from components.stream.settings import StreamSettings
+from components.stream.settings import KubernetesStream
 from services import env as runtime_env
 
 RELEASE = "nats"
@@ -78,7 +78,7 @@ class NatsJetStreamArgs:
     context: kube.StackContext
     """The stack, its tags, the image registry, the services image and the storage
     class: what every Kubernetes capability of the stack shares."""
-    settings: StreamSettings
+    settings: KubernetesStream
     network: KubernetesNetwork
     chart_source: ChartSource | None = None
     """Default: the pinned upstream repository (`charts/nats.yaml`)."""
@@ -86,7 +86,7 @@ class NatsJetStreamArgs:
     """Default: false. The chart's Prometheus exporter sidecar (liftoff:observability)."""
 
 
-def events_max_bytes(settings: StreamSettings) -> int:
+def events_max_bytes(settings: KubernetesStream) -> int:
     """``max_bytes`` of each partition's EVENTS stream: EVENTS_SHARE_OF_STORAGE of the volume,
     split evenly over the partitions."""
     return int(settings.storage_gb * 2**30 * EVENTS_SHARE_OF_STORAGE) // settings.partitions

@@ -10,11 +10,11 @@ from tests.components.test_config import load, problems
 
 def test_partitions_default_to_one_for_a_single_server_and_production_for_a_cluster():
     single = load({"liftoff:target": "kubernetes", "liftoff:stream": {"replicas": 1}})
-    assert single.stream.partitions == 1
+    assert single.stream.kubernetes.partitions == 1
     clustered = load({"liftoff:target": "kubernetes", "liftoff:stream": {"replicas": 3}})
-    assert clustered.stream.partitions == PRODUCTION_PARTITIONS
+    assert clustered.stream.kubernetes.partitions == PRODUCTION_PARTITIONS
     chosen = load({"liftoff:target": "kubernetes", "liftoff:stream": {"partitions": 16}})
-    assert chosen.stream.partitions == 16
+    assert chosen.stream.kubernetes.partitions == 16
 
 
 @pytest.mark.parametrize("value", [0, MAX_PARTITIONS + 1, -3, "many"])
