@@ -14,7 +14,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from components.airflow.settings import AirflowSettings, read_airflow
+from components.airflow.settings import (
+    AirflowSettings,
+    AwsAirflowSettings,
+    KubernetesAirflowSettings,
+    read_airflow,
+)
 from components.archive.settings import ArchiveSettings, read_archive
 from components.consumers.settings import (
     DESTINATION_TYPES,
@@ -68,12 +73,14 @@ __all__ = [
     "PRODUCTION_PARTITIONS",
     "AirflowSettings",
     "ArchiveSettings",
+    "AwsAirflowSettings",
     "AwsSettings",
     "AwsStream",
     "ChartSource",
     "ConfigError",
     "Destination",
     "IngestSettings",
+    "KubernetesAirflowSettings",
     "KubernetesSettings",
     "KubernetesStream",
     "PlatformConfig",

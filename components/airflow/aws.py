@@ -10,7 +10,7 @@ import pulumi_aws as aws
 
 from components import aws_iam
 from components.airflow import DAGS_DIR, AirflowEndpoint, dag_files
-from components.airflow.settings import AirflowSettings
+from components.airflow.settings import AwsAirflowSettings
 from components.aws_logs import LogSettings, log_group
 from components.aws_s3 import SecureBucket, secure_bucket
 from components.network.aws import MWAA_ENDPOINTS, AwsNetwork
@@ -29,7 +29,7 @@ WEB_PORT = 443
 
 @dataclass(frozen=True)
 class MwaaAirflowArgs:
-    settings: AirflowSettings
+    settings: AwsAirflowSettings
     network: AwsNetwork
     environment_name: str
     """Physical MWAA environment name, e.g. `liftoff-prod-airflow`."""
@@ -197,7 +197,7 @@ class MwaaAirflow(pulumi.ComponentResource):
         return config
 
     @staticmethod
-    def _web_access_rules(settings: AirflowSettings) -> list[dict]:
+    def _web_access_rules(settings: AwsAirflowSettings) -> list[dict]:
         """HTTPS to the private web server (MWAA's VPC endpoint uses this group) from a VPN or
         bastion; none by default."""
         rules: list[dict] = [

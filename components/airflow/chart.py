@@ -7,7 +7,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from components import kube
-from components.airflow.settings import AirflowSettings
+from components.airflow.settings import KubernetesAirflowSettings
 from components.archive import ArchiveClient
 from components.archive.settings import ArchiveSettings
 from components.charts import ChartPin, deep_merge
@@ -281,7 +281,7 @@ def _add_mounts(args: KubernetesAirflowArgs, values: dict[str, Any]) -> None:
         values["env"] = env
 
 
-def _ingress_values(settings: AirflowSettings) -> dict[str, Any]:
+def _ingress_values(settings: KubernetesAirflowSettings) -> dict[str, Any]:
     tls: dict[str, Any] = {"enabled": bool(settings.tls_secret)}
     if settings.tls_secret:
         tls["secretName"] = settings.tls_secret

@@ -25,7 +25,7 @@ from components.airflow.chart import (
     check_values,
     image_repository,
 )
-from components.airflow.settings import AirflowSettings
+from components.airflow.settings import KubernetesAirflowSettings
 from components.archive import Archive
 from components.charts import ChartPin, load_chart_pin
 from components.config import ChartSource
@@ -40,7 +40,7 @@ class KubernetesAirflowArgs:
     context: kube.StackContext
     """The stack, its tags, the image registry, the services image and the storage
     class: what every Kubernetes capability of the stack shares."""
-    settings: AirflowSettings
+    settings: KubernetesAirflowSettings
     network: KubernetesNetwork
     postgres: KubernetesPostgres
     warehouse: ClientDatabase | None

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from dataclasses import dataclass, field
 
-from components.validation import DNS_LABEL, HIDDEN, ConfigReader, Target, set_secret_hint
+from components.validation import (
+    DNS_LABEL,
+    HIDDEN,
+    ConfigReader,
+    Target,
+    reject_other_target,
+    set_secret_hint,
+)
 
 
 @dataclass(frozen=True)
@@ -41,56 +49,85 @@ MWAA_CLASSES = ("mw1.micro", "mw1.small", "mw1.medium", "mw1.large", "mw1.xlarge
 
 
 @dataclass(frozen=True)
-class AirflowSettings:
-    """`liftoff:airflow` — Apache Airflow (MWAA on AWS, the official chart on Kubernetes)."""
+class _AirflowCommon:
+    """The keys both targets take."""
 
     enabled: bool = True
     """Default: true."""
     version: str = DEFAULT_AIRFLOW_VERSION["kubernetes"]
-    """Default: 3.0.6 on AWS (an MWAA version), 3.2.2 on Kubernetes (the image tag)."""
-    executor: str = "KubernetesExecutor"
-    """Kubernetes only: `KubernetesExecutor` (default) or `CeleryExecutor`."""
     dags: DagSource = field(default_factory=DagSource)
-    workers: int = 2
-    """Kubernetes with CeleryExecutor: Celery workers. Default: 2."""
-    environment_class: str = "mw1.small"
-    """AWS only. Default: `mw1.small`."""
-    min_workers: int = 1
-    """AWS only. Default: 1."""
-    max_workers: int = 5
-    """AWS only. Default: 5."""
     web_access: str = "private"
     """`private` (default: reachable only inside the VPC / cluster) or `public` (AWS: the MWAA
     web server on the internet, behind IAM sign-in; Kubernetes: an Ingress with `host`)."""
-    host: str | None = None
-    """Kubernetes only: host name of the Airflow UI Ingress (with web access `public`)."""
-    high_availability: bool = False
-    """Kubernetes only: 2 schedulers and API servers."""
-    ingress_class: str | None = None
-    """Kubernetes only: IngressClass of the UI Ingress. Default: the cluster's default class."""
-    tls_secret: str | None = None
-    """Kubernetes only: TLS Secret of the UI Ingress (needs `host`). Default: none, plain HTTP
-    at the Ingress (and an `http://` airflowUrl)."""
-    logs_storage_class: str | None = None
-    """Kubernetes only: a ReadWriteMany StorageClass for a shared task-log volume. Default: none
-    (task logs go to the archive with remote logging when one is configured, else stay in
-    the task pods)."""
-    logs_storage_gb: int = 10
-    """Kubernetes only, with `logsStorageClass`: size of the shared log volume. Default: 10."""
+
+
+@dataclass(frozen=True)
+class AwsAirflowSettings(_AirflowCommon):
+    """`liftoff:airflow` on AWS: an MWAA environment."""
+
+    version: str = DEFAULT_AIRFLOW_VERSION["aws"]
+    """Default: 3.0.6 (an MWAA version)."""
+    environment_class: str = "mw1.small"
+    """Default: `mw1.small`."""
+    min_workers: int = 1
+    """Default: 1."""
+    max_workers: int = 5
+    """Default: 5."""
     web_access_cidrs: tuple[str, ...] = ()
-    """AWS only, with web access `private`: networks (VPN, bastion, peered VPCs) admitted to
-    the MWAA web server on HTTPS. Default: none (only MWAA's own security group)."""
+    """With web access `private`: networks (VPN, bastion, peered VPCs) admitted to the MWAA
+    web server on HTTPS. Default: none (only MWAA's own security group)."""
     web_access_security_group_ids: tuple[str, ...] = ()
-    """AWS only, with web access `private`: security groups (e.g. a bastion's) admitted to the
-    MWAA web server on HTTPS. Default: none."""
+    """With web access `private`: security groups (e.g. a bastion's) admitted to the MWAA web
+    server on HTTPS. Default: none."""
+
+
+@dataclass(frozen=True)
+class KubernetesAirflowSettings(_AirflowCommon):
+    """`liftoff:airflow` on Kubernetes: the official Airflow chart."""
+
+    version: str = DEFAULT_AIRFLOW_VERSION["kubernetes"]
+    """Default: 3.2.2 (the image tag)."""
+    executor: str = "KubernetesExecutor"
+    """`KubernetesExecutor` (default) or `CeleryExecutor`."""
+    workers: int = 2
+    """With CeleryExecutor: Celery workers. Default: 2."""
+    host: str | None = None
+    """Host name of the Airflow UI Ingress (with web access `public`)."""
+    high_availability: bool = False
+    """2 schedulers and API servers."""
+    ingress_class: str | None = None
+    """IngressClass of the UI Ingress. Default: the cluster's default class."""
+    tls_secret: str | None = None
+    """TLS Secret of the UI Ingress (needs `host`). Default: none, plain HTTP at the Ingress
+    (and an `http://` airflowUrl)."""
+    logs_storage_class: str | None = None
+    """A ReadWriteMany StorageClass for a shared task-log volume. Default: none (task logs go
+    to the archive with remote logging when one is configured, else stay in the task pods)."""
+    logs_storage_gb: int = 10
+    """With `logsStorageClass`: size of the shared log volume. Default: 10."""
+
+
+@dataclass(frozen=True)
+class AirflowSettings:
+    """`liftoff:airflow` — Apache Airflow: the chosen target's settings. A key of the other
+    target is refused by construction (`reject_other_target`)."""
+
+    aws: AwsAirflowSettings | None = None
+    """Set on AWS (MWAA)."""
+    kubernetes: KubernetesAirflowSettings | None = None
+    """Set on Kubernetes (the official chart)."""
+
+    @property
+    def enabled(self) -> bool:
+        chosen = self.aws or self.kubernetes
+        return chosen.enabled if chosen is not None else _AirflowCommon.enabled
 
 
 def read_airflow(
     reader: ConfigReader, target: Target | None, *, is_secret: bool = False
 ) -> AirflowSettings:
-    defaults = AirflowSettings()
     enabled = reader.boolean("enabled", True)
-    default_version = DEFAULT_AIRFLOW_VERSION.get(target or "kubernetes", defaults.version)
+    default_version = DEFAULT_AIRFLOW_VERSION.get(target or "kubernetes")
     if target == "aws":
         version = (
             reader.string("version", default_version, choices=MWAA_AIRFLOW_VERSIONS)
@@ -108,39 +145,44 @@ def read_airflow(
         )
     web_access = reader.string("webAccess", "private", choices=("private", "public")) or "private"
     dags = read_dags(reader.object("dags"), target, is_secret=is_secret)
+    common = _AirflowCommon(enabled=enabled, version=version, dags=dags, web_access=web_access)
     if target == "aws":
-        environment_class = (
-            reader.string("environmentClass", defaults.environment_class, choices=MWAA_CLASSES)
-            or defaults.environment_class
-        )
-        minimum = reader.integer("minWorkers", defaults.min_workers, minimum=1, maximum=25)
-        maximum = reader.integer("maxWorkers", defaults.max_workers, minimum=1, maximum=25)
-        if minimum > maximum:
-            reader.problem("minWorkers", minimum, f"at most maxWorkers ({maximum})")
-        for name in (
-            "executor",
-            "workers",
-            "host",
-            "highAvailability",
-            "ingressClass",
-            "tlsSecret",
-            "logsStorageClass",
-            "logsStorageGb",
-        ):
-            reader.reject(name, "only with target 'kubernetes'")
-        cidrs, groups = read_web_access_peers(reader, web_access)
-        reader.finish()
-        return AirflowSettings(
-            enabled=enabled,
-            version=version,
-            dags=dags,
-            web_access=web_access,
-            environment_class=environment_class,
-            min_workers=minimum,
-            max_workers=maximum,
-            web_access_cidrs=cidrs,
-            web_access_security_group_ids=groups,
-        )
+        settings = AirflowSettings(aws=_read_mwaa(reader, common))
+    else:
+        settings = AirflowSettings(kubernetes=_read_airflow_chart(reader, common))
+    reader.finish()
+    return settings
+
+
+def _read_mwaa(reader: ConfigReader, common: _AirflowCommon) -> AwsAirflowSettings:
+    defaults = AwsAirflowSettings()
+    environment_class = (
+        reader.string("environmentClass", defaults.environment_class, choices=MWAA_CLASSES)
+        or defaults.environment_class
+    )
+    minimum = reader.integer("minWorkers", defaults.min_workers, minimum=1, maximum=25)
+    maximum = reader.integer("maxWorkers", defaults.max_workers, minimum=1, maximum=25)
+    if minimum > maximum:
+        reader.problem("minWorkers", minimum, f"at most maxWorkers ({maximum})")
+    reject_other_target(reader, KubernetesAirflowSettings, AwsAirflowSettings, "kubernetes")
+    cidrs, groups = read_web_access_peers(reader, common.web_access)
+    return AwsAirflowSettings(
+        **_common_fields(common),
+        environment_class=environment_class,
+        min_workers=minimum,
+        max_workers=maximum,
+        web_access_cidrs=cidrs,
+        web_access_security_group_ids=groups,
+    )
+
+
+def _common_fields(common: _AirflowCommon) -> dict:
+    return {f.name: getattr(common, f.name) for f in dataclasses.fields(_AirflowCommon)}
+
+
+def _read_airflow_chart(reader: ConfigReader, common: _AirflowCommon) -> KubernetesAirflowSettings:
+    defaults = KubernetesAirflowSettings()
+    web_access = common.web_access
     executor = (
         reader.string(
             "executor", defaults.executor, choices=("KubernetesExecutor", "CeleryExecutor")
@@ -168,6 +210,24 @@ def read_airflow(
     for name, value in (("ingressClass", ingress_class), ("tlsSecret", tls_secret)):
         if value and not host:
             reader.problem(name, value, "only together with host")
+    logs_class, logs_storage_gb = _read_logs_volume(reader, defaults)
+    reject_other_target(reader, AwsAirflowSettings, KubernetesAirflowSettings, "aws")
+    return KubernetesAirflowSettings(
+        **_common_fields(common),
+        executor=executor,
+        workers=workers,
+        host=host,
+        high_availability=reader.boolean("highAvailability", False),
+        ingress_class=ingress_class,
+        tls_secret=tls_secret,
+        logs_storage_class=logs_class,
+        logs_storage_gb=logs_storage_gb,
+    )
+
+
+def _read_logs_volume(
+    reader: ConfigReader, defaults: KubernetesAirflowSettings
+) -> tuple[str | None, int]:
     logs_class = reader.string(
         "logsStorageClass",
         pattern=rf"{DNS_LABEL}(\.{DNS_LABEL})*",
@@ -184,30 +244,7 @@ def read_airflow(
             "only with logsStorageClass (a shared log volume needs a ReadWriteMany class; "
             "without one, task logs go to the archive)",
         )
-    for name in (
-        "environmentClass",
-        "minWorkers",
-        "maxWorkers",
-        "webAccessCidrs",
-        "webAccessSecurityGroupIds",
-    ):
-        reader.reject(name, "only with target 'aws'")
-    settings = AirflowSettings(
-        enabled=enabled,
-        version=version,
-        dags=dags,
-        web_access=web_access,
-        executor=executor,
-        workers=workers,
-        host=host,
-        high_availability=reader.boolean("highAvailability", False),
-        ingress_class=ingress_class,
-        tls_secret=tls_secret,
-        logs_storage_class=logs_class,
-        logs_storage_gb=logs_storage_gb,
-    )
-    reader.finish()
-    return settings
+    return logs_class, logs_storage_gb
 
 
 def read_web_access_peers(

@@ -39,12 +39,12 @@ def build(parent: pulumi.Resource, name: str, config: PlatformConfig) -> Platfor
     key = _platform_key(shared, provider)
     logs = LogSettings(retention_days=config.aws.log_retention_days, kms_key_arn=key.arn)
     parts = _data_path(shared, key, logs)
-    if config.airflow.enabled:
+    if config.airflow.aws is not None and config.airflow.aws.enabled:
         reconciler = parts.consumers.reconciler
         parts.airflow = MwaaAirflow(
             f"{name}-airflow",
             MwaaAirflowArgs(
-                settings=config.airflow,
+                settings=config.airflow.aws,
                 network=parts.network,
                 environment_name=f"{config.prefix}-airflow",
                 region=config.aws.region,

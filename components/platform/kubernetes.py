@@ -34,11 +34,11 @@ def build(parent: pulumi.Resource, name: str, config: PlatformConfig) -> Platfor
     )
     context = _context(config)
     parts = _data_path(shared)
-    if config.airflow.enabled:
+    if config.airflow.kubernetes is not None and config.airflow.kubernetes.enabled:
         parts.airflow = KubernetesAirflow(
             f"{name}-airflow",
             KubernetesAirflowArgs(
-                settings=config.airflow,
+                settings=config.airflow.kubernetes,
                 network=parts.network,
                 postgres=parts.postgres,
                 warehouse=parts.consumers.warehouse,

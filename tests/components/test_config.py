@@ -456,8 +456,8 @@ AWS = {"liftoff:target": "aws", "aws:region": "eu-west-1"}
 
 def test_airflow_web_access_peers_default_to_none_and_are_read():
     config = load(AWS)
-    assert config.airflow.web_access_cidrs == ()
-    assert config.airflow.web_access_security_group_ids == ()
+    assert config.airflow.aws.web_access_cidrs == ()
+    assert config.airflow.aws.web_access_security_group_ids == ()
     assert config.aws.log_retention_days == 365
     config = load(
         {
@@ -468,8 +468,8 @@ def test_airflow_web_access_peers_default_to_none_and_are_read():
             },
         }
     )
-    assert config.airflow.web_access_cidrs == ("10.8.0.0/16", "172.16.0.0/24")
-    assert config.airflow.web_access_security_group_ids == ("sg-0123456789abcdef0",)
+    assert config.airflow.aws.web_access_cidrs == ("10.8.0.0/16", "172.16.0.0/24")
+    assert config.airflow.aws.web_access_security_group_ids == ("sg-0123456789abcdef0",)
 
 
 def test_airflow_web_access_peers_are_validated():
