@@ -41,7 +41,10 @@ from components.network.settings import (
     read_aws,
     read_kubernetes,
 )
-from components.observability import ObservabilitySettings, read_observability
+from components.observability import (
+    ObservabilitySettings,
+    read_observability,
+)
 from components.postgres.settings import PostgresSettings, read_postgres
 from components.stream.settings import (
     MAX_PARTITIONS,

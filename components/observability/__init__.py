@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from components.validation import ConfigReader, Problem
+from components.validation import ConfigReader, Problem, reject_other_target
 
 Severity = Literal["critical", "warning"]
 
@@ -320,51 +320,84 @@ _SNS_ARN = r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}"
 
 
 @dataclass(frozen=True)
-class ObservabilitySettings:
-    """`liftoff:observability` — alerts, dashboards and scraping for the signal contract."""
+class _ObservabilityCommon:
+    """The keys both targets take."""
 
     enabled: bool = False
-    """Default: true on AWS (CloudWatch needs nothing installed); false on Kubernetes, where
-    it needs the Prometheus Operator's CRDs in the cluster."""
     thresholds: Mapping[str, float] = field(default_factory=dict)
     """Overrides of the contract's defaults, by threshold key (see SIGNALS)."""
-    monitoring_namespace: str = "monitoring"
-    """Kubernetes: namespace of the Prometheus that scrapes the stack. Default: `monitoring`."""
-    monitoring_pod_labels: Mapping[str, str] = field(
-        default_factory=lambda: {"app.kubernetes.io/name": "prometheus"}
-    )
-    """Kubernetes: labels of the Prometheus pods admitted to the metrics ports.
-    Default: `app.kubernetes.io/name: prometheus` (the Prometheus Operator's own pod label)."""
-    monitor_labels: Mapping[str, str] = field(default_factory=dict)
-    """Kubernetes: labels put on the ServiceMonitor/PodMonitor/PrometheusRule objects so the
-    Prometheus selects them (kube-prometheus-stack: `release: <its release name>`).
-    Default: none."""
-    dashboard: bool = True
-    """Kubernetes: Grafana dashboard ConfigMap (sidecar label `grafana_dashboard: "1"`)."""
-    alarm_topic_arn: str | None = None
-    """AWS: send alarms to this SNS topic. Default: a new topic encrypted with the platform key."""
 
     def threshold(self, key: str) -> float:
         return self.thresholds.get(key, THRESHOLDS[key].default)
 
 
+@dataclass(frozen=True)
+class AwsObservabilitySettings(_ObservabilityCommon):
+    """`liftoff:observability` on AWS: CloudWatch alarms, an SNS topic and a dashboard."""
+
+    enabled: bool = True
+    """Default: true (CloudWatch needs nothing installed)."""
+    alarm_topic_arn: str | None = None
+    """Send alarms to this SNS topic. Default: a new topic encrypted with the platform key."""
+
+
+@dataclass(frozen=True)
+class KubernetesObservabilitySettings(_ObservabilityCommon):
+    """`liftoff:observability` on Kubernetes: Prometheus Operator objects and a dashboard."""
+
+    enabled: bool = False
+    """Default: false: it needs the Prometheus Operator's CRDs in the cluster."""
+    monitoring_namespace: str = "monitoring"
+    """Namespace of the Prometheus that scrapes the stack. Default: `monitoring`."""
+    monitoring_pod_labels: Mapping[str, str] = field(
+        default_factory=lambda: {"app.kubernetes.io/name": "prometheus"}
+    )
+    """Labels of the Prometheus pods admitted to the metrics ports.
+    Default: `app.kubernetes.io/name: prometheus` (the Prometheus Operator's own pod label)."""
+    monitor_labels: Mapping[str, str] = field(default_factory=dict)
+    """Labels put on the ServiceMonitor/PodMonitor/PrometheusRule objects so the Prometheus
+    selects them (kube-prometheus-stack: `release: <its release name>`). Default: none."""
+    dashboard: bool = True
+    """Grafana dashboard ConfigMap (sidecar label `grafana_dashboard: "1"`)."""
+
+
+@dataclass(frozen=True)
+class ObservabilitySettings:
+    """`liftoff:observability` — alerts, dashboards and scraping for the signal contract: the
+    chosen target's settings. A key of the other target is refused by construction
+    (`reject_other_target`)."""
+
+    aws: AwsObservabilitySettings | None = None
+    kubernetes: KubernetesObservabilitySettings | None = None
+
+    @property
+    def enabled(self) -> bool:
+        chosen = self.aws or self.kubernetes
+        return chosen.enabled if chosen is not None else _ObservabilityCommon.enabled
+
+
 def read_observability(reader: ConfigReader, target: str | None) -> ObservabilitySettings:
-    defaults = ObservabilitySettings()
     thresholds = _read_thresholds(reader.object("thresholds"))
     if target == "aws":
-        for name in ("monitoringNamespace", "monitoringPodLabels", "monitorLabels", "dashboard"):
-            reader.reject(name, "only with target 'kubernetes'")
+        reject_other_target(
+            reader, KubernetesObservabilitySettings, AwsObservabilitySettings, "kubernetes"
+        )
         topic = reader.string(
             "alarmTopicArn",
             pattern=_SNS_ARN,
             describe="an SNS topic ARN such as arn:aws:sns:eu-west-1:123456789012:alerts",
         )
         settings = ObservabilitySettings(
-            enabled=reader.boolean("enabled", True), thresholds=thresholds, alarm_topic_arn=topic
+            aws=AwsObservabilitySettings(
+                enabled=reader.boolean("enabled", True),
+                thresholds=thresholds,
+                alarm_topic_arn=topic,
+            )
         )
         reader.finish()
         return settings
-    reader.reject("alarmTopicArn", "only with target 'aws'")
+    defaults = KubernetesObservabilitySettings()
+    reject_other_target(reader, AwsObservabilitySettings, KubernetesObservabilitySettings, "aws")
     namespace = (
         reader.string(
             "monitoringNamespace",
@@ -379,12 +412,14 @@ def read_observability(reader: ConfigReader, target: str | None) -> Observabilit
         reader.string_map("monitoringPodLabels", _check_label) or defaults.monitoring_pod_labels
     )
     settings = ObservabilitySettings(
-        enabled=reader.boolean("enabled", False),
-        thresholds=thresholds,
-        monitoring_namespace=namespace,
-        monitoring_pod_labels=dict(pod_labels),
-        monitor_labels=reader.string_map("monitorLabels", _check_label),
-        dashboard=reader.boolean("dashboard", True),
+        kubernetes=KubernetesObservabilitySettings(
+            enabled=reader.boolean("enabled", False),
+            thresholds=thresholds,
+            monitoring_namespace=namespace,
+            monitoring_pod_labels=dict(pod_labels),
+            monitor_labels=reader.string_map("monitorLabels", _check_label),
+            dashboard=reader.boolean("dashboard", True),
+        )
     )
     reader.finish()
     return settings

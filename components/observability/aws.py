@@ -19,7 +19,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components import aws_iam
-from components.observability import SIGNALS_BY_NAME, ObservabilitySettings
+from components.observability import SIGNALS_BY_NAME, AwsObservabilitySettings
 from components.observability.dashboards import cloudwatch_dashboard
 
 # RDS for PostgreSQL: max_connections = LEAST(DBInstanceClassMemory / 9531392, 5000).
@@ -64,7 +64,7 @@ class ConsumerFunction:
 
 @dataclass(frozen=True)
 class AwsObservabilityArgs:
-    settings: ObservabilitySettings
+    settings: AwsObservabilitySettings
     prefix: str
     """Alarm and dashboard names start with it (`liftoff-<stack>`)."""
     region: str

@@ -20,7 +20,7 @@ import pulumi_kubernetes as k8s
 from components import kube
 from components.network import KubernetesPeer
 from components.network.kubernetes import KubernetesNetwork
-from components.observability import ObservabilitySettings, prometheus_rule_groups
+from components.observability import KubernetesObservabilitySettings, prometheus_rule_groups
 from components.observability.dashboards import grafana_dashboard
 from components.postgres.kubernetes import KubernetesPostgres
 
@@ -51,7 +51,7 @@ class KubernetesObservabilityArgs:
     context: kube.StackContext
     """The stack, its tags, the image registry, the services image and the storage
     class: what every Kubernetes capability of the stack shares."""
-    settings: ObservabilitySettings
+    settings: KubernetesObservabilitySettings
     network: KubernetesNetwork
     collector_service_labels: Mapping[str, str]
     """Labels of the collector's Service (the ServiceMonitor selects it)."""
@@ -241,7 +241,9 @@ class KubernetesObservability(pulumi.ComponentResource):
         )
 
 
-def scrape_policy_spec(settings: ObservabilitySettings, target: MetricsTarget) -> dict[str, Any]:
+def scrape_policy_spec(
+    settings: KubernetesObservabilitySettings, target: MetricsTarget
+) -> dict[str, Any]:
     """Ingress to `target`'s pods on its metrics port, from the monitoring namespace's
     Prometheus pods only (namespace AND pod labels in one peer)."""
     return {

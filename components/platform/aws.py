@@ -168,7 +168,8 @@ def _data_path(shared: Assembly, key: aws.kms.Key, logs: LogSettings) -> Platfor
 
 
 def _alarm_topic_created(config: PlatformConfig) -> bool:
-    return config.observability.enabled and not config.observability.alarm_topic_arn
+    chosen = config.observability.aws
+    return chosen is not None and chosen.enabled and not chosen.alarm_topic_arn
 
 
 def _key_policy(config: PlatformConfig, account: str, region: str) -> str:
@@ -218,7 +219,7 @@ def _observe(shared: Assembly, parts: PlatformParts, key: aws.kms.Key) -> None:
     parts.observability = AwsObservability(
         f"{shared.name}-observability",
         AwsObservabilityArgs(
-            settings=config.observability,
+            settings=config.observability.aws,
             prefix=config.prefix,
             region=config.aws.region,
             kms_key_arn=key.arn,

@@ -178,7 +178,7 @@ def _observe(shared: Assembly, parts: PlatformParts) -> None:
     parts.observability = KubernetesObservability(
         f"{shared.name}-observability",
         KubernetesObservabilityArgs(
-            settings=config.observability,
+            settings=config.observability.kubernetes,
             network=parts.network,
             context=context,
             collector_service_labels=kube.selector(COMPONENT, config.stack),
