@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import pulumi
 
 from components.archive.settings import ArchiveSettings
-from components.network import Grant, Peer
+from components.network import Grant, PeerT
 
 CREDENTIALS_DIR = "/etc/liftoff/archive"
 """Where a client's pods mount the archive's credentials Secret."""
@@ -64,9 +64,6 @@ class ArchiveClient:
         """(volume name, Secret name, mount directory), as consumers take secret files."""
         assert self.secret_name is not None, "this archive has no credentials Secret"
         return (name, self.secret_name, CREDENTIALS_DIR)
-
-
-PeerT = TypeVar("PeerT", bound=Peer, contravariant=True)
 
 
 @runtime_checkable

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import pulumi
 
@@ -37,6 +37,11 @@ class KubernetesPeer(Peer):
     """On Kubernetes: a selector of the workload's pods (NetworkPolicies select on it)."""
 
     pod_labels: Mapping[str, str] = field(default_factory=dict)
+
+
+PeerT = TypeVar("PeerT", bound=Peer, contravariant=True)
+"""The peer type a capability's grants take: `AwsPeer` or `KubernetesPeer`, by target. The
+capability protocols (`Stream[KubernetesPeer]`, ...) are generic in it."""
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import pulumi
 
-from components.network import Grant, Peer
+from components.network import Grant, PeerT
 
 PORT = 5432
 # Pods carrying this label may connect to the Kubernetes Postgres (see README).
@@ -125,9 +125,6 @@ def check_major_version(
         f"version holding this stack's data ({how}). To change it, follow {UPGRADE_PROCEDURE} "
         "(dump and restore through the backup job, or pg_upgrade), then set the new version."
     )
-
-
-PeerT = TypeVar("PeerT", bound=Peer, contravariant=True)
 
 
 @runtime_checkable

@@ -10,11 +10,11 @@ grants `grant_write(peer)` / `grant_read(peer)`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import pulumi
 
-from components.network import Grant, Peer
+from components.network import Grant, PeerT
 
 # The JetStream stream the platform publishes to (services/streams).
 STREAM_NAME = "EVENTS"
@@ -28,9 +28,6 @@ class StreamConnection:
     """`kinesis://<stream-name>` or `nats://<host>:4222/EVENTS`."""
     name: pulumi.Output[str]
     """The Kinesis stream name / the JetStream stream name."""
-
-
-PeerT = TypeVar("PeerT", bound=Peer, contravariant=True)
 
 
 @runtime_checkable
