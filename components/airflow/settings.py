@@ -296,70 +296,7 @@ def read_dags(reader: ConfigReader, target: Target | None, *, is_secret: bool) -
     kinds = ("repository",) if target == "aws" else ("repository", "git", "image")
     kind = reader.string("source", "repository", choices=kinds) or "repository"
     if kind == "git":
-        repository = reader.string(
-            "repository",
-            required=True,
-            pattern=r"(https://|ssh://|git@)\S+",
-            describe="a git URL (https://, ssh:// or git@)",
-        )
-        credentials = {}
-        for name in ("token", "sshKey"):
-            value = reader.string(name, describe="a credential string")
-            if value is not None and not is_secret:
-                reader.problem(name, HIDDEN, set_secret_hint(reader.key(name)))
-            credentials[name] = value
-        username = reader.string("username", pattern=r"[\w.@-]{1,128}", describe="a git user name")
-        known_hosts = reader.string(
-            "knownHosts",
-            pattern=r"(?s)\S+ \S+ \S+.*",
-            describe="known_hosts lines of the git host (ssh-keyscan <host>)",
-        )
-        over_ssh = bool(repository) and not repository.startswith("https://")
-        if over_ssh:
-            for name, value in (("token", credentials["token"]), ("username", username)):
-                if value is not None:
-                    reader.problem(
-                        name,
-                        HIDDEN if name == "token" else value,
-                        "only with an https:// repository (SSH uses sshKey)",
-                    )
-            if credentials["sshKey"] is None:
-                reader.problem(
-                    "sshKey", None, "required for an SSH repository URL (set it as a secret)"
-                )
-            if known_hosts is None:
-                reader.problem(
-                    "knownHosts",
-                    None,
-                    "required with an SSH repository: the host's known_hosts lines, so "
-                    "git-sync verifies whom it talks to",
-                )
-        elif repository:
-            for name, value in (("sshKey", credentials["sshKey"]), ("knownHosts", known_hosts)):
-                if value is not None:
-                    reader.problem(
-                        name,
-                        HIDDEN if name == "sshKey" else value,
-                        "only with an ssh:// or git@ repository URL",
-                    )
-            if username and not credentials["token"]:
-                reader.problem("username", username, "only together with token")
-        source = DagSource(
-            kind=kind,
-            repository=repository,
-            username=(username or "git") if credentials["token"] else None,
-            token=credentials["token"],
-            ssh_key=credentials["sshKey"],
-            known_hosts=known_hosts,
-            ref=reader.string(
-                "ref", "main", pattern=r"[\w./-]+", describe="a branch, tag or commit"
-            )
-            or "main",
-            path=reader.string(
-                "path", "dags", pattern=r"[\w./-]+", describe="the DAG folder inside the repository"
-            )
-            or "dags",
-        )
+        source = _read_git_dags(reader, is_secret=is_secret)
     elif kind == "image":
         source = DagSource(
             kind=kind,
@@ -374,3 +311,80 @@ def read_dags(reader: ConfigReader, target: Target | None, *, is_secret: bool) -
         source = DagSource()
     reader.finish()
     return source
+
+
+def _read_git_dags(reader: ConfigReader, *, is_secret: bool) -> DagSource:
+    """git-sync from a repository, over HTTPS (optional token) or SSH (key and known hosts)."""
+    repository = reader.string(
+        "repository",
+        required=True,
+        pattern=r"(https://|ssh://|git@)\S+",
+        describe="a git URL (https://, ssh:// or git@)",
+    )
+    credentials = {}
+    for name in ("token", "sshKey"):
+        value = reader.string(name, describe="a credential string")
+        if value is not None and not is_secret:
+            reader.problem(name, HIDDEN, set_secret_hint(reader.key(name)))
+        credentials[name] = value
+    username = reader.string("username", pattern=r"[\w.@-]{1,128}", describe="a git user name")
+    known_hosts = reader.string(
+        "knownHosts",
+        pattern=r"(?s)\S+ \S+ \S+.*",
+        describe="known_hosts lines of the git host (ssh-keyscan <host>)",
+    )
+    _check_git_credentials(reader, repository, credentials, username, known_hosts)
+    return DagSource(
+        kind="git",
+        repository=repository,
+        username=(username or "git") if credentials["token"] else None,
+        token=credentials["token"],
+        ssh_key=credentials["sshKey"],
+        known_hosts=known_hosts,
+        ref=reader.string("ref", "main", pattern=r"[\w./-]+", describe="a branch, tag or commit")
+        or "main",
+        path=reader.string(
+            "path", "dags", pattern=r"[\w./-]+", describe="the DAG folder inside the repository"
+        )
+        or "dags",
+    )
+
+
+def _check_git_credentials(
+    reader: ConfigReader,
+    repository: str | None,
+    credentials: dict[str, str | None],
+    username: str | None,
+    known_hosts: str | None,
+) -> None:
+    """Each credential only with the transport it belongs to; SSH needs its key and hosts."""
+    over_ssh = bool(repository) and not repository.startswith("https://")
+    if over_ssh:
+        for name, value in (("token", credentials["token"]), ("username", username)):
+            if value is not None:
+                reader.problem(
+                    name,
+                    HIDDEN if name == "token" else value,
+                    "only with an https:// repository (SSH uses sshKey)",
+                )
+        if credentials["sshKey"] is None:
+            reader.problem(
+                "sshKey", None, "required for an SSH repository URL (set it as a secret)"
+            )
+        if known_hosts is None:
+            reader.problem(
+                "knownHosts",
+                None,
+                "required with an SSH repository: the host's known_hosts lines, so "
+                "git-sync verifies whom it talks to",
+            )
+    elif repository:
+        for name, value in (("sshKey", credentials["sshKey"]), ("knownHosts", known_hosts)):
+            if value is not None:
+                reader.problem(
+                    name,
+                    HIDDEN if name == "sshKey" else value,
+                    "only with an ssh:// or git@ repository URL",
+                )
+        if username and not credentials["token"]:
+            reader.problem("username", username, "only together with token")
