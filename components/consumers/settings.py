@@ -92,41 +92,8 @@ def read_destinations(
             describe="a destination name: lowercase letters, digits, '-' or '_'",
         )
         kind = reader.string("type", required=True, choices=sorted(DESTINATION_TYPES))
-        settings: dict[str, str] = {}
-        secrets: dict[str, str] = {}
-        if kind is not None:
-            required, optional, secret_fields = DESTINATION_TYPES[kind]
-            for field_name in required:
-                value = _destination_setting(reader, field_name, required=True)
-                if value is not None:
-                    settings[field_name] = value
-            for field_name in optional:
-                value = _destination_setting(reader, field_name, required=False)
-                if value is not None:
-                    settings[field_name] = value
-            for field_name in secret_fields:
-                value = reader.string(field_name, required=True, describe="a credential string")
-                if value is None:
-                    continue
-                if not is_secret:
-                    reader.problem(field_name, HIDDEN, set_secret_hint(reader.key(field_name)))
-                    continue
-                secrets[field_name] = value
-        only_sources = (
-            reader.string_list(
-                "sources", item_pattern=SOURCE_NAME, describe="a source name from liftoff:sources"
-            )
-            or ()
-        )
-        for position, source in enumerate(only_sources):
-            if source not in known_sources:
-                problems.append(
-                    Problem(
-                        f"{reader.key('sources')}[{position}]",
-                        source,
-                        "one of liftoff:sources: " + ", ".join(sorted(known_sources)),
-                    )
-                )
+        settings, secrets = _read_destination_fields(reader, kind, is_secret=is_secret)
+        only_sources = _read_only_sources(reader, known_sources)
         events = (
             reader.string_list("events", item_pattern=r"\S.{0,199}", describe="an event name") or ()
         )
@@ -157,6 +124,56 @@ def read_destinations(
             )
         )
     return tuple(sorted(destinations, key=lambda d: d.name))
+
+
+def _read_destination_fields(
+    reader: ConfigReader, kind: str | None, *, is_secret: bool
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The destination type's settings (required, then optional) and its secrets, which
+    must be Pulumi secrets."""
+    settings: dict[str, str] = {}
+    secrets: dict[str, str] = {}
+    if kind is None:
+        return settings, secrets
+    required, optional, secret_fields = DESTINATION_TYPES[kind]
+    for field_name in required:
+        value = _destination_setting(reader, field_name, required=True)
+        if value is not None:
+            settings[field_name] = value
+    for field_name in optional:
+        value = _destination_setting(reader, field_name, required=False)
+        if value is not None:
+            settings[field_name] = value
+    for field_name in secret_fields:
+        value = reader.string(field_name, required=True, describe="a credential string")
+        if value is None:
+            continue
+        if not is_secret:
+            reader.problem(field_name, HIDDEN, set_secret_hint(reader.key(field_name)))
+            continue
+        secrets[field_name] = value
+    return settings, secrets
+
+
+def _read_only_sources(reader: ConfigReader, known_sources: set[str]) -> tuple[str, ...]:
+    """`sources`: the sources whose events go to this destination (default: every source)."""
+    problems = reader.problems
+    only_sources = (
+        reader.string_list(
+            "sources", item_pattern=SOURCE_NAME, describe="a source name from liftoff:sources"
+        )
+        or ()
+    )
+    for position, source in enumerate(only_sources):
+        if source not in known_sources:
+            problems.append(
+                Problem(
+                    f"{reader.key('sources')}[{position}]",
+                    source,
+                    "one of liftoff:sources: " + ", ".join(sorted(known_sources)),
+                )
+            )
+    return tuple(only_sources)
 
 
 def _read_private_networks(
