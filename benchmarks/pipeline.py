@@ -1,6 +1,7 @@
 """Pipeline throughput and latency: archiver events/s, loader rows/s vs plain COPY, e2e latency.
 
     .venv/bin/python benchmarks/pipeline.py [--events 50000] [--rate 500] [--duration 12]
+        [--phases runner,archiver,loader,e2e]
 
 Starts its own nats-server, PostgreSQL (durable: fsync on) and moto (S3) on free loopback ports.
 
@@ -83,6 +84,7 @@ from tests.servers import (  # noqa: E402
 )
 
 WRITE_KEYS = json.dumps({"web": "web-key-1"})
+PHASES = ("runner", "archiver", "loader", "e2e")
 
 
 def contract_event(index: int, run: str) -> dict[str, Any]:
@@ -294,7 +296,15 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=50000)
     parser.add_argument("--rate", type=int, default=500, help="offered events/s for e2e")
     parser.add_argument("--duration", type=float, default=12.0, help="seconds of e2e load")
+    parser.add_argument(
+        "--phases",
+        default=",".join(PHASES),
+        help=f"comma-separated subset of {','.join(PHASES)} (default: all)",
+    )
     args = parser.parse_args()
+    phases = set(args.phases.split(","))
+    if not phases <= set(PHASES):
+        parser.error(f"--phases {args.phases!r}: allowed are {', '.join(PHASES)}")
 
     with tempfile.TemporaryDirectory(prefix="liftoff-bench-") as tmp:
         workdir = Path(tmp)
@@ -314,102 +324,113 @@ def main() -> None:
             print(f"{args.events} events on the stream, {size:.0f} bytes each on average")
             tune_gc()  # as run_consumer does in the consumer processes
 
-            alone = asyncio.run(
-                drain(stream_url, dead_letter, NoOpSink(), "noop", args.events, 1000, 5.0)
-            )
-            print(f"runner alone (no-op sink): {alone:,.0f} events/s")
+            if "runner" in phases:
+                alone = asyncio.run(
+                    drain(stream_url, dead_letter, NoOpSink(), "noop", args.events, 1000, 5.0)
+                )
+                print(f"runner alone (no-op sink): {alone:,.0f} events/s")
 
-            s3 = boto3.client(
-                "s3",
-                endpoint_url=moto_endpoint(moto),
-                aws_access_key_id="testing",
-                aws_secret_access_key="testing",
-                region_name=AWS_TEST_ENV["AWS_REGION"],
-            )
-            s3.create_bucket(Bucket="bench")
-            archiver = Archiver(
-                ArchiverConfig(
-                    bucket="bench",
+            if "archiver" in phases:
+                s3 = boto3.client(
+                    "s3",
                     endpoint_url=moto_endpoint(moto),
-                    region=AWS_TEST_ENV["AWS_REGION"],
-                ),
-                client=s3,
-            )
-            archived = asyncio.run(
-                drain(stream_url, dead_letter, archiver, "archiver", args.events, 10000, 1.0)
-            )
-            objects = s3.list_objects_v2(Bucket="bench").get("KeyCount", 0)
-            print(f"archiver: {archived:,.0f} events/s into S3 on moto ({objects} objects)")
-
-            loader_db = postgres.create_database("bench_loader")
-            loader = Loader(
-                LoaderConfig(
-                    {
-                        "host": LOOPBACK,
-                        "port": str(postgres.port),
-                        "user": "postgres",
-                        "dbname": loader_db,
-                    }
+                    aws_access_key_id="testing",
+                    aws_secret_access_key="testing",
+                    region_name=AWS_TEST_ENV["AWS_REGION"],
                 )
-            )
-            loaded = asyncio.run(
-                drain(stream_url, dead_letter, loader, "loader", args.events, 1000, 5.0)
-            )
-            rows = loader_rows(payloads)
-            copy_db = postgres.create_database("bench_copy")
-            copied = plain_copy(postgres.dsn(copy_db), rows)
-            binary_db = postgres.create_database("bench_copy_binary")
-            binary = plain_copy(postgres.dsn(binary_db), rows, binary=True)
-            print(
-                f"loader:   {loaded:,.0f} rows/s; plain COPY of the same rows {copied:,.0f} "
-                f"rows/s; ratio {loaded / copied:.2f} (plain binary COPY {binary:,.0f} rows/s; "
-                f"ratio {loaded / binary:.2f})"
-            )
-            staging_db = postgres.create_database("bench_loader_staging")
-            staging = asyncio.run(
-                drain(
-                    stream_url,
-                    dead_letter,
-                    StagingOnlyLoader(
-                        replace(
-                            loader.cfg, connection={**loader.cfg.connection, "dbname": staging_db}
-                        )
+                s3.create_bucket(Bucket="bench")
+                archiver = Archiver(
+                    ArchiverConfig(
+                        bucket="bench",
+                        endpoint_url=moto_endpoint(moto),
+                        region=AWS_TEST_ENV["AWS_REGION"],
                     ),
-                    "loader-staging",
-                    args.events,
-                    1000,
-                    5.0,
+                    client=s3,
                 )
-            )
-            print(
-                f"loader, staging path for every batch (the previous design): {staging:,.0f} "
-                f"rows/s; ratio {staging / copied:.2f}"
-            )
-            # A replay through another durable consumer: every batch is already loaded, so every
-            # straight COPY hits the primary key and the batch goes the staging path.
-            replay_loader = Loader(loader.cfg)  # a sink is closed when its runner stops
-            replayed = asyncio.run(
-                drain(
-                    stream_url, dead_letter, replay_loader, "loader-replay", args.events, 1000, 5.0
+                archived = asyncio.run(
+                    drain(stream_url, dead_letter, archiver, "archiver", args.events, 10000, 1.0)
                 )
-            )
-            print(
-                f"loader replay (every batch conflicts, staging path): {replayed:,.0f} rows/s; "
-                f"ratio {replayed / copied:.2f}"
-            )
+                objects = s3.list_objects_v2(Bucket="bench").get("KeyCount", 0)
+                print(f"archiver: {archived:,.0f} events/s into S3 on moto ({objects} objects)")
 
-            for batch_seconds in (5.0, 0.2):
-                latencies, missing = end_to_end(
-                    workdir, base, postgres, args.rate, args.duration, batch_seconds
+            if "loader" in phases:
+                loader_db = postgres.create_database("bench_loader")
+                loader = Loader(
+                    LoaderConfig(
+                        {
+                            "host": LOOPBACK,
+                            "port": str(postgres.port),
+                            "user": "postgres",
+                            "dbname": loader_db,
+                        }
+                    )
+                )
+                loaded = asyncio.run(
+                    drain(stream_url, dead_letter, loader, "loader", args.events, 1000, 5.0)
+                )
+                rows = loader_rows(payloads)
+                copy_db = postgres.create_database("bench_copy")
+                copied = plain_copy(postgres.dsn(copy_db), rows)
+                binary_db = postgres.create_database("bench_copy_binary")
+                binary = plain_copy(postgres.dsn(binary_db), rows, binary=True)
+                print(
+                    f"loader:   {loaded:,.0f} rows/s; plain COPY of the same rows {copied:,.0f} "
+                    f"rows/s; ratio {loaded / copied:.2f} (plain binary COPY {binary:,.0f} rows/s; "
+                    f"ratio {loaded / binary:.2f})"
+                )
+                staging_db = postgres.create_database("bench_loader_staging")
+                staging = asyncio.run(
+                    drain(
+                        stream_url,
+                        dead_letter,
+                        StagingOnlyLoader(
+                            replace(
+                                loader.cfg,
+                                connection={**loader.cfg.connection, "dbname": staging_db},
+                            )
+                        ),
+                        "loader-staging",
+                        args.events,
+                        1000,
+                        5.0,
+                    )
                 )
                 print(
-                    f"e2e (collector ack -> row in warehouse), offered {args.rate} events/s for "
-                    f"{args.duration:.0f} s, loader batch age {batch_seconds} s: "
-                    f"p50 {percentile(latencies, 50) * 1000:.0f} ms, "
-                    f"p99 {percentile(latencies, 99) * 1000:.0f} ms, "
-                    f"mean {statistics.fmean(latencies) * 1000:.0f} ms "
-                    f"({len(latencies)} events, {missing} not seen)"
+                    f"loader, staging path for every batch (the previous design): {staging:,.0f} "
+                    f"rows/s; ratio {staging / copied:.2f}"
                 )
+                # A replay through another durable consumer: every batch is already loaded, so every
+                # straight COPY hits the primary key and the batch goes the staging path.
+                replay_loader = Loader(loader.cfg)  # a sink is closed when its runner stops
+                replayed = asyncio.run(
+                    drain(
+                        stream_url,
+                        dead_letter,
+                        replay_loader,
+                        "loader-replay",
+                        args.events,
+                        1000,
+                        5.0,
+                    )
+                )
+                print(
+                    f"loader replay (every batch conflicts, staging path): {replayed:,.0f} rows/s; "
+                    f"ratio {replayed / copied:.2f}"
+                )
+
+            if "e2e" in phases:
+                for batch_seconds in (5.0, 0.2):
+                    latencies, missing = end_to_end(
+                        workdir, base, postgres, args.rate, args.duration, batch_seconds
+                    )
+                    print(
+                        f"e2e (collector ack -> row in warehouse), offered {args.rate} events/s "
+                        f"for {args.duration:.0f} s, loader batch age {batch_seconds} s: "
+                        f"p50 {percentile(latencies, 50) * 1000:.0f} ms, "
+                        f"p99 {percentile(latencies, 99) * 1000:.0f} ms, "
+                        f"mean {statistics.fmean(latencies) * 1000:.0f} ms "
+                        f"({len(latencies)} events, {missing} not seen)"
+                    )
 
 
 if __name__ == "__main__":

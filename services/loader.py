@@ -113,15 +113,15 @@ COPY_OPTIONS = "FROM STDIN (FORMAT BINARY)"
 
 
 class EncodedJsonbDumper(Dumper):
-    """Binary jsonb from a str that already holds JSON text (the event's own bytes, or msgspec's
-    encoding): jsonb's binary format is a version byte (1) then the JSON text. psycopg's own
-    jsonb dumper would encode the str again, as a JSON string."""
+    """Binary jsonb from JSON text already encoded (the event's own bytes, a slice of them, or
+    msgspec's encoding; a str is encoded to UTF-8): jsonb's binary format is a version byte
+    (1) then the JSON text. psycopg's own jsonb dumper would encode the value again."""
 
     format = Format.BINARY
     oid = postgres.types["jsonb"].oid
 
     def dump(self, obj: Any) -> bytes:
-        return b"\x01" + obj.encode()
+        return b"\x01" + (obj.encode() if isinstance(obj, str) else obj)
 
 
 class EncodedJson(str):
@@ -238,14 +238,47 @@ def _identifier(value: Any) -> str | None:
     return value if isinstance(value, str) else _encoder.encode(value).decode()
 
 
-def _json(value: Any) -> str | None:
-    return None if value is None else _encoder.encode(value).decode()
+def _json(value: Any) -> bytes | None:
+    return None if value is None else _encoder.encode(value)
+
+
+def _text(value: msgspec.Raw) -> msgspec.Raw | None:
+    """A JSON value's text, None when absent or null (as the general path's ``_json``)."""
+    return None if not value or (len(value) == 4 and bytes(value) == b"null") else value
 
 
 def row_of(delivery: Delivery) -> tuple[Any, ...] | str:
-    """The events row for ``delivery``, or why it cannot be loaded."""
+    """The events row for ``delivery``, or why it cannot be loaded. The jsonb columns hold
+    JSON text as bytes-like objects (the binary COPY's dumper takes them as they are)."""
     if b"\\u0000" in delivery.data:
         return "contains \\u0000, which PostgreSQL text and jsonb cannot store"
+    envelope = delivery.envelope
+    if envelope is not None:  # the common case: the typed fields, no dicts
+        timestamp = parse_timestamp(envelope.timestamp)
+        if timestamp is None:
+            return f"timestamp {envelope.timestamp!r} is not an ISO-8601 timestamp"
+        event_type = delivery.type
+        return (
+            delivery.message_id,
+            event_type,
+            delivery.source,
+            (envelope.event or None) if event_type == "track" else None,
+            (envelope.name or None) if event_type in ("page", "screen") else None,
+            envelope.user_id or None,
+            envelope.anonymous_id or None,
+            envelope.group_id or None,
+            envelope.previous_id or None,
+            timestamp,
+            delivery.received_at,
+            parse_timestamp(envelope.sent_at),
+            envelope.original_timestamp,
+            _text(envelope.properties),
+            _text(envelope.traits),
+            _text(envelope.context),
+            delivery.data,
+            delivery.position.partition,
+            delivery.position.sequence,
+        )
     event = delivery.event
     timestamp = parse_timestamp(event.get("timestamp"))
     if timestamp is None:
@@ -269,7 +302,7 @@ def row_of(delivery: Delivery) -> tuple[Any, ...] | str:
         _json(event.get("properties")),
         _json(event.get("traits")),
         _json(event.get("context")),
-        delivery.data.decode(),
+        delivery.data,
         delivery.position.partition,
         delivery.position.sequence,
     )
