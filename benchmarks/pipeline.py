@@ -171,6 +171,17 @@ class NoOpSink:
 def plain_copy(dsn: str, rows: list[tuple[Any, ...]], binary: bool = False) -> float:
     """One COPY of ``rows`` into an empty ``events`` table, one commit: rows/s. ``binary``: the
     loader's binary format (its own jsonb dumper), else text."""
+    if not binary:  # text COPY: the JSON columns as str (the loader keeps them as bytes)
+        jsonb = {index for index, name in enumerate(COPY_TYPES) if name == "jsonb"}
+        rows = [
+            tuple(
+                bytes(value).decode()
+                if index in jsonb and value is not None and not isinstance(value, str)
+                else value
+                for index, value in enumerate(row)
+            )
+            for row in rows
+        ]
     with psycopg.connect(dsn) as connection:
         migrate(connection)
         connection.adapters.register_dumper(EncodedJson, EncodedJsonbDumper)
@@ -297,6 +308,15 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=500, help="offered events/s for e2e")
     parser.add_argument("--duration", type=float, default=12.0, help="seconds of e2e load")
     parser.add_argument(
+        "--loader-rounds", type=int, default=3, help="loader vs plain COPY rounds (median)"
+    )
+    parser.add_argument(
+        "--loader-batch",
+        type=int,
+        default=1000,
+        help="loader batch size (default: the loader's default)",
+    )
+    parser.add_argument(
         "--phases",
         default=",".join(PHASES),
         help=f"comma-separated subset of {','.join(PHASES)} (default: all)",
@@ -354,29 +374,49 @@ def main() -> None:
                 print(f"archiver: {archived:,.0f} events/s into S3 on moto ({objects} objects)")
 
             if "loader" in phases:
-                loader_db = postgres.create_database("bench_loader")
-                loader = Loader(
-                    LoaderConfig(
-                        {
-                            "host": LOOPBACK,
-                            "port": str(postgres.port),
-                            "user": "postgres",
-                            "dbname": loader_db,
-                        }
-                    )
-                )
-                loaded = asyncio.run(
-                    drain(stream_url, dead_letter, loader, "loader", args.events, 1000, 5.0)
-                )
                 rows = loader_rows(payloads)
-                copy_db = postgres.create_database("bench_copy")
-                copied = plain_copy(postgres.dsn(copy_db), rows)
-                binary_db = postgres.create_database("bench_copy_binary")
-                binary = plain_copy(postgres.dsn(binary_db), rows, binary=True)
+                ratios, binary_ratios = [], []
+                for round_ in range(1, args.loader_rounds + 1):
+                    # Each round: the loader into a fresh database (a new durable consumer), then
+                    # plain COPYs of the same rows: the ratio is taken within the round.
+                    loader_db = postgres.create_database(f"bench_loader_{round_}")
+                    loader = Loader(
+                        LoaderConfig(
+                            {
+                                "host": LOOPBACK,
+                                "port": str(postgres.port),
+                                "user": "postgres",
+                                "dbname": loader_db,
+                            }
+                        )
+                    )
+                    loaded = asyncio.run(
+                        drain(
+                            stream_url,
+                            dead_letter,
+                            loader,
+                            f"loader-{round_}",
+                            args.events,
+                            args.loader_batch,
+                            5.0,
+                        )
+                    )
+                    copy_db = postgres.create_database(f"bench_copy_{round_}")
+                    copied = plain_copy(postgres.dsn(copy_db), rows)
+                    binary_db = postgres.create_database(f"bench_copy_binary_{round_}")
+                    binary = plain_copy(postgres.dsn(binary_db), rows, binary=True)
+                    ratios.append(loaded / copied)
+                    binary_ratios.append(loaded / binary)
+                    print(
+                        f"loader (round {round_}, batch {args.loader_batch}): {loaded:,.0f} "
+                        f"rows/s; plain COPY of the same rows {copied:,.0f} rows/s; ratio "
+                        f"{loaded / copied:.2f} (plain binary COPY {binary:,.0f} rows/s; "
+                        f"ratio {loaded / binary:.2f})"
+                    )
                 print(
-                    f"loader:   {loaded:,.0f} rows/s; plain COPY of the same rows {copied:,.0f} "
-                    f"rows/s; ratio {loaded / copied:.2f} (plain binary COPY {binary:,.0f} rows/s; "
-                    f"ratio {loaded / binary:.2f})"
+                    f"loader: median ratio to plain COPY {statistics.median(ratios):.2f} "
+                    f"(to plain binary COPY {statistics.median(binary_ratios):.2f}) over "
+                    f"{args.loader_rounds} rounds"
                 )
                 staging_db = postgres.create_database("bench_loader_staging")
                 staging = asyncio.run(
@@ -391,7 +431,7 @@ def main() -> None:
                         ),
                         "loader-staging",
                         args.events,
-                        1000,
+                        args.loader_batch,
                         5.0,
                     )
                 )
@@ -409,7 +449,7 @@ def main() -> None:
                         replay_loader,
                         "loader-replay",
                         args.events,
-                        1000,
+                        args.loader_batch,
                         5.0,
                     )
                 )
