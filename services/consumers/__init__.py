@@ -107,16 +107,17 @@ class Position:
         return f"{self.partition}:{self.sequence}"
 
 
-class _Liftoff(msgspec.Struct):
+class _Liftoff(msgspec.Struct, gc=False):
     source: str | None = None
 
 
-class Envelope(msgspec.Struct, rename="camel"):
+class Envelope(msgspec.Struct, rename="camel", gc=False):
     """The fields of an event that consumers read, in one typed decoding pass (no dicts):
     identifiers and timestamps as the strings sent, the free-form objects as their JSON text
     (:class:`msgspec.Raw`, a slice of the message: no re-encoding; empty when absent, ``null``
     when null). Decoding fails (and
-    :func:`decode` falls back to the JSON object) when any of them has another type."""
+    :func:`decode` falls back to the JSON object) when any of them has another type. Not
+    tracked by the garbage collector: it holds no containers, so it cannot be in a cycle."""
 
     message_id: str | None = None
     type: str | None = None
