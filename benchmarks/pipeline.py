@@ -11,13 +11,14 @@ Starts its own nats-server, PostgreSQL (durable: fsync on) and moto (S3) on free
 1. **Archiver**: the archiver (the real runner and sink, in this process) drains the same
    stream into S3 on moto with batches of 10000 / 1 s. Figure: events/s from the first fetch
    to the last acknowledgement.
-2. **Loader**: the same stream drained by the loader (batches of 1000 / 5 s: the defaults) into
-   a fresh database. Baseline in the same run: one plain ``COPY`` of the very same rows (the
-   loader's own row tuples, built beforehand, not timed) into an identical table in another
-   fresh database of the same server. Figure: loader rows/s and its ratio to COPY rows/s (text
-   COPY, and binary COPY with the loader's own types and dumper). Then
-   the same stream replayed by another durable consumer into the loaded table: every batch
-   conflicts and takes the staging path (the worst case).
+2. **Loader**: the same stream drained by the loader (batches of ``--loader-batch``, default
+   5000 / 5 s: the defaults) into a fresh database. Baseline in the same round: one plain
+   ``COPY`` of the very same rows (the loader's own row tuples, built beforehand, not timed)
+   into an identical table in another fresh database of the same server. Figure: loader rows/s
+   and its ratio to COPY rows/s (text COPY, and binary COPY with the loader's own types and
+   dumper), per round (``--loader-rounds``, each a new durable consumer and databases) and the
+   median ratio. Then the same stream replayed by another durable consumer into the loaded
+   table: every batch conflicts and takes the staging path (the worst case).
 3. **End-to-end latency**: the collector (``python -m services collector``) and the loader
    (``python -m services loader``) as real processes; events offered at ``--rate`` events/s
    (requests of 25) for ``--duration`` s. Latency per event = first time a poller (every 20 ms)
@@ -313,7 +314,7 @@ def main() -> None:
     parser.add_argument(
         "--loader-batch",
         type=int,
-        default=1000,
+        default=5000,
         help="loader batch size (default: the loader's default)",
     )
     parser.add_argument(

@@ -170,7 +170,7 @@ def run_loader(env: Mapping[str, str]) -> int:
     settings = config.ConsumerConfig.from_env(
         env,
         default_name="loader",
-        batch_events=(config.LOADER_BATCH_MAX_EVENTS, 1000),
+        batch_events=(config.LOADER_BATCH_MAX_EVENTS, 5000),
         batch_seconds=(config.LOADER_BATCH_MAX_SECONDS, 5.0),
     )
     return _run_stream_consumer(env, settings, lambda: Loader(warehouse))

@@ -53,7 +53,7 @@ Connection: libpq variables (``PGHOST``, ``PGPORT``, ``PGDATABASE``, ``PGUSER``,
 ``PGPASSWORD``, ``PGSSLMODE``); on AWS the user and password (and, unless set, host, port and
 database) come from the Secrets Manager secret ``LIFTOFF_WAREHOUSE_SECRET_ARN`` (JSON with
 ``username``, ``password``, ``dbname``, ``host``, ``port``), read once per cold start. Batches:
-``LIFTOFF_LOADER_BATCH_MAX_EVENTS`` (default 1000), ``LIFTOFF_LOADER_BATCH_MAX_SECONDS`` (5).
+``LIFTOFF_LOADER_BATCH_MAX_EVENTS`` (default 5000), ``LIFTOFF_LOADER_BATCH_MAX_SECONDS`` (5).
 """
 
 from __future__ import annotations
