@@ -64,6 +64,19 @@ def http_ok(url: str) -> bool:
         return False
 
 
+def _stopped(pid: int) -> bool:
+    """Every thread of the process is in the stopped state ('T' in /proc)."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+        for task in tasks:
+            with open(f"/proc/{pid}/task/{task}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] != "T":
+                    return False
+    except OSError:
+        return True  # gone: nothing left to answer
+    return True
+
+
 @dataclass
 class ServerProcess:
     """One server process: ``argv`` run with ``env``; ready when ``is_ready()`` is true."""
@@ -147,6 +160,11 @@ class ServerProcess:
         """SIGSTOP: the process hangs with its sockets open (a stalled VM or GC pause)."""
         if self.process is not None:
             os.kill(self.process.pid, signal.SIGSTOP)
+            # kill() only queues the signal: wait until every thread is really stopped, or a
+            # request sent right after pause() may still be answered.
+            give_up = time.monotonic() + 5
+            while time.monotonic() < give_up and not _stopped(self.process.pid):
+                time.sleep(0.005)
 
     def resume(self) -> None:
         if self.process is not None:
