@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 import pulumi
 import pulumi_aws as aws
 
-from components.network import Peer
+from components.network import AwsPeer
 
 
 def document(statements: Sequence[dict]) -> str:
@@ -66,7 +66,7 @@ def grant_secret_read(
 
 def grant_to_peer(
     name: str,
-    peer: Peer,
+    peer: AwsPeer,
     resources: Sequence[pulumi.Input[str]],
     statements: Callable[[list[str]], list[dict]],
     parent: pulumi.Resource,

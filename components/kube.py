@@ -7,11 +7,29 @@ import a provider SDK.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 PART_OF = "liftoff"
 # Pods of the platform carry this label with their component name; NetworkPolicies select on it.
 COMPONENT_LABEL = "app.kubernetes.io/component"
+
+
+@dataclass(frozen=True)
+class StackContext:
+    """What every Kubernetes capability of one stack shares, given once instead of as five
+    loose arguments of every component."""
+
+    stack: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+    """Default: none. Added to every object's labels."""
+    image_registry: str | None = None
+    """Default: none (public registries). The mirror every image goes through (`image`)."""
+    services_image: str = ""
+    """The liftoff services image (jobs, collector, consumers); empty only in unit tests of
+    components that run none."""
+    storage_class: str | None = None
+    """Default: the cluster's default StorageClass."""
 
 
 def labels(component: str, stack: str, tags: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -34,6 +52,41 @@ def selector(component: str, stack: str) -> dict[str, str]:
     return {"app.kubernetes.io/instance": stack, COMPONENT_LABEL: component}
 
 
+@dataclass(frozen=True)
+class ImageReference:
+    """`<registry host>/<repository path>[:<tag>]`, the one parser of image references."""
+
+    host: str
+    path: str
+    """The repository path without the registry host (`library/postgres`)."""
+    tag: str | None
+
+    @classmethod
+    def parse(cls, reference: str, *, qualified: bool = True) -> ImageReference:
+        """`qualified=False` accepts a reference without a registry host (host "")."""
+        host, _, rest = reference.partition("/")
+        if not rest or ("." not in host and ":" not in host and host != "localhost"):
+            if qualified:
+                raise ValueError(f"image reference {reference!r} must start with its registry host")
+            host, rest = "", reference
+        path, colon, tag = rest.rpartition(":")
+        if not colon or "/" in tag:  # no tag: the colon (if any) belonged to nothing
+            return cls(host, rest, None)
+        return cls(host, path, tag)
+
+    @property
+    def name(self) -> str:
+        """The reference without its tag, as written."""
+        return f"{self.host}/{self.path}" if self.host else self.path
+
+    def repository(self, registry: str | None = None) -> str:
+        """The repository (no tag) through the registry override; Docker Hub's host is left
+        implicit, as charts write it."""
+        if registry:
+            return f"{registry.rstrip('/')}/{self.path}"
+        return self.path if self.host == "docker.io" else f"{self.host}/{self.path}"
+
+
 def image(reference: str, registry: str | None) -> str:
     """Route an image through the registry override.
 
@@ -41,15 +94,12 @@ def image(reference: str, registry: str | None) -> str:
     registry host and keeps the repository path, the layout pull-through caches use:
     `registry.corp.example/mirror/library/postgres:17.7`.
     """
-    host, _, path = reference.partition("/")
-    if not path or ("." not in host and ":" not in host and host != "localhost"):
-        raise ValueError(f"image reference {reference!r} must start with its registry host")
-    name, _, tag = path.rpartition(":")
-    if not name or not tag or tag == "latest" or "/" in tag:
+    parsed = ImageReference.parse(reference)
+    if not parsed.path or not parsed.tag or parsed.tag == "latest":
         raise ValueError(f"image reference {reference!r} must carry a pinned tag (not latest)")
     if not registry:
         return reference
-    return f"{registry.rstrip('/')}/{path}"
+    return f"{registry.rstrip('/')}/{parsed.path}:{parsed.tag}"
 
 
 def pod_security_context(uid: int, gid: int | None = None) -> dict[str, Any]:

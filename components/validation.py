@@ -8,12 +8,23 @@ was never asked about are reported as unknown when `finish()` is called.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 _MISSING = object()
+
+Target = Literal["aws", "kubernetes"]
+TARGETS: tuple[str, ...] = ("aws", "kubernetes")
+DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+DNS_LABEL_DESCRIBE = "a DNS label: lowercase letters, digits and '-', at most 63 characters"
+_K8S_LABEL_NAME = r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)"
+K8S_LABEL_KEY = rf"({DNS_LABEL}(\.{DNS_LABEL})*/)?{_K8S_LABEL_NAME}"
+K8S_LABEL_VALUE = rf"({_K8S_LABEL_NAME})?"
+CPU_QUANTITY = r"\d+(\.\d+)?m?"
+MEMORY_QUANTITY = r"\d+(\.\d+)?(Ki|Mi|Gi|Ti|k|M|G|T)?"
 
 
 @dataclass(frozen=True)
@@ -25,6 +36,23 @@ class Problem:
     def __str__(self) -> str:
         received = "nothing" if self.value is _MISSING else repr(self.value)
         return f"{self.key}: got {received}; allowed: {self.allowed}"
+
+
+class _Hidden:
+    def __repr__(self) -> str:
+        return "<secret value hidden>"
+
+
+HIDDEN = _Hidden()
+"""Stands in for a secret value in a `Problem`: errors never echo secrets back."""
+
+
+def set_secret_hint(key: str) -> str:
+    """What to say about a credential given in plaintext."""
+    return (
+        f"a secret: set it with `pulumi config set --secret --path '{key}' <value>` "
+        "(plaintext credentials end up in the repository and in previews)"
+    )
 
 
 def parse_bool(raw: Any) -> bool | None:
@@ -199,3 +227,75 @@ def read_string_map(
         result[name] = value
     # Sorted so that declared inputs never depend on the order keys were written in.
     return dict(sorted(result.items()))
+
+
+def port_list(key: str, raw: Any, problems: list[Problem], default: tuple[int, ...]):
+    if raw is None:
+        return default
+    allowed = "a list of port numbers from 1 to 65535"
+    if (
+        not isinstance(raw, list)
+        or not raw
+        or not all(isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in raw)
+    ):
+        problems.append(Problem(key, raw, allowed))
+        return default
+    return tuple(sorted(set(raw)))
+
+
+def cidr(key: str, raw: Any, problems: list[Problem], *, private: bool) -> str | None:
+    try:
+        network = ipaddress.ip_network(raw, strict=True) if isinstance(raw, str) else None
+    except ValueError:
+        network = None
+    if network is None:
+        problems.append(Problem(key, raw, "a CIDR such as 10.20.0.0/16 (host bits zero)"))
+        return None
+    if private and not network.is_private:
+        problems.append(
+            Problem(key, raw, "a private range (public addresses are reachable on 443 already)")
+        )
+        return None
+    return str(network)
+
+
+@dataclass(frozen=True)
+class ComputeResources:
+    """Kubernetes requests/limits for one container."""
+
+    requests_cpu: str
+    requests_memory: str
+    limits_cpu: str
+    limits_memory: str
+
+    def to_kubernetes(self) -> dict[str, dict[str, str]]:
+        return {
+            "requests": {"cpu": self.requests_cpu, "memory": self.requests_memory},
+            "limits": {"cpu": self.limits_cpu, "memory": self.limits_memory},
+        }
+
+
+def read_resources(reader: ConfigReader, defaults: ComputeResources) -> ComputeResources:
+    requests = reader.object("requests")
+    limits = reader.object("limits")
+    cpu = "a CPU quantity such as 250m or 2"
+    memory = "a memory quantity such as 512Mi or 2Gi"
+    result = ComputeResources(
+        requests_cpu=requests.string(
+            "cpu", defaults.requests_cpu, pattern=CPU_QUANTITY, describe=cpu
+        )
+        or defaults.requests_cpu,
+        requests_memory=requests.string(
+            "memory", defaults.requests_memory, pattern=MEMORY_QUANTITY, describe=memory
+        )
+        or defaults.requests_memory,
+        limits_cpu=limits.string("cpu", defaults.limits_cpu, pattern=CPU_QUANTITY, describe=cpu)
+        or defaults.limits_cpu,
+        limits_memory=limits.string(
+            "memory", defaults.limits_memory, pattern=MEMORY_QUANTITY, describe=memory
+        )
+        or defaults.limits_memory,
+    )
+    for part in (requests, limits, reader):
+        part.finish()
+    return result

@@ -30,6 +30,7 @@ from components.config import (
     load_config,
 )
 from components.consumers import broadcaster_name
+from services import env as runtime_env
 
 PROJECT = "liftoff"
 SECRET_PLACEHOLDER = "liftoff-local-placeholder"
@@ -228,7 +229,7 @@ def allowed_origins_document(sources: tuple[Source, ...]) -> str | None:
 def collector_runtime_env(sources: tuple[Source, ...]) -> dict[str, str]:
     """As components.ingest tells the collector on both targets (per-source IP opt-out)."""
     no_ip = ",".join(s.name for s in sources if not s.collect_ip)
-    return {"LIFTOFF_IP_COLLECTION_OFF": no_ip} if no_ip else {}
+    return {runtime_env.NO_IP_SOURCES: no_ip} if no_ip else {}
 
 
 def _has(raw: dict[str, Any], key: str) -> bool:

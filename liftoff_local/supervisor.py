@@ -33,6 +33,7 @@ from components.consumers import (
     LOADER_RUNTIME,
     destination_document,
 )
+from components.ingest.settings import KubernetesIngest
 from liftoff_local import tracking
 from liftoff_local.binaries import PostgresBinaries, nats_server_version
 from liftoff_local.processes import (
@@ -45,6 +46,7 @@ from liftoff_local.processes import (
     run_once,
 )
 from liftoff_local.stack import LocalPlan, allowed_origins_document, collector_runtime_env
+from services import env as runtime_env
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STREAM = "EVENTS"  # components.stream.STREAM_NAME (that module imports Pulumi)
@@ -339,13 +341,11 @@ class Supervisor:
         )
         env = {
             **self._base_env(),
-            "LIFTOFF_STREAM_URL": self.stream_url,
-            "LIFTOFF_STREAM_RETENTION_HOURS": str(self.plan.stream.retention_hours),
-            "LIFTOFF_STREAM_REPLICAS": "1",
-            "LIFTOFF_STREAM_DUPLICATE_WINDOW_SECONDS": str(
-                self.plan.stream.duplicate_window_minutes * 60
-            ),
-            "LIFTOFF_LOG_LEVEL": "WARNING",
+            runtime_env.STREAM_URL: self.stream_url,
+            runtime_env.RETENTION_HOURS: str(self.plan.stream.retention_hours),
+            runtime_env.REPLICAS: "1",
+            runtime_env.DUPLICATE_WINDOW: str(self.plan.stream.duplicate_window_minutes * 60),
+            runtime_env.LOG_LEVEL: "WARNING",
         }
         run_once(
             "ensure-stream",
@@ -442,10 +442,10 @@ class Supervisor:
             "PGUSER": ADMIN_USER,
             "PGPASSWORD_FILE": str(admin_password),
             "PGSSLMODE": "disable",
-            "LIFTOFF_DATABASE_NAME": self.plan.warehouse.database,
-            "LIFTOFF_DATABASE_ROLE": self.plan.warehouse.database,
-            "LIFTOFF_DATABASE_PASSWORD_FILE": str(warehouse_password),
-            "LIFTOFF_LOG_LEVEL": "WARNING",
+            runtime_env.DATABASE_NAME: self.plan.warehouse.database,
+            runtime_env.DATABASE_ROLE: self.plan.warehouse.database,
+            runtime_env.DATABASE_PASSWORD_FILE: str(warehouse_password),
+            runtime_env.LOG_LEVEL: "WARNING",
         }
         run_once(
             "ensure-database",
@@ -508,12 +508,12 @@ class Supervisor:
         env = {
             **self._base_env(),
             **extra,
-            "LIFTOFF_STREAM_URL": self.stream_url,
-            "LIFTOFF_CONSUMER_NAME": name,
-            "LIFTOFF_DEAD_LETTER_URL": f"nats://{LOOPBACK}:{self.options.ports.nats}/"
+            runtime_env.STREAM_URL: self.stream_url,
+            runtime_env.CONSUMER_NAME: name,
+            runtime_env.DEAD_LETTER_URL: f"nats://{LOOPBACK}:{self.options.ports.nats}/"
             + DEAD_LETTER_STREAM,
-            "LIFTOFF_HEALTH_PORT": str(health),
-            "LIFTOFF_LOG_LEVEL": "INFO",
+            runtime_env.HEALTH_PORT: str(health),
+            runtime_env.LOG_LEVEL: "INFO",
         }
         self._launch(
             Child(
@@ -535,9 +535,9 @@ class Supervisor:
             ARCHIVER_RUNTIME.name,
             ARCHIVER_RUNTIME.command,
             {
-                "LIFTOFF_ARCHIVE_BUCKET": self.plan.archive_bucket,
-                "LIFTOFF_ARCHIVE_BATCH_MAX_EVENTS": str(archive.batch_max_events),
-                "LIFTOFF_ARCHIVE_BATCH_MAX_SECONDS": str(archive.batch_max_seconds),
+                runtime_env.ARCHIVE_BUCKET: self.plan.archive_bucket,
+                runtime_env.ARCHIVE_BATCH_MAX_EVENTS: str(archive.batch_max_events),
+                runtime_env.ARCHIVE_BATCH_MAX_SECONDS: str(archive.batch_max_seconds),
                 **self._s3_env,
             },
         )
@@ -555,8 +555,8 @@ class Supervisor:
                     "PGSSLMODE": "disable",
                     "PGUSER": warehouse.database,
                     "PGPASSWORD_FILE": str(self.data.path("secrets", "warehouse-password")),
-                    "LIFTOFF_LOADER_BATCH_MAX_EVENTS": str(warehouse.batch_max_events),
-                    "LIFTOFF_LOADER_BATCH_MAX_SECONDS": str(warehouse.batch_max_seconds),
+                    runtime_env.LOADER_BATCH_MAX_EVENTS: str(warehouse.batch_max_events),
+                    runtime_env.LOADER_BATCH_MAX_SECONDS: str(warehouse.batch_max_seconds),
                 },
             )
         urls = self.options.destination_urls
@@ -570,39 +570,41 @@ class Supervisor:
             secrets_file.write_text(json.dumps({local.secret_field: local.secret}))
             secrets_file.chmod(0o600)
             extra = {
-                "LIFTOFF_DESTINATION": destination_document(local.destination),
-                "LIFTOFF_DESTINATION_SECRETS_FILE": str(secrets_file),
+                runtime_env.DESTINATION: destination_document(local.destination),
+                runtime_env.DESTINATION_SECRETS_FILE: str(secrets_file),
             }
             if local.destination.name in urls:
-                extra["LIFTOFF_DESTINATION_API_URL"] = urls[local.destination.name]
+                extra[runtime_env.DESTINATION_API_URL] = urls[local.destination.name]
             self._consumer(index, local.consumer_name, "broadcaster", extra)
 
     def _start_collector(self) -> None:
         port = self.options.ports.collector
         env = {
             **self._base_env(),
-            "LIFTOFF_STREAM_URL": self.stream_url,
-            "LIFTOFF_WRITE_KEYS_FILE": str(self.data.path("secrets", "write-keys.json")),
-            "LIFTOFF_HOST": self.options.listen,
-            "LIFTOFF_PORT": str(port),
-            "LIFTOFF_LOG_LEVEL": "INFO",
+            runtime_env.STREAM_URL: self.stream_url,
+            runtime_env.WRITE_KEYS_FILE: str(self.data.path("secrets", "write-keys.json")),
+            runtime_env.HOST: self.options.listen,
+            runtime_env.PORT: str(port),
+            runtime_env.LOG_LEVEL: "INFO",
         }
-        ingest, sources = self.plan.config.ingest, self.plan.config.sources
+        # An AWS stack run locally: the collector's HTTP limits at their Kubernetes defaults.
+        ingest = self.plan.config.ingest.kubernetes or KubernetesIngest()
+        sources = self.plan.config.sources
         env.update(
             {
                 **collector_runtime_env(sources),
-                "LIFTOFF_HTTP_MAX_HEADER_BYTES": str(ingest.max_header_bytes),
-                "LIFTOFF_HTTP_HEADER_TIMEOUT_SECONDS": str(ingest.header_timeout_seconds),
-                "LIFTOFF_HTTP_BODY_TIMEOUT_SECONDS": str(ingest.body_timeout_seconds),
-                "LIFTOFF_HTTP_MAX_CONNECTIONS": str(ingest.max_connections),
+                runtime_env.HTTP_MAX_HEADER_BYTES: str(ingest.max_header_bytes),
+                runtime_env.HTTP_HEADER_TIMEOUT: str(ingest.header_timeout_seconds),
+                runtime_env.HTTP_BODY_TIMEOUT: str(ingest.body_timeout_seconds),
+                runtime_env.HTTP_MAX_CONNECTIONS: str(ingest.max_connections),
             }
         )
         origins = allowed_origins_document(sources)
         if origins:
-            env["LIFTOFF_ALLOWED_ORIGINS"] = origins
+            env[runtime_env.ALLOWED_ORIGINS] = origins
         if self.options.tls:
             cert, key = self._certificate()
-            env["LIFTOFF_TLS_CERT_FILE"], env["LIFTOFF_TLS_KEY_FILE"] = str(cert), str(key)
+            env[runtime_env.TLS_CERT_FILE], env[runtime_env.TLS_KEY_FILE] = str(cert), str(key)
         self._ensure_analytics_js()
         self._launch(
             Child(

@@ -65,13 +65,14 @@ import botocore.exceptions
 import msgspec
 
 from services import config
+from services import env as runtime_env
 from services.config import ConfigError
 from services.consumers import DONE, Delivery, Outcome, SinkUnavailable
 
 log = logging.getLogger("liftoff.archiver")
 
-WINDOW_EVENTS = "LIFTOFF_ARCHIVE_WINDOW_EVENTS"
-WINDOW_SECONDS = "LIFTOFF_ARCHIVE_WINDOW_SECONDS"
+WINDOW_EVENTS = runtime_env.ARCHIVE_WINDOW_EVENTS
+WINDOW_SECONDS = runtime_env.ARCHIVE_WINDOW_SECONDS
 MAX_CONFLICT_RETRIES = 8
 
 

@@ -34,6 +34,7 @@ from services.browser import (
     DEFAULT_LIBRARY_DIR,
     LIBRARY_PATH,
     SETTINGS_PATH,
+    AllowedOrigins,
     Library,
 )
 from services.collector import ROUTES, Collector, IngestRequest, Response, json_response
@@ -66,22 +67,47 @@ def _write_keys(env: Mapping[str, str]) -> WriteKeys:
         raise ConfigError(f"the secret {config.WRITE_KEYS_SECRET_ARN} names {error}") from None
 
 
+@dataclass(frozen=True)
+class LambdaCollectorSettings:
+    log_level: str
+    stream_url: str
+    write_keys: WriteKeys
+    quarantine_url: str | None
+    allowed_origins: AllowedOrigins
+    public_url: str | None
+    no_ip_sources: frozenset[str]
+
+
+def collector_settings(env: Mapping[str, str]) -> LambdaCollectorSettings:
+    """What the collector function reads from its environment (the write keys from Secrets
+    Manager); no connection is opened."""
+    url = config.stream_url(env, ("kinesis",))
+    keys = _write_keys(env)
+    return LambdaCollectorSettings(
+        log_level=config.log_level(env),
+        stream_url=url,
+        write_keys=keys,
+        quarantine_url=config.collector_quarantine_url(env, url),
+        allowed_origins=config.allowed_origins(env, keys),
+        public_url=config.public_url(env),
+        no_ip_sources=config.no_ip_sources(env, keys),
+    )
+
+
 def _start(env: Mapping[str, str]) -> _Runtime:
     configure_logging(config.log_level(env))
     from services.quarantine import open_quarantine
 
-    url = config.stream_url(env, ("kinesis",))
-    stream = KinesisStream.from_url(url)
-    keys = _write_keys(env)
-    quarantine_url = config.collector_quarantine_url(env, url)
+    settings = collector_settings(env)
+    quarantine_url = settings.quarantine_url
     collector = Collector(
-        stream,
-        keys,
-        origins=config.allowed_origins(env, keys),
+        KinesisStream.from_url(settings.stream_url),
+        settings.write_keys,
+        origins=settings.allowed_origins,
         library=Library(DEFAULT_LIBRARY_DIR),
-        public_url=config.public_url(env),
+        public_url=settings.public_url,
         quarantine=open_quarantine(quarantine_url) if quarantine_url else None,
-        no_ip_sources=config.no_ip_sources(env, keys),
+        no_ip_sources=settings.no_ip_sources,
     )
     # One loop per execution environment, reused across invocations (boto3 runs on threads).
     loop = asyncio.new_event_loop()

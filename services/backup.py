@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from services import config
+from services import env as runtime_env
 from services.archiver import ArchiverConfig
 from services.config import ConfigError
 from services.reconcile import s3_client
 
 log = logging.getLogger("liftoff.backup")
 
-RETENTION_DAYS = "LIFTOFF_BACKUP_RETENTION_DAYS"
+RETENTION_DAYS = runtime_env.BACKUP_RETENTION_DAYS
 _STAMP = "%Y%m%dT%H%M%SZ"
 _KEY = re.compile(r".*/(?P<database>[^/]+)-(?P<stamp>\d{8}T\d{6}Z)\.dump$")
 

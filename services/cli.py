@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Mapping
 
 from services import config
+from services import settings as parse
 from services.config import ConfigError
 from services.observability import configure_logging
 
@@ -101,7 +102,7 @@ def run_collector(env: Mapping[str, str]) -> int:
 def run_ensure_stream(env: Mapping[str, str]) -> int:
     from services.streams.jetstream import ensure_stream
 
-    settings = config.EnsureStreamConfig.from_env(env)
+    settings, dead_letter, retention = parse.ensure_stream(env)
     configure_logging(settings.log_level)
     try:
         outcome = asyncio.run(ensure_stream(settings.stream_url, settings.settings))
@@ -113,10 +114,8 @@ def run_ensure_stream(env: Mapping[str, str]) -> int:
     # default nats://<same servers>/DEADLETTER); nothing to do for sqs://.
     from services.deadletter import ensure_dead_letter_stream
 
-    dead_letter = config.dead_letter_url(env, settings.stream_url)
     dead_letter_outcome = "not applicable"
     if dead_letter.startswith("nats://"):
-        retention = config.number(env, config.DEAD_LETTER_RETENTION_HOURS, 336.0, 0.001)
         try:
             dead_letter_outcome = asyncio.run(
                 ensure_dead_letter_stream(dead_letter, retention, settings.settings.replicas)
@@ -151,58 +150,31 @@ def _run_stream_consumer(
 
 
 def run_archiver(env: Mapping[str, str]) -> int:
-    from services.archiver import Archiver, ArchiverConfig
+    from services.archiver import Archiver
 
-    archive = ArchiverConfig.from_env(env)  # fail fast on configuration errors
-    settings = config.ConsumerConfig.from_env(
-        env,
-        default_name="archiver",
-        batch_events=(config.ARCHIVE_BATCH_MAX_EVENTS, 10000),
-        batch_seconds=(config.ARCHIVE_BATCH_MAX_SECONDS, 60.0),
-    )
+    archive, settings = parse.archiver(env)  # fail fast on configuration errors
     return _run_stream_consumer(env, settings, lambda: Archiver(archive))
 
 
 def run_loader(env: Mapping[str, str]) -> int:
-    from services.loader import Loader, LoaderConfig
+    from services.loader import Loader
 
-    warehouse = LoaderConfig.from_env(env)
-    settings = config.ConsumerConfig.from_env(
-        env,
-        default_name="loader",
-        batch_events=(config.LOADER_BATCH_MAX_EVENTS, 5000),
-        batch_seconds=(config.LOADER_BATCH_MAX_SECONDS, 5.0),
-    )
+    warehouse, settings = parse.loader(env)
     return _run_stream_consumer(env, settings, lambda: Loader(warehouse))
 
 
 def run_broadcaster(env: Mapping[str, str]) -> int:
-    from services.broadcaster.settings import BroadcasterConfig
     from services.broadcaster.sink import BroadcastSink
 
-    destination = BroadcasterConfig.from_env(env)  # fail fast: destination, secrets, limits
-    settings = config.ConsumerConfig.from_env(
-        env,
-        default_name=destination.destination.consumer_name,
-        batch_events=(config.BROADCAST_BATCH_MAX_EVENTS, 500),
-        batch_seconds=(config.BROADCAST_BATCH_MAX_SECONDS, 1.0),
-    )
+    destination, settings = parse.broadcaster(env)  # fail fast: destination, secrets, limits
     return _run_stream_consumer(env, settings, lambda: BroadcastSink(destination))
 
 
 def run_ensure_database(env: Mapping[str, str]) -> int:
-    from services.database_setup import (
-        admin_from_environment,
-        ensure_database,
-        request_from_environment,
-    )
+    from services.database_setup import ensure_database
 
     configure_logging(config.log_level(env))
-    try:
-        admin = admin_from_environment(dict(env))
-        request = request_from_environment(dict(env))
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
+    admin, request = parse.ensure_database(env)
     try:
         outcome = ensure_database(admin, request)
     except Exception as error:
@@ -250,7 +222,7 @@ def run_backup_upload(env: Mapping[str, str], directory: str) -> int:
     from services import backup
 
     configure_logging(config.log_level(env))
-    settings = backup.BackupConfig.from_env(env)
+    settings = parse.backup_upload(env)
     now = datetime.now(UTC)
     try:
         keys = backup.upload_dumps(settings, Path(directory), now)

@@ -20,6 +20,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from services import env as runtime_env
+
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 # Predefined roles a client may be made a member of (read-only monitoring, nothing that writes).
 GRANTABLE_ROLES = ("pg_monitor",)
@@ -156,21 +158,47 @@ def request_from_environment(environ: Mapping[str, str] | None = None) -> Databa
     """The client's database, role and password from LIFTOFF_DATABASE_NAME, _ROLE and
     _PASSWORD (or _PASSWORD_FILE); LIFTOFF_DATABASE_MEMBER_OF: comma-separated roles to grant."""
     env = os.environ if environ is None else environ
-    password = secret_from_environment(env, "LIFTOFF_DATABASE_PASSWORD")
+    password = secret_from_environment(env, runtime_env.DATABASE_PASSWORD)
     missing = [
-        name for name in ("LIFTOFF_DATABASE_NAME", "LIFTOFF_DATABASE_ROLE") if not env.get(name)
+        name for name in (runtime_env.DATABASE_NAME, runtime_env.DATABASE_ROLE) if not env.get(name)
     ]
     if password is None:
-        missing.append("LIFTOFF_DATABASE_PASSWORD (or LIFTOFF_DATABASE_PASSWORD_FILE)")
+        missing.append(f"{runtime_env.DATABASE_PASSWORD} (or {runtime_env.DATABASE_PASSWORD_FILE})")
     if missing:
         raise ValueError(f"missing environment variable(s): {', '.join(missing)}")
     return DatabaseRequest(
-        database=env["LIFTOFF_DATABASE_NAME"],
-        role=env["LIFTOFF_DATABASE_ROLE"],
+        database=env[runtime_env.DATABASE_NAME],
+        role=env[runtime_env.DATABASE_ROLE],
         password=password,
         member_of=tuple(
-            name for name in env.get("LIFTOFF_DATABASE_MEMBER_OF", "").split(",") if name.strip()
+            name for name in env.get(runtime_env.DATABASE_MEMBER_OF, "").split(",") if name.strip()
         ),
+    )
+
+
+def _read_secret(arn: str) -> dict:
+    import json
+
+    import boto3
+
+    secret = boto3.client("secretsmanager").get_secret_value(SecretId=arn)
+    return json.loads(secret["SecretString"])
+
+
+def admin_from_secret(env: Mapping[str, str]) -> AdminConnection:
+    """The admin connection from the Secrets Manager secret named by `LIFTOFF_ADMIN_SECRET_ARN`
+    (JSON: `host`, `port`, `username`, `password`, `dbname`), as RDS-managed secrets hold it."""
+    arn = env.get(runtime_env.ADMIN_SECRET_ARN, "").strip()
+    if not arn:
+        raise ValueError(f"missing environment variable(s): {runtime_env.ADMIN_SECRET_ARN}")
+    admin_secret = _read_secret(arn)
+    return AdminConnection(
+        host=admin_secret["host"],
+        port=int(admin_secret["port"]),
+        user=admin_secret["username"],
+        password=admin_secret["password"],
+        database=admin_secret["dbname"],
+        sslmode="require",
     )
 
 
@@ -180,25 +208,8 @@ def lambda_handler(event: dict, context: object) -> dict:
     `event` is `{"clientSecretArn": ...}`; the secret holds `dbname`, `username`, `password`.
     The admin secret's ARN is in `LIFTOFF_ADMIN_SECRET_ARN`.
     """
-    import json
-
-    import boto3
-
-    secrets = boto3.client("secretsmanager")
-
-    def read(arn: str) -> dict:
-        return json.loads(secrets.get_secret_value(SecretId=arn)["SecretString"])
-
-    admin_secret = read(os.environ["LIFTOFF_ADMIN_SECRET_ARN"])
-    client_secret = read(event["clientSecretArn"])
-    admin = AdminConnection(
-        host=admin_secret["host"],
-        port=int(admin_secret["port"]),
-        user=admin_secret["username"],
-        password=admin_secret["password"],
-        database=admin_secret["dbname"],
-        sslmode="require",
-    )
+    admin = admin_from_secret(os.environ)
+    client_secret = _read_secret(event["clientSecretArn"])
     request = DatabaseRequest(
         database=client_secret["dbname"],
         role=client_secret["username"],

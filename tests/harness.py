@@ -153,6 +153,10 @@ class LiftoffMocks(pulumi.runtime.Mocks):
         if token.startswith("aws:"):
             service = token.split(":")[1].split("/")[0]
             state.setdefault("name", args.name)
+            if token == "aws:s3/bucket:Bucket" and "bucketPrefix" in state:
+                # Like the provider: the prefix plus a unique suffix (here: deterministic).
+                suffix = hashlib.sha256(args.name.encode()).hexdigest()[:26]
+                state.setdefault("bucket", f"{state['bucketPrefix']}{suffix}")
             state.setdefault(
                 "arn",
                 self._arn(token, state)

@@ -10,9 +10,9 @@ import pulumi_aws as aws
 
 from components import aws_iam
 from components.airflow import DAGS_DIR, AirflowEndpoint, dag_files
+from components.airflow.settings import AirflowSettings
 from components.aws_logs import LogSettings, log_group
 from components.aws_s3 import secure_bucket
-from components.config import AirflowSettings
 from components.network.aws import MWAA_ENDPOINTS, AwsNetwork
 
 LOG_LEVEL = "INFO"

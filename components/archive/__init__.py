@@ -4,14 +4,23 @@ AWS: a private, versioned, KMS-encrypted S3 bucket with a lifecycle. Kubernetes:
 S3-compatible endpoint the customer runs (MinIO, Ceph RGW, ...), reached with credentials
 kept in a Secret.
 
-Both expose an `ArchiveLocation` and `grant_write(peer)` / `grant_read(peer)`.
+Both expose an `ArchiveLocation` and `grant_write(peer)` / `grant_read(peer)`. On Kubernetes,
+`client(peer)` hands a workload everything it needs to use the archive at once: the environment
+the services read, the credentials Secret to mount, and the network path (the grant).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
+
+CREDENTIALS_DIR = "/etc/liftoff/archive"
+"""Where a client's pods mount the archive's credentials Secret."""
+CREDENTIALS_FILE = "credentials"
+"""The Secret's key: an AWS shared-credentials file (boto3's AWS_SHARED_CREDENTIALS_FILE)."""
 
 
 @dataclass(frozen=True)
@@ -20,3 +29,35 @@ class ArchiveLocation:
     region: pulumi.Output[str]
     endpoint: str | None = None
     """The S3-compatible endpoint URL; None on AWS (the regional S3 endpoint)."""
+
+
+@dataclass(frozen=True)
+class ArchiveClient:
+    """What one workload needs to use the archive (the result of `client(peer)`).
+
+    `connection` is the S3 endpoint, region and credentials-file environment of boto3 (and of
+    Airflow's S3 logging); `environment` adds the bucket the services read. `secret_name`, when
+    set, is the Secret to mount read-only at `CREDENTIALS_DIR` (`volume` / `mount`).
+    """
+
+    bucket: pulumi.Input[str]
+    connection: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    secret_name: str | None = None
+
+    @property
+    def environment(self) -> dict[str, pulumi.Input[str]]:
+        from services import env as runtime_env
+
+        return {runtime_env.ARCHIVE_BUCKET: self.bucket, **self.connection}
+
+    def volume(self, name: str) -> dict[str, Any]:
+        assert self.secret_name is not None, "this archive has no credentials Secret"
+        return {"name": name, "secret": {"secretName": self.secret_name, "defaultMode": 0o440}}
+
+    def mount(self, name: str) -> dict[str, Any]:
+        return {"name": name, "mountPath": CREDENTIALS_DIR, "readOnly": True}
+
+    def secret_file(self, name: str) -> tuple[str, str, str]:
+        """(volume name, Secret name, mount directory), as consumers take secret files."""
+        assert self.secret_name is not None, "this archive has no credentials Secret"
+        return (name, self.secret_name, CREDENTIALS_DIR)

@@ -9,9 +9,9 @@ import pulumi_aws as aws
 
 from components import aws_iam
 from components.archive import ArchiveLocation
+from components.archive.settings import ArchiveSettings
 from components.aws_s3 import secure_bucket
-from components.config import ArchiveSettings
-from components.network import Peer
+from components.network import AwsPeer, Grant
 
 NONCURRENT_VERSION_DAYS = 30
 
@@ -39,6 +39,7 @@ class ArchiveBucket(pulumi.ComponentResource):
         super().__init__("liftoff:archive:ArchiveBucket", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         settings = args.settings
+        self.settings = settings
         self._name = name
         self._kms_key_arn = args.kms_key_arn
         self.bucket = secure_bucket(
@@ -68,7 +69,7 @@ class ArchiveBucket(pulumi.ComponentResource):
         self.register_outputs({"bucket": self.bucket.bucket, "arn": self.bucket.arn})
 
     def _grant(
-        self, peer: Peer, verb: str, actions: list[str], kms_actions: list[str]
+        self, peer: AwsPeer, verb: str, actions: list[str], kms_actions: list[str]
     ) -> aws.iam.RolePolicy:
         return aws_iam.grant_to_peer(
             f"{self._name}-{verb}-{peer.name}",
@@ -82,12 +83,13 @@ class ArchiveBucket(pulumi.ComponentResource):
             self,
         )
 
-    def grant_write(self, peer: Peer) -> aws.iam.RolePolicy:
+    def grant_write(self, peer: AwsPeer) -> Grant:
         """Let `peer` write (and overwrite) archive objects."""
-        return self._grant(
+        policy = self._grant(
             peer, "write", ["s3:PutObject", "s3:GetObject"], ["kms:GenerateDataKey", "kms:Decrypt"]
         )
+        return Grant(peer.name, (policy,))
 
-    def grant_read(self, peer: Peer) -> aws.iam.RolePolicy:
+    def grant_read(self, peer: AwsPeer) -> Grant:
         """Let `peer` read archive objects."""
-        return self._grant(peer, "read", ["s3:GetObject"], ["kms:Decrypt"])
+        return Grant(peer.name, (self._grant(peer, "read", ["s3:GetObject"], ["kms:Decrypt"]),))

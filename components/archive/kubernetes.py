@@ -2,29 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from components import kube
-from components.archive import ArchiveLocation
-from components.config import ArchiveSettings
-from components.network import Peer
+from components.archive import CREDENTIALS_DIR, CREDENTIALS_FILE, ArchiveClient, ArchiveLocation
+from components.archive.settings import ArchiveSettings
+from components.network import Grant, KubernetesPeer
 from components.network.kubernetes import KubernetesNetwork
 
 SECRET_NAME = "archive-credentials"
-CREDENTIALS_FILE = "credentials"
 
 
 @dataclass(frozen=True)
 class ExternalArchiveArgs:
+    context: kube.StackContext
+    """The stack, its tags, the image registry, the services image and the storage
+    class: what every Kubernetes capability of the stack shares."""
     settings: ArchiveSettings
     network: KubernetesNetwork
-    stack: str
-    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 class ExternalArchive(pulumi.ComponentResource):
@@ -37,9 +36,10 @@ class ExternalArchive(pulumi.ComponentResource):
     ):
         super().__init__("liftoff:archive:ExternalArchive", name, None, opts)
         settings = args.settings
+        self.settings = settings
         self._name = name
         self._network = args.network
-        self.labels = kube.labels("archive", args.stack, args.tags)
+        self.labels = kube.labels("archive", args.context.stack, args.context.tags)
         endpoint = urlsplit(settings.endpoint or "")
         self.port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
         self.secret = k8s.core.v1.Secret(
@@ -65,11 +65,11 @@ class ExternalArchive(pulumi.ComponentResource):
         )
         self.register_outputs({"endpoint": settings.endpoint, "bucket": settings.bucket_name})
 
-    def _allow(self, peer: Peer, role: str) -> None:
+    def _allow(self, peer: KubernetesPeer, role: str) -> Grant:
         if not peer.pod_labels:
             raise ValueError(f"{role}({peer.name!r}) on Kubernetes needs the peer's pod labels")
         # The endpoint may be outside the cluster (an IP range) or a Service inside it.
-        k8s.networking.v1.NetworkPolicy(
+        policy = k8s.networking.v1.NetworkPolicy(
             f"{self._name}-{role.removeprefix('grant_')}-{peer.name}",
             metadata=self._network.metadata(f"archive-from-{peer.name}", self.labels),
             spec={
@@ -84,10 +84,26 @@ class ExternalArchive(pulumi.ComponentResource):
             },
             opts=pulumi.ResourceOptions(parent=self),
         )
+        return Grant(peer.name, (policy,))
 
-    def grant_write(self, peer: Peer) -> None:
+    def grant_write(self, peer: KubernetesPeer) -> Grant:
         """Let `peer`'s pods reach the endpoint (credentials come from `secret_name`)."""
-        self._allow(peer, "grant_write")
+        return self._allow(peer, "grant_write")
 
-    def grant_read(self, peer: Peer) -> None:
-        self._allow(peer, "grant_read")
+    def grant_read(self, peer: KubernetesPeer) -> Grant:
+        return self._allow(peer, "grant_read")
+
+    def client(self, peer: KubernetesPeer | None = None, *, write: bool = False) -> ArchiveClient:
+        """The environment, credentials Secret and (when `peer` is given) network path a
+        workload needs: reading, or writing with `write`."""
+        if peer is not None:
+            (self.grant_write if write else self.grant_read)(peer)
+        return ArchiveClient(
+            bucket=self.settings.bucket_name or "",
+            connection={
+                "AWS_ENDPOINT_URL_S3": self.settings.endpoint or "",
+                "AWS_REGION": self.settings.region,
+                "AWS_SHARED_CREDENTIALS_FILE": f"{CREDENTIALS_DIR}/{CREDENTIALS_FILE}",
+            },
+            secret_name=self.secret_name,
+        )

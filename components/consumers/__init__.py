@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from components.config import Destination
+from components.consumers.settings import Destination
 
 ARCHIVER = "archiver"
 LOADER = "loader"

@@ -14,7 +14,7 @@ from components import aws_iam
 from components.archive.aws import ArchiveBucket
 from components.aws_lambda import packaged_function
 from components.aws_logs import LogSettings
-from components.config import ArchiveSettings, Destination, WarehouseSettings
+from components.config import Destination, WarehouseSettings
 from components.consumers import (
     ARCHIVER_RUNTIME,
     LOADER_RUNTIME,
@@ -23,10 +23,12 @@ from components.consumers import (
     broadcaster_runtime,
     destination_document,
 )
-from components.network import Peer
+from components.network import AwsPeer
 from components.network.aws import AwsNetwork
+from components.postgres import ClientDatabase
 from components.postgres.aws import RdsPostgres
 from components.stream.aws import KinesisStream
+from services import env as runtime_env
 
 DEAD_LETTER_RETENTION_SECONDS = 14 * 24 * 3600  # the SQS maximum
 # Kinesis gives each shard 5 GetRecords/s and 2 MB/s of reads shared by every polling
@@ -132,11 +134,11 @@ class KinesisConsumer(pulumi.ComponentResource):
             handler=args.runtime.handler,
             environment={
                 **args.environment,
-                "LIFTOFF_CONSUMER_NAME": args.runtime.name,
-                "LIFTOFF_DEAD_LETTER_URL": pulumi.Output.concat(
+                runtime_env.CONSUMER_NAME: args.runtime.name,
+                runtime_env.DEAD_LETTER_URL: pulumi.Output.concat(
                     "sqs://", self.dead_letter_queue.name
                 ),
-                "LIFTOFF_LOG_LEVEL": "INFO",
+                runtime_env.LOG_LEVEL: "INFO",
             },
             parent=self,
             logs=args.logs,
@@ -146,7 +148,7 @@ class KinesisConsumer(pulumi.ComponentResource):
         )
         self.role = packaged.role
         self.function = packaged.function
-        self.peer = Peer(
+        self.peer = AwsPeer(
             args.runtime.name,
             iam_role_name=self.role.name,
             security_group_id=self.security_group.id if args.vpc is not None else None,
@@ -171,7 +173,7 @@ class KinesisConsumer(pulumi.ComponentResource):
         # subscribe through the consumer) and send to the on-failure queue.
         permissions.append(dead_letter_policy)
         if args.consume_stream:
-            permissions.append(args.stream.grant_read(self.peer))
+            permissions.extend(args.stream.grant_read(self.peer).resources)
         source_arn: pulumi.Input[str] = args.stream.stream.arn
         self.stream_consumer: aws.kinesis.StreamConsumer | None = None
         fan_out = args.enhanced_fan_out
@@ -216,7 +218,6 @@ class AwsConsumersArgs:
     """Physical-name prefix, e.g. `liftoff-prod`."""
     stream: KinesisStream
     archive: ArchiveBucket
-    archive_settings: ArchiveSettings
     postgres: RdsPostgres
     warehouse: WarehouseSettings
     destinations: tuple[Destination, ...]
@@ -234,7 +235,11 @@ class AwsConsumers(pulumi.ComponentResource):
     ):
         super().__init__("liftoff:consumers:AwsConsumers", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        archive = args.archive_settings
+        self.warehouse: ClientDatabase | None = None
+        """The warehouse database the loader writes; None without a warehouse."""
+        self.reconciler: KinesisConsumer | None = None
+        """The function repairing the warehouse from the archive; None without a warehouse."""
+        archive = args.archive.settings
         self.archiver = KinesisConsumer(
             f"{name}-archiver",
             KinesisConsumerArgs(
@@ -243,9 +248,9 @@ class AwsConsumers(pulumi.ComponentResource):
                 function_name=physical_name(args.prefix, ARCHIVER_RUNTIME.name),
                 logs=args.logs,
                 environment={
-                    "LIFTOFF_ARCHIVE_BUCKET": args.archive.location.bucket,
-                    "LIFTOFF_ARCHIVE_BATCH_MAX_EVENTS": str(archive.batch_max_events),
-                    "LIFTOFF_ARCHIVE_BATCH_MAX_SECONDS": str(archive.batch_max_seconds),
+                    runtime_env.ARCHIVE_BUCKET: args.archive.location.bucket,
+                    runtime_env.ARCHIVE_BATCH_MAX_EVENTS: str(archive.batch_max_events),
+                    runtime_env.ARCHIVE_BATCH_MAX_SECONDS: str(archive.batch_max_seconds),
                 },
                 # Lambda's limits: 10000 records and a 300 s window per batch.
                 batch_size=min(archive.batch_max_events, 10000),
@@ -276,19 +281,13 @@ class AwsConsumers(pulumi.ComponentResource):
             "PGPORT": connection.port.apply(str),
             "PGDATABASE": connection.database,
             "PGSSLMODE": "require",
-            "LIFTOFF_WAREHOUSE_SECRET_ARN": database.secret_arn,
+            runtime_env.WAREHOUSE_SECRET_ARN: database.secret_arn,
         }
         placement = VpcPlacement(
             vpc_id=args.network.vpc_id,
             subnet_ids=args.network.private_subnet_ids,
             egress=[
-                {
-                    "protocol": "tcp",
-                    "from_port": 5432,
-                    "to_port": 5432,
-                    "security_groups": [args.postgres.security_group.id],
-                    "description": "Postgres",
-                },
+                args.postgres.client_egress(),
                 {
                     "protocol": "tcp",
                     "from_port": 443,
@@ -308,8 +307,8 @@ class AwsConsumers(pulumi.ComponentResource):
                 logs=args.logs,
                 environment={
                     **loader_environment,
-                    "LIFTOFF_LOADER_BATCH_MAX_EVENTS": str(warehouse.batch_max_events),
-                    "LIFTOFF_LOADER_BATCH_MAX_SECONDS": str(warehouse.batch_max_seconds),
+                    runtime_env.LOADER_BATCH_MAX_EVENTS: str(warehouse.batch_max_events),
+                    runtime_env.LOADER_BATCH_MAX_SECONDS: str(warehouse.batch_max_seconds),
                 },
                 batch_size=min(warehouse.batch_max_events, 10000),
                 batching_window_seconds=min(warehouse.batch_max_seconds, 300),
@@ -332,7 +331,7 @@ class AwsConsumers(pulumi.ComponentResource):
                 logs=args.logs,
                 environment={
                     **loader_environment,
-                    "LIFTOFF_ARCHIVE_BUCKET": args.archive.location.bucket,
+                    runtime_env.ARCHIVE_BUCKET: args.archive.location.bucket,
                 },
                 timeout_seconds=900,
                 memory_mb=1024,
@@ -375,8 +374,8 @@ class AwsConsumers(pulumi.ComponentResource):
                 function_name=physical_name(args.prefix, runtime.name),
                 logs=args.logs,
                 environment={
-                    "LIFTOFF_DESTINATION": destination_document(destination),
-                    "LIFTOFF_DESTINATION_SECRET_ARN": secret.arn,
+                    runtime_env.DESTINATION: destination_document(destination),
+                    runtime_env.DESTINATION_SECRET_ARN: secret.arn,
                 },
                 batch_size=100,
                 batching_window_seconds=1,

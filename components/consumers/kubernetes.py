@@ -19,7 +19,7 @@ import pulumi_kubernetes as k8s
 
 from components import kube
 from components.archive.kubernetes import ExternalArchive
-from components.config import ArchiveSettings, Destination, PrivateNetwork, WarehouseSettings
+from components.config import Destination, PrivateNetwork, WarehouseSettings
 from components.consumers import (
     ARCHIVER_RUNTIME,
     HEALTH_PORT,
@@ -28,10 +28,12 @@ from components.consumers import (
     broadcaster_runtime,
     destination_document,
 )
-from components.network import Peer
+from components.network import KubernetesPeer
 from components.network.kubernetes import KubernetesNetwork
+from components.postgres import ClientDatabase
 from components.postgres.kubernetes import KubernetesPostgres
 from components.stream.kubernetes import NatsJetStream
+from services import env as runtime_env
 
 DEFAULT_RESOURCES = {
     "requests": {"cpu": "100m", "memory": "128Mi"},
@@ -43,12 +45,12 @@ CONSUMER_LABEL = "liftoff.dev/consumer"
 
 @dataclass(frozen=True)
 class StreamConsumerArgs:
+    context: kube.StackContext
+    """The stack, its tags, the image registry, the services image and the storage
+    class: what every Kubernetes capability of the stack shares."""
     runtime: ConsumerRuntime
     stream: NatsJetStream
     network: KubernetesNetwork
-    stack: str
-    services_image: str
-    image_registry: str | None = None
     environment: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     secret_files: Sequence[tuple[str, str, str]] = ()
     """(volume name, Secret name, mount directory): credentials reach the process only as
@@ -56,7 +58,11 @@ class StreamConsumerArgs:
     resources: Mapping[str, Any] = field(default_factory=lambda: DEFAULT_RESOURCES)
     depends_on: Sequence[pulumi.Resource] = ()
     """Resources that must exist first (e.g. the job creating the consumer's database)."""
-    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+def consumer_peer(runtime: ConsumerRuntime, stack: str) -> KubernetesPeer:
+    """The consumer's pods, as other capabilities' grants name them."""
+    return KubernetesPeer(runtime.name, pod_labels=kube.selector(runtime.name, stack))
 
 
 class StreamConsumer(pulumi.ComponentResource):
@@ -72,9 +78,9 @@ class StreamConsumer(pulumi.ComponentResource):
         super().__init__("liftoff:consumers:StreamConsumer", name, None, opts)
         network = args.network
         component = args.runtime.name
-        labels = kube.labels(component, args.stack, args.tags)
-        selector = kube.selector(component, args.stack)
-        self.peer = Peer(component, pod_labels=selector)
+        labels = kube.labels(component, args.context.stack, args.context.tags)
+        selector = kube.selector(component, args.context.stack)
+        self.peer = consumer_peer(args.runtime, args.context.stack)
         args.stream.grant_read(self.peer)
         child = pulumi.ResourceOptions(
             parent=self, depends_on=[network.default_deny, args.stream.setup_job, *args.depends_on]
@@ -84,16 +90,16 @@ class StreamConsumer(pulumi.ComponentResource):
         env = kube.env(
             {
                 **args.environment,
-                "LIFTOFF_STREAM_URL": stream_url,
-                "LIFTOFF_CONSUMER_NAME": component,
-                "LIFTOFF_DEAD_LETTER_URL": dead_letter_url,
-                "LIFTOFF_HEALTH_PORT": str(HEALTH_PORT),
-                "LIFTOFF_LOG_LEVEL": "INFO",
+                runtime_env.STREAM_URL: stream_url,
+                runtime_env.CONSUMER_NAME: component,
+                runtime_env.DEAD_LETTER_URL: dead_letter_url,
+                runtime_env.HEALTH_PORT: str(HEALTH_PORT),
+                runtime_env.LOG_LEVEL: "INFO",
             }
         )
         container = {
             "name": component,
-            "image": kube.image(args.services_image, args.image_registry),
+            "image": kube.image(args.context.services_image, args.context.image_registry),
             "imagePullPolicy": "IfNotPresent",
             "args": [args.runtime.command],
             "env": env,
@@ -152,7 +158,7 @@ class StreamConsumer(pulumi.ComponentResource):
 def allow_private_egress(
     name: str,
     network: KubernetesNetwork,
-    peer: Peer,
+    peer: KubernetesPeer,
     networks: tuple[PrivateNetwork, ...],
     labels: Mapping[str, str],
     parent: pulumi.Resource,
@@ -180,7 +186,7 @@ def allow_private_egress(
 def allow_internet_egress(
     name: str,
     network: KubernetesNetwork,
-    peer: Peer,
+    peer: KubernetesPeer,
     labels: Mapping[str, str],
     parent: pulumi.Resource,
 ) -> None:
@@ -213,25 +219,22 @@ def allow_internet_egress(
 
 
 SECRETS_DIR = "/etc/liftoff/destination"
-ARCHIVE_CREDENTIALS_DIR = "/etc/liftoff/archive"
 POSTGRES_CREDENTIALS_DIR = "/etc/liftoff/postgres"
 SECRETS_FILE = "destination-secrets.json"
 
 
 @dataclass(frozen=True)
 class KubernetesConsumersArgs:
+    context: kube.StackContext
+    """The stack, its tags, the image registry, the services image and the storage
+    class: what every Kubernetes capability of the stack shares."""
     stream: NatsJetStream
     network: KubernetesNetwork
     postgres: KubernetesPostgres
     warehouse: WarehouseSettings
     destinations: tuple[Destination, ...]
-    stack: str
-    services_image: str
     archive: ExternalArchive | None = None
     """Default: no archiver (no S3-compatible endpoint configured)."""
-    archive_settings: ArchiveSettings | None = None
-    image_registry: str | None = None
-    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 class KubernetesConsumers(pulumi.ComponentResource):
@@ -242,28 +245,27 @@ class KubernetesConsumers(pulumi.ComponentResource):
         self, name: str, args: KubernetesConsumersArgs, opts: pulumi.ResourceOptions | None = None
     ):
         super().__init__("liftoff:consumers:KubernetesConsumers", name, None, opts)
+        self.warehouse: ClientDatabase | None = None
+        """The warehouse database the loader writes; None without a warehouse."""
         child = pulumi.ResourceOptions(parent=self)
         self._args = args
         self.archiver: StreamConsumer | None = None
-        if args.archive is not None and args.archive_settings is not None:
-            settings = args.archive_settings
+        if args.archive is not None:
+            settings = args.archive.settings
+            archive = args.archive.client(
+                consumer_peer(ARCHIVER_RUNTIME, args.context.stack), write=True
+            )
             self.archiver = self._consumer(
                 f"{name}-archiver",
                 ARCHIVER_RUNTIME,
                 environment={
-                    "LIFTOFF_ARCHIVE_BUCKET": settings.bucket_name or "",
-                    "LIFTOFF_ARCHIVE_BATCH_MAX_EVENTS": str(settings.batch_max_events),
-                    "LIFTOFF_ARCHIVE_BATCH_MAX_SECONDS": str(settings.batch_max_seconds),
-                    "AWS_ENDPOINT_URL_S3": settings.endpoint or "",
-                    "AWS_REGION": settings.region,
-                    "AWS_SHARED_CREDENTIALS_FILE": f"{ARCHIVE_CREDENTIALS_DIR}/credentials",
+                    **archive.environment,
+                    runtime_env.ARCHIVE_BATCH_MAX_EVENTS: str(settings.batch_max_events),
+                    runtime_env.ARCHIVE_BATCH_MAX_SECONDS: str(settings.batch_max_seconds),
                 },
-                secret_files=[
-                    ("archive-credentials", args.archive.secret_name, ARCHIVE_CREDENTIALS_DIR)
-                ],
+                secret_files=[archive.secret_file("archive-credentials")],
                 opts=child,
             )
-            args.archive.grant_write(self.archiver.peer)
         else:
             pulumi.log.warn(
                 "liftoff:archive is not set: no archiver runs, and the warehouse reconciliation "
@@ -288,8 +290,8 @@ class KubernetesConsumers(pulumi.ComponentResource):
                     "PGSSLMODE": "prefer",
                     "PGUSER": connection.username,
                     "PGPASSWORD_FILE": f"{POSTGRES_CREDENTIALS_DIR}/password",
-                    "LIFTOFF_LOADER_BATCH_MAX_EVENTS": str(args.warehouse.batch_max_events),
-                    "LIFTOFF_LOADER_BATCH_MAX_SECONDS": str(args.warehouse.batch_max_seconds),
+                    runtime_env.LOADER_BATCH_MAX_EVENTS: str(args.warehouse.batch_max_events),
+                    runtime_env.LOADER_BATCH_MAX_SECONDS: str(args.warehouse.batch_max_seconds),
                 },
                 secret_files=[
                     ("postgres-credentials", database.secret_name, POSTGRES_CREDENTIALS_DIR)
@@ -303,7 +305,7 @@ class KubernetesConsumers(pulumi.ComponentResource):
         for destination in args.destinations:
             runtime = broadcaster_runtime(destination)
             secret_name = f"{runtime.name}-secrets"
-            labels = kube.labels(runtime.name, args.stack, args.tags)
+            labels = kube.labels(runtime.name, args.context.stack, args.context.tags)
             k8s.core.v1.Secret(
                 f"{name}-{runtime.name}-secrets",
                 metadata=args.network.metadata(secret_name, labels),
@@ -319,8 +321,8 @@ class KubernetesConsumers(pulumi.ComponentResource):
                 f"{name}-{runtime.name}",
                 runtime,
                 environment={
-                    "LIFTOFF_DESTINATION": destination_document(destination),
-                    "LIFTOFF_DESTINATION_SECRETS_FILE": f"{SECRETS_DIR}/{SECRETS_FILE}",
+                    runtime_env.DESTINATION: destination_document(destination),
+                    runtime_env.DESTINATION_SECRETS_FILE: f"{SECRETS_DIR}/{SECRETS_FILE}",
                 },
                 secret_files=[("destination-secrets", secret_name, SECRETS_DIR)],
                 opts=child,
@@ -357,13 +359,10 @@ class KubernetesConsumers(pulumi.ComponentResource):
                 runtime=runtime,
                 stream=args.stream,
                 network=args.network,
-                stack=args.stack,
-                services_image=args.services_image,
-                image_registry=args.image_registry,
+                context=args.context,
                 environment=environment,
                 secret_files=secret_files,
                 depends_on=depends_on,
-                tags=args.tags,
             ),
             opts=opts,
         )

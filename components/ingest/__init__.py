@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_random as random
 
-from components.config import Source
+from components.ingest.settings import Source
+from services import env as runtime_env
 
 # The API paths of the Segment HTTP Tracking API the collector serves.
 TRACKING_PATHS = ("batch", "import", "track", "identify", "page", "screen", "group", "alias")
@@ -72,4 +73,4 @@ def allowed_origins_document(sources: tuple[Source, ...]) -> str | None:
 def collector_runtime_env(sources: tuple[Source, ...]) -> dict[str, str]:
     """What both targets tell the collector about its sources besides the write keys."""
     no_ip = ",".join(s.name for s in sources if not s.collect_ip)
-    return {"LIFTOFF_IP_COLLECTION_OFF": no_ip} if no_ip else {}
+    return {runtime_env.NO_IP_SOURCES: no_ip} if no_ip else {}

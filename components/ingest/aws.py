@@ -22,7 +22,6 @@ import pulumi_aws as aws
 from components import aws_iam
 from components.aws_lambda import packaged_function
 from components.aws_logs import LogSettings, log_group
-from components.config import IngestSettings, Source
 from components.ingest import (
     BROWSER_ROUTES,
     SHORT_TRACKING_PATHS,
@@ -33,8 +32,10 @@ from components.ingest import (
     generate_write_keys,
     write_keys_document,
 )
-from components.network import Peer
+from components.ingest.settings import AwsIngest, Source
+from components.network import AwsPeer
 from components.stream.aws import KinesisStream
+from services import env as runtime_env
 
 HANDLER = "services.aws_lambda.collector_handler"
 QUARANTINE_RETENTION_SECONDS = 14 * 24 * 3600  # SQS's maximum, as for the consumers' DLQs
@@ -56,7 +57,7 @@ ACCESS_LOG_FORMAT = json.dumps(
 
 @dataclass(frozen=True)
 class LambdaCollectorArgs:
-    settings: IngestSettings
+    settings: AwsIngest
     sources: tuple[Source, ...]
     stream: KinesisStream
     function_name: str
@@ -107,15 +108,15 @@ class LambdaCollector(pulumi.ComponentResource):
             opts=child,
         )
         environment: dict[str, pulumi.Input[str]] = {
-            "LIFTOFF_STREAM_URL": args.stream.connection.url,
-            "LIFTOFF_WRITE_KEYS_SECRET_ARN": self.write_keys_secret.arn,
-            "LIFTOFF_DEAD_LETTER_URL": pulumi.Output.concat("sqs://", self.quarantine_queue.name),
-            "LIFTOFF_LOG_LEVEL": "INFO",
+            runtime_env.STREAM_URL: args.stream.connection.url,
+            runtime_env.WRITE_KEYS_SECRET_ARN: self.write_keys_secret.arn,
+            runtime_env.DEAD_LETTER_URL: pulumi.Output.concat("sqs://", self.quarantine_queue.name),
+            runtime_env.LOG_LEVEL: "INFO",
             **collector_runtime_env(args.sources),
         }
         origins = allowed_origins_document(args.sources)
         if origins is not None:
-            environment["LIFTOFF_ALLOWED_ORIGINS"] = origins
+            environment[runtime_env.ALLOWED_ORIGINS] = origins
         packaged = packaged_function(
             name,
             function_name=args.function_name,
@@ -136,7 +137,7 @@ class LambdaCollector(pulumi.ComponentResource):
             args.kms_key_arn,
             self,
         )
-        args.stream.grant_write(Peer("collector", iam_role_name=self.role.name))
+        args.stream.grant_write(AwsPeer("collector", iam_role_name=self.role.name))
         aws.iam.RolePolicy(
             f"{name}-quarantine-policy",
             role=self.role.id,

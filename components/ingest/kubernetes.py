@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from components import kube
-from components.config import IngestSettings, Source
 from components.ingest import (
     PUBLIC_PATH_PREFIXES,
     IngestEndpoint,
@@ -19,9 +18,11 @@ from components.ingest import (
     generate_write_keys,
     write_keys_document,
 )
-from components.network import Peer
+from components.ingest.settings import KubernetesIngest, Source
+from components.network import KubernetesPeer
 from components.network.kubernetes import KubernetesNetwork
 from components.stream.kubernetes import NatsJetStream
+from services import env as runtime_env
 
 COMPONENT = "collector"
 PORT = 8080
@@ -31,14 +32,13 @@ WRITE_KEYS_FILE = "write-keys.json"
 
 @dataclass(frozen=True)
 class KubernetesCollectorArgs:
-    settings: IngestSettings
+    context: kube.StackContext
+    """The stack, its tags, the image registry, the services image and the storage
+    class: what every Kubernetes capability of the stack shares."""
+    settings: KubernetesIngest
     sources: tuple[Source, ...]
     stream: NatsJetStream
     network: KubernetesNetwork
-    stack: str
-    services_image: str
-    image_registry: str | None = None
-    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 class KubernetesCollector(pulumi.ComponentResource):
@@ -60,8 +60,8 @@ class KubernetesCollector(pulumi.ComponentResource):
         self._network = network
         settings = args.settings
         child = pulumi.ResourceOptions(parent=self, depends_on=[network.default_deny])
-        labels = kube.labels(COMPONENT, args.stack, args.tags)
-        selector = kube.selector(COMPONENT, args.stack)
+        labels = kube.labels(COMPONENT, args.context.stack, args.context.tags)
+        selector = kube.selector(COMPONENT, args.context.stack)
 
         keys = generate_write_keys(name, args.sources, self)
         self.write_keys_secret = k8s.core.v1.Secret(
@@ -71,7 +71,7 @@ class KubernetesCollector(pulumi.ComponentResource):
             string_data={WRITE_KEYS_FILE: write_keys_document(keys)},
             opts=child,
         )
-        args.stream.grant_write(Peer(COMPONENT, pod_labels=selector))
+        args.stream.grant_write(KubernetesPeer(COMPONENT, pod_labels=selector))
 
         # Pods restart when the set of sources changes (the keys themselves never rotate
         # silently: a key changes only when its source is replaced).
@@ -79,31 +79,31 @@ class KubernetesCollector(pulumi.ComponentResource):
             ",".join(s.name for s in args.sources).encode()
         ).hexdigest()[:16]
         environment: dict[str, pulumi.Input[str]] = {
-            "LIFTOFF_STREAM_URL": args.stream.connection.url,
-            "LIFTOFF_WRITE_KEYS_FILE": f"{WRITE_KEYS_DIR}/{WRITE_KEYS_FILE}",
-            "LIFTOFF_PORT": str(PORT),
-            "LIFTOFF_LOG_LEVEL": "INFO",
+            runtime_env.STREAM_URL: args.stream.connection.url,
+            runtime_env.WRITE_KEYS_FILE: f"{WRITE_KEYS_DIR}/{WRITE_KEYS_FILE}",
+            runtime_env.PORT: str(PORT),
+            runtime_env.LOG_LEVEL: "INFO",
             **collector_runtime_env(args.sources),
-            "LIFTOFF_HTTP_MAX_HEADER_BYTES": str(settings.max_header_bytes),
-            "LIFTOFF_HTTP_HEADER_TIMEOUT_SECONDS": str(settings.header_timeout_seconds),
-            "LIFTOFF_HTTP_BODY_TIMEOUT_SECONDS": str(settings.body_timeout_seconds),
-            "LIFTOFF_HTTP_MAX_CONNECTIONS": str(settings.max_connections),
+            runtime_env.HTTP_MAX_HEADER_BYTES: str(settings.max_header_bytes),
+            runtime_env.HTTP_HEADER_TIMEOUT: str(settings.header_timeout_seconds),
+            runtime_env.HTTP_BODY_TIMEOUT: str(settings.body_timeout_seconds),
+            runtime_env.HTTP_MAX_CONNECTIONS: str(settings.max_connections),
         }
         if settings.trusted_proxies:
-            environment["LIFTOFF_TRUSTED_PROXIES"] = ",".join(settings.trusted_proxies)
+            environment[runtime_env.TRUSTED_PROXIES] = ",".join(settings.trusted_proxies)
         origins = allowed_origins_document(args.sources)
         if origins is not None:
-            environment["LIFTOFF_ALLOWED_ORIGINS"] = origins
+            environment[runtime_env.ALLOWED_ORIGINS] = origins
         public_url = settings.public_url
         if public_url is None and settings.host:
             public_url = f"{'https' if settings.tls_secret else 'http'}://{settings.host}"
         if public_url:
             # Behind the Ingress the pod sees plain HTTP: analytics.js's settings must name the
             # public scheme and host.
-            environment["LIFTOFF_PUBLIC_URL"] = public_url
+            environment[runtime_env.PUBLIC_URL] = public_url
         container = {
             "name": COMPONENT,
-            "image": kube.image(args.services_image, args.image_registry),
+            "image": kube.image(args.context.services_image, args.context.image_registry),
             "imagePullPolicy": "IfNotPresent",
             "args": [COMPONENT],
             "env": kube.env(environment),
@@ -234,7 +234,7 @@ class KubernetesCollector(pulumi.ComponentResource):
     def _ingress(
         self,
         name: str,
-        settings: IngestSettings,
+        settings: KubernetesIngest,
         labels: Mapping[str, str],
         child: pulumi.ResourceOptions,
     ) -> None:

@@ -18,16 +18,35 @@ import pulumi
 
 @dataclass(frozen=True)
 class Peer:
-    """A workload asking another capability for network access (the argument of grants).
-
-    Give `security_group_id` and/or `iam_role_name` on AWS (network and API access), and
-    `pod_labels` (a selector of its pods) on Kubernetes.
-    """
+    """A workload asking another capability for access (the argument of grants); each target
+    names it its own way (`AwsPeer`, `KubernetesPeer`)."""
 
     name: str
+
+
+@dataclass(frozen=True)
+class AwsPeer(Peer):
+    """On AWS: the workload's security group (network access) and/or IAM role (API access)."""
+
     security_group_id: pulumi.Input[str] | None = None
     iam_role_name: pulumi.Input[str] | None = None
+
+
+@dataclass(frozen=True)
+class KubernetesPeer(Peer):
+    """On Kubernetes: a selector of the workload's pods (NetworkPolicies select on it)."""
+
     pod_labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What one grant declared, the same type on both targets: the IAM policy or security-group
+    rule on AWS, the NetworkPolicies on Kubernetes. Put `resources` in `depends_on` where the
+    peer must not start before its access exists (Lambda checks a mapping's permissions)."""
+
+    peer: str
+    resources: tuple[pulumi.Resource, ...] = ()
 
 
 class Network(Protocol):

@@ -10,7 +10,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.aws_logs import LogSettings, log_group
-from components.config import AwsSettings
+from components.network.settings import AwsSettings
 
 # AWS APIs that functions inside the VPC call: credentials (Secrets Manager) and the
 # dead-letter queues (SQS). Kinesis is polled by Lambda's event-source mappings, outside; S3

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from components import kube
-from components.config import KubernetesSettings
+from components.network.settings import KubernetesSettings
 
 
 @dataclass(frozen=True)
 class KubernetesNetworkArgs:
+    context: kube.StackContext
+    """The stack, its tags, the image registry, the services image and the storage
+    class: what every Kubernetes capability of the stack shares."""
     settings: KubernetesSettings
-    stack: str
-    tags: Mapping[str, str] = field(default_factory=dict)
     retain_namespace: bool = True
     """Default: true. Keep the namespace (and so its volumes) when the stack is destroyed."""
 
@@ -58,7 +59,7 @@ class KubernetesNetwork(pulumi.ComponentResource):
         settings = args.settings
         self.settings = settings
         self.namespace_name = settings.namespace
-        metadata_labels = kube.labels("network", args.stack, args.tags)
+        metadata_labels = kube.labels("network", args.context.stack, args.context.tags)
 
         self.namespace_resource: k8s.core.v1.Namespace | None = None
         depends: list[pulumi.Resource] = []
@@ -102,10 +103,13 @@ class KubernetesNetwork(pulumi.ComponentResource):
         """Metadata for an object in the stack's namespace."""
         return {"name": name, "namespace": self.namespace_name, "labels": dict(labels)}
 
+    def service_host(self, service: str) -> str:
+        """`<service>.<namespace>.svc.<cluster domain>`, known when the program runs (for
+        values that must be plain strings: chart values, scripts)."""
+        return kube.service_dns_name(service, self.namespace_name, self.settings.cluster_domain)
+
     def dns_name(self, service: str) -> pulumi.Output[str]:
-        return pulumi.Output.from_input(
-            kube.service_dns_name(service, self.namespace_name, self.settings.cluster_domain)
-        )
+        return pulumi.Output.from_input(self.service_host(service))
 
     def allow(
         self,
@@ -116,14 +120,14 @@ class KubernetesNetwork(pulumi.ComponentResource):
         port: int,
         labels: Mapping[str, str],
         parent: pulumi.Resource,
-    ) -> None:
+    ) -> tuple[k8s.networking.v1.NetworkPolicy, k8s.networking.v1.NetworkPolicy]:
         """Admit pods matching `source` to pods matching `destination` on `port` (TCP).
 
         Declares both halves the default-deny needs: egress from the source, ingress to the
         destination. Both are children of `parent`, the capability granting the access.
         """
         opts = pulumi.ResourceOptions(parent=parent, depends_on=[self.default_deny])
-        k8s.networking.v1.NetworkPolicy(
+        ingress = k8s.networking.v1.NetworkPolicy(
             f"{name}-ingress",
             metadata=self.metadata(f"{name}-ingress", labels),
             spec={
@@ -138,7 +142,7 @@ class KubernetesNetwork(pulumi.ComponentResource):
             },
             opts=opts,
         )
-        k8s.networking.v1.NetworkPolicy(
+        egress = k8s.networking.v1.NetworkPolicy(
             f"{name}-egress",
             metadata=self.metadata(f"{name}-egress", labels),
             spec={
@@ -153,3 +157,4 @@ class KubernetesNetwork(pulumi.ComponentResource):
             },
             opts=opts,
         )
+        return ingress, egress

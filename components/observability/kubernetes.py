@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from components import kube
-from components.network import Peer
+from components.network import KubernetesPeer
 from components.network.kubernetes import KubernetesNetwork
 from components.observability import SIGNALS, ObservabilitySettings, prometheus_rule_groups
 from components.postgres.kubernetes import KubernetesPostgres
@@ -47,9 +47,11 @@ class MetricsTarget:
 
 @dataclass(frozen=True)
 class KubernetesObservabilityArgs:
+    context: kube.StackContext
+    """The stack, its tags, the image registry, the services image and the storage
+    class: what every Kubernetes capability of the stack shares."""
     settings: ObservabilitySettings
     network: KubernetesNetwork
-    stack: str
     collector_service_labels: Mapping[str, str]
     """Labels of the collector's Service (the ServiceMonitor selects it)."""
     collector: MetricsTarget
@@ -58,8 +60,6 @@ class KubernetesObservabilityArgs:
     nats: MetricsTarget
     postgres: KubernetesPostgres
     """Gives the exporter its own `pg_monitor` role and admits it to Postgres."""
-    image_registry: str | None = None
-    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 class KubernetesObservability(pulumi.ComponentResource):
@@ -72,13 +72,13 @@ class KubernetesObservability(pulumi.ComponentResource):
         super().__init__("liftoff:observability:KubernetesObservability", name, None, opts)
         settings = args.settings
         network = args.network
-        labels = kube.labels("observability", args.stack, args.tags)
+        labels = kube.labels("observability", args.context.stack, args.context.tags)
         monitor_labels = {**labels, **dict(settings.monitor_labels)}
         child = pulumi.ResourceOptions(parent=self, depends_on=[network.default_deny])
 
         exporter = MetricsTarget(
             "postgres-exporter",
-            kube.selector("postgres-exporter", args.stack),
+            kube.selector("postgres-exporter", args.context.stack),
             "metrics",
             POSTGRES_EXPORTER_PORT,
         )
@@ -87,7 +87,9 @@ class KubernetesObservability(pulumi.ComponentResource):
         self.monitoring_database = args.postgres.add_database(
             "monitoring", member_of=("pg_monitor",)
         )
-        args.postgres.grant_connect(Peer("postgres-exporter", pod_labels=exporter.pod_selector))
+        args.postgres.grant_connect(
+            KubernetesPeer("postgres-exporter", pod_labels=exporter.pod_selector)
+        )
         self.postgres_exporter = self._postgres_exporter(name, args, exporter, child)
 
         self.service_monitor = k8s.apiextensions.CustomResource(
@@ -132,7 +134,7 @@ class KubernetesObservability(pulumi.ComponentResource):
             api_version=MONITORING_API,
             kind="PrometheusRule",
             metadata=network.metadata("liftoff-signals", monitor_labels),
-            spec={"groups": prometheus_rule_groups(settings.thresholds, stack=args.stack)},
+            spec={"groups": prometheus_rule_groups(settings.thresholds, stack=args.context.stack)},
             opts=child,
         )
         # Prometheus (in its own namespace, with its own labels) to exactly the metrics ports.
@@ -167,7 +169,7 @@ class KubernetesObservability(pulumi.ComponentResource):
         target: MetricsTarget,
         child: pulumi.ResourceOptions,
     ) -> k8s.apps.v1.Deployment:
-        labels = kube.labels(target.name, args.stack, args.tags)
+        labels = kube.labels(target.name, args.context.stack, args.context.tags)
         database = self.monitoring_database
         data_source_uri = pulumi.Output.all(
             database.connection.host, database.connection.port, database.connection.database
@@ -175,7 +177,7 @@ class KubernetesObservability(pulumi.ComponentResource):
 
         container = {
             "name": "postgres-exporter",
-            "image": kube.image(POSTGRES_EXPORTER_IMAGE, args.image_registry),
+            "image": kube.image(POSTGRES_EXPORTER_IMAGE, args.context.image_registry),
             "ports": [{"name": target.port_name, "containerPort": target.port}],
             "env": [
                 {"name": "DATA_SOURCE_URI", "value": data_source_uri},

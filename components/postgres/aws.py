@@ -14,8 +14,7 @@ import pulumi_random as random
 from components import aws_iam
 from components.aws_lambda import packaged_function
 from components.aws_logs import LogSettings, log_group
-from components.config import PostgresSettings
-from components.network import Peer
+from components.network import AwsPeer, Grant
 from components.network.aws import AwsNetwork
 from components.postgres import (
     PORT,
@@ -25,6 +24,8 @@ from components.postgres import (
     check_major_version,
     deployed_major_version,
 )
+from components.postgres.settings import PostgresSettings
+from services import env as runtime_env
 
 SETUP_HANDLER = "services.database_setup.lambda_handler"
 # AWS APIs the setup function calls from inside the VPC (services/database_setup.py).
@@ -208,11 +209,11 @@ class RdsPostgres(pulumi.ComponentResource):
             }
         )
 
-    def grant_connect(self, peer: Peer) -> None:
+    def grant_connect(self, peer: AwsPeer) -> Grant:
         """Admit `peer`'s security group to the Postgres port."""
         if peer.security_group_id is None:
             raise ValueError(f"grant_connect({peer.name!r}) on AWS needs the peer's security group")
-        aws.vpc.SecurityGroupIngressRule(
+        rule = aws.vpc.SecurityGroupIngressRule(
             f"{self._name}-from-{peer.name}",
             security_group_id=self.security_group.id,
             referenced_security_group_id=peer.security_group_id,
@@ -222,6 +223,7 @@ class RdsPostgres(pulumi.ComponentResource):
             description=f"Postgres from {peer.name}",
             opts=pulumi.ResourceOptions(parent=self),
         )
+        return Grant(peer.name, (rule,))
 
     def _setup_function(self) -> aws.lambda_.Function:
         """The in-VPC function that creates client databases (made once, on first use)."""
@@ -252,13 +254,13 @@ class RdsPostgres(pulumi.ComponentResource):
             ],
             opts=child,
         )
-        self.grant_connect(Peer("setup", security_group_id=group.id))
+        self.grant_connect(AwsPeer("setup", security_group_id=group.id))
         packaged = packaged_function(
             name,
             function_name=f"{self._args.identifier}-setup",
             description="liftoff: creates client databases and roles on the platform Postgres",
             handler=SETUP_HANDLER,
-            environment={"LIFTOFF_ADMIN_SECRET_ARN": self.credentials.arn},
+            environment={runtime_env.ADMIN_SECRET_ARN: self.credentials.arn},
             parent=self,
             logs=self._logs,
             memory_mb=256,
@@ -279,17 +281,29 @@ class RdsPostgres(pulumi.ComponentResource):
         self._setup = packaged.function
         return self._setup
 
-    def grant_read_credentials(self, peer: Peer, client: ClientDatabase) -> None:
+    def grant_read_credentials(self, peer: AwsPeer, client: ClientDatabase) -> Grant:
         """Let `peer`'s role read a client database's credentials secret."""
         if peer.iam_role_name is None or client.secret_arn is None:
             raise ValueError(f"grant_read_credentials({peer.name!r}) needs an IAM role")
-        aws_iam.grant_secret_read(
+        policy = aws_iam.grant_secret_read(
             f"{self._name}-{client.role}-credentials-{peer.name}",
             peer.iam_role_name,
             client.secret_arn,
             self._args.kms_key_arn,
             self,
         )
+        return Grant(peer.name, (policy,))
+
+    def client_egress(self) -> dict:
+        """The egress rule a client's security group needs toward Postgres (the other half of
+        `grant_connect`, for groups that restrict egress)."""
+        return {
+            "protocol": "tcp",
+            "from_port": PORT,
+            "to_port": PORT,
+            "security_groups": [self.security_group.id],
+            "description": "Postgres",
+        }
 
     def add_database(self, client: str, database: str | None = None) -> ClientDatabase:
         """Give `client` a login role and a database it owns (`database`, default: `client`).

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -13,8 +12,7 @@ import pulumi_random as random
 
 from components import kube
 from components.archive.kubernetes import ExternalArchive
-from components.config import ArchiveSettings, PostgresSettings
-from components.network import Peer
+from components.network import Grant, KubernetesPeer
 from components.network.kubernetes import KubernetesNetwork
 from components.postgres import (
     CLIENT_LABEL,
@@ -26,6 +24,8 @@ from components.postgres import (
     check_major_version,
     deployed_major_version,
 )
+from components.postgres.settings import PostgresSettings
+from services import env as runtime_env
 
 # The official image's `postgres` user.
 POSTGRES_UID = 999
@@ -34,21 +34,15 @@ SERVICE_NAME = "postgres"
 DATA_MOUNT = "/var/lib/postgresql/data"
 CREDENTIALS_DIR = "/etc/liftoff/postgres"
 CLIENT_CREDENTIALS_DIR = "/etc/liftoff/postgres-client"
-ARCHIVE_CREDENTIALS_DIR = "/etc/liftoff/archive"
 
 
 @dataclass(frozen=True)
 class KubernetesPostgresArgs:
+    context: kube.StackContext
+    """The stack, its tags, the image registry, the services image and the storage
+    class: what every Kubernetes capability of the stack shares."""
     settings: PostgresSettings
     network: KubernetesNetwork
-    stack: str
-    storage_class: str | None = None
-    """Default: the cluster's default StorageClass."""
-    image_registry: str | None = None
-    """Default: docker.io. A mirror prefix for air-gapped clusters."""
-    services_image: str | None = None
-    """The liftoff services image; runs the jobs that create client databases."""
-    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 class KubernetesPostgres(pulumi.ComponentResource):
@@ -70,9 +64,12 @@ class KubernetesPostgres(pulumi.ComponentResource):
         network = args.network
         self._name = name
         self._network = network
+        self.host = network.service_host(SERVICE_NAME)
+        """The Service's cluster DNS name, as a plain string."""
+        self.port = PORT
         self._args = args
-        self.labels = kube.labels("postgres", args.stack, args.tags)
-        self.selector = kube.selector("postgres", args.stack)
+        self.labels = kube.labels("postgres", args.context.stack, args.context.tags)
+        self.selector = kube.selector("postgres", args.context.stack)
         child = pulumi.ResourceOptions(parent=self, depends_on=[network.default_deny])
 
         password = random.RandomPassword(
@@ -113,7 +110,7 @@ class KubernetesPostgres(pulumi.ComponentResource):
         )
         # A new major cannot start on the old data directory: refuse the change before the
         # StatefulSet is touched (the image is only known once the check has passed).
-        image = kube.image(f"{IMAGE_REPOSITORY}:{settings.image_tag}", args.image_registry)
+        image = kube.image(f"{IMAGE_REPOSITORY}:{settings.image_tag}", args.context.image_registry)
         checked_image = deployed_major_version(name, self).apply(
             lambda deployed: (
                 check_major_version(
@@ -180,8 +177,8 @@ class KubernetesPostgres(pulumi.ComponentResource):
                 "resources": {"requests": {"storage": f"{settings.storage_gb}Gi"}},
             },
         }
-        if args.storage_class:
-            volume_claim["spec"]["storageClassName"] = args.storage_class
+        if args.context.storage_class:
+            volume_claim["spec"]["storageClassName"] = args.context.storage_class
         return {
             "serviceName": f"{SERVICE_NAME}-headless",
             "replicas": 1,
@@ -287,7 +284,7 @@ class KubernetesPostgres(pulumi.ComponentResource):
             "volumeMounts": [{"name": "data", "mountPath": DATA_MOUNT, "readOnly": True}],
         }
 
-    def grant_connect(self, peer: Peer) -> None:
+    def grant_connect(self, peer: KubernetesPeer) -> Grant:
         """Admit `peer`'s pods to Postgres.
 
         Declares a NetworkPolicy pair (egress from the peer, ingress to Postgres) scoped to
@@ -297,7 +294,7 @@ class KubernetesPostgres(pulumi.ComponentResource):
             raise ValueError(
                 f"grant_connect({peer.name!r}) on Kubernetes needs the peer's pod labels"
             )
-        self._network.allow(
+        policies = self._network.allow(
             f"{self._name}-from-{peer.name}",
             source=peer.pod_labels,
             destination=self.selector,
@@ -305,6 +302,7 @@ class KubernetesPostgres(pulumi.ComponentResource):
             labels=self.labels,
             parent=self,
         )
+        return Grant(peer.name, policies)
 
     def add_database(
         self, client: str, database: str | None = None, *, member_of: tuple[str, ...] = ()
@@ -319,20 +317,18 @@ class KubernetesPostgres(pulumi.ComponentResource):
         database = database or client
         check_client_name(client, database)
         args = self._args
-        if not args.services_image:
+        if not args.context.services_image:
             raise ValueError("add_database needs KubernetesPostgresArgs.services_image")
         network = self._network
         secret_name = f"postgres-{client.replace('_', '-')}"
-        labels = kube.labels("postgres", args.stack, args.tags)
+        labels = kube.labels("postgres", args.context.stack, args.context.tags)
         password = random.RandomPassword(
             f"{self._name}-{client}-password",
             length=40,
             special=False,
             opts=pulumi.ResourceOptions(parent=self),
         )
-        host = kube.service_dns_name(
-            SERVICE_NAME, network.namespace_name, network.settings.cluster_domain
-        )
+        host = self.host
         secret = k8s.core.v1.Secret(
             f"{self._name}-{client}-credentials",
             metadata=network.metadata(secret_name, labels),
@@ -347,9 +343,9 @@ class KubernetesPostgres(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         component = f"postgres-setup-{client.replace('_', '-')}"
-        selector = kube.selector(component, args.stack)
-        self.grant_connect(Peer(component, pod_labels=selector))
-        job_labels = kube.labels(component, args.stack, args.tags)
+        selector = kube.selector(component, args.context.stack)
+        self.grant_connect(KubernetesPeer(component, pod_labels=selector))
+        job_labels = kube.labels(component, args.context.stack, args.context.tags)
 
         env = kube.env(
             {
@@ -358,22 +354,22 @@ class KubernetesPostgres(pulumi.ComponentResource):
                 "PGDATABASE": "postgres",
                 "PGUSER": args.settings.username,
                 "PGPASSWORD_FILE": f"{CREDENTIALS_DIR}/password",
-                "LIFTOFF_DATABASE_NAME": database,
-                "LIFTOFF_DATABASE_ROLE": client,
-                "LIFTOFF_DATABASE_PASSWORD_FILE": f"{CLIENT_CREDENTIALS_DIR}/password",
-                **({"LIFTOFF_DATABASE_MEMBER_OF": ",".join(member_of)} if member_of else {}),
+                runtime_env.DATABASE_NAME: database,
+                runtime_env.DATABASE_ROLE: client,
+                runtime_env.DATABASE_PASSWORD_FILE: f"{CLIENT_CREDENTIALS_DIR}/password",
+                **({runtime_env.DATABASE_MEMBER_OF: ",".join(member_of)} if member_of else {}),
             }
         )
         # The server's major version is part of the name: after a major upgrade (a new, empty
         # data directory) the roles and databases are created again. Only a non-empty
         # member_of joins it, so existing clients keep their Job names.
-        inputs: list = [database, client, args.services_image, args.settings.version]
+        inputs: list = [database, client, args.context.services_image, args.settings.version]
         if member_of:
             inputs.append(list(member_of))
         digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:8]
         container = {
             "name": "ensure-database",
-            "image": kube.image(args.services_image, args.image_registry),
+            "image": kube.image(args.context.services_image, args.context.image_registry),
             "imagePullPolicy": "IfNotPresent",
             "args": ["ensure-database"],
             "env": env,
@@ -412,7 +408,7 @@ class KubernetesPostgres(pulumi.ComponentResource):
             connection=connection, ready=job, role=client, secret_name=secret_name
         )
 
-    def add_backups(self, archive: ExternalArchive, archive_settings: ArchiveSettings) -> None:
+    def add_backups(self, archive: ExternalArchive) -> None:
         """Nightly `pg_dump` of every database into the archive, pruned past the retention.
 
         A CronJob: an init container of the server's own image dumps each database (custom
@@ -421,19 +417,17 @@ class KubernetesPostgres(pulumi.ComponentResource):
         credentials file and deletes dumps older than `backupRetentionDays`.
         """
         args = self._args
-        if not args.services_image:
+        if not args.context.services_image:
             raise ValueError("add_backups needs KubernetesPostgresArgs.services_image")
         settings = args.settings
         network = self._network
         component = "postgres-backup"
-        selector = kube.selector(component, args.stack)
-        labels = kube.labels(component, args.stack, args.tags)
-        peer = Peer(component, pod_labels=selector)
+        selector = kube.selector(component, args.context.stack)
+        labels = kube.labels(component, args.context.stack, args.context.tags)
+        peer = KubernetesPeer(component, pod_labels=selector)
         self.grant_connect(peer)
-        archive.grant_write(peer)
-        host = kube.service_dns_name(
-            SERVICE_NAME, network.namespace_name, network.settings.cluster_domain
-        )
+        client = archive.client(peer, write=True)
+        host = self.host
         # The password reaches pg_dump through the shell, never through the pod's spec.
         dump = (
             "set -eu\n"
@@ -450,7 +444,9 @@ class KubernetesPostgres(pulumi.ComponentResource):
         }
         dumper = {
             "name": "pg-dump",
-            "image": kube.image(f"{IMAGE_REPOSITORY}:{settings.image_tag}", args.image_registry),
+            "image": kube.image(
+                f"{IMAGE_REPOSITORY}:{settings.image_tag}", args.context.image_registry
+            ),
             "imagePullPolicy": "IfNotPresent",
             "command": ["sh", "-c", dump],
             "env": kube.env({"PGHOST": host, "PGPORT": str(PORT), "PGUSER": settings.username}),
@@ -464,22 +460,19 @@ class KubernetesPostgres(pulumi.ComponentResource):
         }
         uploader = {
             "name": "upload",
-            "image": kube.image(args.services_image, args.image_registry),
+            "image": kube.image(args.context.services_image, args.context.image_registry),
             "imagePullPolicy": "IfNotPresent",
             "args": ["backup-upload", "--dir", "/backup"],
             "env": kube.env(
                 {
-                    "LIFTOFF_ARCHIVE_BUCKET": archive_settings.bucket_name or "",
-                    "AWS_ENDPOINT_URL_S3": archive_settings.endpoint or "",
-                    "AWS_REGION": archive_settings.region,
-                    "AWS_SHARED_CREDENTIALS_FILE": f"{ARCHIVE_CREDENTIALS_DIR}/credentials",
-                    "LIFTOFF_BACKUP_RETENTION_DAYS": str(settings.backup_retention_days),
+                    **client.environment,
+                    runtime_env.BACKUP_RETENTION_DAYS: str(settings.backup_retention_days),
                 }
             ),
             "resources": small,
             "volumeMounts": [
                 {"name": "backup", "mountPath": "/backup", "readOnly": True},
-                {"name": "archive", "mountPath": ARCHIVE_CREDENTIALS_DIR, "readOnly": True},
+                client.mount("archive"),
             ],
         }
         pod = kube.services_pod_spec(
@@ -489,10 +482,7 @@ class KubernetesPostgres(pulumi.ComponentResource):
                     "name": "credentials",
                     "secret": {"secretName": "postgres-credentials", "defaultMode": 0o440},
                 },
-                {
-                    "name": "archive",
-                    "secret": {"secretName": archive.secret_name, "defaultMode": 0o440},
-                },
+                client.volume("archive"),
                 {"name": "backup", "emptyDir": {"sizeLimit": f"{settings.storage_gb}Gi"}},
             ],
             restart_policy="OnFailure",

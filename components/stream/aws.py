@@ -8,9 +8,9 @@ import pulumi
 import pulumi_aws as aws
 
 from components import aws_iam
-from components.config import StreamSettings
-from components.network import Peer
+from components.network import AwsPeer, Grant
 from components.stream import StreamConnection
+from components.stream.settings import StreamSettings
 
 WRITE_ACTIONS = ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"]
 READ_ACTIONS = [
@@ -65,7 +65,7 @@ class KinesisStream(pulumi.ComponentResource):
         self.register_outputs({"streamArn": self.stream.arn, "url": self.connection.url})
 
     def _grant(
-        self, peer: Peer, verb: str, actions: list[str], kms_actions: list[str]
+        self, peer: AwsPeer, verb: str, actions: list[str], kms_actions: list[str]
     ) -> aws.iam.RolePolicy:
         return aws_iam.grant_to_peer(
             f"{self._name}-{verb}-{peer.name}",
@@ -78,16 +78,18 @@ class KinesisStream(pulumi.ComponentResource):
             self,
         )
 
-    def grant_write(self, peer: Peer) -> aws.iam.RolePolicy:
+    def grant_write(self, peer: AwsPeer) -> Grant:
         """Let `peer`'s role put records (and encrypt them with the stream's key)."""
-        return self._grant(peer, "write", WRITE_ACTIONS, ["kms:GenerateDataKey"])
+        return Grant(
+            peer.name, (self._grant(peer, "write", WRITE_ACTIONS, ["kms:GenerateDataKey"]),)
+        )
 
-    def grant_read(self, peer: Peer) -> aws.iam.RolePolicy:
+    def grant_read(self, peer: AwsPeer) -> Grant:
         """Let `peer`'s role read records (and decrypt them)."""
-        return self._grant(peer, "read", READ_ACTIONS, ["kms:Decrypt"])
+        return Grant(peer.name, (self._grant(peer, "read", READ_ACTIONS, ["kms:Decrypt"]),))
 
     def add_fan_out_consumer(
-        self, peer: Peer
+        self, peer: AwsPeer
     ) -> tuple[aws.kinesis.StreamConsumer, aws.iam.RolePolicy]:
         """Register an enhanced fan-out consumer named after `peer` (its own 2 MB/s per shard,
         pushed over SubscribeToShard) and let `peer`'s role subscribe through it only.

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -13,10 +12,12 @@ import pulumi_kubernetes as k8s
 
 from components import kube
 from components.charts import deep_merge, load_chart_pin
-from components.config import ChartSource, StreamSettings
-from components.network import Peer
+from components.config import ChartSource
+from components.network import Grant, KubernetesPeer
 from components.network.kubernetes import KubernetesNetwork
 from components.stream import STREAM_NAME, StreamConnection
+from components.stream.settings import StreamSettings
+from services import env as runtime_env
 
 RELEASE = "nats"
 NATS_EXPORTER_PORT = 7777  # the chart's promExporter port (container port `prom-metrics`)
@@ -74,18 +75,13 @@ def max_file_store(storage_gb: int) -> str:
 
 @dataclass(frozen=True)
 class NatsJetStreamArgs:
+    context: kube.StackContext
+    """The stack, its tags, the image registry, the services image and the storage
+    class: what every Kubernetes capability of the stack shares."""
     settings: StreamSettings
     network: KubernetesNetwork
-    stack: str
-    services_image: str
-    """The liftoff services image; runs the job that creates/updates the stream."""
-    storage_class: str | None = None
-    """Default: the cluster's default StorageClass."""
-    image_registry: str | None = None
-    """Default: none. Mirror prefix applied to every image."""
     chart_source: ChartSource | None = None
     """Default: the pinned upstream repository (`charts/nats.yaml`)."""
-    tags: Mapping[str, str] = field(default_factory=dict)
     metrics_exporter: bool = False
     """Default: false. The chart's Prometheus exporter sidecar (liftoff:observability)."""
 
@@ -107,8 +103,8 @@ def nats_values(args: NatsJetStreamArgs) -> dict[str, Any]:
         # Without it the chart sets max_file_store to the whole PVC size.
         "maxSize": max_file_store(settings.storage_gb),
     }
-    if args.storage_class:
-        file_store["pvc"]["storageClassName"] = args.storage_class
+    if args.context.storage_class:
+        file_store["pvc"]["storageClassName"] = args.context.storage_class
     jetstream: dict[str, Any] = {"enabled": True, "fileStore": file_store}
     if settings.durability == "always":
         # Acknowledge a write only after it is fsynced (the default syncs every 2 minutes, and
@@ -117,18 +113,20 @@ def nats_values(args: NatsJetStreamArgs) -> dict[str, Any]:
     restricted = kube.container_security_context()
     resources = settings.resources.to_kubernetes()
     values = {
-        "global": {"labels": dict(sorted(args.tags.items()))},
+        "global": {"labels": dict(sorted(args.context.tags.items()))},
         "config": {
             "cluster": {"enabled": settings.replicas > 1, "replicas": settings.replicas},
             "jetstream": jetstream,
         },
         "container": {
-            "image": {"fullImageName": kube.image(pin.images["nats"], args.image_registry)},
+            "image": {"fullImageName": kube.image(pin.images["nats"], args.context.image_registry)},
             "env": {"GOMEMLIMIT": gomemlimit(settings.resources.limits_memory)},
             "merge": {"securityContext": restricted, "resources": resources},
         },
         "reloader": {
-            "image": {"fullImageName": kube.image(pin.images["reloader"], args.image_registry)},
+            "image": {
+                "fullImageName": kube.image(pin.images["reloader"], args.context.image_registry)
+            },
             "merge": {"securityContext": restricted, "resources": RELOADER_RESOURCES},
         },
         "podTemplate": {
@@ -169,7 +167,9 @@ def nats_values(args: NatsJetStreamArgs) -> dict[str, Any]:
         values["promExporter"] = {
             "enabled": True,
             "port": NATS_EXPORTER_PORT,
-            "image": {"fullImageName": kube.image(pin.images["promExporter"], args.image_registry)},
+            "image": {
+                "fullImageName": kube.image(pin.images["promExporter"], args.context.image_registry)
+            },
             "merge": {"securityContext": restricted, "resources": RELOADER_RESOURCES},
         }
     return deep_merge(pin.values, values)
@@ -191,7 +191,7 @@ class NatsJetStream(pulumi.ComponentResource):
         settings = args.settings
         self._name = name
         self._network = network
-        self.labels = kube.labels("nats", args.stack, args.tags)
+        self.labels = kube.labels("nats", args.context.stack, args.context.tags)
         pin = load_chart_pin("nats")
         self.values = nats_values(args)
         self.chart = k8s.helm.v4.Chart(
@@ -212,9 +212,7 @@ class NatsJetStream(pulumi.ComponentResource):
                 labels=self.labels,
                 parent=self,
             )
-        host = kube.service_dns_name(
-            RELEASE, network.namespace_name, network.settings.cluster_domain
-        )
+        host = network.service_host(RELEASE)
         url = f"nats://{host}:{CLIENT_PORT}/{STREAM_NAME}"
         if settings.partitions > 1:
             # Every client (collector, consumers, setup Job) reads the count from the URL.
@@ -228,27 +226,27 @@ class NatsJetStream(pulumi.ComponentResource):
     def _stream_setup_job(self, name: str, args: NatsJetStreamArgs, url: str) -> k8s.batch.v1.Job:
         settings = args.settings
         stream_env = {
-            "LIFTOFF_STREAM_URL": url,
-            "LIFTOFF_STREAM_RETENTION_HOURS": str(settings.retention_hours),
-            "LIFTOFF_STREAM_REPLICAS": str(settings.replicas),
-            "LIFTOFF_STREAM_DUPLICATE_WINDOW_SECONDS": str(settings.duplicate_window_minutes * 60),
-            "LIFTOFF_STREAM_MAX_BYTES": str(events_max_bytes(settings)),
+            runtime_env.STREAM_URL: url,
+            runtime_env.RETENTION_HOURS: str(settings.retention_hours),
+            runtime_env.REPLICAS: str(settings.replicas),
+            runtime_env.DUPLICATE_WINDOW: str(settings.duplicate_window_minutes * 60),
+            runtime_env.MAX_BYTES: str(events_max_bytes(settings)),
         }
         # Jobs are immutable: a change of stream settings is a new Job with a new name.
         digest = hashlib.sha256(
-            json.dumps([stream_env, args.services_image], sort_keys=True).encode()
+            json.dumps([stream_env, args.context.services_image], sort_keys=True).encode()
         ).hexdigest()[:8]
         component = "stream-setup"
-        selector = kube.selector(component, args.stack)
-        self.grant_write(Peer(component, pod_labels=selector))
+        selector = kube.selector(component, args.context.stack)
+        self.grant_write(KubernetesPeer(component, pod_labels=selector))
         container = {
             "name": "ensure-stream",
-            "image": kube.image(args.services_image, args.image_registry),
+            "image": kube.image(args.context.services_image, args.context.image_registry),
             "imagePullPolicy": "IfNotPresent",
             "args": ["ensure-stream"],
             "env": kube.env(stream_env),
         }
-        labels = kube.labels(component, args.stack, args.tags)
+        labels = kube.labels(component, args.context.stack, args.context.tags)
         return k8s.batch.v1.Job(
             f"{name}-setup",
             metadata=self._network.metadata(f"nats-stream-setup-{digest}", labels),
@@ -256,10 +254,12 @@ class NatsJetStream(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.chart]),
         )
 
-    def _allow_clients(self, peer: Peer, role: str) -> None:
+    def _allow_clients(
+        self, peer: KubernetesPeer, role: str
+    ) -> tuple[k8s.networking.v1.NetworkPolicy, ...]:
         if not peer.pod_labels:
             raise ValueError(f"{role}({peer.name!r}) on Kubernetes needs the peer's pod labels")
-        self._network.allow(
+        return self._network.allow(
             f"{self._name}-{role.removeprefix('grant_')}-{peer.name}",
             source=peer.pod_labels,
             destination=NATS_POD_SELECTOR,
@@ -268,10 +268,10 @@ class NatsJetStream(pulumi.ComponentResource):
             parent=self,
         )
 
-    def grant_write(self, peer: Peer) -> None:
+    def grant_write(self, peer: KubernetesPeer) -> Grant:
         """Admit `peer`'s pods to publish (network access to the NATS client port)."""
-        self._allow_clients(peer, "grant_write")
+        return Grant(peer.name, self._allow_clients(peer, "grant_write"))
 
-    def grant_read(self, peer: Peer) -> None:
+    def grant_read(self, peer: KubernetesPeer) -> Grant:
         """Admit `peer`'s pods to consume (network access to the NATS client port)."""
-        self._allow_clients(peer, "grant_read")
+        return Grant(peer.name, self._allow_clients(peer, "grant_read"))

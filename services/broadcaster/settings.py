@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from services import config
+from services import env as runtime_env
 from services.broadcaster.amplitude import Amplitude
 from services.broadcaster.delivery import Broadcaster, EventFilter
 from services.broadcaster.ga4 import GA4
@@ -40,16 +41,16 @@ from services.broadcaster.retry import RetryPolicy
 from services.broadcaster.webhook import Webhook
 from services.config import ConfigError
 
-DESTINATION = "LIFTOFF_DESTINATION"
-API_URL = "LIFTOFF_DESTINATION_API_URL"
-SECRETS_FILE = "LIFTOFF_DESTINATION_SECRETS_FILE"
-SECRET_ARN = "LIFTOFF_DESTINATION_SECRET_ARN"
-MAX_ATTEMPTS = "LIFTOFF_BROADCAST_MAX_ATTEMPTS"
-BACKOFF_BASE = "LIFTOFF_BROADCAST_BACKOFF_BASE_SECONDS"
-BACKOFF_MAX = "LIFTOFF_BROADCAST_BACKOFF_MAX_SECONDS"
-RETRY_AFTER_MAX = "LIFTOFF_BROADCAST_RETRY_AFTER_MAX_SECONDS"
-CONCURRENCY = "LIFTOFF_BROADCAST_CONCURRENCY"
-TIMEOUT = "LIFTOFF_BROADCAST_TIMEOUT_SECONDS"
+DESTINATION = runtime_env.DESTINATION
+API_URL = runtime_env.DESTINATION_API_URL
+SECRETS_FILE = runtime_env.DESTINATION_SECRETS_FILE
+SECRET_ARN = runtime_env.DESTINATION_SECRET_ARN
+MAX_ATTEMPTS = runtime_env.BROADCAST_MAX_ATTEMPTS
+BACKOFF_BASE = runtime_env.BROADCAST_BACKOFF_BASE
+BACKOFF_MAX = runtime_env.BROADCAST_BACKOFF_MAX
+RETRY_AFTER_MAX = runtime_env.BROADCAST_RETRY_AFTER_MAX
+CONCURRENCY = runtime_env.BROADCAST_CONCURRENCY
+TIMEOUT = runtime_env.BROADCAST_TIMEOUT
 
 # type → (required settings, optional settings, required secret)
 TYPES: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {

@@ -365,7 +365,7 @@ def test_trusted_proxies_are_normalised_and_kubernetes_only():
             "liftoff:ingest": {"trustedProxies": ["10.1.2.3/8", "fd00::1", "10.0.0.0/8"]},
         }
     )
-    assert config.ingest.trusted_proxies == ("10.0.0.0/8", "fd00::1/128")
+    assert config.ingest.kubernetes.trusted_proxies == ("10.0.0.0/8", "fd00::1/128")
     found = problems({"liftoff:target": "aws", "liftoff:ingest": {"trustedProxies": []}})
     assert any("liftoff:ingest.trustedProxies" in p and "kubernetes" in p for p in found)
 
@@ -436,7 +436,7 @@ def test_public_url_of_the_collector():
             },
         }
     )
-    assert config.ingest.public_url == "https://events.example.com"
+    assert config.ingest.kubernetes.public_url == "https://events.example.com"
     found = problems(
         {"liftoff:target": "kubernetes", "liftoff:ingest": {"publicUrl": "https://e.example/x"}}
     )

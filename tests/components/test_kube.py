@@ -31,3 +31,38 @@ def test_well_known_labels_win_over_tags():
     assert labels["app.kubernetes.io/name"] == "postgres"
     assert labels["team"] == "data"
     assert kube.selector("postgres", "dev").items() <= labels.items()
+
+
+@pytest.mark.parametrize(
+    ("reference", "host", "path", "tag"),
+    [
+        ("docker.io/library/postgres:17.7", "docker.io", "library/postgres", "17.7"),
+        (
+            "registry.k8s.io/git-sync/git-sync:v4.4.0",
+            "registry.k8s.io",
+            "git-sync/git-sync",
+            "v4.4.0",
+        ),
+        ("localhost:5000/liftoff/services:1", "localhost:5000", "liftoff/services", "1"),
+        ("docker.io/apache/airflow", "docker.io", "apache/airflow", None),
+    ],
+)
+def test_image_references_have_one_parser(reference, host, path, tag):
+    parsed = kube.ImageReference.parse(reference)
+    assert (parsed.host, parsed.path, parsed.tag) == (host, path, tag)
+    assert parsed.name == reference.rsplit(":", 1)[0] if tag else reference
+
+
+def test_chart_repositories_leave_docker_hub_implicit_and_follow_the_mirror():
+    airflow = kube.ImageReference.parse("docker.io/apache/airflow:3.0.2")
+    assert airflow.repository() == "apache/airflow"
+    assert airflow.repository("mirror.corp/hub/") == "mirror.corp/hub/apache/airflow"
+    sync = kube.ImageReference.parse("registry.k8s.io/git-sync/git-sync:v4.4.0")
+    assert sync.repository() == "registry.k8s.io/git-sync/git-sync"
+
+
+def test_an_unqualified_reference_is_accepted_only_when_asked():
+    with pytest.raises(ValueError, match="registry host"):
+        kube.ImageReference.parse("apache/airflow:3.0.2")
+    parsed = kube.ImageReference.parse("apache/airflow:3.0.2", qualified=False)
+    assert (parsed.host, parsed.name, parsed.tag) == ("", "apache/airflow", "3.0.2")

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from components.config import ALLOWED_ORIGIN
+from components.ingest.settings import ALLOWED_ORIGIN
 from services.asgi import CollectorApp
 from services.browser import AllowedOrigins, Library, valid_origin
 from services.collector import ROUTES, Collector

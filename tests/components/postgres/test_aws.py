@@ -7,10 +7,11 @@ import re
 
 import pulumi
 
-from components.config import AwsSettings, PostgresSettings
-from components.network import Peer
+from components.network import AwsPeer
 from components.network.aws import AwsNetwork, AwsNetworkArgs
+from components.network.settings import AwsSettings
 from components.postgres.aws import RdsPostgres, RdsPostgresArgs
+from components.postgres.settings import PostgresSettings
 from tests.conftest import stack_run
 from tests.harness import run_program, run_with_config
 
@@ -193,7 +194,7 @@ def test_grant_connect_admits_exactly_the_peer_group():
             "db",
             RdsPostgresArgs(settings=PostgresSettings(), network=network, identifier="test-db"),
         )
-        postgres.grant_connect(Peer("loader", security_group_id="sg-0123456789abcdef0"))
+        postgres.grant_connect(AwsPeer("loader", security_group_id="sg-0123456789abcdef0"))
         pulumi.export("dns", postgres.connection.dns_name)
 
     run = run_with_config({}, stack="unit", program=program)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from components.config import KubernetesSettings, PostgresSettings
-from components.network import Peer
+from components.kube import StackContext
+from components.network import KubernetesPeer
 from components.network.kubernetes import KubernetesNetwork, KubernetesNetworkArgs
+from components.network.settings import KubernetesSettings
 from components.postgres.kubernetes import KubernetesPostgres, KubernetesPostgresArgs
+from components.postgres.settings import PostgresSettings
 from tests.conftest import stack_run
 from tests.harness import mock_password, run_program, run_with_config
 from tests.kubernetes_schema import schema_errors
@@ -102,13 +104,19 @@ def test_grant_connect_declares_both_halves_of_the_policy():
     def program():
         network = KubernetesNetwork(
             "net",
-            KubernetesNetworkArgs(settings=KubernetesSettings(namespace="ns"), stack="unit"),
+            KubernetesNetworkArgs(
+                settings=KubernetesSettings(namespace="ns"), context=StackContext(stack="unit")
+            ),
         )
         postgres = KubernetesPostgres(
             "db",
-            KubernetesPostgresArgs(settings=PostgresSettings(), network=network, stack="unit"),
+            KubernetesPostgresArgs(
+                settings=PostgresSettings(), network=network, context=StackContext(stack="unit")
+            ),
         )
-        postgres.grant_connect(Peer("loader", pod_labels={"app.kubernetes.io/component": "loader"}))
+        postgres.grant_connect(
+            KubernetesPeer("loader", pod_labels={"app.kubernetes.io/component": "loader"})
+        )
 
     run = run_with_config({}, stack="unit", program=program)
     policies = {
@@ -128,16 +136,20 @@ def _kubernetes_client_database(client="warehouse"):
     def program():
         network = KubernetesNetwork(
             "net",
-            KubernetesNetworkArgs(settings=KubernetesSettings(namespace="ns"), stack="unit"),
+            KubernetesNetworkArgs(
+                settings=KubernetesSettings(namespace="ns"), context=StackContext(stack="unit")
+            ),
         )
         postgres = KubernetesPostgres(
             "db",
             KubernetesPostgresArgs(
                 settings=PostgresSettings(),
                 network=network,
-                stack="unit",
-                services_image="registry.example/liftoff-services:1.0.0",
-                image_registry="mirror.example",
+                context=StackContext(
+                    stack="unit",
+                    services_image="registry.example/liftoff-services:1.0.0",
+                    image_registry="mirror.example",
+                ),
             ),
         )
         postgres.add_database(client)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from components.config import MAX_PARTITIONS, PRODUCTION_PARTITIONS
+from components.stream.settings import MAX_PARTITIONS, PRODUCTION_PARTITIONS
 from tests.components.test_config import load, problems
 
 

@@ -1,0 +1,215 @@
+"""`liftoff:destinations` and `liftoff:warehouse`: what the consumers deliver to, from the stack."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from components.ingest.settings import SOURCE_NAME, Source
+from components.validation import (
+    HIDDEN,
+    ConfigReader,
+    Problem,
+    Target,
+    cidr,
+    port_list,
+    set_secret_hint,
+)
+
+# Per destination type: required settings, optional settings, required secrets.
+DESTINATION_TYPES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
+    "webhook": (("url",), (), ("signingSecret",)),
+    "mixpanel": ((), ("region",), ("projectToken",)),
+    "amplitude": ((), ("region",), ("apiKey",)),
+    "ga4": (("measurementId",), (), ("apiSecret",)),
+}
+
+
+@dataclass(frozen=True)
+class Destination:
+    """One entry of `liftoff:destinations`: where the broadcaster forwards events."""
+
+    name: str
+    type: str
+    """`webhook`, `mixpanel`, `amplitude` or `ga4`."""
+    settings: dict[str, str]
+    """Non-secret settings by field name (url, region, measurementId)."""
+    secrets: dict[str, str]
+    """Secret settings by field name (signingSecret, projectToken, apiKey, apiSecret)."""
+    sources: tuple[str, ...] = ()
+    """Default: every source."""
+    events: tuple[str, ...] = ()
+    """Default: every event (and every type: identify, page, ... pass unless events is set)."""
+    private_networks: tuple[PrivateNetwork, ...] = ()
+    """Kubernetes only. Default: none — the broadcaster reaches public addresses on 443 only.
+    Private CIDRs (and ports) this destination may reach, e.g. an internal webhook."""
+
+
+@dataclass(frozen=True)
+class PrivateNetwork:
+    """`allowPrivate` entry of a destination: a CIDR inside the private network and its ports."""
+
+    cidr: str
+    ports: tuple[int, ...] = (443,)
+
+
+@dataclass(frozen=True)
+class WarehouseSettings:
+    """`liftoff:warehouse` — the loader's database on the platform's Postgres."""
+
+    enabled: bool = True
+    """Default: true."""
+    database: str = "warehouse"
+    """Default: `warehouse`. Also the loader's login role."""
+    batch_max_events: int = 5000
+    """Default: 5000 (fewer commits: ~1.2x the rows/s of 1000 in benchmarks/pipeline.py).
+    Rows per COPY..."""
+    batch_max_seconds: int = 5
+    """Default: 5. ...or flush when the oldest buffered event is this old."""
+
+
+def read_destinations(
+    key: str,
+    raw: Any,
+    problems: list[Problem],
+    *,
+    is_secret: bool,
+    sources: tuple[Source, ...],
+    target: Target | None = None,
+) -> tuple[Destination, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        problems.append(Problem(key, raw, "a list of destination objects"))
+        return ()
+    known_sources = {s.name for s in sources}
+    destinations: list[Destination] = []
+    for index, item in enumerate(raw):
+        reader = ConfigReader(f"{key}[{index}]", item, problems)
+        name = reader.string(
+            "name",
+            required=True,
+            pattern=SOURCE_NAME,
+            describe="a destination name: lowercase letters, digits, '-' or '_'",
+        )
+        kind = reader.string("type", required=True, choices=sorted(DESTINATION_TYPES))
+        settings: dict[str, str] = {}
+        secrets: dict[str, str] = {}
+        if kind is not None:
+            required, optional, secret_fields = DESTINATION_TYPES[kind]
+            for field_name in required:
+                value = _destination_setting(reader, field_name, required=True)
+                if value is not None:
+                    settings[field_name] = value
+            for field_name in optional:
+                value = _destination_setting(reader, field_name, required=False)
+                if value is not None:
+                    settings[field_name] = value
+            for field_name in secret_fields:
+                value = reader.string(field_name, required=True, describe="a credential string")
+                if value is None:
+                    continue
+                if not is_secret:
+                    reader.problem(field_name, HIDDEN, set_secret_hint(reader.key(field_name)))
+                    continue
+                secrets[field_name] = value
+        only_sources = (
+            reader.string_list(
+                "sources", item_pattern=SOURCE_NAME, describe="a source name from liftoff:sources"
+            )
+            or ()
+        )
+        for position, source in enumerate(only_sources):
+            if source not in known_sources:
+                problems.append(
+                    Problem(
+                        f"{reader.key('sources')}[{position}]",
+                        source,
+                        "one of liftoff:sources: " + ", ".join(sorted(known_sources)),
+                    )
+                )
+        events = (
+            reader.string_list("events", item_pattern=r"\S.{0,199}", describe="an event name") or ()
+        )
+        private: tuple[PrivateNetwork, ...] = ()
+        if target == "kubernetes":
+            private = _read_private_networks(
+                reader.key("allowPrivate"), reader.raw("allowPrivate"), problems
+            )
+        else:
+            reader.reject(
+                "allowPrivate", "only with target 'kubernetes' (a NetworkPolicy egress rule)"
+            )
+        reader.finish()
+        if name is None or kind is None:
+            continue
+        if any(d.name == name for d in destinations):
+            problems.append(Problem(f"{key}[{index}].name", name, "a name not used before"))
+            continue
+        destinations.append(
+            Destination(
+                name=name,
+                type=kind,
+                settings=settings,
+                secrets=secrets,
+                sources=tuple(sorted(set(only_sources))),
+                events=tuple(sorted(set(events))),
+                private_networks=private,
+            )
+        )
+    return tuple(sorted(destinations, key=lambda d: d.name))
+
+
+def _read_private_networks(
+    key: str, raw: Any, problems: list[Problem]
+) -> tuple[PrivateNetwork, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        problems.append(Problem(key, raw, "a list of {cidr, ports} objects"))
+        return ()
+    networks = []
+    for index, entry in enumerate(raw):
+        reader = ConfigReader(f"{key}[{index}]", entry, problems)
+        block = reader.string("cidr", required=True, describe="a private CIDR such as 10.20.0.0/16")
+        if block is not None:
+            block = cidr(reader.key("cidr"), block, problems, private=True)
+        ports = port_list(reader.key("ports"), reader.raw("ports"), problems, (443,))
+        reader.finish()
+        if block:
+            networks.append(PrivateNetwork(cidr=block, ports=ports))
+    return tuple(sorted(set(networks), key=lambda n: (n.cidr, n.ports)))
+
+
+_DESTINATION_SETTINGS = {
+    "url": (r"https://\S+", "an https:// URL"),
+    "region": (r"us|eu", "'us' or 'eu' (the API's data residency)"),
+    "measurementId": (r"G-[A-Z0-9]{4,20}", "a GA4 measurement id such as G-ABC123DEF4"),
+}
+
+
+def _destination_setting(reader: ConfigReader, name: str, *, required: bool) -> str | None:
+    pattern, describe = _DESTINATION_SETTINGS[name]
+    return reader.string(name, required=required, pattern=pattern, describe=describe)
+
+
+def read_warehouse(reader: ConfigReader) -> WarehouseSettings:
+    defaults = WarehouseSettings()
+    settings = WarehouseSettings(
+        enabled=reader.boolean("enabled", True),
+        database=reader.string(
+            "database",
+            defaults.database,
+            pattern=r"[a-z][a-z0-9_]{0,30}",
+            describe="a database name: lowercase letters, digits and '_', at most 31 characters",
+        )
+        or defaults.database,
+        batch_max_events=reader.integer(
+            "batchMaxEvents", defaults.batch_max_events, minimum=1, maximum=100_000
+        ),
+        batch_max_seconds=reader.integer(
+            "batchMaxSeconds", defaults.batch_max_seconds, minimum=1, maximum=300
+        ),
+    )
+    reader.finish()
+    return settings

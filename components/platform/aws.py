@@ -1,0 +1,238 @@
+"""The AWS target: managed services, one KMS key for the data at rest, tags via the provider."""
+
+from __future__ import annotations
+
+import json
+
+import pulumi
+import pulumi_aws as aws
+
+from components.airflow.aws import MwaaAirflow, MwaaAirflowArgs
+from components.archive.aws import ArchiveBucket, ArchiveBucketArgs
+from components.aws_logs import LogSettings
+from components.config import PlatformConfig
+from components.consumers.aws import AwsConsumers, AwsConsumersArgs
+from components.ingest.aws import LambdaCollector, LambdaCollectorArgs
+from components.network.aws import (
+    INTERFACE_ENDPOINTS,
+    MWAA_ENDPOINTS,
+    AwsNetwork,
+    AwsNetworkArgs,
+)
+from components.platform import Assembly, PlatformParts
+from components.postgres.aws import RdsPostgres, RdsPostgresArgs
+from components.stream.aws import KinesisStream, KinesisStreamArgs
+
+
+def build(parent: pulumi.Resource, name: str, config: PlatformConfig) -> PlatformParts:
+    assert config.aws is not None
+    # An explicit provider carries the stack's tags onto every taggable AWS resource.
+    provider = aws.Provider(
+        f"{name}-aws",
+        region=config.aws.region,
+        default_tags={"tags": {**config.tags, "liftoff:stack": config.stack}},
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+    shared = Assembly(
+        name, config, parent, pulumi.ResourceOptions(parent=parent, providers={"aws": provider})
+    )
+    key = _platform_key(shared, provider)
+    logs = LogSettings(retention_days=config.aws.log_retention_days, kms_key_arn=key.arn)
+    parts = _data_path(shared, key, logs)
+    if config.airflow.enabled:
+        reconciler = parts.consumers.reconciler
+        parts.airflow = MwaaAirflow(
+            f"{name}-airflow",
+            MwaaAirflowArgs(
+                settings=config.airflow,
+                network=parts.network,
+                environment_name=f"{config.prefix}-airflow",
+                region=config.aws.region,
+                kms_key_arn=key.arn,
+                reconcile_function_arn=reconciler.function.arn if reconciler else None,
+                reconcile_function_name=reconciler.function.name if reconciler else None,
+                protect=config.deletion_protection,
+                logs=logs,
+            ),
+            opts=shared.child,
+        )
+    if config.observability.enabled:
+        _observe(shared, parts, key)
+    parts.outputs["vpcId"] = parts.network.vpc_id
+    parts.outputs["archive"] = parts.archive.location.bucket.apply(
+        lambda bucket: {"bucket": bucket}
+    )
+    return parts
+
+
+def _platform_key(shared: Assembly, provider: aws.Provider) -> aws.kms.Key:
+    config, name = shared.config, shared.name
+    assert config.aws is not None
+    identity = aws.get_caller_identity_output(
+        opts=pulumi.InvokeOutputOptions(parent=shared.parent, provider=provider)
+    )
+    region = config.aws.region
+    key = aws.kms.Key(
+        f"{name}-key",
+        description=f"liftoff {config.stack}: encryption at rest for the platform's data",
+        enable_key_rotation=True,
+        deletion_window_in_days=30,
+        # The account's default statement plus CloudWatch Logs, so log groups use this key,
+        # and CloudWatch alarms when the alarm topic (encrypted with it) is created here.
+        policy=identity.account_id.apply(lambda account: _key_policy(config, account, region)),
+        opts=shared.child,
+    )
+    aws.kms.Alias(
+        f"{name}-key-alias",
+        name=f"alias/{config.prefix}",
+        target_key_id=key.key_id,
+        opts=shared.child,
+    )
+    return key
+
+
+def _data_path(shared: Assembly, key: aws.kms.Key, logs: LogSettings) -> PlatformParts:
+    """Network, Postgres, stream, collector, archive and consumers."""
+    config, name, child = shared.config, shared.name, shared.child
+    assert config.aws is not None and config.archive is not None  # the archive: always on AWS
+    assert config.ingest.aws is not None
+    endpoints = INTERFACE_ENDPOINTS + (MWAA_ENDPOINTS if config.airflow.enabled else ())
+    network = AwsNetwork(
+        f"{name}-network",
+        AwsNetworkArgs(
+            settings=config.aws,
+            discovery_domain=f"{config.prefix}.internal",
+            interface_endpoints=endpoints,
+            logs=logs,
+        ),
+        opts=child,
+    )
+    postgres = RdsPostgres(
+        f"{name}-postgres",
+        RdsPostgresArgs(
+            settings=config.postgres,
+            network=network,
+            identifier=f"{config.prefix}-postgres",
+            kms_key_arn=key.arn,
+            logs=logs,
+        ),
+        opts=child,
+    )
+    stream = KinesisStream(
+        f"{name}-stream",
+        KinesisStreamArgs(
+            settings=config.stream, kms_key_arn=key.arn, protect=config.deletion_protection
+        ),
+        opts=child,
+    )
+    ingest = LambdaCollector(
+        f"{name}-ingest",
+        LambdaCollectorArgs(
+            settings=config.ingest.aws,
+            sources=config.sources,
+            stream=stream,
+            function_name=f"{config.prefix}-collector",
+            kms_key_arn=key.arn,
+            logs=logs,
+        ),
+        opts=child,
+    )
+    archive = ArchiveBucket(
+        f"{name}-archive",
+        ArchiveBucketArgs(
+            settings=config.archive,
+            region=config.aws.region,
+            kms_key_arn=key.arn,
+            name_prefix=f"{config.prefix}-archive-",
+            protect=config.deletion_protection,
+        ),
+        opts=child,
+    )
+    consumers = AwsConsumers(
+        f"{name}-consumers",
+        AwsConsumersArgs(
+            prefix=config.prefix,
+            stream=stream,
+            archive=archive,
+            postgres=postgres,
+            warehouse=config.warehouse,
+            destinations=config.destinations,
+            network=network,
+            kms_key_arn=key.arn,
+            logs=logs,
+        ),
+        opts=child,
+    )
+    return PlatformParts(network, postgres, stream, ingest, archive, consumers)
+
+
+def _alarm_topic_created(config: PlatformConfig) -> bool:
+    return config.observability.enabled and not config.observability.alarm_topic_arn
+
+
+def _key_policy(config: PlatformConfig, account: str, region: str) -> str:
+    from components.aws_logs import platform_key_policy
+
+    policy = platform_key_policy(account, region)
+    if not _alarm_topic_created(config):
+        return policy
+    from components import aws_iam
+    from components.observability.aws import alarm_key_statement
+
+    statements = json.loads(policy)["Statement"]
+    return aws_iam.document([*statements, alarm_key_statement(account, region, config.prefix)])
+
+
+def _observe(shared: Assembly, parts: PlatformParts, key: aws.kms.Key) -> None:
+    from components.observability.aws import (
+        AwsObservability,
+        AwsObservabilityArgs,
+        ConsumerFunction,
+    )
+
+    config, consumers = shared.config, parts.consumers
+    assert config.aws is not None
+    functions = [
+        ConsumerFunction(
+            "archiver",
+            consumers.archiver.function.name,
+            consumers.archiver.dead_letter_queue.name,
+        )
+    ]
+    if consumers.loader is not None:
+        loader = consumers.loader
+        functions.append(
+            ConsumerFunction("loader", loader.function.name, loader.dead_letter_queue.name)
+        )
+    for destination, broadcaster in sorted(consumers.broadcasters.items()):
+        functions.append(
+            ConsumerFunction(
+                f"broadcaster-{destination}",
+                broadcaster.function.name,
+                broadcaster.dead_letter_queue.name,
+                broadcaster=True,
+            )
+        )
+    reconciler = consumers.reconciler
+    parts.observability = AwsObservability(
+        f"{shared.name}-observability",
+        AwsObservabilityArgs(
+            settings=config.observability,
+            prefix=config.prefix,
+            region=config.aws.region,
+            kms_key_arn=key.arn,
+            api_id=parts.ingest.api.id,
+            stage=parts.ingest.stage.name,
+            collector_function=parts.ingest.function.name,
+            stream_name=parts.stream.stream.name,
+            consumers=functions,
+            db_instance=parts.postgres.instance.identifier,
+            db_instance_class=config.postgres.instance_class,
+            db_storage_gb=config.postgres.storage_gb,
+            reconcile_function=reconciler.function.name if reconciler else None,
+            tags=config.tags,
+        ),
+        opts=shared.child,
+    )
+    parts.outputs["alarmTopicArn"] = parts.observability.topic_arn
+    parts.outputs["dashboardUrl"] = parts.observability.dashboard_url
