@@ -1,6 +1,7 @@
 """Pipeline throughput and latency: archiver events/s, loader rows/s vs plain COPY, e2e latency.
 
     .venv/bin/python benchmarks/pipeline.py [--events 50000] [--rate 500] [--duration 12]
+        [--phases runner,archiver,loader,e2e]
 
 Starts its own nats-server, PostgreSQL (durable: fsync on) and moto (S3) on free loopback ports.
 
@@ -10,13 +11,14 @@ Starts its own nats-server, PostgreSQL (durable: fsync on) and moto (S3) on free
 1. **Archiver**: the archiver (the real runner and sink, in this process) drains the same
    stream into S3 on moto with batches of 10000 / 1 s. Figure: events/s from the first fetch
    to the last acknowledgement.
-2. **Loader**: the same stream drained by the loader (batches of 1000 / 5 s: the defaults) into
-   a fresh database. Baseline in the same run: one plain ``COPY`` of the very same rows (the
-   loader's own row tuples, built beforehand, not timed) into an identical table in another
-   fresh database of the same server. Figure: loader rows/s and its ratio to COPY rows/s (text
-   COPY, and binary COPY with the loader's own types and dumper). Then
-   the same stream replayed by another durable consumer into the loaded table: every batch
-   conflicts and takes the staging path (the worst case).
+2. **Loader**: the same stream drained by the loader (batches of ``--loader-batch``, default
+   5000 / 5 s: the defaults) into a fresh database. Baseline in the same round: one plain
+   ``COPY`` of the very same rows (the loader's own row tuples, built beforehand, not timed)
+   into an identical table in another fresh database of the same server. Figure: loader rows/s
+   and its ratio to COPY rows/s (text COPY, and binary COPY with the loader's own types and
+   dumper), per round (``--loader-rounds``, each a new durable consumer and databases) and the
+   median ratio. Then the same stream replayed by another durable consumer into the loaded
+   table: every batch conflicts and takes the staging path (the worst case).
 3. **End-to-end latency**: the collector (``python -m services collector``) and the loader
    (``python -m services loader``) as real processes; events offered at ``--rate`` events/s
    (requests of 25) for ``--duration`` s. Latency per event = first time a poller (every 20 ms)
@@ -83,6 +85,7 @@ from tests.servers import (  # noqa: E402
 )
 
 WRITE_KEYS = json.dumps({"web": "web-key-1"})
+PHASES = ("runner", "archiver", "loader", "e2e")
 
 
 def contract_event(index: int, run: str) -> dict[str, Any]:
@@ -169,6 +172,17 @@ class NoOpSink:
 def plain_copy(dsn: str, rows: list[tuple[Any, ...]], binary: bool = False) -> float:
     """One COPY of ``rows`` into an empty ``events`` table, one commit: rows/s. ``binary``: the
     loader's binary format (its own jsonb dumper), else text."""
+    if not binary:  # text COPY: the JSON columns as str (the loader keeps them as bytes)
+        jsonb = {index for index, name in enumerate(COPY_TYPES) if name == "jsonb"}
+        rows = [
+            tuple(
+                bytes(value).decode()
+                if index in jsonb and value is not None and not isinstance(value, str)
+                else value
+                for index, value in enumerate(row)
+            )
+            for row in rows
+        ]
     with psycopg.connect(dsn) as connection:
         migrate(connection)
         connection.adapters.register_dumper(EncodedJson, EncodedJsonbDumper)
@@ -294,7 +308,24 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=50000)
     parser.add_argument("--rate", type=int, default=500, help="offered events/s for e2e")
     parser.add_argument("--duration", type=float, default=12.0, help="seconds of e2e load")
+    parser.add_argument(
+        "--loader-rounds", type=int, default=3, help="loader vs plain COPY rounds (median)"
+    )
+    parser.add_argument(
+        "--loader-batch",
+        type=int,
+        default=5000,
+        help="loader batch size (default: the loader's default)",
+    )
+    parser.add_argument(
+        "--phases",
+        default=",".join(PHASES),
+        help=f"comma-separated subset of {','.join(PHASES)} (default: all)",
+    )
     args = parser.parse_args()
+    phases = set(args.phases.split(","))
+    if not phases <= set(PHASES):
+        parser.error(f"--phases {args.phases!r}: allowed are {', '.join(PHASES)}")
 
     with tempfile.TemporaryDirectory(prefix="liftoff-bench-") as tmp:
         workdir = Path(tmp)
@@ -314,102 +345,133 @@ def main() -> None:
             print(f"{args.events} events on the stream, {size:.0f} bytes each on average")
             tune_gc()  # as run_consumer does in the consumer processes
 
-            alone = asyncio.run(
-                drain(stream_url, dead_letter, NoOpSink(), "noop", args.events, 1000, 5.0)
-            )
-            print(f"runner alone (no-op sink): {alone:,.0f} events/s")
+            if "runner" in phases:
+                alone = asyncio.run(
+                    drain(stream_url, dead_letter, NoOpSink(), "noop", args.events, 1000, 5.0)
+                )
+                print(f"runner alone (no-op sink): {alone:,.0f} events/s")
 
-            s3 = boto3.client(
-                "s3",
-                endpoint_url=moto_endpoint(moto),
-                aws_access_key_id="testing",
-                aws_secret_access_key="testing",
-                region_name=AWS_TEST_ENV["AWS_REGION"],
-            )
-            s3.create_bucket(Bucket="bench")
-            archiver = Archiver(
-                ArchiverConfig(
-                    bucket="bench",
+            if "archiver" in phases:
+                s3 = boto3.client(
+                    "s3",
                     endpoint_url=moto_endpoint(moto),
-                    region=AWS_TEST_ENV["AWS_REGION"],
-                ),
-                client=s3,
-            )
-            archived = asyncio.run(
-                drain(stream_url, dead_letter, archiver, "archiver", args.events, 10000, 1.0)
-            )
-            objects = s3.list_objects_v2(Bucket="bench").get("KeyCount", 0)
-            print(f"archiver: {archived:,.0f} events/s into S3 on moto ({objects} objects)")
-
-            loader_db = postgres.create_database("bench_loader")
-            loader = Loader(
-                LoaderConfig(
-                    {
-                        "host": LOOPBACK,
-                        "port": str(postgres.port),
-                        "user": "postgres",
-                        "dbname": loader_db,
-                    }
+                    aws_access_key_id="testing",
+                    aws_secret_access_key="testing",
+                    region_name=AWS_TEST_ENV["AWS_REGION"],
                 )
-            )
-            loaded = asyncio.run(
-                drain(stream_url, dead_letter, loader, "loader", args.events, 1000, 5.0)
-            )
-            rows = loader_rows(payloads)
-            copy_db = postgres.create_database("bench_copy")
-            copied = plain_copy(postgres.dsn(copy_db), rows)
-            binary_db = postgres.create_database("bench_copy_binary")
-            binary = plain_copy(postgres.dsn(binary_db), rows, binary=True)
-            print(
-                f"loader:   {loaded:,.0f} rows/s; plain COPY of the same rows {copied:,.0f} "
-                f"rows/s; ratio {loaded / copied:.2f} (plain binary COPY {binary:,.0f} rows/s; "
-                f"ratio {loaded / binary:.2f})"
-            )
-            staging_db = postgres.create_database("bench_loader_staging")
-            staging = asyncio.run(
-                drain(
-                    stream_url,
-                    dead_letter,
-                    StagingOnlyLoader(
-                        replace(
-                            loader.cfg, connection={**loader.cfg.connection, "dbname": staging_db}
-                        )
+                s3.create_bucket(Bucket="bench")
+                archiver = Archiver(
+                    ArchiverConfig(
+                        bucket="bench",
+                        endpoint_url=moto_endpoint(moto),
+                        region=AWS_TEST_ENV["AWS_REGION"],
                     ),
-                    "loader-staging",
-                    args.events,
-                    1000,
-                    5.0,
+                    client=s3,
                 )
-            )
-            print(
-                f"loader, staging path for every batch (the previous design): {staging:,.0f} "
-                f"rows/s; ratio {staging / copied:.2f}"
-            )
-            # A replay through another durable consumer: every batch is already loaded, so every
-            # straight COPY hits the primary key and the batch goes the staging path.
-            replay_loader = Loader(loader.cfg)  # a sink is closed when its runner stops
-            replayed = asyncio.run(
-                drain(
-                    stream_url, dead_letter, replay_loader, "loader-replay", args.events, 1000, 5.0
+                archived = asyncio.run(
+                    drain(stream_url, dead_letter, archiver, "archiver", args.events, 10000, 1.0)
                 )
-            )
-            print(
-                f"loader replay (every batch conflicts, staging path): {replayed:,.0f} rows/s; "
-                f"ratio {replayed / copied:.2f}"
-            )
+                objects = s3.list_objects_v2(Bucket="bench").get("KeyCount", 0)
+                print(f"archiver: {archived:,.0f} events/s into S3 on moto ({objects} objects)")
 
-            for batch_seconds in (5.0, 0.2):
-                latencies, missing = end_to_end(
-                    workdir, base, postgres, args.rate, args.duration, batch_seconds
+            if "loader" in phases:
+                rows = loader_rows(payloads)
+                ratios, binary_ratios = [], []
+                for round_ in range(1, args.loader_rounds + 1):
+                    # Each round: the loader into a fresh database (a new durable consumer), then
+                    # plain COPYs of the same rows: the ratio is taken within the round.
+                    loader_db = postgres.create_database(f"bench_loader_{round_}")
+                    loader = Loader(
+                        LoaderConfig(
+                            {
+                                "host": LOOPBACK,
+                                "port": str(postgres.port),
+                                "user": "postgres",
+                                "dbname": loader_db,
+                            }
+                        )
+                    )
+                    loaded = asyncio.run(
+                        drain(
+                            stream_url,
+                            dead_letter,
+                            loader,
+                            f"loader-{round_}",
+                            args.events,
+                            args.loader_batch,
+                            5.0,
+                        )
+                    )
+                    copy_db = postgres.create_database(f"bench_copy_{round_}")
+                    copied = plain_copy(postgres.dsn(copy_db), rows)
+                    binary_db = postgres.create_database(f"bench_copy_binary_{round_}")
+                    binary = plain_copy(postgres.dsn(binary_db), rows, binary=True)
+                    ratios.append(loaded / copied)
+                    binary_ratios.append(loaded / binary)
+                    print(
+                        f"loader (round {round_}, batch {args.loader_batch}): {loaded:,.0f} "
+                        f"rows/s; plain COPY of the same rows {copied:,.0f} rows/s; ratio "
+                        f"{loaded / copied:.2f} (plain binary COPY {binary:,.0f} rows/s; "
+                        f"ratio {loaded / binary:.2f})"
+                    )
+                print(
+                    f"loader: median ratio to plain COPY {statistics.median(ratios):.2f} "
+                    f"(to plain binary COPY {statistics.median(binary_ratios):.2f}) over "
+                    f"{args.loader_rounds} rounds"
+                )
+                staging_db = postgres.create_database("bench_loader_staging")
+                staging = asyncio.run(
+                    drain(
+                        stream_url,
+                        dead_letter,
+                        StagingOnlyLoader(
+                            replace(
+                                loader.cfg,
+                                connection={**loader.cfg.connection, "dbname": staging_db},
+                            )
+                        ),
+                        "loader-staging",
+                        args.events,
+                        args.loader_batch,
+                        5.0,
+                    )
                 )
                 print(
-                    f"e2e (collector ack -> row in warehouse), offered {args.rate} events/s for "
-                    f"{args.duration:.0f} s, loader batch age {batch_seconds} s: "
-                    f"p50 {percentile(latencies, 50) * 1000:.0f} ms, "
-                    f"p99 {percentile(latencies, 99) * 1000:.0f} ms, "
-                    f"mean {statistics.fmean(latencies) * 1000:.0f} ms "
-                    f"({len(latencies)} events, {missing} not seen)"
+                    f"loader, staging path for every batch (the previous design): {staging:,.0f} "
+                    f"rows/s; ratio {staging / copied:.2f}"
                 )
+                # A replay through another durable consumer: every batch is already loaded, so every
+                # straight COPY hits the primary key and the batch goes the staging path.
+                replay_loader = Loader(loader.cfg)  # a sink is closed when its runner stops
+                replayed = asyncio.run(
+                    drain(
+                        stream_url,
+                        dead_letter,
+                        replay_loader,
+                        "loader-replay",
+                        args.events,
+                        args.loader_batch,
+                        5.0,
+                    )
+                )
+                print(
+                    f"loader replay (every batch conflicts, staging path): {replayed:,.0f} rows/s; "
+                    f"ratio {replayed / copied:.2f}"
+                )
+
+            if "e2e" in phases:
+                for batch_seconds in (5.0, 0.2):
+                    latencies, missing = end_to_end(
+                        workdir, base, postgres, args.rate, args.duration, batch_seconds
+                    )
+                    print(
+                        f"e2e (collector ack -> row in warehouse), offered {args.rate} events/s "
+                        f"for {args.duration:.0f} s, loader batch age {batch_seconds} s: "
+                        f"p50 {percentile(latencies, 50) * 1000:.0f} ms, "
+                        f"p99 {percentile(latencies, 99) * 1000:.0f} ms, "
+                        f"mean {statistics.fmean(latencies) * 1000:.0f} ms "
+                        f"({len(latencies)} events, {missing} not seen)"
+                    )
 
 
 if __name__ == "__main__":

@@ -1,15 +1,19 @@
 """The warehouse loader: the stream into a Postgres ``events`` table, exactly once per messageId.
 
-Per batch, in one transaction: ``COPY`` the rows straight into ``events``, then ``COMMIT``;
-only then does the framework acknowledge the batch. ``message_id`` is the primary key, so a
-batch holding a row that is already loaded (a replay, a redelivery after a crash between commit
-and ack, a client retry the stream did not deduplicate) fails with a unique violation and rolls
-back whole; the loader then takes the conflict path, in one transaction: ``COPY`` into a
-session-local staging table (``CREATE TEMP TABLE ... (LIKE events) ON COMMIT DELETE ROWS``),
-``INSERT INTO events SELECT ... FROM events_staging ON CONFLICT (message_id) DO NOTHING``,
-``COMMIT``. Either way nothing is inserted twice. The straight path is the common one and does
-half the work (``benchmarks/pipeline.py`` measures both against a plain COPY). Within a batch
-the first occurrence (in stream order) of a messageId wins.
+Per batch, one statement: a binary ``COPY`` of the rows straight into ``events`` on an
+autocommit connection, i.e. its own transaction, committed (durably: ``synchronous_commit``)
+when it returns; only then does the framework acknowledge the batch. The rows are built from
+each event's typed envelope (:class:`services.consumers.Envelope`: no dicts, the JSON objects
+copied as sent) while the COPY streams them, so PostgreSQL works through a batch's first rows
+while the last are built. ``message_id`` is the primary key, so a batch holding a row that is
+already loaded (a replay, a redelivery after a crash between commit and ack, a client retry the
+stream did not deduplicate) fails with a unique violation and rolls back whole; the loader then
+takes the conflict path, in one transaction: ``COPY`` into a session-local staging table
+(``CREATE TEMP TABLE ... (LIKE events) ON COMMIT DELETE ROWS``), ``INSERT INTO events SELECT
+... FROM events_staging ON CONFLICT (message_id) DO NOTHING``, ``COMMIT``. Either way nothing
+is inserted twice. The straight path is the common one and does half the work
+(``benchmarks/pipeline.py`` measures both against a plain COPY). Within a batch the first
+occurrence (in stream order) of a messageId wins.
 
 Schema: created and migrated idempotently on connect, under a transaction-scoped advisory lock
 (several loaders may start at once), with the applied versions recorded in
@@ -49,15 +53,16 @@ Connection: libpq variables (``PGHOST``, ``PGPORT``, ``PGDATABASE``, ``PGUSER``,
 ``PGPASSWORD``, ``PGSSLMODE``); on AWS the user and password (and, unless set, host, port and
 database) come from the Secrets Manager secret ``LIFTOFF_WAREHOUSE_SECRET_ARN`` (JSON with
 ``username``, ``password``, ``dbname``, ``host``, ``port``), read once per cold start. Batches:
-``LIFTOFF_LOADER_BATCH_MAX_EVENTS`` (default 1000), ``LIFTOFF_LOADER_BATCH_MAX_SECONDS`` (5).
+``LIFTOFF_LOADER_BATCH_MAX_EVENTS`` (default 5000), ``LIFTOFF_LOADER_BATCH_MAX_SECONDS`` (5).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,15 +118,15 @@ COPY_OPTIONS = "FROM STDIN (FORMAT BINARY)"
 
 
 class EncodedJsonbDumper(Dumper):
-    """Binary jsonb from a str that already holds JSON text (the event's own bytes, or msgspec's
-    encoding): jsonb's binary format is a version byte (1) then the JSON text. psycopg's own
-    jsonb dumper would encode the str again, as a JSON string."""
+    """Binary jsonb from JSON text already encoded (the event's own bytes, a slice of them, or
+    msgspec's encoding; a str is encoded to UTF-8): jsonb's binary format is a version byte
+    (1) then the JSON text. psycopg's own jsonb dumper would encode the value again."""
 
     format = Format.BINARY
     oid = postgres.types["jsonb"].oid
 
     def dump(self, obj: Any) -> bytes:
-        return b"\x01" + obj.encode()
+        return b"\x01" + (obj.encode() if isinstance(obj, str) else obj)
 
 
 class EncodedJson(str):
@@ -238,14 +243,47 @@ def _identifier(value: Any) -> str | None:
     return value if isinstance(value, str) else _encoder.encode(value).decode()
 
 
-def _json(value: Any) -> str | None:
-    return None if value is None else _encoder.encode(value).decode()
+def _json(value: Any) -> bytes | None:
+    return None if value is None else _encoder.encode(value)
+
+
+def _text(value: msgspec.Raw) -> msgspec.Raw | None:
+    """A JSON value's text, None when absent or null (as the general path's ``_json``)."""
+    return None if not value or (len(value) == 4 and bytes(value) == b"null") else value
 
 
 def row_of(delivery: Delivery) -> tuple[Any, ...] | str:
-    """The events row for ``delivery``, or why it cannot be loaded."""
+    """The events row for ``delivery``, or why it cannot be loaded. The jsonb columns hold
+    JSON text as bytes-like objects (the binary COPY's dumper takes them as they are)."""
     if b"\\u0000" in delivery.data:
         return "contains \\u0000, which PostgreSQL text and jsonb cannot store"
+    envelope = delivery.envelope
+    if envelope is not None:  # the common case: the typed fields, no dicts
+        timestamp = parse_timestamp(envelope.timestamp)
+        if timestamp is None:
+            return f"timestamp {envelope.timestamp!r} is not an ISO-8601 timestamp"
+        event_type = delivery.type
+        return (
+            delivery.message_id,
+            event_type,
+            delivery.source,
+            (envelope.event or None) if event_type == "track" else None,
+            (envelope.name or None) if event_type in ("page", "screen") else None,
+            envelope.user_id or None,
+            envelope.anonymous_id or None,
+            envelope.group_id or None,
+            envelope.previous_id or None,
+            timestamp,
+            delivery.received_at,
+            parse_timestamp(envelope.sent_at),
+            envelope.original_timestamp,
+            _text(envelope.properties),
+            _text(envelope.traits),
+            _text(envelope.context),
+            delivery.data,
+            delivery.position.partition,
+            delivery.position.sequence,
+        )
     event = delivery.event
     timestamp = parse_timestamp(event.get("timestamp"))
     if timestamp is None:
@@ -269,7 +307,7 @@ def row_of(delivery: Delivery) -> tuple[Any, ...] | str:
         _json(event.get("properties")),
         _json(event.get("traits")),
         _json(event.get("context")),
-        delivery.data.decode(),
+        delivery.data,
         delivery.position.partition,
         delivery.position.sequence,
     )
@@ -317,8 +355,13 @@ class Loader:
             if not self._connection.broken:
                 return self._connection
             self._disconnect()
+        # Autocommit: the straight COPY is then one statement and its own transaction (no
+        # BEGIN round trip); everything that needs more than one statement opens a transaction.
         connection = psycopg.connect(
-            connect_timeout=5, application_name="liftoff-loader", **self.cfg.connection
+            connect_timeout=5,
+            application_name="liftoff-loader",
+            autocommit=True,
+            **self.cfg.connection,
         )
         connection.adapters.register_dumper(EncodedJson, EncodedJsonbDumper)
         try:
@@ -337,31 +380,44 @@ class Loader:
         return connection
 
     async def handle(self, batch: Sequence[Delivery]) -> Sequence[Outcome]:
-        outcomes: list[Outcome] = []
+        outcomes: list[Outcome] = [DONE] * len(batch)
         rows: list[tuple[Any, ...]] = []
-        seen: set[str] = set()
-        for delivery in batch:
-            row = row_of(delivery)
-            if isinstance(row, str):
-                outcomes.append(Park(row))
-                continue
-            outcomes.append(DONE)
-            if delivery.message_id not in seen:
-                seen.add(delivery.message_id)
-                rows.append(row)
-        if rows:
-            await self._run(lambda: self._load(rows))
+
+        def pending() -> Iterator[tuple[Any, ...]]:
+            """The rows to load, built while the COPY sends them: PostgreSQL works through the
+            first rows while the later ones are built, instead of all of it after the last."""
+            seen: set[str] = set()
+            for index, delivery in enumerate(batch):
+                row = row_of(delivery)
+                if isinstance(row, str):
+                    outcomes[index] = Park(row)
+                elif delivery.message_id not in seen:  # the first occurrence wins
+                    seen.add(delivery.message_id)
+                    rows.append(row)
+                    yield row
+
+        await self._run(lambda: self._load(rows, pending()))
         return outcomes
 
-    def _load(self, rows: list[tuple[Any, ...]]) -> int:
+    def _load(
+        self, rows: list[tuple[Any, ...]], pending: Iterator[tuple[Any, ...]] | None = None
+    ) -> int:
+        """Load ``rows``; with ``pending``, the rows it yields (it appends each to ``rows``)."""
+        if pending is None:
+            pending = iter(rows[:])
+        first = next(pending, None)
+        if first is None:
+            return 0  # nothing to load (all parked): the warehouse need not even be up
         connection = self._connect()
         try:
             try:
-                inserted = self._copy_straight(connection, rows)
+                inserted = self._copy_straight(connection, itertools.chain((first,), pending))
             except psycopg.errors.UniqueViolation:
                 # Some of these rows are already loaded (a replay, or a redelivery after a
-                # crash between commit and ack): the transaction rolled back, nothing of it
-                # was written; the staging path skips the rows that exist.
+                # crash between commit and ack): the COPY rolled back, nothing of it was
+                # written; the staging path skips the rows that exist.
+                for _ in pending:  # build the rest, if any: the generator keeps them in rows
+                    pass
                 inserted = self._copy_through_staging(connection, rows)
         except psycopg.OperationalError:
             raise
@@ -374,19 +430,20 @@ class Loader:
         return inserted
 
     @staticmethod
-    def _copy_straight(connection: psycopg.Connection, rows: list[tuple[Any, ...]]) -> int:
-        """The common case, no row loaded before: one COPY into ``events`` in a transaction
-        (half the work of staging + INSERT ... SELECT; the primary key still rejects a repeat,
-        which rolls the whole batch back)."""
+    def _copy_straight(connection: psycopg.Connection, rows: Iterable[tuple[Any, ...]]) -> int:
+        """The common case, no row loaded before: one COPY into ``events``, in autocommit mode
+        its own transaction, committed when it returns (half the work of staging + INSERT ...
+        SELECT; the primary key still rejects a repeat, which rolls the whole COPY back)."""
         with (
-            connection.transaction(),
             connection.cursor() as cursor,
             cursor.copy(f"COPY events ({_COLUMN_LIST}) {COPY_OPTIONS}") as copy,
         ):
             copy.set_types(COPY_TYPES)
+            count = 0
             for row in rows:
                 copy.write_row(row)
-        return len(rows)
+                count += 1
+        return count
 
     @staticmethod
     def _copy_through_staging(connection: psycopg.Connection, rows: list[tuple[Any, ...]]) -> int:

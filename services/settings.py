@@ -52,7 +52,7 @@ def loader(env: Env, *, on_lambda: bool = False) -> tuple[Any, config.ConsumerCo
     from services.loader import LoaderConfig
 
     warehouse = LoaderConfig.from_env(env)
-    events, seconds = (config.LOADER_BATCH_MAX_EVENTS, 1000), (config.LOADER_BATCH_MAX_SECONDS, 5.0)
+    events, seconds = (config.LOADER_BATCH_MAX_EVENTS, 5000), (config.LOADER_BATCH_MAX_SECONDS, 5.0)
     return warehouse, _consumer(env, "loader", events, seconds, on_lambda)
 
 

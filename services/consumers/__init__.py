@@ -11,9 +11,10 @@ Write a *sink*: an object with four async methods (see :class:`Sink`)::
         async def close(self) -> None: ...
 
 ``handle`` receives a batch of :class:`Delivery` in stream order (each already decoded and
-checked against the stream contract of :mod:`services.events`: ``delivery.event`` is the JSON
-object, ``delivery.message_id`` / ``.source`` / ``.type`` / ``.received_at`` are set) and
-returns one outcome per delivery, in the same order:
+checked against the stream contract of :mod:`services.events`: ``delivery.message_id`` /
+``.source`` / ``.type`` / ``.received_at`` are set, ``delivery.envelope`` holds the common
+fields typed (:class:`Envelope`), and ``delivery.event`` is the whole JSON object, decoded on
+first access) and returns one outcome per delivery, in the same order:
 
 - :data:`DONE` — the output for this event is durable; the framework checkpoints it
   (JetStream ack / the record is not reported as a Lambda batch-item failure).
@@ -106,6 +107,36 @@ class Position:
         return f"{self.partition}:{self.sequence}"
 
 
+class _Liftoff(msgspec.Struct, gc=False):
+    source: str | None = None
+
+
+class Envelope(msgspec.Struct, rename="camel", gc=False):
+    """The fields of an event that consumers read, in one typed decoding pass (no dicts):
+    identifiers and timestamps as the strings sent, the free-form objects as their JSON text
+    (:class:`msgspec.Raw`, a slice of the message: no re-encoding; empty when absent, ``null``
+    when null). Decoding fails (and
+    :func:`decode` falls back to the JSON object) when any of them has another type. Not
+    tracked by the garbage collector: it holds no containers, so it cannot be in a cycle."""
+
+    message_id: str | None = None
+    type: str | None = None
+    received_at: str | None = None
+    liftoff: _Liftoff | None = None
+    event: str | None = None
+    name: str | None = None
+    user_id: str | None = None
+    anonymous_id: str | None = None
+    group_id: str | None = None
+    previous_id: str | None = None
+    timestamp: str | None = None
+    sent_at: str | None = None
+    original_timestamp: str | None = None
+    properties: msgspec.Raw = msgspec.Raw()
+    traits: msgspec.Raw = msgspec.Raw()
+    context: msgspec.Raw = msgspec.Raw()
+
+
 @dataclass(slots=True)
 class Delivery:
     """One message as delivered to a consumer."""
@@ -119,7 +150,9 @@ class Delivery:
     """JetStream subject, or the Kinesis partition key."""
     attempts: int = 1
     """How many times this message has been delivered (1 = first time)."""
-    event: dict[str, Any] = field(default_factory=dict)
+    _event: dict[str, Any] | None = None
+    envelope: Envelope | None = None
+    """The common fields typed, set by :func:`decode` when they all have their usual types."""
     message_id: str = ""
     source: str = ""
     type: str = ""
@@ -127,8 +160,23 @@ class Delivery:
     handle: Any = field(default=None, repr=False)
     """The runtime's own message object (nats Msg / Kinesis record); sinks ignore it."""
 
+    @property
+    def event(self) -> dict[str, Any]:
+        """The whole event as a JSON object ({} before :func:`decode` accepted it); decoded
+        on first access: a sink that reads only the envelope never pays for the dicts."""
+        if self._event is None:
+            if self.envelope is None:
+                return {}
+            self._event = _decoder.decode(self.data)
+        return self._event
+
+    @event.setter
+    def event(self, value: dict[str, Any]) -> None:
+        self._event = value
+
 
 _decoder = msgspec.json.Decoder()
+_envelope_decoder = msgspec.json.Decoder(Envelope)
 
 
 def parse_timestamp(text: object) -> datetime | None:
@@ -144,6 +192,35 @@ def parse_timestamp(text: object) -> datetime | None:
 
 def decode(delivery: Delivery) -> str | None:
     """Fill in the event fields of ``delivery``; return why it breaks the contract, or None."""
+    # The common case in one typed pass; anything unusual (a field of another type, a broken
+    # contract, invalid JSON) takes the general path below, which also words the reason.
+    try:
+        envelope = _envelope_decoder.decode(delivery.data)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        envelope = None
+    if envelope is not None:
+        message_id, event_type, liftoff = envelope.message_id, envelope.type, envelope.liftoff
+        source = liftoff.source if liftoff is not None else None
+        if (
+            message_id
+            and event_type in EVENT_TYPES
+            and source
+            and "/" not in source
+            and "=" not in source
+            and (received_at := parse_timestamp(envelope.received_at)) is not None
+        ):
+            delivery.envelope = envelope
+            delivery._event = None
+            delivery.message_id = message_id
+            delivery.source = source
+            delivery.type = event_type
+            delivery.received_at = received_at.astimezone(UTC)
+            return None
+    return _decode_object(delivery)
+
+
+def _decode_object(delivery: Delivery) -> str | None:
+    """:func:`decode` through the whole JSON object: any field types, the reasons worded."""
     try:
         event = _decoder.decode(delivery.data)
     except (msgspec.DecodeError, UnicodeDecodeError) as error:
@@ -164,6 +241,7 @@ def decode(delivery: Delivery) -> str | None:
     if received_at is None:
         return f"receivedAt {event.get('receivedAt')!r} is not an ISO-8601 timestamp"
     delivery.event = event
+    delivery.envelope = None
     delivery.message_id = message_id
     delivery.source = source
     delivery.type = event_type

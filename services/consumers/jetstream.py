@@ -612,29 +612,44 @@ class JetStreamRunner:
         park_ok = {id(d): ok for (d, _), ok in zip(parks, parked, strict=True)}
         counts = {"done": 0, "park": 0, "retry": 0}  # added once per batch, not per message
         acked: dict[str, int] = {}  # stream -> highest sequence acknowledged
-        for delivery, outcome in zip(deliveries, outcomes, strict=True):
-            message: Msg = delivery.handle
+        if not parks and all(isinstance(outcome, Done) for outcome in outcomes):
+            # The common case, all done: one ack each and nothing else per message.
+            done = 0
             try:
-                if isinstance(outcome, Done) or (
-                    isinstance(outcome, Park) and park_ok[id(delivery)]
-                ):
-                    await message.ack()
-                    counts["done" if isinstance(outcome, Done) else "park"] += 1
-                    position = delivery.position
-                    acked[position.partition] = max(
-                        acked.get(position.partition, 0), int(position.sequence)
-                    )
-                else:
-                    delay = outcome.delay if isinstance(outcome, Retry) else None
-                    await message.nak(
-                        delay=delay if delay is not None else retry_delay(delivery.attempts)
-                    )
-                    counts["retry"] += 1
-            except (
-                Exception
-            ) as error:  # connection lost: the server redelivers; sinks are idempotent
+                for delivery in deliveries:
+                    await delivery.handle.ack()
+                    done += 1
+            except Exception as error:  # connection lost: the server redelivers
                 log.warning("could not acknowledge", extra={"fields": {"error": repr(error)}})
-                break
+            counts["done"] = done
+            for delivery in deliveries[:done]:
+                position = delivery.position
+                if position.sequence > acked.get(position.partition, 0):
+                    acked[position.partition] = position.sequence
+        else:
+            for delivery, outcome in zip(deliveries, outcomes, strict=True):
+                message: Msg = delivery.handle
+                try:
+                    if isinstance(outcome, Done) or (
+                        isinstance(outcome, Park) and park_ok[id(delivery)]
+                    ):
+                        await message.ack()
+                        counts["done" if isinstance(outcome, Done) else "park"] += 1
+                        position = delivery.position
+                        acked[position.partition] = max(
+                            acked.get(position.partition, 0), int(position.sequence)
+                        )
+                    else:
+                        delay = outcome.delay if isinstance(outcome, Retry) else None
+                        await message.nak(
+                            delay=delay if delay is not None else retry_delay(delivery.attempts)
+                        )
+                        counts["retry"] += 1
+                except (
+                    Exception
+                ) as error:  # connection lost: the server redelivers; sinks are idempotent
+                    log.warning("could not acknowledge", extra={"fields": {"error": repr(error)}})
+                    break
         with contextlib.suppress(Exception):
             await flush(self._nc, 5)
         for outcome_name, count in counts.items():

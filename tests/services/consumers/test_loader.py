@@ -193,15 +193,15 @@ def test_postgres_down_retries_the_batch_until_it_is_back(
         asyncio.run(publish(url, [event(i) for i in range(10)]))
         sink = loader(env)
         attempts: list[int] = []
-        original = sink._load
+        original = sink.handle
 
-        def load_counting(rows: list) -> int:  # the sink itself is unchanged; this counts calls
-            attempts.append(len(rows))
+        async def handle_counting(batch: list) -> object:  # the sink is unchanged; this counts
+            attempts.append(len(batch))
             if len(attempts) == 3:
                 database.start()  # Postgres comes up after two failed attempts
-            return original(rows)
+            return await original(batch)
 
-        sink._load = load_counting  # type: ignore[method-assign]
+        sink.handle = handle_counting  # type: ignore[method-assign]
         run_consumer_until(url, sink, settings("loader"), dead_letter_url)
         with connect(env) as connection:
             count = connection.execute("SELECT count(*) FROM events").fetchone()[0]
