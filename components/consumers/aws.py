@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -262,25 +263,21 @@ class AwsConsumers(pulumi.ComponentResource):
         self.reconciler: KinesisConsumer | None = None
         """The function repairing the warehouse from the archive; None without a warehouse."""
         archive = args.archive.settings
-        self.archiver = KinesisConsumer(
+        self.archiver = self._consumer(
             f"{name}-archiver",
-            KinesisConsumerArgs(
-                runtime=ARCHIVER_RUNTIME,
-                stream=args.stream,
-                function_name=physical_name(args.prefix, ARCHIVER_RUNTIME.name),
-                logs=args.logs,
-                environment={
-                    **args.archive.client().environment,
-                    runtime_env.ARCHIVE_BATCH_MAX_EVENTS: str(archive.batch_max_events),
-                    runtime_env.ARCHIVE_BATCH_MAX_SECONDS: str(archive.batch_max_seconds),
-                },
-                # Lambda's limits: 10000 records and a 300 s window per batch.
-                batch_size=min(archive.batch_max_events, 10000),
-                batching_window_seconds=min(archive.batch_max_seconds, 300),
-                timeout_seconds=300,
-                memory_mb=1024,
-            ),
+            args,
+            ARCHIVER_RUNTIME,
             opts=child,
+            environment={
+                **args.archive.client().environment,
+                runtime_env.ARCHIVE_BATCH_MAX_EVENTS: str(archive.batch_max_events),
+                runtime_env.ARCHIVE_BATCH_MAX_SECONDS: str(archive.batch_max_seconds),
+            },
+            # Lambda's limits: 10000 records and a 300 s window per batch.
+            batch_size=min(archive.batch_max_events, 10000),
+            batching_window_seconds=min(archive.batch_max_seconds, 300),
+            timeout_seconds=300,
+            memory_mb=1024,
         )
         args.archive.grant_write(self.archiver.peer)
 
@@ -320,50 +317,65 @@ class AwsConsumers(pulumi.ComponentResource):
             ],
             endpoints=args.network.endpoints_for(IN_VPC_APIS),
         )
-        self.loader = KinesisConsumer(
+        self.loader = self._consumer(
             f"{name}-loader",
-            KinesisConsumerArgs(
-                runtime=LOADER_RUNTIME,
-                stream=args.stream,
-                function_name=physical_name(args.prefix, LOADER_RUNTIME.name),
-                logs=args.logs,
-                environment={
-                    **loader_environment,
-                    runtime_env.LOADER_BATCH_MAX_EVENTS: str(warehouse.batch_max_events),
-                    runtime_env.LOADER_BATCH_MAX_SECONDS: str(warehouse.batch_max_seconds),
-                },
-                batch_size=min(warehouse.batch_max_events, 10000),
-                batching_window_seconds=min(warehouse.batch_max_seconds, 300),
-                vpc=placement,
-            ),
+            args,
+            LOADER_RUNTIME,
             opts=pulumi.ResourceOptions.merge(
                 child, pulumi.ResourceOptions(depends_on=[database.ready])
             ),
+            environment={
+                **loader_environment,
+                runtime_env.LOADER_BATCH_MAX_EVENTS: str(warehouse.batch_max_events),
+                runtime_env.LOADER_BATCH_MAX_SECONDS: str(warehouse.batch_max_seconds),
+            },
+            batch_size=min(warehouse.batch_max_events, 10000),
+            batching_window_seconds=min(warehouse.batch_max_seconds, 300),
+            vpc=placement,
         )
         args.postgres.grant_connect(self.loader.peer)
         args.postgres.grant_read_credentials(self.loader.peer, database)
 
         # Invoked by the warehouse reconciliation DAG: reads the archive, repairs the warehouse.
-        self.reconciler = KinesisConsumer(
+        self.reconciler = self._consumer(
             f"{name}-reconcile",
-            KinesisConsumerArgs(
-                runtime=RECONCILE_RUNTIME,
-                stream=args.stream,
-                function_name=physical_name(args.prefix, RECONCILE_RUNTIME.name),
-                logs=args.logs,
-                environment={**loader_environment, **args.archive.client().environment},
-                timeout_seconds=900,
-                memory_mb=1024,
-                vpc=placement,
-                consume_stream=False,
-            ),
+            args,
+            RECONCILE_RUNTIME,
             opts=pulumi.ResourceOptions.merge(
                 child, pulumi.ResourceOptions(depends_on=[database.ready])
             ),
+            environment={**loader_environment, **args.archive.client().environment},
+            timeout_seconds=900,
+            memory_mb=1024,
+            vpc=placement,
+            consume_stream=False,
         )
         args.postgres.grant_connect(self.reconciler.peer)
         args.postgres.grant_read_credentials(self.reconciler.peer, database)
         args.archive.grant_read(self.reconciler.peer)
+
+    def _consumer(
+        self,
+        name: str,
+        args: AwsConsumersArgs,
+        runtime: ConsumerRuntime,
+        *,
+        opts: pulumi.ResourceOptions,
+        **fields: Any,
+    ) -> KinesisConsumer:
+        """One `KinesisConsumer` of `runtime` on the stack's stream, named and logged like the
+        others; `fields` are the rest of its `KinesisConsumerArgs`."""
+        return KinesisConsumer(
+            name,
+            KinesisConsumerArgs(
+                runtime=runtime,
+                stream=args.stream,
+                function_name=physical_name(args.prefix, runtime.name),
+                logs=args.logs,
+                **fields,
+            ),
+            opts=opts,
+        )
 
     def _broadcaster(
         self,
@@ -385,22 +397,18 @@ class AwsConsumers(pulumi.ComponentResource):
             secret_string=pulumi.Output.secret(json.dumps(destination.secrets, sort_keys=True)),
             opts=child,
         )
-        consumer = KinesisConsumer(
+        consumer = self._consumer(
             f"{name}-{runtime.name}",
-            KinesisConsumerArgs(
-                runtime=runtime,
-                stream=args.stream,
-                function_name=physical_name(args.prefix, runtime.name),
-                logs=args.logs,
-                environment={
-                    runtime_env.DESTINATION: destination_document(destination),
-                    runtime_env.DESTINATION_SECRET_ARN: secret.arn,
-                },
-                batch_size=100,
-                batching_window_seconds=1,
-                timeout_seconds=300,
-            ),
+            args,
+            runtime,
             opts=child,
+            environment={
+                runtime_env.DESTINATION: destination_document(destination),
+                runtime_env.DESTINATION_SECRET_ARN: secret.arn,
+            },
+            batch_size=100,
+            batching_window_seconds=1,
+            timeout_seconds=300,
         )
         aws_iam.grant_secret_read(
             f"{name}-{runtime.name}-reads-secrets",
