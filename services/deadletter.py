@@ -40,6 +40,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from services.consumers import Delivery
+from services.side_channels import BackgroundJetStream, SqsQueue
 
 log = logging.getLogger("liftoff.deadletter")
 
@@ -85,41 +86,15 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())[:1000]
 
 
-class JetStreamDeadLetter:
+class JetStreamDeadLetter(BackgroundJetStream):
     def __init__(self, url: str, timeout: float = 5.0) -> None:
-        from services.streams.jetstream import JetStreamAddress
-
-        parts = urlsplit(url)
-        # The address parser insists on a stream path; the subject prefix is fixed.
-        address = JetStreamAddress.parse(f"nats://{parts.netloc}{parts.path}")
-        self.servers = address.servers
-        self.stream = address.stream
-        self.timeout = timeout
-        self._nc: Any = None
-        self._connecting: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        import nats
-
-        async def quiet(error: Exception) -> None:
-            log.debug("dead-letter NATS error", extra={"fields": {"error": repr(error)}})
-
-        async def connect() -> None:
-            self._nc = await nats.connect(
-                servers=self.servers,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
-                connect_timeout=2,
-                error_cb=quiet,
-            )
-
-        # Connect in the background: a consumer must start even if NATS is not up yet.
-        self._connecting = asyncio.create_task(connect(), name="deadletter-connect")
+        super().__init__(url, timeout, "dead-letter", log)
 
     async def park(self, delivery: Delivery, reason: str, consumer: str) -> None:
         import nats.errors
 
-        if self._nc is None or not self._nc.is_connected:
+        js = self.jetstream()
+        if js is None:
             raise DeadLetterUnavailable("not connected to NATS")
         headers = {
             "Liftoff-Reason": _one_line(reason),
@@ -131,7 +106,6 @@ class JetStreamDeadLetter:
         }
         if delivery.message_id:
             headers["Liftoff-Message-Id"] = delivery.message_id
-        js = self._nc.jetstream(timeout=self.timeout)
         try:
             await js.publish(
                 f"{DEAD_LETTER_SUBJECT_PREFIX}.{consumer}",
@@ -143,40 +117,10 @@ class JetStreamDeadLetter:
         except (TimeoutError, nats.errors.Error) as error:
             raise DeadLetterUnavailable(f"dead-letter publish failed: {error!r}") from error
 
-    async def close(self) -> None:
-        if self._connecting is not None and not self._connecting.done():
-            self._connecting.cancel()
-        if self._nc is not None and not self._nc.is_closed:
-            await self._nc.close()
 
-
-class SqsDeadLetter:
-    def __init__(self, url: str, client: Any = None) -> None:
-        parts = urlsplit(url)
-        self.queue_name = (parts.netloc + parts.path).strip("/")
-        if not self.queue_name:
-            raise ValueError(f"expected sqs://<queue-name>, got {url!r}")
-        self._client = client
-        self._queue_url: str | None = None
-
-    async def start(self) -> None:
-        if self._client is None:
-            import boto3
-            import botocore.config
-
-            self._client = boto3.client(
-                "sqs",
-                config=botocore.config.Config(
-                    retries={"mode": "standard", "max_attempts": 3},
-                    connect_timeout=3,
-                    read_timeout=10,
-                ),
-            )
-
+class SqsDeadLetter(SqsQueue):
     def _send(self, body: str) -> None:
-        if self._queue_url is None:
-            self._queue_url = self._client.get_queue_url(QueueName=self.queue_name)["QueueUrl"]
-        self._client.send_message(QueueUrl=self._queue_url, MessageBody=body)
+        self._client.send_message(QueueUrl=self.queue_url(), MessageBody=body)
 
     async def park(self, delivery: Delivery, reason: str, consumer: str) -> None:
         import botocore.exceptions
@@ -186,9 +130,6 @@ class SqsDeadLetter:
             await asyncio.get_running_loop().run_in_executor(None, self._send, body)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
             raise DeadLetterUnavailable(f"SQS send failed: {error}") from error
-
-    async def close(self) -> None:
-        pass
 
 
 def open_dead_letter(url: str) -> DeadLetter:

@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 
 from services.deadletter import DEAD_LETTER_SUBJECT_PREFIX
 from services.segment import Rejected
+from services.side_channels import BackgroundJetStream, SqsQueue
 
 log = logging.getLogger("liftoff.quarantine")
 
@@ -130,42 +131,17 @@ def sqs_body(source: str, route: str, received_at: str, item: Rejected) -> str:
     return body
 
 
-class JetStreamQuarantine:
+class JetStreamQuarantine(BackgroundJetStream):
     def __init__(self, url: str, timeout: float = 5.0) -> None:
-        from services.streams.jetstream import JetStreamAddress
-
-        parts = urlsplit(url)
-        address = JetStreamAddress.parse(f"nats://{parts.netloc}{parts.path}")
-        self.servers = address.servers
-        self.stream = address.stream
-        self.timeout = timeout
-        self._nc: Any = None
-        self._connecting: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        import nats
-
-        async def quiet(error: Exception) -> None:
-            log.debug("quarantine NATS error", extra={"fields": {"error": repr(error)}})
-
-        async def connect() -> None:
-            self._nc = await nats.connect(
-                servers=self.servers,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
-                connect_timeout=2,
-                error_cb=quiet,
-            )
-
         # In the background, like the event stream: the collector starts even if NATS is not up.
-        self._connecting = asyncio.create_task(connect(), name="quarantine-connect")
+        super().__init__(url, timeout, "quarantine", log)
 
     async def put(
         self, source: str, route: str, received_at: str, rejected: Sequence[Rejected]
     ) -> None:
-        if self._nc is None or not self._nc.is_connected:
+        js = self.jetstream()
+        if js is None:
             raise QuarantineUnavailable("not connected to NATS")
-        js = self._nc.jetstream(timeout=self.timeout)
         try:
             await asyncio.gather(
                 *(
@@ -182,42 +158,16 @@ class JetStreamQuarantine:
         except Exception as error:  # timeouts, no stream, connection lost: all retryable
             raise QuarantineUnavailable(f"quarantine publish failed: {error!r}") from error
 
-    async def close(self) -> None:
-        if self._connecting is not None and not self._connecting.done():
-            self._connecting.cancel()
-        if self._nc is not None and not self._nc.is_closed:
-            await self._nc.close()
 
-
-class SqsQuarantine:
+class SqsQuarantine(SqsQueue):
     def __init__(self, url: str, client: Any = None) -> None:
-        parts = urlsplit(url)
-        self.queue_name = (parts.netloc + parts.path).strip("/")
-        if not self.queue_name:
-            raise ValueError(f"expected sqs://<queue-name>, got {url!r}")
-        self._client = client
-        self._queue_url: str | None = None
-
-    async def start(self) -> None:
-        if self._client is None:
-            import boto3
-            import botocore.config
-
-            self._client = boto3.client(
-                "sqs",
-                config=botocore.config.Config(
-                    retries={"mode": "standard", "max_attempts": 3},
-                    connect_timeout=3,
-                    read_timeout=5,
-                ),
-            )
+        super().__init__(url, client, read_timeout=5)
 
     def _send(self, bodies: list[str]) -> None:
-        if self._queue_url is None:
-            self._queue_url = self._client.get_queue_url(QueueName=self.queue_name)["QueueUrl"]
+        queue_url = self.queue_url()
         for chunk in _sqs_batches(bodies):
             entries = [{"Id": str(n), "MessageBody": body} for n, body in enumerate(chunk)]
-            answer = self._client.send_message_batch(QueueUrl=self._queue_url, Entries=entries)
+            answer = self._client.send_message_batch(QueueUrl=queue_url, Entries=entries)
             if answer.get("Failed"):
                 failure = answer["Failed"][0]
                 raise QuarantineUnavailable(
@@ -235,9 +185,6 @@ class SqsQuarantine:
             await asyncio.get_running_loop().run_in_executor(None, self._send, bodies)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
             raise QuarantineUnavailable(f"SQS send failed: {error}") from error
-
-    async def close(self) -> None:
-        pass
 
 
 def _sqs_batches(bodies: list[str]) -> list[list[str]]:
