@@ -200,6 +200,19 @@ class Collector:
             LATENCY_BUCKETS,
         )
 
+    def _unavailable(
+        self, route: str, error: Exception, log_message: str, code: str, message: str
+    ) -> Response:
+        """503 with Retry-After: something the client's events need did not acknowledge them;
+        nothing was lost and the client's retry is the right answer."""
+        self.counters.add("liftoff_collector_publish_failures_total")
+        log.warning(log_message, extra={"fields": {"route": route, "error": str(error)}})
+        return json_response(
+            503,
+            {"success": False, "code": code, "message": message},
+            [("retry-after", RETRY_AFTER_SECONDS)],
+        )
+
     async def ingest(self, request: IngestRequest) -> Response:
         started = time.perf_counter()
         try:
@@ -207,34 +220,20 @@ class Collector:
         except InvalidInput as error:
             return self.reject(request.route, error)
         except StreamUnavailable as error:
-            self.counters.add("liftoff_collector_publish_failures_total")
-            log.warning(
+            response = self._unavailable(
+                request.route,
+                error,
                 "stream did not acknowledge the request",
-                extra={"fields": {"route": request.route, "error": str(error)}},
-            )
-            response = json_response(
-                503,
-                {
-                    "success": False,
-                    "code": "stream_unavailable",
-                    "message": "the stream did not acknowledge every event; retry later",
-                },
-                [("retry-after", RETRY_AFTER_SECONDS)],
+                "stream_unavailable",
+                "the stream did not acknowledge every event; retry later",
             )
         except QuarantineUnavailable as error:
-            self.counters.add("liftoff_collector_publish_failures_total")
-            log.warning(
+            response = self._unavailable(
+                request.route,
+                error,
                 "quarantine did not acknowledge the request's invalid events",
-                extra={"fields": {"route": request.route, "error": str(error)}},
-            )
-            response = json_response(
-                503,
-                {
-                    "success": False,
-                    "code": "quarantine_unavailable",
-                    "message": "invalid events could not be quarantined; retry later",
-                },
-                [("retry-after", RETRY_AFTER_SECONDS)],
+                "quarantine_unavailable",
+                "invalid events could not be quarantined; retry later",
             )
         except Exception:
             log.exception("unexpected error", extra={"fields": {"route": request.route}})
