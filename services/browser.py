@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from services.writekeys import json_object
+
 log = logging.getLogger("liftoff.browser")
 
 # What analytics.js sends (Authorization: Basic, Content-Type: text/plain, X-Retry-Count on
@@ -98,13 +100,7 @@ class AllowedOrigins:
     def from_json(cls, text: str) -> AllowedOrigins:
         if not text.strip():
             return cls()
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"is not valid JSON ({error.msg} at position {error.pos})") from None
-        if not isinstance(value, dict):
-            raise ValueError("must be a JSON object mapping source name to a list of origins")
-        return cls(value)
+        return cls(json_object(text, "source name to a list of origins"))
 
     @property
     def sources(self) -> list[str]:

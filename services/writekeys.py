@@ -15,6 +15,19 @@ from collections.abc import Mapping
 _SOURCE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
+def json_object(text: str, mapping: str) -> dict[str, object]:
+    """``text`` as a JSON object, or a ValueError that says what was expected (``mapping``,
+    e.g. "source name to write key"). JSONDecodeError's message quotes no input, so no
+    secret leaks into logs."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"is not valid JSON ({error.msg} at position {error.pos})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"must be a JSON object mapping {mapping}")
+    return value
+
+
 class WriteKeys:
     def __init__(self, keys_by_source: Mapping[str, str]) -> None:
         if not keys_by_source:
@@ -34,14 +47,7 @@ class WriteKeys:
 
     @classmethod
     def from_json(cls, text: str) -> WriteKeys:
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as error:
-            # The message of JSONDecodeError quotes no input, so no key leaks into logs.
-            raise ValueError(f"is not valid JSON ({error.msg} at position {error.pos})") from None
-        if not isinstance(value, dict):
-            raise ValueError("must be a JSON object mapping source name to write key")
-        return cls(value)
+        return cls(json_object(text, "source name to write key"))
 
     @property
     def sources(self) -> list[str]:
