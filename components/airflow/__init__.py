@@ -13,8 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pulumi
+if TYPE_CHECKING:  # the contract names Pulumi types; settings readers import it without Pulumi
+    import pulumi
+
 
 DAGS_DIR = Path(__file__).resolve().parent.parent.parent / "dags"
 RECONCILE = "reconcile"

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
-
-import pulumi
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from components.archive.settings import ArchiveSettings
 from components.network import Grant, PeerT
+
+if TYPE_CHECKING:  # the contract names Pulumi types; settings readers import it without Pulumi
+    import pulumi
 
 CREDENTIALS_DIR = "/etc/liftoff/archive"
 """Where a client's pods mount the archive's credentials Secret."""

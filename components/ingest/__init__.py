@@ -3,7 +3,7 @@
 AWS: API Gateway (HTTP API) → the collector as a Lambda function → Kinesis. Kubernetes: the
 collector Deployment behind a Service (and optionally an Ingress), autoscaled, → NATS.
 
-Both realizations take the same write keys (one per source, generated here) and expose the
+Both realizations take the same write keys (one per source, `write_keys.py`) and expose the
 same `IngestEndpoint`.
 """
 
@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-
-import pulumi
-import pulumi_random as random
+from typing import TYPE_CHECKING
 
 from components.ingest.settings import Source
 from services import env as runtime_env
+
+if TYPE_CHECKING:  # the contract names Pulumi types; settings readers import it without Pulumi
+    import pulumi
 
 # The API paths of the Segment HTTP Tracking API the collector serves.
 TRACKING_PATHS = ("batch", "import", "track", "identify", "page", "screen", "group", "alias")
@@ -38,27 +39,6 @@ class IngestEndpoint:
     """Where SDKs send events (their `host`/`dataPlaneUrl`)."""
     write_keys: pulumi.Output[dict[str, str]]
     """Source name → write key. Always a Pulumi secret."""
-
-
-def generate_write_keys(
-    name: str, sources: tuple[Source, ...], parent: pulumi.Resource
-) -> dict[str, pulumi.Output[str]]:
-    """One random write key per source, kept in state as secrets."""
-    keys: dict[str, pulumi.Output[str]] = {}
-    for source in sources:
-        password = random.RandomPassword(
-            f"{name}-write-key-{source.name}",
-            length=32,
-            special=False,
-            opts=pulumi.ResourceOptions(parent=parent),
-        )
-        keys[source.name] = pulumi.Output.secret(password.result)
-    return keys
-
-
-def write_keys_document(keys: dict[str, pulumi.Output[str]]) -> pulumi.Output[str]:
-    """The JSON the collector reads (`LIFTOFF_WRITE_KEYS*`): source name → write key."""
-    return pulumi.Output.secret(pulumi.Output.json_dumps(dict(sorted(keys.items()))))
 
 
 def allowed_origins_document(sources: tuple[Source, ...]) -> str | None:

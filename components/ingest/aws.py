@@ -29,10 +29,9 @@ from components.ingest import (
     IngestEndpoint,
     allowed_origins_document,
     collector_runtime_env,
-    generate_write_keys,
-    write_keys_document,
 )
 from components.ingest.settings import AwsIngest, Source
+from components.ingest.write_keys import generate_write_keys, write_keys_document
 from components.network import AwsPeer
 from components.stream import Stream
 from services import env as runtime_env

@@ -15,10 +15,9 @@ from components.ingest import (
     IngestEndpoint,
     allowed_origins_document,
     collector_runtime_env,
-    generate_write_keys,
-    write_keys_document,
 )
 from components.ingest.settings import KubernetesIngest, Source
+from components.ingest.write_keys import generate_write_keys, write_keys_document
 from components.network import KubernetesPeer
 from components.network.kubernetes import KubernetesNetwork
 from components.stream import Stream

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
-import pulumi
+if TYPE_CHECKING:  # the contract names Pulumi types; settings readers import it without Pulumi
+    import pulumi
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ from typing import Any
 import pulumi
 
 from components.config import PlatformConfig
-from components.postgres import MAJOR_VERSION_OUTPUT
+from components.postgres import PostgresConnection
+from components.postgres.major_version import MAJOR_VERSION_OUTPUT
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class Platform(pulumi.ComponentResource):
 
 def _common_outputs(parts: PlatformParts, config: PlatformConfig) -> dict[str, Any]:
     outputs: dict[str, Any] = {
-        "postgres": parts.postgres.connection.public_view(),
+        "postgres": public_view(parts.postgres.connection),
         # Read back on the next update to refuse (Kubernetes) or allow (RDS) a major change.
         MAJOR_VERSION_OUTPUT: config.postgres.version,
         "stream": pulumi.Output.all(
@@ -83,5 +84,19 @@ def _common_outputs(parts: PlatformParts, config: PlatformConfig) -> dict[str, A
     if parts.airflow is not None:
         outputs["airflowUrl"] = parts.airflow.endpoint.url
     if parts.consumers.warehouse is not None:
-        outputs["warehouse"] = parts.consumers.warehouse.connection.public_view()
+        outputs["warehouse"] = public_view(parts.consumers.warehouse.connection)
     return outputs
+
+
+def public_view(connection: PostgresConnection) -> pulumi.Output[dict[str, Any]]:
+    """A Postgres connection without its credentials, safe to export as a stack output."""
+    return pulumi.Output.all(
+        connection.host, connection.port, connection.database, connection.dns_name
+    ).apply(
+        lambda values: {
+            "host": values[0],
+            "port": values[1],
+            "database": values[2],
+            "dnsName": values[3],
+        }
+    )

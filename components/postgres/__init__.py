@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
-
-import pulumi
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from components.network import Grant, PeerT
+
+if TYPE_CHECKING:  # the contract names Pulumi types; settings readers import it without Pulumi
+    import pulumi
 
 PORT = 5432
 # Pods carrying this label may connect to the Kubernetes Postgres (see README).
@@ -35,17 +36,6 @@ class PostgresConnection:
     username: pulumi.Output[str]
     password: pulumi.Output[str]
     """Always a Pulumi secret."""
-
-    def public_view(self) -> pulumi.Output[dict]:
-        """The connection without credentials, safe to export as a stack output."""
-        return pulumi.Output.all(self.host, self.port, self.database, self.dns_name).apply(
-            lambda values: {
-                "host": values[0],
-                "port": values[1],
-                "database": values[2],
-                "dnsName": values[3],
-            }
-        )
 
 
 @dataclass(frozen=True)
@@ -77,54 +67,6 @@ def check_client_name(client: str, database: str) -> None:
                 f"{label} {value!r} is not allowed: lowercase letters, digits and '_', starting "
                 "with a letter, at most 31 characters"
             )
-
-
-# The stack output holding the deployed Postgres major version; the next update reads it back
-# (a StackReference to the stack itself) to tell a major-version change from a fresh stack.
-MAJOR_VERSION_OUTPUT = "postgresMajorVersion"
-UPGRADE_PROCEDURE = "README.md, 'Postgres major version upgrade'"
-
-
-def deployed_major_version(name: str, parent: pulumi.Resource) -> pulumi.Output[str | None]:
-    """The major version this stack last deployed, or None on a stack that never ran."""
-    own_stack = f"{pulumi.get_organization()}/{pulumi.get_project()}/{pulumi.get_stack()}"
-    reference = pulumi.StackReference(
-        f"{name}-deployed", stack_name=own_stack, opts=pulumi.ResourceOptions(parent=parent)
-    )
-    return reference.get_output(MAJOR_VERSION_OUTPUT).apply(lambda v: str(v) if v else None)
-
-
-class MajorVersionChange(ValueError):
-    """liftoff:postgres.version names another major than the one holding the stack's data."""
-
-
-def check_major_version(
-    deployed: str | None,
-    configured: str,
-    *,
-    upgrade_in_place: bool,
-    migrated_from: str | None = None,
-) -> None:
-    """Refuse what the server cannot do with its data: any major change where the data
-    directory is reused (Kubernetes) unless the operator states it was migrated
-    (`majorUpgradeFrom`, after the documented procedure), a downgrade anywhere."""
-    if deployed is None or deployed == configured:
-        return
-    if migrated_from is not None and migrated_from == deployed:
-        return
-    if upgrade_in_place and int(configured) > int(deployed):
-        return
-    how = (
-        "RDS upgrades a major version in place but never downgrades one"
-        if upgrade_in_place
-        else f"PostgreSQL {configured} cannot open a data directory initialized by "
-        f"{deployed}; a major upgrade is a data migration"
-    )
-    raise MajorVersionChange(
-        f"liftoff:postgres.version: got {configured!r}; allowed: {deployed!r}, the major "
-        f"version holding this stack's data ({how}). To change it, follow {UPGRADE_PROCEDURE} "
-        "(dump and restore through the backup job, or pg_upgrade), then set the new version."
-    )
 
 
 @runtime_checkable

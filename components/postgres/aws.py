@@ -21,9 +21,8 @@ from components.postgres import (
     ClientDatabase,
     PostgresConnection,
     check_client_name,
-    check_major_version,
-    deployed_major_version,
 )
+from components.postgres.major_version import check_major_version, deployed_major_version
 from components.postgres.settings import PostgresSettings
 from services import env as runtime_env
 

@@ -20,9 +20,8 @@ from components.postgres import (
     ClientDatabase,
     PostgresConnection,
     check_client_name,
-    check_major_version,
-    deployed_major_version,
 )
+from components.postgres.major_version import check_major_version, deployed_major_version
 from components.postgres.pods import (
     IMAGE_REPOSITORY,
     SERVICE_NAME,

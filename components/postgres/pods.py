@@ -8,7 +8,8 @@ import pulumi
 
 from components import kube
 from components.archive import ArchiveClient
-from components.postgres import PORT, UPGRADE_PROCEDURE
+from components.postgres import PORT
+from components.postgres.major_version import UPGRADE_PROCEDURE
 from components.postgres.settings import PostgresSettings
 from services import env as runtime_env
 

@@ -10,11 +10,12 @@ grants `grant_write(peer)` / `grant_read(peer)`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
-
-import pulumi
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from components.network import Grant, PeerT
+
+if TYPE_CHECKING:  # the contract names Pulumi types; settings readers import it without Pulumi
+    import pulumi
 
 # The JetStream stream the platform publishes to (services/streams).
 STREAM_NAME = "EVENTS"

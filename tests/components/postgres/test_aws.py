@@ -10,6 +10,7 @@ import pulumi
 from components.network import AwsPeer
 from components.network.aws import AwsNetwork, AwsNetworkArgs
 from components.network.settings import AwsSettings
+from components.platform import public_view
 from components.postgres.aws import RdsPostgres, RdsPostgresArgs
 from components.postgres.settings import PostgresSettings
 from tests.conftest import stack_run
@@ -226,7 +227,7 @@ def _aws_client_database():
             ),
         )
         client = postgres.add_database("airflow")
-        pulumi.export("client", client.connection.public_view())
+        pulumi.export("client", public_view(client.connection))
         pulumi.export("password", client.connection.password)
 
     return run_with_config({}, stack="unit", program=program)
