@@ -100,16 +100,24 @@ def stream_leader(servers: Sequence[ServerProcess], deadline: float = 20.0) -> S
         time.sleep(0.25)
 
 
-async def _consumer_states(servers: Sequence[ServerProcess]) -> dict[str, tuple[int, int]]:
-    """(num_pending, num_ack_pending) per "<consumer>@<partition stream>"."""
+async def _consumer_states(
+    servers: Sequence[ServerProcess],
+) -> dict[str, tuple[int, int] | str]:
+    """(num_pending, num_ack_pending) per "<consumer>@<partition stream>": a diagnostic for the
+    printout only, so a server too busy to answer (a loaded CI machine) is reported, not fatal."""
     nc = await nats.connect(servers=[f"nats://{LOOPBACK}:{s.port}" for s in servers])
     try:
-        js = nc.jetstream(timeout=5)
-        states = {}
+        js = nc.jetstream(timeout=15)
+        states: dict[str, tuple[int, int] | str] = {}
         for index in range(PARTITIONS):
             for consumer in ("archiver", "loader"):
-                info = await js.consumer_info(f"{STREAM}-{index}", consumer)
-                states[f"{consumer}@{STREAM}-{index}"] = (info.num_pending, info.num_ack_pending)
+                key = f"{consumer}@{STREAM}-{index}"
+                try:
+                    info = await js.consumer_info(f"{STREAM}-{index}", consumer)
+                except nats.errors.Error as error:
+                    states[key] = f"unknown ({type(error).__name__})"
+                    continue
+                states[key] = (info.num_pending, info.num_ack_pending)
         return states
     finally:
         await nc.close()
