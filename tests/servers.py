@@ -221,16 +221,20 @@ def nats_server(
     sync_always: bool = False,
     port: int | None = None,
     binary: str = NATS_SERVER,
+    user_password: tuple[str, str] | None = None,
 ) -> ServerProcess:
     """``nats-server -js`` on a free loopback port, storing under ``workdir/jetstream``.
 
     ``sync_always`` adds a config file with ``jetstream { sync_interval: always }`` (fsync on
-    every write before the acknowledgement), the durability the chart deploys."""
+    every write before the acknowledgement), the durability the chart deploys.
+    ``user_password``: clients must log in with them."""
     nats_server_version(binary)
     port = port or free_port()
     store = workdir / "jetstream"
     store.mkdir(parents=True, exist_ok=True)
     argv = [binary, "-a", LOOPBACK, "-p", str(port), "-js", "-sd", str(store)]
+    if user_password is not None:
+        argv += ["--user", user_password[0], "--pass", user_password[1]]
     if sync_always:
         config = workdir / "nats.conf"
         config.write_text("jetstream {\n  sync_interval: always\n}\n")
