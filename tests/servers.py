@@ -356,7 +356,20 @@ def collector_server(
 
 # --- PostgreSQL ---------------------------------------------------------------------------------
 
-POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
+def _postgres_bin() -> Path:
+    """Where ``initdb`` and ``postgres`` are, found as liftoff local finds them:
+    ``LIFTOFF_POSTGRES_BIN``, else the newest ``/usr/lib/postgresql/<major>/bin`` (Debian 12
+    ships 15, Ubuntu 24.04 16; several can be installed side by side), else ``initdb`` on
+    PATH. None installed: a path that says so, and the tests that need it fail there."""
+    from liftoff_local.binaries import MissingBinary, find_postgres
+
+    try:
+        return find_postgres().bin_dir
+    except MissingBinary:
+        return Path("/usr/lib/postgresql/(none installed)/bin")
+
+
+POSTGRES_BIN = _postgres_bin()
 
 
 @dataclass
