@@ -34,7 +34,7 @@ from components.consumers import (
     destination_document,
 )
 from components.ingest.settings import KubernetesIngest
-from liftoff_local import tracking
+from liftoff_local import tracking, tracking_api
 from liftoff_local.binaries import PostgresBinaries, nats_server_version
 from liftoff_local.processes import (
     LOOPBACK,
@@ -858,7 +858,7 @@ async def run_until_stopped(supervisor: Supervisor, began: float) -> int:
     def on_reset() -> None:
         marks_store.save({STREAM: events.reset(), DEAD_LETTER_STREAM: quarantine.reset()})
 
-    api = tracking.TrackingApi(
+    api = tracking_api.TrackingApi(
         events, quarantine, on_reset, LOOPBACK, supervisor.options.ports.tracking
     )
     api.start()
@@ -869,7 +869,7 @@ async def run_until_stopped(supervisor: Supervisor, began: float) -> int:
     views = {STREAM: events, DEAD_LETTER_STREAM: quarantine}
 
     def catch_up() -> None:  # called from the API's threads
-        future = asyncio.run_coroutine_threadsafe(tracking.caught_up(js, views), loop)
+        future = asyncio.run_coroutine_threadsafe(tracking.caught_up(nc, views), loop)
         with contextlib.suppress(Exception):
             future.result(timeout=5)
 
