@@ -356,6 +356,7 @@ def collector_server(
 
 # --- PostgreSQL ---------------------------------------------------------------------------------
 
+
 def _postgres_bin() -> Path:
     """Where ``initdb`` and ``postgres`` are, found as liftoff local finds them:
     ``LIFTOFF_POSTGRES_BIN``, else the newest ``/usr/lib/postgresql/<major>/bin`` (Debian 12
