@@ -918,15 +918,11 @@ def status_line(snapshot: Mapping[str, Any]) -> str:
     )
 
 
-async def run_until_stopped(supervisor: Supervisor, began: float) -> int:
-    """Tracking API + status line until Ctrl-C/SIGTERM or until a process dies. "ready" is
-    printed once the tracking API answers with what the streams hold."""
+async def start_tracking(supervisor: Supervisor) -> tuple[tracking_api.TrackingApi, Any]:
+    """The tracking API, fed from both streams over one NATS connection (returned with it)."""
     import nats
 
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     marks_store = tracking.ResetMarks(supervisor.data.path("tracking-reset.json"))
     marks = marks_store.load()
     events, quarantine = tracking.TrackingView(), tracking.TrackingView()
@@ -955,6 +951,18 @@ async def run_until_stopped(supervisor: Supervisor, began: float) -> int:
             future.result(timeout=5)
 
     api.catch_up = catch_up
+    return api, nc
+
+
+async def run_until_stopped(supervisor: Supervisor, began: float) -> int:
+    """Tracking API + status line until Ctrl-C/SIGTERM or until a process dies. "ready" is
+    printed once the tracking API answers with what the streams hold."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    api, nc = await start_tracking(supervisor)
+    js = nc.jetstream()
     print(supervisor.banner(time.monotonic() - began), file=supervisor.out, flush=True)
     monitor = Monitor(supervisor)
     interactive = supervisor.out.isatty()

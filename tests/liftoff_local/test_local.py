@@ -241,12 +241,16 @@ def test_dev_stack_end_to_end_with_restart(
     eventually(lambda: "m-after-restart" in archived_message_ids(run), what="archived again")
     assert run.stop() == 0
 
-    # --fresh: the data goes, the write keys an app is configured with stay (and it says so).
-    run = start_local([*arguments, "--fresh"], tmp_path / "fresh.log", data)
-    local_runs.append(run)
+    fresh = start_local([*arguments, "--fresh"], tmp_path / "fresh.log", data)
+    local_runs.append(fresh)
+    assert_fresh_keeps_the_write_keys(fresh, info["writeKeys"])
+
+
+def assert_fresh_keeps_the_write_keys(run: LocalRun, keys: dict[str, str]) -> None:
+    """--fresh: the data goes, the write keys an app is configured with stay (and it says so)."""
     run.wait_ready()
     assert "kept the write keys" in run.text()
-    assert run.info["writeKeys"] == info["writeKeys"]
+    assert run.info["writeKeys"] == keys
     assert warehouse(run, "SELECT count(*) FROM events") == [(0,)]
     assert run.stop() == 0
 
