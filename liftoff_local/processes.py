@@ -53,7 +53,8 @@ def ephemeral_ports() -> tuple[int, int]:
 def why_not_bindable(port: int, host: str = LOOPBACK) -> str | None:
     """None when a server can listen on host:port as ours do (SO_REUSEADDR, bind, listen: a
     TIME-WAIT left by the port's own earlier listener does not count); else what holds it."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # --listen :: is IPv6
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))

@@ -830,8 +830,8 @@ class Supervisor:
 
 def _without_password(url: str) -> str:
     scheme, _, rest = url.partition("://")
-    credentials, at, place = rest.rpartition("@")
-    return f"{scheme}://{credentials.split(':', 1)[0]}:…{at}{place}" if at else url
+    user_password, at, place = rest.rpartition("@")
+    return f"{scheme}://{user_password.split(':', 1)[0]}:…{at}{place}" if at else url
 
 
 def _postgres_ready(port: int, password: str) -> bool:
