@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,7 +34,12 @@ def _bootstrap() -> None:
     python = VENV / "bin" / "python"
     if not python.exists():
         print(f"==> creating {VENV}", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        if subprocess.run([sys.executable, "-m", "venv", str(VENV)]).returncode != 0:
+            shutil.rmtree(VENV, ignore_errors=True)  # half made (no pip): the next run retries
+            sys.exit(
+                "liftoff local: creating the virtual environment failed (see above). On "
+                "Debian/Ubuntu: sudo apt-get install python3-venv"
+            )
     probe = f"import {', '.join(NEEDED)}"
     if subprocess.run([str(python), "-c", probe], capture_output=True).returncode != 0:
         print(f"==> installing liftoff_local/requirements.txt into {VENV} (once)", flush=True)

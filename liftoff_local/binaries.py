@@ -54,12 +54,12 @@ def find_nats_server(env: dict[str, str] | None = None) -> str:
     )
 
 
-def nats_server_version(binary: str) -> tuple[int, int]:
+def nats_server_version(binary: str) -> tuple[int, ...]:
     output = subprocess.run(
         [binary, "--version"], capture_output=True, text=True, timeout=10
     ).stdout
-    match = re.search(r"v?(\d+)\.(\d+)", output)
-    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+    match = re.search(r"v?(\d+)\.(\d+)(?:\.(\d+))?", output)
+    return tuple(int(part) for part in match.groups() if part) if match else (0, 0)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from components.validation import ConfigError
 from liftoff_local.binaries import MissingBinary, find_nats_server, find_postgres
-from liftoff_local.processes import StartFailed
+from liftoff_local.processes import StartFailed, ephemeral_ports
 from liftoff_local.stack import StackFileError, load_plan, stack_name_of
 from liftoff_local.supervisor import (
     DataDir,
@@ -45,13 +45,25 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="where everything is kept (default: .liftoff/<stack> in the repository)",
     )
-    parser.add_argument("--fresh", action="store_true", help="delete the stack's local data first")
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="delete the stack's stream, warehouse, archive and logs first; the write keys and "
+        "other credentials (secrets/) are kept",
+    )
+    parser.add_argument(
+        "--new-keys",
+        action="store_true",
+        help="issue new write keys (the old ones stop working)",
+    )
+    low, _ = ephemeral_ports()
     parser.add_argument(
         "--base-port",
         type=int,
         default=DEFAULT_BASE_PORT,
         help="collector on N, tracking API N+1, S3 N+2, NATS N+3, PostgreSQL N+4, consumer "
-        f"health N+10… (default {DEFAULT_BASE_PORT})",
+        f"health N+10… (default {DEFAULT_BASE_PORT}). Keep them below {low}, where this "
+        "machine's ephemeral ports begin: the kernel hands those to outgoing connections",
     )
     parser.add_argument(
         "--listen",
@@ -88,6 +100,19 @@ def _destination_urls(values: list[str], names: set[str]) -> dict[str, str]:
     return urls
 
 
+def _start_over(data: DataDir, fresh: bool, new_keys: bool) -> None:
+    if fresh:
+        data.wipe()
+        print(
+            f"--fresh: deleted the stream, warehouse, archive and logs in {data.root}; kept the "
+            "write keys and other credentials (secrets/; --new-keys issues new write keys)",
+            flush=True,
+        )
+    if new_keys:
+        data.forget_write_keys()
+        print("--new-keys: new write keys are issued; the old ones no longer work", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
     if not 1024 <= arguments.base_port <= 65000:
@@ -114,8 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             destination_urls=urls,
         )
         data.lock()  # before anything is written: a second instance changes nothing
-        if arguments.fresh:
-            data.wipe()
+        _start_over(data, arguments.fresh, arguments.new_keys)
         redirected = {d.destination.name: d.secret_field for d in plan.destinations}
         redirected = {name: redirected[name] for name in urls}
         plan = load_plan(stack_file, destination_secrets(data, redirected))

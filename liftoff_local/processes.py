@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import pwd
 import signal
@@ -39,15 +40,51 @@ def port_accepts(port: int, host: str = LOOPBACK) -> bool:
     return False
 
 
-def port_free(port: int, host: str = LOOPBACK) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # As the servers themselves do: connections in TIME_WAIT must not count as "in use".
+def ephemeral_ports() -> tuple[int, int]:
+    """The range the kernel hands to outgoing connections (Linux's setting; else IANA's,
+    which macOS uses)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 49152, 65535
+
+
+def why_not_bindable(port: int, host: str = LOOPBACK) -> str | None:
+    """None when a server can listen on host:port as ours do (SO_REUSEADDR, bind, listen: a
+    TIME-WAIT left by the port's own earlier listener does not count); else what holds it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # --listen :: is IPv6
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
-        except OSError:
-            return False
-    return not port_accepts(port)
+            sock.listen()
+            return None
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                return error.strerror or str(error)
+    if _listening(port):
+        return "in use by a listening program"
+    low, high = ephemeral_ports()
+    return (
+        "not listened on, but held by a connection the kernel has not released yet (an "
+        f"outgoing connection's TIME-WAIT lasts up to 60 s; ports {low}-{high} are the ones "
+        "it hands to outgoing connections)"
+    )
+
+
+def _listening(port: int) -> bool:
+    """Whether some socket listens on `port` (Linux: the kernel's table; else: connect)."""
+    tables = [Path("/proc/net/tcp"), Path("/proc/net/tcp6")]
+    if not tables[0].exists():
+        return port_accepts(port)
+    for table in tables:
+        with contextlib.suppress(OSError):
+            for line in table.read_text().splitlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                    return True
+    return False
 
 
 def http_ok(url: str) -> bool:

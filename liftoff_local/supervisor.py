@@ -15,10 +15,8 @@ import fcntl
 import json
 import os
 import pwd
-import secrets
 import shutil
 import signal
-import string
 import subprocess
 import sys
 import time
@@ -34,19 +32,23 @@ from components.consumers import (
     destination_document,
 )
 from components.ingest.settings import KubernetesIngest
-from liftoff_local import tracking
+from liftoff_local import credentials, tracking, tracking_api
 from liftoff_local.binaries import PostgresBinaries, nats_server_version
+from liftoff_local.credentials import generate_key
+from liftoff_local.objectstore import read_key_pair
 from liftoff_local.processes import (
     LOOPBACK,
     Child,
     StartFailed,
+    ephemeral_ports,
     http_ok,
     port_accepts,
-    port_free,
     run_once,
+    why_not_bindable,
 )
 from liftoff_local.stack import LocalPlan, allowed_origins_document, collector_runtime_env
 from services import env as runtime_env
+from services.streams.jetstream import stream_credentials
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STREAM = "EVENTS"  # components.stream.STREAM_NAME (that module imports Pulumi)
@@ -56,7 +58,7 @@ QUARANTINE_SUBJECT = "deadletter.collector"
 ANALYTICS_JS_DIR = REPO_ROOT / "services" / "static" / "analytics-next"
 ADMIN_USER = "liftoff"  # components.config.PostgresSettings.username
 S3_REGION = "us-east-1"
-_KEY_ALPHABET = string.ascii_letters + string.digits
+WRITE_KEYS_FILE = "write-keys.json"
 
 
 class SetupError(Exception):
@@ -161,10 +163,16 @@ class DataDir:
             self._lock = None
 
     def wipe(self) -> None:
+        """Everything but the lock and secrets/ (write keys, passwords, key pairs, the TLS
+        certificate, destination credentials): an app configured with the write keys keeps
+        working after --fresh; --new-keys is the way to new write keys."""
         for path in self.root.iterdir():
-            if path.name == "liftoff-local.lock":
+            if path.name in ("liftoff-local.lock", "secrets"):
                 continue
             shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+
+    def forget_write_keys(self) -> None:
+        self.path("secrets", WRITE_KEYS_FILE).unlink(missing_ok=True)
 
     def path(self, *parts: str) -> Path:
         return self.root.joinpath(*parts)
@@ -181,13 +189,9 @@ class DataDir:
         return path
 
 
-def generate_key(length: int = 32) -> str:
-    return "".join(secrets.choice(_KEY_ALPHABET) for _ in range(length))
-
-
 def write_keys(data: DataDir, sources: list[str]) -> dict[str, str]:
     """Source → write key; generated once per source and kept (new sources get a new key)."""
-    path = data.secret_file("write-keys.json", lambda: "{}")
+    path = data.secret_file(WRITE_KEYS_FILE, lambda: "{}")
     keys = json.loads(path.read_text())
     changed = False
     for source in sources:
@@ -273,13 +277,7 @@ class Supervisor:
     # --- start ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        ports = self.options.ports.all(len(self._consumer_names()))
-        busy = [f"{port} ({role})" for port, role in ports.items() if not port_free(port)]
-        if busy:
-            raise SetupError(
-                f"port(s) in use: {', '.join(busy)}. Free them, or pass --base-port N to use "
-                f"ports N..N+{max(ports) - self.options.ports.base} instead"
-            )
+        self._check_ports()
         self.keys = write_keys(self.data, self.plan.sources)
         self._start_nats()
         if self.plan.warehouse.enabled:
@@ -288,6 +286,29 @@ class Supervisor:
         self._start_consumers()
         self._start_collector()
         self._write_info()
+
+    def _check_ports(self) -> None:
+        ports = self.options.ports.all(len(self._consumer_names()))
+        span = max(ports) - self.options.ports.base
+        low, high = ephemeral_ports()
+        problems = []
+        for port, role in ports.items():
+            host = self.options.listen if role == "collector" else LOOPBACK
+            problem = why_not_bindable(port, host)
+            if problem:
+                problems.append(f"{port} ({role}: {problem})")
+        below = f"keep N+{span} below {low}, where this machine's ephemeral ports begin"
+        if problems:
+            raise SetupError(
+                f"port(s) not available: {'; '.join(problems)}. Free them, or pass "
+                f"--base-port N to use ports N..N+{span} instead ({below})"
+            )
+        if max(ports) >= low and self.options.ports.base <= high:
+            self._note(
+                f"ports {self.options.ports.base}-{max(ports)} overlap this machine's ephemeral "
+                f"range ({low}-{high}): outgoing connections can take them while liftoff local "
+                f"is stopped, and a restart then fails; pass --base-port N ({below})"
+            )
 
     def _consumer_names(self) -> list[str]:
         names = [ARCHIVER_RUNTIME.name]
@@ -305,6 +326,17 @@ class Supervisor:
     def stream_url(self) -> str:
         return f"nats://{LOOPBACK}:{self.options.ports.nats}/{STREAM}"
 
+    @property
+    def stream_credentials_file(self) -> Path:
+        return credentials.nats_credentials(self.data.secret_file)
+
+    def stream_env(self) -> dict[str, str]:
+        """Where the stream is and how to log in, for every process that connects to it."""
+        return {
+            runtime_env.STREAM_URL: self.stream_url,
+            runtime_env.STREAM_CREDENTIALS_FILE: str(self.stream_credentials_file),
+        }
+
     def _start_nats(self) -> None:
         port = self.options.ports.nats
         argv = [
@@ -319,17 +351,7 @@ class Supervisor:
             "-n",
             "liftoff-local",
         ]
-        # `always` fsyncs before every acknowledgement; nats-server < 2.10 has no such option.
-        if self.plan.stream.durability == "always":
-            if nats_server_version(self.options.nats_server) >= (2, 10):
-                config = self.data.path("nats.conf")
-                config.write_text("jetstream {\n  sync_interval: always\n}\n")
-                argv += ["-c", str(config)]
-            else:
-                self._note(
-                    "stream: an fsync before every acknowledgement (durability 'always') needs "
-                    "nats-server >= 2.10; this one syncs periodically"
-                )
+        argv += ["-c", str(credentials.nats_config(self.data.secret_file, self.sync_always()))]
         self._launch(
             Child(
                 "nats-server",
@@ -341,7 +363,7 @@ class Supervisor:
         )
         env = {
             **self._base_env(),
-            runtime_env.STREAM_URL: self.stream_url,
+            **self.stream_env(),
             runtime_env.RETENTION_HOURS: str(self.plan.stream.retention_hours),
             runtime_env.REPLICAS: "1",
             runtime_env.DUPLICATE_WINDOW: str(self.plan.stream.duplicate_window_minutes * 60),
@@ -354,6 +376,37 @@ class Supervisor:
             self._log("ensure-stream"),
             cwd=REPO_ROOT,
         )
+
+    def note_postgres_version(self) -> None:
+        binaries, wanted = self.options.postgres, self.plan.config.postgres.version
+        if binaries is not None and str(binaries.major) != wanted:
+            self._note(
+                f"postgres: the stack deploys PostgreSQL {wanted}; locally the system's "
+                f"PostgreSQL {binaries.major} runs ({binaries.bin_dir}; LIFTOFF_POSTGRES_BIN "
+                "picks another)"
+            )
+
+    def sync_always(self) -> bool:
+        """Whether nats-server fsyncs before every acknowledgement (`sync_interval: always`,
+        which nats-server < 2.10 does not have): what the stack's durability asks for, and
+        for an AWS stack what Kinesis gives (an acknowledged record is durable)."""
+        version = nats_server_version(self.options.nats_server)
+        shown = ".".join(map(str, version))
+        aws = self.plan.config.target == "aws"
+        if aws:
+            self._note("stream: the stack's Kinesis stream runs locally as JetStream (EVENTS)")
+        if not aws and self.plan.stream.durability != "always":
+            return False
+        if version >= (2, 10):
+            return True
+        asked = "Kinesis's durability" if aws else "liftoff:stream.durability 'always'"
+        self._note(
+            f"stream: this nats-server ({shown}) cannot fsync before each acknowledgement "
+            f"({asked}; sync_interval: always needs nats-server 2.10 or newer): it writes to "
+            "disk periodically, so an acknowledged event can be lost if the machine crashes "
+            "(not if a process does)"
+        )
+        return False
 
     def _postgres_user(self) -> str | None:
         if os.geteuid() != 0:
@@ -370,6 +423,7 @@ class Supervisor:
     def _start_postgres(self) -> None:
         binaries = self.options.postgres
         assert binaries is not None
+        self.note_postgres_version()
         user = self._postgres_user()
         root = self.data.path("postgres")
         pgdata = root / "data"
@@ -457,6 +511,7 @@ class Supervisor:
 
     def _start_object_store(self) -> None:
         port = self.options.ports.s3
+        key_pair = credentials.s3_credentials(self.data.secret_file)
         argv = [
             sys.executable,
             "-m",
@@ -465,6 +520,8 @@ class Supervisor:
             str(port),
             "--dir",
             str(self.data.path("s3")),
+            "--credentials",
+            str(key_pair),
         ]
         self._launch(
             Child(
@@ -476,25 +533,19 @@ class Supervisor:
                 cwd=REPO_ROOT,
             )
         )
-        credentials = self.data.secret_file(
-            "s3-credentials",
-            lambda: (
-                "[default]\naws_access_key_id = liftoff-local\n"
-                "aws_secret_access_key = liftoff-local\n"
-            ),
-        )
         self._s3_env = {
             "AWS_ENDPOINT_URL_S3": self.s3_endpoint,
             "AWS_REGION": S3_REGION,
-            "AWS_SHARED_CREDENTIALS_FILE": str(credentials),
+            "AWS_SHARED_CREDENTIALS_FILE": str(key_pair),
         }
         import boto3
 
+        key_id, secret = read_key_pair(key_pair)
         client = boto3.Session(region_name=S3_REGION).client(
             "s3",
             endpoint_url=self.s3_endpoint,
-            aws_access_key_id="liftoff-local",
-            aws_secret_access_key="liftoff-local",
+            aws_access_key_id=key_id,
+            aws_secret_access_key=secret,
         )
         with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
             client.create_bucket(Bucket=self.plan.archive_bucket)
@@ -508,11 +559,12 @@ class Supervisor:
         env = {
             **self._base_env(),
             **extra,
-            runtime_env.STREAM_URL: self.stream_url,
+            **self.stream_env(),
             runtime_env.CONSUMER_NAME: name,
             runtime_env.DEAD_LETTER_URL: f"nats://{LOOPBACK}:{self.options.ports.nats}/"
             + DEAD_LETTER_STREAM,
             runtime_env.HEALTH_PORT: str(health),
+            runtime_env.HEALTH_HOST: LOOPBACK,
             runtime_env.LOG_LEVEL: "INFO",
         }
         self._launch(
@@ -581,7 +633,7 @@ class Supervisor:
         port = self.options.ports.collector
         env = {
             **self._base_env(),
-            runtime_env.STREAM_URL: self.stream_url,
+            **self.stream_env(),
             runtime_env.WRITE_KEYS_FILE: str(self.data.path("secrets", "write-keys.json")),
             runtime_env.HOST: self.options.listen,
             runtime_env.PORT: str(port),
@@ -657,6 +709,17 @@ class Supervisor:
         registry the library routes answer 404 and a note says why."""
         if (ANALYTICS_JS_DIR / "standalone.js").is_file():
             return
+        from services import analytics_js_build as build
+
+        cache = REPO_ROOT / "build" / "npm"
+        if not (cache / f"analytics-next-{build.VERSION}.tgz").is_file():
+            print(
+                f"analytics.js: downloading {build.PACKAGE} {build.VERSION} from "
+                f"{build.tarball_url()} (about 1 MB, once: the tarball is kept in build/npm/, "
+                f"the library in {ANALYTICS_JS_DIR.relative_to(REPO_ROOT)}/)",
+                file=self.out,
+                flush=True,
+            )
         try:
             run_once(
                 "analytics.js",
@@ -665,7 +728,7 @@ class Supervisor:
                     str(REPO_ROOT / "services" / "analytics_js_build.py"),
                     str(ANALYTICS_JS_DIR),
                     "--cache",
-                    str(REPO_ROOT / "build" / "npm"),
+                    str(cache),
                 ],
                 self._base_env(),
                 self._log("analytics-js-build"),
@@ -706,9 +769,11 @@ class Supervisor:
                 "bucket": self.plan.archive_bucket,
                 "endpoint": self.s3_endpoint,
                 "directory": str(self.data.path("s3", self.plan.archive_bucket)),
+                "credentialsFile": self._s3_env["AWS_SHARED_CREDENTIALS_FILE"],
             },
             "trackingUrl": f"http://{LOOPBACK}:{self.options.ports.tracking}",
             "streamUrl": self.stream_url,
+            "streamCredentialsFile": str(self.stream_credentials_file),
             "consumers": self.consumers,
             "logs": str(self.data.path("logs")),
         }
@@ -727,22 +792,28 @@ class Supervisor:
             f"  write keys    {keys}",
         ]
         if info["warehouseUrl"]:
-            lines.append(f"  warehouse     {info['warehouseUrl']}   (table events)")
+            # The password stays in its file (and local.json, for scripts): never on a screen.
+            shown = _without_password(info["warehouseUrl"])
+            lines.append(f"  warehouse     {shown}   (table events; full URL in local.json)")
         archive = info["archive"]
         lines += [
             f"  archive       s3://{archive['bucket']} at {archive['endpoint']}  "
-            f"(files: {archive['directory']})",
+            f"(files: {archive['directory']}; key pair: {archive['credentialsFile']})",
             f"  tracking API  {info['trackingUrl']}/events   /quarantine   POST /reset",
-            f"  stream        {info['streamUrl']}",
+            f"  stream        {info['streamUrl']}   (login: {info['streamCredentialsFile']})",
             f"  consumers     {', '.join(self.consumers)}",
             f"  logs          {info['logs']}/",
-            *(f"  note: {note}" for note in self.plan.notes + tuple(self._notes)),
+            *(f"  note: {note}" for note in self.notes),
             f"ready in {seconds:.1f} s; Ctrl-C stops everything",
         ]
         return "\n".join(lines)
 
     def _note(self, text: str) -> None:
         self._notes.append(text)
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        return self.plan.notes + tuple(self._notes)
 
     # --- stop -----------------------------------------------------------------------------
 
@@ -755,6 +826,12 @@ class Supervisor:
 
     def exited(self) -> Child | None:
         return next((c for c in self.children if not c.running), None)
+
+
+def _without_password(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    user_password, at, place = rest.rpartition("@")
+    return f"{scheme}://{user_password.split(':', 1)[0]}:…{at}{place}" if at else url
 
 
 def _postgres_ready(port: int, password: str) -> bool:
@@ -841,15 +918,11 @@ def status_line(snapshot: Mapping[str, Any]) -> str:
     )
 
 
-async def run_until_stopped(supervisor: Supervisor, began: float) -> int:
-    """Tracking API + status line until Ctrl-C/SIGTERM or until a process dies. "ready" is
-    printed once the tracking API answers with what the streams hold."""
+async def start_tracking(supervisor: Supervisor) -> tuple[tracking_api.TrackingApi, Any]:
+    """The tracking API, fed from both streams over one NATS connection (returned with it)."""
     import nats
 
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     marks_store = tracking.ResetMarks(supervisor.data.path("tracking-reset.json"))
     marks = marks_store.load()
     events, quarantine = tracking.TrackingView(), tracking.TrackingView()
@@ -858,22 +931,38 @@ async def run_until_stopped(supervisor: Supervisor, began: float) -> int:
     def on_reset() -> None:
         marks_store.save({STREAM: events.reset(), DEAD_LETTER_STREAM: quarantine.reset()})
 
-    api = tracking.TrackingApi(
+    api = tracking_api.TrackingApi(
         events, quarantine, on_reset, LOOPBACK, supervisor.options.ports.tracking
     )
     api.start()
-    nc = await nats.connect(supervisor.stream_url.rsplit("/", 1)[0], max_reconnect_attempts=-1)
+    nc = await nats.connect(
+        supervisor.stream_url.rsplit("/", 1)[0],
+        **stream_credentials(supervisor.stream_env()),
+        max_reconnect_attempts=-1,
+    )
     js = nc.jetstream()
     await tracking.follow(js, STREAM, STREAM_SUBJECTS, events)
     await tracking.follow(js, DEAD_LETTER_STREAM, DEAD_LETTER_SUBJECTS, quarantine)
     views = {STREAM: events, DEAD_LETTER_STREAM: quarantine}
 
     def catch_up() -> None:  # called from the API's threads
-        future = asyncio.run_coroutine_threadsafe(tracking.caught_up(js, views), loop)
+        future = asyncio.run_coroutine_threadsafe(tracking.caught_up(nc, views), loop)
         with contextlib.suppress(Exception):
             future.result(timeout=5)
 
     api.catch_up = catch_up
+    return api, nc
+
+
+async def run_until_stopped(supervisor: Supervisor, began: float) -> int:
+    """Tracking API + status line until Ctrl-C/SIGTERM or until a process dies. "ready" is
+    printed once the tracking API answers with what the streams hold."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    api, nc = await start_tracking(supervisor)
+    js = nc.jetstream()
     print(supervisor.banner(time.monotonic() - began), file=supervisor.out, flush=True)
     monitor = Monitor(supervisor)
     interactive = supervisor.out.isatty()

@@ -1,135 +1,194 @@
-"""The local tracking API: what the pipeline accepted and what it quarantined, for end-to-end
-tests of tracking code (what Snowplow Micro is used for).
+"""The local tracking API's views: what the pipeline accepted and what it quarantined, for
+end-to-end tests of tracking code (what Snowplow Micro is used for). The HTTP side is
+:mod:`liftoff_local.tracking_api`.
 
 The supervisor reads the event stream and the dead-letter stream with ordered (ephemeral,
 unacknowledged) JetStream consumers, so it sees exactly what the collector's 200 covered and
 every quarantined event with its reason, without being a consumer the pipeline waits for.
-The most recent events are kept in memory (and rebuilt from the stream after a restart);
 ``POST /reset`` sets a mark at the current stream positions, kept on disk, and everything
-before it is hidden from then on. Loopback only; no credentials are involved.
+before it is hidden from then on.
 
-Routes (JSON):
+**Bounded by bytes.** A view keeps the most recent entries after the mark up to
+:data:`VIEW_BYTES` (each entry counted as its message's bytes, headers and the fields it is
+filtered on, plus a fixed allowance for the Python objects) and at most :data:`MAX_ENTRIES`;
+the event JSON is kept as the stream's bytes and decoded only for an answer. Older entries are
+dropped and counted (``dropped``), so an answer can say that matches may be missing. After a
+restart the view is rebuilt from at most the last :data:`MAX_ENTRIES` messages of the stream.
 
-- ``GET /`` — counts and the routes;
-- ``GET /events`` — accepted events, oldest first; filters ``source``, ``type``, ``event``
-  (track event name, or page/screen name), ``userId``, ``anonymousId``, ``messageId``;
-  ``limit`` (default 100, the most recent);
-- ``GET /quarantine`` — quarantined and dead-lettered events with ``reason``, ``consumer``
-  (``collector`` for events rejected at the door, else the consumer that parked it); the same
-  filters plus ``consumer``;
-- ``POST /reset`` — forget everything seen so far.
-
-Reads are consistent with the collector: every query first waits (up to 2 s) until the views
-hold everything the streams held when it arrived, so an event whose request got a 200 before
-the query is in its answer.
+**Consistent with the streams.** Before each query the views catch up with everything the
+streams held when it arrived (up to 2 s), and forget what was deleted from a stream since
+(``python -m services quarantine replay`` deletes the events it replays from the quarantine;
+retention expires old ones), so the API shows what the streams hold.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-log = logging.getLogger("liftoff.local.tracking")
-
-CAPACITY = 10_000
+MAX_ENTRIES = 10_000
+VIEW_BYTES = 64 * 1024 * 1024
+ENTRY_OVERHEAD_BYTES = 1024
+"""What the Python objects around one entry take beyond its bytes (measured: ~0.9 KiB)."""
 FILTERS = ("source", "type", "event", "userId", "anonymousId", "messageId")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Entry:
     sequence: int
     subject: str
-    event: Any
-    """The event as JSON (a dict), or its text when it was not JSON."""
-    headers: dict[str, str] = field(default_factory=dict)
+    data: bytes
+    """The message as the stream holds it (the event's JSON)."""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    fields: Mapping[str, str] = field(default_factory=dict)
+    """The filter fields, as text (absent: not there)."""
 
-    def source(self) -> str | None:
-        if isinstance(self.event, dict):
-            liftoff = self.event.get("liftoff")
+    @classmethod
+    def of(cls, sequence: int, subject: str, data: bytes, headers: Mapping[str, str]) -> Entry:
+        event = _decode(data)
+        found: dict[str, str] = {}
+        if isinstance(event, dict):
+            liftoff = event.get("liftoff")
             if isinstance(liftoff, dict) and isinstance(liftoff.get("source"), str):
-                return liftoff["source"]
-        return self.headers.get("Liftoff-Source")
+                found["source"] = liftoff["source"]
+            for name in ("type", "userId", "anonymousId", "messageId"):
+                if event.get(name) is not None:
+                    found[name] = str(event[name])
+            name = event.get("event") or event.get("name")
+            if name is not None:
+                found["event"] = str(name)
+        if "source" not in found and "Liftoff-Source" in headers:
+            found["source"] = headers["Liftoff-Source"]
+        return cls(sequence, subject, bytes(data), dict(headers), found)
 
-    def field(self, name: str) -> Any:
-        if name == "source":
-            return self.source()
-        if not isinstance(self.event, dict):
-            return None
-        if name == "event":
-            return self.event.get("event") or self.event.get("name")
-        return self.event.get(name)
+    @property
+    def event(self) -> Any:
+        """The event as JSON (a dict), or its text when it is not JSON."""
+        return _decode(self.data)
+
+    @property
+    def size(self) -> int:
+        texts = [self.subject, *self.headers.keys(), *self.headers.values(), *self.fields.values()]
+        return len(self.data) + sum(len(t) for t in texts) + ENTRY_OVERHEAD_BYTES
 
     def matches(self, filters: Mapping[str, str]) -> bool:
         for name, wanted in filters.items():
-            if name == "consumer":
-                if self.headers.get("Liftoff-Consumer") != wanted:
-                    return False
-            elif str(self.field(name)) != wanted:
+            value = self.headers.get("Liftoff-Consumer") if name == "consumer" else None
+            if name != "consumer":
+                value = self.fields.get(name)
+            if value != wanted:
                 return False
         return True
+
+
+def _decode(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        return data.decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True)
+class Found:
+    """A query's matches (oldest first) and how many entries after the mark are not held."""
+
+    entries: list[Entry]
+    dropped: int
 
 
 class TrackingView:
     """Recent entries of one stream after the reset mark; thread-safe for the HTTP server."""
 
-    def __init__(self, capacity: int = CAPACITY) -> None:
-        self._entries: deque[Entry] = deque(maxlen=capacity)
+    def __init__(self, max_bytes: int = VIEW_BYTES, max_entries: int = MAX_ENTRIES) -> None:
+        self.max_bytes, self.max_entries = max_bytes, max_entries
+        self._entries: deque[Entry] = deque()
+        self._bytes = 0
         self._lock = threading.Lock()
         self.mark = 0
         self.last_sequence = 0
+        self.dropped = 0
+        """Entries after the mark that the bounds made it let go of (or never replayed)."""
 
     def add(self, entry: Entry) -> None:
         with self._lock:
             self.last_sequence = max(self.last_sequence, entry.sequence)
-            if entry.sequence > self.mark:
-                self._entries.append(entry)
+            if entry.sequence <= self.mark:
+                return
+            self._entries.append(entry)
+            self._bytes += entry.size
+            while self._entries and (
+                self._bytes > self.max_bytes or len(self._entries) > self.max_entries
+            ):
+                self._bytes -= self._entries.popleft().size
+                self.dropped += 1
+
+    def not_replayed(self, count: int) -> None:
+        with self._lock:
+            self.dropped += max(0, count)
+
+    def forget(self, deleted: Iterable[int], first_sequence: int) -> int:
+        """Drop what the stream itself no longer holds; returns how many (not `dropped`)."""
+        gone = set(deleted)
+        with self._lock:
+            kept = [
+                e for e in self._entries if e.sequence >= first_sequence and e.sequence not in gone
+            ]
+            forgotten = len(self._entries) - len(kept)
+            if forgotten:
+                self._entries = deque(kept)
+                self._bytes = sum(e.size for e in kept)
+            return forgotten
 
     def reset(self) -> int:
         with self._lock:
             self.mark = self.last_sequence
             self._entries.clear()
+            self._bytes = 0
+            self.dropped = 0
             return self.mark
 
-    def query(self, filters: Mapping[str, str], limit: int) -> list[Entry]:
+    def query(self, filters: Mapping[str, str], limit: int) -> Found:
         with self._lock:
             found = [e for e in self._entries if e.matches(filters)]
-        return found[-limit:] if limit else []
+            dropped = self.dropped
+        return Found(found[-limit:] if limit else [], dropped)
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "held": len(self._entries),
+                "bytes": self._bytes,
+                "dropped": self.dropped,
+                "maxBytes": self.max_bytes,
+                "maxEntries": self.max_entries,
+            }
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)
 
 
-def _decode(data: bytes) -> Any:
-    try:
-        return json.loads(data)
-    except ValueError:
-        return data.decode("utf-8", errors="replace")
-
-
 async def follow(js: Any, stream: str, subjects: str, view: TrackingView) -> Any:
     """Feed `view` from `stream` with an ordered consumer, starting after the reset mark (at
-    most the last CAPACITY messages)."""
+    most the last MAX_ENTRIES messages; those before count as dropped)."""
     from nats.js.api import ConsumerConfig, DeliverPolicy
 
     info = await js.stream_info(stream)
-    start = max(view.mark + 1, info.state.last_seq - CAPACITY + 1, info.state.first_seq, 1)
+    lowest = max(view.mark + 1, info.state.first_seq, 1)
+    start = max(lowest, info.state.last_seq - view.max_entries + 1)
+    view.not_replayed(start - lowest)
     view.last_sequence = max(view.last_sequence, info.state.last_seq)
 
     async def on_message(message: Any) -> None:
         headers = dict(message.headers or {})
-        view.add(
-            Entry(message.metadata.sequence.stream, message.subject, _decode(message.data), headers)
-        )
+        sequence = message.metadata.sequence.stream
+        view.add(Entry.of(sequence, message.subject, message.data, headers))
 
     return await js.subscribe(
         subjects,
@@ -140,161 +199,28 @@ async def follow(js: Any, stream: str, subjects: str, view: TrackingView) -> Any
     )
 
 
-async def caught_up(js: Any, views: Mapping[str, TrackingView], deadline: float = 2.0) -> None:
-    """Wait until each view has seen its stream's last sequence as of now (or `deadline`)."""
+async def stream_state(nc: Any, stream: str) -> dict[str, Any]:
+    """The stream's state with the sequences deleted from it (JetStream's STREAM.INFO with
+    deleted_details; nats-py's stream_info does not ask for them)."""
+    reply = await nc.request(
+        f"$JS.API.STREAM.INFO.{stream}", json.dumps({"deleted_details": True}).encode(), timeout=5
+    )
+    document = json.loads(reply.data)
+    if "error" in document:
+        raise RuntimeError(f"stream info {stream}: {document['error']}")
+    return document["state"]
+
+
+async def caught_up(nc: Any, views: Mapping[str, TrackingView], deadline: float = 2.0) -> None:
+    """Wait until each view has seen its stream's last sequence as of now (or `deadline`),
+    and forget what the stream no longer holds."""
     loop = asyncio.get_running_loop()
     give_up = loop.time() + deadline
     for stream, view in views.items():
-        last = (await js.stream_info(stream)).state.last_seq
-        while view.last_sequence < last and loop.time() < give_up:
+        state = await stream_state(nc, stream)
+        view.forget(state.get("deleted") or (), state.get("first_seq", 0))
+        while view.last_sequence < state.get("last_seq", 0) and loop.time() < give_up:
             await asyncio.sleep(0.005)
-
-
-def _event_json(entry: Entry) -> dict[str, Any]:
-    return {"sequence": entry.sequence, "subject": entry.subject, "event": entry.event}
-
-
-def _quarantine_json(entry: Entry) -> dict[str, Any]:
-    h = entry.headers
-    document: dict[str, Any] = {
-        "sequence": entry.sequence,
-        "consumer": h.get("Liftoff-Consumer"),
-        "reason": h.get("Liftoff-Reason"),
-        "source": entry.source(),
-        "messageId": h.get("Liftoff-Message-Id"),
-        "event": entry.event,
-    }
-    for header, name in (
-        ("Liftoff-Code", "code"),
-        ("Liftoff-Field", "field"),
-        ("Liftoff-Index", "index"),
-        ("Liftoff-Route", "route"),
-        ("Liftoff-Received-At", "receivedAt"),
-        ("Liftoff-Position", "position"),
-    ):
-        if header in h:
-            document[name] = h[header]
-    return document
-
-
-class TrackingApi:
-    """The HTTP side (stdlib server in a thread: requests only read the views)."""
-
-    def __init__(
-        self,
-        events: TrackingView,
-        quarantine: TrackingView,
-        on_reset: Callable[[], None],
-        host: str,
-        port: int,
-    ) -> None:
-        self.events, self.quarantine, self.on_reset = events, quarantine, on_reset
-        self.catch_up: Callable[[], None] = lambda: None
-        """Blocks until the views hold everything the streams had when it was called: a
-        query made after a 200 from the collector includes that request's events."""
-        api = self
-
-        class Handler(BaseHTTPRequestHandler):
-            server_version = "liftoff-local"
-
-            def log_message(self, *args: Any) -> None:  # quiet: the status line is the UI
-                pass
-
-            def do_GET(self) -> None:
-                api._get(self)
-
-            def do_POST(self) -> None:
-                api._post(self)
-
-            def do_DELETE(self) -> None:
-                api._post(self)
-
-            do_PUT = do_PATCH = do_DELETE
-
-            def send_error(self, code: int, message: str | None = None, explain: Any = None):
-                # The stdlib answers malformed requests (bad request line, URI too long) with
-                # HTML; this API answers JSON, always.
-                self.close_connection = True
-                _send(self, code, {"error": message or self.responses.get(code, ("",))[0]})
-
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def _get(self, request: BaseHTTPRequestHandler) -> None:
-        url = urlsplit(request.path)
-        query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
-        path = url.path.rstrip("/") or "/"
-        self.catch_up()
-        if path == "/":
-            return _send(request, 200, self._summary())
-        if path not in ("/events", "/quarantine"):
-            return _send(request, 404, {"error": f"no route {path}", "routes": _ROUTES})
-        allowed = (*FILTERS, "limit", *(("consumer",) if path == "/quarantine" else ()))
-        unknown = sorted(set(query) - set(allowed))
-        if unknown:
-            return _send(
-                request,
-                400,
-                {"error": f"unknown parameter(s) {unknown}", "allowed": list(allowed)},
-            )
-        try:
-            limit = int(query.pop("limit", "100"))
-            if not 0 <= limit <= CAPACITY:
-                raise ValueError
-        except ValueError:
-            return _send(
-                request, 400, {"error": f"limit must be a whole number from 0 to {CAPACITY}"}
-            )
-        if path == "/events":
-            found = self.events.query(query, limit)
-            return _send(
-                request, 200, {"count": len(found), "events": [_event_json(e) for e in found]}
-            )
-        found = self.quarantine.query(query, limit)
-        return _send(
-            request, 200, {"count": len(found), "quarantined": [_quarantine_json(e) for e in found]}
-        )
-
-    def _post(self, request: BaseHTTPRequestHandler) -> None:
-        path = urlsplit(request.path).path.rstrip("/")
-        if request.command == "POST" and path == "/reset":
-            self.catch_up()
-            self.on_reset()
-            return _send(request, 200, {"reset": True, **self._summary()})
-        return _send(
-            request,
-            405 if path in ("", "/events", "/quarantine", "/reset") else 404,
-            {"error": f"{request.command} {path or '/'} is not a route", "routes": _ROUTES},
-        )
-
-    def _summary(self) -> dict[str, Any]:
-        return {
-            "events": len(self.events),
-            "quarantined": len(self.quarantine),
-            "routes": _ROUTES,
-        }
-
-
-_ROUTES = ["GET /events", "GET /quarantine", "POST /reset"]
-
-
-def _send(request: BaseHTTPRequestHandler, status: int, document: Any) -> None:
-    body = json.dumps(document, default=str).encode()
-    request.send_response(status)
-    request.send_header("Content-Type", "application/json")
-    request.send_header("Content-Length", str(len(body)))
-    request.end_headers()
-    request.wfile.write(body)
 
 
 class ResetMarks:

@@ -21,6 +21,7 @@ from services.env import (  # noqa: F401  (re-exported: services.config.<NAME> i
     DEAD_LETTER_RETENTION_HOURS,
     DEAD_LETTER_URL,
     DUPLICATE_WINDOW,
+    HEALTH_HOST,
     HEALTH_PORT,
     HOST,
     HTTP_BODY_TIMEOUT,
@@ -67,9 +68,17 @@ def stream_url(env: Mapping[str, str], schemes: tuple[str, ...] = ("nats", "kine
         raise ConfigError(f"{STREAM_URL}={url!r} is not supported: use {allowed}")
     try:
         if scheme == "nats":
-            from services.streams.jetstream import JetStreamAddress
+            from services.streams.jetstream import (
+                InvalidStreamCredentials,
+                JetStreamAddress,
+                stream_credentials,
+            )
 
             JetStreamAddress.parse(url)
+            try:
+                stream_credentials(env)
+            except InvalidStreamCredentials as error:
+                raise ConfigError(str(error)) from None
         else:
             from services.streams.kinesis import KinesisAddress
 
@@ -330,6 +339,20 @@ def dead_letter_url(env: Mapping[str, str], stream: str | None) -> str:
     return url
 
 
+def health_host(env: Mapping[str, str]) -> str:
+    import ipaddress
+
+    raw = env.get(HEALTH_HOST, "").strip() or "0.0.0.0"
+    try:
+        ipaddress.ip_address(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{HEALTH_HOST}={raw!r} is not an IP address (e.g. 0.0.0.0, or 127.0.0.1 for "
+            "loopback only)"
+        ) from None
+    return raw
+
+
 @dataclass(frozen=True)
 class ConsumerConfig:
     """What every consumer runtime needs; ``stream_url`` is None on Lambda (records arrive in
@@ -345,6 +368,9 @@ class ConsumerConfig:
     shutdown_grace_seconds: float
     health_port: int
     lag_interval_seconds: float = 15.0
+    health_host: str = "0.0.0.0"
+    """``LIFTOFF_HEALTH_HOST``: where the probes listen (default all addresses, for the
+    kubelet; liftoff local keeps them on 127.0.0.1)."""
 
     @classmethod
     def from_env(
@@ -376,6 +402,7 @@ class ConsumerConfig:
             shutdown_grace_seconds=number(env, SHUTDOWN_GRACE, 20.0, 0.0),
             health_port=integer(env, HEALTH_PORT, 8081, 0, 65535),
             lag_interval_seconds=number(env, LAG_INTERVAL, 15.0, 0.5),
+            health_host=health_host(env),
         )
 
     def runner_settings(self) -> object:
@@ -389,5 +416,6 @@ class ConsumerConfig:
             ack_wait_seconds=self.ack_wait_seconds,
             shutdown_grace_seconds=self.shutdown_grace_seconds,
             health_port=self.health_port or None,
+            health_host=self.health_host,
             lag_interval_seconds=self.lag_interval_seconds,
         )

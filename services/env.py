@@ -7,6 +7,9 @@ them, so a rename moves both. Names only: this module imports nothing.
 
 # --- collector (services.config.CollectorConfig) -----------------------------------------------
 STREAM_URL = "LIFTOFF_STREAM_URL"
+STREAM_CREDENTIALS_FILE = "LIFTOFF_STREAM_CREDENTIALS_FILE"
+"""nats:// only, every process that connects to NATS: a JSON file {"user", "password"}
+(services.streams.jetstream.stream_credentials); unset = no credentials."""
 WRITE_KEYS = "LIFTOFF_WRITE_KEYS"
 WRITE_KEYS_FILE = "LIFTOFF_WRITE_KEYS_FILE"
 WRITE_KEYS_SECRET_ARN = "LIFTOFF_WRITE_KEYS_SECRET_ARN"
@@ -36,6 +39,7 @@ MAX_BYTES = "LIFTOFF_STREAM_MAX_BYTES"
 CONSUMER_NAME = "LIFTOFF_CONSUMER_NAME"
 DEAD_LETTER_URL = "LIFTOFF_DEAD_LETTER_URL"
 HEALTH_PORT = "LIFTOFF_HEALTH_PORT"
+HEALTH_HOST = "LIFTOFF_HEALTH_HOST"
 ACK_WAIT = "LIFTOFF_CONSUMER_ACK_WAIT_SECONDS"
 SHUTDOWN_GRACE = "LIFTOFF_CONSUMER_SHUTDOWN_GRACE_SECONDS"
 LAG_INTERVAL = "LIFTOFF_CONSUMER_LAG_INTERVAL_SECONDS"

@@ -15,9 +15,10 @@ is inserted twice. The straight path is the common one and does half the work
 (``benchmarks/pipeline.py`` measures both against a plain COPY). Within a batch the first
 occurrence (in stream order) of a messageId wins.
 
-Schema: created and migrated idempotently on connect, under a transaction-scoped advisory lock
-(several loaders may start at once), with the applied versions recorded in
-``schema_migrations``. Migration 1::
+Schema: created and migrated idempotently on connect (at start when the warehouse is up, so
+the table is there before the first event; else with the first batch), under a
+transaction-scoped advisory lock (several loaders may start at once), with the applied
+versions recorded in ``schema_migrations``. Migration 1::
 
     CREATE TABLE events (
         message_id         text PRIMARY KEY,
@@ -327,7 +328,17 @@ class Loader:
         return cls(LoaderConfig.from_env(env))
 
     async def start(self) -> None:
-        pass  # connect on the first batch: the consumer must start while Postgres is down
+        # The schema now, when the warehouse is up: the events table then exists before the
+        # consumer reports ready, so a query right after the first event finds the table
+        # (empty until the batch lands), not an error. A warehouse that is down is no reason
+        # not to start: the first batch connects (and migrates) again.
+        try:
+            await self.check_ready()
+        except (SinkUnavailable, psycopg.Error) as error:
+            log.warning(
+                "warehouse not reachable at start; the schema is created on the first batch",
+                extra={"fields": {"error": str(error).strip()}},
+            )
 
     async def close(self) -> None:
         await self._run(self._disconnect)

@@ -246,9 +246,13 @@ async def read_quarantine(
     import nats
     import nats.js.errors
 
+    from services.streams.jetstream import stream_credentials
+
     parts = urlsplit(url)
     stream = parts.path.strip("/")
-    nc = await nats.connect(f"nats://{parts.netloc}", allow_reconnect=False, connect_timeout=5)
+    nc = await nats.connect(
+        f"nats://{parts.netloc}", **stream_credentials(), allow_reconnect=False, connect_timeout=5
+    )
     try:
         js = nc.jetstream(timeout=5)
         found: list[QuarantinedEvent] = []
@@ -294,6 +298,7 @@ async def replay_quarantine(
     from services.collector import ROUTES
     from services.segment import ParsedBody, validate_events
     from services.streams import open_stream
+    from services.streams.jetstream import stream_credentials
 
     events = await read_quarantine(quarantine_url, sequences=sequences)
     if body is not None and len(events) != 1:
@@ -302,7 +307,9 @@ async def replay_quarantine(
     await stream.start()
     outcomes: list[dict[str, Any]] = []
     parts = urlsplit(quarantine_url)
-    nc = await nats.connect(f"nats://{parts.netloc}", allow_reconnect=False, connect_timeout=5)
+    nc = await nats.connect(
+        f"nats://{parts.netloc}", **stream_credentials(), allow_reconnect=False, connect_timeout=5
+    )
     try:
         await _wait_connected(stream)
         js = nc.jetstream(timeout=5)

@@ -34,12 +34,15 @@ class BackgroundJetStream:
     async def start(self) -> None:
         import nats
 
+        from services.streams.jetstream import stream_credentials
+
         async def quiet(error: Exception) -> None:
             self._log.debug(f"{self._purpose} NATS error", extra={"fields": {"error": repr(error)}})
 
         async def connect() -> None:
             self._nc = await nats.connect(
                 servers=self.servers,
+                **stream_credentials(),
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,
                 connect_timeout=2,

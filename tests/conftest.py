@@ -41,11 +41,12 @@ def aws_stack(request) -> ProgramRun:
     return stack_run(request.param)
 
 
-def pytest_report_header(config) -> str:
-    from tests.servers import NATS_SERVER, ServerFailed, nats_server_version
+def pytest_report_header(config) -> list[str]:
+    from tests.servers import NATS_SERVER, POSTGRES_BIN, ServerFailed, nats_server_version
 
+    postgres = f"PostgreSQL: {POSTGRES_BIN}"
     try:
         version = ".".join(map(str, nats_server_version()))
     except ServerFailed as error:  # the header reports it; the tests that need it fail
-        return f"nats-server: unusable ({error})"
-    return f"nats-server: {version} ({NATS_SERVER})"
+        return [f"nats-server: unusable ({error})", postgres]
+    return [f"nats-server: {version} ({NATS_SERVER})", postgres]

@@ -221,16 +221,20 @@ def nats_server(
     sync_always: bool = False,
     port: int | None = None,
     binary: str = NATS_SERVER,
+    user_password: tuple[str, str] | None = None,
 ) -> ServerProcess:
     """``nats-server -js`` on a free loopback port, storing under ``workdir/jetstream``.
 
     ``sync_always`` adds a config file with ``jetstream { sync_interval: always }`` (fsync on
-    every write before the acknowledgement), the durability the chart deploys."""
+    every write before the acknowledgement), the durability the chart deploys.
+    ``user_password``: clients must log in with them."""
     nats_server_version(binary)
     port = port or free_port()
     store = workdir / "jetstream"
     store.mkdir(parents=True, exist_ok=True)
     argv = [binary, "-a", LOOPBACK, "-p", str(port), "-js", "-sd", str(store)]
+    if user_password is not None:
+        argv += ["--user", user_password[0], "--pass", user_password[1]]
     if sync_always:
         config = workdir / "nats.conf"
         config.write_text("jetstream {\n  sync_interval: always\n}\n")
@@ -352,7 +356,21 @@ def collector_server(
 
 # --- PostgreSQL ---------------------------------------------------------------------------------
 
-POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
+
+def _postgres_bin() -> Path:
+    """Where ``initdb`` and ``postgres`` are, found as liftoff local finds them:
+    ``LIFTOFF_POSTGRES_BIN``, else the newest ``/usr/lib/postgresql/<major>/bin`` (Debian 12
+    ships 15, Ubuntu 24.04 16; several can be installed side by side), else ``initdb`` on
+    PATH. None installed: a path that says so, and the tests that need it fail there."""
+    from liftoff_local.binaries import MissingBinary, find_postgres
+
+    try:
+        return find_postgres().bin_dir
+    except MissingBinary:
+        return Path("/usr/lib/postgresql/(none installed)/bin")
+
+
+POSTGRES_BIN = _postgres_bin()
 
 
 @dataclass

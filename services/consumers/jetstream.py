@@ -64,7 +64,7 @@ from services.consumers import (
 )
 from services.deadletter import DeadLetter, DeadLetterUnavailable
 from services.observability import Counters
-from services.streams.jetstream import JetStreamAddress
+from services.streams.jetstream import JetStreamAddress, stream_credentials
 
 log = logging.getLogger("liftoff.consumer.jetstream")
 
@@ -316,6 +316,7 @@ class JetStreamRunner:
 
         self._nc = await nats.connect(
             servers=self.address.servers,
+            **stream_credentials(),
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
             connect_timeout=2,

@@ -13,16 +13,23 @@ partition :func:`partition_of` its partition key (the event's ``userId``, else i
 the same stream, where ``Nats-Msg-Id: <messageId>`` deduplicates it.
 
 The records of one call are published concurrently and the call returns after every PubAck.
+
+Credentials: ``LIFTOFF_STREAM_CREDENTIALS_FILE`` names a JSON file ``{"user": …, "password": …}``
+(built by :func:`stream_credentials_document`, read by :func:`stream_credentials`, which every
+NATS connection of the platform's processes passes to ``nats.connect``); unset, none are sent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
+import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -33,6 +40,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
+from services.env import STREAM_CREDENTIALS_FILE
 from services.events import StreamRecord
 from services.streams import InvalidStreamUrl, StreamSettings, StreamUnavailable
 
@@ -53,6 +61,41 @@ def partition_of(key: str, partitions: int) -> int:
         return 0
     digest = int.from_bytes(hashlib.md5(key.encode(), usedforsecurity=False).digest(), "big")
     return (digest * partitions) >> 128
+
+
+class InvalidStreamCredentials(ValueError):
+    """The credentials file cannot be read or is not {"user", "password"}; never echoes it."""
+
+
+def stream_credentials_document(user: str, password: str) -> str:
+    """The content of the ``LIFTOFF_STREAM_CREDENTIALS_FILE`` file (for whoever writes it)."""
+    return json.dumps({"user": user, "password": password})
+
+
+def stream_credentials(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``nats.connect`` keyword arguments from ``LIFTOFF_STREAM_CREDENTIALS_FILE`` (default:
+    this process's environment): ``{"user", "password"}``, or none when it is unset."""
+    path = (os.environ if env is None else env).get(STREAM_CREDENTIALS_FILE, "").strip()
+    if not path:
+        return {}
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise InvalidStreamCredentials(
+            f"{STREAM_CREDENTIALS_FILE}={path!r} cannot be read: {error.strerror}"
+        ) from None
+    except ValueError:
+        document = None
+    if (
+        not isinstance(document, dict)
+        or set(document) != {"user", "password"}
+        or not all(isinstance(v, str) and v for v in document.values())
+    ):
+        raise InvalidStreamCredentials(
+            f"{STREAM_CREDENTIALS_FILE}={path!r} must hold a JSON object with two non-empty "
+            'strings, {"user": "...", "password": "..."}'
+        )
+    return {"user": document["user"], "password": document["password"]}
 
 
 class PartitionCountChanged(Exception):
@@ -143,6 +186,7 @@ class JetStreamStream:
         # so a collector started before its broker becomes ready once the broker is up.
         nc = await nats.connect(
             servers=self.address.servers,
+            **stream_credentials(),
             allow_reconnect=True,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
@@ -247,6 +291,7 @@ async def ensure_stream(
     nc = await asyncio.wait_for(
         nats.connect(
             servers=address.servers,
+            **stream_credentials(),
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,
             connect_timeout=timeout,

@@ -137,3 +137,49 @@ def data_root() -> Iterator[Path]:
     root.chmod(0o755)
     yield root
     shutil.rmtree(root, ignore_errors=True)
+
+
+def process_tree(root: int) -> set[int]:
+    """`root` and every process below it (from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    tree, grew = {root}, True
+    while grew:
+        below = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= below
+        grew = bool(below)
+    return tree
+
+
+def listening_sockets(root: int) -> dict[int, str]:
+    """Port → address of every TCP socket the process tree of `root` listens on (Linux)."""
+    inodes: set[str] = set()
+    for pid in process_tree(root):
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if target.startswith("socket:["):
+                        inodes.add(target[len("socket:[") : -1])
+    found: dict[int, str] = {}
+    for table, width in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
+                address, port = fields[1].split(":")
+                found[int(port, 16)] = _address(address, width)
+    return found
+
+
+def _address(hex_address: str, width: int) -> str:
+    import ipaddress
+
+    raw = bytes.fromhex(hex_address)
+    # The kernel prints each 32-bit word in host (little-endian) order.
+    words = [raw[i : i + 4][::-1] for i in range(0, len(raw), 4)]
+    packed = b"".join(words)
+    return str(ipaddress.ip_address(packed)) if len(packed) == width else hex_address

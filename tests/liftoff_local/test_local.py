@@ -18,8 +18,9 @@ import psycopg
 import pytest
 from segment.analytics import Client as SegmentClient
 
+from liftoff_local.objectstore import read_key_pair
 from liftoff_local.supervisor import Ports
-from tests.liftoff_local.conftest import LocalRun, free_base_port, start_local
+from tests.liftoff_local.conftest import LocalRun, free_base_port, listening_sockets, start_local
 from tests.servers import LOOPBACK, REPO_ROOT, port_accepts
 
 pytestmark = pytest.mark.servers
@@ -52,19 +53,52 @@ def eventually(check: Any, deadline: float = 45.0, what: str = "") -> Any:
 
 def warehouse(run: LocalRun, sql: str) -> list[tuple]:
     with psycopg.connect(run.info["warehouseUrl"], connect_timeout=5) as connection:
-        if connection.execute("SELECT to_regclass('events')").fetchone()[0] is None:
-            return []
         return connection.execute(sql).fetchall()
 
 
-def archived_message_ids(run: LocalRun) -> set[str]:
+def assert_exposure(run: LocalRun, base: int) -> None:
+    """Everything listens on loopback only; the stream and the S3 store want credentials."""
+    import asyncio
+
+    import nats
+    import nats.errors
+
+    listening = listening_sockets(run.process.pid)
+    expected = set(Ports(base).all(consumers=2))
+    assert expected <= set(listening), listening
+    assert set(listening.values()) == {LOOPBACK}, listening
+    nats_url = run.info["streamUrl"].rsplit("/", 1)[0]
+
+    async def anonymous() -> None:
+        await nats.connect(nats_url, allow_reconnect=False, connect_timeout=2)
+
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        asyncio.run(anonymous())
     archive = run.info["archive"]
+    unsigned = urllib.request.Request(f"{archive['endpoint']}/{archive['bucket']}", method="GET")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(unsigned, timeout=5)
+    assert refused.value.code == 403
     s3 = boto3.client(
         "s3",
         endpoint_url=archive["endpoint"],
         region_name="us-east-1",
-        aws_access_key_id="any",
-        aws_secret_access_key="any",
+        aws_access_key_id=read_key_pair(Path(archive["credentialsFile"]))[0],
+        aws_secret_access_key="not-the-secret",
+    )
+    with pytest.raises(Exception, match="SignatureDoesNotMatch"):
+        s3.list_objects_v2(Bucket=archive["bucket"])
+
+
+def archived_message_ids(run: LocalRun) -> set[str]:
+    archive = run.info["archive"]
+    key_id, secret = read_key_pair(Path(archive["credentialsFile"]))
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=archive["endpoint"],
+        region_name="us-east-1",
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
     )
     ids = set()
     for item in s3.list_objects_v2(Bucket=archive["bucket"]).get("Contents", []):
@@ -111,14 +145,19 @@ def test_dev_stack_end_to_end_with_restart(
     assert set(info["writeKeys"]) == {"web", "backend"}
     assert info["collectorUrl"] == f"http://{LOOPBACK}:{base}"
     text = run.text()
+    password = (data / "secrets" / "warehouse-password").read_text()
     for printed in (
         info["collectorUrl"],
-        info["warehouseUrl"],
+        info["warehouseUrl"].replace(password, "…"),
         info["writeKeys"]["web"],
         "s3://liftoff-dev-archive",
         info["trackingUrl"],
     ):
         assert printed in text
+    assert password not in text, "the warehouse password stays in its file"
+    # Before any event: the table is there (a query right after the first event finds it).
+    assert warehouse(run, "SELECT count(*) FROM events") == [(0,)]
+    assert_exposure(run, base)
 
     # A second instance on the same data is refused, and changes nothing.
     second = start_local(arguments, tmp_path / "second.log", data)
@@ -186,15 +225,69 @@ def test_dev_stack_end_to_end_with_restart(
     assert archived_message_ids(run) == expected
     assert get_json(f"{tracking}/events")[1]["count"] == 4
     assert get_json(f"{tracking}/quarantine")[1]["count"] == 1
+    # The quarantined event repaired and replayed: gone from the tracking API as from the
+    # status line (the quarantine deletes what it replayed).
+    replay_quarantined(run, tmp_path, bad["sequence"], {**bad["event"], "userId": "u-4"})
+    assert get_json(f"{tracking}/quarantine")[1]["count"] == 0
+    eventually(lambda: run.text().rstrip().endswith("quarantined 0 | dead-lettered 0"))
+    eventually(lambda: len(warehouse(run, "SELECT 1 FROM events")) == 5, what="the replayed")
     assert post(f"{tracking}/reset")["events"] == 0
     web = sdk(run, "web")
     web.track("u-2", "Signed Up", {"plan": "team"}, message_id="m-after-restart")
     web.flush()
-    eventually(lambda: len(warehouse(run, "SELECT 1 FROM events")) == 5, what="a new row")
+    eventually(lambda: len(warehouse(run, "SELECT 1 FROM events")) == 6, what="a new row")
     found = get_json(f"{tracking}/events")[1]
     assert [e["event"]["messageId"] for e in found["events"]] == ["m-after-restart"]
     eventually(lambda: "m-after-restart" in archived_message_ids(run), what="archived again")
     assert run.stop() == 0
+
+    fresh = start_local([*arguments, "--fresh"], tmp_path / "fresh.log", data)
+    local_runs.append(fresh)
+    assert_fresh_keeps_the_write_keys(fresh, info["writeKeys"])
+
+
+def assert_fresh_keeps_the_write_keys(run: LocalRun, keys: dict[str, str]) -> None:
+    """--fresh: the data goes, the write keys an app is configured with stay (and it says so)."""
+    run.wait_ready()
+    assert "kept the write keys" in run.text()
+    assert run.info["writeKeys"] == keys
+    assert warehouse(run, "SELECT count(*) FROM events") == [(0,)]
+    assert run.stop() == 0
+
+
+def replay_quarantined(run: LocalRun, tmp_path: Path, sequence: int, body: dict) -> None:
+    """`python -m services quarantine replay` with the stream's URL and login from local.json,
+    as the README shows."""
+    import os
+    import subprocess
+    import sys
+
+    fixed = tmp_path / "fixed.json"
+    fixed.write_text(json.dumps(body))
+    env = {
+        **os.environ,
+        "LIFTOFF_STREAM_URL": run.info["streamUrl"],
+        "LIFTOFF_STREAM_CREDENTIALS_FILE": run.info["streamCredentialsFile"],
+    }
+    replayed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services",
+            "quarantine",
+            "replay",
+            "--seq",
+            str(sequence),
+            "--body",
+            str(fixed),
+        ],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert replayed.returncode == 0 and '"replayed": true' in replayed.stdout, replayed
 
 
 def test_webhook_destination_delivers_to_a_local_receiver(
@@ -253,6 +346,30 @@ def test_webhook_destination_delivers_to_a_local_receiver(
         assert run.stop() == 0
 
 
+def test_a_port_held_only_by_a_closing_connection_is_not_called_in_use(tmp_path: Path) -> None:
+    """An outgoing connection's TIME-WAIT on one of the ports: nothing listens there, and the
+    message says what holds it and how to stay clear of such ports."""
+    from tests.liftoff_local.conftest import run_local
+
+    base = free_base_port()
+    with socket.socket() as server:
+        server.bind((LOOPBACK, 0))
+        server.listen()
+        with socket.socket() as client:  # bound to base+3 like an ephemeral port, no reuse
+            client.bind((LOOPBACK, base + 3))
+            client.connect(server.getsockname())
+            accepted, _ = server.accept()
+        time.sleep(0.1)  # the client closed first: its side is in TIME-WAIT
+        accepted.close()
+    result = run_local(["--base-port", str(base)], tmp_path / "data")
+    assert result.returncode == 2
+    assert f"{base + 3} (nats-server: not listened on, but held by a connection" in result.stderr
+    assert "TIME-WAIT" in result.stderr and "in use" not in result.stderr
+    assert "keep N+" in result.stderr and "where this machine's ephemeral ports begin" in (
+        result.stderr
+    )
+
+
 def test_busy_port_is_reported_with_its_role(tmp_path: Path) -> None:
     from tests.liftoff_local.conftest import run_local
 
@@ -262,7 +379,7 @@ def test_busy_port_is_reported_with_its_role(tmp_path: Path) -> None:
         blocker.listen()
         result = run_local(["--base-port", str(base)], tmp_path / "data")
     assert result.returncode == 2
-    assert f"{base + 3} (nats-server)" in result.stderr
+    assert f"{base + 3} (nats-server: in use by a listening program)" in result.stderr
     assert "--base-port" in result.stderr
     assert not list((tmp_path / "data").glob("nats")), "nothing was started"
 
@@ -306,6 +423,29 @@ def test_binaries_not_installed_at_all_name_the_install_command(
         binaries.find_nats_server({})
     with pytest.raises(binaries.MissingBinary, match="apt-get install postgresql"):
         binaries.find_postgres({})
+
+
+def test_the_newest_installed_postgresql_is_used_by_liftoff_local_and_the_tests(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Debian/Ubuntu install majors side by side (/usr/lib/postgresql/<major>/bin); the
+    tests' servers (tests/servers.py) find theirs as liftoff local does, not at a fixed 15."""
+    from liftoff_local import binaries
+    from tests import servers
+
+    for major in ("15", "16", "9"):
+        directory = tmp_path / "postgresql" / major / "bin"
+        directory.mkdir(parents=True)
+        for tool in ("initdb", "postgres"):
+            (directory / tool).write_text(f"#!/bin/sh\necho 'postgres (PostgreSQL) {major}.4'\n")
+            (directory / tool).chmod(0o755)
+    monkeypatch.setattr(binaries, "DEBIAN_POSTGRES", tmp_path / "postgresql")
+    monkeypatch.delenv("LIFTOFF_POSTGRES_BIN", raising=False)
+    newest = tmp_path / "postgresql" / "16" / "bin"
+    assert binaries.find_postgres() == binaries.PostgresBinaries(newest, 16)
+    assert servers._postgres_bin() == newest
+    monkeypatch.setenv("LIFTOFF_POSTGRES_BIN", str(tmp_path / "postgresql" / "15" / "bin"))
+    assert servers._postgres_bin() == tmp_path / "postgresql" / "15" / "bin"
 
 
 def test_stack_file_errors_are_the_programs(tmp_path: Path) -> None:

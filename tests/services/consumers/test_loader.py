@@ -55,6 +55,17 @@ def test_schema_is_created_and_migrated_idempotently(warehouse: dict[str, str]) 
     assert unique == [("message_id",)]
 
 
+def test_the_table_exists_once_the_loader_has_started(warehouse: dict[str, str]) -> None:
+    """Before the first event: a query right after it finds the table (empty), not an error."""
+    sink = loader(warehouse)
+    asyncio.run(sink.start())
+    try:
+        with connect(warehouse) as connection:
+            assert connection.execute("SELECT count(*) FROM events").fetchone() == (0,)
+    finally:
+        asyncio.run(sink.close())
+
+
 def test_events_load_into_typed_columns_and_replays_add_nothing(
     jetstream: tuple[str, str], warehouse: dict[str, str], dead_letter_url: str
 ) -> None:
