@@ -31,6 +31,7 @@ from services.browser import AllowedOrigins, Library
 from services.events import StreamRecord, format_timestamp
 from services.observability import Counters
 from services.quarantine import Quarantine, QuarantineUnavailable
+from services.request_headers import shown
 from services.segment import (
     MAX_REQUEST_BYTES,
     InvalidInput,
@@ -39,7 +40,7 @@ from services.segment import (
     validate_events,
 )
 from services.streams import EventStream, StreamUnavailable
-from services.writekeys import WriteKeys, basic_auth_username
+from services.writekeys import BASIC_FORM, InvalidCredentials, WriteKeys, basic_auth_username
 
 log = logging.getLogger("liftoff.collector")
 
@@ -112,13 +113,30 @@ def _origin_refused(origin: str | None) -> InvalidInput:
     )
 
 
+def _write_key_of(authorization: str) -> str | None:
+    try:
+        return basic_auth_username(authorization)
+    except InvalidCredentials as error:
+        # The credentials are not quoted back: they may be a real key, mangled.
+        raise InvalidInput(
+            401,
+            "invalid_write_key",
+            f"header Authorization: {error}; send the write key as {BASIC_FORM}",
+            field="Authorization",
+        ) from None
+
+
 def decode_content(body: bytes, content_encoding: str) -> bytes:
     encoding = content_encoding.strip().lower()
     if encoding in ("", "identity"):
         return body
     if encoding not in ("gzip", "x-gzip"):
         raise InvalidInput(
-            415, "unsupported_content_encoding", f"Content-Encoding {encoding!r}: use gzip"
+            415,
+            "unsupported_content_encoding",
+            f"header Content-Encoding: {shown(encoding)} is not accepted: use gzip (one coding), "
+            "or none",
+            field="Content-Encoding",
         )
     # RFC 1952 allows several members one after another (what `cat a.gz b.gz` makes), and
     # gzip.decompress reads them all: so do we, all within one output bound, never dropping any.
@@ -273,11 +291,13 @@ class Collector:
             raise InvalidInput(
                 415,
                 "unsupported_media_type",
-                f"Content-Type {media_type!r}: use application/json",
+                f"header Content-Type: {shown(media_type)} is not accepted: use "
+                "application/json (or text/plain, as analytics.js sends it)",
+                field="Content-Type",
             )
         source = None
         if request.authorization:
-            source = self.write_keys.source_for(basic_auth_username(request.authorization))
+            source = self.write_keys.source_for(_write_key_of(request.authorization))
             if source is None:
                 raise InvalidInput(401, "invalid_write_key", "unknown write key")
         body = decode_content(request.body, request.content_encoding)

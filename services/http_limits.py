@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -143,8 +144,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         )
 
     def send_400_response(self, msg: str) -> None:
-        # uvicorn's answer to bytes that are not HTTP, in the collector's JSON error shape.
-        self._refuse("400 Bad Request", "malformed_http", msg)
+        # uvicorn's answer to bytes that are not HTTP, in the collector's JSON error shape. It
+        # calls this inside its `except HttpParserError`: the parser's reason names what is
+        # wrong ("Invalid character in Content-Length"), so say it.
+        error = sys.exc_info()[1]
+        reason = f"request is not valid HTTP/1.1: {error}" if error is not None else msg
+        self._refuse("400 Bad Request", "malformed_http", reason)
 
     def _header_timed_out(self) -> None:
         self._timer = None
