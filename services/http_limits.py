@@ -8,6 +8,10 @@ A slow or huge request could hold memory and a connection slot forever (slowlori
 subclass adds, per worker process (:class:`services.config.HttpLimits`):
 
 - header size: request line + headers larger than ``max_header_bytes`` → 431 and close;
+- trailers: a chunked request's trailer section (and chunk framing) is bounded the same way
+  (431 and close), and its fields are dropped: uvicorn appends them to the very list the
+  request's scope holds as its headers, so a trailer ``Authorization`` or ``Content-Encoding``
+  would act as a header (httptools buffers a field until it ends, quadratically);
 - header timeout: headers not complete within ``header_timeout_seconds`` of the connection (or
   of a keep-alive request's first byte) → 408 and close;
 - body timeout: body not complete within ``body_timeout_seconds`` after the headers → close
@@ -56,6 +60,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.max_connections = max_connections
         self._in_headers = True
         self._header_bytes = 0
+        self._bytes_since_body = 0
+        """Bytes read after the headers since the body last advanced: chunk framing and the
+        trailer section, which httptools buffers until each field ends."""
+        self._trailer_bytes = 0
+        self._request_refused = False
         self._timer: asyncio.TimerHandle | None = None
         self._refused = False
 
@@ -84,14 +93,26 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             if self._timer is None:  # first byte of a keep-alive request
                 self._arm(self.header_timeout, self._header_timed_out)
             self._header_bytes += len(data)
+        else:
+            self._bytes_since_body += len(data)
         super().data_received(data)
+        if self.transport.is_closing():
+            return
         # Still inside the headers after this chunk: everything counted so far is header bytes.
-        if (
-            self._in_headers
-            and self._header_bytes > self.max_header_bytes
-            and not self.transport.is_closing()
-        ):
+        if self._in_headers and self._header_bytes > self.max_header_bytes:
             self._refuse_headers_too_large()
+        elif not self._in_headers and self._bytes_since_body > self.max_header_bytes:
+            self._refuse_trailers_too_large()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._in_headers:
+            super().on_header(name, value)
+            return
+        # A trailer field: counted like a header, then dropped. Refused here, before the
+        # parser can report the message complete in this same read.
+        self._trailer_bytes += len(name) + len(value) + 4
+        if self._trailer_bytes > self.max_header_bytes and not self.transport.is_closing():
+            self._refuse_trailers_too_large()
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
@@ -105,20 +126,17 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._arm(self.body_timeout, self._body_timed_out)
 
     def on_body(self, body: bytes) -> None:
-        if self.cycle is not None and not self._refused_request():
+        self._bytes_since_body = 0
+        if self.cycle is not None and not self._request_refused:
             super().on_body(body)
 
     def on_message_complete(self) -> None:
         self._disarm()
         self._in_headers = True
-        self._header_bytes = 0
-        if self.cycle is not None and not self._refused_request():
+        self._header_bytes = self._bytes_since_body = self._trailer_bytes = 0
+        # A refused request never completes: its app sees a disconnect and publishes nothing.
+        if self.cycle is not None and not self._request_refused:
             super().on_message_complete()
-
-    def _refused_request(self) -> bool:
-        # A request refused in on_headers_complete has no cycle of its own: the parser may still
-        # call back with its body in the same read; that body belongs to nobody.
-        return self.transport.is_closing() and self.cycle.scope is not self.scope
 
     def _arm(self, seconds: float, callback: Any) -> None:
         self._disarm()
@@ -130,6 +148,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._timer = None
 
     def _refuse(self, status: str, code: str, message: str) -> None:
+        # The parser may still call back in this read (body, message complete): those
+        # callbacks belong to a request that is over.
+        self._request_refused = True
         self._disarm()
         log.warning("request refused", extra={"fields": {"status": status[:3], "code": code}})
         if not self.transport.is_closing():
@@ -141,6 +162,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             "431 Request Header Fields Too Large",
             "headers_too_large",
             f"request line and headers exceed {self.max_header_bytes} bytes",
+        )
+
+    def _refuse_trailers_too_large(self) -> None:
+        self._refuse(
+            "431 Request Header Fields Too Large",
+            "trailers_too_large",
+            f"request trailers (with chunk framing) exceed {self.max_header_bytes} bytes",
         )
 
     def send_400_response(self, msg: str) -> None:

@@ -13,14 +13,17 @@ import asyncio
 import gzip
 import json
 import socket
+import threading
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from services.deadletter import ensure_dead_letter_stream
 from tests.servers import LOOPBACK, ServerProcess, collector_server, nats_server, nats_url
 from tests.services.conftest import unique_stream_url
 from tests.services.streams_under_test import WRITE_KEYS_JSON, jetstream_message_count
+from tests.services.test_collector_hostile import peak_rss_kib, reset_peak_rss
 
 pytestmark = pytest.mark.servers
 
@@ -224,3 +227,79 @@ def test_a_valid_forwarded_for_from_a_trusted_proxy_is_still_accepted(
     status, answer = answer_of(exchange(collector.port, post(b"/v1/track", forwarded, EVENT)))
     assert (status, answer) == (200, {"success": True})
     assert stored(nats, stream) == before + 1
+
+
+# --- trailers ----------------------------------------------------------------------------------
+
+
+def chunked(headers: list[tuple[bytes, bytes]], body: bytes, trailers: bytes) -> bytes:
+    lines = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+    return (
+        b"POST /v1/batch HTTP/1.1\r\nHost: collector\r\nContent-Type: application/json\r\n"
+        + lines + b"Transfer-Encoding: chunked\r\n\r\n"
+        + b"%x\r\n" % len(body) + body + b"\r\n0\r\n" + trailers + b"\r\n"
+    )  # fmt: skip
+
+
+def test_a_trailer_authorization_does_not_authenticate(
+    collector: ServerProcess, nats: ServerProcess, stream: tuple[str, str]
+) -> None:
+    before = stored(nats, stream)
+    request = chunked([], BATCH, b"Authorization: " + WEB_AUTH + b"\r\n")
+    status, answer = answer_of(exchange(collector.port, request))
+    assert (status, answer["code"]) == (401, "invalid_write_key")
+    assert stored(nats, stream) == before
+
+
+def test_a_trailer_content_encoding_does_not_decode(
+    collector: ServerProcess, nats: ServerProcess, stream: tuple[str, str]
+) -> None:
+    before = stored(nats, stream)
+    request = chunked([AUTH], BATCH, b"Content-Encoding: gzip\r\nContent-Type: text/html\r\n")
+    status, answer = answer_of(exchange(collector.port, request))
+    assert (status, answer) == (200, {"success": True})  # read as the headers said: plain JSON
+    assert stored(nats, stream) == before + 1
+
+
+def flood_trailers(port: int, outcomes: list[str], size: int = 32 * 1024 * 1024) -> None:
+    """A complete chunked body, then a trailer field that never ends."""
+    head = chunked([AUTH], BATCH, b"")[:-2]  # the request up to the trailer section
+    with socket.create_connection((LOOPBACK, port), timeout=30) as sock:
+        sock.sendall(head + b"X-Flood: ")
+        chunk = b"a" * 65536
+        try:
+            for _ in range(size // len(chunk)):
+                sock.sendall(chunk)
+            answer = sock.recv(64)
+        except (ConnectionResetError, BrokenPipeError):
+            outcomes.append("closed")
+            return
+        outcomes.append(answer.split(b"\r\n")[0].decode() if answer else "closed")
+
+
+def test_trailer_floods_are_cut_off_and_memory_stays_bounded(
+    collector: ServerProcess, nats: ServerProcess, stream: tuple[str, str]
+) -> None:
+    before, rss_before = stored(nats, stream), reset_peak_rss(collector)
+    outcomes: list[str] = []
+    floods = [
+        threading.Thread(target=flood_trailers, args=(collector.port, outcomes)) for _ in "1234"
+    ]
+    for thread in floods:
+        thread.start()
+    for thread in floods:
+        thread.join()
+    assert len(outcomes) == 4
+    assert all(o in ("closed", "HTTP/1.1 431 Request Header Fields Too Large") for o in outcomes)
+    # 4 x 32 MiB of trailer were sent; a trailer section is bounded like the headers (64 KiB).
+    # The peak counts (memory freed once a connection closes is given back, so the RSS after
+    # the flood says nothing).
+    assert peak_rss_kib(collector) - rss_before < 32 * 1024
+    assert stored(nats, stream) == before  # the requests never completed: nothing published
+    assert httpx.get(f"http://{LOOPBACK}:{collector.port}/healthz").status_code == 200
+
+
+def test_trailers_over_the_header_limit_get_431(collector: ServerProcess) -> None:
+    request = chunked([AUTH], BATCH, b"X-Big: " + b"a" * 100_000 + b"\r\n")
+    status, answer = answer_of(exchange(collector.port, request))
+    assert (status, answer["code"]) == (431, "trailers_too_large")

@@ -69,6 +69,20 @@ def rss_kib(server: ServerProcess) -> int:
     raise AssertionError("no VmRSS")
 
 
+def reset_peak_rss(server: ServerProcess) -> int:
+    """Reset the process's peak RSS (VmHWM) to its current RSS; returns that, in KiB."""
+    Path(f"/proc/{server.pid}/clear_refs").write_text("5")
+    return peak_rss_kib(server)
+
+
+def peak_rss_kib(server: ServerProcess) -> int:
+    """The process's peak RSS since the last reset: what a flood cost while it lasted."""
+    for line in Path(f"/proc/{server.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
 def stored_count(nats: ServerProcess, stream: str) -> int:
     return asyncio.run(jetstream_message_count(nats_url(nats), stream))
 
