@@ -5,6 +5,14 @@ Limits follow Segment's documentation: 32 KiB per event (its raw JSON), 500 KiB 
 ``MAX_JSON_DEPTH`` levels inside an event, every timestamp within the calendar once converted to
 UTC (and after clock-skew correction), and a ``messageId`` grammar (see ``MESSAGE_ID``).
 
+The limits hold for the event *as published*, not only as sent: the batch's ``context`` and
+``integrations`` are merged into every event, so each is refused at the request level past 32
+KiB or ``MAX_JSON_DEPTH - 1`` levels, an event over ``MAX_PUBLISHED_EVENT_BYTES`` or
+``MAX_JSON_DEPTH`` once merged and enriched is quarantined, and a request may put on the
+stream at most ``PUBLISHED_BYTES_PER_BODY_BYTE`` times its body plus
+``PUBLISHED_BYTES_PER_EVENT`` per event (:func:`published_bound`): one 500 KB request used to
+publish ~420 MB by repeating a large batch context in a thousand events.
+
 Two kinds of problem: a *request-level* one (body not JSON, not UTF-8, not an object/batch,
 too large, ...) raises :class:`InvalidInput` and nothing is published; an *event-level* one
 (one event of a readable request breaks a rule) is returned by :func:`validate_events` as a
@@ -33,6 +41,16 @@ KINESIS_MAX_PARTITION_KEY = 256
 MAX_JSON_DEPTH = 64
 """Containers (objects/arrays) nested inside one event, the event object itself being level 1.
 Deeper input past ~1000 levels is refused at the request level (the decoder's recursion bound)."""
+MAX_PUBLISHED_EVENT_BYTES = 2 * MAX_EVENT_BYTES
+"""An event as published: its 32 KiB as sent, plus room for the batch's context merged into it,
+the fields the collector adds (messageId, timestamps, receivedAt, context.ip, liftoff: ~0.4 KB)
+and identify ``traits`` copied from ``context.traits`` (RudderStack)."""
+PUBLISHED_BYTES_PER_BODY_BYTE = 4
+PUBLISHED_BYTES_PER_EVENT = 512
+"""With PUBLISHED_BYTES_PER_BODY_BYTE, what one request may put on the stream
+(:func:`published_bound`): the fields the collector adds cost up to ~0.4 KB an event (a batch
+of 2500 minimal events grows ~7x), and a batch context repeated in every event may add up to
+3x the body. Past it the request is refused (413) and nothing is published."""
 MESSAGE_ID = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]{0,98}[\x21-\x7e])?")
 """1-100 printable ASCII characters, no leading or trailing space: the messageId travels as the
 ``Nats-Msg-Id`` header, whose value NATS trims and reads as printable ASCII (ADR-4), so ``" m1"``
@@ -174,19 +192,25 @@ _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _DEPTH_STEP = tuple(1 if b in b"[{" else -1 if b in b"]}" else 0 for b in range(256))
 
 
-def _check_depth(raw: bytes, index: int) -> None:
-    """Refuse an event nested deeper than MAX_JSON_DEPTH. Runs on the raw JSON once it decoded:
-    strings removed, then the running bracket count, all in C (map/accumulate over bytes), a
-    fraction of a Python walk of the decoded value."""
+def _nested_deeper_than(raw: bytes, limit: int) -> bool:
+    """Is this JSON (known to decode) nested deeper than ``limit``? Strings removed, then the
+    running bracket count, all in C (map/accumulate over bytes), a fraction of a Python walk
+    of the decoded value."""
     # Fewer brackets than the limit cannot nest past it: nothing to do for ordinary events.
-    if raw.count(b"{") + raw.count(b"[") <= MAX_JSON_DEPTH:
-        return
+    if raw.count(b"{") + raw.count(b"[") <= limit:
+        return False
     brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
-    if max(accumulate(map(_DEPTH_STEP.__getitem__, brackets))) > MAX_JSON_DEPTH:
+    return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0) > limit
+
+
+def _check_depth(raw: bytes, index: int, as_published: bool = False) -> None:
+    """Refuse an event nested deeper than MAX_JSON_DEPTH (as sent, or as published)."""
+    if _nested_deeper_than(raw, MAX_JSON_DEPTH):
+        where = " as published (with the batch's context merged)" if as_published else ""
         raise InvalidInput(
             400,
             "nesting_too_deep",
-            f"event {index}: JSON nested deeper than {MAX_JSON_DEPTH} levels",
+            f"event {index}: JSON nested deeper than {MAX_JSON_DEPTH} levels{where}",
             index=index,
         )
 
@@ -229,6 +253,15 @@ class ParsedBody:
     batch_integrations: JsonObject | None
     document: JsonObject | None = None
     """Single-event paths: the body already decoded (it had to be, to find the write key)."""
+    body_bytes: int = 0
+    """The decoded body's size: what bounds the bytes the request may publish."""
+
+
+def published_bound(parsed: ParsedBody) -> int:
+    """The most bytes the events of one request may add up to as published."""
+    return PUBLISHED_BYTES_PER_BODY_BYTE * parsed.body_bytes + PUBLISHED_BYTES_PER_EVENT * len(
+        parsed.raw_events
+    )
 
 
 def parse_body(body: bytes, event_type: str | None) -> ParsedBody:
@@ -245,7 +278,7 @@ def parse_body(body: bytes, event_type: str | None) -> ParsedBody:
             raise InvalidInput(400, "invalid_event", "request body: expected a JSON object")
         write_key = document.get("writeKey")
         write_key = write_key if isinstance(write_key, str) else None
-        return ParsedBody([body], write_key, None, None, None, None, document)
+        return ParsedBody([body], write_key, None, None, None, None, document, len(body))
     envelope = _decode(_batch_decoder, body, None)
     if len(envelope.batch) > MAX_BATCH_EVENTS:
         raise InvalidInput(
@@ -262,6 +295,8 @@ def parse_body(body: bytes, event_type: str | None) -> ParsedBody:
             raise InvalidInput(
                 400, "invalid_event", f"request: field `sentAt`: {error}", field="sentAt"
             ) from None
+    _check_batch_field("context", envelope.context)
+    _check_batch_field("integrations", envelope.integrations)
     return ParsedBody(
         [bytes(raw) for raw in envelope.batch],
         envelope.writeKey,
@@ -269,7 +304,32 @@ def parse_body(body: bytes, event_type: str | None) -> ParsedBody:
         envelope.sentAt,
         envelope.context,
         envelope.integrations,
+        body_bytes=len(body),
     )
+
+
+def _check_batch_field(name: str, value: JsonObject | None) -> None:
+    """The batch's ``context``/``integrations`` go into every event (one level down, under their
+    own name): refused at the request level when no event could carry them."""
+    if not value:
+        return
+    encoded = _json_encoder.encode(value)
+    if len(encoded) > MAX_EVENT_BYTES:
+        raise InvalidInput(
+            413,
+            "request_too_large",
+            f"request: field `{name}`: {len(encoded)} bytes; the batch's `{name}` is merged "
+            f"into every event, so it may be at most {MAX_EVENT_BYTES} bytes",
+            field=name,
+        )
+    if _nested_deeper_than(encoded, MAX_JSON_DEPTH - 1):
+        raise InvalidInput(
+            400,
+            "nesting_too_deep",
+            f"request: field `{name}`: JSON nested deeper than {MAX_JSON_DEPTH - 1} levels "
+            f"(merged into every event, it would nest past {MAX_JSON_DEPTH})",
+            field=name,
+        )
 
 
 def _as_key(identifier: Identifier | None) -> str:
@@ -319,11 +379,13 @@ def validate_events(
     """Validate each event on its own: records for the valid ones, a :class:`Rejected` (with
     the reason) for each invalid one. ``client_ip`` fills ``context.ip`` when the event has
     none; with ``collect_ip`` false no IP is kept at all (a client-sent ``context.ip`` is
-    removed too)."""
+    removed too). Raises :class:`InvalidInput` (413) as soon as the events as published add
+    up to more than :func:`published_bound`: nothing of such a request is published."""
     received_text = format_timestamp(received_at)
     records: list[StreamRecord] = []
     rejected: list[Rejected] = []
     ip = client_ip if collect_ip else None
+    bound, published = published_bound(parsed), 0
     for index, raw in enumerate(parsed.raw_events):
         try:
             if len(raw) > MAX_EVENT_BYTES:
@@ -333,31 +395,54 @@ def validate_events(
                     f"event {index} is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES} bytes",
                     index=index,
                 )
-            records.append(
-                _build_record(
-                    parsed,
-                    raw,
-                    index,
-                    event_type,
-                    source,
-                    received_at,
-                    received_text,
-                    ip,
-                    collect_ip,
-                )
+            record = _build_record(
+                parsed, raw, index, event_type, source, received_at, received_text, ip, collect_ip
             )
         except InvalidInput as error:
-            rejected.append(
-                Rejected(
-                    index,
-                    error.code,
-                    error.message,
-                    error.field,
-                    _without_write_key(raw),
-                    _message_id_of(raw),
-                )
-            )
+            # What it would have published when that is what was too large; else what the
+            # quarantine will hold.
+            published += error.size if isinstance(error, _TooLargeAsPublished) else len(raw)
+            rejected.append(_rejected(index, raw, error))
+        else:
+            published += len(record.data)
+            records.append(record)
+        if published > bound:
+            raise _published_too_large(parsed, published, bound, index)
     return Validated(records, rejected)
+
+
+class _TooLargeAsPublished(InvalidInput):
+    def __init__(self, index: int, size: int) -> None:
+        super().__init__(
+            400,
+            "event_too_large",
+            f"event {index} is {size} bytes as published (with the batch's context merged and "
+            f"the collector's fields added); the limit is {MAX_PUBLISHED_EVENT_BYTES} bytes",
+            index=index,
+        )
+        self.size = size
+
+
+def _published_too_large(
+    parsed: ParsedBody, published: int, bound: int, index: int
+) -> InvalidInput:
+    merged = [name for name in ("context", "integrations") if getattr(parsed, f"batch_{name}")]
+    return InvalidInput(
+        413,
+        "published_too_large",
+        f"request: its events as published reach {published} bytes by event {index}, past the "
+        f"limit of {bound} bytes ({PUBLISHED_BYTES_PER_BODY_BYTE} x the {parsed.body_bytes}-byte "
+        f"body + {PUBLISHED_BYTES_PER_EVENT} per event): the batch's "
+        f"{' and '.join(f'`{name}`' for name in merged) or 'fields'} go into every event; send "
+        "fewer events per request, or that context in the events themselves",
+        field=merged[0] if merged else None,
+    )
+
+
+def _rejected(index: int, raw: bytes, error: InvalidInput) -> Rejected:
+    return Rejected(
+        index, error.code, error.message, error.field, _without_write_key(raw), _message_id_of(raw)
+    )
 
 
 def _without_write_key(raw: bytes) -> bytes:
@@ -419,20 +504,48 @@ def _build_record(
     client_ip: str | None,
     collect_ip: bool,
 ) -> StreamRecord:
+    event, document = _decoded_event(parsed, raw, index, event_type)
+    _check_depth(raw, index)
+    identity = _checked_identity(event, index)
+    document.pop("writeKey", None)
+    message_id = event.messageId or str(uuid.uuid4())
+    document["messageId"] = message_id
+    _set_times(document, event, parsed, index, received_at, received_text)
+    _merge_and_enrich(document, event, parsed, source, client_ip, collect_ip)
+
+    data = _json_encoder.encode(document)
+    # The limits hold for what consumers receive, not only for what the client sent.
+    if len(data) > MAX_PUBLISHED_EVENT_BYTES:
+        raise _TooLargeAsPublished(index, len(data))
+    _check_depth(data, index, as_published=True)
+    return StreamRecord(
+        message_id=message_id,
+        source=source,
+        type=document["type"],
+        partition_key=_partition_key(identity),
+        data=data,
+    )
+
+
+def _decoded_event(
+    parsed: ParsedBody, raw: bytes, index: int, event_type: str | None
+) -> tuple[Any, JsonObject]:
+    """(the validated fields, the whole event as a dict this event owns)."""
     # Batch events are validated straight from their JSON (2-3x faster than converting the
     # decoded dict); single-event bodies take the type from the path, so they go through a dict.
     if event_type is None:
-        event = _decode(_event_decoder, raw, index)
-        document = _decode(_json_decoder, raw, index)
-    else:
-        document = parsed.document if parsed.document is not None else {}
-        document["type"] = event_type
-        try:
-            event = msgspec.convert(document, _AnyEvent)
-        except msgspec.ValidationError as error:
-            raise _validation_error(error, index) from None
-    _check_depth(raw, index)
+        return _decode(_event_decoder, raw, index), _decode(_json_decoder, raw, index)
+    document = parsed.document if parsed.document is not None else {}
+    document["type"] = event_type
+    try:
+        return msgspec.convert(document, _AnyEvent), document
+    except msgspec.ValidationError as error:
+        raise _validation_error(error, index) from None
 
+
+def _checked_identity(event: Any, index: int) -> str:
+    """The event's partition identity (userId, else anonymousId), once the identifiers its type
+    requires and its messageId are checked."""
     user_id = _as_key(event.userId)
     identity = user_id or _as_key(event.anonymousId)
     if not identity:
@@ -459,11 +572,19 @@ def _build_record(
             index=index,
             field="messageId",
         )
+    return identity
 
-    document.pop("writeKey", None)
-    message_id = event.messageId or str(uuid.uuid4())
-    document["messageId"] = message_id
 
+def _set_times(
+    document: JsonObject,
+    event: Any,
+    parsed: ParsedBody,
+    index: int,
+    received_at: datetime,
+    received_text: str,
+) -> None:
+    """``timestamp`` corrected for client clock skew from ``sentAt``, ``originalTimestamp``,
+    ``sentAt`` (the batch's when the event has none) and ``receivedAt``."""
     client_time = event.timestamp or event.originalTimestamp
     if client_time is not None:
         time_field = "timestamp" if event.timestamp is not None else "originalTimestamp"
@@ -495,6 +616,17 @@ def _build_record(
         document["sentAt"] = parsed.sent_at_text
     document["receivedAt"] = received_text
 
+
+def _merge_and_enrich(
+    document: JsonObject,
+    event: Any,
+    parsed: ParsedBody,
+    source: str,
+    client_ip: str | None,
+    collect_ip: bool,
+) -> None:
+    """The batch's context and integrations merged in, ``context.ip``, identify ``traits`` from
+    ``context.traits``, and ``liftoff``."""
     if parsed.batch_context:
         document["context"] = _merge(parsed.batch_context, document.get("context"))
     if parsed.batch_integrations:
@@ -507,14 +639,6 @@ def _build_record(
         if isinstance(context_traits, dict):
             document["traits"] = dict(context_traits)
     document["liftoff"] = {"source": source, "schema": SCHEMA_VERSION}
-
-    return StreamRecord(
-        message_id=message_id,
-        source=source,
-        type=document["type"],
-        partition_key=_partition_key(identity),
-        data=_json_encoder.encode(document),
-    )
 
 
 def _set_client_ip(document: JsonObject, client_ip: str | None, collect_ip: bool) -> None:
