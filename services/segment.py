@@ -23,6 +23,7 @@ accept its neighbours.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import uuid
 from dataclasses import dataclass
@@ -446,18 +447,90 @@ def _rejected(index: int, raw: bytes, error: InvalidInput) -> Rejected:
 
 
 def _without_write_key(raw: bytes) -> bytes:
-    """The event as sent, minus a ``writeKey`` (a credential, kept out of the quarantine as
-    out of the stream): re-encoded only when it has one and can be decoded."""
-    if b"writeKey" not in raw:
+    """The event as sent, minus its top-level ``writeKey`` (a credential, kept out of the
+    quarantine as out of the stream), whatever its spelling on the wire: ``"write\\u004bey"``
+    is the same member to a JSON reader, and the event's bytes need not be UTF-8. Everything
+    else is kept byte for byte. ``raw`` is syntactically JSON (the envelope's decoder checked
+    it), so a scan of its top-level members suffices; it never recurses, however deep."""
+    if b"writeKey" not in raw and b"\\u" not in raw:
+        return raw  # no spelling of the name is possible
+    members = _top_level_members(raw)
+    if not members:
         return raw
+    kept = [i for i, member in enumerate(members) if _member_name(raw, member) != "writeKey"]
+    if len(kept) == len(members):
+        return raw
+    parts = [raw[: members[0][0]]]
+    for position, i in enumerate(kept):
+        if position:  # the separator that preceded this member as sent
+            parts.append(raw[members[i - 1][2] : members[i][0]])
+        parts.append(raw[members[i][0] : members[i][2]])
+    parts.append(raw[members[-1][2] :])
+    return b"".join(parts)
+
+
+_WHITESPACE = b" \t\r\n"
+
+
+def _skip_whitespace(raw: bytes, at: int) -> int:
+    while at < len(raw) and raw[at] in _WHITESPACE:
+        at += 1
+    return at
+
+
+def _top_level_members(raw: bytes) -> list[tuple[int, int, int]]:
+    """(name start, name end, value end) of each member of a top-level object; [] otherwise."""
+    members: list[tuple[int, int, int]] = []
+    at = _skip_whitespace(raw, 0)
+    if raw[at : at + 1] != b"{":
+        return []
+    at = _skip_whitespace(raw, at + 1)
+    while at < len(raw) and raw[at : at + 1] != b"}":
+        name = _JSON_STRING.match(raw, at)
+        if name is None:
+            return []
+        colon = _skip_whitespace(raw, name.end())
+        value_end = _value_end(raw, _skip_whitespace(raw, colon + 1))
+        members.append((at, name.end(), value_end))
+        at = _skip_whitespace(raw, value_end)
+        if raw[at : at + 1] == b",":
+            at = _skip_whitespace(raw, at + 1)
+    return members
+
+
+def _value_end(raw: bytes, at: int) -> int:
+    """Where the JSON value starting at ``at`` ends (strings skipped whole, brackets counted)."""
+    depth = 0
+    while at < len(raw):
+        byte = raw[at : at + 1]
+        if byte == b'"':
+            match = _JSON_STRING.match(raw, at)
+            at = match.end() if match else len(raw)
+            if depth == 0:
+                return at
+            continue
+        if byte in (b"{", b"["):
+            depth += 1
+        elif byte in (b"}", b"]"):
+            if depth == 0:
+                return at  # the end of the enclosing object: a scalar ended here
+            depth -= 1
+            if depth == 0:
+                return at + 1
+        elif depth == 0 and (byte == b"," or byte in _WHITESPACE):
+            return at
+        at += 1
+    return at
+
+
+def _member_name(raw: bytes, member: tuple[int, int, int]) -> str | None:
+    # Bytes that are not UTF-8 become lone surrogates: such a name is never "writeKey".
+    token = raw[member[0] : member[1]].decode("utf-8", "surrogateescape")
     try:
-        document = _json_decoder.decode(raw)
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-        return raw
-    if not isinstance(document, dict) or "writeKey" not in document:
-        return raw
-    del document["writeKey"]
-    return _json_encoder.encode(document)
+        name = json.loads(token)
+    except ValueError:
+        return None
+    return name if isinstance(name, str) else None
 
 
 def _message_id_of(raw: bytes) -> str | None:

@@ -209,6 +209,51 @@ def test_single_event_path_quarantines_an_invalid_event_and_keeps_its_route(
     assert asyncio.run(read_jetstream(nats_url(own_nats), stream)) == []
 
 
+# Invalid events carrying the write key, spelled so that a byte search for "writeKey" misses it,
+# or next to bytes that are not UTF-8 (so the event does not decode as text).
+KEYED = [
+    b'{"type":"track","userId":"u","write\\u004bey":"web-key-1","messageId":"k-0"}',
+    b'{"writeKey":"web-key-1","type":"track","event":"\xff","userId":"u"}',
+    b'{"type":"track", "userId":"u" ,\n "\\u0077riteKey" : "web-key-1" , "event":"\xfe"}',
+    b'{"writeKey":"other","type":"track","userId":"u","writeKey":"web-key-1"}',
+    b'{"type":"track","userId":"u","context":{"writeKey":"nested, kept"},"writeKey":"web-key-1"}',
+]
+KEYED_WITHOUT_KEY = [
+    b'{"type":"track","userId":"u","messageId":"k-0"}',
+    b'{"type":"track","event":"\xff","userId":"u"}',
+    b'{"type":"track", "userId":"u" , "event":"\xfe"}',
+    b'{"type":"track","userId":"u"}',
+    b'{"type":"track","userId":"u","context":{"writeKey":"nested, kept"}}',
+]
+
+
+def test_the_write_key_stays_out_of_the_quarantine_whatever_its_spelling(
+    own_nats: ServerProcess,
+) -> None:
+    url, _ = unique_stream_url(own_nats)
+    asyncio.run(ensure_dead_letter_stream(quarantine_url(own_nats), retention_hours=1))
+    batch = b'{"batch":[' + b",".join(KEYED) + b"]}"
+    # A single event authenticated by an escaped `writeKey` in its body (and quarantined).
+    single = b'{"userId":"u","write\\u004bey":"web-key-1"}'
+
+    async def scenario() -> list[httpx.Response]:
+        async with quarantining_client(url, quarantine_url(own_nats)) as (client, _):
+            plain = {"content-type": "application/json"}
+            return [
+                await client.post("/v1/batch", content=batch, headers=JSON),
+                await client.post("/v1/track", content=single, headers=plain),
+            ]
+
+    batch_answer, single_answer = asyncio.run(scenario())
+    assert batch_answer.json()["quarantined"] == len(KEYED), batch_answer.text
+    assert single_answer.json()["quarantined"] == 1, single_answer.text
+    stored = [data for _, _, data in asyncio.run(read_raw(nats_url(own_nats), "DEADLETTER"))]
+    assert [b"web-key-1" in data for data in stored] == [False] * (len(KEYED) + 1)
+    # Exactly as sent otherwise: the other members, their bytes (valid UTF-8 or not), spacing.
+    assert stored[: len(KEYED)] == KEYED_WITHOUT_KEY
+    assert json.loads(stored[-1]) == {"userId": "u"}
+
+
 def test_quarantine_cli_lists_and_replays(
     own_nats: ServerProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

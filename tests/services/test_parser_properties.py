@@ -156,3 +156,48 @@ def test_single_events_get_4xx_or_accepted(
 )
 def test_arbitrary_bytes_get_4xx_or_accepted(body: bytes, route: str, encoding: str) -> None:
     parse(body, route, encoding)
+
+
+def spelled(name: str, escaped: list[bool]) -> str:
+    """`name` as a JSON string, each character escaped as \\uXXXX where `escaped` says so."""
+    return (
+        '"'
+        + "".join(
+            f"\\u{ord(c):04x}" if escaped[i % len(escaped)] else c for i, c in enumerate(name)
+        )
+        + '"'
+    )
+
+
+@PROPERTY
+@given(
+    members=st.dictionaries(
+        st.text(max_size=8).filter(lambda k: k not in ("writeKey", "type")), json_values, max_size=5
+    ),
+    key=st.text(min_size=1, max_size=20),
+    escaped=st.lists(st.booleans(), min_size=1, max_size=8),
+    position=st.integers(min_value=0),
+    space=st.sampled_from(["", " ", "\n  ", "\t"]),
+    junk=st.sampled_from([b"", b"\xff", b"\xc3"]),
+)
+def test_the_quarantine_never_keeps_a_write_key_whatever_its_spelling(
+    members: dict[str, Any],
+    key: str,
+    escaped: list[bool],
+    position: int,
+    space: str,
+    junk: bytes,
+) -> None:
+    # An invalid event (no userId) carrying the key: what the quarantine would store.
+    texts = [f"{json.dumps(k)}{space}:{space}{json.dumps(v)}" for k, v in members.items()]
+    texts.insert(position % (len(texts) + 1), f"{spelled('writeKey', escaped)}:{json.dumps(key)}")
+    raw = ("{" + space + f",{space}".join(texts) + space + "}").encode()
+    raw = raw[:-1] + (b',"bad":"' + junk + b'"}' if junk else b"}")  # not UTF-8 sometimes
+    body = b'{"batch":[' + raw + b"]}"
+    result = validate_events(parse_body(body, None), None, "web", RECEIVED)
+    (rejected,) = result.rejected
+    kept = rejected.raw.decode("utf-8", "surrogateescape")
+    document = json.loads(kept)
+    assert "writeKey" not in document
+    expected = {**members, **({"bad": junk.decode("utf-8", "surrogateescape")} if junk else {})}
+    assert document == expected
