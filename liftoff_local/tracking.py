@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from services.quarantine import event_as_json, header_index
+
 log = logging.getLogger("liftoff.local.tracking")
 
 CAPACITY = 10_000
@@ -110,10 +112,9 @@ class TrackingView:
 
 
 def _decode(data: bytes) -> Any:
-    try:
-        return json.loads(data)
-    except ValueError:
-        return data.decode("utf-8", errors="replace")
+    # Strict JSON or the text: Python's json reads 1e999 as inf and writes it back as
+    # Infinity, which JSON.parse refuses.
+    return event_as_json(data)
 
 
 async def follow(js: Any, stream: str, subjects: str, view: TrackingView) -> Any:
@@ -164,10 +165,11 @@ def _quarantine_json(entry: Entry) -> dict[str, Any]:
         "messageId": h.get("Liftoff-Message-Id"),
         "event": entry.event,
     }
+    if "Liftoff-Index" in h:
+        document["index"] = header_index(h)  # an integer, as in the collector's answers
     for header, name in (
         ("Liftoff-Code", "code"),
         ("Liftoff-Field", "field"),
-        ("Liftoff-Index", "index"),
         ("Liftoff-Route", "route"),
         ("Liftoff-Received-At", "receivedAt"),
         ("Liftoff-Position", "position"),

@@ -34,6 +34,7 @@ import base64
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -95,15 +96,41 @@ def nats_headers(source: str, route: str, received_at: str, item: Rejected) -> d
     return headers
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: valid JSON text, but no float holds it
+        raise ValueError(f"{text} does not fit a 64-bit float")
+    return value
+
+
+def strict_event(raw: bytes) -> tuple[bool, Any]:
+    """(True, the event decoded) when it reads back as strict JSON (UTF-8, numbers a float
+    holds), else (False, None). Re-encoded, what it decoded to is strict JSON again: Python's
+    json would otherwise turn 1e999 into Infinity, which JSON.parse and jq refuse."""
+    try:
+        return True, json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, out of range, too deep
+        return False, None
+
+
+def event_as_json(raw: bytes) -> Any:
+    """A stored event for a listing: decoded when it is strict JSON, else its text (bytes that
+    are not UTF-8 escaped), so the listing itself is always strict JSON."""
+    decoded, event = strict_event(raw)
+    return event if decoded else raw.decode("utf-8", errors="backslashreplace")
+
+
 def sqs_body(source: str, route: str, received_at: str, item: Rejected) -> str:
     """The SQS message: the event as JSON when it is, else exactly its bytes in base64. Always
     ASCII (json.dumps escapes the rest): SQS refuses some characters, and a refused quarantine
     write would answer 503 to every retry of the request."""
-    event: Any = None
     exact: str | None = None
-    try:
-        event = json.loads(item.raw)
-    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past json's bound
+    decoded, event = strict_event(item.raw)
+    if not decoded:  # not JSON, not UTF-8, a number no float holds, nested past json's bound
         exact = base64.b64encode(item.raw).decode()
     document = {
         "reason": item.reason,
@@ -220,23 +247,25 @@ class QuarantinedEvent:
 
     def as_json(self) -> dict[str, Any]:
         h = self.headers
-        event: Any
-        try:
-            event = json.loads(self.raw)
-        except (ValueError, RecursionError):  # kept byte for byte; shown with bad bytes escaped
-            event = self.raw.decode("utf-8", errors="backslashreplace")
         return {
             "sequence": self.sequence,
             "source": h.get("Liftoff-Source"),
             "route": h.get("Liftoff-Route"),
-            "index": int(h.get("Liftoff-Index", "0")),
+            "index": header_index(h),
             "code": h.get("Liftoff-Code"),
             "field": h.get("Liftoff-Field"),
             "reason": h.get("Liftoff-Reason"),
             "messageId": h.get("Liftoff-Message-Id"),
             "receivedAt": h.get("Liftoff-Received-At"),
-            "event": event,
+            # Kept byte for byte; shown decoded when strict JSON, else as text.
+            "event": event_as_json(self.raw),
         }
+
+
+def header_index(headers: dict[str, str]) -> int | None:
+    """``Liftoff-Index`` as the integer it is everywhere else (None when absent)."""
+    value = headers.get("Liftoff-Index", "")
+    return int(value) if value.isascii() and value.isdigit() else None
 
 
 async def read_quarantine(

@@ -174,6 +174,8 @@ def _decode(decoder: Any, raw: bytes, index: int | None) -> Any:
     try:
         return decoder.decode(raw)
     except msgspec.ValidationError as error:
+        if str(error).startswith(_OUT_OF_RANGE):
+            raise _number_out_of_range(raw, index) from None
         raise _validation_error(error, index) from None
     except msgspec.DecodeError as error:
         raise InvalidInput(400, "malformed_json", f"{where}: {error}", index=index) from None
@@ -185,6 +187,48 @@ def _decode(decoder: Any, raw: bytes, index: int | None) -> Any:
         raise InvalidInput(
             400, "nesting_too_deep", f"{where}: JSON nested too deeply", index=index
         ) from None
+
+
+_OUT_OF_RANGE = "Number out of range"
+_float_text_decoder = msgspec.json.Decoder(float_hook=str)
+"""Decodes what the plain decoder refuses as out of range: each float kept as its text."""
+
+
+class NumberOutOfRange(InvalidInput):
+    """JSON that is well formed but holds a number no 64-bit float can hold (``1e999``): the
+    event cannot be published as it is, but the body was readable (an event-level problem)."""
+
+
+def _number_out_of_range(raw: bytes, index: int | None) -> NumberOutOfRange:
+    # msgspec's path names no object key ("$[...]"): the top-level member holding the number
+    # is the field, found the same way whichever decoder met it.
+    field = next(
+        (
+            _member_name(raw, member)
+            for member in _top_level_members(raw)
+            if _out_of_range(raw[member[1] : member[2]].partition(b":")[2])
+        ),
+        None,
+    )
+    where = f"event {index}" if index is not None else "request body"
+    detail = f"{where}: field `{field}`: " if field else f"{where}: "
+    return NumberOutOfRange(
+        400,
+        "number_out_of_range",
+        detail + "a number is outside what a 64-bit float holds (about +-1.8e308)",
+        index=index,
+        field=field,
+    )
+
+
+def _out_of_range(value: bytes) -> bool:
+    try:
+        _json_decoder.decode(value)
+    except msgspec.ValidationError:
+        return True
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return False
+    return False
 
 
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
@@ -256,6 +300,8 @@ class ParsedBody:
     """Single-event paths: the body already decoded (it had to be, to find the write key)."""
     body_bytes: int = 0
     """The decoded body's size: what bounds the bytes the request may publish."""
+    event_error: InvalidInput | None = None
+    """Single-event paths: why the event, readable enough to authenticate, cannot be published."""
 
 
 def published_bound(parsed: ParsedBody) -> int:
@@ -274,12 +320,7 @@ def parse_body(body: bytes, event_type: str | None) -> ParsedBody:
             f"request body is {len(body)} bytes; the limit is {MAX_REQUEST_BYTES} bytes",
         )
     if event_type is not None:
-        document = _decode(_json_decoder, body, None)
-        if not isinstance(document, dict):
-            raise InvalidInput(400, "invalid_event", "request body: expected a JSON object")
-        write_key = document.get("writeKey")
-        write_key = write_key if isinstance(write_key, str) else None
-        return ParsedBody([body], write_key, None, None, None, None, document, len(body))
+        return _parse_single(body)
     envelope = _decode(_batch_decoder, body, None)
     if len(envelope.batch) > MAX_BATCH_EVENTS:
         raise InvalidInput(
@@ -306,6 +347,24 @@ def parse_body(body: bytes, event_type: str | None) -> ParsedBody:
         envelope.context,
         envelope.integrations,
         body_bytes=len(body),
+    )
+
+
+def _parse_single(body: bytes) -> ParsedBody:
+    event_error = None
+    try:
+        document = _decode(_json_decoder, body, None)
+    except NumberOutOfRange:
+        # Readable JSON, as in a batch, where such an event is quarantined: so here too (the
+        # floats kept as text only to find the write key; the event is never published).
+        document = _decode(_float_text_decoder, body, None)  # other faults: request-level
+        event_error = _number_out_of_range(body, 0)
+    if not isinstance(document, dict):
+        raise InvalidInput(400, "invalid_event", "request body: expected a JSON object")
+    write_key = document.get("writeKey")
+    write_key = write_key if isinstance(write_key, str) else None
+    return ParsedBody(
+        [body], write_key, None, None, None, None, document, len(body), event_error=event_error
     )
 
 
@@ -608,6 +667,8 @@ def _decoded_event(
     # decoded dict); single-event bodies take the type from the path, so they go through a dict.
     if event_type is None:
         return _decode(_event_decoder, raw, index), _decode(_json_decoder, raw, index)
+    if parsed.event_error is not None:
+        raise parsed.event_error
     document = parsed.document if parsed.document is not None else {}
     document["type"] = event_type
     try:

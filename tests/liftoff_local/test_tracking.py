@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from liftoff_local import tracking
 from liftoff_local.tracking import Entry, TrackingApi, TrackingView
 from tests.servers import LOOPBACK, free_port
 
@@ -117,3 +118,23 @@ def test_odd_filter_values_match_nothing(api: tuple[TrackingApi, int]) -> None:
     for query in ("event=%FF%FE", "source=%00", "type=" + "%27" * 50):
         status, found = call(api[1], "GET", f"/events?{query}")
         assert status == 200 and found["count"] == 0
+
+
+def test_quarantine_listing_is_strict_json_with_integer_indexes(
+    api: tuple[TrackingApi, int],
+) -> None:
+    server, port = api
+    headers = {"Liftoff-Consumer": "collector", "Liftoff-Index": "3", "Liftoff-Source": "web"}
+    raw = b'{"userId":"u","event":"e","properties":{"x":1e999}}'
+    server.quarantine.add(Entry(8, "deadletter.collector", tracking._decode(raw), headers))
+    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=5)
+    connection.request("GET", "/quarantine?consumer=collector")
+    text = connection.getresponse().read()
+    connection.close()
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not JSON: {constant}")  # what Node's JSON.parse does with it
+
+    found = json.loads(text, parse_constant=refuse)["quarantined"]
+    assert [(e["sequence"], e.get("index")) for e in found] == [(7, None), (8, 3)]
+    assert found[1]["event"] == raw.decode()

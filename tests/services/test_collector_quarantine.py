@@ -254,6 +254,55 @@ def test_the_write_key_stays_out_of_the_quarantine_whatever_its_spelling(
     assert json.loads(stored[-1]) == {"userId": "u"}
 
 
+def strict_json(text: str | bytes) -> Any:
+    """What JSON.parse in Node (or any RFC 8259 reader) accepts: no NaN/Infinity literals."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_number_out_of_range_is_quarantined_alike_on_single_and_batch_paths(
+    own_nats: ServerProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, stream = unique_stream_url(own_nats)
+    asyncio.run(ensure_dead_letter_stream(quarantine_url(own_nats), retention_hours=1))
+    single = b'{"userId":"u","event":"e","messageId":"n-1","properties":{"x":1e999}}'
+    # The write key in the body: found although the body does not decode to floats.
+    keyed = b'{"writeKey":"web-key-1","userId":"u","event":"e","properties":{"x":-1e999}}'
+    batch = (
+        b'{"batch":[{"type":"track","userId":"u","event":"e","messageId":"n-2",'
+        b'"properties":{"x":1e999}},{"type":"track","userId":"u","event":"ok","messageId":"n-3"}]}'
+    )
+
+    async def scenario() -> list[httpx.Response]:
+        async with quarantining_client(url, quarantine_url(own_nats)) as (client, _):
+            plain = {"content-type": "application/json"}
+            return [
+                await client.post("/v1/track", content=single, headers=JSON),
+                await client.post("/v1/track", content=keyed, headers=plain),
+                await client.post("/v1/batch", content=batch, headers=JSON),
+            ]
+
+    answers = [response.json() for response in asyncio.run(scenario())]
+    rejected = [answer["rejected"] for answer in answers]
+    assert [answer["quarantined"] for answer in answers] == [1, 1, 1], answers
+    assert [[(r["code"], r.get("field")) for r in found] for found in rejected] == [
+        [("number_out_of_range", "properties")]
+    ] * 3
+    assert rejected[0][0]["reason"] == rejected[2][0]["reason"]
+    stored = asyncio.run(read_jetstream(nats_url(own_nats), stream))
+    assert [m.event["messageId"] for m in stored] == ["n-3"]
+
+    # Listed as strict JSON (Node's JSON.parse refuses Infinity), the index an integer.
+    env = {"LIFTOFF_STREAM_URL": url, "LIFTOFF_LOG_LEVEL": "ERROR"}
+    assert cli.main(["quarantine", "list"], env) == 0
+    listed = [strict_json(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(e["index"], e["code"]) for e in listed] == [(0, "number_out_of_range")] * 3
+    assert listed[0]["event"] == single.decode()  # its text: no float holds 1e999
+
+
 def test_quarantine_cli_lists_and_replays(
     own_nats: ServerProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -304,7 +353,10 @@ def test_sqs_quarantine_has_the_dead_letter_shape(aws_env: str) -> None:
     items = [
         Rejected(i, "invalid_event", f"event {i}: bad", "event", b'{"userId":"u"}', f"m-{i}")
         for i in range(12)  # more than one SendMessageBatch
-    ] + [Rejected(12, "invalid_utf8", "event 12: not UTF-8", None, b'{"a":"\xff"}', None)]
+    ] + [
+        Rejected(12, "invalid_utf8", "event 12: not UTF-8", None, b'{"a":"\xff"}', None),
+        Rejected(13, "number_out_of_range", "event 13: 1e999", "x", b'{"x":1e999}', None),
+    ]
 
     async def put() -> None:
         quarantine = SqsQuarantine("sqs://collector-quarantine")
@@ -313,11 +365,11 @@ def test_sqs_quarantine_has_the_dead_letter_shape(aws_env: str) -> None:
 
     asyncio.run(put())
     bodies: list[dict[str, Any]] = []
-    while len(bodies) < 13:
+    while len(bodies) < 14:
         page = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
-        bodies.extend(json.loads(m["Body"]) for m in page.get("Messages", []))
+        bodies.extend(strict_json(m["Body"]) for m in page.get("Messages", []))
     by_index = {b["index"]: b for b in bodies}
-    assert sorted(by_index) == list(range(13))
+    assert sorted(by_index) == list(range(14))
     assert by_index[0] == {
         "reason": "event 0: bad",
         "consumer": "collector",
@@ -335,6 +387,8 @@ def test_sqs_quarantine_has_the_dead_letter_shape(aws_env: str) -> None:
     }
     assert by_index[12]["event"] is None  # not UTF-8: kept exactly, in base64
     assert base64.b64decode(by_index[12]["eventBase64"]) == b'{"a":"\xff"}'
+    assert by_index[13]["event"] is None  # no float holds 1e999: kept exactly, the body strict
+    assert base64.b64decode(by_index[13]["eventBase64"]) == b'{"x":1e999}'
 
 
 def test_sqs_quarantine_keeps_large_non_ascii_events_exactly(aws_env: str) -> None:
