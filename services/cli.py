@@ -102,7 +102,7 @@ def run_collector(env: Mapping[str, str]) -> int:
 def run_ensure_stream(env: Mapping[str, str]) -> int:
     from services.streams.jetstream import ensure_stream
 
-    settings, dead_letter, retention = parse.ensure_stream(env)
+    settings, dead_letter = parse.ensure_stream(env)
     configure_logging(settings.log_level)
     try:
         outcome = asyncio.run(ensure_stream(settings.stream_url, settings.settings))
@@ -115,10 +115,15 @@ def run_ensure_stream(env: Mapping[str, str]) -> int:
     from services.deadletter import ensure_dead_letter_stream
 
     dead_letter_outcome = "not applicable"
-    if dead_letter.startswith("nats://"):
+    if dead_letter.url.startswith("nats://"):
         try:
             dead_letter_outcome = asyncio.run(
-                ensure_dead_letter_stream(dead_letter, retention, settings.settings.replicas)
+                ensure_dead_letter_stream(
+                    dead_letter.url,
+                    dead_letter.retention_hours,
+                    settings.settings.replicas,
+                    dead_letter.max_bytes,
+                )
             )
         except Exception as error:
             log.error(
