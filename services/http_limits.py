@@ -16,7 +16,13 @@ subclass adds, per worker process (:class:`services.config.HttpLimits`):
   of a keep-alive request's first byte) → 408 and close;
 - body timeout: body not complete within ``body_timeout_seconds`` after the headers → close
   (the app sees a disconnect and publishes nothing);
-- connections: beyond ``max_connections`` open ones, a new connection is closed at once.
+- connections: at ``max_connections`` open ones, a new connection takes the place of the
+  oldest one that has no request in progress (idle, or still sending its headers: closed, with
+  a 503 if it had sent anything); only when every connection holds a request is the new one
+  closed at once. Counting connections that never finish their headers and refusing newcomers
+  let ~520 slow sockets (behind a load balancer: one client) take ingestion offline; shedding
+  the oldest waiter means a slow client can hold a slot only until newcomers need it, while a
+  complete request, whose headers arrive in one read, is never waiting for long.
 """
 
 from __future__ import annotations
@@ -25,11 +31,35 @@ import asyncio
 import json
 import logging
 import sys
+import time
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger("liftoff.http")
+LOG_EVERY_SECONDS = 10.0
+"""Connections shed or refused are logged at most this often, with counts (an attack would
+otherwise write a line per connection)."""
+
+
+class _Tally:
+    """Counts of one kind of event, logged at most every LOG_EVERY_SECONDS."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        self.count = 0
+        self.logged_at = 0.0
+
+    def add(self, **fields: Any) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now - self.logged_at >= LOG_EVERY_SECONDS:
+            log.warning(self.message, extra={"fields": {**fields, "count": self.count}})
+            self.logged_at, self.count = now, 0
+
+
+_shed = _Tally("connections shed to make room: oldest without a request in progress")
+_refused = _Tally("connections refused: every open connection holds a request")
 
 
 def _json_answer(status: str, code: str, message: str) -> bytes:
@@ -67,20 +97,48 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._request_refused = False
         self._timer: asyncio.TimerHandle | None = None
         self._refused = False
+        self._waiting_since = 0.0
+        """When this connection last started waiting for a request (connect, or the end of
+        the previous one): the oldest waiter is shed first."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        if len(self.connections) >= self.max_connections:
-            log.warning(
-                "connection refused: too many open connections",
-                extra={"fields": {"limit": self.max_connections}},
-            )
+        if len(self.connections) >= self.max_connections and not self._shed_oldest_waiter():
+            _refused.add(limit=self.max_connections)
             # Never registered: connection_lost's bookkeeping below has nothing to undo.
             self.transport = transport
             self._refused = True
             transport.abort()
             return
         super().connection_made(transport)
+        self._waiting_since = self.loop.time()
         self._arm(self.header_timeout, self._header_timed_out)
+
+    def _waiting(self) -> bool:
+        """No request in progress: idle, or still receiving a request's headers."""
+        return self._in_headers and (self.cycle is None or self.cycle.response_complete)
+
+    def _shed_oldest_waiter(self) -> bool:
+        waiting = [
+            other
+            for other in self.connections
+            if isinstance(other, LimitedHttpToolsProtocol) and other._waiting()
+        ]
+        if not waiting:
+            return False
+        oldest = min(waiting, key=lambda other: other._waiting_since)
+        _shed.add(limit=self.max_connections)
+        # Counted out now: the transport reports the loss only on a later loop iteration.
+        self.connections.discard(oldest)
+        if oldest._header_bytes:
+            oldest._refuse(
+                "503 Service Unavailable",
+                "overloaded",
+                "too many connections: this one had not finished its headers; retry",
+                quiet=True,
+            )
+        else:
+            oldest.transport.close()
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -132,6 +190,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._disarm()
+        self._waiting_since = self.loop.time()
         self._in_headers = True
         self._header_bytes = self._bytes_since_body = self._trailer_bytes = 0
         # A refused request never completes: its app sees a disconnect and publishes nothing.
@@ -147,12 +206,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._timer.cancel()
             self._timer = None
 
-    def _refuse(self, status: str, code: str, message: str) -> None:
+    def _refuse(self, status: str, code: str, message: str, quiet: bool = False) -> None:
         # The parser may still call back in this read (body, message complete): those
         # callbacks belong to a request that is over.
         self._request_refused = True
         self._disarm()
-        log.warning("request refused", extra={"fields": {"status": status[:3], "code": code}})
+        if not quiet:
+            log.warning("request refused", extra={"fields": {"status": status[:3], "code": code}})
         if not self.transport.is_closing():
             self.transport.write(_json_answer(status, code, message))
             self.transport.close()
