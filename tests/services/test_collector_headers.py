@@ -18,6 +18,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from services.deadletter import ensure_dead_letter_stream
 from tests.servers import LOOPBACK, ServerProcess, collector_server, nats_server, nats_url
@@ -303,3 +305,55 @@ def test_trailers_over_the_header_limit_get_431(collector: ServerProcess) -> Non
     request = chunked([AUTH], BATCH, b"X-Big: " + b"a" * 100_000 + b"\r\n")
     status, answer = answer_of(exchange(collector.port, request))
     assert (status, answer["code"]) == (431, "trailers_too_large")
+
+
+trailer_names = st.sampled_from(
+    [
+        *[b"Authorization", b"Content-Encoding", b"Content-Type", b"Origin", b"Host"] * 3,
+        b"X-Forwarded-For",
+        b"X-Anything",
+        b"Content-Length",  # the parser refuses these two in a trailer section
+        b"Transfer-Encoding",
+    ]
+)
+# Any byte an HTTP parser takes in a field value (no control bytes), ASCII or not.
+trailer_values = st.binary(max_size=30).map(
+    lambda raw: bytes(byte for byte in raw if byte >= 0x20 and byte != 0x7F).strip()
+) | st.sampled_from([b"Basic d2ViLWtleS0xOg==", b"Basic aW9zLWtleS0yOg==", b"gzip", b"br"])
+
+
+@settings(
+    derandomize=True,
+    database=None,
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    trailers=st.lists(st.tuples(trailer_names, trailer_values), min_size=1, max_size=4),
+    authorized=st.booleans(),
+    body=st.sampled_from([BATCH, b'{"batch":[{"type":"track"}]}', b'{"batch":', b"\xff"]),
+)
+def test_trailers_never_change_the_answer(
+    collector: ServerProcess,
+    nats: ServerProcess,
+    stream: tuple[str, str],
+    trailers: list[tuple[bytes, bytes]],
+    authorized: bool,
+    body: bytes,
+) -> None:
+    headers = [AUTH] if authorized else []
+    section = b"".join(name + b": " + value + b"\r\n" for name, value in trailers)
+    plain_status, plain = answer_of(exchange(collector.port, chunked(headers, body, b"")))
+    before = stored(nats, stream)
+    status, answer = answer_of(exchange(collector.port, chunked(headers, body, section)))
+
+    assert status < 500, answer
+    if answer.get("code") in ("malformed_http", "trailers_too_large"):
+        # The trailer section itself refused (the parser takes no Content-Length or
+        # Transfer-Encoding there): the request never completed, nothing was published.
+        assert stored(nats, stream) == before
+        event(f"refused: {answer['code']}")
+    else:
+        assert (status, answer.get("code")) == (plain_status, plain.get("code"))
+        event(f"as without trailers: {status}")
