@@ -321,14 +321,25 @@ class Collector:
             client_ip=request.client_ip,
             collect_ip=source not in self.no_ip_sources,
         )
-        records, rejected = validated.records, validated.rejected
+        return await self._deliver(
+            validated.records, validated.rejected, source, request.route, received_at
+        )
+
+    async def _deliver(
+        self,
+        records: list[StreamRecord],
+        rejected: list[Rejected],
+        source: str,
+        route: str,
+        received_at: datetime,
+    ) -> Response:
+        """Publish the valid events and quarantine the invalid ones; the 200 once both
+        acknowledged everything."""
         if rejected and self.quarantine is None:
             first = rejected[0]
             raise InvalidInput(400, first.code, first.reason, index=first.index, field=first.field)
         if rejected:
-            await self._publish_and_quarantine(
-                records, source, request.route, received_at, rejected
-            )
+            await self._publish_and_quarantine(records, source, route, received_at, rejected)
         elif records:
             await self.stream.publish(records)
         if records:
@@ -345,7 +356,7 @@ class Collector:
             "events quarantined",
             extra={
                 "fields": {
-                    "route": request.route,
+                    "route": route,
                     "source": source,
                     "accepted": len(records),
                     "quarantined": len(rejected),
@@ -353,15 +364,12 @@ class Collector:
                 }
             },
         )
-        return json_response(
-            200,
-            {
-                "success": True,
-                "quarantined": len(rejected),
-                "rejected": [item.as_json() for item in rejected],
-            },
-            [],
-        )
+        answer = {
+            "success": True,
+            "quarantined": len(rejected),
+            "rejected": [item.as_json() for item in rejected],
+        }
+        return json_response(200, answer, [])
 
     async def _publish_and_quarantine(
         self,

@@ -316,12 +316,8 @@ async def replay_quarantine(
     """Validate quarantined events again (``body`` replaces the one event's JSON, e.g. repaired
     by hand); publish those now valid to the event stream and delete them from the quarantine
     only once the stream acknowledged them. Returns one outcome per event."""
-    from datetime import UTC, datetime
-
     import nats
 
-    from services.collector import ROUTES
-    from services.segment import ParsedBody, validate_events
     from services.streams import open_stream
 
     events = await read_quarantine(quarantine_url, sequences=sequences)
@@ -336,38 +332,47 @@ async def replay_quarantine(
         await _wait_connected(stream)
         js = nc.jetstream(timeout=5)
         for item in events:
-            raw = body if body is not None else item.raw
-            source = item.headers.get("Liftoff-Source", "")
-            event_type = ROUTES.get(item.headers.get("Liftoff-Route", ""), None)
-            try:
-                parsed = (
-                    _single(raw, event_type)
-                    if event_type
-                    else ParsedBody([raw], None, None, None, None, None)
-                )
-                validated = validate_events(parsed, event_type, source, datetime.now(UTC))
-            except Exception as error:  # InvalidInput for a body that is still unreadable
-                outcomes.append(
-                    {"sequence": item.sequence, "replayed": False, "reason": str(error)}
-                )
-                continue
-            if validated.rejected:
-                reason = validated.rejected[0].reason
-                outcomes.append({"sequence": item.sequence, "replayed": False, "reason": reason})
-                continue
-            await stream.publish(validated.records)
-            await js.delete_msg(parts.path.strip("/"), item.sequence)
-            outcomes.append(
-                {
-                    "sequence": item.sequence,
-                    "replayed": True,
-                    "messageId": validated.records[0].message_id,
-                }
-            )
+            outcome, records = _validated_again(item, body)
+            if records:
+                await stream.publish(records)
+                await js.delete_msg(parts.path.strip("/"), item.sequence)
+            outcomes.append(outcome)
         return outcomes
     finally:
         await nc.close()
         await stream.close()
+
+
+def _validated_again(
+    item: QuarantinedEvent, body: bytes | None
+) -> tuple[dict[str, Any], list[Any]]:
+    """(the outcome, the records to publish: none when the event is still invalid)."""
+    from datetime import UTC, datetime
+
+    from services.collector import ROUTES
+    from services.segment import ParsedBody, validate_events
+
+    raw = body if body is not None else item.raw
+    source = item.headers.get("Liftoff-Source", "")
+    event_type = ROUTES.get(item.headers.get("Liftoff-Route", ""), None)
+    try:
+        parsed = (
+            _single(raw, event_type)
+            if event_type
+            else ParsedBody([raw], None, None, None, None, None)
+        )
+        validated = validate_events(parsed, event_type, source, datetime.now(UTC))
+    except Exception as error:  # InvalidInput for a body that is still unreadable
+        return {"sequence": item.sequence, "replayed": False, "reason": str(error)}, []
+    if validated.rejected:
+        reason = validated.rejected[0].reason
+        return {"sequence": item.sequence, "replayed": False, "reason": reason}, []
+    records = validated.records
+    return {
+        "sequence": item.sequence,
+        "replayed": True,
+        "messageId": records[0].message_id,
+    }, records
 
 
 def _single(raw: bytes, event_type: str) -> Any:

@@ -298,17 +298,19 @@ class ParsedBody:
     batch_integrations: JsonObject | None
     document: JsonObject | None = None
     """Single-event paths: the body already decoded (it had to be, to find the write key)."""
-    body_bytes: int = 0
-    """The decoded body's size: what bounds the bytes the request may publish."""
+    body_bytes: int | None = None
+    """The decoded body's size: what bounds the bytes the request may publish (None: the
+    events' own sizes, e.g. one event replayed from the quarantine)."""
     event_error: InvalidInput | None = None
     """Single-event paths: why the event, readable enough to authenticate, cannot be published."""
 
 
 def published_bound(parsed: ParsedBody) -> int:
     """The most bytes the events of one request may add up to as published."""
-    return PUBLISHED_BYTES_PER_BODY_BYTE * parsed.body_bytes + PUBLISHED_BYTES_PER_EVENT * len(
-        parsed.raw_events
-    )
+    body = parsed.body_bytes
+    if body is None:
+        body = sum(map(len, parsed.raw_events))
+    return PUBLISHED_BYTES_PER_BODY_BYTE * body + PUBLISHED_BYTES_PER_EVENT * len(parsed.raw_events)
 
 
 def parse_body(body: bytes, event_type: str | None) -> ParsedBody:
@@ -491,7 +493,8 @@ def _published_too_large(
         413,
         "published_too_large",
         f"request: its events as published reach {published} bytes by event {index}, past the "
-        f"limit of {bound} bytes ({PUBLISHED_BYTES_PER_BODY_BYTE} x the {parsed.body_bytes}-byte "
+        f"limit of {bound} bytes ({PUBLISHED_BYTES_PER_BODY_BYTE} x the "
+        f"{parsed.body_bytes or sum(map(len, parsed.raw_events))}-byte "
         f"body + {PUBLISHED_BYTES_PER_EVENT} per event): the batch's "
         f"{' and '.join(f'`{name}`' for name in merged) or 'fields'} go into every event; send "
         "fewer events per request, or that context in the events themselves",

@@ -335,7 +335,10 @@ def test_quarantine_cli_lists_and_replays(
 
     # Repaired by hand: published to the stream, removed from the quarantine.
     repaired = tmp_path / "fixed.json"
-    repaired.write_text(json.dumps({**MIXED[1], "event": "repaired"}))
+    # Larger than the collector's per-event allowance alone: bounded by its own size.
+    repaired.write_text(
+        json.dumps({**MIXED[1], "event": "repaired", "properties": {"n": "x" * 2000}})
+    )
     sequence = str(listed[0]["sequence"])
     assert cli.main(["quarantine", "replay", "--seq", sequence, "--body", str(repaired)], env) == 0
     (outcome,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
