@@ -204,7 +204,7 @@ def _number_out_of_range(raw: bytes, index: int | None) -> NumberOutOfRange:
     # is the field, found the same way whichever decoder met it.
     field = next(
         (
-            _member_name(raw, member)
+            json.loads(raw[member[0] : member[1]].decode("utf-8", "surrogateescape"))
             for member in _top_level_members(raw)
             if _out_of_range(raw[member[1] : member[2]].partition(b":")[2])
         ),
@@ -248,14 +248,13 @@ def _nested_deeper_than(raw: bytes, limit: int) -> bool:
     return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0) > limit
 
 
-def _check_depth(raw: bytes, index: int, as_published: bool = False) -> None:
-    """Refuse an event nested deeper than MAX_JSON_DEPTH (as sent, or as published)."""
+def _check_depth(raw: bytes, index: int) -> None:
+    """Refuse an event nested deeper than MAX_JSON_DEPTH."""
     if _nested_deeper_than(raw, MAX_JSON_DEPTH):
-        where = " as published (with the batch's context merged)" if as_published else ""
         raise InvalidInput(
             400,
             "nesting_too_deep",
-            f"event {index}: JSON nested deeper than {MAX_JSON_DEPTH} levels{where}",
+            f"event {index}: JSON nested deeper than {MAX_JSON_DEPTH} levels",
             index=index,
         )
 
@@ -519,7 +518,7 @@ def _without_write_key(raw: bytes) -> bytes:
     members = _top_level_members(raw)
     if not members:
         return raw
-    kept = [i for i, member in enumerate(members) if _member_name(raw, member) != "writeKey"]
+    kept = [i for i, (start, end, _) in enumerate(members) if not _is_write_key(raw[start:end])]
     if len(kept) == len(members):
         return raw
     parts = [raw[: members[0][0]]]
@@ -531,13 +530,23 @@ def _without_write_key(raw: bytes) -> bytes:
     return b"".join(parts)
 
 
-_WHITESPACE = b" \t\r\n"
+_WHITESPACE = re.compile(rb"[ \t\r\n]*")
+_STRUCTURE = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+"""A string (skipped whole) or a bracket: what matters inside a container value."""
+_SCALAR_END = re.compile(rb"[ \t\r\n,}\]]")
 
 
 def _skip_whitespace(raw: bytes, at: int) -> int:
-    while at < len(raw) and raw[at] in _WHITESPACE:
-        at += 1
-    return at
+    return _WHITESPACE.match(raw, at).end()  # type: ignore[union-attr]
+
+
+_MEMBER = re.compile(
+    rb'[ \t\r\n]*("(?:[^"\\]|\\.)*")[ \t\r\n]*:[ \t\r\n]*'
+    rb'(?:"(?:[^"\\]|\\.)*"|[^ \t\r\n"\[\]{},:]+|([\[{]))',
+    re.DOTALL,
+)
+"""One member, name and value, in one C-level match; a container value only starts here."""
+_AFTER_MEMBER = re.compile(rb"[ \t\r\n]*(,|})")
 
 
 def _top_level_members(raw: bytes) -> list[tuple[int, int, int]]:
@@ -546,53 +555,52 @@ def _top_level_members(raw: bytes) -> list[tuple[int, int, int]]:
     at = _skip_whitespace(raw, 0)
     if raw[at : at + 1] != b"{":
         return []
-    at = _skip_whitespace(raw, at + 1)
-    while at < len(raw) and raw[at : at + 1] != b"}":
-        name = _JSON_STRING.match(raw, at)
-        if name is None:
+    if (empty := _AFTER_MEMBER.match(raw, at + 1)) and empty.group(1) == b"}":
+        return []
+    at += 1
+    while True:
+        member = _MEMBER.match(raw, at)
+        if member is None:
             return []
-        colon = _skip_whitespace(raw, name.end())
-        value_end = _value_end(raw, _skip_whitespace(raw, colon + 1))
-        members.append((at, name.end(), value_end))
-        at = _skip_whitespace(raw, value_end)
-        if raw[at : at + 1] == b",":
-            at = _skip_whitespace(raw, at + 1)
-    return members
+        value_end = _value_end(raw, member.start(2)) if member.group(2) else member.end()
+        members.append((member.start(1), member.end(1), value_end))
+        after = _AFTER_MEMBER.match(raw, value_end)
+        if after is None or after.group(1) == b"}":
+            return members
+        at = after.end()
 
 
 def _value_end(raw: bytes, at: int) -> int:
-    """Where the JSON value starting at ``at`` ends (strings skipped whole, brackets counted)."""
+    """Where the JSON value starting at ``at`` ends (regex scans in C: strings skipped whole,
+    brackets counted)."""
+    first = raw[at : at + 1]
+    if first == b'"':
+        match = _JSON_STRING.match(raw, at)
+        return match.end() if match else len(raw)
+    if first not in (b"{", b"["):
+        end = _SCALAR_END.search(raw, at)
+        return end.start() if end else len(raw)
     depth = 0
-    while at < len(raw):
-        byte = raw[at : at + 1]
-        if byte == b'"':
-            match = _JSON_STRING.match(raw, at)
-            at = match.end() if match else len(raw)
-            if depth == 0:
-                return at
-            continue
-        if byte in (b"{", b"["):
+    for token in _STRUCTURE.finditer(raw, at):
+        bracket = token.group()
+        if bracket in (b"{", b"["):
             depth += 1
-        elif byte in (b"}", b"]"):
-            if depth == 0:
-                return at  # the end of the enclosing object: a scalar ended here
+        elif bracket in (b"}", b"]"):
             depth -= 1
             if depth == 0:
-                return at + 1
-        elif depth == 0 and (byte == b"," or byte in _WHITESPACE):
-            return at
-        at += 1
-    return at
+                return token.end()
+    return len(raw)
 
 
-def _member_name(raw: bytes, member: tuple[int, int, int]) -> str | None:
+def _is_write_key(name: bytes) -> bool:
+    """Is this JSON string token (quotes included) the name ``writeKey``, however spelled?"""
+    if b"\\" not in name:  # no escape: the name is its bytes
+        return name == b'"writeKey"'
     # Bytes that are not UTF-8 become lone surrogates: such a name is never "writeKey".
-    token = raw[member[0] : member[1]].decode("utf-8", "surrogateescape")
     try:
-        name = json.loads(token)
+        return json.loads(name.decode("utf-8", "surrogateescape")) == "writeKey"
     except ValueError:
-        return None
-    return name if isinstance(name, str) else None
+        return False
 
 
 def _message_id_of(raw: bytes) -> str | None:
@@ -649,10 +657,11 @@ def _build_record(
     _merge_and_enrich(document, event, parsed, source, client_ip, collect_ip)
 
     data = _json_encoder.encode(document)
-    # The limits hold for what consumers receive, not only for what the client sent.
+    # The limits hold for what consumers receive, not only for what the client sent. Depth
+    # needs no second look: merging puts a batch field one level down (refused at the request
+    # level past MAX_JSON_DEPTH - 1), and the collector's own fields nest two levels.
     if len(data) > MAX_PUBLISHED_EVENT_BYTES:
         raise _TooLargeAsPublished(index, len(data))
-    _check_depth(data, index, as_published=True)
     return StreamRecord(
         message_id=message_id,
         source=source,
