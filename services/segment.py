@@ -495,8 +495,9 @@ def _published_too_large(
         f"limit of {bound} bytes ({PUBLISHED_BYTES_PER_BODY_BYTE} x the "
         f"{parsed.body_bytes or sum(map(len, parsed.raw_events))}-byte "
         f"body + {PUBLISHED_BYTES_PER_EVENT} per event): the batch's "
-        f"{' and '.join(f'`{name}`' for name in merged) or 'fields'} go into every event; send "
-        "fewer events per request, or that context in the events themselves",
+        f"{' and '.join(f'`{name}`' for name in merged) or 'fields'} "
+        f"{'go' if len(merged) > 1 else 'goes'} into every event; send fewer events per "
+        "request, or that context in the events themselves",
         field=merged[0] if merged else None,
     )
 
