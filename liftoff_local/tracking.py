@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.quarantine import event_as_json
+
 MAX_ENTRIES = 10_000
 VIEW_BYTES = 64 * 1024 * 1024
 ENTRY_OVERHEAD_BYTES = 1024
@@ -88,10 +90,9 @@ class Entry:
 
 
 def _decode(data: bytes) -> Any:
-    try:
-        return json.loads(data)
-    except (ValueError, RecursionError):
-        return data.decode("utf-8", errors="replace")
+    # Strict JSON or the text: Python's json reads 1e999 as inf and writes it back as
+    # Infinity, which JSON.parse refuses.
+    return event_as_json(data)
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from liftoff_local.tracking import FILTERS, MAX_ENTRIES, Entry, TrackingView
+from services.quarantine import header_index
 
 ANSWER_BYTES = 8 * 1024 * 1024
 ROUTES = ["GET /events", "GET /quarantine", "POST /reset"]
@@ -298,10 +299,11 @@ def _quarantine_json(entry: Entry) -> dict[str, Any]:
         "messageId": h.get("Liftoff-Message-Id"),
         "event": entry.event,
     }
+    if "Liftoff-Index" in h:
+        document["index"] = header_index(dict(h))  # an integer, as in the collector's answers
     for header, name in (
         ("Liftoff-Code", "code"),
         ("Liftoff-Field", "field"),
-        ("Liftoff-Index", "index"),
         ("Liftoff-Route", "route"),
         ("Liftoff-Received-At", "receivedAt"),
         ("Liftoff-Position", "position"),

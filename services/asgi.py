@@ -17,6 +17,7 @@ from typing import Any
 
 from services.browser import BUNDLE_PATH, LIBRARY_PATH, SETTINGS_PATH
 from services.collector import ROUTES, Collector, IngestRequest, Response, json_response
+from services.request_headers import RequestHeaders, client_address
 from services.segment import MAX_REQUEST_BYTES, InvalidInput
 
 log = logging.getLogger("liftoff.asgi")
@@ -55,25 +56,32 @@ class CollectorApp:
             await self._lifespan(receive, send)
 
     async def _http(self, scope: Scope, receive: Receive) -> Response | None:
-        origin = _header(scope, b"origin")
-        response = await self._route(scope, receive, origin)
+        try:
+            headers = RequestHeaders.from_raw(scope["headers"])
+        except InvalidInput as error:
+            # No origin is believed (it may be the header at fault): CORS as for none.
+            return self.collector.with_cors(self.collector.reject(_route_label(scope), error), None)
+        response = await self._route(scope, receive, headers)
         if response is None:
             return None
-        return self.collector.with_cors(response, origin)
+        return self.collector.with_cors(response, headers.origin)
 
-    async def _route(self, scope: Scope, receive: Receive, origin: str | None) -> Response | None:
+    async def _route(
+        self, scope: Scope, receive: Receive, headers: RequestHeaders
+    ) -> Response | None:
         path: str = scope["path"]
         method: str = scope["method"]
+        origin = headers.origin
         if path in ROUTES:
             if method == "POST":
-                return await self._ingest(path, scope, receive, origin)
+                return await self._ingest(path, scope, receive, headers)
             if method == "OPTIONS":
                 return self.collector.preflight(origin)
             return self.collector.reject(
                 path,
                 InvalidInput(405, "method_not_allowed", f"{method} {path}: use POST"),
             )
-        browser = self._browser_route(scope, path, method, origin)
+        browser = self._browser_route(scope, path, method, headers)
         if browser is not None:
             return browser
         if method == "OPTIONS" and path in _READ_ROUTES:
@@ -89,7 +97,7 @@ class CollectorApp:
         return _NOT_FOUND
 
     def _browser_route(
-        self, scope: Scope, path: str, method: str, origin: str | None
+        self, scope: Scope, path: str, method: str, headers: RequestHeaders
     ) -> Response | None:
         settings = SETTINGS_PATH.match(path)
         library = None if settings else LIBRARY_PATH.match(path)
@@ -97,44 +105,48 @@ class CollectorApp:
         if not (settings or library or bundle):
             return None
         if method == "OPTIONS":
-            return self.collector.preflight(origin)
+            return self.collector.preflight(headers.origin)
         if method not in ("GET", "HEAD"):
             return _method_not_allowed("GET, HEAD")
         if settings:
-            host = _header(scope, b"host")
-            return self.collector.settings(settings.group(1), host, scope["scheme"], origin)
+            return self.collector.settings(
+                settings.group(1), headers.host, scope["scheme"], headers.origin
+            )
         return self.collector.static_file(
             "standalone.js" if library else bundle.group(1),  # type: ignore[union-attr]
-            _header(scope, b"if-none-match"),
-            _header(scope, b"accept-encoding"),
+            headers.if_none_match,
+            headers.accept_encoding,
         )
 
     async def _ingest(
-        self, path: str, scope: Scope, receive: Receive, origin: str | None
+        self, path: str, scope: Scope, receive: Receive, headers: RequestHeaders
     ) -> Response | None:
         client = scope.get("client")
-        # uvicorn has already replaced the peer with X-Forwarded-For's client when the peer is a
-        # trusted proxy (LIFTOFF_TRUSTED_PROXIES; none by default): see services.cli.
+        try:
+            # uvicorn has already replaced the peer with X-Forwarded-For's client when the peer
+            # is a trusted proxy (LIFTOFF_TRUSTED_PROXIES; none by default): see services.cli.
+            client_ip = client_address(client[0] if client else None)
+        except InvalidInput as error:
+            return self.collector.reject(path, error)
         request = IngestRequest(
-            route=path, body=b"", origin=origin, client_ip=client[0] if client else None
+            route=path,
+            body=b"",
+            content_type=headers.content_type,
+            content_encoding=headers.content_encoding,
+            authorization=headers.authorization,
+            origin=headers.origin,
+            client_ip=client_ip,
         )
-        declared_length = None
-        for name, value in scope["headers"]:
-            if name == b"content-type":
-                request.content_type = value.decode("latin-1")
-            elif name == b"content-encoding":
-                request.content_encoding = value.decode("latin-1")
-            elif name == b"authorization":
-                request.authorization = value.decode("latin-1")
-            elif name == b"content-length":
-                declared_length = value
         too_large = InvalidInput(
             413, "request_too_large", f"request body exceeds {MAX_REQUEST_BYTES} bytes"
         )
+        # The HTTP parser has already refused a Content-Length that is not a number; longer
+        # than the limit's digits is past it.
+        declared = headers.content_length or ""
         if (
-            declared_length is not None
-            and declared_length.isdigit()
-            and int(declared_length) > MAX_REQUEST_BYTES
+            declared.isascii()
+            and declared.isdigit()
+            and (len(declared) > len(str(MAX_REQUEST_BYTES)) or int(declared) > MAX_REQUEST_BYTES)
         ):
             return self.collector.reject(path, too_large)
         try:
@@ -170,11 +182,11 @@ class CollectorApp:
 _READ_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
-def _header(scope: Scope, wanted: bytes) -> str | None:
-    for name, value in scope["headers"]:
-        if name == wanted:
-            return value.decode("latin-1")
-    return None
+def _route_label(scope: Scope) -> str:
+    """The route a refusal is counted under: a known path, else one label for the rest (a
+    client-chosen path must not become a metric label)."""
+    path = scope.get("path", "")
+    return path if path in ROUTES or path in _READ_ROUTES else "other"
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:

@@ -40,6 +40,7 @@ from services.browser import (
 from services.collector import ROUTES, Collector, IngestRequest, Response, json_response
 from services.config import ConfigError
 from services.observability import configure_logging
+from services.request_headers import RequestHeaders
 from services.segment import MAX_REQUEST_BYTES, InvalidInput
 from services.streams.kinesis import KinesisStream
 from services.writekeys import WriteKeys
@@ -146,7 +147,7 @@ def _browser_route(
     collector: Collector,
     path: str,
     method: str,
-    headers: Mapping[str, str],
+    headers: RequestHeaders,
     request_context: Mapping[str, Any],
 ) -> Response | None:
     settings = SETTINGS_PATH.match(path)
@@ -154,22 +155,21 @@ def _browser_route(
     bundle = None if settings or library else BUNDLE_PATH.match(path)
     if not (settings or library or bundle):
         return None
-    origin = headers.get("origin")
     if method == "OPTIONS":
-        return collector.preflight(origin)
+        return collector.preflight(headers.origin)
     if method not in ("GET", "HEAD"):
         error = InvalidInput(405, "method_not_allowed", f"{method} {path}: use GET")
-        return collector.reject(path, error)
+        return collector.reject("/v1/projects/settings" if settings else "static", error)
     if settings:
         # API Gateway is reached over HTTPS only; a named stage is part of the public path.
-        host = request_context.get("domainName") or headers.get("host")
+        host = request_context.get("domainName") or headers.host
         stage = request_context.get("stage", "$default")
         prefix = "" if stage == "$default" else f"/{stage}"
-        return collector.settings(settings.group(1), host, "https", origin, prefix)
+        return collector.settings(settings.group(1), host, "https", headers.origin, prefix)
     return collector.static_file(
         "standalone.js" if library else bundle.group(1),  # type: ignore[union-attr]
-        headers.get("if-none-match"),
-        headers.get("accept-encoding"),
+        headers.if_none_match,
+        headers.accept_encoding,
     )
 
 
@@ -182,10 +182,15 @@ def collector_handler(event: dict[str, Any], context: Any = None) -> dict[str, A
     request_context = event.get("requestContext") or {}
     http = request_context.get("http", {})
     method = http.get("method", "")
-    headers: Mapping[str, str] = event.get("headers") or {}  # HTTP API lower-cases names
     path = _path(event.get("rawPath") or http.get("path", ""), request_context.get("stage", ""))
-    origin = headers.get("origin")
     head = method == "HEAD"
+    try:
+        # HTTP API lower-cases names and joins repeats with commas.
+        headers = RequestHeaders.from_mapping(event.get("headers") or {})
+    except InvalidInput as error:
+        label = path if path in ROUTES else "other"
+        return _answer(collector.with_cors(collector.reject(label, error), None), head)
+    origin = headers.origin
     browser = _browser_route(collector, path, method, headers, request_context)
     if browser is not None:
         return _answer(collector.with_cors(browser, origin), head)
@@ -194,29 +199,41 @@ def collector_handler(event: dict[str, Any], context: Any = None) -> dict[str, A
     return _answer(collector.with_cors(_ingest(collector, path, method, headers, event), origin))
 
 
+def _body(event: Mapping[str, Any]) -> bytes:
+    """The request body API Gateway passed on: base64 when it was not text, else text."""
+    raw_body = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        try:
+            return base64.b64decode(raw_body, validate=True)
+        except (binascii.Error, ValueError):  # ValueError: non-ASCII text
+            raise InvalidInput(400, "malformed_body", "body is not valid base64") from None
+    try:
+        return raw_body.encode()
+    except UnicodeEncodeError as error:
+        raise InvalidInput(
+            400,
+            "invalid_utf8",
+            f"request body: not valid UTF-8 (a lone surrogate at character {error.start})",
+        ) from None
+
+
 def _ingest(
     collector: Collector,
     route: str,
     method: str,
-    headers: Mapping[str, str],
+    headers: RequestHeaders,
     event: dict[str, Any],
 ) -> Response:
     assert _runtime is not None
     if method == "OPTIONS":
-        return collector.preflight(headers.get("origin"))
+        return collector.preflight(headers.origin)
     if method != "POST":
         error = InvalidInput(405, "method_not_allowed", f"{method} {route}: use POST")
         return collector.reject(route, error)
-
-    raw_body = event.get("body") or ""
-    if event.get("isBase64Encoded"):
-        try:
-            body = base64.b64decode(raw_body, validate=True)
-        except binascii.Error:
-            error = InvalidInput(400, "malformed_body", "body is not valid base64")
-            return collector.reject(route, error)
-    else:
-        body = raw_body.encode()
+    try:
+        body = _body(event)
+    except InvalidInput as error:
+        return collector.reject(route, error)
     if len(body) > MAX_REQUEST_BYTES:
         error = InvalidInput(
             413, "request_too_large", f"request body exceeds {MAX_REQUEST_BYTES} bytes"
@@ -226,10 +243,10 @@ def _ingest(
     request = IngestRequest(
         route=route,
         body=body,
-        content_type=headers.get("content-type", ""),
-        content_encoding=headers.get("content-encoding", ""),
-        authorization=headers.get("authorization"),
-        origin=headers.get("origin"),
+        content_type=headers.content_type,
+        content_encoding=headers.content_encoding,
+        authorization=headers.authorization,
+        origin=headers.origin,
         client_ip=(event.get("requestContext") or {}).get("http", {}).get("sourceIp") or None,
     )
     return _runtime.loop.run_until_complete(collector.ingest(request))

@@ -2,6 +2,7 @@
 
 Each command reads its settings from environment variables (see :mod:`services.config`).
 Add a command by writing ``def run_<name>(env) -> int`` and registering it in ``COMMANDS``.
+``--help`` shows :data:`USER_HELP` (this docstring is for contributors).
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def run_collector(env: Mapping[str, str]) -> int:
 def run_ensure_stream(env: Mapping[str, str]) -> int:
     from services.streams.jetstream import ensure_stream
 
-    settings, dead_letter, retention = parse.ensure_stream(env)
+    settings, dead_letter = parse.ensure_stream(env)
     configure_logging(settings.log_level)
     try:
         outcome = asyncio.run(ensure_stream(settings.stream_url, settings.settings))
@@ -115,10 +116,15 @@ def run_ensure_stream(env: Mapping[str, str]) -> int:
     from services.deadletter import ensure_dead_letter_stream
 
     dead_letter_outcome = "not applicable"
-    if dead_letter.startswith("nats://"):
+    if dead_letter.url.startswith("nats://"):
         try:
             dead_letter_outcome = asyncio.run(
-                ensure_dead_letter_stream(dead_letter, retention, settings.settings.replicas)
+                ensure_dead_letter_stream(
+                    dead_letter.url,
+                    dead_letter.retention_hours,
+                    settings.settings.replicas,
+                    dead_letter.max_bytes,
+                )
             )
         except Exception as error:
             log.error(
@@ -299,9 +305,31 @@ def _quarantine_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+USER_HELP = """\
+Run one part of the liftoff data platform: the ingestion API, a stream consumer, or a setup
+or repair task. The services image runs these; run them by hand the same way.
+
+Settings come from LIFTOFF_* environment variables (README: "Configuration reference",
+"liftoff local"); a missing or invalid one is named on stderr, exit status 2.
+"""
+USER_EPILOG = """\
+examples:
+  LIFTOFF_STREAM_URL=nats://127.0.0.1:4222/EVENTS LIFTOFF_WRITE_KEYS='{"web": "<key>"}' \\
+    python -m services collector                 # the ingestion API on port 8080
+  LIFTOFF_STREAM_URL=nats://127.0.0.1:4222/EVENTS python -m services ensure-stream
+  python -m services quarantine list --limit 10  # in a collector pod: what it set aside, why
+  python -m services COMMAND --help              # a command's own options
+
+exit status: 0 done (a server: stopped cleanly), 1 failed or incomplete (it says why),
+2 configuration error
+"""
+
 COMMANDS: dict[str, tuple[Callable[[Mapping[str, str]], int], str]] = {
     "collector": (run_collector, "serve the Segment-compatible ingestion API"),
-    "ensure-stream": (run_ensure_stream, "create or update the JetStream stream (idempotent)"),
+    "ensure-stream": (
+        run_ensure_stream,
+        "create or update the JetStream event and dead-letter streams (idempotent)",
+    ),
     "archiver": (run_archiver, "archive the stream to S3 as gzip NDJSON (JetStream consumer)"),
     "loader": (run_loader, "load the stream into the Postgres warehouse (JetStream consumer)"),
     "broadcaster": (
@@ -335,7 +363,12 @@ keyword arguments."""
 
 
 def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m services",
+        description=USER_HELP,
+        epilog=USER_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         subparser = commands.add_parser(name, help=help_text)

@@ -31,6 +31,7 @@ from services.browser import AllowedOrigins, Library
 from services.events import StreamRecord, format_timestamp
 from services.observability import Counters
 from services.quarantine import Quarantine, QuarantineUnavailable
+from services.request_headers import shown
 from services.segment import (
     MAX_REQUEST_BYTES,
     InvalidInput,
@@ -39,7 +40,7 @@ from services.segment import (
     validate_events,
 )
 from services.streams import EventStream, StreamUnavailable
-from services.writekeys import WriteKeys, basic_auth_username
+from services.writekeys import BASIC_FORM, InvalidCredentials, WriteKeys, basic_auth_username
 
 log = logging.getLogger("liftoff.collector")
 
@@ -112,13 +113,30 @@ def _origin_refused(origin: str | None) -> InvalidInput:
     )
 
 
+def _write_key_of(authorization: str) -> str | None:
+    try:
+        return basic_auth_username(authorization)
+    except InvalidCredentials as error:
+        # The credentials are not quoted back: they may be a real key, mangled.
+        raise InvalidInput(
+            401,
+            "invalid_write_key",
+            f"header Authorization: {error}; send the write key as {BASIC_FORM}",
+            field="Authorization",
+        ) from None
+
+
 def decode_content(body: bytes, content_encoding: str) -> bytes:
     encoding = content_encoding.strip().lower()
     if encoding in ("", "identity"):
         return body
     if encoding not in ("gzip", "x-gzip"):
         raise InvalidInput(
-            415, "unsupported_content_encoding", f"Content-Encoding {encoding!r}: use gzip"
+            415,
+            "unsupported_content_encoding",
+            f"header Content-Encoding: {shown(encoding)} is not accepted: use gzip (one coding), "
+            "or none",
+            field="Content-Encoding",
         )
     # RFC 1952 allows several members one after another (what `cat a.gz b.gz` makes), and
     # gzip.decompress reads them all: so do we, all within one output bound, never dropping any.
@@ -273,11 +291,13 @@ class Collector:
             raise InvalidInput(
                 415,
                 "unsupported_media_type",
-                f"Content-Type {media_type!r}: use application/json",
+                f"header Content-Type: {shown(media_type)} is not accepted: use "
+                "application/json (or text/plain, as analytics.js sends it)",
+                field="Content-Type",
             )
         source = None
         if request.authorization:
-            source = self.write_keys.source_for(basic_auth_username(request.authorization))
+            source = self.write_keys.source_for(_write_key_of(request.authorization))
             if source is None:
                 raise InvalidInput(401, "invalid_write_key", "unknown write key")
         body = decode_content(request.body, request.content_encoding)
@@ -301,14 +321,25 @@ class Collector:
             client_ip=request.client_ip,
             collect_ip=source not in self.no_ip_sources,
         )
-        records, rejected = validated.records, validated.rejected
+        return await self._deliver(
+            validated.records, validated.rejected, source, request.route, received_at
+        )
+
+    async def _deliver(
+        self,
+        records: list[StreamRecord],
+        rejected: list[Rejected],
+        source: str,
+        route: str,
+        received_at: datetime,
+    ) -> Response:
+        """Publish the valid events and quarantine the invalid ones; the 200 once both
+        acknowledged everything."""
         if rejected and self.quarantine is None:
             first = rejected[0]
             raise InvalidInput(400, first.code, first.reason, index=first.index, field=first.field)
         if rejected:
-            await self._publish_and_quarantine(
-                records, source, request.route, received_at, rejected
-            )
+            await self._publish_and_quarantine(records, source, route, received_at, rejected)
         elif records:
             await self.stream.publish(records)
         if records:
@@ -325,7 +356,7 @@ class Collector:
             "events quarantined",
             extra={
                 "fields": {
-                    "route": request.route,
+                    "route": route,
                     "source": source,
                     "accepted": len(records),
                     "quarantined": len(rejected),
@@ -333,15 +364,12 @@ class Collector:
                 }
             },
         )
-        return json_response(
-            200,
-            {
-                "success": True,
-                "quarantined": len(rejected),
-                "rejected": [item.as_json() for item in rejected],
-            },
-            [],
-        )
+        answer = {
+            "success": True,
+            "quarantined": len(rejected),
+            "rejected": [item.as_json() for item in rejected],
+        }
+        return json_response(200, answer, [])
 
     async def _publish_and_quarantine(
         self,

@@ -18,6 +18,7 @@ from services.env import (  # noqa: F401  (re-exported: services.config.<NAME> i
     BROADCAST_BATCH_MAX_EVENTS,
     BROADCAST_BATCH_MAX_SECONDS,
     CONSUMER_NAME,
+    DEAD_LETTER_MAX_BYTES,
     DEAD_LETTER_RETENTION_HOURS,
     DEAD_LETTER_URL,
     DUPLICATE_WINDOW,

@@ -63,6 +63,7 @@ import asyncio
 import itertools
 import json
 import logging
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -253,10 +254,15 @@ def _text(value: msgspec.Raw) -> msgspec.Raw | None:
     return None if not value or (len(value) == 4 and bytes(value) == b"null") else value
 
 
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+"""A JSON escape of the NUL code point: ``\\u0000`` after an even number of backslashes (an
+odd one makes it the six characters ``\\u0000``, text PostgreSQL stores like any other)."""
+
+
 def row_of(delivery: Delivery) -> tuple[Any, ...] | str:
     """The events row for ``delivery``, or why it cannot be loaded. The jsonb columns hold
     JSON text as bytes-like objects (the binary COPY's dumper takes them as they are)."""
-    if b"\\u0000" in delivery.data:
+    if b"\\u0000" in delivery.data and _NUL_ESCAPE.search(delivery.data):
         return "contains \\u0000, which PostgreSQL text and jsonb cannot store"
     envelope = delivery.envelope
     if envelope is not None:  # the common case: the typed fields, no dicts

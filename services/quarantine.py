@@ -34,6 +34,7 @@ import base64
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -95,15 +96,41 @@ def nats_headers(source: str, route: str, received_at: str, item: Rejected) -> d
     return headers
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: valid JSON text, but no float holds it
+        raise ValueError(f"{text} does not fit a 64-bit float")
+    return value
+
+
+def strict_event(raw: bytes) -> tuple[bool, Any]:
+    """(True, the event decoded) when it reads back as strict JSON (UTF-8, numbers a float
+    holds), else (False, None). Re-encoded, what it decoded to is strict JSON again: Python's
+    json would otherwise turn 1e999 into Infinity, which JSON.parse and jq refuse."""
+    try:
+        return True, json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, out of range, too deep
+        return False, None
+
+
+def event_as_json(raw: bytes) -> Any:
+    """A stored event for a listing: decoded when it is strict JSON, else its text (bytes that
+    are not UTF-8 escaped), so the listing itself is always strict JSON."""
+    decoded, event = strict_event(raw)
+    return event if decoded else raw.decode("utf-8", errors="backslashreplace")
+
+
 def sqs_body(source: str, route: str, received_at: str, item: Rejected) -> str:
     """The SQS message: the event as JSON when it is, else exactly its bytes in base64. Always
     ASCII (json.dumps escapes the rest): SQS refuses some characters, and a refused quarantine
     write would answer 503 to every retry of the request."""
-    event: Any = None
     exact: str | None = None
-    try:
-        event = json.loads(item.raw)
-    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past json's bound
+    decoded, event = strict_event(item.raw)
+    if not decoded:  # not JSON, not UTF-8, a number no float holds, nested past json's bound
         exact = base64.b64encode(item.raw).decode()
     document = {
         "reason": item.reason,
@@ -220,23 +247,25 @@ class QuarantinedEvent:
 
     def as_json(self) -> dict[str, Any]:
         h = self.headers
-        event: Any
-        try:
-            event = json.loads(self.raw)
-        except (ValueError, RecursionError):  # kept byte for byte; shown with bad bytes escaped
-            event = self.raw.decode("utf-8", errors="backslashreplace")
         return {
             "sequence": self.sequence,
             "source": h.get("Liftoff-Source"),
             "route": h.get("Liftoff-Route"),
-            "index": int(h.get("Liftoff-Index", "0")),
+            "index": header_index(h),
             "code": h.get("Liftoff-Code"),
             "field": h.get("Liftoff-Field"),
             "reason": h.get("Liftoff-Reason"),
             "messageId": h.get("Liftoff-Message-Id"),
             "receivedAt": h.get("Liftoff-Received-At"),
-            "event": event,
+            # Kept byte for byte; shown decoded when strict JSON, else as text.
+            "event": event_as_json(self.raw),
         }
+
+
+def header_index(headers: dict[str, str]) -> int | None:
+    """``Liftoff-Index`` as the integer it is everywhere else (None when absent)."""
+    value = headers.get("Liftoff-Index", "")
+    return int(value) if value.isascii() and value.isdigit() else None
 
 
 async def read_quarantine(
@@ -291,12 +320,8 @@ async def replay_quarantine(
     """Validate quarantined events again (``body`` replaces the one event's JSON, e.g. repaired
     by hand); publish those now valid to the event stream and delete them from the quarantine
     only once the stream acknowledged them. Returns one outcome per event."""
-    from datetime import UTC, datetime
-
     import nats
 
-    from services.collector import ROUTES
-    from services.segment import ParsedBody, validate_events
     from services.streams import open_stream
     from services.streams.jetstream import stream_credentials
 
@@ -314,38 +339,47 @@ async def replay_quarantine(
         await _wait_connected(stream)
         js = nc.jetstream(timeout=5)
         for item in events:
-            raw = body if body is not None else item.raw
-            source = item.headers.get("Liftoff-Source", "")
-            event_type = ROUTES.get(item.headers.get("Liftoff-Route", ""), None)
-            try:
-                parsed = (
-                    _single(raw, event_type)
-                    if event_type
-                    else ParsedBody([raw], None, None, None, None, None)
-                )
-                validated = validate_events(parsed, event_type, source, datetime.now(UTC))
-            except Exception as error:  # InvalidInput for a body that is still unreadable
-                outcomes.append(
-                    {"sequence": item.sequence, "replayed": False, "reason": str(error)}
-                )
-                continue
-            if validated.rejected:
-                reason = validated.rejected[0].reason
-                outcomes.append({"sequence": item.sequence, "replayed": False, "reason": reason})
-                continue
-            await stream.publish(validated.records)
-            await js.delete_msg(parts.path.strip("/"), item.sequence)
-            outcomes.append(
-                {
-                    "sequence": item.sequence,
-                    "replayed": True,
-                    "messageId": validated.records[0].message_id,
-                }
-            )
+            outcome, records = _validated_again(item, body)
+            if records:
+                await stream.publish(records)
+                await js.delete_msg(parts.path.strip("/"), item.sequence)
+            outcomes.append(outcome)
         return outcomes
     finally:
         await nc.close()
         await stream.close()
+
+
+def _validated_again(
+    item: QuarantinedEvent, body: bytes | None
+) -> tuple[dict[str, Any], list[Any]]:
+    """(the outcome, the records to publish: none when the event is still invalid)."""
+    from datetime import UTC, datetime
+
+    from services.collector import ROUTES
+    from services.segment import ParsedBody, validate_events
+
+    raw = body if body is not None else item.raw
+    source = item.headers.get("Liftoff-Source", "")
+    event_type = ROUTES.get(item.headers.get("Liftoff-Route", ""), None)
+    try:
+        parsed = (
+            _single(raw, event_type)
+            if event_type
+            else ParsedBody([raw], None, None, None, None, None)
+        )
+        validated = validate_events(parsed, event_type, source, datetime.now(UTC))
+    except Exception as error:  # InvalidInput for a body that is still unreadable
+        return {"sequence": item.sequence, "replayed": False, "reason": str(error)}, []
+    if validated.rejected:
+        reason = validated.rejected[0].reason
+        return {"sequence": item.sequence, "replayed": False, "reason": reason}, []
+    records = validated.records
+    return {
+        "sequence": item.sequence,
+        "replayed": True,
+        "messageId": records[0].message_id,
+    }, records
 
 
 def _single(raw: bytes, event_type: str) -> Any:

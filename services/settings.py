@@ -10,6 +10,7 @@ as at runtime.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from services import config
@@ -18,12 +19,27 @@ from services.config import ConfigError
 Env = Mapping[str, str]
 
 
-def ensure_stream(env: Env) -> tuple[config.EnsureStreamConfig, str, float]:
-    """The stream's settings, the dead-letter URL and the dead-letter stream's retention."""
+@dataclass(frozen=True)
+class DeadLetterStream:
+    """What ``ensure-stream`` provisions for the dead letters (JetStream URLs only)."""
+
+    url: str
+    retention_hours: float
+    max_bytes: int
+
+
+def ensure_stream(env: Env) -> tuple[config.EnsureStreamConfig, DeadLetterStream]:
+    """The stream's settings and the dead-letter stream's."""
+    from services.deadletter import DEFAULT_MAX_BYTES
+
     settings = config.EnsureStreamConfig.from_env(env)
-    dead_letter = config.dead_letter_url(env, settings.stream_url)
-    retention = config.number(env, config.DEAD_LETTER_RETENTION_HOURS, 336.0, 0.001)
-    return settings, dead_letter, retention
+    return settings, DeadLetterStream(
+        url=config.dead_letter_url(env, settings.stream_url),
+        retention_hours=config.number(env, config.DEAD_LETTER_RETENTION_HOURS, 336.0, 0.001),
+        max_bytes=config.integer(
+            env, config.DEAD_LETTER_MAX_BYTES, DEFAULT_MAX_BYTES, 1024 * 1024, 2**53
+        ),
+    )
 
 
 def _consumer(

@@ -59,16 +59,35 @@ class WriteKeys:
         return self._sources_by_key.get(write_key)
 
 
+class InvalidCredentials(ValueError):
+    """An ``Authorization`` header that does not hold HTTP Basic credentials; the message says
+    what is wrong with it without quoting the credentials."""
+
+
+BASIC_FORM = "Basic base64(<write key>:)"
+
+
 def basic_auth_username(authorization: str | None) -> str | None:
-    """The username of an HTTP Basic ``Authorization`` header (Segment: write key, no password)."""
+    """The username of an HTTP Basic ``Authorization`` header (Segment: write key, no password).
+
+    None when there is no header; :class:`InvalidCredentials` for anything that is not
+    ``Basic <base64 of UTF-8 "username:password">`` with a username."""
     if not authorization:
         return None
-    scheme, _, credentials = authorization.partition(" ")
+    scheme, _, credentials = authorization.strip().partition(" ")
     if scheme.lower() != "basic":
-        return None
+        shown_scheme = ascii(scheme[:20])
+        raise InvalidCredentials(f"the scheme is {shown_scheme}, not Basic")
+    credentials = credentials.strip()
+    if not credentials.isascii():
+        raise InvalidCredentials("the credentials hold bytes that are not ASCII (base64 is)")
     try:
-        decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
+        decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+    except binascii.Error:
+        raise InvalidCredentials("the credentials are not base64") from None
+    except UnicodeDecodeError:
+        raise InvalidCredentials("the credentials decode to bytes that are not UTF-8") from None
     username, _, _password = decoded.partition(":")
-    return username or None
+    if not username:
+        raise InvalidCredentials("the credentials carry no username (the write key)")
+    return username

@@ -161,6 +161,26 @@ SIGNALS: tuple[Signal, ...] = (
         aws="SQS `ApproximateNumberOfMessagesVisible` > threshold on each on-failure queue",
     ),
     Signal(
+        name="LiftoffDeadLetterStorage",
+        severity="warning",
+        meaning="The JetStream dead-letter stream (the collector's quarantine and the events "
+        "consumers parked) holds more than the threshold share of its byte bound: at the bound "
+        "its oldest messages are dropped to make room for new ones.",
+        runbook="Find what fills it: `python -m services quarantine list` and the "
+        "LiftoffDeadLetters counters by source and code (a client sending invalid events: fix "
+        "it or revoke its write key) or by consumer (a destination refusing everything). "
+        "Replay or copy what you need before it is dropped; the bound is 10 % of "
+        "`liftoff:stream.storageGb`.",
+        expr="max by (namespace, stream) (liftoff_dead_letter_stream_bytes / "
+        "liftoff_dead_letter_stream_max_bytes) > {threshold}",
+        for_="5m",
+        threshold=Threshold("deadLetterStorageRatio", 0.9, 0.05, 1.0, "ratio"),
+        kubernetes="every consumer process reads the stream's state: "
+        "liftoff_dead_letter_stream_bytes and liftoff_dead_letter_stream_max_bytes{stream}",
+        aws="not applicable: the quarantine and dead letters are SQS queues, which have no byte "
+        "bound (14 days' retention, 1 MiB per message)",
+    ),
+    Signal(
         name="LiftoffDestinationFailing",
         severity="warning",
         meaning="More than the threshold share of HTTP attempts to a third-party destination "

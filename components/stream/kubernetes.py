@@ -38,6 +38,11 @@ NATS_POD_SELECTOR = {
 # new events (discard new): the collector answers 503 and clients retry; acknowledged events
 # are never dropped to make room.
 EVENTS_SHARE_OF_STORAGE = 0.75
+# The DEADLETTER stream's byte bound (quarantined and parked events), out of the same volume;
+# at it the oldest are dropped (discard old), so neither the collector's quarantine nor a
+# consumer parking an event is ever refused for room. 0.75 + 0.10 leaves 5 % of the file store
+# (FILE_STORE_SHARE) to consumer state and raft logs.
+DEAD_LETTER_SHARE_OF_STORAGE = 0.10
 # Sidecars get requests equal to limits too (Guaranteed QoS for the whole pod, as the chart's
 # production guidance asks of the server).
 RELOADER_RESOURCES = {
@@ -90,6 +95,11 @@ def events_max_bytes(settings: KubernetesStream) -> int:
     """``max_bytes`` of each partition's EVENTS stream: EVENTS_SHARE_OF_STORAGE of the volume,
     split evenly over the partitions."""
     return int(settings.storage_gb * 2**30 * EVENTS_SHARE_OF_STORAGE) // settings.partitions
+
+
+def dead_letter_max_bytes(settings: KubernetesStream) -> int:
+    """``max_bytes`` of the DEADLETTER stream: DEAD_LETTER_SHARE_OF_STORAGE of the volume."""
+    return int(settings.storage_gb * 2**30 * DEAD_LETTER_SHARE_OF_STORAGE)
 
 
 def _jetstream_config(args: NatsJetStreamArgs) -> dict[str, Any]:
@@ -185,9 +195,10 @@ def nats_values(args: NatsJetStreamArgs) -> dict[str, Any]:
 class NatsJetStream(pulumi.ComponentResource):
     """NATS with JetStream (file storage on PVCs, cluster of `replicas`) and the EVENTS stream.
 
-    The stream's subjects, retention, replicas and duplicate window are applied by a Job that
-    runs `python -m services ensure-stream` from the services image: idempotent, so it is
-    declared again (under a new name) whenever those settings change.
+    The stream's subjects, retention, replicas and duplicate window, and the DEADLETTER
+    stream's byte bound, are applied by a Job that runs `python -m services ensure-stream`
+    from the services image: idempotent, so it is declared again (under a new name) whenever
+    those settings change.
     """
 
     def __init__(
@@ -238,6 +249,7 @@ class NatsJetStream(pulumi.ComponentResource):
             runtime_env.REPLICAS: str(settings.replicas),
             runtime_env.DUPLICATE_WINDOW: str(settings.duplicate_window_minutes * 60),
             runtime_env.MAX_BYTES: str(events_max_bytes(settings)),
+            runtime_env.DEAD_LETTER_MAX_BYTES: str(dead_letter_max_bytes(settings)),
         }
         # Jobs are immutable: a change of stream settings is a new Job with a new name.
         digest = hashlib.sha256(

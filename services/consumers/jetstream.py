@@ -62,7 +62,7 @@ from services.consumers import (
     process,
     retry_delay,
 )
-from services.deadletter import DeadLetter, DeadLetterUnavailable
+from services.deadletter import DeadLetter, DeadLetterUnavailable, DeadLetterUsage
 from services.observability import Counters
 from services.streams.jetstream import JetStreamAddress, stream_credentials
 
@@ -153,6 +153,15 @@ class JetStreamRunner:
             "liftoff_consumer_lag_seconds",
             "Age of the oldest event a durable consumer has not acknowledged (0 when caught up).",
         )
+        describe(
+            "liftoff_dead_letter_stream_bytes",
+            "Bytes held by the JetStream dead-letter stream (quarantined and parked events).",
+        )
+        describe(
+            "liftoff_dead_letter_stream_max_bytes",
+            "The dead-letter stream's byte bound (-1: none): at it, the oldest are dropped.",
+        )
+        describe("liftoff_dead_letter_stream_messages", "Messages held by the dead-letter stream.")
         # Series exist from the start, so the first park is an increase (alerts use increase()).
         for outcome in ("done", "retry", "park"):
             self.counters.add(
@@ -192,8 +201,22 @@ class JetStreamRunner:
                 continue
             try:
                 await self._measure_lag()
+                await self._measure_dead_letters()
             except Exception as error:  # the next round tries again; lag is advisory
                 log.debug("could not read consumer lag", extra={"fields": {"error": repr(error)}})
+
+    async def _measure_dead_letters(self) -> None:
+        """The dead-letter stream's fill, read with the lag: at its byte bound the oldest dead
+        letters are dropped, and this is what says so beforehand."""
+        usage = await self.dead_letter.usage()
+        if usage is None:
+            return
+        for name, value in (
+            ("liftoff_dead_letter_stream_bytes", usage.bytes),
+            ("liftoff_dead_letter_stream_max_bytes", usage.max_bytes),
+            ("liftoff_dead_letter_stream_messages", usage.messages),
+        ):
+            self.counters.set(name, value, stream=usage.stream)
 
     async def _measure_lag(self) -> None:
         js = self._nc.jetstream(timeout=5)
@@ -766,6 +789,9 @@ class _SharedDeadLetter:
 
     async def park(self, delivery: Delivery, reason: str, consumer: str) -> None:
         await self._dead_letter.park(delivery, reason, consumer)
+
+    async def usage(self) -> DeadLetterUsage | None:
+        return await self._dead_letter.usage()
 
     async def close(self) -> None:
         self._users -= 1

@@ -36,6 +36,11 @@ class StreamSettings:
     duplicate_window_seconds: float = 120.0
     max_bytes: int = -1
     """Per stream (per partition); -1 = unlimited. When full, new events are refused."""
+    discard_oldest: bool = False
+    """At ``max_bytes``, drop the oldest messages to make room instead of refusing new ones:
+    for the dead-letter stream, whose writers (the collector's quarantine, consumers parking
+    an event) would otherwise stall; never for the event stream, whose messages were
+    acknowledged to clients."""
 
 
 class EventStream(Protocol):

@@ -321,8 +321,9 @@ def _wanted_config(address: JetStreamAddress, settings: StreamSettings) -> Strea
         retention=RetentionPolicy.LIMITS,
         # When max_bytes is reached, refuse new messages (the collector answers 503 and the
         # client retries) rather than drop the oldest: those were acknowledged and may not
-        # have been consumed yet. max_age still expires old messages.
-        discard=DiscardPolicy.NEW,
+        # have been consumed yet. max_age still expires old messages. (The dead-letter stream
+        # asks for the opposite: settings.discard_oldest.)
+        discard=DiscardPolicy.OLD if settings.discard_oldest else DiscardPolicy.NEW,
         max_bytes=settings.max_bytes,
         max_age=settings.retention_hours * 3600,
         storage=StorageType.FILE,

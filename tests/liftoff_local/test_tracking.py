@@ -227,3 +227,23 @@ def test_connections_are_bounded_and_slow_clients_cut_off() -> None:
                 assert time.monotonic() - began < 10, "never cut off"
     finally:
         server.stop()
+
+
+def test_quarantine_listing_is_strict_json_with_integer_indexes(
+    api: tuple[TrackingApi, int],
+) -> None:
+    server, port = api
+    headers = {"Liftoff-Consumer": "collector", "Liftoff-Index": "3", "Liftoff-Source": "web"}
+    raw = b'{"userId":"u","event":"e","properties":{"x":1e999}}'
+    server.quarantine.add(Entry.of(8, "deadletter.collector", raw, headers))
+    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=5)
+    connection.request("GET", "/quarantine?consumer=collector")
+    text = connection.getresponse().read()
+    connection.close()
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not JSON: {constant}")  # what Node's JSON.parse does with it
+
+    found = json.loads(text, parse_constant=refuse)["quarantined"]
+    assert [(e["sequence"], e.get("index")) for e in found] == [(7, None), (8, 3)]
+    assert found[1]["event"] == raw.decode()

@@ -281,6 +281,76 @@ def test_hostile_bodies_through_api_gateway(
     assert len(read_kinesis(client, name)) == stored
 
 
+TRACK = b'{"userId":"u","event":"e"}'
+# name → (headers, body as API Gateway passes it, base64?, status, code, the header named)
+HOSTILE_HEADERS: dict[str, tuple[dict[str, str], str, bool, int, str, str]] = {
+    "Authorization with non-ASCII text": (
+        {"authorization": "Basic \u00e9\u00e9\u00e9"},
+        TRACK.decode(),
+        False,
+        401,
+        "invalid_write_key",
+        "Authorization",
+    ),
+    "Authorization decoding to bytes that are not UTF-8": (
+        {"authorization": "Basic 6Ok6"},
+        TRACK.decode(),
+        False,
+        401,
+        "invalid_write_key",
+        "Authorization",
+    ),
+    "Origin with non-ASCII text": (
+        {"authorization": WEB_AUTH, "origin": "https://\u00e9vil.example"},
+        TRACK.decode(),
+        False,
+        400,
+        "invalid_header",
+        "Origin",
+    ),
+    "Content-Type with non-ASCII text": (
+        {"authorization": WEB_AUTH, "content-type": "application/json\u00ff"},
+        TRACK.decode(),
+        False,
+        415,
+        "unsupported_media_type",
+        "Content-Type",
+    ),
+    "a text body with a lone surrogate": (
+        {"authorization": WEB_AUTH},
+        '{"userId":"u","event":"\ud800"}',
+        False,
+        400,
+        "invalid_utf8",
+        "",
+    ),
+    "a base64 body with non-ASCII text": (
+        {"authorization": WEB_AUTH},
+        "e30=\u00e9",
+        True,
+        400,
+        "malformed_body",
+        "",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_HEADERS, ids=list(HOSTILE_HEADERS))
+def test_hostile_headers_through_api_gateway_get_a_4xx_naming_them(
+    lambda_env: tuple[Any, str], case: str
+) -> None:
+    client, name = lambda_env
+    headers, body, base64_encoded, status, code, header = HOSTILE_HEADERS[case]
+    event = http_api_event(b"", path="/v1/track", headers=headers)
+    event["body"], event["isBase64Encoded"] = body, base64_encoded
+    response = aws_lambda.collector_handler(event, None)
+    answer = json.loads(response["body"])
+    assert (response["statusCode"], answer["code"]) == (status, code), answer
+    assert header in answer["message"]
+    assert answer.get("field", "") == header
+    assert read_kinesis(client, name) == []
+
+
 def test_analytics_js_routes_and_short_paths_under_a_named_stage(
     lambda_env: tuple[Any, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:

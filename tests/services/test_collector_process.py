@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -159,22 +161,73 @@ def test_sigterm_shuts_down_cleanly(collector: ServerProcess) -> None:
     assert "Traceback" not in collector.log_path.read_text()
 
 
+def children_of(pid: int) -> set[int]:
+    children = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                children.add(int(entry.name))
+    return children
+
+
+def serving_process(client: socket.socket, server_port: int, candidates: set[int]) -> int | None:
+    """Which of `candidates` holds the server side of `client`'s TCP connection."""
+    client_port = client.getsockname()[1]
+    local, remote = f"0100007F:{server_port:04X}", f"0100007F:{client_port:04X}"
+    inode = None
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == local and fields[2] == remote:
+            inode = fields[9]
+    if inode is None:
+        return None
+    for pid in candidates:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                if os.readlink(fd) == f"socket:[{inode}]":
+                    return pid
+            except OSError:
+                continue
+    return None
+
+
 def test_two_worker_processes_serve_one_port(
     tmp_path: Path, shared_nats: ServerProcess, jetstream: tuple[str, str]
 ) -> None:
     url, stream = jetstream
-    with (
-        collector_server(tmp_path, url, WRITE_KEYS_JSON, workers=2) as server,
-        httpx.Client(base_url=base_url(server), auth=("web-key-1", "")) as client,
-    ):
-        for i in range(20):
-            # Each worker connects on its own; a 503 before it has is answered, then retried.
-            for _ in range(200):
-                body = {"batch": [{"type": "identify", "userId": f"u{i}", "messageId": f"m{i}"}]}
-                status = client.post("/v1/batch", json=body, headers={"connection": "close"})
-                if status.status_code != 503:
-                    break
-                time.sleep(0.05)
-            assert status.status_code == 200
+    request = b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nAuthorization: Basic d2ViLWtleS0xOg==\r\n"
+    with collector_server(tmp_path, url, WRITE_KEYS_JSON, workers=2) as server:
+        assert server.pid is not None
+        workers = children_of(server.pid)
+        served_by: set[int] = set()
+        held: list[socket.socket] = []
+        try:
+            for i in range(20):
+                body = json.dumps(
+                    {"batch": [{"type": "identify", "userId": f"u{i}", "messageId": f"m{i}"}]}
+                ).encode()
+                # Each worker connects to NATS on its own; a 503 before it has is retried.
+                for _ in range(200):
+                    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+                    sock.sendall(request + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+                    status = sock.recv(4096).split(b" ", 2)[1]
+                    if status != b"503":
+                        break
+                    sock.close()
+                    time.sleep(0.05)
+                assert status == b"200"
+                # The connection is still open: the process holding its other end answered.
+                served_by.add(serving_process(sock, server.port, workers))  # type: ignore[arg-type]
+                held.append(sock)
+        finally:
+            for sock in held:
+                sock.close()
+    # Two processes, both workers of the one server, answered (one worker would be one PID).
+    assert len(workers) >= 2
+    assert len(served_by) == 2 and served_by <= workers, (served_by, workers)
     stored = asyncio.run(read_jetstream(nats_url(shared_nats), stream))
     assert sorted(m.event["messageId"] for m in stored) == sorted(f"m{i}" for i in range(20))

@@ -19,6 +19,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from services.asgi import CollectorApp
 from services.collector import ROUTES, Collector
@@ -29,7 +30,13 @@ from services.writekeys import WriteKeys
 from tests.servers import nats_server, nats_url
 from tests.services.conftest import unique_stream_url
 from tests.services.streams_under_test import WRITE_KEYS, wait_ready
-from tests.services.test_parser_properties import events, json_values, mangle
+from tests.services.test_parser_properties import (
+    OUT_OF_RANGE,
+    batch_fields,
+    events,
+    json_values,
+    mangle,
+)
 
 pytestmark = pytest.mark.servers
 
@@ -61,7 +68,10 @@ class RunningCollector:
             if self.collector.quarantine._nc is not None:  # type: ignore[attr-defined]
                 break
             await asyncio.sleep(0.05)
-        transport = httpx.ASGITransport(app=CollectorApp(self.collector))
+        # As uvicorn runs it with trusted proxies: the ASGI client below is one, so a
+        # client-written X-Forwarded-For reaches the app.
+        app = ProxyHeadersMiddleware(CollectorApp(self.collector), trusted_hosts="127.0.0.1")
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
         self.client = httpx.AsyncClient(transport=transport, base_url="http://collector")
 
     async def _stop(self) -> None:
@@ -70,9 +80,9 @@ class RunningCollector:
         await self.collector.stream.close()
         await self.collector.quarantine.close()
 
-    def post(self, path: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    def post(self, path: str, body: bytes, headers: Any, method: str = "POST") -> httpx.Response:
         assert self.client is not None
-        return self.call(self.client.post(path, content=body, headers=headers))
+        return self.call(self.client.request(method, path, content=body, headers=headers))
 
     def close(self) -> None:
         self.call(self._stop())
@@ -124,7 +134,8 @@ headers_strategy = st.fixed_dictionaries(
 @given(
     path=st.sampled_from([*sorted(ROUTES), "/v2/batch"]),
     batch=st.lists(events, max_size=5),
-    envelope=st.fixed_dictionaries(
+    envelope=batch_fields
+    | st.fixed_dictionaries(
         {}, optional={"writeKey": json_values | st.just("web-key-1"), "sentAt": json_values}
     ),
     junk=st.none() | st.binary(max_size=3) | st.sampled_from([b"\xff", b"\xc3", b"[" * 1200]),
@@ -144,7 +155,7 @@ def test_any_request_gets_a_json_4xx_or_a_200(
     document: Any = {**envelope, **(batch[0] if batch else {})} if single else {**envelope}
     if not single:
         document["batch"] = batch
-    body = json.dumps(document).encode()
+    body = json.dumps(document).encode().replace(str(OUT_OF_RANGE).encode(), b"1e999")
     if junk is not None:
         body = mangle(body, int(where * len(body)), junk)
     if headers.get("content-encoding") == "gzip":
@@ -164,3 +175,81 @@ def test_any_request_gets_a_json_4xx_or_a_200(
         assert len(answer.get("rejected", [])) == answer.get("quarantined", 0)
     else:
         assert answer["success"] is False and answer["code"] and answer["message"]
+
+
+# Header values as an HTTP parser lets them through (no control bytes; any other byte, ASCII or
+# not), for every header the collector reads, sometimes twice.
+header_values = st.binary(max_size=40).map(
+    lambda raw: bytes(byte for byte in raw if byte >= 0x20 and byte != 0x7F)
+) | st.sampled_from(
+    [
+        b"Basic \xe9\xe9",
+        b"Basic 6Ok6",
+        b"Basic d2ViLWtleS0xOg==",
+        b"gzip",
+        b"https://\xe9.example",
+        b"203.0.113.5, 10.0.0.1",
+        b"garbage:port",
+        b"99999999999999999999",
+    ]
+)
+header_names = st.sampled_from(
+    [
+        b"authorization",
+        b"content-type",
+        b"content-encoding",
+        b"content-length",
+        b"origin",
+        b"host",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"if-none-match",
+        b"accept-encoding",
+    ]
+)
+
+
+@settings(
+    derandomize=True,
+    database=None,
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    method=st.sampled_from(["POST", "POST", "GET", "OPTIONS"]),
+    path=st.sampled_from(
+        [
+            *["/v1/batch", "/v1/track"] * 3,
+            "/v1/projects/web-key-1/settings",
+            "/analytics.js/v1/web-key-1/analytics.min.js",
+            "/healthz",
+        ]
+    ),
+    # Mostly one value per header (so each is read), sometimes repeated.
+    headers=st.lists(st.tuples(header_names, header_values), max_size=3, unique_by=lambda h: h[0])
+    | st.lists(st.tuples(header_names, header_values), max_size=5),
+    envelope=batch_fields,
+)
+def test_any_header_gets_a_json_4xx_or_a_success(
+    running: RunningCollector,
+    method: str,
+    path: str,
+    headers: list[tuple[bytes, bytes]],
+    envelope: dict[str, Any],
+) -> None:
+    track = {"type": "track", "event": "e", "userId": "u"}
+    document = {**envelope, "batch": [track]} if path == "/v1/batch" else {**envelope, **track}
+    body = json.dumps(document).encode().replace(str(OUT_OF_RANGE).encode(), b"1e999")
+    sent = [(b"content-type", b"application/json"), *headers]
+    if not any(name == b"authorization" for name, _ in headers):  # so the body is reached too
+        sent.append((b"authorization", WEB.encode()))
+    response = running.post(path, body if method == "POST" else b"", sent, method)
+
+    assert response.status_code < 500, response.text
+    event_label = f"{method} {response.status_code}"
+    if response.status_code >= 400:
+        answer = response.json()
+        assert answer["success"] is False and answer["code"] and answer["message"]
+        event_label += f" {answer['code']}"
+    event(event_label)

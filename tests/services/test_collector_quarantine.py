@@ -209,6 +209,100 @@ def test_single_event_path_quarantines_an_invalid_event_and_keeps_its_route(
     assert asyncio.run(read_jetstream(nats_url(own_nats), stream)) == []
 
 
+# Invalid events carrying the write key, spelled so that a byte search for "writeKey" misses it,
+# or next to bytes that are not UTF-8 (so the event does not decode as text).
+KEYED = [
+    b'{"type":"track","userId":"u","write\\u004bey":"web-key-1","messageId":"k-0"}',
+    b'{"writeKey":"web-key-1","type":"track","event":"\xff","userId":"u"}',
+    b'{"type":"track", "userId":"u" ,\n "\\u0077riteKey" : "web-key-1" , "event":"\xfe"}',
+    b'{"writeKey":"other","type":"track","userId":"u","writeKey":"web-key-1"}',
+    b'{"type":"track","userId":"u","context":{"writeKey":"nested, kept"},"writeKey":"web-key-1"}',
+]
+KEYED_WITHOUT_KEY = [
+    b'{"type":"track","userId":"u","messageId":"k-0"}',
+    b'{"type":"track","event":"\xff","userId":"u"}',
+    b'{"type":"track", "userId":"u" , "event":"\xfe"}',
+    b'{"type":"track","userId":"u"}',
+    b'{"type":"track","userId":"u","context":{"writeKey":"nested, kept"}}',
+]
+
+
+def test_the_write_key_stays_out_of_the_quarantine_whatever_its_spelling(
+    own_nats: ServerProcess,
+) -> None:
+    url, _ = unique_stream_url(own_nats)
+    asyncio.run(ensure_dead_letter_stream(quarantine_url(own_nats), retention_hours=1))
+    batch = b'{"batch":[' + b",".join(KEYED) + b"]}"
+    # A single event authenticated by an escaped `writeKey` in its body (and quarantined).
+    single = b'{"userId":"u","write\\u004bey":"web-key-1"}'
+
+    async def scenario() -> list[httpx.Response]:
+        async with quarantining_client(url, quarantine_url(own_nats)) as (client, _):
+            plain = {"content-type": "application/json"}
+            return [
+                await client.post("/v1/batch", content=batch, headers=JSON),
+                await client.post("/v1/track", content=single, headers=plain),
+            ]
+
+    batch_answer, single_answer = asyncio.run(scenario())
+    assert batch_answer.json()["quarantined"] == len(KEYED), batch_answer.text
+    assert single_answer.json()["quarantined"] == 1, single_answer.text
+    stored = [data for _, _, data in asyncio.run(read_raw(nats_url(own_nats), "DEADLETTER"))]
+    assert [b"web-key-1" in data for data in stored] == [False] * (len(KEYED) + 1)
+    # Exactly as sent otherwise: the other members, their bytes (valid UTF-8 or not), spacing.
+    assert stored[: len(KEYED)] == KEYED_WITHOUT_KEY
+    assert json.loads(stored[-1]) == {"userId": "u"}
+
+
+def strict_json(text: str | bytes) -> Any:
+    """What JSON.parse in Node (or any RFC 8259 reader) accepts: no NaN/Infinity literals."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_number_out_of_range_is_quarantined_alike_on_single_and_batch_paths(
+    own_nats: ServerProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, stream = unique_stream_url(own_nats)
+    asyncio.run(ensure_dead_letter_stream(quarantine_url(own_nats), retention_hours=1))
+    single = b'{"userId":"u","event":"e","messageId":"n-1","properties":{"x":1e999}}'
+    # The write key in the body: found although the body does not decode to floats.
+    keyed = b'{"writeKey":"web-key-1","userId":"u","event":"e","properties":{"x":-1e999}}'
+    batch = (
+        b'{"batch":[{"type":"track","userId":"u","event":"e","messageId":"n-2",'
+        b'"properties":{"x":1e999}},{"type":"track","userId":"u","event":"ok","messageId":"n-3"}]}'
+    )
+
+    async def scenario() -> list[httpx.Response]:
+        async with quarantining_client(url, quarantine_url(own_nats)) as (client, _):
+            plain = {"content-type": "application/json"}
+            return [
+                await client.post("/v1/track", content=single, headers=JSON),
+                await client.post("/v1/track", content=keyed, headers=plain),
+                await client.post("/v1/batch", content=batch, headers=JSON),
+            ]
+
+    answers = [response.json() for response in asyncio.run(scenario())]
+    rejected = [answer["rejected"] for answer in answers]
+    assert [answer["quarantined"] for answer in answers] == [1, 1, 1], answers
+    assert [[(r["code"], r.get("field")) for r in found] for found in rejected] == [
+        [("number_out_of_range", "properties")]
+    ] * 3
+    assert rejected[0][0]["reason"] == rejected[2][0]["reason"]
+    stored = asyncio.run(read_jetstream(nats_url(own_nats), stream))
+    assert [m.event["messageId"] for m in stored] == ["n-3"]
+
+    # Listed as strict JSON (Node's JSON.parse refuses Infinity), the index an integer.
+    env = {"LIFTOFF_STREAM_URL": url, "LIFTOFF_LOG_LEVEL": "ERROR"}
+    assert cli.main(["quarantine", "list"], env) == 0
+    listed = [strict_json(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(e["index"], e["code"]) for e in listed] == [(0, "number_out_of_range")] * 3
+    assert listed[0]["event"] == single.decode()  # its text: no float holds 1e999
+
+
 def test_quarantine_cli_lists_and_replays(
     own_nats: ServerProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -241,7 +335,10 @@ def test_quarantine_cli_lists_and_replays(
 
     # Repaired by hand: published to the stream, removed from the quarantine.
     repaired = tmp_path / "fixed.json"
-    repaired.write_text(json.dumps({**MIXED[1], "event": "repaired"}))
+    # Larger than the collector's per-event allowance alone: bounded by its own size.
+    repaired.write_text(
+        json.dumps({**MIXED[1], "event": "repaired", "properties": {"n": "x" * 2000}})
+    )
     sequence = str(listed[0]["sequence"])
     assert cli.main(["quarantine", "replay", "--seq", sequence, "--body", str(repaired)], env) == 0
     (outcome,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -259,7 +356,10 @@ def test_sqs_quarantine_has_the_dead_letter_shape(aws_env: str) -> None:
     items = [
         Rejected(i, "invalid_event", f"event {i}: bad", "event", b'{"userId":"u"}', f"m-{i}")
         for i in range(12)  # more than one SendMessageBatch
-    ] + [Rejected(12, "invalid_utf8", "event 12: not UTF-8", None, b'{"a":"\xff"}', None)]
+    ] + [
+        Rejected(12, "invalid_utf8", "event 12: not UTF-8", None, b'{"a":"\xff"}', None),
+        Rejected(13, "number_out_of_range", "event 13: 1e999", "x", b'{"x":1e999}', None),
+    ]
 
     async def put() -> None:
         quarantine = SqsQuarantine("sqs://collector-quarantine")
@@ -268,11 +368,11 @@ def test_sqs_quarantine_has_the_dead_letter_shape(aws_env: str) -> None:
 
     asyncio.run(put())
     bodies: list[dict[str, Any]] = []
-    while len(bodies) < 13:
+    while len(bodies) < 14:
         page = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
-        bodies.extend(json.loads(m["Body"]) for m in page.get("Messages", []))
+        bodies.extend(strict_json(m["Body"]) for m in page.get("Messages", []))
     by_index = {b["index"]: b for b in bodies}
-    assert sorted(by_index) == list(range(13))
+    assert sorted(by_index) == list(range(14))
     assert by_index[0] == {
         "reason": "event 0: bad",
         "consumer": "collector",
@@ -290,6 +390,8 @@ def test_sqs_quarantine_has_the_dead_letter_shape(aws_env: str) -> None:
     }
     assert by_index[12]["event"] is None  # not UTF-8: kept exactly, in base64
     assert base64.b64decode(by_index[12]["eventBase64"]) == b'{"a":"\xff"}'
+    assert by_index[13]["event"] is None  # no float holds 1e999: kept exactly, the body strict
+    assert base64.b64decode(by_index[13]["eventBase64"]) == b'{"x":1e999}'
 
 
 def test_sqs_quarantine_keeps_large_non_ascii_events_exactly(aws_env: str) -> None:

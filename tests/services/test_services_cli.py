@@ -122,6 +122,10 @@ def test_the_module_entry_point_reports_errors_and_lists_commands() -> None:
         check=True,
     )
     assert "collector" in usage.stdout and "ensure-stream" in usage.stdout
+    # A user's help: what to run and how, not how to add a command (nor reST markup).
+    for contributor_text in ("Add a command", "COMMANDS", ":mod:", "``"):
+        assert contributor_text not in usage.stdout
+    assert "LIFTOFF_STREAM_URL=" in usage.stdout and "exit status" in usage.stdout
 
 
 @pytest.mark.servers

@@ -57,6 +57,26 @@ def _pg(numbackends: str) -> list[dict[str, str]]:
     ]
 
 
+def _dead_letter_fill(used: str) -> list[dict[str, str]]:
+    # Reported by every consumer process (instance), as the lag is.
+    return [
+        series
+        for instance in ("archiver", "loader")
+        for series in (
+            _series(
+                "liftoff_dead_letter_stream_bytes",
+                {"stream": "DEADLETTER", "instance": instance},
+                used,
+            ),
+            _series(
+                "liftoff_dead_letter_stream_max_bytes",
+                {"stream": "DEADLETTER", "instance": instance},
+                "1000x15",
+            ),
+        )
+    ]
+
+
 def _volume(available: str) -> list[dict[str, str]]:
     pvc = {"persistentvolumeclaim": "data-postgres-0"}
     return [
@@ -161,6 +181,12 @@ CASES: dict[str, tuple[str, dict[str, str], list[dict], list[dict]]] = {
                 "0+100x12",
             ),
         ],
+    ),
+    "LiftoffDeadLetterStorage": (
+        "10m",
+        {"stream": "DEADLETTER"},
+        _dead_letter_fill("1000x15"),  # at its bound: the oldest are being dropped
+        _dead_letter_fill("500x15"),
     ),
     "LiftoffDestinationFailing": (
         "40m",

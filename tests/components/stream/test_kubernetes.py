@@ -87,6 +87,8 @@ def test_stream_is_created_by_a_job_named_after_its_settings():
         "LIFTOFF_STREAM_DUPLICATE_WINDOW_SECONDS": "120",
         # 75% of the 100 GiB volume, split over the 8 partitions
         "LIFTOFF_STREAM_MAX_BYTES": str(100 * 2**30 * 3 // 4 // 8),
+        # 10% of it for the dead letters (quarantine and parked events)
+        "LIFTOFF_DEAD_LETTER_MAX_BYTES": str(100 * 2**30 // 10),
     }
     assert container["image"] == "registry.corp.example/mirror/data/liftoff-services:0.1.0"
     changed = run_program(
@@ -159,6 +161,28 @@ def test_partitions_change_the_setup_job_and_split_max_bytes():
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["LIFTOFF_STREAM_URL"].endswith("/EVENTS?partitions=16")
     assert int(env["LIFTOFF_STREAM_MAX_BYTES"]) * 16 <= 100 * 2**30 * 3 // 4
+
+
+def test_the_streams_byte_bounds_fit_the_jetstream_file_store():
+    """JetStream reserves each stream's max_bytes out of max_file_store on every server that
+    holds a replica (all of them, with R3): the EVENTS partitions and DEADLETTER together must
+    fit, or ensure-stream is refused for lack of resources."""
+    for storage_gb, partitions in ((1, 1), (10, 8), (100, 64)):
+        run = run_program(
+            "stacks/kubernetes-private-cloud.yaml",
+            overrides={"liftoff:stream": {"storageGb": storage_gb, "partitions": partitions}},
+        )
+        (container,) = run.one(JOB, "liftoff-stream-setup").inputs["spec"]["template"]["spec"][
+            "containers"
+        ]
+        env = {e["name"]: e["value"] for e in container["env"]}
+        values = run.one(CHART, "liftoff-stream-chart").inputs["values"]
+        file_store = int(values["config"]["jetstream"]["fileStore"]["maxSize"].removesuffix("Mi"))
+        reserved = int(env["LIFTOFF_STREAM_MAX_BYTES"]) * partitions + int(
+            env["LIFTOFF_DEAD_LETTER_MAX_BYTES"]
+        )
+        assert reserved <= file_store * 2**20, (storage_gb, partitions)
+        assert int(env["LIFTOFF_DEAD_LETTER_MAX_BYTES"]) >= 2**20  # holds any one dead letter
 
 
 def test_durability_always_is_the_default_for_every_clustered_stream():

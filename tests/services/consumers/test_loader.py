@@ -173,18 +173,26 @@ def test_bad_rows_are_parked_not_blocking(
                 event(3, properties={"text": "nul \u0000 byte"}),
                 b"[1, 2]",
                 event(4),
+                # The six characters \u0000 (escaped in JSON as "\\u0000") are text jsonb
+                # stores; only the NUL code point is refused, also right after a backslash.
+                event(5, properties={"text": "\\u0000", "\\u0000": "key"}),
+                event(6, properties={"text": "\\\u0000"}),
             ],
         )
     )
     run_consumer_until(url, loader(warehouse), settings(consumer), dead_letter_url)
     with connect(warehouse) as connection:
         loaded = [row[0] for row in connection.execute("SELECT message_id FROM events ORDER BY 1")]
-    assert loaded == ["m-1", "m-4"]
+        (properties,) = connection.execute(
+            "SELECT properties FROM events WHERE message_id = 'm-5'"
+        ).fetchone()
+    assert loaded == ["m-1", "m-4", "m-5"]
+    assert properties == {"text": "\\u0000", "\\u0000": "key"}
     parked = asyncio.run(read_dead_letters(nats_url(shared_nats), consumer))
     reasons = {
         headers.get("Liftoff-Message-Id", "-"): headers["Liftoff-Reason"] for headers, _ in parked
     }
-    assert set(reasons) == {"m-2", "m-3", "-"}
+    assert set(reasons) == {"m-2", "m-3", "m-6", "-"}
     assert "timestamp" in reasons["m-2"]
     assert "\\u0000" in reasons["m-3"]
     assert "not a JSON object" in reasons["-"]
