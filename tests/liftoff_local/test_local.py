@@ -191,7 +191,7 @@ def test_dev_stack_end_to_end_with_restart(
     status, quarantined = get_json(f"{tracking}/quarantine?consumer=collector&source=web")
     (bad,) = quarantined["quarantined"]
     assert bad["event"] == {"type": "track", "event": "No User", "messageId": "m-bad"}
-    assert "userId" in bad["reason"] and bad["index"] == "0" and bad["route"] == "/v1/batch"
+    assert "userId" in bad["reason"] and bad["index"] == 0 and bad["route"] == "/v1/batch"
     assert get_json(f"{tracking}/quarantine?event=No%20User")[1]["count"] == 1
     assert get_json(f"{tracking}/events?messageId=m-good")[1]["count"] == 1
     status, error = get_json(f"{tracking}/events?colour=blue")
