@@ -27,7 +27,7 @@ import asyncio
 import json
 import threading
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,6 +115,11 @@ class TrackingView:
         self.last_sequence = 0
         self.dropped = 0
         """Entries after the mark that the bounds made it let go of (or never replayed)."""
+        self.forgotten = 0
+        """Entries forgotten because the stream deleted them, in total (never reset)."""
+        self.on_change: Callable[[], None] | None = None
+        """Called (under the view's lock: keep it short) after an entry was added, a reset
+        or entries forgotten; the debugger's live streams wait on it."""
 
     def add(self, entry: Entry) -> None:
         with self._lock:
@@ -128,6 +133,11 @@ class TrackingView:
             ):
                 self._bytes -= self._entries.popleft().size
                 self.dropped += 1
+            self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def not_replayed(self, count: int) -> None:
         with self._lock:
@@ -144,6 +154,8 @@ class TrackingView:
             if forgotten:
                 self._entries = deque(kept)
                 self._bytes = sum(e.size for e in kept)
+                self.forgotten += forgotten
+                self._changed()
             return forgotten
 
     def reset(self) -> int:
@@ -152,7 +164,24 @@ class TrackingView:
             self._entries.clear()
             self._bytes = 0
             self.dropped = 0
+            self._changed()
             return self.mark
+
+    def after(self, sequence: int) -> tuple[list[Entry], int]:
+        """The entries held after `sequence`, oldest first (walked from the newest: cheap
+        for a reader that keeps up), and how many sequences after it (and after the mark)
+        came before the oldest entry held when the view let entries go: an upper bound of
+        what a reader at `sequence` missed (sequences the stream deleted count too)."""
+        with self._lock:
+            found = []
+            for entry in reversed(self._entries):
+                if entry.sequence <= sequence:
+                    break
+                found.append(entry)
+            found.reverse()
+            oldest = self._entries[0].sequence if self._entries else self.last_sequence + 1
+            gap = oldest - max(sequence, self.mark) - 1 if self.dropped else 0
+        return found, max(0, gap)
 
     def query(self, filters: Mapping[str, str], limit: int) -> Found:
         with self._lock:

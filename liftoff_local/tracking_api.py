@@ -24,6 +24,12 @@ rebinding), and any request from another origin (``Origin`` not this API's own, 
 Scripts and test runners send neither header. At most :attr:`ServerLimits.max_connections`
 connections are served at once (more get a 503), each read or write times out, and a
 connection that has not finished within :attr:`ServerLimits.deadline_seconds` is closed.
+
+**Extensions** (:mod:`liftoff_local.debugger`) add routes behind the same checks. A page
+among them (:attr:`TrackingApi.pages`) may also be opened by a link from another site (a
+top-level navigation: its HTML holds no data, and it is never framed); what it then asks
+for is same-origin. A long-lived answer (a live stream) leaves the connection pool and its
+deadline (:meth:`Handler.long_lived`) for bounds of its own.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from liftoff_local.tracking import FILTERS, MAX_ENTRIES, Entry, TrackingView
@@ -45,6 +51,16 @@ from services.quarantine import header_index
 ANSWER_BYTES = 8 * 1024 * 1024
 ROUTES = ["GET /events", "GET /quarantine", "POST /reset"]
 _OWN_SITE = ("same-origin", "none")
+
+
+class Extension(Protocol):
+    """More routes on the tracking API's port, behind its Host and Origin checks."""
+
+    def handles(self, path: str) -> bool: ...
+
+    def get(self, request: BaseHTTPRequestHandler, path: str, query: dict[str, str]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -64,9 +80,17 @@ class _BoundedServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], handler: Any, max_connections: int) -> None:
         self._slots = threading.BoundedSemaphore(max_connections)
+        self._detached = threading.local()
         self.max_connections = max_connections
         self.refused = 0
         super().__init__(address, handler)
+
+    def detach(self) -> None:
+        """From a handler thread: its connection stays open for long (a live stream, bounded
+        by its own limit), so its slot goes back to the pool now."""
+        if not getattr(self._detached, "yes", False):
+            self._detached.yes = True
+            self._slots.release()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
@@ -89,10 +113,12 @@ class _BoundedServer(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
+        self._detached.yes = False
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            if not self._detached.yes:
+                self._slots.release()
 
 
 class TrackingApi:
@@ -110,6 +136,11 @@ class TrackingApi:
         self.catch_up: Callable[[], None] = lambda: None
         """Blocks until the views hold everything the streams had when it was called: a
         query made after a 200 from the collector includes that request's events."""
+        self.status: dict[str, Any] = {}
+        """The status line's last counts (accepted, lag per consumer, ...), for the debugger."""
+        self.extensions: list[Extension] = []
+        self.pages: set[str] = set()
+        """Paths of HTML pages a link from another site may open (a top-level GET)."""
         self.server = _BoundedServer((host, port), _handler(self), limits.max_connections)
         self.port = self.server.server_address[1]
         names = ("127.0.0.1", "localhost", "[::1]")
@@ -123,6 +154,8 @@ class TrackingApi:
         self._thread.start()
 
     def stop(self) -> None:
+        for extension in self.extensions:
+            extension.close()
         self.server.shutdown()
         self.server.server_close()
 
@@ -137,13 +170,23 @@ class TrackingApi:
         origin = request.headers.get("Origin")
         site = request.headers.get("Sec-Fetch-Site")
         if (origin is not None and origin.lower() not in self.origins) or (
-            site is not None and site.lower() not in _OWN_SITE
+            site is not None and site.lower() not in _OWN_SITE and not self._opens_page(request)
         ):
             return (
                 f"cross-origin request refused (Origin {origin!r}, Sec-Fetch-Site {site!r}): "
                 "call the tracking API from a script or test runner, not from a web page"
             )
         return None
+
+    def _opens_page(self, request: BaseHTTPRequestHandler) -> bool:
+        """A link from another site opening one of the pages (its HTML only)."""
+        h = request.headers
+        return (
+            request.command == "GET"
+            and (h.get("Sec-Fetch-Mode") or "").lower() == "navigate"
+            and (h.get("Sec-Fetch-Dest") or "").lower() == "document"
+            and (urlsplit(request.path).path.rstrip("/") or "/") in self.pages
+        )
 
     def get(self, request: BaseHTTPRequestHandler) -> None:
         url = urlsplit(request.path)
@@ -152,6 +195,9 @@ class TrackingApi:
         if path == "/":
             self.catch_up()
             return _send(request, 200, self.summary())
+        for extension in self.extensions:
+            if extension.handles(path):
+                return extension.get(request, path, query)
         if path not in ("/events", "/quarantine"):
             return _send(request, 404, {"error": f"no route {path}", "routes": ROUTES})
         allowed = (*FILTERS, "limit", *(("consumer",) if path == "/quarantine" else ()))
@@ -257,6 +303,13 @@ def _handler(api: TrackingApi) -> type[BaseHTTPRequestHandler]:
         def _expire(self) -> None:
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
+
+        def long_lived(self) -> None:
+            """This connection stays open (a live stream with bounds of its own): it leaves
+            the pool of max_connections and its deadline; each read and write still times
+            out after io_timeout_seconds."""
+            self._deadline.cancel()
+            self.server.detach()  # type: ignore[attr-defined]
 
         def finish(self) -> None:
             self._deadline.cancel()
