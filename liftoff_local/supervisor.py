@@ -32,7 +32,7 @@ from components.consumers import (
     destination_document,
 )
 from components.ingest.settings import KubernetesIngest
-from liftoff_local import credentials, tracking, tracking_api
+from liftoff_local import credentials, debugger, tracking, tracking_api
 from liftoff_local.binaries import PostgresBinaries, nats_server_version
 from liftoff_local.credentials import generate_key
 from liftoff_local.objectstore import read_key_pair
@@ -772,6 +772,7 @@ class Supervisor:
                 "credentialsFile": self._s3_env["AWS_SHARED_CREDENTIALS_FILE"],
             },
             "trackingUrl": f"http://{LOOPBACK}:{self.options.ports.tracking}",
+            "debuggerUrl": f"http://{LOOPBACK}:{self.options.ports.tracking}{debugger.PATH}",
             "streamUrl": self.stream_url,
             "streamCredentialsFile": str(self.stream_credentials_file),
             "consumers": self.consumers,
@@ -800,6 +801,7 @@ class Supervisor:
             f"  archive       s3://{archive['bucket']} at {archive['endpoint']}  "
             f"(files: {archive['directory']}; key pair: {archive['credentialsFile']})",
             f"  tracking API  {info['trackingUrl']}/events   /quarantine   POST /reset",
+            f"  debugger      {info['debuggerUrl']}   (events live, in a browser)",
             f"  stream        {info['streamUrl']}   (login: {info['streamCredentialsFile']})",
             f"  consumers     {', '.join(self.consumers)}",
             f"  logs          {info['logs']}/",
@@ -934,7 +936,12 @@ async def start_tracking(supervisor: Supervisor) -> tuple[tracking_api.TrackingA
     api = tracking_api.TrackingApi(
         events, quarantine, on_reset, LOOPBACK, supervisor.options.ports.tracking
     )
-    api.start()
+    context = {
+        "stack": supervisor.plan.stack,
+        "sources": supervisor.plan.sources,
+        "collectorUrl": supervisor.collector_url,
+    }
+    debugger.Debugger(api, context)
     nc = await nats.connect(
         supervisor.stream_url.rsplit("/", 1)[0],
         **stream_credentials(supervisor.stream_env()),
@@ -951,6 +958,9 @@ async def start_tracking(supervisor: Supervisor) -> tuple[tracking_api.TrackingA
             future.result(timeout=5)
 
     api.catch_up = catch_up
+    # Served once it follows both streams (requests meanwhile wait in the listen queue): a
+    # page reconnecting after a restart resumes against views that know the streams.
+    api.start()
     return api, nc
 
 
@@ -982,7 +992,9 @@ async def run_until_stopped(supervisor: Supervisor, began: float) -> int:
                 code = 1
                 break
             try:
-                line = status_line(await monitor.snapshot(js))
+                snapshot = await monitor.snapshot(js)
+                api.status = snapshot  # the debugger page shows it
+                line = status_line(snapshot)
             except Exception as error:  # the status line never takes the platform down
                 line = f"status unavailable: {error!r}"
             if interactive:
