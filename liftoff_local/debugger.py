@@ -304,7 +304,8 @@ class Debugger:
     def stats(self) -> dict[str, Any]:
         status = dict(self.api.status)
         return {
-            "accepted": status.get("accepted", self.events.last_sequence),
+            # The view's sequence is live; the status line's counts are read every 2 s.
+            "accepted": max(status.get("accepted") or 0, self.events.last_sequence),
             "quarantined": status.get("quarantined"),
             "deadLettered": status.get("deadLettered"),
             "warehouseRows": status.get("warehouseRows"),

@@ -589,8 +589,12 @@ function buildRow(row) {
   const anonymous = row.userId === undefined && row.anonymousId !== undefined
   button.append(el('span', anonymous ? 'user anonymous' : 'user', anonymous ? `anon ${user}` : user ?? ''))
   if (row.k === 'q') {
+    // "quarantined: code"; on a phone only the code shows (the row is red), the rest is read out.
     const who = row.consumer && row.consumer !== 'collector' ? `dead-lettered by ${row.consumer}` : 'quarantined'
-    button.append(el('span', 'status', row.code ? `${who}: ${row.code}` : who))
+    const status = el('span', 'status')
+    status.append(el('span', 'status-word', row.code ? `${who}: ` : who))
+    if (row.code) status.append(document.createTextNode(row.code))
+    button.append(status)
     const reason = el('span', 'reason', row.reason || '')
     reason.title = row.reason || ''
     button.append(reason)
