@@ -47,7 +47,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-from liftoff_local.tracking import MAX_ENTRIES, Entry
+from liftoff_local.tracking import LISTED, MAX_ENTRIES, Entry
 from liftoff_local.tracking_api import TrackingApi, _quarantine_json, _send
 
 PATH = "/debugger"
@@ -153,7 +153,9 @@ class Cursor:
 
 
 def summary(kind: str, entry: Entry) -> dict[str, Any]:
-    """What the page shows of one entry: the list's fields and the JSON as stored."""
+    """What the page shows of one entry: the list's fields and the JSON as stored. Nothing
+    is decoded here (the view read the fields when the entry arrived): a reader keeping up
+    with thousands of events a second must cost little, and hold the GIL briefly."""
     fields = entry.fields
     row: dict[str, Any] = {"k": kind, "seq": entry.sequence, "subject": entry.subject}
     try:
@@ -161,23 +163,14 @@ def summary(kind: str, entry: Entry) -> dict[str, Any]:
     except UnicodeDecodeError:  # shown with replacement characters, and said so
         text = entry.data.decode("utf-8", "replace")
         row["notUtf8"] = True
-    for name in ("type", "source", "userId", "anonymousId", "messageId"):
+    for name in ("type", "source", "userId", "anonymousId", "messageId", *LISTED):
         if name in fields:
             row[name] = fields[name]
     if "event" in fields:
         row["name"] = fields["event"]
-    if kind == "q":
-        document = _quarantine_json(entry)
-        event = document.pop("event")
+    if kind == "q":  # the quarantine's headers (its receivedAt is the collector's)
+        document = _quarantine_json(entry, event=False)
         row.update({k: v for k, v in document.items() if v is not None and k != "sequence"})
-    else:
-        event = entry.event
-    if isinstance(event, dict):
-        for name in ("groupId", "previousId"):
-            if isinstance(event.get(name), str | int | float):
-                row[name] = str(event[name])
-        if "receivedAt" not in row and isinstance(event.get("receivedAt"), str):
-            row["receivedAt"] = event["receivedAt"]
     row["raw"] = text
     return row
 

@@ -39,6 +39,7 @@ VIEW_BYTES = 64 * 1024 * 1024
 ENTRY_OVERHEAD_BYTES = 1024
 """What the Python objects around one entry take beyond its bytes (measured: ~0.9 KiB)."""
 FILTERS = ("source", "type", "event", "userId", "anonymousId", "messageId")
+LISTED = ("receivedAt", "groupId", "previousId")
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,8 @@ class Entry:
     """The message as the stream holds it (the event's JSON)."""
     headers: Mapping[str, str] = field(default_factory=dict)
     fields: Mapping[str, str] = field(default_factory=dict)
-    """The filter fields, as text (absent: not there)."""
+    """The filter fields, as text (absent: not there), and those the debugger lists
+    (``receivedAt``, ``groupId``, ``previousId``): read once, when the event is decoded here."""
 
     @classmethod
     def of(cls, sequence: int, subject: str, data: bytes, headers: Mapping[str, str]) -> Entry:
@@ -59,7 +61,7 @@ class Entry:
             liftoff = event.get("liftoff")
             if isinstance(liftoff, dict) and isinstance(liftoff.get("source"), str):
                 found["source"] = liftoff["source"]
-            for name in ("type", "userId", "anonymousId", "messageId"):
+            for name in ("type", "userId", "anonymousId", "messageId", *LISTED):
                 if event.get(name) is not None:
                     found[name] = str(event[name])
             name = event.get("event") or event.get("name")

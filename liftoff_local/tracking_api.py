@@ -342,7 +342,8 @@ def _event_json(entry: Entry) -> dict[str, Any]:
     return {"sequence": entry.sequence, "subject": entry.subject, "event": entry.event}
 
 
-def _quarantine_json(entry: Entry) -> dict[str, Any]:
+def _quarantine_json(entry: Entry, event: bool = True) -> dict[str, Any]:
+    """The quarantine's headers as JSON, with the event decoded (`event`) or without."""
     h = entry.headers
     document: dict[str, Any] = {
         "sequence": entry.sequence,
@@ -350,8 +351,9 @@ def _quarantine_json(entry: Entry) -> dict[str, Any]:
         "reason": h.get("Liftoff-Reason"),
         "source": entry.fields.get("source"),
         "messageId": h.get("Liftoff-Message-Id"),
-        "event": entry.event,
     }
+    if event:
+        document["event"] = entry.event
     if "Liftoff-Index" in h:
         document["index"] = header_index(dict(h))  # an integer, as in the collector's answers
     for header, name in (
