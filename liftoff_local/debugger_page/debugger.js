@@ -9,9 +9,10 @@ const MAX_ROWS = 5000 // the page keeps the newest this many (and counts what it
 const FILTERS = ['show', 'source', 'type', 'event', 'user', 'text']
 const OVERSCAN = 8 // rows rendered above and below what is visible
 const TYPING_MS = 300 // text filters apply this long after the last keystroke
+const ARRIVALS_MS = 100 // new events redraw the list at most this often (scrolling: at once)
 const COLOUR_LIMIT = 200000 // characters of JSON above which it is shown without colours
 const MAX_DEPTH = 400 // deeper JSON is shown as it is stored, not indented
-const ARRIVALS = 1000 // messageId -> when it was rendered, for tests and benchmarks
+const ARRIVALS = 1000 // messageId -> when it reached the list / was rendered (tests, benchmarks)
 
 const $ = (id) => document.getElementById(id)
 const list = $('list')
@@ -32,6 +33,8 @@ const state = {
   dirty: true,
   scrollAdjust: 0,
   frame: 0,
+  soon: 0,
+  lastRender: 0,
   rowH: 36,
   rowQH: 60,
   current: null, // the row number that Tab reaches in the list
@@ -43,7 +46,8 @@ const state = {
   retryTimer: 0,
   hello: null,
   stats: null,
-  arrivals: new Map(),
+  arrivals: new Map(), // messageId -> when its row was first rendered
+  listed: new Map(), // messageId -> when it reached the page's list (even if scrolled past)
 }
 
 // --- small helpers --------------------------------------------------------------------------
@@ -71,6 +75,11 @@ function clock(iso) {
   const date = iso ? new Date(iso) : null
   if (!date || Number.isNaN(date.getTime())) return ''
   return `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}.${pad(date.getMilliseconds(), 3)}`
+}
+
+function remember(map, messageId, at) {
+  map.set(messageId, at)
+  if (map.size > ARRIVALS) map.delete(map.keys().next().value)
 }
 
 function keyOf(row) {
@@ -261,6 +270,7 @@ function showNotice(text, error = false) {
 
 function onEntries(message) {
   if (message.missed) state.letGo += message.missed
+  const now = Date.now()
   const fresh = []
   for (const row of message.entries) {
     const key = keyOf(row)
@@ -268,6 +278,7 @@ function onEntries(message) {
     state.keys.add(key)
     row.n = state.nextN++
     fresh.push(row)
+    if (row.messageId) remember(state.listed, row.messageId, now)
   }
   if (state.paused) {
     state.pending.push(...fresh)
@@ -276,7 +287,7 @@ function onEntries(message) {
   } else if (fresh.length) {
     insert(fresh)
   }
-  schedule()
+  scheduleArrivals()
 }
 
 function trim(rows) {
@@ -418,6 +429,18 @@ function schedule() {
   if (!state.frame) state.frame = requestAnimationFrame(render)
 }
 
+function scheduleArrivals() {
+  // A flood of events redraws the list ten times a second, not sixty: it could not be read
+  // faster, and the page leaves the machine's CPU to the pipeline it shows.
+  if (state.frame || state.soon) return
+  const wait = state.lastRender + ARRIVALS_MS - performance.now()
+  if (wait <= 0) return schedule()
+  state.soon = setTimeout(() => {
+    state.soon = 0
+    schedule()
+  }, wait)
+}
+
 function measureRows() {
   // Row heights come from the stylesheet (they differ on a phone): measured on hidden rows.
   const heights = []
@@ -476,6 +499,7 @@ function displayIndex(n) {
 
 function render() {
   state.frame = 0
+  state.lastRender = performance.now()
   if (state.dirty) layout()
   if (state.scrollAdjust) {
     list.scrollTop += state.scrollAdjust
@@ -521,10 +545,7 @@ function render() {
     previous = node
     if (row.shownAt === undefined) {
       row.shownAt = now
-      if (row.messageId) {
-        state.arrivals.set(row.messageId, now)
-        if (state.arrivals.size > ARRIVALS) state.arrivals.delete(state.arrivals.keys().next().value)
-      }
+      if (row.messageId) remember(state.arrivals, row.messageId, now)
     }
   }
   // Opened rows: their details' height, once in the page.
@@ -898,8 +919,10 @@ function renderJson(target, text, field) {
 
 // --- start ---------------------------------------------------------------------------------
 
-// For tests and benchmarks (read-only): when a messageId's row first entered the page.
+// For tests and benchmarks (read-only): when a messageId reached the page's list, and when
+// its row was first rendered (a row pushed past the view by a flood never is).
 window.liftoffDebugger = Object.freeze({
+  listedAt: (messageId) => state.listed.get(messageId) ?? null,
   shownAt: (messageId) => state.arrivals.get(messageId) ?? null,
   rows: () => state.rows.length,
   letGo: () => state.letGo,
