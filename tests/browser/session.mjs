@@ -5,6 +5,7 @@
 // send events, restart liftoff local and look at the page in between.
 //
 //   {"op": "goto", "url": ...}                     {"op": "viewport", "width", "height"}
+//   {"op": "media", "colorScheme": "dark"|"light"}
 //   {"op": "waitFor", "selector", "text"?, "state"?, "timeout"?}
 //   {"op": "eval", "js": "<expression>"}           {"op": "click"|"focus", "selector"}
 //   {"op": "fill", "selector", "value"}            {"op": "press", "selector"?, "key"}
@@ -51,6 +52,9 @@ async function run(command) {
     case 'goto':
       await page.goto(command.url, { waitUntil: 'load' })
       return page.url()
+    case 'media':
+      await page.emulateMedia({ colorScheme: command.colorScheme })
+      return null
     case 'viewport':
       await page.setViewportSize({ width: command.width, height: command.height })
       return null

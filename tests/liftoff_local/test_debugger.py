@@ -498,6 +498,8 @@ PAIRS = [
     ("danger", "bg-alt"), ("ok", "bg-alt"), ("warn", "bg-alt"), ("hl-fg", "hl-bg"),
     ("badge-fg", "badge-bg"), ("fg", "badge-bg"), ("fg", "danger-bg"), ("muted", "danger-bg"),
     ("muted", "badge-bg"), ("j-key", "bg"), ("j-str", "bg"), ("j-num", "bg"), ("j-lit", "bg"),
+    # the JSON's colours inside the highlighted field
+    ("j-key", "hl-bg"), ("j-str", "hl-bg"), ("j-num", "hl-bg"), ("j-lit", "hl-bg"),
 ]  # fmt: skip
 
 

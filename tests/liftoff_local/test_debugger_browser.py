@@ -188,6 +188,9 @@ def test_a_quarantined_event_shows_its_reason_and_field(
     browser.wait_for(f"{detail} .reason-full", text="Quarantined by the collector")
     browser.wait_for("#count-quarantined", text="2", timeout=10)  # the status line's count
     browser.call("screenshot", path=str(artifacts / "quarantined-1280x800.png"))
+    browser.call("media", colorScheme="dark")  # prefers-color-scheme: its own colours
+    browser.call("screenshot", path=str(artifacts / "quarantined-dark-1280x800.png"))
+    browser.call("media", colorScheme="light")
 
     open_page(browser, local, size=(375, 812))  # a phone: the filters fold away
     browser.wait_for(row, text=f"Bad Clock {tag}")
