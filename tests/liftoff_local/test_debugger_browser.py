@@ -109,11 +109,14 @@ def names(browser: Browser) -> list[str]:
     )
 
 
-def shown_at(browser: Browser, message_id: str, deadline: float = 10.0) -> float:
-    """When the page rendered that event's row (seconds since the epoch)."""
+def shown_at(
+    browser: Browser, message_id: str, deadline: float = 10.0, what: str = "shownAt"
+) -> float:
+    """When the page rendered that event's row (seconds since the epoch); with
+    what="listedAt", when it reached the page's list (scrolled out of view or not)."""
     give_up = time.monotonic() + deadline
     while time.monotonic() < give_up:
-        at = browser.eval(f"window.liftoffDebugger.shownAt({json.dumps(message_id)})")
+        at = browser.eval(f"window.liftoffDebugger.{what}({json.dumps(message_id)})")
         if at is not None:
             return at / 1000
         time.sleep(0.05)
@@ -247,6 +250,53 @@ def test_the_list_works_from_the_keyboard(local: LocalRun, browser: Browser) -> 
     assert (
         browser.eval("document.activeElement.closest('.row').getAttribute('aria-posinset')") == "1"
     )
+
+
+def test_a_long_list_keeps_few_rows_in_the_page_and_the_reader_s_place(
+    local: LocalRun, browser: Browser
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    for start in range(0, 2000, 500):
+        batch = [
+            {
+                "type": "track",
+                "userId": f"long-{tag}",
+                "event": f"Step {i}",
+                "messageId": f"{tag}-{i}",
+            }
+            for i in range(start, start + 500)
+        ]
+        send_batch(local, batch)
+    open_page(browser, local, f"user=long-{tag}")
+    browser.wait_for("#summary", text="2,000 matching events")
+    rendered = browser.eval(f"document.querySelectorAll('{ROWS}').length")
+    assert rendered < 80, f"{rendered} rows in the page for 2,000 events"
+    browser.call("focus", selector=f"{ROWS} button")
+    browser.call("press", key="End")
+    assert browser.eval("document.activeElement.textContent").find("Step 0") >= 0
+    assert browser.eval("document.activeElement.closest('.row').getAttribute('aria-posinset')") == (
+        "2000"
+    )
+    browser.call("press", key="Home")
+    # Reading further down: new events arrive on top and what is on screen stays put.
+    browser.eval("document.getElementById('list').scrollTop = 600")
+    time.sleep(0.2)
+    at_top = (
+        "(() => { const list = document.getElementById('list').getBoundingClientRect();"
+        " return document.elementFromPoint(list.left + 300, list.top + 5)"
+        ".closest('.row').querySelector('.name').textContent })()"
+    )
+    before = browser.eval(at_top)
+    client = sdk(local)
+    for index in range(3):
+        client.track(f"long-{tag}", f"Later {index}", message_id=f"{tag}-later-{index}")
+    for index in range(3):
+        shown_at(browser, f"{tag}-later-{index}", what="listedAt")
+    time.sleep(0.3)  # redrawn
+    assert browser.eval(at_top) == before, "the list moved under the reader"
+    browser.eval("document.getElementById('list').scrollTop = 0")
+    time.sleep(0.2)
+    assert names(browser)[:3] == ["Later 2", "Later 1", "Later 0"]
 
 
 def test_filters_narrow_the_list_and_come_back_from_the_url(
