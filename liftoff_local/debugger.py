@@ -406,16 +406,17 @@ class _Reader:
             if self.filters.wants(kind):
                 matching += [(kind, e) for e in entries if self.filters.matches(e)]
         missed = events_gap * self.filters.wants("e") + quarantine_gap * self.filters.wants("q")
-        rows = _newest(matching, self.backlog)
-        missed += len(matching) - len(rows)
+        chosen = _newest(matching, self.backlog)
+        missed += len(matching) - len(chosen)
         self.cursor = Cursor(
             new_events[-1].sequence if new_events else cursor.events,
             new_quarantine[-1].sequence if new_quarantine else cursor.quarantine,
             *marks,
         )
-        chunks = list(_chunks(rows)) or [[]]
+        chunks = list(_chunks(chosen)) or [[]]
         for index, chunk in enumerate(chunks):
-            message: dict[str, Any] = {"entries": chunk}
+            # Built, sent and let go one message at a time: a reader holds one of its own.
+            message: dict[str, Any] = {"entries": [summary(kind, e) for kind, e in chunk]}
             if index == 0 and missed:
                 message["missed"] = missed
             # Only the last message moves the reader's place: a reader cut off in between
@@ -423,24 +424,29 @@ class _Reader:
             self._write("entries", message, with_id=index == len(chunks) - 1)
 
 
-def _newest(matching: Sequence[tuple[str, Entry]], count: int) -> list[dict[str, Any]]:
-    """The `count` newest matches as the page shows them, oldest first by the time they
-    arrived (each kind is in sequence order already, so only its last `count` compete)."""
+def _newest(matching: Sequence[tuple[str, Entry]], count: int) -> list[tuple[str, Entry]]:
+    """The `count` newest matches, oldest first by the time they arrived (each kind is in
+    sequence order already, so only its last `count` compete)."""
     if not count:
         return []
-    rows = []
+    chosen: list[tuple[str, Entry]] = []
     for kind in ("e", "q"):
-        newest = [entry for k, entry in matching if k == kind][-count:]
-        rows += [summary(kind, entry) for entry in newest]
-    rows.sort(key=lambda r: (r.get("receivedAt") or "", r["k"], r["seq"]))
-    return rows[-count:]
+        chosen += [(k, entry) for k, entry in matching if k == kind][-count:]
+    chosen.sort(key=_arrival)
+    return chosen[-count:]
 
 
-def _chunks(rows: Iterable[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
-    chunk: list[dict[str, Any]] = []
+def _arrival(item: tuple[str, Entry]) -> tuple[str, str, int]:
+    kind, entry = item
+    at = entry.headers.get("Liftoff-Received-At") if kind == "q" else None
+    return at or entry.fields.get("receivedAt") or "", kind, entry.sequence
+
+
+def _chunks(rows: Iterable[tuple[str, Entry]]) -> Iterable[list[tuple[str, Entry]]]:
+    chunk: list[tuple[str, Entry]] = []
     size = 0
     for row in rows:
-        row_size = len(row["raw"]) + 512
+        row_size = len(row[1].data) + 512
         if chunk and (size + row_size > MESSAGE_BYTES or len(chunk) >= MESSAGE_ENTRIES):
             yield chunk
             chunk, size = [], 0
