@@ -1,6 +1,7 @@
 """What the debugger page costs, and how soon it shows an event, with 100,000 events.
 
     .venv/bin/python benchmarks/debugger.py [--events 100000] [--probes 20] [--base-port N]
+        [--no-page]
 
 Starts ``python -m liftoff_local`` (dev stack, a fresh data directory) and the debugger page
 in Debian's Chromium (tests/browser/session.mjs), then:
@@ -16,6 +17,8 @@ in Debian's Chromium (tests/browser/session.mjs), then:
    its DOM nodes, the rows it keeps and what it let go; then the same for a page opened now
    (the backlog) and how long its first 5,000 rows took; the supervisor's RSS (the tracking
    API and its views live in that process) before the events and after.
+
+``--no-page``: the same flood with no page open, for the supervisor's RSS without the debugger.
 
 Figures only (DESIGN.md §4.5): nothing here passes or fails. The machine is shared.
 """
@@ -134,6 +137,7 @@ def main() -> None:
     parser.add_argument("--probes", type=int, default=20)
     parser.add_argument("--base-port", type=int, default=0)
     parser.add_argument("--verbose", action="store_true", help="each probe during the flood")
+    parser.add_argument("--no-page", action="store_true", help="the flood alone: RSS baseline")
     options = parser.parse_args()
     if missing():
         raise SystemExit(f"{missing()} is missing (bash .ci/run installs it)")
@@ -149,6 +153,20 @@ def main() -> None:
         key, collector = info["writeKeys"]["web"], info["collectorUrl"]
         client = SegmentClient(key, host=collector, sync_mode=True)
         supervisor_rss_before = rss_mib(run.process.pid)
+        if options.no_page:
+            began = time.monotonic()
+            for start in range(0, options.events, BATCH):
+                count = min(BATCH, options.events - start)
+                post_batch(collector, key, [event(i, "np") for i in range(start, start + count)])
+            seconds = time.monotonic() - began
+            time.sleep(3)
+            urllib.request.urlopen(info["trackingUrl"] + "/", timeout=30).read()  # caught up
+            print(
+                f"no page: {options.events} events in {seconds:.1f} s; supervisor RSS "
+                f"{supervisor_rss_before:.0f} MiB before, {rss_mib(run.process.pid):.0f} MiB after",
+                flush=True,
+            )
+            return
         browser = Browser(timeout=120)
         browser.call("goto", url=info["debuggerUrl"])
         browser.wait_for('#connection[data-state="live"]')
