@@ -211,11 +211,15 @@ def test_event_json_is_shown_as_text_and_never_run(local: LocalRun, browser: Bro
     hostile = "<img src=x onerror=\"window.__pwned='name'\">"
     script = "<script>window.__pwned='property'</script>"
     client = sdk(local)
-    client.track("<b>u</b>", hostile, {"note": script, hostile: 1}, message_id="m-hostile")
+    big = 12345678901234567890  # more than a JavaScript number holds exactly
+    client.track(
+        "<b>u</b>", hostile, {"note": script, hostile: 1, "big": big}, message_id="m-hostile"
+    )
     shown_at(browser, "m-hostile")
     assert names(browser)[0] == hostile, "the name, exactly as sent"
     browser.call("click", selector=f"{ROWS}:has-text('onerror') button")
     browser.wait_for(f"{ROWS} .json", text=script)
+    assert f'"big": {big}' in browser.eval(f"document.querySelector('{ROWS} .json').textContent")
     assert browser.eval("window.__pwned === undefined")
     assert browser.eval("document.querySelectorAll('#rows img, #rows script, #rows b').length") == 0
     report = browser.call("report")
