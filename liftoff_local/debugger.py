@@ -17,9 +17,10 @@ nothing loaded from elsewhere) follows ``GET /debugger/live``, a server-sent eve
   minutes' events per second.
 
 Every message carries ``id:`` = where the reader is (``<events seq>-<quarantine seq>-<events
-mark>-<quarantine mark>``). After a disconnection (local mode restarted, say) the browser
-sends it back as ``Last-Event-ID`` (or the page as ``after=``) and the stream resumes
-after it: nothing the views still hold is lost or sent twice.
+mark>-<quarantine mark>-<when the events stream was created>``). After a disconnection (local
+mode restarted, say) the browser sends it back as ``Last-Event-ID`` (or the page as
+``after=``) and the stream resumes after it: nothing the views still hold is lost or sent
+twice.
 
 Filters are the page's URL parameters, applied here so the page's bounded list holds
 matches only: ``show`` (``accepted`` / ``quarantined``), ``source``, ``type``, ``event``
@@ -131,15 +132,20 @@ class Filters:
 
 @dataclass(frozen=True)
 class Cursor:
-    """Where a reader is: the last sequence read of each stream, and the reset marks then."""
+    """Where a reader is: the last sequence read of each stream, the reset marks then, and
+    which events stream that was (when it was created: --fresh makes a new one)."""
 
     events: int
     quarantine: int
     events_mark: int
     quarantine_mark: int
+    stream: int = 0
 
     def __str__(self) -> str:
-        return f"{self.events}-{self.quarantine}-{self.events_mark}-{self.quarantine_mark}"
+        return (
+            f"{self.events}-{self.quarantine}-{self.events_mark}-{self.quarantine_mark}-"
+            f"{self.stream}"
+        )
 
     @classmethod
     def parse(cls, text: str | None) -> Cursor | None:
@@ -147,7 +153,7 @@ class Cursor:
             parts = [int(part) for part in (text or "").split("-")]
         except ValueError:
             return None
-        if len(parts) != 4 or min(parts) < 0:
+        if len(parts) != 5 or min(parts) < 0:
             return None
         return cls(*parts)
 
@@ -334,7 +340,7 @@ class _Reader:
     def _start(self) -> Cursor:
         """Before the first entry held after the marks: the reader gets what is held."""
         events, quarantine = self.debugger.events, self.debugger.quarantine
-        return Cursor(events.mark, quarantine.mark, events.mark, quarantine.mark)
+        return Cursor(events.mark, quarantine.mark, events.mark, quarantine.mark, events.created)
 
     def _marks(self) -> tuple[int, int]:
         return self.debugger.events.mark, self.debugger.quarantine.mark
@@ -380,10 +386,12 @@ class _Reader:
 
     def _why_reload(self, cursor: Cursor) -> str | None:
         events, quarantine = self.debugger.events, self.debugger.quarantine
+        if cursor.stream != events.created or (
+            cursor.events > events.last_sequence or cursor.quarantine > quarantine.last_sequence
+        ):
+            return "new stream"
         if (cursor.events_mark, cursor.quarantine_mark) != self._marks():
             return "reset"
-        if cursor.events > events.last_sequence or cursor.quarantine > quarantine.last_sequence:
-            return "new stream"
         if (events.forgotten, quarantine.forgotten) != self.forgotten:
             return "deleted"
         return None
@@ -412,6 +420,7 @@ class _Reader:
             new_events[-1].sequence if new_events else cursor.events,
             new_quarantine[-1].sequence if new_quarantine else cursor.quarantine,
             *marks,
+            cursor.stream,
         )
         chunks = list(_chunks(chosen)) or [[]]
         for index, chunk in enumerate(chunks):

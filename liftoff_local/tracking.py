@@ -119,6 +119,9 @@ class TrackingView:
         """Entries after the mark that the bounds made it let go of (or never replayed)."""
         self.forgotten = 0
         """Entries forgotten because the stream deleted them, in total (never reset)."""
+        self.created = 0
+        """When the stream was created (ms since the epoch; 0: not known): a stream made anew
+        (``--fresh``) restarts its sequences, and this tells it from the one before."""
         self.on_change: Callable[[], None] | None = None
         """Called (under the view's lock: keep it short) after an entry was added, a reset
         or entries forgotten; the debugger's live streams wait on it."""
@@ -212,6 +215,8 @@ async def follow(js: Any, stream: str, subjects: str, view: TrackingView) -> Any
     from nats.js.api import ConsumerConfig, DeliverPolicy
 
     info = await js.stream_info(stream)
+    if info.created is not None:
+        view.created = int(info.created.timestamp() * 1000)
     lowest = max(view.mark + 1, info.state.first_seq, 1)
     start = max(lowest, info.state.last_seq - view.max_entries + 1)
     view.not_replayed(start - lowest)

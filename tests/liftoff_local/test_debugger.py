@@ -273,7 +273,7 @@ def test_the_stream_sends_what_is_held_then_each_new_entry(server: Server) -> No
     assert no_user["code"] == "missing_identity" and no_user["field"] == "userId"
     assert no_user["index"] == 0 and no_user["route"] == "/v1/batch"
     assert "userId" in no_user["reason"] and no_user["consumer"] == "collector"
-    assert stream.last_id == "2-1-0-0"
+    assert stream.last_id == "2-1-0-0-0"
     stats = stream.until("stats")
     assert stats["views"]["events"]["held"] == 2 and len(stats["perSecond"]) <= 120
 
@@ -281,7 +281,7 @@ def test_the_stream_sends_what_is_held_then_each_new_entry(server: Server) -> No
     server.events.add(track(3, "web", "Clicked", userId="u-3"))
     assert keys(stream.entries(timeout=2)) == ["e3"]
     print(f"a new entry reached the stream's reader in {time.monotonic() - began:.3f} s")
-    assert stream.last_id == "3-1-0-0"
+    assert stream.last_id == "3-1-0-0-0"
     stream.close()
 
 
@@ -302,7 +302,7 @@ def test_a_reader_resumes_where_it_was(server: Server) -> None:
     assert keys(by_query.entries()) == ["q2", "e3"]
     by_query.close()
     # The header wins over the URL (EventSource keeps the URL it was made with).
-    both = Stream(server.port, "/debugger/live?after=0-0-0-0", Last_Event_ID="3-2-0-0")
+    both = Stream(server.port, "/debugger/live?after=0-0-0-0-0", Last_Event_ID="3-2-0-0-0")
     both.until("hello")
     server.events.add(track(4, "web", "Later"))
     assert keys(both.entries()) == ["e4"]
@@ -320,17 +320,24 @@ def test_a_reset_or_a_new_stream_makes_the_page_start_again(server: Server) -> N
     assert stream.until("reload") == {"why": "reset"}
     server.events.add(track(5, "web", "After the reset"))
     assert keys(stream.entries()) == ["e5"]
-    assert stream.last_id == "5-1-2-1", "the marks are part of the place"
+    assert stream.last_id == "5-1-2-1-0", "the marks are part of the place"
     stream.close()
     # A place from before the reset: the page is told to start again.
-    old = Stream(server.port, Last_Event_ID="2-1-0-0")
+    old = Stream(server.port, Last_Event_ID="2-1-0-0-0")
     assert old.until("reload") == {"why": "reset"}
     assert keys(old.entries()) == ["e5"]
     old.close()
     # A place past the stream's end: liftoff local started again with --fresh.
-    fresh = Stream(server.port, Last_Event_ID="900-1-2-1")
+    fresh = Stream(server.port, Last_Event_ID="900-1-2-1-0")
     assert fresh.until("reload") == {"why": "new stream"}
     fresh.close()
+    # A new stream that already went further than the place: told by when it was created.
+    server.events.created = 1765100000000
+    other = Stream(server.port, Last_Event_ID="2-1-2-1-1765000000000")
+    assert other.until("reload") == {"why": "new stream"}
+    assert keys(other.entries()) == ["e5"]
+    assert other.last_id == "5-1-2-1-1765100000000"
+    other.close()
 
 
 def test_what_the_stream_deleted_reloads_the_page(server: Server) -> None:
@@ -395,7 +402,7 @@ def test_what_a_page_is_sent_is_bounded_and_says_what_it_left_out() -> None:
         assert message["missed"] == 250
         stream.close()
         # A reader resuming from before what the view still holds is told how many it missed.
-        behind = Stream(running.port, "/debugger/live?backlog=1000", Last_Event_ID="40-0-0-0")
+        behind = Stream(running.port, "/debugger/live?backlog=1000", Last_Event_ID="40-0-0-0-0")
         message = behind.until("entries")
         assert message["entries"][0]["seq"] == 101 and message["missed"] == 60
         behind.close()

@@ -370,6 +370,14 @@ def test_reset_from_the_page(local: LocalRun, browser: Browser) -> None:
     assert names(browser) == ["After Reset"]
 
 
+def restart(run: LocalRun, log: str, *extra: str) -> None:
+    """Start liftoff local again on the same data and ports (`run` follows the new process)."""
+    output = run.output.with_name(log)
+    again = start_local([*run.arguments, *extra], output, run.data_dir)  # type: ignore[attr-defined]
+    run.process, run.output = again.process, output
+    run.wait_ready()
+
+
 def test_a_restart_of_local_mode_reconnects_the_page_in_place(
     local: LocalRun, browser: Browser, artifacts: Path
 ) -> None:
@@ -379,12 +387,21 @@ def test_a_restart_of_local_mode_reconnects_the_page_in_place(
     before = names(browser)
     assert local.stop() == 0
     browser.wait_for("#connection[data-state=reconnecting], #connection[data-state=offline]")
-    again = start_local(local.arguments, local.output, local.data_dir)  # type: ignore[attr-defined]
-    local.process = again.process
-    local.wait_ready()
+    restart(local, "restart.log")
     browser.wait_for('#connection[data-state="live"]', timeout=30)
     sdk(local).track("u-restart", "After Restart", message_id="m-after-restart")
     shown_at(browser, "m-after-restart")
     assert names(browser) == ["After Restart", *before], "nothing lost, nothing twice"
     assert browser.eval("document.getElementById('notice').hidden"), "no reload"
     browser.call("screenshot", path=str(artifacts / "after-restart-1280x800.png"))
+
+    # --fresh: a new stream, whose sequences start again; the page starts again with it, even
+    # when the new stream is already past the page's place.
+    assert local.stop() == 0
+    restart(local, "fresh.log", "--fresh")
+    client = sdk(local)
+    for index in range(len(before) + 3):
+        client.track("u-fresh", f"Fresh {index}", message_id=f"m-fresh-{index}")
+    browser.wait_for("#notice", text="new stream", timeout=30)
+    shown_at(browser, f"m-fresh-{len(before) + 2}")
+    assert names(browser) == [f"Fresh {i}" for i in reversed(range(len(before) + 3))]
