@@ -342,3 +342,14 @@ def reconcile_handler(event: dict[str, Any], context: Any = None) -> dict[str, A
     if not summary.ok:
         raise reconcile.ReconcileIncomplete(summary)
     return summary.as_dict()
+
+
+# --- client databases on RDS (invoked by the Postgres component at deploy time) ----------------
+
+
+def ensure_database_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    """Create or update one client's role and database on RDS
+    (:func:`services.database_setup.lambda_handler`: ``{"clientSecretArn": ...}``)."""
+    from services.database_setup import lambda_handler
+
+    return lambda_handler(event, context)

@@ -140,6 +140,6 @@ HANDLERS: dict[str, Callable[[Env], object]] = {
     "services.aws_lambda.loader_handler": lambda env: loader(env, on_lambda=True),
     "services.aws_lambda.broadcaster_handler": lambda env: broadcaster(env, on_lambda=True),
     "services.aws_lambda.reconcile_handler": reconcile,
-    "services.database_setup.lambda_handler": database_setup_lambda,
+    "services.aws_lambda.ensure_database_handler": database_setup_lambda,
 }
 """Lambda handler → what its cold start parses from the environment."""

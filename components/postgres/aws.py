@@ -26,7 +26,7 @@ from components.postgres.major_version import check_major_version, deployed_majo
 from components.postgres.settings import PostgresSettings
 from services import env as runtime_env
 
-SETUP_HANDLER = "services.database_setup.lambda_handler"
+SETUP_HANDLER = "services.aws_lambda.ensure_database_handler"
 # AWS APIs the setup function calls from inside the VPC (services/database_setup.py).
 SETUP_APIS = ("secretsmanager",)
 # What the instance exports to CloudWatch Logs, each into `/aws/rds/instance/<id>/<type>`.

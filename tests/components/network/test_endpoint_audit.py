@@ -32,7 +32,7 @@ HANDLER_ENTRY_MODULES = {
         "services.consumers.kinesis",
     ),
     "services.aws_lambda.reconcile_handler": ("services.reconcile",),
-    "services.database_setup.lambda_handler": ("services.database_setup",),
+    "services.aws_lambda.ensure_database_handler": ("services.database_setup",),
 }
 # AWS's list of endpoints an MWAA environment needs without internet access
 # (docs.aws.amazon.com/mwaa/latest/userguide/networking-about.html, "private routing").
@@ -113,7 +113,7 @@ def test_the_derivation_sees_the_calls_it_must_see():
     """The scan is not vacuous: it finds the clients known to be in the code."""
     assert apis_of_handler("services.aws_lambda.loader_handler") >= {"secretsmanager", "sqs"}
     assert apis_of_handler("services.aws_lambda.reconcile_handler") >= {"s3", "secretsmanager"}
-    assert apis_of_handler("services.database_setup.lambda_handler") == {"secretsmanager"}
+    assert apis_of_handler("services.aws_lambda.ensure_database_handler") == {"secretsmanager"}
     assert clients_in(ROOT / "dags" / "liftoff_reconcile.py") == {"lambda"}
 
 
