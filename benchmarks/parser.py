@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from services.collector import MAX_GZIP_MEMBERS, decode_content
-from services.segment import (
+from services.collector.ingest import MAX_GZIP_MEMBERS, decode_content
+from services.events.segment import (
     MAX_BATCH_EVENTS,
     MAX_JSON_DEPTH,
     MAX_REQUEST_BYTES,

@@ -48,7 +48,7 @@ from liftoff_local.processes import (
 )
 from liftoff_local.stack import LocalPlan, allowed_origins_document, collector_runtime_env
 from services import env as runtime_env
-from services.streams.jetstream import stream_credentials
+from services.stream.jetstream import stream_credentials
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STREAM = "EVENTS"  # components.stream.STREAM_NAME (that module imports Pulumi)
@@ -709,7 +709,7 @@ class Supervisor:
         registry the library routes answer 404 and a note says why."""
         if (ANALYTICS_JS_DIR / "standalone.js").is_file():
             return
-        from services import analytics_js_build as build
+        from services.collector import analytics_js_build as build
 
         cache = REPO_ROOT / "build" / "npm"
         if not (cache / f"analytics-next-{build.VERSION}.tgz").is_file():
@@ -725,7 +725,7 @@ class Supervisor:
                 "analytics.js",
                 [
                     sys.executable,
-                    str(REPO_ROOT / "services" / "analytics_js_build.py"),
+                    str(REPO_ROOT / "services" / "collector" / "analytics_js_build.py"),
                     str(ANALYTICS_JS_DIR),
                     "--cache",
                     str(cache),

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.quarantine import event_as_json
+from services.collector.quarantine import event_as_json
 
 MAX_ENTRIES = 10_000
 VIEW_BYTES = 64 * 1024 * 1024

@@ -40,7 +40,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from liftoff_local.tracking import FILTERS, MAX_ENTRIES, Entry, TrackingView
-from services.quarantine import header_index
+from services.collector.quarantine import header_index
 
 ANSWER_BYTES = 8 * 1024 * 1024
 ROUTES = ["GET /events", "GET /quarantine", "POST /reset"]

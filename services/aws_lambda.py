@@ -1,17 +1,17 @@
 """The collector as an AWS Lambda function behind API Gateway HTTP API (payload format 2.0).
 
 Handler: ``services.aws_lambda.collector_handler``. Same validation and publish code as the
-container (:class:`services.collector.Collector`), publishing to Kinesis.
+container (:class:`services.collector.ingest.Collector`), publishing to Kinesis.
 
 Environment: ``LIFTOFF_STREAM_URL`` (``kinesis://<stream-name>``), and the write keys either in
 ``LIFTOFF_WRITE_KEYS`` (JSON) or in the Secrets Manager secret ``LIFTOFF_WRITE_KEYS_SECRET_ARN``
 (its SecretString is that JSON), read once per cold start. ``LIFTOFF_LOG_LEVEL``,
 ``LIFTOFF_ALLOWED_ORIGINS`` and ``LIFTOFF_PUBLIC_URL`` as in the container. Routes, CORS
 (preflight included: the API's edge CORS is off, so one policy answers on both targets) and
-the analytics.js routes are the container's (:mod:`services.asgi`); analytics.js is read from
-``services/static/analytics-next`` in the package (:mod:`components.packaging` puts it there).
+the analytics.js routes are the container's (:mod:`services.collector.app`); analytics.js is read
+from ``services/static/analytics-next`` in the package (:mod:`components.packaging` puts it there).
 ``LIFTOFF_DEAD_LETTER_URL`` (``sqs://<queue>``): the quarantine for invalid events of valid
-requests (:mod:`services.quarantine`); unset, such a request is refused with 400.
+requests (:mod:`services.collector.quarantine`); unset, such a request is refused with 400.
 ``LIFTOFF_IP_COLLECTION_OFF``: sources whose events keep no IP address. ``context.ip`` is filled
 from API Gateway's ``requestContext.http.sourceIp`` (the TCP peer of API Gateway).
 """
@@ -29,7 +29,7 @@ from typing import Any
 import boto3
 
 from services import config
-from services.browser import (
+from services.collector.browser import (
     BUNDLE_PATH,
     DEFAULT_LIBRARY_DIR,
     LIBRARY_PATH,
@@ -37,13 +37,13 @@ from services.browser import (
     AllowedOrigins,
     Library,
 )
-from services.collector import ROUTES, Collector, IngestRequest, Response, json_response
+from services.collector.ingest import ROUTES, Collector, IngestRequest, Response, json_response
+from services.collector.request_headers import RequestHeaders
 from services.config import ConfigError
+from services.events.segment import MAX_REQUEST_BYTES, InvalidInput
+from services.events.write_keys import WriteKeys
 from services.observability import configure_logging
-from services.request_headers import RequestHeaders
-from services.segment import MAX_REQUEST_BYTES, InvalidInput
-from services.streams.kinesis import KinesisStream
-from services.writekeys import WriteKeys
+from services.stream.kinesis import KinesisStream
 
 
 @dataclass
@@ -97,7 +97,7 @@ def collector_settings(env: Mapping[str, str]) -> LambdaCollectorSettings:
 
 def _start(env: Mapping[str, str]) -> _Runtime:
     configure_logging(config.log_level(env))
-    from services.quarantine import open_quarantine
+    from services.collector.quarantine import open_quarantine
 
     settings = collector_settings(env)
     quarantine_url = settings.quarantine_url
@@ -261,29 +261,29 @@ def reset_for_tests() -> None:
     _runtime = None
 
 
-# --- stream consumers on Kinesis event-source mappings (services.consumers.kinesis) ----------
+# --- stream consumers on Kinesis event-source mappings (services.consumers.runner.kinesis) --------
 
 
 def _build_archiver(env: Mapping[str, str]) -> Any:
-    from services.archiver import Archiver
+    from services.consumers.archiver.sink import Archiver
 
     return Archiver.from_env(env)
 
 
 def _build_loader(env: Mapping[str, str]) -> Any:
-    from services.loader import Loader
+    from services.consumers.loader.sink import Loader
 
     return Loader.from_env(env)
 
 
 def _lambda_consumer(name: str, build: Any) -> Any:
-    from services.consumers.kinesis import LambdaConsumer
+    from services.consumers.runner.kinesis import LambdaConsumer
 
     return LambdaConsumer(name, build)
 
 
 def _build_broadcaster(env: Mapping[str, str]) -> Any:
-    from services.broadcaster.sink import BroadcastSink
+    from services.consumers.broadcaster.sink import BroadcastSink
 
     return BroadcastSink.from_env(env)
 
@@ -306,7 +306,7 @@ def loader_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]
 def broadcaster_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """Kinesis batch → one destination (``LIFTOFF_DESTINATION``); retries stop before the
     invocation's deadline and unfinished records are reported as ``batchItemFailures``."""
-    from services.broadcaster.sink import DEADLINE, lambda_deadline
+    from services.consumers.broadcaster.sink import DEADLINE, lambda_deadline
 
     token = DEADLINE.set(lambda_deadline(context))
     try:
@@ -319,12 +319,13 @@ def broadcaster_handler(event: dict[str, Any], context: Any = None) -> dict[str,
 
 
 def reconcile_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-    """Repair one UTC hour of the warehouse from the archive (:mod:`services.reconcile`).
+    """Repair one UTC hour of the warehouse from the archive
+    (:mod:`services.consumers.reconcile.repair`).
 
     ``event``: ``{"hour": "2026-11-27T10"}`` or ``{"hoursAgo": 1}``. Returns the summary; raises
     when the hour could not be fully reconciled (a corrupt archive object, S3 or PostgreSQL
     down), so the invocation — and the Airflow task waiting on it — fails."""
-    from services import reconcile
+    from services.consumers.reconcile import repair as reconcile
 
     configure_logging(config.log_level(os.environ))
     event = event or {}
@@ -349,7 +350,7 @@ def reconcile_handler(event: dict[str, Any], context: Any = None) -> dict[str, A
 
 def ensure_database_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """Create or update one client's role and database on RDS
-    (:func:`services.database_setup.lambda_handler`: ``{"clientSecretArn": ...}``)."""
-    from services.database_setup import lambda_handler
+    (:func:`services.postgres.database.lambda_handler`: ``{"clientSecretArn": ...}``)."""
+    from services.postgres.database import lambda_handler
 
     return lambda_handler(event, context)

@@ -24,11 +24,11 @@ log = logging.getLogger("liftoff.cli")
 
 def create_collector_app() -> object:
     """uvicorn factory: builds the ASGI app from the environment (once per worker process)."""
-    from services.asgi import CollectorApp
-    from services.browser import Library
-    from services.collector import Collector
-    from services.quarantine import open_quarantine
-    from services.streams import open_stream
+    from services.collector.app import CollectorApp
+    from services.collector.browser import Library
+    from services.collector.ingest import Collector
+    from services.collector.quarantine import open_quarantine
+    from services.stream.base import open_stream
 
     settings = config.CollectorConfig.from_env(os.environ)
     configure_logging(settings.log_level)
@@ -49,7 +49,7 @@ def run_collector(env: Mapping[str, str]) -> int:
 
     import uvicorn
 
-    from services.http_limits import LimitedHttpToolsProtocol
+    from services.collector.http_limits import LimitedHttpToolsProtocol
 
     settings = config.CollectorConfig.from_env(env)  # fail fast, before any worker starts
     configure_logging(settings.log_level)
@@ -101,7 +101,7 @@ def run_collector(env: Mapping[str, str]) -> int:
 
 
 def run_ensure_stream(env: Mapping[str, str]) -> int:
-    from services.streams.jetstream import ensure_stream
+    from services.stream.jetstream import ensure_stream
 
     settings, dead_letter = parse.ensure_stream(env)
     configure_logging(settings.log_level)
@@ -113,7 +113,7 @@ def run_ensure_stream(env: Mapping[str, str]) -> int:
         return 1
     # Also the JetStream dead-letter stream consumers park events in (LIFTOFF_DEAD_LETTER_URL,
     # default nats://<same servers>/DEADLETTER); nothing to do for sqs://.
-    from services.deadletter import ensure_dead_letter_stream
+    from services.stream.dead_letters import ensure_dead_letter_stream
 
     dead_letter_outcome = "not applicable"
     if dead_letter.url.startswith("nats://"):
@@ -142,8 +142,8 @@ def run_ensure_stream(env: Mapping[str, str]) -> int:
 def _run_stream_consumer(
     env: Mapping[str, str], settings: config.ConsumerConfig, build_sink: Callable[[], object]
 ) -> int:
-    from services.consumers.jetstream import run_consumer
-    from services.deadletter import open_dead_letter
+    from services.consumers.runner.jetstream import run_consumer
+    from services.stream.dead_letters import open_dead_letter
 
     configure_logging(settings.log_level)
     assert settings.stream_url is not None
@@ -156,28 +156,28 @@ def _run_stream_consumer(
 
 
 def run_archiver(env: Mapping[str, str]) -> int:
-    from services.archiver import Archiver
+    from services.consumers.archiver.sink import Archiver
 
     archive, settings = parse.archiver(env)  # fail fast on configuration errors
     return _run_stream_consumer(env, settings, lambda: Archiver(archive))
 
 
 def run_loader(env: Mapping[str, str]) -> int:
-    from services.loader import Loader
+    from services.consumers.loader.sink import Loader
 
     warehouse, settings = parse.loader(env)
     return _run_stream_consumer(env, settings, lambda: Loader(warehouse))
 
 
 def run_broadcaster(env: Mapping[str, str]) -> int:
-    from services.broadcaster.sink import BroadcastSink
+    from services.consumers.broadcaster.sink import BroadcastSink
 
     destination, settings = parse.broadcaster(env)  # fail fast: destination, secrets, limits
     return _run_stream_consumer(env, settings, lambda: BroadcastSink(destination))
 
 
 def run_ensure_database(env: Mapping[str, str]) -> int:
-    from services.database_setup import ensure_database
+    from services.postgres.database import ensure_database
 
     configure_logging(config.log_level(env))
     admin, request = parse.ensure_database(env)
@@ -197,7 +197,7 @@ def run_reconcile(
     line. Exit 0 when complete, 1 when an archive object is corrupt or the run failed."""
     import json
 
-    from services import reconcile
+    from services.consumers.reconcile import repair as reconcile
 
     configure_logging(config.log_level(env))
     at = reconcile.parse_hour(hour) if hour is not None else reconcile.hours_ago(hours_ago or 0)
@@ -225,7 +225,7 @@ def run_backup_upload(env: Mapping[str, str], directory: str) -> int:
     from datetime import UTC, datetime
     from pathlib import Path
 
-    from services import backup
+    from services.postgres import backup
 
     configure_logging(config.log_level(env))
     settings = parse.backup_upload(env)
@@ -260,7 +260,7 @@ def run_quarantine(
     import json
     from pathlib import Path
 
-    from services import quarantine
+    from services.collector import quarantine
 
     configure_logging(config.log_level(env))
     stream = config.stream_url(env, ("nats",))

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.browser import DEFAULT_LIBRARY_DIR, AllowedOrigins, validate_public_url
+from services.collector.browser import DEFAULT_LIBRARY_DIR, AllowedOrigins, validate_public_url
 from services.env import (  # noqa: F401  (re-exported: services.config.<NAME> is used widely)
     ACK_WAIT,
     ALLOWED_ORIGINS,
@@ -50,9 +50,9 @@ from services.env import (  # noqa: F401  (re-exported: services.config.<NAME> i
     WRITE_KEYS_FILE,
     WRITE_KEYS_SECRET_ARN,
 )
+from services.events.write_keys import WriteKeys
 from services.observability import parse_log_level
-from services.streams import InvalidStreamUrl, StreamSettings
-from services.writekeys import WriteKeys
+from services.stream.base import InvalidStreamUrl, StreamSettings
 
 
 class ConfigError(Exception):
@@ -69,7 +69,7 @@ def stream_url(env: Mapping[str, str], schemes: tuple[str, ...] = ("nats", "kine
         raise ConfigError(f"{STREAM_URL}={url!r} is not supported: use {allowed}")
     try:
         if scheme == "nats":
-            from services.streams.jetstream import (
+            from services.stream.jetstream import (
                 InvalidStreamCredentials,
                 JetStreamAddress,
                 stream_credentials,
@@ -81,7 +81,7 @@ def stream_url(env: Mapping[str, str], schemes: tuple[str, ...] = ("nats", "kine
             except InvalidStreamCredentials as error:
                 raise ConfigError(str(error)) from None
         else:
-            from services.streams.kinesis import KinesisAddress
+            from services.stream.kinesis import KinesisAddress
 
             KinesisAddress.parse(url)
     except InvalidStreamUrl as error:
@@ -209,8 +209,8 @@ def no_ip_sources(env: Mapping[str, str], keys: WriteKeys) -> frozenset[str]:
 
 @dataclass(frozen=True)
 class HttpLimits:
-    """Per worker process, enforced by :mod:`services.http_limits` (uvicorn has none of the
-    first three, and answers its own concurrency limit only once a request's headers are in)."""
+    """Per worker process, enforced by :mod:`services.collector.http_limits` (uvicorn has none of
+    the first three, and answers its own concurrency limit only once a request's headers are in)."""
 
     max_header_bytes: int = 64 * 1024
     """Default: 64 KiB (request line + headers); larger gets 431 and the connection closed."""
@@ -408,7 +408,7 @@ class ConsumerConfig:
 
     def runner_settings(self) -> object:
         """The JetStream runner's settings (imported lazily: config stays import-light)."""
-        from services.consumers.jetstream import RunnerSettings
+        from services.consumers.runner.jetstream import RunnerSettings
 
         return RunnerSettings(
             consumer_name=self.consumer_name,

@@ -9,7 +9,7 @@ them, so a rename moves both. Names only: this module imports nothing.
 STREAM_URL = "LIFTOFF_STREAM_URL"
 STREAM_CREDENTIALS_FILE = "LIFTOFF_STREAM_CREDENTIALS_FILE"
 """nats:// only, every process that connects to NATS: a JSON file {"user", "password"}
-(services.streams.jetstream.stream_credentials); unset = no credentials."""
+(services.stream.jetstream.stream_credentials); unset = no credentials."""
 WRITE_KEYS = "LIFTOFF_WRITE_KEYS"
 WRITE_KEYS_FILE = "LIFTOFF_WRITE_KEYS_FILE"
 WRITE_KEYS_SECRET_ARN = "LIFTOFF_WRITE_KEYS_SECRET_ARN"
@@ -46,7 +46,7 @@ LAG_INTERVAL = "LIFTOFF_CONSUMER_LAG_INTERVAL_SECONDS"
 DEAD_LETTER_RETENTION_HOURS = "LIFTOFF_DEAD_LETTER_RETENTION_HOURS"
 DEAD_LETTER_MAX_BYTES = "LIFTOFF_DEAD_LETTER_MAX_BYTES"
 
-# --- archive (services.archiver.ArchiverConfig, services.backup.BackupConfig) ------------------
+# --- archive (services.consumers.archiver.sink.ArchiverConfig, services.postgres.backup.BackupConfi
 ARCHIVE_BUCKET = "LIFTOFF_ARCHIVE_BUCKET"
 ARCHIVE_PREFIX = "LIFTOFF_ARCHIVE_PREFIX"
 ARCHIVE_BATCH_MAX_EVENTS = "LIFTOFF_ARCHIVE_BATCH_MAX_EVENTS"
@@ -55,12 +55,12 @@ ARCHIVE_WINDOW_EVENTS = "LIFTOFF_ARCHIVE_WINDOW_EVENTS"
 ARCHIVE_WINDOW_SECONDS = "LIFTOFF_ARCHIVE_WINDOW_SECONDS"
 BACKUP_RETENTION_DAYS = "LIFTOFF_BACKUP_RETENTION_DAYS"
 
-# --- warehouse loader (services.loader) ---------------------------------------------------------
+# --- warehouse loader (services.consumers.loader.sink) --------------------------------------------
 LOADER_BATCH_MAX_EVENTS = "LIFTOFF_LOADER_BATCH_MAX_EVENTS"
 LOADER_BATCH_MAX_SECONDS = "LIFTOFF_LOADER_BATCH_MAX_SECONDS"
 WAREHOUSE_SECRET_ARN = "LIFTOFF_WAREHOUSE_SECRET_ARN"
 
-# --- broadcaster (services.broadcaster.settings) ------------------------------------------------
+# --- broadcaster (services.consumers.broadcaster.settings) ----------------------------------------
 DESTINATION = "LIFTOFF_DESTINATION"
 DESTINATION_API_URL = "LIFTOFF_DESTINATION_API_URL"
 DESTINATION_SECRETS_FILE = "LIFTOFF_DESTINATION_SECRETS_FILE"
@@ -74,7 +74,7 @@ BROADCAST_RETRY_AFTER_MAX = "LIFTOFF_BROADCAST_RETRY_AFTER_MAX_SECONDS"
 BROADCAST_CONCURRENCY = "LIFTOFF_BROADCAST_CONCURRENCY"
 BROADCAST_TIMEOUT = "LIFTOFF_BROADCAST_TIMEOUT_SECONDS"
 
-# --- database setup (services.database_setup) ---------------------------------------------------
+# --- database setup (services.postgres.database) --------------------------------------------------
 DATABASE_NAME = "LIFTOFF_DATABASE_NAME"
 DATABASE_ROLE = "LIFTOFF_DATABASE_ROLE"
 DATABASE_PASSWORD = "LIFTOFF_DATABASE_PASSWORD"

@@ -30,7 +30,7 @@ class DeadLetterStream:
 
 def ensure_stream(env: Env) -> tuple[config.EnsureStreamConfig, DeadLetterStream]:
     """The stream's settings and the dead-letter stream's."""
-    from services.deadletter import DEFAULT_MAX_BYTES
+    from services.stream.dead_letters import DEFAULT_MAX_BYTES
 
     settings = config.EnsureStreamConfig.from_env(env)
     return settings, DeadLetterStream(
@@ -45,7 +45,7 @@ def ensure_stream(env: Env) -> tuple[config.EnsureStreamConfig, DeadLetterStream
 def _consumer(
     env: Env, name: str, events: tuple[str, int], seconds: tuple[str, float], on_lambda: bool
 ) -> config.ConsumerConfig:
-    # On Lambda the event-source mapping sizes the batches (services.consumers.kinesis).
+    # On Lambda the event-source mapping sizes the batches (services.consumers.runner.kinesis).
     if on_lambda:
         return config.ConsumerConfig.from_env(env, default_name=name, on_lambda=True)
     return config.ConsumerConfig.from_env(
@@ -54,7 +54,7 @@ def _consumer(
 
 
 def archiver(env: Env, *, on_lambda: bool = False) -> tuple[Any, config.ConsumerConfig]:
-    from services.archiver import ArchiverConfig
+    from services.consumers.archiver.sink import ArchiverConfig
 
     archive = ArchiverConfig.from_env(env)
     events, seconds = (
@@ -65,7 +65,7 @@ def archiver(env: Env, *, on_lambda: bool = False) -> tuple[Any, config.Consumer
 
 
 def loader(env: Env, *, on_lambda: bool = False) -> tuple[Any, config.ConsumerConfig]:
-    from services.loader import LoaderConfig
+    from services.consumers.loader.sink import LoaderConfig
 
     warehouse = LoaderConfig.from_env(env)
     events, seconds = (config.LOADER_BATCH_MAX_EVENTS, 5000), (config.LOADER_BATCH_MAX_SECONDS, 5.0)
@@ -73,7 +73,7 @@ def loader(env: Env, *, on_lambda: bool = False) -> tuple[Any, config.ConsumerCo
 
 
 def broadcaster(env: Env, *, on_lambda: bool = False) -> tuple[Any, config.ConsumerConfig]:
-    from services.broadcaster.settings import BroadcasterConfig
+    from services.consumers.broadcaster.settings import BroadcasterConfig
 
     destination = BroadcasterConfig.from_env(env)
     events, seconds = (
@@ -87,7 +87,7 @@ def broadcaster(env: Env, *, on_lambda: bool = False) -> tuple[Any, config.Consu
 
 def ensure_database(env: Env) -> tuple[Any, Any]:
     """The admin connection and the client's database request."""
-    from services.database_setup import admin_from_environment, request_from_environment
+    from services.postgres.database import admin_from_environment, request_from_environment
 
     try:
         return admin_from_environment(dict(env)), request_from_environment(dict(env))
@@ -96,15 +96,15 @@ def ensure_database(env: Env) -> tuple[Any, Any]:
 
 
 def reconcile(env: Env) -> tuple[Any, Any]:
-    from services.archiver import ArchiverConfig
-    from services.loader import LoaderConfig
+    from services.consumers.archiver.sink import ArchiverConfig
+    from services.consumers.loader.sink import LoaderConfig
 
     config.log_level(env)
     return ArchiverConfig.from_env(env), LoaderConfig.from_env(env)
 
 
 def backup_upload(env: Env) -> Any:
-    from services import backup
+    from services.postgres import backup
 
     config.log_level(env)
     return backup.BackupConfig.from_env(env)
@@ -117,7 +117,7 @@ def lambda_collector(env: Env) -> Any:
 
 
 def database_setup_lambda(env: Env) -> Any:
-    from services.database_setup import admin_from_secret
+    from services.postgres.database import admin_from_secret
 
     return admin_from_secret(env)
 

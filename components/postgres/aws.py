@@ -27,7 +27,7 @@ from components.postgres.settings import PostgresSettings
 from services import env as runtime_env
 
 SETUP_HANDLER = "services.aws_lambda.ensure_database_handler"
-# AWS APIs the setup function calls from inside the VPC (services/database_setup.py).
+# AWS APIs the setup function calls from inside the VPC (services/postgres/database.py).
 SETUP_APIS = ("secretsmanager",)
 # What the instance exports to CloudWatch Logs, each into `/aws/rds/instance/<id>/<type>`.
 LOG_EXPORTS = ("postgresql", "upgrade")

@@ -17,7 +17,7 @@ from components.network import Grant, PeerT
 if TYPE_CHECKING:  # the contract names Pulumi types; settings readers import it without Pulumi
     import pulumi
 
-# The JetStream stream the platform publishes to (services/streams).
+# The JetStream stream the platform publishes to (services/stream).
 STREAM_NAME = "EVENTS"
 
 

@@ -25,14 +25,20 @@ ENDPOINT = "aws:ec2/vpcEndpoint:VpcEndpoint"
 # services/aws_lambda.py, whose own clients belong to the collector, which runs outside.)
 HANDLER_ENTRY_MODULES = {
     "services.aws_lambda.collector_handler": ("services.aws_lambda",),
-    "services.aws_lambda.archiver_handler": ("services.archiver", "services.consumers.kinesis"),
-    "services.aws_lambda.loader_handler": ("services.loader", "services.consumers.kinesis"),
-    "services.aws_lambda.broadcaster_handler": (
-        "services.broadcaster.sink",
-        "services.consumers.kinesis",
+    "services.aws_lambda.archiver_handler": (
+        "services.consumers.archiver.sink",
+        "services.consumers.runner.kinesis",
     ),
-    "services.aws_lambda.reconcile_handler": ("services.reconcile",),
-    "services.aws_lambda.ensure_database_handler": ("services.database_setup",),
+    "services.aws_lambda.loader_handler": (
+        "services.consumers.loader.sink",
+        "services.consumers.runner.kinesis",
+    ),
+    "services.aws_lambda.broadcaster_handler": (
+        "services.consumers.broadcaster.sink",
+        "services.consumers.runner.kinesis",
+    ),
+    "services.aws_lambda.reconcile_handler": ("services.consumers.reconcile.repair",),
+    "services.aws_lambda.ensure_database_handler": ("services.postgres.database",),
 }
 # AWS's list of endpoints an MWAA environment needs without internet access
 # (docs.aws.amazon.com/mwaa/latest/userguide/networking-about.html, "private routing").
