@@ -5,7 +5,7 @@ length and httptools buffers it), no timeout while a request's headers or body a
 keep-alive timeout *between* requests), and its ``limit_concurrency`` answers 503 only once a
 request's headers are complete, so connections that never finish them are never counted out.
 A slow or huge request could hold memory and a connection slot forever (slowloris). This
-subclass adds, per worker process (:class:`services.config.HttpLimits`):
+subclass adds, per worker process (:class:`services.collector.config.HttpLimits`):
 
 - header size: request line + headers larger than ``max_header_bytes`` → 431 and close;
 - trailers: a chunked request's trailer section (and chunk framing) is bounded the same way

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from services.collector.contract import QuarantineSettings
 from services.events.segment import Rejected
 from services.stream.dead_letters import DEAD_LETTER_SUBJECT_PREFIX
 from services.stream.side_channels import BackgroundJetStream, SqsQueue
@@ -401,3 +402,40 @@ async def _wait_connected(stream: Any, deadline: float = 10.0) -> None:
             if loop.time() > give_up:
                 raise
             await asyncio.sleep(0.05)
+
+
+def run(
+    settings: QuarantineSettings[str],
+    action: str,
+    limit: int | None = None,
+    sequences: list[int] | None = None,
+    body_file: str | None = None,
+) -> int:
+    """``python -m services quarantine list|replay``: list the quarantined events as JSON lines,
+    or replay them (validate again, optionally a repaired body; publish the now-valid ones;
+    delete those from the quarantine). Exit 1 when an event could not be replayed."""
+    import asyncio
+    import json
+    from pathlib import Path
+
+    from services.collector.config import quarantine_url
+    from services.contract import ConfigError, level_of
+    from services.observability import configure_logging
+    from services.stream.contract import require_nats_dead_letter, stream_url
+
+    configure_logging(level_of(settings.log_level))
+    stream = stream_url(settings.stream, ("nats",))
+    url = require_nats_dead_letter(quarantine_url(settings.quarantine_url, stream))
+    if action == "list":
+        events = asyncio.run(read_quarantine(url, limit=limit, sequences=sequences or ()))
+        for event in events:
+            print(json.dumps(event.as_json(), sort_keys=True), flush=True)
+        return 0
+    body = Path(body_file).read_bytes() if body_file else None
+    try:
+        outcomes = asyncio.run(replay_quarantine(url, stream, sequences or (), body=body))
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    for outcome in outcomes:
+        print(json.dumps(outcome, sort_keys=True), flush=True)
+    return 0 if all(o["replayed"] for o in outcomes) else 1

@@ -15,35 +15,32 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from services import config
-from services import env as runtime_env
-from services.config import ConfigError
-from services.consumers.archiver.sink import ArchiverConfig
-from services.consumers.reconcile.repair import s3_client
+from services.archive.store import ArchiveLocation, s3_client
+from services.contract import ConfigError, level_of, or_default
+from services.observability import configure_logging
+from services.postgres.contract import DEFAULT_RETENTION_DAYS, BackupSettings
 
 log = logging.getLogger("liftoff.backup")
 
-RETENTION_DAYS = runtime_env.BACKUP_RETENTION_DAYS
 _STAMP = "%Y%m%dT%H%M%SZ"
 _KEY = re.compile(r".*/(?P<database>[^/]+)-(?P<stamp>\d{8}T\d{6}Z)\.dump$")
 
 
 @dataclass(frozen=True)
 class BackupConfig:
-    archive: ArchiverConfig
+    archive: ArchiveLocation
     retention_days: int
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> BackupConfig:
+    def load(cls, settings: BackupSettings[str]) -> BackupConfig:
         return cls(
-            archive=ArchiverConfig.from_env(env),
-            retention_days=config.integer(env, RETENTION_DAYS, 7, 1, 3650),
+            archive=ArchiveLocation.of(settings.archive),
+            retention_days=or_default(settings.retention_days, DEFAULT_RETENTION_DAYS),
         )
 
     def key(self, database: str, at: datetime) -> str:
@@ -91,3 +88,24 @@ def prune(cfg: BackupConfig, now: datetime, keep: set[str], client: Any = None) 
     if deleted:
         log.info("old backups deleted", extra={"fields": {"count": len(deleted)}})
     return deleted
+
+
+def load(settings: BackupSettings[str]) -> BackupConfig:
+    return BackupConfig.load(settings)
+
+
+def run(settings: BackupSettings[str], directory: str) -> int:
+    """``python -m services backup-upload --dir <directory>``: upload the dumps, then prune
+    dumps past the retention."""
+    configure_logging(level_of(settings.log_level))
+    cfg = BackupConfig.load(settings)
+    now = datetime.now(UTC)
+    try:
+        keys = upload_dumps(cfg, Path(directory), now)
+        prune(cfg, now, keep=set(keys))
+    except ConfigError:
+        raise
+    except Exception as error:
+        log.error("backup upload failed", extra={"fields": {"error": repr(error)}})
+        return 1
+    return 0

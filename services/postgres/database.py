@@ -3,7 +3,7 @@
 The platform runs this with the admin credentials so that each client (Airflow, the warehouse
 loader) gets its own login role owning its own database, and never sees the admin password:
 as a Kubernetes Job (`python -m services ensure-database`) and as a Lambda inside the VPC on
-AWS (`services.aws_lambda.database_setup_handler`).
+AWS (`services.aws_lambda.ensure_database_handler`).
 
 Running it again changes nothing except the role's password, which it sets to the given one
 (so a rotated client secret takes effect on the next run).
@@ -11,20 +11,35 @@ Running it again changes nothing except the role's password, which it sets to th
 
 from __future__ import annotations
 
+import logging
 import os
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from services import env as runtime_env
+from services.contract import ConfigError, level_of
+from services.observability import configure_logging
+from services.postgres.contract import (
+    DEFAULT_ADMIN_DATABASE,
+    DEFAULT_PORT,
+    DEFAULT_SSLMODE,
+    GRANTABLE_ROLES,
+    EnsureDatabaseFunctionSettings,
+    EnsureDatabaseSettings,
+    PostgresAccess,
+    client_password_variables,
+    missing,
+    parse_ensure_database_function,
+    password_variables,
+)
+
+log = logging.getLogger("liftoff.cli")
 
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-# Predefined roles a client may be made a member of (read-only monitoring, nothing that writes).
-GRANTABLE_ROLES = ("pg_monitor",)
 
 
 @dataclass(frozen=True)
@@ -118,80 +133,70 @@ def ensure_database(admin: AdminConnection, request: DatabaseRequest) -> dict[st
     return {"role_created": not exists, "database_created": not has_database}
 
 
-def secret_from_environment(env: Mapping[str, str], name: str) -> str | None:
-    """`name` from the environment, or the content of the file named by `<name>_FILE`.
-
-    Kubernetes mounts Secrets as files, so credentials never sit in the environment.
-    """
-    if env.get(name):
-        return env[name]
-    path = env.get(f"{name}_FILE")
+def password_from(inline: str | None, path: str | None, file_variable: str) -> str | None:
+    """A password given inline, or the content of the file at ``path`` (Kubernetes mounts
+    Secrets as files, so credentials never sit in the environment)."""
+    if inline:
+        return inline
     if not path:
         return None
     try:
         return Path(path).read_text().strip() or None
     except OSError as error:
-        raise ValueError(f"{name}_FILE={path!r} cannot be read: {error.strerror}") from None
+        raise ConfigError(f"{file_variable}={path!r} cannot be read: {error.strerror}") from None
 
 
-def admin_from_environment(environ: Mapping[str, str] | None = None) -> AdminConnection:
-    """Admin connection from libpq-style variables (PGHOST, PGPORT, PGUSER, PGPASSWORD or
-    PGPASSWORD_FILE, PGDATABASE, PGSSLMODE)."""
-    env = os.environ if environ is None else environ
-    password = secret_from_environment(env, "PGPASSWORD")
-    missing = [name for name in ("PGHOST", "PGUSER") if not env.get(name)]
+def admin_of(access: PostgresAccess[str]) -> AdminConnection:
+    """The admin connection from libpq's variables (``check_admin`` made sure of the rest)."""
+    inline, from_file = password_variables()
+    password = password_from(access.password, access.password_file, from_file)
     if password is None:
-        missing.append("PGPASSWORD (or PGPASSWORD_FILE)")
-    if missing:
-        raise ValueError(f"missing environment variable(s): {', '.join(missing)}")
+        raise missing([f"{inline} (or {from_file})"])
+    assert access.host is not None and access.user is not None
     return AdminConnection(
-        host=env["PGHOST"],
-        port=int(env.get("PGPORT", "5432")),
-        user=env["PGUSER"],
+        host=access.host,
+        port=int(access.port or DEFAULT_PORT),
+        user=access.user,
         password=password,
-        database=env.get("PGDATABASE", "postgres"),
-        sslmode=env.get("PGSSLMODE", "prefer"),
+        database=access.database or DEFAULT_ADMIN_DATABASE,
+        sslmode=access.sslmode or DEFAULT_SSLMODE,
     )
 
 
-def request_from_environment(environ: Mapping[str, str] | None = None) -> DatabaseRequest:
-    """The client's database, role and password from LIFTOFF_DATABASE_NAME, _ROLE and
-    _PASSWORD (or _PASSWORD_FILE); LIFTOFF_DATABASE_MEMBER_OF: comma-separated roles to grant."""
-    env = os.environ if environ is None else environ
-    password = secret_from_environment(env, runtime_env.DATABASE_PASSWORD)
-    missing = [
-        name for name in (runtime_env.DATABASE_NAME, runtime_env.DATABASE_ROLE) if not env.get(name)
-    ]
+def request_of(settings: EnsureDatabaseSettings[str]) -> DatabaseRequest:
+    """The client's database, role, password and predefined roles."""
+    inline, from_file = client_password_variables()
+    password = password_from(settings.password, settings.password_file, from_file)
     if password is None:
-        missing.append(f"{runtime_env.DATABASE_PASSWORD} (or {runtime_env.DATABASE_PASSWORD_FILE})")
-    if missing:
-        raise ValueError(f"missing environment variable(s): {', '.join(missing)}")
-    return DatabaseRequest(
-        database=env[runtime_env.DATABASE_NAME],
-        role=env[runtime_env.DATABASE_ROLE],
-        password=password,
-        member_of=tuple(
-            name for name in env.get(runtime_env.DATABASE_MEMBER_OF, "").split(",") if name.strip()
-        ),
-    )
+        raise missing([f"{inline} (or {from_file})"])
+    assert settings.database is not None and settings.role is not None
+    try:
+        return DatabaseRequest(
+            database=settings.database,
+            role=settings.role,
+            password=password,
+            member_of=settings.member_of or (),
+        )
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
-def _read_secret(arn: str) -> dict:
+def _read_secret(arn: str) -> dict[str, Any]:
     import json
 
     import boto3
 
     secret = boto3.client("secretsmanager").get_secret_value(SecretId=arn)
-    return json.loads(secret["SecretString"])
+    document: dict[str, Any] = json.loads(secret["SecretString"])
+    return document
 
 
-def admin_from_secret(env: Mapping[str, str]) -> AdminConnection:
-    """The admin connection from the Secrets Manager secret named by `LIFTOFF_ADMIN_SECRET_ARN`
-    (JSON: `host`, `port`, `username`, `password`, `dbname`), as RDS-managed secrets hold it."""
-    arn = env.get(runtime_env.ADMIN_SECRET_ARN, "").strip()
-    if not arn:
-        raise ValueError(f"missing environment variable(s): {runtime_env.ADMIN_SECRET_ARN}")
-    admin_secret = _read_secret(arn)
+def admin_from_secret(settings: EnsureDatabaseFunctionSettings[str]) -> AdminConnection:
+    """The admin connection from the Secrets Manager secret ``LIFTOFF_ADMIN_SECRET_ARN`` names
+    (JSON: ``host``, ``port``, ``username``, ``password``, ``dbname``), as RDS-managed secrets
+    hold it."""
+    assert settings.admin_secret_arn is not None
+    admin_secret = _read_secret(settings.admin_secret_arn)
     return AdminConnection(
         host=admin_secret["host"],
         port=int(admin_secret["port"]),
@@ -202,13 +207,14 @@ def admin_from_secret(env: Mapping[str, str]) -> AdminConnection:
     )
 
 
-def lambda_handler(event: dict, context: object) -> dict:
+def lambda_handler(event: dict[str, Any], context: object) -> dict[str, bool]:
     """AWS: run inside the VPC; admin and client credentials come from Secrets Manager.
 
-    `event` is `{"clientSecretArn": ...}`; the secret holds `dbname`, `username`, `password`.
-    The admin secret's ARN is in `LIFTOFF_ADMIN_SECRET_ARN`.
+    ``event`` is ``{"clientSecretArn": ...}``; the secret holds ``dbname``, ``username``,
+    ``password``. The admin secret's ARN is in the function's environment
+    (:class:`~services.postgres.contract.EnsureDatabaseFunctionSettings`).
     """
-    admin = admin_from_secret(os.environ)
+    admin = admin_from_secret(parse_ensure_database_function(os.environ))
     client_secret = _read_secret(event["clientSecretArn"])
     request = DatabaseRequest(
         database=client_secret["dbname"],
@@ -216,3 +222,21 @@ def lambda_handler(event: dict, context: object) -> dict:
         password=client_secret["password"],
     )
     return ensure_database(admin, request)
+
+
+def load(settings: EnsureDatabaseSettings[str]) -> tuple[AdminConnection, DatabaseRequest]:
+    """The admin connection and the client's request, passwords read (nothing connected)."""
+    return admin_of(settings.admin), request_of(settings)
+
+
+def run(settings: EnsureDatabaseSettings[str]) -> int:
+    """``python -m services ensure-database``."""
+    configure_logging(level_of(settings.log_level))
+    admin, request = load(settings)
+    try:
+        outcome = ensure_database(admin, request)
+    except Exception as error:
+        log.error("could not ensure the database", extra={"fields": {"error": repr(error)}})
+        return 1
+    log.info("database ensured", extra={"fields": outcome})
+    return 0

@@ -17,14 +17,11 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from services.events.model import StreamRecord
+from services.stream.address import InvalidStreamUrl
 
 
 class StreamUnavailable(Exception):
     """The stream did not acknowledge every record (down, timed out, or kept failing)."""
-
-
-class InvalidStreamUrl(ValueError):
-    """The stream URL names no supported stream or is malformed."""
 
 
 @dataclass(frozen=True)

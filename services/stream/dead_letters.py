@@ -49,16 +49,35 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from services.consumers.runner.model import Delivery
+from services.stream.contract import DEFAULT_DEAD_LETTER_MAX_BYTES
 from services.stream.side_channels import BackgroundJetStream, SqsQueue
 
 log = logging.getLogger("liftoff.deadletter")
 
-DEAD_LETTER_STREAM = "DEADLETTER"
 DEAD_LETTER_SUBJECT_PREFIX = "deadletter"
-DEFAULT_MAX_BYTES = 1024**3
-"""1 GiB: what the Kubernetes target's default 10 GiB volume gives it (10 %). 100,000 invalid
-events in 27 s added 160 MB to an unbounded stream."""
+DEFAULT_MAX_BYTES = DEFAULT_DEAD_LETTER_MAX_BYTES
+
+
+class Position(Protocol):
+    @property
+    def partition(self) -> str: ...
+    @property
+    def sequence(self) -> int: ...
+
+
+class Delivery(Protocol):
+    """What a dead letter keeps of a message (the consumers' ``Delivery`` has it)."""
+
+    @property
+    def data(self) -> bytes: ...
+    @property
+    def position(self) -> Position: ...
+    @property
+    def subject(self) -> str: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def message_id(self) -> str: ...
 
 
 class DeadLetterUnavailable(Exception):

@@ -28,10 +28,8 @@ import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import nats
 import nats.errors
@@ -40,16 +38,15 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
-from services.env import STREAM_CREDENTIALS_FILE
+from services.contract import ConfigError
 from services.events.model import StreamRecord
-from services.stream.base import InvalidStreamUrl, StreamSettings, StreamUnavailable
+from services.stream.address import JetStreamAddress
+from services.stream.base import StreamSettings, StreamUnavailable
+from services.stream.contract import StreamAccess, credentials_file_of, credentials_problem
 
 log = logging.getLogger("liftoff.stream.nats")
 
 MAX_PENDING_ACKS = 50_000
-MAX_PARTITIONS = 64
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
-_SUBJECT_PREFIX = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 
 
 def partition_of(key: str, partitions: int) -> int:
@@ -75,14 +72,18 @@ def stream_credentials_document(user: str, password: str) -> str:
 def stream_credentials(env: Mapping[str, str] | None = None) -> dict[str, str]:
     """``nats.connect`` keyword arguments from ``LIFTOFF_STREAM_CREDENTIALS_FILE`` (default:
     this process's environment): ``{"user", "password"}``, or none when it is unset."""
-    path = (os.environ if env is None else env).get(STREAM_CREDENTIALS_FILE, "").strip()
-    if not path:
+    return credentials_in(credentials_file_of(os.environ if env is None else env))
+
+
+def credentials_in(path: str | None) -> dict[str, str]:
+    """``{"user", "password"}`` from the credentials file at ``path`` (none when None)."""
+    if path is None:
         return {}
     try:
         document = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as error:
         raise InvalidStreamCredentials(
-            f"{STREAM_CREDENTIALS_FILE}={path!r} cannot be read: {error.strerror}"
+            credentials_problem(path, f"cannot be read: {error.strerror}")
         ) from None
     except ValueError:
         document = None
@@ -92,73 +93,25 @@ def stream_credentials(env: Mapping[str, str] | None = None) -> dict[str, str]:
         or not all(isinstance(v, str) and v for v in document.values())
     ):
         raise InvalidStreamCredentials(
-            f"{STREAM_CREDENTIALS_FILE}={path!r} must hold a JSON object with two non-empty "
-            'strings, {"user": "...", "password": "..."}'
+            credentials_problem(
+                path,
+                'must hold a JSON object with two non-empty strings, {"user": "...", '
+                '"password": "..."}',
+            )
         )
     return {"user": document["user"], "password": document["password"]}
 
 
+def check_credentials(access: StreamAccess[str]) -> None:
+    """A configuration error unless the stream's credentials file (if any) is usable."""
+    try:
+        credentials_in(access.credentials_file)
+    except InvalidStreamCredentials as error:
+        raise ConfigError(str(error)) from None
+
+
 class PartitionCountChanged(Exception):
     """The stream exists with another partition count; ensure-stream refuses to change it."""
-
-
-@dataclass(frozen=True)
-class JetStreamAddress:
-    servers: list[str]
-    stream: str
-    subject_prefix: str
-    publish_timeout: float
-    partitions: int = 1
-
-    @classmethod
-    def parse(cls, url: str) -> JetStreamAddress:
-        parts = urlsplit(url)
-        if parts.scheme != "nats" or not parts.netloc:
-            raise InvalidStreamUrl(f"expected nats://host:port/<STREAM>, got {url!r}")
-        stream = parts.path.strip("/")
-        if not _TOKEN.match(stream):
-            raise InvalidStreamUrl(
-                f"stream name {stream!r} in {url!r} must be letters, digits, '_' or '-'"
-            )
-        query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
-        prefix = query.pop("subject_prefix", "events")
-        if not _SUBJECT_PREFIX.match(prefix):
-            raise InvalidStreamUrl(f"subject_prefix {prefix!r} is not a valid subject prefix")
-        try:
-            publish_timeout = float(query.pop("publish_timeout", "5"))
-        except ValueError:
-            raise InvalidStreamUrl("publish_timeout must be a number of seconds") from None
-        raw_partitions = query.pop("partitions", "1")
-        if not raw_partitions.isdigit() or not 1 <= int(raw_partitions) <= MAX_PARTITIONS:
-            raise InvalidStreamUrl(
-                f"partitions={raw_partitions!r} must be a whole number from 1 to {MAX_PARTITIONS}"
-            )
-        if query:
-            raise InvalidStreamUrl(f"unknown nats:// URL parameters: {sorted(query)}")
-        servers = [f"nats://{server}" for server in parts.netloc.split(",")]
-        return cls(servers, stream, prefix, publish_timeout, int(raw_partitions))
-
-    def partition(self, index: int) -> JetStreamAddress:
-        """The address of one partition's own stream, as a one-partition address."""
-        if self.partitions == 1:
-            return self
-        return replace(
-            self,
-            stream=f"{self.stream}-{index}",
-            subject_prefix=f"{self.subject_prefix}.{index}",
-            partitions=1,
-        )
-
-    def partition_addresses(self) -> list[JetStreamAddress]:
-        return [self.partition(index) for index in range(self.partitions)]
-
-    def url(self) -> str:
-        """This address as a stream URL (what a per-partition consumer is given)."""
-        hosts = ",".join(server.removeprefix("nats://") for server in self.servers)
-        query = f"subject_prefix={self.subject_prefix}&publish_timeout={self.publish_timeout:g}"
-        if self.partitions > 1:
-            query += f"&partitions={self.partitions}"
-        return f"nats://{hosts}/{self.stream}?{query}"
 
 
 class JetStreamStream:

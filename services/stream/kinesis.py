@@ -15,52 +15,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import re
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import botocore.config
 import botocore.exceptions
 
 from services.events.model import StreamRecord
-from services.stream.base import InvalidStreamUrl, StreamUnavailable
+from services.stream.address import KinesisAddress
+from services.stream.base import StreamUnavailable
 
 log = logging.getLogger("liftoff.stream.kinesis")
 
 MAX_RECORDS_PER_CALL = 500
 MAX_BYTES_PER_CALL = 5 * 1024 * 1024
-_STREAM_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
-
-
-@dataclass(frozen=True)
-class KinesisAddress:
-    stream_name: str
-    region: str | None = None
-    max_attempts: int = 6
-    base_backoff_seconds: float = 0.05
-
-    @classmethod
-    def parse(cls, url: str) -> KinesisAddress:
-        parts = urlsplit(url)
-        name = parts.netloc + parts.path.rstrip("/")
-        if parts.scheme != "kinesis" or not _STREAM_NAME.match(name):
-            raise InvalidStreamUrl(f"expected kinesis://<stream-name>, got {url!r}")
-        query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
-        region = query.pop("region", None)
-        try:
-            max_attempts = int(query.pop("max_attempts", "6"))
-            backoff = float(query.pop("base_backoff", "0.05"))
-        except ValueError:
-            raise InvalidStreamUrl("max_attempts and base_backoff must be numbers") from None
-        if max_attempts < 1:
-            raise InvalidStreamUrl("max_attempts must be at least 1")
-        if query:
-            raise InvalidStreamUrl(f"unknown kinesis:// URL parameters: {sorted(query)}")
-        return cls(name, region, max_attempts, backoff)
 
 
 def chunk_records(records: Sequence[StreamRecord]) -> Iterator[list[StreamRecord]]:

@@ -52,9 +52,8 @@ from __future__ import annotations
 import asyncio
 import gzip
 import logging
-import os
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -64,43 +63,40 @@ import botocore.config
 import botocore.exceptions
 import msgspec
 
-from services import config
-from services import env as runtime_env
-from services.config import ConfigError
+from services.archive.store import ArchiveLocation
+from services.consumers.archiver.contract import (
+    DEFAULT_BATCH_MAX_EVENTS,
+    DEFAULT_BATCH_MAX_SECONDS,
+    DEFAULT_WINDOW_EVENTS,
+    DEFAULT_WINDOW_SECONDS,
+    NAME,
+    ArchiverFunctionSettings,
+    ArchiverSettings,
+    Archiving,
+)
 from services.consumers.runner.model import DONE, Delivery, Outcome, SinkUnavailable
+from services.contract import or_default
 
 log = logging.getLogger("liftoff.archiver")
 
-WINDOW_EVENTS = runtime_env.ARCHIVE_WINDOW_EVENTS
-WINDOW_SECONDS = runtime_env.ARCHIVE_WINDOW_SECONDS
 MAX_CONFLICT_RETRIES = 8
 
 
 @dataclass(frozen=True)
-class ArchiverConfig:
-    bucket: str
-    prefix: str = ""
-    window_events: int = 10000
-    window_seconds: int = 60
-    endpoint_url: str | None = None
-    region: str | None = None
+class ArchiverConfig(ArchiveLocation):
+    """Where the archive is, and how events are grouped into objects (see the module
+    docstring)."""
+
+    window_events: int = DEFAULT_WINDOW_EVENTS
+    window_seconds: int = DEFAULT_WINDOW_SECONDS
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> ArchiverConfig:
-        bucket = env.get(config.ARCHIVE_BUCKET, "").strip()
-        if not bucket:
-            raise ConfigError(f"{config.ARCHIVE_BUCKET} is not set")
-        prefix = env.get(config.ARCHIVE_PREFIX, "").strip().strip("/")
-        endpoint = (
-            env.get("AWS_ENDPOINT_URL_S3", "").strip() or env.get("AWS_ENDPOINT_URL", "").strip()
-        )
+    def load(cls, archiving: Archiving[str]) -> ArchiverConfig:
+        location = ArchiveLocation.of(archiving.archive)
         return cls(
-            bucket=bucket,
-            prefix=f"{prefix}/" if prefix else "",
-            window_events=config.integer(env, WINDOW_EVENTS, 10000, 1, 10_000_000),
-            window_seconds=config.integer(env, WINDOW_SECONDS, 60, 1, 3600),
-            endpoint_url=endpoint or None,
-            region=env.get("AWS_REGION", "").strip() or env.get("AWS_DEFAULT_REGION") or None,
+            **vars(location),
+            window_events=or_default(archiving.window_events, DEFAULT_WINDOW_EVENTS),
+            window_seconds=or_default(archiving.window_seconds, DEFAULT_WINDOW_SECONDS),
         )
 
 
@@ -183,10 +179,6 @@ class Archiver:
         self._concurrency = concurrency
         self._pool: ThreadPoolExecutor | None = None
         self._conditional = True
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Archiver:
-        return cls(ArchiverConfig.from_env(os.environ if env is None else env))
 
     def _ensure_client(self) -> Any:
         if self._client is None:
@@ -287,3 +279,25 @@ class Archiver:
                     continue
                 raise
         raise SinkUnavailable(f"{key}: still conflicting after {MAX_CONFLICT_RETRIES} attempts")
+
+
+# --- the processes ---------------------------------------------------------------------------
+
+
+def load(settings: ArchiverSettings[str] | ArchiverFunctionSettings[str]) -> ArchiverConfig:
+    """What the archiver runs with (nothing is connected)."""
+    return ArchiverConfig.load(settings.archiving)
+
+
+def run(settings: ArchiverSettings[str]) -> int:
+    """``python -m services archiver``."""
+    from services.consumers.runner.jetstream import run_process, runner_settings
+
+    archive = load(settings)
+    runner = runner_settings(
+        settings.runtime,
+        NAME,
+        or_default(settings.batch_max_events, DEFAULT_BATCH_MAX_EVENTS),
+        or_default(settings.batch_max_seconds, DEFAULT_BATCH_MAX_SECONDS),
+    )
+    return run_process(settings.runtime, runner, lambda: Archiver(archive))

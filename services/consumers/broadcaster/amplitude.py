@@ -158,3 +158,12 @@ def _rejected_events(body: bytes, count: int) -> dict[int, str]:
                 if isinstance(position, int) and 0 <= position < count:
                     rejected.setdefault(position, f"amplitude: {problem} field {field}")
     return rejected
+
+
+def destination(
+    name: str, settings: Mapping[str, str], secret: str, api_url: str | None
+) -> Amplitude:
+    """The registry's constructor (:mod:`services.consumers.broadcaster.destinations`)."""
+    return Amplitude(
+        secret, settings.get("region", "us"), api_url, settings.get("groupType", "group")
+    )

@@ -28,7 +28,7 @@ retried, other 4xx park the request's events.
 from __future__ import annotations
 
 import re
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -191,3 +191,8 @@ def _envelope(client_id: str, user_id: str | None, events: list[JsonObject]) -> 
         envelope["user_id"] = user_id
     envelope["events"] = events
     return envelope
+
+
+def destination(name: str, settings: Mapping[str, str], secret: str, api_url: str | None) -> GA4:
+    """The registry's constructor (:mod:`services.consumers.broadcaster.destinations`)."""
+    return GA4(settings["measurementId"], secret, settings.get("region", "us"), api_url)

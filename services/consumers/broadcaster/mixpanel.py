@@ -216,3 +216,10 @@ def _failed_records(body: bytes, count: int) -> dict[int, str]:
                 field = record.get("field") or "event"
                 failed[position] = f"mixpanel rejected {field}: {record.get('message') or ''}"[:300]
     return failed
+
+
+def destination(
+    name: str, settings: Mapping[str, str], secret: str, api_url: str | None
+) -> Mixpanel:
+    """The registry's constructor (:mod:`services.consumers.broadcaster.destinations`)."""
+    return Mixpanel(secret, settings.get("region", "us"), api_url, settings.get("groupKey"))

@@ -20,17 +20,24 @@ from __future__ import annotations
 
 import contextvars
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 
+from services.consumers.broadcaster.contract import (
+    DEFAULT_BATCH_MAX_EVENTS,
+    DEFAULT_BATCH_MAX_SECONDS,
+    BroadcasterFunctionSettings,
+    BroadcasterSettings,
+)
 from services.consumers.broadcaster.delivery import Broadcaster
 from services.consumers.broadcaster.model import Outcome
 from services.consumers.broadcaster.retry import RetryPolicy
 from services.consumers.broadcaster.settings import BroadcasterConfig
 from services.consumers.runner.model import DONE, Delivery, Park, Retry
 from services.consumers.runner.model import Outcome as ConsumerOutcome
+from services.contract import or_default
 from services.observability import Counters
 
 #: ``time.monotonic()`` by which the current Lambda invocation must return, or None.
@@ -55,10 +62,6 @@ class BroadcastSink:
         self.settings = settings
         self.client: httpx.AsyncClient | None = None
         self.broadcaster: Broadcaster | None = None
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> BroadcastSink:
-        return cls(BroadcasterConfig.from_env(env))
 
     @property
     def counters(self) -> Counters | None:
@@ -105,3 +108,27 @@ def _consumer_outcome(outcome: Outcome) -> ConsumerOutcome:
     if outcome.status == "parked":
         return Park(outcome.reason)
     return Retry(reason=outcome.reason)
+
+
+# --- the processes ---------------------------------------------------------------------------
+
+
+def load(
+    settings: BroadcasterSettings[str] | BroadcasterFunctionSettings[str],
+) -> BroadcasterConfig:
+    """What the broadcaster runs with: the destination built, its secret read."""
+    return BroadcasterConfig.load(settings.broadcast)
+
+
+def run(settings: BroadcasterSettings[str]) -> int:
+    """``python -m services broadcaster``: one destination, one durable consumer."""
+    from services.consumers.runner.jetstream import run_process, runner_settings
+
+    config = load(settings)
+    runner = runner_settings(
+        settings.runtime,
+        config.destination.consumer_name,
+        or_default(settings.batch_max_events, DEFAULT_BATCH_MAX_EVENTS),
+        or_default(settings.batch_max_seconds, DEFAULT_BATCH_MAX_SECONDS),
+    )
+    return run_process(settings.runtime, runner, lambda: BroadcastSink(config))

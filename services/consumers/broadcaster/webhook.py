@@ -23,7 +23,7 @@ Delivery is at least once and not ordered across requests (up to
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 
 from services.consumers.broadcaster import signing
 from services.consumers.broadcaster.model import (
@@ -70,3 +70,10 @@ class Webhook(DestinationType):
             label="webhook POST",
             sign=lambda payload: signing.sign(self._secret, payload),
         )
+
+
+def destination(
+    name: str, settings: Mapping[str, str], secret: str, api_url: str | None
+) -> Webhook:
+    """The registry's constructor (:mod:`services.consumers.broadcaster.destinations`)."""
+    return Webhook(name, api_url or settings["url"], secret)

@@ -75,8 +75,13 @@ from psycopg import postgres
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
 
-from services import config
-from services.config import ConfigError
+from services.consumers.loader.contract import (
+    DEFAULT_BATCH_MAX_EVENTS,
+    DEFAULT_BATCH_MAX_SECONDS,
+    NAME,
+    LoaderFunctionSettings,
+    LoaderSettings,
+)
 from services.consumers.runner.model import (
     DONE,
     Delivery,
@@ -85,7 +90,14 @@ from services.consumers.runner.model import (
     SinkUnavailable,
     parse_timestamp,
 )
-from services.postgres.database import secret_from_environment
+from services.contract import or_default
+from services.postgres.contract import (
+    PostgresAccess,
+    password_variables,
+    require_host,
+    warehouse_secret_error,
+)
+from services.postgres.database import password_from
 
 log = logging.getLogger("liftoff.loader")
 
@@ -206,44 +218,43 @@ class LoaderConfig:
     connection: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> LoaderConfig:
-        params: dict[str, Any] = {}
-        for variable, key in (
-            ("PGHOST", "host"),
-            ("PGPORT", "port"),
-            ("PGDATABASE", "dbname"),
-            ("PGUSER", "user"),
-            ("PGPASSWORD", "password"),
-            ("PGSSLMODE", "sslmode"),
-        ):
-            value = env.get(variable, "").strip()
-            if value:
-                params[key] = value
-        if "password" not in params:
-            # Kubernetes mounts the password as a file instead of putting it in the environment.
-            password = secret_from_environment(env, "PGPASSWORD")
-            if password:
-                params["password"] = password
-        secret_arn = env.get(config.WAREHOUSE_SECRET_ARN, "").strip()
+    def load(cls, access: PostgresAccess[str], secret_arn: str | None = None) -> LoaderConfig:
+        """The connection: libpq's variables, the password read from its file, and on AWS the
+        user and password (and, unless set, host, port and database) from the secret."""
+        params: dict[str, Any] = {
+            key: value
+            for key, value in (
+                ("host", access.host),
+                ("port", access.port),
+                ("dbname", access.database),
+                ("user", access.user),
+                ("sslmode", access.sslmode),
+            )
+            if value
+        }
+        password = password_from(access.password, access.password_file, password_variables()[1])
+        if password:
+            params["password"] = password
         if secret_arn:
-            import boto3
-
-            secret = boto3.client("secretsmanager").get_secret_value(SecretId=secret_arn)
-            try:
-                document = json.loads(secret.get("SecretString") or "")
-                params["user"] = document["username"]
-                params["password"] = document["password"]
-            except (ValueError, KeyError, TypeError):
-                raise ConfigError(
-                    f"the secret {config.WAREHOUSE_SECRET_ARN} must be JSON with username, "
-                    "password, dbname, host, port"
-                ) from None
-            for key, name in (("host", "host"), ("port", "port"), ("dbname", "dbname")):
-                if key not in params and document.get(name):
-                    params[key] = str(document[name])
+            params.update(_from_secret(secret_arn, params))
         if "host" not in params:
-            raise ConfigError("PGHOST is not set (the warehouse Postgres host)")
+            require_host(access, None)
         return cls(params)
+
+
+def _from_secret(arn: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    import boto3
+
+    secret = boto3.client("secretsmanager").get_secret_value(SecretId=arn)
+    try:
+        document = json.loads(secret.get("SecretString") or "")
+        found: dict[str, Any] = {"user": document["username"], "password": document["password"]}
+    except (ValueError, KeyError, TypeError):
+        raise warehouse_secret_error() from None
+    for key in ("host", "port", "dbname"):
+        if key not in params and document.get(key):
+            found[key] = str(document[key])
+    return found
 
 
 def _identifier(value: Any) -> str | None:
@@ -335,10 +346,6 @@ class Loader:
         self._connection: psycopg.Connection | None = None
         # One thread: psycopg's blocking calls stay off the event loop, one connection in use.
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="loader")
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Loader:
-        return cls(LoaderConfig.from_env(env))
 
     async def start(self) -> None:
         # The schema now, when the warehouse is up: the events table then exists before the
@@ -481,3 +488,26 @@ class Loader:
                 "FROM events_staging ON CONFLICT (message_id) DO NOTHING"
             )
             return cursor.rowcount
+
+
+# --- the processes ---------------------------------------------------------------------------
+
+
+def load(settings: LoaderSettings[str] | LoaderFunctionSettings[str]) -> LoaderConfig:
+    """What the loader runs with: the warehouse's password read (nothing is connected)."""
+    secret_arn = getattr(settings, "warehouse_secret_arn", None)
+    return LoaderConfig.load(settings.warehouse, secret_arn)
+
+
+def run(settings: LoaderSettings[str]) -> int:
+    """``python -m services loader``."""
+    from services.consumers.runner.jetstream import run_process, runner_settings
+
+    warehouse = load(settings)
+    runner = runner_settings(
+        settings.runtime,
+        NAME,
+        or_default(settings.batch_max_events, DEFAULT_BATCH_MAX_EVENTS),
+        or_default(settings.batch_max_seconds, DEFAULT_BATCH_MAX_SECONDS),
+    )
+    return run_process(settings.runtime, runner, lambda: Loader(warehouse))

@@ -36,10 +36,10 @@ that cannot be read (not gzip, truncated, a line that is not a contract event) i
 Lambda raises) so that someone looks at it. S3 and PostgreSQL errors fail the run at once (the
 DAG retries it; nothing is half-done that a retry would not redo).
 
-Configuration, from the environment: the warehouse as for the loader
-(:meth:`services.consumers.loader.sink.LoaderConfig.from_env`: ``PGHOST`` ... ``PGPASSWORD`` or
+Configuration (:mod:`services.consumers.reconcile.contract`): the warehouse as for the loader
+(:meth:`services.consumers.loader.sink.LoaderConfig.load`: ``PGHOST`` ... ``PGPASSWORD`` or
 ``PGPASSWORD_FILE``, or ``LIFTOFF_WAREHOUSE_SECRET_ARN``), the archive as for the archiver
-(:meth:`services.consumers.archiver.sink.ArchiverConfig.from_env`: ``LIFTOFF_ARCHIVE_BUCKET``,
+(:meth:`services.consumers.archiver.sink.ArchiverConfig.load`: ``LIFTOFF_ARCHIVE_BUCKET``,
 optional ``LIFTOFF_ARCHIVE_PREFIX``, ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, ``AWS_REGION``;
 credentials by boto3's own chain, e.g. ``AWS_SHARED_CREDENTIALS_FILE``).
 """
@@ -49,21 +49,24 @@ from __future__ import annotations
 import gzip
 import logging
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
 import botocore.config
 import botocore.exceptions
 import msgspec
 import psycopg
 
-from services.config import ConfigError
+from services.archive.store import s3_client
+from services.consumers.archiver.contract import Archiving
 from services.consumers.archiver.sink import ArchiverConfig, object_key
 from services.consumers.loader.sink import Loader, LoaderConfig, row_of
+from services.consumers.reconcile.contract import ReconcileSettings
 from services.consumers.runner.model import Delivery, Position, decode
+from services.contract import ConfigError, level_of
+from services.observability import configure_logging
 
 log = logging.getLogger("liftoff.reconcile")
 
@@ -143,26 +146,14 @@ def hours_ago(count: int, now: datetime | None = None) -> datetime:
     return now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=count)
 
 
+_hours_ago = hours_ago  # for run(), whose option of that name shadows it
+
+
 def format_hour(hour: datetime) -> str:
     return hour.astimezone(UTC).strftime("%Y-%m-%dT%H")
 
 
 # --- the archive --------------------------------------------------------------------------------
-
-
-def s3_client(cfg: ArchiverConfig) -> Any:
-    """An S3 client configured as the archiver's (path-style addressing with a custom endpoint)."""
-    return boto3.client(
-        "s3",
-        endpoint_url=cfg.endpoint_url,
-        region_name=cfg.region,
-        config=botocore.config.Config(
-            retries={"mode": "standard", "max_attempts": 5},
-            connect_timeout=5,
-            read_timeout=60,
-            s3={"addressing_style": "path"} if cfg.endpoint_url else None,
-        ),
-    )
 
 
 def hour_prefix(cfg: ArchiverConfig, source: str, hour: datetime) -> str:
@@ -299,8 +290,14 @@ class Reconciler:
         self.chunk_events = chunk_events
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str], **options: Any) -> Reconciler:
-        return cls(ArchiverConfig.from_env(env), LoaderConfig.from_env(env), **options)
+    def load(cls, settings: ReconcileSettings[str], **options: Any) -> Reconciler:
+        """The archive and the warehouse the settings name (the warehouse's password read from
+        its file or secret)."""
+        return cls(
+            ArchiverConfig.load(Archiving(archive=settings.archive)),
+            LoaderConfig.load(settings.warehouse, settings.warehouse_secret_arn),
+            **options,
+        )
 
     def close(self) -> None:
         self.loader._disconnect()
@@ -391,7 +388,60 @@ class Reconciler:
             summary.unloadable_reasons.append({"messageId": message_id, "reason": reason})
 
 
-def reconcile_hour(env: Mapping[str, str], hour: datetime) -> Summary:
-    """Reconcile ``hour`` with the archive and warehouse configured in ``env``."""
-    with Reconciler.from_env(env) as reconciler:
+def reconcile_hour(settings: ReconcileSettings[str], hour: datetime) -> Summary:
+    """Reconcile ``hour`` with the archive and warehouse the settings name."""
+    with Reconciler.load(settings) as reconciler:
         return reconciler.reconcile(hour)
+
+
+# --- the processes ---------------------------------------------------------------------------
+
+
+def load(settings: ReconcileSettings[str]) -> tuple[ArchiverConfig, LoaderConfig]:
+    """What a run reads from: the archive and the warehouse (password read; nothing connected)."""
+    return (
+        ArchiverConfig.load(Archiving(archive=settings.archive)),
+        LoaderConfig.load(settings.warehouse, settings.warehouse_secret_arn),
+    )
+
+
+def run(
+    settings: ReconcileSettings[str], hour: str | None = None, hours_ago: int | None = None
+) -> int:
+    """``python -m services reconcile``: repair one UTC hour; prints the summary as one JSON
+    line. Exit 0 when complete, 1 when an archive object is corrupt or the run failed."""
+    import json
+
+    configure_logging(level_of(settings.log_level))
+    at = parse_hour(hour) if hour is not None else _hours_ago(hours_ago or 0)
+    try:
+        summary = reconcile_hour(settings, at)
+    except ConfigError:
+        raise
+    except Exception as error:
+        log.error("reconciliation failed", extra={"fields": {"error": repr(error)}})
+        return 1
+    print(json.dumps(summary.as_dict(), sort_keys=True), flush=True)
+    return 0 if summary.ok else 1
+
+
+def handle(event: dict[str, Any] | None, settings: ReconcileSettings[str]) -> dict[str, Any]:
+    """The Lambda function (invoked by the DAG on MWAA): ``{"hour": "2026-11-27T10"}`` or
+    ``{"hoursAgo": 1}``. Returns the summary; raises when the hour could not be fully
+    reconciled, so the invocation (and the Airflow task waiting on it) fails."""
+    configure_logging(level_of(settings.log_level))
+    event = event or {}
+    if event.get("hour") is not None:
+        at = parse_hour(str(event["hour"]))
+    elif event.get("hoursAgo") is not None:
+        try:
+            count = int(event["hoursAgo"])
+        except (TypeError, ValueError):
+            raise ConfigError(f"hoursAgo {event['hoursAgo']!r} is not an integer") from None
+        at = _hours_ago(count)
+    else:
+        raise ConfigError('the event needs "hour" (e.g. "2026-11-27T10") or "hoursAgo"')
+    summary = reconcile_hour(settings, at)
+    if not summary.ok:
+        raise ReconcileIncomplete(summary)
+    return summary.as_dict()

@@ -50,6 +50,14 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js.api import DEFAULT_PREFIX, AckPolicy, ConsumerConfig, DeliverPolicy
 
+from services.consumers.runner.contract import (
+    DEFAULT_ACK_WAIT_SECONDS,
+    DEFAULT_HEALTH_HOST,
+    DEFAULT_HEALTH_PORT,
+    DEFAULT_LAG_INTERVAL_SECONDS,
+    DEFAULT_SHUTDOWN_GRACE_SECONDS,
+    ConsumerRuntime,
+)
 from services.consumers.runner.model import (
     Delivery,
     Done,
@@ -62,9 +70,12 @@ from services.consumers.runner.model import (
     process,
     retry_delay,
 )
-from services.observability import Counters
+from services.contract import level_of, or_default
+from services.observability import Counters, configure_logging
+from services.stream.address import JetStreamAddress
+from services.stream.contract import dead_letter_or_default, stream_url
 from services.stream.dead_letters import DeadLetter, DeadLetterUnavailable, DeadLetterUsage
-from services.stream.jetstream import JetStreamAddress, stream_credentials
+from services.stream.jetstream import stream_credentials
 
 log = logging.getLogger("liftoff.consumer.jetstream")
 
@@ -903,3 +914,39 @@ def run_consumer(
 
     asyncio.run(main())
     return 0
+
+
+def runner_settings(
+    runtime: ConsumerRuntime[str], name: str, batch_max_events: int, batch_max_seconds: float
+) -> RunnerSettings:
+    """What a consumer process runs with: its contract's runtime settings, defaults applied
+    (``name``: the durable consumer's default name)."""
+    health_port = or_default(runtime.health_port, DEFAULT_HEALTH_PORT)
+    return RunnerSettings(
+        consumer_name=runtime.consumer_name or name,
+        batch_max_events=batch_max_events,
+        batch_max_seconds=batch_max_seconds,
+        ack_wait_seconds=or_default(runtime.ack_wait_seconds, DEFAULT_ACK_WAIT_SECONDS),
+        shutdown_grace_seconds=or_default(
+            runtime.shutdown_grace_seconds, DEFAULT_SHUTDOWN_GRACE_SECONDS
+        ),
+        health_port=health_port or None,
+        health_host=runtime.health_host or DEFAULT_HEALTH_HOST,
+        lag_interval_seconds=or_default(runtime.lag_interval_seconds, DEFAULT_LAG_INTERVAL_SECONDS),
+    )
+
+
+def run_process(
+    runtime: ConsumerRuntime[str],
+    settings: RunnerSettings,
+    build_sink: Callable[[], Sink],
+) -> int:
+    """``python -m services <consumer>``: logging, the dead letter, then :func:`run_consumer`."""
+    from services.stream.dead_letters import open_dead_letter
+    from services.stream.jetstream import check_credentials
+
+    configure_logging(level_of(runtime.log_level))
+    check_credentials(runtime.stream)
+    url = stream_url(runtime.stream, ("nats",))
+    dead_letter = dead_letter_or_default(runtime.dead_letter_url, url)
+    return run_consumer(url, build_sink, open_dead_letter(dead_letter), settings)

@@ -28,9 +28,9 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
-from services import config
+from services.consumers.runner.contract import FunctionRuntime
 from services.consumers.runner.model import (
     Delivery,
     Done,
@@ -40,7 +40,9 @@ from services.consumers.runner.model import (
     SinkUnavailable,
     process,
 )
+from services.contract import Env, level_of
 from services.observability import configure_logging
+from services.stream.contract import dead_letter_or_default
 from services.stream.dead_letters import DeadLetter, DeadLetterUnavailable, open_dead_letter
 
 log = logging.getLogger("liftoff.consumer.lambda")
@@ -69,11 +71,26 @@ def delivery_from_record(record: Mapping[str, Any]) -> Delivery:
     )
 
 
-class LambdaConsumer:
-    """A Kinesis batch handler for one sink; call it with (event, context)."""
+class FunctionSettings(Protocol):
+    """A consumer function's settings (its contract's): the runtime part is what this reads."""
 
-    def __init__(self, default_name: str, build_sink: Callable[[Mapping[str, str]], Sink]) -> None:
+    @property
+    def runtime(self) -> FunctionRuntime[str]: ...
+
+
+S = TypeVar("S", bound=FunctionSettings)
+
+
+class LambdaConsumer(Generic[S]):
+    """A Kinesis batch handler for one sink; call it with (event, context). At cold start
+    ``parse`` reads the function's environment (its contract) and ``build_sink`` makes the sink
+    from those settings."""
+
+    def __init__(
+        self, default_name: str, parse: Callable[[Env], S], build_sink: Callable[[S], Sink]
+    ) -> None:
         self.default_name = default_name
+        self.parse = parse
         self.build_sink = build_sink
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sink: Sink | None = None
@@ -82,14 +99,13 @@ class LambdaConsumer:
         self._attempts: dict[tuple[str, int], int] = {}
 
     def _cold_start(self, env: Mapping[str, str]) -> None:
-        settings = config.ConsumerConfig.from_env(
-            env, default_name=self.default_name, on_lambda=True
-        )
-        configure_logging(settings.log_level)
-        self._name = settings.consumer_name
+        settings = self.parse(env)
+        runtime = settings.runtime
+        configure_logging(level_of(runtime.log_level))
+        self._name = runtime.consumer_name or self.default_name
         loop = asyncio.new_event_loop()
-        sink = self.build_sink(env)
-        dead_letter = open_dead_letter(settings.dead_letter_url)
+        sink = self.build_sink(settings)
+        dead_letter = open_dead_letter(dead_letter_or_default(runtime.dead_letter_url, None))
         loop.run_until_complete(sink.start())
         loop.run_until_complete(dead_letter.start())
         self._loop, self._sink, self._dead_letter = loop, sink, dead_letter

@@ -21,10 +21,10 @@ from tests.harness import ROOT
 FUNCTION = "aws:lambda/function:Function"
 ENDPOINT = "aws:ec2/vpcEndpoint:VpcEndpoint"
 
-# Each Lambda handler -> the modules of services/ its work starts from. (The handlers share
-# services/aws_lambda.py, whose own clients belong to the collector, which runs outside.)
+# Each Lambda handler -> the modules of services/ its work starts from (services/aws_lambda.py
+# only dispatches to them).
 HANDLER_ENTRY_MODULES = {
-    "services.aws_lambda.collector_handler": ("services.aws_lambda",),
+    "services.aws_lambda.collector_handler": ("services.collector.aws_lambda",),
     "services.aws_lambda.archiver_handler": (
         "services.consumers.archiver.sink",
         "services.consumers.runner.kinesis",
@@ -88,7 +88,7 @@ def _top_level(tree: ast.Module) -> list[ast.stmt]:
 
 def imported_services_modules(module: str) -> set[str]:
     """`services.*` modules `module` imports when it is imported. (Imports inside functions
-    are lazy on purpose, e.g. services.config parsing a Kinesis URL without a client; the
+    are lazy on purpose, e.g. a contract parsing a Kinesis URL without a client; the
     entry modules above name the code each handler really runs.)"""
     found = set()
     for node in _top_level(_parse(module_path(module))):

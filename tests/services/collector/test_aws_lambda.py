@@ -12,8 +12,9 @@ import boto3
 import pytest
 
 from services import aws_lambda
+from services.collector import aws_lambda as collector_lambda
 from services.collector.ingest import ROUTES
-from services.config import ConfigError
+from services.contract import ConfigError
 from tests.services.stream.under_test import WRITE_KEYS, WRITE_KEYS_JSON, read_kinesis
 
 pytestmark = pytest.mark.servers
@@ -357,7 +358,7 @@ def test_analytics_js_routes_and_short_paths_under_a_named_stage(
     client, name = lambda_env
     (tmp_path / "standalone.js").write_bytes(b"/* analytics.js */\n")
     (tmp_path / "standalone.js.gz").write_bytes(gzip.compress(b"/* analytics.js */\n", mtime=0))
-    monkeypatch.setattr(aws_lambda, "DEFAULT_LIBRARY_DIR", tmp_path)
+    monkeypatch.setattr(collector_lambda, "DEFAULT_LIBRARY_DIR", tmp_path)
 
     def call(path: str, method: str = "GET", **headers: str) -> dict[str, Any]:
         event = http_api_event(

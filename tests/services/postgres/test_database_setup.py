@@ -9,12 +9,13 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from services.contract import ConfigError
+from services.postgres.contract import parse_ensure_database
 from services.postgres.database import (
     AdminConnection,
     DatabaseRequest,
-    admin_from_environment,
     ensure_database,
-    request_from_environment,
+    load,
 )
 from tests.servers import LOOPBACK, REPO_ROOT, Postgres, postgres_server
 
@@ -120,12 +121,12 @@ def test_passwords_are_read_from_mounted_files(tmp_path):
         "LIFTOFF_DATABASE_ROLE": "warehouse",
         "LIFTOFF_DATABASE_PASSWORD_FILE": str(tmp_path / "client"),
     }
-    assert admin_from_environment(env).password == "from-file"
-    assert request_from_environment(env).password == "client-file"
-    with pytest.raises(ValueError, match="PGPASSWORD"):
-        admin_from_environment({"PGHOST": "db", "PGUSER": "liftoff"})
-    with pytest.raises(ValueError, match="cannot be read"):
-        admin_from_environment({**env, "PGPASSWORD_FILE": str(tmp_path / "missing")})
+    admin, request = load(parse_ensure_database(env))
+    assert (admin.password, request.password) == ("from-file", "client-file")
+    with pytest.raises(ConfigError, match="PGPASSWORD"):
+        parse_ensure_database({**env, "PGPASSWORD_FILE": ""})
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load(parse_ensure_database({**env, "PGPASSWORD_FILE": str(tmp_path / "missing")}))
 
 
 def test_cli_command_end_to_end(server: Postgres, tmp_path):

@@ -13,20 +13,22 @@ import nats
 import nats.errors
 import pytest
 
-from services import config
 from services.collector.quarantine import read_quarantine
-from services.env import STREAM_CREDENTIALS_FILE, STREAM_URL
+from services.contract import ConfigError, read
 from services.events.model import StreamRecord
 from services.stream.base import StreamUnavailable
+from services.stream.contract import StreamAccess
 from services.stream.jetstream import (
     InvalidStreamCredentials,
     JetStreamStream,
+    check_credentials,
     stream_credentials,
     stream_credentials_document,
 )
 from tests.servers import REPO_ROOT, nats_server, nats_url
 
 USER, PASSWORD = "liftoff", "a-password-nobody-may-echo"
+STREAM_URL, STREAM_CREDENTIALS_FILE = "LIFTOFF_STREAM_URL", "LIFTOFF_STREAM_CREDENTIALS_FILE"
 
 
 def credentials_file(tmp_path: Path, text: str | None = None) -> Path:
@@ -60,8 +62,8 @@ def test_a_bad_file_names_the_variable_and_never_echoes_it(
     env = {STREAM_URL: "nats://127.0.0.1:4222/EVENTS", STREAM_CREDENTIALS_FILE: str(path)}
     with pytest.raises(InvalidStreamCredentials) as error:
         stream_credentials(env)
-    with pytest.raises(config.ConfigError) as settings:
-        config.stream_url(env)
+    with pytest.raises(ConfigError) as settings:
+        check_credentials(read(StreamAccess, env))
     for message in (str(error.value), str(settings.value)):
         assert STREAM_CREDENTIALS_FILE in message and wanted in message
         assert PASSWORD not in message

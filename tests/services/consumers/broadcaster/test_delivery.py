@@ -209,7 +209,7 @@ def test_retry_after_parsing() -> None:
     ],
 )
 def test_destination_document_errors_name_the_problem(document: dict, message: str) -> None:
-    from services.config import ConfigError
+    from services.contract import ConfigError
 
     with pytest.raises(ConfigError, match="LIFTOFF_DESTINATION") as error:
         DestinationSpec.parse(json.dumps(document))
@@ -228,7 +228,11 @@ def test_cli_configuration_errors_name_the_variable_and_never_a_secret(
     assert "LIFTOFF_DESTINATION_SECRETS_FILE or" in capsys.readouterr().err
     secrets = tmp_path / "secrets.json"
     secrets.write_text(json.dumps({"apiKey": "do-not-print-me"}))  # the wrong field for mixpanel
-    env = {"LIFTOFF_DESTINATION": destination, "LIFTOFF_DESTINATION_SECRETS_FILE": str(secrets)}
+    env = {
+        "LIFTOFF_DESTINATION": destination,
+        "LIFTOFF_DESTINATION_SECRETS_FILE": str(secrets),
+        "LIFTOFF_STREAM_URL": "nats://127.0.0.1:4222/EVENTS",  # parsed before the file is read
+    }
     assert cli.main(["broadcaster"], env=env) == 2
     err = capsys.readouterr().err
     assert "has no 'projectToken'" in err and "do-not-print-me" not in err

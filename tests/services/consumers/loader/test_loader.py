@@ -11,6 +11,8 @@ import psycopg
 import pytest
 
 from services.consumers.loader.sink import MIGRATIONS, Loader, LoaderConfig, migrate
+from services.contract import read
+from services.postgres.contract import PostgresAccess
 from tests.servers import Postgres, ServerProcess, nats_url
 from tests.services.consumers.conftest import (
     event,
@@ -30,7 +32,7 @@ def connect(env: dict[str, str]) -> psycopg.Connection:
 
 
 def loader(env: dict[str, str]) -> Loader:
-    return Loader(LoaderConfig.from_env(env))
+    return Loader(LoaderConfig.load(read(PostgresAccess, env)))
 
 
 def test_schema_is_created_and_migrated_idempotently(warehouse: dict[str, str]) -> None:

@@ -23,7 +23,6 @@ import psycopg
 import pytest
 
 from services import aws_lambda
-from services.config import ConfigError
 from services.consumers.archiver.sink import Archiver, ArchiverConfig, encode_object
 from services.consumers.loader.sink import Loader, LoaderConfig
 from services.consumers.reconcile.repair import (
@@ -34,6 +33,8 @@ from services.consumers.reconcile.repair import (
     parse_hour,
 )
 from services.consumers.runner.model import Delivery, Position, decode
+from services.contract import ConfigError, read
+from services.postgres.contract import PostgresAccess
 from tests.servers import AWS_TEST_ENV, REPO_ROOT, Postgres, free_port, postgres_server
 from tests.services.consumers.conftest import event
 
@@ -102,7 +103,7 @@ def write_archive(cfg: ArchiverConfig, batch: list[Delivery]) -> None:
 
 def load_warehouse(env: dict[str, str], batch: list[Delivery]) -> None:
     async def run() -> None:
-        loader = Loader(LoaderConfig.from_env(env))
+        loader = Loader(LoaderConfig.load(read(PostgresAccess, env)))
         try:
             await loader.handle(batch)
         finally:
@@ -152,7 +153,7 @@ def delete(env: dict[str, str], message_ids: Sequence[str]) -> None:
 
 
 def reconciler(cfg: ArchiverConfig, env: dict[str, str], chunk_events: int = 8) -> Reconciler:
-    return Reconciler(cfg, LoaderConfig.from_env(env), chunk_events=chunk_events)
+    return Reconciler(cfg, LoaderConfig.load(read(PostgresAccess, env)), chunk_events=chunk_events)
 
 
 def put(cfg: ArchiverConfig, key: str, body: bytes) -> None:

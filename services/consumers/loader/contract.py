@@ -1,0 +1,62 @@
+"""The warehouse loader's runtime contract: ``python -m services loader`` (JetStream) and
+``services.aws_lambda.loader_handler`` (Kinesis).
+
+The warehouse: libpq's variables (:class:`~services.postgres.contract.PostgresAccess`); on AWS
+the user and password (and, unless set, host, port and database) come from the secret
+``LIFTOFF_WAREHOUSE_SECRET_ARN``. The process bounds its batches
+(``LIFTOFF_LOADER_BATCH_MAX_EVENTS`` / ``_SECONDS``); on Lambda the event-source mapping does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic
+
+from services.consumers.runner.contract import (
+    ConsumerRuntime,
+    FunctionRuntime,
+    check_function,
+    check_runtime,
+)
+from services.contract import Env, Integer, Number, V, group, process, read, variable
+from services.postgres.contract import PostgresAccess, require_host, warehouse_secret_arn_variable
+
+NAME = "loader"
+_BATCH_MAX_EVENTS = "LIFTOFF_LOADER_BATCH_MAX_EVENTS"
+_BATCH_MAX_SECONDS = "LIFTOFF_LOADER_BATCH_MAX_SECONDS"
+
+DEFAULT_BATCH_MAX_EVENTS = 5000
+DEFAULT_BATCH_MAX_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class LoaderSettings(Generic[V]):
+    runtime: ConsumerRuntime[V] = group(ConsumerRuntime)
+    warehouse: PostgresAccess[V] = group(PostgresAccess)
+    batch_max_events: int | None = variable(_BATCH_MAX_EVENTS, Integer(1, 1_000_000))
+    batch_max_seconds: float | None = variable(_BATCH_MAX_SECONDS, Number(0.01))
+
+
+@dataclass(frozen=True)
+class LoaderFunctionSettings(Generic[V]):
+    runtime: FunctionRuntime[V] = group(FunctionRuntime)
+    warehouse: PostgresAccess[V] = group(PostgresAccess)
+    warehouse_secret_arn: V | None = warehouse_secret_arn_variable()
+
+
+def parse(env: Env) -> LoaderSettings[str]:
+    settings = read(LoaderSettings, env)
+    require_host(settings.warehouse, None)
+    check_runtime(settings.runtime)
+    return settings
+
+
+def parse_function(env: Env) -> LoaderFunctionSettings[str]:
+    settings = read(LoaderFunctionSettings, env)
+    require_host(settings.warehouse, settings.warehouse_secret_arn)
+    check_function(settings.runtime)
+    return settings
+
+
+PROCESS = process(LoaderSettings, parse)
+FUNCTION = process(LoaderFunctionSettings, parse_function)
