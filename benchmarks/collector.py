@@ -51,7 +51,8 @@ import nats  # noqa: E402
 import uvloop  # noqa: E402
 
 from services.events.model import StreamRecord  # noqa: E402
-from services.events.segment import build_records, parse_body  # noqa: E402
+from services.events.records import build_records  # noqa: E402
+from services.events.segment import parse_body  # noqa: E402
 from services.stream.base import StreamSettings  # noqa: E402
 from services.stream.jetstream import JetStreamAddress, ensure_stream, partition_of  # noqa: E402
 from tests.servers import (  # noqa: E402

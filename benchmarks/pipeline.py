@@ -26,7 +26,7 @@ Starts its own nats-server, PostgreSQL (durable: fsync on) and moto (S3) on free
    Percentiles p50/p99; run with the default loader batch age (5 s) and with 0.2 s.
 
 The in-process runners use the garbage-collector settings the consumer processes use
-(:func:`services.consumers.runner.jetstream.tune_gc`, applied by ``run_consumer``).
+(:func:`services.consumers.runner.process.tune_gc`, applied by ``run_consumer``).
 
 Everything shares the machine's cores (2 on the development machine): the figures are for
 comparing changes, not capacity planning.
@@ -67,8 +67,9 @@ from services.consumers.loader.sink import (  # noqa: E402
     migrate,
     row_of,
 )
-from services.consumers.runner.jetstream import JetStreamRunner, RunnerSettings, tune_gc  # noqa: E402
+from services.consumers.runner.jetstream import JetStreamRunner, RunnerSettings  # noqa: E402
 from services.consumers.runner.model import DONE, decode  # noqa: E402
+from services.consumers.runner.process import tune_gc  # noqa: E402
 from services.stream.base import StreamSettings  # noqa: E402
 from services.stream.dead_letters import JetStreamDeadLetter, ensure_dead_letter_stream  # noqa: E402
 from services.stream.jetstream import ensure_stream  # noqa: E402

@@ -160,9 +160,7 @@ class Json(Kind[T]):
     def __init__(
         self, grammar: str, decode: Callable[[Any], T], encode: Callable[[T], str]
     ) -> None:
-        self.grammar = grammar
-        self.decode = decode
-        self.encode = encode
+        self.grammar, self.decode, self.encode = grammar, decode, encode
 
     def read(self, name: str, raw: str) -> T:
         try:
@@ -281,6 +279,14 @@ def check_pattern(pattern: str, describe: str) -> Callable[[str], str | None]:
     return lambda raw: None if compiled.fullmatch(raw) else describe
 
 
+def secret_arn() -> Text:
+    """The kind of a variable naming a Secrets Manager secret by ARN (read at cold start)."""
+    return Text(
+        "secret-arn",
+        check_pattern(r"arn:aws[a-z-]*:secretsmanager:\S+", "is not a Secrets Manager ARN"),
+    )
+
+
 @dataclass(frozen=True)
 class Process(Generic[S]):
     """One process's contract: its settings, the builder and the parser."""
@@ -290,7 +296,15 @@ class Process(Generic[S]):
     environment: Callable[[S], Mapping[str, Any]]
 
 
-def process(settings: type[S], parse: Callable[[Env], S] | None = None) -> Process[S]:
-    """A :class:`Process` whose builder is :func:`environment` and parser ``parse`` (default:
-    :func:`read` alone)."""
-    return Process(settings, parse or (lambda env: read(settings, env)), environment)
+def process(settings: type[S], check: Callable[[S], None] | None = None) -> Process[S]:
+    """A :class:`Process` of ``settings``: parsed by :func:`read`, then ``check`` (what the
+    process cannot start without, across variables; its errors name them); built by
+    :func:`environment`."""
+
+    def parse(env: Env) -> S:
+        found = read(settings, env)
+        if check is not None:
+            check(found)
+        return found
+
+    return Process(settings, parse, environment)

@@ -351,7 +351,9 @@ def test_a_misspelt_aws_endpoint_variable_fails() -> None:
 def test_a_parser_reading_the_wrong_constant_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     """The archiver's parser made to read its batch bound from the loader's variable: both the
     contract's own round trip and the declared workloads catch it."""
-    real_read = archiver.read
+    from services import contract
+
+    real_read = contract.read
 
     def misread(cls: type[Any], env: Any) -> Any:
         wrong = {
@@ -360,7 +362,7 @@ def test_a_parser_reading_the_wrong_constant_fails(monkeypatch: pytest.MonkeyPat
         }
         return real_read(cls, wrong)
 
-    monkeypatch.setattr(archiver, "read", misread)
+    monkeypatch.setattr(contract, "read", misread)
     example = archiver.ArchiverSettings(
         runtime=archiver.ConsumerRuntime(stream=stream.StreamAccess(url=NATS)),
         archiving=archiver.Archiving(archive=archiver.ArchiveAccess(bucket="b")),

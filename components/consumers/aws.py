@@ -345,7 +345,19 @@ class AwsConsumers(pulumi.ComponentResource):
         args.postgres.grant_connect(self.loader.peer)
         args.postgres.grant_read_credentials(self.loader.peer, database)
 
-        # Invoked by the warehouse reconciliation DAG: reads the archive, repairs the warehouse.
+        self._reconciler(name, args, child, database, warehouse_access, placement)
+
+    def _reconciler(
+        self,
+        name: str,
+        args: AwsConsumersArgs,
+        child: pulumi.ResourceOptions,
+        database: ClientDatabase,
+        warehouse: PostgresAccess[pulumi.Input[str]],
+        placement: VpcPlacement,
+    ) -> None:
+        """Invoked by the warehouse reconciliation DAG: reads the archive, repairs the
+        warehouse. Not a stream consumer: no consumer name, no dead letters."""
         self.reconciler = self._consumer(
             f"{name}-reconcile",
             args,
@@ -353,10 +365,9 @@ class AwsConsumers(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(
                 child, pulumi.ResourceOptions(depends_on=[database.ready])
             ),
-            # Not a stream consumer: no consumer name, no dead letters.
             environment=lambda _: reconcile.PROCESS.environment(
                 reconcile.ReconcileSettings(
-                    warehouse=warehouse_access,
+                    warehouse=warehouse,
                     warehouse_secret_arn=database.secret_arn,
                     archive=args.archive.client().access,
                     log_level="INFO",

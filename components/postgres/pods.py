@@ -227,7 +227,28 @@ def backup_pod_spec(
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
-    uploader = {
+    uploader = _uploader(context, settings, client, small)
+    pod = kube.services_pod_spec(
+        [uploader],
+        volumes=[
+            {
+                "name": "credentials",
+                "secret": {"secretName": "postgres-credentials", "defaultMode": 0o440},
+            },
+            client.volume("archive"),
+            {"name": "backup", "emptyDir": {"sizeLimit": f"{settings.storage_gb}Gi"}},
+        ],
+        restart_policy="OnFailure",
+    )
+    pod["initContainers"] = [dumper]
+    return pod
+
+
+def _uploader(
+    context: kube.StackContext, settings: PostgresSettings, client: ArchiveClient, small: dict
+) -> dict:
+    """`backup-upload` of the dumps, with the archive's credentials mounted."""
+    return {
         "name": "upload",
         "image": kube.image(context.services_image, context.image_registry),
         "imagePullPolicy": "IfNotPresent",
@@ -245,17 +266,3 @@ def backup_pod_spec(
             client.mount("archive"),
         ],
     }
-    pod = kube.services_pod_spec(
-        [uploader],
-        volumes=[
-            {
-                "name": "credentials",
-                "secret": {"secretName": "postgres-credentials", "defaultMode": 0o440},
-            },
-            client.volume("archive"),
-            {"name": "backup", "emptyDir": {"sizeLimit": f"{settings.storage_gb}Gi"}},
-        ],
-        restart_policy="OnFailure",
-    )
-    pod["initContainers"] = [dumper]
-    return pod

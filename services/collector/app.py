@@ -15,10 +15,10 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from services.collector.browser import BUNDLE_PATH, LIBRARY_PATH, SETTINGS_PATH
+from services.collector.browser import browser_route
 from services.collector.ingest import ROUTES, Collector, IngestRequest, Response, json_response
 from services.collector.request_headers import RequestHeaders, client_address
-from services.events.segment import MAX_REQUEST_BYTES, InvalidInput
+from services.events.limits import MAX_REQUEST_BYTES, InvalidInput
 
 log = logging.getLogger("liftoff.asgi")
 
@@ -99,23 +99,19 @@ class CollectorApp:
     def _browser_route(
         self, scope: Scope, path: str, method: str, headers: RequestHeaders
     ) -> Response | None:
-        settings = SETTINGS_PATH.match(path)
-        library = None if settings else LIBRARY_PATH.match(path)
-        bundle = None if settings or library else BUNDLE_PATH.match(path)
-        if not (settings or library or bundle):
+        route = browser_route(path)
+        if route is None:
             return None
         if method == "OPTIONS":
             return self.collector.preflight(headers.origin)
         if method not in ("GET", "HEAD"):
             return _method_not_allowed("GET, HEAD")
-        if settings:
+        if route.write_key is not None:
             return self.collector.settings(
-                settings.group(1), headers.host, scope["scheme"], headers.origin
+                route.write_key, headers.host, scope["scheme"], headers.origin
             )
         return self.collector.static_file(
-            "standalone.js" if library else bundle.group(1),  # type: ignore[union-attr]
-            headers.if_none_match,
-            headers.accept_encoding,
+            route.file, headers.if_none_match, headers.accept_encoding
         )
 
     async def _ingest(

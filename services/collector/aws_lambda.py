@@ -27,18 +27,16 @@ import boto3
 
 from services.collector import contract
 from services.collector.browser import (
-    BUNDLE_PATH,
     DEFAULT_LIBRARY_DIR,
-    LIBRARY_PATH,
-    SETTINGS_PATH,
     AllowedOrigins,
     Library,
+    browser_route,
 )
 from services.collector.config import load_sources, quarantine_url, write_keys
 from services.collector.ingest import ROUTES, Collector, IngestRequest, Response, json_response
 from services.collector.request_headers import RequestHeaders
 from services.contract import level_of
-from services.events.segment import MAX_REQUEST_BYTES, InvalidInput
+from services.events.limits import MAX_REQUEST_BYTES, InvalidInput
 from services.events.write_keys import WriteKeys
 from services.observability import configure_logging
 from services.stream.contract import stream_url
@@ -149,27 +147,22 @@ def _browser_route(
     headers: RequestHeaders,
     request_context: Mapping[str, Any],
 ) -> Response | None:
-    settings = SETTINGS_PATH.match(path)
-    library = None if settings else LIBRARY_PATH.match(path)
-    bundle = None if settings or library else BUNDLE_PATH.match(path)
-    if not (settings or library or bundle):
+    route = browser_route(path)
+    if route is None:
         return None
     if method == "OPTIONS":
         return collector.preflight(headers.origin)
     if method not in ("GET", "HEAD"):
         error = InvalidInput(405, "method_not_allowed", f"{method} {path}: use GET")
-        return collector.reject("/v1/projects/settings" if settings else "static", error)
-    if settings:
+        label = "/v1/projects/settings" if route.write_key is not None else "static"
+        return collector.reject(label, error)
+    if route.write_key is not None:
         # API Gateway is reached over HTTPS only; a named stage is part of the public path.
         host = request_context.get("domainName") or headers.host
         stage = request_context.get("stage", "$default")
         prefix = "" if stage == "$default" else f"/{stage}"
-        return collector.settings(settings.group(1), host, "https", headers.origin, prefix)
-    return collector.static_file(
-        "standalone.js" if library else bundle.group(1),  # type: ignore[union-attr]
-        headers.if_none_match,
-        headers.accept_encoding,
-    )
+        return collector.settings(route.write_key, host, "https", headers.origin, prefix)
+    return collector.static_file(route.file, headers.if_none_match, headers.accept_encoding)
 
 
 def collector_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:

@@ -206,6 +206,25 @@ def validate_public_url(value: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class BrowserRoute:
+    """A path browsers load: analytics.js's settings (``write_key``) or a file of the library."""
+
+    write_key: str | None = None
+    file: str = ""
+
+
+def browser_route(path: str) -> BrowserRoute | None:
+    """The browser route ``path`` names; None when it names none."""
+    if settings := SETTINGS_PATH.match(path):
+        return BrowserRoute(write_key=settings.group(1))
+    if LIBRARY_PATH.match(path):
+        return BrowserRoute(file="standalone.js")
+    if bundle := BUNDLE_PATH.match(path):
+        return BrowserRoute(file=bundle.group(1))
+    return None
+
+
+@dataclass(frozen=True, slots=True)
 class StaticFile:
     body: bytes
     gzipped: bytes | None

@@ -21,7 +21,6 @@ from urllib.parse import urlsplit
 
 from services.contract import (
     ConfigError,
-    Env,
     Integer,
     Json,
     Names,
@@ -32,7 +31,7 @@ from services.contract import (
     group,
     log_level_variable,
     process,
-    read,
+    secret_arn,
     variable,
 )
 from services.stream.contract import StreamAccess, dead_letter_url_variable, stream_url
@@ -64,7 +63,6 @@ DEFAULT_BODY_TIMEOUT_SECONDS = 30.0
 DEFAULT_MAX_CONNECTIONS = 512
 
 _SOURCE = check_pattern(r"[A-Za-z0-9_-]{1,64}", "is not a source name")
-_ARN = check_pattern(r"arn:aws[a-z-]*:secretsmanager:\S+", "is not a Secrets Manager ARN")
 
 
 def public_url_problem(value: str) -> str | None:
@@ -161,7 +159,7 @@ class CollectorFunctionSettings(Generic[V]):
 
     stream: StreamAccess[V] = group(StreamAccess)
     sources: Sources[V] = group(Sources)
-    write_keys_secret_arn: V | None = variable(_WRITE_KEYS_SECRET_ARN, Text("secret-arn", _ARN))
+    write_keys_secret_arn: V | None = variable(_WRITE_KEYS_SECRET_ARN, secret_arn())
     quarantine_url: V | None = dead_letter_url_variable()
     log_level: str | None = log_level_variable()
 
@@ -178,20 +176,16 @@ def check_write_keys(sources: Sources[str], secret_arn: str | None = None) -> No
         )
 
 
-def parse(env: Env) -> CollectorSettings[str]:
-    settings = read(CollectorSettings, env)
+def _check_collector(settings: CollectorSettings[str]) -> None:
     stream_url(settings.stream)
     check_write_keys(settings.sources)
     if (settings.tls_cert_file is None) != (settings.tls_key_file is None):
         raise ConfigError(f"set both {_TLS_CERT_FILE} and {_TLS_KEY_FILE}, or neither")
-    return settings
 
 
-def parse_function(env: Env) -> CollectorFunctionSettings[str]:
-    settings = read(CollectorFunctionSettings, env)
+def _check_function(settings: CollectorFunctionSettings[str]) -> None:
     stream_url(settings.stream, ("kinesis",))
     check_write_keys(settings.sources, settings.write_keys_secret_arn)
-    return settings
 
 
 @dataclass(frozen=True)
@@ -203,12 +197,11 @@ class QuarantineSettings(Generic[V]):
     log_level: str | None = log_level_variable()
 
 
-def parse_quarantine(env: Env) -> QuarantineSettings[str]:
-    settings = read(QuarantineSettings, env)
+def _check_quarantine(settings: QuarantineSettings[str]) -> None:
     stream_url(settings.stream, ("nats",))
-    return settings
 
 
-PROCESS = process(CollectorSettings, parse)
-QUARANTINE = process(QuarantineSettings, parse_quarantine)
-FUNCTION = process(CollectorFunctionSettings, parse_function)
+PROCESS = process(CollectorSettings, _check_collector)
+QUARANTINE = process(QuarantineSettings, _check_quarantine)
+FUNCTION = process(CollectorFunctionSettings, _check_function)
+parse, parse_function, parse_quarantine = PROCESS.parse, FUNCTION.parse, QUARANTINE.parse

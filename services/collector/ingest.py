@@ -30,14 +30,10 @@ from services.collector import browser
 from services.collector.browser import AllowedOrigins, Library
 from services.collector.quarantine import Quarantine, QuarantineUnavailable
 from services.collector.request_headers import shown
+from services.events.limits import MAX_REQUEST_BYTES, InvalidInput
 from services.events.model import StreamRecord, format_timestamp
-from services.events.segment import (
-    MAX_REQUEST_BYTES,
-    InvalidInput,
-    Rejected,
-    parse_body,
-    validate_events,
-)
+from services.events.records import Rejected, validate_events
+from services.events.segment import parse_body
 from services.events.write_keys import (
     BASIC_FORM,
     InvalidCredentials,

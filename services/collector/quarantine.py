@@ -35,14 +35,14 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from services.collector.contract import QuarantineSettings
-from services.events.segment import Rejected
-from services.stream.dead_letters import DEAD_LETTER_SUBJECT_PREFIX
+from services.events.records import Rejected
+from services.stream.dead_letters import DEAD_LETTER_SUBJECT_PREFIX, by_scheme
 from services.stream.side_channels import BackgroundJetStream, SqsQueue
 
 log = logging.getLogger("liftoff.quarantine")
@@ -229,12 +229,11 @@ def _sqs_batches(bodies: list[str]) -> list[list[str]]:
 
 
 def open_quarantine(url: str) -> Quarantine:
-    scheme = urlsplit(url).scheme
-    if scheme == "nats":
-        return JetStreamQuarantine(url)
-    if scheme == "sqs":
-        return SqsQuarantine(url)
-    raise ValueError(f"unsupported quarantine URL {url!r}: use nats://.../DEADLETTER or sqs://")
+    stores: dict[str, Callable[[str], Quarantine]] = {
+        "nats": JetStreamQuarantine,
+        "sqs": SqsQuarantine,
+    }
+    return by_scheme(url, stores, "quarantine")
 
 
 # --- reading and replaying the JetStream quarantine (python -m services quarantine ...) -------
@@ -358,7 +357,8 @@ def _validated_again(
     from datetime import UTC, datetime
 
     from services.collector.ingest import ROUTES
-    from services.events.segment import ParsedBody, validate_events
+    from services.events.records import validate_events
+    from services.events.segment import ParsedBody
 
     raw = body if body is not None else item.raw
     source = item.headers.get("Liftoff-Source", "")

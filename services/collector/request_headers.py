@@ -1,7 +1,7 @@
 """The request headers the collector reads, decoded once for both transports.
 
 Whatever bytes a client puts in a header, reading it ends in a value or in a 4xx naming the
-header, the value and what is allowed (:class:`~services.events.segment.InvalidInput`), never in an
+header, the value and what is allowed (:class:`~services.events.limits.InvalidInput`), never in an
 exception: the ASGI transport hands over raw bytes (decoded as Latin-1, which cannot fail), API
 Gateway hands over text (duplicates already joined with commas).
 
@@ -20,7 +20,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from services.events.segment import InvalidInput
+from services.events.limits import InvalidInput
 
 SINGLE_VALUED = {
     "authorization": "Authorization",

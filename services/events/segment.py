@@ -15,77 +15,32 @@ publish ~420 MB by repeating a large batch context in a thousand events.
 
 Two kinds of problem: a *request-level* one (body not JSON, not UTF-8, not an object/batch,
 too large, ...) raises :class:`InvalidInput` and nothing is published; an *event-level* one
-(one event of a readable request breaks a rule) is returned by :func:`validate_events` as a
-:class:`Rejected` next to the valid events' records, so the caller can quarantine it and still
+(one event of a readable request breaks a rule) is returned by
+:func:`services.events.records.validate_events` as a :class:`~services.events.records.Rejected`
+next to the valid events' records, so the caller can quarantine it and still
 accept its neighbours.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import accumulate
 from typing import Annotated, Any
 
 import msgspec
 
-from services.events.model import SCHEMA_VERSION, StreamRecord, format_timestamp
-
-MAX_EVENT_BYTES = 32 * 1024
-MAX_REQUEST_BYTES = 500 * 1024
-MAX_BATCH_EVENTS = 2500
-KINESIS_MAX_PARTITION_KEY = 256
-MAX_JSON_DEPTH = 64
-"""Containers (objects/arrays) nested inside one event, the event object itself being level 1.
-Deeper input past ~1000 levels is refused at the request level (the decoder's recursion bound)."""
-MAX_PUBLISHED_EVENT_BYTES = 2 * MAX_EVENT_BYTES
-"""An event as published: its 32 KiB as sent, plus room for the batch's context merged into it,
-the fields the collector adds (messageId, timestamps, receivedAt, context.ip, liftoff: ~0.4 KB)
-and identify ``traits`` copied from ``context.traits`` (RudderStack)."""
-PUBLISHED_BYTES_PER_BODY_BYTE = 4
-PUBLISHED_BYTES_PER_EVENT = 512
-"""With PUBLISHED_BYTES_PER_BODY_BYTE, what one request may put on the stream
-(:func:`published_bound`): the fields the collector adds cost up to ~0.4 KB an event (a batch
-of 2500 minimal events grows ~7x), and a batch context repeated in every event may add up to
-3x the body. Past it the request is refused (413) and nothing is published."""
-MESSAGE_ID = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]{0,98}[\x21-\x7e])?")
-"""1-100 printable ASCII characters, no leading or trailing space: the messageId travels as the
-``Nats-Msg-Id`` header, whose value NATS trims and reads as printable ASCII (ADR-4), so ``" m1"``
-and ``"m1"`` would silently deduplicate into one event and ``" "`` would never deduplicate."""
-
-
-class InvalidInput(Exception):
-    """A client error: maps to a 4xx answer naming the problem; nothing of the request is sent."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        *,
-        index: int | None = None,
-        field: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.index = index
-        self.field = field
-
-    def as_json(self) -> dict[str, Any]:
-        # Flat, with top-level "code" and "message": the shape Segment SDKs read errors from.
-        answer: dict[str, Any] = {"success": False, "code": self.code, "message": self.message}
-        if self.index is not None:
-            answer["index"] = self.index
-        if self.field is not None:
-            answer["field"] = self.field
-        return answer
-
+from services.events.limits import (
+    MAX_BATCH_EVENTS,
+    MAX_EVENT_BYTES,
+    MAX_JSON_DEPTH,
+    MAX_REQUEST_BYTES,
+    PUBLISHED_BYTES_PER_BODY_BYTE,
+    PUBLISHED_BYTES_PER_EVENT,
+    InvalidInput,
+)
+from services.events.raw_json import nested_deeper_than, top_level_members
 
 # --- the validation schema: only the fields we check; everything else passes through untouched.
 
@@ -205,7 +160,7 @@ def _number_out_of_range(raw: bytes, index: int | None) -> NumberOutOfRange:
     field = next(
         (
             json.loads(raw[member[0] : member[1]].decode("utf-8", "surrogateescape"))
-            for member in _top_level_members(raw)
+            for member in top_level_members(raw)
             if _out_of_range(raw[member[1] : member[2]].partition(b":")[2])
         ),
         None,
@@ -231,58 +186,15 @@ def _out_of_range(value: bytes) -> bool:
     return False
 
 
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-# +1 for an opening bracket, -1 for a closing one (indexed by byte value).
-_DEPTH_STEP = tuple(1 if b in b"[{" else -1 if b in b"]}" else 0 for b in range(256))
-
-
-def _nested_deeper_than(raw: bytes, limit: int) -> bool:
-    """Is this JSON (known to decode) nested deeper than ``limit``? Strings removed, then the
-    running bracket count, all in C (map/accumulate over bytes), a fraction of a Python walk
-    of the decoded value."""
-    # Fewer brackets than the limit cannot nest past it: nothing to do for ordinary events.
-    if raw.count(b"{") + raw.count(b"[") <= limit:
-        return False
-    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
-    return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0) > limit
-
-
 def _check_depth(raw: bytes, index: int) -> None:
     """Refuse an event nested deeper than MAX_JSON_DEPTH."""
-    if _nested_deeper_than(raw, MAX_JSON_DEPTH):
+    if nested_deeper_than(raw, MAX_JSON_DEPTH):
         raise InvalidInput(
             400,
             "nesting_too_deep",
             f"event {index}: JSON nested deeper than {MAX_JSON_DEPTH} levels",
             index=index,
         )
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """One event refused for an event-level reason; ``raw`` is its JSON exactly as sent."""
-
-    index: int
-    code: str
-    reason: str
-    field: str | None
-    raw: bytes
-    """The event's JSON exactly as sent (without a ``writeKey`` it carried)."""
-    message_id: str | None
-    """The event's messageId when it had a valid one, else None."""
-
-    def as_json(self) -> dict[str, Any]:
-        answer: dict[str, Any] = {"index": self.index, "code": self.code, "reason": self.reason}
-        if self.field is not None:
-            answer["field"] = self.field
-        return answer
-
-
-@dataclass(frozen=True, slots=True)
-class Validated:
-    records: list[StreamRecord]
-    rejected: list[Rejected]
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,7 +295,7 @@ def _check_batch_field(name: str, value: JsonObject | None) -> None:
             f"into every event, so it may be at most {MAX_EVENT_BYTES} bytes",
             field=name,
         )
-    if _nested_deeper_than(encoded, MAX_JSON_DEPTH - 1):
+    if nested_deeper_than(encoded, MAX_JSON_DEPTH - 1):
         raise InvalidInput(
             400,
             "nesting_too_deep",
@@ -391,233 +303,6 @@ def _check_batch_field(name: str, value: JsonObject | None) -> None:
             f"(merged into every event, it would nest past {MAX_JSON_DEPTH})",
             field=name,
         )
-
-
-def _as_key(identifier: Identifier | None) -> str:
-    if identifier is None:
-        return ""
-    return identifier if isinstance(identifier, str) else str(identifier)
-
-
-def _partition_key(identity: str) -> str:
-    if len(identity) <= KINESIS_MAX_PARTITION_KEY:
-        return identity
-    return hashlib.sha256(identity.encode()).hexdigest()
-
-
-def _merge(batch_level: JsonObject | None, event_level: Any) -> Any:
-    if not batch_level:
-        return event_level
-    if event_level is None:
-        return dict(batch_level)
-    return {**batch_level, **event_level}
-
-
-def build_records(
-    parsed: ParsedBody,
-    event_type: str | None,
-    source: str,
-    received_at: datetime,
-) -> list[StreamRecord]:
-    """Every event's stream record; the first invalid event raises (for callers that need
-    all-or-nothing, e.g. tests and benchmarks; the collector uses :func:`validate_events`)."""
-    validated = validate_events(parsed, event_type, source, received_at)
-    if validated.rejected:
-        first = validated.rejected[0]
-        raise InvalidInput(400, first.code, first.reason, index=first.index, field=first.field)
-    return validated.records
-
-
-def validate_events(
-    parsed: ParsedBody,
-    event_type: str | None,
-    source: str,
-    received_at: datetime,
-    *,
-    client_ip: str | None = None,
-    collect_ip: bool = True,
-) -> Validated:
-    """Validate each event on its own: records for the valid ones, a :class:`Rejected` (with
-    the reason) for each invalid one. ``client_ip`` fills ``context.ip`` when the event has
-    none; with ``collect_ip`` false no IP is kept at all (a client-sent ``context.ip`` is
-    removed too). Raises :class:`InvalidInput` (413) as soon as the events as published add
-    up to more than :func:`published_bound`: nothing of such a request is published."""
-    received_text = format_timestamp(received_at)
-    records: list[StreamRecord] = []
-    rejected: list[Rejected] = []
-    ip = client_ip if collect_ip else None
-    bound, published = published_bound(parsed), 0
-    for index, raw in enumerate(parsed.raw_events):
-        try:
-            if len(raw) > MAX_EVENT_BYTES:
-                raise InvalidInput(
-                    400,
-                    "event_too_large",
-                    f"event {index} is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES} bytes",
-                    index=index,
-                )
-            record = _build_record(
-                parsed, raw, index, event_type, source, received_at, received_text, ip, collect_ip
-            )
-        except InvalidInput as error:
-            # What it would have published when that is what was too large; else what the
-            # quarantine will hold.
-            published += error.size if isinstance(error, _TooLargeAsPublished) else len(raw)
-            rejected.append(_rejected(index, raw, error))
-        else:
-            published += len(record.data)
-            records.append(record)
-        if published > bound:
-            raise _published_too_large(parsed, published, bound, index)
-    return Validated(records, rejected)
-
-
-class _TooLargeAsPublished(InvalidInput):
-    def __init__(self, index: int, size: int) -> None:
-        super().__init__(
-            400,
-            "event_too_large",
-            f"event {index} is {size} bytes as published (with the batch's context merged and "
-            f"the collector's fields added); the limit is {MAX_PUBLISHED_EVENT_BYTES} bytes",
-            index=index,
-        )
-        self.size = size
-
-
-def _published_too_large(
-    parsed: ParsedBody, published: int, bound: int, index: int
-) -> InvalidInput:
-    merged = [name for name in ("context", "integrations") if getattr(parsed, f"batch_{name}")]
-    return InvalidInput(
-        413,
-        "published_too_large",
-        f"request: its events as published reach {published} bytes by event {index}, past the "
-        f"limit of {bound} bytes ({PUBLISHED_BYTES_PER_BODY_BYTE} x the "
-        f"{parsed.body_bytes or sum(map(len, parsed.raw_events))}-byte "
-        f"body + {PUBLISHED_BYTES_PER_EVENT} per event): the batch's "
-        f"{' and '.join(f'`{name}`' for name in merged) or 'fields'} "
-        f"{'go' if len(merged) > 1 else 'goes'} into every event; send fewer events per "
-        "request, or that context in the events themselves",
-        field=merged[0] if merged else None,
-    )
-
-
-def _rejected(index: int, raw: bytes, error: InvalidInput) -> Rejected:
-    return Rejected(
-        index, error.code, error.message, error.field, _without_write_key(raw), _message_id_of(raw)
-    )
-
-
-def _without_write_key(raw: bytes) -> bytes:
-    """The event as sent, minus its top-level ``writeKey`` (a credential, kept out of the
-    quarantine as out of the stream), whatever its spelling on the wire: ``"write\\u004bey"``
-    is the same member to a JSON reader, and the event's bytes need not be UTF-8. Everything
-    else is kept byte for byte. ``raw`` is syntactically JSON (the envelope's decoder checked
-    it), so a scan of its top-level members suffices; it never recurses, however deep."""
-    if b"writeKey" not in raw and b"\\u" not in raw:
-        return raw  # no spelling of the name is possible
-    members = _top_level_members(raw)
-    if not members:
-        return raw
-    kept = [i for i, (start, end, _) in enumerate(members) if not _is_write_key(raw[start:end])]
-    if len(kept) == len(members):
-        return raw
-    parts = [raw[: members[0][0]]]
-    for position, i in enumerate(kept):
-        if position:  # the separator that preceded this member as sent
-            parts.append(raw[members[i - 1][2] : members[i][0]])
-        parts.append(raw[members[i][0] : members[i][2]])
-    parts.append(raw[members[-1][2] :])
-    return b"".join(parts)
-
-
-_WHITESPACE = re.compile(rb"[ \t\r\n]*")
-_STRUCTURE = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
-"""A string (skipped whole) or a bracket: what matters inside a container value."""
-_SCALAR_END = re.compile(rb"[ \t\r\n,}\]]")
-
-
-def _skip_whitespace(raw: bytes, at: int) -> int:
-    return _WHITESPACE.match(raw, at).end()  # type: ignore[union-attr]
-
-
-_MEMBER = re.compile(
-    rb'[ \t\r\n]*("(?:[^"\\]|\\.)*")[ \t\r\n]*:[ \t\r\n]*'
-    rb'(?:"(?:[^"\\]|\\.)*"|[^ \t\r\n"\[\]{},:]+|([\[{]))',
-    re.DOTALL,
-)
-"""One member, name and value, in one C-level match; a container value only starts here."""
-_AFTER_MEMBER = re.compile(rb"[ \t\r\n]*(,|})")
-
-
-def _top_level_members(raw: bytes) -> list[tuple[int, int, int]]:
-    """(name start, name end, value end) of each member of a top-level object; [] otherwise."""
-    members: list[tuple[int, int, int]] = []
-    at = _skip_whitespace(raw, 0)
-    if raw[at : at + 1] != b"{":
-        return []
-    if (empty := _AFTER_MEMBER.match(raw, at + 1)) and empty.group(1) == b"}":
-        return []
-    at += 1
-    while True:
-        member = _MEMBER.match(raw, at)
-        if member is None:
-            return []
-        value_end = _value_end(raw, member.start(2)) if member.group(2) else member.end()
-        members.append((member.start(1), member.end(1), value_end))
-        after = _AFTER_MEMBER.match(raw, value_end)
-        if after is None or after.group(1) == b"}":
-            return members
-        at = after.end()
-
-
-def _value_end(raw: bytes, at: int) -> int:
-    """Where the JSON value starting at ``at`` ends (regex scans in C: strings skipped whole,
-    brackets counted)."""
-    first = raw[at : at + 1]
-    if first == b'"':
-        match = _JSON_STRING.match(raw, at)
-        return match.end() if match else len(raw)
-    if first not in (b"{", b"["):
-        end = _SCALAR_END.search(raw, at)
-        return end.start() if end else len(raw)
-    depth = 0
-    for token in _STRUCTURE.finditer(raw, at):
-        bracket = token.group()
-        if bracket in (b"{", b"["):
-            depth += 1
-        elif bracket in (b"}", b"]"):
-            depth -= 1
-            if depth == 0:
-                return token.end()
-    return len(raw)
-
-
-def _is_write_key(name: bytes) -> bool:
-    """Is this JSON string token (quotes included) the name ``writeKey``, however spelled?"""
-    if b"\\" not in name:  # no escape: the name is its bytes
-        return name == b'"writeKey"'
-    # Bytes that are not UTF-8 become lone surrogates: such a name is never "writeKey".
-    try:
-        return json.loads(name.decode("utf-8", "surrogateescape")) == "writeKey"
-    except ValueError:
-        return False
-
-
-def _message_id_of(raw: bytes) -> str | None:
-    """The messageId of an invalid event when it has a valid one (for the quarantine header)."""
-    try:
-        value = _message_id_decoder.decode(raw).messageId
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-        return None
-    return value if isinstance(value, str) and MESSAGE_ID.fullmatch(value) else None
-
-
-class _MessageIdOnly(msgspec.Struct):
-    messageId: Any = None
-
-
-_message_id_decoder = msgspec.json.Decoder(_MessageIdOnly)
 
 
 def _utc(moment: datetime, field: str, index: int | None) -> datetime:
@@ -635,179 +320,3 @@ def _utc(moment: datetime, field: str, index: int | None) -> datetime:
             index=index,
             field=field,
         ) from None
-
-
-def _build_record(
-    parsed: ParsedBody,
-    raw: bytes,
-    index: int,
-    event_type: str | None,
-    source: str,
-    received_at: datetime,
-    received_text: str,
-    client_ip: str | None,
-    collect_ip: bool,
-) -> StreamRecord:
-    event, document = _decoded_event(parsed, raw, index, event_type)
-    _check_depth(raw, index)
-    identity = _checked_identity(event, index)
-    document.pop("writeKey", None)
-    message_id = event.messageId or str(uuid.uuid4())
-    document["messageId"] = message_id
-    _set_times(document, event, parsed, index, received_at, received_text)
-    _merge_and_enrich(document, event, parsed, source, client_ip, collect_ip)
-
-    data = _json_encoder.encode(document)
-    # The limits hold for what consumers receive, not only for what the client sent. Depth
-    # needs no second look: merging puts a batch field one level down (refused at the request
-    # level past MAX_JSON_DEPTH - 1), and the collector's own fields nest two levels.
-    if len(data) > MAX_PUBLISHED_EVENT_BYTES:
-        raise _TooLargeAsPublished(index, len(data))
-    return StreamRecord(
-        message_id=message_id,
-        source=source,
-        type=document["type"],
-        partition_key=_partition_key(identity),
-        data=data,
-    )
-
-
-def _decoded_event(
-    parsed: ParsedBody, raw: bytes, index: int, event_type: str | None
-) -> tuple[Any, JsonObject]:
-    """(the validated fields, the whole event as a dict this event owns)."""
-    # Batch events are validated straight from their JSON (2-3x faster than converting the
-    # decoded dict); single-event bodies take the type from the path, so they go through a dict.
-    if event_type is None:
-        return _decode(_event_decoder, raw, index), _decode(_json_decoder, raw, index)
-    if parsed.event_error is not None:
-        raise parsed.event_error
-    document = parsed.document if parsed.document is not None else {}
-    document["type"] = event_type
-    try:
-        return msgspec.convert(document, _AnyEvent), document
-    except msgspec.ValidationError as error:
-        raise _validation_error(error, index) from None
-
-
-def _checked_identity(event: Any, index: int) -> str:
-    """The event's partition identity (userId, else anonymousId), once the identifiers its type
-    requires and its messageId are checked."""
-    user_id = _as_key(event.userId)
-    identity = user_id or _as_key(event.anonymousId)
-    if not identity:
-        raise InvalidInput(
-            400,
-            "missing_identity",
-            f"event {index}: `userId` or `anonymousId` is required",
-            index=index,
-            field="userId",
-        )
-    if isinstance(event, _Alias):
-        if not user_id:
-            raise _missing(index, "userId", "alias")
-        if not _as_key(event.previousId):
-            raise _missing(index, "previousId", "alias")
-    elif isinstance(event, _Group) and not _as_key(event.groupId):
-        raise _missing(index, "groupId", "group")
-    if event.messageId is not None and not MESSAGE_ID.fullmatch(event.messageId):
-        raise InvalidInput(
-            400,
-            "invalid_event",
-            f"event {index}: field `messageId`: must be 1-100 printable ASCII characters "
-            "without leading or trailing spaces (it is the dedupe key)",
-            index=index,
-            field="messageId",
-        )
-    return identity
-
-
-def _set_times(
-    document: JsonObject,
-    event: Any,
-    parsed: ParsedBody,
-    index: int,
-    received_at: datetime,
-    received_text: str,
-) -> None:
-    """``timestamp`` corrected for client clock skew from ``sentAt``, ``originalTimestamp``,
-    ``sentAt`` (the batch's when the event has none) and ``receivedAt``."""
-    client_time = event.timestamp or event.originalTimestamp
-    if client_time is not None:
-        time_field = "timestamp" if event.timestamp is not None else "originalTimestamp"
-        client_time = _utc(client_time, time_field, index)
-        if event.originalTimestamp is not None and event.timestamp is not None:
-            _utc(event.originalTimestamp, "originalTimestamp", index)
-        if document.get("originalTimestamp") is None:
-            document["originalTimestamp"] = document["timestamp"]
-        sent_at = _utc(event.sentAt, "sentAt", index) if event.sentAt else parsed.sent_at
-        if sent_at is not None:
-            try:
-                document["timestamp"] = format_timestamp(received_at - (sent_at - client_time))
-            except OverflowError:
-                raise InvalidInput(
-                    400,
-                    "invalid_event",
-                    f"event {index}: field `sentAt`: the clock-skew correction "
-                    f"receivedAt - (sentAt - {time_field}) falls outside years 1-9999",
-                    index=index,
-                    field="sentAt",
-                ) from None
-        else:
-            document["timestamp"] = format_timestamp(client_time)
-    else:
-        if event.sentAt is not None:
-            _utc(event.sentAt, "sentAt", index)
-        document["timestamp"] = received_text
-    if event.sentAt is None and parsed.sent_at_text is not None:
-        document["sentAt"] = parsed.sent_at_text
-    document["receivedAt"] = received_text
-
-
-def _merge_and_enrich(
-    document: JsonObject,
-    event: Any,
-    parsed: ParsedBody,
-    source: str,
-    client_ip: str | None,
-    collect_ip: bool,
-) -> None:
-    """The batch's context and integrations merged in, ``context.ip``, identify ``traits`` from
-    ``context.traits``, and ``liftoff``."""
-    if parsed.batch_context:
-        document["context"] = _merge(parsed.batch_context, document.get("context"))
-    if parsed.batch_integrations:
-        document["integrations"] = _merge(parsed.batch_integrations, document.get("integrations"))
-    _set_client_ip(document, client_ip, collect_ip)
-    if isinstance(event, _Identify) and event.traits is None:
-        # RudderStack SDKs send identify traits only in context.traits; Segment's spec (and the
-        # warehouse's traits column, Amplitude's identify) read them from traits.
-        context_traits = (document.get("context") or {}).get("traits")
-        if isinstance(context_traits, dict):
-            document["traits"] = dict(context_traits)
-    document["liftoff"] = {"source": source, "schema": SCHEMA_VERSION}
-
-
-def _set_client_ip(document: JsonObject, client_ip: str | None, collect_ip: bool) -> None:
-    # The context dict is this event's own (freshly decoded, or a merge copy): changed in place.
-    context = document.get("context")
-    if not collect_ip:
-        if isinstance(context, dict):
-            context.pop("ip", None)
-        return
-    if client_ip is None:
-        return
-    if context is None:
-        document["context"] = {"ip": client_ip}
-    elif isinstance(context, dict) and not context.get("ip"):
-        context["ip"] = client_ip
-
-
-def _missing(index: int, field: str, event_type: str) -> InvalidInput:
-    return InvalidInput(
-        400,
-        "invalid_event",
-        f"event {index}: field `{field}`: required and non-empty for `{event_type}` events",
-        index=index,
-        field=field,
-    )

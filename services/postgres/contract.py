@@ -24,7 +24,6 @@ from typing import Any, Generic
 from services.archive.contract import ArchiveAccess, bucket_of
 from services.contract import (
     ConfigError,
-    Env,
     Integer,
     Names,
     Text,
@@ -33,7 +32,7 @@ from services.contract import (
     group,
     log_level_variable,
     process,
-    read,
+    secret_arn,
     variable,
 )
 
@@ -67,7 +66,6 @@ GRANTABLE_ROLES = ("pg_monitor",)
 writes)."""
 
 _IDENTIFIER = check_pattern(r"[A-Za-z_][A-Za-z0-9_$-]{0,62}", "is not a Postgres name")
-_ARN = check_pattern(r"arn:aws[a-z-]*:secretsmanager:\S+", "is not a Secrets Manager ARN")
 
 
 def _check_port(raw: str) -> str | None:
@@ -99,7 +97,7 @@ class PostgresAccess(Generic[V]):
 
 
 def warehouse_secret_arn_variable() -> Any:
-    return variable(_WAREHOUSE_SECRET_ARN, Text("secret-arn", _ARN))
+    return variable(_WAREHOUSE_SECRET_ARN, secret_arn())
 
 
 def missing(names: list[str]) -> ConfigError:
@@ -147,8 +145,7 @@ class EnsureDatabaseSettings(Generic[V]):
     log_level: str | None = log_level_variable()
 
 
-def parse_ensure_database(env: Env) -> EnsureDatabaseSettings[str]:
-    settings = read(EnsureDatabaseSettings, env)
+def _check_ensure_database(settings: EnsureDatabaseSettings[str]) -> None:
     check_admin(settings.admin)
     absent = [
         name for name, value in ((_NAME, settings.database), (_ROLE, settings.role)) if not value
@@ -157,7 +154,6 @@ def parse_ensure_database(env: Env) -> EnsureDatabaseSettings[str]:
         absent.append(f"{_CLIENT_PASSWORD} (or {_CLIENT_PASSWORD_FILE})")
     if absent:
         raise missing(absent)
-    return settings
 
 
 def client_password_variables() -> tuple[str, str]:
@@ -166,14 +162,12 @@ def client_password_variables() -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class EnsureDatabaseFunctionSettings(Generic[V]):
-    admin_secret_arn: V | None = variable(_ADMIN_SECRET_ARN, Text("secret-arn", _ARN))
+    admin_secret_arn: V | None = variable(_ADMIN_SECRET_ARN, secret_arn())
 
 
-def parse_ensure_database_function(env: Env) -> EnsureDatabaseFunctionSettings[str]:
-    settings = read(EnsureDatabaseFunctionSettings, env)
+def _check_ensure_database_function(settings: EnsureDatabaseFunctionSettings[str]) -> None:
     if settings.admin_secret_arn is None:
         raise missing([_ADMIN_SECRET_ARN])
-    return settings
 
 
 # --- backup-upload -------------------------------------------------------------------------
@@ -187,10 +181,8 @@ class BackupSettings(Generic[V]):
     log_level: str | None = log_level_variable()
 
 
-def parse_backup(env: Env) -> BackupSettings[str]:
-    settings = read(BackupSettings, env)
+def _check_backup(settings: BackupSettings[str]) -> None:
     bucket_of(settings.archive)
-    return settings
 
 
 # --- the server (the official postgres image) ---------------------------------------------
@@ -204,9 +196,11 @@ class PostgresServerSettings(Generic[V]):
     data: str | None = variable(_DATA, Text("path"))
 
 
-ENSURE_DATABASE = process(EnsureDatabaseSettings, parse_ensure_database)
-ENSURE_DATABASE_FUNCTION = process(EnsureDatabaseFunctionSettings, parse_ensure_database_function)
-BACKUP_UPLOAD = process(BackupSettings, parse_backup)
+ENSURE_DATABASE = process(EnsureDatabaseSettings, _check_ensure_database)
+ENSURE_DATABASE_FUNCTION = process(EnsureDatabaseFunctionSettings, _check_ensure_database_function)
+BACKUP_UPLOAD = process(BackupSettings, _check_backup)
 PG_DUMP = process(PostgresAccess)
 """The backups' ``pg_dump`` (an init container of the server's image): libpq's variables."""
 SERVER = process(PostgresServerSettings)
+parse_ensure_database = ENSURE_DATABASE.parse
+parse_ensure_database_function = ENSURE_DATABASE_FUNCTION.parse

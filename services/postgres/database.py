@@ -146,12 +146,16 @@ def password_from(inline: str | None, path: str | None, file_variable: str) -> s
         raise ConfigError(f"{file_variable}={path!r} cannot be read: {error.strerror}") from None
 
 
+def _required_password(inline: str | None, path: str | None, names: tuple[str, str]) -> str:
+    password = password_from(inline, path, names[1])
+    if password is None:
+        raise missing([f"{names[0]} (or {names[1]})"])
+    return password
+
+
 def admin_of(access: PostgresAccess[str]) -> AdminConnection:
     """The admin connection from libpq's variables (``check_admin`` made sure of the rest)."""
-    inline, from_file = password_variables()
-    password = password_from(access.password, access.password_file, from_file)
-    if password is None:
-        raise missing([f"{inline} (or {from_file})"])
+    password = _required_password(access.password, access.password_file, password_variables())
     assert access.host is not None and access.user is not None
     return AdminConnection(
         host=access.host,
@@ -165,10 +169,9 @@ def admin_of(access: PostgresAccess[str]) -> AdminConnection:
 
 def request_of(settings: EnsureDatabaseSettings[str]) -> DatabaseRequest:
     """The client's database, role, password and predefined roles."""
-    inline, from_file = client_password_variables()
-    password = password_from(settings.password, settings.password_file, from_file)
-    if password is None:
-        raise missing([f"{inline} (or {from_file})"])
+    password = _required_password(
+        settings.password, settings.password_file, client_password_variables()
+    )
     assert settings.database is not None and settings.role is not None
     try:
         return DatabaseRequest(

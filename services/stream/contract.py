@@ -154,14 +154,13 @@ class EnsureStreamSettings(Generic[V]):
     log_level: str | None = log_level_variable()
 
 
-def parse_ensure_stream(env: Env) -> EnsureStreamSettings[str]:
-    settings = read(EnsureStreamSettings, env)
+def _check_ensure_stream(settings: EnsureStreamSettings[str]) -> None:
     stream_url(settings.stream, ("nats",))
     retention = settings.retention_hours or DEFAULT_RETENTION_HOURS
     window = settings.duplicate_window_seconds or DEFAULT_DUPLICATE_WINDOW_SECONDS
     if window > retention * 3600:
         raise ConfigError(f"{_DUPLICATE_WINDOW} must not exceed {_RETENTION_HOURS} * 3600")
-    return settings
 
 
-ENSURE_STREAM = process(EnsureStreamSettings, parse_ensure_stream)
+ENSURE_STREAM = process(EnsureStreamSettings, _check_ensure_stream)
+parse_ensure_stream = ENSURE_STREAM.parse

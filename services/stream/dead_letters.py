@@ -45,8 +45,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from services.stream.contract import DEFAULT_DEAD_LETTER_MAX_BYTES
@@ -78,6 +79,9 @@ class Delivery(Protocol):
     def attempts(self) -> int: ...
     @property
     def message_id(self) -> str: ...
+
+
+T = TypeVar("T")
 
 
 class DeadLetterUnavailable(Exception):
@@ -189,13 +193,20 @@ class SqsDeadLetter(SqsQueue):
         return None  # an SQS queue has no byte bound to fill
 
 
+def by_scheme(url: str, stores: dict[str, Callable[[str], T]], what: str) -> T:
+    """The store a ``nats://`` or ``sqs://`` URL names (dead letters, the quarantine)."""
+    store = stores.get(urlsplit(url).scheme)
+    if store is None:
+        raise ValueError(f"unsupported {what} URL {url!r}: use nats://.../DEADLETTER or sqs://")
+    return store(url)
+
+
 def open_dead_letter(url: str) -> DeadLetter:
-    scheme = urlsplit(url).scheme
-    if scheme == "nats":
-        return JetStreamDeadLetter(url)
-    if scheme == "sqs":
-        return SqsDeadLetter(url)
-    raise ValueError(f"unsupported dead-letter URL {url!r}: use nats://.../DEADLETTER or sqs://")
+    stores: dict[str, Callable[[str], DeadLetter]] = {
+        "nats": JetStreamDeadLetter,
+        "sqs": SqsDeadLetter,
+    }
+    return by_scheme(url, stores, "dead-letter")
 
 
 async def ensure_dead_letter_stream(

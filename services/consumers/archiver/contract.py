@@ -18,10 +18,9 @@ from services.archive.contract import ArchiveAccess, bucket_of
 from services.consumers.runner.contract import (
     ConsumerRuntime,
     FunctionRuntime,
-    check_function,
-    check_runtime,
+    consumer_process,
 )
-from services.contract import Env, Integer, Number, V, group, process, read, variable
+from services.contract import Integer, Number, V, group, variable
 
 NAME = "archiver"
 """The durable consumer's default name."""
@@ -47,31 +46,25 @@ class Archiving(Generic[V]):
 
 @dataclass(frozen=True)
 class ArchiverSettings(Generic[V]):
+    """``python -m services archiver``: a JetStream consumer process."""
+
     runtime: ConsumerRuntime[V] = group(ConsumerRuntime)
     archiving: Archiving[V] = group(Archiving)
     batch_max_events: int | None = variable(_BATCH_MAX_EVENTS, Integer(1, 1_000_000))
+    """Events per batch; default :data:`DEFAULT_BATCH_MAX_EVENTS`."""
     batch_max_seconds: float | None = variable(_BATCH_MAX_SECONDS, Number(0.01))
+    """Age of the oldest event when a batch is handled; default
+    :data:`DEFAULT_BATCH_MAX_SECONDS`."""
 
 
 @dataclass(frozen=True)
 class ArchiverFunctionSettings(Generic[V]):
+    """``services.aws_lambda.archiver_handler``: the event-source mapping sizes its batches."""
+
     runtime: FunctionRuntime[V] = group(FunctionRuntime)
     archiving: Archiving[V] = group(Archiving)
 
 
-def parse(env: Env) -> ArchiverSettings[str]:
-    settings = read(ArchiverSettings, env)
-    bucket_of(settings.archiving.archive)
-    check_runtime(settings.runtime)
-    return settings
-
-
-def parse_function(env: Env) -> ArchiverFunctionSettings[str]:
-    settings = read(ArchiverFunctionSettings, env)
-    bucket_of(settings.archiving.archive)
-    check_function(settings.runtime)
-    return settings
-
-
-PROCESS = process(ArchiverSettings, parse)
-FUNCTION = process(ArchiverFunctionSettings, parse_function)
+PROCESS = consumer_process(ArchiverSettings, lambda s: bucket_of(s.archiving.archive))
+FUNCTION = consumer_process(ArchiverFunctionSettings, lambda s: bucket_of(s.archiving.archive))
+parse, parse_function = PROCESS.parse, FUNCTION.parse

@@ -291,13 +291,9 @@ def load(settings: ArchiverSettings[str] | ArchiverFunctionSettings[str]) -> Arc
 
 def run(settings: ArchiverSettings[str]) -> int:
     """``python -m services archiver``."""
-    from services.consumers.runner.jetstream import run_process, runner_settings
+    from services.consumers.runner.process import run_batches
 
     archive = load(settings)
-    runner = runner_settings(
-        settings.runtime,
-        NAME,
-        or_default(settings.batch_max_events, DEFAULT_BATCH_MAX_EVENTS),
-        or_default(settings.batch_max_seconds, DEFAULT_BATCH_MAX_SECONDS),
-    )
-    return run_process(settings.runtime, runner, lambda: Archiver(archive))
+    bounds = (settings.batch_max_events, settings.batch_max_seconds)
+    defaults = (DEFAULT_BATCH_MAX_EVENTS, DEFAULT_BATCH_MAX_SECONDS)
+    return run_batches(settings.runtime, NAME, bounds, defaults, lambda: Archiver(archive))

@@ -26,12 +26,10 @@ from services.consumers.broadcaster.destinations import DestinationDocument, dec
 from services.consumers.runner.contract import (
     ConsumerRuntime,
     FunctionRuntime,
-    check_function,
-    check_runtime,
+    consumer_process,
 )
 from services.contract import (
     ConfigError,
-    Env,
     Integer,
     Json,
     Number,
@@ -39,9 +37,8 @@ from services.contract import (
     V,
     check_pattern,
     group,
-    process,
-    read,
     required,
+    secret_arn,
     variable,
 )
 
@@ -68,7 +65,6 @@ DEFAULT_BATCH_MAX_EVENTS = 500
 DEFAULT_BATCH_MAX_SECONDS = 1.0
 
 _HTTP_URL = check_pattern(r"https?://\S+", "must be an http(s) URL")
-_ARN = check_pattern(r"arn:aws[a-z-]*:secretsmanager:\S+", "is not a Secrets Manager ARN")
 _DOCUMENT = Json("destination", decode, DestinationDocument.encode)
 
 
@@ -79,25 +75,38 @@ class Broadcast(Generic[V]):
     destination: DestinationDocument | None = variable(_DESTINATION, _DOCUMENT)
     api_url: str | None = variable(_API_URL, Text("url", _HTTP_URL))
     secrets_file: V | None = variable(_SECRETS_FILE, Text("path"))
-    secret_arn: V | None = variable(_SECRET_ARN, Text("secret-arn", _ARN))
+    secret_arn: V | None = variable(_SECRET_ARN, secret_arn())
     max_attempts: int | None = variable(_MAX_ATTEMPTS, Integer(1, 100))
+    """Default :data:`DEFAULT_MAX_ATTEMPTS`."""
     backoff_base_seconds: float | None = variable(_BACKOFF_BASE, Number(0.0))
+    """Default :data:`DEFAULT_BACKOFF_BASE_SECONDS`."""
     backoff_max_seconds: float | None = variable(_BACKOFF_MAX, Number(0.0))
+    """Default :data:`DEFAULT_BACKOFF_MAX_SECONDS`."""
     retry_after_max_seconds: float | None = variable(_RETRY_AFTER_MAX, Number(0.0))
+    """Default :data:`DEFAULT_RETRY_AFTER_MAX_SECONDS`."""
     concurrency: int | None = variable(_CONCURRENCY, Integer(1, 64))
+    """Default :data:`DEFAULT_CONCURRENCY`."""
     timeout_seconds: float | None = variable(_TIMEOUT, Number(0.1))
+    """Default :data:`DEFAULT_TIMEOUT_SECONDS`."""
 
 
 @dataclass(frozen=True)
 class BroadcasterSettings(Generic[V]):
+    """``python -m services broadcaster``: a JetStream consumer process."""
+
     runtime: ConsumerRuntime[V] = group(ConsumerRuntime)
     broadcast: Broadcast[V] = group(Broadcast)
     batch_max_events: int | None = variable(_BATCH_MAX_EVENTS, Integer(1, 1_000_000))
+    """Events per batch; default :data:`DEFAULT_BATCH_MAX_EVENTS`."""
     batch_max_seconds: float | None = variable(_BATCH_MAX_SECONDS, Number(0.01))
+    """Age of the oldest event when a batch is handled; default
+    :data:`DEFAULT_BATCH_MAX_SECONDS`."""
 
 
 @dataclass(frozen=True)
 class BroadcasterFunctionSettings(Generic[V]):
+    """``services.aws_lambda.broadcaster_handler``: the event-source mapping sizes its batches."""
+
     runtime: FunctionRuntime[V] = group(FunctionRuntime)
     broadcast: Broadcast[V] = group(Broadcast)
 
@@ -132,19 +141,6 @@ def _checked(broadcast: Broadcast[str]) -> None:
     check_secret_source(broadcast)
 
 
-def parse(env: Env) -> BroadcasterSettings[str]:
-    settings = read(BroadcasterSettings, env)
-    _checked(settings.broadcast)
-    check_runtime(settings.runtime)
-    return settings
-
-
-def parse_function(env: Env) -> BroadcasterFunctionSettings[str]:
-    settings = read(BroadcasterFunctionSettings, env)
-    _checked(settings.broadcast)
-    check_function(settings.runtime)
-    return settings
-
-
-PROCESS = process(BroadcasterSettings, parse)
-FUNCTION = process(BroadcasterFunctionSettings, parse_function)
+PROCESS = consumer_process(BroadcasterSettings, lambda s: _checked(s.broadcast))
+FUNCTION = consumer_process(BroadcasterFunctionSettings, lambda s: _checked(s.broadcast))
+parse, parse_function = PROCESS.parse, FUNCTION.parse

@@ -20,6 +20,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -186,93 +187,125 @@ class Broadcaster:
                 batch.record(request.units, Outcome("deferred", "shutting down", attempt))
                 return
             attempt += 1
-            async with self._slots:
-                verdict, status = await self._attempt(request)
-            result = type(verdict).__name__.lower()
-            self.counters.add(
-                "liftoff_broadcast_requests_total",
-                destination=self.name,
-                result=result,
-                status_class=_status_class(status),
-            )
-            fields = {
-                "destination": self.name,
-                "request": request.label,
-                "events": len(request.units),
-                "status": status,
-                "attempt": attempt,
-            }
+            verdict, fields = await self._try(request, attempt)
             if isinstance(verdict, Accepted):
-                for position, item in enumerate(request.units):
-                    if position in verdict.rejected:
-                        outcome = Outcome("parked", verdict.rejected[position], attempt)
-                    else:
-                        outcome = Outcome("delivered", "", attempt)
-                    batch.record([item], outcome)
-                log.debug(
-                    "delivered", extra={"fields": {**fields, "rejected": len(verdict.rejected)}}
-                )
+                self._accepted(request, verdict, batch, attempt, fields)
                 return
             if isinstance(verdict, ResendWithout) and verdict.rejected:
-                log.info(
-                    "destination rejected some events",
-                    extra={"fields": {**fields, "rejected": len(verdict.rejected)}},
-                )
-                keep = []
-                for position, item in enumerate(request.units):
-                    if position in verdict.rejected:
-                        batch.record([item], Outcome("parked", verdict.rejected[position], attempt))
-                    else:
-                        keep.append(item)
+                keep = self._park_rejected(request, verdict, batch, attempt, fields)
                 if not keep:
                     return
                 request, attempt = self.destination.encode(request.channel, keep), 0
                 continue
             if isinstance(verdict, TooLarge | Rejected | ResendWithout):
-                reason = getattr(verdict, "reason", "rejected")
-                splittable = isinstance(verdict, TooLarge) or getattr(verdict, "isolate", True)
-                if splittable and len(request.units) > 1:
-                    log.info(
-                        "splitting a rejected request",
-                        extra={"fields": {**fields, "reason": reason}},
-                    )
-                    half = len(request.units) // 2
-                    parts = (request.units[:half], request.units[half:])
-                    await asyncio.gather(
-                        *(
-                            self._run(self.destination.encode(request.channel, p), batch)
-                            for p in parts
-                        )
-                    )
-                    return
-                log.warning(
-                    "parking rejected events", extra={"fields": {**fields, "reason": reason}}
-                )
-                batch.record(request.units, Outcome("parked", reason, attempt))
+                await self._refused(request, verdict, batch, attempt, fields)
                 return
             assert isinstance(verdict, Retry)
-            if attempt >= batch.policy.max_attempts:
-                reason = f"gave up after {attempt} attempts: {verdict.reason}"
-                log.warning(
-                    "parking after the last attempt",
-                    extra={"fields": {**fields, "reason": verdict.reason}},
-                )
-                batch.record(request.units, Outcome("parked", reason, attempt))
+            if not await self._may_retry(request, verdict, batch, attempt, fields):
                 return
-            delay = batch.policy.delay(attempt, verdict.after, self._rng)
-            log.info(
-                "will retry",
-                extra={
-                    "fields": {**fields, "reason": verdict.reason, "delay_seconds": round(delay, 3)}
-                },
+
+    async def _try(self, request: Request, attempt: int) -> tuple[Verdict, dict[str, Any]]:
+        """One attempt, counted; the fields every log line about it carries."""
+        async with self._slots:
+            verdict, status = await self._attempt(request)
+        self.counters.add(
+            "liftoff_broadcast_requests_total",
+            destination=self.name,
+            result=type(verdict).__name__.lower(),
+            status_class=_status_class(status),
+        )
+        fields = {
+            "destination": self.name,
+            "request": request.label,
+            "events": len(request.units),
+            "status": status,
+            "attempt": attempt,
+        }
+        return verdict, fields
+
+    @staticmethod
+    def _accepted(
+        request: Request, verdict: Accepted, batch: _Batch, attempt: int, fields: dict[str, Any]
+    ) -> None:
+        for position, item in enumerate(request.units):
+            if position in verdict.rejected:
+                outcome = Outcome("parked", verdict.rejected[position], attempt)
+            else:
+                outcome = Outcome("delivered", "", attempt)
+            batch.record([item], outcome)
+        log.debug("delivered", extra={"fields": {**fields, "rejected": len(verdict.rejected)}})
+
+    @staticmethod
+    def _park_rejected(
+        request: Request,
+        verdict: ResendWithout,
+        batch: _Batch,
+        attempt: int,
+        fields: dict[str, Any],
+    ) -> list[Any]:
+        """Park the events the destination refused; the others, to send again."""
+        log.info(
+            "destination rejected some events",
+            extra={"fields": {**fields, "rejected": len(verdict.rejected)}},
+        )
+        keep = []
+        for position, item in enumerate(request.units):
+            if position in verdict.rejected:
+                batch.record([item], Outcome("parked", verdict.rejected[position], attempt))
+            else:
+                keep.append(item)
+        return keep
+
+    async def _refused(
+        self,
+        request: Request,
+        verdict: TooLarge | Rejected | ResendWithout,
+        batch: _Batch,
+        attempt: int,
+        fields: dict[str, Any],
+    ) -> None:
+        """Split a refused request to isolate what the destination refuses, or park it."""
+        reason = getattr(verdict, "reason", "rejected")
+        splittable = isinstance(verdict, TooLarge) or getattr(verdict, "isolate", True)
+        if splittable and len(request.units) > 1:
+            log.info("splitting a rejected request", extra={"fields": {**fields, "reason": reason}})
+            half = len(request.units) // 2
+            parts = (request.units[:half], request.units[half:])
+            await asyncio.gather(
+                *(self._run(self.destination.encode(request.channel, p), batch) for p in parts)
             )
-            if batch.deadline is not None and time.monotonic() + delay > batch.deadline:
-                reason = f"not delivered before the deadline: {verdict.reason}"
-                batch.record(request.units, Outcome("deferred", reason, attempt))
-                return
-            if not await self._wait(delay, batch):
-                batch.record(request.units, Outcome("deferred", "shutting down", attempt))
-                return
+            return
+        log.warning("parking rejected events", extra={"fields": {**fields, "reason": reason}})
+        batch.record(request.units, Outcome("parked", reason, attempt))
+
+    async def _may_retry(
+        self, request: Request, verdict: Retry, batch: _Batch, attempt: int, fields: dict[str, Any]
+    ) -> bool:
+        """Wait before the next attempt; False (and the events parked or deferred) when there
+        is none: the last attempt, the deadline, or a shutdown."""
+        if attempt >= batch.policy.max_attempts:
+            reason = f"gave up after {attempt} attempts: {verdict.reason}"
+            log.warning(
+                "parking after the last attempt",
+                extra={"fields": {**fields, "reason": verdict.reason}},
+            )
+            batch.record(request.units, Outcome("parked", reason, attempt))
+            return False
+        delay = batch.policy.delay(attempt, verdict.after, self._rng)
+        log.info(
+            "will retry",
+            extra={
+                "fields": {**fields, "reason": verdict.reason, "delay_seconds": round(delay, 3)}
+            },
+        )
+        if batch.deadline is not None and time.monotonic() + delay > batch.deadline:
+            reason = f"not delivered before the deadline: {verdict.reason}"
+            batch.record(request.units, Outcome("deferred", reason, attempt))
+            return False
+        if not await self._wait(delay, batch):
+            batch.record(request.units, Outcome("deferred", "shutting down", attempt))
+            return False
+        return True
 
     async def _attempt(self, request: Request) -> tuple[Verdict, int | str]:
         headers = dict(request.headers)

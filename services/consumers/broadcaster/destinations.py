@@ -69,64 +69,36 @@ class DestinationType:
         return secret
 
 
-_CREDENTIAL = "a credential string"
+def _secret(name: str) -> Field:
+    return Field(name, required=True, secret=True, describe="a credential string")
+
+
+_URL = Field(
+    "url",
+    required=True,
+    pattern=r"https?://\S+",
+    stack_pattern=r"https://\S+",
+    describe="an https:// URL",
+)
 _REGION = Field("region", pattern="us|eu", describe="'us' or 'eu' (the API's data residency)")
+_GROUP_KEY = Field(
+    "groupKey", describe="the group key of Mixpanel group analytics, such as company_id"
+)
+_GROUP_TYPE = Field("groupType", describe="the group type of Amplitude's groups, such as company")
+_MEASUREMENT_ID = Field(
+    "measurementId",
+    required=True,
+    pattern=r"G-[A-Z0-9]{4,20}",
+    describe="a GA4 measurement id such as G-ABC123DEF4",
+)
 
 TYPES: dict[str, DestinationType] = {
     kind.name: kind
     for kind in (
-        DestinationType(
-            "webhook",
-            "webhook",
-            (
-                Field(
-                    "url",
-                    required=True,
-                    pattern=r"https?://\S+",
-                    stack_pattern=r"https://\S+",
-                    describe="an https:// URL",
-                ),
-                Field("signingSecret", required=True, secret=True, describe=_CREDENTIAL),
-            ),
-        ),
-        DestinationType(
-            "mixpanel",
-            "mixpanel",
-            (
-                _REGION,
-                Field(
-                    "groupKey",
-                    describe="the group key of Mixpanel group analytics, such as company_id",
-                ),
-                Field("projectToken", required=True, secret=True, describe=_CREDENTIAL),
-            ),
-        ),
-        DestinationType(
-            "amplitude",
-            "amplitude",
-            (
-                _REGION,
-                Field(
-                    "groupType",
-                    describe="the group type of Amplitude's groups, such as company",
-                ),
-                Field("apiKey", required=True, secret=True, describe=_CREDENTIAL),
-            ),
-        ),
-        DestinationType(
-            "ga4",
-            "ga4",
-            (
-                Field(
-                    "measurementId",
-                    required=True,
-                    pattern=r"G-[A-Z0-9]{4,20}",
-                    describe="a GA4 measurement id such as G-ABC123DEF4",
-                ),
-                _REGION,
-                Field("apiSecret", required=True, secret=True, describe=_CREDENTIAL),
-            ),
-        ),
+        DestinationType("webhook", "webhook", (_URL, _secret("signingSecret"))),
+        DestinationType("mixpanel", "mixpanel", (_REGION, _GROUP_KEY, _secret("projectToken"))),
+        DestinationType("amplitude", "amplitude", (_REGION, _GROUP_TYPE, _secret("apiKey"))),
+        DestinationType("ga4", "ga4", (_MEASUREMENT_ID, _REGION, _secret("apiSecret"))),
     )
 }
 

@@ -37,7 +37,6 @@ from services.consumers.broadcaster.retry import RetryPolicy
 from services.consumers.broadcaster.settings import BroadcasterConfig
 from services.consumers.runner.model import DONE, Delivery, Park, Retry
 from services.consumers.runner.model import Outcome as ConsumerOutcome
-from services.contract import or_default
 from services.observability import Counters
 
 #: ``time.monotonic()`` by which the current Lambda invocation must return, or None.
@@ -122,13 +121,10 @@ def load(
 
 def run(settings: BroadcasterSettings[str]) -> int:
     """``python -m services broadcaster``: one destination, one durable consumer."""
-    from services.consumers.runner.jetstream import run_process, runner_settings
+    from services.consumers.runner.process import run_batches
 
     config = load(settings)
-    runner = runner_settings(
-        settings.runtime,
-        config.destination.consumer_name,
-        or_default(settings.batch_max_events, DEFAULT_BATCH_MAX_EVENTS),
-        or_default(settings.batch_max_seconds, DEFAULT_BATCH_MAX_SECONDS),
-    )
-    return run_process(settings.runtime, runner, lambda: BroadcastSink(config))
+    name = config.destination.consumer_name
+    bounds = (settings.batch_max_events, settings.batch_max_seconds)
+    defaults = (DEFAULT_BATCH_MAX_EVENTS, DEFAULT_BATCH_MAX_SECONDS)
+    return run_batches(settings.runtime, name, bounds, defaults, lambda: BroadcastSink(config))

@@ -15,10 +15,9 @@ from typing import Generic
 from services.consumers.runner.contract import (
     ConsumerRuntime,
     FunctionRuntime,
-    check_function,
-    check_runtime,
+    consumer_process,
 )
-from services.contract import Env, Integer, Number, V, group, process, read, variable
+from services.contract import Integer, Number, V, group, variable
 from services.postgres.contract import PostgresAccess, require_host, warehouse_secret_arn_variable
 
 NAME = "loader"
@@ -31,32 +30,28 @@ DEFAULT_BATCH_MAX_SECONDS = 5.0
 
 @dataclass(frozen=True)
 class LoaderSettings(Generic[V]):
+    """``python -m services loader``: a JetStream consumer process."""
+
     runtime: ConsumerRuntime[V] = group(ConsumerRuntime)
     warehouse: PostgresAccess[V] = group(PostgresAccess)
     batch_max_events: int | None = variable(_BATCH_MAX_EVENTS, Integer(1, 1_000_000))
+    """Events per batch; default :data:`DEFAULT_BATCH_MAX_EVENTS`."""
     batch_max_seconds: float | None = variable(_BATCH_MAX_SECONDS, Number(0.01))
+    """Age of the oldest event when a batch is handled; default
+    :data:`DEFAULT_BATCH_MAX_SECONDS`."""
 
 
 @dataclass(frozen=True)
 class LoaderFunctionSettings(Generic[V]):
+    """``services.aws_lambda.loader_handler``: the event-source mapping sizes its batches."""
+
     runtime: FunctionRuntime[V] = group(FunctionRuntime)
     warehouse: PostgresAccess[V] = group(PostgresAccess)
     warehouse_secret_arn: V | None = warehouse_secret_arn_variable()
 
 
-def parse(env: Env) -> LoaderSettings[str]:
-    settings = read(LoaderSettings, env)
-    require_host(settings.warehouse, None)
-    check_runtime(settings.runtime)
-    return settings
-
-
-def parse_function(env: Env) -> LoaderFunctionSettings[str]:
-    settings = read(LoaderFunctionSettings, env)
-    require_host(settings.warehouse, settings.warehouse_secret_arn)
-    check_function(settings.runtime)
-    return settings
-
-
-PROCESS = process(LoaderSettings, parse)
-FUNCTION = process(LoaderFunctionSettings, parse_function)
+PROCESS = consumer_process(LoaderSettings, lambda s: require_host(s.warehouse, None))
+FUNCTION = consumer_process(
+    LoaderFunctionSettings, lambda s: require_host(s.warehouse, s.warehouse_secret_arn)
+)
+parse, parse_function = PROCESS.parse, FUNCTION.parse

@@ -82,6 +82,7 @@ from services.consumers.loader.contract import (
     LoaderFunctionSettings,
     LoaderSettings,
 )
+from services.consumers.loader.schema import COLUMN_LIST, COPY_TYPES, migrate
 from services.consumers.runner.model import (
     DONE,
     Delivery,
@@ -90,7 +91,6 @@ from services.consumers.runner.model import (
     SinkUnavailable,
     parse_timestamp,
 )
-from services.contract import or_default
 from services.postgres.contract import (
     PostgresAccess,
     password_variables,
@@ -101,40 +101,6 @@ from services.postgres.database import password_from
 
 log = logging.getLogger("liftoff.loader")
 
-COLUMNS = (
-    "message_id",
-    "type",
-    "source",
-    "event",
-    "name",
-    "user_id",
-    "anonymous_id",
-    "group_id",
-    "previous_id",
-    "timestamp",
-    "received_at",
-    "sent_at",
-    "original_timestamp",
-    "properties",
-    "traits",
-    "context",
-    "raw",
-    "stream_partition",
-    "stream_sequence",
-)
-_COLUMN_LIST = ", ".join(f'"{name}"' for name in COLUMNS)
-# Binary COPY: PostgreSQL skips parsing text for every column (timestamps, numbers, escaping);
-# about 1.3x the rows/s of text COPY (benchmarks/pipeline.py).
-COPY_TYPES = (
-    *["text"] * 9,
-    "timestamptz",  # timestamp
-    "timestamptz",  # received_at
-    "timestamptz",  # sent_at
-    "text",  # original_timestamp
-    *["jsonb"] * 4,  # properties, traits, context, raw
-    "text",  # stream_partition
-    "numeric",  # stream_sequence
-)
 COPY_OPTIONS = "FROM STDIN (FORMAT BINARY)"
 
 
@@ -154,63 +120,7 @@ class EncodedJson(str):
     """Marker type the dumper is registered for; COPY picks it by the jsonb oid."""
 
 
-MIGRATIONS: list[tuple[int, str, str]] = [
-    (
-        1,
-        "events table",
-        """
-        CREATE TABLE IF NOT EXISTS events (
-            message_id         text PRIMARY KEY,
-            type               text NOT NULL,
-            source             text NOT NULL,
-            event              text,
-            name               text,
-            user_id            text,
-            anonymous_id       text,
-            group_id           text,
-            previous_id        text,
-            "timestamp"        timestamptz NOT NULL,
-            received_at        timestamptz NOT NULL,
-            sent_at            timestamptz,
-            original_timestamp text,
-            properties         jsonb,
-            traits             jsonb,
-            context            jsonb,
-            raw                jsonb NOT NULL,
-            stream_partition   text NOT NULL,
-            stream_sequence    numeric NOT NULL,
-            loaded_at          timestamptz NOT NULL DEFAULT now()
-        );
-        CREATE INDEX IF NOT EXISTS events_received_at_idx ON events (received_at);
-        CREATE INDEX IF NOT EXISTS events_user_id_idx ON events (user_id);
-        """,
-    ),
-]
-
 _encoder = msgspec.json.Encoder()
-
-
-def migrate(connection: psycopg.Connection) -> list[int]:
-    """Apply the migrations not yet applied; returns the versions applied now. Idempotent."""
-    applied_now = []
-    with connection.transaction():
-        connection.execute("SELECT pg_advisory_xact_lock(hashtext('liftoff.loader.migrations'))")
-        connection.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version integer PRIMARY KEY, description text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        done = {row[0] for row in connection.execute("SELECT version FROM schema_migrations")}
-        for version, description, statements in MIGRATIONS:
-            if version in done:
-                continue
-            connection.execute(statements)  # type: ignore[arg-type]
-            connection.execute(
-                "INSERT INTO schema_migrations (version, description) VALUES (%s, %s)",
-                (version, description),
-            )
-            applied_now.append(version)
-    return applied_now
 
 
 @dataclass(frozen=True)
@@ -467,7 +377,7 @@ class Loader:
         SELECT; the primary key still rejects a repeat, which rolls the whole COPY back)."""
         with (
             connection.cursor() as cursor,
-            cursor.copy(f"COPY events ({_COLUMN_LIST}) {COPY_OPTIONS}") as copy,
+            cursor.copy(f"COPY events ({COLUMN_LIST}) {COPY_OPTIONS}") as copy,
         ):
             copy.set_types(COPY_TYPES)
             count = 0
@@ -479,12 +389,12 @@ class Loader:
     @staticmethod
     def _copy_through_staging(connection: psycopg.Connection, rows: list[tuple[Any, ...]]) -> int:
         with connection.transaction(), connection.cursor() as cursor:
-            with cursor.copy(f"COPY events_staging ({_COLUMN_LIST}) {COPY_OPTIONS}") as copy:
+            with cursor.copy(f"COPY events_staging ({COLUMN_LIST}) {COPY_OPTIONS}") as copy:
                 copy.set_types(COPY_TYPES)
                 for row in rows:
                     copy.write_row(row)
             cursor.execute(
-                f"INSERT INTO events ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} "
+                f"INSERT INTO events ({COLUMN_LIST}) SELECT {COLUMN_LIST} "
                 "FROM events_staging ON CONFLICT (message_id) DO NOTHING"
             )
             return cursor.rowcount
@@ -501,13 +411,9 @@ def load(settings: LoaderSettings[str] | LoaderFunctionSettings[str]) -> LoaderC
 
 def run(settings: LoaderSettings[str]) -> int:
     """``python -m services loader``."""
-    from services.consumers.runner.jetstream import run_process, runner_settings
+    from services.consumers.runner.process import run_batches
 
     warehouse = load(settings)
-    runner = runner_settings(
-        settings.runtime,
-        NAME,
-        or_default(settings.batch_max_events, DEFAULT_BATCH_MAX_EVENTS),
-        or_default(settings.batch_max_seconds, DEFAULT_BATCH_MAX_SECONDS),
-    )
-    return run_process(settings.runtime, runner, lambda: Loader(warehouse))
+    bounds = (settings.batch_max_events, settings.batch_max_seconds)
+    defaults = (DEFAULT_BATCH_MAX_EVENTS, DEFAULT_BATCH_MAX_SECONDS)
+    return run_batches(settings.runtime, NAME, bounds, defaults, lambda: Loader(warehouse))

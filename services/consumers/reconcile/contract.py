@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Generic
 
 from services.archive.contract import ArchiveAccess, bucket_of
-from services.contract import Env, V, group, log_level_variable, process, read
+from services.contract import V, group, log_level_variable, process
 from services.postgres.contract import PostgresAccess, require_host, warehouse_secret_arn_variable
 
 
@@ -26,11 +26,10 @@ class ReconcileSettings(Generic[V]):
     log_level: str | None = log_level_variable()
 
 
-def parse(env: Env) -> ReconcileSettings[str]:
-    settings = read(ReconcileSettings, env)
+def _check(settings: ReconcileSettings[str]) -> None:
     bucket_of(settings.archive)
     require_host(settings.warehouse, settings.warehouse_secret_arn)
-    return settings
 
 
-PROCESS = process(ReconcileSettings, parse)
+PROCESS = process(ReconcileSettings, _check)
+parse = PROCESS.parse

@@ -9,17 +9,20 @@ beside what that consumer needs.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic
+from typing import Any, Generic, Protocol, TypeVar
 
 from services.contract import (
     Integer,
     Number,
+    Process,
     Text,
     V,
     check_pattern,
     group,
     log_level_variable,
+    process,
     variable,
 )
 from services.stream.contract import (
@@ -96,3 +99,26 @@ def check_runtime(runtime: ConsumerRuntime[str]) -> None:
 def check_function(runtime: FunctionRuntime[str]) -> None:
     """What a consumer function cannot start without."""
     dead_letter_or_default(runtime.dead_letter_url, None)
+
+
+class HasRuntime(Protocol):
+    @property
+    def runtime(self) -> ConsumerRuntime[str] | FunctionRuntime[str]: ...
+
+
+R = TypeVar("R", bound=HasRuntime)
+
+
+def consumer_process(settings: type[R], check: Callable[[R], None]) -> Process[R]:
+    """A consumer's contract, as a process or as a function: what the consumer itself needs
+    (``check``), then what its runtime cannot start without."""
+
+    def checked(found: R) -> None:
+        check(found)
+        runtime = found.runtime
+        if isinstance(runtime, ConsumerRuntime):
+            check_runtime(runtime)
+        else:
+            check_function(runtime)
+
+    return process(settings, checked)

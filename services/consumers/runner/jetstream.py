@@ -35,13 +35,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
-import signal
 import time
-from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import nats
@@ -50,31 +47,14 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js.api import DEFAULT_PREFIX, AckPolicy, ConsumerConfig, DeliverPolicy
 
-from services.consumers.runner.contract import (
-    DEFAULT_ACK_WAIT_SECONDS,
-    DEFAULT_HEALTH_HOST,
-    DEFAULT_HEALTH_PORT,
-    DEFAULT_LAG_INTERVAL_SECONDS,
-    DEFAULT_SHUTDOWN_GRACE_SECONDS,
-    ConsumerRuntime,
-)
+from services.consumers.runner.acks import Acknowledging, Stopped, flush
 from services.consumers.runner.model import (
-    Delivery,
-    Done,
-    Outcome,
-    Park,
-    Position,
-    Retry,
     Sink,
-    SinkUnavailable,
-    process,
-    retry_delay,
 )
-from services.contract import level_of, or_default
-from services.observability import Counters, configure_logging
+from services.consumers.runner.signals import Signals
+from services.observability import Counters
 from services.stream.address import JetStreamAddress
-from services.stream.contract import dead_letter_or_default, stream_url
-from services.stream.dead_letters import DeadLetter, DeadLetterUnavailable, DeadLetterUsage
+from services.stream.dead_letters import DeadLetter
 from services.stream.jetstream import stream_credentials
 
 log = logging.getLogger("liftoff.consumer.jetstream")
@@ -104,11 +84,7 @@ class RunnerSettings:
         return max(1000, 2 * self.batch_max_events)
 
 
-class _Stopped(Exception):
-    pass
-
-
-class JetStreamRunner:
+class JetStreamRunner(Signals, Acknowledging):
     def __init__(
         self,
         stream_url: str,
@@ -143,114 +119,7 @@ class JetStreamRunner:
         self._progress = time.monotonic()
         self._stop = asyncio.Event()
 
-    def _describe_metrics(self) -> None:
-        describe = self.counters.describe
-        describe(
-            "liftoff_consumer_events_total", "Events by consumer and outcome (done, retry, park)."
-        )
-        describe("liftoff_consumer_batches_total", "Batches handled, by consumer.")
-        describe(
-            "liftoff_consumer_sink_unavailable_total", "Batch attempts that found the sink down."
-        )
-        describe(
-            "liftoff_consumer_acked_sequence", "Highest stream sequence this process acknowledged."
-        )
-        describe(
-            "liftoff_consumer_lag_events",
-            "Events of the stream not yet acknowledged by a durable consumer (the server's "
-            "view, for every durable consumer of the stream, read by every consumer process).",
-        )
-        describe(
-            "liftoff_consumer_lag_seconds",
-            "Age of the oldest event a durable consumer has not acknowledged (0 when caught up).",
-        )
-        describe(
-            "liftoff_dead_letter_stream_bytes",
-            "Bytes held by the JetStream dead-letter stream (quarantined and parked events).",
-        )
-        describe(
-            "liftoff_dead_letter_stream_max_bytes",
-            "The dead-letter stream's byte bound (-1: none): at it, the oldest are dropped.",
-        )
-        describe("liftoff_dead_letter_stream_messages", "Messages held by the dead-letter stream.")
-        # Series exist from the start, so the first park is an increase (alerts use increase()).
-        for outcome in ("done", "retry", "park"):
-            self.counters.add(
-                "liftoff_consumer_events_total", 0, consumer=self.name, outcome=outcome
-            )
-        self.counters.add("liftoff_consumer_batches_total", 0, consumer=self.name)
-        self.counters.add("liftoff_consumer_sink_unavailable_total", 0, consumer=self.name)
-
     # --- probes -------------------------------------------------------------------------------
-
-    async def _healthz(self) -> tuple[int, str]:
-        idle = time.monotonic() - self._progress
-        if idle < self.settings.liveness_seconds:
-            return 200, "ok\n"
-        return 503, f"no progress for {idle:.0f}s\n"
-
-    async def _readyz(self) -> tuple[int, str]:
-        if self._nc is not None and self._nc.is_connected and self._sub is not None:
-            return 200, "ok\n"
-        return 503, "not connected to the stream\n"
-
-    async def _metrics(self) -> tuple[int, str]:
-        text = self.counters.render()
-        extra = getattr(self.sink, "counters", None)  # e.g. a broadcaster's delivery attempts
-        if isinstance(extra, Counters):
-            text += extra.render()
-        return 200, text
-
-    async def _watch_lag(self) -> None:
-        """Publish the lag of every durable consumer of the stream, as the server sees it.
-
-        Every consumer process does this for all of them, so a consumer that is stopped (no
-        process left to scrape) still shows its growing lag; the alert takes the maximum."""
-        while True:
-            await asyncio.sleep(self.settings.lag_interval_seconds)
-            if self._nc is None or not self._nc.is_connected:
-                continue
-            try:
-                await self._measure_lag()
-                await self._measure_dead_letters()
-            except Exception as error:  # the next round tries again; lag is advisory
-                log.debug("could not read consumer lag", extra={"fields": {"error": repr(error)}})
-
-    async def _measure_dead_letters(self) -> None:
-        """The dead-letter stream's fill, read with the lag: at its byte bound the oldest dead
-        letters are dropped, and this is what says so beforehand."""
-        usage = await self.dead_letter.usage()
-        if usage is None:
-            return
-        for name, value in (
-            ("liftoff_dead_letter_stream_bytes", usage.bytes),
-            ("liftoff_dead_letter_stream_max_bytes", usage.max_bytes),
-            ("liftoff_dead_letter_stream_messages", usage.messages),
-        ):
-            self.counters.set(name, value, stream=usage.stream)
-
-    async def _measure_lag(self) -> None:
-        js = self._nc.jetstream(timeout=5)
-        stream = self.address.stream
-        now = datetime.now(UTC)
-        for info in await js.consumers_info(stream):
-            name = info.name or info.config.durable_name
-            if not name:
-                continue
-            pending = (info.num_pending or 0) + (info.num_ack_pending or 0)
-            age = 0.0
-            if pending:
-                floor = info.ack_floor.stream_seq if info.ack_floor else 0
-                oldest = await js.get_msg(
-                    stream,
-                    seq=(floor or 0) + 1,
-                    subject=info.config.filter_subject or ">",
-                    next=True,
-                )
-                if oldest.time is not None:
-                    age = max(0.0, (now - oldest.time).total_seconds())
-            self.counters.set("liftoff_consumer_lag_events", pending, consumer=name, stream=stream)
-            self.counters.set("liftoff_consumer_lag_seconds", age, consumer=name, stream=stream)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -275,7 +144,7 @@ class JetStreamRunner:
                 await self._until_stopped(self._connect())
                 await self._bind()
                 await self._consume()
-            except _Stopped:
+            except Stopped:
                 pass
         finally:
             keepalive.cancel()
@@ -308,7 +177,7 @@ class JetStreamRunner:
         return self.settings.consumer_name
 
     async def _until_stopped(self, work: Coroutine[Any, Any, T]) -> T:
-        """Await ``work`` unless stop is requested first (then cancel it, raise _Stopped)."""
+        """Await ``work`` unless stop is requested first (then cancel it, raise Stopped)."""
         task = asyncio.ensure_future(work)
         stopper = asyncio.ensure_future(self._stop.wait())
         try:
@@ -319,7 +188,7 @@ class JetStreamRunner:
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
-            raise _Stopped
+            raise Stopped
         return task.result()
 
     async def _wake_on_stop(self) -> None:
@@ -334,7 +203,7 @@ class JetStreamRunner:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), seconds)
         if self._stop.is_set():
-            raise _Stopped
+            raise Stopped
 
     async def _connect(self) -> None:
         async def on_error(error: Exception) -> None:
@@ -548,405 +417,3 @@ class JetStreamRunner:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, self._pull_deadline - time.monotonic())):
                     await self._wake.wait()
-
-    def _delivery(self, message: Msg) -> Delivery:
-        # The ack subject carries the position: "$JS.ACK.<stream>.<consumer>.<delivered>.
-        # <stream seq>.<consumer seq>.<timestamp ns>.<pending>". Parsed here directly (nats-py's
-        # Msg.metadata builds frozen dataclasses: the costliest step per message); any other
-        # layout (a JetStream domain: "$JS.ACK.<domain>.<hash>...") goes through nats-py.
-        tokens = message.reply.split(".")
-        if len(tokens) == 9 and tokens[0] == "$JS" and tokens[1] == "ACK":
-            stream, delivered, sequence = tokens[2], int(tokens[4]), int(tokens[5])
-            arrival = datetime.fromtimestamp(int(tokens[7]) / 1e9, UTC)
-        else:
-            meta = message.metadata
-            stream, delivered, sequence = meta.stream, meta.num_delivered, meta.sequence.stream
-            arrival = meta.timestamp.astimezone(UTC) if meta.timestamp else datetime.now(UTC)
-        return Delivery(
-            data=message.data,
-            position=Position("jetstream", stream, sequence),
-            arrival=arrival,
-            subject=message.subject,
-            attempts=delivered,
-            handle=message,
-        )
-
-    async def _flush(self, batch: list[Msg], finishing: bool = False) -> None:
-        deliveries = [self._delivery(message) for message in batch]
-        grace = self.settings.shutdown_grace_seconds
-        backoff = 0.5
-        while True:
-            self._progress = time.monotonic()
-            task = asyncio.ensure_future(process(self.sink, deliveries))
-            try:
-                if finishing or self._stop.is_set():
-                    outcomes = await asyncio.wait_for(task, grace)
-                else:
-                    try:
-                        outcomes = await self._until_stopped(asyncio.shield(task))
-                    except _Stopped:  # SIGTERM while handling: finish within the grace period
-                        outcomes = await asyncio.wait_for(task, grace)
-                break
-            except SinkUnavailable as error:
-                self.counters.add("liftoff_consumer_sink_unavailable_total", consumer=self.name)
-                log.warning(
-                    "sink unavailable; retrying the batch",
-                    extra={
-                        "fields": {
-                            "consumer": self.name,
-                            "events": len(batch),
-                            "delay_seconds": backoff,
-                            "error": str(error)[:500],
-                        }
-                    },
-                )
-                if finishing or self._stop.is_set():
-                    await self._abandon(batch)
-                    return
-                try:
-                    await self._sleep(backoff)
-                except _Stopped:
-                    await self._abandon(batch)
-                    return
-                backoff = min(10.0, backoff * 2)
-            except TimeoutError:  # the grace period ended before the batch was durable
-                task.cancel()
-                await self._abandon(batch)
-                return
-        await self._apply(deliveries, outcomes)
-        self.counters.add("liftoff_consumer_batches_total", consumer=self.name)
-
-    async def _abandon(self, batch: list[Msg]) -> None:
-        """Stopping without the batch durable: run() gives it back (nak) once deliveries to
-        this consumer have stopped, so that it is not delivered to us again meanwhile."""
-        log.info(
-            "abandoning the in-flight batch (not acknowledged)",
-            extra={"fields": {"consumer": self.name, "events": len(batch)}},
-        )
-        self._abandoned.extend(batch)
-        batch.clear()
-
-    async def _release(self, batch: list[Msg]) -> None:
-        for message in batch:
-            try:
-                await message.nak()
-            except Exception:
-                break  # not connected: the server redelivers after ack_wait anyway
-        with contextlib.suppress(Exception):
-            await flush(self._nc, 2)
-
-    async def _apply(self, deliveries: list[Delivery], outcomes: list[Outcome]) -> None:
-        parks = [
-            (delivery, outcome)
-            for delivery, outcome in zip(deliveries, outcomes, strict=True)
-            if isinstance(outcome, Park)
-        ]
-        parked = await asyncio.gather(
-            *(self._park(delivery, outcome.reason) for delivery, outcome in parks)
-        )
-        park_ok = {id(d): ok for (d, _), ok in zip(parks, parked, strict=True)}
-        counts = {"done": 0, "park": 0, "retry": 0}  # added once per batch, not per message
-        acked: dict[str, int] = {}  # stream -> highest sequence acknowledged
-        if not parks and all(isinstance(outcome, Done) for outcome in outcomes):
-            # The common case, all done: one ack each and nothing else per message.
-            done = 0
-            try:
-                for delivery in deliveries:
-                    await delivery.handle.ack()
-                    done += 1
-            except Exception as error:  # connection lost: the server redelivers
-                log.warning("could not acknowledge", extra={"fields": {"error": repr(error)}})
-            counts["done"] = done
-            for delivery in deliveries[:done]:
-                position = delivery.position
-                if position.sequence > acked.get(position.partition, 0):
-                    acked[position.partition] = position.sequence
-        else:
-            for delivery, outcome in zip(deliveries, outcomes, strict=True):
-                message: Msg = delivery.handle
-                try:
-                    if isinstance(outcome, Done) or (
-                        isinstance(outcome, Park) and park_ok[id(delivery)]
-                    ):
-                        await message.ack()
-                        counts["done" if isinstance(outcome, Done) else "park"] += 1
-                        position = delivery.position
-                        acked[position.partition] = max(
-                            acked.get(position.partition, 0), int(position.sequence)
-                        )
-                    else:
-                        delay = outcome.delay if isinstance(outcome, Retry) else None
-                        await message.nak(
-                            delay=delay if delay is not None else retry_delay(delivery.attempts)
-                        )
-                        counts["retry"] += 1
-                except (
-                    Exception
-                ) as error:  # connection lost: the server redelivers; sinks are idempotent
-                    log.warning("could not acknowledge", extra={"fields": {"error": repr(error)}})
-                    break
-        with contextlib.suppress(Exception):
-            await flush(self._nc, 5)
-        for outcome_name, count in counts.items():
-            if count:
-                self.counters.add(
-                    "liftoff_consumer_events_total", count, consumer=self.name, outcome=outcome_name
-                )
-        for stream, sequence in acked.items():
-            self.counters.set(
-                "liftoff_consumer_acked_sequence", sequence, consumer=self.name, stream=stream
-            )
-
-    async def _park(self, delivery: Delivery, reason: str) -> bool:
-        try:
-            await self.dead_letter.park(delivery, reason, self.name)
-        except DeadLetterUnavailable as error:
-            log.warning(
-                "dead letter unavailable; the event will be retried",
-                extra={"fields": {"position": str(delivery.position), "error": str(error)}},
-            )
-            return False
-        log.warning(
-            "parked an event",
-            extra={
-                "fields": {
-                    "consumer": self.name,
-                    "position": str(delivery.position),
-                    "message_id": delivery.message_id,
-                    "reason": reason[:300],
-                }
-            },
-        )
-        return True
-
-
-async def flush(nc: Any, timeout: float) -> None:
-    """``nc.flush(timeout)`` that cannot kill the connection. When a flush times out (the
-    server stalled: a GC pause, a full disk, SIGSTOP), nats-py 2.16 cancels the PING's future
-    but leaves it queued; the late PONG then finds it, ``set_result`` raises InvalidStateError
-    and nats-py's read loop stops for good: the connection still looks connected, but every
-    request times out and held messages are kept alive forever (found by the cluster fault
-    test). Dropping the cancelled future lets the late PONG find nothing of ours."""
-    try:
-        await nc.flush(timeout=timeout)
-    except nats.errors.FlushTimeoutError:
-        pongs = getattr(nc, "_pongs", None)
-        if isinstance(pongs, list):
-            pongs[:] = [future for future in pongs if not future.cancelled()]
-        raise
-
-
-def tune_gc() -> None:
-    """Fewer garbage collections for a consumer process (call once, after start-up imports).
-
-    A batch allocates a few objects per message (nats message, decoded event dicts, delivery)
-    that live until the batch is acknowledged, so with CPython's default threshold (a
-    collection every 700 allocations) the collector runs every few dozen messages and keeps
-    re-scanning whole batches: about half of the per-message decoding cost in measurements.
-    Freezing what start-up imported and collecting the young generation every 20,000
-    allocations removes most of that; cycles are still collected, just in larger steps."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 20, 20)
-
-
-class _SharedSink:
-    """One sink behind the runners of several partitions: started by the first runner, closed
-    by the last, handed one batch at a time (a sink is written for a single caller; each
-    partition keeps its own order, and the process has one core's worth of Python anyway)."""
-
-    def __init__(self, sink: Sink, users: int) -> None:
-        self._sink = sink
-        self._users = users
-        self._started = False
-        self._lock = asyncio.Lock()
-
-    async def start(self) -> None:
-        async with self._lock:
-            if not self._started:
-                await self._sink.start()
-                self._started = True
-
-    @property
-    def counters(self) -> Any:
-        """The sink's own counters (a broadcaster's), which the runners' /metrics include."""
-        return getattr(self._sink, "counters", None)
-
-    async def check_ready(self) -> None:
-        await self._sink.check_ready()
-
-    async def handle(self, batch: Sequence[Delivery]) -> Sequence[Outcome]:
-        async with self._lock:
-            return await self._sink.handle(batch)
-
-    async def close(self) -> None:
-        self._users -= 1
-        if self._users == 0:
-            await self._sink.close()
-
-
-class _SharedDeadLetter:
-    """One dead-letter client behind several partition runners (started once, closed last)."""
-
-    def __init__(self, dead_letter: DeadLetter, users: int) -> None:
-        self._dead_letter = dead_letter
-        self._users = users
-        self._started: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        if self._started is None:
-            self._started = asyncio.ensure_future(self._dead_letter.start())
-        await asyncio.shield(self._started)
-
-    async def park(self, delivery: Delivery, reason: str, consumer: str) -> None:
-        await self._dead_letter.park(delivery, reason, consumer)
-
-    async def usage(self) -> DeadLetterUsage | None:
-        return await self._dead_letter.usage()
-
-    async def close(self) -> None:
-        self._users -= 1
-        if self._users == 0:
-            await self._dead_letter.close()
-
-
-async def _run_partitions(
-    address: JetStreamAddress,
-    sink: Sink,
-    dead_letter: DeadLetter,
-    settings: RunnerSettings,
-    stop: asyncio.Event,
-) -> None:
-    """One runner (durable consumer, same name) per partition stream, sharing the sink, the
-    dead letter, the counters and one set of probes: healthy and ready only when every
-    partition's runner is."""
-    count = address.partitions
-    counters = Counters()
-    shared_sink, shared_dead_letter = (
-        _SharedSink(sink, count),
-        _SharedDeadLetter(dead_letter, count),
-    )
-    runners = [
-        JetStreamRunner(
-            part.url(),
-            shared_sink,
-            shared_dead_letter,
-            replace(settings, health_port=None),
-            counters,
-        )
-        for part in address.partition_addresses()
-    ]
-
-    def every(probe: str) -> Callable[[], Coroutine[Any, Any, tuple[int, str]]]:
-        async def check() -> tuple[int, str]:
-            for runner in runners:
-                status, text = await getattr(runner, probe)()
-                if status != 200:
-                    return status, f"{runner.address.stream}: {text}"
-            return 200, "ok\n"
-
-        return check
-
-    health = None
-    if settings.health_port is not None:
-        from services.consumers.runner.health import serve_health
-
-        health = await serve_health(
-            settings.health_host,
-            settings.health_port,
-            {
-                "/healthz": every("_healthz"),
-                "/readyz": every("_readyz"),
-                "/metrics": runners[0]._metrics,
-            },
-        )
-    try:
-        await asyncio.gather(*(runner.run(stop) for runner in runners))
-    finally:
-        if health is not None:
-            health.close()
-
-
-def run_consumer(
-    stream_url: str,
-    build_sink: Callable[[], Sink],
-    dead_letter: DeadLetter,
-    settings: RunnerSettings,
-) -> int:
-    """Run until SIGTERM/SIGINT; returns the exit code (0 after a graceful stop). A partitioned
-    stream gets one durable consumer per partition stream, all in this process."""
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        address = JetStreamAddress.parse(stream_url)
-        if address.partitions > 1:
-            sink = build_sink()
-            tune_gc()
-            log.info(
-                "starting consumer",
-                extra={
-                    "fields": {
-                        "consumer": settings.consumer_name,
-                        "partitions": address.partitions,
-                        "batch_max_events": settings.batch_max_events,
-                        "batch_max_seconds": settings.batch_max_seconds,
-                    }
-                },
-            )
-            await _run_partitions(address, sink, dead_letter, settings, stop)
-            return
-        runner = JetStreamRunner(stream_url, build_sink(), dead_letter, settings)
-        tune_gc()
-        log.info(
-            "starting consumer",
-            extra={
-                "fields": {
-                    "consumer": settings.consumer_name,
-                    "batch_max_events": settings.batch_max_events,
-                    "batch_max_seconds": settings.batch_max_seconds,
-                }
-            },
-        )
-        await runner.run(stop)
-
-    asyncio.run(main())
-    return 0
-
-
-def runner_settings(
-    runtime: ConsumerRuntime[str], name: str, batch_max_events: int, batch_max_seconds: float
-) -> RunnerSettings:
-    """What a consumer process runs with: its contract's runtime settings, defaults applied
-    (``name``: the durable consumer's default name)."""
-    health_port = or_default(runtime.health_port, DEFAULT_HEALTH_PORT)
-    return RunnerSettings(
-        consumer_name=runtime.consumer_name or name,
-        batch_max_events=batch_max_events,
-        batch_max_seconds=batch_max_seconds,
-        ack_wait_seconds=or_default(runtime.ack_wait_seconds, DEFAULT_ACK_WAIT_SECONDS),
-        shutdown_grace_seconds=or_default(
-            runtime.shutdown_grace_seconds, DEFAULT_SHUTDOWN_GRACE_SECONDS
-        ),
-        health_port=health_port or None,
-        health_host=runtime.health_host or DEFAULT_HEALTH_HOST,
-        lag_interval_seconds=or_default(runtime.lag_interval_seconds, DEFAULT_LAG_INTERVAL_SECONDS),
-    )
-
-
-def run_process(
-    runtime: ConsumerRuntime[str],
-    settings: RunnerSettings,
-    build_sink: Callable[[], Sink],
-) -> int:
-    """``python -m services <consumer>``: logging, the dead letter, then :func:`run_consumer`."""
-    from services.stream.dead_letters import open_dead_letter
-    from services.stream.jetstream import check_credentials
-
-    configure_logging(level_of(runtime.log_level))
-    check_credentials(runtime.stream)
-    url = stream_url(runtime.stream, ("nats",))
-    dead_letter = dead_letter_or_default(runtime.dead_letter_url, url)
-    return run_consumer(url, build_sink, open_dead_letter(dead_letter), settings)

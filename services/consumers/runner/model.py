@@ -38,13 +38,13 @@ delivered :data:`POISON_ATTEMPTS` times, then parked with the exception as the r
 event therefore never blocks the stream. Events that are not valid JSON or break the stream
 contract never reach the sink: the framework parks them itself.
 
-Running it: :func:`services.consumers.runner.jetstream.run_consumer` (``python -m services <name>``:
+Running it: :func:`services.consumers.runner.process.run_consumer` (``python -m services <name>``:
 durable pull consumer, batches bounded by size and age, health endpoints, SIGTERM) and
 :class:`services.consumers.runner.kinesis.LambdaConsumer` (Kinesis event-source-mapping handler with
 partial batch failure reporting). A CLI command is three lines::
 
     def run_archiver(env):
-        from services.consumers.runner.jetstream import run_consumer
+        from services.consumers.runner.process import run_consumer
         return run_consumer(env, build_sink=lambda: Archiver.from_env(env), ...)
 """
 
@@ -209,12 +209,8 @@ def decode(delivery: Delivery) -> str | None:
             and "=" not in source
             and (received_at := parse_timestamp(envelope.received_at)) is not None
         ):
-            delivery.envelope = envelope
             delivery._event = None
-            delivery.message_id = message_id
-            delivery.source = source
-            delivery.type = event_type
-            delivery.received_at = received_at.astimezone(UTC)
+            _accept(delivery, envelope, message_id, source, event_type, received_at)
             return None
     return _decode_object(delivery)
 
@@ -241,12 +237,24 @@ def _decode_object(delivery: Delivery) -> str | None:
     if received_at is None:
         return f"receivedAt {event.get('receivedAt')!r} is not an ISO-8601 timestamp"
     delivery.event = event
-    delivery.envelope = None
+    _accept(delivery, None, message_id, source, event_type, received_at)
+    return None
+
+
+def _accept(
+    delivery: Delivery,
+    envelope: Envelope | None,
+    message_id: str,
+    source: str,
+    event_type: str,
+    received_at: datetime,
+) -> None:
+    """What :func:`decode` found, on the delivery."""
+    delivery.envelope = envelope
     delivery.message_id = message_id
     delivery.source = source
     delivery.type = event_type
     delivery.received_at = received_at.astimezone(UTC)
-    return None
 
 
 class Sink(Protocol):

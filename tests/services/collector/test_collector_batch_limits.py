@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from services.events.segment import MAX_EVENT_BYTES, MAX_JSON_DEPTH
+from services.events.limits import MAX_EVENT_BYTES, MAX_JSON_DEPTH
 from services.stream.dead_letters import ensure_dead_letter_stream
 from tests.servers import ServerProcess, nats_server, nats_url
 from tests.services.collector.test_collector_quarantine import JSON, quarantining_client, read_raw

@@ -24,7 +24,8 @@ from services import cli
 from services.collector.app import CollectorApp
 from services.collector.ingest import MAX_GZIP_MEMBERS, Collector, decode_content
 from services.collector.quarantine import SUBJECT, SqsQuarantine, open_quarantine
-from services.events.segment import InvalidInput, Rejected
+from services.events.limits import InvalidInput
+from services.events.records import Rejected
 from services.events.write_keys import WriteKeys
 from services.stream.base import open_stream
 from services.stream.dead_letters import ensure_dead_letter_stream

@@ -16,13 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.collector.ingest import ROUTES, decode_content
-from services.events.segment import (
-    MAX_JSON_DEPTH,
-    MESSAGE_ID,
-    InvalidInput,
-    parse_body,
-    validate_events,
-)
+from services.events.limits import MAX_JSON_DEPTH, MESSAGE_ID, InvalidInput
+from services.events.records import validate_events
+from services.events.segment import parse_body
 
 # The documented bounds (README, "Hostile input and HTTP limits").
 MAX_PUBLISHED_EVENT_BYTES = 64 * 1024

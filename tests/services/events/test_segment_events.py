@@ -9,17 +9,16 @@ from typing import Any
 
 import pytest
 
-from services.events.model import format_timestamp
-from services.events.segment import (
+from services.events.limits import (
     MAX_BATCH_EVENTS,
     MAX_EVENT_BYTES,
     MAX_JSON_DEPTH,
     MAX_REQUEST_BYTES,
     InvalidInput,
-    build_records,
-    parse_body,
-    validate_events,
 )
+from services.events.model import format_timestamp
+from services.events.records import build_records, validate_events
+from services.events.segment import parse_body
 
 RECEIVED = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 

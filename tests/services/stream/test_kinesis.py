@@ -25,7 +25,8 @@ from botocore.awsrequest import AWSResponse
 from services.collector.app import CollectorApp
 from services.collector.ingest import Collector
 from services.events.model import StreamRecord
-from services.events.segment import build_records, parse_body
+from services.events.records import build_records
+from services.events.segment import parse_body
 from services.events.write_keys import WriteKeys
 from services.stream.base import EventStream, StreamUnavailable, open_stream
 from services.stream.kinesis import KinesisStream

@@ -10,7 +10,8 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from services.consumers.loader.sink import MIGRATIONS, Loader, LoaderConfig, migrate
+from services.consumers.loader.schema import MIGRATIONS, migrate
+from services.consumers.loader.sink import Loader, LoaderConfig
 from services.contract import read
 from services.postgres.contract import PostgresAccess
 from tests.servers import Postgres, ServerProcess, nats_url

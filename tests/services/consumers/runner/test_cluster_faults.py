@@ -302,7 +302,7 @@ def test_three_node_cluster_loses_no_acknowledged_event(
         # Bounded wait for both sinks. Whatever is still missing afterwards is either lost or
         # held by a consumer that stopped making progress: the pending / unacknowledged counts
         # printed below tell which (this is how a runner whose nats-py read loop had died
-        # after the pause was found; see services.consumers.runner.jetstream.flush).
+        # after the pause was found; see services.consumers.runner.acks.flush).
         sent_at = time.monotonic()
         give_up = sent_at + CATCH_UP_SECONDS
         while time.monotonic() < give_up:

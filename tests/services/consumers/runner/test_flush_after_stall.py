@@ -8,7 +8,7 @@ import nats
 import nats.errors
 import pytest
 
-from services.consumers.runner.jetstream import flush
+from services.consumers.runner.acks import flush
 from tests.servers import ServerProcess, nats_url
 
 pytestmark = pytest.mark.servers

@@ -135,7 +135,7 @@ def test_archiver_and_loader_read_every_partition(
 
 def test_the_shared_sink_exposes_the_sinks_own_counters() -> None:
     """A broadcaster's delivery counters reach /metrics through the partitions' shared sink."""
-    from services.consumers.runner.jetstream import _SharedSink
+    from services.consumers.runner.process import _SharedSink
     from services.observability import Counters
 
     class WithCounters:
