@@ -96,8 +96,8 @@ def _without_ciphertext(value: Any) -> tuple[Any, bool]:
         items = {k: _without_ciphertext(v) for k, v in value.items()}
         return {k: v for k, (v, _) in items.items()}, any(s for _, s in items.values())
     if isinstance(value, list):
-        items = [_without_ciphertext(v) for v in value]
-        return [v for v, _ in items], any(s for _, s in items)
+        listed = [_without_ciphertext(v) for v in value]
+        return [v for v, _ in listed], any(s for _, s in listed)
     return value, False
 
 

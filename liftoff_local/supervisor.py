@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import pwd
@@ -563,7 +564,7 @@ class Supervisor:
                     self._services(consumer.command),
                     self._log(consumer.name),
                     self._env(consumer),
-                    is_ready=lambda health=health: http_ok(f"http://{LOOPBACK}:{health}/readyz"),
+                    is_ready=functools.partial(http_ok, f"http://{LOOPBACK}:{health}/readyz"),
                     cwd=REPO_ROOT,
                 )
             )

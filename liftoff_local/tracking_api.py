@@ -276,7 +276,7 @@ def _handler(api: TrackingApi) -> type[BaseHTTPRequestHandler]:
 
         do_PUT = do_PATCH = do_DELETE = do_POST
 
-        def send_error(self, code: int, message: str | None = None, explain: Any = None):
+        def send_error(self, code: int, message: str | None = None, explain: Any = None) -> None:
             # The stdlib answers malformed requests (bad request line, URI too long) with
             # HTML; this API answers JSON, always.
             self.close_connection = True

@@ -296,7 +296,7 @@ class Process(Generic[S]):
     environment: Callable[[S], Mapping[str, Any]]
 
 
-def process(settings: type[S], check: Callable[[S], None] | None = None) -> Process[S]:
+def process(settings: type[S], check: Callable[[S], object] | None = None) -> Process[S]:
     """A :class:`Process` of ``settings``: parsed by :func:`read`, then ``check`` (what the
     process cannot start without, across variables; its errors name them); built by
     :func:`environment`."""

@@ -388,7 +388,7 @@ def _reconcile_pod(
     client = archive.client()
     if not client.secret_name:
         return None
-    settings = reconcile.ReconcileSettings(
+    settings = reconcile.ReconcileSettings[Any](
         warehouse=PostgresAccess(
             host=args.postgres.host,
             port=str(args.postgres.port),

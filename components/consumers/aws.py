@@ -303,7 +303,7 @@ class AwsConsumers(pulumi.ComponentResource):
         database = args.postgres.add_database(warehouse.database)
         connection = database.connection
         self.warehouse = database
-        warehouse_access = PostgresAccess(
+        warehouse_access: PostgresAccess[pulumi.Input[str]] = PostgresAccess(
             host=connection.dns_name,
             port=connection.port.apply(str),
             database=connection.database,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import pulumi
 
@@ -245,8 +246,11 @@ def backup_pod_spec(
 
 
 def _uploader(
-    context: kube.StackContext, settings: PostgresSettings, client: ArchiveClient, small: dict
-) -> dict:
+    context: kube.StackContext,
+    settings: PostgresSettings,
+    client: ArchiveClient,
+    small: dict[str, Any],
+) -> dict[str, Any]:
     """`backup-upload` of the dumps, with the archive's credentials mounted."""
     return {
         "name": "upload",

@@ -73,7 +73,7 @@ def download(cache_dir: Path | None = None) -> bytes:
         except IntegrityError:
             cached.unlink()  # a corrupt cache entry is refetched, never used
     with urllib.request.urlopen(tarball_url(), timeout=60) as response:
-        data = response.read()
+        data = bytes(response.read())
     check_integrity(data)
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)

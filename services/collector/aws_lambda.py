@@ -224,8 +224,8 @@ def _ingest(
         return collector.reject(route, error)
     try:
         body = _body(event)
-    except InvalidInput as error:
-        return collector.reject(route, error)
+    except InvalidInput as unreadable:
+        return collector.reject(route, unreadable)
     if len(body) > MAX_REQUEST_BYTES:
         error = InvalidInput(
             413, "request_too_large", f"request body exceeds {MAX_REQUEST_BYTES} bytes"

@@ -73,7 +73,7 @@ class AllowedOrigins:
 
     def __init__(
         self,
-        by_source: Mapping[str, list[str]] | None = None,
+        by_source: Mapping[str, object] | None = None,
         sources: list[str] | None = None,
     ) -> None:
         """``sources``: every source with a write key (default: those of ``by_source``)."""

@@ -73,7 +73,8 @@ def run(settings: CollectorSettings[str]) -> int:
         port=config.port,
         workers=config.workers,
         loop="uvloop",
-        http=functools.partial(
+        # A protocol factory: uvicorn calls it as it would the class (its annotation is narrower).
+        http=functools.partial(  # type: ignore[arg-type]
             LimitedHttpToolsProtocol,
             max_header_bytes=limits.max_header_bytes,
             header_timeout=limits.header_timeout_seconds,

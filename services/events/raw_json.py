@@ -126,6 +126,6 @@ def _is_write_key(name: bytes) -> bool:
         return name == b'"writeKey"'
     # Bytes that are not UTF-8 become lone surrogates: such a name is never "writeKey".
     try:
-        return json.loads(name.decode("utf-8", "surrogateescape")) == "writeKey"
+        return bool(json.loads(name.decode("utf-8", "surrogateescape")) == "writeKey")
     except ValueError:
         return False

@@ -29,7 +29,7 @@ def json_object(text: str, mapping: str) -> dict[str, object]:
 
 
 class WriteKeys:
-    def __init__(self, keys_by_source: Mapping[str, str]) -> None:
+    def __init__(self, keys_by_source: Mapping[str, object]) -> None:
         if not keys_by_source:
             raise ValueError("must name at least one source")
         sources_by_key: dict[str, str] = {}

@@ -287,7 +287,7 @@ def _wanted_config(address: JetStreamAddress, settings: StreamSettings) -> Strea
 
 async def _ensure_one(js: JetStreamContext, wanted: StreamConfig) -> str:
     try:
-        current = (await js.stream_info(wanted.name)).config
+        current = (await js.stream_info(wanted.name or "")).config
     except nats.js.errors.NotFoundError:
         await js.add_stream(wanted)
         return "created"
@@ -303,7 +303,7 @@ async def _refuse_partition_change(js: JetStreamContext, address: JetStreamAddre
     names: list[str] = []
     while True:  # the server answers in pages (256 streams each)
         page = await js.streams_info(offset=len(names))
-        names += [info.config.name for info in page]
+        names += [info.config.name or "" for info in page]
         if not page:
             break
     existing = sorted(name for name in names if ours.match(name))

@@ -18,7 +18,7 @@ class BackgroundJetStream:
     yet, and a write made before it is connected fails at once (the caller's retry signal)."""
 
     def __init__(self, url: str, timeout: float, purpose: str, log: logging.Logger) -> None:
-        from services.stream.jetstream import JetStreamAddress
+        from services.stream.address import JetStreamAddress
 
         parts = urlsplit(url)
         # The address parser insists on a stream path; the caller fixes the subjects.

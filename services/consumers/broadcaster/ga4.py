@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 from collections.abc import Hashable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode
 
 from services.consumers.broadcaster.model import (
@@ -140,7 +140,7 @@ class GA4(DestinationType):
         self._now = now or (lambda: datetime.now(UTC))
 
     def overhead(self, channel: Hashable) -> int:
-        client_id, user_id = channel  # type: ignore[misc]
+        client_id, user_id = cast(tuple[str, str | None], channel)
         return len(compact_json(_envelope(client_id, user_id, []))) + 2
 
     def units(self, index: int, event: JsonObject) -> list[Unit]:
@@ -179,7 +179,7 @@ class GA4(DestinationType):
         return f"{event.get('type')} events are not sent to GA4 (Measurement Protocol takes events)"
 
     def encode(self, channel: Hashable, units: list[Unit]) -> Request:
-        client_id, user_id = channel  # type: ignore[misc]
+        client_id, user_id = cast(tuple[str, str | None], channel)
         body = compact_json(_envelope(client_id, user_id, [u.body for u in units]))
         headers = {"Content-Type": "application/json"}
         return Request(channel, units, self.url, body, headers, "ga4 /mp/collect")

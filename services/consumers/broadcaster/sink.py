@@ -51,7 +51,7 @@ def lambda_deadline(context: Any, now: float | None = None) -> float | None:
     remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
     if remaining_ms is None:
         return None
-    remaining = remaining_ms() / 1000.0
+    remaining = float(remaining_ms()) / 1000.0
     margin = min(max(3.0, remaining * 0.2), 30.0)
     return (time.monotonic() if now is None else now) + max(remaining - margin, 0.0)
 

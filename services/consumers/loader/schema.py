@@ -93,7 +93,7 @@ def migrate(connection: psycopg.Connection) -> list[int]:
         for version, description, statements in MIGRATIONS:
             if version in done:
                 continue
-            connection.execute(statements)  # type: ignore[arg-type]
+            connection.execute(statements)
             connection.execute(
                 "INSERT INTO schema_migrations (version, description) VALUES (%s, %s)",
                 (version, description),

@@ -9,9 +9,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import nats.errors
 from nats.aio.msg import Msg
@@ -30,6 +30,9 @@ from services.consumers.runner.model import (
 )
 from services.observability import Counters
 from services.stream.dead_letters import DeadLetter, DeadLetterUnavailable
+
+if TYPE_CHECKING:
+    from services.consumers.runner.jetstream import RunnerSettings
 
 log = logging.getLogger("liftoff.consumer.jetstream")
 
@@ -62,7 +65,7 @@ class Acknowledging:
 
     sink: Sink
     dead_letter: DeadLetter
-    settings: Any
+    settings: RunnerSettings
     counters: Counters
     _nc: Any
     _abandoned: list[Msg]
@@ -73,7 +76,7 @@ class Acknowledging:
     def name(self) -> str:
         raise NotImplementedError
 
-    async def _until_stopped(self, work: Coroutine[Any, Any, T]) -> T:
+    async def _until_stopped(self, work: Awaitable[T]) -> T:
         raise NotImplementedError
 
     async def _sleep(self, seconds: float) -> None:

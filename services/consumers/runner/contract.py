@@ -109,7 +109,7 @@ class HasRuntime(Protocol):
 R = TypeVar("R", bound=HasRuntime)
 
 
-def consumer_process(settings: type[R], check: Callable[[R], None]) -> Process[R]:
+def consumer_process(settings: type[R], check: Callable[[R], object]) -> Process[R]:
     """A consumer's contract, as a process or as a function: what the consumer itself needs
     (``check``), then what its runtime cannot start without."""
 

@@ -37,7 +37,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -176,7 +176,7 @@ class JetStreamRunner(Signals, Acknowledging):
     def name(self) -> str:
         return self.settings.consumer_name
 
-    async def _until_stopped(self, work: Coroutine[Any, Any, T]) -> T:
+    async def _until_stopped(self, work: Awaitable[T]) -> T:
         """Await ``work`` unless stop is requested first (then cancel it, raise Stopped)."""
         task = asyncio.ensure_future(work)
         stopper = asyncio.ensure_future(self._stop.wait())
@@ -326,7 +326,7 @@ class JetStreamRunner(Signals, Acknowledging):
         # 404 no messages, 408 expired, 409/503 ...: this request will deliver nothing more.
         self._pull_deadline = 0.0
         if status not in ("404", "408"):
-            self._pull_error = f"{status} {headers.get('Description', '')}".strip()
+            self._pull_error = f"{status} {(headers or {}).get('Description', '')}".strip()
         self._wake.set()
 
     async def _pull(self, buffered: int) -> None:

@@ -272,7 +272,7 @@ class Sink(Protocol):
 
 def retry_delay(attempts: int, base: float = 0.5, ceiling: float = 60.0) -> float:
     """Exponential backoff for the ``attempts``-th delivery: 0.5 s, 1 s, 2 s ... ≤ ceiling."""
-    return min(ceiling, base * (2 ** max(0, attempts - 1)))
+    return min(ceiling, base * 2.0 ** max(0, attempts - 1))
 
 
 async def process(sink: Sink, deliveries: Sequence[Delivery]) -> list[Outcome]:

@@ -26,6 +26,7 @@ from services.observability import Counters, configure_logging
 from services.stream.address import JetStreamAddress
 from services.stream.contract import dead_letter_or_default, stream_url
 from services.stream.dead_letters import DeadLetter, DeadLetterUsage
+from services.stream.dead_letters import Delivery as Parked
 
 log = logging.getLogger("liftoff.consumer.jetstream")
 
@@ -92,7 +93,7 @@ class _SharedDeadLetter:
             self._started = asyncio.ensure_future(self._dead_letter.start())
         await asyncio.shield(self._started)
 
-    async def park(self, delivery: Delivery, reason: str, consumer: str) -> None:
+    async def park(self, delivery: Parked, reason: str, consumer: str) -> None:
         await self._dead_letter.park(delivery, reason, consumer)
 
     async def usage(self) -> DeadLetterUsage | None:

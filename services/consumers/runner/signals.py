@@ -9,11 +9,14 @@ import asyncio
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from services.observability import Counters
 from services.stream.address import JetStreamAddress
 from services.stream.dead_letters import DeadLetter
+
+if TYPE_CHECKING:
+    from services.consumers.runner.jetstream import RunnerSettings
 
 log = logging.getLogger("liftoff.consumer.jetstream")
 
@@ -24,7 +27,7 @@ class Signals:
     address: JetStreamAddress
     sink: Any
     dead_letter: DeadLetter
-    settings: Any
+    settings: RunnerSettings
     counters: Counters
     _nc: Any
     _sub: Any
