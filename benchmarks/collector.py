@@ -50,10 +50,11 @@ sys.path.insert(0, str(REPO_ROOT))
 import nats  # noqa: E402
 import uvloop  # noqa: E402
 
-from services.events import StreamRecord  # noqa: E402
-from services.segment import build_records, parse_body  # noqa: E402
-from services.streams import StreamSettings  # noqa: E402
-from services.streams.jetstream import JetStreamAddress, ensure_stream, partition_of  # noqa: E402
+from services.events.model import StreamRecord  # noqa: E402
+from services.events.records import build_records  # noqa: E402
+from services.events.segment import parse_body  # noqa: E402
+from services.stream.base import StreamSettings  # noqa: E402
+from services.stream.jetstream import JetStreamAddress, ensure_stream, partition_of  # noqa: E402
 from tests.servers import (  # noqa: E402
     NATS_SERVER,
     ServerProcess,

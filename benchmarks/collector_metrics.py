@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from services.collector import Collector, IngestRequest
+from services.collector.ingest import Collector, IngestRequest
+from services.events.write_keys import WriteKeys
 from services.observability import Counters
-from services.writekeys import WriteKeys
 
 
 class AcknowledgingStream:

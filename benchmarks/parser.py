@@ -24,15 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from services.collector import MAX_GZIP_MEMBERS, decode_content
-from services.segment import (
-    MAX_BATCH_EVENTS,
-    MAX_JSON_DEPTH,
-    MAX_REQUEST_BYTES,
-    InvalidInput,
-    parse_body,
-    validate_events,
-)
+from services.collector.ingest import MAX_GZIP_MEMBERS, decode_content
+from services.events.limits import MAX_BATCH_EVENTS, MAX_JSON_DEPTH, MAX_REQUEST_BYTES, InvalidInput
+from services.events.records import validate_events
+from services.events.segment import parse_body
 
 NOW = datetime.now(UTC)
 

@@ -26,7 +26,7 @@ Starts its own nats-server, PostgreSQL (durable: fsync on) and moto (S3) on free
    Percentiles p50/p99; run with the default loader batch age (5 s) and with 0.2 s.
 
 The in-process runners use the garbage-collector settings the consumer processes use
-(:func:`services.consumers.jetstream.tune_gc`, applied by ``run_consumer``).
+(:func:`services.consumers.runner.process.tune_gc`, applied by ``run_consumer``).
 
 Everything shares the machine's cores (2 on the development machine): the figures are for
 comparing changes, not capacity planning.
@@ -55,11 +55,8 @@ import httpx  # noqa: E402
 import nats  # noqa: E402
 import psycopg  # noqa: E402
 
-from services.archiver import Archiver, ArchiverConfig  # noqa: E402
-from services.consumers import DONE, decode  # noqa: E402
-from services.consumers.jetstream import JetStreamRunner, RunnerSettings, tune_gc  # noqa: E402
-from services.deadletter import JetStreamDeadLetter, ensure_dead_letter_stream  # noqa: E402
-from services.loader import (  # noqa: E402
+from services.consumers.archiver.sink import Archiver, ArchiverConfig  # noqa: E402
+from services.consumers.loader.sink import (  # noqa: E402
     COLUMNS,
     COPY_OPTIONS,
     COPY_TYPES,
@@ -70,8 +67,12 @@ from services.loader import (  # noqa: E402
     migrate,
     row_of,
 )
-from services.streams import StreamSettings  # noqa: E402
-from services.streams.jetstream import ensure_stream  # noqa: E402
+from services.consumers.runner.jetstream import JetStreamRunner, RunnerSettings  # noqa: E402
+from services.consumers.runner.model import DONE, decode  # noqa: E402
+from services.consumers.runner.process import tune_gc  # noqa: E402
+from services.stream.base import StreamSettings  # noqa: E402
+from services.stream.dead_letters import JetStreamDeadLetter, ensure_dead_letter_stream  # noqa: E402
+from services.stream.jetstream import ensure_stream  # noqa: E402
 from tests.servers import (  # noqa: E402
     AWS_TEST_ENV,
     LOOPBACK,
@@ -204,7 +205,7 @@ def plain_copy(dsn: str, rows: list[tuple[Any, ...]], binary: bool = False) -> f
 def loader_rows(payloads: list[bytes]) -> list[tuple[Any, ...]]:
     from datetime import UTC, datetime
 
-    from services.consumers import Delivery, Position
+    from services.consumers.runner.model import Delivery, Position
 
     rows = []
     for sequence, payload in enumerate(payloads, start=1):

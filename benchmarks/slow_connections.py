@@ -29,9 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from services.deadletter import ensure_dead_letter_stream
-from services.streams import StreamSettings
-from services.streams.jetstream import ensure_stream
+from services.stream.base import StreamSettings
+from services.stream.dead_letters import ensure_dead_letter_stream
+from services.stream.jetstream import ensure_stream
 from tests.servers import (
     LOOPBACK,
     ServerProcess,

@@ -5,10 +5,11 @@ Dependencies are installed for the Lambda runtime's platform (manylinux arm64, C
 from wheels only, then every entry is written in sorted order with a fixed timestamp and
 fixed permissions. Built packages are cached under `build/lambda/` by content hash.
 
-The package also carries analytics.js (the collector serves it): `services/analytics_js_build.py`
-takes it from the npm tarball of `@segment/analytics-next` at the version and sha512 pinned in
-that script (its source is part of the content hash), caching the verified tarball under
-`build/npm/`. It needs the npm registry (or `NPM_CONFIG_REGISTRY`, a mirror) once per version.
+The package also carries analytics.js (the collector serves it):
+`services/collector/analytics_js_build.py` takes it from the npm tarball of
+`@segment/analytics-next` at the version and sha512 pinned in that script (its source is part of the
+content hash), caching the verified tarball under `build/npm/`. It needs the npm registry (or
+`NPM_CONFIG_REGISTRY`, a mirror) once per version.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ _EXCLUDED_SUFFIXES = (".pyc", ".pyo")
 # Build output inside the source tree (a local `services/static/`) never enters the package as
 # source: the package's copy is always the freshly verified one.
 _BUILT_DIR = "static"
-_LIBRARY_SCRIPT = "analytics_js_build.py"
+_LIBRARY_SCRIPT = "collector/analytics_js_build.py"
 _LIBRARY_DIR = "static/analytics-next/"
 
 

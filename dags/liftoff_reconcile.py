@@ -1,8 +1,8 @@
 """liftoff: warehouse reconciliation.
 
 Every hour, load into the warehouse the events of one archived hour that it lacks, from the
-archive (`services/reconcile.py`; idempotent: running an hour again loads nothing). It repairs
-whatever gap the streaming loader may leave.
+archive (`services/consumers/reconcile/`; idempotent: running an hour again loads nothing). It
+repairs whatever gap the streaming loader may leave.
 
 **Which hour.** The timetable is `CronDataIntervalTimetable("0 * * * *", UTC)`: the run that
 starts at 12:00 has the data interval 11:00-12:00, and reconciles the hour *before* that
@@ -25,7 +25,10 @@ overlap. Failed runs retry with exponential backoff.
 - `target = kubernetes`: a `KubernetesPodOperator` pod of the services image
   (`python -m services reconcile --hour <hour>`), labelled so the stack's NetworkPolicies
   admit it to Postgres and the archive, credentials mounted read-only from Secrets, restricted
-  security context, no service-account token.
+  security context, no service-account token. Its environment is `reconcile_environment` and
+  its Secrets `reconcile_secrets`, both JSON, both built by liftoff (the environment by the
+  reconcile process's own contract, `services/consumers/reconcile/contract.py`): this file
+  passes them through and names no variable.
 - `target = aws` (MWAA): invokes the reconcile Lambda function synchronously and fails if the
   function failed.
 
@@ -63,9 +66,6 @@ HOUR = (
     + "') }}"
 )
 
-# Kubernetes: where the pod finds its credentials (the same paths as the consumer pods).
-POSTGRES_CREDENTIALS_DIR = "/etc/liftoff/postgres"
-ARCHIVE_CREDENTIALS_DIR = "/etc/liftoff/archive"
 SERVICES_UID = 10001  # the services image's user
 LAMBDA_TIMEOUT = timedelta(minutes=15)  # the longest a Lambda function may run
 
@@ -89,42 +89,25 @@ def _kubernetes_task() -> Any:
     missing = [key for key in ("stack", "namespace", "services_image") if not setting(key)]
     if missing:
         raise ValueError(f"[liftoff] target = kubernetes needs {', '.join(missing)}")
-    if not setting("warehouse_secret") or not setting("warehouse_host"):
-        return _skipped("no warehouse is configured ([liftoff] warehouse_*): nothing to repair")
-    if not setting("archive_bucket"):
+    environment = setting("reconcile_environment")
+    if not environment:
         return _skipped(
-            "no archive is configured ([liftoff] archive_bucket is empty; liftoff:archive in the "
-            "stack): there is nothing to repair the warehouse from"
+            "no reconcile pod is configured ([liftoff] reconcile_environment is empty: the "
+            "stack has no warehouse or no archive): nothing to repair"
         )
 
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
     from airflow.providers.cncf.kubernetes.secret import Secret
     from kubernetes.client import models as k8s
 
-    env = {
-        "PGHOST": setting("warehouse_host"),
-        "PGPORT": setting("warehouse_port") or "5432",
-        "PGDATABASE": setting("warehouse_database"),
-        "PGUSER": setting("warehouse_user"),
-        "PGPASSWORD_FILE": f"{POSTGRES_CREDENTIALS_DIR}/password",
-        # In-cluster traffic, limited by NetworkPolicies (as for the loader).
-        "PGSSLMODE": "prefer",
-        "LIFTOFF_ARCHIVE_BUCKET": setting("archive_bucket"),
-        "AWS_REGION": setting("archive_region") or "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",  # not on EC2: never wait for instance metadata
-        "LIFTOFF_LOG_LEVEL": "INFO",
-    }
-    if setting("archive_endpoint"):
-        env["AWS_ENDPOINT_URL_S3"] = setting("archive_endpoint")
-
     def mounted(secret_name: str, key: str, directory: str) -> Secret:
         """The Secret's one key as a read-only file ``<directory>/<key>``."""
         return Secret("volume", directory, secret_name, items=[k8s.V1KeyToPath(key=key, path=key)])
 
-    secrets = [mounted(setting("warehouse_secret"), "password", POSTGRES_CREDENTIALS_DIR)]
-    if setting("archive_secret"):
-        env["AWS_SHARED_CREDENTIALS_FILE"] = f"{ARCHIVE_CREDENTIALS_DIR}/credentials"
-        secrets.append(mounted(setting("archive_secret"), "credentials", ARCHIVE_CREDENTIALS_DIR))
+    secrets = [
+        mounted(item["secret"], item["key"], item["directory"])
+        for item in json.loads(setting("reconcile_secrets") or "[]")
+    ]
 
     seccomp = k8s.V1SeccompProfile(type="RuntimeDefault")
     return KubernetesPodOperator(
@@ -142,7 +125,7 @@ def _kubernetes_task() -> Any:
             "app.kubernetes.io/name": "reconcile",
             "app.kubernetes.io/part-of": "liftoff",
         },
-        env_vars={name: value for name, value in env.items() if value},
+        env_vars=json.loads(environment),
         secrets=secrets,
         # The root filesystem is read-only: a small scratch /tmp.
         volumes=[k8s.V1Volume(name="tmp", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit="64Mi"))],

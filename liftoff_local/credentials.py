@@ -15,7 +15,7 @@ import string
 from collections.abc import Callable
 from pathlib import Path
 
-from services.streams.jetstream import stream_credentials_document
+from services.stream.jetstream import stream_credentials_document
 
 KEY_ALPHABET = string.ascii_letters + string.digits
 NATS_USER = "liftoff"

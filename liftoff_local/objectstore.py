@@ -61,7 +61,7 @@ def _backend_for(bucket: str) -> Any | None:
 
 
 def _default_backend() -> Any:
-    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.core.models import DEFAULT_ACCOUNT_ID
     from moto.s3.models import s3_backends
 
     return s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
@@ -79,12 +79,14 @@ def safe_path(root: Path, bucket: str, key: str = "") -> Path | None:
 class DiskMirror:
     """WSGI middleware around moto: write-through of mutations, serialized by one lock."""
 
-    def __init__(self, app: Callable, root: Path) -> None:
+    def __init__(self, app: Callable[..., Iterable[bytes]], root: Path) -> None:
         self.app = app
         self.root = root
         self._lock = threading.Lock()
 
-    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
         path = unquote(environ.get("PATH_INFO", ""))
         refused = _refusal(environ, path)
         if refused is not None:
@@ -96,7 +98,9 @@ class DiskMirror:
             return _error(start_response, "InvalidArgument", f"unsupported object name {path!r}")
         captured: dict[str, Any] = {}
 
-        def capture(status: str, headers: list, exc_info: Any = None) -> Callable:
+        def capture(
+            status: str, headers: list[Any], exc_info: Any = None
+        ) -> Callable[[bytes], None]:
             captured["status"], captured["headers"] = status, headers
             return lambda data: None
 
@@ -153,7 +157,7 @@ def _remove_tree(directory: Path) -> None:
     directory.rmdir()
 
 
-def _refusal(environ: dict, path: str) -> tuple[str, str] | None:
+def _refusal(environ: dict[str, Any], path: str) -> tuple[str, str] | None:
     """(S3 error code, message) for what moto's IAM mode would let through; else None."""
     if path == "/moto-api" or path.startswith("/moto-api/"):
         return "AccessDenied", "moto's management API is not served by the local store"
@@ -167,7 +171,7 @@ def _refusal(environ: dict, path: str) -> tuple[str, str] | None:
 
 
 def _error(
-    start_response: Callable, code: str, message: str, status: str = "400 Bad Request"
+    start_response: Callable[..., Any], code: str, message: str, status: str = "400 Bad Request"
 ) -> list[bytes]:
     from xml.sax.saxutils import escape
 
@@ -199,7 +203,7 @@ def require_signatures(access_key_id: str, secret_access_key: str) -> None:
     moto generates its own key ids; the pair the processes were given (as a file) is set on
     the key moto made, so both sides hold the same pair."""
     from moto import settings
-    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.core.models import DEFAULT_ACCOUNT_ID
     from moto.iam.models import iam_backends
 
     settings.INITIAL_NO_AUTH_ACTION_COUNT = 0  # every request is authenticated

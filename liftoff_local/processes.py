@@ -20,6 +20,7 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 LOOPBACK = "127.0.0.1"
 
@@ -94,12 +95,18 @@ def http_ok(url: str) -> bool:
     context.verify_mode = ssl.CERT_NONE
     try:
         with urllib.request.urlopen(url, timeout=1, context=context) as response:
-            return 200 <= response.status < 300
+            return bool(200 <= response.status < 300)
     except (urllib.error.URLError, OSError):
         return False
 
 
-def run_as(user: str | None) -> dict[str, object]:
+class RunAs(TypedDict, total=False):
+    user: int
+    group: int
+    extra_groups: list[int]
+
+
+def run_as(user: str | None) -> RunAs:
     """Popen arguments that run the child as `user` (PostgreSQL refuses to run as root)."""
     if user is None or os.geteuid() != 0:
         return {}
@@ -135,7 +142,7 @@ class Child:
                 cwd=self.cwd,
                 start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops us in order
                 preexec_fn=_die_with_parent,
-                **run_as(self.user),  # type: ignore[arg-type]
+                **run_as(self.user),
             )
         give_up = time.monotonic() + deadline
         while not self.is_ready():
@@ -192,7 +199,7 @@ def run_once(
             cwd=cwd,
             timeout=timeout,
             preexec_fn=_die_with_parent,
-            **run_as(user),  # type: ignore[arg-type]
+            **run_as(user),
         )
     if result.returncode != 0:
         tail = Child(name, argv, log_path, env).log_tail()

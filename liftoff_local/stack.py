@@ -25,12 +25,11 @@ from components.config import (
     Destination,
     KubernetesStream,
     PlatformConfig,
-    Source,
     WarehouseSettings,
     load_config,
 )
 from components.consumers import broadcaster_name
-from services import env as runtime_env
+from services.consumers.broadcaster.destinations import TYPES
 
 PROJECT = "liftoff"
 SECRET_PLACEHOLDER = "liftoff-local-placeholder"
@@ -97,8 +96,8 @@ def _without_ciphertext(value: Any) -> tuple[Any, bool]:
         items = {k: _without_ciphertext(v) for k, v in value.items()}
         return {k: v for k, (v, _) in items.items()}, any(s for _, s in items.values())
     if isinstance(value, list):
-        items = [_without_ciphertext(v) for v in value]
-        return [v for v, _ in items], any(s for _, s in items)
+        listed = [_without_ciphertext(v) for v in value]
+        return [v for v, _ in listed], any(s for _, s in listed)
     return value, False
 
 
@@ -142,11 +141,9 @@ class LocalPlan:
         return [source.name for source in self.config.sources]
 
 
-# Per destination type, the one credential the broadcaster needs (components.config lists it).
 def _secret_field(destination: Destination) -> str:
-    from components.config import DESTINATION_TYPES
-
-    return DESTINATION_TYPES[destination.type][2][0]
+    """The one credential the destination's type needs (the registry of types says which)."""
+    return TYPES[destination.type].secret.name
 
 
 def load_plan(path: Path, local_secrets: dict[str, dict[str, str]] | None = None) -> LocalPlan:
@@ -216,21 +213,6 @@ def load_plan(path: Path, local_secrets: dict[str, dict[str, str]] | None = None
         destinations=tuple(destinations),
         notes=tuple(notes),
     )
-
-
-def allowed_origins_document(sources: tuple[Source, ...]) -> str | None:
-    """`LIFTOFF_ALLOWED_ORIGINS` as components.ingest builds it for both targets (that module
-    imports Pulumi, which liftoff local does not need); a test keeps the two equal."""
-    restricted = {s.name: list(s.allowed_origins) for s in sources if s.restricts_origins}
-    if not restricted:
-        return None
-    return json.dumps(restricted, sort_keys=True, separators=(",", ":"))
-
-
-def collector_runtime_env(sources: tuple[Source, ...]) -> dict[str, str]:
-    """As components.ingest tells the collector on both targets (per-source IP opt-out)."""
-    no_ip = ",".join(s.name for s in sources if not s.collect_ip)
-    return {runtime_env.NO_IP_SOURCES: no_ip} if no_ip else {}
 
 
 def _has(raw: dict[str, Any], key: str) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import pwd
@@ -25,16 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from components.consumers import (
-    ARCHIVER_RUNTIME,
-    DEAD_LETTER_STREAM,
-    LOADER_RUNTIME,
-    destination_document,
-)
-from components.ingest.settings import KubernetesIngest
-from liftoff_local import credentials, debugger, tracking, tracking_api
+from liftoff_local import credentials, debugger, environments, tracking, tracking_api
 from liftoff_local.binaries import PostgresBinaries, nats_server_version
 from liftoff_local.credentials import generate_key
+from liftoff_local.environments import ADMIN_USER, S3_REGION, LocalPlace, LocalProcess
 from liftoff_local.objectstore import read_key_pair
 from liftoff_local.processes import (
     LOOPBACK,
@@ -46,18 +41,16 @@ from liftoff_local.processes import (
     run_once,
     why_not_bindable,
 )
-from liftoff_local.stack import LocalPlan, allowed_origins_document, collector_runtime_env
-from services import env as runtime_env
-from services.streams.jetstream import stream_credentials
+from liftoff_local.stack import LocalPlan
+from services.stream.address import DEAD_LETTER_STREAM, EVENTS_STREAM
+from services.stream.jetstream import credentials_in
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-STREAM = "EVENTS"  # components.stream.STREAM_NAME (that module imports Pulumi)
+STREAM = EVENTS_STREAM
 STREAM_SUBJECTS = "events.>"
 DEAD_LETTER_SUBJECTS = "deadletter.>"
 QUARANTINE_SUBJECT = "deadletter.collector"
 ANALYTICS_JS_DIR = REPO_ROOT / "services" / "static" / "analytics-next"
-ADMIN_USER = "liftoff"  # components.config.PostgresSettings.username
-S3_REGION = "us-east-1"
 WRITE_KEYS_FILE = "write-keys.json"
 
 
@@ -256,6 +249,7 @@ class Supervisor:
         self.keys: dict[str, str] = {}
         self.info: dict[str, Any] = {}
         self._notes: list[str] = []
+        self._place: LocalPlace | None = None
 
     # environment shared by every platform process: the user's, minus anything that would
     # change what a service reads (a stray PGHOST or AWS profile in the shell).
@@ -279,6 +273,7 @@ class Supervisor:
     def start(self) -> None:
         self._check_ports()
         self.keys = write_keys(self.data, self.plan.sources)
+        self._place = self._make_place()
         self._start_nats()
         if self.plan.warehouse.enabled:
             self._start_postgres()
@@ -311,11 +306,49 @@ class Supervisor:
             )
 
     def _consumer_names(self) -> list[str]:
-        names = [ARCHIVER_RUNTIME.name]
+        names = ["archiver"]
         if self.plan.warehouse.enabled:
-            names.append(LOADER_RUNTIME.name)
+            names.append("loader")
         names += [d.consumer_name for d in self.plan.destinations if d.secret is not None]
         return names
+
+    def _make_place(self) -> LocalPlace:
+        """Where everything is on this machine: ports, and the files under secrets/ (made
+        once and kept; a destination's credential is written for this run)."""
+        ports = self.options.ports
+        destination_files = {}
+        for local in self.plan.destinations:
+            if local.secret is None:
+                continue
+            path = self.data.secret_file(f"destination-{local.destination.name}.json")
+            path.write_text(json.dumps({local.secret_field: local.secret}))
+            path.chmod(0o600)
+            destination_files[local.destination.name] = str(path)
+        tls = tuple(map(str, self._certificate())) if self.options.tls else None
+        return LocalPlace(
+            nats_port=ports.nats,
+            postgres_port=ports.postgres,
+            s3_port=ports.s3,
+            collector_port=ports.collector,
+            first_health_port=ports.health(0),
+            stream_credentials_file=str(self.stream_credentials_file),
+            s3_credentials_file=str(credentials.s3_credentials(self.data.secret_file)),
+            admin_password_file=str(self.data.secret_file("postgres-admin-password", generate_key)),
+            warehouse_password_file=str(self.data.secret_file("warehouse-password", generate_key)),
+            write_keys_file=str(self.data.path("secrets", WRITE_KEYS_FILE)),
+            destination_secrets_files=destination_files,
+            destination_urls=dict(self.options.destination_urls),
+            listen=self.options.listen,
+            tls=(tls[0], tls[1]) if tls else None,
+        )
+
+    @property
+    def place(self) -> LocalPlace:
+        assert self._place is not None, "start() makes the place first"
+        return self._place
+
+    def _env(self, process: LocalProcess) -> dict[str, str]:
+        return {**self._base_env(), **process.environment}
 
     def _launch(self, child: Child, deadline: float = 60.0) -> Child:
         self.children.append(child)
@@ -324,18 +357,11 @@ class Supervisor:
 
     @property
     def stream_url(self) -> str:
-        return f"nats://{LOOPBACK}:{self.options.ports.nats}/{STREAM}"
+        return self.place.stream_url
 
     @property
     def stream_credentials_file(self) -> Path:
         return credentials.nats_credentials(self.data.secret_file)
-
-    def stream_env(self) -> dict[str, str]:
-        """Where the stream is and how to log in, for every process that connects to it."""
-        return {
-            runtime_env.STREAM_URL: self.stream_url,
-            runtime_env.STREAM_CREDENTIALS_FILE: str(self.stream_credentials_file),
-        }
 
     def _start_nats(self) -> None:
         port = self.options.ports.nats
@@ -361,19 +387,12 @@ class Supervisor:
                 is_ready=lambda: port_accepts(port),
             )
         )
-        env = {
-            **self._base_env(),
-            **self.stream_env(),
-            runtime_env.RETENTION_HOURS: str(self.plan.stream.retention_hours),
-            runtime_env.REPLICAS: "1",
-            runtime_env.DUPLICATE_WINDOW: str(self.plan.stream.duplicate_window_minutes * 60),
-            runtime_env.LOG_LEVEL: "WARNING",
-        }
+        setup = environments.ensure_stream(self.plan, self.place)
         run_once(
-            "ensure-stream",
-            self._services("ensure-stream"),
-            env,
-            self._log("ensure-stream"),
+            setup.name,
+            self._services(setup.command),
+            self._env(setup),
+            self._log(setup.name),
             cwd=REPO_ROOT,
         )
 
@@ -427,8 +446,7 @@ class Supervisor:
         user = self._postgres_user()
         root = self.data.path("postgres")
         pgdata = root / "data"
-        admin_password = self.data.secret_file("postgres-admin-password", generate_key)
-        warehouse_password = self.data.secret_file("warehouse-password", generate_key)
+        admin_password = Path(self.place.admin_password_file)
         if not (pgdata / "PG_VERSION").exists():
             root.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(pgdata, ignore_errors=True)
@@ -488,30 +506,18 @@ class Supervisor:
                 user=user,
             )
         )
-        env = {
-            **self._base_env(),
-            "PGHOST": LOOPBACK,
-            "PGPORT": str(port),
-            "PGDATABASE": "postgres",
-            "PGUSER": ADMIN_USER,
-            "PGPASSWORD_FILE": str(admin_password),
-            "PGSSLMODE": "disable",
-            runtime_env.DATABASE_NAME: self.plan.warehouse.database,
-            runtime_env.DATABASE_ROLE: self.plan.warehouse.database,
-            runtime_env.DATABASE_PASSWORD_FILE: str(warehouse_password),
-            runtime_env.LOG_LEVEL: "WARNING",
-        }
+        setup = environments.ensure_database(self.plan, self.place)
         run_once(
-            "ensure-database",
-            self._services("ensure-database"),
-            env,
-            self._log("ensure-database"),
+            setup.name,
+            self._services(setup.command),
+            self._env(setup),
+            self._log(setup.name),
             cwd=REPO_ROOT,
         )
 
     def _start_object_store(self) -> None:
         port = self.options.ports.s3
-        key_pair = credentials.s3_credentials(self.data.secret_file)
+        key_pair = Path(self.place.s3_credentials_file)
         argv = [
             sys.executable,
             "-m",
@@ -533,11 +539,6 @@ class Supervisor:
                 cwd=REPO_ROOT,
             )
         )
-        self._s3_env = {
-            "AWS_ENDPOINT_URL_S3": self.s3_endpoint,
-            "AWS_REGION": S3_REGION,
-            "AWS_SHARED_CREDENTIALS_FILE": str(key_pair),
-        }
         import boto3
 
         key_id, secret = read_key_pair(key_pair)
@@ -552,118 +553,32 @@ class Supervisor:
 
     @property
     def s3_endpoint(self) -> str:
-        return f"http://{LOOPBACK}:{self.options.ports.s3}"
-
-    def _consumer(self, index: int, name: str, command: str, extra: Mapping[str, str]) -> None:
-        health = self.options.ports.health(index)
-        env = {
-            **self._base_env(),
-            **extra,
-            **self.stream_env(),
-            runtime_env.CONSUMER_NAME: name,
-            runtime_env.DEAD_LETTER_URL: f"nats://{LOOPBACK}:{self.options.ports.nats}/"
-            + DEAD_LETTER_STREAM,
-            runtime_env.HEALTH_PORT: str(health),
-            runtime_env.HEALTH_HOST: LOOPBACK,
-            runtime_env.LOG_LEVEL: "INFO",
-        }
-        self._launch(
-            Child(
-                name,
-                self._services(command),
-                self._log(name),
-                env,
-                is_ready=lambda: http_ok(f"http://{LOOPBACK}:{health}/readyz"),
-                cwd=REPO_ROOT,
-            )
-        )
-        self.consumers.append(name)
+        return self.place.s3_endpoint
 
     def _start_consumers(self) -> None:
-        archive = self.plan.archive
-        index = 0
-        self._consumer(
-            index,
-            ARCHIVER_RUNTIME.name,
-            ARCHIVER_RUNTIME.command,
-            {
-                runtime_env.ARCHIVE_BUCKET: self.plan.archive_bucket,
-                runtime_env.ARCHIVE_BATCH_MAX_EVENTS: str(archive.batch_max_events),
-                runtime_env.ARCHIVE_BATCH_MAX_SECONDS: str(archive.batch_max_seconds),
-                **self._s3_env,
-            },
-        )
-        if self.plan.warehouse.enabled:
-            index += 1
-            warehouse = self.plan.warehouse
-            self._consumer(
-                index,
-                LOADER_RUNTIME.name,
-                LOADER_RUNTIME.command,
-                {
-                    "PGHOST": LOOPBACK,
-                    "PGPORT": str(self.options.ports.postgres),
-                    "PGDATABASE": warehouse.database,
-                    "PGSSLMODE": "disable",
-                    "PGUSER": warehouse.database,
-                    "PGPASSWORD_FILE": str(self.data.path("secrets", "warehouse-password")),
-                    runtime_env.LOADER_BATCH_MAX_EVENTS: str(warehouse.batch_max_events),
-                    runtime_env.LOADER_BATCH_MAX_SECONDS: str(warehouse.batch_max_seconds),
-                },
+        for consumer in environments.consumers(self.plan, self.place):
+            health = consumer.health_port
+            self._launch(
+                Child(
+                    consumer.name,
+                    self._services(consumer.command),
+                    self._log(consumer.name),
+                    self._env(consumer),
+                    is_ready=functools.partial(http_ok, f"http://{LOOPBACK}:{health}/readyz"),
+                    cwd=REPO_ROOT,
+                )
             )
-        urls = self.options.destination_urls
-        for local in self.plan.destinations:
-            if local.secret is None:
-                continue
-            index += 1
-            secrets_file = self.data.secret_file(
-                f"destination-{local.destination.name}.json",
-            )
-            secrets_file.write_text(json.dumps({local.secret_field: local.secret}))
-            secrets_file.chmod(0o600)
-            extra = {
-                runtime_env.DESTINATION: destination_document(local.destination),
-                runtime_env.DESTINATION_SECRETS_FILE: str(secrets_file),
-            }
-            if local.destination.name in urls:
-                extra[runtime_env.DESTINATION_API_URL] = urls[local.destination.name]
-            self._consumer(index, local.consumer_name, "broadcaster", extra)
+            self.consumers.append(consumer.name)
 
     def _start_collector(self) -> None:
-        port = self.options.ports.collector
-        env = {
-            **self._base_env(),
-            **self.stream_env(),
-            runtime_env.WRITE_KEYS_FILE: str(self.data.path("secrets", "write-keys.json")),
-            runtime_env.HOST: self.options.listen,
-            runtime_env.PORT: str(port),
-            runtime_env.LOG_LEVEL: "INFO",
-        }
-        # An AWS stack run locally: the collector's HTTP limits at their Kubernetes defaults.
-        ingest = self.plan.config.ingest.kubernetes or KubernetesIngest()
-        sources = self.plan.config.sources
-        env.update(
-            {
-                **collector_runtime_env(sources),
-                runtime_env.HTTP_MAX_HEADER_BYTES: str(ingest.max_header_bytes),
-                runtime_env.HTTP_HEADER_TIMEOUT: str(ingest.header_timeout_seconds),
-                runtime_env.HTTP_BODY_TIMEOUT: str(ingest.body_timeout_seconds),
-                runtime_env.HTTP_MAX_CONNECTIONS: str(ingest.max_connections),
-            }
-        )
-        origins = allowed_origins_document(sources)
-        if origins:
-            env[runtime_env.ALLOWED_ORIGINS] = origins
-        if self.options.tls:
-            cert, key = self._certificate()
-            env[runtime_env.TLS_CERT_FILE], env[runtime_env.TLS_KEY_FILE] = str(cert), str(key)
+        collector = environments.collector_process(self.plan, self.place)
         self._ensure_analytics_js()
         self._launch(
             Child(
-                "collector",
-                self._services("collector"),
-                self._log("collector"),
-                env,
+                collector.name,
+                self._services(collector.command),
+                self._log(collector.name),
+                self._env(collector),
                 is_ready=lambda: http_ok(f"{self.collector_url}/readyz"),
                 cwd=REPO_ROOT,
             )
@@ -709,7 +624,7 @@ class Supervisor:
         registry the library routes answer 404 and a note says why."""
         if (ANALYTICS_JS_DIR / "standalone.js").is_file():
             return
-        from services import analytics_js_build as build
+        from services.collector import analytics_js_build as build
 
         cache = REPO_ROOT / "build" / "npm"
         if not (cache / f"analytics-next-{build.VERSION}.tgz").is_file():
@@ -725,7 +640,7 @@ class Supervisor:
                 "analytics.js",
                 [
                     sys.executable,
-                    str(REPO_ROOT / "services" / "analytics_js_build.py"),
+                    str(REPO_ROOT / "services" / "collector" / "analytics_js_build.py"),
                     str(ANALYTICS_JS_DIR),
                     "--cache",
                     str(cache),
@@ -769,7 +684,7 @@ class Supervisor:
                 "bucket": self.plan.archive_bucket,
                 "endpoint": self.s3_endpoint,
                 "directory": str(self.data.path("s3", self.plan.archive_bucket)),
-                "credentialsFile": self._s3_env["AWS_SHARED_CREDENTIALS_FILE"],
+                "credentialsFile": self.place.s3_credentials_file,
             },
             "trackingUrl": f"http://{LOOPBACK}:{self.options.ports.tracking}",
             "debuggerUrl": f"http://{LOOPBACK}:{self.options.ports.tracking}{debugger.PATH}",
@@ -944,7 +859,7 @@ async def start_tracking(supervisor: Supervisor) -> tuple[tracking_api.TrackingA
     debugger.Debugger(api, context)
     nc = await nats.connect(
         supervisor.stream_url.rsplit("/", 1)[0],
-        **stream_credentials(supervisor.stream_env()),
+        **credentials_in(supervisor.place.stream_credentials_file),
         max_reconnect_attempts=-1,
     )
     js = nc.jetstream()

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.quarantine import event_as_json
+from services.collector.quarantine import event_as_json
 
 MAX_ENTRIES = 10_000
 VIEW_BYTES = 64 * 1024 * 1024
@@ -60,13 +60,13 @@ class Entry:
         if isinstance(event, dict):
             liftoff = event.get("liftoff")
             if isinstance(liftoff, dict) and isinstance(liftoff.get("source"), str):
-                found["source"] = liftoff["source"]
+                found["source"] = str(liftoff["source"])
             for name in ("type", "userId", "anonymousId", "messageId", *LISTED):
                 if event.get(name) is not None:
                     found[name] = str(event[name])
-            name = event.get("event") or event.get("name")
-            if name is not None:
-                found["event"] = str(name)
+            event_name = event.get("event") or event.get("name")
+            if event_name is not None:
+                found["event"] = str(event_name)
         if "source" not in found and "Liftoff-Source" in headers:
             found["source"] = headers["Liftoff-Source"]
         return cls(sequence, subject, bytes(data), dict(headers), found)
@@ -245,7 +245,8 @@ async def stream_state(nc: Any, stream: str) -> dict[str, Any]:
     document = json.loads(reply.data)
     if "error" in document:
         raise RuntimeError(f"stream info {stream}: {document['error']}")
-    return document["state"]
+    state: dict[str, Any] = document["state"]
+    return state
 
 
 async def caught_up(nc: Any, views: Mapping[str, TrackingView], deadline: float = 2.0) -> None:

@@ -46,7 +46,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from liftoff_local.tracking import FILTERS, MAX_ENTRIES, Entry, TrackingView
-from services.quarantine import header_index
+from services.collector.quarantine import header_index
 
 ANSWER_BYTES = 8 * 1024 * 1024
 ROUTES = ["GET /events", "GET /quarantine", "POST /reset"]
@@ -329,7 +329,7 @@ def _handler(api: TrackingApi) -> type[BaseHTTPRequestHandler]:
 
         do_PUT = do_PATCH = do_DELETE = do_POST
 
-        def send_error(self, code: int, message: str | None = None, explain: Any = None):
+        def send_error(self, code: int, message: str | None = None, explain: Any = None) -> None:
             # The stdlib answers malformed requests (bad request line, URI too long) with
             # HTML; this API answers JSON, always.
             self.close_connection = True

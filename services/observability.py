@@ -24,7 +24,7 @@ from prometheus_client import (
 )
 
 # The `<name>_created` sample per counter doubles the exposition for no alert or panel.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 # prometheus_client's multiprocess mode: set (before the workers start) when the collector
 # runs several worker processes, so that `/metrics` on any of them reports all of them.
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
@@ -139,6 +139,6 @@ class Counters:
             from prometheus_client import multiprocess
 
             merged = CollectorRegistry()
-            multiprocess.MultiProcessCollector(merged)
+            multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
             return generate_latest(merged).decode()
         return generate_latest(self.registry).decode()

@@ -190,7 +190,8 @@ def kubernetes_stacks_with(archive: bool) -> list[str]:
     return [
         stack
         for stack, section in liftoff_sections().items()
-        if section.get("target") == "kubernetes" and bool(section.get("archive_bucket")) == archive
+        if section.get("target") == "kubernetes"
+        and bool(section.get("reconcile_environment")) == archive
     ]
 
 
@@ -250,18 +251,13 @@ def test_kubernetes_runs_a_restricted_pod_the_network_policies_admit(stack: str)
     for labels in selectors:
         assert labels.items() <= pod["metadata"]["labels"].items(), labels
 
-    # Credentials only as read-only files, from Secrets (and keys) the stack declares.
+    # The pod's environment is the [liftoff] one, passed through (built by the reconcile
+    # contract, round-tripped by tests/test_runtime_contract.py); credentials only as read-only
+    # files, from Secrets (and keys) the stack declares.
     env = {item["name"]: item["value"] for item in container["env"]}
+    assert env == json.loads(section["reconcile_environment"])
     assert env["PGPASSWORD_FILE"] == "/etc/liftoff/postgres/password"
     assert env["AWS_SHARED_CREDENTIALS_FILE"] == "/etc/liftoff/archive/credentials"
-    assert env["PGHOST"] == section["warehouse_host"]
-    assert (env["PGDATABASE"], env["PGUSER"]) == (
-        section["warehouse_database"],
-        section["warehouse_user"],
-    )
-    assert env["LIFTOFF_ARCHIVE_BUCKET"] == section["archive_bucket"]
-    assert env["AWS_ENDPOINT_URL_S3"] == section["archive_endpoint"]
-    assert env["AWS_REGION"] == section["archive_region"]
     assert not any("PASSWORD" in name and not name.endswith("_FILE") for name in env)
     volumes = {volume["name"]: volume for volume in pod["spec"]["volumes"]}
     mounts = {mount["mountPath"]: mount for mount in container["volumeMounts"]}
@@ -269,10 +265,13 @@ def test_kubernetes_runs_a_restricted_pod_the_network_policies_admit(stack: str)
         secret.inputs["metadata"]["name"]: secret
         for secret in run.of_type("kubernetes:core/v1:Secret")
     }
-    for directory, key, secret_name in (
-        ("/etc/liftoff/postgres", "password", section["warehouse_secret"]),
-        ("/etc/liftoff/archive", "credentials", section["archive_secret"]),
-    ):
+    secrets = json.loads(section["reconcile_secrets"])
+    assert {f"{item['directory']}/{item['key']}" for item in secrets} >= {
+        env["PGPASSWORD_FILE"],
+        env["AWS_SHARED_CREDENTIALS_FILE"],
+    }
+    for item in secrets:
+        directory, key, secret_name = item["directory"], item["key"], item["secret"]
         mount = mounts[directory]
         assert mount["readOnly"] is True
         source = volumes[mount["name"]]["secret"]
@@ -304,7 +303,7 @@ def test_kubernetes_without_an_archive_skips_and_says_why() -> None:
         assert task["operator"] == "_PythonDecoratedOperator"
         kind, message = task["scheduled"]["raised"]
         assert kind == "AirflowSkipException"
-        assert "no archive is configured" in message
+        assert "no reconcile pod is configured" in message
 
 
 def test_aws_invokes_the_reconcile_function_for_the_hour() -> None:

@@ -3,14 +3,19 @@ names they share with the rest of the Kubernetes realization."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import TYPE_CHECKING, Any
 
 from components import kube
 from components.airflow.settings import KubernetesAirflowSettings
-from components.archive import ArchiveClient
+from components.archive import CREDENTIALS_DIR, CREDENTIALS_FILE, ArchiveClient
 from components.archive.settings import ArchiveSettings
 from components.charts import ChartPin, deep_merge
+from services.archive.contract import ArchiveAccess
+from services.consumers.reconcile import contract as reconcile
+from services.contract import environment
+from services.postgres.contract import PostgresAccess
 
 if TYPE_CHECKING:
     from components.airflow.kubernetes import KubernetesAirflowArgs
@@ -37,6 +42,8 @@ METADATA_DIR = "/etc/airflow-metadata"
 # Where liftoff's own DAGs are mounted when the customer's DAGs come from git or an image;
 # Airflow reads them as a second DAG bundle.
 LIFTOFF_DAGS_DIR = "/opt/airflow/liftoff-dags"
+# Where the reconciliation DAG's pod mounts the warehouse's password (the consumer pods' path).
+RECONCILE_POSTGRES_DIR = "/etc/liftoff/postgres"
 # The Airflow connection remote logging writes task logs through (the archive).
 ARCHIVE_CONNECTION_ID = "liftoff_archive"
 REDIS_PORT = 6379
@@ -302,15 +309,13 @@ def _archive_connection_env(
         "conn_type": "aws",
         "extra": {"endpoint_url": archive.endpoint or "", "region_name": archive.region},
     }
+    credentials = ArchiveAccess(credentials_file=client.access.credentials_file)
     return [
         {
             "name": f"AIRFLOW_CONN_{ARCHIVE_CONNECTION_ID.upper()}",
             "value": json.dumps(connection, sort_keys=True),
         },
-        {
-            "name": "AWS_SHARED_CREDENTIALS_FILE",
-            "value": client.connection["AWS_SHARED_CREDENTIALS_FILE"],
-        },
+        *kube.env(environment(credentials)),
     ]
 
 
@@ -356,30 +361,49 @@ def _dag_values(args: KubernetesAirflowArgs) -> dict[str, Any]:
 
 
 def _liftoff_config(args: KubernetesAirflowArgs) -> dict[str, str]:
-    """The `[liftoff]` section the reconciliation DAG reads (no secrets: names only)."""
+    """The `[liftoff]` section the reconciliation DAG reads (no secrets: names only): where its
+    pod runs, and, when the stack has a warehouse and an archive, the pod's whole environment
+    (built by the reconcile contract) and the Secrets it mounts, passed through by the DAG."""
     config = {
         "target": "kubernetes",
         "stack": args.context.stack,
         "namespace": args.network.namespace_name,
         "services_image": kube.image(args.context.services_image, args.context.image_registry),
     }
-    if args.warehouse is not None and args.warehouse.secret_name:
-        config.update(
-            {
-                "warehouse_host": args.postgres.host,
-                "warehouse_port": str(args.postgres.port),
-                "warehouse_database": args.warehouse.role,
-                "warehouse_user": args.warehouse.role,
-                "warehouse_secret": args.warehouse.secret_name,
-            }
-        )
-    if args.archive is not None:
-        config.update(
-            {
-                "archive_bucket": args.archive.settings.bucket_name or "",
-                "archive_endpoint": args.archive.settings.endpoint or "",
-                "archive_region": args.archive.settings.region,
-                "archive_secret": args.archive.client().secret_name,
-            }
-        )
+    pod = _reconcile_pod(args)
+    if pod is not None:
+        pod_environment, secrets = pod
+        config["reconcile_environment"] = json.dumps(pod_environment, sort_keys=True)
+        config["reconcile_secrets"] = json.dumps(secrets)
     return dict(sorted(config.items()))
+
+
+def _reconcile_pod(
+    args: KubernetesAirflowArgs,
+) -> tuple[dict[str, str], list[dict[str, str]]] | None:
+    """The reconcile pod's environment and the Secrets it mounts (key → file in a directory)."""
+    warehouse, archive = args.warehouse, args.archive
+    if warehouse is None or not warehouse.secret_name or archive is None:
+        return None
+    client = archive.client()
+    if not client.secret_name:
+        return None
+    settings = reconcile.ReconcileSettings[Any](
+        warehouse=PostgresAccess(
+            host=args.postgres.host,
+            port=str(args.postgres.port),
+            database=warehouse.role,
+            user=warehouse.role,
+            password_file=f"{RECONCILE_POSTGRES_DIR}/password",
+            # In-cluster traffic, limited by NetworkPolicies (as for the loader).
+            sslmode="prefer",
+        ),
+        # Not on EC2: boto3 must never wait for instance metadata.
+        archive=dataclasses.replace(client.access, metadata_disabled=True),
+        log_level="INFO",
+    )
+    secrets = [
+        {"secret": warehouse.secret_name, "key": "password", "directory": RECONCILE_POSTGRES_DIR},
+        {"secret": client.secret_name, "key": CREDENTIALS_FILE, "directory": CREDENTIALS_DIR},
+    ]
+    return dict(reconcile.PROCESS.environment(settings)), secrets

@@ -11,12 +11,13 @@ environment the services read, on Kubernetes the credentials Secret to mount, an
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from components.archive.settings import ArchiveSettings
 from components.network import Grant, PeerT
+from services.archive.contract import ArchiveAccess
+from services.contract import environment
 
 if TYPE_CHECKING:  # the contract names Pulumi types; settings readers import it without Pulumi
     import pulumi
@@ -39,20 +40,18 @@ class ArchiveLocation:
 class ArchiveClient:
     """What one workload needs to use the archive (the result of `client(peer)`).
 
-    `connection` is the S3 endpoint, region and credentials-file environment of boto3 (and of
-    Airflow's S3 logging); `environment` adds the bucket the services read. `secret_name`, when
-    set, is the Secret to mount read-only at `CREDENTIALS_DIR` (`volume` / `mount`).
+    `access` is what the services read (`services.archive.contract.ArchiveAccess`: the bucket,
+    and on Kubernetes the S3-compatible endpoint, region and credentials file, which Airflow's
+    S3 logging reads too); `environment` is it as variables. `secret_name`, when set, is the
+    Secret to mount read-only at `CREDENTIALS_DIR` (`volume` / `mount`).
     """
 
-    bucket: pulumi.Input[str]
-    connection: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    access: ArchiveAccess[pulumi.Input[str]]
     secret_name: str | None = None
 
     @property
     def environment(self) -> dict[str, pulumi.Input[str]]:
-        from services import env as runtime_env
-
-        return {runtime_env.ARCHIVE_BUCKET: self.bucket, **self.connection}
+        return environment(self.access)
 
     def volume(self, name: str) -> dict[str, Any]:
         assert self.secret_name is not None, "this archive has no credentials Secret"

@@ -12,6 +12,7 @@ from components.archive import ArchiveClient, ArchiveLocation
 from components.archive.settings import ArchiveSettings
 from components.aws_s3 import secure_bucket
 from components.network import AwsPeer, Grant
+from services.archive.contract import ArchiveAccess
 
 NONCURRENT_VERSION_DAYS = 30
 
@@ -99,4 +100,4 @@ class ArchiveBucket(pulumi.ComponentResource):
         when `peer` is given, its grant: reading, or writing with `write`."""
         if peer is not None:
             (self.grant_write if write else self.grant_read)(peer)
-        return ArchiveClient(bucket=self.location.bucket)
+        return ArchiveClient(ArchiveAccess(bucket=self.location.bucket))

@@ -13,6 +13,7 @@ from components.archive import CREDENTIALS_DIR, CREDENTIALS_FILE, ArchiveClient,
 from components.archive.settings import ArchiveSettings
 from components.network import Grant, KubernetesPeer
 from components.network.kubernetes import KubernetesNetwork
+from services.archive.contract import ArchiveAccess
 
 SECRET_NAME = "archive-credentials"
 
@@ -99,11 +100,11 @@ class ExternalArchive(pulumi.ComponentResource):
         if peer is not None:
             (self.grant_write if write else self.grant_read)(peer)
         return ArchiveClient(
-            bucket=self.settings.bucket_name or "",
-            connection={
-                "AWS_ENDPOINT_URL_S3": self.settings.endpoint or "",
-                "AWS_REGION": self.settings.region,
-                "AWS_SHARED_CREDENTIALS_FILE": f"{CREDENTIALS_DIR}/{CREDENTIALS_FILE}",
-            },
+            access=ArchiveAccess(
+                bucket=self.settings.bucket_name,
+                endpoint=self.settings.endpoint,
+                region=self.settings.region,
+                credentials_file=f"{CREDENTIALS_DIR}/{CREDENTIALS_FILE}",
+            ),
             secret_name=self.secret_name,
         )

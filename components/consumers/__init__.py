@@ -15,33 +15,30 @@ what the infrastructure passes to it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from components.consumers.settings import Destination
+from services.consumers.archiver.contract import NAME as ARCHIVER
+from services.consumers.broadcaster.destinations import DestinationDocument, consumer_name
+from services.consumers.loader.contract import NAME as LOADER
+from services.consumers.runner.contract import DEFAULT_HEALTH_PORT
 
-ARCHIVER = "archiver"
-LOADER = "loader"
-DEAD_LETTER_STREAM = "DEADLETTER"
-HEALTH_PORT = 8081
+HEALTH_PORT = DEFAULT_HEALTH_PORT
 
 
 def broadcaster_name(destination: Destination) -> str:
     """Consumer (and durable JetStream consumer) name of one destination's broadcaster."""
-    return f"broadcaster-{destination.name}"
+    return consumer_name(destination.name)
 
 
-def destination_document(destination: Destination) -> str:
+def destination_document(destination: Destination) -> DestinationDocument:
     """`LIFTOFF_DESTINATION`: everything about a destination except its secrets."""
-    return json.dumps(
-        {
-            "name": destination.name,
-            "type": destination.type,
-            "settings": dict(sorted(destination.settings.items())),
-            "sources": list(destination.sources),
-            "events": list(destination.events),
-        },
-        sort_keys=True,
+    return DestinationDocument(
+        name=destination.name,
+        type=destination.type,
+        settings=dict(sorted(destination.settings.items())),
+        sources=tuple(destination.sources),
+        events=tuple(destination.events),
     )
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -29,7 +29,13 @@ from components.network.aws import AwsNetwork
 from components.postgres import ClientDatabase
 from components.postgres.aws import RdsPostgres
 from components.stream.aws import KinesisStream
-from services import env as runtime_env
+from services.consumers.archiver import contract as archiver
+from services.consumers.broadcaster import contract as broadcaster
+from services.consumers.loader import contract as loader
+from services.consumers.reconcile import contract as reconcile
+from services.consumers.runner.contract import FunctionRuntime
+from services.postgres.contract import PostgresAccess
+from services.stream.address import SQS_PREFIX
 
 DEAD_LETTER_RETENTION_SECONDS = 14 * 24 * 3600  # the SQS maximum
 # Kinesis gives each shard 5 GetRecords/s and 2 MB/s of reads shared by every polling
@@ -70,7 +76,9 @@ class KinesisConsumerArgs:
     stream: KinesisStream
     function_name: str
     logs: LogSettings
-    environment: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    environment: Callable[[FunctionRuntime[pulumi.Input[str]]], Mapping[str, pulumi.Input[str]]]
+    """The function's whole environment, built by its contract (`services/consumers/*`) from
+    the runtime group every consumer function is told (its name, its dead-letter queue)."""
     batch_size: int = 500
     """Default: 500 records per invocation."""
     batching_window_seconds: int = 5
@@ -146,14 +154,13 @@ class KinesisConsumer(pulumi.ComponentResource):
             function_name=args.function_name,
             description=f"liftoff {args.runtime.name}: stream consumer",
             handler=args.runtime.handler,
-            environment={
-                **args.environment,
-                runtime_env.CONSUMER_NAME: args.runtime.name,
-                runtime_env.DEAD_LETTER_URL: pulumi.Output.concat(
-                    "sqs://", self.dead_letter_queue.name
-                ),
-                runtime_env.LOG_LEVEL: "INFO",
-            },
+            environment=args.environment(
+                FunctionRuntime(
+                    consumer_name=args.runtime.name,
+                    dead_letter_url=pulumi.Output.concat(SQS_PREFIX, self.dead_letter_queue.name),
+                    log_level="INFO",
+                )
+            ),
             parent=self,
             logs=args.logs,
             memory_mb=args.memory_mb,
@@ -268,11 +275,12 @@ class AwsConsumers(pulumi.ComponentResource):
             args,
             ARCHIVER_RUNTIME,
             opts=child,
-            environment={
-                **args.archive.client().environment,
-                runtime_env.ARCHIVE_BATCH_MAX_EVENTS: str(archive.batch_max_events),
-                runtime_env.ARCHIVE_BATCH_MAX_SECONDS: str(archive.batch_max_seconds),
-            },
+            environment=lambda runtime: archiver.FUNCTION.environment(
+                archiver.ArchiverFunctionSettings(
+                    runtime=runtime,
+                    archiving=archiver.Archiving(archive=args.archive.client().access),
+                )
+            ),
             # Lambda's limits: 10000 records and a 300 s window per batch.
             batch_size=min(archive.batch_max_events, 10000),
             batching_window_seconds=min(archive.batch_max_seconds, 300),
@@ -295,13 +303,12 @@ class AwsConsumers(pulumi.ComponentResource):
         database = args.postgres.add_database(warehouse.database)
         connection = database.connection
         self.warehouse = database
-        loader_environment = {
-            "PGHOST": connection.dns_name,
-            "PGPORT": connection.port.apply(str),
-            "PGDATABASE": connection.database,
-            "PGSSLMODE": "require",
-            runtime_env.WAREHOUSE_SECRET_ARN: database.secret_arn,
-        }
+        warehouse_access: PostgresAccess[pulumi.Input[str]] = PostgresAccess(
+            host=connection.dns_name,
+            port=connection.port.apply(str),
+            database=connection.database,
+            sslmode="require",
+        )
         placement = VpcPlacement(
             vpc_id=args.network.vpc_id,
             subnet_ids=args.network.private_subnet_ids,
@@ -324,11 +331,13 @@ class AwsConsumers(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(
                 child, pulumi.ResourceOptions(depends_on=[database.ready])
             ),
-            environment={
-                **loader_environment,
-                runtime_env.LOADER_BATCH_MAX_EVENTS: str(warehouse.batch_max_events),
-                runtime_env.LOADER_BATCH_MAX_SECONDS: str(warehouse.batch_max_seconds),
-            },
+            environment=lambda runtime: loader.FUNCTION.environment(
+                loader.LoaderFunctionSettings(
+                    runtime=runtime,
+                    warehouse=warehouse_access,
+                    warehouse_secret_arn=database.secret_arn,
+                )
+            ),
             batch_size=min(warehouse.batch_max_events, 10000),
             batching_window_seconds=min(warehouse.batch_max_seconds, 300),
             vpc=placement,
@@ -336,7 +345,19 @@ class AwsConsumers(pulumi.ComponentResource):
         args.postgres.grant_connect(self.loader.peer)
         args.postgres.grant_read_credentials(self.loader.peer, database)
 
-        # Invoked by the warehouse reconciliation DAG: reads the archive, repairs the warehouse.
+        self._reconciler(name, args, child, database, warehouse_access, placement)
+
+    def _reconciler(
+        self,
+        name: str,
+        args: AwsConsumersArgs,
+        child: pulumi.ResourceOptions,
+        database: ClientDatabase,
+        warehouse: PostgresAccess[pulumi.Input[str]],
+        placement: VpcPlacement,
+    ) -> None:
+        """Invoked by the warehouse reconciliation DAG: reads the archive, repairs the
+        warehouse. Not a stream consumer: no consumer name, no dead letters."""
         self.reconciler = self._consumer(
             f"{name}-reconcile",
             args,
@@ -344,7 +365,14 @@ class AwsConsumers(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(
                 child, pulumi.ResourceOptions(depends_on=[database.ready])
             ),
-            environment={**loader_environment, **args.archive.client().environment},
+            environment=lambda _: reconcile.PROCESS.environment(
+                reconcile.ReconcileSettings(
+                    warehouse=warehouse,
+                    warehouse_secret_arn=database.secret_arn,
+                    archive=args.archive.client().access,
+                    log_level="INFO",
+                )
+            ),
             timeout_seconds=900,
             memory_mb=1024,
             vpc=placement,
@@ -402,10 +430,14 @@ class AwsConsumers(pulumi.ComponentResource):
             args,
             runtime,
             opts=child,
-            environment={
-                runtime_env.DESTINATION: destination_document(destination),
-                runtime_env.DESTINATION_SECRET_ARN: secret.arn,
-            },
+            environment=lambda runtime: broadcaster.FUNCTION.environment(
+                broadcaster.BroadcasterFunctionSettings(
+                    runtime=runtime,
+                    broadcast=broadcaster.Broadcast(
+                        destination=destination_document(destination), secret_arn=secret.arn
+                    ),
+                )
+            ),
             batch_size=100,
             batching_window_seconds=1,
             timeout_seconds=300,

@@ -32,7 +32,13 @@ from components.network import KubernetesPeer
 from components.network.kubernetes import KubernetesNetwork
 from components.postgres import ClientDatabase, PostgresService
 from components.stream.kubernetes import NatsJetStream
-from services import env as runtime_env
+from services.consumers.archiver import contract as archiver
+from services.consumers.broadcaster import contract as broadcaster
+from services.consumers.loader import contract as loader_contract
+from services.consumers.runner import contract as runner
+from services.postgres.contract import PostgresAccess
+from services.stream.address import dead_letter_url_of
+from services.stream.contract import StreamAccess
 
 DEFAULT_RESOURCES = {
     "requests": {"cpu": "100m", "memory": "128Mi"},
@@ -51,6 +57,7 @@ class StreamConsumerArgs:
     stream: NatsJetStream
     network: KubernetesNetwork
     environment: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    """The whole environment, built by the consumer's contract (`services/consumers/*`)."""
     secret_files: Sequence[tuple[str, str, str]] = ()
     """(volume name, Secret name, mount directory): credentials reach the process only as
     read-only files, never through the environment."""
@@ -84,9 +91,7 @@ class StreamConsumer(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(
             parent=self, depends_on=[network.default_deny, args.stream.setup_job, *args.depends_on]
         )
-        stream_url = args.stream.connection.url
-        dead_letter_url = stream_url.apply(lambda url: url.rsplit("/", 1)[0] + "/DEADLETTER")
-        pod_spec = _consumer_pod_spec(args, stream_url, dead_letter_url)
+        pod_spec = _consumer_pod_spec(args)
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=network.metadata(component, labels),
@@ -112,22 +117,26 @@ class StreamConsumer(pulumi.ComponentResource):
         self.register_outputs({"deployment": self.deployment.metadata.name})
 
 
-def _consumer_pod_spec(
-    args: StreamConsumerArgs, stream_url: pulumi.Input[str], dead_letter_url: pulumi.Input[str]
-) -> dict:
+def consumer_runtime(
+    runtime: ConsumerRuntime, stream: NatsJetStream
+) -> runner.ConsumerRuntime[pulumi.Input[str]]:
+    """What every consumer process is told (its contract's runtime group): the stream, its
+    durable consumer, the dead letters on the stream's servers, its health port."""
+    url = stream.connection.url
+    return runner.ConsumerRuntime(
+        stream=StreamAccess(url=url),
+        consumer_name=runtime.name,
+        dead_letter_url=url.apply(dead_letter_url_of),
+        health_port=HEALTH_PORT,
+        log_level="INFO",
+    )
+
+
+def _consumer_pod_spec(args: StreamConsumerArgs) -> dict:
     """One restricted container of the services image, probed on its health port, with the
     Secrets it reads mounted as files."""
     component = args.runtime.name
-    env = kube.env(
-        {
-            **args.environment,
-            runtime_env.STREAM_URL: stream_url,
-            runtime_env.CONSUMER_NAME: component,
-            runtime_env.DEAD_LETTER_URL: dead_letter_url,
-            runtime_env.HEALTH_PORT: str(HEALTH_PORT),
-            runtime_env.LOG_LEVEL: "INFO",
-        }
-    )
+    env = kube.env(args.environment)
     container = {
         "name": component,
         "image": kube.image(args.context.services_image, args.context.image_registry),
@@ -267,11 +276,14 @@ class KubernetesConsumers(pulumi.ComponentResource):
             self.archiver = self._consumer(
                 f"{name}-archiver",
                 ARCHIVER_RUNTIME,
-                environment={
-                    **archive.environment,
-                    runtime_env.ARCHIVE_BATCH_MAX_EVENTS: str(settings.batch_max_events),
-                    runtime_env.ARCHIVE_BATCH_MAX_SECONDS: str(settings.batch_max_seconds),
-                },
+                environment=archiver.PROCESS.environment(
+                    archiver.ArchiverSettings(
+                        runtime=consumer_runtime(ARCHIVER_RUNTIME, args.stream),
+                        archiving=archiver.Archiving(archive=archive.access),
+                        batch_max_events=settings.batch_max_events,
+                        batch_max_seconds=settings.batch_max_seconds,
+                    )
+                ),
                 secret_files=[archive.secret_file("archive-credentials")],
                 opts=child,
             )
@@ -301,17 +313,22 @@ class KubernetesConsumers(pulumi.ComponentResource):
         loader = self._consumer(
             f"{name}-loader",
             LOADER_RUNTIME,
-            environment={
-                "PGHOST": connection.dns_name,
-                "PGPORT": connection.port.apply(str),
-                "PGDATABASE": connection.database,
-                # In-cluster traffic, limited by NetworkPolicies; the server has no TLS.
-                "PGSSLMODE": "prefer",
-                "PGUSER": connection.username,
-                "PGPASSWORD_FILE": f"{POSTGRES_CREDENTIALS_DIR}/password",
-                runtime_env.LOADER_BATCH_MAX_EVENTS: str(args.warehouse.batch_max_events),
-                runtime_env.LOADER_BATCH_MAX_SECONDS: str(args.warehouse.batch_max_seconds),
-            },
+            environment=loader_contract.PROCESS.environment(
+                loader_contract.LoaderSettings(
+                    runtime=consumer_runtime(LOADER_RUNTIME, args.stream),
+                    warehouse=PostgresAccess(
+                        host=connection.dns_name,
+                        port=connection.port.apply(str),
+                        database=connection.database,
+                        user=connection.username,
+                        password_file=f"{POSTGRES_CREDENTIALS_DIR}/password",
+                        # In-cluster traffic, limited by NetworkPolicies; the server has no TLS.
+                        sslmode="prefer",
+                    ),
+                    batch_max_events=args.warehouse.batch_max_events,
+                    batch_max_seconds=args.warehouse.batch_max_seconds,
+                )
+            ),
             secret_files=[("postgres-credentials", database.secret_name, POSTGRES_CREDENTIALS_DIR)],
             depends_on=[database.ready],
             opts=child,
@@ -340,10 +357,15 @@ class KubernetesConsumers(pulumi.ComponentResource):
         consumer = self._consumer(
             f"{name}-{runtime.name}",
             runtime,
-            environment={
-                runtime_env.DESTINATION: destination_document(destination),
-                runtime_env.DESTINATION_SECRETS_FILE: f"{SECRETS_DIR}/{SECRETS_FILE}",
-            },
+            environment=broadcaster.PROCESS.environment(
+                broadcaster.BroadcasterSettings(
+                    runtime=consumer_runtime(runtime, args.stream),
+                    broadcast=broadcaster.Broadcast(
+                        destination=destination_document(destination),
+                        secrets_file=f"{SECRETS_DIR}/{SECRETS_FILE}",
+                    ),
+                )
+            ),
             secret_files=[("destination-secrets", secret_name, SECRETS_DIR)],
             opts=child,
         )

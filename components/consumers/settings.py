@@ -15,14 +15,11 @@ from components.validation import (
     port_list,
     set_secret_hint,
 )
+from services.consumers.broadcaster.destinations import NAME_DESCRIBE, NAME_PATTERN, TYPES
 
-# Per destination type: required settings, optional settings, required secrets.
-DESTINATION_TYPES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
-    "webhook": (("url",), (), ("signingSecret",)),
-    "mixpanel": ((), ("region",), ("projectToken",)),
-    "amplitude": ((), ("region",), ("apiKey",)),
-    "ga4": (("measurementId",), (), ("apiSecret",)),
-}
+DESTINATION_TYPES = TYPES
+"""The destination types and their fields: the broadcaster's own registry
+(`services/consumers/broadcaster/destinations.py`), so a stack may set exactly what it reads."""
 
 
 @dataclass(frozen=True)
@@ -31,9 +28,9 @@ class Destination:
 
     name: str
     type: str
-    """`webhook`, `mixpanel`, `amplitude` or `ga4`."""
+    """A type of the registry: `webhook`, `mixpanel`, `amplitude` or `ga4`."""
     settings: dict[str, str]
-    """Non-secret settings by field name (url, region, measurementId)."""
+    """Non-secret settings by field name (url, region, groupKey, groupType, measurementId)."""
     secrets: dict[str, str]
     """Secret settings by field name (signingSecret, projectToken, apiKey, apiSecret)."""
     sources: tuple[str, ...] = ()
@@ -86,12 +83,7 @@ def read_destinations(
     destinations: list[Destination] = []
     for index, item in enumerate(raw):
         reader = ConfigReader(f"{key}[{index}]", item, problems)
-        name = reader.string(
-            "name",
-            required=True,
-            pattern=SOURCE_NAME,
-            describe="a destination name: lowercase letters, digits, '-' or '_'",
-        )
+        name = reader.string("name", required=True, pattern=NAME_PATTERN, describe=NAME_DESCRIBE)
         kind = reader.string("type", required=True, choices=sorted(DESTINATION_TYPES))
         settings, secrets = _read_destination_fields(reader, kind, is_secret=is_secret)
         only_sources = _read_only_sources(reader, known_sources)
@@ -130,29 +122,30 @@ def read_destinations(
 def _read_destination_fields(
     reader: ConfigReader, kind: str | None, *, is_secret: bool
 ) -> tuple[dict[str, str], dict[str, str]]:
-    """The destination type's settings (required, then optional) and its secrets, which
-    must be Pulumi secrets."""
+    """The destination type's fields, as the registry lists them (required settings, optional
+    settings, then the secret, which must be a Pulumi secret)."""
     settings: dict[str, str] = {}
     secrets: dict[str, str] = {}
     if kind is None:
         return settings, secrets
-    required, optional, secret_fields = DESTINATION_TYPES[kind]
-    for field_name in required:
-        value = _destination_setting(reader, field_name, required=True)
-        if value is not None:
-            settings[field_name] = value
-    for field_name in optional:
-        value = _destination_setting(reader, field_name, required=False)
-        if value is not None:
-            settings[field_name] = value
-    for field_name in secret_fields:
-        value = reader.string(field_name, required=True, describe="a credential string")
-        if value is None:
+    for item in TYPES[kind].fields:
+        if item.secret:
+            value = reader.string(item.name, required=item.required, describe=item.describe)
+            if value is None:
+                continue
+            if not is_secret:
+                reader.problem(item.name, HIDDEN, set_secret_hint(reader.key(item.name)))
+                continue
+            secrets[item.name] = value
             continue
-        if not is_secret:
-            reader.problem(field_name, HIDDEN, set_secret_hint(reader.key(field_name)))
-            continue
-        secrets[field_name] = value
+        value = reader.string(
+            item.name,
+            required=item.required,
+            pattern=item.stack_pattern or item.pattern,
+            describe=item.describe,
+        )
+        if value is not None:
+            settings[item.name] = value
     return settings, secrets
 
 
@@ -196,18 +189,6 @@ def _read_private_networks(
         if block:
             networks.append(PrivateNetwork(cidr=block, ports=ports))
     return tuple(sorted(set(networks), key=lambda n: (n.cidr, n.ports)))
-
-
-_DESTINATION_SETTINGS = {
-    "url": (r"https://\S+", "an https:// URL"),
-    "region": (r"us|eu", "'us' or 'eu' (the API's data residency)"),
-    "measurementId": (r"G-[A-Z0-9]{4,20}", "a GA4 measurement id such as G-ABC123DEF4"),
-}
-
-
-def _destination_setting(reader: ConfigReader, name: str, *, required: bool) -> str | None:
-    pattern, describe = _DESTINATION_SETTINGS[name]
-    return reader.string(name, required=required, pattern=pattern, describe=describe)
 
 
 def read_warehouse(reader: ConfigReader) -> WarehouseSettings:

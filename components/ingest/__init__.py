@@ -9,12 +9,11 @@ same `IngestEndpoint`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from components.ingest.settings import Source
-from services import env as runtime_env
+from services.collector.contract import Sources
 
 if TYPE_CHECKING:  # the contract names Pulumi types; settings readers import it without Pulumi
     import pulumi
@@ -41,16 +40,11 @@ class IngestEndpoint:
     """Source name → write key. Always a Pulumi secret."""
 
 
-def allowed_origins_document(sources: tuple[Source, ...]) -> str | None:
-    """`LIFTOFF_ALLOWED_ORIGINS` (source → origins) for the sources that restrict them;
-    None when none does (every origin allowed)."""
-    restricted = {s.name: list(s.allowed_origins) for s in sources if s.restricts_origins}
-    if not restricted:
-        return None
-    return json.dumps(restricted, sort_keys=True, separators=(",", ":"))
-
-
-def collector_runtime_env(sources: tuple[Source, ...]) -> dict[str, str]:
-    """What both targets tell the collector about its sources besides the write keys."""
-    no_ip = ",".join(s.name for s in sources if not s.collect_ip)
-    return {runtime_env.NO_IP_SOURCES: no_ip} if no_ip else {}
+def collector_sources(sources: tuple[Source, ...], **fields: Any) -> Sources[Any]:
+    """What both targets (and liftoff local) tell the collector about its sources: the origins
+    of the sources that restrict them (none: every origin allowed) and the sources whose
+    events keep no IP address; ``fields``: the rest of
+    :class:`services.collector.contract.Sources` (where the write keys are, the public URL)."""
+    restricted = {s.name: tuple(s.allowed_origins) for s in sources if s.restricts_origins}
+    no_ip = tuple(s.name for s in sources if not s.collect_ip)
+    return Sources(allowed_origins=restricted or None, no_ip_sources=no_ip or None, **fields)

@@ -27,14 +27,15 @@ from components.ingest import (
     SHORT_TRACKING_PATHS,
     TRACKING_PATHS,
     IngestEndpoint,
-    allowed_origins_document,
-    collector_runtime_env,
+    collector_sources,
 )
 from components.ingest.settings import AwsIngest, Source
 from components.ingest.write_keys import generate_write_keys, write_keys_document
 from components.network import AwsPeer
 from components.stream import Stream
-from services import env as runtime_env
+from services.collector import contract as collector
+from services.stream.address import SQS_PREFIX
+from services.stream.contract import StreamAccess
 
 HANDLER = "services.aws_lambda.collector_handler"
 QUARANTINE_RETENTION_SECONDS = 14 * 24 * 3600  # SQS's maximum, as for the consumers' DLQs
@@ -121,16 +122,15 @@ class LambdaCollector(pulumi.ComponentResource):
             message_retention_seconds=QUARANTINE_RETENTION_SECONDS,
             opts=child,
         )
-        environment: dict[str, pulumi.Input[str]] = {
-            runtime_env.STREAM_URL: args.stream.connection.url,
-            runtime_env.WRITE_KEYS_SECRET_ARN: self.write_keys_secret.arn,
-            runtime_env.DEAD_LETTER_URL: pulumi.Output.concat("sqs://", self.quarantine_queue.name),
-            runtime_env.LOG_LEVEL: "INFO",
-            **collector_runtime_env(args.sources),
-        }
-        origins = allowed_origins_document(args.sources)
-        if origins is not None:
-            environment[runtime_env.ALLOWED_ORIGINS] = origins
+        environment = collector.FUNCTION.environment(
+            collector.CollectorFunctionSettings(
+                stream=StreamAccess(url=args.stream.connection.url),
+                sources=collector_sources(args.sources),
+                write_keys_secret_arn=self.write_keys_secret.arn,
+                quarantine_url=pulumi.Output.concat(SQS_PREFIX, self.quarantine_queue.name),
+                log_level="INFO",
+            )
+        )
         packaged = packaged_function(
             name,
             function_name=args.function_name,

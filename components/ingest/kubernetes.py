@@ -13,15 +13,15 @@ from components import kube
 from components.ingest import (
     PUBLIC_PATH_PREFIXES,
     IngestEndpoint,
-    allowed_origins_document,
-    collector_runtime_env,
+    collector_sources,
 )
 from components.ingest.settings import KubernetesIngest, Source
 from components.ingest.write_keys import generate_write_keys, write_keys_document
 from components.network import KubernetesPeer
 from components.network.kubernetes import KubernetesNetwork
 from components.stream import Stream
-from services import env as runtime_env
+from services.collector import contract as collector
+from services.stream.contract import StreamAccess
 
 COMPONENT = "collector"
 PORT = 8080
@@ -236,32 +236,34 @@ def _public_url(settings: KubernetesIngest) -> str | None:
     return settings.public_url
 
 
-def _environment(args: KubernetesCollectorArgs, public_url: str | None) -> dict:
+def _environment(
+    args: KubernetesCollectorArgs, public_url: str | None
+) -> Mapping[str, pulumi.Input[str]]:
     settings = args.settings
-    environment: dict[str, pulumi.Input[str]] = {
-        runtime_env.STREAM_URL: args.stream.connection.url,
-        runtime_env.WRITE_KEYS_FILE: f"{WRITE_KEYS_DIR}/{WRITE_KEYS_FILE}",
-        runtime_env.PORT: str(PORT),
-        runtime_env.LOG_LEVEL: "INFO",
-        **collector_runtime_env(args.sources),
-        runtime_env.HTTP_MAX_HEADER_BYTES: str(settings.max_header_bytes),
-        runtime_env.HTTP_HEADER_TIMEOUT: str(settings.header_timeout_seconds),
-        runtime_env.HTTP_BODY_TIMEOUT: str(settings.body_timeout_seconds),
-        runtime_env.HTTP_MAX_CONNECTIONS: str(settings.max_connections),
-    }
-    if settings.trusted_proxies:
-        environment[runtime_env.TRUSTED_PROXIES] = ",".join(settings.trusted_proxies)
-    origins = allowed_origins_document(args.sources)
-    if origins is not None:
-        environment[runtime_env.ALLOWED_ORIGINS] = origins
-    if public_url:
-        # Behind the Ingress the pod sees plain HTTP: analytics.js's settings must name the
-        # public scheme and host.
-        environment[runtime_env.PUBLIC_URL] = public_url
-    return environment
+    return collector.PROCESS.environment(
+        collector.CollectorSettings(
+            stream=StreamAccess(url=args.stream.connection.url),
+            # Behind the Ingress the pod sees plain HTTP: analytics.js's settings must name the
+            # public scheme and host.
+            sources=collector_sources(
+                args.sources,
+                write_keys_file=f"{WRITE_KEYS_DIR}/{WRITE_KEYS_FILE}",
+                public_url=public_url or None,
+            ),
+            port=PORT,
+            log_level="INFO",
+            trusted_proxies=tuple(settings.trusted_proxies) or None,
+            http=collector.HttpLimitSettings(
+                max_header_bytes=settings.max_header_bytes,
+                header_timeout_seconds=settings.header_timeout_seconds,
+                body_timeout_seconds=settings.body_timeout_seconds,
+                max_connections=settings.max_connections,
+            ),
+        )
+    )
 
 
-def _container(args: KubernetesCollectorArgs, environment: dict) -> dict:
+def _container(args: KubernetesCollectorArgs, environment: Mapping[str, pulumi.Input[str]]) -> dict:
     return {
         "name": COMPONENT,
         "image": kube.image(args.context.services_image, args.context.image_registry),

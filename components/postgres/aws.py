@@ -24,10 +24,10 @@ from components.postgres import (
 )
 from components.postgres.major_version import check_major_version, deployed_major_version
 from components.postgres.settings import PostgresSettings
-from services import env as runtime_env
+from services.postgres import contract as postgres
 
-SETUP_HANDLER = "services.database_setup.lambda_handler"
-# AWS APIs the setup function calls from inside the VPC (services/database_setup.py).
+SETUP_HANDLER = "services.aws_lambda.ensure_database_handler"
+# AWS APIs the setup function calls from inside the VPC (services/postgres/database.py).
 SETUP_APIS = ("secretsmanager",)
 # What the instance exports to CloudWatch Logs, each into `/aws/rds/instance/<id>/<type>`.
 LOG_EXPORTS = ("postgresql", "upgrade")
@@ -291,7 +291,9 @@ class RdsPostgres(pulumi.ComponentResource):
             function_name=f"{self._args.identifier}-setup",
             description="liftoff: creates client databases and roles on the platform Postgres",
             handler=SETUP_HANDLER,
-            environment={runtime_env.ADMIN_SECRET_ARN: self.credentials.arn},
+            environment=postgres.ENSURE_DATABASE_FUNCTION.environment(
+                postgres.EnsureDatabaseFunctionSettings(admin_secret_arn=self.credentials.arn)
+            ),
             parent=self,
             logs=self._logs,
             memory_mb=256,

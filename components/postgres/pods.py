@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import pulumi
 
@@ -11,7 +12,7 @@ from components.archive import ArchiveClient
 from components.postgres import PORT
 from components.postgres.major_version import UPGRADE_PROCEDURE
 from components.postgres.settings import PostgresSettings
-from services import env as runtime_env
+from services.postgres import contract as postgres
 
 # The official image's `postgres` user.
 POSTGRES_UID = 999
@@ -82,14 +83,16 @@ def _server_container(settings: PostgresSettings, image: pulumi.Input[str]) -> d
         "imagePullPolicy": "IfNotPresent",
         "ports": [{"name": "postgres", "containerPort": PORT}],
         "env": kube.env(
-            {
-                "POSTGRES_USER": settings.username,
-                "POSTGRES_DB": settings.database,
-                # The image reads the password from the mounted Secret.
-                "POSTGRES_PASSWORD_FILE": f"{CREDENTIALS_DIR}/password",
-                # A subdirectory: the volume root may hold lost+found.
-                "PGDATA": f"{DATA_MOUNT}/pgdata",
-            }
+            postgres.SERVER.environment(
+                postgres.PostgresServerSettings(
+                    user=settings.username,
+                    database=settings.database,
+                    # The image reads the password from the mounted Secret.
+                    password_file=f"{CREDENTIALS_DIR}/password",
+                    # A subdirectory: the volume root may hold lost+found.
+                    data=f"{DATA_MOUNT}/pgdata",
+                )
+            )
         ),
         "resources": settings.resources.to_kubernetes(),
         "securityContext": kube.container_security_context(),
@@ -159,17 +162,21 @@ def ensure_database_container(
 ) -> dict:
     """`ensure-database` with the admin credentials and the client's password mounted."""
     env = kube.env(
-        {
-            "PGHOST": host,
-            "PGPORT": str(PORT),
-            "PGDATABASE": "postgres",
-            "PGUSER": settings.username,
-            "PGPASSWORD_FILE": f"{CREDENTIALS_DIR}/password",
-            runtime_env.DATABASE_NAME: database,
-            runtime_env.DATABASE_ROLE: client,
-            runtime_env.DATABASE_PASSWORD_FILE: f"{CLIENT_CREDENTIALS_DIR}/password",
-            **({runtime_env.DATABASE_MEMBER_OF: ",".join(member_of)} if member_of else {}),
-        }
+        postgres.ENSURE_DATABASE.environment(
+            postgres.EnsureDatabaseSettings(
+                admin=postgres.PostgresAccess(
+                    host=host,
+                    port=str(PORT),
+                    database=postgres.DEFAULT_ADMIN_DATABASE,
+                    user=settings.username,
+                    password_file=f"{CREDENTIALS_DIR}/password",
+                ),
+                database=database,
+                role=client,
+                password_file=f"{CLIENT_CREDENTIALS_DIR}/password",
+                member_of=member_of or None,
+            )
+        )
     )
     return {
         "name": "ensure-database",
@@ -208,7 +215,11 @@ def backup_pod_spec(
         "image": kube.image(f"{IMAGE_REPOSITORY}:{settings.image_tag}", context.image_registry),
         "imagePullPolicy": "IfNotPresent",
         "command": ["sh", "-c", dump],
-        "env": kube.env({"PGHOST": host, "PGPORT": str(PORT), "PGUSER": settings.username}),
+        "env": kube.env(
+            postgres.PG_DUMP.environment(
+                postgres.PostgresAccess(host=host, port=str(PORT), user=settings.username)
+            )
+        ),
         "resources": small,
         "securityContext": kube.container_security_context(),
         "volumeMounts": [
@@ -217,23 +228,7 @@ def backup_pod_spec(
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
-    uploader = {
-        "name": "upload",
-        "image": kube.image(context.services_image, context.image_registry),
-        "imagePullPolicy": "IfNotPresent",
-        "args": ["backup-upload", "--dir", "/backup"],
-        "env": kube.env(
-            {
-                **client.environment,
-                runtime_env.BACKUP_RETENTION_DAYS: str(settings.backup_retention_days),
-            }
-        ),
-        "resources": small,
-        "volumeMounts": [
-            {"name": "backup", "mountPath": "/backup", "readOnly": True},
-            client.mount("archive"),
-        ],
-    }
+    uploader = _uploader(context, settings, client, small)
     pod = kube.services_pod_spec(
         [uploader],
         volumes=[
@@ -248,3 +243,30 @@ def backup_pod_spec(
     )
     pod["initContainers"] = [dumper]
     return pod
+
+
+def _uploader(
+    context: kube.StackContext,
+    settings: PostgresSettings,
+    client: ArchiveClient,
+    small: dict[str, Any],
+) -> dict[str, Any]:
+    """`backup-upload` of the dumps, with the archive's credentials mounted."""
+    return {
+        "name": "upload",
+        "image": kube.image(context.services_image, context.image_registry),
+        "imagePullPolicy": "IfNotPresent",
+        "args": ["backup-upload", "--dir", "/backup"],
+        "env": kube.env(
+            postgres.BACKUP_UPLOAD.environment(
+                postgres.BackupSettings(
+                    archive=client.access, retention_days=settings.backup_retention_days
+                )
+            )
+        ),
+        "resources": small,
+        "volumeMounts": [
+            {"name": "backup", "mountPath": "/backup", "readOnly": True},
+            client.mount("archive"),
+        ],
+    }

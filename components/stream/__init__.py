@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from components.network import Grant, PeerT
+from services.stream.address import EVENTS_STREAM
 
 if TYPE_CHECKING:  # the contract names Pulumi types; settings readers import it without Pulumi
     import pulumi
 
-# The JetStream stream the platform publishes to (services/streams).
-STREAM_NAME = "EVENTS"
+STREAM_NAME = EVENTS_STREAM
+"""The JetStream stream the platform publishes to (``services.stream.address``)."""
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ from components.network import Grant, KubernetesPeer
 from components.network.kubernetes import KubernetesNetwork
 from components.stream import STREAM_NAME, StreamConnection
 from components.stream.settings import KubernetesStream
-from services import env as runtime_env
+from services.stream.address import jetstream_url
+from services.stream.contract import ENSURE_STREAM, EnsureStreamSettings, StreamAccess
 
 RELEASE = "nats"
 NATS_EXPORTER_PORT = 7777  # the chart's promExporter port (container port `prom-metrics`)
@@ -231,10 +232,8 @@ class NatsJetStream(pulumi.ComponentResource):
                 parent=self,
             )
         host = network.service_host(RELEASE)
-        url = f"nats://{host}:{CLIENT_PORT}/{STREAM_NAME}"
-        if settings.partitions > 1:
-            # Every client (collector, consumers, setup Job) reads the count from the URL.
-            url += f"?partitions={settings.partitions}"
+        # Every client (collector, consumers, setup Job) reads the partition count from it.
+        url = jetstream_url(f"{host}:{CLIENT_PORT}", STREAM_NAME, settings.partitions)
         self.connection = StreamConnection(
             url=pulumi.Output.from_input(url), name=pulumi.Output.from_input(STREAM_NAME)
         )
@@ -243,14 +242,16 @@ class NatsJetStream(pulumi.ComponentResource):
 
     def _stream_setup_job(self, name: str, args: NatsJetStreamArgs, url: str) -> k8s.batch.v1.Job:
         settings = args.settings
-        stream_env = {
-            runtime_env.STREAM_URL: url,
-            runtime_env.RETENTION_HOURS: str(settings.retention_hours),
-            runtime_env.REPLICAS: str(settings.replicas),
-            runtime_env.DUPLICATE_WINDOW: str(settings.duplicate_window_minutes * 60),
-            runtime_env.MAX_BYTES: str(events_max_bytes(settings)),
-            runtime_env.DEAD_LETTER_MAX_BYTES: str(dead_letter_max_bytes(settings)),
-        }
+        stream_env = ENSURE_STREAM.environment(
+            EnsureStreamSettings(
+                stream=StreamAccess(url=url),
+                retention_hours=settings.retention_hours,
+                replicas=settings.replicas,
+                duplicate_window_seconds=settings.duplicate_window_minutes * 60,
+                max_bytes=events_max_bytes(settings),
+                dead_letter_max_bytes=dead_letter_max_bytes(settings),
+            )
+        )
         # Jobs are immutable: a change of stream settings is a new Job with a new name.
         digest = hashlib.sha256(
             json.dumps([stream_env, args.context.services_image], sort_keys=True).encode()

@@ -12,6 +12,9 @@ from components.validation import (
     read_resources,
     reject_other_target,
 )
+from services.stream.address import MAX_PARTITIONS as MAX_PARTITIONS
+from services.stream.address import MIN_PARTITIONS, PRODUCTION_REPLICAS, default_partitions
+from services.stream.address import PRODUCTION_PARTITIONS as PRODUCTION_PARTITIONS
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,7 @@ class KubernetesStream:
 
     retention_hours: int = 168
     """Default: 168 (7 days). 1..8760."""
-    replicas: int = 3
+    replicas: int = PRODUCTION_REPLICAS
     """Default: 3. NATS servers and stream replicas (1, 3 or 5)."""
     storage_gb: int = 10
     """Default: 10. JetStream file storage per server (PVC size)."""
@@ -46,11 +49,12 @@ class KubernetesStream:
     )
     """Default: 1 CPU / 2Gi, requests equal to limits. Each NATS server (GOMEMLIMIT is set
     to 80% of the memory limit)."""
-    partitions: int = 1
+    partitions: int = default_partitions(PRODUCTION_REPLICAS)
     """JetStream streams the events are spread over by user (1..64; each partition is its
     own stream with its own fsync, so durable throughput grows with it). Default:
-    `PRODUCTION_PARTITIONS` with 3 or more replicas, 1 below (dev). Fixed once the stream
-    exists (ensure-stream refuses a change; see the README)."""
+    `PRODUCTION_PARTITIONS` with 3 or more replicas, 1 below (dev):
+    `services.stream.address.default_partitions`, the same for the reader. Fixed once the
+    stream exists (ensure-stream refuses a change; see the README)."""
 
 
 @dataclass(frozen=True)
@@ -62,14 +66,6 @@ class StreamSettings:
     """Set on AWS (Kinesis)."""
     kubernetes: KubernetesStream | None = None
     """Set on Kubernetes (NATS JetStream)."""
-
-
-PRODUCTION_PARTITIONS = 8
-"""The partition count where the collector's durable throughput stops growing on a 2-core
-node (benchmarks/collector.py's partition curve; README, "Benchmarks")."""
-
-
-MAX_PARTITIONS = 64
 
 
 def read_stream(reader: ConfigReader, target: Target | None) -> StreamSettings:
@@ -121,8 +117,8 @@ def _read_kubernetes_stream(reader: ConfigReader) -> KubernetesStream:
     )
     partitions = reader.integer(
         "partitions",
-        PRODUCTION_PARTITIONS if replicas >= 3 else 1,
-        minimum=1,
+        default_partitions(replicas),
+        minimum=MIN_PARTITIONS,
         maximum=MAX_PARTITIONS,
     )
     resources = _read_nats_resources(reader, defaults.resources)

@@ -25,7 +25,7 @@ def test_package_holds_the_services_code_and_its_dependencies(tmp_path):
     assert not any("__pycache__" in name or name.startswith("bin/") for name in names)
     assert names == sorted(names)
     assert {info.date_time for info in infos} == {(1980, 1, 1, 0, 0, 0)}
-    # analytics.js, as the collector serves it (services.browser.DEFAULT_LIBRARY_DIR).
+    # analytics.js, as the collector serves it (services.collector.browser.DEFAULT_LIBRARY_DIR).
     assert "services/static/analytics-next/standalone.js" in names
     assert "services/static/analytics-next/LICENSE.MD" in names
 

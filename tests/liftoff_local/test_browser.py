@@ -12,7 +12,7 @@ import pytest
 
 from tests.liftoff_local.conftest import LocalRun, free_base_port, start_local
 from tests.liftoff_local.test_local import get_json, post
-from tests.services.test_browser_clients import (  # noqa: F401 - fixtures
+from tests.services.collector.test_browser_clients import (  # noqa: F401 - fixtures
     drive,
     node,
     npm_bundle,

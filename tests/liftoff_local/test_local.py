@@ -293,8 +293,8 @@ def replay_quarantined(run: LocalRun, tmp_path: Path, sequence: int, body: dict)
 def test_webhook_destination_delivers_to_a_local_receiver(
     tmp_path: Path, data_root: Path, local_runs: list[LocalRun]
 ) -> None:
-    from services.broadcaster.signing import verify
-    from tests.services.broadcaster.receiver import Receiver
+    from services.consumers.broadcaster.signing import verify
+    from tests.services.consumers.broadcaster.receiver import Receiver
 
     stack = tmp_path / "Pulumi.hooks.yaml"
     stack.write_text(

@@ -11,8 +11,8 @@ from typing import Any
 import boto3
 import pytest
 
-from services.streams import StreamSettings
-from services.streams.jetstream import ensure_stream
+from services.stream.base import StreamSettings
+from services.stream.jetstream import ensure_stream
 from tests.servers import (
     AWS_TEST_ENV,
     ServerProcess,
@@ -21,7 +21,7 @@ from tests.servers import (
     nats_server,
     nats_url,
 )
-from tests.services.streams_under_test import delete_jetstream
+from tests.services.stream.under_test import delete_jetstream
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import pytest
 
 from services.cli import main
 from tests.servers import REPO_ROOT, ServerProcess, nats_url
-from tests.services.streams_under_test import WRITE_KEYS_JSON
+from tests.services.stream.under_test import WRITE_KEYS_JSON
 
 GOOD = {"LIFTOFF_STREAM_URL": "nats://127.0.0.1:1/EVENTS", "LIFTOFF_WRITE_KEYS": WRITE_KEYS_JSON}
 
@@ -165,7 +165,7 @@ def test_ensure_stream_creates_then_updates_idempotently(
 def test_ensure_stream_fails_with_a_nonzero_exit_when_the_broker_never_answers(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from services.streams import jetstream
+    from services.stream import jetstream
 
     original = jetstream.ensure_stream
 

@@ -299,8 +299,14 @@ def test_ui_ingress_has_the_collector_shape_and_an_honest_url():
 def test_reconciliation_settings_reach_the_dag_through_airflow_config():
     liftoff = _chart(stack_run("kubernetes-private-cloud")).inputs["values"]["config"]["liftoff"]
     assert liftoff["target"] == "kubernetes" and liftoff["stack"] == "kubernetes-private-cloud"
-    assert liftoff["warehouse_secret"] == "postgres-warehouse"
-    assert liftoff["archive_secret"] == "archive-credentials"
+    secrets = {item["secret"] for item in json.loads(liftoff["reconcile_secrets"])}
+    assert secrets == {"postgres-warehouse", "archive-credentials"}
+    environment = json.loads(liftoff["reconcile_environment"])
+    assert environment["PGHOST"] == "postgres.liftoff-data.svc.cluster.local"
+    assert (
+        "reconcile_environment"
+        not in _chart(stack_run("dev")).inputs["values"]["config"]["liftoff"]
+    ), "no archive: nothing to repair from"
     assert liftoff["services_image"] == "registry.corp.example/mirror/data/liftoff-services:0.1.0"
 
 

@@ -7,8 +7,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from services.browser import BUNDLE_PATH, LIBRARY_PATH, SETTINGS_PATH
-from services.collector import ROUTES
+from services.collector.browser import BUNDLE_PATH, LIBRARY_PATH, SETTINGS_PATH
+from services.collector.ingest import ROUTES
 from tests.conftest import stack_run
 
 FUNCTION = "aws:lambda/function:Function"

@@ -76,14 +76,15 @@ def test_in_cluster_url_without_a_host():
 
 def test_collector_runtime_accepts_the_environment_it_is_given(any_stack):
     """Every environment variable the component sets parses in the collector's own config."""
-    from services.config import CollectorConfig
+    from services.collector.config import CollectorConfig
+    from services.collector.contract import parse
 
     if not any_stack.of_type(DEPLOYMENT):
         return
     env = {e["name"]: e["value"] for e in _container(any_stack)["env"]}
     write_keys = {name: f"key-{name}" for name in any_stack.outputs["writeKeys"]}
-    runtime = CollectorConfig.from_env(
-        {**env, "LIFTOFF_WRITE_KEYS_FILE": "", "LIFTOFF_WRITE_KEYS": json.dumps(write_keys)}
+    runtime = CollectorConfig.load(
+        parse({**env, "LIFTOFF_WRITE_KEYS_FILE": "", "LIFTOFF_WRITE_KEYS": json.dumps(write_keys)})
     )
     assert runtime.quarantine_url and runtime.quarantine_url.endswith("/DEADLETTER")
 

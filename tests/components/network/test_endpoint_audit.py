@@ -21,18 +21,24 @@ from tests.harness import ROOT
 FUNCTION = "aws:lambda/function:Function"
 ENDPOINT = "aws:ec2/vpcEndpoint:VpcEndpoint"
 
-# Each Lambda handler -> the modules of services/ its work starts from. (The handlers share
-# services/aws_lambda.py, whose own clients belong to the collector, which runs outside.)
+# Each Lambda handler -> the modules of services/ its work starts from (services/aws_lambda.py
+# only dispatches to them).
 HANDLER_ENTRY_MODULES = {
-    "services.aws_lambda.collector_handler": ("services.aws_lambda",),
-    "services.aws_lambda.archiver_handler": ("services.archiver", "services.consumers.kinesis"),
-    "services.aws_lambda.loader_handler": ("services.loader", "services.consumers.kinesis"),
-    "services.aws_lambda.broadcaster_handler": (
-        "services.broadcaster.sink",
-        "services.consumers.kinesis",
+    "services.aws_lambda.collector_handler": ("services.collector.aws_lambda",),
+    "services.aws_lambda.archiver_handler": (
+        "services.consumers.archiver.sink",
+        "services.consumers.runner.kinesis",
     ),
-    "services.aws_lambda.reconcile_handler": ("services.reconcile",),
-    "services.database_setup.lambda_handler": ("services.database_setup",),
+    "services.aws_lambda.loader_handler": (
+        "services.consumers.loader.sink",
+        "services.consumers.runner.kinesis",
+    ),
+    "services.aws_lambda.broadcaster_handler": (
+        "services.consumers.broadcaster.sink",
+        "services.consumers.runner.kinesis",
+    ),
+    "services.aws_lambda.reconcile_handler": ("services.consumers.reconcile.repair",),
+    "services.aws_lambda.ensure_database_handler": ("services.postgres.database",),
 }
 # AWS's list of endpoints an MWAA environment needs without internet access
 # (docs.aws.amazon.com/mwaa/latest/userguide/networking-about.html, "private routing").
@@ -82,7 +88,7 @@ def _top_level(tree: ast.Module) -> list[ast.stmt]:
 
 def imported_services_modules(module: str) -> set[str]:
     """`services.*` modules `module` imports when it is imported. (Imports inside functions
-    are lazy on purpose, e.g. services.config parsing a Kinesis URL without a client; the
+    are lazy on purpose, e.g. a contract parsing a Kinesis URL without a client; the
     entry modules above name the code each handler really runs.)"""
     found = set()
     for node in _top_level(_parse(module_path(module))):
@@ -113,7 +119,7 @@ def test_the_derivation_sees_the_calls_it_must_see():
     """The scan is not vacuous: it finds the clients known to be in the code."""
     assert apis_of_handler("services.aws_lambda.loader_handler") >= {"secretsmanager", "sqs"}
     assert apis_of_handler("services.aws_lambda.reconcile_handler") >= {"s3", "secretsmanager"}
-    assert apis_of_handler("services.database_setup.lambda_handler") == {"secretsmanager"}
+    assert apis_of_handler("services.aws_lambda.ensure_database_handler") == {"secretsmanager"}
     assert clients_in(ROOT / "dags" / "liftoff_reconcile.py") == {"lambda"}
 
 

@@ -236,7 +236,7 @@ def _aws_client_database():
 def test_add_database_invokes_the_in_vpc_setup_function():
     run = _aws_client_database()
     function = run.one("aws:lambda/function:Function").inputs
-    assert function["handler"] == "services.database_setup.lambda_handler"
+    assert function["handler"] == "services.aws_lambda.ensure_database_handler"
     assert function["vpcConfig"]["subnetIds"]
     (group,) = function["vpcConfig"]["securityGroupIds"]
     rule = run.one("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule").inputs

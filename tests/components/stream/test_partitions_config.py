@@ -30,3 +30,27 @@ def test_partitions_are_kubernetes_only_kinesis_has_shards():
     )
     assert len(found) == 1 and "liftoff:stream.partitions" in found[0]
     assert "kubernetes" in found[0]
+
+
+def test_one_registry_for_the_defaults_and_bounds_the_stack_and_the_adapters_use():
+    """services/stream/address.py: the dataclass's default is the reader's (it was 1 in one and
+    8 in the other), and the stack accepts exactly the partition counts the URL grammar does."""
+    from components.stream.settings import KubernetesStream
+    from services.stream.address import (
+        InvalidStreamUrl,
+        JetStreamAddress,
+        default_partitions,
+        jetstream_url,
+    )
+
+    defaults = KubernetesStream()
+    assert defaults.partitions == default_partitions(defaults.replicas) == PRODUCTION_PARTITIONS
+    read = load({"liftoff:target": "kubernetes"}).stream.kubernetes
+    assert (read.replicas, read.partitions) == (defaults.replicas, defaults.partitions)
+    for count in (1, MAX_PARTITIONS):
+        url = jetstream_url("nats:4222", partitions=count)
+        assert JetStreamAddress.parse(url).partitions == count
+        stack = {"liftoff:target": "kubernetes", "liftoff:stream": {"partitions": count}}
+        assert load(stack).stream.kubernetes.partitions == count
+    with pytest.raises(InvalidStreamUrl):
+        JetStreamAddress.parse(jetstream_url("nats:4222", partitions=MAX_PARTITIONS + 1))

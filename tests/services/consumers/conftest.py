@@ -14,9 +14,9 @@ import boto3
 import nats
 import pytest
 
-from services.consumers import Sink
-from services.consumers.jetstream import JetStreamRunner, RunnerSettings
-from services.deadletter import JetStreamDeadLetter, ensure_dead_letter_stream
+from services.consumers.runner.jetstream import JetStreamRunner, RunnerSettings
+from services.consumers.runner.model import Sink
+from services.stream.dead_letters import JetStreamDeadLetter, ensure_dead_letter_stream
 from tests.servers import Postgres, ServerProcess, nats_url, postgres_server
 
 

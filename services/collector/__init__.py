@@ -1,0 +1,2 @@
+"""The collector side: the Segment-compatible ingestion API (ASGI app and the Lambda
+adapter), its limits, write keys, origins and quarantine."""

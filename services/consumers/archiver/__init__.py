@@ -1,0 +1,1 @@
+"""The archiver: microbatches every event into the archive (gzip NDJSON)."""

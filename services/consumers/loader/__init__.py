@@ -1,0 +1,1 @@
+"""The warehouse loader: every event into Postgres, deduplicated on messageId."""

@@ -1,0 +1,1 @@
+"""Warehouse reconciliation: the events of an archived hour the warehouse lacks."""

@@ -1,0 +1,1 @@
+"""The platform's Postgres: client databases (ensure-database) and backups (backup-upload)."""

@@ -1,0 +1,2 @@
+"""The stream adapters (JetStream, Kinesis) and the stores both sides write (dead letters,
+side channels)."""
