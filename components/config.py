@@ -41,7 +41,7 @@ from components.network.settings import (
     read_aws,
     read_kubernetes,
 )
-from components.observability import (
+from components.observability.settings import (
     ObservabilitySettings,
     read_observability,
 )

@@ -19,8 +19,9 @@ import pulumi
 import pulumi_aws as aws
 
 from components import aws_iam
-from components.observability import SIGNALS_BY_NAME, AwsObservabilitySettings
+from components.observability import SIGNALS_BY_NAME
 from components.observability.dashboards import cloudwatch_dashboard
+from components.observability.settings import AwsObservabilitySettings
 
 # RDS for PostgreSQL: max_connections = LEAST(DBInstanceClassMemory / 9531392, 5000).
 # Memory (GiB) of the classes liftoff offers; the alarm is skipped for a class not listed.

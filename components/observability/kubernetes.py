@@ -20,8 +20,9 @@ import pulumi_kubernetes as k8s
 from components import kube
 from components.network import KubernetesPeer
 from components.network.kubernetes import KubernetesNetwork
-from components.observability import KubernetesObservabilitySettings, prometheus_rule_groups
+from components.observability import prometheus_rule_groups
 from components.observability.dashboards import grafana_dashboard
+from components.observability.settings import KubernetesObservabilitySettings
 from components.postgres.kubernetes import KubernetesPostgres
 
 MONITORING_API = "monitoring.coreos.com/v1"
