@@ -13,7 +13,9 @@ from components.airflow import DAGS_DIR, AirflowEndpoint, dag_files
 from components.airflow.settings import AwsAirflowSettings
 from components.aws_logs import LogSettings, log_group
 from components.aws_s3 import SecureBucket, secure_bucket
-from components.network.aws import MWAA_ENDPOINTS, AwsNetwork
+from components.consumers import ConsumerFunction
+from components.network import AwsNetworkContract
+from components.network.aws import MWAA_ENDPOINTS
 
 LOG_LEVEL = "INFO"
 # MWAA's logging parts and the group each writes to: `airflow-<environment>-<suffix>`.
@@ -30,14 +32,13 @@ WEB_PORT = 443
 @dataclass(frozen=True)
 class MwaaAirflowArgs:
     settings: AwsAirflowSettings
-    network: AwsNetwork
+    network: AwsNetworkContract
     environment_name: str
     """Physical MWAA environment name, e.g. `liftoff-prod-airflow`."""
     region: str
     kms_key_arn: pulumi.Input[str]
-    reconcile_function_arn: pulumi.Input[str] | None = None
+    reconcile: ConsumerFunction | None = None
     """The warehouse reconciliation Lambda the DAG invokes (None without a warehouse)."""
-    reconcile_function_name: pulumi.Input[str] | None = None
     protect: bool = True
     logs: LogSettings | None = None
     """Default: 365-day retention, AWS-managed encryption of MWAA's five log groups."""
@@ -192,8 +193,8 @@ class MwaaAirflow(pulumi.ComponentResource):
     def _liftoff_config(args: MwaaAirflowArgs) -> dict[str, pulumi.Input[str]]:
         """The `[liftoff]` section the reconciliation DAG reads."""
         config: dict[str, pulumi.Input[str]] = {"liftoff.target": "aws"}
-        if args.reconcile_function_name is not None:
-            config["liftoff.reconcile_function"] = args.reconcile_function_name
+        if args.reconcile is not None:
+            config["liftoff.reconcile_function"] = args.reconcile.function_name
         return config
 
     @staticmethod
@@ -264,7 +265,7 @@ class MwaaAirflow(pulumi.ComponentResource):
             self.dag_bucket.arn,
             log_groups,
             args.kms_key_arn,
-            args.reconcile_function_arn or "",
+            args.reconcile.function_arn if args.reconcile is not None else "",
             identity.account_id,
         ]
         region = args.region

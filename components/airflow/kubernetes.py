@@ -29,10 +29,8 @@ from components.airflow.settings import KubernetesAirflowSettings
 from components.archive import Archive
 from components.charts import ChartPin, load_chart_pin
 from components.config import ChartSource
-from components.network import KubernetesPeer
-from components.network.kubernetes import KubernetesNetwork
-from components.postgres import ClientDatabase
-from components.postgres.kubernetes import KubernetesPostgres
+from components.network import KubernetesNetworkContract, KubernetesPeer
+from components.postgres import ClientDatabase, KubernetesPostgresContract
 
 
 @dataclass(frozen=True)
@@ -41,8 +39,8 @@ class KubernetesAirflowArgs:
     """The stack, its tags, the image registry, the services image and the storage
     class: what every Kubernetes capability of the stack shares."""
     settings: KubernetesAirflowSettings
-    network: KubernetesNetwork
-    postgres: KubernetesPostgres
+    network: KubernetesNetworkContract
+    postgres: KubernetesPostgresContract
     warehouse: ClientDatabase | None
     """The warehouse database the reconciliation DAG repairs; None without a warehouse."""
     chart_source: ChartSource | None = None

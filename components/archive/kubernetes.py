@@ -11,8 +11,7 @@ import pulumi_kubernetes as k8s
 from components import kube
 from components.archive import CREDENTIALS_DIR, CREDENTIALS_FILE, ArchiveClient, ArchiveLocation
 from components.archive.settings import ArchiveSettings
-from components.network import Grant, KubernetesPeer
-from components.network.kubernetes import KubernetesNetwork
+from components.network import Grant, KubernetesNetworkContract, KubernetesPeer
 
 SECRET_NAME = "archive-credentials"
 
@@ -23,7 +22,7 @@ class ExternalArchiveArgs:
     """The stack, its tags, the image registry, the services image and the storage
     class: what every Kubernetes capability of the stack shares."""
     settings: ArchiveSettings
-    network: KubernetesNetwork
+    network: KubernetesNetworkContract
 
 
 class ExternalArchive(pulumi.ComponentResource):

@@ -15,20 +15,19 @@ from components import aws_iam
 from components.archive import Archive
 from components.aws_lambda import packaged_function
 from components.aws_logs import LogSettings
-from components.config import Destination, WarehouseSettings
 from components.consumers import (
     ARCHIVER_RUNTIME,
     LOADER_RUNTIME,
     RECONCILE_RUNTIME,
+    ConsumerFunction,
     ConsumerRuntime,
     broadcaster_runtime,
     destination_document,
 )
-from components.network import AwsPeer
-from components.network.aws import AwsNetwork
-from components.postgres import ClientDatabase
-from components.postgres.aws import RdsPostgres
-from components.stream.aws import KinesisStream
+from components.consumers.settings import Destination, WarehouseSettings
+from components.network import AwsNetworkContract, AwsPeer
+from components.postgres import AwsPostgresContract, ClientDatabase
+from components.stream import AwsStreamContract, FanOutConsumer
 from services import env as runtime_env
 
 DEAD_LETTER_RETENTION_SECONDS = 14 * 24 * 3600  # the SQS maximum
@@ -67,7 +66,7 @@ class VpcPlacement:
 @dataclass(frozen=True)
 class KinesisConsumerArgs:
     runtime: ConsumerRuntime
-    stream: KinesisStream
+    stream: AwsStreamContract
     function_name: str
     logs: LogSettings
     environment: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
@@ -108,6 +107,7 @@ class KinesisConsumer(pulumi.ComponentResource):
     ):
         super().__init__("liftoff:consumers:KinesisConsumer", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        self.runtime = args.runtime
         self.dead_letter_queue = aws.sqs.Queue(
             f"{name}-dead-letter",
             sqs_managed_sse_enabled=True,
@@ -196,15 +196,15 @@ class KinesisConsumer(pulumi.ComponentResource):
         permissions.append(dead_letter_policy)
         if args.consume_stream:
             permissions.extend(args.stream.grant_read(self.peer).resources)
-        source_arn: pulumi.Input[str] = args.stream.stream.arn
-        self.stream_consumer: aws.kinesis.StreamConsumer | None = None
+        source_arn: pulumi.Input[str] = args.stream.arn
+        self.fan_out: FanOutConsumer | None = None
         fan_out = args.enhanced_fan_out
         if fan_out is None:
             fan_out = args.runtime.name not in SHARED_THROUGHPUT_CONSUMERS
         if args.consume_stream and fan_out:
-            self.stream_consumer, subscribe = args.stream.add_fan_out_consumer(self.peer)
-            source_arn = self.stream_consumer.arn
-            permissions.append(subscribe)
+            self.fan_out = args.stream.add_fan_out_consumer(self.peer)
+            source_arn = self.fan_out.arn
+            permissions.extend(self.fan_out.grant.resources)
         if args.vpc is not None:
             permissions.extend(args.vpc.endpoints)
         return permissions, source_arn
@@ -234,17 +234,27 @@ class KinesisConsumer(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=permissions),
         )
 
+    def described(self, *, broadcaster: bool = False) -> ConsumerFunction:
+        """This consumer as other capabilities name it (its function and its queue)."""
+        return ConsumerFunction(
+            name=self.runtime.name,
+            function_name=self.function.name,
+            function_arn=self.function.arn,
+            queue_name=self.dead_letter_queue.name,
+            broadcaster=broadcaster,
+        )
+
 
 @dataclass(frozen=True)
 class AwsConsumersArgs:
     prefix: str
     """Physical-name prefix, e.g. `liftoff-prod`."""
-    stream: KinesisStream
+    stream: AwsStreamContract
     archive: Archive[AwsPeer]
-    postgres: RdsPostgres
+    postgres: AwsPostgresContract
     warehouse: WarehouseSettings
     destinations: tuple[Destination, ...]
-    network: AwsNetwork
+    network: AwsNetworkContract
     kms_key_arn: pulumi.Input[str]
     logs: LogSettings
 
@@ -288,6 +298,14 @@ class AwsConsumers(pulumi.ComponentResource):
         self.broadcasters: dict[str, KinesisConsumer] = {}
         for destination in args.destinations:
             self._broadcaster(name, args, destination, child)
+        self.functions: tuple[ConsumerFunction, ...] = (
+            self.archiver.described(),
+            *([self.loader.described()] if self.loader is not None else []),
+            *(c.described(broadcaster=True) for _, c in sorted(self.broadcasters.items())),
+        )
+        self.reconcile: ConsumerFunction | None = (
+            self.reconciler.described() if self.reconciler is not None else None
+        )
         self.register_outputs({})
 
     def _loader(self, name: str, args: AwsConsumersArgs, child: pulumi.ResourceOptions) -> None:

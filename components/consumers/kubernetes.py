@@ -19,7 +19,6 @@ import pulumi_kubernetes as k8s
 
 from components import kube
 from components.archive import Archive
-from components.config import Destination, PrivateNetwork, WarehouseSettings
 from components.consumers import (
     ARCHIVER_RUNTIME,
     HEALTH_PORT,
@@ -28,10 +27,11 @@ from components.consumers import (
     broadcaster_runtime,
     destination_document,
 )
-from components.network import KubernetesPeer
-from components.network.kubernetes import KubernetesNetwork
+from components.consumers.settings import Destination, PrivateNetwork, WarehouseSettings
+from components.network import KubernetesNetworkContract, KubernetesPeer
+from components.observability import MetricsTarget
 from components.postgres import ClientDatabase, PostgresService
-from components.stream.kubernetes import NatsJetStream
+from components.stream import KubernetesStreamContract
 from services import env as runtime_env
 
 DEFAULT_RESOURCES = {
@@ -48,8 +48,8 @@ class StreamConsumerArgs:
     """The stack, its tags, the image registry, the services image and the storage
     class: what every Kubernetes capability of the stack shares."""
     runtime: ConsumerRuntime
-    stream: NatsJetStream
-    network: KubernetesNetwork
+    stream: KubernetesStreamContract
+    network: KubernetesNetworkContract
     environment: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     secret_files: Sequence[tuple[str, str, str]] = ()
     """(volume name, Secret name, mount directory): credentials reach the process only as
@@ -82,7 +82,7 @@ class StreamConsumer(pulumi.ComponentResource):
         self.peer = consumer_peer(args.runtime, args.context.stack)
         args.stream.grant_read(self.peer)
         child = pulumi.ResourceOptions(
-            parent=self, depends_on=[network.default_deny, args.stream.setup_job, *args.depends_on]
+            parent=self, depends_on=[network.default_deny, *args.stream.ready, *args.depends_on]
         )
         stream_url = args.stream.connection.url
         dead_letter_url = stream_url.apply(lambda url: url.rsplit("/", 1)[0] + "/DEADLETTER")
@@ -166,7 +166,7 @@ def _consumer_pod_spec(
 
 def allow_private_egress(
     name: str,
-    network: KubernetesNetwork,
+    network: KubernetesNetworkContract,
     peer: KubernetesPeer,
     networks: tuple[PrivateNetwork, ...],
     labels: Mapping[str, str],
@@ -194,7 +194,7 @@ def allow_private_egress(
 
 def allow_internet_egress(
     name: str,
-    network: KubernetesNetwork,
+    network: KubernetesNetworkContract,
     peer: KubernetesPeer,
     labels: Mapping[str, str],
     parent: pulumi.Resource,
@@ -237,8 +237,8 @@ class KubernetesConsumersArgs:
     context: kube.StackContext
     """The stack, its tags, the image registry, the services image and the storage
     class: what every Kubernetes capability of the stack shares."""
-    stream: NatsJetStream
-    network: KubernetesNetwork
+    stream: KubernetesStreamContract
+    network: KubernetesNetworkContract
     postgres: PostgresService[KubernetesPeer]
     warehouse: WarehouseSettings
     destinations: tuple[Destination, ...]
@@ -289,6 +289,14 @@ class KubernetesConsumers(pulumi.ComponentResource):
             destination.name: self._declare_broadcaster(name, destination, child)
             for destination in args.destinations
         }
+        # CONSUMER_LABEL: one selector for every consumer pod, and only they name their probe
+        # port `health`.
+        self.metrics = MetricsTarget(
+            "consumers",
+            {"app.kubernetes.io/instance": args.context.stack, CONSUMER_LABEL: "true"},
+            "health",
+            HEALTH_PORT,
+        )
         self.register_outputs({})
 
     def _declare_loader(self, name: str, child: pulumi.ResourceOptions) -> StreamConsumer:

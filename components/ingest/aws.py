@@ -33,6 +33,7 @@ from components.ingest import (
 from components.ingest.settings import AwsIngest, Source
 from components.ingest.write_keys import generate_write_keys, write_keys_document
 from components.network import AwsPeer
+from components.observability import CloudWatchMetrics
 from components.stream import Stream
 from services import env as runtime_env
 
@@ -86,6 +87,12 @@ class LambdaCollector(pulumi.ComponentResource):
         self._declare_function(name, args)
         self._grant_function(name, args)
         self._declare_api(name, args)
+        self.api_metrics = CloudWatchMetrics(
+            "AWS/ApiGateway", {"ApiId": self.api.id, "Stage": self.stage.name}
+        )
+        self.function_metrics = CloudWatchMetrics(
+            "AWS/Lambda", {"FunctionName": self.function.name}
+        )
         self.endpoint = IngestEndpoint(
             collector_url=self.api.api_endpoint,
             write_keys=pulumi.Output.secret(pulumi.Output.all(**keys)),

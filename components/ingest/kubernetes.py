@@ -18,8 +18,8 @@ from components.ingest import (
 )
 from components.ingest.settings import KubernetesIngest, Source
 from components.ingest.write_keys import generate_write_keys, write_keys_document
-from components.network import KubernetesPeer
-from components.network.kubernetes import KubernetesNetwork
+from components.network import KubernetesNetworkContract, KubernetesPeer
+from components.observability import MetricsTarget
 from components.stream import Stream
 from services import env as runtime_env
 
@@ -37,7 +37,7 @@ class KubernetesCollectorArgs:
     settings: KubernetesIngest
     sources: tuple[Source, ...]
     stream: Stream[KubernetesPeer]
-    network: KubernetesNetwork
+    network: KubernetesNetworkContract
 
 
 class KubernetesCollector(pulumi.ComponentResource):
@@ -86,6 +86,7 @@ class KubernetesCollector(pulumi.ComponentResource):
         self.endpoint = IngestEndpoint(
             collector_url=url, write_keys=pulumi.Output.secret(pulumi.Output.all(**keys))
         )
+        self.metrics = MetricsTarget(COMPONENT, selector, "http", PORT)
         self.register_outputs({"collectorUrl": url})
 
     def _declare_deployment(

@@ -18,18 +18,19 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import kube
-from components.network import KubernetesPeer
-from components.network.kubernetes import KubernetesNetwork
-from components.observability import prometheus_rule_groups
+from components.consumers import KubernetesConsumersContract
+from components.ingest import KubernetesIngestContract
+from components.network import KubernetesNetworkContract, KubernetesPeer
+from components.observability import MetricsTarget, prometheus_rule_groups
 from components.observability.dashboards import grafana_dashboard
 from components.observability.settings import KubernetesObservabilitySettings
-from components.postgres.kubernetes import KubernetesPostgres
+from components.postgres import KubernetesPostgresContract
+from components.stream import KubernetesStreamContract
 
 MONITORING_API = "monitoring.coreos.com/v1"
 POSTGRES_EXPORTER_IMAGE = "quay.io/prometheuscommunity/postgres-exporter:v0.17.1"
 POSTGRES_EXPORTER_PORT = 9187
 POSTGRES_EXPORTER_UID = 65534  # `nobody`, the image's own user
-NATS_EXPORTER_PORT = 7777  # the NATS chart's promExporter default
 SCRAPE_INTERVAL = "30s"
 EXPORTER_RESOURCES = {
     "requests": {"cpu": "10m", "memory": "32Mi"},
@@ -38,29 +39,17 @@ EXPORTER_RESOURCES = {
 
 
 @dataclass(frozen=True)
-class MetricsTarget:
-    """Pods serving `/metrics` on a named container port."""
-
-    name: str
-    pod_selector: Mapping[str, str]
-    port_name: str
-    port: int
-
-
-@dataclass(frozen=True)
 class KubernetesObservabilityArgs:
     context: kube.StackContext
     """The stack, its tags, the image registry, the services image and the storage
     class: what every Kubernetes capability of the stack shares."""
     settings: KubernetesObservabilitySettings
-    network: KubernetesNetwork
-    collector_service_labels: Mapping[str, str]
-    """Labels of the collector's Service (the ServiceMonitor selects it)."""
-    collector: MetricsTarget
-    consumers: MetricsTarget
-    """Every consumer pod (they all name their probe port alike)."""
-    nats: MetricsTarget
-    postgres: KubernetesPostgres
+    network: KubernetesNetworkContract
+    ingest: KubernetesIngestContract
+    """The collector: its Service is scraped (a ServiceMonitor), its pods admit Prometheus."""
+    consumers: KubernetesConsumersContract
+    stream: KubernetesStreamContract
+    postgres: KubernetesPostgresContract
     """Gives the exporter its own `pg_monitor` role and admits it to Postgres."""
 
 
@@ -97,7 +86,8 @@ class KubernetesObservability(pulumi.ComponentResource):
         self._declare_monitors(name, args, exporter, monitor_labels, child)
         # Prometheus (in its own namespace, with its own labels) to exactly the metrics ports.
         self.scrape_policies = []
-        for target in (args.collector, args.consumers, args.nats, exporter):
+        targets = (args.ingest.metrics, args.consumers.metrics, args.stream.metrics, exporter)
+        for target in targets:
             self.scrape_policies.append(
                 k8s.networking.v1.NetworkPolicy(
                     f"{name}-scrape-{target.name}",
@@ -138,7 +128,8 @@ class KubernetesObservability(pulumi.ComponentResource):
             kind="ServiceMonitor",
             metadata=network.metadata("liftoff-collector", monitor_labels),
             spec={
-                "selector": {"matchLabels": dict(args.collector_service_labels)},
+                # The collector's Service carries its pods' selector labels.
+                "selector": {"matchLabels": dict(args.ingest.metrics.pod_selector)},
                 "endpoints": [
                     {
                         "port": "http",
@@ -167,7 +158,7 @@ class KubernetesObservability(pulumi.ComponentResource):
                 },
                 opts=child,
             )
-            for target in (args.consumers, args.nats, exporter)
+            for target in (args.consumers.metrics, args.stream.metrics, exporter)
         ]
         self.rule = k8s.apiextensions.CustomResource(
             f"{name}-rules",

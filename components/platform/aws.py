@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pulumi
 import pulumi_aws as aws
 
 from components.airflow.aws import MwaaAirflow, MwaaAirflowArgs
+from components.archive import Archive
 from components.archive.aws import ArchiveBucket, ArchiveBucketArgs
 from components.aws_logs import LogSettings
 from components.config import PlatformConfig
+from components.consumers import AwsConsumersContract
 from components.consumers.aws import AwsConsumers, AwsConsumersArgs
+from components.ingest import AwsIngestContract
 from components.ingest.aws import LambdaCollector, LambdaCollectorArgs
+from components.network import AwsNetworkContract, AwsPeer
 from components.network.aws import (
     INTERFACE_ENDPOINTS,
     MWAA_ENDPOINTS,
@@ -20,11 +26,29 @@ from components.network.aws import (
     AwsNetworkArgs,
 )
 from components.platform import Assembly, PlatformParts
+from components.postgres import AwsPostgresContract
 from components.postgres.aws import RdsPostgres, RdsPostgresArgs
+from components.stream import AwsStreamContract
 from components.stream.aws import KinesisStream, KinesisStreamArgs
 
+if TYPE_CHECKING:
+    from components.observability.aws import AwsObservability
 
-def build(parent: pulumi.Resource, name: str, config: PlatformConfig) -> PlatformParts:
+
+@dataclass
+class AwsParts(PlatformParts[AwsPeer]):
+    """The AWS capabilities, typed with their AWS contracts (the archive always exists)."""
+
+    network: AwsNetworkContract
+    postgres: AwsPostgresContract
+    stream: AwsStreamContract
+    ingest: AwsIngestContract
+    archive: Archive[AwsPeer]
+    consumers: AwsConsumersContract
+    observability: AwsObservability | None = None
+
+
+def build(parent: pulumi.Resource, name: str, config: PlatformConfig) -> AwsParts:
     assert config.aws is not None
     # An explicit provider carries the stack's tags onto every taggable AWS resource.
     provider = aws.Provider(
@@ -40,7 +64,6 @@ def build(parent: pulumi.Resource, name: str, config: PlatformConfig) -> Platfor
     logs = LogSettings(retention_days=config.aws.log_retention_days, kms_key_arn=key.arn)
     parts = _data_path(shared, key, logs)
     if config.airflow.aws is not None and config.airflow.aws.enabled:
-        reconciler = parts.consumers.reconciler
         parts.airflow = MwaaAirflow(
             f"{name}-airflow",
             MwaaAirflowArgs(
@@ -49,8 +72,7 @@ def build(parent: pulumi.Resource, name: str, config: PlatformConfig) -> Platfor
                 environment_name=f"{config.prefix}-airflow",
                 region=config.aws.region,
                 kms_key_arn=key.arn,
-                reconcile_function_arn=reconciler.function.arn if reconciler else None,
-                reconcile_function_name=reconciler.function.name if reconciler else None,
+                reconcile=parts.consumers.reconcile,
                 protect=config.deletion_protection,
                 logs=logs,
             ),
@@ -91,7 +113,7 @@ def _platform_key(shared: Assembly, provider: aws.Provider) -> aws.kms.Key:
     return key
 
 
-def _data_path(shared: Assembly, key: aws.kms.Key, logs: LogSettings) -> PlatformParts:
+def _data_path(shared: Assembly, key: aws.kms.Key, logs: LogSettings) -> AwsParts:
     """Network, Postgres, stream, collector, archive and consumers."""
     config, name, child = shared.config, shared.name, shared.child
     assert config.aws is not None and config.archive is not None  # the archive: always on AWS
@@ -164,7 +186,7 @@ def _data_path(shared: Assembly, key: aws.kms.Key, logs: LogSettings) -> Platfor
         ),
         opts=child,
     )
-    return PlatformParts(network, postgres, stream, ingest, archive, consumers)
+    return AwsParts(network, postgres, stream, ingest, archive, consumers)
 
 
 def _alarm_topic_created(config: PlatformConfig) -> bool:
@@ -185,56 +207,28 @@ def _key_policy(config: PlatformConfig, account: str, region: str) -> str:
     return aws_iam.document([*statements, alarm_key_statement(account, region, config.prefix)])
 
 
-def _observe(shared: Assembly, parts: PlatformParts, key: aws.kms.Key) -> None:
-    from components.observability.aws import (
-        AwsObservability,
-        AwsObservabilityArgs,
-        ConsumerFunction,
-    )
+def _observe(shared: Assembly, parts: AwsParts, key: aws.kms.Key) -> None:
+    from components.observability.aws import AwsObservability, AwsObservabilityArgs
 
-    config, consumers = shared.config, parts.consumers
-    assert config.aws is not None
-    functions = [
-        ConsumerFunction(
-            "archiver",
-            consumers.archiver.function.name,
-            consumers.archiver.dead_letter_queue.name,
-        )
-    ]
-    if consumers.loader is not None:
-        loader = consumers.loader
-        functions.append(
-            ConsumerFunction("loader", loader.function.name, loader.dead_letter_queue.name)
-        )
-    for destination, broadcaster in sorted(consumers.broadcasters.items()):
-        functions.append(
-            ConsumerFunction(
-                f"broadcaster-{destination}",
-                broadcaster.function.name,
-                broadcaster.dead_letter_queue.name,
-                broadcaster=True,
-            )
-        )
-    reconciler = consumers.reconciler
-    parts.observability = AwsObservability(
+    config = shared.config
+    assert config.aws is not None and config.observability.aws is not None
+    observability = AwsObservability(
         f"{shared.name}-observability",
         AwsObservabilityArgs(
             settings=config.observability.aws,
             prefix=config.prefix,
             region=config.aws.region,
             kms_key_arn=key.arn,
-            api_id=parts.ingest.api.id,
-            stage=parts.ingest.stage.name,
-            collector_function=parts.ingest.function.name,
-            stream_name=parts.stream.stream.name,
-            consumers=functions,
-            db_instance=parts.postgres.instance.identifier,
+            ingest=parts.ingest,
+            stream=parts.stream,
+            consumers=parts.consumers,
+            postgres=parts.postgres,
             db_instance_class=config.postgres.instance_class,
             db_storage_gb=config.postgres.storage_gb,
-            reconcile_function=reconciler.function.name if reconciler else None,
             tags=config.tags,
         ),
         opts=shared.child,
     )
-    parts.outputs["alarmTopicArn"] = parts.observability.topic_arn
-    parts.outputs["dashboardUrl"] = parts.observability.dashboard_url
+    parts.observability = observability
+    parts.outputs["alarmTopicArn"] = observability.topic_arn
+    parts.outputs["dashboardUrl"] = observability.dashboard_url

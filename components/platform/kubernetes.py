@@ -2,22 +2,41 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pulumi
 import pulumi_kubernetes as k8s
 
 from components.airflow.kubernetes import KubernetesAirflow, KubernetesAirflowArgs
+from components.archive import Archive
 from components.archive.kubernetes import ExternalArchive, ExternalArchiveArgs
 from components.config import PlatformConfig
+from components.consumers import KubernetesConsumersContract
 from components.consumers.kubernetes import KubernetesConsumers, KubernetesConsumersArgs
+from components.ingest import KubernetesIngestContract
 from components.ingest.kubernetes import KubernetesCollector, KubernetesCollectorArgs
 from components.kube import StackContext
+from components.network import KubernetesNetworkContract, KubernetesPeer
 from components.network.kubernetes import KubernetesNetwork, KubernetesNetworkArgs
 from components.platform import Assembly, PlatformParts
+from components.postgres import KubernetesPostgresContract
 from components.postgres.kubernetes import KubernetesPostgres, KubernetesPostgresArgs
+from components.stream import KubernetesStreamContract
 from components.stream.kubernetes import NatsJetStream, NatsJetStreamArgs
 
 
-def build(parent: pulumi.Resource, name: str, config: PlatformConfig) -> PlatformParts:
+@dataclass
+class KubernetesParts(PlatformParts[KubernetesPeer]):
+    """The Kubernetes capabilities, typed with their Kubernetes contracts."""
+
+    network: KubernetesNetworkContract
+    postgres: KubernetesPostgresContract
+    stream: KubernetesStreamContract
+    ingest: KubernetesIngestContract
+    consumers: KubernetesConsumersContract
+
+
+def build(parent: pulumi.Resource, name: str, config: PlatformConfig) -> KubernetesParts:
     settings = config.kubernetes
     assert settings is not None
     provider = k8s.Provider(
@@ -71,7 +90,7 @@ def _context(config: PlatformConfig) -> StackContext:
     )
 
 
-def _data_path(shared: Assembly) -> PlatformParts:
+def _data_path(shared: Assembly) -> KubernetesParts:
     """Network, Postgres (with its backups), stream, collector, archive and consumers."""
     config, name, child = shared.config, shared.name, shared.child
     settings = config.kubernetes
@@ -133,12 +152,12 @@ def _data_path(shared: Assembly) -> PlatformParts:
         ),
         opts=child,
     )
-    return PlatformParts(network, postgres, stream, ingest, archive, consumers)
+    return KubernetesParts(network, postgres, stream, ingest, archive, consumers)
 
 
 def _archive(
-    shared: Assembly, network: KubernetesNetwork, postgres: KubernetesPostgres
-) -> ExternalArchive | None:
+    shared: Assembly, network: KubernetesNetworkContract, postgres: KubernetesPostgresContract
+) -> Archive[KubernetesPeer] | None:
     """The customer's S3-compatible archive, and Postgres's backups into it; None without one."""
     config = shared.config
     context = _context(config)
@@ -158,35 +177,23 @@ def _archive(
     return archive
 
 
-def _observe(shared: Assembly, parts: PlatformParts) -> None:
-    from components import kube
-    from components.consumers.kubernetes import CONSUMER_LABEL, HEALTH_PORT
-    from components.ingest.kubernetes import COMPONENT, PORT
+def _observe(shared: Assembly, parts: KubernetesParts) -> None:
     from components.observability.kubernetes import (
         KubernetesObservability,
         KubernetesObservabilityArgs,
-        MetricsTarget,
     )
-    from components.stream.kubernetes import NATS_EXPORTER_PORT, NATS_POD_SELECTOR
 
     config = shared.config
-    settings = config.kubernetes
-    assert settings is not None
-    context = _context(config)
-    # Every consumer pod, and only they, names its probe port `health`.
-    consumers = {"app.kubernetes.io/instance": config.stack, CONSUMER_LABEL: "true"}
+    assert config.observability.kubernetes is not None
     parts.observability = KubernetesObservability(
         f"{shared.name}-observability",
         KubernetesObservabilityArgs(
             settings=config.observability.kubernetes,
             network=parts.network,
-            context=context,
-            collector_service_labels=kube.selector(COMPONENT, config.stack),
-            collector=MetricsTarget(
-                "collector", kube.selector(COMPONENT, config.stack), "http", PORT
-            ),
-            consumers=MetricsTarget("consumers", consumers, "health", HEALTH_PORT),
-            nats=MetricsTarget("nats", NATS_POD_SELECTOR, "prom-metrics", NATS_EXPORTER_PORT),
+            context=_context(config),
+            ingest=parts.ingest,
+            consumers=parts.consumers,
+            stream=parts.stream,
             postgres=parts.postgres,
         ),
         opts=shared.child,

@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -14,8 +15,8 @@ import pulumi_random as random
 from components import aws_iam
 from components.aws_lambda import packaged_function
 from components.aws_logs import LogSettings, log_group
-from components.network import AwsPeer, Grant
-from components.network.aws import AwsNetwork
+from components.network import AwsNetworkContract, AwsPeer, Grant
+from components.observability import CloudWatchMetrics
 from components.postgres import (
     PORT,
     ClientDatabase,
@@ -36,7 +37,7 @@ LOG_EXPORTS = ("postgresql", "upgrade")
 @dataclass(frozen=True)
 class RdsPostgresArgs:
     settings: PostgresSettings
-    network: AwsNetwork
+    network: AwsNetworkContract
     identifier: str
     """RDS instance identifier, e.g. `liftoff-prod-postgres`; also names the final snapshot."""
     kms_key_arn: pulumi.Input[str] | None = None
@@ -85,6 +86,9 @@ class RdsPostgres(pulumi.ComponentResource):
             dns_name=dns_name,
             username=pulumi.Output.from_input(settings.username),
             password=pulumi.Output.secret(password.result),
+        )
+        self.metrics = CloudWatchMetrics(
+            "AWS/RDS", {"DBInstanceIdentifier": self.instance.identifier}
         )
         self.register_outputs(
             {
@@ -325,7 +329,7 @@ class RdsPostgres(pulumi.ComponentResource):
         )
         return Grant(peer.name, (policy,))
 
-    def client_egress(self) -> dict:
+    def client_egress(self) -> dict[str, Any]:
         """The egress rule a client's security group needs toward Postgres (the other half of
         `grant_connect`, for groups that restrict egress)."""
         return {

@@ -12,8 +12,7 @@ import pulumi_random as random
 
 from components import kube
 from components.archive import Archive
-from components.network import Grant, KubernetesPeer
-from components.network.kubernetes import KubernetesNetwork
+from components.network import Grant, KubernetesNetworkContract, KubernetesPeer
 from components.postgres import (
     CLIENT_LABEL,
     PORT,
@@ -38,7 +37,7 @@ class KubernetesPostgresArgs:
     """The stack, its tags, the image registry, the services image and the storage
     class: what every Kubernetes capability of the stack shares."""
     settings: PostgresSettings
-    network: KubernetesNetwork
+    network: KubernetesNetworkContract
 
 
 class KubernetesPostgres(pulumi.ComponentResource):

@@ -13,8 +13,8 @@ import pulumi_kubernetes as k8s
 from components import kube
 from components.charts import deep_merge, load_chart_pin
 from components.config import ChartSource
-from components.network import Grant, KubernetesPeer
-from components.network.kubernetes import KubernetesNetwork
+from components.network import Grant, KubernetesNetworkContract, KubernetesPeer
+from components.observability import MetricsTarget
 from components.stream import STREAM_NAME, StreamConnection
 from components.stream.settings import KubernetesStream
 from services import env as runtime_env
@@ -84,7 +84,7 @@ class NatsJetStreamArgs:
     """The stack, its tags, the image registry, the services image and the storage
     class: what every Kubernetes capability of the stack shares."""
     settings: KubernetesStream
-    network: KubernetesNetwork
+    network: KubernetesNetworkContract
     chart_source: ChartSource | None = None
     """Default: the pinned upstream repository (`charts/nats.yaml`)."""
     metrics_exporter: bool = False
@@ -239,6 +239,8 @@ class NatsJetStream(pulumi.ComponentResource):
             url=pulumi.Output.from_input(url), name=pulumi.Output.from_input(STREAM_NAME)
         )
         self.setup_job = self._stream_setup_job(name, args, url)
+        self.ready: tuple[pulumi.Resource, ...] = (self.setup_job,)
+        self.metrics = MetricsTarget("nats", NATS_POD_SELECTOR, "prom-metrics", NATS_EXPORTER_PORT)
         self.register_outputs({"url": url, "setupJob": self.setup_job.metadata.name})
 
     def _stream_setup_job(self, name: str, args: NatsJetStreamArgs, url: str) -> k8s.batch.v1.Job:
