@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from components.airflow.settings import (
     AirflowSettings,
@@ -344,7 +344,7 @@ def _read_target(project: str, value: Any, problems: list[Problem]) -> Target | 
     if value not in TARGETS:
         problems.append(Problem(f"{project}:target", value if value is not None else None, allowed))
         return None
-    return value  # type: ignore[return-value]
+    return cast(Target, value)
 
 
 def _read_deletion_protection(key: str, raw: Any, problems: list[Problem]) -> bool:

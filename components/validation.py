@@ -248,7 +248,9 @@ def read_string_map(
     return dict(sorted(result.items()))
 
 
-def port_list(key: str, raw: Any, problems: list[Problem], default: tuple[int, ...]):
+def port_list(
+    key: str, raw: Any, problems: list[Problem], default: tuple[int, ...]
+) -> tuple[int, ...]:
     if raw is None:
         return default
     allowed = "a list of port numbers from 1 to 65535"

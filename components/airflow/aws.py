@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -198,10 +199,10 @@ class MwaaAirflow(pulumi.ComponentResource):
         return config
 
     @staticmethod
-    def _web_access_rules(settings: AwsAirflowSettings) -> list[dict]:
+    def _web_access_rules(settings: AwsAirflowSettings) -> list[dict[str, Any]]:
         """HTTPS to the private web server (MWAA's VPC endpoint uses this group) from a VPN or
         bastion; none by default."""
-        rules: list[dict] = [
+        rules: list[dict[str, Any]] = [
             {
                 "protocol": "tcp",
                 "from_port": WEB_PORT,
@@ -302,7 +303,7 @@ def mwaa_execution_statements(
     account: str,
     region: str,
     reconcile_function: str | None,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """AWS's execution-role policy for an environment on an AWS-owned key, statement by
     statement (docs.aws.amazon.com/mwaa/latest/userguide/mwaa-create-role.html), except:
 
@@ -319,7 +320,7 @@ def mwaa_execution_statements(
     (`*`), and MWAA's Celery queues live in an account of MWAA's (`arn:aws:sqs:<region>:*:`,
     their KMS keys outside this account: `NotResource` this account's keys, via SQS only).
     """
-    statements: list[dict] = [
+    statements: list[dict[str, Any]] = [
         {"Effect": "Allow", "Action": ["airflow:PublishMetrics"], "Resource": environment},
         {
             "Effect": "Allow",
@@ -373,7 +374,7 @@ def mwaa_execution_statements(
     return statements
 
 
-def _celery_queue_statements(region: str, account: str) -> list[dict]:
+def _celery_queue_statements(region: str, account: str) -> list[dict[str, Any]]:
     """MWAA's Celery queues, in an account of MWAA's, and their keys (outside this account)."""
     return [
         {

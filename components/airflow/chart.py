@@ -379,7 +379,7 @@ def _liftoff_config(args: KubernetesAirflowArgs) -> dict[str, str]:
                 "archive_bucket": args.archive.settings.bucket_name or "",
                 "archive_endpoint": args.archive.settings.endpoint or "",
                 "archive_region": args.archive.settings.region,
-                "archive_secret": args.archive.client().secret_name,
+                "archive_secret": args.archive.client().secret_name or "",
             }
         )
     return dict(sorted(config.items()))

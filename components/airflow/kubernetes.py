@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pulumi
@@ -30,7 +31,7 @@ from components.archive import Archive
 from components.charts import ChartPin, load_chart_pin
 from components.config import ChartSource
 from components.network import KubernetesNetworkContract, KubernetesPeer
-from components.postgres import ClientDatabase, KubernetesPostgresContract
+from components.postgres import ClientDatabase, KubernetesPostgresContract, PostgresConnection
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,9 @@ class KubernetesAirflow(pulumi.ComponentResource):
 
     # --- secrets -------------------------------------------------------------------------------
 
-    def _secrets(self, name: str, connection, labels) -> list[k8s.core.v1.Secret]:
+    def _secrets(
+        self, name: str, connection: PostgresConnection, labels: Mapping[str, str]
+    ) -> list[k8s.core.v1.Secret]:
         network = self._args.network
         opts = pulumi.ResourceOptions(parent=self)
 
@@ -178,7 +181,9 @@ class KubernetesAirflow(pulumi.ComponentResource):
             )
         return secrets
 
-    def _dags_config_map(self, name: str, labels) -> k8s.core.v1.ConfigMap | None:
+    def _dags_config_map(
+        self, name: str, labels: Mapping[str, str]
+    ) -> k8s.core.v1.ConfigMap | None:
         # Always: with DAGs from git or an image, the reconciliation DAG still comes from here.
         files = dag_files()
         return k8s.core.v1.ConfigMap(
@@ -192,7 +197,7 @@ class KubernetesAirflow(pulumi.ComponentResource):
 
     # --- admin user and network --------------------------------------------------------------
 
-    def _admin_user_job(self, name: str, labels, pin: ChartPin) -> None:
+    def _admin_user_job(self, name: str, labels: Mapping[str, str], pin: ChartPin) -> None:
         """Create the UI admin (idempotent), reading the password from a mounted Secret."""
         args = self._args
         component = "airflow-admin-user"
@@ -270,7 +275,7 @@ class KubernetesAirflow(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.chart]),
         )
 
-    def _network_policies(self, name: str, labels) -> None:
+    def _network_policies(self, name: str, labels: Mapping[str, str]) -> None:
         args = self._args
         network = args.network
         airflow = KubernetesPeer("airflow", pod_labels=AIRFLOW_PODS)

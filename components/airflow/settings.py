@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from dataclasses import dataclass, field
+from typing import Any
 
 from components.validation import (
     DNS_LABEL,
@@ -127,7 +128,7 @@ def read_airflow(
     reader: ConfigReader, target: Target | None, *, is_secret: bool = False
 ) -> AirflowSettings:
     enabled = reader.boolean("enabled", True)
-    default_version = DEFAULT_AIRFLOW_VERSION.get(target or "kubernetes")
+    default_version = DEFAULT_AIRFLOW_VERSION[target or "kubernetes"]
     if target == "aws":
         version = (
             reader.string("version", default_version, choices=MWAA_AIRFLOW_VERSIONS)
@@ -176,7 +177,7 @@ def _read_mwaa(reader: ConfigReader, common: _AirflowCommon) -> AwsAirflowSettin
     )
 
 
-def _common_fields(common: _AirflowCommon) -> dict:
+def _common_fields(common: _AirflowCommon) -> dict[str, Any]:
     return {f.name: getattr(common, f.name) for f in dataclasses.fields(_AirflowCommon)}
 
 
@@ -358,7 +359,7 @@ def _check_git_credentials(
     known_hosts: str | None,
 ) -> None:
     """Each credential only with the transport it belongs to; SSH needs its key and hosts."""
-    over_ssh = bool(repository) and not repository.startswith("https://")
+    over_ssh = bool(repository and not repository.startswith("https://"))
     if over_ssh:
         for name, value in (("token", credentials["token"]), ("username", username)):
             if value is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -50,7 +51,7 @@ class ArchiveBucket(pulumi.ComponentResource):
             name_prefix=args.name_prefix,
             protect=args.protect,
         ).bucket
-        rule: dict = {
+        rule: dict[str, Any] = {
             "id": "archive-tiering",
             "status": "Enabled",
             "filter": {},

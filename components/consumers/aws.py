@@ -58,7 +58,7 @@ class VpcPlacement:
 
     vpc_id: pulumi.Input[str]
     subnet_ids: pulumi.Input[Sequence[str]]
-    egress: Sequence[dict]
+    egress: Sequence[dict[str, Any]]
     endpoints: Sequence[pulumi.Resource] = ()
     """The VPC endpoints of the AWS APIs the function calls: the mapping waits for them."""
 

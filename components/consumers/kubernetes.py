@@ -114,7 +114,7 @@ class StreamConsumer(pulumi.ComponentResource):
 
 def _consumer_pod_spec(
     args: StreamConsumerArgs, stream_url: pulumi.Input[str], dead_letter_url: pulumi.Input[str]
-) -> dict:
+) -> dict[str, Any]:
     """One restricted container of the services image, probed on its health port, with the
     Secrets it reads mounted as files."""
     component = args.runtime.name

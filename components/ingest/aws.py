@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -101,7 +102,7 @@ class LambdaCollector(pulumi.ComponentResource):
             {"collectorUrl": self.endpoint.collector_url, "functionArn": self.function.arn}
         )
 
-    def _declare_write_keys(self, name: str, args: LambdaCollectorArgs) -> dict:
+    def _declare_write_keys(self, name: str, args: LambdaCollectorArgs) -> dict[str, Any]:
         child = pulumi.ResourceOptions(parent=self)
         keys = generate_write_keys(name, args.sources, self)
         self.write_keys_secret = aws.secretsmanager.Secret(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -93,7 +94,7 @@ class KubernetesCollector(pulumi.ComponentResource):
         self,
         name: str,
         args: KubernetesCollectorArgs,
-        pod_spec: dict,
+        pod_spec: dict[str, Any],
         labels: Mapping[str, str],
         selector: Mapping[str, str],
         child: pulumi.ResourceOptions,
@@ -199,7 +200,7 @@ class KubernetesCollector(pulumi.ComponentResource):
         labels: Mapping[str, str],
         child: pulumi.ResourceOptions,
     ) -> None:
-        spec: dict = {
+        spec: dict[str, Any] = {
             "rules": [
                 {
                     "host": settings.host,
@@ -237,7 +238,7 @@ def _public_url(settings: KubernetesIngest) -> str | None:
     return settings.public_url
 
 
-def _environment(args: KubernetesCollectorArgs, public_url: str | None) -> dict:
+def _environment(args: KubernetesCollectorArgs, public_url: str | None) -> dict[str, Any]:
     settings = args.settings
     environment: dict[str, pulumi.Input[str]] = {
         runtime_env.STREAM_URL: args.stream.connection.url,
@@ -262,7 +263,7 @@ def _environment(args: KubernetesCollectorArgs, public_url: str | None) -> dict:
     return environment
 
 
-def _container(args: KubernetesCollectorArgs, environment: dict) -> dict:
+def _container(args: KubernetesCollectorArgs, environment: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": COMPONENT,
         "image": kube.image(args.context.services_image, args.context.image_registry),
@@ -291,7 +292,7 @@ def _container(args: KubernetesCollectorArgs, environment: dict) -> dict:
     }
 
 
-def _pod_spec(container: dict, selector: Mapping[str, str]) -> dict:
+def _pod_spec(container: dict[str, Any], selector: Mapping[str, str]) -> dict[str, Any]:
     pod_spec = kube.services_pod_spec(
         [container],
         volumes=[

@@ -73,7 +73,9 @@ class AwsObservabilityArgs:
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
-def alarm_key_statement(account_id: str, region: str, prefix: str, partition: str = "aws") -> dict:
+def alarm_key_statement(
+    account_id: str, region: str, prefix: str, partition: str = "aws"
+) -> dict[str, Any]:
     """The platform key's policy statement letting CloudWatch alarms of this stack publish to
     the KMS-encrypted alarm topic (without it CloudWatch cannot, and alarms are dropped)."""
     return {

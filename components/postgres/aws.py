@@ -138,14 +138,14 @@ class RdsPostgres(pulumi.ComponentResource):
         parameters: aws.rds.ParameterGroup,
     ) -> aws.rds.Instance:
         settings = args.settings
+
         # RDS refuses a major engine_version change without this flag; set it only when the
         # change is one (this stack's previous major, read back from its own outputs).
-        allow_major_upgrade = deployed_major_version(name, self).apply(
-            lambda deployed: (
-                check_major_version(deployed, settings.version, upgrade_in_place=True)
-                or (deployed is not None and deployed != settings.version)
-            )
-        )
+        def major_upgrade(deployed: str | None) -> bool:
+            check_major_version(deployed, settings.version, upgrade_in_place=True)
+            return deployed is not None and deployed != settings.version
+
+        allow_major_upgrade = deployed_major_version(name, self).apply(major_upgrade)
         # RDS creates its export groups without retention unless they exist before the instance.
         export_groups = [
             log_group(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -130,17 +131,17 @@ class KubernetesPostgres(pulumi.ComponentResource):
         # A new major cannot start on the old data directory: refuse the change before the
         # StatefulSet is touched (the image is only known once the check has passed).
         image = kube.image(f"{IMAGE_REPOSITORY}:{settings.image_tag}", args.context.image_registry)
-        checked_image = deployed_major_version(name, self).apply(
-            lambda deployed: (
-                check_major_version(
-                    deployed,
-                    settings.version,
-                    upgrade_in_place=False,
-                    migrated_from=settings.major_upgrade_from,
-                )
-                or image
+
+        def checked(deployed: str | None) -> str:
+            check_major_version(
+                deployed,
+                settings.version,
+                upgrade_in_place=False,
+                migrated_from=settings.major_upgrade_from,
             )
-        )
+            return image
+
+        checked_image = deployed_major_version(name, self).apply(checked)
         self.stateful_set = k8s.apps.v1.StatefulSet(
             f"{name}-statefulset",
             metadata=network.metadata(SERVICE_NAME, self.labels),
@@ -330,7 +331,7 @@ def _setup_digest(
     directory) the roles and databases are created again. Only a non-empty member_of joins
     it, so existing clients keep their Job names.
     """
-    inputs: list = [database, client, services_image, version]
+    inputs: list[Any] = [database, client, services_image, version]
     if member_of:
         inputs.append(list(member_of))
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:8]

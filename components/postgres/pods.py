@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import pulumi
 
@@ -28,7 +29,7 @@ def stateful_set_spec(
     labels: Mapping[str, str],
     selector: Mapping[str, str],
     image: pulumi.Input[str],
-) -> dict:
+) -> dict[str, Any]:
     """One server on a retained volume, its credentials mounted, read-only root."""
     volume_claim = {
         "metadata": {"name": "data", "labels": labels},
@@ -73,7 +74,7 @@ def stateful_set_spec(
     }
 
 
-def _server_container(settings: PostgresSettings, image: pulumi.Input[str]) -> dict:
+def _server_container(settings: PostgresSettings, image: pulumi.Input[str]) -> dict[str, Any]:
     # Readiness of the server itself; pg_isready needs no credentials.
     probe_command = ["pg_isready", "-h", "127.0.0.1", "-p", str(PORT), "-q"]
     return {
@@ -124,7 +125,7 @@ def _server_container(settings: PostgresSettings, image: pulumi.Input[str]) -> d
     }
 
 
-def _version_guard(major: str, image: pulumi.Input[str]) -> dict:
+def _version_guard(major: str, image: pulumi.Input[str]) -> dict[str, Any]:
     """An init container that refuses to start the server on a data directory of another
     major version (the backstop to the deploy-time check, e.g. for a lost stack state)."""
     script = (
@@ -156,7 +157,7 @@ def ensure_database_container(
     client: str,
     database: str,
     member_of: tuple[str, ...],
-) -> dict:
+) -> dict[str, Any]:
     """`ensure-database` with the admin credentials and the client's password mounted."""
     env = kube.env(
         {
@@ -186,7 +187,7 @@ def ensure_database_container(
 
 def backup_pod_spec(
     context: kube.StackContext, settings: PostgresSettings, host: str, client: ArchiveClient
-) -> dict:
+) -> dict[str, Any]:
     """`pg_dump` of every database (an init container of the server's image) into scratch
     space, then `backup-upload` of the dumps to the archive."""
     # The password reaches pg_dump through the shell, never through the pod's spec.
