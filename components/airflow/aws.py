@@ -175,8 +175,9 @@ class MwaaAirflow(pulumi.ComponentResource):
             airflow_configuration_options=self._liftoff_config(args),
             # Edges the engine cannot infer: MWAA requires its source bucket versioned and
             # closed to the public; without the rest the environment can come up unable to read
-            # its DAGs, reach AWS from its private subnets, or write into groups that carry the
-            # stack's retention.
+            # its DAGs, reach AWS from its private subnets, write into groups that carry the
+            # stack's retention, or invoke a reconcile function not yet granted its database
+            # and archive.
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=[
@@ -185,6 +186,7 @@ class MwaaAirflow(pulumi.ComponentResource):
                     self.role_policy,
                     *self.log_groups,
                     *args.network.endpoints_for((*MWAA_ENDPOINTS, "s3")),
+                    *(args.reconcile.ready if args.reconcile is not None else ()),
                 ],
                 protect=args.protect,
             ),

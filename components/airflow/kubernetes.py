@@ -87,7 +87,13 @@ class KubernetesAirflow(pulumi.ComponentResource):
         pin = load_chart_pin("airflow")
         self.values = chart_values(args, pin)
         check_values(self.values)
-        depends = [self.metadata_database.ready, network.default_deny, *self.secrets]
+        # The chart's pods (and the task pods they launch) start once their access exists.
+        depends = [
+            self.metadata_database.ready,
+            network.default_deny,
+            *self.secrets,
+            *self._grant_access(),
+        ]
         if dags_config_map is not None:
             depends.append(dags_config_map)
         self.chart = k8s.helm.v4.Chart(
@@ -275,11 +281,23 @@ class KubernetesAirflow(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.chart]),
         )
 
+    def _grant_access(self) -> list[pulumi.Resource]:
+        """Airflow's pods reach Postgres (metadata) and write task logs to the archive; the
+        reconciliation DAG's pods (services image) reach Postgres and read the archive."""
+        args = self._args
+        airflow = KubernetesPeer("airflow", pod_labels=AIRFLOW_PODS)
+        reconcile = KubernetesPeer(
+            RECONCILE, pod_labels=kube.selector(RECONCILE, args.context.stack)
+        )
+        grants = [args.postgres.grant_connect(airflow), args.postgres.grant_connect(reconcile)]
+        if args.archive is not None:
+            grants += [args.archive.grant_read(reconcile), args.archive.grant_write(airflow)]
+        return [resource for grant in grants for resource in grant.resources]
+
     def _network_policies(self, name: str, labels: Mapping[str, str]) -> None:
+        """Airflow's pods among themselves, to the Kubernetes API and git, and the UI."""
         args = self._args
         network = args.network
-        airflow = KubernetesPeer("airflow", pod_labels=AIRFLOW_PODS)
-        args.postgres.grant_connect(airflow)
         opts = pulumi.ResourceOptions(parent=self, depends_on=[network.default_deny])
         # Components talk to each other (task execution API, logs, PgBouncer, Redis).
         k8s.networking.v1.NetworkPolicy(
@@ -324,12 +342,3 @@ class KubernetesAirflow(pulumi.ComponentResource):
                 },
                 opts=opts,
             )
-        # Pods the reconciliation DAG launches (services image) reach Postgres and the archive.
-        reconcile = KubernetesPeer(
-            RECONCILE, pod_labels=kube.selector(RECONCILE, args.context.stack)
-        )
-        args.postgres.grant_connect(reconcile)
-        if args.archive is not None:
-            args.archive.grant_read(reconcile)
-            # Remote logging: every Airflow pod writes task logs to the archive.
-            args.archive.grant_write(airflow)

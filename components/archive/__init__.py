@@ -41,12 +41,19 @@ class ArchiveClient:
 
     `connection` is the S3 endpoint, region and credentials-file environment of boto3 (and of
     Airflow's S3 logging); `environment` adds the bucket the services read. `secret_name`, when
-    set, is the Secret to mount read-only at `CREDENTIALS_DIR` (`volume` / `mount`).
+    set, is the Secret to mount read-only at `CREDENTIALS_DIR` (`volume` / `mount`). `grant`,
+    when `client(peer)` made one, is the access the workload waits for.
     """
 
     bucket: pulumi.Input[str]
     connection: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     secret_name: str | None = None
+    grant: Grant | None = None
+
+    @property
+    def ready(self) -> tuple[pulumi.Resource, ...]:
+        """What the client's workload waits for: the grant's resources (none without one)."""
+        return self.grant.resources if self.grant is not None else ()
 
     @property
     def environment(self) -> dict[str, pulumi.Input[str]]:

@@ -98,6 +98,7 @@ class ArchiveBucket(pulumi.ComponentResource):
     def client(self, peer: AwsPeer | None = None, *, write: bool = False) -> ArchiveClient:
         """The environment a function needs (the bucket; credentials come from its role) and,
         when `peer` is given, its grant: reading, or writing with `write`."""
+        grant = None
         if peer is not None:
-            (self.grant_write if write else self.grant_read)(peer)
-        return ArchiveClient(bucket=self.location.bucket)
+            grant = (self.grant_write if write else self.grant_read)(peer)
+        return ArchiveClient(bucket=self.location.bucket, grant=grant)

@@ -95,8 +95,9 @@ class ExternalArchive(pulumi.ComponentResource):
     def client(self, peer: KubernetesPeer | None = None, *, write: bool = False) -> ArchiveClient:
         """The environment, credentials Secret and (when `peer` is given) network path a
         workload needs: reading, or writing with `write`."""
+        grant = None
         if peer is not None:
-            (self.grant_write if write else self.grant_read)(peer)
+            grant = (self.grant_write if write else self.grant_read)(peer)
         return ArchiveClient(
             bucket=self.settings.bucket_name or "",
             connection={
@@ -105,4 +106,5 @@ class ExternalArchive(pulumi.ComponentResource):
                 "AWS_SHARED_CREDENTIALS_FILE": f"{CREDENTIALS_DIR}/{CREDENTIALS_FILE}",
             },
             secret_name=self.secret_name,
+            grant=grant,
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +25,7 @@ from components.consumers import (
     destination_document,
 )
 from components.consumers.settings import Destination, WarehouseSettings
-from components.network import AwsNetworkContract, AwsPeer
+from components.network import AwsNetworkContract, AwsPeer, Grant
 from components.postgres import AwsPostgresContract, ClientDatabase
 from components.stream import AwsStreamContract, FanOutConsumer
 from services import env as runtime_env
@@ -89,6 +89,10 @@ class KinesisConsumerArgs:
     """Default: true, except for the consumers in `SHARED_THROUGHPUT_CONSUMERS`, which poll the
     shards' shared read throughput. True: reads through its own enhanced fan-out consumer
     (`aws.kinesis.StreamConsumer`), outside the shared budget."""
+    access: Sequence[Callable[[AwsPeer], Grant]] = ()
+    """Default: none. The grants of other capabilities (and of its own secrets) the function
+    needs, made once its role exists: the mapping waits for them, and a function invoked on
+    demand names them as what its caller waits for (`ConsumerFunction.ready`)."""
 
 
 class KinesisConsumer(pulumi.ComponentResource):
@@ -99,7 +103,7 @@ class KinesisConsumer(pulumi.ComponentResource):
     positions of records that still fail are sent to the consumer's SQS dead-letter queue,
     where the function itself also parks events it cannot process, with the reason.
     Its role may read the stream, write its logs and its dead-letter queue, plus what the
-    capabilities grant it (`peer`).
+    capabilities grant it (`args.access`, to its `peer`).
     """
 
     def __init__(
@@ -192,8 +196,13 @@ class KinesisConsumer(pulumi.ComponentResource):
             opts=child,
         )
         # Lambda checks, when the mapping is created, that the role may read the stream (or
-        # subscribe through the consumer) and send to the on-failure queue.
+        # subscribe through the consumer) and send to the on-failure queue; what the function
+        # does with each batch needs the rest of its access before the first batch arrives.
         permissions.append(dead_letter_policy)
+        self.access = tuple(
+            resource for grant in args.access for resource in grant(self.peer).resources
+        )
+        permissions.extend(self.access)
         if args.consume_stream:
             permissions.extend(args.stream.grant_read(self.peer).resources)
         source_arn: pulumi.Input[str] = args.stream.arn
@@ -242,6 +251,7 @@ class KinesisConsumer(pulumi.ComponentResource):
             function_arn=self.function.arn,
             queue_name=self.dead_letter_queue.name,
             broadcaster=broadcaster,
+            ready=self.access,
         )
 
 
@@ -288,8 +298,8 @@ class AwsConsumers(pulumi.ComponentResource):
             batching_window_seconds=min(archive.batch_max_seconds, 300),
             timeout_seconds=300,
             memory_mb=1024,
+            access=(args.archive.grant_write,),
         )
-        args.archive.grant_write(self.archiver.peer)
 
         self.loader: KinesisConsumer | None = None
         if args.warehouse.enabled:
@@ -350,9 +360,8 @@ class AwsConsumers(pulumi.ComponentResource):
             batch_size=min(warehouse.batch_max_events, 10000),
             batching_window_seconds=min(warehouse.batch_max_seconds, 300),
             vpc=placement,
+            access=_database_access(args.postgres, database),
         )
-        args.postgres.grant_connect(self.loader.peer)
-        args.postgres.grant_read_credentials(self.loader.peer, database)
 
         # Invoked by the warehouse reconciliation DAG: reads the archive, repairs the warehouse.
         self.reconciler = self._consumer(
@@ -367,10 +376,8 @@ class AwsConsumers(pulumi.ComponentResource):
             memory_mb=1024,
             vpc=placement,
             consume_stream=False,
+            access=(*_database_access(args.postgres, database), args.archive.grant_read),
         )
-        args.postgres.grant_connect(self.reconciler.peer)
-        args.postgres.grant_read_credentials(self.reconciler.peer, database)
-        args.archive.grant_read(self.reconciler.peer)
 
     def _consumer(
         self,
@@ -427,12 +434,27 @@ class AwsConsumers(pulumi.ComponentResource):
             batch_size=100,
             batching_window_seconds=1,
             timeout_seconds=300,
-        )
-        aws_iam.grant_secret_read(
-            f"{name}-{runtime.name}-reads-secrets",
-            consumer.role.name,
-            secret.arn,
-            args.kms_key_arn,
-            self,
+            access=(self._secret_access(f"{name}-{runtime.name}", secret.arn, args.kms_key_arn),),
         )
         self.broadcasters[destination.name] = consumer
+
+    def _secret_access(
+        self, name: str, secret_arn: pulumi.Input[str], kms_key_arn: pulumi.Input[str]
+    ) -> Callable[[AwsPeer], Grant]:
+        """The grant reading a destination's credentials secret (a policy of this component)."""
+
+        def grant(peer: AwsPeer) -> Grant:
+            assert peer.iam_role_name is not None
+            policy = aws_iam.grant_secret_read(
+                f"{name}-reads-secrets", peer.iam_role_name, secret_arn, kms_key_arn, self
+            )
+            return Grant(peer.name, (policy,))
+
+        return grant
+
+
+def _database_access(
+    postgres: AwsPostgresContract, database: ClientDatabase
+) -> tuple[Callable[[AwsPeer], Grant], ...]:
+    """The network path to Postgres and the read of `database`'s credentials secret."""
+    return (postgres.grant_connect, lambda peer: postgres.grant_read_credentials(peer, database))

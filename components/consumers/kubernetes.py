@@ -57,6 +57,8 @@ class StreamConsumerArgs:
     resources: Mapping[str, Any] = field(default_factory=lambda: DEFAULT_RESOURCES)
     depends_on: Sequence[pulumi.Resource] = ()
     """Resources that must exist first (e.g. the job creating the consumer's database)."""
+    granted: Sequence[pulumi.Resource] = ()
+    """The access other capabilities granted its `consumer_peer`: its pods wait for it."""
 
 
 def consumer_peer(runtime: ConsumerRuntime, stack: str) -> KubernetesPeer:
@@ -80,10 +82,13 @@ class StreamConsumer(pulumi.ComponentResource):
         labels = kube.labels(component, args.context.stack, args.context.tags)
         selector = kube.selector(component, args.context.stack)
         self.peer = consumer_peer(args.runtime, args.context.stack)
-        args.stream.grant_read(self.peer)
+        read = args.stream.grant_read(self.peer)
         child = pulumi.ResourceOptions(
             parent=self, depends_on=[network.default_deny, *args.stream.ready, *args.depends_on]
         )
+        # The pods start once the stream exists and they may read it, with the rest of their
+        # access.
+        access = pulumi.ResourceOptions(depends_on=[*read.resources, *args.granted])
         stream_url = args.stream.connection.url
         dead_letter_url = stream_url.apply(lambda url: url.rsplit("/", 1)[0] + "/DEADLETTER")
         pod_spec = _consumer_pod_spec(args, stream_url, dead_letter_url)
@@ -100,7 +105,7 @@ class StreamConsumer(pulumi.ComponentResource):
                     "spec": pod_spec,
                 },
             },
-            opts=child,
+            opts=pulumi.ResourceOptions.merge(child, access),
         )
         k8s.policy.v1.PodDisruptionBudget(
             f"{name}-pdb",
@@ -273,6 +278,7 @@ class KubernetesConsumers(pulumi.ComponentResource):
                     runtime_env.ARCHIVE_BATCH_MAX_SECONDS: str(settings.batch_max_seconds),
                 },
                 secret_files=[archive.secret_file("archive-credentials")],
+                granted=archive.ready,
                 opts=child,
             )
         else:
@@ -306,7 +312,8 @@ class KubernetesConsumers(pulumi.ComponentResource):
         self.warehouse = database
         connection = database.connection
         assert database.secret_name is not None
-        loader = self._consumer(
+        connect = args.postgres.grant_connect(consumer_peer(LOADER_RUNTIME, args.context.stack))
+        return self._consumer(
             f"{name}-loader",
             LOADER_RUNTIME,
             environment={
@@ -322,10 +329,9 @@ class KubernetesConsumers(pulumi.ComponentResource):
             },
             secret_files=[("postgres-credentials", database.secret_name, POSTGRES_CREDENTIALS_DIR)],
             depends_on=[database.ready],
+            granted=connect.resources,
             opts=child,
         )
-        args.postgres.grant_connect(loader.peer)
-        return loader
 
     def _declare_broadcaster(
         self, name: str, destination: Destination, child: pulumi.ResourceOptions
@@ -378,6 +384,7 @@ class KubernetesConsumers(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions,
         secret_files: Sequence[tuple[str, str, str]] = (),
         depends_on: Sequence[pulumi.Resource] = (),
+        granted: Sequence[pulumi.Resource] = (),
     ) -> StreamConsumer:
         args = self._args
         return StreamConsumer(
@@ -390,6 +397,7 @@ class KubernetesConsumers(pulumi.ComponentResource):
                 environment=environment,
                 secret_files=secret_files,
                 depends_on=depends_on,
+                granted=granted,
             ),
             opts=opts,
         )

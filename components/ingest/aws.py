@@ -86,8 +86,7 @@ class LambdaCollector(pulumi.ComponentResource):
         super().__init__("liftoff:ingest:LambdaCollector", name, None, opts)
         keys = self._declare_write_keys(name, args)
         self._declare_function(name, args)
-        self._grant_function(name, args)
-        self._declare_api(name, args)
+        self._declare_api(name, args, self._grant_function(name, args))
         self.api_metrics = CloudWatchMetrics(
             "AWS/ApiGateway", {"ApiId": self.api.id, "Stage": self.stage.name}
         )
@@ -153,18 +152,19 @@ class LambdaCollector(pulumi.ComponentResource):
         self.role = packaged.role
         self.function = packaged.function
 
-    def _grant_function(self, name: str, args: LambdaCollectorArgs) -> None:
-        """The role reads the write keys, writes the stream and sends to the quarantine."""
+    def _grant_function(self, name: str, args: LambdaCollectorArgs) -> list[pulumi.Resource]:
+        """The role reads the write keys, writes the stream and sends to the quarantine: the
+        policies the API waits for before it may invoke the function."""
         child = pulumi.ResourceOptions(parent=self)
-        aws_iam.grant_secret_read(
+        keys = aws_iam.grant_secret_read(
             f"{name}-role-policy",
             self.role.id,
             self.write_keys_secret.arn,
             args.kms_key_arn,
             self,
         )
-        args.stream.grant_write(AwsPeer("collector", iam_role_name=self.role.name))
-        aws.iam.RolePolicy(
+        stream = args.stream.grant_write(AwsPeer("collector", iam_role_name=self.role.name))
+        quarantine = aws.iam.RolePolicy(
             f"{name}-quarantine-policy",
             role=self.role.id,
             policy=pulumi.Output.all(self.quarantine_queue.arn, args.kms_key_arn).apply(
@@ -186,9 +186,14 @@ class LambdaCollector(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        return [keys, *stream.resources, quarantine]
 
-    def _declare_api(self, name: str, args: LambdaCollectorArgs) -> None:
-        """The HTTP API, its routes, access logs and stage, and its right to invoke."""
+    def _declare_api(
+        self, name: str, args: LambdaCollectorArgs, granted: list[pulumi.Resource]
+    ) -> None:
+        """The HTTP API, its routes, access logs and stage, and its right to invoke (once the
+        function's own access, `granted`, exists: no request reaches a function that cannot
+        yet publish)."""
         child = pulumi.ResourceOptions(parent=self)
         settings = args.settings
         self.api = aws.apigatewayv2.Api(
@@ -253,5 +258,5 @@ class LambdaCollector(pulumi.ComponentResource):
                 function=self.function.name,
                 principal="apigateway.amazonaws.com",
                 source_arn=pulumi.Output.concat(self.api.execution_arn, f"/*/*{prefix}/*"),
-                opts=child,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=granted),
             )

@@ -71,12 +71,14 @@ class KubernetesCollector(pulumi.ComponentResource):
             string_data={WRITE_KEYS_FILE: write_keys_document(keys)},
             opts=child,
         )
-        args.stream.grant_write(KubernetesPeer(COMPONENT, pod_labels=selector))
+        publish = args.stream.grant_write(KubernetesPeer(COMPONENT, pod_labels=selector))
 
         public_url = _public_url(settings)
         container = _container(args, _environment(args, public_url))
+        # The pods start once their keys and their way to the stream exist.
+        ready = [self.write_keys_secret, *publish.resources]
         self.deployment = self._declare_deployment(
-            name, args, _pod_spec(container, selector), labels, selector, child
+            name, args, _pod_spec(container, selector), labels, selector, child, ready
         )
         self.service = self._declare_service(name, settings, labels, selector, child)
         url = pulumi.Output.concat("http://", network.dns_name(COMPONENT))
@@ -98,6 +100,7 @@ class KubernetesCollector(pulumi.ComponentResource):
         labels: Mapping[str, str],
         selector: Mapping[str, str],
         child: pulumi.ResourceOptions,
+        ready: list[pulumi.Resource],
     ) -> k8s.apps.v1.Deployment:
         # Pods restart when the set of sources changes (the keys themselves never rotate
         # silently: a key changes only when its source is replaced).
@@ -125,9 +128,7 @@ class KubernetesCollector(pulumi.ComponentResource):
             # The autoscaler owns the replica count once the Deployment exists.
             opts=pulumi.ResourceOptions.merge(
                 child,
-                pulumi.ResourceOptions(
-                    ignore_changes=["spec.replicas"], depends_on=[self.write_keys_secret]
-                ),
+                pulumi.ResourceOptions(ignore_changes=["spec.replicas"], depends_on=ready),
             ),
         )
 

@@ -20,7 +20,7 @@ import pulumi_kubernetes as k8s
 from components import kube
 from components.consumers import KubernetesConsumersContract
 from components.ingest import KubernetesIngestContract
-from components.network import KubernetesNetworkContract, KubernetesPeer
+from components.network import Grant, KubernetesNetworkContract, KubernetesPeer
 from components.observability import MetricsTarget, prometheus_rule_groups
 from components.observability.dashboards import grafana_dashboard
 from components.observability.settings import KubernetesObservabilitySettings
@@ -78,10 +78,10 @@ class KubernetesObservability(pulumi.ComponentResource):
         self.monitoring_database = args.postgres.add_database(
             "monitoring", member_of=("pg_monitor",)
         )
-        args.postgres.grant_connect(
+        connect = args.postgres.grant_connect(
             KubernetesPeer("postgres-exporter", pod_labels=exporter.pod_selector)
         )
-        self.postgres_exporter = self._postgres_exporter(name, args, exporter, child)
+        self.postgres_exporter = self._postgres_exporter(name, args, exporter, child, connect)
 
         self._declare_monitors(name, args, exporter, monitor_labels, child)
         # Prometheus (in its own namespace, with its own labels) to exactly the metrics ports.
@@ -175,6 +175,7 @@ class KubernetesObservability(pulumi.ComponentResource):
         args: KubernetesObservabilityArgs,
         target: MetricsTarget,
         child: pulumi.ResourceOptions,
+        connect: Grant,
     ) -> k8s.apps.v1.Deployment:
         labels = kube.labels(target.name, args.context.stack, args.context.tags)
         database = self.monitoring_database
@@ -228,7 +229,7 @@ class KubernetesObservability(pulumi.ComponentResource):
                 },
             },
             opts=pulumi.ResourceOptions.merge(
-                child, pulumi.ResourceOptions(depends_on=[database.ready])
+                child, pulumi.ResourceOptions(depends_on=[database.ready, *connect.resources])
             ),
         )
 

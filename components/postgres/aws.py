@@ -289,7 +289,7 @@ class RdsPostgres(pulumi.ComponentResource):
             ],
             opts=child,
         )
-        self.grant_connect(AwsPeer("setup", security_group_id=group.id))
+        connect = self.grant_connect(AwsPeer("setup", security_group_id=group.id))
         packaged = packaged_function(
             name,
             function_name=f"{self._args.identifier}-setup",
@@ -306,13 +306,15 @@ class RdsPostgres(pulumi.ComponentResource):
             },
         )
         self._setup_role = packaged.role
-        self._setup_reads_admin = aws_iam.grant_secret_read(
+        reads_admin = aws_iam.grant_secret_read(
             f"{self._name}-setup-reads-admin",
             self._setup_role.id,
             self.credentials.arn,
             self._args.kms_key_arn,
             self,
         )
+        # What every invocation waits for: the way to the instance and the admin secret.
+        self._setup_access = (*connect.resources, reads_admin)
         self._setup = packaged.function
         return self._setup
 
@@ -403,7 +405,7 @@ class RdsPostgres(pulumi.ComponentResource):
                 depends_on=[
                     self.instance,
                     version,
-                    self._setup_reads_admin,
+                    *self._setup_access,
                     reads_client,
                     *self._args.network.endpoints_for(SETUP_APIS),
                 ],

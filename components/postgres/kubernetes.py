@@ -239,7 +239,7 @@ class KubernetesPostgres(pulumi.ComponentResource):
         )
         component = f"postgres-setup-{client.replace('_', '-')}"
         selector = kube.selector(component, args.context.stack)
-        self.grant_connect(KubernetesPeer(component, pod_labels=selector))
+        connect = self.grant_connect(KubernetesPeer(component, pod_labels=selector))
         job_labels = kube.labels(component, args.context.stack, args.context.tags)
 
         digest = _setup_digest(
@@ -263,7 +263,8 @@ class KubernetesPostgres(pulumi.ComponentResource):
                 ],
             ),
             opts=pulumi.ResourceOptions(
-                parent=self, depends_on=[self.stateful_set, self.secret, secret]
+                parent=self,
+                depends_on=[self.stateful_set, self.secret, secret, *connect.resources],
             ),
         )
         connection = PostgresConnection(
@@ -295,7 +296,7 @@ class KubernetesPostgres(pulumi.ComponentResource):
         selector = kube.selector(component, args.context.stack)
         labels = kube.labels(component, args.context.stack, args.context.tags)
         peer = KubernetesPeer(component, pod_labels=selector)
-        self.grant_connect(peer)
+        connect = self.grant_connect(peer)
         client = archive.client(peer, write=True)
         host = self.host
         pod = backup_pod_spec(args.context, settings, host, client)
@@ -318,7 +319,10 @@ class KubernetesPostgres(pulumi.ComponentResource):
                     },
                 },
             },
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.stateful_set]),
+            # A run starts once it may reach the server and the archive.
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[self.stateful_set, *connect.resources, *client.ready]
+            ),
         )
 
 

@@ -259,7 +259,7 @@ class NatsJetStream(pulumi.ComponentResource):
         ).hexdigest()[:8]
         component = "stream-setup"
         selector = kube.selector(component, args.context.stack)
-        self.grant_write(KubernetesPeer(component, pod_labels=selector))
+        publish = self.grant_write(KubernetesPeer(component, pod_labels=selector))
         container = {
             "name": "ensure-stream",
             "image": kube.image(args.context.services_image, args.context.image_registry),
@@ -272,7 +272,7 @@ class NatsJetStream(pulumi.ComponentResource):
             f"{name}-setup",
             metadata=self._network.metadata(f"nats-stream-setup-{digest}", labels),
             spec=kube.setup_job_spec(labels, container),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.chart]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.chart, *publish.resources]),
         )
 
     def _allow_clients(
