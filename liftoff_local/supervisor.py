@@ -56,7 +56,7 @@ STREAM_SUBJECTS = "events.>"
 DEAD_LETTER_SUBJECTS = "deadletter.>"
 QUARANTINE_SUBJECT = "deadletter.collector"
 ANALYTICS_JS_DIR = REPO_ROOT / "services" / "static" / "analytics-next"
-ADMIN_USER = "liftoff"  # components.config.PostgresSettings.username
+ADMIN_USER = "liftoff"  # components.postgres.settings: the admin `username`
 S3_REGION = "us-east-1"
 WRITE_KEYS_FILE = "write-keys.json"
 

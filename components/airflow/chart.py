@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from components import kube
 from components.airflow.settings import KubernetesAirflowSettings
 from components.archive import ArchiveClient
-from components.archive.settings import ArchiveSettings
+from components.archive.settings import KubernetesArchiveSettings
 from components.charts import ChartPin, deep_merge
 
 if TYPE_CHECKING:
@@ -295,7 +295,7 @@ def _ingress_values(settings: KubernetesAirflowSettings) -> dict[str, Any]:
 
 
 def _archive_connection_env(
-    archive: ArchiveSettings, client: ArchiveClient
+    archive: KubernetesArchiveSettings, client: ArchiveClient
 ) -> list[dict[str, Any]]:
     """The remote-logging connection (no secret in it) and where boto3 finds the keys."""
     connection = {

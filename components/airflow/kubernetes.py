@@ -27,9 +27,8 @@ from components.airflow.chart import (
     image_repository,
 )
 from components.airflow.settings import KubernetesAirflowSettings
-from components.archive import Archive
-from components.charts import ChartPin, load_chart_pin
-from components.config import ChartSource
+from components.archive import KubernetesArchiveContract
+from components.charts import ChartPin, ChartSource, load_chart_pin
 from components.network import KubernetesNetworkContract, KubernetesPeer
 from components.postgres import ClientDatabase, KubernetesPostgresContract, PostgresConnection
 
@@ -45,7 +44,7 @@ class KubernetesAirflowArgs:
     warehouse: ClientDatabase | None
     """The warehouse database the reconciliation DAG repairs; None without a warehouse."""
     chart_source: ChartSource | None = None
-    archive: Archive[KubernetesPeer] | None = None
+    archive: KubernetesArchiveContract | None = None
 
 
 def fernet_key(raw_base64: str) -> str:

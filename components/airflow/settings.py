@@ -11,6 +11,7 @@ from components.validation import (
     DNS_LABEL,
     HIDDEN,
     ConfigReader,
+    StackReading,
     Target,
     reject_other_target,
     set_secret_hint,
@@ -124,9 +125,8 @@ class AirflowSettings:
         return chosen.enabled if chosen is not None else _AirflowCommon.enabled
 
 
-def read_airflow(
-    reader: ConfigReader, target: Target | None, *, is_secret: bool = False
-) -> AirflowSettings:
+def read_airflow(stack: StackReading) -> AirflowSettings:
+    reader, target, is_secret = stack.reader("airflow"), stack.target, stack.is_secret("airflow")
     enabled = reader.boolean("enabled", True)
     default_version = DEFAULT_AIRFLOW_VERSION[target or "kubernetes"]
     if target == "aws":

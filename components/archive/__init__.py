@@ -7,6 +7,9 @@ kept in a Secret.
 Both satisfy `Archive`: an `ArchiveLocation`, `grant_write(peer)` / `grant_read(peer)`, and
 `client(peer)`, which hands a workload everything it needs to use the archive at once: the
 environment the services read, on Kubernetes the credentials Secret to mount, and the grant.
+Its `settings` are how the archiver batches, on either target; on Kubernetes the contract
+(`KubernetesArchiveContract`) adds the endpoint's settings, which Airflow's remote logging and
+the reconciliation DAG's pods name.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from components.archive.settings import ArchiveSettings
-from components.network import Grant, PeerT
+from components.archive.settings import ArchiveBatching, KubernetesArchiveSettings
+from components.network import Grant, KubernetesPeer, PeerT
 
 if TYPE_CHECKING:  # the contract names Pulumi types; settings readers import it without Pulumi
     import pulumi
@@ -79,8 +82,12 @@ class Archive(Protocol[PeerT]):
     """What other capabilities use of the archive, on either target (`ArchiveBucket` takes an
     `AwsPeer`, `ExternalArchive` a `KubernetesPeer`)."""
 
-    settings: ArchiveSettings
     location: ArchiveLocation
+
+    @property
+    def settings(self) -> ArchiveBatching:
+        """How the archiver batches (the keys of `liftoff:archive` both targets take)."""
+        ...
 
     def grant_write(self, peer: PeerT) -> Grant:
         """Let `peer` write (and overwrite) archive objects."""
@@ -92,4 +99,14 @@ class Archive(Protocol[PeerT]):
 
     def client(self, peer: PeerT | None = None, *, write: bool = False) -> ArchiveClient:
         """What a workload needs to use the archive; with `peer`, also its grant."""
+        ...
+
+
+@runtime_checkable
+class KubernetesArchiveContract(Archive[KubernetesPeer], Protocol):
+    """The archive on Kubernetes (`ExternalArchive`): the customer's endpoint."""
+
+    @property
+    def settings(self) -> KubernetesArchiveSettings:
+        """The endpoint, bucket and region (and how the archiver batches)."""
         ...

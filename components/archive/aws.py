@@ -10,7 +10,7 @@ import pulumi_aws as aws
 
 from components import aws_iam
 from components.archive import ArchiveClient, ArchiveLocation
-from components.archive.settings import ArchiveSettings
+from components.archive.settings import AwsArchiveSettings
 from components.aws_s3 import secure_bucket
 from components.network import AwsPeer, Grant
 
@@ -19,7 +19,7 @@ NONCURRENT_VERSION_DAYS = 30
 
 @dataclass(frozen=True)
 class ArchiveBucketArgs:
-    settings: ArchiveSettings
+    settings: AwsArchiveSettings
     region: str
     kms_key_arn: pulumi.Input[str]
     name_prefix: str

@@ -10,7 +10,7 @@ import pulumi_kubernetes as k8s
 
 from components import kube
 from components.archive import CREDENTIALS_DIR, CREDENTIALS_FILE, ArchiveClient, ArchiveLocation
-from components.archive.settings import ArchiveSettings
+from components.archive.settings import KubernetesArchiveSettings
 from components.network import Grant, KubernetesNetworkContract, KubernetesPeer
 
 SECRET_NAME = "archive-credentials"
@@ -21,7 +21,7 @@ class ExternalArchiveArgs:
     context: kube.StackContext
     """The stack, its tags, the image registry, the services image and the storage
     class: what every Kubernetes capability of the stack shares."""
-    settings: ArchiveSettings
+    settings: KubernetesArchiveSettings
     network: KubernetesNetworkContract
 
 

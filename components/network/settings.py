@@ -1,4 +1,7 @@
-"""`liftoff:kubernetes` and `liftoff:aws`: where each target deploys, read from the stack."""
+"""`liftoff:kubernetes` and `liftoff:aws`: where each target deploys, read from the stack.
+
+The two keys are the target's own: `NetworkSettings` holds the chosen one
+(`PlatformConfig.network`), and the other target's key is refused whole."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from components.validation import (
     K8S_LABEL_VALUE,
     ConfigReader,
     Problem,
+    StackReading,
     cidr,
     port_list,
 )
@@ -78,7 +82,32 @@ class AwsSettings:
         return self.vpc_id is not None
 
 
-def read_kubernetes(reader: ConfigReader, stack: str) -> KubernetesSettings:
+@dataclass(frozen=True)
+class NetworkSettings:
+    """`liftoff:aws` / `liftoff:kubernetes` — where the platform runs: the chosen target's
+    settings (the other target's key is refused)."""
+
+    aws: AwsSettings | None = None
+    """Set on AWS."""
+    kubernetes: KubernetesSettings | None = None
+    """Set on Kubernetes."""
+
+
+def read_network(stack: StackReading) -> NetworkSettings:
+    # Both objects are checked before either is read: a malformed one is reported first.
+    kubernetes_reader, aws_reader = stack.reader("kubernetes"), stack.reader("aws")
+    if stack.target == "kubernetes":
+        kubernetes = _read_kubernetes(kubernetes_reader, stack.stack)
+        stack.only_with("aws", "aws")
+        return NetworkSettings(kubernetes=kubernetes)
+    if stack.target == "aws":
+        aws = _read_aws(aws_reader, stack.values.get("aws:region"), stack.problems)
+        stack.only_with("kubernetes", "kubernetes")
+        return NetworkSettings(aws=aws)
+    return NetworkSettings()
+
+
+def _read_kubernetes(reader: ConfigReader, stack: str) -> KubernetesSettings:
     namespace = reader.string(
         "namespace",
         f"liftoff-{stack}",
@@ -158,7 +187,7 @@ def _check_label(name: str, value: str) -> str | None:
     return None
 
 
-def read_aws(reader: ConfigReader, region: Any, problems: list[Problem]) -> AwsSettings:
+def _read_aws(reader: ConfigReader, region: Any, problems: list[Problem]) -> AwsSettings:
     if not isinstance(region, str) or not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", region):
         problems.append(
             Problem(

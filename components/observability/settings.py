@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from components.observability import THRESHOLDS, number_text
-from components.validation import ConfigReader, Problem, reject_other_target
+from components.validation import ConfigReader, Problem, StackReading, reject_other_target
 
 _DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _LABEL_KEY = rf"({_DNS_LABEL}(\.{_DNS_LABEL})*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{{0,61}}[A-Za-z0-9])?"
@@ -74,9 +74,10 @@ class ObservabilitySettings:
         return chosen.enabled if chosen is not None else _ObservabilityCommon.enabled
 
 
-def read_observability(reader: ConfigReader, target: str | None) -> ObservabilitySettings:
+def read_observability(stack: StackReading) -> ObservabilitySettings:
+    reader = stack.reader("observability")
     thresholds = _read_thresholds(reader.object("thresholds"))
-    if target == "aws":
+    if stack.target == "aws":
         reject_other_target(
             reader, KubernetesObservabilitySettings, AwsObservabilitySettings, "kubernetes"
         )

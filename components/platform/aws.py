@@ -49,11 +49,11 @@ class AwsParts(PlatformParts[AwsPeer]):
 
 
 def build(parent: pulumi.Resource, name: str, config: PlatformConfig) -> AwsParts:
-    assert config.aws is not None
+    assert config.network.aws is not None
     # An explicit provider carries the stack's tags onto every taggable AWS resource.
     provider = aws.Provider(
         f"{name}-aws",
-        region=config.aws.region,
+        region=config.network.aws.region,
         default_tags={"tags": {**config.tags, "liftoff:stack": config.stack}},
         opts=pulumi.ResourceOptions(parent=parent),
     )
@@ -61,7 +61,7 @@ def build(parent: pulumi.Resource, name: str, config: PlatformConfig) -> AwsPart
         name, config, parent, pulumi.ResourceOptions(parent=parent, providers={"aws": provider})
     )
     key = _platform_key(shared, provider)
-    logs = LogSettings(retention_days=config.aws.log_retention_days, kms_key_arn=key.arn)
+    logs = LogSettings(retention_days=config.network.aws.log_retention_days, kms_key_arn=key.arn)
     parts = _data_path(shared, key, logs)
     if config.airflow.aws is not None and config.airflow.aws.enabled:
         parts.airflow = MwaaAirflow(
@@ -70,7 +70,7 @@ def build(parent: pulumi.Resource, name: str, config: PlatformConfig) -> AwsPart
                 settings=config.airflow.aws,
                 network=parts.network,
                 environment_name=f"{config.prefix}-airflow",
-                region=config.aws.region,
+                region=config.network.aws.region,
                 kms_key_arn=key.arn,
                 reconcile=parts.consumers.reconcile,
                 protect=config.deletion_protection,
@@ -89,11 +89,11 @@ def build(parent: pulumi.Resource, name: str, config: PlatformConfig) -> AwsPart
 
 def _platform_key(shared: Assembly, provider: aws.Provider) -> aws.kms.Key:
     config, name = shared.config, shared.name
-    assert config.aws is not None
+    assert config.network.aws is not None
     identity = aws.get_caller_identity_output(
         opts=pulumi.InvokeOutputOptions(parent=shared.parent, provider=provider)
     )
-    region = config.aws.region
+    region = config.network.aws.region
     key = aws.kms.Key(
         f"{name}-key",
         description=f"liftoff {config.stack}: encryption at rest for the platform's data",
@@ -116,14 +116,15 @@ def _platform_key(shared: Assembly, provider: aws.Provider) -> aws.kms.Key:
 def _data_path(shared: Assembly, key: aws.kms.Key, logs: LogSettings) -> AwsParts:
     """Network, Postgres, stream, collector, archive and consumers."""
     config, name, child = shared.config, shared.name, shared.child
-    assert config.aws is not None and config.archive is not None  # the archive: always on AWS
+    assert config.network.aws is not None and config.archive.aws is not None  # always on AWS
+    assert config.postgres.aws is not None
     assert config.ingest.aws is not None
     assert config.stream.aws is not None
     endpoints = INTERFACE_ENDPOINTS + (MWAA_ENDPOINTS if config.airflow.enabled else ())
     network = AwsNetwork(
         f"{name}-network",
         AwsNetworkArgs(
-            settings=config.aws,
+            settings=config.network.aws,
             discovery_domain=f"{config.prefix}.internal",
             interface_endpoints=endpoints,
             logs=logs,
@@ -133,7 +134,7 @@ def _data_path(shared: Assembly, key: aws.kms.Key, logs: LogSettings) -> AwsPart
     postgres = RdsPostgres(
         f"{name}-postgres",
         RdsPostgresArgs(
-            settings=config.postgres,
+            settings=config.postgres.aws,
             network=network,
             identifier=f"{config.prefix}-postgres",
             kms_key_arn=key.arn,
@@ -163,8 +164,8 @@ def _data_path(shared: Assembly, key: aws.kms.Key, logs: LogSettings) -> AwsPart
     archive = ArchiveBucket(
         f"{name}-archive",
         ArchiveBucketArgs(
-            settings=config.archive,
-            region=config.aws.region,
+            settings=config.archive.aws,
+            region=config.network.aws.region,
             kms_key_arn=key.arn,
             name_prefix=f"{config.prefix}-archive-",
             protect=config.deletion_protection,
@@ -211,20 +212,21 @@ def _observe(shared: Assembly, parts: AwsParts, key: aws.kms.Key) -> None:
     from components.observability.aws import AwsObservability, AwsObservabilityArgs
 
     config = shared.config
-    assert config.aws is not None and config.observability.aws is not None
+    assert config.network.aws is not None and config.observability.aws is not None
+    assert config.postgres.aws is not None
     observability = AwsObservability(
         f"{shared.name}-observability",
         AwsObservabilityArgs(
             settings=config.observability.aws,
             prefix=config.prefix,
-            region=config.aws.region,
+            region=config.network.aws.region,
             kms_key_arn=key.arn,
             ingest=parts.ingest,
             stream=parts.stream,
             consumers=parts.consumers,
             postgres=parts.postgres,
-            db_instance_class=config.postgres.instance_class,
-            db_storage_gb=config.postgres.storage_gb,
+            db_instance_class=config.postgres.aws.instance_class,
+            db_storage_gb=config.postgres.aws.storage_gb,
             tags=config.tags,
         ),
         opts=shared.child,

@@ -8,7 +8,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.airflow.kubernetes import KubernetesAirflow, KubernetesAirflowArgs
-from components.archive import Archive
+from components.archive import KubernetesArchiveContract
 from components.archive.kubernetes import ExternalArchive, ExternalArchiveArgs
 from components.config import PlatformConfig
 from components.consumers import KubernetesConsumersContract
@@ -33,11 +33,12 @@ class KubernetesParts(PlatformParts[KubernetesPeer]):
     postgres: KubernetesPostgresContract
     stream: KubernetesStreamContract
     ingest: KubernetesIngestContract
+    archive: KubernetesArchiveContract | None
     consumers: KubernetesConsumersContract
 
 
 def build(parent: pulumi.Resource, name: str, config: PlatformConfig) -> KubernetesParts:
-    settings = config.kubernetes
+    settings = config.network.kubernetes
     assert settings is not None
     provider = k8s.Provider(
         f"{name}-kubernetes",
@@ -70,16 +71,14 @@ def build(parent: pulumi.Resource, name: str, config: PlatformConfig) -> Kuberne
     if config.observability.enabled:
         _observe(shared, parts)
     parts.outputs["namespace"] = parts.network.namespace
-    if config.archive is not None:
-        parts.outputs["archive"] = {
-            "bucket": config.archive.bucket_name,
-            "endpoint": config.archive.endpoint,
-        }
+    archive = config.archive.kubernetes
+    if archive is not None:
+        parts.outputs["archive"] = {"bucket": archive.bucket_name, "endpoint": archive.endpoint}
     return parts
 
 
 def _context(config: PlatformConfig) -> StackContext:
-    settings = config.kubernetes
+    settings = config.network.kubernetes
     assert settings is not None
     return StackContext(
         stack=config.stack,
@@ -93,24 +92,26 @@ def _context(config: PlatformConfig) -> StackContext:
 def _data_path(shared: Assembly) -> KubernetesParts:
     """Network, Postgres (with its backups), stream, collector, archive and consumers."""
     config, name, child = shared.config, shared.name, shared.child
-    settings = config.kubernetes
+    settings = config.network.kubernetes
     assert settings is not None
     context = _context(config)
     assert config.ingest.kubernetes is not None
     assert config.stream.kubernetes is not None
+    postgres_settings = config.postgres.kubernetes
+    assert postgres_settings is not None
     network = KubernetesNetwork(
         f"{name}-network",
         KubernetesNetworkArgs(
             settings=settings,
             context=context,
-            retain_namespace=config.deletion_protection or config.postgres.deletion_protection,
+            retain_namespace=config.deletion_protection or postgres_settings.deletion_protection,
         ),
         opts=child,
     )
     postgres = KubernetesPostgres(
         f"{name}-postgres",
         KubernetesPostgresArgs(
-            settings=config.postgres,
+            settings=postgres_settings,
             network=network,
             context=context,
         ),
@@ -157,11 +158,11 @@ def _data_path(shared: Assembly) -> KubernetesParts:
 
 def _archive(
     shared: Assembly, network: KubernetesNetworkContract, postgres: KubernetesPostgresContract
-) -> Archive[KubernetesPeer] | None:
+) -> KubernetesArchiveContract | None:
     """The customer's S3-compatible archive, and Postgres's backups into it; None without one."""
     config = shared.config
     context = _context(config)
-    if config.archive is None:
+    if config.archive.kubernetes is None:
         pulumi.log.warn(
             "liftoff:archive is not set: Postgres has no scheduled backups on this stack "
             "(they are written to the archive).",
@@ -170,7 +171,7 @@ def _archive(
         return None
     archive = ExternalArchive(
         f"{shared.name}-archive",
-        ExternalArchiveArgs(settings=config.archive, network=network, context=context),
+        ExternalArchiveArgs(settings=config.archive.kubernetes, network=network, context=context),
         opts=shared.child,
     )
     postgres.add_backups(archive)

@@ -24,7 +24,7 @@ from components.postgres import (
     check_client_name,
 )
 from components.postgres.major_version import check_major_version, deployed_major_version
-from components.postgres.settings import PostgresSettings
+from components.postgres.settings import AwsPostgresSettings
 from services import env as runtime_env
 
 SETUP_HANDLER = "services.database_setup.lambda_handler"
@@ -36,7 +36,7 @@ LOG_EXPORTS = ("postgresql", "upgrade")
 
 @dataclass(frozen=True)
 class RdsPostgresArgs:
-    settings: PostgresSettings
+    settings: AwsPostgresSettings
     network: AwsNetworkContract
     identifier: str
     """RDS instance identifier, e.g. `liftoff-prod-postgres`; also names the final snapshot."""

@@ -29,7 +29,7 @@ from components.postgres.pods import (
     ensure_database_container,
     stateful_set_spec,
 )
-from components.postgres.settings import PostgresSettings
+from components.postgres.settings import KubernetesPostgresSettings
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class KubernetesPostgresArgs:
     context: kube.StackContext
     """The stack, its tags, the image registry, the services image and the storage
     class: what every Kubernetes capability of the stack shares."""
-    settings: PostgresSettings
+    settings: KubernetesPostgresSettings
     network: KubernetesNetworkContract
 
 

@@ -11,7 +11,7 @@ from components import kube
 from components.archive import ArchiveClient
 from components.postgres import PORT
 from components.postgres.major_version import UPGRADE_PROCEDURE
-from components.postgres.settings import PostgresSettings
+from components.postgres.settings import KubernetesPostgresSettings
 from services import env as runtime_env
 
 # The official image's `postgres` user.
@@ -25,7 +25,7 @@ CLIENT_CREDENTIALS_DIR = "/etc/liftoff/postgres-client"
 
 def stateful_set_spec(
     context: kube.StackContext,
-    settings: PostgresSettings,
+    settings: KubernetesPostgresSettings,
     labels: Mapping[str, str],
     selector: Mapping[str, str],
     image: pulumi.Input[str],
@@ -74,7 +74,9 @@ def stateful_set_spec(
     }
 
 
-def _server_container(settings: PostgresSettings, image: pulumi.Input[str]) -> dict[str, Any]:
+def _server_container(
+    settings: KubernetesPostgresSettings, image: pulumi.Input[str]
+) -> dict[str, Any]:
     # Readiness of the server itself; pg_isready needs no credentials.
     probe_command = ["pg_isready", "-h", "127.0.0.1", "-p", str(PORT), "-q"]
     return {
@@ -152,7 +154,7 @@ def _version_guard(major: str, image: pulumi.Input[str]) -> dict[str, Any]:
 
 def ensure_database_container(
     context: kube.StackContext,
-    settings: PostgresSettings,
+    settings: KubernetesPostgresSettings,
     host: str,
     client: str,
     database: str,
@@ -186,7 +188,10 @@ def ensure_database_container(
 
 
 def backup_pod_spec(
-    context: kube.StackContext, settings: PostgresSettings, host: str, client: ArchiveClient
+    context: kube.StackContext,
+    settings: KubernetesPostgresSettings,
+    host: str,
+    client: ArchiveClient,
 ) -> dict[str, Any]:
     """`pg_dump` of every database (an init container of the server's image) into scratch
     space, then `backup-upload` of the dumps to the archive."""

@@ -11,8 +11,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import kube
-from components.charts import deep_merge, load_chart_pin
-from components.config import ChartSource
+from components.charts import ChartSource, deep_merge, load_chart_pin
 from components.network import Grant, KubernetesNetworkContract, KubernetesPeer
 from components.observability import MetricsTarget
 from components.stream import STREAM_NAME, StreamConnection

@@ -21,7 +21,7 @@ import pytest
 from components.airflow import Airflow
 from components.airflow.aws import MwaaAirflow
 from components.airflow.kubernetes import KubernetesAirflow
-from components.archive import Archive
+from components.archive import Archive, KubernetesArchiveContract
 from components.archive.aws import ArchiveBucket
 from components.archive.kubernetes import ExternalArchive
 from components.consumers import AwsConsumersContract, KubernetesConsumersContract
@@ -51,7 +51,7 @@ REALIZATIONS = [
     (AwsIngestContract, LambdaCollector),
     (KubernetesIngestContract, KubernetesCollector),
     (Archive, ArchiveBucket),
-    (Archive, ExternalArchive),
+    (KubernetesArchiveContract, ExternalArchive),
     (AwsConsumersContract, AwsConsumers),
     (KubernetesConsumersContract, KubernetesConsumers),
     (Airflow, MwaaAirflow),
@@ -83,10 +83,12 @@ def protocol_methods(protocol: type) -> dict[str, inspect.Signature]:
 
 
 def protocol_attributes(protocol: type) -> set[str]:
-    """Data members, by name (the annotations are not evaluated: they name Pulumi types)."""
-    names = {
-        name for cls in protocol_classes(protocol) for name in vars(cls).get("__annotations__", {})
-    }
+    """Data members (annotated, or read-only properties), by name: the annotations are not
+    evaluated (they name Pulumi types)."""
+    names: set[str] = set()
+    for cls in protocol_classes(protocol):
+        names.update(vars(cls).get("__annotations__", {}))
+        names.update(name for name, member in vars(cls).items() if isinstance(member, property))
     return names - set(protocol_methods(protocol))
 
 

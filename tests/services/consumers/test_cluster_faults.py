@@ -34,7 +34,7 @@ import httpx
 import nats
 import pytest
 
-from components.config import PRODUCTION_PARTITIONS
+from components.stream.settings import PRODUCTION_PARTITIONS
 from services.deadletter import ensure_dead_letter_stream
 from services.streams import StreamSettings
 from services.streams.jetstream import ensure_stream

@@ -1,11 +1,11 @@
-"""`liftoff:stream.partitions`: defaults by profile, validation, target."""
+"""`liftoff:stream`: partitions by profile, validation, target; the NATS servers' resources."""
 
 from __future__ import annotations
 
 import pytest
 
 from components.stream.settings import MAX_PARTITIONS, PRODUCTION_PARTITIONS
-from tests.components.test_config import load, problems
+from tests.components.configs import load, problems
 
 
 def test_partitions_default_to_one_for_a_single_server_and_production_for_a_cluster():
@@ -30,3 +30,25 @@ def test_partitions_are_kubernetes_only_kinesis_has_shards():
     )
     assert len(found) == 1 and "liftoff:stream.partitions" in found[0]
     assert "kubernetes" in found[0]
+
+
+def test_unequal_nats_requests_and_limits_are_refused():
+    import json
+
+    import pytest
+
+    from components.config import load_config
+    from components.validation import ConfigError
+
+    stream = {
+        "resources": {
+            "requests": {"cpu": "1", "memory": "1Gi"},
+            "limits": {"cpu": "2", "memory": "2Gi"},
+        }
+    }
+    with pytest.raises(ConfigError, match=r"liftoff:stream\.resources: .*requests equal to limits"):
+        load_config(
+            {"liftoff:target": "kubernetes", "liftoff:stream": json.dumps(stream)},
+            project="liftoff",
+            stack="dev",
+        )
