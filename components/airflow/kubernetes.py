@@ -29,17 +29,13 @@ from components.airflow.chart import (
 from components.airflow.settings import KubernetesAirflowSettings
 from components.archive import KubernetesArchiveContract
 from components.charts import ChartPin, ChartSource, load_chart_pin
-from components.network import KubernetesNetworkContract, KubernetesPeer
+from components.network import KubernetesPeer
 from components.postgres import ClientDatabase, KubernetesPostgresContract, PostgresConnection
 
 
 @dataclass(frozen=True)
-class KubernetesAirflowArgs:
-    context: kube.StackContext
-    """The stack, its tags, the image registry, the services image and the storage
-    class: what every Kubernetes capability of the stack shares."""
+class KubernetesAirflowArgs(kube.CapabilityArgs):
     settings: KubernetesAirflowSettings
-    network: KubernetesNetworkContract
     postgres: KubernetesPostgresContract
     warehouse: ClientDatabase | None
     """The warehouse database the reconciliation DAG repairs; None without a warehouse."""

@@ -11,18 +11,14 @@ import pulumi_kubernetes as k8s
 from components import kube
 from components.archive import CREDENTIALS_DIR, CREDENTIALS_FILE, ArchiveClient, ArchiveLocation
 from components.archive.settings import KubernetesArchiveSettings
-from components.network import Grant, KubernetesNetworkContract, KubernetesPeer
+from components.network import Grant, KubernetesPeer
 
 SECRET_NAME = "archive-credentials"
 
 
 @dataclass(frozen=True)
-class ExternalArchiveArgs:
-    context: kube.StackContext
-    """The stack, its tags, the image registry, the services image and the storage
-    class: what every Kubernetes capability of the stack shares."""
+class ExternalArchiveArgs(kube.CapabilityArgs):
     settings: KubernetesArchiveSettings
-    network: KubernetesNetworkContract
 
 
 class ExternalArchive(pulumi.ComponentResource):

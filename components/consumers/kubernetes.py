@@ -43,13 +43,9 @@ CONSUMER_LABEL = "liftoff.dev/consumer"
 
 
 @dataclass(frozen=True)
-class StreamConsumerArgs:
-    context: kube.StackContext
-    """The stack, its tags, the image registry, the services image and the storage
-    class: what every Kubernetes capability of the stack shares."""
+class StreamConsumerArgs(kube.CapabilityArgs):
     runtime: ConsumerRuntime
     stream: KubernetesStreamContract
-    network: KubernetesNetworkContract
     environment: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     secret_files: Sequence[tuple[str, str, str]] = ()
     """(volume name, Secret name, mount directory): credentials reach the process only as
@@ -238,12 +234,8 @@ SECRETS_FILE = "destination-secrets.json"
 
 
 @dataclass(frozen=True)
-class KubernetesConsumersArgs:
-    context: kube.StackContext
-    """The stack, its tags, the image registry, the services image and the storage
-    class: what every Kubernetes capability of the stack shares."""
+class KubernetesConsumersArgs(kube.CapabilityArgs):
     stream: KubernetesStreamContract
-    network: KubernetesNetworkContract
     postgres: PostgresService[KubernetesPeer]
     warehouse: WarehouseSettings
     destinations: tuple[Destination, ...]

@@ -19,7 +19,7 @@ from components.ingest import (
 )
 from components.ingest.settings import KubernetesIngest, Source
 from components.ingest.write_keys import generate_write_keys, write_keys_document
-from components.network import KubernetesNetworkContract, KubernetesPeer
+from components.network import KubernetesPeer
 from components.observability import MetricsTarget
 from components.stream import Stream
 from services import env as runtime_env
@@ -31,14 +31,10 @@ WRITE_KEYS_FILE = "write-keys.json"
 
 
 @dataclass(frozen=True)
-class KubernetesCollectorArgs:
-    context: kube.StackContext
-    """The stack, its tags, the image registry, the services image and the storage
-    class: what every Kubernetes capability of the stack shares."""
+class KubernetesCollectorArgs(kube.CapabilityArgs):
     settings: KubernetesIngest
     sources: tuple[Source, ...]
     stream: Stream[KubernetesPeer]
-    network: KubernetesNetworkContract
 
 
 class KubernetesCollector(pulumi.ComponentResource):

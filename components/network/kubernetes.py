@@ -16,8 +16,7 @@ from components.network.settings import KubernetesSettings
 @dataclass(frozen=True)
 class KubernetesNetworkArgs:
     context: kube.StackContext
-    """The stack, its tags, the image registry, the services image and the storage
-    class: what every Kubernetes capability of the stack shares."""
+    """What every Kubernetes capability of the stack shares (stack, tags, images, storage)."""
     settings: KubernetesSettings
     retain_namespace: bool = True
     """Default: true. Keep the namespace (and so its volumes) when the stack is destroyed."""

@@ -20,7 +20,7 @@ import pulumi_kubernetes as k8s
 from components import kube
 from components.consumers import KubernetesConsumersContract
 from components.ingest import KubernetesIngestContract
-from components.network import Grant, KubernetesNetworkContract, KubernetesPeer
+from components.network import Grant, KubernetesPeer
 from components.observability import MetricsTarget, prometheus_rule_groups
 from components.observability.dashboards import grafana_dashboard
 from components.observability.settings import KubernetesObservabilitySettings
@@ -39,12 +39,8 @@ EXPORTER_RESOURCES = {
 
 
 @dataclass(frozen=True)
-class KubernetesObservabilityArgs:
-    context: kube.StackContext
-    """The stack, its tags, the image registry, the services image and the storage
-    class: what every Kubernetes capability of the stack shares."""
+class KubernetesObservabilityArgs(kube.CapabilityArgs):
     settings: KubernetesObservabilitySettings
-    network: KubernetesNetworkContract
     ingest: KubernetesIngestContract
     """The collector: its Service is scraped (a ServiceMonitor), its pods admit Prometheus."""
     consumers: KubernetesConsumersContract

@@ -13,7 +13,7 @@ import pulumi_random as random
 
 from components import kube
 from components.archive import Archive
-from components.network import Grant, KubernetesNetworkContract, KubernetesPeer
+from components.network import Grant, KubernetesPeer
 from components.postgres import (
     CLIENT_LABEL,
     PORT,
@@ -33,12 +33,8 @@ from components.postgres.settings import KubernetesPostgresSettings
 
 
 @dataclass(frozen=True)
-class KubernetesPostgresArgs:
-    context: kube.StackContext
-    """The stack, its tags, the image registry, the services image and the storage
-    class: what every Kubernetes capability of the stack shares."""
+class KubernetesPostgresArgs(kube.CapabilityArgs):
     settings: KubernetesPostgresSettings
-    network: KubernetesNetworkContract
 
 
 class KubernetesPostgres(pulumi.ComponentResource):

@@ -12,7 +12,7 @@ import pulumi_kubernetes as k8s
 
 from components import kube
 from components.charts import ChartSource, deep_merge, load_chart_pin
-from components.network import Grant, KubernetesNetworkContract, KubernetesPeer
+from components.network import Grant, KubernetesPeer
 from components.observability import MetricsTarget
 from components.stream import STREAM_NAME, StreamConnection
 from components.stream.settings import KubernetesStream
@@ -78,12 +78,8 @@ def max_file_store(storage_gb: int) -> str:
 
 
 @dataclass(frozen=True)
-class NatsJetStreamArgs:
-    context: kube.StackContext
-    """The stack, its tags, the image registry, the services image and the storage
-    class: what every Kubernetes capability of the stack shares."""
+class NatsJetStreamArgs(kube.CapabilityArgs):
     settings: KubernetesStream
-    network: KubernetesNetworkContract
     chart_source: ChartSource | None = None
     """Default: the pinned upstream repository (`charts/nats.yaml`)."""
     metrics_exporter: bool = False
