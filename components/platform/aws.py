@@ -10,6 +10,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.airflow.aws import MwaaAirflow, MwaaAirflowArgs
+from components.airflow.settings import AwsAirflowSettings
 from components.archive import Archive
 from components.archive.aws import ArchiveBucket, ArchiveBucketArgs
 from components.aws_logs import LogSettings
@@ -25,6 +26,7 @@ from components.network.aws import (
     AwsNetwork,
     AwsNetworkArgs,
 )
+from components.network.settings import AwsSettings
 from components.platform import Assembly, PlatformParts
 from components.postgres import AwsPostgresContract
 from components.postgres.aws import RdsPostgres, RdsPostgresArgs
@@ -48,38 +50,23 @@ class AwsParts(PlatformParts[AwsPeer]):
     observability: AwsObservability | None = None
 
 
+@dataclass(frozen=True)
+class AwsAssembly(Assembly):
+    """What every AWS capability of the stack shares besides: the target's settings, the
+    platform's KMS key (data at rest, secrets, logs) and the log groups' retention."""
+
+    settings: AwsSettings
+    key: aws.kms.Key
+    logs: LogSettings
+
+
 def build(parent: pulumi.Resource, name: str, config: PlatformConfig) -> AwsParts:
-    assert config.network.aws is not None
-    # An explicit provider carries the stack's tags onto every taggable AWS resource.
-    provider = aws.Provider(
-        f"{name}-aws",
-        region=config.network.aws.region,
-        default_tags={"tags": {**config.tags, "liftoff:stack": config.stack}},
-        opts=pulumi.ResourceOptions(parent=parent),
-    )
-    shared = Assembly(
-        name, config, parent, pulumi.ResourceOptions(parent=parent, providers={"aws": provider})
-    )
-    key = _platform_key(shared, provider)
-    logs = LogSettings(retention_days=config.network.aws.log_retention_days, kms_key_arn=key.arn)
-    parts = _data_path(shared, key, logs)
+    shared = _assembly(parent, name, config)
+    parts = _workloads(shared, *_stores(shared))
     if config.airflow.aws is not None and config.airflow.aws.enabled:
-        parts.airflow = MwaaAirflow(
-            f"{name}-airflow",
-            MwaaAirflowArgs(
-                settings=config.airflow.aws,
-                network=parts.network,
-                environment_name=f"{config.prefix}-airflow",
-                region=config.network.aws.region,
-                kms_key_arn=key.arn,
-                reconcile=parts.consumers.reconcile,
-                protect=config.deletion_protection,
-                logs=logs,
-            ),
-            opts=shared.child,
-        )
+        parts.airflow = _airflow(shared, parts, config.airflow.aws)
     if config.observability.enabled:
-        _observe(shared, parts, key)
+        _observe(shared, parts)
     parts.outputs["vpcId"] = parts.network.vpc_id
     parts.outputs["archive"] = parts.archive.location.bucket.apply(
         lambda bucket: {"bucket": bucket}
@@ -87,13 +74,28 @@ def build(parent: pulumi.Resource, name: str, config: PlatformConfig) -> AwsPart
     return parts
 
 
-def _platform_key(shared: Assembly, provider: aws.Provider) -> aws.kms.Key:
+def _assembly(parent: pulumi.Resource, name: str, config: PlatformConfig) -> AwsAssembly:
+    """The provider (it carries the stack's tags onto every taggable AWS resource) and the
+    platform key."""
+    settings = config.network.aws
+    assert settings is not None
+    provider = aws.Provider(
+        f"{name}-aws",
+        region=settings.region,
+        default_tags={"tags": {**config.tags, "liftoff:stack": config.stack}},
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+    child = pulumi.ResourceOptions(parent=parent, providers={"aws": provider})
+    key = _platform_key(Assembly(name, config, parent, child), settings.region, provider)
+    logs = LogSettings(retention_days=settings.log_retention_days, kms_key_arn=key.arn)
+    return AwsAssembly(name, config, parent, child, settings, key, logs)
+
+
+def _platform_key(shared: Assembly, region: str, provider: aws.Provider) -> aws.kms.Key:
     config, name = shared.config, shared.name
-    assert config.network.aws is not None
     identity = aws.get_caller_identity_output(
         opts=pulumi.InvokeOutputOptions(parent=shared.parent, provider=provider)
     )
-    region = config.network.aws.region
     key = aws.kms.Key(
         f"{name}-key",
         description=f"liftoff {config.stack}: encryption at rest for the platform's data",
@@ -113,21 +115,21 @@ def _platform_key(shared: Assembly, provider: aws.Provider) -> aws.kms.Key:
     return key
 
 
-def _data_path(shared: Assembly, key: aws.kms.Key, logs: LogSettings) -> AwsParts:
-    """Network, Postgres, stream, collector, archive and consumers."""
-    config, name, child = shared.config, shared.name, shared.child
-    assert config.network.aws is not None and config.archive.aws is not None  # always on AWS
-    assert config.postgres.aws is not None
-    assert config.ingest.aws is not None
-    assert config.stream.aws is not None
+def _stores(
+    shared: AwsAssembly,
+) -> tuple[AwsNetwork, RdsPostgres, KinesisStream, ArchiveBucket]:
+    """What holds the data, first: the network, Postgres, the stream and the archive."""
+    config, name, child, key = shared.config, shared.name, shared.child, shared.key
+    assert config.postgres.aws is not None and config.stream.aws is not None
+    assert config.archive.aws is not None  # the archive: always on AWS
     endpoints = INTERFACE_ENDPOINTS + (MWAA_ENDPOINTS if config.airflow.enabled else ())
     network = AwsNetwork(
         f"{name}-network",
         AwsNetworkArgs(
-            settings=config.network.aws,
+            settings=shared.settings,
             discovery_domain=f"{config.prefix}.internal",
             interface_endpoints=endpoints,
-            logs=logs,
+            logs=shared.logs,
         ),
         opts=child,
     )
@@ -138,17 +140,40 @@ def _data_path(shared: Assembly, key: aws.kms.Key, logs: LogSettings) -> AwsPart
             network=network,
             identifier=f"{config.prefix}-postgres",
             kms_key_arn=key.arn,
-            logs=logs,
+            logs=shared.logs,
         ),
         opts=child,
     )
+    protect = config.deletion_protection
     stream = KinesisStream(
         f"{name}-stream",
-        KinesisStreamArgs(
-            settings=config.stream.aws, kms_key_arn=key.arn, protect=config.deletion_protection
+        KinesisStreamArgs(settings=config.stream.aws, kms_key_arn=key.arn, protect=protect),
+        opts=child,
+    )
+    archive = ArchiveBucket(
+        f"{name}-archive",
+        ArchiveBucketArgs(
+            settings=config.archive.aws,
+            region=shared.settings.region,
+            kms_key_arn=key.arn,
+            name_prefix=f"{config.prefix}-archive-",
+            protect=protect,
         ),
         opts=child,
     )
+    return network, postgres, stream, archive
+
+
+def _workloads(
+    shared: AwsAssembly,
+    network: AwsNetwork,
+    postgres: RdsPostgres,
+    stream: KinesisStream,
+    archive: ArchiveBucket,
+) -> AwsParts:
+    """The processes on the stores: the collector and the consumers."""
+    config, name, child, key = shared.config, shared.name, shared.child, shared.key
+    assert config.ingest.aws is not None
     ingest = LambdaCollector(
         f"{name}-ingest",
         LambdaCollectorArgs(
@@ -157,18 +182,7 @@ def _data_path(shared: Assembly, key: aws.kms.Key, logs: LogSettings) -> AwsPart
             stream=stream,
             function_name=f"{config.prefix}-collector",
             kms_key_arn=key.arn,
-            logs=logs,
-        ),
-        opts=child,
-    )
-    archive = ArchiveBucket(
-        f"{name}-archive",
-        ArchiveBucketArgs(
-            settings=config.archive.aws,
-            region=config.network.aws.region,
-            kms_key_arn=key.arn,
-            name_prefix=f"{config.prefix}-archive-",
-            protect=config.deletion_protection,
+            logs=shared.logs,
         ),
         opts=child,
     )
@@ -183,11 +197,29 @@ def _data_path(shared: Assembly, key: aws.kms.Key, logs: LogSettings) -> AwsPart
             destinations=config.destinations,
             network=network,
             kms_key_arn=key.arn,
-            logs=logs,
+            logs=shared.logs,
         ),
         opts=child,
     )
     return AwsParts(network, postgres, stream, ingest, archive, consumers)
+
+
+def _airflow(shared: AwsAssembly, parts: AwsParts, settings: AwsAirflowSettings) -> MwaaAirflow:
+    config = shared.config
+    return MwaaAirflow(
+        f"{shared.name}-airflow",
+        MwaaAirflowArgs(
+            settings=settings,
+            network=parts.network,
+            environment_name=f"{config.prefix}-airflow",
+            region=shared.settings.region,
+            kms_key_arn=shared.key.arn,
+            reconcile=parts.consumers.reconcile,
+            protect=config.deletion_protection,
+            logs=shared.logs,
+        ),
+        opts=shared.child,
+    )
 
 
 def _alarm_topic_created(config: PlatformConfig) -> bool:
@@ -208,19 +240,18 @@ def _key_policy(config: PlatformConfig, account: str, region: str) -> str:
     return aws_iam.document([*statements, alarm_key_statement(account, region, config.prefix)])
 
 
-def _observe(shared: Assembly, parts: AwsParts, key: aws.kms.Key) -> None:
+def _observe(shared: AwsAssembly, parts: AwsParts) -> None:
     from components.observability.aws import AwsObservability, AwsObservabilityArgs
 
     config = shared.config
-    assert config.network.aws is not None and config.observability.aws is not None
-    assert config.postgres.aws is not None
+    assert config.observability.aws is not None and config.postgres.aws is not None
     observability = AwsObservability(
         f"{shared.name}-observability",
         AwsObservabilityArgs(
             settings=config.observability.aws,
             prefix=config.prefix,
-            region=config.network.aws.region,
-            kms_key_arn=key.arn,
+            region=shared.settings.region,
+            kms_key_arn=shared.key.arn,
             ingest=parts.ingest,
             stream=parts.stream,
             consumers=parts.consumers,

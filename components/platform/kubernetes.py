@@ -8,6 +8,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.airflow.kubernetes import KubernetesAirflow, KubernetesAirflowArgs
+from components.airflow.settings import KubernetesAirflowSettings
 from components.archive import KubernetesArchiveContract
 from components.archive.kubernetes import ExternalArchive, ExternalArchiveArgs
 from components.config import PlatformConfig
@@ -18,6 +19,7 @@ from components.ingest.kubernetes import KubernetesCollector, KubernetesCollecto
 from components.kube import StackContext
 from components.network import KubernetesNetworkContract, KubernetesPeer
 from components.network.kubernetes import KubernetesNetwork, KubernetesNetworkArgs
+from components.network.settings import KubernetesSettings
 from components.platform import Assembly, PlatformParts
 from components.postgres import KubernetesPostgresContract
 from components.postgres.kubernetes import KubernetesPostgres, KubernetesPostgresArgs
@@ -37,37 +39,20 @@ class KubernetesParts(PlatformParts[KubernetesPeer]):
     consumers: KubernetesConsumersContract
 
 
+@dataclass(frozen=True)
+class KubernetesAssembly(Assembly):
+    """What every Kubernetes capability of the stack shares besides: the target's settings and
+    the stack context (stack, tags, image registry, services image, storage class)."""
+
+    settings: KubernetesSettings
+    context: StackContext
+
+
 def build(parent: pulumi.Resource, name: str, config: PlatformConfig) -> KubernetesParts:
-    settings = config.network.kubernetes
-    assert settings is not None
-    provider = k8s.Provider(
-        f"{name}-kubernetes",
-        kubeconfig=pulumi.Output.secret(settings.kubeconfig) if settings.kubeconfig else None,
-        context=settings.context,
-        opts=pulumi.ResourceOptions(parent=parent),
-    )
-    shared = Assembly(
-        name,
-        config,
-        parent,
-        pulumi.ResourceOptions(parent=parent, providers={"kubernetes": provider}),
-    )
-    context = _context(config)
-    parts = _data_path(shared)
+    shared = _assembly(parent, name, config)
+    parts = _workloads(shared, *_stores(shared))
     if config.airflow.kubernetes is not None and config.airflow.kubernetes.enabled:
-        parts.airflow = KubernetesAirflow(
-            f"{name}-airflow",
-            KubernetesAirflowArgs(
-                settings=config.airflow.kubernetes,
-                network=parts.network,
-                postgres=parts.postgres,
-                warehouse=parts.consumers.warehouse,
-                context=context,
-                chart_source=config.charts.get("airflow"),
-                archive=parts.archive,
-            ),
-            opts=shared.child,
-        )
+        parts.airflow = _airflow(shared, parts, config.airflow.kubernetes)
     if config.observability.enabled:
         _observe(shared, parts)
     parts.outputs["namespace"] = parts.network.namespace
@@ -77,32 +62,39 @@ def build(parent: pulumi.Resource, name: str, config: PlatformConfig) -> Kuberne
     return parts
 
 
-def _context(config: PlatformConfig) -> StackContext:
+def _assembly(parent: pulumi.Resource, name: str, config: PlatformConfig) -> KubernetesAssembly:
+    """The provider (the stack's kubeconfig and context) and the stack context."""
     settings = config.network.kubernetes
     assert settings is not None
-    return StackContext(
+    provider = k8s.Provider(
+        f"{name}-kubernetes",
+        kubeconfig=pulumi.Output.secret(settings.kubeconfig) if settings.kubeconfig else None,
+        context=settings.context,
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+    context = StackContext(
         stack=config.stack,
         tags=config.tags,
         image_registry=settings.image_registry,
         services_image=settings.services_image,
         storage_class=settings.storage_class,
     )
+    child = pulumi.ResourceOptions(parent=parent, providers={"kubernetes": provider})
+    return KubernetesAssembly(name, config, parent, child, settings, context)
 
 
-def _data_path(shared: Assembly) -> KubernetesParts:
-    """Network, Postgres (with its backups), stream, collector, archive and consumers."""
-    config, name, child = shared.config, shared.name, shared.child
-    settings = config.network.kubernetes
-    assert settings is not None
-    context = _context(config)
-    assert config.ingest.kubernetes is not None
-    assert config.stream.kubernetes is not None
+def _stores(
+    shared: KubernetesAssembly,
+) -> tuple[KubernetesNetwork, KubernetesPostgres, NatsJetStream, ExternalArchive | None]:
+    """What holds the data, first: the namespace, Postgres (with its backups into the
+    archive), the stream and the archive."""
+    config, name, child, context = shared.config, shared.name, shared.child, shared.context
     postgres_settings = config.postgres.kubernetes
-    assert postgres_settings is not None
+    assert postgres_settings is not None and config.stream.kubernetes is not None
     network = KubernetesNetwork(
         f"{name}-network",
         KubernetesNetworkArgs(
-            settings=settings,
+            settings=shared.settings,
             context=context,
             retain_namespace=config.deletion_protection or postgres_settings.deletion_protection,
         ),
@@ -110,11 +102,7 @@ def _data_path(shared: Assembly) -> KubernetesParts:
     )
     postgres = KubernetesPostgres(
         f"{name}-postgres",
-        KubernetesPostgresArgs(
-            settings=postgres_settings,
-            network=network,
-            context=context,
-        ),
+        KubernetesPostgresArgs(settings=postgres_settings, network=network, context=context),
         opts=child,
     )
     stream = NatsJetStream(
@@ -128,6 +116,40 @@ def _data_path(shared: Assembly) -> KubernetesParts:
         ),
         opts=child,
     )
+    return network, postgres, stream, _archive(shared, network, postgres)
+
+
+def _archive(
+    shared: KubernetesAssembly, network: KubernetesNetwork, postgres: KubernetesPostgres
+) -> ExternalArchive | None:
+    """The customer's S3-compatible archive, and Postgres's backups into it; None without one."""
+    settings = shared.config.archive.kubernetes
+    if settings is None:
+        pulumi.log.warn(
+            "liftoff:archive is not set: Postgres has no scheduled backups on this stack "
+            "(they are written to the archive).",
+            shared.parent,
+        )
+        return None
+    archive = ExternalArchive(
+        f"{shared.name}-archive",
+        ExternalArchiveArgs(settings=settings, network=network, context=shared.context),
+        opts=shared.child,
+    )
+    postgres.add_backups(archive)
+    return archive
+
+
+def _workloads(
+    shared: KubernetesAssembly,
+    network: KubernetesNetwork,
+    postgres: KubernetesPostgres,
+    stream: NatsJetStream,
+    archive: ExternalArchive | None,
+) -> KubernetesParts:
+    """The processes on the stores: the collector and the consumers."""
+    config, name, child, context = shared.config, shared.name, shared.child, shared.context
+    assert config.ingest.kubernetes is not None
     ingest = KubernetesCollector(
         f"{name}-ingest",
         KubernetesCollectorArgs(
@@ -139,7 +161,6 @@ def _data_path(shared: Assembly) -> KubernetesParts:
         ),
         opts=child,
     )
-    archive = _archive(shared, network, postgres)
     consumers = KubernetesConsumers(
         f"{name}-consumers",
         KubernetesConsumersArgs(
@@ -156,42 +177,38 @@ def _data_path(shared: Assembly) -> KubernetesParts:
     return KubernetesParts(network, postgres, stream, ingest, archive, consumers)
 
 
-def _archive(
-    shared: Assembly, network: KubernetesNetworkContract, postgres: KubernetesPostgresContract
-) -> KubernetesArchiveContract | None:
-    """The customer's S3-compatible archive, and Postgres's backups into it; None without one."""
-    config = shared.config
-    context = _context(config)
-    if config.archive.kubernetes is None:
-        pulumi.log.warn(
-            "liftoff:archive is not set: Postgres has no scheduled backups on this stack "
-            "(they are written to the archive).",
-            shared.parent,
-        )
-        return None
-    archive = ExternalArchive(
-        f"{shared.name}-archive",
-        ExternalArchiveArgs(settings=config.archive.kubernetes, network=network, context=context),
+def _airflow(
+    shared: KubernetesAssembly, parts: KubernetesParts, settings: KubernetesAirflowSettings
+) -> KubernetesAirflow:
+    return KubernetesAirflow(
+        f"{shared.name}-airflow",
+        KubernetesAirflowArgs(
+            settings=settings,
+            network=parts.network,
+            postgres=parts.postgres,
+            warehouse=parts.consumers.warehouse,
+            context=shared.context,
+            chart_source=shared.config.charts.get("airflow"),
+            archive=parts.archive,
+        ),
         opts=shared.child,
     )
-    postgres.add_backups(archive)
-    return archive
 
 
-def _observe(shared: Assembly, parts: KubernetesParts) -> None:
+def _observe(shared: KubernetesAssembly, parts: KubernetesParts) -> None:
     from components.observability.kubernetes import (
         KubernetesObservability,
         KubernetesObservabilityArgs,
     )
 
-    config = shared.config
-    assert config.observability.kubernetes is not None
+    settings = shared.config.observability.kubernetes
+    assert settings is not None
     parts.observability = KubernetesObservability(
         f"{shared.name}-observability",
         KubernetesObservabilityArgs(
-            settings=config.observability.kubernetes,
+            settings=settings,
             network=parts.network,
-            context=_context(config),
+            context=shared.context,
             ingest=parts.ingest,
             consumers=parts.consumers,
             stream=parts.stream,
