@@ -211,6 +211,11 @@ def setup_job_spec(
     }
 
 
+def secret_volume(name: str, secret_name: str) -> dict[str, Any]:
+    """A pod volume of a Secret's keys as files, readable by the pod's group only."""
+    return {"name": name, "secret": {"secretName": secret_name, "defaultMode": 0o440}}
+
+
 def env(values: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Plain environment variables, sorted by name (stable inputs)."""
     return [{"name": name, "value": values[name]} for name in sorted(values)]

@@ -253,20 +253,8 @@ class KubernetesAirflow(pulumi.ComponentResource):
                         "securityContext": kube.pod_security_context(AIRFLOW_UID, 0),
                         "containers": [container],
                         "volumes": [
-                            {
-                                "name": "admin",
-                                "secret": {
-                                    "secretName": SECRET_NAMES["admin"],
-                                    "defaultMode": 0o440,
-                                },
-                            },
-                            {
-                                "name": "metadata",
-                                "secret": {
-                                    "secretName": SECRET_NAMES["metadata"],
-                                    "defaultMode": 0o440,
-                                },
-                            },
+                            kube.secret_volume("admin", SECRET_NAMES["admin"]),
+                            kube.secret_volume("metadata", SECRET_NAMES["metadata"]),
                             {"name": "tmp", "emptyDir": {"sizeLimit": "128Mi"}},
                         ],
                     },

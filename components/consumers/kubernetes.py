@@ -155,10 +155,7 @@ def _consumer_pod_spec(
     }
     pod_spec = kube.services_pod_spec(
         [container],
-        volumes=[
-            {"name": volume, "secret": {"secretName": secret, "defaultMode": 0o440}}
-            for volume, secret, _ in args.secret_files
-        ],
+        volumes=[kube.secret_volume(volume, secret) for volume, secret, _ in args.secret_files],
     )
     # Room to finish (or abandon, unacknowledged) the in-flight batch on SIGTERM.
     pod_spec["terminationGracePeriodSeconds"] = 60

@@ -292,12 +292,7 @@ def _container(args: KubernetesCollectorArgs, environment: dict[str, Any]) -> di
 def _pod_spec(container: dict[str, Any], selector: Mapping[str, str]) -> dict[str, Any]:
     pod_spec = kube.services_pod_spec(
         [container],
-        volumes=[
-            {
-                "name": "write-keys",
-                "secret": {"secretName": "collector-write-keys", "defaultMode": 0o440},
-            }
-        ],
+        volumes=[kube.secret_volume("write-keys", "collector-write-keys")],
     )
     pod_spec["terminationGracePeriodSeconds"] = 30
     pod_spec["topologySpreadConstraints"] = [

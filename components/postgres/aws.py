@@ -218,31 +218,52 @@ class RdsPostgres(pulumi.ComponentResource):
     def _declare_credentials(
         self, name: str, args: RdsPostgresArgs, password: random.RandomPassword
     ) -> None:
-        """The admin credentials in Secrets Manager, in the RDS-managed secret's JSON shape."""
-        child = pulumi.ResourceOptions(parent=self)
+        """The admin credentials in Secrets Manager."""
         settings = args.settings
-        self.credentials = aws.secretsmanager.Secret(
+        self.credentials, _ = self._credentials_secret(
             f"{name}-credentials",
-            description="liftoff Postgres admin credentials",
-            kms_key_id=args.kms_key_arn,
-            recovery_window_in_days=30 if settings.deletion_protection else 7,
+            "liftoff Postgres admin credentials",
+            host=self.instance.address,
+            database=settings.database,
+            username=settings.username,
+            password=password.result,
+        )
+
+    def _credentials_secret(
+        self,
+        name: str,
+        description: str,
+        *,
+        host: pulumi.Input[str],
+        database: str,
+        username: str,
+        password: pulumi.Input[str],
+    ) -> tuple[aws.secretsmanager.Secret, aws.secretsmanager.SecretVersion]:
+        """A login's credentials in a Secrets Manager secret of their own, in the RDS-managed
+        secret's JSON shape (the setup function and the clients read it)."""
+        child = pulumi.ResourceOptions(parent=self)
+        secret = aws.secretsmanager.Secret(
+            name,
+            description=description,
+            kms_key_id=self._args.kms_key_arn,
+            recovery_window_in_days=30 if self._args.settings.deletion_protection else 7,
             opts=child,
         )
-        aws.secretsmanager.SecretVersion(
-            f"{name}-credentials-value",
-            secret_id=self.credentials.id,
-            secret_string=pulumi.Output.json_dumps(
-                {
-                    "engine": "postgres",
-                    "host": self.instance.address,
-                    "port": PORT,
-                    "dbname": settings.database,
-                    "username": settings.username,
-                    "password": password.result,
-                }
-            ),
+        value = {
+            "engine": "postgres",
+            "host": host,
+            "port": PORT,
+            "dbname": database,
+            "username": username,
+            "password": password,
+        }
+        version = aws.secretsmanager.SecretVersion(
+            f"{name}-value",
+            secret_id=secret.id,
+            secret_string=pulumi.Output.json_dumps(value),
             opts=child,
         )
+        return secret, version
 
     def grant_connect(self, peer: AwsPeer) -> Grant:
         """Admit `peer`'s security group to the Postgres port."""
@@ -351,35 +372,43 @@ class RdsPostgres(pulumi.ComponentResource):
         """
         database = database or client
         check_client_name(client, database)
-        settings = self._args.settings
-        child = pulumi.ResourceOptions(parent=self)
-        function = self._setup_function()
         password = random.RandomPassword(
-            f"{self._name}-{client}-password", length=40, special=False, opts=child
-        )
-        secret = aws.secretsmanager.Secret(
-            f"{self._name}-{client}-credentials",
-            description=f"liftoff Postgres credentials of {client}",
-            kms_key_id=self._args.kms_key_arn,
-            recovery_window_in_days=30 if settings.deletion_protection else 7,
-            opts=child,
+            f"{self._name}-{client}-password",
+            length=40,
+            special=False,
+            opts=pulumi.ResourceOptions(parent=self),
         )
         dns_name = self.connection.dns_name
-        version = aws.secretsmanager.SecretVersion(
-            f"{self._name}-{client}-credentials-value",
-            secret_id=secret.id,
-            secret_string=pulumi.Output.json_dumps(
-                {
-                    "engine": "postgres",
-                    "host": dns_name,
-                    "port": PORT,
-                    "dbname": database,
-                    "username": client,
-                    "password": password.result,
-                }
-            ),
-            opts=child,
+        secret, version = self._credentials_secret(
+            f"{self._name}-{client}-credentials",
+            f"liftoff Postgres credentials of {client}",
+            host=dns_name,
+            database=database,
+            username=client,
+            password=password.result,
         )
+        invocation = self._invoke_setup(client, database, secret, version)
+        connection = PostgresConnection(
+            host=self.connection.host,
+            port=self.connection.port,
+            database=pulumi.Output.from_input(database),
+            dns_name=dns_name,
+            username=pulumi.Output.from_input(client),
+            password=pulumi.Output.secret(password.result),
+        )
+        return ClientDatabase(
+            connection=connection, ready=invocation, role=client, secret_arn=secret.arn
+        )
+
+    def _invoke_setup(
+        self,
+        client: str,
+        database: str,
+        secret: aws.secretsmanager.Secret,
+        version: aws.secretsmanager.SecretVersion,
+    ) -> aws.lambda_.Invocation:
+        """Run the setup function for `client` once its role may read the client's secret."""
+        function = self._setup_function()
         reads_client = aws_iam.grant_secret_read(
             f"{self._name}-setup-reads-{client}",
             self._setup_role.id,
@@ -388,7 +417,7 @@ class RdsPostgres(pulumi.ComponentResource):
             self,
         )
         request = {"database": database, "role": client}
-        invocation = aws.lambda_.Invocation(
+        return aws.lambda_.Invocation(
             f"{self._name}-{client}-setup",
             function_name=function.name,
             input=secret.arn.apply(lambda arn: json.dumps({"clientSecretArn": arn, **request})),
@@ -410,15 +439,4 @@ class RdsPostgres(pulumi.ComponentResource):
                     *self._args.network.endpoints_for(SETUP_APIS),
                 ],
             ),
-        )
-        connection = PostgresConnection(
-            host=self.connection.host,
-            port=self.connection.port,
-            database=pulumi.Output.from_input(database),
-            dns_name=dns_name,
-            username=pulumi.Output.from_input(client),
-            password=pulumi.Output.secret(password.result),
-        )
-        return ClientDatabase(
-            connection=connection, ready=invocation, role=client, secret_arn=secret.arn
         )

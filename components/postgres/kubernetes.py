@@ -207,72 +207,74 @@ class KubernetesPostgres(pulumi.ComponentResource):
         """
         database = database or client
         check_client_name(client, database)
-        args = self._args
-        if not args.context.services_image:
+        if not self._args.context.services_image:
             raise ValueError("add_database needs KubernetesPostgresArgs.services_image")
-        network = self._network
-        secret_name = f"postgres-{client.replace('_', '-')}"
-        labels = kube.labels("postgres", args.context.stack, args.context.tags)
         password = random.RandomPassword(
             f"{self._name}-{client}-password",
             length=40,
             special=False,
             opts=pulumi.ResourceOptions(parent=self),
         )
-        host = self.host
+        secret_name = f"postgres-{client.replace('_', '-')}"
         secret = k8s.core.v1.Secret(
             f"{self._name}-{client}-credentials",
-            metadata=network.metadata(secret_name, labels),
+            metadata=self._network.metadata(secret_name, self.labels),
             type="Opaque",
             string_data={
                 "username": client,
                 "password": password.result,
                 "database": database,
-                "host": host,
+                "host": self.host,
                 "port": str(PORT),
             },
             opts=pulumi.ResourceOptions(parent=self),
         )
-        component = f"postgres-setup-{client.replace('_', '-')}"
-        selector = kube.selector(component, args.context.stack)
-        connect = self.grant_connect(KubernetesPeer(component, pod_labels=selector))
-        job_labels = kube.labels(component, args.context.stack, args.context.tags)
-
-        digest = _setup_digest(
-            database, client, args.context.services_image, args.settings.version, member_of
-        )
-        container = ensure_database_container(
-            args.context, args.settings, host, client, database, member_of
-        )
-        job = k8s.batch.v1.Job(
-            f"{self._name}-{client}-setup",
-            metadata=network.metadata(f"{component}-{digest}", job_labels),
-            spec=kube.setup_job_spec(
-                job_labels,
-                container,
-                volumes=[
-                    {
-                        "name": "admin",
-                        "secret": {"secretName": "postgres-credentials", "defaultMode": 0o440},
-                    },
-                    {"name": "client", "secret": {"secretName": secret_name, "defaultMode": 0o440}},
-                ],
-            ),
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                depends_on=[self.stateful_set, self.secret, secret, *connect.resources],
-            ),
-        )
+        job = self._setup_job(client, database, member_of, secret_name, secret)
         connection = PostgresConnection(
-            host=pulumi.Output.from_input(host),
+            host=pulumi.Output.from_input(self.host),
             port=pulumi.Output.from_input(PORT),
             database=pulumi.Output.from_input(database),
-            dns_name=pulumi.Output.from_input(host),
+            dns_name=pulumi.Output.from_input(self.host),
             username=pulumi.Output.from_input(client),
             password=pulumi.Output.secret(password.result),
         )
         return ClientDatabase(
             connection=connection, ready=job, role=client, secret_name=secret_name
+        )
+
+    def _setup_job(
+        self,
+        client: str,
+        database: str,
+        member_of: tuple[str, ...],
+        secret_name: str,
+        secret: k8s.core.v1.Secret,
+    ) -> k8s.batch.v1.Job:
+        """The Job creating `client`'s role and database with the admin credentials, admitted
+        to Postgres; named after its inputs (a change is a new Job: Jobs are immutable)."""
+        context, settings = self._args.context, self._args.settings
+        component = f"postgres-setup-{client.replace('_', '-')}"
+        selector = kube.selector(component, context.stack)
+        connect = self.grant_connect(KubernetesPeer(component, pod_labels=selector))
+        job_labels = kube.labels(component, context.stack, context.tags)
+        digest = _setup_digest(
+            database, client, context.services_image, settings.version, member_of
+        )
+        container = ensure_database_container(
+            context, settings, self.host, client, database, member_of
+        )
+        volumes = [
+            kube.secret_volume("admin", "postgres-credentials"),
+            kube.secret_volume("client", secret_name),
+        ]
+        return k8s.batch.v1.Job(
+            f"{self._name}-{client}-setup",
+            metadata=self._network.metadata(f"{component}-{digest}", job_labels),
+            spec=kube.setup_job_spec(job_labels, container, volumes=volumes),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[self.stateful_set, self.secret, secret, *connect.resources],
+            ),
         )
 
     def add_backups(self, archive: Archive[KubernetesPeer]) -> None:
