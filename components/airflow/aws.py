@@ -246,40 +246,17 @@ class MwaaAirflow(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         identity = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self))
-        environment_arn = pulumi.Output.concat(
-            "arn:aws:airflow:",
-            args.region,
-            ":",
-            identity.account_id,
-            ":environment/",
-            args.environment_name,
-        )
-        log_groups = pulumi.Output.concat(
-            "arn:aws:logs:",
-            args.region,
-            ":",
-            identity.account_id,
-            ":log-group:airflow-",
-            args.environment_name,
-            "-*",
-        )
-        inputs = [
-            environment_arn,
-            self.dag_bucket.arn,
-            log_groups,
-            args.kms_key_arn,
-            args.reconcile.function_arn if args.reconcile is not None else "",
-            identity.account_id,
-        ]
-        region = args.region
+        reconcile = args.reconcile.function_arn if args.reconcile is not None else ""
+        inputs = [self.dag_bucket.arn, args.kms_key_arn, reconcile, identity.account_id]
+        region, environment = args.region, args.environment_name
 
         def policy(values: list[str]) -> str:
-            environment, bucket, logs, key, reconcile, account = values
+            bucket, key, reconcile, account = values
             return aws_iam.document(
                 mwaa_execution_statements(
-                    environment=environment,
+                    environment=f"arn:aws:airflow:{region}:{account}:environment/{environment}",
                     bucket=bucket,
-                    log_groups=logs,
+                    log_groups=f"arn:aws:logs:{region}:{account}:log-group:airflow-{environment}-*",
                     platform_key=key,
                     account=account,
                     region=region,
@@ -324,35 +301,8 @@ def mwaa_execution_statements(
     """
     statements: list[dict[str, Any]] = [
         {"Effect": "Allow", "Action": ["airflow:PublishMetrics"], "Resource": environment},
-        {
-            "Effect": "Allow",
-            "Action": [
-                "s3:GetObject",
-                "s3:GetObjectVersion",
-                "s3:GetBucketLocation",
-                "s3:GetBucketPublicAccessBlock",
-                "s3:GetBucketVersioning",
-                "s3:GetEncryptionConfiguration",
-                "s3:ListBucket",
-                "s3:ListBucketVersions",
-            ],
-            "Resource": [bucket, f"{bucket}/*"],
-        },
-        {
-            "Effect": "Allow",
-            "Action": [
-                "logs:CreateLogStream",
-                "logs:CreateLogGroup",
-                "logs:PutLogEvents",
-                "logs:GetLogEvents",
-                "logs:GetLogRecord",
-                "logs:GetLogGroupFields",
-                "logs:GetQueryResults",
-            ],
-            "Resource": [log_groups, f"{log_groups}:*"],
-        },
-        # No resource type: DescribeLogGroups lists, it cannot name a group.
-        {"Effect": "Allow", "Action": ["logs:DescribeLogGroups"], "Resource": "*"},
+        _dag_bucket_statement(bucket),
+        *_log_statements(log_groups),
         # No resource type: an account-level setting.
         {"Effect": "Allow", "Action": ["s3:GetAccountPublicAccessBlock"], "Resource": "*"},
         {
@@ -374,6 +324,45 @@ def mwaa_execution_statements(
             {"Effect": "Allow", "Action": ["lambda:InvokeFunction"], "Resource": reconcile_function}
         )
     return statements
+
+
+def _dag_bucket_statement(bucket: str) -> dict[str, Any]:
+    """Reading the DAG bucket: the calls an environment makes on it, spelled out."""
+    return {
+        "Effect": "Allow",
+        "Action": [
+            "s3:GetObject",
+            "s3:GetObjectVersion",
+            "s3:GetBucketLocation",
+            "s3:GetBucketPublicAccessBlock",
+            "s3:GetBucketVersioning",
+            "s3:GetEncryptionConfiguration",
+            "s3:ListBucket",
+            "s3:ListBucketVersions",
+        ],
+        "Resource": [bucket, f"{bucket}/*"],
+    }
+
+
+def _log_statements(log_groups: str) -> list[dict[str, Any]]:
+    """Writing and reading its own log groups; listing them (no resource type: a listing
+    cannot name a group)."""
+    return [
+        {
+            "Effect": "Allow",
+            "Action": [
+                "logs:CreateLogStream",
+                "logs:CreateLogGroup",
+                "logs:PutLogEvents",
+                "logs:GetLogEvents",
+                "logs:GetLogRecord",
+                "logs:GetLogGroupFields",
+                "logs:GetQueryResults",
+            ],
+            "Resource": [log_groups, f"{log_groups}:*"],
+        },
+        {"Effect": "Allow", "Action": ["logs:DescribeLogGroups"], "Resource": "*"},
+    ]
 
 
 def _celery_queue_statements(region: str, account: str) -> list[dict[str, Any]]:

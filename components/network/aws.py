@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 
+from components import aws_iam
 from components.aws_logs import LogSettings, log_group
 from components.network.settings import AwsSettings
 
@@ -203,39 +203,16 @@ class AwsNetwork(pulumi.ComponentResource):
         group = log_group(f"{name}-flow-logs", log_group_name=None, logs=self._logs, parent=self)
         role = aws.iam.Role(
             f"{name}-flow-logs-role",
-            assume_role_policy=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Effect": "Allow",
-                            "Principal": {"Service": "vpc-flow-logs.amazonaws.com"},
-                            "Action": "sts:AssumeRole",
-                        }
-                    ],
-                }
-            ),
+            assume_role_policy=aws_iam.assume_role_policy("vpc-flow-logs.amazonaws.com"),
             opts=child,
         )
+        actions = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
         aws.iam.RolePolicy(
             f"{name}-flow-logs-policy",
             role=role.id,
             policy=group.arn.apply(
-                lambda arn: json.dumps(
-                    {
-                        "Version": "2012-10-17",
-                        "Statement": [
-                            {
-                                "Effect": "Allow",
-                                "Action": [
-                                    "logs:CreateLogStream",
-                                    "logs:PutLogEvents",
-                                    "logs:DescribeLogStreams",
-                                ],
-                                "Resource": [arn, f"{arn}:*"],
-                            }
-                        ],
-                    }
+                lambda arn: aws_iam.document(
+                    [{"Effect": "Allow", "Action": actions, "Resource": [arn, f"{arn}:*"]}]
                 )
             ),
             opts=child,
