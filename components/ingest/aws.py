@@ -86,7 +86,10 @@ class LambdaCollector(pulumi.ComponentResource):
         super().__init__("liftoff:ingest:LambdaCollector", name, None, opts)
         keys = self._declare_write_keys(name, args)
         self._declare_function(name, args)
-        self._declare_api(name, args, self._grant_function(name, args))
+        granted = self._grant_function(name, args)
+        self._declare_api(name)
+        self._declare_stage(name, args)
+        self._allow_invoke(name, granted)
         self.api_metrics = CloudWatchMetrics(
             "AWS/ApiGateway", {"ApiId": self.api.id, "Stage": self.stage.name}
         )
@@ -188,14 +191,9 @@ class LambdaCollector(pulumi.ComponentResource):
         )
         return [keys, *stream.resources, quarantine]
 
-    def _declare_api(
-        self, name: str, args: LambdaCollectorArgs, granted: list[pulumi.Resource]
-    ) -> None:
-        """The HTTP API, its routes, access logs and stage, and its right to invoke (once the
-        function's own access, `granted`, exists: no request reaches a function that cannot
-        yet publish)."""
+    def _declare_api(self, name: str) -> None:
+        """The HTTP API: every collector path routed to the function."""
         child = pulumi.ResourceOptions(parent=self)
-        settings = args.settings
         self.api = aws.apigatewayv2.Api(
             f"{name}-api",
             protocol_type="HTTP",
@@ -224,6 +222,10 @@ class LambdaCollector(pulumi.ComponentResource):
                 target=pulumi.Output.concat("integrations/", integration.id),
                 opts=child,
             )
+
+    def _declare_stage(self, name: str, args: LambdaCollectorArgs) -> None:
+        """The API's one stage: throttled, with detailed metrics and JSON access logs."""
+        settings = args.settings
         access_logs = log_group(
             f"{name}-access-logs",
             log_group_name=f"/aws/apigateway/{args.function_name}",
@@ -244,9 +246,13 @@ class LambdaCollector(pulumi.ComponentResource):
                 "throttling_burst_limit": settings.throttling_burst_limit,
                 "detailed_metrics_enabled": True,
             },
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self),
         )
-        # Invocation only from this API and only on the collector's path prefixes.
+
+    def _allow_invoke(self, name: str, granted: list[pulumi.Resource]) -> None:
+        """The API's right to invoke the function: only on the collector's path prefixes,
+        and once the function's own access (`granted`) exists, so no request reaches a
+        function that cannot yet publish."""
         for role, prefix in (
             ("", "/v1"),
             ("-library", "/analytics.js"),

@@ -138,14 +138,6 @@ class RdsPostgres(pulumi.ComponentResource):
         parameters: aws.rds.ParameterGroup,
     ) -> aws.rds.Instance:
         settings = args.settings
-
-        # RDS refuses a major engine_version change without this flag; set it only when the
-        # change is one (this stack's previous major, read back from its own outputs).
-        def major_upgrade(deployed: str | None) -> bool:
-            check_major_version(deployed, settings.version, upgrade_in_place=True)
-            return deployed is not None and deployed != settings.version
-
-        allow_major_upgrade = deployed_major_version(name, self).apply(major_upgrade)
         # RDS creates its export groups without retention unless they exist before the instance.
         export_groups = [
             log_group(
@@ -162,7 +154,7 @@ class RdsPostgres(pulumi.ComponentResource):
             identifier=args.identifier,
             engine="postgres",
             engine_version=settings.version,
-            allow_major_version_upgrade=allow_major_upgrade,
+            allow_major_version_upgrade=self._major_upgrade(name, settings),
             auto_minor_version_upgrade=True,
             instance_class=settings.instance_class,
             allocated_storage=settings.storage_gb,
@@ -195,6 +187,16 @@ class RdsPostgres(pulumi.ComponentResource):
             apply_immediately=settings.apply_immediately,
             opts=pulumi.ResourceOptions(parent=self, depends_on=export_groups),
         )
+
+    def _major_upgrade(self, name: str, settings: AwsPostgresSettings) -> pulumi.Output[bool]:
+        """RDS refuses a major engine_version change without this flag: set only when the
+        change is one (this stack's previous major, read back from its own outputs)."""
+
+        def major_upgrade(deployed: str | None) -> bool:
+            check_major_version(deployed, settings.version, upgrade_in_place=True)
+            return deployed is not None and deployed != settings.version
+
+        return deployed_major_version(name, self).apply(major_upgrade)
 
     def _declare_generation(self, name: str, args: RdsPostgresArgs) -> random.RandomId:
         child = pulumi.ResourceOptions(parent=self)

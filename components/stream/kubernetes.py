@@ -121,47 +121,27 @@ def nats_values(args: NatsJetStreamArgs) -> dict[str, Any]:
     """Values for the official NATS chart, built from the stack's settings."""
     pin = load_chart_pin("nats")
     settings = args.settings
-    jetstream = _jetstream_config(args)
-    restricted = kube.container_security_context()
-    resources = settings.resources.to_kubernetes()
+    registry = args.context.image_registry
     values = {
         "global": {"labels": dict(sorted(args.context.tags.items()))},
         "config": {
             "cluster": {"enabled": settings.replicas > 1, "replicas": settings.replicas},
-            "jetstream": jetstream,
+            "jetstream": _jetstream_config(args),
         },
         "container": {
-            "image": {"fullImageName": kube.image(pin.images["nats"], args.context.image_registry)},
+            "image": {"fullImageName": kube.image(pin.images["nats"], registry)},
             "env": {"GOMEMLIMIT": gomemlimit(settings.resources.limits_memory)},
-            "merge": {"securityContext": restricted, "resources": resources},
+            **_restricted_container(settings.resources.to_kubernetes()),
         },
         "reloader": {
-            "image": {
-                "fullImageName": kube.image(pin.images["reloader"], args.context.image_registry)
-            },
-            "merge": {"securityContext": restricted, "resources": RELOADER_RESOURCES},
+            "image": {"fullImageName": kube.image(pin.images["reloader"], registry)},
+            **_restricted_container(RELOADER_RESOURCES),
         },
-        "podTemplate": {
-            "merge": {
-                "spec": {
-                    "automountServiceAccountToken": False,
-                    "securityContext": kube.pod_security_context(NATS_UID),
-                }
-            }
-        },
+        "podTemplate": _restricted_pod(),
         # Off in charts/nats.yaml; restricted all the same should someone turn it on.
         "natsBox": {
-            "container": {
-                "merge": {"securityContext": restricted, "resources": RELOADER_RESOURCES}
-            },
-            "podTemplate": {
-                "merge": {
-                    "spec": {
-                        "automountServiceAccountToken": False,
-                        "securityContext": kube.pod_security_context(NATS_UID),
-                    }
-                }
-            },
+            "container": _restricted_container(RELOADER_RESOURCES),
+            "podTemplate": _restricted_pod(),
         },
         # JetStream data outlives the StatefulSet, like Postgres's.
         "statefulSet": {
@@ -179,12 +159,27 @@ def nats_values(args: NatsJetStreamArgs) -> dict[str, Any]:
         values["promExporter"] = {
             "enabled": True,
             "port": NATS_EXPORTER_PORT,
-            "image": {
-                "fullImageName": kube.image(pin.images["promExporter"], args.context.image_registry)
-            },
-            "merge": {"securityContext": restricted, "resources": RELOADER_RESOURCES},
+            "image": {"fullImageName": kube.image(pin.images["promExporter"], registry)},
+            **_restricted_container(RELOADER_RESOURCES),
         }
     return deep_merge(pin.values, values)
+
+
+def _restricted_container(resources: dict[str, Any]) -> dict[str, Any]:
+    """What the chart merges into a container: the restricted profile, these resources."""
+    return {"merge": {"securityContext": kube.container_security_context(), "resources": resources}}
+
+
+def _restricted_pod() -> dict[str, Any]:
+    """What the chart merges into a pod: no API token, the restricted profile as NATS_UID."""
+    return {
+        "merge": {
+            "spec": {
+                "automountServiceAccountToken": False,
+                "securityContext": kube.pod_security_context(NATS_UID),
+            }
+        }
+    }
 
 
 class NatsJetStream(pulumi.ComponentResource):
