@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -118,7 +119,25 @@ class KubernetesAirflow(pulumi.ComponentResource):
     def _secrets(
         self, name: str, connection: PostgresConnection, labels: Mapping[str, str]
     ) -> list[k8s.core.v1.Secret]:
-        network = self._args.network
+        """Every Secret the chart reads (names in SECRET_NAMES), its values as secrets."""
+        values = {**self._generated_secrets(name, connection), **self._git_credentials()}
+        return [
+            k8s.core.v1.Secret(
+                f"{name}-{role}-secret",
+                metadata=self._args.network.metadata(SECRET_NAMES[role], labels),
+                type="Opaque",
+                string_data={k: pulumi.Output.secret(v) for k, v in data.items()},
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            for role, data in values.items()
+        ]
+
+    def _generated_secrets(
+        self, name: str, connection: PostgresConnection
+    ) -> dict[str, dict[str, pulumi.Input[str]]]:
+        """The metadata connection, and the keys and passwords generated once with
+        pulumi-random and kept in state (the chart's own would change on every render, with
+        no Helm hooks under Pulumi, while a running Redis keeps the first one)."""
         opts = pulumi.ResourceOptions(parent=self)
 
         def random_key(role: str, length: int = 48) -> pulumi.Output[str]:
@@ -127,7 +146,6 @@ class KubernetesAirflow(pulumi.ComponentResource):
             ).result
 
         fernet = random.RandomBytes(f"{name}-fernet-bytes", length=32, opts=opts)
-        secrets = []
         values: dict[str, dict[str, pulumi.Input[str]]] = {
             "metadata": {
                 # The chart reads the SQLAlchemy URL from the `connection` key.
@@ -146,10 +164,7 @@ class KubernetesAirflow(pulumi.ComponentResource):
             "webserver": {"webserver-secret-key": random_key("webserver")},
             "admin": {"username": "admin", "password": random_key("admin", 32)},
         }
-        settings = self._args.settings
-        if settings.executor == "CeleryExecutor":
-            # Generated once and kept in state: the chart's own would change on every render
-            # (no Helm hooks under Pulumi) while the running Redis keeps the first one.
+        if self._args.settings.executor == "CeleryExecutor":
             redis_password = random_key("redis", 32)
             values["redis"] = {"password": redis_password}
             values["broker"] = {
@@ -157,7 +172,12 @@ class KubernetesAirflow(pulumi.ComponentResource):
                     "redis://:{0}@{1}-redis:{2}/0", redis_password, RELEASE, REDIS_PORT
                 )
             }
-        dags = settings.dags
+        return values
+
+    def _git_credentials(self) -> dict[str, dict[str, pulumi.Input[str]]]:
+        """git-sync's HTTPS token or SSH key, when DAGs come from git with one."""
+        dags = self._args.settings.dags
+        values: dict[str, dict[str, pulumi.Input[str]]] = {}
         if dags.token:
             # git-sync v4 reads GITSYNC_*; the chart's template maps the GIT_SYNC_* keys.
             values["git-https"] = {
@@ -170,17 +190,7 @@ class KubernetesAirflow(pulumi.ComponentResource):
             }
         if dags.ssh_key:
             values["git-ssh"] = {"gitSshKey": dags.ssh_key}
-        for role, data in values.items():
-            secrets.append(
-                k8s.core.v1.Secret(
-                    f"{name}-{role}-secret",
-                    metadata=network.metadata(SECRET_NAMES[role], labels),
-                    type="Opaque",
-                    string_data={k: pulumi.Output.secret(v) for k, v in data.items()},
-                    opts=opts,
-                )
-            )
-        return secrets
+        return values
 
     def _dags_config_map(
         self, name: str, labels: Mapping[str, str]
@@ -194,8 +204,6 @@ class KubernetesAirflow(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
 
-    # --- values --------------------------------------------------------------------------------
-
     # --- admin user and network --------------------------------------------------------------
 
     def _admin_user_job(self, name: str, labels: Mapping[str, str], pin: ChartPin) -> None:
@@ -207,38 +215,7 @@ class KubernetesAirflow(pulumi.ComponentResource):
             **AIRFLOW_PODS,
         }
         repository = image_repository(pin, "airflow", args.context.image_registry)
-        image = f"{repository}:{args.settings.version}"
-        script = (
-            "if airflow users list --output plain | awk '{print $2}' | grep -qx \"$ADMIN_USER\"; "
-            "then echo admin exists; else "
-            'airflow users create --role Admin --username "$ADMIN_USER" '
-            '--password "$(cat /etc/airflow-admin/password)" --firstname Admin --lastname User '
-            '--email "$ADMIN_USER@localhost"; fi'
-        )
-        container = {
-            "name": "create-admin-user",
-            "image": image,
-            "imagePullPolicy": "IfNotPresent",
-            "command": ["bash", "-c", script],
-            "env": kube.env(
-                {
-                    "ADMIN_USER": "admin",
-                    # Airflow reads the connection from the mounted Secret (the _CMD form).
-                    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD": f"cat {METADATA_DIR}/connection",
-                    "AIRFLOW__CORE__AUTH_MANAGER": "airflow.providers.fab.auth_manager."
-                    "fab_auth_manager.FabAuthManager",
-                    # The root filesystem is read-only; Airflow writes its config under HOME.
-                    "AIRFLOW_HOME": "/tmp/airflow",
-                }
-            ),
-            "resources": SMALL_RESOURCES,
-            "securityContext": kube.container_security_context(),
-            "volumeMounts": [
-                {"name": "admin", "mountPath": "/etc/airflow-admin", "readOnly": True},
-                {"name": "metadata", "mountPath": METADATA_DIR, "readOnly": True},
-                {"name": "tmp", "mountPath": "/tmp"},
-            ],
-        }
+        container = _admin_user_container(f"{repository}:{args.settings.version}")
         k8s.batch.v1.Job(
             f"{name}-admin-user",
             metadata=args.network.metadata(component, job_labels),
@@ -325,3 +302,39 @@ class KubernetesAirflow(pulumi.ComponentResource):
                 },
                 opts=opts,
             )
+
+
+def _admin_user_container(image: str) -> dict[str, Any]:
+    """Creates the UI admin unless it exists (idempotent), with the password from its
+    mounted Secret and the metadata connection from the chart's."""
+    script = (
+        "if airflow users list --output plain | awk '{print $2}' | grep -qx \"$ADMIN_USER\"; "
+        "then echo admin exists; else "
+        'airflow users create --role Admin --username "$ADMIN_USER" '
+        '--password "$(cat /etc/airflow-admin/password)" --firstname Admin --lastname User '
+        '--email "$ADMIN_USER@localhost"; fi'
+    )
+    return {
+        "name": "create-admin-user",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["bash", "-c", script],
+        "env": kube.env(
+            {
+                "ADMIN_USER": "admin",
+                # Airflow reads the connection from the mounted Secret (the _CMD form).
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD": f"cat {METADATA_DIR}/connection",
+                "AIRFLOW__CORE__AUTH_MANAGER": "airflow.providers.fab.auth_manager."
+                "fab_auth_manager.FabAuthManager",
+                # The root filesystem is read-only; Airflow writes its config under HOME.
+                "AIRFLOW_HOME": "/tmp/airflow",
+            }
+        ),
+        "resources": SMALL_RESOURCES,
+        "securityContext": kube.container_security_context(),
+        "volumeMounts": [
+            {"name": "admin", "mountPath": "/etc/airflow-admin", "readOnly": True},
+            {"name": "metadata", "mountPath": METADATA_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }

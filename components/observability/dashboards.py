@@ -3,7 +3,6 @@ provider imported: each target's module declares its own."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,65 +26,64 @@ class CloudWatchSources:
 def cloudwatch_dashboard(
     sources: CloudWatchSources, region: str, alarms: list[str]
 ) -> dict[str, Any]:
-    """The contract's dashboard on CloudWatch: one widget per part of the data path."""
-    widget = functools.partial(_cloudwatch_widget, region)
-    api, database = sources.api, sources.database
+    """The contract's dashboard on CloudWatch: one widget per part of the data path, two a
+    row, and the contract's alarms below."""
     return {
         "widgets": [
-            widget(
-                "Ingestion: requests, 4xx, 5xx",
-                [api.dashboard_row(m) for m in ("Count", "4xx", "5xx")],
-                0,
-                0,
-            ),
-            widget(
-                "Ingestion: latency p50 / p99 (ms)",
-                [api.dashboard_row("Latency", {"stat": p}) for p in ("p50", "p99")],
-                12,
-                0,
-            ),
-            widget(
-                "Collector function: errors, throttles; stream write throttling",
-                [
-                    sources.collector.dashboard_row("Errors"),
-                    sources.collector.dashboard_row("Throttles"),
-                    sources.stream.dashboard_row("WriteProvisionedThroughputExceeded"),
-                    sources.stream.dashboard_row("IncomingRecords"),
-                ],
-                0,
-                6,
-            ),
-            widget(
-                "Consumer lag: IteratorAge (ms) per consumer",
-                [function.dashboard_row("IteratorAge") for function, _ in sources.consumers],
-                12,
-                6,
-                stat="Maximum",
-            ),
-            widget(
-                "Dead letters: on-failure queue depth",
-                [
-                    queue.dashboard_row("ApproximateNumberOfMessagesVisible")
-                    for _, queue in sources.consumers
-                ],
-                0,
-                12,
-                stat="Maximum",
-            ),
-            widget(
-                "Database: CPU %, connections, free storage",
-                [
-                    database.dashboard_row("CPUUtilization"),
-                    database.dashboard_row("DatabaseConnections"),
-                    database.dashboard_row("FreeStorageSpace", {"yAxis": "right"}),
-                ],
-                12,
-                12,
-                stat="Average",
-            ),
-            _alarms_widget(alarms),
+            _cloudwatch_widget(region, title, metrics, (i % 2) * 12, (i // 2) * 6, stat)
+            for i, (title, metrics, stat) in enumerate(_cloudwatch_panels(sources))
         ]
+        + [_alarms_widget(alarms)]
     }
+
+
+def _cloudwatch_panels(sources: CloudWatchSources) -> list[tuple[str, list[list[Any]], str]]:
+    """(title, metrics, statistic) of each widget."""
+    api, collector, stream = sources.api, sources.collector, sources.stream
+    return [
+        (
+            "Ingestion: requests, 4xx, 5xx",
+            [api.dashboard_row(m) for m in ("Count", "4xx", "5xx")],
+            "Sum",
+        ),
+        (
+            "Ingestion: latency p50 / p99 (ms)",
+            [api.dashboard_row("Latency", {"stat": p}) for p in ("p50", "p99")],
+            "Sum",
+        ),
+        (
+            "Collector function: errors, throttles; stream write throttling",
+            [
+                collector.dashboard_row("Errors"),
+                collector.dashboard_row("Throttles"),
+                stream.dashboard_row("WriteProvisionedThroughputExceeded"),
+                stream.dashboard_row("IncomingRecords"),
+            ],
+            "Sum",
+        ),
+        (
+            "Consumer lag: IteratorAge (ms) per consumer",
+            [function.dashboard_row("IteratorAge") for function, _ in sources.consumers],
+            "Maximum",
+        ),
+        (
+            "Dead letters: on-failure queue depth",
+            [
+                queue.dashboard_row("ApproximateNumberOfMessagesVisible")
+                for _, queue in sources.consumers
+            ],
+            "Maximum",
+        ),
+        (
+            "Database: CPU %, connections, free storage",
+            [
+                sources.database.dashboard_row("CPUUtilization"),
+                sources.database.dashboard_row("DatabaseConnections"),
+                sources.database.dashboard_row("FreeStorageSpace", {"yAxis": "right"}),
+            ],
+            "Average",
+        ),
+    ]
 
 
 def _alarms_widget(alarms: list[str]) -> dict[str, Any]:

@@ -179,24 +179,8 @@ class KubernetesObservability(pulumi.ComponentResource):
             database.connection.host, database.connection.port, database.connection.database
         ).apply(lambda v: f"{v[0]}:{v[1]}/{v[2]}?sslmode=disable")
 
-        container = {
-            "name": "postgres-exporter",
-            "image": kube.image(POSTGRES_EXPORTER_IMAGE, args.context.image_registry),
-            "ports": [{"name": target.port_name, "containerPort": target.port}],
-            "env": [
-                {"name": "DATA_SOURCE_URI", "value": data_source_uri},
-                # Credentials as files, never as environment values.
-                {"name": "DATA_SOURCE_USER_FILE", "value": "/etc/postgres-exporter/username"},
-                {"name": "DATA_SOURCE_PASS_FILE", "value": "/etc/postgres-exporter/password"},
-            ],
-            "volumeMounts": [
-                {"name": "credentials", "mountPath": "/etc/postgres-exporter", "readOnly": True}
-            ],
-            "securityContext": kube.container_security_context(),
-            "resources": EXPORTER_RESOURCES,
-            "livenessProbe": {"httpGet": {"path": "/", "port": target.port_name}},
-            "readinessProbe": {"httpGet": {"path": "/", "port": target.port_name}},
-        }
+        image = kube.image(POSTGRES_EXPORTER_IMAGE, args.context.image_registry)
+        container = _exporter_container(image, target, data_source_uri)
         return k8s.apps.v1.Deployment(
             f"{name}-postgres-exporter",
             metadata=args.network.metadata(target.name, labels),
@@ -228,6 +212,30 @@ class KubernetesObservability(pulumi.ComponentResource):
                 child, pulumi.ResourceOptions(depends_on=[database.ready, *connect.resources])
             ),
         )
+
+
+def _exporter_container(
+    image: str, target: MetricsTarget, data_source_uri: pulumi.Input[str]
+) -> dict[str, Any]:
+    """postgres_exporter on `target`'s port, its login read from the mounted credentials."""
+    return {
+        "name": "postgres-exporter",
+        "image": image,
+        "ports": [{"name": target.port_name, "containerPort": target.port}],
+        "env": [
+            {"name": "DATA_SOURCE_URI", "value": data_source_uri},
+            # Credentials as files, never as environment values.
+            {"name": "DATA_SOURCE_USER_FILE", "value": "/etc/postgres-exporter/username"},
+            {"name": "DATA_SOURCE_PASS_FILE", "value": "/etc/postgres-exporter/password"},
+        ],
+        "volumeMounts": [
+            {"name": "credentials", "mountPath": "/etc/postgres-exporter", "readOnly": True}
+        ],
+        "securityContext": kube.container_security_context(),
+        "resources": EXPORTER_RESOURCES,
+        "livenessProbe": {"httpGet": {"path": "/", "port": target.port_name}},
+        "readinessProbe": {"httpGet": {"path": "/", "port": target.port_name}},
+    }
 
 
 def scrape_policy_spec(
