@@ -47,6 +47,7 @@ RDS_MEMORY_GIB: dict[str, float] = {
     },
 }
 GIB = 1024**3
+ABOVE, BELOW = "GreaterThanThreshold", "LessThanThreshold"
 
 
 def rds_max_connections(instance_class: str) -> int | None:
@@ -184,7 +185,7 @@ class AwsObservability(pulumi.ComponentResource):
         self._alarm(
             "LiftoffIngestionErrors",
             "api-5xx",
-            comparison_operator="GreaterThanThreshold",
+            comparison_operator=ABOVE,
             threshold=self._threshold("ingestionErrorRatio"),
             evaluation_periods=1,
             metric_queries=[
@@ -214,7 +215,7 @@ class AwsObservability(pulumi.ComponentResource):
             extended_statistic="p99",
             period=300,
             evaluation_periods=2,
-            comparison_operator="GreaterThanThreshold",
+            comparison_operator=ABOVE,
             threshold=self._threshold("ingestionLatencySeconds") * 1000,  # milliseconds
         )
 
@@ -226,25 +227,22 @@ class AwsObservability(pulumi.ComponentResource):
             **_simple(args.stream.metrics, "ReadProvisionedThroughputExceeded"),
         )
         for consumer in args.consumers.functions:
+            lag = self._threshold("consumerLagSeconds") * 1000  # milliseconds
             self._alarm(
                 "LiftoffConsumerLagAge",
                 consumer.name,
-                **_metric(consumer.metrics, "IteratorAge"),
-                statistic="Maximum",
-                period=60,
-                evaluation_periods=5,
-                comparison_operator="GreaterThanThreshold",
-                threshold=self._threshold("consumerLagSeconds") * 1000,  # milliseconds
+                **_condition(consumer.metrics, "IteratorAge", ABOVE, lag, "Maximum", 60, 5),
             )
             self._alarm(
                 "LiftoffDeadLetters",
                 consumer.name,
-                **_metric(consumer.dead_letter_metrics, "ApproximateNumberOfMessagesVisible"),
-                statistic="Maximum",
-                period=300,
-                evaluation_periods=1,
-                comparison_operator="GreaterThanThreshold",
-                threshold=self._threshold("deadLetters"),
+                **_condition(
+                    consumer.dead_letter_metrics,
+                    "ApproximateNumberOfMessagesVisible",
+                    ABOVE,
+                    self._threshold("deadLetters"),
+                    "Maximum",
+                ),
             )
             if consumer.broadcaster:
                 self._alarm(
@@ -261,63 +259,40 @@ class AwsObservability(pulumi.ComponentResource):
     def _database(self) -> None:
         args = self._args
         database = args.postgres.metrics
-
-        def rds(metric: str, statistic: str, periods: int, **spec: Any) -> dict[str, Any]:
-            return {
-                **_metric(database, metric),
-                "statistic": statistic,
-                "period": 300,
-                "evaluation_periods": periods,
-                **spec,
-            }
-
         # RDS publishes DatabaseConnections every minute while the instance runs: no data for
         # 5 minutes means it is down (or stopped).
         self._alarm(
             "LiftoffPostgresDown",
             "no-metrics",
-            **_metric(database, "DatabaseConnections"),
-            statistic="SampleCount",
-            period=60,
-            evaluation_periods=5,
-            comparison_operator="LessThanThreshold",
-            threshold=1,
+            **_condition(database, "DatabaseConnections", BELOW, 1, "SampleCount", 60, 5),
             treat_missing_data="breaching",
         )
         maximum = rds_max_connections(args.db_instance_class)
         if maximum is not None:
+            connections = round(self._threshold("postgresConnectionsRatio") * maximum)
             self._alarm(
                 "LiftoffPostgresConnections",
                 "connections",
-                **rds(
+                **_condition(
+                    database,
                     "DatabaseConnections",
+                    ABOVE,
+                    connections,
                     "Maximum",
-                    2,
-                    comparison_operator="GreaterThanThreshold",
-                    threshold=round(self._threshold("postgresConnectionsRatio") * maximum),
+                    periods=2,
                 ),
             )
+        free = self._threshold("postgresFreeStorageRatio") * args.db_storage_gb * GIB
         self._alarm(
             "LiftoffPostgresStorage",
             "free-storage",
-            **rds(
-                "FreeStorageSpace",
-                "Minimum",
-                3,
-                comparison_operator="LessThanThreshold",
-                threshold=self._threshold("postgresFreeStorageRatio") * args.db_storage_gb * GIB,
-            ),
+            **_condition(database, "FreeStorageSpace", BELOW, free, "Minimum", periods=3),
         )
+        cpu = self._threshold("postgresCpuRatio") * 100
         self._alarm(
             "LiftoffPostgresCpu",
             "cpu",
-            **rds(
-                "CPUUtilization",
-                "Average",
-                3,
-                comparison_operator="GreaterThanThreshold",
-                threshold=self._threshold("postgresCpuRatio") * 100,
-            ),
+            **_condition(database, "CPUUtilization", ABOVE, cpu, "Average", periods=3),
         )
 
     # --- dashboard ------------------------------------------------------------------------------
@@ -368,16 +343,30 @@ def _resolved(metrics: CloudWatchMetrics) -> pulumi.Output[CloudWatchMetrics]:
     )
 
 
-def _simple(metrics: CloudWatchMetrics, metric: str) -> dict[str, Any]:
-    """Sum over 5 minutes above zero: any occurrence is worth a look."""
+def _condition(
+    metrics: CloudWatchMetrics,
+    metric: str,
+    comparison: str,
+    threshold: float,
+    statistic: str = "Sum",
+    period: int = 300,
+    periods: int = 1,
+) -> dict[str, Any]:
+    """An alarm's condition: `statistic` of `metric` over `periods` periods of `period` s
+    compared with `threshold`."""
     return {
         **_metric(metrics, metric),
-        "statistic": "Sum",
-        "period": 300,
-        "evaluation_periods": 1,
-        "comparison_operator": "GreaterThanThreshold",
-        "threshold": 0,
+        "statistic": statistic,
+        "period": period,
+        "evaluation_periods": periods,
+        "comparison_operator": comparison,
+        "threshold": threshold,
     }
+
+
+def _simple(metrics: CloudWatchMetrics, metric: str) -> dict[str, Any]:
+    """Sum over 5 minutes above zero: any occurrence is worth a look."""
+    return _condition(metrics, metric, ABOVE, 0)
 
 
 def _topic_policy(topic_arn: str, key_arn: str, region: str, prefix: str) -> str:
