@@ -136,7 +136,7 @@ class KubernetesCollector(pulumi.ComponentResource):
         selector: Mapping[str, str],
         child: pulumi.ResourceOptions,
     ) -> k8s.core.v1.Service:
-        """The Service, its autoscaler and disruption budget, and who may reach it."""
+        """The Service and who may reach it; its autoscaler and disruption budget."""
         metadata = self._network.metadata(COMPONENT, labels)
         service = k8s.core.v1.Service(
             f"{name}-service",
@@ -146,35 +146,6 @@ class KubernetesCollector(pulumi.ComponentResource):
                 "selector": selector,
                 "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
             },
-            opts=child,
-        )
-        k8s.autoscaling.v2.HorizontalPodAutoscaler(
-            f"{name}-autoscaler",
-            metadata=metadata,
-            spec={
-                "scaleTargetRef": {
-                    "apiVersion": "apps/v1",
-                    "kind": "Deployment",
-                    "name": COMPONENT,
-                },
-                "minReplicas": settings.min_replicas,
-                "maxReplicas": settings.max_replicas,
-                "metrics": [
-                    {
-                        "type": "Resource",
-                        "resource": {
-                            "name": "cpu",
-                            "target": {"type": "Utilization", "averageUtilization": 70},
-                        },
-                    }
-                ],
-            },
-            opts=child,
-        )
-        k8s.policy.v1.PodDisruptionBudget(
-            f"{name}-pdb",
-            metadata=metadata,
-            spec={"maxUnavailable": 1, "selector": {"matchLabels": selector}},
             opts=child,
         )
         # Clients (an ingress controller, or SDKs inside the cluster) may reach the collector.
@@ -188,7 +159,37 @@ class KubernetesCollector(pulumi.ComponentResource):
             },
             opts=child,
         )
+        self._declare_scaling(name, settings, metadata, selector, child)
         return service
+
+    def _declare_scaling(
+        self,
+        name: str,
+        settings: KubernetesIngest,
+        metadata: dict[str, Any],
+        selector: Mapping[str, str],
+        child: pulumi.ResourceOptions,
+    ) -> None:
+        """Scaled out on CPU between the configured bounds; drained one pod at a time."""
+        cpu = {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}
+        deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "name": COMPONENT}
+        k8s.autoscaling.v2.HorizontalPodAutoscaler(
+            f"{name}-autoscaler",
+            metadata=metadata,
+            spec={
+                "scaleTargetRef": deployment,
+                "minReplicas": settings.min_replicas,
+                "maxReplicas": settings.max_replicas,
+                "metrics": [{"type": "Resource", "resource": cpu}],
+            },
+            opts=child,
+        )
+        k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb",
+            metadata=metadata,
+            spec={"maxUnavailable": 1, "selector": {"matchLabels": selector}},
+            opts=child,
+        )
 
     def _ingress(
         self,
