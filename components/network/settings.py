@@ -156,6 +156,21 @@ def _read_kubernetes(reader: ConfigReader, stack: str) -> KubernetesSettings:
     )
     if settings.services_image.endswith(":latest"):
         reader.problem("servicesImage", settings.services_image, "a pinned tag, not :latest")
+    dns_namespace, pod_labels, cidrs, ports = _read_dns(reader, defaults)
+    reader.finish()
+    return dataclasses.replace(
+        settings,
+        dns_namespace=dns_namespace or settings.dns_namespace,
+        dns_pod_labels=dict(sorted(pod_labels.items())),
+        dns_cidrs=tuple(sorted(set(cidrs))),
+        dns_ports=ports,
+    )
+
+
+def _read_dns(
+    reader: ConfigReader, defaults: KubernetesSettings
+) -> tuple[str | None, dict[str, str], list[str], tuple[int, ...]]:
+    """`dns`: where the cluster's DNS answers (namespace, pod labels, addresses, ports)."""
     dns = reader.object("dns")
     dns_namespace = dns.string("namespace", pattern=DNS_LABEL, describe=DNS_LABEL_DESCRIBE)
     if dns_namespace and reader.has("dnsNamespace"):
@@ -171,14 +186,7 @@ def _read_kubernetes(reader: ConfigReader, stack: str) -> KubernetesSettings:
         cidrs = []
     ports = port_list(dns.key("ports"), dns.raw("ports"), reader.problems, defaults.dns_ports)
     dns.finish()
-    reader.finish()
-    return dataclasses.replace(
-        settings,
-        dns_namespace=dns_namespace or settings.dns_namespace,
-        dns_pod_labels=dict(sorted(pod_labels.items())),
-        dns_cidrs=tuple(sorted(set(cidrs))),
-        dns_ports=ports,
-    )
+    return dns_namespace, pod_labels, cidrs, ports
 
 
 def _check_label(name: str, value: str) -> str | None:
@@ -195,31 +203,7 @@ def _read_aws(reader: ConfigReader, region: Any, problems: list[Problem]) -> Aws
             )
         )
         region = ""
-    vpc_id = reader.string("vpcId", pattern=r"vpc-[0-9a-f]{8,17}", describe="a VPC id (vpc-...)")
-    subnets = reader.string_list(
-        "privateSubnetIds",
-        item_pattern=r"subnet-[0-9a-f]{8,17}",
-        describe="a subnet id (subnet-...)",
-    )
-    if (vpc_id is None) != (subnets is None) and not any(
-        p.key.startswith(reader.key("vpcId")) or p.key.startswith(reader.key("privateSubnetIds"))
-        for p in problems
-    ):
-        which = "privateSubnetIds" if vpc_id else "vpcId"
-        reader.problem(
-            which,
-            None,
-            "vpcId and privateSubnetIds must be set together (bring your own network) or both "
-            "left out (a new VPC is created)",
-        )
-    if subnets is not None and vpc_id is not None and len(subnets) < 2:
-        reader.problem(
-            "privateSubnetIds",
-            list(subnets),
-            "at least 2 private subnets in different availability zones",
-        )
-    if subnets is not None and len(set(subnets)) != len(subnets):
-        reader.problem("privateSubnetIds", list(subnets), "distinct subnet ids")
+    vpc_id, subnets = _read_own_vpc(reader)
     vpc_cidr = reader.string("vpcCidr", "10.40.0.0/16", describe="an IPv4 CIDR from /16 to /24")
     if vpc_cidr is not None and not _is_vpc_cidr(vpc_cidr):
         reader.problem("vpcCidr", vpc_cidr, "an IPv4 CIDR from /16 to /24, e.g. 10.40.0.0/16")
@@ -248,6 +232,37 @@ def _read_aws(reader: ConfigReader, region: Any, problems: list[Problem]) -> Aws
         availability_zones=zones,
         log_retention_days=retention,
     )
+
+
+def _read_own_vpc(reader: ConfigReader) -> tuple[str | None, tuple[str, ...] | None]:
+    """`vpcId` and `privateSubnetIds`: the customer's own network, both or neither."""
+    problems = reader.problems
+    vpc_id = reader.string("vpcId", pattern=r"vpc-[0-9a-f]{8,17}", describe="a VPC id (vpc-...)")
+    subnets = reader.string_list(
+        "privateSubnetIds",
+        item_pattern=r"subnet-[0-9a-f]{8,17}",
+        describe="a subnet id (subnet-...)",
+    )
+    if (vpc_id is None) != (subnets is None) and not any(
+        p.key.startswith(reader.key("vpcId")) or p.key.startswith(reader.key("privateSubnetIds"))
+        for p in problems
+    ):
+        which = "privateSubnetIds" if vpc_id else "vpcId"
+        reader.problem(
+            which,
+            None,
+            "vpcId and privateSubnetIds must be set together (bring your own network) or both "
+            "left out (a new VPC is created)",
+        )
+    if subnets is not None and vpc_id is not None and len(subnets) < 2:
+        reader.problem(
+            "privateSubnetIds",
+            list(subnets),
+            "at least 2 private subnets in different availability zones",
+        )
+    if subnets is not None and len(set(subnets)) != len(subnets):
+        reader.problem("privateSubnetIds", list(subnets), "distinct subnet ids")
+    return vpc_id, subnets
 
 
 # The only values CloudWatch Logs accepts (PutRetentionPolicy); "never expire" is not offered.
