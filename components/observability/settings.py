@@ -9,11 +9,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from components.observability import THRESHOLDS, number_text
-from components.validation import ConfigReader, Problem, StackReading, reject_other_target
+from components.validation import (
+    DNS_LABEL,
+    K8S_LABEL_KEY,
+    K8S_LABEL_VALUE,
+    ConfigReader,
+    Problem,
+    StackReading,
+    reject_other_target,
+)
 
-_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_LABEL_KEY = rf"({_DNS_LABEL}(\.{_DNS_LABEL})*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{{0,61}}[A-Za-z0-9])?"
-_LABEL_VALUE = r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?"
 _SNS_ARN = r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}"
 
 
@@ -101,7 +106,7 @@ def read_observability(stack: StackReading) -> ObservabilitySettings:
         reader.string(
             "monitoringNamespace",
             defaults.monitoring_namespace,
-            pattern=r"[a-z0-9]([-a-z0-9]*[a-z0-9])?",
+            pattern=DNS_LABEL,
             describe="a namespace name (a DNS label)",
             max_length=63,
         )
@@ -125,9 +130,9 @@ def read_observability(stack: StackReading) -> ObservabilitySettings:
 
 
 def _check_label(key: str, value: str) -> str | None:
-    if not re.fullmatch(_LABEL_KEY, key) or len(key) > 316:
+    if not re.fullmatch(K8S_LABEL_KEY, key) or len(key) > 316:
         return f"a Kubernetes label key (got key {key!r})"
-    if not re.fullmatch(_LABEL_VALUE, value):
+    if not re.fullmatch(K8S_LABEL_VALUE, value):
         return "a Kubernetes label value: at most 63 letters, digits, '-', '_' or '.'"
     return None
 
