@@ -65,6 +65,29 @@ def grant_secret_read(
     )
 
 
+def grant_with_key(
+    name: str,
+    peer: AwsPeer,
+    resource_arn: pulumi.Input[str],
+    key_arn: pulumi.Input[str],
+    statements: Callable[[str], list[dict[str, Any]]],
+    key_actions: list[str],
+    parent: pulumi.Resource,
+) -> aws.iam.RolePolicy:
+    """Attach to `peer`'s role the statements on one resource, and `key_actions` on the KMS
+    key its data is encrypted with."""
+    return grant_to_peer(
+        name,
+        peer,
+        [resource_arn, key_arn],
+        lambda arns: [
+            *statements(arns[0]),
+            {"Effect": "Allow", "Action": key_actions, "Resource": arns[1]},
+        ],
+        parent,
+    )
+
+
 def grant_to_peer(
     name: str,
     peer: AwsPeer,

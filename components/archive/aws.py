@@ -72,15 +72,16 @@ class ArchiveBucket(pulumi.ComponentResource):
     def _grant(
         self, peer: AwsPeer, verb: str, actions: list[str], kms_actions: list[str]
     ) -> aws.iam.RolePolicy:
-        return aws_iam.grant_to_peer(
+        return aws_iam.grant_with_key(
             f"{self._name}-{verb}-{peer.name}",
             peer,
-            [self.bucket.arn, self._kms_key_arn],
-            lambda arns: [
-                {"Effect": "Allow", "Action": actions, "Resource": f"{arns[0]}/*"},
-                {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": arns[0]},
-                {"Effect": "Allow", "Action": kms_actions, "Resource": arns[1]},
+            self.bucket.arn,
+            self._kms_key_arn,
+            lambda arn: [
+                {"Effect": "Allow", "Action": actions, "Resource": f"{arn}/*"},
+                {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": arn},
             ],
+            kms_actions,
             self,
         )
 

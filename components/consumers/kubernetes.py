@@ -28,7 +28,7 @@ from components.consumers import (
     destination_document,
 )
 from components.consumers.settings import Destination, PrivateNetwork, WarehouseSettings
-from components.network import KubernetesNetworkContract, KubernetesPeer
+from components.network import Grant, KubernetesNetworkContract, KubernetesPeer
 from components.observability import MetricsTarget
 from components.postgres import ClientDatabase, PostgresService
 from components.stream import KubernetesStreamContract
@@ -162,6 +162,9 @@ def _consumer_pod_spec(
     return pod_spec
 
 
+PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+
+
 def allow_private_egress(
     name: str,
     network: KubernetesNetworkContract,
@@ -169,25 +172,17 @@ def allow_private_egress(
     networks: tuple[PrivateNetwork, ...],
     labels: Mapping[str, str],
     parent: pulumi.Resource,
-) -> None:
+) -> Grant:
     """Egress to the private ranges (and only their ports) a destination lists: an internal
     webhook inside the customer's network. One rule per range, so ports do not cross over."""
-    k8s.networking.v1.NetworkPolicy(
-        name,
-        metadata=network.metadata(f"{peer.name}-private", labels),
-        spec={
-            "podSelector": {"matchLabels": dict(peer.pod_labels)},
-            "policyTypes": ["Egress"],
-            "egress": [
-                {
-                    "to": [{"ipBlock": {"cidr": private.cidr}}],
-                    "ports": [{"protocol": "TCP", "port": port} for port in private.ports],
-                }
-                for private in networks
-            ],
-        },
-        opts=pulumi.ResourceOptions(parent=parent),
-    )
+    rules = [
+        {
+            "to": [{"ipBlock": {"cidr": private.cidr}}],
+            "ports": [{"protocol": "TCP", "port": port} for port in private.ports],
+        }
+        for private in networks
+    ]
+    return _allow_egress(name, network, peer, "private", rules, labels, parent)
 
 
 def allow_internet_egress(
@@ -196,33 +191,39 @@ def allow_internet_egress(
     peer: KubernetesPeer,
     labels: Mapping[str, str],
     parent: pulumi.Resource,
-) -> None:
+) -> Grant:
     """HTTPS out of the cluster for `peer` (third-party APIs; NetworkPolicy cannot name hosts).
 
     Private ranges are excluded so the grant does not open the way to the internal network.
     """
-    k8s.networking.v1.NetworkPolicy(
+    https = {
+        "to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": PRIVATE_RANGES}}],
+        "ports": [{"protocol": "TCP", "port": 443}],
+    }
+    return _allow_egress(name, network, peer, "internet", [https], labels, parent)
+
+
+def _allow_egress(
+    name: str,
+    network: KubernetesNetworkContract,
+    peer: KubernetesPeer,
+    suffix: str,
+    rules: list[dict[str, Any]],
+    labels: Mapping[str, str],
+    parent: pulumi.Resource,
+) -> Grant:
+    """One egress NetworkPolicy of `peer`'s pods (`<peer>-<suffix>`), a child of `parent`."""
+    policy = k8s.networking.v1.NetworkPolicy(
         name,
-        metadata=network.metadata(f"{peer.name}-internet", labels),
+        metadata=network.metadata(f"{peer.name}-{suffix}", labels),
         spec={
             "podSelector": {"matchLabels": dict(peer.pod_labels)},
             "policyTypes": ["Egress"],
-            "egress": [
-                {
-                    "to": [
-                        {
-                            "ipBlock": {
-                                "cidr": "0.0.0.0/0",
-                                "except": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"],
-                            }
-                        }
-                    ],
-                    "ports": [{"protocol": "TCP", "port": 443}],
-                }
-            ],
+            "egress": rules,
         },
         opts=pulumi.ResourceOptions(parent=parent),
     )
+    return Grant(peer.name, (policy,))
 
 
 SECRETS_DIR = "/etc/liftoff/destination"
@@ -340,6 +341,24 @@ class KubernetesConsumers(pulumi.ComponentResource):
             },
             opts=child,
         )
+        # HTTPS out (and the private ranges it lists) before its pods start.
+        peer = consumer_peer(runtime, args.context.stack)
+        egress = [
+            allow_internet_egress(
+                f"{name}-{runtime.name}-internet", args.network, peer, labels, self
+            )
+        ]
+        if destination.private_networks:
+            egress.append(
+                allow_private_egress(
+                    f"{name}-{runtime.name}-private",
+                    args.network,
+                    peer,
+                    destination.private_networks,
+                    labels,
+                    self,
+                )
+            )
         consumer = self._consumer(
             f"{name}-{runtime.name}",
             runtime,
@@ -348,20 +367,9 @@ class KubernetesConsumers(pulumi.ComponentResource):
                 runtime_env.DESTINATION_SECRETS_FILE: f"{SECRETS_DIR}/{SECRETS_FILE}",
             },
             secret_files=[("destination-secrets", secret_name, SECRETS_DIR)],
+            granted=[resource for grant in egress for resource in grant.resources],
             opts=child,
         )
-        allow_internet_egress(
-            f"{name}-{runtime.name}-internet", args.network, consumer.peer, labels, self
-        )
-        if destination.private_networks:
-            allow_private_egress(
-                f"{name}-{runtime.name}-private",
-                args.network,
-                consumer.peer,
-                destination.private_networks,
-                labels,
-                self,
-            )
         return consumer
 
     def _consumer(

@@ -13,6 +13,8 @@ from tests.harness import STACK_FILES, stack_name_of
 
 # Who grants, and how its grant resources are named (`<component>-<verb>-<peer>...`).
 GRANTORS = {
+    # The broadcasters' egress (HTTPS out, the private ranges a destination lists).
+    "liftoff:consumers:KubernetesConsumers": r"-broadcaster-.*-(internet|private)$",
     "liftoff:stream:KinesisStream": r"-(write|read|subscribe)-",
     "liftoff:stream:NatsJetStream": r"-(write|read)-",
     "liftoff:archive:ArchiveBucket": r"-(write|read)-",
