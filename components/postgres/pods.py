@@ -187,6 +187,23 @@ def ensure_database_container(
     }
 
 
+# Every database but the maintenance one, in the custom format. The password reaches pg_dump
+# through the shell, never through the pod's spec.
+BACKUP_DUMP_SCRIPT = (
+    "set -eu\n"
+    f'PGPASSWORD="$(cat {CREDENTIALS_DIR}/password)"\n'
+    "export PGPASSWORD\n"
+    'for db in $(psql -d postgres -Atc "SELECT datname FROM pg_database '
+    "WHERE NOT datistemplate AND datname <> 'postgres' ORDER BY datname\"); do\n"
+    '  pg_dump --format=custom --dbname="$db" --file="/backup/$db.dump"\n'
+    "done\n"
+)
+BACKUP_RESOURCES = {
+    "requests": {"cpu": "100m", "memory": "128Mi"},
+    "limits": {"cpu": "1", "memory": "512Mi"},
+}
+
+
 def backup_pod_spec(
     context: kube.StackContext,
     settings: KubernetesPostgresSettings,
@@ -195,27 +212,13 @@ def backup_pod_spec(
 ) -> dict[str, Any]:
     """`pg_dump` of every database (an init container of the server's image) into scratch
     space, then `backup-upload` of the dumps to the archive."""
-    # The password reaches pg_dump through the shell, never through the pod's spec.
-    dump = (
-        "set -eu\n"
-        f'PGPASSWORD="$(cat {CREDENTIALS_DIR}/password)"\n'
-        "export PGPASSWORD\n"
-        'for db in $(psql -d postgres -Atc "SELECT datname FROM pg_database '
-        "WHERE NOT datistemplate AND datname <> 'postgres' ORDER BY datname\"); do\n"
-        '  pg_dump --format=custom --dbname="$db" --file="/backup/$db.dump"\n'
-        "done\n"
-    )
-    small = {
-        "requests": {"cpu": "100m", "memory": "128Mi"},
-        "limits": {"cpu": "1", "memory": "512Mi"},
-    }
     dumper = {
         "name": "pg-dump",
         "image": kube.image(f"{IMAGE_REPOSITORY}:{settings.image_tag}", context.image_registry),
         "imagePullPolicy": "IfNotPresent",
-        "command": ["sh", "-c", dump],
+        "command": ["sh", "-c", BACKUP_DUMP_SCRIPT],
         "env": kube.env({"PGHOST": host, "PGPORT": str(PORT), "PGUSER": settings.username}),
-        "resources": small,
+        "resources": BACKUP_RESOURCES,
         "securityContext": kube.container_security_context(),
         "volumeMounts": [
             {"name": "credentials", "mountPath": CREDENTIALS_DIR, "readOnly": True},
@@ -234,7 +237,7 @@ def backup_pod_spec(
                 runtime_env.BACKUP_RETENTION_DAYS: str(settings.backup_retention_days),
             }
         ),
-        "resources": small,
+        "resources": BACKUP_RESOURCES,
         "volumeMounts": [
             {"name": "backup", "mountPath": "/backup", "readOnly": True},
             client.mount("archive"),
