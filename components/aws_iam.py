@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -11,7 +12,7 @@ import pulumi_aws as aws
 from components.network import AwsPeer
 
 
-def document(statements: Sequence[dict]) -> str:
+def document(statements: Sequence[dict[str, Any]]) -> str:
     return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
 
 
@@ -31,7 +32,7 @@ def lambda_role(name: str, description: str, parent: pulumi.Resource) -> aws.iam
     )
 
 
-def log_statement(log_group_arn: str) -> dict:
+def log_statement(log_group_arn: str) -> dict[str, Any]:
     return {
         "Effect": "Allow",
         "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
@@ -64,11 +65,34 @@ def grant_secret_read(
     )
 
 
+def grant_with_key(
+    name: str,
+    peer: AwsPeer,
+    resource_arn: pulumi.Input[str],
+    key_arn: pulumi.Input[str],
+    statements: Callable[[str], list[dict[str, Any]]],
+    key_actions: list[str],
+    parent: pulumi.Resource,
+) -> aws.iam.RolePolicy:
+    """Attach to `peer`'s role the statements on one resource, and `key_actions` on the KMS
+    key its data is encrypted with."""
+    return grant_to_peer(
+        name,
+        peer,
+        [resource_arn, key_arn],
+        lambda arns: [
+            *statements(arns[0]),
+            {"Effect": "Allow", "Action": key_actions, "Resource": arns[1]},
+        ],
+        parent,
+    )
+
+
 def grant_to_peer(
     name: str,
     peer: AwsPeer,
     resources: Sequence[pulumi.Input[str]],
-    statements: Callable[[list[str]], list[dict]],
+    statements: Callable[[list[str]], list[dict[str, Any]]],
     parent: pulumi.Resource,
 ) -> aws.iam.RolePolicy:
     """Attach to `peer`'s role the statements built from the resolved `resources` ARNs."""

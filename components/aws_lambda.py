@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -38,7 +39,7 @@ def packaged_function(
     logs: LogSettings,
     memory_mb: int = 512,
     timeout_seconds: int = 60,
-    vpc_config: dict | None = None,
+    vpc_config: dict[str, Any] | None = None,
     depends_on: Sequence[pulumi.Resource] = (),
 ) -> PackagedFunction:
     """Declare `<name>-logs`, `<name>-role`, `<name>-logs-policy`, `<name>-function` (and

@@ -3,11 +3,12 @@ with the platform key, TLS-only."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
+
+from components import aws_iam
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,6 @@ def secure_bucket(
     protect: bool = True,
 ) -> SecureBucket:
     """Declare a bucket and its protections as children of `parent` (named `<name>-...`)."""
-    child = pulumi.ResourceOptions(parent=parent)
     bucket = aws.s3.Bucket(
         f"{name}-bucket",
         bucket=bucket_name,
@@ -36,6 +36,17 @@ def secure_bucket(
         force_destroy=not protect,
         opts=pulumi.ResourceOptions(parent=parent, protect=protect),
     )
+    child = pulumi.ResourceOptions(parent=parent)
+    return SecureBucket(
+        bucket,
+        [*_access_settings(name, bucket, child), *_data_settings(name, bucket, kms_key_arn, child)],
+    )
+
+
+def _access_settings(
+    name: str, bucket: aws.s3.Bucket, child: pulumi.ResourceOptions
+) -> list[pulumi.Resource]:
+    """Who may reach the bucket: nobody public, objects owned by the bucket owner, TLS only."""
     public_access = aws.s3.BucketPublicAccessBlock(
         f"{name}-public-access-block",
         bucket=bucket.id,
@@ -51,6 +62,32 @@ def secure_bucket(
         rule={"object_ownership": "BucketOwnerEnforced"},
         opts=child,
     )
+    tls_only = aws.s3.BucketPolicy(
+        f"{name}-tls-only",
+        bucket=bucket.id,
+        policy=bucket.arn.apply(
+            lambda arn: aws_iam.document(
+                [
+                    {
+                        "Sid": "DenyInsecureTransport",
+                        "Effect": "Deny",
+                        "Principal": "*",
+                        "Action": "s3:*",
+                        "Resource": [arn, f"{arn}/*"],
+                        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                    }
+                ]
+            )
+        ),
+        opts=child,
+    )
+    return [public_access, ownership, tls_only]
+
+
+def _data_settings(
+    name: str, bucket: aws.s3.Bucket, kms_key_arn: pulumi.Input[str], child: pulumi.ResourceOptions
+) -> list[pulumi.Resource]:
+    """What happens to the objects: every version kept, encrypted with the platform key."""
     versioning = aws.s3.BucketVersioning(
         f"{name}-versioning",
         bucket=bucket.id,
@@ -72,26 +109,4 @@ def secure_bucket(
         ],
         opts=child,
     )
-    tls_only = aws.s3.BucketPolicy(
-        f"{name}-tls-only",
-        bucket=bucket.id,
-        policy=bucket.arn.apply(
-            lambda arn: json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Sid": "DenyInsecureTransport",
-                            "Effect": "Deny",
-                            "Principal": "*",
-                            "Action": "s3:*",
-                            "Resource": [arn, f"{arn}/*"],
-                            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-                        }
-                    ],
-                }
-            )
-        ),
-        opts=child,
-    )
-    return SecureBucket(bucket, [public_access, ownership, versioning, encryption, tls_only])
+    return [versioning, encryption]

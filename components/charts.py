@@ -1,4 +1,5 @@
-"""Pinned upstream Helm charts (`charts/<name>.yaml`) and how a stack may redirect them."""
+"""Pinned upstream Helm charts (`charts/<name>.yaml`) and how a stack may redirect them
+(`liftoff:charts`, Kubernetes only: a platform-wide key read with the others by config.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,47 @@ from typing import Any
 
 import yaml
 
-from components.config import ChartSource
+from components.validation import StackReading
 
 CHARTS_DIR = Path(__file__).resolve().parent.parent / "charts"
+CHARTS: tuple[str, ...] = ("nats", "airflow")
+"""The charts a stack may redirect."""
+
+
+@dataclass(frozen=True)
+class ChartSource:
+    """Where a Helm chart comes from. Default: the pinned upstream repository in `charts/`."""
+
+    repository: str | None = None
+    """A Helm repository URL (a private mirror), replacing the upstream one."""
+    path: str | None = None
+    """A local chart archive (.tgz) or directory, for air-gapped clusters."""
+
+
+def read_charts(stack: StackReading) -> dict[str, ChartSource]:
+    """`liftoff:charts` on Kubernetes (refused on AWS): a repository or a path per chart."""
+    if stack.target != "kubernetes":
+        stack.only_with("charts", "kubernetes")
+        return {}
+    reader = stack.reader("charts")
+    charts: dict[str, ChartSource] = {}
+    for chart in CHARTS:
+        # Read even when absent, so an unknown chart name is answered with every known one.
+        entry = reader.object(chart)
+        if not reader.has(chart):
+            continue
+        repository = entry.string(
+            "repository",
+            pattern=r"(https?|oci)://\S+",
+            describe="a Helm repository URL (https://... or oci://...)",
+        )
+        path = entry.string("path", describe="a local chart archive or directory")
+        if repository and path:
+            entry.problem("path", path, "either repository or path, not both")
+        entry.finish()
+        charts[chart] = ChartSource(repository=repository, path=path)
+    reader.finish()
+    return charts
 
 
 @dataclass(frozen=True)

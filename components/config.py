@@ -1,9 +1,11 @@
 """Typed stack configuration for liftoff, validated before any resource is declared.
 
-Every `liftoff:*` key is read here and nowhere else. `load_config` is a plain function over
-the raw key/value strings Pulumi passes to the program, so it is tested without a runtime;
-`read_stack_config` feeds it from the running Pulumi program. All problems are collected and
-raised together as one `ConfigError`.
+`load_config` is a plain function over the raw key/value strings Pulumi passes to the program,
+so it is tested without a runtime; `read_stack_config` feeds it from the running Pulumi
+program. This module reads the platform-wide keys (`target`, `deletionProtection`, `tags`) and
+runs each capability's reader (`components/<capability>/settings.py`, and `charts.py` for
+`liftoff:charts`), every one of the same shape over one `StackReading`; all problems are
+collected and raised together as one `ConfigError`.
 """
 
 from __future__ import annotations
@@ -12,103 +14,46 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from components.airflow.settings import (
-    AirflowSettings,
-    AwsAirflowSettings,
-    KubernetesAirflowSettings,
-    read_airflow,
-)
+from components.airflow.settings import AirflowSettings, read_airflow
 from components.archive.settings import ArchiveSettings, read_archive
+from components.charts import ChartSource, read_charts
 from components.consumers.settings import (
-    DESTINATION_TYPES,
     Destination,
-    PrivateNetwork,
     WarehouseSettings,
     read_destinations,
     read_warehouse,
 )
-from components.ingest.settings import (
-    IngestSettings,
-    Source,
-    read_ingest,
-    read_sources,
-)
+from components.ingest.settings import IngestSettings, Source, read_ingest, read_sources
 from components.network.settings import (
-    AwsSettings,
-    KubernetesSettings,
-    read_aws,
-    read_kubernetes,
+    NetworkSettings,
+    read_network,
 )
-from components.observability import (
-    ObservabilitySettings,
-    read_observability,
-)
+from components.observability.settings import ObservabilitySettings, read_observability
 from components.postgres.settings import PostgresSettings, read_postgres
-from components.stream.settings import (
-    MAX_PARTITIONS,
-    PRODUCTION_PARTITIONS,
-    AwsStream,
-    KubernetesStream,
-    StreamSettings,
-    read_stream,
-)
+from components.stream.settings import StreamSettings, read_stream
 from components.validation import (
     HIDDEN,
     K8S_LABEL_KEY,
     K8S_LABEL_VALUE,
     TARGETS,
     ConfigError,
-    ConfigReader,
     Problem,
+    StackReading,
     Target,
     parse_bool,
     read_string_map,
 )
 
-# Each capability's settings live beside it (components/<capability>/settings.py); this module
-# assembles them into PlatformConfig and keeps the names importable from here.
-__all__ = [
-    "DESTINATION_TYPES",
-    "KNOWN_KEYS",
-    "MAX_PARTITIONS",
-    "PRODUCTION_PARTITIONS",
-    "AirflowSettings",
-    "ArchiveSettings",
-    "AwsAirflowSettings",
-    "AwsSettings",
-    "AwsStream",
-    "ChartSource",
-    "ConfigError",
-    "Destination",
-    "IngestSettings",
-    "KubernetesAirflowSettings",
-    "KubernetesSettings",
-    "KubernetesStream",
-    "PlatformConfig",
-    "PostgresSettings",
-    "PrivateNetwork",
-    "Source",
-    "StreamSettings",
-    "WarehouseSettings",
-    "load_config",
-    "read_stack_config",
-]
-
-
-@dataclass(frozen=True)
-class ChartSource:
-    """Where a Helm chart comes from. Default: the pinned upstream repository in `charts/`."""
-
-    repository: str | None = None
-    """A Helm repository URL (a private mirror), replacing the upstream one."""
-    path: str | None = None
-    """A local chart archive (.tgz) or directory, for air-gapped clusters."""
+__all__ = ["KNOWN_KEYS", "ConfigError", "PlatformConfig", "load_config", "read_stack_config"]
 
 
 @dataclass(frozen=True)
 class PlatformConfig:
+    """One stack's validated configuration: the platform-wide keys and each capability's
+    settings (per target where the targets differ: `<capability>.aws` / `.kubernetes`)."""
+
     project: str
     stack: str
     target: Target
@@ -117,17 +62,17 @@ class PlatformConfig:
     deletion_protection: bool = True
     """Default: true. Platform-wide: stateful resources (database, stream, volumes, buckets)
     refuse deletion. `liftoff:postgres.deletionProtection` overrides it for Postgres."""
+    network: NetworkSettings = field(default_factory=NetworkSettings)
+    """`liftoff:aws` / `liftoff:kubernetes`: where the chosen target deploys."""
     sources: tuple[Source, ...] = (Source("default"),)
     stream: StreamSettings = field(default_factory=StreamSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     charts: dict[str, ChartSource] = field(default_factory=dict)
-    archive: ArchiveSettings | None = None
-    """None: no archive (Kubernetes without an S3-compatible endpoint configured)."""
+    archive: ArchiveSettings = field(default_factory=ArchiveSettings)
+    """On Kubernetes without an S3-compatible endpoint configured: neither target's."""
     destinations: tuple[Destination, ...] = ()
     warehouse: WarehouseSettings = field(default_factory=WarehouseSettings)
     airflow: AirflowSettings = field(default_factory=AirflowSettings)
-    kubernetes: KubernetesSettings | None = None
-    aws: AwsSettings | None = None
     observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
 
     @property
@@ -135,9 +80,6 @@ class PlatformConfig:
         """Stable name prefix for cloud resources that need a unique physical name."""
         return f"liftoff-{self.stack}"
 
-
-# Kinesis' limit of enhanced fan-out consumers per stream (one per destination on AWS).
-MAX_FAN_OUT_CONSUMERS = 20
 
 # The config keys this program reads, in the order they are documented.
 KNOWN_KEYS: tuple[str, ...] = (
@@ -158,7 +100,6 @@ KNOWN_KEYS: tuple[str, ...] = (
     "tags",
 )
 _OBJECT_KEYS = frozenset(KNOWN_KEYS) - {"target", "deletionProtection"}
-CHARTS: tuple[str, ...] = ("nats", "airflow")
 
 
 def load_config(
@@ -195,7 +136,7 @@ def load_config(
     stack_problem = _check_stack_name(stack)
     if stack_problem:
         problems.append(stack_problem)
-    reading = _Reading(
+    reading = StackReading(
         project=project,
         stack=stack,
         target=_read_target(project, raw.get("target"), problems),
@@ -204,117 +145,38 @@ def load_config(
         problems=problems,
         secret_keys=secret_keys,
     )
-    for read in READERS:
-        reading.read.update(read(reading))
+    read: dict[str, Any] = {}
+    for name, reader in READERS:
+        read[name] = reader(reading, read)
     if problems:
         raise ConfigError([_redact(p, project, secret_keys) for p in problems])
     assert reading.target is not None
-    return PlatformConfig(project=project, stack=stack, target=reading.target, **reading.read)
+    return PlatformConfig(project=project, stack=stack, target=reading.target, **read)
 
 
-@dataclass
-class _Reading:
-    """What each capability's reader gets: the stack, its target, the raw `liftoff:*` values,
-    the problems found so far (every reader adds to them), and the settings read before it."""
+Reader = Callable[[StackReading, Mapping[str, Any]], Any]
+"""One `PlatformConfig` field's reader: the stack, and the fields read before it."""
 
-    project: str
-    stack: str
-    target: Target | None
-    raw: dict[str, Any]
-    values: Mapping[str, Any]
-    problems: list[Problem]
-    secret_keys: frozenset[str]
-    read: dict[str, Any] = field(default_factory=dict)
-
-    def key(self, name: str) -> str:
-        return f"{self.project}:{name}"
-
-    def reader(self, name: str) -> ConfigReader:
-        return ConfigReader(self.key(name), self.raw.get(name), self.problems)
-
-    def is_secret(self, name: str) -> bool:
-        return self.key(name) in self.secret_keys
-
-    def only_with(self, name: str, target: Target) -> None:
-        if name in self.raw:
-            self.problems.append(
-                Problem(self.key(name), self.raw[name], f"only with target '{target}'")
-            )
-
-
-def _networks(r: _Reading) -> dict[str, Any]:
-    kubernetes_reader, aws_reader = r.reader("kubernetes"), r.reader("aws")
-    kubernetes = aws = None
-    if r.target == "kubernetes":
-        kubernetes = read_kubernetes(kubernetes_reader, r.stack)
-        r.only_with("aws", "aws")
-    elif r.target == "aws":
-        aws = read_aws(aws_reader, r.values.get("aws:region"), r.problems)
-        r.only_with("kubernetes", "kubernetes")
-    return {"kubernetes": kubernetes, "aws": aws}
-
-
-def _destinations(r: _Reading) -> dict[str, Any]:
-    destinations = read_destinations(
-        r.key("destinations"),
-        r.raw.get("destinations"),
-        r.problems,
-        is_secret=r.is_secret("destinations"),
-        sources=r.read["sources"],
-        target=r.target,
-    )
-    if r.target == "aws" and len(destinations) > MAX_FAN_OUT_CONSUMERS:
-        r.problems.append(
-            Problem(
-                r.key("destinations"),
-                [d.name for d in destinations],
-                f"at most {MAX_FAN_OUT_CONSUMERS} on AWS: each destination reads the stream "
-                "through its own enhanced fan-out consumer, and Kinesis registers at most "
-                f"{MAX_FAN_OUT_CONSUMERS} per stream",
-            )
-        )
-    return {"destinations": destinations}
-
-
-def _charts(r: _Reading) -> dict[str, Any]:
-    if r.target == "kubernetes":
-        return {"charts": _read_charts(r.reader("charts"))}
-    r.only_with("charts", "kubernetes")
-    return {"charts": {}}
-
-
-READERS: tuple[Callable[[_Reading], dict[str, Any]], ...] = (
-    _networks,
-    lambda r: {
-        "deletion_protection": _read_deletion_protection(
-            r.key("deletionProtection"), r.raw.get("deletionProtection"), r.problems
-        )
-    },
-    lambda r: {
-        "postgres": read_postgres(r.reader("postgres"), r.target, r.read["deletion_protection"])
-    },
-    lambda r: {"tags": _read_tags(r.key("tags"), r.raw.get("tags"), r.target, r.problems)},
-    lambda r: {"sources": read_sources(r.key("sources"), r.raw.get("sources"), r.problems)},
-    lambda r: {"stream": read_stream(r.reader("stream"), r.target)},
-    lambda r: {"ingest": read_ingest(r.reader("ingest"), r.target)},
-    lambda r: {
-        "archive": read_archive(
-            r.reader("archive"),
-            r.target,
-            present="archive" in r.raw,
-            is_secret=r.is_secret("archive"),
-        )
-    },
-    _destinations,
-    lambda r: {"warehouse": read_warehouse(r.reader("warehouse"))},
-    lambda r: {
-        "airflow": read_airflow(r.reader("airflow"), r.target, is_secret=r.is_secret("airflow"))
-    },
-    lambda r: {"observability": read_observability(r.reader("observability"), r.target)},
-    _charts,
+READERS: tuple[tuple[str, Reader], ...] = (
+    ("network", lambda stack, _: read_network(stack)),
+    ("deletion_protection", lambda stack, _: _read_deletion_protection(stack)),
+    (
+        "postgres",
+        lambda stack, read: read_postgres(stack, deletion_protection=read["deletion_protection"]),
+    ),
+    ("tags", lambda stack, _: _read_tags(stack)),
+    ("sources", lambda stack, _: read_sources(stack)),
+    ("stream", lambda stack, _: read_stream(stack)),
+    ("ingest", lambda stack, _: read_ingest(stack)),
+    ("archive", lambda stack, _: read_archive(stack)),
+    ("destinations", lambda stack, read: read_destinations(stack, sources=read["sources"])),
+    ("warehouse", lambda stack, _: read_warehouse(stack)),
+    ("airflow", lambda stack, _: read_airflow(stack)),
+    ("observability", lambda stack, _: read_observability(stack)),
+    ("charts", lambda stack, _: read_charts(stack)),
 )
-"""Each capability's reader, in the order its problems are reported; `load_config` runs them
-all, whatever the earlier ones found, so one run reports every problem."""
+"""Each field's reader, in the order its problems are reported; `load_config` runs them all,
+whatever the earlier ones found, so one run reports every problem."""
 
 
 def _decode(full_key: str, name: str, value: Any, problems: list[Problem]) -> Any:
@@ -344,22 +206,22 @@ def _read_target(project: str, value: Any, problems: list[Problem]) -> Target | 
     if value not in TARGETS:
         problems.append(Problem(f"{project}:target", value if value is not None else None, allowed))
         return None
-    return value  # type: ignore[return-value]
+    return cast(Target, value)
 
 
-def _read_deletion_protection(key: str, raw: Any, problems: list[Problem]) -> bool:
+def _read_deletion_protection(stack: StackReading) -> bool:
+    key, raw = stack.key("deletionProtection"), stack.raw.get("deletionProtection")
     if raw is None:
         return True
     value = parse_bool(raw)
     if value is None:
-        problems.append(Problem(key, raw, "true or false"))
+        stack.problems.append(Problem(key, raw, "true or false"))
         return True
     return value
 
 
-def _read_tags(
-    key: str, raw: Any, target: Target | None, problems: list[Problem]
-) -> dict[str, str]:
+def _read_tags(stack: StackReading) -> dict[str, str]:
+    key, raw, target = stack.key("tags"), stack.raw.get("tags"), stack.target
     if raw is None:
         return {}
 
@@ -379,7 +241,7 @@ def _read_tags(
                 return "an AWS tag value of at most 256 characters"
         return None
 
-    return read_string_map(key, raw, problems, check)
+    return read_string_map(key, raw, stack.problems, check)
 
 
 def read_stack_config() -> PlatformConfig:
@@ -397,27 +259,6 @@ def read_stack_config() -> PlatformConfig:
         stack=pulumi.get_stack(),
         secret_keys=secret_keys,
     )
-
-
-def _read_charts(reader: ConfigReader) -> dict[str, ChartSource]:
-    charts: dict[str, ChartSource] = {}
-    for chart in CHARTS:
-        # Read even when absent, so an unknown chart name is answered with every known one.
-        entry = reader.object(chart)
-        if not reader.has(chart):
-            continue
-        repository = entry.string(
-            "repository",
-            pattern=r"(https?|oci)://\S+",
-            describe="a Helm repository URL (https://... or oci://...)",
-        )
-        path = entry.string("path", describe="a local chart archive or directory")
-        if repository and path:
-            entry.problem("path", path, "either repository or path, not both")
-        entry.finish()
-        charts[chart] = ChartSource(repository=repository, path=path)
-    reader.finish()
-    return charts
 
 
 def _redact(problem: Problem, project: str, secret_keys: frozenset[str]) -> Problem:

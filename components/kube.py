@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from components.network import KubernetesNetworkContract
+
 PART_OF = "liftoff"
 # Pods of the platform carry this label with their component name; NetworkPolicies select on it.
 COMPONENT_LABEL = "app.kubernetes.io/component"
@@ -30,6 +32,17 @@ class StackContext:
     components that run none."""
     storage_class: str | None = None
     """Default: the cluster's default StorageClass."""
+
+
+@dataclass(frozen=True)
+class CapabilityArgs:
+    """What every Kubernetes capability built on the network takes first (its Args extend
+    this): the stack's shared context and the network contract."""
+
+    context: StackContext
+    """The stack, its tags, the image registry, the services image and the storage class."""
+    network: KubernetesNetworkContract
+    """The stack's namespace: object metadata, the default deny, NetworkPolicy pairs."""
 
 
 def labels(component: str, stack: str, tags: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -196,6 +209,11 @@ def setup_job_spec(
             ),
         },
     }
+
+
+def secret_volume(name: str, secret_name: str) -> dict[str, Any]:
+    """A pod volume of a Secret's keys as files, readable by the pod's group only."""
+    return {"name": name, "secret": {"secretName": secret_name, "defaultMode": 0o440}}
 
 
 def env(values: Mapping[str, Any]) -> list[dict[str, Any]]:

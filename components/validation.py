@@ -4,6 +4,9 @@ Pulumi hands object-valued config to the program as JSON. `ConfigReader` walks o
 converting and checking each field, and records a `Problem` (key path, value received, what
 is allowed) instead of raising, so the user sees every mistake in one run. Fields the reader
 was never asked about are reported as unknown when `finish()` is called.
+
+Every capability's reader has one shape: `read_<capability>(stack: StackReading, ...)` returns
+its settings (the settings a reader depends on, read before it, come as keywords).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -207,6 +210,39 @@ class ConfigReader:
             self.problem(name, self.data[name], f"no such key here; known keys: {known}")
 
 
+@dataclass
+class StackReading:
+    """One stack's configuration as every capability's reader takes it: the stack, its target
+    (None when invalid: reported once, and each reader still checks what it can), the decoded
+    `liftoff:*` values, every config value (for keys of other namespaces, `aws:region`), the
+    secret keys, and the problems found so far, which every reader adds to."""
+
+    project: str
+    stack: str
+    target: Target | None
+    raw: dict[str, Any]
+    values: Mapping[str, Any]
+    problems: list[Problem]
+    secret_keys: frozenset[str]
+
+    def key(self, name: str) -> str:
+        return f"{self.project}:{name}"
+
+    def reader(self, name: str) -> ConfigReader:
+        """A reader of the object `liftoff:<name>` (a problem now if it is not an object)."""
+        return ConfigReader(self.key(name), self.raw.get(name), self.problems)
+
+    def is_secret(self, name: str) -> bool:
+        return self.key(name) in self.secret_keys
+
+    def only_with(self, name: str, target: Target) -> None:
+        """Refuse `liftoff:<name>` when present: it belongs to the other target."""
+        if name in self.raw:
+            self.problems.append(
+                Problem(self.key(name), self.raw[name], f"only with target '{target}'")
+            )
+
+
 def config_keys(settings: type) -> tuple[str, ...]:
     """The config keys of a settings dataclass: the camelCase of its fields, in order."""
     return tuple(
@@ -248,7 +284,9 @@ def read_string_map(
     return dict(sorted(result.items()))
 
 
-def port_list(key: str, raw: Any, problems: list[Problem], default: tuple[int, ...]):
+def port_list(
+    key: str, raw: Any, problems: list[Problem], default: tuple[int, ...]
+) -> tuple[int, ...]:
     if raw is None:
         return default
     allowed = "a list of port numbers from 1 to 65535"

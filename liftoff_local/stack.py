@@ -20,15 +20,11 @@ from typing import Any
 
 import yaml
 
-from components.config import (
-    ArchiveSettings,
-    Destination,
-    KubernetesStream,
-    PlatformConfig,
-    WarehouseSettings,
-    load_config,
-)
+from components.archive.settings import ArchiveBatching
+from components.config import PlatformConfig, load_config
 from components.consumers import broadcaster_name
+from components.consumers.settings import Destination, WarehouseSettings
+from components.stream.settings import KubernetesStream
 from services.consumers.broadcaster.destinations import TYPES
 
 PROJECT = "liftoff"
@@ -36,7 +32,7 @@ SECRET_PLACEHOLDER = "liftoff-local-placeholder"
 
 # Local archive batches when the stack has no `liftoff:archive` (the dev stack): small, so the
 # archive shows events within seconds. A stack's own bounds are used when it sets them.
-LOCAL_ARCHIVE = ArchiveSettings(bucket_name=None, batch_max_events=1000, batch_max_seconds=5)
+LOCAL_ARCHIVE = ArchiveBatching(batch_max_events=1000, batch_max_seconds=5)
 
 # Keys (or fields) that describe the deployment, not the data path: read by the validation,
 # not used locally.
@@ -131,7 +127,7 @@ class LocalPlan:
     config: PlatformConfig
     stream: KubernetesStream
     warehouse: WarehouseSettings
-    archive: ArchiveSettings
+    archive: ArchiveBatching
     archive_bucket: str
     destinations: tuple[LocalDestination, ...]
     notes: tuple[str, ...] = field(default=())
@@ -175,15 +171,16 @@ def load_plan(path: Path, local_secrets: dict[str, dict[str, str]] | None = None
     if config.target == "kubernetes" and stream.replicas != 1:
         notes.append(f"stream: 1 local nats-server instead of {stream.replicas} replicas")
 
-    archive = config.archive or LOCAL_ARCHIVE
-    bucket = (config.archive.bucket_name if config.archive else None) or f"{config.prefix}-archive"
-    if config.archive is None:
+    stack_archive = config.archive.aws or config.archive.kubernetes
+    archive: ArchiveBatching = stack_archive or LOCAL_ARCHIVE
+    bucket = (stack_archive.bucket_name if stack_archive else None) or f"{config.prefix}-archive"
+    if stack_archive is None:
         notes.append(
             "archive: the stack has no liftoff:archive; locally the archiver writes to the local "
             f"store with batches of {archive.batch_max_events} events / "
             f"{archive.batch_max_seconds} s"
         )
-    elif config.archive.endpoint or config.target == "aws":
+    elif config.archive.kubernetes is not None or config.target == "aws":
         notes.append("archive: written to the local S3 store, not to the stack's endpoint/bucket")
 
     local_secrets = local_secrets or {}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:  # the contract names Pulumi types; settings readers import it without Pulumi
     import pulumi
@@ -27,6 +27,13 @@ RECONCILE = "reconcile"
 class AirflowEndpoint:
     url: pulumi.Output[str]
     """The Airflow UI / REST API."""
+
+
+@runtime_checkable
+class Airflow(Protocol):
+    """What the platform uses of Airflow, on either target."""
+
+    endpoint: AirflowEndpoint
 
 
 def dag_files(dags_dir: Path = DAGS_DIR) -> list[Path]:

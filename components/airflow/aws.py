@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -13,7 +14,9 @@ from components.airflow import DAGS_DIR, AirflowEndpoint, dag_files
 from components.airflow.settings import AwsAirflowSettings
 from components.aws_logs import LogSettings, log_group
 from components.aws_s3 import SecureBucket, secure_bucket
-from components.network.aws import MWAA_ENDPOINTS, AwsNetwork
+from components.consumers import ConsumerFunction
+from components.network import AwsNetworkContract
+from components.network.aws import MWAA_ENDPOINTS
 
 LOG_LEVEL = "INFO"
 # MWAA's logging parts and the group each writes to: `airflow-<environment>-<suffix>`.
@@ -30,14 +33,13 @@ WEB_PORT = 443
 @dataclass(frozen=True)
 class MwaaAirflowArgs:
     settings: AwsAirflowSettings
-    network: AwsNetwork
+    network: AwsNetworkContract
     environment_name: str
     """Physical MWAA environment name, e.g. `liftoff-prod-airflow`."""
     region: str
     kms_key_arn: pulumi.Input[str]
-    reconcile_function_arn: pulumi.Input[str] | None = None
+    reconcile: ConsumerFunction | None = None
     """The warehouse reconciliation Lambda the DAG invokes (None without a warehouse)."""
-    reconcile_function_name: pulumi.Input[str] | None = None
     protect: bool = True
     logs: LogSettings | None = None
     """Default: 365-day retention, AWS-managed encryption of MWAA's five log groups."""
@@ -173,8 +175,9 @@ class MwaaAirflow(pulumi.ComponentResource):
             airflow_configuration_options=self._liftoff_config(args),
             # Edges the engine cannot infer: MWAA requires its source bucket versioned and
             # closed to the public; without the rest the environment can come up unable to read
-            # its DAGs, reach AWS from its private subnets, or write into groups that carry the
-            # stack's retention.
+            # its DAGs, reach AWS from its private subnets, write into groups that carry the
+            # stack's retention, or invoke a reconcile function not yet granted its database
+            # and archive.
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=[
@@ -183,6 +186,7 @@ class MwaaAirflow(pulumi.ComponentResource):
                     self.role_policy,
                     *self.log_groups,
                     *args.network.endpoints_for((*MWAA_ENDPOINTS, "s3")),
+                    *(args.reconcile.ready if args.reconcile is not None else ()),
                 ],
                 protect=args.protect,
             ),
@@ -192,15 +196,15 @@ class MwaaAirflow(pulumi.ComponentResource):
     def _liftoff_config(args: MwaaAirflowArgs) -> dict[str, pulumi.Input[str]]:
         """The `[liftoff]` section the reconciliation DAG reads."""
         config: dict[str, pulumi.Input[str]] = {"liftoff.target": "aws"}
-        if args.reconcile_function_name is not None:
-            config["liftoff.reconcile_function"] = args.reconcile_function_name
+        if args.reconcile is not None:
+            config["liftoff.reconcile_function"] = args.reconcile.function_name
         return config
 
     @staticmethod
-    def _web_access_rules(settings: AwsAirflowSettings) -> list[dict]:
+    def _web_access_rules(settings: AwsAirflowSettings) -> list[dict[str, Any]]:
         """HTTPS to the private web server (MWAA's VPC endpoint uses this group) from a VPN or
         bastion; none by default."""
-        rules: list[dict] = [
+        rules: list[dict[str, Any]] = [
             {
                 "protocol": "tcp",
                 "from_port": WEB_PORT,
@@ -242,40 +246,17 @@ class MwaaAirflow(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         identity = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self))
-        environment_arn = pulumi.Output.concat(
-            "arn:aws:airflow:",
-            args.region,
-            ":",
-            identity.account_id,
-            ":environment/",
-            args.environment_name,
-        )
-        log_groups = pulumi.Output.concat(
-            "arn:aws:logs:",
-            args.region,
-            ":",
-            identity.account_id,
-            ":log-group:airflow-",
-            args.environment_name,
-            "-*",
-        )
-        inputs = [
-            environment_arn,
-            self.dag_bucket.arn,
-            log_groups,
-            args.kms_key_arn,
-            args.reconcile_function_arn or "",
-            identity.account_id,
-        ]
-        region = args.region
+        reconcile = args.reconcile.function_arn if args.reconcile is not None else ""
+        inputs = [self.dag_bucket.arn, args.kms_key_arn, reconcile, identity.account_id]
+        region, environment = args.region, args.environment_name
 
         def policy(values: list[str]) -> str:
-            environment, bucket, logs, key, reconcile, account = values
+            bucket, key, reconcile, account = values
             return aws_iam.document(
                 mwaa_execution_statements(
-                    environment=environment,
+                    environment=f"arn:aws:airflow:{region}:{account}:environment/{environment}",
                     bucket=bucket,
-                    log_groups=logs,
+                    log_groups=f"arn:aws:logs:{region}:{account}:log-group:airflow-{environment}-*",
                     platform_key=key,
                     account=account,
                     region=region,
@@ -301,7 +282,7 @@ def mwaa_execution_statements(
     account: str,
     region: str,
     reconcile_function: str | None,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """AWS's execution-role policy for an environment on an AWS-owned key, statement by
     statement (docs.aws.amazon.com/mwaa/latest/userguide/mwaa-create-role.html), except:
 
@@ -318,37 +299,10 @@ def mwaa_execution_statements(
     (`*`), and MWAA's Celery queues live in an account of MWAA's (`arn:aws:sqs:<region>:*:`,
     their KMS keys outside this account: `NotResource` this account's keys, via SQS only).
     """
-    statements: list[dict] = [
+    statements: list[dict[str, Any]] = [
         {"Effect": "Allow", "Action": ["airflow:PublishMetrics"], "Resource": environment},
-        {
-            "Effect": "Allow",
-            "Action": [
-                "s3:GetObject",
-                "s3:GetObjectVersion",
-                "s3:GetBucketLocation",
-                "s3:GetBucketPublicAccessBlock",
-                "s3:GetBucketVersioning",
-                "s3:GetEncryptionConfiguration",
-                "s3:ListBucket",
-                "s3:ListBucketVersions",
-            ],
-            "Resource": [bucket, f"{bucket}/*"],
-        },
-        {
-            "Effect": "Allow",
-            "Action": [
-                "logs:CreateLogStream",
-                "logs:CreateLogGroup",
-                "logs:PutLogEvents",
-                "logs:GetLogEvents",
-                "logs:GetLogRecord",
-                "logs:GetLogGroupFields",
-                "logs:GetQueryResults",
-            ],
-            "Resource": [log_groups, f"{log_groups}:*"],
-        },
-        # No resource type: DescribeLogGroups lists, it cannot name a group.
-        {"Effect": "Allow", "Action": ["logs:DescribeLogGroups"], "Resource": "*"},
+        _dag_bucket_statement(bucket),
+        *_log_statements(log_groups),
         # No resource type: an account-level setting.
         {"Effect": "Allow", "Action": ["s3:GetAccountPublicAccessBlock"], "Resource": "*"},
         {
@@ -372,7 +326,46 @@ def mwaa_execution_statements(
     return statements
 
 
-def _celery_queue_statements(region: str, account: str) -> list[dict]:
+def _dag_bucket_statement(bucket: str) -> dict[str, Any]:
+    """Reading the DAG bucket: the calls an environment makes on it, spelled out."""
+    return {
+        "Effect": "Allow",
+        "Action": [
+            "s3:GetObject",
+            "s3:GetObjectVersion",
+            "s3:GetBucketLocation",
+            "s3:GetBucketPublicAccessBlock",
+            "s3:GetBucketVersioning",
+            "s3:GetEncryptionConfiguration",
+            "s3:ListBucket",
+            "s3:ListBucketVersions",
+        ],
+        "Resource": [bucket, f"{bucket}/*"],
+    }
+
+
+def _log_statements(log_groups: str) -> list[dict[str, Any]]:
+    """Writing and reading its own log groups; listing them (no resource type: a listing
+    cannot name a group)."""
+    return [
+        {
+            "Effect": "Allow",
+            "Action": [
+                "logs:CreateLogStream",
+                "logs:CreateLogGroup",
+                "logs:PutLogEvents",
+                "logs:GetLogEvents",
+                "logs:GetLogRecord",
+                "logs:GetLogGroupFields",
+                "logs:GetQueryResults",
+            ],
+            "Resource": [log_groups, f"{log_groups}:*"],
+        },
+        {"Effect": "Allow", "Action": ["logs:DescribeLogGroups"], "Resource": "*"},
+    ]
+
+
+def _celery_queue_statements(region: str, account: str) -> list[dict[str, Any]]:
     """MWAA's Celery queues, in an account of MWAA's, and their keys (outside this account)."""
     return [
         {

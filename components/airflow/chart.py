@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from components import kube
 from components.airflow.settings import KubernetesAirflowSettings
 from components.archive import CREDENTIALS_DIR, CREDENTIALS_FILE, ArchiveClient
-from components.archive.settings import ArchiveSettings
+from components.archive.settings import KubernetesArchiveSettings
 from components.charts import ChartPin, deep_merge
 from services.archive.contract import ArchiveAccess
 from services.consumers.reconcile import contract as reconcile
@@ -302,7 +302,7 @@ def _ingress_values(settings: KubernetesAirflowSettings) -> dict[str, Any]:
 
 
 def _archive_connection_env(
-    archive: ArchiveSettings, client: ArchiveClient
+    archive: KubernetesArchiveSettings, client: ArchiveClient
 ) -> list[dict[str, Any]]:
     """The remote-logging connection (no secret in it) and where boto3 finds the keys."""
     connection = {

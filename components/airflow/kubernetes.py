@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -26,27 +28,20 @@ from components.airflow.chart import (
     image_repository,
 )
 from components.airflow.settings import KubernetesAirflowSettings
-from components.archive import Archive
-from components.charts import ChartPin, load_chart_pin
-from components.config import ChartSource
+from components.archive import KubernetesArchiveContract
+from components.charts import ChartPin, ChartSource, load_chart_pin
 from components.network import KubernetesPeer
-from components.network.kubernetes import KubernetesNetwork
-from components.postgres import ClientDatabase
-from components.postgres.kubernetes import KubernetesPostgres
+from components.postgres import ClientDatabase, KubernetesPostgresContract, PostgresConnection
 
 
 @dataclass(frozen=True)
-class KubernetesAirflowArgs:
-    context: kube.StackContext
-    """The stack, its tags, the image registry, the services image and the storage
-    class: what every Kubernetes capability of the stack shares."""
+class KubernetesAirflowArgs(kube.CapabilityArgs):
     settings: KubernetesAirflowSettings
-    network: KubernetesNetwork
-    postgres: KubernetesPostgres
+    postgres: KubernetesPostgresContract
     warehouse: ClientDatabase | None
     """The warehouse database the reconciliation DAG repairs; None without a warehouse."""
     chart_source: ChartSource | None = None
-    archive: Archive[KubernetesPeer] | None = None
+    archive: KubernetesArchiveContract | None = None
 
 
 def fernet_key(raw_base64: str) -> str:
@@ -88,7 +83,13 @@ class KubernetesAirflow(pulumi.ComponentResource):
         pin = load_chart_pin("airflow")
         self.values = chart_values(args, pin)
         check_values(self.values)
-        depends = [self.metadata_database.ready, network.default_deny, *self.secrets]
+        # The chart's pods (and the task pods they launch) start once their access exists.
+        depends = [
+            self.metadata_database.ready,
+            network.default_deny,
+            *self.secrets,
+            *self._grant_access(),
+        ]
         if dags_config_map is not None:
             depends.append(dags_config_map)
         self.chart = k8s.helm.v4.Chart(
@@ -115,8 +116,28 @@ class KubernetesAirflow(pulumi.ComponentResource):
 
     # --- secrets -------------------------------------------------------------------------------
 
-    def _secrets(self, name: str, connection, labels) -> list[k8s.core.v1.Secret]:
-        network = self._args.network
+    def _secrets(
+        self, name: str, connection: PostgresConnection, labels: Mapping[str, str]
+    ) -> list[k8s.core.v1.Secret]:
+        """Every Secret the chart reads (names in SECRET_NAMES), its values as secrets."""
+        values = {**self._generated_secrets(name, connection), **self._git_credentials()}
+        return [
+            k8s.core.v1.Secret(
+                f"{name}-{role}-secret",
+                metadata=self._args.network.metadata(SECRET_NAMES[role], labels),
+                type="Opaque",
+                string_data={k: pulumi.Output.secret(v) for k, v in data.items()},
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            for role, data in values.items()
+        ]
+
+    def _generated_secrets(
+        self, name: str, connection: PostgresConnection
+    ) -> dict[str, dict[str, pulumi.Input[str]]]:
+        """The metadata connection, and the keys and passwords generated once with
+        pulumi-random and kept in state (the chart's own would change on every render, with
+        no Helm hooks under Pulumi, while a running Redis keeps the first one)."""
         opts = pulumi.ResourceOptions(parent=self)
 
         def random_key(role: str, length: int = 48) -> pulumi.Output[str]:
@@ -125,7 +146,6 @@ class KubernetesAirflow(pulumi.ComponentResource):
             ).result
 
         fernet = random.RandomBytes(f"{name}-fernet-bytes", length=32, opts=opts)
-        secrets = []
         values: dict[str, dict[str, pulumi.Input[str]]] = {
             "metadata": {
                 # The chart reads the SQLAlchemy URL from the `connection` key.
@@ -144,10 +164,7 @@ class KubernetesAirflow(pulumi.ComponentResource):
             "webserver": {"webserver-secret-key": random_key("webserver")},
             "admin": {"username": "admin", "password": random_key("admin", 32)},
         }
-        settings = self._args.settings
-        if settings.executor == "CeleryExecutor":
-            # Generated once and kept in state: the chart's own would change on every render
-            # (no Helm hooks under Pulumi) while the running Redis keeps the first one.
+        if self._args.settings.executor == "CeleryExecutor":
             redis_password = random_key("redis", 32)
             values["redis"] = {"password": redis_password}
             values["broker"] = {
@@ -155,7 +172,12 @@ class KubernetesAirflow(pulumi.ComponentResource):
                     "redis://:{0}@{1}-redis:{2}/0", redis_password, RELEASE, REDIS_PORT
                 )
             }
-        dags = settings.dags
+        return values
+
+    def _git_credentials(self) -> dict[str, dict[str, pulumi.Input[str]]]:
+        """git-sync's HTTPS token or SSH key, when DAGs come from git with one."""
+        dags = self._args.settings.dags
+        values: dict[str, dict[str, pulumi.Input[str]]] = {}
         if dags.token:
             # git-sync v4 reads GITSYNC_*; the chart's template maps the GIT_SYNC_* keys.
             values["git-https"] = {
@@ -168,19 +190,11 @@ class KubernetesAirflow(pulumi.ComponentResource):
             }
         if dags.ssh_key:
             values["git-ssh"] = {"gitSshKey": dags.ssh_key}
-        for role, data in values.items():
-            secrets.append(
-                k8s.core.v1.Secret(
-                    f"{name}-{role}-secret",
-                    metadata=network.metadata(SECRET_NAMES[role], labels),
-                    type="Opaque",
-                    string_data={k: pulumi.Output.secret(v) for k, v in data.items()},
-                    opts=opts,
-                )
-            )
-        return secrets
+        return values
 
-    def _dags_config_map(self, name: str, labels) -> k8s.core.v1.ConfigMap | None:
+    def _dags_config_map(
+        self, name: str, labels: Mapping[str, str]
+    ) -> k8s.core.v1.ConfigMap | None:
         # Always: with DAGs from git or an image, the reconciliation DAG still comes from here.
         files = dag_files()
         return k8s.core.v1.ConfigMap(
@@ -190,11 +204,9 @@ class KubernetesAirflow(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
 
-    # --- values --------------------------------------------------------------------------------
-
     # --- admin user and network --------------------------------------------------------------
 
-    def _admin_user_job(self, name: str, labels, pin: ChartPin) -> None:
+    def _admin_user_job(self, name: str, labels: Mapping[str, str], pin: ChartPin) -> None:
         """Create the UI admin (idempotent), reading the password from a mounted Secret."""
         args = self._args
         component = "airflow-admin-user"
@@ -203,38 +215,7 @@ class KubernetesAirflow(pulumi.ComponentResource):
             **AIRFLOW_PODS,
         }
         repository = image_repository(pin, "airflow", args.context.image_registry)
-        image = f"{repository}:{args.settings.version}"
-        script = (
-            "if airflow users list --output plain | awk '{print $2}' | grep -qx \"$ADMIN_USER\"; "
-            "then echo admin exists; else "
-            'airflow users create --role Admin --username "$ADMIN_USER" '
-            '--password "$(cat /etc/airflow-admin/password)" --firstname Admin --lastname User '
-            '--email "$ADMIN_USER@localhost"; fi'
-        )
-        container = {
-            "name": "create-admin-user",
-            "image": image,
-            "imagePullPolicy": "IfNotPresent",
-            "command": ["bash", "-c", script],
-            "env": kube.env(
-                {
-                    "ADMIN_USER": "admin",
-                    # Airflow reads the connection from the mounted Secret (the _CMD form).
-                    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD": f"cat {METADATA_DIR}/connection",
-                    "AIRFLOW__CORE__AUTH_MANAGER": "airflow.providers.fab.auth_manager."
-                    "fab_auth_manager.FabAuthManager",
-                    # The root filesystem is read-only; Airflow writes its config under HOME.
-                    "AIRFLOW_HOME": "/tmp/airflow",
-                }
-            ),
-            "resources": SMALL_RESOURCES,
-            "securityContext": kube.container_security_context(),
-            "volumeMounts": [
-                {"name": "admin", "mountPath": "/etc/airflow-admin", "readOnly": True},
-                {"name": "metadata", "mountPath": METADATA_DIR, "readOnly": True},
-                {"name": "tmp", "mountPath": "/tmp"},
-            ],
-        }
+        container = _admin_user_container(f"{repository}:{args.settings.version}")
         k8s.batch.v1.Job(
             f"{name}-admin-user",
             metadata=args.network.metadata(component, job_labels),
@@ -249,20 +230,8 @@ class KubernetesAirflow(pulumi.ComponentResource):
                         "securityContext": kube.pod_security_context(AIRFLOW_UID, 0),
                         "containers": [container],
                         "volumes": [
-                            {
-                                "name": "admin",
-                                "secret": {
-                                    "secretName": SECRET_NAMES["admin"],
-                                    "defaultMode": 0o440,
-                                },
-                            },
-                            {
-                                "name": "metadata",
-                                "secret": {
-                                    "secretName": SECRET_NAMES["metadata"],
-                                    "defaultMode": 0o440,
-                                },
-                            },
+                            kube.secret_volume("admin", SECRET_NAMES["admin"]),
+                            kube.secret_volume("metadata", SECRET_NAMES["metadata"]),
                             {"name": "tmp", "emptyDir": {"sizeLimit": "128Mi"}},
                         ],
                     },
@@ -272,11 +241,23 @@ class KubernetesAirflow(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.chart]),
         )
 
-    def _network_policies(self, name: str, labels) -> None:
+    def _grant_access(self) -> list[pulumi.Resource]:
+        """Airflow's pods reach Postgres (metadata) and write task logs to the archive; the
+        reconciliation DAG's pods (services image) reach Postgres and read the archive."""
+        args = self._args
+        airflow = KubernetesPeer("airflow", pod_labels=AIRFLOW_PODS)
+        reconcile = KubernetesPeer(
+            RECONCILE, pod_labels=kube.selector(RECONCILE, args.context.stack)
+        )
+        grants = [args.postgres.grant_connect(airflow), args.postgres.grant_connect(reconcile)]
+        if args.archive is not None:
+            grants += [args.archive.grant_read(reconcile), args.archive.grant_write(airflow)]
+        return [resource for grant in grants for resource in grant.resources]
+
+    def _network_policies(self, name: str, labels: Mapping[str, str]) -> None:
+        """Airflow's pods among themselves, to the Kubernetes API and git, and the UI."""
         args = self._args
         network = args.network
-        airflow = KubernetesPeer("airflow", pod_labels=AIRFLOW_PODS)
-        args.postgres.grant_connect(airflow)
         opts = pulumi.ResourceOptions(parent=self, depends_on=[network.default_deny])
         # Components talk to each other (task execution API, logs, PgBouncer, Redis).
         k8s.networking.v1.NetworkPolicy(
@@ -321,12 +302,39 @@ class KubernetesAirflow(pulumi.ComponentResource):
                 },
                 opts=opts,
             )
-        # Pods the reconciliation DAG launches (services image) reach Postgres and the archive.
-        reconcile = KubernetesPeer(
-            RECONCILE, pod_labels=kube.selector(RECONCILE, args.context.stack)
-        )
-        args.postgres.grant_connect(reconcile)
-        if args.archive is not None:
-            args.archive.grant_read(reconcile)
-            # Remote logging: every Airflow pod writes task logs to the archive.
-            args.archive.grant_write(airflow)
+
+
+def _admin_user_container(image: str) -> dict[str, Any]:
+    """Creates the UI admin unless it exists (idempotent), with the password from its
+    mounted Secret and the metadata connection from the chart's."""
+    script = (
+        "if airflow users list --output plain | awk '{print $2}' | grep -qx \"$ADMIN_USER\"; "
+        "then echo admin exists; else "
+        'airflow users create --role Admin --username "$ADMIN_USER" '
+        '--password "$(cat /etc/airflow-admin/password)" --firstname Admin --lastname User '
+        '--email "$ADMIN_USER@localhost"; fi'
+    )
+    return {
+        "name": "create-admin-user",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["bash", "-c", script],
+        "env": kube.env(
+            {
+                "ADMIN_USER": "admin",
+                # Airflow reads the connection from the mounted Secret (the _CMD form).
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD": f"cat {METADATA_DIR}/connection",
+                "AIRFLOW__CORE__AUTH_MANAGER": "airflow.providers.fab.auth_manager."
+                "fab_auth_manager.FabAuthManager",
+                # The root filesystem is read-only; Airflow writes its config under HOME.
+                "AIRFLOW_HOME": "/tmp/airflow",
+            }
+        ),
+        "resources": SMALL_RESOURCES,
+        "securityContext": kube.container_security_context(),
+        "volumeMounts": [
+            {"name": "admin", "mountPath": "/etc/airflow-admin", "readOnly": True},
+            {"name": "metadata", "mountPath": METADATA_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }

@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from dataclasses import dataclass, field
+from typing import Any
 
 from components.validation import (
     DNS_LABEL,
     HIDDEN,
     ConfigReader,
+    StackReading,
     Target,
     reject_other_target,
     set_secret_hint,
@@ -123,11 +125,10 @@ class AirflowSettings:
         return chosen.enabled if chosen is not None else _AirflowCommon.enabled
 
 
-def read_airflow(
-    reader: ConfigReader, target: Target | None, *, is_secret: bool = False
-) -> AirflowSettings:
+def read_airflow(stack: StackReading) -> AirflowSettings:
+    reader, target, is_secret = stack.reader("airflow"), stack.target, stack.is_secret("airflow")
     enabled = reader.boolean("enabled", True)
-    default_version = DEFAULT_AIRFLOW_VERSION.get(target or "kubernetes")
+    default_version = DEFAULT_AIRFLOW_VERSION[target or "kubernetes"]
     if target == "aws":
         version = (
             reader.string("version", default_version, choices=MWAA_AIRFLOW_VERSIONS)
@@ -176,7 +177,7 @@ def _read_mwaa(reader: ConfigReader, common: _AirflowCommon) -> AwsAirflowSettin
     )
 
 
-def _common_fields(common: _AirflowCommon) -> dict:
+def _common_fields(common: _AirflowCommon) -> dict[str, Any]:
     return {f.name: getattr(common, f.name) for f in dataclasses.fields(_AirflowCommon)}
 
 
@@ -358,7 +359,7 @@ def _check_git_credentials(
     known_hosts: str | None,
 ) -> None:
     """Each credential only with the transport it belongs to; SSH needs its key and hosts."""
-    over_ssh = bool(repository) and not repository.startswith("https://")
+    over_ssh = bool(repository and not repository.startswith("https://"))
     if over_ssh:
         for name, value in (("token", credentials["token"]), ("username", username)):
             if value is not None:

@@ -7,6 +7,9 @@ kept in a Secret.
 Both satisfy `Archive`: an `ArchiveLocation`, `grant_write(peer)` / `grant_read(peer)`, and
 `client(peer)`, which hands a workload everything it needs to use the archive at once: the
 environment the services read, on Kubernetes the credentials Secret to mount, and the grant.
+Its `settings` are how the archiver batches, on either target; on Kubernetes the contract
+(`KubernetesArchiveContract`) adds the endpoint's settings, which Airflow's remote logging and
+the reconciliation DAG's pods name.
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from components.archive.settings import ArchiveSettings
-from components.network import Grant, PeerT
+from components.archive.settings import ArchiveBatching, KubernetesArchiveSettings
+from components.network import Grant, KubernetesPeer, PeerT
 from services.archive.contract import ArchiveAccess
 from services.contract import environment
 
@@ -43,11 +46,18 @@ class ArchiveClient:
     `access` is what the services read (`services.archive.contract.ArchiveAccess`: the bucket,
     and on Kubernetes the S3-compatible endpoint, region and credentials file, which Airflow's
     S3 logging reads too); `environment` is it as variables. `secret_name`, when set, is the
-    Secret to mount read-only at `CREDENTIALS_DIR` (`volume` / `mount`).
+    Secret to mount read-only at `CREDENTIALS_DIR` (`volume` / `mount`). `grant`, when
+    `client(peer)` made one, is the access the workload waits for.
     """
 
     access: ArchiveAccess[pulumi.Input[str]]
     secret_name: str | None = None
+    grant: Grant | None = None
+
+    @property
+    def ready(self) -> tuple[pulumi.Resource, ...]:
+        """What the client's workload waits for: the grant's resources (none without one)."""
+        return self.grant.resources if self.grant is not None else ()
 
     @property
     def environment(self) -> dict[str, pulumi.Input[str]]:
@@ -71,8 +81,12 @@ class Archive(Protocol[PeerT]):
     """What other capabilities use of the archive, on either target (`ArchiveBucket` takes an
     `AwsPeer`, `ExternalArchive` a `KubernetesPeer`)."""
 
-    settings: ArchiveSettings
     location: ArchiveLocation
+
+    @property
+    def settings(self) -> ArchiveBatching:
+        """How the archiver batches (the keys of `liftoff:archive` both targets take)."""
+        ...
 
     def grant_write(self, peer: PeerT) -> Grant:
         """Let `peer` write (and overwrite) archive objects."""
@@ -84,4 +98,14 @@ class Archive(Protocol[PeerT]):
 
     def client(self, peer: PeerT | None = None, *, write: bool = False) -> ArchiveClient:
         """What a workload needs to use the archive; with `peer`, also its grant."""
+        ...
+
+
+@runtime_checkable
+class KubernetesArchiveContract(Archive[KubernetesPeer], Protocol):
+    """The archive on Kubernetes (`ExternalArchive`): the customer's endpoint."""
+
+    @property
+    def settings(self) -> KubernetesArchiveSettings:
+        """The endpoint, bucket and region (and how the archiver batches)."""
         ...

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 
 from components import aws_iam
 from components.archive import ArchiveClient, ArchiveLocation
-from components.archive.settings import ArchiveSettings
+from components.archive.settings import AwsArchiveSettings
 from components.aws_s3 import secure_bucket
 from components.network import AwsPeer, Grant
 from services.archive.contract import ArchiveAccess
@@ -19,7 +20,7 @@ NONCURRENT_VERSION_DAYS = 30
 
 @dataclass(frozen=True)
 class ArchiveBucketArgs:
-    settings: ArchiveSettings
+    settings: AwsArchiveSettings
     region: str
     kms_key_arn: pulumi.Input[str]
     name_prefix: str
@@ -51,7 +52,7 @@ class ArchiveBucket(pulumi.ComponentResource):
             name_prefix=args.name_prefix,
             protect=args.protect,
         ).bucket
-        rule: dict = {
+        rule: dict[str, Any] = {
             "id": "archive-tiering",
             "status": "Enabled",
             "filter": {},
@@ -72,15 +73,16 @@ class ArchiveBucket(pulumi.ComponentResource):
     def _grant(
         self, peer: AwsPeer, verb: str, actions: list[str], kms_actions: list[str]
     ) -> aws.iam.RolePolicy:
-        return aws_iam.grant_to_peer(
+        return aws_iam.grant_with_key(
             f"{self._name}-{verb}-{peer.name}",
             peer,
-            [self.bucket.arn, self._kms_key_arn],
-            lambda arns: [
-                {"Effect": "Allow", "Action": actions, "Resource": f"{arns[0]}/*"},
-                {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": arns[0]},
-                {"Effect": "Allow", "Action": kms_actions, "Resource": arns[1]},
+            self.bucket.arn,
+            self._kms_key_arn,
+            lambda arn: [
+                {"Effect": "Allow", "Action": actions, "Resource": f"{arn}/*"},
+                {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": arn},
             ],
+            kms_actions,
             self,
         )
 
@@ -98,6 +100,7 @@ class ArchiveBucket(pulumi.ComponentResource):
     def client(self, peer: AwsPeer | None = None, *, write: bool = False) -> ArchiveClient:
         """The environment a function needs (the bucket; credentials come from its role) and,
         when `peer` is given, its grant: reading, or writing with `write`."""
+        grant = None
         if peer is not None:
-            (self.grant_write if write else self.grant_read)(peer)
-        return ArchiveClient(ArchiveAccess(bucket=self.location.bucket))
+            grant = (self.grant_write if write else self.grant_read)(peer)
+        return ArchiveClient(ArchiveAccess(bucket=self.location.bucket), grant=grant)

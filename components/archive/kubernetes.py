@@ -10,21 +10,16 @@ import pulumi_kubernetes as k8s
 
 from components import kube
 from components.archive import CREDENTIALS_DIR, CREDENTIALS_FILE, ArchiveClient, ArchiveLocation
-from components.archive.settings import ArchiveSettings
+from components.archive.settings import KubernetesArchiveSettings
 from components.network import Grant, KubernetesPeer
-from components.network.kubernetes import KubernetesNetwork
 from services.archive.contract import ArchiveAccess
 
 SECRET_NAME = "archive-credentials"
 
 
 @dataclass(frozen=True)
-class ExternalArchiveArgs:
-    context: kube.StackContext
-    """The stack, its tags, the image registry, the services image and the storage
-    class: what every Kubernetes capability of the stack shares."""
-    settings: ArchiveSettings
-    network: KubernetesNetwork
+class ExternalArchiveArgs(kube.CapabilityArgs):
+    settings: KubernetesArchiveSettings
 
 
 class ExternalArchive(pulumi.ComponentResource):
@@ -97,8 +92,9 @@ class ExternalArchive(pulumi.ComponentResource):
     def client(self, peer: KubernetesPeer | None = None, *, write: bool = False) -> ArchiveClient:
         """The environment, credentials Secret and (when `peer` is given) network path a
         workload needs: reading, or writing with `write`."""
+        grant = None
         if peer is not None:
-            (self.grant_write if write else self.grant_read)(peer)
+            grant = (self.grant_write if write else self.grant_read)(peer)
         return ArchiveClient(
             access=ArchiveAccess(
                 bucket=self.settings.bucket_name,
@@ -107,4 +103,5 @@ class ExternalArchive(pulumi.ComponentResource):
                 credentials_file=f"{CREDENTIALS_DIR}/{CREDENTIALS_FILE}",
             ),
             secret_name=self.secret_name,
+            grant=grant,
         )

@@ -10,18 +10,30 @@ Kubernetes: one Deployment per consumer with its own durable JetStream consumer.
 that falls behind or fails never holds back another: they share nothing but the stream.
 
 The runtime contract (commands, handlers, environment) is in services/; the names here are
-what the infrastructure passes to it.
+what the infrastructure passes to it. What other capabilities use of the consumers is the
+`Consumers` contract (the warehouse database) and, per target, where their metrics are: each
+Lambda function and its on-failure queue on AWS (`AwsConsumersContract`, also naming the
+reconcile function Airflow invokes), the consumer pods' `/metrics` on Kubernetes
+(`KubernetesConsumersContract`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from components.consumers.settings import Destination
+from components.observability import CloudWatchMetrics
 from services.consumers.archiver.contract import NAME as ARCHIVER
 from services.consumers.broadcaster.destinations import DestinationDocument, consumer_name
 from services.consumers.loader.contract import NAME as LOADER
 from services.consumers.runner.contract import DEFAULT_HEALTH_PORT
+
+if TYPE_CHECKING:  # the contract names Pulumi types; settings readers import it without Pulumi
+    import pulumi
+
+    from components.observability import MetricsTarget
+    from components.postgres import ClientDatabase
 
 HEALTH_PORT = DEFAULT_HEALTH_PORT
 
@@ -66,3 +78,55 @@ def broadcaster_runtime(destination: Destination) -> ConsumerRuntime:
     return ConsumerRuntime(
         broadcaster_name(destination), "broadcaster", "services.aws_lambda.broadcaster_handler"
     )
+
+
+@dataclass(frozen=True)
+class ConsumerFunction:
+    """One consumer's Lambda function on AWS as other capabilities name it: observability
+    alarms on its metrics, Airflow invokes the reconciler."""
+
+    name: str
+    """Its role: `archiver`, `loader`, `broadcaster-<destination>`, `reconcile`."""
+    function_name: pulumi.Output[str]
+    function_arn: pulumi.Output[str]
+    queue_name: pulumi.Output[str]
+    """Its on-failure (dead-letter) queue."""
+    broadcaster: bool = False
+    ready: tuple[pulumi.Resource, ...] = ()
+    """What must exist before it is invoked: the access the capabilities granted it."""
+
+    @property
+    def metrics(self) -> CloudWatchMetrics:
+        """`AWS/Lambda` by `FunctionName`: errors, throttles, iterator age."""
+        return CloudWatchMetrics("AWS/Lambda", {"FunctionName": self.function_name})
+
+    @property
+    def dead_letter_metrics(self) -> CloudWatchMetrics:
+        """`AWS/SQS` by `QueueName`: the on-failure queue's depth."""
+        return CloudWatchMetrics("AWS/SQS", {"QueueName": self.queue_name})
+
+
+@runtime_checkable
+class Consumers(Protocol):
+    """What the platform and Airflow use of the consumers, on either target."""
+
+    warehouse: ClientDatabase | None
+    """The warehouse database the loader writes; None without a warehouse."""
+
+
+@runtime_checkable
+class AwsConsumersContract(Consumers, Protocol):
+    """The consumers on AWS (`AwsConsumers`)."""
+
+    functions: tuple[ConsumerFunction, ...]
+    """The stream consumers: archiver, loader, then the broadcasters by destination name."""
+    reconcile: ConsumerFunction | None
+    """The function repairing the warehouse from the archive; None without a warehouse."""
+
+
+@runtime_checkable
+class KubernetesConsumersContract(Consumers, Protocol):
+    """The consumers on Kubernetes (`KubernetesConsumers`)."""
+
+    metrics: MetricsTarget
+    """Every consumer pod's health port, which serves `/metrics` too."""

@@ -15,20 +15,19 @@ from components import aws_iam
 from components.archive import Archive
 from components.aws_lambda import packaged_function
 from components.aws_logs import LogSettings
-from components.config import Destination, WarehouseSettings
 from components.consumers import (
     ARCHIVER_RUNTIME,
     LOADER_RUNTIME,
     RECONCILE_RUNTIME,
+    ConsumerFunction,
     ConsumerRuntime,
     broadcaster_runtime,
     destination_document,
 )
-from components.network import AwsPeer
-from components.network.aws import AwsNetwork
-from components.postgres import ClientDatabase
-from components.postgres.aws import RdsPostgres
-from components.stream.aws import KinesisStream
+from components.consumers.settings import Destination, WarehouseSettings
+from components.network import AwsNetworkContract, AwsPeer, Grant
+from components.postgres import AwsPostgresContract, ClientDatabase
+from components.stream import AwsStreamContract, FanOutConsumer
 from services.consumers.archiver import contract as archiver
 from services.consumers.broadcaster import contract as broadcaster
 from services.consumers.loader import contract as loader
@@ -65,7 +64,7 @@ class VpcPlacement:
 
     vpc_id: pulumi.Input[str]
     subnet_ids: pulumi.Input[Sequence[str]]
-    egress: Sequence[dict]
+    egress: Sequence[dict[str, Any]]
     endpoints: Sequence[pulumi.Resource] = ()
     """The VPC endpoints of the AWS APIs the function calls: the mapping waits for them."""
 
@@ -73,7 +72,7 @@ class VpcPlacement:
 @dataclass(frozen=True)
 class KinesisConsumerArgs:
     runtime: ConsumerRuntime
-    stream: KinesisStream
+    stream: AwsStreamContract
     function_name: str
     logs: LogSettings
     environment: Callable[[FunctionRuntime[pulumi.Input[str]]], Mapping[str, pulumi.Input[str]]]
@@ -98,6 +97,10 @@ class KinesisConsumerArgs:
     """Default: true, except for the consumers in `SHARED_THROUGHPUT_CONSUMERS`, which poll the
     shards' shared read throughput. True: reads through its own enhanced fan-out consumer
     (`aws.kinesis.StreamConsumer`), outside the shared budget."""
+    access: Sequence[Callable[[AwsPeer], Grant]] = ()
+    """Default: none. The grants of other capabilities (and of its own secrets) the function
+    needs, made once its role exists: the mapping waits for them, and a function invoked on
+    demand names them as what its caller waits for (`ConsumerFunction.ready`)."""
 
 
 class KinesisConsumer(pulumi.ComponentResource):
@@ -108,7 +111,7 @@ class KinesisConsumer(pulumi.ComponentResource):
     positions of records that still fail are sent to the consumer's SQS dead-letter queue,
     where the function itself also parks events it cannot process, with the reason.
     Its role may read the stream, write its logs and its dead-letter queue, plus what the
-    capabilities grant it (`peer`).
+    capabilities grant it (`args.access`, to its `peer`).
     """
 
     def __init__(
@@ -116,6 +119,7 @@ class KinesisConsumer(pulumi.ComponentResource):
     ):
         super().__init__("liftoff:consumers:KinesisConsumer", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        self.runtime = args.runtime
         self.dead_letter_queue = aws.sqs.Queue(
             f"{name}-dead-letter",
             sqs_managed_sse_enabled=True,
@@ -199,19 +203,24 @@ class KinesisConsumer(pulumi.ComponentResource):
             opts=child,
         )
         # Lambda checks, when the mapping is created, that the role may read the stream (or
-        # subscribe through the consumer) and send to the on-failure queue.
+        # subscribe through the consumer) and send to the on-failure queue; what the function
+        # does with each batch needs the rest of its access before the first batch arrives.
         permissions.append(dead_letter_policy)
+        self.access = tuple(
+            resource for grant in args.access for resource in grant(self.peer).resources
+        )
+        permissions.extend(self.access)
         if args.consume_stream:
             permissions.extend(args.stream.grant_read(self.peer).resources)
-        source_arn: pulumi.Input[str] = args.stream.stream.arn
-        self.stream_consumer: aws.kinesis.StreamConsumer | None = None
+        source_arn: pulumi.Input[str] = args.stream.arn
+        self.fan_out: FanOutConsumer | None = None
         fan_out = args.enhanced_fan_out
         if fan_out is None:
             fan_out = args.runtime.name not in SHARED_THROUGHPUT_CONSUMERS
         if args.consume_stream and fan_out:
-            self.stream_consumer, subscribe = args.stream.add_fan_out_consumer(self.peer)
-            source_arn = self.stream_consumer.arn
-            permissions.append(subscribe)
+            self.fan_out = args.stream.add_fan_out_consumer(self.peer)
+            source_arn = self.fan_out.arn
+            permissions.extend(self.fan_out.grant.resources)
         if args.vpc is not None:
             permissions.extend(args.vpc.endpoints)
         return permissions, source_arn
@@ -241,17 +250,28 @@ class KinesisConsumer(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=permissions),
         )
 
+    def described(self, *, broadcaster: bool = False) -> ConsumerFunction:
+        """This consumer as other capabilities name it (its function and its queue)."""
+        return ConsumerFunction(
+            name=self.runtime.name,
+            function_name=self.function.name,
+            function_arn=self.function.arn,
+            queue_name=self.dead_letter_queue.name,
+            broadcaster=broadcaster,
+            ready=self.access,
+        )
+
 
 @dataclass(frozen=True)
 class AwsConsumersArgs:
     prefix: str
     """Physical-name prefix, e.g. `liftoff-prod`."""
-    stream: KinesisStream
+    stream: AwsStreamContract
     archive: Archive[AwsPeer]
-    postgres: RdsPostgres
+    postgres: AwsPostgresContract
     warehouse: WarehouseSettings
     destinations: tuple[Destination, ...]
-    network: AwsNetwork
+    network: AwsNetworkContract
     kms_key_arn: pulumi.Input[str]
     logs: LogSettings
 
@@ -286,8 +306,8 @@ class AwsConsumers(pulumi.ComponentResource):
             batching_window_seconds=min(archive.batch_max_seconds, 300),
             timeout_seconds=300,
             memory_mb=1024,
+            access=(args.archive.grant_write,),
         )
-        args.archive.grant_write(self.archiver.peer)
 
         self.loader: KinesisConsumer | None = None
         if args.warehouse.enabled:
@@ -296,6 +316,14 @@ class AwsConsumers(pulumi.ComponentResource):
         self.broadcasters: dict[str, KinesisConsumer] = {}
         for destination in args.destinations:
             self._broadcaster(name, args, destination, child)
+        self.functions: tuple[ConsumerFunction, ...] = (
+            self.archiver.described(),
+            *([self.loader.described()] if self.loader is not None else []),
+            *(c.described(broadcaster=True) for _, c in sorted(self.broadcasters.items())),
+        )
+        self.reconcile: ConsumerFunction | None = (
+            self.reconciler.described() if self.reconciler is not None else None
+        )
         self.register_outputs({})
 
     def _loader(self, name: str, args: AwsConsumersArgs, child: pulumi.ResourceOptions) -> None:
@@ -341,9 +369,8 @@ class AwsConsumers(pulumi.ComponentResource):
             batch_size=min(warehouse.batch_max_events, 10000),
             batching_window_seconds=min(warehouse.batch_max_seconds, 300),
             vpc=placement,
+            access=_database_access(args.postgres, database),
         )
-        args.postgres.grant_connect(self.loader.peer)
-        args.postgres.grant_read_credentials(self.loader.peer, database)
 
         self._reconciler(name, args, child, database, warehouse_access, placement)
 
@@ -377,10 +404,8 @@ class AwsConsumers(pulumi.ComponentResource):
             memory_mb=1024,
             vpc=placement,
             consume_stream=False,
+            access=(*_database_access(args.postgres, database), args.archive.grant_read),
         )
-        args.postgres.grant_connect(self.reconciler.peer)
-        args.postgres.grant_read_credentials(self.reconciler.peer, database)
-        args.archive.grant_read(self.reconciler.peer)
 
     def _consumer(
         self,
@@ -441,12 +466,27 @@ class AwsConsumers(pulumi.ComponentResource):
             batch_size=100,
             batching_window_seconds=1,
             timeout_seconds=300,
-        )
-        aws_iam.grant_secret_read(
-            f"{name}-{runtime.name}-reads-secrets",
-            consumer.role.name,
-            secret.arn,
-            args.kms_key_arn,
-            self,
+            access=(self._secret_access(f"{name}-{runtime.name}", secret.arn, args.kms_key_arn),),
         )
         self.broadcasters[destination.name] = consumer
+
+    def _secret_access(
+        self, name: str, secret_arn: pulumi.Input[str], kms_key_arn: pulumi.Input[str]
+    ) -> Callable[[AwsPeer], Grant]:
+        """The grant reading a destination's credentials secret (a policy of this component)."""
+
+        def grant(peer: AwsPeer) -> Grant:
+            assert peer.iam_role_name is not None
+            policy = aws_iam.grant_secret_read(
+                f"{name}-reads-secrets", peer.iam_role_name, secret_arn, kms_key_arn, self
+            )
+            return Grant(peer.name, (policy,))
+
+        return grant
+
+
+def _database_access(
+    postgres: AwsPostgresContract, database: ClientDatabase
+) -> tuple[Callable[[AwsPeer], Grant], ...]:
+    """The network path to Postgres and the read of `database`'s credentials secret."""
+    return (postgres.grant_connect, lambda peer: postgres.grant_read_credentials(peer, database))

@@ -19,7 +19,6 @@ import pulumi_kubernetes as k8s
 
 from components import kube
 from components.archive import Archive
-from components.config import Destination, PrivateNetwork, WarehouseSettings
 from components.consumers import (
     ARCHIVER_RUNTIME,
     HEALTH_PORT,
@@ -28,10 +27,11 @@ from components.consumers import (
     broadcaster_runtime,
     destination_document,
 )
-from components.network import KubernetesPeer
-from components.network.kubernetes import KubernetesNetwork
+from components.consumers.settings import Destination, PrivateNetwork, WarehouseSettings
+from components.network import Grant, KubernetesNetworkContract, KubernetesPeer
+from components.observability import MetricsTarget
 from components.postgres import ClientDatabase, PostgresService
-from components.stream.kubernetes import NatsJetStream
+from components.stream import KubernetesStreamContract
 from services.consumers.archiver import contract as archiver
 from services.consumers.broadcaster import contract as broadcaster
 from services.consumers.loader import contract as loader_contract
@@ -49,13 +49,9 @@ CONSUMER_LABEL = "liftoff.dev/consumer"
 
 
 @dataclass(frozen=True)
-class StreamConsumerArgs:
-    context: kube.StackContext
-    """The stack, its tags, the image registry, the services image and the storage
-    class: what every Kubernetes capability of the stack shares."""
+class StreamConsumerArgs(kube.CapabilityArgs):
     runtime: ConsumerRuntime
-    stream: NatsJetStream
-    network: KubernetesNetwork
+    stream: KubernetesStreamContract
     environment: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     """The whole environment, built by the consumer's contract (`services/consumers/*`)."""
     secret_files: Sequence[tuple[str, str, str]] = ()
@@ -64,6 +60,8 @@ class StreamConsumerArgs:
     resources: Mapping[str, Any] = field(default_factory=lambda: DEFAULT_RESOURCES)
     depends_on: Sequence[pulumi.Resource] = ()
     """Resources that must exist first (e.g. the job creating the consumer's database)."""
+    granted: Sequence[pulumi.Resource] = ()
+    """The access other capabilities granted its `consumer_peer`: its pods wait for it."""
 
 
 def consumer_peer(runtime: ConsumerRuntime, stack: str) -> KubernetesPeer:
@@ -87,10 +85,13 @@ class StreamConsumer(pulumi.ComponentResource):
         labels = kube.labels(component, args.context.stack, args.context.tags)
         selector = kube.selector(component, args.context.stack)
         self.peer = consumer_peer(args.runtime, args.context.stack)
-        args.stream.grant_read(self.peer)
+        read = args.stream.grant_read(self.peer)
         child = pulumi.ResourceOptions(
-            parent=self, depends_on=[network.default_deny, args.stream.setup_job, *args.depends_on]
+            parent=self, depends_on=[network.default_deny, *args.stream.ready, *args.depends_on]
         )
+        # The pods start once the stream exists and they may read it, with the rest of their
+        # access.
+        access = pulumi.ResourceOptions(depends_on=[*read.resources, *args.granted])
         pod_spec = _consumer_pod_spec(args)
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
@@ -105,7 +106,7 @@ class StreamConsumer(pulumi.ComponentResource):
                     "spec": pod_spec,
                 },
             },
-            opts=child,
+            opts=pulumi.ResourceOptions.merge(child, access),
         )
         k8s.policy.v1.PodDisruptionBudget(
             f"{name}-pdb",
@@ -118,7 +119,7 @@ class StreamConsumer(pulumi.ComponentResource):
 
 
 def consumer_runtime(
-    runtime: ConsumerRuntime, stream: NatsJetStream
+    runtime: ConsumerRuntime, stream: KubernetesStreamContract
 ) -> runner.ConsumerRuntime[pulumi.Input[str]]:
     """What every consumer process is told (its contract's runtime group): the stream, its
     durable consumer, the dead letters on the stream's servers, its health port."""
@@ -132,7 +133,7 @@ def consumer_runtime(
     )
 
 
-def _consumer_pod_spec(args: StreamConsumerArgs) -> dict:
+def _consumer_pod_spec(args: StreamConsumerArgs) -> dict[str, Any]:
     """One restricted container of the services image, probed on its health port, with the
     Secrets it reads mounted as files."""
     component = args.runtime.name
@@ -163,77 +164,75 @@ def _consumer_pod_spec(args: StreamConsumerArgs) -> dict:
     }
     pod_spec = kube.services_pod_spec(
         [container],
-        volumes=[
-            {"name": volume, "secret": {"secretName": secret, "defaultMode": 0o440}}
-            for volume, secret, _ in args.secret_files
-        ],
+        volumes=[kube.secret_volume(volume, secret) for volume, secret, _ in args.secret_files],
     )
     # Room to finish (or abandon, unacknowledged) the in-flight batch on SIGTERM.
     pod_spec["terminationGracePeriodSeconds"] = 60
     return pod_spec
 
 
+PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+
+
 def allow_private_egress(
     name: str,
-    network: KubernetesNetwork,
+    network: KubernetesNetworkContract,
     peer: KubernetesPeer,
     networks: tuple[PrivateNetwork, ...],
     labels: Mapping[str, str],
     parent: pulumi.Resource,
-) -> None:
+) -> Grant:
     """Egress to the private ranges (and only their ports) a destination lists: an internal
     webhook inside the customer's network. One rule per range, so ports do not cross over."""
-    k8s.networking.v1.NetworkPolicy(
-        name,
-        metadata=network.metadata(f"{peer.name}-private", labels),
-        spec={
-            "podSelector": {"matchLabels": dict(peer.pod_labels)},
-            "policyTypes": ["Egress"],
-            "egress": [
-                {
-                    "to": [{"ipBlock": {"cidr": private.cidr}}],
-                    "ports": [{"protocol": "TCP", "port": port} for port in private.ports],
-                }
-                for private in networks
-            ],
-        },
-        opts=pulumi.ResourceOptions(parent=parent),
-    )
+    rules = [
+        {
+            "to": [{"ipBlock": {"cidr": private.cidr}}],
+            "ports": [{"protocol": "TCP", "port": port} for port in private.ports],
+        }
+        for private in networks
+    ]
+    return _allow_egress(name, network, peer, "private", rules, labels, parent)
 
 
 def allow_internet_egress(
     name: str,
-    network: KubernetesNetwork,
+    network: KubernetesNetworkContract,
     peer: KubernetesPeer,
     labels: Mapping[str, str],
     parent: pulumi.Resource,
-) -> None:
+) -> Grant:
     """HTTPS out of the cluster for `peer` (third-party APIs; NetworkPolicy cannot name hosts).
 
     Private ranges are excluded so the grant does not open the way to the internal network.
     """
-    k8s.networking.v1.NetworkPolicy(
+    https = {
+        "to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": PRIVATE_RANGES}}],
+        "ports": [{"protocol": "TCP", "port": 443}],
+    }
+    return _allow_egress(name, network, peer, "internet", [https], labels, parent)
+
+
+def _allow_egress(
+    name: str,
+    network: KubernetesNetworkContract,
+    peer: KubernetesPeer,
+    suffix: str,
+    rules: list[dict[str, Any]],
+    labels: Mapping[str, str],
+    parent: pulumi.Resource,
+) -> Grant:
+    """One egress NetworkPolicy of `peer`'s pods (`<peer>-<suffix>`), a child of `parent`."""
+    policy = k8s.networking.v1.NetworkPolicy(
         name,
-        metadata=network.metadata(f"{peer.name}-internet", labels),
+        metadata=network.metadata(f"{peer.name}-{suffix}", labels),
         spec={
             "podSelector": {"matchLabels": dict(peer.pod_labels)},
             "policyTypes": ["Egress"],
-            "egress": [
-                {
-                    "to": [
-                        {
-                            "ipBlock": {
-                                "cidr": "0.0.0.0/0",
-                                "except": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"],
-                            }
-                        }
-                    ],
-                    "ports": [{"protocol": "TCP", "port": 443}],
-                }
-            ],
+            "egress": rules,
         },
         opts=pulumi.ResourceOptions(parent=parent),
     )
+    return Grant(peer.name, (policy,))
 
 
 SECRETS_DIR = "/etc/liftoff/destination"
@@ -242,12 +241,8 @@ SECRETS_FILE = "destination-secrets.json"
 
 
 @dataclass(frozen=True)
-class KubernetesConsumersArgs:
-    context: kube.StackContext
-    """The stack, its tags, the image registry, the services image and the storage
-    class: what every Kubernetes capability of the stack shares."""
-    stream: NatsJetStream
-    network: KubernetesNetwork
+class KubernetesConsumersArgs(kube.CapabilityArgs):
+    stream: KubernetesStreamContract
     postgres: PostgresService[KubernetesPeer]
     warehouse: WarehouseSettings
     destinations: tuple[Destination, ...]
@@ -285,6 +280,7 @@ class KubernetesConsumers(pulumi.ComponentResource):
                     )
                 ),
                 secret_files=[archive.secret_file("archive-credentials")],
+                granted=archive.ready,
                 opts=child,
             )
         else:
@@ -301,6 +297,14 @@ class KubernetesConsumers(pulumi.ComponentResource):
             destination.name: self._declare_broadcaster(name, destination, child)
             for destination in args.destinations
         }
+        # CONSUMER_LABEL: one selector for every consumer pod, and only they name their probe
+        # port `health`.
+        self.metrics = MetricsTarget(
+            "consumers",
+            {"app.kubernetes.io/instance": args.context.stack, CONSUMER_LABEL: "true"},
+            "health",
+            HEALTH_PORT,
+        )
         self.register_outputs({})
 
     def _declare_loader(self, name: str, child: pulumi.ResourceOptions) -> StreamConsumer:
@@ -310,7 +314,8 @@ class KubernetesConsumers(pulumi.ComponentResource):
         self.warehouse = database
         connection = database.connection
         assert database.secret_name is not None
-        loader = self._consumer(
+        connect = args.postgres.grant_connect(consumer_peer(LOADER_RUNTIME, args.context.stack))
+        return self._consumer(
             f"{name}-loader",
             LOADER_RUNTIME,
             environment=loader_contract.PROCESS.environment(
@@ -331,10 +336,9 @@ class KubernetesConsumers(pulumi.ComponentResource):
             ),
             secret_files=[("postgres-credentials", database.secret_name, POSTGRES_CREDENTIALS_DIR)],
             depends_on=[database.ready],
+            granted=connect.resources,
             opts=child,
         )
-        args.postgres.grant_connect(loader.peer)
-        return loader
 
     def _declare_broadcaster(
         self, name: str, destination: Destination, child: pulumi.ResourceOptions
@@ -354,6 +358,24 @@ class KubernetesConsumers(pulumi.ComponentResource):
             },
             opts=child,
         )
+        # HTTPS out (and the private ranges it lists) before its pods start.
+        peer = consumer_peer(runtime, args.context.stack)
+        egress = [
+            allow_internet_egress(
+                f"{name}-{runtime.name}-internet", args.network, peer, labels, self
+            )
+        ]
+        if destination.private_networks:
+            egress.append(
+                allow_private_egress(
+                    f"{name}-{runtime.name}-private",
+                    args.network,
+                    peer,
+                    destination.private_networks,
+                    labels,
+                    self,
+                )
+            )
         consumer = self._consumer(
             f"{name}-{runtime.name}",
             runtime,
@@ -367,20 +389,9 @@ class KubernetesConsumers(pulumi.ComponentResource):
                 )
             ),
             secret_files=[("destination-secrets", secret_name, SECRETS_DIR)],
+            granted=[resource for grant in egress for resource in grant.resources],
             opts=child,
         )
-        allow_internet_egress(
-            f"{name}-{runtime.name}-internet", args.network, consumer.peer, labels, self
-        )
-        if destination.private_networks:
-            allow_private_egress(
-                f"{name}-{runtime.name}-private",
-                args.network,
-                consumer.peer,
-                destination.private_networks,
-                labels,
-                self,
-            )
         return consumer
 
     def _consumer(
@@ -392,6 +403,7 @@ class KubernetesConsumers(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions,
         secret_files: Sequence[tuple[str, str, str]] = (),
         depends_on: Sequence[pulumi.Resource] = (),
+        granted: Sequence[pulumi.Resource] = (),
     ) -> StreamConsumer:
         args = self._args
         return StreamConsumer(
@@ -404,6 +416,7 @@ class KubernetesConsumers(pulumi.ComponentResource):
                 environment=environment,
                 secret_files=secret_files,
                 depends_on=depends_on,
+                granted=granted,
             ),
             opts=opts,
         )

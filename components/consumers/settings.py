@@ -10,12 +10,16 @@ from components.validation import (
     HIDDEN,
     ConfigReader,
     Problem,
+    StackReading,
     Target,
     cidr,
     port_list,
     set_secret_hint,
 )
 from services.consumers.broadcaster.destinations import NAME_DESCRIBE, NAME_PATTERN, TYPES
+
+# Kinesis' limit of enhanced fan-out consumers per stream (one per destination on AWS).
+MAX_FAN_OUT_CONSUMERS = 20
 
 DESTINATION_TYPES = TYPES
 """The destination types and their fields: the broadcaster's own registry
@@ -66,6 +70,31 @@ class WarehouseSettings:
 
 
 def read_destinations(
+    stack: StackReading, *, sources: tuple[Source, ...]
+) -> tuple[Destination, ...]:
+    """`liftoff:destinations`, sorted by name; on AWS at most `MAX_FAN_OUT_CONSUMERS`."""
+    destinations = _read_destinations(
+        stack.key("destinations"),
+        stack.raw.get("destinations"),
+        stack.problems,
+        is_secret=stack.is_secret("destinations"),
+        sources=sources,
+        target=stack.target,
+    )
+    if stack.target == "aws" and len(destinations) > MAX_FAN_OUT_CONSUMERS:
+        stack.problems.append(
+            Problem(
+                stack.key("destinations"),
+                [d.name for d in destinations],
+                f"at most {MAX_FAN_OUT_CONSUMERS} on AWS: each destination reads the stream "
+                "through its own enhanced fan-out consumer, and Kinesis registers at most "
+                f"{MAX_FAN_OUT_CONSUMERS} per stream",
+            )
+        )
+    return destinations
+
+
+def _read_destinations(
     key: str,
     raw: Any,
     problems: list[Problem],
@@ -191,7 +220,8 @@ def _read_private_networks(
     return tuple(sorted(set(networks), key=lambda n: (n.cidr, n.ports)))
 
 
-def read_warehouse(reader: ConfigReader) -> WarehouseSettings:
+def read_warehouse(stack: StackReading) -> WarehouseSettings:
+    reader = stack.reader("warehouse")
     defaults = WarehouseSettings()
     settings = WarehouseSettings(
         enabled=reader.boolean("enabled", True),

@@ -4,19 +4,22 @@ AWS: API Gateway (HTTP API) → the collector as a Lambda function → Kinesis. 
 collector Deployment behind a Service (and optionally an Ingress), autoscaled, → NATS.
 
 Both realizations take the same write keys (one per source, `write_keys.py`) and expose the
-same `IngestEndpoint`.
+same `IngestEndpoint` (the `Ingest` contract); each target's contract adds where the
+collector's metrics are (`AwsIngestContract`, `KubernetesIngestContract`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from components.ingest.settings import Source
 from services.collector.contract import Sources
 
 if TYPE_CHECKING:  # the contract names Pulumi types; settings readers import it without Pulumi
     import pulumi
+
+    from components.observability import CloudWatchMetrics, MetricsTarget
 
 # The API paths of the Segment HTTP Tracking API the collector serves.
 TRACKING_PATHS = ("batch", "import", "track", "identify", "page", "screen", "group", "alias")
@@ -38,6 +41,31 @@ class IngestEndpoint:
     """Where SDKs send events (their `host`/`dataPlaneUrl`)."""
     write_keys: pulumi.Output[dict[str, str]]
     """Source name → write key. Always a Pulumi secret."""
+
+
+@runtime_checkable
+class Ingest(Protocol):
+    """What the platform uses of the collector, on either target."""
+
+    endpoint: IngestEndpoint
+
+
+@runtime_checkable
+class AwsIngestContract(Ingest, Protocol):
+    """The collector on AWS (`LambdaCollector`): where its metrics are."""
+
+    api_metrics: CloudWatchMetrics
+    """`AWS/ApiGateway` by `ApiId` and `Stage`: requests, errors, latency."""
+    function_metrics: CloudWatchMetrics
+    """`AWS/Lambda` by `FunctionName`: the collector function's errors and throttles."""
+
+
+@runtime_checkable
+class KubernetesIngestContract(Ingest, Protocol):
+    """The collector on Kubernetes (`KubernetesCollector`): where its metrics are."""
+
+    metrics: MetricsTarget
+    """The collector pods' `/metrics` (their Service carries the same selector labels)."""
 
 
 def collector_sources(sources: tuple[Source, ...], **fields: Any) -> Sources[Any]:

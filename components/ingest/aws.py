@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -32,6 +33,7 @@ from components.ingest import (
 from components.ingest.settings import AwsIngest, Source
 from components.ingest.write_keys import generate_write_keys, write_keys_document
 from components.network import AwsPeer
+from components.observability import CloudWatchMetrics
 from components.stream import Stream
 from services.collector import contract as collector
 from services.stream.address import SQS_PREFIX
@@ -85,8 +87,16 @@ class LambdaCollector(pulumi.ComponentResource):
         super().__init__("liftoff:ingest:LambdaCollector", name, None, opts)
         keys = self._declare_write_keys(name, args)
         self._declare_function(name, args)
-        self._grant_function(name, args)
-        self._declare_api(name, args)
+        granted = self._grant_function(name, args)
+        self._declare_api(name)
+        self._declare_stage(name, args)
+        self._allow_invoke(name, granted)
+        self.api_metrics = CloudWatchMetrics(
+            "AWS/ApiGateway", {"ApiId": self.api.id, "Stage": self.stage.name}
+        )
+        self.function_metrics = CloudWatchMetrics(
+            "AWS/Lambda", {"FunctionName": self.function.name}
+        )
         self.endpoint = IngestEndpoint(
             collector_url=self.api.api_endpoint,
             write_keys=pulumi.Output.secret(pulumi.Output.all(**keys)),
@@ -95,7 +105,7 @@ class LambdaCollector(pulumi.ComponentResource):
             {"collectorUrl": self.endpoint.collector_url, "functionArn": self.function.arn}
         )
 
-    def _declare_write_keys(self, name: str, args: LambdaCollectorArgs) -> dict:
+    def _declare_write_keys(self, name: str, args: LambdaCollectorArgs) -> dict[str, Any]:
         child = pulumi.ResourceOptions(parent=self)
         keys = generate_write_keys(name, args.sources, self)
         self.write_keys_secret = aws.secretsmanager.Secret(
@@ -145,18 +155,19 @@ class LambdaCollector(pulumi.ComponentResource):
         self.role = packaged.role
         self.function = packaged.function
 
-    def _grant_function(self, name: str, args: LambdaCollectorArgs) -> None:
-        """The role reads the write keys, writes the stream and sends to the quarantine."""
+    def _grant_function(self, name: str, args: LambdaCollectorArgs) -> list[pulumi.Resource]:
+        """The role reads the write keys, writes the stream and sends to the quarantine: the
+        policies the API waits for before it may invoke the function."""
         child = pulumi.ResourceOptions(parent=self)
-        aws_iam.grant_secret_read(
+        keys = aws_iam.grant_secret_read(
             f"{name}-role-policy",
             self.role.id,
             self.write_keys_secret.arn,
             args.kms_key_arn,
             self,
         )
-        args.stream.grant_write(AwsPeer("collector", iam_role_name=self.role.name))
-        aws.iam.RolePolicy(
+        stream = args.stream.grant_write(AwsPeer("collector", iam_role_name=self.role.name))
+        quarantine = aws.iam.RolePolicy(
             f"{name}-quarantine-policy",
             role=self.role.id,
             policy=pulumi.Output.all(self.quarantine_queue.arn, args.kms_key_arn).apply(
@@ -178,11 +189,11 @@ class LambdaCollector(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        return [keys, *stream.resources, quarantine]
 
-    def _declare_api(self, name: str, args: LambdaCollectorArgs) -> None:
-        """The HTTP API, its routes, access logs and stage, and its right to invoke."""
+    def _declare_api(self, name: str) -> None:
+        """The HTTP API: every collector path routed to the function."""
         child = pulumi.ResourceOptions(parent=self)
-        settings = args.settings
         self.api = aws.apigatewayv2.Api(
             f"{name}-api",
             protocol_type="HTTP",
@@ -211,6 +222,10 @@ class LambdaCollector(pulumi.ComponentResource):
                 target=pulumi.Output.concat("integrations/", integration.id),
                 opts=child,
             )
+
+    def _declare_stage(self, name: str, args: LambdaCollectorArgs) -> None:
+        """The API's one stage: throttled, with detailed metrics and JSON access logs."""
+        settings = args.settings
         access_logs = log_group(
             f"{name}-access-logs",
             log_group_name=f"/aws/apigateway/{args.function_name}",
@@ -231,9 +246,13 @@ class LambdaCollector(pulumi.ComponentResource):
                 "throttling_burst_limit": settings.throttling_burst_limit,
                 "detailed_metrics_enabled": True,
             },
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self),
         )
-        # Invocation only from this API and only on the collector's path prefixes.
+
+    def _allow_invoke(self, name: str, granted: list[pulumi.Resource]) -> None:
+        """The API's right to invoke the function: only on the collector's path prefixes,
+        and once the function's own access (`granted`) exists, so no request reaches a
+        function that cannot yet publish."""
         for role, prefix in (
             ("", "/v1"),
             ("-library", "/analytics.js"),
@@ -245,5 +264,5 @@ class LambdaCollector(pulumi.ComponentResource):
                 function=self.function.name,
                 principal="apigateway.amazonaws.com",
                 source_arn=pulumi.Output.concat(self.api.execution_arn, f"/*/*{prefix}/*"),
-                opts=child,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=granted),
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -18,7 +19,7 @@ from components.ingest import (
 from components.ingest.settings import KubernetesIngest, Source
 from components.ingest.write_keys import generate_write_keys, write_keys_document
 from components.network import KubernetesPeer
-from components.network.kubernetes import KubernetesNetwork
+from components.observability import MetricsTarget
 from components.stream import Stream
 from services.collector import contract as collector
 from services.stream.contract import StreamAccess
@@ -30,14 +31,10 @@ WRITE_KEYS_FILE = "write-keys.json"
 
 
 @dataclass(frozen=True)
-class KubernetesCollectorArgs:
-    context: kube.StackContext
-    """The stack, its tags, the image registry, the services image and the storage
-    class: what every Kubernetes capability of the stack shares."""
+class KubernetesCollectorArgs(kube.CapabilityArgs):
     settings: KubernetesIngest
     sources: tuple[Source, ...]
     stream: Stream[KubernetesPeer]
-    network: KubernetesNetwork
 
 
 class KubernetesCollector(pulumi.ComponentResource):
@@ -70,12 +67,14 @@ class KubernetesCollector(pulumi.ComponentResource):
             string_data={WRITE_KEYS_FILE: write_keys_document(keys)},
             opts=child,
         )
-        args.stream.grant_write(KubernetesPeer(COMPONENT, pod_labels=selector))
+        publish = args.stream.grant_write(KubernetesPeer(COMPONENT, pod_labels=selector))
 
         public_url = _public_url(settings)
         container = _container(args, _environment(args, public_url))
+        # The pods start once their keys and their way to the stream exist.
+        ready = [self.write_keys_secret, *publish.resources]
         self.deployment = self._declare_deployment(
-            name, args, _pod_spec(container, selector), labels, selector, child
+            name, args, _pod_spec(container, selector), labels, selector, child, ready
         )
         self.service = self._declare_service(name, settings, labels, selector, child)
         url = pulumi.Output.concat("http://", network.dns_name(COMPONENT))
@@ -86,16 +85,18 @@ class KubernetesCollector(pulumi.ComponentResource):
         self.endpoint = IngestEndpoint(
             collector_url=url, write_keys=pulumi.Output.secret(pulumi.Output.all(**keys))
         )
+        self.metrics = MetricsTarget(COMPONENT, selector, "http", PORT)
         self.register_outputs({"collectorUrl": url})
 
     def _declare_deployment(
         self,
         name: str,
         args: KubernetesCollectorArgs,
-        pod_spec: dict,
+        pod_spec: dict[str, Any],
         labels: Mapping[str, str],
         selector: Mapping[str, str],
         child: pulumi.ResourceOptions,
+        ready: list[pulumi.Resource],
     ) -> k8s.apps.v1.Deployment:
         # Pods restart when the set of sources changes (the keys themselves never rotate
         # silently: a key changes only when its source is replaced).
@@ -123,9 +124,7 @@ class KubernetesCollector(pulumi.ComponentResource):
             # The autoscaler owns the replica count once the Deployment exists.
             opts=pulumi.ResourceOptions.merge(
                 child,
-                pulumi.ResourceOptions(
-                    ignore_changes=["spec.replicas"], depends_on=[self.write_keys_secret]
-                ),
+                pulumi.ResourceOptions(ignore_changes=["spec.replicas"], depends_on=ready),
             ),
         )
 
@@ -137,7 +136,7 @@ class KubernetesCollector(pulumi.ComponentResource):
         selector: Mapping[str, str],
         child: pulumi.ResourceOptions,
     ) -> k8s.core.v1.Service:
-        """The Service, its autoscaler and disruption budget, and who may reach it."""
+        """The Service and who may reach it; its autoscaler and disruption budget."""
         metadata = self._network.metadata(COMPONENT, labels)
         service = k8s.core.v1.Service(
             f"{name}-service",
@@ -147,35 +146,6 @@ class KubernetesCollector(pulumi.ComponentResource):
                 "selector": selector,
                 "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
             },
-            opts=child,
-        )
-        k8s.autoscaling.v2.HorizontalPodAutoscaler(
-            f"{name}-autoscaler",
-            metadata=metadata,
-            spec={
-                "scaleTargetRef": {
-                    "apiVersion": "apps/v1",
-                    "kind": "Deployment",
-                    "name": COMPONENT,
-                },
-                "minReplicas": settings.min_replicas,
-                "maxReplicas": settings.max_replicas,
-                "metrics": [
-                    {
-                        "type": "Resource",
-                        "resource": {
-                            "name": "cpu",
-                            "target": {"type": "Utilization", "averageUtilization": 70},
-                        },
-                    }
-                ],
-            },
-            opts=child,
-        )
-        k8s.policy.v1.PodDisruptionBudget(
-            f"{name}-pdb",
-            metadata=metadata,
-            spec={"maxUnavailable": 1, "selector": {"matchLabels": selector}},
             opts=child,
         )
         # Clients (an ingress controller, or SDKs inside the cluster) may reach the collector.
@@ -189,7 +159,37 @@ class KubernetesCollector(pulumi.ComponentResource):
             },
             opts=child,
         )
+        self._declare_scaling(name, settings, metadata, selector, child)
         return service
+
+    def _declare_scaling(
+        self,
+        name: str,
+        settings: KubernetesIngest,
+        metadata: dict[str, Any],
+        selector: Mapping[str, str],
+        child: pulumi.ResourceOptions,
+    ) -> None:
+        """Scaled out on CPU between the configured bounds; drained one pod at a time."""
+        cpu = {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}
+        deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "name": COMPONENT}
+        k8s.autoscaling.v2.HorizontalPodAutoscaler(
+            f"{name}-autoscaler",
+            metadata=metadata,
+            spec={
+                "scaleTargetRef": deployment,
+                "minReplicas": settings.min_replicas,
+                "maxReplicas": settings.max_replicas,
+                "metrics": [{"type": "Resource", "resource": cpu}],
+            },
+            opts=child,
+        )
+        k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb",
+            metadata=metadata,
+            spec={"maxUnavailable": 1, "selector": {"matchLabels": selector}},
+            opts=child,
+        )
 
     def _ingress(
         self,
@@ -198,7 +198,7 @@ class KubernetesCollector(pulumi.ComponentResource):
         labels: Mapping[str, str],
         child: pulumi.ResourceOptions,
     ) -> None:
-        spec: dict = {
+        spec: dict[str, Any] = {
             "rules": [
                 {
                     "host": settings.host,
@@ -263,7 +263,9 @@ def _environment(
     )
 
 
-def _container(args: KubernetesCollectorArgs, environment: Mapping[str, pulumi.Input[str]]) -> dict:
+def _container(
+    args: KubernetesCollectorArgs, environment: Mapping[str, pulumi.Input[str]]
+) -> dict[str, Any]:
     return {
         "name": COMPONENT,
         "image": kube.image(args.context.services_image, args.context.image_registry),
@@ -292,15 +294,10 @@ def _container(args: KubernetesCollectorArgs, environment: Mapping[str, pulumi.I
     }
 
 
-def _pod_spec(container: dict, selector: Mapping[str, str]) -> dict:
+def _pod_spec(container: dict[str, Any], selector: Mapping[str, str]) -> dict[str, Any]:
     pod_spec = kube.services_pod_spec(
         [container],
-        volumes=[
-            {
-                "name": "write-keys",
-                "secret": {"secretName": "collector-write-keys", "defaultMode": 0o440},
-            }
-        ],
+        volumes=[kube.secret_volume("write-keys", "collector-write-keys")],
     )
     pod_spec["terminationGracePeriodSeconds"] = 30
     pod_spec["topologySpreadConstraints"] = [

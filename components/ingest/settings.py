@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Any
 
 from components.validation import (
     DNS_LABEL,
     ComputeResources,
     ConfigReader,
     Problem,
-    Target,
+    StackReading,
     read_resources,
     reject_other_target,
 )
@@ -108,7 +107,9 @@ SOURCE_NAME = r"[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?"
 ALLOWED_ORIGIN = r"\*|https?://(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?"
 
 
-def read_sources(key: str, raw: Any, problems: list[Problem]) -> tuple[Source, ...]:
+def read_sources(stack: StackReading) -> tuple[Source, ...]:
+    """`liftoff:sources`, sorted by name. Default: one source, `default`."""
+    key, raw, problems = stack.key("sources"), stack.raw.get("sources"), stack.problems
     if raw is None:
         return (Source("default"),)
     allowed = "a list of {name: <source>} objects, at least one"
@@ -156,8 +157,9 @@ def _read_allowed_origins(reader: ConfigReader) -> tuple[str, ...]:
     return tuple(sorted(set(origins)))
 
 
-def read_ingest(reader: ConfigReader, target: Target | None) -> IngestSettings:
-    if target == "aws":
+def read_ingest(stack: StackReading) -> IngestSettings:
+    reader = stack.reader("ingest")
+    if stack.target == "aws":
         defaults = AwsIngest()
         rate = reader.integer(
             "throttlingRateLimit", defaults.throttling_rate_limit, minimum=1, maximum=100000

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 
+from components import aws_iam
 from components.aws_logs import LogSettings, log_group
 from components.network.settings import AwsSettings
 
@@ -69,7 +69,8 @@ class AwsNetwork(pulumi.ComponentResource):
         """The VPC endpoints by service (`sqs`, `s3`, ...); none in the customer's own VPC."""
 
         if settings.bring_your_own_network:
-            self.vpc = None
+            self.vpc: aws.ec2.Vpc | None = None
+            assert settings.vpc_id is not None
             self.vpc_id = pulumi.Output.from_input(settings.vpc_id)
             self.private_subnet_ids = pulumi.Output.from_input(list(settings.private_subnet_ids))
         else:
@@ -96,8 +97,8 @@ class AwsNetwork(pulumi.ComponentResource):
         settings: AwsSettings,
         interface_endpoints: tuple[str, ...],
         child: pulumi.ResourceOptions,
-    ):
-        self.vpc = aws.ec2.Vpc(
+    ) -> None:
+        self.vpc = vpc = aws.ec2.Vpc(
             f"{name}-vpc",
             cidr_block=settings.vpc_cidr,
             # Both are required for Cloud Map private DNS and interface VPC endpoints.
@@ -106,11 +107,11 @@ class AwsNetwork(pulumi.ComponentResource):
             tags={"Name": f"{name}-vpc"},
             opts=child,
         )
-        self.vpc_id = self.vpc.id
+        self.vpc_id = vpc.id
         # The default security group admits all traffic between its members; strip it so that
         # only the platform's explicit groups are ever used.
         aws.ec2.DefaultSecurityGroup(
-            f"{name}-default-sg", vpc_id=self.vpc.id, ingress=[], egress=[], opts=child
+            f"{name}-default-sg", vpc_id=vpc.id, ingress=[], egress=[], opts=child
         )
         route_table = self._declare_private_subnets(name, settings, child)
         self._declare_endpoints(name, settings, interface_endpoints, route_table, child)
@@ -125,7 +126,7 @@ class AwsNetwork(pulumi.ComponentResource):
         )
         route_table = aws.ec2.RouteTable(
             f"{name}-private-routes",
-            vpc_id=self.vpc.id,
+            vpc_id=self.vpc_id,
             tags={"Name": f"{name}-private"},
             opts=child,
         )
@@ -133,7 +134,7 @@ class AwsNetwork(pulumi.ComponentResource):
         for index, cidr in enumerate(subnet_cidrs(settings.vpc_cidr, settings.availability_zones)):
             subnet = aws.ec2.Subnet(
                 f"{name}-private-{index}",
-                vpc_id=self.vpc.id,
+                vpc_id=self.vpc_id,
                 cidr_block=cidr,
                 availability_zone=zones.names.apply(lambda names, i=index: _zone(names, i)),
                 map_public_ip_on_launch=False,
@@ -164,7 +165,7 @@ class AwsNetwork(pulumi.ComponentResource):
         # with no NAT, interface endpoints are the way out.
         self.endpoint_security_group = aws.ec2.SecurityGroup(
             f"{name}-endpoints-sg",
-            vpc_id=self.vpc.id,
+            vpc_id=self.vpc_id,
             description="liftoff VPC interface endpoints: HTTPS from inside the VPC",
             ingress=[
                 {
@@ -180,7 +181,7 @@ class AwsNetwork(pulumi.ComponentResource):
         for service in dict.fromkeys(interface_endpoints):
             self.endpoints[service] = aws.ec2.VpcEndpoint(
                 f"{name}-{service.replace('.', '-')}-endpoint",
-                vpc_id=self.vpc.id,
+                vpc_id=self.vpc_id,
                 service_name=f"com.amazonaws.{settings.region}.{service}",
                 vpc_endpoint_type="Interface",
                 private_dns_enabled=True,
@@ -190,7 +191,7 @@ class AwsNetwork(pulumi.ComponentResource):
             )
         self.endpoints["s3"] = aws.ec2.VpcEndpoint(
             f"{name}-s3-endpoint",
-            vpc_id=self.vpc.id,
+            vpc_id=self.vpc_id,
             service_name=f"com.amazonaws.{settings.region}.s3",
             vpc_endpoint_type="Gateway",
             route_table_ids=[route_table.id],
@@ -202,39 +203,16 @@ class AwsNetwork(pulumi.ComponentResource):
         group = log_group(f"{name}-flow-logs", log_group_name=None, logs=self._logs, parent=self)
         role = aws.iam.Role(
             f"{name}-flow-logs-role",
-            assume_role_policy=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Effect": "Allow",
-                            "Principal": {"Service": "vpc-flow-logs.amazonaws.com"},
-                            "Action": "sts:AssumeRole",
-                        }
-                    ],
-                }
-            ),
+            assume_role_policy=aws_iam.assume_role_policy("vpc-flow-logs.amazonaws.com"),
             opts=child,
         )
+        actions = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
         aws.iam.RolePolicy(
             f"{name}-flow-logs-policy",
             role=role.id,
             policy=group.arn.apply(
-                lambda arn: json.dumps(
-                    {
-                        "Version": "2012-10-17",
-                        "Statement": [
-                            {
-                                "Effect": "Allow",
-                                "Action": [
-                                    "logs:CreateLogStream",
-                                    "logs:PutLogEvents",
-                                    "logs:DescribeLogStreams",
-                                ],
-                                "Resource": [arn, f"{arn}:*"],
-                            }
-                        ],
-                    }
+                lambda arn: aws_iam.document(
+                    [{"Effect": "Allow", "Action": actions, "Resource": [arn, f"{arn}:*"]}]
                 )
             ),
             opts=child,
@@ -249,7 +227,7 @@ class AwsNetwork(pulumi.ComponentResource):
             opts=child,
         )
 
-    def endpoints_for(self, services: tuple[str, ...]) -> list[aws.ec2.VpcEndpoint]:
+    def endpoints_for(self, services: tuple[str, ...]) -> list[pulumi.Resource]:
         """The endpoints a process calling `services` must wait for (none in your own VPC,
         where reaching AWS APIs is the customer's network's job)."""
         return [self.endpoints[s] for s in services if s in self.endpoints]

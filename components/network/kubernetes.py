@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -15,17 +16,16 @@ from components.network.settings import KubernetesSettings
 @dataclass(frozen=True)
 class KubernetesNetworkArgs:
     context: kube.StackContext
-    """The stack, its tags, the image registry, the services image and the storage
-    class: what every Kubernetes capability of the stack shares."""
+    """What every Kubernetes capability of the stack shares (stack, tags, images, storage)."""
     settings: KubernetesSettings
     retain_namespace: bool = True
     """Default: true. Keep the namespace (and so its volumes) when the stack is destroyed."""
 
 
-def dns_egress(settings: KubernetesSettings) -> dict:
+def dns_egress(settings: KubernetesSettings) -> dict[str, Any]:
     """The egress rule to the cluster's DNS: pods of the DNS namespace (optionally narrowed by
     labels) and any DNS addresses outside pods (NodeLocal DNSCache), on the DNS ports."""
-    peer: dict = {
+    peer: dict[str, Any] = {
         "namespaceSelector": {
             "matchLabels": {"kubernetes.io/metadata.name": settings.dns_namespace}
         }
@@ -99,7 +99,7 @@ class KubernetesNetwork(pulumi.ComponentResource):
         )
         self.register_outputs({"namespace": self.namespace})
 
-    def metadata(self, name: str, labels: Mapping[str, str]) -> dict:
+    def metadata(self, name: str, labels: Mapping[str, str]) -> dict[str, Any]:
         """Metadata for an object in the stack's namespace."""
         return {"name": name, "namespace": self.namespace_name, "labels": dict(labels)}
 

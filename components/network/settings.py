@@ -1,4 +1,7 @@
-"""`liftoff:kubernetes` and `liftoff:aws`: where each target deploys, read from the stack."""
+"""`liftoff:kubernetes` and `liftoff:aws`: where each target deploys, read from the stack.
+
+The two keys are the target's own: `NetworkSettings` holds the chosen one
+(`PlatformConfig.network`), and the other target's key is refused whole."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from components.validation import (
     K8S_LABEL_VALUE,
     ConfigReader,
     Problem,
+    StackReading,
     cidr,
     port_list,
 )
@@ -78,7 +82,32 @@ class AwsSettings:
         return self.vpc_id is not None
 
 
-def read_kubernetes(reader: ConfigReader, stack: str) -> KubernetesSettings:
+@dataclass(frozen=True)
+class NetworkSettings:
+    """`liftoff:aws` / `liftoff:kubernetes` — where the platform runs: the chosen target's
+    settings (the other target's key is refused)."""
+
+    aws: AwsSettings | None = None
+    """Set on AWS."""
+    kubernetes: KubernetesSettings | None = None
+    """Set on Kubernetes."""
+
+
+def read_network(stack: StackReading) -> NetworkSettings:
+    # Both objects are checked before either is read: a malformed one is reported first.
+    kubernetes_reader, aws_reader = stack.reader("kubernetes"), stack.reader("aws")
+    if stack.target == "kubernetes":
+        kubernetes = _read_kubernetes(kubernetes_reader, stack.stack)
+        stack.only_with("aws", "aws")
+        return NetworkSettings(kubernetes=kubernetes)
+    if stack.target == "aws":
+        aws = _read_aws(aws_reader, stack.values.get("aws:region"), stack.problems)
+        stack.only_with("kubernetes", "kubernetes")
+        return NetworkSettings(aws=aws)
+    return NetworkSettings()
+
+
+def _read_kubernetes(reader: ConfigReader, stack: str) -> KubernetesSettings:
     namespace = reader.string(
         "namespace",
         f"liftoff-{stack}",
@@ -127,6 +156,21 @@ def read_kubernetes(reader: ConfigReader, stack: str) -> KubernetesSettings:
     )
     if settings.services_image.endswith(":latest"):
         reader.problem("servicesImage", settings.services_image, "a pinned tag, not :latest")
+    dns_namespace, pod_labels, cidrs, ports = _read_dns(reader, defaults)
+    reader.finish()
+    return dataclasses.replace(
+        settings,
+        dns_namespace=dns_namespace or settings.dns_namespace,
+        dns_pod_labels=dict(sorted(pod_labels.items())),
+        dns_cidrs=tuple(sorted(set(cidrs))),
+        dns_ports=ports,
+    )
+
+
+def _read_dns(
+    reader: ConfigReader, defaults: KubernetesSettings
+) -> tuple[str | None, dict[str, str], list[str], tuple[int, ...]]:
+    """`dns`: where the cluster's DNS answers (namespace, pod labels, addresses, ports)."""
     dns = reader.object("dns")
     dns_namespace = dns.string("namespace", pattern=DNS_LABEL, describe=DNS_LABEL_DESCRIBE)
     if dns_namespace and reader.has("dnsNamespace"):
@@ -142,14 +186,7 @@ def read_kubernetes(reader: ConfigReader, stack: str) -> KubernetesSettings:
         cidrs = []
     ports = port_list(dns.key("ports"), dns.raw("ports"), reader.problems, defaults.dns_ports)
     dns.finish()
-    reader.finish()
-    return dataclasses.replace(
-        settings,
-        dns_namespace=dns_namespace or settings.dns_namespace,
-        dns_pod_labels=dict(sorted(pod_labels.items())),
-        dns_cidrs=tuple(sorted(set(cidrs))),
-        dns_ports=ports,
-    )
+    return dns_namespace, pod_labels, cidrs, ports
 
 
 def _check_label(name: str, value: str) -> str | None:
@@ -158,7 +195,7 @@ def _check_label(name: str, value: str) -> str | None:
     return None
 
 
-def read_aws(reader: ConfigReader, region: Any, problems: list[Problem]) -> AwsSettings:
+def _read_aws(reader: ConfigReader, region: Any, problems: list[Problem]) -> AwsSettings:
     if not isinstance(region, str) or not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", region):
         problems.append(
             Problem(
@@ -166,31 +203,7 @@ def read_aws(reader: ConfigReader, region: Any, problems: list[Problem]) -> AwsS
             )
         )
         region = ""
-    vpc_id = reader.string("vpcId", pattern=r"vpc-[0-9a-f]{8,17}", describe="a VPC id (vpc-...)")
-    subnets = reader.string_list(
-        "privateSubnetIds",
-        item_pattern=r"subnet-[0-9a-f]{8,17}",
-        describe="a subnet id (subnet-...)",
-    )
-    if (vpc_id is None) != (subnets is None) and not any(
-        p.key.startswith(reader.key("vpcId")) or p.key.startswith(reader.key("privateSubnetIds"))
-        for p in problems
-    ):
-        which = "privateSubnetIds" if vpc_id else "vpcId"
-        reader.problem(
-            which,
-            None,
-            "vpcId and privateSubnetIds must be set together (bring your own network) or both "
-            "left out (a new VPC is created)",
-        )
-    if subnets is not None and vpc_id is not None and len(subnets) < 2:
-        reader.problem(
-            "privateSubnetIds",
-            list(subnets),
-            "at least 2 private subnets in different availability zones",
-        )
-    if subnets is not None and len(set(subnets)) != len(subnets):
-        reader.problem("privateSubnetIds", list(subnets), "distinct subnet ids")
+    vpc_id, subnets = _read_own_vpc(reader)
     vpc_cidr = reader.string("vpcCidr", "10.40.0.0/16", describe="an IPv4 CIDR from /16 to /24")
     if vpc_cidr is not None and not _is_vpc_cidr(vpc_cidr):
         reader.problem("vpcCidr", vpc_cidr, "an IPv4 CIDR from /16 to /24, e.g. 10.40.0.0/16")
@@ -219,6 +232,37 @@ def read_aws(reader: ConfigReader, region: Any, problems: list[Problem]) -> AwsS
         availability_zones=zones,
         log_retention_days=retention,
     )
+
+
+def _read_own_vpc(reader: ConfigReader) -> tuple[str | None, tuple[str, ...] | None]:
+    """`vpcId` and `privateSubnetIds`: the customer's own network, both or neither."""
+    problems = reader.problems
+    vpc_id = reader.string("vpcId", pattern=r"vpc-[0-9a-f]{8,17}", describe="a VPC id (vpc-...)")
+    subnets = reader.string_list(
+        "privateSubnetIds",
+        item_pattern=r"subnet-[0-9a-f]{8,17}",
+        describe="a subnet id (subnet-...)",
+    )
+    if (vpc_id is None) != (subnets is None) and not any(
+        p.key.startswith(reader.key("vpcId")) or p.key.startswith(reader.key("privateSubnetIds"))
+        for p in problems
+    ):
+        which = "privateSubnetIds" if vpc_id else "vpcId"
+        reader.problem(
+            which,
+            None,
+            "vpcId and privateSubnetIds must be set together (bring your own network) or both "
+            "left out (a new VPC is created)",
+        )
+    if subnets is not None and vpc_id is not None and len(subnets) < 2:
+        reader.problem(
+            "privateSubnetIds",
+            list(subnets),
+            "at least 2 private subnets in different availability zones",
+        )
+    if subnets is not None and len(set(subnets)) != len(subnets):
+        reader.problem("privateSubnetIds", list(subnets), "distinct subnet ids")
+    return vpc_id, subnets
 
 
 # The only values CloudWatch Logs accepts (PutRetentionPolicy); "never expire" is not offered.

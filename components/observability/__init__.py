@@ -6,18 +6,52 @@ realise the same list natively: `kubernetes.py` renders every signal's PromQL in
 `PrometheusRule` (the same rules `promtool` tests), `aws.py` builds CloudWatch alarms named
 after the signals AWS can observe. A signal a target cannot observe says why in `aws`.
 
-This module also reads `liftoff:observability` (called by `components.config.load_config`), so
-the contract and its configuration live side by side; it imports no provider SDK.
+Where the figures come from is each observed capability's contract, not its internals: on AWS
+a capability names its CloudWatch namespace and dimensions (`CloudWatchMetrics`), on
+Kubernetes the pods and port serving its `/metrics` (`MetricsTarget`).
+
+`settings.py` reads `liftoff:observability`; this module imports no provider SDK.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
-from components.validation import ConfigReader, Problem, reject_other_target
+if TYPE_CHECKING:  # the contract names Pulumi types; settings readers import it without Pulumi
+    import pulumi
+
+
+@dataclass(frozen=True)
+class CloudWatchMetrics:
+    """Where one AWS resource's CloudWatch metrics are: the namespace and the dimensions that
+    name the resource (`AWS/Kinesis`, `{"StreamName": <name>}`). A capability's contract
+    carries it, as CDK's `IStream` carries its metrics; observability reads nothing else."""
+
+    namespace: str
+    dimensions: Mapping[str, pulumi.Input[str]]
+
+    def dashboard_row(self, metric: str, *options: dict[str, Any]) -> list[Any]:
+        """The metric as a CloudWatch dashboard widget names it (dimensions resolved)."""
+        return [
+            self.namespace,
+            metric,
+            *(p for pair in self.dimensions.items() for p in pair),
+            *options,
+        ]
+
+
+@dataclass(frozen=True)
+class MetricsTarget:
+    """Pods serving `/metrics` on a named container port (what a PodMonitor scrapes and a
+    scrape NetworkPolicy admits Prometheus to)."""
+
+    name: str
+    pod_selector: Mapping[str, str]
+    port_name: str
+    port: int
+
 
 Severity = Literal["critical", "warning"]
 
@@ -55,10 +89,10 @@ class Signal:
         if self.threshold is None:
             return self.expr
         value = thresholds.get(self.threshold.key, self.threshold.default)
-        return self.expr.replace("{threshold}", _number(value))
+        return self.expr.replace("{threshold}", number_text(value))
 
 
-def _number(value: float) -> str:
+def number_text(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
@@ -298,6 +332,7 @@ SIGNALS: tuple[Signal, ...] = (
     ),
 )
 
+
 SIGNALS_BY_NAME: dict[str, Signal] = {signal.name: signal for signal in SIGNALS}
 THRESHOLDS: dict[str, Threshold] = {s.threshold.key: s.threshold for s in SIGNALS if s.threshold}
 
@@ -329,156 +364,3 @@ def prometheus_rule_groups(
             rule["for"] = duration
         rules.append(rule)
     return [{"name": "liftoff", "rules": rules}]
-
-
-# --- configuration: liftoff:observability ----------------------------------------------------
-
-_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_LABEL_KEY = rf"({_DNS_LABEL}(\.{_DNS_LABEL})*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{{0,61}}[A-Za-z0-9])?"
-_LABEL_VALUE = r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?"
-_SNS_ARN = r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}"
-
-
-@dataclass(frozen=True)
-class _ObservabilityCommon:
-    """The keys both targets take."""
-
-    enabled: bool = False
-    thresholds: Mapping[str, float] = field(default_factory=dict)
-    """Overrides of the contract's defaults, by threshold key (see SIGNALS)."""
-
-    def threshold(self, key: str) -> float:
-        return self.thresholds.get(key, THRESHOLDS[key].default)
-
-
-@dataclass(frozen=True)
-class AwsObservabilitySettings(_ObservabilityCommon):
-    """`liftoff:observability` on AWS: CloudWatch alarms, an SNS topic and a dashboard."""
-
-    enabled: bool = True
-    """Default: true (CloudWatch needs nothing installed)."""
-    alarm_topic_arn: str | None = None
-    """Send alarms to this SNS topic. Default: a new topic encrypted with the platform key."""
-
-
-@dataclass(frozen=True)
-class KubernetesObservabilitySettings(_ObservabilityCommon):
-    """`liftoff:observability` on Kubernetes: Prometheus Operator objects and a dashboard."""
-
-    enabled: bool = False
-    """Default: false: it needs the Prometheus Operator's CRDs in the cluster."""
-    monitoring_namespace: str = "monitoring"
-    """Namespace of the Prometheus that scrapes the stack. Default: `monitoring`."""
-    monitoring_pod_labels: Mapping[str, str] = field(
-        default_factory=lambda: {"app.kubernetes.io/name": "prometheus"}
-    )
-    """Labels of the Prometheus pods admitted to the metrics ports.
-    Default: `app.kubernetes.io/name: prometheus` (the Prometheus Operator's own pod label)."""
-    monitor_labels: Mapping[str, str] = field(default_factory=dict)
-    """Labels put on the ServiceMonitor/PodMonitor/PrometheusRule objects so the Prometheus
-    selects them (kube-prometheus-stack: `release: <its release name>`). Default: none."""
-    dashboard: bool = True
-    """Grafana dashboard ConfigMap (sidecar label `grafana_dashboard: "1"`)."""
-
-
-@dataclass(frozen=True)
-class ObservabilitySettings:
-    """`liftoff:observability` — alerts, dashboards and scraping for the signal contract: the
-    chosen target's settings. A key of the other target is refused by construction
-    (`reject_other_target`)."""
-
-    aws: AwsObservabilitySettings | None = None
-    kubernetes: KubernetesObservabilitySettings | None = None
-
-    @property
-    def enabled(self) -> bool:
-        chosen = self.aws or self.kubernetes
-        return chosen.enabled if chosen is not None else _ObservabilityCommon.enabled
-
-
-def read_observability(reader: ConfigReader, target: str | None) -> ObservabilitySettings:
-    thresholds = _read_thresholds(reader.object("thresholds"))
-    if target == "aws":
-        reject_other_target(
-            reader, KubernetesObservabilitySettings, AwsObservabilitySettings, "kubernetes"
-        )
-        topic = reader.string(
-            "alarmTopicArn",
-            pattern=_SNS_ARN,
-            describe="an SNS topic ARN such as arn:aws:sns:eu-west-1:123456789012:alerts",
-        )
-        settings = ObservabilitySettings(
-            aws=AwsObservabilitySettings(
-                enabled=reader.boolean("enabled", True),
-                thresholds=thresholds,
-                alarm_topic_arn=topic,
-            )
-        )
-        reader.finish()
-        return settings
-    defaults = KubernetesObservabilitySettings()
-    reject_other_target(reader, AwsObservabilitySettings, KubernetesObservabilitySettings, "aws")
-    namespace = (
-        reader.string(
-            "monitoringNamespace",
-            defaults.monitoring_namespace,
-            pattern=r"[a-z0-9]([-a-z0-9]*[a-z0-9])?",
-            describe="a namespace name (a DNS label)",
-            max_length=63,
-        )
-        or defaults.monitoring_namespace
-    )
-    pod_labels = (
-        reader.string_map("monitoringPodLabels", _check_label) or defaults.monitoring_pod_labels
-    )
-    settings = ObservabilitySettings(
-        kubernetes=KubernetesObservabilitySettings(
-            enabled=reader.boolean("enabled", False),
-            thresholds=thresholds,
-            monitoring_namespace=namespace,
-            monitoring_pod_labels=dict(pod_labels),
-            monitor_labels=reader.string_map("monitorLabels", _check_label),
-            dashboard=reader.boolean("dashboard", True),
-        )
-    )
-    reader.finish()
-    return settings
-
-
-def _check_label(key: str, value: str) -> str | None:
-    if not re.fullmatch(_LABEL_KEY, key) or len(key) > 316:
-        return f"a Kubernetes label key (got key {key!r})"
-    if not re.fullmatch(_LABEL_VALUE, value):
-        return "a Kubernetes label value: at most 63 letters, digits, '-', '_' or '.'"
-    return None
-
-
-def _read_thresholds(reader: ConfigReader) -> dict[str, float]:
-    values: dict[str, float] = {}
-    for key, spec in THRESHOLDS.items():
-        if not reader.has(key):
-            continue
-        raw = reader.data[key]
-        reader._seen.add(key)
-        allowed = f"a number from {_number(spec.minimum)} to {_number(spec.maximum)} ({spec.unit})"
-        number = _to_number(raw)
-        if number is None or not spec.minimum <= number <= spec.maximum:
-            reader.problems.append(Problem(reader.key(key), raw, allowed))
-            continue
-        values[key] = number
-    reader._seen.update(THRESHOLDS)  # so that an unknown key's message lists every known one
-    reader.finish()
-    return dict(sorted(values.items()))
-
-
-def _to_number(raw: Any) -> float | None:
-    if isinstance(raw, bool):
-        return None
-    if isinstance(raw, int | float):
-        return float(raw)
-    if isinstance(raw, str):
-        try:
-            return float(raw)
-        except ValueError:
-            return None
-    return None

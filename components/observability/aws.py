@@ -11,7 +11,7 @@ has no storage limit; backups: RDS runs and retries them) have no alarm.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,8 +19,13 @@ import pulumi
 import pulumi_aws as aws
 
 from components import aws_iam
-from components.observability import SIGNALS_BY_NAME, AwsObservabilitySettings
-from components.observability.dashboards import cloudwatch_dashboard
+from components.consumers import AwsConsumersContract
+from components.ingest import AwsIngestContract
+from components.observability import SIGNALS_BY_NAME, CloudWatchMetrics
+from components.observability.dashboards import CloudWatchSources, cloudwatch_dashboard
+from components.observability.settings import AwsObservabilitySettings
+from components.postgres import AwsPostgresContract
+from components.stream import AwsStreamContract
 
 # RDS for PostgreSQL: max_connections = LEAST(DBInstanceClassMemory / 9531392, 5000).
 # Memory (GiB) of the classes liftoff offers; the alarm is skipped for a class not listed.
@@ -42,6 +47,7 @@ RDS_MEMORY_GIB: dict[str, float] = {
     },
 }
 GIB = 1024**3
+ABOVE, BELOW = "GreaterThanThreshold", "LessThanThreshold"
 
 
 def rds_max_connections(instance_class: str) -> int | None:
@@ -52,36 +58,25 @@ def rds_max_connections(instance_class: str) -> int | None:
 
 
 @dataclass(frozen=True)
-class ConsumerFunction:
-    """A consumer Lambda function and its on-failure queue."""
-
-    name: str
-    """Role in the platform: archiver, loader, broadcaster-<destination>."""
-    function_name: pulumi.Input[str]
-    queue_name: pulumi.Input[str] | None
-    broadcaster: bool = False
-
-
-@dataclass(frozen=True)
 class AwsObservabilityArgs:
     settings: AwsObservabilitySettings
     prefix: str
     """Alarm and dashboard names start with it (`liftoff-<stack>`)."""
     region: str
     kms_key_arn: pulumi.Input[str]
-    api_id: pulumi.Input[str]
-    stage: pulumi.Input[str]
-    collector_function: pulumi.Input[str]
-    stream_name: pulumi.Input[str]
-    consumers: Sequence[ConsumerFunction]
-    db_instance: pulumi.Input[str]
+    ingest: AwsIngestContract
+    stream: AwsStreamContract
+    consumers: AwsConsumersContract
+    postgres: AwsPostgresContract
     db_instance_class: str
+    """The RDS instance class (its memory bounds max_connections)."""
     db_storage_gb: int
-    reconcile_function: pulumi.Input[str] | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
-def alarm_key_statement(account_id: str, region: str, prefix: str, partition: str = "aws") -> dict:
+def alarm_key_statement(
+    account_id: str, region: str, prefix: str, partition: str = "aws"
+) -> dict[str, Any]:
     """The platform key's policy statement letting CloudWatch alarms of this stack publish to
     the KMS-encrypted alarm topic (without it CloudWatch cannot, and alarms are dropped)."""
     return {
@@ -177,18 +172,12 @@ class AwsObservability(pulumi.ComponentResource):
 
     def _ingestion(self) -> None:
         args = self._args
-        api = {"ApiId": args.api_id, "Stage": args.stage}
+        api, collector = args.ingest.api_metrics, args.ingest.function_metrics
 
         def api_metric(metric_id: str, metric: str) -> dict[str, Any]:
             return {
                 "id": metric_id,
-                "metric": {
-                    "namespace": "AWS/ApiGateway",
-                    "metric_name": metric,
-                    "dimensions": api,
-                    "period": 300,
-                    "stat": "Sum",
-                },
+                "metric": {**_metric(api, metric), "period": 300, "stat": "Sum"},
                 "return_data": False,
             }
 
@@ -196,7 +185,7 @@ class AwsObservability(pulumi.ComponentResource):
         self._alarm(
             "LiftoffIngestionErrors",
             "api-5xx",
-            comparison_operator="GreaterThanThreshold",
+            comparison_operator=ABOVE,
             threshold=self._threshold("ingestionErrorRatio"),
             evaluation_periods=1,
             metric_queries=[
@@ -210,35 +199,23 @@ class AwsObservability(pulumi.ComponentResource):
                 },
             ],
         )
+        self._alarm("LiftoffIngestionErrors", "collector-errors", **_simple(collector, "Errors"))
         self._alarm(
-            "LiftoffIngestionErrors",
-            "collector-errors",
-            **_simple("AWS/Lambda", "Errors", {"FunctionName": args.collector_function}),
-        )
-        self._alarm(
-            "LiftoffIngestionRefused",
-            "collector-throttles",
-            **_simple("AWS/Lambda", "Throttles", {"FunctionName": args.collector_function}),
+            "LiftoffIngestionRefused", "collector-throttles", **_simple(collector, "Throttles")
         )
         self._alarm(
             "LiftoffIngestionRefused",
             "stream-write-throttled",
-            **_simple(
-                "AWS/Kinesis",
-                "WriteProvisionedThroughputExceeded",
-                {"StreamName": args.stream_name},
-            ),
+            **_simple(args.stream.metrics, "WriteProvisionedThroughputExceeded"),
         )
         self._alarm(
             "LiftoffIngestionLatency",
             "api-p99",
-            namespace="AWS/ApiGateway",
-            metric_name="Latency",
-            dimensions=api,
+            **_metric(api, "Latency"),
             extended_statistic="p99",
             period=300,
             evaluation_periods=2,
-            comparison_operator="GreaterThanThreshold",
+            comparison_operator=ABOVE,
             threshold=self._threshold("ingestionLatencySeconds") * 1000,  # milliseconds
         )
 
@@ -247,114 +224,75 @@ class AwsObservability(pulumi.ComponentResource):
         self._alarm(
             "LiftoffConsumerLag",
             "stream-read-throttled",
-            **_simple(
-                "AWS/Kinesis", "ReadProvisionedThroughputExceeded", {"StreamName": args.stream_name}
-            ),
+            **_simple(args.stream.metrics, "ReadProvisionedThroughputExceeded"),
         )
-        for consumer in args.consumers:
-            function = {"FunctionName": consumer.function_name}
+        for consumer in args.consumers.functions:
+            lag = self._threshold("consumerLagSeconds") * 1000  # milliseconds
             self._alarm(
                 "LiftoffConsumerLagAge",
                 consumer.name,
-                namespace="AWS/Lambda",
-                metric_name="IteratorAge",
-                dimensions=function,
-                statistic="Maximum",
-                period=60,
-                evaluation_periods=5,
-                comparison_operator="GreaterThanThreshold",
-                threshold=self._threshold("consumerLagSeconds") * 1000,  # milliseconds
+                **_condition(consumer.metrics, "IteratorAge", ABOVE, lag, "Maximum", 60, 5),
             )
-            if consumer.queue_name is not None:
-                self._alarm(
-                    "LiftoffDeadLetters",
-                    consumer.name,
-                    namespace="AWS/SQS",
-                    metric_name="ApproximateNumberOfMessagesVisible",
-                    dimensions={"QueueName": consumer.queue_name},
-                    statistic="Maximum",
-                    period=300,
-                    evaluation_periods=1,
-                    comparison_operator="GreaterThanThreshold",
-                    threshold=self._threshold("deadLetters"),
-                )
+            self._alarm(
+                "LiftoffDeadLetters",
+                consumer.name,
+                **_condition(
+                    consumer.dead_letter_metrics,
+                    "ApproximateNumberOfMessagesVisible",
+                    ABOVE,
+                    self._threshold("deadLetters"),
+                    "Maximum",
+                ),
+            )
             if consumer.broadcaster:
                 self._alarm(
                     "LiftoffDestinationFailing",
                     consumer.name,
-                    **_simple("AWS/Lambda", "Errors", function),
+                    **_simple(consumer.metrics, "Errors"),
                 )
-        if args.reconcile_function is not None:
+        reconcile = args.consumers.reconcile
+        if reconcile is not None:
             self._alarm(
-                "LiftoffReconcileFailed",
-                "function-errors",
-                **_simple("AWS/Lambda", "Errors", {"FunctionName": args.reconcile_function}),
+                "LiftoffReconcileFailed", "function-errors", **_simple(reconcile.metrics, "Errors")
             )
 
     def _database(self) -> None:
         args = self._args
-        database = {"DBInstanceIdentifier": args.db_instance}
-
-        def rds(metric: str, statistic: str, periods: int, **spec: Any) -> dict[str, Any]:
-            return {
-                "namespace": "AWS/RDS",
-                "metric_name": metric,
-                "dimensions": database,
-                "statistic": statistic,
-                "period": 300,
-                "evaluation_periods": periods,
-                **spec,
-            }
-
+        database = args.postgres.metrics
         # RDS publishes DatabaseConnections every minute while the instance runs: no data for
         # 5 minutes means it is down (or stopped).
         self._alarm(
             "LiftoffPostgresDown",
             "no-metrics",
-            namespace="AWS/RDS",
-            metric_name="DatabaseConnections",
-            dimensions=database,
-            statistic="SampleCount",
-            period=60,
-            evaluation_periods=5,
-            comparison_operator="LessThanThreshold",
-            threshold=1,
+            **_condition(database, "DatabaseConnections", BELOW, 1, "SampleCount", 60, 5),
             treat_missing_data="breaching",
         )
         maximum = rds_max_connections(args.db_instance_class)
         if maximum is not None:
+            connections = round(self._threshold("postgresConnectionsRatio") * maximum)
             self._alarm(
                 "LiftoffPostgresConnections",
                 "connections",
-                **rds(
+                **_condition(
+                    database,
                     "DatabaseConnections",
+                    ABOVE,
+                    connections,
                     "Maximum",
-                    2,
-                    comparison_operator="GreaterThanThreshold",
-                    threshold=round(self._threshold("postgresConnectionsRatio") * maximum),
+                    periods=2,
                 ),
             )
+        free = self._threshold("postgresFreeStorageRatio") * args.db_storage_gb * GIB
         self._alarm(
             "LiftoffPostgresStorage",
             "free-storage",
-            **rds(
-                "FreeStorageSpace",
-                "Minimum",
-                3,
-                comparison_operator="LessThanThreshold",
-                threshold=self._threshold("postgresFreeStorageRatio") * args.db_storage_gb * GIB,
-            ),
+            **_condition(database, "FreeStorageSpace", BELOW, free, "Minimum", periods=3),
         )
+        cpu = self._threshold("postgresCpuRatio") * 100
         self._alarm(
             "LiftoffPostgresCpu",
             "cpu",
-            **rds(
-                "CPUUtilization",
-                "Average",
-                3,
-                comparison_operator="GreaterThanThreshold",
-                threshold=self._threshold("postgresCpuRatio") * 100,
-            ),
+            **_condition(database, "CPUUtilization", ABOVE, cpu, "Average", periods=3),
         )
 
     # --- dashboard ------------------------------------------------------------------------------
@@ -362,41 +300,73 @@ class AwsObservability(pulumi.ComponentResource):
     def _dashboard_body(self) -> pulumi.Output[str]:
         args = self._args
         region = args.region
-        names = {
-            "api": args.api_id,
-            "stage": args.stage,
-            "collector": args.collector_function,
-            "stream": args.stream_name,
-            "db": args.db_instance,
-            **{f"fn:{c.name}": c.function_name for c in args.consumers},
-            **{f"q:{c.name}": c.queue_name for c in args.consumers if c.queue_name is not None},
-        }
-        alarm_arns = [alarm.arn for alarm in self.alarms.values()]
-        consumers = [c.name for c in args.consumers]
-        keys = sorted(names)
+        consumers = args.consumers.functions
+        sources = pulumi.Output.all(
+            _resolved(args.ingest.api_metrics),
+            _resolved(args.ingest.function_metrics),
+            _resolved(args.stream.metrics),
+            _resolved(args.postgres.metrics),
+            *(_resolved(c.metrics) for c in consumers),
+            *(_resolved(c.dead_letter_metrics) for c in consumers),
+        )
+        alarm_arns = pulumi.Output.all(*(alarm.arn for alarm in self.alarms.values()))
 
-        def body(values: list[Any]) -> str:
-            resolved = dict(zip(keys, values[: len(keys)], strict=True))
-            arns = values[len(keys) :]
-            return json.dumps(
-                cloudwatch_dashboard(resolved, consumers, region, sorted(arns)), sort_keys=True
+        def body(resolved: list[Any]) -> str:
+            metrics, arns = resolved
+            functions, queues = metrics[4 : 4 + len(consumers)], metrics[4 + len(consumers) :]
+            dashboard = CloudWatchSources(
+                api=metrics[0],
+                collector=metrics[1],
+                stream=metrics[2],
+                database=metrics[3],
+                consumers=list(zip(functions, queues, strict=True)),
             )
+            return json.dumps(cloudwatch_dashboard(dashboard, region, sorted(arns)), sort_keys=True)
 
-        return pulumi.Output.all(*(names[k] for k in keys), *alarm_arns).apply(body)
+        return pulumi.Output.all(sources, alarm_arns).apply(body)
 
 
-def _simple(namespace: str, metric: str, dimensions: Mapping[str, Any]) -> dict[str, Any]:
-    """Sum over 5 minutes above zero: any occurrence is worth a look."""
+def _metric(metrics: CloudWatchMetrics, metric: str) -> dict[str, Any]:
+    """A metric of `metrics` as an alarm names it."""
     return {
-        "namespace": namespace,
+        "namespace": metrics.namespace,
         "metric_name": metric,
-        "dimensions": dict(dimensions),
-        "statistic": "Sum",
-        "period": 300,
-        "evaluation_periods": 1,
-        "comparison_operator": "GreaterThanThreshold",
-        "threshold": 0,
+        "dimensions": dict(metrics.dimensions),
     }
+
+
+def _resolved(metrics: CloudWatchMetrics) -> pulumi.Output[CloudWatchMetrics]:
+    """`metrics` with every dimension resolved (a dashboard body is plain JSON)."""
+    keys = list(metrics.dimensions)
+    return pulumi.Output.all(*metrics.dimensions.values()).apply(
+        lambda values: CloudWatchMetrics(metrics.namespace, dict(zip(keys, values, strict=True)))
+    )
+
+
+def _condition(
+    metrics: CloudWatchMetrics,
+    metric: str,
+    comparison: str,
+    threshold: float,
+    statistic: str = "Sum",
+    period: int = 300,
+    periods: int = 1,
+) -> dict[str, Any]:
+    """An alarm's condition: `statistic` of `metric` over `periods` periods of `period` s
+    compared with `threshold`."""
+    return {
+        **_metric(metrics, metric),
+        "statistic": statistic,
+        "period": period,
+        "evaluation_periods": periods,
+        "comparison_operator": comparison,
+        "threshold": threshold,
+    }
+
+
+def _simple(metrics: CloudWatchMetrics, metric: str) -> dict[str, Any]:
+    """Sum over 5 minutes above zero: any occurrence is worth a look."""
+    return _condition(metrics, metric, ABOVE, 0)
 
 
 def _topic_policy(topic_arn: str, key_arn: str, region: str, prefix: str) -> str:

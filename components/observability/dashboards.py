@@ -3,92 +3,87 @@ provider imported: each target's module declares its own."""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from components.observability import SIGNALS
+from components.observability import SIGNALS, CloudWatchMetrics
+
+
+@dataclass(frozen=True)
+class CloudWatchSources:
+    """Where the CloudWatch dashboard's figures are, each capability's metrics resolved (every
+    dimension a plain string): the API, the collector function, the stream, the database, and
+    each stream consumer's function with its on-failure queue."""
+
+    api: CloudWatchMetrics
+    collector: CloudWatchMetrics
+    stream: CloudWatchMetrics
+    database: CloudWatchMetrics
+    consumers: Sequence[tuple[CloudWatchMetrics, CloudWatchMetrics]]
 
 
 def cloudwatch_dashboard(
-    names: Mapping[str, str], consumers: Sequence[str], region: str, alarms: list[str]
+    sources: CloudWatchSources, region: str, alarms: list[str]
 ) -> dict[str, Any]:
-    """The contract's dashboard on CloudWatch: one widget per part of the data path.
-
-    `names` holds the resolved physical names (API, stage, functions, stream, queues, DB).
-    """
-    api = ["ApiId", names["api"], "Stage", names["stage"]]
-
-    widget = functools.partial(_cloudwatch_widget, region)
-    db = ["DBInstanceIdentifier", names["db"]]
+    """The contract's dashboard on CloudWatch: one widget per part of the data path, two a
+    row, and the contract's alarms below."""
     return {
         "widgets": [
-            widget(
-                "Ingestion: requests, 4xx, 5xx",
-                [["AWS/ApiGateway", m, *api] for m in ("Count", "4xx", "5xx")],
-                0,
-                0,
-            ),
-            widget(
-                "Ingestion: latency p50 / p99 (ms)",
-                [
-                    ["AWS/ApiGateway", "Latency", *api, {"stat": "p50"}],
-                    ["AWS/ApiGateway", "Latency", *api, {"stat": "p99"}],
-                ],
-                12,
-                0,
-            ),
-            widget(
-                "Collector function: errors, throttles; stream write throttling",
-                [
-                    ["AWS/Lambda", "Errors", "FunctionName", names["collector"]],
-                    ["AWS/Lambda", "Throttles", "FunctionName", names["collector"]],
-                    [
-                        "AWS/Kinesis",
-                        "WriteProvisionedThroughputExceeded",
-                        "StreamName",
-                        names["stream"],
-                    ],
-                    ["AWS/Kinesis", "IncomingRecords", "StreamName", names["stream"]],
-                ],
-                0,
-                6,
-            ),
-            widget(
-                "Consumer lag: IteratorAge (ms) per consumer",
-                [
-                    ["AWS/Lambda", "IteratorAge", "FunctionName", names[f"fn:{c}"]]
-                    for c in consumers
-                ],
-                12,
-                6,
-                stat="Maximum",
-            ),
-            widget(
-                "Dead letters: on-failure queue depth",
-                [
-                    ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", names[f"q:{c}"]]
-                    for c in consumers
-                    if f"q:{c}" in names
-                ],
-                0,
-                12,
-                stat="Maximum",
-            ),
-            widget(
-                "Database: CPU %, connections, free storage",
-                [
-                    ["AWS/RDS", "CPUUtilization", *db],
-                    ["AWS/RDS", "DatabaseConnections", *db],
-                    ["AWS/RDS", "FreeStorageSpace", *db, {"yAxis": "right"}],
-                ],
-                12,
-                12,
-                stat="Average",
-            ),
-            _alarms_widget(alarms),
+            _cloudwatch_widget(region, title, metrics, (i % 2) * 12, (i // 2) * 6, stat)
+            for i, (title, metrics, stat) in enumerate(_cloudwatch_panels(sources))
         ]
+        + [_alarms_widget(alarms)]
     }
+
+
+def _cloudwatch_panels(sources: CloudWatchSources) -> list[tuple[str, list[list[Any]], str]]:
+    """(title, metrics, statistic) of each widget."""
+    api, collector, stream = sources.api, sources.collector, sources.stream
+    return [
+        (
+            "Ingestion: requests, 4xx, 5xx",
+            [api.dashboard_row(m) for m in ("Count", "4xx", "5xx")],
+            "Sum",
+        ),
+        (
+            "Ingestion: latency p50 / p99 (ms)",
+            [api.dashboard_row("Latency", {"stat": p}) for p in ("p50", "p99")],
+            "Sum",
+        ),
+        (
+            "Collector function: errors, throttles; stream write throttling",
+            [
+                collector.dashboard_row("Errors"),
+                collector.dashboard_row("Throttles"),
+                stream.dashboard_row("WriteProvisionedThroughputExceeded"),
+                stream.dashboard_row("IncomingRecords"),
+            ],
+            "Sum",
+        ),
+        (
+            "Consumer lag: IteratorAge (ms) per consumer",
+            [function.dashboard_row("IteratorAge") for function, _ in sources.consumers],
+            "Maximum",
+        ),
+        (
+            "Dead letters: on-failure queue depth",
+            [
+                queue.dashboard_row("ApproximateNumberOfMessagesVisible")
+                for _, queue in sources.consumers
+            ],
+            "Maximum",
+        ),
+        (
+            "Database: CPU %, connections, free storage",
+            [
+                sources.database.dashboard_row("CPUUtilization"),
+                sources.database.dashboard_row("DatabaseConnections"),
+                sources.database.dashboard_row("FreeStorageSpace", {"yAxis": "right"}),
+            ],
+            "Average",
+        ),
+    ]
 
 
 def _alarms_widget(alarms: list[str]) -> dict[str, Any]:
@@ -105,7 +100,7 @@ def _alarms_widget(alarms: list[str]) -> dict[str, Any]:
 
 def _cloudwatch_widget(
     region: str, title: str, metrics: list[list[Any]], x: int, y: int, stat: str = "Sum"
-) -> dict:
+) -> dict[str, Any]:
     return {
         "type": "metric",
         "x": x,

@@ -18,17 +18,19 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import kube
-from components.network import KubernetesPeer
-from components.network.kubernetes import KubernetesNetwork
-from components.observability import KubernetesObservabilitySettings, prometheus_rule_groups
+from components.consumers import KubernetesConsumersContract
+from components.ingest import KubernetesIngestContract
+from components.network import Grant, KubernetesPeer
+from components.observability import MetricsTarget, prometheus_rule_groups
 from components.observability.dashboards import grafana_dashboard
-from components.postgres.kubernetes import KubernetesPostgres
+from components.observability.settings import KubernetesObservabilitySettings
+from components.postgres import KubernetesPostgresContract
+from components.stream import KubernetesStreamContract
 
 MONITORING_API = "monitoring.coreos.com/v1"
 POSTGRES_EXPORTER_IMAGE = "quay.io/prometheuscommunity/postgres-exporter:v0.17.1"
 POSTGRES_EXPORTER_PORT = 9187
 POSTGRES_EXPORTER_UID = 65534  # `nobody`, the image's own user
-NATS_EXPORTER_PORT = 7777  # the NATS chart's promExporter default
 SCRAPE_INTERVAL = "30s"
 EXPORTER_RESOURCES = {
     "requests": {"cpu": "10m", "memory": "32Mi"},
@@ -37,29 +39,13 @@ EXPORTER_RESOURCES = {
 
 
 @dataclass(frozen=True)
-class MetricsTarget:
-    """Pods serving `/metrics` on a named container port."""
-
-    name: str
-    pod_selector: Mapping[str, str]
-    port_name: str
-    port: int
-
-
-@dataclass(frozen=True)
-class KubernetesObservabilityArgs:
-    context: kube.StackContext
-    """The stack, its tags, the image registry, the services image and the storage
-    class: what every Kubernetes capability of the stack shares."""
+class KubernetesObservabilityArgs(kube.CapabilityArgs):
     settings: KubernetesObservabilitySettings
-    network: KubernetesNetwork
-    collector_service_labels: Mapping[str, str]
-    """Labels of the collector's Service (the ServiceMonitor selects it)."""
-    collector: MetricsTarget
-    consumers: MetricsTarget
-    """Every consumer pod (they all name their probe port alike)."""
-    nats: MetricsTarget
-    postgres: KubernetesPostgres
+    ingest: KubernetesIngestContract
+    """The collector: its Service is scraped (a ServiceMonitor), its pods admit Prometheus."""
+    consumers: KubernetesConsumersContract
+    stream: KubernetesStreamContract
+    postgres: KubernetesPostgresContract
     """Gives the exporter its own `pg_monitor` role and admits it to Postgres."""
 
 
@@ -88,15 +74,16 @@ class KubernetesObservability(pulumi.ComponentResource):
         self.monitoring_database = args.postgres.add_database(
             "monitoring", member_of=("pg_monitor",)
         )
-        args.postgres.grant_connect(
+        connect = args.postgres.grant_connect(
             KubernetesPeer("postgres-exporter", pod_labels=exporter.pod_selector)
         )
-        self.postgres_exporter = self._postgres_exporter(name, args, exporter, child)
+        self.postgres_exporter = self._postgres_exporter(name, args, exporter, child, connect)
 
         self._declare_monitors(name, args, exporter, monitor_labels, child)
         # Prometheus (in its own namespace, with its own labels) to exactly the metrics ports.
         self.scrape_policies = []
-        for target in (args.collector, args.consumers, args.nats, exporter):
+        targets = (args.ingest.metrics, args.consumers.metrics, args.stream.metrics, exporter)
+        for target in targets:
             self.scrape_policies.append(
                 k8s.networking.v1.NetworkPolicy(
                     f"{name}-scrape-{target.name}",
@@ -137,7 +124,8 @@ class KubernetesObservability(pulumi.ComponentResource):
             kind="ServiceMonitor",
             metadata=network.metadata("liftoff-collector", monitor_labels),
             spec={
-                "selector": {"matchLabels": dict(args.collector_service_labels)},
+                # The collector's Service carries its pods' selector labels.
+                "selector": {"matchLabels": dict(args.ingest.metrics.pod_selector)},
                 "endpoints": [
                     {
                         "port": "http",
@@ -166,7 +154,7 @@ class KubernetesObservability(pulumi.ComponentResource):
                 },
                 opts=child,
             )
-            for target in (args.consumers, args.nats, exporter)
+            for target in (args.consumers.metrics, args.stream.metrics, exporter)
         ]
         self.rule = k8s.apiextensions.CustomResource(
             f"{name}-rules",
@@ -183,6 +171,7 @@ class KubernetesObservability(pulumi.ComponentResource):
         args: KubernetesObservabilityArgs,
         target: MetricsTarget,
         child: pulumi.ResourceOptions,
+        connect: Grant,
     ) -> k8s.apps.v1.Deployment:
         labels = kube.labels(target.name, args.context.stack, args.context.tags)
         database = self.monitoring_database
@@ -190,24 +179,8 @@ class KubernetesObservability(pulumi.ComponentResource):
             database.connection.host, database.connection.port, database.connection.database
         ).apply(lambda v: f"{v[0]}:{v[1]}/{v[2]}?sslmode=disable")
 
-        container = {
-            "name": "postgres-exporter",
-            "image": kube.image(POSTGRES_EXPORTER_IMAGE, args.context.image_registry),
-            "ports": [{"name": target.port_name, "containerPort": target.port}],
-            "env": [
-                {"name": "DATA_SOURCE_URI", "value": data_source_uri},
-                # Credentials as files, never as environment values.
-                {"name": "DATA_SOURCE_USER_FILE", "value": "/etc/postgres-exporter/username"},
-                {"name": "DATA_SOURCE_PASS_FILE", "value": "/etc/postgres-exporter/password"},
-            ],
-            "volumeMounts": [
-                {"name": "credentials", "mountPath": "/etc/postgres-exporter", "readOnly": True}
-            ],
-            "securityContext": kube.container_security_context(),
-            "resources": EXPORTER_RESOURCES,
-            "livenessProbe": {"httpGet": {"path": "/", "port": target.port_name}},
-            "readinessProbe": {"httpGet": {"path": "/", "port": target.port_name}},
-        }
+        image = kube.image(POSTGRES_EXPORTER_IMAGE, args.context.image_registry)
+        container = _exporter_container(image, target, data_source_uri)
         return k8s.apps.v1.Deployment(
             f"{name}-postgres-exporter",
             metadata=args.network.metadata(target.name, labels),
@@ -236,9 +209,33 @@ class KubernetesObservability(pulumi.ComponentResource):
                 },
             },
             opts=pulumi.ResourceOptions.merge(
-                child, pulumi.ResourceOptions(depends_on=[database.ready])
+                child, pulumi.ResourceOptions(depends_on=[database.ready, *connect.resources])
             ),
         )
+
+
+def _exporter_container(
+    image: str, target: MetricsTarget, data_source_uri: pulumi.Input[str]
+) -> dict[str, Any]:
+    """postgres_exporter on `target`'s port, its login read from the mounted credentials."""
+    return {
+        "name": "postgres-exporter",
+        "image": image,
+        "ports": [{"name": target.port_name, "containerPort": target.port}],
+        "env": [
+            {"name": "DATA_SOURCE_URI", "value": data_source_uri},
+            # Credentials as files, never as environment values.
+            {"name": "DATA_SOURCE_USER_FILE", "value": "/etc/postgres-exporter/username"},
+            {"name": "DATA_SOURCE_PASS_FILE", "value": "/etc/postgres-exporter/password"},
+        ],
+        "volumeMounts": [
+            {"name": "credentials", "mountPath": "/etc/postgres-exporter", "readOnly": True}
+        ],
+        "securityContext": kube.container_security_context(),
+        "resources": EXPORTER_RESOURCES,
+        "livenessProbe": {"httpGet": {"path": "/", "port": target.port_name}},
+        "readinessProbe": {"httpGet": {"path": "/", "port": target.port_name}},
+    }
 
 
 def scrape_policy_spec(

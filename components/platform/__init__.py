@@ -9,13 +9,22 @@ AWS stack never needs a kubeconfig).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import pulumi
 
+from components.airflow import Airflow
+from components.archive import Archive
 from components.config import PlatformConfig
-from components.postgres import PostgresConnection
+from components.consumers import Consumers
+from components.ingest import Ingest
+from components.network import AwsPeer, KubernetesPeer, Network
+from components.postgres import PostgresConnection, PostgresService
 from components.postgres.major_version import MAJOR_VERSION_OUTPUT
+from components.stream import Stream
+
+P = TypeVar("P", AwsPeer, KubernetesPeer)
+"""The target's peer type: what the capabilities' grants take."""
 
 
 @dataclass(frozen=True)
@@ -30,37 +39,43 @@ class Assembly:
 
 
 @dataclass
-class PlatformParts:
-    """The capabilities a target builder assembled, the same on both targets."""
+class PlatformParts(Generic[P]):
+    """The capabilities a target builder assembled, typed with their target-neutral contracts
+    (each target's builder narrows them to its own: `AwsParts`, `KubernetesParts`)."""
 
-    network: Any
-    postgres: Any
-    stream: Any
-    ingest: Any
-    archive: Any | None
+    network: Network
+    postgres: PostgresService[P]
+    stream: Stream[P]
+    ingest: Ingest
+    archive: Archive[P] | None
     """None on Kubernetes without an S3-compatible endpoint."""
-    consumers: Any
-    airflow: Any | None = None
-    observability: Any | None = None
-    outputs: dict[str, Any] = field(default_factory=dict)
+    consumers: Consumers
+    airflow: Airflow | None = None
+    observability: pulumi.ComponentResource | None = None
+    """A leaf: no capability uses it (its realizations name their own outputs)."""
+    outputs: dict[str, object] = field(default_factory=dict)
     """The target's own stack outputs (its network, its archive, its alarms)."""
 
 
 class Platform(pulumi.ComponentResource):
     """Every capability of one customer environment, as the root of the stack's resources."""
 
-    outputs: dict[str, Any]
+    outputs: dict[str, object]
 
     def __init__(
         self, name: str, config: PlatformConfig, opts: pulumi.ResourceOptions | None = None
     ):
         super().__init__("liftoff:index:Platform", name, None, opts)
         self.config = config
+        parts: PlatformParts[AwsPeer] | PlatformParts[KubernetesPeer]
         if config.target == "aws":
-            from components.platform.aws import build
+            from components.platform import aws
+
+            parts = aws.build(self, name, config)
         else:
-            from components.platform.kubernetes import build
-        parts = build(self, name, config)
+            from components.platform import kubernetes
+
+            parts = kubernetes.build(self, name, config)
         # Escape hatches: every capability, as an attribute of the platform.
         self.parts = parts
         self.network, self.postgres, self.stream = parts.network, parts.postgres, parts.stream
@@ -70,8 +85,10 @@ class Platform(pulumi.ComponentResource):
         self.register_outputs(self.outputs)
 
 
-def _common_outputs(parts: PlatformParts, config: PlatformConfig) -> dict[str, Any]:
-    outputs: dict[str, Any] = {
+def _common_outputs(
+    parts: PlatformParts[AwsPeer] | PlatformParts[KubernetesPeer], config: PlatformConfig
+) -> dict[str, object]:
+    outputs: dict[str, object] = {
         "postgres": public_view(parts.postgres.connection),
         # Read back on the next update to refuse (Kubernetes) or allow (RDS) a major change.
         MAJOR_VERSION_OUTPUT: config.postgres.version,

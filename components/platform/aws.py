@@ -3,61 +3,70 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pulumi
 import pulumi_aws as aws
 
 from components.airflow.aws import MwaaAirflow, MwaaAirflowArgs
+from components.airflow.settings import AwsAirflowSettings
+from components.archive import Archive
 from components.archive.aws import ArchiveBucket, ArchiveBucketArgs
 from components.aws_logs import LogSettings
 from components.config import PlatformConfig
+from components.consumers import AwsConsumersContract
 from components.consumers.aws import AwsConsumers, AwsConsumersArgs
+from components.ingest import AwsIngestContract
 from components.ingest.aws import LambdaCollector, LambdaCollectorArgs
+from components.network import AwsNetworkContract, AwsPeer
 from components.network.aws import (
     INTERFACE_ENDPOINTS,
     MWAA_ENDPOINTS,
     AwsNetwork,
     AwsNetworkArgs,
 )
+from components.network.settings import AwsSettings
 from components.platform import Assembly, PlatformParts
+from components.postgres import AwsPostgresContract
 from components.postgres.aws import RdsPostgres, RdsPostgresArgs
+from components.stream import AwsStreamContract
 from components.stream.aws import KinesisStream, KinesisStreamArgs
 
+if TYPE_CHECKING:
+    from components.observability.aws import AwsObservability
 
-def build(parent: pulumi.Resource, name: str, config: PlatformConfig) -> PlatformParts:
-    assert config.aws is not None
-    # An explicit provider carries the stack's tags onto every taggable AWS resource.
-    provider = aws.Provider(
-        f"{name}-aws",
-        region=config.aws.region,
-        default_tags={"tags": {**config.tags, "liftoff:stack": config.stack}},
-        opts=pulumi.ResourceOptions(parent=parent),
-    )
-    shared = Assembly(
-        name, config, parent, pulumi.ResourceOptions(parent=parent, providers={"aws": provider})
-    )
-    key = _platform_key(shared, provider)
-    logs = LogSettings(retention_days=config.aws.log_retention_days, kms_key_arn=key.arn)
-    parts = _data_path(shared, key, logs)
+
+@dataclass
+class AwsParts(PlatformParts[AwsPeer]):
+    """The AWS capabilities, typed with their AWS contracts (the archive always exists)."""
+
+    network: AwsNetworkContract
+    postgres: AwsPostgresContract
+    stream: AwsStreamContract
+    ingest: AwsIngestContract
+    archive: Archive[AwsPeer]
+    consumers: AwsConsumersContract
+    observability: AwsObservability | None = None
+
+
+@dataclass(frozen=True)
+class AwsAssembly(Assembly):
+    """What every AWS capability of the stack shares besides: the target's settings, the
+    platform's KMS key (data at rest, secrets, logs) and the log groups' retention."""
+
+    settings: AwsSettings
+    key: aws.kms.Key
+    logs: LogSettings
+
+
+def build(parent: pulumi.Resource, name: str, config: PlatformConfig) -> AwsParts:
+    shared = _assembly(parent, name, config)
+    parts = _workloads(shared, *_stores(shared))
     if config.airflow.aws is not None and config.airflow.aws.enabled:
-        reconciler = parts.consumers.reconciler
-        parts.airflow = MwaaAirflow(
-            f"{name}-airflow",
-            MwaaAirflowArgs(
-                settings=config.airflow.aws,
-                network=parts.network,
-                environment_name=f"{config.prefix}-airflow",
-                region=config.aws.region,
-                kms_key_arn=key.arn,
-                reconcile_function_arn=reconciler.function.arn if reconciler else None,
-                reconcile_function_name=reconciler.function.name if reconciler else None,
-                protect=config.deletion_protection,
-                logs=logs,
-            ),
-            opts=shared.child,
-        )
+        parts.airflow = _airflow(shared, parts, config.airflow.aws)
     if config.observability.enabled:
-        _observe(shared, parts, key)
+        _observe(shared, parts)
     parts.outputs["vpcId"] = parts.network.vpc_id
     parts.outputs["archive"] = parts.archive.location.bucket.apply(
         lambda bucket: {"bucket": bucket}
@@ -65,13 +74,28 @@ def build(parent: pulumi.Resource, name: str, config: PlatformConfig) -> Platfor
     return parts
 
 
-def _platform_key(shared: Assembly, provider: aws.Provider) -> aws.kms.Key:
+def _assembly(parent: pulumi.Resource, name: str, config: PlatformConfig) -> AwsAssembly:
+    """The provider (it carries the stack's tags onto every taggable AWS resource) and the
+    platform key."""
+    settings = config.network.aws
+    assert settings is not None
+    provider = aws.Provider(
+        f"{name}-aws",
+        region=settings.region,
+        default_tags={"tags": {**config.tags, "liftoff:stack": config.stack}},
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+    child = pulumi.ResourceOptions(parent=parent, providers={"aws": provider})
+    key = _platform_key(Assembly(name, config, parent, child), settings.region, provider)
+    logs = LogSettings(retention_days=settings.log_retention_days, kms_key_arn=key.arn)
+    return AwsAssembly(name, config, parent, child, settings, key, logs)
+
+
+def _platform_key(shared: Assembly, region: str, provider: aws.Provider) -> aws.kms.Key:
     config, name = shared.config, shared.name
-    assert config.aws is not None
     identity = aws.get_caller_identity_output(
         opts=pulumi.InvokeOutputOptions(parent=shared.parent, provider=provider)
     )
-    region = config.aws.region
     key = aws.kms.Key(
         f"{name}-key",
         description=f"liftoff {config.stack}: encryption at rest for the platform's data",
@@ -91,41 +115,65 @@ def _platform_key(shared: Assembly, provider: aws.Provider) -> aws.kms.Key:
     return key
 
 
-def _data_path(shared: Assembly, key: aws.kms.Key, logs: LogSettings) -> PlatformParts:
-    """Network, Postgres, stream, collector, archive and consumers."""
-    config, name, child = shared.config, shared.name, shared.child
-    assert config.aws is not None and config.archive is not None  # the archive: always on AWS
-    assert config.ingest.aws is not None
-    assert config.stream.aws is not None
+def _stores(
+    shared: AwsAssembly,
+) -> tuple[AwsNetwork, RdsPostgres, KinesisStream, ArchiveBucket]:
+    """What holds the data, first: the network, Postgres, the stream and the archive."""
+    config, name, child, key = shared.config, shared.name, shared.child, shared.key
+    assert config.postgres.aws is not None and config.stream.aws is not None
+    assert config.archive.aws is not None  # the archive: always on AWS
     endpoints = INTERFACE_ENDPOINTS + (MWAA_ENDPOINTS if config.airflow.enabled else ())
     network = AwsNetwork(
         f"{name}-network",
         AwsNetworkArgs(
-            settings=config.aws,
+            settings=shared.settings,
             discovery_domain=f"{config.prefix}.internal",
             interface_endpoints=endpoints,
-            logs=logs,
+            logs=shared.logs,
         ),
         opts=child,
     )
     postgres = RdsPostgres(
         f"{name}-postgres",
         RdsPostgresArgs(
-            settings=config.postgres,
+            settings=config.postgres.aws,
             network=network,
             identifier=f"{config.prefix}-postgres",
             kms_key_arn=key.arn,
-            logs=logs,
+            logs=shared.logs,
         ),
         opts=child,
     )
+    protect = config.deletion_protection
     stream = KinesisStream(
         f"{name}-stream",
-        KinesisStreamArgs(
-            settings=config.stream.aws, kms_key_arn=key.arn, protect=config.deletion_protection
+        KinesisStreamArgs(settings=config.stream.aws, kms_key_arn=key.arn, protect=protect),
+        opts=child,
+    )
+    archive = ArchiveBucket(
+        f"{name}-archive",
+        ArchiveBucketArgs(
+            settings=config.archive.aws,
+            region=shared.settings.region,
+            kms_key_arn=key.arn,
+            name_prefix=f"{config.prefix}-archive-",
+            protect=protect,
         ),
         opts=child,
     )
+    return network, postgres, stream, archive
+
+
+def _workloads(
+    shared: AwsAssembly,
+    network: AwsNetwork,
+    postgres: RdsPostgres,
+    stream: KinesisStream,
+    archive: ArchiveBucket,
+) -> AwsParts:
+    """The processes on the stores: the collector and the consumers."""
+    config, name, child, key = shared.config, shared.name, shared.child, shared.key
+    assert config.ingest.aws is not None
     ingest = LambdaCollector(
         f"{name}-ingest",
         LambdaCollectorArgs(
@@ -134,18 +182,7 @@ def _data_path(shared: Assembly, key: aws.kms.Key, logs: LogSettings) -> Platfor
             stream=stream,
             function_name=f"{config.prefix}-collector",
             kms_key_arn=key.arn,
-            logs=logs,
-        ),
-        opts=child,
-    )
-    archive = ArchiveBucket(
-        f"{name}-archive",
-        ArchiveBucketArgs(
-            settings=config.archive,
-            region=config.aws.region,
-            kms_key_arn=key.arn,
-            name_prefix=f"{config.prefix}-archive-",
-            protect=config.deletion_protection,
+            logs=shared.logs,
         ),
         opts=child,
     )
@@ -160,11 +197,29 @@ def _data_path(shared: Assembly, key: aws.kms.Key, logs: LogSettings) -> Platfor
             destinations=config.destinations,
             network=network,
             kms_key_arn=key.arn,
-            logs=logs,
+            logs=shared.logs,
         ),
         opts=child,
     )
-    return PlatformParts(network, postgres, stream, ingest, archive, consumers)
+    return AwsParts(network, postgres, stream, ingest, archive, consumers)
+
+
+def _airflow(shared: AwsAssembly, parts: AwsParts, settings: AwsAirflowSettings) -> MwaaAirflow:
+    config = shared.config
+    return MwaaAirflow(
+        f"{shared.name}-airflow",
+        MwaaAirflowArgs(
+            settings=settings,
+            network=parts.network,
+            environment_name=f"{config.prefix}-airflow",
+            region=shared.settings.region,
+            kms_key_arn=shared.key.arn,
+            reconcile=parts.consumers.reconcile,
+            protect=config.deletion_protection,
+            logs=shared.logs,
+        ),
+        opts=shared.child,
+    )
 
 
 def _alarm_topic_created(config: PlatformConfig) -> bool:
@@ -185,56 +240,28 @@ def _key_policy(config: PlatformConfig, account: str, region: str) -> str:
     return aws_iam.document([*statements, alarm_key_statement(account, region, config.prefix)])
 
 
-def _observe(shared: Assembly, parts: PlatformParts, key: aws.kms.Key) -> None:
-    from components.observability.aws import (
-        AwsObservability,
-        AwsObservabilityArgs,
-        ConsumerFunction,
-    )
+def _observe(shared: AwsAssembly, parts: AwsParts) -> None:
+    from components.observability.aws import AwsObservability, AwsObservabilityArgs
 
-    config, consumers = shared.config, parts.consumers
-    assert config.aws is not None
-    functions = [
-        ConsumerFunction(
-            "archiver",
-            consumers.archiver.function.name,
-            consumers.archiver.dead_letter_queue.name,
-        )
-    ]
-    if consumers.loader is not None:
-        loader = consumers.loader
-        functions.append(
-            ConsumerFunction("loader", loader.function.name, loader.dead_letter_queue.name)
-        )
-    for destination, broadcaster in sorted(consumers.broadcasters.items()):
-        functions.append(
-            ConsumerFunction(
-                f"broadcaster-{destination}",
-                broadcaster.function.name,
-                broadcaster.dead_letter_queue.name,
-                broadcaster=True,
-            )
-        )
-    reconciler = consumers.reconciler
-    parts.observability = AwsObservability(
+    config = shared.config
+    assert config.observability.aws is not None and config.postgres.aws is not None
+    observability = AwsObservability(
         f"{shared.name}-observability",
         AwsObservabilityArgs(
             settings=config.observability.aws,
             prefix=config.prefix,
-            region=config.aws.region,
-            kms_key_arn=key.arn,
-            api_id=parts.ingest.api.id,
-            stage=parts.ingest.stage.name,
-            collector_function=parts.ingest.function.name,
-            stream_name=parts.stream.stream.name,
-            consumers=functions,
-            db_instance=parts.postgres.instance.identifier,
-            db_instance_class=config.postgres.instance_class,
-            db_storage_gb=config.postgres.storage_gb,
-            reconcile_function=reconciler.function.name if reconciler else None,
+            region=shared.settings.region,
+            kms_key_arn=shared.key.arn,
+            ingest=parts.ingest,
+            stream=parts.stream,
+            consumers=parts.consumers,
+            postgres=parts.postgres,
+            db_instance_class=config.postgres.aws.instance_class,
+            db_storage_gb=config.postgres.aws.storage_gb,
             tags=config.tags,
         ),
         opts=shared.child,
     )
-    parts.outputs["alarmTopicArn"] = parts.observability.topic_arn
-    parts.outputs["dashboardUrl"] = parts.observability.dashboard_url
+    parts.observability = observability
+    parts.outputs["alarmTopicArn"] = observability.topic_arn
+    parts.outputs["dashboardUrl"] = observability.dashboard_url

@@ -2,23 +2,69 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pulumi
 import pulumi_kubernetes as k8s
 
 from components.airflow.kubernetes import KubernetesAirflow, KubernetesAirflowArgs
+from components.airflow.settings import KubernetesAirflowSettings
+from components.archive import KubernetesArchiveContract
 from components.archive.kubernetes import ExternalArchive, ExternalArchiveArgs
 from components.config import PlatformConfig
+from components.consumers import KubernetesConsumersContract
 from components.consumers.kubernetes import KubernetesConsumers, KubernetesConsumersArgs
+from components.ingest import KubernetesIngestContract
 from components.ingest.kubernetes import KubernetesCollector, KubernetesCollectorArgs
 from components.kube import StackContext
+from components.network import KubernetesNetworkContract, KubernetesPeer
 from components.network.kubernetes import KubernetesNetwork, KubernetesNetworkArgs
+from components.network.settings import KubernetesSettings
 from components.platform import Assembly, PlatformParts
+from components.postgres import KubernetesPostgresContract
 from components.postgres.kubernetes import KubernetesPostgres, KubernetesPostgresArgs
+from components.stream import KubernetesStreamContract
 from components.stream.kubernetes import NatsJetStream, NatsJetStreamArgs
 
 
-def build(parent: pulumi.Resource, name: str, config: PlatformConfig) -> PlatformParts:
-    settings = config.kubernetes
+@dataclass
+class KubernetesParts(PlatformParts[KubernetesPeer]):
+    """The Kubernetes capabilities, typed with their Kubernetes contracts."""
+
+    network: KubernetesNetworkContract
+    postgres: KubernetesPostgresContract
+    stream: KubernetesStreamContract
+    ingest: KubernetesIngestContract
+    archive: KubernetesArchiveContract | None
+    consumers: KubernetesConsumersContract
+
+
+@dataclass(frozen=True)
+class KubernetesAssembly(Assembly):
+    """What every Kubernetes capability of the stack shares besides: the target's settings and
+    the stack context (stack, tags, image registry, services image, storage class)."""
+
+    settings: KubernetesSettings
+    context: StackContext
+
+
+def build(parent: pulumi.Resource, name: str, config: PlatformConfig) -> KubernetesParts:
+    shared = _assembly(parent, name, config)
+    parts = _workloads(shared, *_stores(shared))
+    if config.airflow.kubernetes is not None and config.airflow.kubernetes.enabled:
+        parts.airflow = _airflow(shared, parts, config.airflow.kubernetes)
+    if config.observability.enabled:
+        _observe(shared, parts)
+    parts.outputs["namespace"] = parts.network.namespace
+    archive = config.archive.kubernetes
+    if archive is not None:
+        parts.outputs["archive"] = {"bucket": archive.bucket_name, "endpoint": archive.endpoint}
+    return parts
+
+
+def _assembly(parent: pulumi.Resource, name: str, config: PlatformConfig) -> KubernetesAssembly:
+    """The provider (the stack's kubeconfig and context) and the stack context."""
+    settings = config.network.kubernetes
     assert settings is not None
     provider = k8s.Provider(
         f"{name}-kubernetes",
@@ -26,75 +72,37 @@ def build(parent: pulumi.Resource, name: str, config: PlatformConfig) -> Platfor
         context=settings.context,
         opts=pulumi.ResourceOptions(parent=parent),
     )
-    shared = Assembly(
-        name,
-        config,
-        parent,
-        pulumi.ResourceOptions(parent=parent, providers={"kubernetes": provider}),
-    )
-    context = _context(config)
-    parts = _data_path(shared)
-    if config.airflow.kubernetes is not None and config.airflow.kubernetes.enabled:
-        parts.airflow = KubernetesAirflow(
-            f"{name}-airflow",
-            KubernetesAirflowArgs(
-                settings=config.airflow.kubernetes,
-                network=parts.network,
-                postgres=parts.postgres,
-                warehouse=parts.consumers.warehouse,
-                context=context,
-                chart_source=config.charts.get("airflow"),
-                archive=parts.archive,
-            ),
-            opts=shared.child,
-        )
-    if config.observability.enabled:
-        _observe(shared, parts)
-    parts.outputs["namespace"] = parts.network.namespace
-    if config.archive is not None:
-        parts.outputs["archive"] = {
-            "bucket": config.archive.bucket_name,
-            "endpoint": config.archive.endpoint,
-        }
-    return parts
-
-
-def _context(config: PlatformConfig) -> StackContext:
-    settings = config.kubernetes
-    assert settings is not None
-    return StackContext(
+    context = StackContext(
         stack=config.stack,
         tags=config.tags,
         image_registry=settings.image_registry,
         services_image=settings.services_image,
         storage_class=settings.storage_class,
     )
+    child = pulumi.ResourceOptions(parent=parent, providers={"kubernetes": provider})
+    return KubernetesAssembly(name, config, parent, child, settings, context)
 
 
-def _data_path(shared: Assembly) -> PlatformParts:
-    """Network, Postgres (with its backups), stream, collector, archive and consumers."""
-    config, name, child = shared.config, shared.name, shared.child
-    settings = config.kubernetes
-    assert settings is not None
-    context = _context(config)
-    assert config.ingest.kubernetes is not None
-    assert config.stream.kubernetes is not None
+def _stores(
+    shared: KubernetesAssembly,
+) -> tuple[KubernetesNetwork, KubernetesPostgres, NatsJetStream, ExternalArchive | None]:
+    """What holds the data, first: the namespace, Postgres (with its backups into the
+    archive), the stream and the archive."""
+    config, name, child, context = shared.config, shared.name, shared.child, shared.context
+    postgres_settings = config.postgres.kubernetes
+    assert postgres_settings is not None and config.stream.kubernetes is not None
     network = KubernetesNetwork(
         f"{name}-network",
         KubernetesNetworkArgs(
-            settings=settings,
+            settings=shared.settings,
             context=context,
-            retain_namespace=config.deletion_protection or config.postgres.deletion_protection,
+            retain_namespace=config.deletion_protection or postgres_settings.deletion_protection,
         ),
         opts=child,
     )
     postgres = KubernetesPostgres(
         f"{name}-postgres",
-        KubernetesPostgresArgs(
-            settings=config.postgres,
-            network=network,
-            context=context,
-        ),
+        KubernetesPostgresArgs(settings=postgres_settings, network=network, context=context),
         opts=child,
     )
     stream = NatsJetStream(
@@ -108,6 +116,40 @@ def _data_path(shared: Assembly) -> PlatformParts:
         ),
         opts=child,
     )
+    return network, postgres, stream, _archive(shared, network, postgres)
+
+
+def _archive(
+    shared: KubernetesAssembly, network: KubernetesNetwork, postgres: KubernetesPostgres
+) -> ExternalArchive | None:
+    """The customer's S3-compatible archive, and Postgres's backups into it; None without one."""
+    settings = shared.config.archive.kubernetes
+    if settings is None:
+        pulumi.log.warn(
+            "liftoff:archive is not set: Postgres has no scheduled backups on this stack "
+            "(they are written to the archive).",
+            shared.parent,
+        )
+        return None
+    archive = ExternalArchive(
+        f"{shared.name}-archive",
+        ExternalArchiveArgs(settings=settings, network=network, context=shared.context),
+        opts=shared.child,
+    )
+    postgres.add_backups(archive)
+    return archive
+
+
+def _workloads(
+    shared: KubernetesAssembly,
+    network: KubernetesNetwork,
+    postgres: KubernetesPostgres,
+    stream: NatsJetStream,
+    archive: ExternalArchive | None,
+) -> KubernetesParts:
+    """The processes on the stores: the collector and the consumers."""
+    config, name, child, context = shared.config, shared.name, shared.child, shared.context
+    assert config.ingest.kubernetes is not None
     ingest = KubernetesCollector(
         f"{name}-ingest",
         KubernetesCollectorArgs(
@@ -119,7 +161,6 @@ def _data_path(shared: Assembly) -> PlatformParts:
         ),
         opts=child,
     )
-    archive = _archive(shared, network, postgres)
     consumers = KubernetesConsumers(
         f"{name}-consumers",
         KubernetesConsumersArgs(
@@ -133,60 +174,44 @@ def _data_path(shared: Assembly) -> PlatformParts:
         ),
         opts=child,
     )
-    return PlatformParts(network, postgres, stream, ingest, archive, consumers)
+    return KubernetesParts(network, postgres, stream, ingest, archive, consumers)
 
 
-def _archive(
-    shared: Assembly, network: KubernetesNetwork, postgres: KubernetesPostgres
-) -> ExternalArchive | None:
-    """The customer's S3-compatible archive, and Postgres's backups into it; None without one."""
-    config = shared.config
-    context = _context(config)
-    if config.archive is None:
-        pulumi.log.warn(
-            "liftoff:archive is not set: Postgres has no scheduled backups on this stack "
-            "(they are written to the archive).",
-            shared.parent,
-        )
-        return None
-    archive = ExternalArchive(
-        f"{shared.name}-archive",
-        ExternalArchiveArgs(settings=config.archive, network=network, context=context),
+def _airflow(
+    shared: KubernetesAssembly, parts: KubernetesParts, settings: KubernetesAirflowSettings
+) -> KubernetesAirflow:
+    return KubernetesAirflow(
+        f"{shared.name}-airflow",
+        KubernetesAirflowArgs(
+            settings=settings,
+            network=parts.network,
+            postgres=parts.postgres,
+            warehouse=parts.consumers.warehouse,
+            context=shared.context,
+            chart_source=shared.config.charts.get("airflow"),
+            archive=parts.archive,
+        ),
         opts=shared.child,
     )
-    postgres.add_backups(archive)
-    return archive
 
 
-def _observe(shared: Assembly, parts: PlatformParts) -> None:
-    from components import kube
-    from components.consumers.kubernetes import CONSUMER_LABEL, HEALTH_PORT
-    from components.ingest.kubernetes import COMPONENT, PORT
+def _observe(shared: KubernetesAssembly, parts: KubernetesParts) -> None:
     from components.observability.kubernetes import (
         KubernetesObservability,
         KubernetesObservabilityArgs,
-        MetricsTarget,
     )
-    from components.stream.kubernetes import NATS_EXPORTER_PORT, NATS_POD_SELECTOR
 
-    config = shared.config
-    settings = config.kubernetes
+    settings = shared.config.observability.kubernetes
     assert settings is not None
-    context = _context(config)
-    # Every consumer pod, and only they, names its probe port `health`.
-    consumers = {"app.kubernetes.io/instance": config.stack, CONSUMER_LABEL: "true"}
     parts.observability = KubernetesObservability(
         f"{shared.name}-observability",
         KubernetesObservabilityArgs(
-            settings=config.observability.kubernetes,
+            settings=settings,
             network=parts.network,
-            context=context,
-            collector_service_labels=kube.selector(COMPONENT, config.stack),
-            collector=MetricsTarget(
-                "collector", kube.selector(COMPONENT, config.stack), "http", PORT
-            ),
-            consumers=MetricsTarget("consumers", consumers, "health", HEALTH_PORT),
-            nats=MetricsTarget("nats", NATS_POD_SELECTOR, "prom-metrics", NATS_EXPORTER_PORT),
+            context=shared.context,
+            ingest=parts.ingest,
+            consumers=parts.consumers,
+            stream=parts.stream,
             postgres=parts.postgres,
         ),
         opts=shared.child,

@@ -4,19 +4,26 @@ AWS: RDS PostgreSQL in private subnets, published in Cloud Map. Kubernetes: a St
 official postgres image on retained PersistentVolumeClaims, published as a Service.
 
 Both realizations expose the same `PostgresConnection` (the service-discovery contract) and the
-same grant: `grant_connect(peer)`.
+same grant: `grant_connect(peer)` (`PostgresService`). Each target's contract adds what its
+clients need besides: on AWS the credentials-secret grant, the client egress rule and the
+instance's CloudWatch metrics (`AwsPostgresContract`); on Kubernetes the server's name as a
+plain string, roles with predefined memberships and backups into the archive
+(`KubernetesPostgresContract`).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from components.network import Grant, PeerT
+from components.network import AwsPeer, Grant, KubernetesPeer, PeerT
 
 if TYPE_CHECKING:  # the contract names Pulumi types; settings readers import it without Pulumi
     import pulumi
+
+    from components.archive import Archive
+    from components.observability import CloudWatchMetrics
 
 PORT = 5432
 # Pods carrying this label may connect to the Kubernetes Postgres (see README).
@@ -83,4 +90,40 @@ class PostgresService(Protocol[PeerT]):
 
     def add_database(self, client: str, database: str | None = None) -> ClientDatabase:
         """A login role `client` owning database `database` (default: `client`)."""
+        ...
+
+
+@runtime_checkable
+class AwsPostgresContract(PostgresService[AwsPeer], Protocol):
+    """What the AWS capabilities use of Postgres (`RdsPostgres`)."""
+
+    metrics: CloudWatchMetrics
+    """`AWS/RDS` by `DBInstanceIdentifier`."""
+
+    def grant_read_credentials(self, peer: AwsPeer, client: ClientDatabase) -> Grant:
+        """Let `peer`'s role read `client`'s credentials secret."""
+        ...
+
+    def client_egress(self) -> dict[str, Any]:
+        """The egress rule a client's security group needs toward Postgres."""
+        ...
+
+
+@runtime_checkable
+class KubernetesPostgresContract(PostgresService[KubernetesPeer], Protocol):
+    """What the Kubernetes capabilities use of Postgres (`KubernetesPostgres`)."""
+
+    host: str
+    """The Service's cluster DNS name as a plain string (chart values)."""
+    port: int
+
+    def add_database(
+        self, client: str, database: str | None = None, *, member_of: tuple[str, ...] = ()
+    ) -> ClientDatabase:
+        """A login role `client` owning `database`, member of the predefined roles
+        `member_of` (such as `pg_monitor`)."""
+        ...
+
+    def add_backups(self, archive: Archive[KubernetesPeer]) -> None:
+        """Nightly dumps of every database into `archive`."""
         ...

@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -14,8 +15,8 @@ import pulumi_random as random
 from components import aws_iam
 from components.aws_lambda import packaged_function
 from components.aws_logs import LogSettings, log_group
-from components.network import AwsPeer, Grant
-from components.network.aws import AwsNetwork
+from components.network import AwsNetworkContract, AwsPeer, Grant
+from components.observability import CloudWatchMetrics
 from components.postgres import (
     PORT,
     ClientDatabase,
@@ -23,7 +24,7 @@ from components.postgres import (
     check_client_name,
 )
 from components.postgres.major_version import check_major_version, deployed_major_version
-from components.postgres.settings import PostgresSettings
+from components.postgres.settings import AwsPostgresSettings
 from services.postgres import contract as postgres
 
 SETUP_HANDLER = "services.aws_lambda.ensure_database_handler"
@@ -35,8 +36,8 @@ LOG_EXPORTS = ("postgresql", "upgrade")
 
 @dataclass(frozen=True)
 class RdsPostgresArgs:
-    settings: PostgresSettings
-    network: AwsNetwork
+    settings: AwsPostgresSettings
+    network: AwsNetworkContract
     identifier: str
     """RDS instance identifier, e.g. `liftoff-prod-postgres`; also names the final snapshot."""
     kms_key_arn: pulumi.Input[str] | None = None
@@ -86,6 +87,9 @@ class RdsPostgres(pulumi.ComponentResource):
             username=pulumi.Output.from_input(settings.username),
             password=pulumi.Output.secret(password.result),
         )
+        self.metrics = CloudWatchMetrics(
+            "AWS/RDS", {"DBInstanceIdentifier": self.instance.identifier}
+        )
         self.register_outputs(
             {
                 "address": self.instance.address,
@@ -134,14 +138,6 @@ class RdsPostgres(pulumi.ComponentResource):
         parameters: aws.rds.ParameterGroup,
     ) -> aws.rds.Instance:
         settings = args.settings
-        # RDS refuses a major engine_version change without this flag; set it only when the
-        # change is one (this stack's previous major, read back from its own outputs).
-        allow_major_upgrade = deployed_major_version(name, self).apply(
-            lambda deployed: (
-                check_major_version(deployed, settings.version, upgrade_in_place=True)
-                or (deployed is not None and deployed != settings.version)
-            )
-        )
         # RDS creates its export groups without retention unless they exist before the instance.
         export_groups = [
             log_group(
@@ -158,7 +154,7 @@ class RdsPostgres(pulumi.ComponentResource):
             identifier=args.identifier,
             engine="postgres",
             engine_version=settings.version,
-            allow_major_version_upgrade=allow_major_upgrade,
+            allow_major_version_upgrade=self._major_upgrade(name, settings),
             auto_minor_version_upgrade=True,
             instance_class=settings.instance_class,
             allocated_storage=settings.storage_gb,
@@ -192,6 +188,16 @@ class RdsPostgres(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=export_groups),
         )
 
+    def _major_upgrade(self, name: str, settings: AwsPostgresSettings) -> pulumi.Output[bool]:
+        """RDS refuses a major engine_version change without this flag: set only when the
+        change is one (this stack's previous major, read back from its own outputs)."""
+
+        def major_upgrade(deployed: str | None) -> bool:
+            check_major_version(deployed, settings.version, upgrade_in_place=True)
+            return deployed is not None and deployed != settings.version
+
+        return deployed_major_version(name, self).apply(major_upgrade)
+
     def _declare_generation(self, name: str, args: RdsPostgresArgs) -> random.RandomId:
         child = pulumi.ResourceOptions(parent=self)
         settings = args.settings
@@ -214,31 +220,52 @@ class RdsPostgres(pulumi.ComponentResource):
     def _declare_credentials(
         self, name: str, args: RdsPostgresArgs, password: random.RandomPassword
     ) -> None:
-        """The admin credentials in Secrets Manager, in the RDS-managed secret's JSON shape."""
-        child = pulumi.ResourceOptions(parent=self)
+        """The admin credentials in Secrets Manager."""
         settings = args.settings
-        self.credentials = aws.secretsmanager.Secret(
+        self.credentials, _ = self._credentials_secret(
             f"{name}-credentials",
-            description="liftoff Postgres admin credentials",
-            kms_key_id=args.kms_key_arn,
-            recovery_window_in_days=30 if settings.deletion_protection else 7,
+            "liftoff Postgres admin credentials",
+            host=self.instance.address,
+            database=settings.database,
+            username=settings.username,
+            password=password.result,
+        )
+
+    def _credentials_secret(
+        self,
+        name: str,
+        description: str,
+        *,
+        host: pulumi.Input[str],
+        database: str,
+        username: str,
+        password: pulumi.Input[str],
+    ) -> tuple[aws.secretsmanager.Secret, aws.secretsmanager.SecretVersion]:
+        """A login's credentials in a Secrets Manager secret of their own, in the RDS-managed
+        secret's JSON shape (the setup function and the clients read it)."""
+        child = pulumi.ResourceOptions(parent=self)
+        secret = aws.secretsmanager.Secret(
+            name,
+            description=description,
+            kms_key_id=self._args.kms_key_arn,
+            recovery_window_in_days=30 if self._args.settings.deletion_protection else 7,
             opts=child,
         )
-        aws.secretsmanager.SecretVersion(
-            f"{name}-credentials-value",
-            secret_id=self.credentials.id,
-            secret_string=pulumi.Output.json_dumps(
-                {
-                    "engine": "postgres",
-                    "host": self.instance.address,
-                    "port": PORT,
-                    "dbname": settings.database,
-                    "username": settings.username,
-                    "password": password.result,
-                }
-            ),
+        value = {
+            "engine": "postgres",
+            "host": host,
+            "port": PORT,
+            "dbname": database,
+            "username": username,
+            "password": password,
+        }
+        version = aws.secretsmanager.SecretVersion(
+            f"{name}-value",
+            secret_id=secret.id,
+            secret_string=pulumi.Output.json_dumps(value),
             opts=child,
         )
+        return secret, version
 
     def grant_connect(self, peer: AwsPeer) -> Grant:
         """Admit `peer`'s security group to the Postgres port."""
@@ -285,7 +312,7 @@ class RdsPostgres(pulumi.ComponentResource):
             ],
             opts=child,
         )
-        self.grant_connect(AwsPeer("setup", security_group_id=group.id))
+        connect = self.grant_connect(AwsPeer("setup", security_group_id=group.id))
         packaged = packaged_function(
             name,
             function_name=f"{self._args.identifier}-setup",
@@ -304,13 +331,15 @@ class RdsPostgres(pulumi.ComponentResource):
             },
         )
         self._setup_role = packaged.role
-        self._setup_reads_admin = aws_iam.grant_secret_read(
+        reads_admin = aws_iam.grant_secret_read(
             f"{self._name}-setup-reads-admin",
             self._setup_role.id,
             self.credentials.arn,
             self._args.kms_key_arn,
             self,
         )
+        # What every invocation waits for: the way to the instance and the admin secret.
+        self._setup_access = (*connect.resources, reads_admin)
         self._setup = packaged.function
         return self._setup
 
@@ -327,7 +356,7 @@ class RdsPostgres(pulumi.ComponentResource):
         )
         return Grant(peer.name, (policy,))
 
-    def client_egress(self) -> dict:
+    def client_egress(self) -> dict[str, Any]:
         """The egress rule a client's security group needs toward Postgres (the other half of
         `grant_connect`, for groups that restrict egress)."""
         return {
@@ -347,35 +376,43 @@ class RdsPostgres(pulumi.ComponentResource):
         """
         database = database or client
         check_client_name(client, database)
-        settings = self._args.settings
-        child = pulumi.ResourceOptions(parent=self)
-        function = self._setup_function()
         password = random.RandomPassword(
-            f"{self._name}-{client}-password", length=40, special=False, opts=child
-        )
-        secret = aws.secretsmanager.Secret(
-            f"{self._name}-{client}-credentials",
-            description=f"liftoff Postgres credentials of {client}",
-            kms_key_id=self._args.kms_key_arn,
-            recovery_window_in_days=30 if settings.deletion_protection else 7,
-            opts=child,
+            f"{self._name}-{client}-password",
+            length=40,
+            special=False,
+            opts=pulumi.ResourceOptions(parent=self),
         )
         dns_name = self.connection.dns_name
-        version = aws.secretsmanager.SecretVersion(
-            f"{self._name}-{client}-credentials-value",
-            secret_id=secret.id,
-            secret_string=pulumi.Output.json_dumps(
-                {
-                    "engine": "postgres",
-                    "host": dns_name,
-                    "port": PORT,
-                    "dbname": database,
-                    "username": client,
-                    "password": password.result,
-                }
-            ),
-            opts=child,
+        secret, version = self._credentials_secret(
+            f"{self._name}-{client}-credentials",
+            f"liftoff Postgres credentials of {client}",
+            host=dns_name,
+            database=database,
+            username=client,
+            password=password.result,
         )
+        invocation = self._invoke_setup(client, database, secret, version)
+        connection = PostgresConnection(
+            host=self.connection.host,
+            port=self.connection.port,
+            database=pulumi.Output.from_input(database),
+            dns_name=dns_name,
+            username=pulumi.Output.from_input(client),
+            password=pulumi.Output.secret(password.result),
+        )
+        return ClientDatabase(
+            connection=connection, ready=invocation, role=client, secret_arn=secret.arn
+        )
+
+    def _invoke_setup(
+        self,
+        client: str,
+        database: str,
+        secret: aws.secretsmanager.Secret,
+        version: aws.secretsmanager.SecretVersion,
+    ) -> aws.lambda_.Invocation:
+        """Run the setup function for `client` once its role may read the client's secret."""
+        function = self._setup_function()
         reads_client = aws_iam.grant_secret_read(
             f"{self._name}-setup-reads-{client}",
             self._setup_role.id,
@@ -384,7 +421,7 @@ class RdsPostgres(pulumi.ComponentResource):
             self,
         )
         request = {"database": database, "role": client}
-        invocation = aws.lambda_.Invocation(
+        return aws.lambda_.Invocation(
             f"{self._name}-{client}-setup",
             function_name=function.name,
             input=secret.arn.apply(lambda arn: json.dumps({"clientSecretArn": arn, **request})),
@@ -401,20 +438,9 @@ class RdsPostgres(pulumi.ComponentResource):
                 depends_on=[
                     self.instance,
                     version,
-                    self._setup_reads_admin,
+                    *self._setup_access,
                     reads_client,
                     *self._args.network.endpoints_for(SETUP_APIS),
                 ],
             ),
-        )
-        connection = PostgresConnection(
-            host=self.connection.host,
-            port=self.connection.port,
-            database=pulumi.Output.from_input(database),
-            dns_name=dns_name,
-            username=pulumi.Output.from_input(client),
-            password=pulumi.Output.secret(password.result),
-        )
-        return ClientDatabase(
-            connection=connection, ready=invocation, role=client, secret_arn=secret.arn
         )

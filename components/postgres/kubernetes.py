@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -13,7 +14,6 @@ import pulumi_random as random
 from components import kube
 from components.archive import Archive
 from components.network import Grant, KubernetesPeer
-from components.network.kubernetes import KubernetesNetwork
 from components.postgres import (
     CLIENT_LABEL,
     PORT,
@@ -29,16 +29,12 @@ from components.postgres.pods import (
     ensure_database_container,
     stateful_set_spec,
 )
-from components.postgres.settings import PostgresSettings
+from components.postgres.settings import KubernetesPostgresSettings
 
 
 @dataclass(frozen=True)
-class KubernetesPostgresArgs:
-    context: kube.StackContext
-    """The stack, its tags, the image registry, the services image and the storage
-    class: what every Kubernetes capability of the stack shares."""
-    settings: PostgresSettings
-    network: KubernetesNetwork
+class KubernetesPostgresArgs(kube.CapabilityArgs):
+    settings: KubernetesPostgresSettings
 
 
 class KubernetesPostgres(pulumi.ComponentResource):
@@ -131,17 +127,17 @@ class KubernetesPostgres(pulumi.ComponentResource):
         # A new major cannot start on the old data directory: refuse the change before the
         # StatefulSet is touched (the image is only known once the check has passed).
         image = kube.image(f"{IMAGE_REPOSITORY}:{settings.image_tag}", args.context.image_registry)
-        checked_image = deployed_major_version(name, self).apply(
-            lambda deployed: (
-                check_major_version(
-                    deployed,
-                    settings.version,
-                    upgrade_in_place=False,
-                    migrated_from=settings.major_upgrade_from,
-                )
-                or image
+
+        def checked(deployed: str | None) -> str:
+            check_major_version(
+                deployed,
+                settings.version,
+                upgrade_in_place=False,
+                migrated_from=settings.major_upgrade_from,
             )
-        )
+            return image
+
+        checked_image = deployed_major_version(name, self).apply(checked)
         self.stateful_set = k8s.apps.v1.StatefulSet(
             f"{name}-statefulset",
             metadata=network.metadata(SERVICE_NAME, self.labels),
@@ -211,71 +207,74 @@ class KubernetesPostgres(pulumi.ComponentResource):
         """
         database = database or client
         check_client_name(client, database)
-        args = self._args
-        if not args.context.services_image:
+        if not self._args.context.services_image:
             raise ValueError("add_database needs KubernetesPostgresArgs.services_image")
-        network = self._network
-        secret_name = f"postgres-{client.replace('_', '-')}"
-        labels = kube.labels("postgres", args.context.stack, args.context.tags)
         password = random.RandomPassword(
             f"{self._name}-{client}-password",
             length=40,
             special=False,
             opts=pulumi.ResourceOptions(parent=self),
         )
-        host = self.host
+        secret_name = f"postgres-{client.replace('_', '-')}"
         secret = k8s.core.v1.Secret(
             f"{self._name}-{client}-credentials",
-            metadata=network.metadata(secret_name, labels),
+            metadata=self._network.metadata(secret_name, self.labels),
             type="Opaque",
             string_data={
                 "username": client,
                 "password": password.result,
                 "database": database,
-                "host": host,
+                "host": self.host,
                 "port": str(PORT),
             },
             opts=pulumi.ResourceOptions(parent=self),
         )
-        component = f"postgres-setup-{client.replace('_', '-')}"
-        selector = kube.selector(component, args.context.stack)
-        self.grant_connect(KubernetesPeer(component, pod_labels=selector))
-        job_labels = kube.labels(component, args.context.stack, args.context.tags)
-
-        digest = _setup_digest(
-            database, client, args.context.services_image, args.settings.version, member_of
-        )
-        container = ensure_database_container(
-            args.context, args.settings, host, client, database, member_of
-        )
-        job = k8s.batch.v1.Job(
-            f"{self._name}-{client}-setup",
-            metadata=network.metadata(f"{component}-{digest}", job_labels),
-            spec=kube.setup_job_spec(
-                job_labels,
-                container,
-                volumes=[
-                    {
-                        "name": "admin",
-                        "secret": {"secretName": "postgres-credentials", "defaultMode": 0o440},
-                    },
-                    {"name": "client", "secret": {"secretName": secret_name, "defaultMode": 0o440}},
-                ],
-            ),
-            opts=pulumi.ResourceOptions(
-                parent=self, depends_on=[self.stateful_set, self.secret, secret]
-            ),
-        )
+        job = self._setup_job(client, database, member_of, secret_name, secret)
         connection = PostgresConnection(
-            host=pulumi.Output.from_input(host),
+            host=pulumi.Output.from_input(self.host),
             port=pulumi.Output.from_input(PORT),
             database=pulumi.Output.from_input(database),
-            dns_name=pulumi.Output.from_input(host),
+            dns_name=pulumi.Output.from_input(self.host),
             username=pulumi.Output.from_input(client),
             password=pulumi.Output.secret(password.result),
         )
         return ClientDatabase(
             connection=connection, ready=job, role=client, secret_name=secret_name
+        )
+
+    def _setup_job(
+        self,
+        client: str,
+        database: str,
+        member_of: tuple[str, ...],
+        secret_name: str,
+        secret: k8s.core.v1.Secret,
+    ) -> k8s.batch.v1.Job:
+        """The Job creating `client`'s role and database with the admin credentials, admitted
+        to Postgres; named after its inputs (a change is a new Job: Jobs are immutable)."""
+        context, settings = self._args.context, self._args.settings
+        component = f"postgres-setup-{client.replace('_', '-')}"
+        selector = kube.selector(component, context.stack)
+        connect = self.grant_connect(KubernetesPeer(component, pod_labels=selector))
+        job_labels = kube.labels(component, context.stack, context.tags)
+        digest = _setup_digest(
+            database, client, context.services_image, settings.version, member_of
+        )
+        container = ensure_database_container(
+            context, settings, self.host, client, database, member_of
+        )
+        volumes = [
+            kube.secret_volume("admin", "postgres-credentials"),
+            kube.secret_volume("client", secret_name),
+        ]
+        return k8s.batch.v1.Job(
+            f"{self._name}-{client}-setup",
+            metadata=self._network.metadata(f"{component}-{digest}", job_labels),
+            spec=kube.setup_job_spec(job_labels, container, volumes=volumes),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[self.stateful_set, self.secret, secret, *connect.resources],
+            ),
         )
 
     def add_backups(self, archive: Archive[KubernetesPeer]) -> None:
@@ -295,7 +294,7 @@ class KubernetesPostgres(pulumi.ComponentResource):
         selector = kube.selector(component, args.context.stack)
         labels = kube.labels(component, args.context.stack, args.context.tags)
         peer = KubernetesPeer(component, pod_labels=selector)
-        self.grant_connect(peer)
+        connect = self.grant_connect(peer)
         client = archive.client(peer, write=True)
         host = self.host
         pod = backup_pod_spec(args.context, settings, host, client)
@@ -318,7 +317,10 @@ class KubernetesPostgres(pulumi.ComponentResource):
                     },
                 },
             },
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.stateful_set]),
+            # A run starts once it may reach the server and the archive.
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[self.stateful_set, *connect.resources, *client.ready]
+            ),
         )
 
 
@@ -331,7 +333,7 @@ def _setup_digest(
     directory) the roles and databases are created again. Only a non-empty member_of joins
     it, so existing clients keep their Job names.
     """
-    inputs: list = [database, client, services_image, version]
+    inputs: list[Any] = [database, client, services_image, version]
     if member_of:
         inputs.append(list(member_of))
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:8]

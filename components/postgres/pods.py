@@ -11,7 +11,7 @@ from components import kube
 from components.archive import ArchiveClient
 from components.postgres import PORT
 from components.postgres.major_version import UPGRADE_PROCEDURE
-from components.postgres.settings import PostgresSettings
+from components.postgres.settings import KubernetesPostgresSettings
 from services.postgres import contract as postgres
 
 # The official image's `postgres` user.
@@ -25,11 +25,11 @@ CLIENT_CREDENTIALS_DIR = "/etc/liftoff/postgres-client"
 
 def stateful_set_spec(
     context: kube.StackContext,
-    settings: PostgresSettings,
+    settings: KubernetesPostgresSettings,
     labels: Mapping[str, str],
     selector: Mapping[str, str],
     image: pulumi.Input[str],
-) -> dict:
+) -> dict[str, Any]:
     """One server on a retained volume, its credentials mounted, read-only root."""
     volume_claim = {
         "metadata": {"name": "data", "labels": labels},
@@ -74,7 +74,9 @@ def stateful_set_spec(
     }
 
 
-def _server_container(settings: PostgresSettings, image: pulumi.Input[str]) -> dict:
+def _server_container(
+    settings: KubernetesPostgresSettings, image: pulumi.Input[str]
+) -> dict[str, Any]:
     # Readiness of the server itself; pg_isready needs no credentials.
     probe_command = ["pg_isready", "-h", "127.0.0.1", "-p", str(PORT), "-q"]
     return {
@@ -127,7 +129,7 @@ def _server_container(settings: PostgresSettings, image: pulumi.Input[str]) -> d
     }
 
 
-def _version_guard(major: str, image: pulumi.Input[str]) -> dict:
+def _version_guard(major: str, image: pulumi.Input[str]) -> dict[str, Any]:
     """An init container that refuses to start the server on a data directory of another
     major version (the backstop to the deploy-time check, e.g. for a lost stack state)."""
     script = (
@@ -154,12 +156,12 @@ def _version_guard(major: str, image: pulumi.Input[str]) -> dict:
 
 def ensure_database_container(
     context: kube.StackContext,
-    settings: PostgresSettings,
+    settings: KubernetesPostgresSettings,
     host: str,
     client: str,
     database: str,
     member_of: tuple[str, ...],
-) -> dict:
+) -> dict[str, Any]:
     """`ensure-database` with the admin credentials and the client's password mounted."""
     env = kube.env(
         postgres.ENSURE_DATABASE.environment(
@@ -191,36 +193,42 @@ def ensure_database_container(
     }
 
 
+# Every database but the maintenance one, in the custom format. The password reaches pg_dump
+# through the shell, never through the pod's spec.
+BACKUP_DUMP_SCRIPT = (
+    "set -eu\n"
+    f'PGPASSWORD="$(cat {CREDENTIALS_DIR}/password)"\n'
+    "export PGPASSWORD\n"
+    'for db in $(psql -d postgres -Atc "SELECT datname FROM pg_database '
+    "WHERE NOT datistemplate AND datname <> 'postgres' ORDER BY datname\"); do\n"
+    '  pg_dump --format=custom --dbname="$db" --file="/backup/$db.dump"\n'
+    "done\n"
+)
+BACKUP_RESOURCES = {
+    "requests": {"cpu": "100m", "memory": "128Mi"},
+    "limits": {"cpu": "1", "memory": "512Mi"},
+}
+
+
 def backup_pod_spec(
-    context: kube.StackContext, settings: PostgresSettings, host: str, client: ArchiveClient
-) -> dict:
+    context: kube.StackContext,
+    settings: KubernetesPostgresSettings,
+    host: str,
+    client: ArchiveClient,
+) -> dict[str, Any]:
     """`pg_dump` of every database (an init container of the server's image) into scratch
     space, then `backup-upload` of the dumps to the archive."""
-    # The password reaches pg_dump through the shell, never through the pod's spec.
-    dump = (
-        "set -eu\n"
-        f'PGPASSWORD="$(cat {CREDENTIALS_DIR}/password)"\n'
-        "export PGPASSWORD\n"
-        'for db in $(psql -d postgres -Atc "SELECT datname FROM pg_database '
-        "WHERE NOT datistemplate AND datname <> 'postgres' ORDER BY datname\"); do\n"
-        '  pg_dump --format=custom --dbname="$db" --file="/backup/$db.dump"\n'
-        "done\n"
-    )
-    small = {
-        "requests": {"cpu": "100m", "memory": "128Mi"},
-        "limits": {"cpu": "1", "memory": "512Mi"},
-    }
     dumper = {
         "name": "pg-dump",
         "image": kube.image(f"{IMAGE_REPOSITORY}:{settings.image_tag}", context.image_registry),
         "imagePullPolicy": "IfNotPresent",
-        "command": ["sh", "-c", dump],
+        "command": ["sh", "-c", BACKUP_DUMP_SCRIPT],
         "env": kube.env(
             postgres.PG_DUMP.environment(
                 postgres.PostgresAccess(host=host, port=str(PORT), user=settings.username)
             )
         ),
-        "resources": small,
+        "resources": BACKUP_RESOURCES,
         "securityContext": kube.container_security_context(),
         "volumeMounts": [
             {"name": "credentials", "mountPath": CREDENTIALS_DIR, "readOnly": True},
@@ -228,7 +236,7 @@ def backup_pod_spec(
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
-    uploader = _uploader(context, settings, client, small)
+    uploader = _uploader(context, settings, client, BACKUP_RESOURCES)
     pod = kube.services_pod_spec(
         [uploader],
         volumes=[
@@ -247,7 +255,7 @@ def backup_pod_spec(
 
 def _uploader(
     context: kube.StackContext,
-    settings: PostgresSettings,
+    settings: KubernetesPostgresSettings,
     client: ArchiveClient,
     small: dict[str, Any],
 ) -> dict[str, Any]:

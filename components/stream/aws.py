@@ -9,7 +9,8 @@ import pulumi_aws as aws
 
 from components import aws_iam
 from components.network import AwsPeer, Grant
-from components.stream import StreamConnection
+from components.observability import CloudWatchMetrics
+from components.stream import FanOutConsumer, StreamConnection
 from components.stream.settings import AwsStream
 
 WRITE_ACTIONS = ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"]
@@ -62,19 +63,20 @@ class KinesisStream(pulumi.ComponentResource):
         self.connection = StreamConnection(
             url=pulumi.Output.concat("kinesis://", self.stream.name), name=self.stream.name
         )
+        self.arn: pulumi.Output[str] = self.stream.arn
+        self.metrics = CloudWatchMetrics("AWS/Kinesis", {"StreamName": self.stream.name})
         self.register_outputs({"streamArn": self.stream.arn, "url": self.connection.url})
 
     def _grant(
         self, peer: AwsPeer, verb: str, actions: list[str], kms_actions: list[str]
     ) -> aws.iam.RolePolicy:
-        return aws_iam.grant_to_peer(
+        return aws_iam.grant_with_key(
             f"{self._name}-{verb}-{peer.name}",
             peer,
-            [self.stream.arn, self._kms_key_arn],
-            lambda arns: [
-                {"Effect": "Allow", "Action": actions, "Resource": arns[0]},
-                {"Effect": "Allow", "Action": kms_actions, "Resource": arns[1]},
-            ],
+            self.stream.arn,
+            self._kms_key_arn,
+            lambda arn: [{"Effect": "Allow", "Action": actions, "Resource": arn}],
+            kms_actions,
             self,
         )
 
@@ -88,9 +90,7 @@ class KinesisStream(pulumi.ComponentResource):
         """Let `peer`'s role read records (and decrypt them)."""
         return Grant(peer.name, (self._grant(peer, "read", READ_ACTIONS, ["kms:Decrypt"]),))
 
-    def add_fan_out_consumer(
-        self, peer: AwsPeer
-    ) -> tuple[aws.kinesis.StreamConsumer, aws.iam.RolePolicy]:
+    def add_fan_out_consumer(self, peer: AwsPeer) -> FanOutConsumer:
         """Register an enhanced fan-out consumer named after `peer` (its own 2 MB/s per shard,
         pushed over SubscribeToShard) and let `peer`'s role subscribe through it only.
 
@@ -108,4 +108,4 @@ class KinesisStream(pulumi.ComponentResource):
             lambda arns: [{"Effect": "Allow", "Action": FAN_OUT_ACTIONS, "Resource": arns[0]}],
             self,
         )
-        return consumer, grant
+        return FanOutConsumer(arn=consumer.arn, grant=Grant(peer.name, (grant,)))

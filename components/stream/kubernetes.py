@@ -11,10 +11,9 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import kube
-from components.charts import deep_merge, load_chart_pin
-from components.config import ChartSource
+from components.charts import ChartSource, deep_merge, load_chart_pin
 from components.network import Grant, KubernetesPeer
-from components.network.kubernetes import KubernetesNetwork
+from components.observability import MetricsTarget
 from components.stream import STREAM_NAME, StreamConnection
 from components.stream.settings import KubernetesStream
 from services.stream.address import jetstream_url
@@ -80,12 +79,8 @@ def max_file_store(storage_gb: int) -> str:
 
 
 @dataclass(frozen=True)
-class NatsJetStreamArgs:
-    context: kube.StackContext
-    """The stack, its tags, the image registry, the services image and the storage
-    class: what every Kubernetes capability of the stack shares."""
+class NatsJetStreamArgs(kube.CapabilityArgs):
     settings: KubernetesStream
-    network: KubernetesNetwork
     chart_source: ChartSource | None = None
     """Default: the pinned upstream repository (`charts/nats.yaml`)."""
     metrics_exporter: bool = False
@@ -127,47 +122,27 @@ def nats_values(args: NatsJetStreamArgs) -> dict[str, Any]:
     """Values for the official NATS chart, built from the stack's settings."""
     pin = load_chart_pin("nats")
     settings = args.settings
-    jetstream = _jetstream_config(args)
-    restricted = kube.container_security_context()
-    resources = settings.resources.to_kubernetes()
+    registry = args.context.image_registry
     values = {
         "global": {"labels": dict(sorted(args.context.tags.items()))},
         "config": {
             "cluster": {"enabled": settings.replicas > 1, "replicas": settings.replicas},
-            "jetstream": jetstream,
+            "jetstream": _jetstream_config(args),
         },
         "container": {
-            "image": {"fullImageName": kube.image(pin.images["nats"], args.context.image_registry)},
+            "image": {"fullImageName": kube.image(pin.images["nats"], registry)},
             "env": {"GOMEMLIMIT": gomemlimit(settings.resources.limits_memory)},
-            "merge": {"securityContext": restricted, "resources": resources},
+            **_restricted_container(settings.resources.to_kubernetes()),
         },
         "reloader": {
-            "image": {
-                "fullImageName": kube.image(pin.images["reloader"], args.context.image_registry)
-            },
-            "merge": {"securityContext": restricted, "resources": RELOADER_RESOURCES},
+            "image": {"fullImageName": kube.image(pin.images["reloader"], registry)},
+            **_restricted_container(RELOADER_RESOURCES),
         },
-        "podTemplate": {
-            "merge": {
-                "spec": {
-                    "automountServiceAccountToken": False,
-                    "securityContext": kube.pod_security_context(NATS_UID),
-                }
-            }
-        },
+        "podTemplate": _restricted_pod(),
         # Off in charts/nats.yaml; restricted all the same should someone turn it on.
         "natsBox": {
-            "container": {
-                "merge": {"securityContext": restricted, "resources": RELOADER_RESOURCES}
-            },
-            "podTemplate": {
-                "merge": {
-                    "spec": {
-                        "automountServiceAccountToken": False,
-                        "securityContext": kube.pod_security_context(NATS_UID),
-                    }
-                }
-            },
+            "container": _restricted_container(RELOADER_RESOURCES),
+            "podTemplate": _restricted_pod(),
         },
         # JetStream data outlives the StatefulSet, like Postgres's.
         "statefulSet": {
@@ -185,12 +160,27 @@ def nats_values(args: NatsJetStreamArgs) -> dict[str, Any]:
         values["promExporter"] = {
             "enabled": True,
             "port": NATS_EXPORTER_PORT,
-            "image": {
-                "fullImageName": kube.image(pin.images["promExporter"], args.context.image_registry)
-            },
-            "merge": {"securityContext": restricted, "resources": RELOADER_RESOURCES},
+            "image": {"fullImageName": kube.image(pin.images["promExporter"], registry)},
+            **_restricted_container(RELOADER_RESOURCES),
         }
     return deep_merge(pin.values, values)
+
+
+def _restricted_container(resources: dict[str, Any]) -> dict[str, Any]:
+    """What the chart merges into a container: the restricted profile, these resources."""
+    return {"merge": {"securityContext": kube.container_security_context(), "resources": resources}}
+
+
+def _restricted_pod() -> dict[str, Any]:
+    """What the chart merges into a pod: no API token, the restricted profile as NATS_UID."""
+    return {
+        "merge": {
+            "spec": {
+                "automountServiceAccountToken": False,
+                "securityContext": kube.pod_security_context(NATS_UID),
+            }
+        }
+    }
 
 
 class NatsJetStream(pulumi.ComponentResource):
@@ -238,6 +228,8 @@ class NatsJetStream(pulumi.ComponentResource):
             url=pulumi.Output.from_input(url), name=pulumi.Output.from_input(STREAM_NAME)
         )
         self.setup_job = self._stream_setup_job(name, args, url)
+        self.ready: tuple[pulumi.Resource, ...] = (self.setup_job,)
+        self.metrics = MetricsTarget("nats", NATS_POD_SELECTOR, "prom-metrics", NATS_EXPORTER_PORT)
         self.register_outputs({"url": url, "setupJob": self.setup_job.metadata.name})
 
     def _stream_setup_job(self, name: str, args: NatsJetStreamArgs, url: str) -> k8s.batch.v1.Job:
@@ -258,7 +250,7 @@ class NatsJetStream(pulumi.ComponentResource):
         ).hexdigest()[:8]
         component = "stream-setup"
         selector = kube.selector(component, args.context.stack)
-        self.grant_write(KubernetesPeer(component, pod_labels=selector))
+        publish = self.grant_write(KubernetesPeer(component, pod_labels=selector))
         container = {
             "name": "ensure-stream",
             "image": kube.image(args.context.services_image, args.context.image_registry),
@@ -271,7 +263,7 @@ class NatsJetStream(pulumi.ComponentResource):
             f"{name}-setup",
             metadata=self._network.metadata(f"nats-stream-setup-{digest}", labels),
             spec=kube.setup_job_spec(labels, container),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.chart]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.chart, *publish.resources]),
         )
 
     def _allow_clients(

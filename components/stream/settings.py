@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from components.validation import (
     ComputeResources,
     ConfigReader,
-    Target,
+    StackReading,
     read_resources,
     reject_other_target,
 )
@@ -68,10 +68,11 @@ class StreamSettings:
     """Set on Kubernetes (NATS JetStream)."""
 
 
-def read_stream(reader: ConfigReader, target: Target | None) -> StreamSettings:
-    if target == "aws":
+def read_stream(stack: StackReading) -> StreamSettings:
+    reader = stack.reader("stream")
+    if stack.target == "aws":
         settings = StreamSettings(aws=_read_aws_stream(reader))
-    elif target == "kubernetes":
+    elif stack.target == "kubernetes":
         settings = StreamSettings(kubernetes=_read_kubernetes_stream(reader))
     else:
         # No valid target (reported elsewhere): only the shared key is checked.

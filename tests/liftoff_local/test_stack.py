@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from components.archive.settings import ArchiveSettings
 from components.config import load_config
 from components.validation import ConfigError
 from liftoff_local.stack import LOCAL_ARCHIVE, load_plan, read_stack_file
@@ -35,7 +36,7 @@ def test_config_is_read_as_the_program_reads_it() -> None:
 
 def test_dev_stack_archives_locally_with_small_batches() -> None:
     plan = load_plan(Path("Pulumi.dev.yaml"))
-    assert plan.config.archive is None
+    assert plan.config.archive == ArchiveSettings()  # no liftoff:archive on this stack
     assert plan.archive == LOCAL_ARCHIVE
     assert plan.archive_bucket == "liftoff-dev-archive"
     assert any("liftoff:kubernetes" in note for note in plan.notes)

@@ -166,30 +166,6 @@ def test_git_sync_over_ssh_uses_a_key_secret_and_known_hosts():
     assert list(secret.inputs["stringData"]) == ["gitSshKey"]
 
 
-def test_git_credentials_are_checked():
-    base = {"liftoff:target": "kubernetes"}
-
-    def problems(dags, secret=True):
-        with pytest.raises(ConfigError) as error:
-            load_config(
-                {**base, "liftoff:airflow": json.dumps({"dags": {"source": "git", **dags}})},
-                project="liftoff",
-                stack="dev",
-                secret_keys={"liftoff:airflow"} if secret else set(),
-            )
-        return str(error.value)
-
-    ssh = "ssh://git@git.corp.example/dags.git"
-    message = problems({"repository": ssh})
-    assert "liftoff:airflow.dags.sshKey" in message and "liftoff:airflow.dags.knownHosts" in message
-    assert "liftoff:airflow.dags.token" in problems(
-        {"repository": "https://git.example/d.git", "token": "t"}, secret=False
-    )
-    assert "only with an ssh:// or git@" in problems(
-        {"repository": "https://git.example/d.git", "knownHosts": "h ssh-ed25519 AAAA"}
-    )
-
-
 def test_high_availability_profile():
     values = _chart(stack_run("kubernetes-private-cloud")).inputs["values"]
     assert values["executor"] == "CeleryExecutor" and values["redis"]["enabled"] is True
@@ -234,24 +210,6 @@ def test_logs_go_to_the_archive_without_a_shared_volume():
     dev = _chart(stack_run("dev")).inputs["values"]
     assert dev["logs"]["persistence"] == {"enabled": False}
     assert "remote_logging" not in dev["config"]["logging"] and "env" not in dev
-
-
-def test_shared_log_volume_only_with_a_read_write_many_class():
-    run = run_program(
-        "Pulumi.dev.yaml",
-        overrides={"liftoff:airflow": {"logsStorageClass": "cephfs", "logsStorageGb": 50}},
-    )
-    assert _chart(run).inputs["values"]["logs"]["persistence"] == {
-        "enabled": True,
-        "size": "50Gi",
-        "storageClassName": "cephfs",
-    }
-    with pytest.raises(ConfigError, match=r"liftoff:airflow\.logsStorageGb: got 50"):
-        load_config(
-            {"liftoff:target": "kubernetes", "liftoff:airflow": '{"logsStorageGb": 50}'},
-            project="liftoff",
-            stack="dev",
-        )
 
 
 def test_celery_secrets_are_generated_once_and_passed_by_name():
@@ -339,3 +297,21 @@ def test_airflow_can_be_turned_off_and_the_url_is_exported():
     run = run_program("Pulumi.dev.yaml", overrides={"liftoff:airflow": {"enabled": False}})
     assert "airflowUrl" not in run.outputs
     assert not [r for r in run.resources if r.name.startswith("liftoff-airflow")]
+
+
+def test_shared_log_volume_only_with_a_read_write_many_class():
+    run = run_program(
+        "Pulumi.dev.yaml",
+        overrides={"liftoff:airflow": {"logsStorageClass": "cephfs", "logsStorageGb": 50}},
+    )
+    assert _chart(run).inputs["values"]["logs"]["persistence"] == {
+        "enabled": True,
+        "size": "50Gi",
+        "storageClassName": "cephfs",
+    }
+    with pytest.raises(ConfigError, match=r"liftoff:airflow\.logsStorageGb: got 50"):
+        load_config(
+            {"liftoff:target": "kubernetes", "liftoff:airflow": '{"logsStorageGb": 50}'},
+            project="liftoff",
+            stack="dev",
+        )

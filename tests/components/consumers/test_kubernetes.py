@@ -95,33 +95,5 @@ def test_a_destination_may_reach_only_its_listed_private_ranges():
     assert "liftoff-consumers-broadcaster-amplitude-internet" in names
 
 
-def test_private_ranges_are_checked():
-    import pytest
-
-    from components.config import load_config
-    from components.validation import ConfigError
-
-    destination = {
-        "name": "crm",
-        "type": "webhook",
-        "url": "https://crm.example/h",
-        "signingSecret": "s",
-        "allowPrivate": [{"cidr": "8.8.8.0/24"}, {"cidr": "10.0.0.1/8", "ports": [70000]}],
-    }
-    with pytest.raises(ConfigError) as error:
-        load_config(
-            {"liftoff:target": "kubernetes", "liftoff:destinations": json.dumps([destination])},
-            project="liftoff",
-            stack="dev",
-            secret_keys={"liftoff:destinations"},
-        )
-    message = str(error.value)
-    # Values of a secret key are never echoed; the keys and what is allowed are.
-    assert "liftoff:destinations[0].allowPrivate[0].cidr" in message
-    assert "a private range" in message
-    assert "liftoff:destinations[0].allowPrivate[1].cidr" in message and "host bits zero" in message
-    assert "liftoff:destinations[0].allowPrivate[1].ports" in message
-
-
 def test_without_an_archive_there_is_no_archiver():
     assert "archiver" not in _deployments(stack_run("dev"))

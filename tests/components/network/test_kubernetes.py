@@ -92,26 +92,3 @@ def test_dns_peers_cover_node_local_dns_and_openshift():
     assert {(p["protocol"], p["port"]) for p in rule["ports"]} == {
         (protocol, port) for protocol in ("UDP", "TCP") for port in (53, 5353)
     }
-
-
-def test_dns_settings_are_checked():
-    import pytest
-
-    from components.config import load_config
-    from components.validation import ConfigError
-
-    with pytest.raises(ConfigError) as error:
-        load_config(
-            {
-                "liftoff:target": "kubernetes",
-                "liftoff:kubernetes": '{"dnsNamespace": "a", "dns": {"namespace": "b", '
-                '"cidrs": ["169.254.20.10"], "ports": [0], "podLabels": {"k": "bad value"}}}',
-            },
-            project="liftoff",
-            stack="dev",
-        )
-    message = str(error.value)
-    assert "liftoff:kubernetes.dns.namespace: got 'b'" in message
-    assert "liftoff:kubernetes.dns.ports: got [0]" in message
-    assert "liftoff:kubernetes.dns.podLabels" in message
-    assert "liftoff:kubernetes.dns.cidrs[0]: got '169.254.20.10'" not in message  # a /32 host

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from components.observability import SIGNALS, _number
+from components.observability import SIGNALS, number_text
 
 README = Path(__file__).resolve().parents[3] / "README.md"
 
@@ -23,4 +23,4 @@ def test_readme_table_matches_the_contract():
         assert signal.meaning in row and signal.runbook in row
         if signal.threshold is not None:
             threshold = signal.threshold
-            assert f"`{threshold.key}`: {_number(threshold.default)} ({threshold.unit})" in row
+            assert f"`{threshold.key}`: {number_text(threshold.default)} ({threshold.unit})" in row

@@ -12,7 +12,7 @@ from components.network.aws import AwsNetwork, AwsNetworkArgs
 from components.network.settings import AwsSettings
 from components.platform import public_view
 from components.postgres.aws import RdsPostgres, RdsPostgresArgs
-from components.postgres.settings import PostgresSettings
+from components.postgres.settings import AwsPostgresSettings
 from tests.conftest import stack_run
 from tests.harness import run_program, run_with_config
 
@@ -193,7 +193,7 @@ def test_grant_connect_admits_exactly_the_peer_group():
         )
         postgres = RdsPostgres(
             "db",
-            RdsPostgresArgs(settings=PostgresSettings(), network=network, identifier="test-db"),
+            RdsPostgresArgs(settings=AwsPostgresSettings(), network=network, identifier="test-db"),
         )
         postgres.grant_connect(AwsPeer("loader", security_group_id="sg-0123456789abcdef0"))
         pulumi.export("dns", postgres.connection.dns_name)
@@ -220,7 +220,7 @@ def _aws_client_database():
         postgres = RdsPostgres(
             "db",
             RdsPostgresArgs(
-                settings=PostgresSettings(),
+                settings=AwsPostgresSettings(),
                 network=network,
                 identifier="t-db",
                 kms_key_arn="arn:aws:kms:eu-west-1:123456789012:key/k",

@@ -9,7 +9,7 @@ from components.network import KubernetesPeer
 from components.network.kubernetes import KubernetesNetwork, KubernetesNetworkArgs
 from components.network.settings import KubernetesSettings
 from components.postgres.kubernetes import KubernetesPostgres, KubernetesPostgresArgs
-from components.postgres.settings import PostgresSettings
+from components.postgres.settings import KubernetesPostgresSettings
 from tests.conftest import stack_run
 from tests.harness import mock_password, run_program, run_with_config
 from tests.kubernetes_schema import schema_errors
@@ -111,7 +111,9 @@ def test_grant_connect_declares_both_halves_of_the_policy():
         postgres = KubernetesPostgres(
             "db",
             KubernetesPostgresArgs(
-                settings=PostgresSettings(), network=network, context=StackContext(stack="unit")
+                settings=KubernetesPostgresSettings(),
+                network=network,
+                context=StackContext(stack="unit"),
             ),
         )
         postgres.grant_connect(
@@ -143,7 +145,7 @@ def _kubernetes_client_database(client="warehouse"):
         postgres = KubernetesPostgres(
             "db",
             KubernetesPostgresArgs(
-                settings=PostgresSettings(),
+                settings=KubernetesPostgresSettings(),
                 network=network,
                 context=StackContext(
                     stack="unit",
@@ -251,21 +253,6 @@ def test_a_major_version_change_is_refused_with_the_upgrade_procedure():
         }
 
     assert setup_jobs(migrated) and not setup_jobs(migrated) & setup_jobs(old)
-
-
-def test_major_upgrade_from_is_checked():
-    from components.config import load_config
-    from components.validation import ConfigError
-
-    with pytest.raises(ConfigError, match=r"liftoff:postgres\.majorUpgradeFrom: got '17'"):
-        load_config(
-            {
-                "liftoff:target": "kubernetes",
-                "liftoff:postgres": '{"version": "17", "majorUpgradeFrom": "17"}',
-            },
-            project="liftoff",
-            stack="dev",
-        )
 
 
 def test_the_server_never_starts_on_a_data_directory_of_another_major():

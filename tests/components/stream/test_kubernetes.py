@@ -230,25 +230,3 @@ def test_nats_servers_are_guaranteed_pods_with_go_and_jetstream_limits_below_the
     merged = only_limits.one(CHART, "liftoff-stream-chart").inputs["values"]["container"]
     assert merged["merge"]["resources"]["requests"] == {"cpu": "1", "memory": "1Gi"}
     assert merged["env"] == {"GOMEMLIMIT": "819MiB"}
-
-
-def test_unequal_nats_requests_and_limits_are_refused():
-    import json
-
-    import pytest
-
-    from components.config import load_config
-    from components.validation import ConfigError
-
-    stream = {
-        "resources": {
-            "requests": {"cpu": "1", "memory": "1Gi"},
-            "limits": {"cpu": "2", "memory": "2Gi"},
-        }
-    }
-    with pytest.raises(ConfigError, match=r"liftoff:stream\.resources: .*requests equal to limits"):
-        load_config(
-            {"liftoff:target": "kubernetes", "liftoff:stream": json.dumps(stream)},
-            project="liftoff",
-            stack="dev",
-        )

@@ -34,7 +34,7 @@ import httpx
 import nats
 import pytest
 
-from components.config import PRODUCTION_PARTITIONS
+from services.stream.address import PRODUCTION_PARTITIONS
 from services.stream.base import StreamSettings
 from services.stream.dead_letters import ensure_dead_letter_stream
 from services.stream.jetstream import ensure_stream

@@ -1,11 +1,11 @@
-"""`liftoff:stream.partitions`: defaults by profile, validation, target."""
+"""`liftoff:stream`: partitions by profile, validation, target; the NATS servers' resources."""
 
 from __future__ import annotations
 
 import pytest
 
 from components.stream.settings import MAX_PARTITIONS, PRODUCTION_PARTITIONS
-from tests.components.test_config import load, problems
+from tests.components.configs import load, problems
 
 
 def test_partitions_default_to_one_for_a_single_server_and_production_for_a_cluster():
@@ -54,3 +54,25 @@ def test_one_registry_for_the_defaults_and_bounds_the_stack_and_the_adapters_use
         assert load(stack).stream.kubernetes.partitions == count
     with pytest.raises(InvalidStreamUrl):
         JetStreamAddress.parse(jetstream_url("nats:4222", partitions=MAX_PARTITIONS + 1))
+
+
+def test_unequal_nats_requests_and_limits_are_refused():
+    import json
+
+    import pytest
+
+    from components.config import load_config
+    from components.validation import ConfigError
+
+    stream = {
+        "resources": {
+            "requests": {"cpu": "1", "memory": "1Gi"},
+            "limits": {"cpu": "2", "memory": "2Gi"},
+        }
+    }
+    with pytest.raises(ConfigError, match=r"liftoff:stream\.resources: .*requests equal to limits"):
+        load_config(
+            {"liftoff:target": "kubernetes", "liftoff:stream": json.dumps(stream)},
+            project="liftoff",
+            stack="dev",
+        )
