@@ -125,7 +125,13 @@ class RdsPostgres(pulumi.ComponentResource):
                 {"name": "rds.force_ssl", "value": "1"},
                 {"name": "log_min_duration_statement", "value": "1000"},
             ],
-            opts=child,
+            # A major upgrade changes the family, which the provider can only do by
+            # replacement (`family` forces a new group): Pulumi creates the new group, points
+            # the instance at it, then deletes the old one, which RDS refuses while the
+            # instance still uses it (until the maintenance window with applyImmediately
+            # false). Retained, the old group is only dropped from the state; README
+            # "Postgres major version upgrade" says when to delete it.
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
         )
         return subnet_group, parameters
 

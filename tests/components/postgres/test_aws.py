@@ -305,3 +305,11 @@ def test_major_upgrade_is_allowed_only_for_a_major_change_in_the_maintenance_win
             overrides={"liftoff:postgres": {"version": "16"}},
             previous_outputs={"postgresMajorVersion": "17"},
         )
+
+
+def test_parameter_group_outlives_a_major_upgrade():
+    """A new major replaces the parameter group (its family); the old one is still in use by
+    the instance until RDS applies the upgrade, so deleting it would fail the update."""
+    for stack in ("aws", "aws-byo-network"):
+        params = stack_run(stack).one("aws:rds/parameterGroup:ParameterGroup")
+        assert params.retain_on_delete, stack
