@@ -38,6 +38,14 @@ SECRET_NAMES = {
     "git-ssh": "airflow-git-ssh-key",
 }
 DAGS_CONFIG_MAP = "airflow-dags"
+# A ConfigMap volume holds `..data -> ..<timestamp>/` and a symlink per key through `..data`;
+# Airflow walks DAG bundles following symlinks and stops at the second sight of a directory
+# ("Detected recursive loop"), so the bundle's ignore file skips the kubelet's `..` entries
+# and the DAGs are read through their own symlinks. Glob syntax: DAG_IGNORE_FILE_SYNTAX.
+DAGS_IGNORE_FILE = ".airflowignore"
+DAGS_IGNORE = "# The kubelet's ConfigMap volume internals (..data, ..<timestamp>)\n..*\n"
+DAG_IGNORE_FILE_SYNTAX = "glob"
+FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
 METADATA_DIR = "/etc/airflow-metadata"
 # Where liftoff's own DAGs are mounted when the customer's DAGs come from git or an image;
 # Airflow reads them as a second DAG bundle.
@@ -150,7 +158,9 @@ def chart_values(args: KubernetesAirflowArgs, pin: ChartPin) -> dict[str, Any]:
         "dags": _dag_values(args),
         "config": {
             "core": {
-                "auth_manager": "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+                "auth_manager": FAB_AUTH_MANAGER,
+                # Airflow 3's default, pinned: DAGS_IGNORE is written in it.
+                "dag_ignore_file_syntax": DAG_IGNORE_FILE_SYNTAX,
             },
             "liftoff": _liftoff_config(args),
         },

@@ -18,6 +18,8 @@ from components.airflow.chart import (
     AIRFLOW_UID,
     API_PORT,
     DAGS_CONFIG_MAP,
+    DAGS_IGNORE,
+    DAGS_IGNORE_FILE,
     METADATA_DIR,
     REDIS_PORT,
     RELEASE,
@@ -200,7 +202,10 @@ class KubernetesAirflow(pulumi.ComponentResource):
         return k8s.core.v1.ConfigMap(
             f"{name}-dags",
             metadata=self._args.network.metadata(DAGS_CONFIG_MAP, labels),
-            data={path.name: path.read_text() for path in files},
+            data={
+                **{path.name: path.read_text() for path in files},
+                DAGS_IGNORE_FILE: DAGS_IGNORE,
+            },
             opts=pulumi.ResourceOptions(parent=self),
         )
 
