@@ -97,6 +97,10 @@ class ConfigReader:
     def problem(self, name: str, value: Any, allowed: str) -> None:
         self.problems.append(Problem(self.key(name), value, allowed))
 
+    def missing(self, name: str, allowed: str) -> None:
+        """Report `name` as required but absent (`got nothing`)."""
+        self.problems.append(Problem(self.key(name), _MISSING, allowed))
+
     def has(self, name: str) -> bool:
         return name in self.data
 

@@ -19,6 +19,14 @@ from components.validation import (
     reject_other_target,
 )
 
+# kube-prometheus-stack's Prometheus selects ServiceMonitors, PodMonitors and PrometheusRules
+# by the label `release: <its Helm release name>` (its *SelectorNilUsesHelmValues defaults).
+MONITOR_LABELS_NEEDED = (
+    "with enabled: true, the labels your Prometheus selects ServiceMonitors, PodMonitors and "
+    "PrometheusRules by; kube-prometheus-stack's default selector is `release: <its Helm "
+    "release name>`, e.g. monitorLabels: {release: kube-prometheus-stack}; `{}` only if your "
+    "Prometheus selects every object (serviceMonitorSelector: {})"
+)
 _SNS_ARN = r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}"
 
 
@@ -59,7 +67,8 @@ class KubernetesObservabilitySettings(_ObservabilityCommon):
     Default: `app.kubernetes.io/name: prometheus` (the Prometheus Operator's own pod label)."""
     monitor_labels: Mapping[str, str] = field(default_factory=dict)
     """Labels put on the ServiceMonitor/PodMonitor/PrometheusRule objects so the Prometheus
-    selects them (kube-prometheus-stack: `release: <its release name>`). Default: none."""
+    selects them (kube-prometheus-stack: `release: <its release name>`). Required with
+    `enabled: true` (`{}` for a Prometheus that selects every object)."""
     dashboard: bool = True
     """Grafana dashboard ConfigMap (sidecar label `grafana_dashboard: "1"`)."""
 
@@ -115,9 +124,13 @@ def read_observability(stack: StackReading) -> ObservabilitySettings:
     pod_labels = (
         reader.string_map("monitoringPodLabels", _check_label) or defaults.monitoring_pod_labels
     )
+    enabled = reader.boolean("enabled", False)
+    if enabled and not reader.has("monitorLabels"):
+        # Without them the objects exist and nothing selects them: no alert ever fires.
+        reader.missing("monitorLabels", MONITOR_LABELS_NEEDED)
     settings = ObservabilitySettings(
         kubernetes=KubernetesObservabilitySettings(
-            enabled=reader.boolean("enabled", False),
+            enabled=enabled,
             thresholds=thresholds,
             monitoring_namespace=namespace,
             monitoring_pod_labels=dict(pod_labels),

@@ -25,6 +25,9 @@ from components.validation import ConfigError
         ("kubernetes", {"monitoringNamespace": "Bad_NS"}, "a namespace name"),
         ("kubernetes", {"monitoringPodLabels": {"bad key!": "x"}}, "a Kubernetes label key"),
         ("kubernetes", {"enabled": "yes"}, "true or false"),
+        # Prometheus would select none of the objects: no alert could fire.
+        ("kubernetes", {"enabled": True}, "observability.monitorLabels: got nothing"),
+        ("kubernetes", {"enabled": True}, "`release: <its Helm release name>`"),
     ],
 )
 def test_bad_observability_config_is_refused_before_any_resource(target, value, message):
@@ -35,3 +38,10 @@ def test_bad_observability_config_is_refused_before_any_resource(target, value, 
         load_config(values, project="liftoff", stack="dev")
     assert "liftoff:observability" in str(caught.value)
     assert message in str(caught.value)
+
+
+def test_monitor_labels_may_be_empty_when_said_so():
+    """`{}`: a Prometheus that selects every ServiceMonitor, PodMonitor and rule."""
+    for value in ({"enabled": True, "monitorLabels": {}}, {"enabled": False}):
+        values = {"liftoff:target": "kubernetes", "liftoff:observability": json.dumps(value)}
+        load_config(values, project="liftoff", stack="dev")
