@@ -32,7 +32,7 @@ from services.collector.quarantine import Quarantine, QuarantineUnavailable
 from services.collector.request_headers import shown
 from services.events.limits import MAX_REQUEST_BYTES, InvalidInput
 from services.events.model import StreamRecord, format_timestamp
-from services.events.records import Rejected, validate_events
+from services.events.records import REJECTION_CODES, Rejected, validate_events
 from services.events.segment import parse_body
 from services.events.write_keys import (
     BASIC_FORM,
@@ -74,6 +74,7 @@ would cost ~0.7 s of CPU per request: more are refused."""
 READINESS_TIMEOUT_SECONDS = 3.0
 
 REQUEST_DURATION = "liftoff_collector_request_duration_seconds"
+QUARANTINED = "liftoff_collector_events_quarantined_total"
 # Around the contract's default p99 threshold (1 s) finely enough to place it.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -208,10 +209,16 @@ class Collector:
             "Requests answered 503 because the stream did not acknowledge every event.",
         )
         self.counters.describe(
-            "liftoff_collector_events_quarantined_total",
+            QUARANTINED,
             "Invalid events put in the quarantine (their valid neighbours were accepted), "
             "by source and reason code.",
         )
+        if quarantine is not None:
+            # Each series exists from the start at 0: a counter born at its first increment
+            # has no earlier sample, and PromQL's increase() would miss that first burst.
+            for known_source in write_keys.sources:
+                for code in REJECTION_CODES:
+                    self.counters.add(QUARANTINED, 0, source=known_source, code=code)
         self.counters.describe_histogram(
             REQUEST_DURATION,
             "Time from a complete request body to the answer (stream acknowledgement included).",
@@ -350,9 +357,7 @@ class Collector:
         if not rejected:
             return Response(200, _SUCCESS, [])
         for item in rejected:
-            self.counters.add(
-                "liftoff_collector_events_quarantined_total", source=source, code=item.code
-            )
+            self.counters.add(QUARANTINED, source=source, code=item.code)
         log.info(
             "events quarantined",
             extra={

@@ -42,6 +42,18 @@ from services.events.segment import (
     published_bound,
 )
 
+# Every code a Rejected can carry (the 400s an event of a valid request can get): the
+# collector starts its quarantine counter at 0 for each, so the first burst is an increase.
+REJECTION_CODES = (
+    "event_too_large",
+    "invalid_event",
+    "invalid_utf8",
+    "malformed_json",
+    "missing_identity",
+    "nesting_too_deep",
+    "number_out_of_range",
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Rejected:

@@ -6,10 +6,13 @@ and, for AWS, SQS on moto; the quarantine CLI against the same real server.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import base64
 import gzip
 import json
+import shutil
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,13 +22,17 @@ import boto3
 import httpx
 import nats
 import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
+import services.events as events_package
+from components.observability import SIGNALS_BY_NAME, prometheus_rule_groups
 from services import cli
 from services.collector.app import CollectorApp
 from services.collector.ingest import MAX_GZIP_MEMBERS, Collector, decode_content
 from services.collector.quarantine import SUBJECT, SqsQuarantine, open_quarantine
 from services.events.limits import InvalidInput
-from services.events.records import Rejected
+from services.events.records import REJECTION_CODES, Rejected
 from services.events.write_keys import WriteKeys
 from services.stream.base import open_stream
 from services.stream.dead_letters import ensure_dead_letter_stream
@@ -470,3 +477,93 @@ def test_an_unexpected_error_is_a_500_without_details() -> None:
         "code": "internal",
         "message": "internal error",
     }
+
+
+# Request-level 400s: the whole request is refused, nothing is quarantined.
+REQUEST_LEVEL_CODES = {"too_many_events"}
+
+
+def _literal_400_codes() -> set[str]:
+    """Every code services/events raises with status 400 (read from its source)."""
+    codes = set()
+    for path in (Path(events_package.__file__).parent).glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call) or len(node.args) < 2:
+                continue
+            status, code = node.args[0], node.args[1]
+            if (
+                isinstance(status, ast.Constant)
+                and status.value == 400
+                and isinstance(code, ast.Constant)
+            ):
+                codes.add(code.value)
+    return codes
+
+
+def test_rejection_codes_are_every_event_level_code() -> None:
+    assert set(REJECTION_CODES) == _literal_400_codes() - REQUEST_LEVEL_CODES
+
+
+def _samples(metrics: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    return {
+        tuple(sorted(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == name
+    }
+
+
+def test_the_first_quarantine_burst_fires_the_dead_letter_alert(
+    own_nats: ServerProcess, tmp_path: Path
+) -> None:
+    """Prometheus sees the collector's real /metrics before and after one burst of invalid
+    events; `promtool` evaluates the LiftoffDeadLetters rule over those scrapes. A series
+    born at the burst has no earlier sample and increase() sees nothing: each (source, code)
+    series must be scraped at 0 from the start."""
+    url, _ = unique_stream_url(own_nats)
+    asyncio.run(ensure_dead_letter_stream(quarantine_url(own_nats), retention_hours=1))
+
+    async def scenario() -> tuple[str, str]:
+        async with quarantining_client(url, quarantine_url(own_nats)) as (client, _):
+            before = (await client.get("/metrics")).text
+            answer = await client.post("/v1/batch", content=mixed_body(), headers=JSON)
+            assert answer.status_code == 200, answer.text
+            return before, (await client.get("/metrics")).text
+
+    before, after = asyncio.run(scenario())
+    name = "liftoff_collector_events_quarantined_total"
+    scraped_before, scraped_after = _samples(before, name), _samples(after, name)
+    assert sum(scraped_after.values()) == 4
+    assert {dict(labels)["source"] for labels in scraped_before} == set(WRITE_KEYS)
+    series = []
+    for labels in sorted({*scraped_before, *scraped_after}):
+        text = ",".join(f'{k}="{v}"' for k, v in (*labels, ("namespace", "liftoff-dev")))
+        # Scraped each minute: 5 scrapes before the burst ('_': no sample), 7 after.
+        first = scraped_before.get(labels)
+        values = ("_ " * 5 if first is None else f"{first:g}x4 ") + f"{scraped_after[labels]:g}x6"
+        series.append({"series": f"{name}{{{text}}}", "values": values})
+    signal = SIGNALS_BY_NAME["LiftoffDeadLetters"]
+    expected = {
+        "exp_labels": {
+            "namespace": "liftoff-dev",
+            "severity": signal.severity,
+            "signal": signal.name,
+        },
+        "exp_annotations": {"summary": signal.meaning, "runbook": signal.runbook},
+    }
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": prometheus_rule_groups()}, sort_keys=False))
+    case = {
+        "interval": "1m",
+        "input_series": series,
+        "alert_rule_test": [
+            {"eval_time": "8m", "alertname": signal.name, "exp_alerts": [expected]}
+        ],
+    }
+    test_file = tmp_path / "burst.test.yaml"
+    test_file.write_text(yaml.safe_dump({"rule_files": [str(rules)], "tests": [case]}))
+    promtool = shutil.which("promtool") or "/usr/bin/promtool"
+    done = subprocess.run(
+        [promtool, "test", "rules", str(test_file)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
