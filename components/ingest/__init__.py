@@ -58,6 +58,8 @@ class AwsIngestContract(Ingest, Protocol):
     """`AWS/ApiGateway` by `ApiId` and `Stage`: requests, errors, latency."""
     function_metrics: CloudWatchMetrics
     """`AWS/Lambda` by `FunctionName`: the collector function's errors and throttles."""
+    quarantine_metrics: CloudWatchMetrics
+    """`AWS/SQS` by `QueueName`: the quarantine queue's depth (invalid events kept)."""
 
 
 @runtime_checkable

@@ -97,6 +97,9 @@ class LambdaCollector(pulumi.ComponentResource):
         self.function_metrics = CloudWatchMetrics(
             "AWS/Lambda", {"FunctionName": self.function.name}
         )
+        self.quarantine_metrics = CloudWatchMetrics(
+            "AWS/SQS", {"QueueName": self.quarantine_queue.name}
+        )
         self.endpoint = IngestEndpoint(
             collector_url=self.api.api_endpoint,
             write_keys=pulumi.Output.secret(pulumi.Output.all(**keys)),

@@ -192,7 +192,8 @@ SIGNALS: tuple[Signal, ...] = (
         threshold=Threshold("deadLetters", 0, 0, 1e9, "events per 15 min"),
         kubernetes='consumers: liftoff_consumer_events_total{outcome="park"}; collector: '
         "liftoff_collector_events_quarantined_total",
-        aws="SQS `ApproximateNumberOfMessagesVisible` > threshold on each on-failure queue",
+        aws="SQS `ApproximateNumberOfMessagesVisible` > threshold on each on-failure queue "
+        "and on the collector's quarantine queue",
     ),
     Signal(
         name="LiftoffDeadLetterStorage",

@@ -167,6 +167,15 @@ class AwsObservability(pulumi.ComponentResource):
         self.alarms[f"{signal}-{what}"] = alarm
         return alarm
 
+    def _dead_letter_alarm(self, what: str, queue: CloudWatchMetrics) -> None:
+        """Events kept in an SQS queue for someone to look at (every queue the stack has)."""
+        depth = self._threshold("deadLetters")
+        self._alarm(
+            "LiftoffDeadLetters",
+            what,
+            **_condition(queue, "ApproximateNumberOfMessagesVisible", ABOVE, depth, "Maximum"),
+        )
+
     def _threshold(self, key: str) -> float:
         return self._args.settings.threshold(key)
 
@@ -200,6 +209,9 @@ class AwsObservability(pulumi.ComponentResource):
             ],
         )
         self._alarm("LiftoffIngestionErrors", "collector-errors", **_simple(collector, "Errors"))
+        # Invalid events the collector kept (their valid neighbours were accepted): the
+        # clients sending them lose those events until someone looks.
+        self._dead_letter_alarm("collector-quarantine", args.ingest.quarantine_metrics)
         self._alarm(
             "LiftoffIngestionRefused", "collector-throttles", **_simple(collector, "Throttles")
         )
@@ -233,17 +245,7 @@ class AwsObservability(pulumi.ComponentResource):
                 consumer.name,
                 **_condition(consumer.metrics, "IteratorAge", ABOVE, lag, "Maximum", 60, 5),
             )
-            self._alarm(
-                "LiftoffDeadLetters",
-                consumer.name,
-                **_condition(
-                    consumer.dead_letter_metrics,
-                    "ApproximateNumberOfMessagesVisible",
-                    ABOVE,
-                    self._threshold("deadLetters"),
-                    "Maximum",
-                ),
-            )
+            self._dead_letter_alarm(consumer.name, consumer.dead_letter_metrics)
             if consumer.broadcaster:
                 self._alarm(
                     "LiftoffDestinationFailing",
@@ -255,6 +257,7 @@ class AwsObservability(pulumi.ComponentResource):
             self._alarm(
                 "LiftoffReconcileFailed", "function-errors", **_simple(reconcile.metrics, "Errors")
             )
+            self._dead_letter_alarm(reconcile.name, reconcile.dead_letter_metrics)
 
     def _database(self) -> None:
         args = self._args

@@ -113,7 +113,23 @@ def test_each_consuming_function_has_iterator_age_and_dead_letter_alarms(stack):
         m.inputs["destinationConfig"]["onFailure"]["destinationArn"] for m in run.of_type(MAPPING)
     }
     watched = {a["dimensions"]["QueueName"] for a in alarms if a.get("namespace") == "AWS/SQS"}
-    assert {arn.rsplit(":", 1)[1] for arn in destinations} == watched
+    assert {arn.rsplit(":", 1)[1] for arn in destinations} <= watched
+
+
+@pytest.mark.parametrize("stack", AWS_STACKS)
+def test_every_queue_has_a_depth_alarm(stack):
+    """Every SQS queue holds events someone must look at (on-failure destinations, the
+    collector's quarantine): each is watched by a LiftoffDeadLetters alarm."""
+    run = stack_run(stack)
+    queues = {_name(r) for r in run.of_type(QUEUE)}
+    assert _name(run.one(QUEUE, "liftoff-ingest-quarantine")) in queues
+    depth = {
+        a["dimensions"]["QueueName"]: name
+        for name, a in _alarms(run).items()
+        if a.get("metricName") == "ApproximateNumberOfMessagesVisible"
+    }
+    assert set(depth) == queues
+    assert all(name.startswith(f"liftoff-{stack}-LiftoffDeadLetters-") for name in depth.values())
 
 
 @pytest.mark.parametrize("stack", AWS_STACKS)
