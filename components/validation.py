@@ -164,6 +164,14 @@ class ConfigReader:
             return default
         return raw
 
+    def optional_integer(self, name: str, *, minimum: int, maximum: int) -> int | None:
+        """A whole number, or None when absent."""
+        raw = self.data.get(name)
+        if raw is None:
+            self._seen.add(name)
+            return None
+        return self.integer(name, minimum, minimum=minimum, maximum=maximum)
+
     def boolean(self, name: str, default: bool) -> bool:
         raw = self._raw(name)
         if raw is _MISSING or raw is None:

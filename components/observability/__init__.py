@@ -236,8 +236,9 @@ SIGNALS: tuple[Signal, ...] = (
         severity="warning",
         meaning="JetStream file storage is above the threshold share of its limit: when full, "
         "the stream refuses writes and ingestion answers 503.",
-        runbook="Grow the JetStream volume (`liftoff:stream.storageGb`) or shorten "
-        "`liftoff:stream.retentionHours`; "
+        runbook="Shorten `liftoff:stream.retentionHours` (applied in place), or grow the "
+        "JetStream volumes by README 'Resizing a volume (Kubernetes)' (a changed "
+        "`liftoff:stream.storageGb` alone is refused: it would replace the NATS StatefulSet); "
         "check that consumers are not lagging (storage holds retention, not lag).",
         expr="max by (namespace, server_id) (nats_server_total_message_bytes / "
         "nats_server_max_storage) > {threshold}",
@@ -277,8 +278,10 @@ SIGNALS: tuple[Signal, ...] = (
         severity="critical",
         meaning="The database volume's free space is below the threshold share: Postgres "
         "stops accepting writes when it is full.",
-        runbook="Grow the volume (`liftoff:postgres.storageGb`; on AWS, storage autoscaling "
-        "grows it up to 4x by itself at 10 % free) and look for bloat or an unexpected table.",
+        runbook="Look for bloat or an unexpected table. Kubernetes: grow the volume by README "
+        "'Resizing a volume (Kubernetes)' (a changed `liftoff:postgres.storageGb` alone is "
+        "refused: it would replace the StatefulSet). AWS: raise `liftoff:postgres.storageGb` "
+        "(RDS grows it in place; storage autoscaling grows it up to 4x by itself at 10 % free).",
         expr="min by (namespace, persistentvolumeclaim) "
         '(kubelet_volume_stats_available_bytes{persistentvolumeclaim=~"data-postgres-.*"} / '
         'kubelet_volume_stats_capacity_bytes{persistentvolumeclaim=~"data-postgres-.*"}) '

@@ -14,6 +14,7 @@ from components.archive.kubernetes import ExternalArchive, ExternalArchiveArgs
 from components.config import PlatformConfig
 from components.consumers import KubernetesConsumersContract
 from components.consumers.kubernetes import KubernetesConsumers, KubernetesConsumersArgs
+from components.deployed import STORAGE_OUTPUT
 from components.ingest import KubernetesIngestContract
 from components.ingest.kubernetes import KubernetesCollector, KubernetesCollectorArgs
 from components.kube import StackContext
@@ -56,6 +57,12 @@ def build(parent: pulumi.Resource, name: str, config: PlatformConfig) -> Kuberne
     if config.observability.enabled:
         _observe(shared, parts)
     parts.outputs["namespace"] = parts.network.namespace
+    # Read back on the next update: a volume size cannot change through the StatefulSet.
+    assert config.postgres.kubernetes is not None and config.stream.kubernetes is not None
+    parts.outputs[STORAGE_OUTPUT] = {
+        "postgres": config.postgres.kubernetes.storage_gb,
+        "stream": config.stream.kubernetes.storage_gb,
+    }
     archive = config.archive.kubernetes
     if archive is not None:
         parts.outputs["archive"] = {"bucket": archive.bucket_name, "endpoint": archive.endpoint}

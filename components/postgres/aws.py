@@ -15,6 +15,7 @@ import pulumi_random as random
 from components import aws_iam
 from components.aws_lambda import packaged_function
 from components.aws_logs import LogSettings, log_group
+from components.deployed import own_stack
 from components.network import AwsNetworkContract, AwsPeer, Grant
 from components.observability import CloudWatchMetrics
 from components.postgres import (
@@ -202,7 +203,7 @@ class RdsPostgres(pulumi.ComponentResource):
             check_major_version(deployed, settings.version, upgrade_in_place=True)
             return deployed is not None and deployed != settings.version
 
-        return deployed_major_version(name, self).apply(major_upgrade)
+        return deployed_major_version(own_stack(name, self)).apply(major_upgrade)
 
     def _declare_generation(self, name: str, args: RdsPostgresArgs) -> random.RandomId:
         child = pulumi.ResourceOptions(parent=self)

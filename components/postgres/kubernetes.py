@@ -13,6 +13,7 @@ import pulumi_random as random
 
 from components import kube
 from components.archive import Archive
+from components.deployed import check_storage_size, deployed_storage_gb, own_stack
 from components.network import Grant, KubernetesPeer
 from components.postgres import (
     CLIENT_LABEL,
@@ -124,20 +125,28 @@ class KubernetesPostgres(pulumi.ComponentResource):
     ) -> None:
         settings = args.settings
         network = self._network
-        # A new major cannot start on the old data directory: refuse the change before the
-        # StatefulSet is touched (the image is only known once the check has passed).
+        # A new major cannot start on the old data directory, a new size cannot reach the
+        # volume: refuse either change before the StatefulSet is touched (the image is only
+        # known once the checks have passed).
         image = kube.image(f"{IMAGE_REPOSITORY}:{settings.image_tag}", args.context.image_registry)
 
-        def checked(deployed: str | None) -> str:
+        def checked(deployed: list[Any]) -> str:
+            major, storage_gb = deployed
             check_major_version(
-                deployed,
+                major,
                 settings.version,
                 upgrade_in_place=False,
                 migrated_from=settings.major_upgrade_from,
             )
+            check_storage_size(
+                "postgres", storage_gb, settings.storage_gb, settings.storage_resized_from
+            )
             return image
 
-        checked_image = deployed_major_version(name, self).apply(checked)
+        reference = own_stack(name, self)
+        checked_image = pulumi.Output.all(
+            deployed_major_version(reference), deployed_storage_gb(reference, "postgres")
+        ).apply(checked)
         self.stateful_set = k8s.apps.v1.StatefulSet(
             f"{name}-statefulset",
             metadata=network.metadata(SERVICE_NAME, self.labels),

@@ -14,12 +14,9 @@ MAJOR_VERSION_OUTPUT = "postgresMajorVersion"
 UPGRADE_PROCEDURE = "README.md, 'Postgres major version upgrade'"
 
 
-def deployed_major_version(name: str, parent: pulumi.Resource) -> pulumi.Output[str | None]:
-    """The major version this stack last deployed, or None on a stack that never ran."""
-    own_stack = f"{pulumi.get_organization()}/{pulumi.get_project()}/{pulumi.get_stack()}"
-    reference = pulumi.StackReference(
-        f"{name}-deployed", stack_name=own_stack, opts=pulumi.ResourceOptions(parent=parent)
-    )
+def deployed_major_version(reference: pulumi.StackReference) -> pulumi.Output[str | None]:
+    """The major version this stack last deployed (`reference`: the stack itself, see
+    components.deployed.own_stack), or None on a stack that never ran."""
     return reference.get_output(MAJOR_VERSION_OUTPUT).apply(lambda v: str(v) if v else None)
 
 

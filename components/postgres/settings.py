@@ -68,6 +68,9 @@ class KubernetesPostgresSettings(_PostgresCommon):
     major_upgrade_from: str | None = None
     """Default: none. The major version this stack ran before `version`, set once the data
     was moved by the documented upgrade procedure (README)."""
+    storage_resized_from: int | None = None
+    """Default: none. The `storageGb` this stack had before, set once its volume was grown
+    and its StatefulSet removed by the documented procedure (README, 'Resizing a volume')."""
 
     @property
     def image_tag(self) -> str:
@@ -105,6 +108,7 @@ def read_postgres(stack: StackReading, *, deletion_protection: bool = True) -> P
     instance_class, resources = _read_size(reader, target)
     backup_schedule = _read_backup_schedule(reader, target)
     apply_immediately, major_upgrade_from = _read_upgrades(reader, target, version)
+    resized_from = _read_resized_from(reader, target)
     high_availability = reader.boolean("highAvailability", AwsPostgresSettings.high_availability)
     common = _PostgresCommon(
         version=version or DEFAULT_POSTGRES_VERSION,
@@ -130,6 +134,7 @@ def read_postgres(stack: StackReading, *, deletion_protection: bool = True) -> P
             resources=resources,
             backup_schedule=backup_schedule,
             major_upgrade_from=major_upgrade_from,
+            storage_resized_from=resized_from,
         )
         return PostgresSettings(kubernetes=kubernetes)
     return PostgresSettings()
@@ -192,3 +197,12 @@ def _read_upgrades(
             f"an older major than version ({version}): the one the data was migrated from",
         )
     return False, major_upgrade_from
+
+
+def _read_resized_from(reader: ConfigReader, target: Target | None) -> int | None:
+    """The size a Kubernetes volume was grown from by the resize procedure (RDS grows its
+    storage in place)."""
+    if target == "aws":
+        reader.reject("storageResizedFrom", "only with target 'kubernetes' (RDS resizes in place)")
+        return None
+    return reader.optional_integer("storageResizedFrom", minimum=1, maximum=65536)

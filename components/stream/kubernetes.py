@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,7 @@ import pulumi_kubernetes as k8s
 
 from components import kube
 from components.charts import ChartSource, deep_merge, load_chart_pin
+from components.deployed import check_storage_size, deployed_storage_gb, own_stack
 from components.network import Grant, KubernetesPeer
 from components.observability import MetricsTarget
 from components.stream import STREAM_NAME, StreamConnection
@@ -91,6 +93,15 @@ def events_max_bytes(settings: KubernetesStream) -> int:
     """``max_bytes`` of each partition's EVENTS stream: EVENTS_SHARE_OF_STORAGE of the volume,
     split evenly over the partitions."""
     return int(settings.storage_gb * 2**30 * EVENTS_SHARE_OF_STORAGE) // settings.partitions
+
+
+def required_storage_gb(
+    events_per_second: float, mean_event_bytes: int, retention_hours: int
+) -> int:
+    """The smallest `storageGb` whose EVENTS share holds `retention_hours` of events at
+    `events_per_second` (the README's sizing formula; every server holds a full copy)."""
+    retained = events_per_second * mean_event_bytes * retention_hours * 3600
+    return math.ceil(retained / 2**30 / EVENTS_SHARE_OF_STORAGE)
 
 
 def dead_letter_max_bytes(settings: KubernetesStream) -> int:
@@ -203,11 +214,19 @@ class NatsJetStream(pulumi.ComponentResource):
         self.labels = kube.labels("nats", args.context.stack, args.context.tags)
         pin = load_chart_pin("nats")
         self.values = nats_values(args)
+
+        def checked(deployed: int | None) -> dict[str, Any]:
+            # The size is in the chart's volumeClaimTemplates: refused before the chart (and
+            # the max_file_store and max_bytes computed from it) changes.
+            resized_from = settings.storage_resized_from
+            check_storage_size("stream", deployed, settings.storage_gb, resized_from)
+            return self.values
+
         self.chart = k8s.helm.v4.Chart(
             f"{name}-chart",
             name=RELEASE,
             namespace=network.namespace_name,
-            values=self.values,
+            values=deployed_storage_gb(own_stack(name, self), "stream").apply(checked),
             **pin.source_args(args.chart_source),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[network.default_deny]),
         )

@@ -49,6 +49,10 @@ class KubernetesStream:
     )
     """Default: 1 CPU / 2Gi, requests equal to limits. Each NATS server (GOMEMLIMIT is set
     to 80% of the memory limit)."""
+    storage_resized_from: int | None = None
+    """Default: none. The `storageGb` this stack had before, set once its volumes were grown
+    and the NATS StatefulSet removed by the documented procedure (README, 'Resizing a
+    volume')."""
     partitions: int = default_partitions(PRODUCTION_REPLICAS)
     """JetStream streams the events are spread over by user (1..64; each partition is its
     own stream with its own fsync, so durable throughput grows with it). Default:
@@ -108,6 +112,7 @@ def _read_kubernetes_stream(reader: ConfigReader) -> KubernetesStream:
         reader.problem("replicas", replicas, "1, 3 or 5 (JetStream needs an odd quorum)")
         replicas = defaults.replicas
     storage = reader.integer("storageGb", defaults.storage_gb, minimum=1, maximum=65536)
+    resized_from = reader.optional_integer("storageResizedFrom", minimum=1, maximum=65536)
     durability = reader.string(
         "durability",
         "always" if replicas >= 3 else "periodic",
@@ -128,6 +133,7 @@ def _read_kubernetes_stream(reader: ConfigReader) -> KubernetesStream:
         retention_hours=retention,
         replicas=replicas,
         storage_gb=storage,
+        storage_resized_from=resized_from,
         durability=durability,
         duplicate_window_minutes=window,
         resources=resources,

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from components.charts import load_chart_pin
+from components.stream.kubernetes import (
+    EVENTS_SHARE_OF_STORAGE,
+    events_max_bytes,
+    required_storage_gb,
+)
+from components.stream.settings import KubernetesStream
 from tests.conftest import stack_run
 from tests.harness import run_program
 
 CHART = "kubernetes:helm.sh/v4:Chart"
 JOB = "kubernetes:batch/v1:Job"
+README = Path(__file__).resolve().parents[3] / "README.md"
 
 
 def test_chart_is_the_pinned_official_nats_chart():
@@ -230,3 +239,20 @@ def test_nats_servers_are_guaranteed_pods_with_go_and_jetstream_limits_below_the
     merged = only_limits.one(CHART, "liftoff-stream-chart").inputs["values"]["container"]
     assert merged["merge"]["resources"]["requests"] == {"cpu": "1", "memory": "1Gi"}
     assert merged["env"] == {"GOMEMLIMIT": "819MiB"}
+
+
+def test_the_readme_sizing_formula_is_the_streams_share():
+    """The README sizes storageGb by the share the EVENTS streams really get (one constant),
+    and a stack sized by it holds the retention it was sized for."""
+    row = next(
+        line for line in README.read_text().splitlines() if "| NATS (`liftoff:stream`)" in line
+    )
+    assert f"÷ 2^30 ÷ {EVENTS_SHARE_OF_STORAGE}" in row and "`EVENTS_SHARE_OF_STORAGE`" in row
+    rate, size, hours = 200, 1000, 168  # the README's example: 200/s x 1 KB x 168 h
+    storage_gb = required_storage_gb(rate, size, hours)
+    assert f"`storageGb: {storage_gb}`" in row
+    for partitions in (1, 8, 64):
+        settings = KubernetesStream(storage_gb=storage_gb, partitions=partitions)
+        assert events_max_bytes(settings) * partitions >= rate * size * hours * 3600
+        smaller = KubernetesStream(storage_gb=storage_gb - 1, partitions=partitions)
+        assert events_max_bytes(smaller) * partitions < rate * size * hours * 3600
