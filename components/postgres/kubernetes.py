@@ -33,6 +33,10 @@ from components.postgres.pods import (
 from components.postgres.settings import KubernetesPostgresSettings
 
 
+# The input path of the data claim template's labels (see _declare_server).
+CLAIM_TEMPLATE_LABELS = "spec.volumeClaimTemplates[0].metadata.labels"
+
+
 @dataclass(frozen=True)
 class KubernetesPostgresArgs(kube.CapabilityArgs):
     settings: KubernetesPostgresSettings
@@ -153,7 +157,12 @@ class KubernetesPostgres(pulumi.ComponentResource):
             spec=stateful_set_spec(
                 args.context, settings, self.labels, self.selector, checked_image
             ),
-            opts=child,
+            # The claim template carries the stack's tags as labels, and any template change
+            # replaces the StatefulSet; the existing claim keeps its labels either way (a
+            # template only shapes new claims), so a tags change leaves the template alone.
+            opts=pulumi.ResourceOptions.merge(
+                child, pulumi.ResourceOptions(ignore_changes=[CLAIM_TEMPLATE_LABELS])
+            ),
         )
 
     def _declare_access(self, name: str, child: pulumi.ResourceOptions) -> None:

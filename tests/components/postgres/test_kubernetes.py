@@ -270,3 +270,15 @@ def test_the_server_never_starts_on_a_data_directory_of_another_major():
     assert {"name": "data", "mountPath": "/var/lib/postgresql/data", "readOnly": True} in guard[
         "volumeMounts"
     ]
+
+
+def test_a_tags_change_leaves_the_claim_template_alone():
+    """Tags are labels everywhere, the claim template's too; a changed template replaces the
+    StatefulSet, so the engine keeps the template's labels as they were (the existing claim's
+    labels never change anyway)."""
+    sts = stack_run("kubernetes-private-cloud").one(
+        "kubernetes:apps/v1:StatefulSet", "liftoff-postgres-statefulset"
+    )
+    assert sts.ignore_changes == ["spec.volumeClaimTemplates[0].metadata.labels"]
+    labels = sts.inputs["spec"]["volumeClaimTemplates"][0]["metadata"]["labels"]
+    assert labels["owner"] == "data-platform"  # the path really holds the tags
