@@ -32,7 +32,6 @@ from components.postgres.pods import (
 )
 from components.postgres.settings import KubernetesPostgresSettings
 
-
 # The input path of the data claim template's labels (see _declare_server).
 CLAIM_TEMPLATE_LABELS = "spec.volumeClaimTemplates[0].metadata.labels"
 
