@@ -70,9 +70,13 @@ def previous_release() -> str:
 def previous_declarations() -> dict[str, Any]:
     """Every shipped stack as the previous release declares it (its own stack files)."""
     commit = previous_release()
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", commit], capture_output=True, check=True
-    ).stdout
+    archived = subprocess.run(["git", "-C", str(ROOT), "archive", commit], capture_output=True)
+    if archived.returncode != 0:
+        raise RuntimeError(
+            f"the previous release {commit} (.release/previous) is not in this clone "
+            f"(a shallow clone? git fetch --unshallow): {archived.stderr.decode()[-500:]}"
+        )
+    archive = archived.stdout
     with tempfile.TemporaryDirectory(prefix="liftoff-previous-") as checkout:
         with tarfile.open(fileobj=BytesIO(archive)) as tar:
             tar.extractall(checkout, filter="data")
@@ -133,11 +137,12 @@ def _upgrade_outcome(change: Change, path: Path) -> Outcome | None:
     previous = previous_declarations().get(stack)
     if previous is None:
         return None  # a stack this release ships for the first time
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=path.parent) as old_file:
-        old_file.write(previous["config_text"])
-        old_file.flush()
+    # Outside the repository: other test processes list stacks/ for the shipped stacks.
+    with tempfile.TemporaryDirectory(prefix="liftoff-upgrade-") as folder:
+        old_file = Path(folder) / path.name
+        old_file.write_text(previous["config_text"])
         # The same customer config; the stack's outputs are the previous release's.
-        run = run_program(old_file.name, stack=stack, previous_outputs=previous["outputs"])
+        run = run_program(old_file, stack=stack, previous_outputs=previous["outputs"])
     effects = diff(previous["resources"], records(run))
     return Outcome(change, stack, effects, verdict(effects))
 
