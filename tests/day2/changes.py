@@ -204,8 +204,13 @@ class Change:
     statement: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """The keys, by config key, that state the procedure was followed."""
     note: str = ""
+    stacks: tuple[str, ...] = ()
+    """A sample of the target's stacks (default: all of them): for a change that only moves a
+    number of a pod template or an API field, the production stack of its target."""
 
 
+# The production stack of each target: where sampled changes are declared.
+K8S_PRODUCTION, AWS_PRODUCTION = "kubernetes-private-cloud", "aws"
 RESIZE = "#resizing-a-volume-kubernetes"
 MAJOR = "#postgres-major-version-upgrade"
 PARTITIONS = "#partitions-and-a-full-stream"
@@ -239,14 +244,17 @@ CHANGES: tuple[Change, ...] = (
         "k8s-stream-retention", "`stream.retentionHours`", "kubernetes",
         _scaled("liftoff:stream", "retentionHours", 2, 168), IN_PLACE,
         note="the setup Job runs again and updates the streams",
+        stacks=(K8S_PRODUCTION,),
     ),
     Change(
         "k8s-stream-resources", "`stream.resources`", "kubernetes",
         _resources("liftoff:stream"), RESTART, note="NATS servers restart one at a time",
+        stacks=(K8S_PRODUCTION,),
     ),
     Change(
         "k8s-postgres-resources", "`postgres.resources`", "kubernetes",
         _resources("liftoff:postgres"), RESTART, note="the one server restarts (a short outage)",
+        stacks=(K8S_PRODUCTION,),
     ),
     Change(
         "k8s-postgres-major", "`postgres.version` 16 → 17", "kubernetes", _postgres_17,
@@ -260,10 +268,12 @@ CHANGES: tuple[Change, ...] = (
             _scaled("liftoff:ingest", "minReplicas", 2, 2)(c)
         ),
         IN_PLACE,
+        stacks=(K8S_PRODUCTION,),
     ),
     Change(
         "k8s-ingest-resources", "`ingest.resources`", "kubernetes",
         _resources("liftoff:ingest"), RESTART,
+        stacks=(K8S_PRODUCTION,),
     ),
     Change("k8s-add-source", "add a source", "kubernetes", _add_source, RESTART),
     Change("k8s-remove-source", "remove a source", "kubernetes", _remove_source, RESTART),
@@ -284,16 +294,42 @@ CHANGES: tuple[Change, ...] = (
     ),
     Change("k8s-archive", "add `archive`", "kubernetes", _archive_on, RESTART),
     Change("k8s-tags", "`tags`", "kubernetes", _tags, RESTART),
+    Change(
+        "k8s-stream-durability", "`stream.durability`", "kubernetes",
+        lambda c: _with(c, "liftoff:stream", durability="periodic"), RESTART,
+        stacks=(K8S_PRODUCTION,), note="the servers restart with the new sync_interval",
+    ),
+    Change(
+        "k8s-stream-duplicate-window", "`stream.duplicateWindowMinutes`", "kubernetes",
+        lambda c: _with(c, "liftoff:stream", duplicateWindowMinutes=10), IN_PLACE,
+        stacks=(K8S_PRODUCTION,),
+    ),
+    Change(
+        "k8s-postgres-backups", "`postgres.backupRetentionDays` / `backupSchedule`", "kubernetes",
+        lambda c: _with(c, "liftoff:postgres", backupRetentionDays=21, backupSchedule="5 2 * * *"),
+        IN_PLACE, stacks=(K8S_PRODUCTION,),
+    ),
+    Change(
+        "k8s-archive-batches", "`archive.batchMaxEvents` / `batchMaxSeconds`", "kubernetes",
+        lambda c: _with(c, "liftoff:archive", batchMaxEvents=20000, batchMaxSeconds=120),
+        RESTART, stacks=(K8S_PRODUCTION,), note="the archiver restarts",
+    ),
+    Change(
+        "k8s-airflow-workers", "`airflow.workers`", "kubernetes",
+        _scaled("liftoff:airflow", "workers", 2, 2), RESTART, stacks=(K8S_PRODUCTION,),
+    ),
     # --- AWS ---------------------------------------------------------------------------------
     Change(
         "aws-postgres-storage", "`postgres.storageGb` (grow)", "aws",
         _scaled("liftoff:postgres", "storageGb", 2, 20), IN_PLACE,
         note="RDS grows the volume online",
+        stacks=(AWS_PRODUCTION,),
     ),
     Change(
         "aws-postgres-class", "`postgres.instanceClass`", "aws",
         lambda c: _with(c, "liftoff:postgres", instanceClass="db.r7g.xlarge"), IN_PLACE,
         note="applied in the maintenance window unless `applyImmediately`",
+        stacks=(AWS_PRODUCTION,),
     ),
     Change(
         "aws-postgres-major", "`postgres.version` 16 → 17", "aws", _postgres_17, REPLACE,
@@ -311,10 +347,12 @@ CHANGES: tuple[Change, ...] = (
     Change(
         "aws-stream-retention", "`stream.retentionHours`", "aws",
         _scaled("liftoff:stream", "retentionHours", 2, 168), IN_PLACE,
+        stacks=(AWS_PRODUCTION,),
     ),
     Change(
         "aws-ingest-memory", "`ingest.memoryMb`", "aws",
         lambda c: _with(c, "liftoff:ingest", memoryMb=2048), IN_PLACE,
+        stacks=(AWS_PRODUCTION,),
     ),
     Change("aws-add-source", "add a source", "aws", _add_source, IN_PLACE),
     Change("aws-remove-source", "remove a source", "aws", _remove_source, IN_PLACE),
@@ -333,6 +371,26 @@ CHANGES: tuple[Change, ...] = (
         before=lambda c: _airflow_off(c) or c,
     ),
     Change("aws-tags", "`tags`", "aws", _tags, IN_PLACE),
+    Change(
+        "aws-postgres-backups", "`postgres.backupRetentionDays`", "aws",
+        lambda c: _with(c, "liftoff:postgres", backupRetentionDays=21), IN_PLACE,
+        stacks=(AWS_PRODUCTION,),
+    ),
+    Change(
+        "aws-ingest-throttling", "`ingest.throttlingRateLimit` / `throttlingBurstLimit`", "aws",
+        lambda c: _with(c, "liftoff:ingest", throttlingRateLimit=8000, throttlingBurstLimit=16000),
+        IN_PLACE, stacks=(AWS_PRODUCTION,),
+    ),
+    Change(
+        "aws-archive-batches", "`archive.batchMaxEvents` / `batchMaxSeconds`", "aws",
+        lambda c: _with(c, "liftoff:archive", batchMaxEvents=20000, batchMaxSeconds=120),
+        IN_PLACE, stacks=(AWS_PRODUCTION,),
+    ),
+    Change(
+        "aws-airflow-size", "`airflow.environmentClass` / `minWorkers` / `maxWorkers`", "aws",
+        lambda c: _with(c, "liftoff:airflow", environmentClass="mw1.large", maxWorkers=20),
+        IN_PLACE, stacks=(AWS_PRODUCTION,),
+    ),
     # --- liftoff itself ----------------------------------------------------------------------
     Change(
         "upgrade", "upgrade liftoff from the previous release", UPGRADE, _same, RESTART,
