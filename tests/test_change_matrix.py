@@ -115,10 +115,10 @@ def _anchors_of(heading: str) -> str:
 
 def test_the_readme_table_is_the_list() -> None:
     text = README.read_text()
-    start, end = "<!-- change-matrix:start -->\n", "<!-- change-matrix:end -->"
+    start, end = day2_cli.START, day2_cli.END
     assert start in text and end in text, "README: the change-matrix markers are missing"
     table = text.split(start, 1)[1].split(end, 1)[0].strip()
-    assert table == day2_cli.table(), "regenerate it: python -m tests.day2"
+    assert table == day2_cli.table(), "regenerate it: python -m tests.day2 --readme"
 
 
 def test_the_previous_release_is_a_recorded_commit() -> None:

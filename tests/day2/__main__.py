@@ -1,6 +1,7 @@
-"""`python -m tests.day2`: the README's change matrix table, from `changes.CHANGES` (paste it
-between the README's `change-matrix` markers; tests/test_change_matrix.py checks it), or with
-`--explain` every change's effects on every stack, as the test computes them."""
+"""`python -m tests.day2`: the README's change matrix table, from `changes.CHANGES`
+(tests/test_change_matrix.py checks the README has it; `--readme` writes it between the
+README's `change-matrix` markers), or with `--explain` every change's effects on every stack,
+as the test computes them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import argparse
 import logging
 
 from tests.day2.changes import CHANGES, UPGRADE
+from tests.harness import ROOT
+
+START, END = "<!-- change-matrix:start -->\n", "<!-- change-matrix:end -->"
 
 TARGETS = {"aws": "AWS", "kubernetes": "Kubernetes", UPGRADE: "both"}
 
@@ -38,11 +42,22 @@ def explain() -> None:
             print(f"    {effect.action} {effect.resource} {effect.why[:160]}{loses}")
 
 
+def write_readme() -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    head, rest = text.split(START, 1)
+    readme.write_text(f"{head}{START}{table()}\n{END}{rest.split(END, 1)[1]}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.day2", description=__doc__)
     parser.add_argument("--explain", action="store_true")
-    if parser.parse_args().explain:
+    parser.add_argument("--readme", action="store_true")
+    arguments = parser.parse_args()
+    if arguments.explain:
         explain()
+    elif arguments.readme:
+        write_readme()
     else:
         print(table())
 
