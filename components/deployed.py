@@ -1,15 +1,14 @@
-"""What this stack's previous update deployed, read back from its own outputs, and the
-changes that need a procedure first (Kubernetes: a volume size, the stream's partitions).
+"""What this stack's previous update deployed, read back from its own outputs, and the volume
+size changes that needs.
 
 A Kubernetes StatefulSet's `volumeClaimTemplates` cannot change: the API server refuses the
 update and pulumi-kubernetes replaces the StatefulSet instead (every pod down at once), while
 the retained claims keep their old size. So a changed `storageGb` is refused until the
 operator has grown the claims and removed the StatefulSet by the documented procedure, and says
-so (`storageResizedFrom`: the size the stack had). A new partition count would move users to
-other streams while their older events are unconsumed: refused until the old streams were
-drained and removed (`partitionsChangedFrom`). Both are exported as stack outputs and read back
-on the next update through a StackReference to the stack itself, deterministic in preview; a
-stack that never exported them (new, or last updated by an older release) is not checked.
+so (`storageResizedFrom`: the size the stack had). The sizes are exported as a stack output
+and read back on the next update through a StackReference to the stack itself, deterministic
+in preview; a stack that never exported them (new, or last updated by an older release) is
+not checked.
 """
 
 from __future__ import annotations
