@@ -21,9 +21,6 @@ import pulumi
 # {"postgres": 20, "stream": 10} (Kubernetes only: RDS resizes its storage in place).
 STORAGE_OUTPUT = "storageGb"
 RESIZE_PROCEDURE = "README.md, 'Resizing a volume (Kubernetes)'"
-# The JetStream partition count the stack's stream was created with (Kubernetes).
-PARTITIONS_OUTPUT = "streamPartitions"
-PARTITIONS_PROCEDURE = "README.md, 'Partitions and a full stream'"
 
 
 def own_stack(name: str, parent: pulumi.Resource) -> pulumi.StackReference:
@@ -66,31 +63,4 @@ def check_storage_size(
         f"{RESIZE_PROCEDURE}: grow each claim in place (a StorageClass with "
         "allowVolumeExpansion), delete the StatefulSet with --cascade=orphan, then set "
         f"storageGb: {configured} and storageResizedFrom: {deployed}."
-    )
-
-
-def deployed_partitions(reference: pulumi.StackReference) -> pulumi.Output[int | None]:
-    """The stream's partition count the previous update deployed, or None."""
-    return reference.get_output(PARTITIONS_OUTPUT).apply(lambda v: int(v) if v else None)
-
-
-class PartitionCountChange(ValueError):
-    """`liftoff:stream.partitions` differs from the partition count of the live stream."""
-
-
-def check_partitions(deployed: int | None, configured: int, changed_from: int | None) -> None:
-    """Refuse another partition count than the live stream's before anything rolls out (the
-    stream setup Job would refuse it too, after the collector moved to the new count), unless
-    the operator states the old streams were drained and removed (`partitionsChangedFrom`)."""
-    if deployed is None or deployed == configured:
-        return
-    if changed_from is not None and changed_from == deployed:
-        return
-    raise PartitionCountChange(
-        f"liftoff:stream.partitions: got {configured}; allowed: {deployed}, the partition "
-        "count of this stack's stream (when `partitions` is not set its default follows "
-        f"`replicas`: set partitions: {deployed} to keep it). A new count would move users to "
-        "other streams while their older events are unconsumed. To change it, follow "
-        f"{PARTITIONS_PROCEDURE} (stop ingestion, let every consumer drain, remove the old "
-        f"streams), then set partitions: {configured} and partitionsChangedFrom: {deployed}."
     )

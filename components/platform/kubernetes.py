@@ -14,7 +14,7 @@ from components.archive.kubernetes import ExternalArchive, ExternalArchiveArgs
 from components.config import PlatformConfig
 from components.consumers import KubernetesConsumersContract
 from components.consumers.kubernetes import KubernetesConsumers, KubernetesConsumersArgs
-from components.deployed import PARTITIONS_OUTPUT, STORAGE_OUTPUT
+from components.deployed import STORAGE_OUTPUT
 from components.ingest import KubernetesIngestContract
 from components.ingest.kubernetes import KubernetesCollector, KubernetesCollectorArgs
 from components.kube import StackContext
@@ -63,7 +63,6 @@ def build(parent: pulumi.Resource, name: str, config: PlatformConfig) -> Kuberne
         "postgres": config.postgres.kubernetes.storage_gb,
         "stream": config.stream.kubernetes.storage_gb,
     }
-    parts.outputs[PARTITIONS_OUTPUT] = config.stream.kubernetes.partitions
     archive = config.archive.kubernetes
     if archive is not None:
         parts.outputs["archive"] = {"bucket": archive.bucket_name, "endpoint": archive.endpoint}

@@ -13,13 +13,7 @@ import pulumi_kubernetes as k8s
 
 from components import kube
 from components.charts import ChartSource, deep_merge, load_chart_pin
-from components.deployed import (
-    check_partitions,
-    check_storage_size,
-    deployed_partitions,
-    deployed_storage_gb,
-    own_stack,
-)
+from components.deployed import check_storage_size, deployed_storage_gb, own_stack
 from components.network import Grant, KubernetesPeer
 from components.observability import MetricsTarget
 from components.stream import STREAM_NAME, StreamConnection
@@ -221,23 +215,18 @@ class NatsJetStream(pulumi.ComponentResource):
         pin = load_chart_pin("nats")
         self.values = nats_values(args)
 
-        def checked(deployed: list[Any]) -> dict[str, Any]:
-            # The size is in the chart's volumeClaimTemplates, the partition count in every
-            # client's stream URL: refused before the chart (and the max_file_store and
-            # max_bytes computed from the size) or any client changes.
-            storage_gb, partitions = deployed
+        def checked(deployed: int | None) -> dict[str, Any]:
+            # The size is in the chart's volumeClaimTemplates: refused before the chart (and
+            # the max_file_store and max_bytes computed from it) changes.
             resized_from = settings.storage_resized_from
-            check_storage_size("stream", storage_gb, settings.storage_gb, resized_from)
-            check_partitions(partitions, settings.partitions, settings.partitions_changed_from)
+            check_storage_size("stream", deployed, settings.storage_gb, resized_from)
             return self.values
 
-        reference = own_stack(name, self)
-        deployed = [deployed_storage_gb(reference, "stream"), deployed_partitions(reference)]
         self.chart = k8s.helm.v4.Chart(
             f"{name}-chart",
             name=RELEASE,
             namespace=network.namespace_name,
-            values=pulumi.Output.all(*deployed).apply(checked),
+            values=deployed_storage_gb(own_stack(name, self), "stream").apply(checked),
             **pin.source_args(args.chart_source),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[network.default_deny]),
         )

@@ -53,10 +53,6 @@ class KubernetesStream:
     """Default: none. The `storageGb` this stack had before, set once its volumes were grown
     and the NATS StatefulSet removed by the documented procedure (README, 'Resizing a
     volume')."""
-    partitions_changed_from: int | None = None
-    """Default: none. The partition count the stream had, set once the old streams were
-    drained and removed by the documented procedure (README, 'Partitions and a full
-    stream')."""
     partitions: int = default_partitions(PRODUCTION_REPLICAS)
     """JetStream streams the events are spread over by user (1..64; each partition is its
     own stream with its own fsync, so durable throughput grows with it). Default:
@@ -131,9 +127,6 @@ def _read_kubernetes_stream(reader: ConfigReader) -> KubernetesStream:
         minimum=MIN_PARTITIONS,
         maximum=MAX_PARTITIONS,
     )
-    changed_from = reader.optional_integer(
-        "partitionsChangedFrom", minimum=MIN_PARTITIONS, maximum=MAX_PARTITIONS
-    )
     resources = _read_nats_resources(reader, defaults.resources)
     reject_other_target(reader, AwsStream, KubernetesStream, "aws")
     return KubernetesStream(
@@ -145,7 +138,6 @@ def _read_kubernetes_stream(reader: ConfigReader) -> KubernetesStream:
         duplicate_window_minutes=window,
         resources=resources,
         partitions=partitions,
-        partitions_changed_from=changed_from,
     )
 
 

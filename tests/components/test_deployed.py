@@ -10,7 +10,7 @@ import json
 import pytest
 
 from components.config import load_config
-from components.deployed import PARTITIONS_OUTPUT, STORAGE_OUTPUT
+from components.deployed import STORAGE_OUTPUT
 from components.validation import ConfigError
 from tests.conftest import stack_run
 from tests.harness import run_program
@@ -88,39 +88,3 @@ def test_storage_resized_from_is_kubernetes_only(key):
     }
     with pytest.raises(ConfigError, match=rf"liftoff:{key}\.storageResizedFrom: .*only with"):
         load_config(values, project="liftoff", stack="dev")
-
-
-PRIVATE_CLOUD = "stacks/kubernetes-private-cloud.yaml"
-
-
-def test_a_changed_partition_count_is_refused_with_the_procedure():
-    deployed = stack_run("kubernetes-private-cloud").outputs
-    assert deployed[PARTITIONS_OUTPUT] == 8 and stack_run("dev").outputs[PARTITIONS_OUTPUT] == 1
-    stream = {"replicas": 3, "storageGb": 100, "partitions": 16}
-    with pytest.raises(ValueError) as error:
-        run_program(PRIVATE_CLOUD, overrides={"liftoff:stream": stream}, previous_outputs=deployed)
-    message = str(error.value)
-    assert "liftoff:stream.partitions: got 16; allowed: 8" in message
-    assert "Partitions and a full stream" in message and "partitionsChangedFrom: 8" in message
-    stated = run_program(
-        PRIVATE_CLOUD,
-        overrides={"liftoff:stream": {**stream, "partitionsChangedFrom": 8}},
-        previous_outputs=deployed,
-    )
-    assert stated.outputs[PARTITIONS_OUTPUT] == 16
-
-
-def test_a_default_that_follows_replicas_cannot_move_the_partitions():
-    """dev's single-server stream has 1 partition; 3 servers would default to 8."""
-    deployed = stack_run("dev").outputs
-    stream = {"replicas": 3, "storageGb": 2}
-    with pytest.raises(ValueError, match="set partitions: 1 to keep it"):
-        run_program(
-            "Pulumi.dev.yaml", overrides={"liftoff:stream": stream}, previous_outputs=deployed
-        )
-    kept = run_program(
-        "Pulumi.dev.yaml",
-        overrides={"liftoff:stream": {**stream, "partitions": 1}},
-        previous_outputs=deployed,
-    )
-    assert kept.outputs[PARTITIONS_OUTPUT] == 1

@@ -69,22 +69,15 @@ def _resized(key: str, default: int) -> Callable[[Config], Config]:
     return change
 
 
-def _partitions(config: Config) -> int:
-    stream = config.get("liftoff:stream") or {}
-    return int(stream.get("partitions", 8 if int(stream.get("replicas", 3)) >= 3 else 1))
-
-
 def _more_replicas(config: Config) -> Config:
-    """More servers, the partition count kept (its default follows replicas: the program
-    refuses a change of it on a live stream)."""
     replicas = int((config.get("liftoff:stream") or {}).get("replicas", 3))
-    more = {1: 3, 3: 5}.get(replicas, replicas)
-    return _with(config, "liftoff:stream", replicas=more, partitions=_partitions(config))
+    return _with(config, "liftoff:stream", replicas={1: 3, 3: 5}.get(replicas, replicas))
 
 
 def _more_partitions(config: Config) -> Config:
-    current = _partitions(config)
-    return _with(config, "liftoff:stream", partitions=current * 2, partitionsChangedFrom=current)
+    stream = config.get("liftoff:stream") or {}
+    current = int(stream.get("partitions", 8 if int(stream.get("replicas", 3)) >= 3 else 1))
+    return _with(config, "liftoff:stream", partitions=current * 2)
 
 
 def _resources(key: str) -> Callable[[Config], Config]:
@@ -239,15 +232,13 @@ CHANGES: tuple[Change, ...] = (
     ),
     Change(
         "k8s-stream-replicas", "`stream.replicas` (1 → 3, 3 → 5)", "kubernetes",
-        _more_replicas, RESTART,
-        note="keep `partitions` at the stream's count: its default follows `replicas` (1 → 8 "
-        "from 3 servers), and the program refuses a new count on a live stream",
+        _more_replicas, PROCEDURE, procedure=PARTITIONS,
+        note="without `partitions` set, 1 → 3 also changes the default partition count "
+        "(1 → 8): set `partitions` to the current count to keep it (then: restart)",
     ),
     Change(
         "k8s-stream-partitions", "`stream.partitions`", "kubernetes", _more_partitions,
-        PROCEDURE, procedure=PARTITIONS, refused=True,
-        statement={"liftoff:stream": ("partitionsChangedFrom",)},
-        note="users would move to other partitions with older events unconsumed",
+        PROCEDURE, procedure=PARTITIONS, note="the stream setup Job refuses it on a live stream",
     ),
     Change(
         "k8s-stream-retention", "`stream.retentionHours`", "kubernetes",

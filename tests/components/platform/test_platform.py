@@ -94,7 +94,7 @@ def test_outputs_are_the_shared_ones_plus_each_targets_own():
     }  # fmt: skip
     kubernetes = stack_run("kubernetes-private-cloud")
     assert set(kubernetes.outputs) - COMMON_OUTPUTS == {
-        "namespace", "archive", "airflowUrl", "warehouse", "storageGb", "streamPartitions"
+        "namespace", "archive", "airflowUrl", "warehouse", "storageGb"
     }  # fmt: skip
     assert set(kubernetes.outputs["archive"]) == {"bucket", "endpoint"}
     assert "writeKeys" in aws.secret_outputs and "writeKeys" in kubernetes.secret_outputs
