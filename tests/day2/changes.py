@@ -69,15 +69,20 @@ def _resized(key: str, default: int) -> Callable[[Config], Config]:
     return change
 
 
+def _partitions(config: Config) -> int:
+    stream = config.get("liftoff:stream") or {}
+    return int(stream.get("partitions", 8 if int(stream.get("replicas", 3)) >= 3 else 1))
+
+
 def _more_replicas(config: Config) -> Config:
+    """More servers, the partition count kept (its default follows replicas)."""
     replicas = int((config.get("liftoff:stream") or {}).get("replicas", 3))
-    return _with(config, "liftoff:stream", replicas={1: 3, 3: 5}.get(replicas, replicas))
+    more = {1: 3, 3: 5}.get(replicas, replicas)
+    return _with(config, "liftoff:stream", replicas=more, partitions=_partitions(config))
 
 
 def _more_partitions(config: Config) -> Config:
-    stream = config.get("liftoff:stream") or {}
-    current = int(stream.get("partitions", 8 if int(stream.get("replicas", 3)) >= 3 else 1))
-    return _with(config, "liftoff:stream", partitions=current * 2)
+    return _with(config, "liftoff:stream", partitions=_partitions(config) * 2)
 
 
 def _resources(key: str) -> Callable[[Config], Config]:
@@ -232,9 +237,9 @@ CHANGES: tuple[Change, ...] = (
     ),
     Change(
         "k8s-stream-replicas", "`stream.replicas` (1 → 3, 3 → 5)", "kubernetes",
-        _more_replicas, PROCEDURE, procedure=PARTITIONS,
-        note="without `partitions` set, 1 → 3 also changes the default partition count "
-        "(1 → 8): set `partitions` to the current count to keep it (then: restart)",
+        _more_replicas, RESTART,
+        note="with `partitions` kept at the stream's count: its default follows `replicas` "
+        "(1 → 8 from 3 servers), and a new count needs the partitions procedure",
     ),
     Change(
         "k8s-stream-partitions", "`stream.partitions`", "kubernetes", _more_partitions,
