@@ -226,7 +226,7 @@ class NatsJetStream(pulumi.ComponentResource):
             f"{name}-chart",
             name=RELEASE,
             namespace=network.namespace_name,
-            values=deployed_storage_gb(own_stack(name, self), "stream").apply(checked),
+            values=deployed_storage_gb(own_stack(name, self, "storage"), "stream").apply(checked),
             **pin.source_args(args.chart_source),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[network.default_deny]),
         )
