@@ -287,7 +287,8 @@ CHANGES: tuple[Change, ...] = (
     ),
     Change(
         "k8s-remove-destination", "remove a destination", "kubernetes", _remove_destination,
-        IN_PLACE, note="its durable consumers are left on the stream (see the runtime half)",
+        IN_PLACE, note="its pods go; its durable consumers are not Pulumi resources (the "
+        "stream setup Job's runtime half)",
     ),
     Change(
         "k8s-observability", "enable `observability`", "kubernetes", _observability_on,
