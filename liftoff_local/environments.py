@@ -92,6 +92,7 @@ def ensure_stream(plan: LocalPlan, place: LocalPlace) -> LocalProcess:
         retention_hours=stream.retention_hours,
         replicas=1,
         duplicate_window_seconds=stream.duplicate_window_minutes * 60,
+        consumers=declared_consumers(plan),
         log_level="WARNING",
     )
     return LocalProcess(
@@ -188,6 +189,13 @@ def _broadcaster(local: LocalDestination, place: LocalPlace, health_port: int) -
     return LocalProcess(
         local.consumer_name, "broadcaster", process, _env(process, settings), health_port
     )
+
+
+def declared_consumers(plan: LocalPlan) -> tuple[str, ...]:
+    """The durable consumers the stack declares, as the deployed setup Job is told: those of
+    a destination that does not run locally (no credential) too, so its durable is kept."""
+    names = [archiver.NAME, *([loader.NAME] if plan.warehouse.enabled else [])]
+    return (*names, *(local.consumer_name for local in plan.destinations))
 
 
 def consumers(plan: LocalPlan, place: LocalPlace) -> list[LocalProcess]:

@@ -43,6 +43,8 @@ class DeclaredResource:
     """Input paths whose values were Pulumi secrets (stored encrypted in state)."""
     retain_on_delete: bool = False
     protect: bool = False
+    ignore_changes: list[str] = field(default_factory=list)
+    """Input properties whose changes the engine ignores (`ignore_changes`), as sent."""
 
 
 @dataclass
@@ -266,6 +268,7 @@ class RecordingMonitor(mocks.MockMonitor):
                     dependencies=list(request.dependencies),
                     retain_on_delete=bool(request.retainOnDelete),
                     protect=bool(request.protect),
+                    ignore_changes=list(request.ignoreChanges),
                 )
             )
         return response

@@ -85,6 +85,10 @@ class NatsJetStreamArgs(kube.CapabilityArgs):
     """Default: the pinned upstream repository (`charts/nats.yaml`)."""
     metrics_exporter: bool = False
     """Default: false. The chart's Prometheus exporter sidecar (liftoff:observability)."""
+    consumers: tuple[str, ...] = ()
+    """The durable consumers the stack runs (`components.consumers.stream_consumers`): the
+    setup Job deletes liftoff's others, e.g. a removed destination's. Default: none named,
+    none deleted."""
 
 
 def events_max_bytes(settings: KubernetesStream) -> int:
@@ -242,6 +246,7 @@ class NatsJetStream(pulumi.ComponentResource):
                 duplicate_window_seconds=settings.duplicate_window_minutes * 60,
                 max_bytes=events_max_bytes(settings),
                 dead_letter_max_bytes=dead_letter_max_bytes(settings),
+                consumers=args.consumers or None,
             )
         )
         # Jobs are immutable: a change of stream settings is a new Job with a new name.

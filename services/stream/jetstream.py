@@ -28,6 +28,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from services.events.model import StreamRecord
 from services.stream.address import JetStreamAddress
 from services.stream.base import StreamSettings, StreamUnavailable
 from services.stream.contract import StreamAccess, credentials_file_of, credentials_problem
+from services.stream.durables import DECLARED_KEY, declared_metadata, remove_undeclared
 
 log = logging.getLogger("liftoff.stream.nats")
 
@@ -256,7 +258,7 @@ async def ensure_stream(
         js = nc.jetstream(timeout=timeout)
         await _refuse_partition_change(js, address)
         outcomes = [
-            await _ensure_one(js, _wanted_config(part, settings))
+            await _ensure_one(js, _wanted_config(part, settings), settings.consumers)
             for part in address.partition_addresses()
         ]
     finally:
@@ -285,16 +287,31 @@ def _wanted_config(address: JetStreamAddress, settings: StreamSettings) -> Strea
     )
 
 
-async def _ensure_one(js: JetStreamContext, wanted: StreamConfig) -> str:
+async def _ensure_one(
+    js: JetStreamContext, wanted: StreamConfig, consumers: Sequence[str] | None = None
+) -> str:
+    """Create or update one stream; with ``consumers``, also record them in its metadata and
+    delete liftoff's durables they do not name (``services.stream.durables``)."""
+    name = wanted.name or ""
     try:
-        current = (await js.stream_info(wanted.name or "")).config
+        current = (await js.stream_info(name)).config
     except nats.js.errors.NotFoundError:
-        await js.add_stream(wanted)
+        await js.add_stream(replace(wanted, metadata=declared_metadata(None, consumers)))
         return "created"
-    if _same(current, wanted):
-        return "unchanged"
-    await js.update_stream(wanted)
-    return "updated"
+    wanted = replace(wanted, metadata=declared_metadata(current.metadata, consumers))
+    outcome = "unchanged"
+    if not _same(current, wanted):
+        await js.update_stream(wanted)
+        outcome = "updated"
+    if consumers is not None:
+        # After the metadata: a consumer process of a removed destination, finding its
+        # durable gone, reads there that it is no longer declared and does not re-create it.
+        for removed in await remove_undeclared(js, name, consumers):
+            log.info(
+                "deleted a durable consumer the stack no longer declares",
+                extra={"fields": {"stream": name, "consumer": removed}},
+            )
+    return outcome
 
 
 async def _refuse_partition_change(js: JetStreamContext, address: JetStreamAddress) -> None:
@@ -332,6 +349,7 @@ def _same(current: StreamConfig, wanted: StreamConfig) -> bool:
             config.storage,
             config.num_replicas or 1,
             round(config.duplicate_window or 0, 3),
+            (config.metadata or {}).get(DECLARED_KEY),
         )
 
     return key(current) == key(wanted)

@@ -24,6 +24,7 @@ def stream_settings(settings: EnsureStreamSettings[str]) -> StreamSettings:
         duplicate_window_seconds=settings.duplicate_window_seconds
         or contract.DEFAULT_DUPLICATE_WINDOW_SECONDS,
         max_bytes=settings.max_bytes or contract.UNBOUNDED,
+        consumers=settings.consumers,
     )
 
 

@@ -3,13 +3,18 @@
 One durable **pull** consumer per consumer name (``LIFTOFF_CONSUMER_NAME``) on the stream named
 in ``LIFTOFF_STREAM_URL``, created if missing:
 
-- explicit ack, deliver all, unlimited redeliveries (a sink parks what can never succeed;
-  nothing is dropped by the server), ``ack_wait`` = ``LIFTOFF_CONSUMER_ACK_WAIT_SECONDS``
-  (default 30 s) and ``max_ack_pending`` = twice the batch size (at least 1000). While a batch
-  is being gathered or handled — including while the sink retries a down backend — its messages
-  are kept alive with ``in_progress`` every ``ack_wait / 3``, so ``ack_wait`` need not exceed
-  the worst batch time; it only bounds how long a *crashed* consumer's messages wait before
-  redelivery.
+- explicit ack, unlimited redeliveries (a sink parks what can never succeed; nothing is
+  dropped by the server); created delivering every message the stream holds (archiver,
+  loader) or, with ``start_at_end`` (broadcasters), only what arrives after its creation, so a
+  destination added to a running stack is not sent the whole retention. An existing durable
+  keeps its position and deliver policy (the server cannot change either). A durable that the
+  stream's recorded set (``services.stream.durables``) no longer declares is not re-created:
+  its destination was removed and its process is about to be.
+- ``ack_wait`` = ``LIFTOFF_CONSUMER_ACK_WAIT_SECONDS`` (default 30 s) and ``max_ack_pending`` =
+  twice the batch size (at least 1000). While a batch is being gathered or handled — including
+  while the sink retries a down backend — its messages are kept alive with ``in_progress`` every
+  ``ack_wait / 3``, so ``ack_wait`` need not exceed the worst batch time; it only bounds how long
+  a *crashed* consumer's messages wait before redelivery.
 - Batches are bounded by size (``max_events``) and age (``max_seconds`` since the first message
   of the batch arrived). The batch goes through :func:`services.consumers.runner.model.process`;
   then each message is acked (done), nak'ed with a delay (retry) or published to the dead letter and
@@ -55,11 +60,16 @@ from services.consumers.runner.signals import Signals
 from services.observability import Counters
 from services.stream.address import JetStreamAddress
 from services.stream.dead_letters import DeadLetter
+from services.stream.durables import declares
 from services.stream.jetstream import stream_credentials
 
 log = logging.getLogger("liftoff.consumer.jetstream")
 
 T = TypeVar("T")
+
+
+class NotDeclared(Exception):
+    """The durable is gone and the stream's recorded set no longer names it: not re-created."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,9 @@ class RunnerSettings:
     liveness_seconds: float = 120.0
     lag_interval_seconds: float = 15.0
     """How often the lag of every durable consumer of the stream is read from the server."""
+    start_at_end: bool = False
+    """Create the durable delivering only what arrives after its creation (a broadcaster);
+    default: everything the stream holds (the archive and the warehouse see every event)."""
 
     @property
     def max_ack_pending(self) -> int:
@@ -118,6 +131,8 @@ class JetStreamRunner(Signals, Acknowledging):
         self._pull_error: str | None = None
         self._progress = time.monotonic()
         self._stop = asyncio.Event()
+        self._lag_reported: set[str] = set()
+        self._bound = False  # the durable consumer exists and is ours to pull from
 
     # --- probes -------------------------------------------------------------------------------
 
@@ -231,7 +246,7 @@ class JetStreamRunner(Signals, Acknowledging):
     def _wanted(self) -> ConsumerConfig:
         return ConsumerConfig(
             durable_name=self.name,
-            deliver_policy=DeliverPolicy.ALL,
+            deliver_policy=DeliverPolicy.NEW if self.settings.start_at_end else DeliverPolicy.ALL,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self.settings.ack_wait_seconds,
             max_deliver=-1,
@@ -245,16 +260,25 @@ class JetStreamRunner(Signals, Acknowledging):
         try:
             current = (await js.consumer_info(stream, self.name)).config
         except nats.js.errors.NotFoundError:
+            if not declares((await js.stream_info(stream)).config.metadata, self.name):
+                raise NotDeclared from None
             await js.add_consumer(stream, wanted)
-            log.info("created durable consumer", extra={"fields": {"consumer": self.name}})
+            log.info(
+                "created durable consumer",
+                extra={"fields": {"consumer": self.name, "deliver": wanted.deliver_policy}},
+            )
             return
         if (current.ack_wait, current.max_ack_pending, current.filter_subject) != (
             wanted.ack_wait,
             wanted.max_ack_pending,
             wanted.filter_subject,
         ):
+            # Where it starts is fixed at creation: keep the existing durable's.
+            wanted.deliver_policy = current.deliver_policy
             try:
-                await js.update_consumer(stream, wanted)
+                # nats-py has no update call: the create request of an existing durable
+                # updates what the server lets change (ack wait, max ack pending, filter).
+                await js.add_consumer(stream, wanted)
             except nats.js.errors.Error as error:
                 log.warning(
                     "could not update the durable consumer; using it as it is",
@@ -263,10 +287,12 @@ class JetStreamRunner(Signals, Acknowledging):
 
     async def _bind(self) -> None:
         """Ensure the durable consumer and bind a pull subscription; retry until it works."""
+        self._bound = False
         while True:
             self._progress = time.monotonic()
             try:
                 await self._ensure_consumer()
+                self._bound = True
                 if self._inbox is None:
                     inbox = self._nc.new_inbox()
                     self._sub = await self._nc.subscribe(f"{inbox}.*", cb=self._on_message)
@@ -276,6 +302,13 @@ class JetStreamRunner(Signals, Acknowledging):
                     extra={"fields": {"consumer": self.name, "stream": self.address.stream}},
                 )
                 return
+            except NotDeclared:
+                log.warning(
+                    "the durable consumer was deleted and the stream no longer declares it "
+                    "(its destination was removed): not re-creating it",
+                    extra={"fields": {"consumer": self.name, "stream": self.address.stream}},
+                )
+                await self._sleep(5.0)
             except (TimeoutError, nats.errors.Error) as error:
                 log.warning(
                     "cannot bind the consumer yet (stream missing or broker down)",

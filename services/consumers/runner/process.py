@@ -239,11 +239,14 @@ def run_batches(
     batches: tuple[int | None, float | None],
     defaults: tuple[int, float],
     build_sink: Callable[[], Sink],
+    *,
+    start_at_end: bool = False,
 ) -> int:
     """``python -m services <consumer>``: ``batches`` (its batch bounds, unset → ``defaults``)
-    and its sink, run on its runtime settings."""
+    and its sink, run on its runtime settings; ``start_at_end``: a new durable gets only what
+    arrives after it is created (:class:`RunnerSettings`)."""
     events, seconds = batches
     settings = runner_settings(
         runtime, name, or_default(events, defaults[0]), or_default(seconds, defaults[1])
     )
-    return run_process(runtime, settings, build_sink)
+    return run_process(runtime, replace(settings, start_at_end=start_at_end), build_sink)
