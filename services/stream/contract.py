@@ -183,6 +183,12 @@ class EnsureStreamSettings(Generic[V]):
     log_level: str | None = log_level_variable()
 
 
+EXIT_REFUSED = 3
+"""ensure-stream's exit status when it refuses the change asked (another partition count than
+the live streams have): retrying cannot help, so the Kubernetes Job fails at once on it
+(``podFailurePolicy``) instead of retrying for its whole deadline."""
+
+
 def _check_ensure_stream(settings: EnsureStreamSettings[str]) -> None:
     stream_url(settings.stream, ("nats",))
     retention = settings.retention_hours or DEFAULT_RETENTION_HOURS
