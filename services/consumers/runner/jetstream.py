@@ -29,7 +29,9 @@ in ``LIFTOFF_STREAM_URL``, created if missing:
   consumer that stops answering pull requests (deleted, stream recreated) is ensured again.
 - Pulling: one pull request (``batch`` + ``expires``) outstanding at a time on a private inbox,
   read by a callback — no task or timer per message; the next batch's request is issued before
-  the current batch goes to the sink, so at most two batches are in hand (``max_ack_pending``).
+  the current batch goes to the sink, so at most two batches are in hand (``max_ack_pending``),
+  and at most ``buffer_bytes`` (``services.consumers.runner.budget``: pull requests carry
+  ``max_bytes``, a batch goes to the sink at half of it).
 
 Probes on ``LIFTOFF_HEALTH_PORT`` (default 8081): ``/healthz`` 200 while the loop is making
 progress (it iterates at least every second, also while retrying), ``/readyz`` 200 while
@@ -53,6 +55,11 @@ from nats.aio.msg import Msg
 from nats.js.api import DEFAULT_PREFIX, AckPolicy, ConsumerConfig, DeliverPolicy
 
 from services.consumers.runner.acks import Acknowledging, Stopped, flush
+from services.consumers.runner.budget import (
+    MESSAGE_OVERHEAD,
+    batch_full_by_bytes,
+    pull_limit,
+)
 from services.consumers.runner.model import (
     Sink,
 )
@@ -66,6 +73,10 @@ from services.stream.jetstream import stream_credentials
 log = logging.getLogger("liftoff.consumer.jetstream")
 
 T = TypeVar("T")
+
+
+_NORMAL_ENDS = ("Message Size Exceeds MaxBytes", "Batch Completed")
+"""How the server ends a pull request that had ``max_bytes`` (status 409): not failures."""
 
 
 class NotDeclared(Exception):
@@ -91,6 +102,10 @@ class RunnerSettings:
     start_at_end: bool = False
     """Create the durable delivering only what arrives after its creation (a broadcaster);
     default: everything the stream holds (the archive and the warehouse see every event)."""
+    buffer_bytes: int | None = None
+    """The most this runner holds of messages at once (delivered, not yet acknowledged), as
+    :mod:`services.consumers.runner.budget` counts them; a process with several partition
+    runners splits its budget between them. None: bounded by the batch size only."""
 
     @property
     def max_ack_pending(self) -> int:
@@ -117,6 +132,8 @@ class JetStreamRunner(Signals, Acknowledging):
         self._batch: list[Msg] = []  # the batch being gathered or handled
         self._incoming: list[Msg] = []  # delivered, not yet in a batch (filled by _on_message)
         self._incoming_since = 0.0  # when the oldest message in _incoming arrived
+        self._incoming_bytes = 0  # what _incoming costs the byte budget (runner.budget)
+        self._batch_bytes = 0  # what the batch being gathered or handled costs it
         self._abandoned: list[Msg] = []  # stopping: to be given back (nak) by run()
         self._wake = asyncio.Event()  # set by _on_message (and stop) to wake the loop
         self._wake_at = 1  # wake the loop once _incoming holds this many messages
@@ -347,6 +364,7 @@ class JetStreamRunner(Signals, Acknowledging):
                 if not incoming:
                     self._incoming_since = time.monotonic()
                 incoming.append(message)
+                self._incoming_bytes += len(message.data) + MESSAGE_OVERHEAD
                 self._pull_remaining -= 1
                 if self._pull_remaining <= 0:  # the request is complete (no status follows)
                     self._pull_deadline = 0.0
@@ -356,9 +374,11 @@ class JetStreamRunner(Signals, Acknowledging):
             return
         if status == "100" or message.subject != self._pull_subject:
             return  # a heartbeat, or the end of a request already given up on
-        # 404 no messages, 408 expired, 409/503 ...: this request will deliver nothing more.
+        # 404 no messages, 408 expired, 409 with max_bytes: its bytes or its count reached,
+        # other 409s, 503 ...: this request will deliver nothing more.
         self._pull_deadline = 0.0
-        if status not in ("404", "408"):
+        description = str((headers or {}).get("Description", ""))
+        if status not in ("404", "408") and description not in _NORMAL_ENDS:
             self._pull_error = f"{status} {(headers or {}).get('Description', '')}".strip()
         self._wake.set()
 
@@ -373,6 +393,9 @@ class JetStreamRunner(Signals, Acknowledging):
             self._pull_error = "no answer to the pull request"
             return
         wanted = min(self.settings.fetch_max, self.settings.batch_max_events - buffered)
+        limit = self._byte_limit(wanted)
+        if limit is not None:
+            wanted, max_bytes = limit
         if wanted <= 0:
             return
         expires = self.settings.pull_expires_seconds
@@ -382,13 +405,37 @@ class JetStreamRunner(Signals, Acknowledging):
         # delivers, its messages are simply taken into the next batch.
         self._pull_deadline = now + expires + 1.0
         self._pull_remaining = wanted
-        request = b'{"batch":%d,"expires":%d}' % (wanted, int(expires * 1e9))
+        request = b'{"batch":%d,"expires":%d' % (wanted, int(expires * 1e9))
+        request += b',"max_bytes":%d}' % max_bytes if limit is not None else b"}"
         try:
             await self._nc.publish(self._next_subject, request, reply=self._pull_subject)
         except Exception as error:  # closed, or the reconnect buffer is full: try again
             self._pull_deadline = 0.0
             log.debug("pull request failed", extra={"fields": {"error": repr(error)}})
             await self._sleep(0.2)
+
+    def _byte_limit(self, wanted: int) -> tuple[int, int] | None:
+        """(messages, payload bytes) the next pull may ask for within the byte budget."""
+        budget = self.settings.buffer_bytes
+        if budget is None:
+            return None
+        held = (len(self._batch) + len(self._incoming), self._batch_bytes + self._incoming_bytes)
+        return pull_limit(budget, held, wanted)
+
+    def _take_incoming(self, batch: list[Msg]) -> None:
+        """Move what arrived into the batch, up to its event count."""
+        take = self.settings.batch_max_events - len(batch)
+        taken = self._incoming[:take]
+        moved = sum(len(m.data) for m in taken) + MESSAGE_OVERHEAD * len(taken)
+        batch.extend(taken)
+        del self._incoming[:take]  # any rest keeps its (earlier) arrival time: conservative
+        self._batch_bytes += moved
+        self._incoming_bytes -= moved
+
+    def _batch_full(self, batch: list[Msg]) -> bool:
+        return len(batch) >= self.settings.batch_max_events or batch_full_by_bytes(
+            self.settings.buffer_bytes, self._batch_bytes
+        )
 
     async def _consume(self) -> None:
         settings = self.settings
@@ -402,9 +449,7 @@ class JetStreamRunner(Signals, Acknowledging):
             if incoming and len(batch) < settings.batch_max_events:
                 if not batch:
                     first_at = self._incoming_since
-                take = settings.batch_max_events - len(batch)
-                batch.extend(incoming[:take])
-                del incoming[:take]  # any rest keeps its (earlier) arrival time: conservative
+                self._take_incoming(batch)
                 failures = 0
             if self._pull_error is not None:
                 error, self._pull_error = self._pull_error, None
@@ -415,14 +460,12 @@ class JetStreamRunner(Signals, Acknowledging):
                     failures = 0
                     await self._bind()
                 continue
-            if batch and (
-                len(batch) >= settings.batch_max_events
-                or now - first_at >= settings.batch_max_seconds
-            ):
+            if batch and (self._batch_full(batch) or now - first_at >= settings.batch_max_seconds):
                 await self._pull(len(self._incoming))  # the next batch arrives meanwhile
                 await self._flush(batch)
                 batch = []
                 self._batch = batch
+                self._batch_bytes = 0
                 continue
             await self._pull(len(batch) + len(self._incoming))
             if batch:

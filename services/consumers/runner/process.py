@@ -11,8 +11,10 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 from typing import Any
 
+from services.consumers.runner.budget import share
 from services.consumers.runner.contract import (
     DEFAULT_ACK_WAIT_SECONDS,
+    DEFAULT_BUFFER_BYTES,
     DEFAULT_HEALTH_HOST,
     DEFAULT_HEALTH_PORT,
     DEFAULT_LAG_INTERVAL_SECONDS,
@@ -126,7 +128,8 @@ async def _run_partitions(
             part.url(),
             shared_sink,
             shared_dead_letter,
-            replace(settings, health_port=None),
+            # One byte budget per process: each partition's runner holds its share.
+            replace(settings, health_port=None, buffer_bytes=share(settings.buffer_bytes, count)),
             counters,
         )
         for part in address.partition_addresses()
@@ -214,6 +217,7 @@ def runner_settings(
         health_port=health_port or None,
         health_host=runtime.health_host or DEFAULT_HEALTH_HOST,
         lag_interval_seconds=or_default(runtime.lag_interval_seconds, DEFAULT_LAG_INTERVAL_SECONDS),
+        buffer_bytes=or_default(runtime.buffer_bytes, DEFAULT_BUFFER_BYTES),
     )
 
 
