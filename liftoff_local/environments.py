@@ -192,10 +192,11 @@ def _broadcaster(local: LocalDestination, place: LocalPlace, health_port: int) -
 
 
 def declared_consumers(plan: LocalPlan) -> tuple[str, ...]:
-    """The durable consumers the stack declares, as the deployed setup Job is told: those of
-    a destination that does not run locally (no credential) too, so its durable is kept."""
+    """The durable consumers that run locally (a destination without a credential does not),
+    as the deployed setup Job is told the stack's: created if missing, the others deleted."""
     names = [archiver.NAME, *([loader.NAME] if plan.warehouse.enabled else [])]
-    return (*names, *(local.consumer_name for local in plan.destinations))
+    running = (local.consumer_name for local in plan.destinations if local.secret is not None)
+    return (*names, *running)
 
 
 def consumers(plan: LocalPlan, place: LocalPlace) -> list[LocalProcess]:

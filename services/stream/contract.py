@@ -75,6 +75,13 @@ def owned_by_liftoff(consumer: str) -> bool:
     return LIFTOFF_CONSUMER.fullmatch(consumer) is not None
 
 
+def starts_at_end(consumer: str) -> bool:
+    """Whether a new durable of this name gets only what arrives after its creation: a
+    broadcaster's (a destination added to a running stack is not sent the retention; third
+    parties such as GA4 do not deduplicate). The archiver and the loader see everything."""
+    return consumer.startswith("broadcaster-")
+
+
 def _check_consumer(name: str) -> str | None:
     if owned_by_liftoff(name):
         return None
@@ -176,10 +183,11 @@ class EnsureStreamSettings(Generic[V]):
         _CONSUMERS, Names("consumer-names", _check_consumer)
     )
     """The durable consumers the stack runs, comma-separated, e.g.
-    ``archiver,loader,broadcaster-ga4``. Set: every liftoff durable (:func:`owned_by_liftoff`)
-    of each partition stream that is not listed is deleted, and the list is recorded in the
-    stream's metadata so that a consumer process never re-creates a durable no longer listed.
-    Default (unset): no durable is deleted."""
+    ``archiver,loader,broadcaster-ga4``. Set: on each partition stream, the listed ones that are
+    missing are created (:func:`starts_at_end` says where each starts), every liftoff durable
+    (:func:`owned_by_liftoff`) not listed is deleted, and the list is recorded in the stream's
+    metadata so that a consumer process never re-creates a durable no longer listed. Default
+    (unset): none created, none deleted."""
     log_level: str | None = log_level_variable()
 
 

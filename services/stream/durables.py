@@ -9,7 +9,13 @@ until the lag alerts fire for good. ``ensure-stream`` is given the declared set
    running for a removed destination (its Deployment is deleted only after the setup Job ran)
    does not re-create the durable it finds gone (:func:`declares`);
 2. deletes each durable liftoff owns (:func:`services.stream.contract.owned_by_liftoff`, by
-   name) that the set does not hold. Durables of any other name are never touched.
+   name) that the set does not hold. Durables of any other name are never touched;
+3. creates the declared durables that are missing (:func:`create_missing`), so that where a
+   new one starts is the setup's moment, before the collector rolls out: a destination
+   added to a running stack gets every event from then on, none from before
+   (:func:`services.stream.contract.starts_at_end`), and on a new stack no event accepted
+   before a consumer's first start is missed. The consumer process adjusts the rest of the
+   durable's settings (ack wait, max ack pending) to its own when it binds.
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from services.stream.contract import owned_by_liftoff
+from services.stream.contract import owned_by_liftoff, starts_at_end
 
 DECLARED_KEY = "liftoff.dev/consumers"
 """The stream metadata key holding the declared durable consumers, comma-separated."""
@@ -60,3 +67,29 @@ async def remove_undeclared(
     for name in removed:
         await js.delete_consumer(stream, name)
     return removed
+
+
+async def create_missing(
+    js: JetStreamContext, stream: str, subjects: str, consumers: Sequence[str]
+) -> list[str]:
+    """Create the durables of ``consumers`` that ``stream`` lacks, reading ``subjects``;
+    returns their names, sorted. An existing durable is left as it is (its position)."""
+    existing: list[str] = []
+    while True:
+        page = await js.consumers_info(stream, offset=len(existing))
+        existing += [info.name or info.config.durable_name or "" for info in page]
+        if not page:
+            break
+    created = sorted(set(consumers) - set(existing))
+    for name in created:
+        await js.add_consumer(
+            stream,
+            ConsumerConfig(
+                durable_name=name,
+                deliver_policy=DeliverPolicy.NEW if starts_at_end(name) else DeliverPolicy.ALL,
+                ack_policy=AckPolicy.EXPLICIT,
+                max_deliver=-1,
+                filter_subject=subjects,
+            ),
+        )
+    return created

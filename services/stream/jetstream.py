@@ -44,7 +44,12 @@ from services.events.model import StreamRecord
 from services.stream.address import JetStreamAddress
 from services.stream.base import StreamSettings, StreamUnavailable
 from services.stream.contract import StreamAccess, credentials_file_of, credentials_problem
-from services.stream.durables import DECLARED_KEY, declared_metadata, remove_undeclared
+from services.stream.durables import (
+    DECLARED_KEY,
+    create_missing,
+    declared_metadata,
+    remove_undeclared,
+)
 
 log = logging.getLogger("liftoff.stream.nats")
 
@@ -294,15 +299,19 @@ async def _ensure_one(
     delete liftoff's durables they do not name (``services.stream.durables``)."""
     name = wanted.name or ""
     try:
-        current = (await js.stream_info(name)).config
+        current: StreamConfig | None = (await js.stream_info(name)).config
     except nats.js.errors.NotFoundError:
-        await js.add_stream(replace(wanted, metadata=declared_metadata(None, consumers)))
-        return "created"
-    wanted = replace(wanted, metadata=declared_metadata(current.metadata, consumers))
-    outcome = "unchanged"
-    if not _same(current, wanted):
+        current = None
+    recorded = current.metadata if current is not None else None
+    wanted = replace(wanted, metadata=declared_metadata(recorded, consumers))
+    if current is None:
+        await js.add_stream(wanted)
+        outcome = "created"
+    elif not _same(current, wanted):
         await js.update_stream(wanted)
         outcome = "updated"
+    else:
+        outcome = "unchanged"
     if consumers is not None:
         # After the metadata: a consumer process of a removed destination, finding its
         # durable gone, reads there that it is no longer declared and does not re-create it.
@@ -310,6 +319,12 @@ async def _ensure_one(
             log.info(
                 "deleted a durable consumer the stack no longer declares",
                 extra={"fields": {"stream": name, "consumer": removed}},
+            )
+        subjects = (wanted.subjects or [">"])[0]
+        for created in await create_missing(js, name, subjects, consumers):
+            log.info(
+                "created a declared durable consumer",
+                extra={"fields": {"stream": name, "consumer": created}},
             )
     return outcome
 

@@ -4,8 +4,9 @@ Removing a destination: the setup (ensure-stream, told the declared consumers) d
 removed broadcaster's durable on every partition stream and never one liftoff did not create;
 the broadcaster process still running until its Deployment goes does not re-create it; every
 consumer process stops reporting its lag (so `LiftoffConsumerLagAge` cannot fire for it
-forever). Adding one: its durable starts at the stream's end (no replay of the retention to a
-third party), the archiver's and loader's at the start, and an existing durable keeps its place.
+forever). Adding one: the setup creates its durable at the stream's end (no replay of the
+retention to a third party, nothing missed before its process starts), the archiver's and
+loader's at the start, and an existing durable keeps its place.
 """
 
 from __future__ import annotations
@@ -98,8 +99,14 @@ def test_setup_deletes_removed_destinations_durables_on_every_partition_and_only
     assert ensure(url, DECLARED) == "created"
     parts = JetStreamAddress.parse(url).partition_addresses()
     for part in parts:
-        names = [*DECLARED, "ops-audit"]  # the last: an operator's own, never liftoff's
-        asyncio.run(add_durables(server, part.stream, f"{part.subject_prefix}.>", names))
+        # The setup created the declared durables, each starting where its consumer should.
+        configs = asyncio.run(durables(server, part.stream))
+        assert set(configs) == set(DECLARED)
+        assert configs["broadcaster-ga4"].deliver_policy == DeliverPolicy.NEW
+        assert configs["loader"].deliver_policy == DeliverPolicy.ALL
+        assert configs["loader"].filter_subject == f"{part.subject_prefix}.>"
+        # An operator's own durable, never liftoff's to delete.
+        asyncio.run(add_durables(server, part.stream, f"{part.subject_prefix}.>", ["ops-audit"]))
 
     assert ensure(url, ["archiver", "loader", "broadcaster-crm"]) == "updated"
     for part in parts:
@@ -175,16 +182,20 @@ def test_removed_destination_is_not_recreated_and_its_lag_series_stops(
     asyncio.run(main())
 
 
-def test_new_broadcaster_starts_at_the_end_others_at_the_start_existing_keep_their_place(
+def test_new_broadcaster_starts_at_the_setup_others_at_the_start_existing_keep_their_place(
     shared_nats: ServerProcess, dead_letter_url: str
 ) -> None:
     url = fresh_url(shared_nats)
     server, stream = nats_url(shared_nats), JetStreamAddress.parse(url).stream
-    ensure(url, DECLARED)
+    ensure(url, None)  # the stream as the previous release set it up
     address = JetStreamAddress.parse(url)
     # broadcaster-crm existed before the upgrade: created delivering everything, as then.
     asyncio.run(add_durables(server, stream, f"{address.subject_prefix}.>", ["broadcaster-crm"]))
     asyncio.run(publish(url, [event(i, prefix="old") for i in range(5)]))
+    # The upgrade's setup Job, with broadcaster-ga4 added: its durable starts here, so what
+    # arrives before its process first starts is not missed.
+    ensure(url, ["archiver", "broadcaster-crm", "broadcaster-ga4", "loader"])
+    asyncio.run(publish(url, [event(i, prefix="mid") for i in range(2)]))
     sinks = {name: Recorder() for name in ("archiver", "broadcaster-crm", "broadcaster-ga4")}
     runners = [
         JetStreamRunner(
@@ -205,7 +216,7 @@ def test_new_broadcaster_starts_at_the_end_others_at_the_start_existing_keep_the
 
         async def all_handled() -> bool:
             counts = [len(sink.handled()) for sink in sinks.values()]
-            return all(c >= w for c, w in zip(counts, [8, 8, 3], strict=True))
+            return all(c >= w for c, w in zip(counts, [10, 10, 5], strict=True))
 
         try:
             await until(bound, 15, "every runner bound its durable")
@@ -218,11 +229,13 @@ def test_new_broadcaster_starts_at_the_end_others_at_the_start_existing_keep_the
 
     asyncio.run(main())
     old = [f"old-{i}" for i in range(5)]
-    new = [f"new-{i}" for i in range(3)]
-    assert sinks["archiver"].handled() == old + new
-    assert sinks["broadcaster-crm"].handled() == old + new  # its place kept
-    assert sinks["broadcaster-ga4"].handled() == new  # a new destination: no replay
+    later = [f"mid-{i}" for i in range(2)] + [f"new-{i}" for i in range(3)]
+    assert sinks["archiver"].handled() == old + later
+    assert sinks["broadcaster-crm"].handled() == old + later  # its place kept
+    assert sinks["broadcaster-ga4"].handled() == later  # a new destination: no replay
     configs = asyncio.run(durables(server, stream))
     assert configs["broadcaster-ga4"].deliver_policy == DeliverPolicy.NEW
     assert configs["broadcaster-crm"].deliver_policy == DeliverPolicy.ALL
     assert configs["archiver"].deliver_policy == DeliverPolicy.ALL
+    # The processes set their own ack wait on the durables the setup created.
+    assert configs["broadcaster-ga4"].ack_wait == settings("x").ack_wait_seconds
