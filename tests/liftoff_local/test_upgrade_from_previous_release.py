@@ -4,15 +4,17 @@ flowing, and every acknowledged event accounted for.
 The previous release is the commit named in `.release/previous`. Its tree (``git archive``:
 nothing is registered in the repository, even if the test is killed) runs its own local mode
 (`python -m liftoff_local`, the processes the Kubernetes target runs: ensure-stream, collector,
-archiver, loader, on nats-server, PostgreSQL and the S3 store) with this checkout's Python
-environment. A sender thread posts batches with unique messageIds to the collector the whole
-time, retrying what is not acknowledged, as the SDKs do. Mid-flow the previous release is
+archiver, loader and a webhook destination's broadcaster sending to a local receiver, on
+nats-server, PostgreSQL and the S3 store) with this checkout's Python environment. A sender
+thread posts batches with unique messageIds to the collector the whole time, retrying what is
+not acknowledged, as the SDKs do. Mid-flow the previous release is
 stopped (Ctrl-C: the collector first, then the consumers finish their batches, as a rollout's
 SIGTERMs do) and this commit's local mode starts on the same data directory and ports: the
 same stream and durable consumers, warehouse and archive. Once the sender stops and the
 consumers caught up, every event the collector acknowledged (a 200) is in the warehouse once
-and in the archive once: 0 lost, 0 duplicated; and the warehouse the previous release created
-carries every schema migration of this one.
+and in the archive once, and was sent to the destination (at least once: its durable, created
+by the previous release delivering everything, keeps its place): 0 lost, 0 duplicated; and the
+warehouse the previous release created carries every schema migration of this one.
 
 About 40 s, most of it one wait: local mode stops nats-server too, and the few hundred
 messages the stopping loader had been delivered (and released) are still pending in the
@@ -40,6 +42,7 @@ import pytest
 from services.consumers.loader.schema import MIGRATIONS
 from tests.liftoff_local.conftest import LocalRun, free_base_port
 from tests.servers import REPO_ROOT
+from tests.services.consumers.broadcaster.receiver import Receiver
 
 pytestmark = [pytest.mark.servers, pytest.mark.upgrade]
 
@@ -68,15 +71,30 @@ def previous_release_tree(target: Path) -> Path:
     return target
 
 
-def start(code: Path, data_dir: Path, base_port: int, output: Path) -> LocalRun:
+DESTINATION = (
+    "  liftoff:destinations:\n"
+    "    - name: crm\n"
+    "      type: webhook\n"
+    "      url: https://crm.example/hooks/liftoff\n"
+    "      signingSecret:\n"
+    "        secure: v1:ciphertext-only-pulumi-can-open\n"
+)
+
+
+def start(code: Path, data_dir: Path, base_port: int, output: Path, hook: str) -> LocalRun:
+    """``code``'s local mode on the dev stack plus a webhook destination sent to ``hook``."""
     import os
     import sys
 
+    stack = output.parent / f"{output.stem}-stack" / "Pulumi.dev.yaml"  # `dev` for both
+    stack.parent.mkdir()
+    stack.write_text((code / "Pulumi.dev.yaml").read_text() + DESTINATION)
     handle = output.open("ab")
     process = subprocess.Popen(
         [
             sys.executable, "-m", "liftoff_local", "--data-dir", str(data_dir),
-            "--base-port", str(base_port), "--stack", str(code / "Pulumi.dev.yaml"),
+            "--base-port", str(base_port), "--stack", str(stack),
+            "--destination-url", f"crm={hook}",
         ],
         stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         cwd=code, env=dict(os.environ), start_new_session=True,
@@ -149,7 +167,9 @@ def test_upgrade_from_the_previous_release_with_events_flowing_loses_and_duplica
 ) -> None:
     previous = previous_release_tree(data_root / "previous")
     data_dir, base = data_root / "data", free_base_port()
-    old = start(previous, data_dir, base, data_root / "previous.log")
+    receiver = Receiver().__enter__()
+    hook = f"{receiver.url}/hooks/liftoff"
+    old = start(previous, data_dir, base, data_root / "previous.log", hook)
     sender = Sender(old.info["collectorUrl"], old.info["writeKeys"]["web"])
     new: LocalRun | None = None
     try:
@@ -159,7 +179,7 @@ def test_upgrade_from_the_previous_release_with_events_flowing_loses_and_duplica
             time.sleep(0.1)
         assert old.stop() == 0, old.text()  # mid-flow: the sender keeps sending
         before_upgrade = len(sender.acknowledged)
-        new = start(REPO_ROOT, data_dir, base, data_root / "current.log")
+        new = start(REPO_ROOT, data_dir, base, data_root / "current.log", hook)
         deadline = time.monotonic() + 30
         while len(sender.acknowledged) < before_upgrade + 1000 and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -173,7 +193,9 @@ def test_upgrade_from_the_previous_release_with_events_flowing_loses_and_duplica
         while True:  # until both caught up (a bounded wait, not a timing assertion)
             warehouse = warehouse_counts(info["warehouseUrl"])
             archive = archive_counts(data_dir, info["archive"]["bucket"])
-            if set(acknowledged) <= set(warehouse) and set(acknowledged) <= set(archive):
+            requests = receiver.delivered("/hooks/liftoff")
+            sent = Counter(e["messageId"] for r in requests for e in r.json["batch"])
+            if all(set(acknowledged) <= set(found) for found in (warehouse, archive, sent)):
                 break
             if time.monotonic() > give_up:
                 break
@@ -184,9 +206,11 @@ def test_upgrade_from_the_previous_release_with_events_flowing_loses_and_duplica
         for run in (old, new):
             if run is not None:
                 run.stop()
+        receiver.__exit__(None, None, None)
     lost = {
         "warehouse": len(set(acknowledged) - set(warehouse)),
         "archive": len(set(acknowledged) - set(archive)),
+        "destination": len(set(acknowledged) - set(sent)),
     }
     duplicated = {
         "warehouse": sum(1 for n in warehouse.values() if n > 1),
@@ -195,9 +219,10 @@ def test_upgrade_from_the_previous_release_with_events_flowing_loses_and_duplica
     print(
         f"upgrade {PREVIOUS_RELEASE} -> this commit: {len(acknowledged)} acknowledged "
         f"({before_upgrade} before the upgrade, {sender.refused} attempts retried), "
-        f"lost {lost}, duplicated {duplicated}"
+        f"lost {lost}, duplicated {duplicated}; the destination (at least once) was sent "
+        f"{sum(1 for n in sent.values() if n > 1)} event(s) twice"
     )
-    assert lost == {"warehouse": 0, "archive": 0}, (lost, new.text() if new else "")
+    assert lost == {"warehouse": 0, "archive": 0, "destination": 0}, (lost, new and new.text())
     assert duplicated == {"warehouse": 0, "archive": 0}
     # The warehouse the previous release created carries every migration of this one.
     assert applied == [version for version, _, _ in MIGRATIONS]
