@@ -95,8 +95,8 @@ class NatsJetStreamArgs(kube.CapabilityArgs):
     """Default: false. The chart's Prometheus exporter sidecar (liftoff:observability)."""
     consumers: tuple[str, ...] = ()
     """The durable consumers the stack runs (`components.consumers.stream_consumers`): the
-    setup Job deletes liftoff's others, e.g. a removed destination's. Default: none named,
-    none deleted."""
+    setup Job creates the missing ones and deletes liftoff's others, e.g. a removed
+    destination's. Default: none named, none created or deleted."""
 
 
 def events_max_bytes(settings: KubernetesStream) -> int:
