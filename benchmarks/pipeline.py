@@ -56,15 +56,13 @@ import nats  # noqa: E402
 import psycopg  # noqa: E402
 
 from services.consumers.archiver.sink import Archiver, ArchiverConfig  # noqa: E402
+from services.consumers.loader.schema import COLUMNS, COPY_TYPES, migrate  # noqa: E402
 from services.consumers.loader.sink import (  # noqa: E402
-    COLUMNS,
     COPY_OPTIONS,
-    COPY_TYPES,
     EncodedJson,
     EncodedJsonbDumper,
     Loader,
     LoaderConfig,
-    migrate,
     row_of,
 )
 from services.consumers.runner.jetstream import JetStreamRunner, RunnerSettings  # noqa: E402

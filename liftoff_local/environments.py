@@ -92,6 +92,7 @@ def ensure_stream(plan: LocalPlan, place: LocalPlace) -> LocalProcess:
         retention_hours=stream.retention_hours,
         replicas=1,
         duplicate_window_seconds=stream.duplicate_window_minutes * 60,
+        consumers=declared_consumers(plan),
         log_level="WARNING",
     )
     return LocalProcess(
@@ -188,6 +189,14 @@ def _broadcaster(local: LocalDestination, place: LocalPlace, health_port: int) -
     return LocalProcess(
         local.consumer_name, "broadcaster", process, _env(process, settings), health_port
     )
+
+
+def declared_consumers(plan: LocalPlan) -> tuple[str, ...]:
+    """The durable consumers that run locally (a destination without a credential does not),
+    as the deployed setup Job is told the stack's: created if missing, the others deleted."""
+    names = [archiver.NAME, *([loader.NAME] if plan.warehouse.enabled else [])]
+    running = (local.consumer_name for local in plan.destinations if local.secret is not None)
+    return (*names, *running)
 
 
 def consumers(plan: LocalPlan, place: LocalPlace) -> list[LocalProcess]:

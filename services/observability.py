@@ -120,6 +120,14 @@ class Counters:
         """A gauge: the current value (lag, positions)."""
         self._child(Gauge, name, labels).set(value)
 
+    def forget(self, name: str, **labels: str) -> None:
+        """Drop a gauge's series (what it measured is gone: a deleted durable consumer), so it
+        stops being reported rather than reporting its last value forever."""
+        child = self._children.pop((name, tuple(labels.items())), None)
+        if child is not None:
+            metric = self._metrics[name]
+            metric.remove(*(labels[label] for label in metric._labelnames))
+
     def observe(self, name: str, value: float, **labels: str) -> None:
         """A histogram declared with :meth:`describe_histogram`."""
         self._child(Histogram, name, labels).observe(value)

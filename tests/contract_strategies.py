@@ -105,6 +105,8 @@ _NAMES_BY_GRAMMAR: dict[str, st.SearchStrategy[str]] = {
     "source": _word(),
     "cidr": st.ip_addresses().map(lambda a: f"{a}/{a.max_prefixlen}"),
     "role": st.sampled_from(GRANTABLE_ROLES),
+    "consumer-names": st.sampled_from(["archiver", "loader"])
+    | st.from_regex(r"broadcaster-[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?", fullmatch=True),
 }
 _JSON_BY_GRAMMAR: dict[str, st.SearchStrategy[Any]] = {
     "destination": _destination(),

@@ -396,3 +396,36 @@ def test_the_dag_passes_its_environment_through() -> None:
         assert variable.name not in dag, variable.name
     pod = _only("kubernetes-private-cloud", lambda w: w.platform == "dag")
     assert json.loads(json.dumps(pod.env)) == pod.env
+
+
+# --- three: the durables the stream setup keeps -------------------------------------------
+
+
+def _kept_and_run(workloads: list[Workload]) -> tuple[set[str], set[str]]:
+    """(durables the stream setup is told to keep, durables the consumer processes use)."""
+    kept: set[str] = set()
+    run: set[str] = set()
+    for workload in workloads:
+        env = workload.env
+        if workload.process is stream.ENSURE_STREAM:
+            kept |= set(env.get("LIFTOFF_STREAM_CONSUMERS", "").split(","))
+        elif env.get("LIFTOFF_STREAM_URL", "").startswith("nats://") and (
+            "LIFTOFF_CONSUMER_NAME" in env
+        ):
+            run.add(env["LIFTOFF_CONSUMER_NAME"])
+    return kept - {""}, run
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_stream_setup_keeps_every_durable_a_consumer_of_the_stack_runs(stack: str) -> None:
+    """ensure-stream deletes liftoff's durables it is not told to keep: one a running consumer
+    uses would be re-created from the stream's end (a broadcaster: events lost)."""
+    found = [w for w in declared_workloads(stack) if w.platform == "kubernetes"]
+    kept, run = _kept_and_run(found)
+    assert run <= kept and (kept == run or not run), (kept, run)
+
+
+@pytest.mark.parametrize("stack_file", STACK_FILES, ids=stack_name_of)
+def test_liftoff_local_keeps_every_durable_it_runs(stack_file: Path, tmp_path: Path) -> None:
+    kept, run = _kept_and_run(list(local_workloads(stack_file, tmp_path)))
+    assert run and run <= kept, (kept, run)

@@ -80,6 +80,17 @@ def broadcaster_runtime(destination: Destination) -> ConsumerRuntime:
     )
 
 
+def stream_consumers(
+    *, archive: bool, warehouse: bool, destinations: tuple[Destination, ...]
+) -> tuple[str, ...]:
+    """The durable consumers a Kubernetes stack runs (archiver with an archive, loader with a
+    warehouse, one per destination): the set the stream setup Job keeps, deleting liftoff's
+    others (`LIFTOFF_STREAM_CONSUMERS`)."""
+    names = [*([ARCHIVER] if archive else []), *([LOADER] if warehouse else [])]
+    # Sorted: reordering liftoff:destinations changes nothing (the Job is not run again).
+    return tuple(sorted([*names, *(broadcaster_name(d) for d in destinations)]))
+
+
 @dataclass(frozen=True)
 class ConsumerFunction:
     """One consumer's Lambda function on AWS as other capabilities name it: observability

@@ -97,6 +97,9 @@ class KinesisConsumerArgs:
     """Default: true, except for the consumers in `SHARED_THROUGHPUT_CONSUMERS`, which poll the
     shards' shared read throughput. True: reads through its own enhanced fan-out consumer
     (`aws.kinesis.StreamConsumer`), outside the shared budget."""
+    starting_position: str = "TRIM_HORIZON"
+    """Default: `TRIM_HORIZON` (all the stream holds). Broadcasters: `LATEST`, so a new
+    destination is not sent the retention. Applies when the mapping is created only."""
     access: Sequence[Callable[[AwsPeer], Grant]] = ()
     """Default: none. The grants of other capabilities (and of its own secrets) the function
     needs, made once its role exists: the mapping waits for them, and a function invoked on
@@ -236,7 +239,7 @@ class KinesisConsumer(pulumi.ComponentResource):
             f"{name}-mapping",
             event_source_arn=source_arn,
             function_name=self.function.arn,
-            starting_position="TRIM_HORIZON",
+            starting_position=args.starting_position,
             batch_size=args.batch_size,
             maximum_batching_window_in_seconds=args.batching_window_seconds,
             function_response_types=["ReportBatchItemFailures"],
@@ -247,7 +250,11 @@ class KinesisConsumer(pulumi.ComponentResource):
             # One batch per shard at a time keeps each user's events in order.
             parallelization_factor=1,
             destination_config={"on_failure": {"destination_arn": self.dead_letter_queue.arn}},
-            opts=pulumi.ResourceOptions(parent=self, depends_on=permissions),
+            # startingPosition is ForceNew: a change would delete and re-create the mapping
+            # (Lambda refuses two for one function and stream), restarting its position.
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=permissions, ignore_changes=["startingPosition"]
+            ),
         )
 
     def described(self, *, broadcaster: bool = False) -> ConsumerFunction:
@@ -466,6 +473,7 @@ class AwsConsumers(pulumi.ComponentResource):
             batch_size=100,
             batching_window_seconds=1,
             timeout_seconds=300,
+            starting_position="LATEST",  # third parties (GA4) do not deduplicate a replay
             access=(self._secret_access(f"{name}-{runtime.name}", secret.arn, args.kms_key_arn),),
         )
         self.broadcasters[destination.name] = consumer

@@ -20,7 +20,7 @@ from components.ingest.settings import KubernetesIngest, Source
 from components.ingest.write_keys import generate_write_keys, write_keys_document
 from components.network import KubernetesPeer
 from components.observability import MetricsTarget
-from components.stream import Stream
+from components.stream import KubernetesStreamContract
 from services.collector import contract as collector
 from services.stream.contract import StreamAccess
 
@@ -34,7 +34,7 @@ WRITE_KEYS_FILE = "write-keys.json"
 class KubernetesCollectorArgs(kube.CapabilityArgs):
     settings: KubernetesIngest
     sources: tuple[Source, ...]
-    stream: Stream[KubernetesPeer]
+    stream: KubernetesStreamContract
 
 
 class KubernetesCollector(pulumi.ComponentResource):
@@ -71,8 +71,10 @@ class KubernetesCollector(pulumi.ComponentResource):
 
         public_url = _public_url(settings)
         container = _container(args, _environment(args, public_url))
-        # The pods start once their keys and their way to the stream exist.
-        ready = [self.write_keys_secret, *publish.resources]
+        # The pods start once their keys and their way to the stream exist, and roll out only
+        # after the stream setup Job succeeded: a pod whose streams are missing (a partition
+        # count the Job has not created) never becomes ready, and `pulumi up` would wait on it.
+        ready = [self.write_keys_secret, *publish.resources, *args.stream.ready]
         self.deployment = self._declare_deployment(
             name, args, _pod_spec(container, selector), labels, selector, child, ready
         )

@@ -12,7 +12,7 @@ from components.airflow.settings import KubernetesAirflowSettings
 from components.archive import KubernetesArchiveContract
 from components.archive.kubernetes import ExternalArchive, ExternalArchiveArgs
 from components.config import PlatformConfig
-from components.consumers import KubernetesConsumersContract
+from components.consumers import KubernetesConsumersContract, stream_consumers
 from components.consumers.kubernetes import KubernetesConsumers, KubernetesConsumersArgs
 from components.deployed import STORAGE_OUTPUT
 from components.ingest import KubernetesIngestContract
@@ -120,6 +120,11 @@ def _stores(
             context=context,
             chart_source=config.charts.get("nats"),
             metrics_exporter=config.observability.enabled,
+            consumers=stream_consumers(
+                archive=config.archive.kubernetes is not None,
+                warehouse=config.warehouse.enabled,
+                destinations=config.destinations,
+            ),
         ),
         opts=child,
     )

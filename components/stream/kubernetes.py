@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,9 +19,15 @@ from components.deployed import check_storage_size, deployed_storage_gb, own_sta
 from components.network import Grant, KubernetesPeer
 from components.observability import MetricsTarget
 from components.stream import STREAM_NAME, StreamConnection
+from components.stream.partitions import deployed_partitions, keep_note, partitions_to_declare
 from components.stream.settings import KubernetesStream
 from services.stream.address import jetstream_url
-from services.stream.contract import ENSURE_STREAM, EnsureStreamSettings, StreamAccess
+from services.stream.contract import (
+    ENSURE_STREAM,
+    EXIT_REFUSED,
+    EnsureStreamSettings,
+    StreamAccess,
+)
 
 RELEASE = "nats"
 NATS_EXPORTER_PORT = 7777  # the chart's promExporter port (container port `prom-metrics`)
@@ -87,6 +95,10 @@ class NatsJetStreamArgs(kube.CapabilityArgs):
     """Default: the pinned upstream repository (`charts/nats.yaml`)."""
     metrics_exporter: bool = False
     """Default: false. The chart's Prometheus exporter sidecar (liftoff:observability)."""
+    consumers: tuple[str, ...] = ()
+    """The durable consumers the stack runs (`components.consumers.stream_consumers`): the
+    setup Job creates the missing ones and deletes liftoff's others, e.g. a removed
+    destination's. Default: none named, none created or deleted."""
 
 
 def events_max_bytes(settings: KubernetesStream) -> int:
@@ -107,6 +119,61 @@ def required_storage_gb(
 def dead_letter_max_bytes(settings: KubernetesStream) -> int:
     """``max_bytes`` of the DEADLETTER stream: DEAD_LETTER_SHARE_OF_STORAGE of the volume."""
     return int(settings.storage_gb * 2**30 * DEAD_LETTER_SHARE_OF_STORAGE)
+
+
+def _checked_partitions(
+    deployed: int | None, settings: KubernetesStream, parent: pulumi.Resource
+) -> int:
+    note = keep_note(deployed, settings)
+    if note is not None:
+        pulumi.log.warn(note, parent)
+    return partitions_to_declare(deployed, settings)
+
+
+def _setup_job_spec(
+    args: NatsJetStreamArgs, partitions: int, labels: Mapping[str, str]
+) -> dict[str, Any]:
+    """The spec of the Job running `ensure-stream` with the stream's settings."""
+    settings = dataclasses.replace(args.settings, partitions=partitions)
+    host = args.network.service_host(RELEASE)
+    stream_env = ENSURE_STREAM.environment(
+        EnsureStreamSettings(
+            stream=StreamAccess(
+                url=jetstream_url(f"{host}:{CLIENT_PORT}", STREAM_NAME, partitions)
+            ),
+            retention_hours=settings.retention_hours,
+            replicas=settings.replicas,
+            duplicate_window_seconds=settings.duplicate_window_minutes * 60,
+            max_bytes=events_max_bytes(settings),
+            dead_letter_max_bytes=dead_letter_max_bytes(settings),
+            consumers=args.consumers or None,
+        )
+    )
+    container = {
+        "name": "ensure-stream",
+        "image": kube.image(args.context.services_image, args.context.image_registry),
+        "imagePullPolicy": "IfNotPresent",
+        "args": ["ensure-stream"],
+        "env": kube.env(stream_env),
+    }
+    spec = kube.setup_job_spec(labels, container)
+    # A refusal (another partition count than the live streams have) fails the Job at once:
+    # retrying cannot help, and the rollouts waiting on the Job would wait its whole deadline.
+    # podFailurePolicy needs pods that are not restarted in place.
+    spec["template"]["spec"]["restartPolicy"] = "Never"
+    spec["podFailurePolicy"] = {
+        "rules": [
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": "ensure-stream",
+                    "operator": "In",
+                    "values": [EXIT_REFUSED],
+                },
+            }
+        ]
+    }
+    return spec
 
 
 def _jetstream_config(args: NatsJetStreamArgs) -> dict[str, Any]:
@@ -241,47 +308,40 @@ class NatsJetStream(pulumi.ComponentResource):
                 parent=self,
             )
         host = network.service_host(RELEASE)
-        # Every client (collector, consumers, setup Job) reads the partition count from it.
-        url = jetstream_url(f"{host}:{CLIENT_PORT}", STREAM_NAME, settings.partitions)
-        self.connection = StreamConnection(
-            url=pulumi.Output.from_input(url), name=pulumi.Output.from_input(STREAM_NAME)
+        # The count this stack's streams have (a new stack: the configured one); a change is
+        # refused here, failing the preview, instead of the setup Job failing at `up`.
+        partitions = deployed_partitions(name, self).apply(
+            lambda deployed: _checked_partitions(deployed, settings, self)
         )
-        self.setup_job = self._stream_setup_job(name, args, url)
+        # Every client (collector, consumers, setup Job) reads the partition count from it.
+        url = partitions.apply(
+            lambda count: jetstream_url(f"{host}:{CLIENT_PORT}", STREAM_NAME, count)
+        )
+        self.connection = StreamConnection(url=url, name=pulumi.Output.from_input(STREAM_NAME))
+        self.setup_job = self._stream_setup_job(name, args, partitions)
         self.ready: tuple[pulumi.Resource, ...] = (self.setup_job,)
         self.metrics = MetricsTarget("nats", NATS_POD_SELECTOR, "prom-metrics", NATS_EXPORTER_PORT)
         self.register_outputs({"url": url, "setupJob": self.setup_job.metadata.name})
 
-    def _stream_setup_job(self, name: str, args: NatsJetStreamArgs, url: str) -> k8s.batch.v1.Job:
-        settings = args.settings
-        stream_env = ENSURE_STREAM.environment(
-            EnsureStreamSettings(
-                stream=StreamAccess(url=url),
-                retention_hours=settings.retention_hours,
-                replicas=settings.replicas,
-                duplicate_window_seconds=settings.duplicate_window_minutes * 60,
-                max_bytes=events_max_bytes(settings),
-                dead_letter_max_bytes=dead_letter_max_bytes(settings),
-            )
-        )
-        # Jobs are immutable: a change of stream settings is a new Job with a new name.
-        digest = hashlib.sha256(
-            json.dumps([stream_env, args.context.services_image], sort_keys=True).encode()
-        ).hexdigest()[:8]
+    def _stream_setup_job(
+        self, name: str, args: NatsJetStreamArgs, partitions: pulumi.Output[int]
+    ) -> k8s.batch.v1.Job:
         component = "stream-setup"
         selector = kube.selector(component, args.context.stack)
         publish = self.grant_write(KubernetesPeer(component, pod_labels=selector))
-        container = {
-            "name": "ensure-stream",
-            "image": kube.image(args.context.services_image, args.context.image_registry),
-            "imagePullPolicy": "IfNotPresent",
-            "args": ["ensure-stream"],
-            "env": kube.env(stream_env),
-        }
         labels = kube.labels(component, args.context.stack, args.context.tags)
+        spec = partitions.apply(lambda count: _setup_job_spec(args, count, labels))
+        # Jobs are immutable: any change of the spec (stream settings, consumers, image,
+        # resources) is a new Job, under a name derived from the spec, which runs again.
+        digest = spec.apply(
+            lambda value: hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+        )
+        metadata = self._network.metadata("nats-stream-setup", labels)
+        metadata["name"] = digest.apply(lambda value: f"nats-stream-setup-{value[:8]}")
         return k8s.batch.v1.Job(
             f"{name}-setup",
-            metadata=self._network.metadata(f"nats-stream-setup-{digest}", labels),
-            spec=kube.setup_job_spec(labels, container),
+            metadata=metadata,
+            spec=spec,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.chart, *publish.resources]),
         )
 

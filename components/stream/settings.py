@@ -58,7 +58,14 @@ class KubernetesStream:
     own stream with its own fsync, so durable throughput grows with it). Default:
     `PRODUCTION_PARTITIONS` with 3 or more replicas, 1 below (dev):
     `services.stream.address.default_partitions`, the same for the reader. Fixed once the
-    stream exists (ensure-stream refuses a change; see the README)."""
+    stream exists: on a stack that has one, an unset `partitions` keeps the deployed count and
+    another count is refused (`components.stream.partitions`; see the README)."""
+    partitions_chosen: bool = False
+    """Whether the stack sets `partitions` (otherwise `partitions` is the default for a new
+    stream, and a stack that has one keeps its count)."""
+    repartition_from: int | None = None
+    """`repartitionFrom`: the partition count the stream had, set for the one update that
+    follows the repartitioning procedure (old streams drained and deleted). Default: none."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +134,7 @@ def _read_kubernetes_stream(reader: ConfigReader) -> KubernetesStream:
         minimum=MIN_PARTITIONS,
         maximum=MAX_PARTITIONS,
     )
+    repartition_from = _read_repartition_from(reader, partitions)
     resources = _read_nats_resources(reader, defaults.resources)
     reject_other_target(reader, AwsStream, KubernetesStream, "aws")
     return KubernetesStream(
@@ -138,7 +146,27 @@ def _read_kubernetes_stream(reader: ConfigReader) -> KubernetesStream:
         duplicate_window_minutes=window,
         resources=resources,
         partitions=partitions,
+        partitions_chosen=reader.has("partitions"),
+        repartition_from=repartition_from,
     )
+
+
+def _read_repartition_from(reader: ConfigReader, partitions: int) -> int | None:
+    """`repartitionFrom`: only beside a `partitions` it differs from."""
+    if not reader.has("repartitionFrom"):
+        return None
+    value = reader.integer("repartitionFrom", 0, minimum=MIN_PARTITIONS, maximum=MAX_PARTITIONS)
+    if not value:
+        return None
+    if not reader.has("partitions") or value == partitions:
+        reader.problem(
+            "repartitionFrom",
+            value,
+            "the stream's previous partition count, beside a different `partitions` (set both "
+            "for the one update after the procedure in README 'Changing stream.partitions')",
+        )
+        return None
+    return value
 
 
 def _read_nats_resources(reader: ConfigReader, defaults: ComputeResources) -> ComputeResources:

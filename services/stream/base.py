@@ -38,6 +38,9 @@ class StreamSettings:
     for the dead-letter stream, whose writers (the collector's quarantine, consumers parking
     an event) would otherwise stall; never for the event stream, whose messages were
     acknowledged to clients."""
+    consumers: tuple[str, ...] | None = None
+    """The durable consumers the stack declares (None: not managed); liftoff's others are
+    deleted (:mod:`services.stream.durables`)."""
 
 
 class EventStream(Protocol):

@@ -7,11 +7,14 @@
 - :func:`dead_letter_url_variable` — ``LIFTOFF_DEAD_LETTER_URL``, where parked events (and the
   collector's quarantine) go: ``nats://host:port/DEADLETTER`` or ``sqs://<queue-name>``.
 - :class:`EnsureStreamSettings` — ``python -m services ensure-stream``: the JetStream event
-  stream's retention, replicas, duplicate window and byte bound, and the dead-letter stream's.
+  stream's retention, replicas, duplicate window and byte bound, the dead-letter stream's, and
+  the durable consumers the stack declares (``LIFTOFF_STREAM_CONSUMERS``): liftoff's durables
+  not among them are deleted (a removed destination's), see :mod:`services.stream.durables`.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Generic
 
@@ -20,6 +23,7 @@ from services.contract import (
     Env,
     Integer,
     Kind,
+    Names,
     Number,
     Text,
     V,
@@ -47,6 +51,7 @@ _DUPLICATE_WINDOW = "LIFTOFF_STREAM_DUPLICATE_WINDOW_SECONDS"
 _MAX_BYTES = "LIFTOFF_STREAM_MAX_BYTES"
 _DEAD_LETTER_RETENTION_HOURS = "LIFTOFF_DEAD_LETTER_RETENTION_HOURS"
 _DEAD_LETTER_MAX_BYTES = "LIFTOFF_DEAD_LETTER_MAX_BYTES"
+_CONSUMERS = "LIFTOFF_STREAM_CONSUMERS"
 
 DEFAULT_RETENTION_HOURS = 168.0
 DEFAULT_REPLICAS = 1
@@ -58,6 +63,29 @@ DEFAULT_DEAD_LETTER_MAX_BYTES = 1024**3
 """1 GiB: what the Kubernetes target's default 10 GiB volume gives it (10 %). 100,000 invalid
 events in 27 s added 160 MB to an unbounded stream."""
 _EXAMPLE = "e.g. nats://nats:4222/EVENTS"
+
+LIFTOFF_CONSUMER = re.compile(r"archiver|loader|broadcaster-[a-z0-9-]{1,52}")
+"""The names of the durable consumers liftoff creates (the archiver's, the loader's,
+``broadcaster-<destination>``): the only ones ensure-stream ever deletes. A durable of another
+name (an operator's ``nats consumer add``) is never touched."""
+
+
+def owned_by_liftoff(consumer: str) -> bool:
+    """Whether a durable consumer of the event stream is one liftoff creates (by its name)."""
+    return LIFTOFF_CONSUMER.fullmatch(consumer) is not None
+
+
+def starts_at_end(consumer: str) -> bool:
+    """Whether a new durable of this name gets only what arrives after its creation: a
+    broadcaster's (a destination added to a running stack is not sent the retention; third
+    parties such as GA4 do not deduplicate). The archiver and the loader see everything."""
+    return consumer.startswith("broadcaster-")
+
+
+def _check_consumer(name: str) -> str | None:
+    if owned_by_liftoff(name):
+        return None
+    return "is not a liftoff consumer name (archiver, loader or broadcaster-<destination>)"
 
 
 class StreamUrl(Kind[str]):
@@ -151,7 +179,22 @@ class EnsureStreamSettings(Generic[V]):
     """Default :data:`DEFAULT_DEAD_LETTER_RETENTION_HOURS`."""
     dead_letter_max_bytes: int | None = variable(_DEAD_LETTER_MAX_BYTES, Integer(2**20, 2**53))
     """Default :data:`DEFAULT_DEAD_LETTER_MAX_BYTES`."""
+    consumers: tuple[str, ...] | None = variable(
+        _CONSUMERS, Names("consumer-names", _check_consumer)
+    )
+    """The durable consumers the stack runs, comma-separated, e.g.
+    ``archiver,loader,broadcaster-ga4``. Set: on each partition stream, the listed ones that are
+    missing are created (:func:`starts_at_end` says where each starts), every liftoff durable
+    (:func:`owned_by_liftoff`) not listed is deleted, and the list is recorded in the stream's
+    metadata so that a consumer process never re-creates a durable no longer listed. Default
+    (unset): none created, none deleted."""
     log_level: str | None = log_level_variable()
+
+
+EXIT_REFUSED = 3
+"""ensure-stream's exit status when it refuses the change asked (another partition count than
+the live streams have): retrying cannot help, so the Kubernetes Job fails at once on it
+(``podFailurePolicy``) instead of retrying for its whole deadline."""
 
 
 def _check_ensure_stream(settings: EnsureStreamSettings[str]) -> None:

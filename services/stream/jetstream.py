@@ -28,6 +28,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,12 @@ from services.events.model import StreamRecord
 from services.stream.address import JetStreamAddress
 from services.stream.base import StreamSettings, StreamUnavailable
 from services.stream.contract import StreamAccess, credentials_file_of, credentials_problem
+from services.stream.durables import (
+    DECLARED_KEY,
+    create_missing,
+    declared_metadata,
+    remove_undeclared,
+)
 
 log = logging.getLogger("liftoff.stream.nats")
 
@@ -256,7 +263,7 @@ async def ensure_stream(
         js = nc.jetstream(timeout=timeout)
         await _refuse_partition_change(js, address)
         outcomes = [
-            await _ensure_one(js, _wanted_config(part, settings))
+            await _ensure_one(js, _wanted_config(part, settings), settings.consumers)
             for part in address.partition_addresses()
         ]
     finally:
@@ -285,16 +292,41 @@ def _wanted_config(address: JetStreamAddress, settings: StreamSettings) -> Strea
     )
 
 
-async def _ensure_one(js: JetStreamContext, wanted: StreamConfig) -> str:
+async def _ensure_one(
+    js: JetStreamContext, wanted: StreamConfig, consumers: Sequence[str] | None = None
+) -> str:
+    """Create or update one stream; with ``consumers``, also record them in its metadata and
+    delete liftoff's durables they do not name (``services.stream.durables``)."""
+    name = wanted.name or ""
     try:
-        current = (await js.stream_info(wanted.name or "")).config
+        current: StreamConfig | None = (await js.stream_info(name)).config
     except nats.js.errors.NotFoundError:
+        current = None
+    recorded = current.metadata if current is not None else None
+    wanted = replace(wanted, metadata=declared_metadata(recorded, consumers))
+    if current is None:
         await js.add_stream(wanted)
-        return "created"
-    if _same(current, wanted):
-        return "unchanged"
-    await js.update_stream(wanted)
-    return "updated"
+        outcome = "created"
+    elif not _same(current, wanted):
+        await js.update_stream(wanted)
+        outcome = "updated"
+    else:
+        outcome = "unchanged"
+    if consumers is not None:
+        # After the metadata: a consumer process of a removed destination, finding its
+        # durable gone, reads there that it is no longer declared and does not re-create it.
+        for removed in await remove_undeclared(js, name, consumers):
+            log.info(
+                "deleted a durable consumer the stack no longer declares",
+                extra={"fields": {"stream": name, "consumer": removed}},
+            )
+        subjects = (wanted.subjects or [">"])[0]
+        for created in await create_missing(js, name, subjects, consumers):
+            log.info(
+                "created a declared durable consumer",
+                extra={"fields": {"stream": name, "consumer": created}},
+            )
+    return outcome
 
 
 async def _refuse_partition_change(js: JetStreamContext, address: JetStreamAddress) -> None:
@@ -332,6 +364,7 @@ def _same(current: StreamConfig, wanted: StreamConfig) -> bool:
             config.storage,
             config.num_replicas or 1,
             round(config.duplicate_window or 0, 3),
+            (config.metadata or {}).get(DECLARED_KEY),
         )
 
     return key(current) == key(wanted)

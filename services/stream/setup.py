@@ -24,6 +24,7 @@ def stream_settings(settings: EnsureStreamSettings[str]) -> StreamSettings:
         duplicate_window_seconds=settings.duplicate_window_seconds
         or contract.DEFAULT_DUPLICATE_WINDOW_SECONDS,
         max_bytes=settings.max_bytes or contract.UNBOUNDED,
+        consumers=settings.consumers,
     )
 
 
@@ -37,7 +38,7 @@ def load(settings: EnsureStreamSettings[str]) -> StreamSettings:
 
 def run(settings: EnsureStreamSettings[str]) -> int:
     from services.stream.dead_letters import ensure_dead_letter_stream
-    from services.stream.jetstream import check_credentials, ensure_stream
+    from services.stream.jetstream import PartitionCountChanged, check_credentials, ensure_stream
 
     configure_logging(level_of(settings.log_level))
     check_credentials(settings.stream)
@@ -45,6 +46,9 @@ def run(settings: EnsureStreamSettings[str]) -> int:
     events = stream_settings(settings)
     try:
         outcome = asyncio.run(ensure_stream(url, events))
+    except PartitionCountChanged as error:
+        log.error("refused: the partition count changed", extra={"fields": {"error": str(error)}})
+        return contract.EXIT_REFUSED
     except Exception as error:
         log.error("could not ensure the stream", extra={"fields": {"error": repr(error)}})
         return 1

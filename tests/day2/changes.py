@@ -82,7 +82,9 @@ def _more_replicas(config: Config) -> Config:
 
 
 def _more_partitions(config: Config) -> Config:
-    return _with(config, "liftoff:stream", partitions=_partitions(config) * 2)
+    """Twice the partitions, stating the procedure was followed from the current count."""
+    current = _partitions(config)
+    return _with(config, "liftoff:stream", partitions=current * 2, repartitionFrom=current)
 
 
 def _resources(key: str) -> Callable[[Config], Config]:
@@ -243,7 +245,9 @@ CHANGES: tuple[Change, ...] = (
     ),
     Change(
         "k8s-stream-partitions", "`stream.partitions`", "kubernetes", _more_partitions,
-        PROCEDURE, procedure=PARTITIONS, note="the stream setup Job refuses it on a live stream",
+        PROCEDURE, procedure=PARTITIONS, refused=True,
+        statement={"liftoff:stream": ("repartitionFrom",)},
+        note="refused in the preview; the stream setup Job refuses it on a live stream too",
     ),
     Change(
         "k8s-stream-retention", "`stream.retentionHours`", "kubernetes",
@@ -287,8 +291,7 @@ CHANGES: tuple[Change, ...] = (
     ),
     Change(
         "k8s-remove-destination", "remove a destination", "kubernetes", _remove_destination,
-        IN_PLACE, note="its pods go; its durable consumers are not Pulumi resources (the "
-        "stream setup Job's runtime half)",
+        IN_PLACE, note="its pods go; the stream setup Job deletes its durable consumers",
     ),
     Change(
         "k8s-observability", "enable `observability`", "kubernetes", _observability_on,

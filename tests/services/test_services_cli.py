@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import nats
@@ -160,6 +161,19 @@ def test_ensure_stream_creates_then_updates_idempotently(
     logged = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     outcomes = [entry["outcome"] for entry in logged if entry["message"] == "stream ensured"]
     assert outcomes == ["created", "unchanged", "updated"]
+
+
+@pytest.mark.servers
+def test_ensure_stream_refuses_a_partition_change_with_its_own_exit_status(
+    shared_nats: ServerProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 3 (the Job's podFailurePolicy fails the Job at once on it): not retried for the
+    Job's deadline while the rollouts waiting on it hang."""
+    url = f"{nats_url(shared_nats)}/CLI_PARTS_{uuid.uuid4().hex[:6]}?subject_prefix=cp"
+    assert main(["ensure-stream"], {"LIFTOFF_STREAM_URL": url}) == 0
+    assert main(["ensure-stream"], {"LIFTOFF_STREAM_URL": f"{url}&partitions=4"}) == 3
+    logged = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert any("1 partition(s)" in entry.get("error", "") for entry in logged)
 
 
 def test_ensure_stream_fails_with_a_nonzero_exit_when_the_broker_never_answers(

@@ -127,4 +127,8 @@ def run(settings: BroadcasterSettings[str]) -> int:
     name = config.destination.consumer_name
     bounds = (settings.batch_max_events, settings.batch_max_seconds)
     defaults = (DEFAULT_BATCH_MAX_EVENTS, DEFAULT_BATCH_MAX_SECONDS)
-    return run_batches(settings.runtime, name, bounds, defaults, lambda: BroadcastSink(config))
+    # A destination added to a running stack starts at the stream's end: a third party (GA4
+    # does not deduplicate) is never sent the retention's replay.
+    return run_batches(
+        settings.runtime, name, bounds, defaults, lambda: BroadcastSink(config), start_at_end=True
+    )

@@ -38,6 +38,7 @@ _HEALTH_HOST = "LIFTOFF_HEALTH_HOST"
 _ACK_WAIT = "LIFTOFF_CONSUMER_ACK_WAIT_SECONDS"
 _SHUTDOWN_GRACE = "LIFTOFF_CONSUMER_SHUTDOWN_GRACE_SECONDS"
 _LAG_INTERVAL = "LIFTOFF_CONSUMER_LAG_INTERVAL_SECONDS"
+_BUFFER_BYTES = "LIFTOFF_CONSUMER_BUFFER_BYTES"
 
 DEFAULT_HEALTH_PORT = 8081
 DEFAULT_HEALTH_HOST = "0.0.0.0"
@@ -45,6 +46,9 @@ DEFAULT_HEALTH_HOST = "0.0.0.0"
 DEFAULT_ACK_WAIT_SECONDS = 30.0
 DEFAULT_SHUTDOWN_GRACE_SECONDS = 20.0
 DEFAULT_LAG_INTERVAL_SECONDS = 15.0
+DEFAULT_BUFFER_BYTES = 128 * 2**20
+"""A quarter of the 512 MiB memory limit the Kubernetes target gives every consumer: the rest
+is the interpreter and libraries (~60-80 MiB), the sink's work on one batch and headroom."""
 
 _NAME = check_pattern(r"[A-Za-z0-9_-]{1,64}", "must be letters, digits, '_' or '-'")
 
@@ -79,6 +83,9 @@ class ConsumerRuntime(Generic[V]):
     ack_wait_seconds: float | None = variable(_ACK_WAIT, Number(1.0))
     shutdown_grace_seconds: float | None = variable(_SHUTDOWN_GRACE, Number(0.0))
     lag_interval_seconds: float | None = variable(_LAG_INTERVAL, Number(0.5))
+    buffer_bytes: int | None = variable(_BUFFER_BYTES, Integer(2**20, 2**40))
+    """The most the process holds of stream messages at once, over all its partitions
+    (``services.consumers.runner.budget``). Default :data:`DEFAULT_BUFFER_BYTES`."""
 
 
 @dataclass(frozen=True)

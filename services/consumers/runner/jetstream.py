@@ -3,13 +3,18 @@
 One durable **pull** consumer per consumer name (``LIFTOFF_CONSUMER_NAME``) on the stream named
 in ``LIFTOFF_STREAM_URL``, created if missing:
 
-- explicit ack, deliver all, unlimited redeliveries (a sink parks what can never succeed;
-  nothing is dropped by the server), ``ack_wait`` = ``LIFTOFF_CONSUMER_ACK_WAIT_SECONDS``
-  (default 30 s) and ``max_ack_pending`` = twice the batch size (at least 1000). While a batch
-  is being gathered or handled — including while the sink retries a down backend — its messages
-  are kept alive with ``in_progress`` every ``ack_wait / 3``, so ``ack_wait`` need not exceed
-  the worst batch time; it only bounds how long a *crashed* consumer's messages wait before
-  redelivery.
+- explicit ack, unlimited redeliveries (a sink parks what can never succeed; nothing is
+  dropped by the server); created delivering every message the stream holds (archiver,
+  loader) or, with ``start_at_end`` (broadcasters), only what arrives after its creation, so a
+  destination added to a running stack is not sent the whole retention. An existing durable
+  keeps its position and deliver policy (the server cannot change either). A durable that the
+  stream's recorded set (``services.stream.durables``) no longer declares is not re-created:
+  its destination was removed and its process is about to be.
+- ``ack_wait`` = ``LIFTOFF_CONSUMER_ACK_WAIT_SECONDS`` (default 30 s) and ``max_ack_pending`` =
+  twice the batch size (at least 1000). While a batch is being gathered or handled — including
+  while the sink retries a down backend — its messages are kept alive with ``in_progress`` every
+  ``ack_wait / 3``, so ``ack_wait`` need not exceed the worst batch time; it only bounds how long
+  a *crashed* consumer's messages wait before redelivery.
 - Batches are bounded by size (``max_events``) and age (``max_seconds`` since the first message
   of the batch arrived). The batch goes through :func:`services.consumers.runner.model.process`;
   then each message is acked (done), nak'ed with a delay (retry) or published to the dead letter and
@@ -24,7 +29,9 @@ in ``LIFTOFF_STREAM_URL``, created if missing:
   consumer that stops answering pull requests (deleted, stream recreated) is ensured again.
 - Pulling: one pull request (``batch`` + ``expires``) outstanding at a time on a private inbox,
   read by a callback — no task or timer per message; the next batch's request is issued before
-  the current batch goes to the sink, so at most two batches are in hand (``max_ack_pending``).
+  the current batch goes to the sink, so at most two batches are in hand (``max_ack_pending``),
+  and at most ``buffer_bytes`` (``services.consumers.runner.budget``: pull requests carry
+  ``max_bytes``, a batch goes to the sink at half of it).
 
 Probes on ``LIFTOFF_HEALTH_PORT`` (default 8081): ``/healthz`` 200 while the loop is making
 progress (it iterates at least every second, also while retrying), ``/readyz`` 200 while
@@ -48,6 +55,11 @@ from nats.aio.msg import Msg
 from nats.js.api import DEFAULT_PREFIX, AckPolicy, ConsumerConfig, DeliverPolicy
 
 from services.consumers.runner.acks import Acknowledging, Stopped, flush
+from services.consumers.runner.budget import (
+    MESSAGE_OVERHEAD,
+    batch_full_by_bytes,
+    pull_limit,
+)
 from services.consumers.runner.model import (
     Sink,
 )
@@ -55,11 +67,20 @@ from services.consumers.runner.signals import Signals
 from services.observability import Counters
 from services.stream.address import JetStreamAddress
 from services.stream.dead_letters import DeadLetter
+from services.stream.durables import declares
 from services.stream.jetstream import stream_credentials
 
 log = logging.getLogger("liftoff.consumer.jetstream")
 
 T = TypeVar("T")
+
+
+_NORMAL_ENDS = ("Message Size Exceeds MaxBytes", "Batch Completed")
+"""How the server ends a pull request that had ``max_bytes`` (status 409): not failures."""
+
+
+class NotDeclared(Exception):
+    """The durable is gone and the stream's recorded set no longer names it: not re-created."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +99,13 @@ class RunnerSettings:
     liveness_seconds: float = 120.0
     lag_interval_seconds: float = 15.0
     """How often the lag of every durable consumer of the stream is read from the server."""
+    start_at_end: bool = False
+    """Create the durable delivering only what arrives after its creation (a broadcaster);
+    default: everything the stream holds (the archive and the warehouse see every event)."""
+    buffer_bytes: int | None = None
+    """The most this runner holds of messages at once (delivered, not yet acknowledged), as
+    :mod:`services.consumers.runner.budget` counts them; a process with several partition
+    runners splits its budget between them. None: bounded by the batch size only."""
 
     @property
     def max_ack_pending(self) -> int:
@@ -104,6 +132,8 @@ class JetStreamRunner(Signals, Acknowledging):
         self._batch: list[Msg] = []  # the batch being gathered or handled
         self._incoming: list[Msg] = []  # delivered, not yet in a batch (filled by _on_message)
         self._incoming_since = 0.0  # when the oldest message in _incoming arrived
+        self._incoming_bytes = 0  # what _incoming costs the byte budget (runner.budget)
+        self._batch_bytes = 0  # what the batch being gathered or handled costs it
         self._abandoned: list[Msg] = []  # stopping: to be given back (nak) by run()
         self._wake = asyncio.Event()  # set by _on_message (and stop) to wake the loop
         self._wake_at = 1  # wake the loop once _incoming holds this many messages
@@ -118,6 +148,8 @@ class JetStreamRunner(Signals, Acknowledging):
         self._pull_error: str | None = None
         self._progress = time.monotonic()
         self._stop = asyncio.Event()
+        self._lag_reported: set[str] = set()
+        self._bound = False  # the durable consumer exists and is ours to pull from
 
     # --- probes -------------------------------------------------------------------------------
 
@@ -231,7 +263,7 @@ class JetStreamRunner(Signals, Acknowledging):
     def _wanted(self) -> ConsumerConfig:
         return ConsumerConfig(
             durable_name=self.name,
-            deliver_policy=DeliverPolicy.ALL,
+            deliver_policy=DeliverPolicy.NEW if self.settings.start_at_end else DeliverPolicy.ALL,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self.settings.ack_wait_seconds,
             max_deliver=-1,
@@ -245,16 +277,25 @@ class JetStreamRunner(Signals, Acknowledging):
         try:
             current = (await js.consumer_info(stream, self.name)).config
         except nats.js.errors.NotFoundError:
+            if not declares((await js.stream_info(stream)).config.metadata, self.name):
+                raise NotDeclared from None
             await js.add_consumer(stream, wanted)
-            log.info("created durable consumer", extra={"fields": {"consumer": self.name}})
+            log.info(
+                "created durable consumer",
+                extra={"fields": {"consumer": self.name, "deliver": wanted.deliver_policy}},
+            )
             return
         if (current.ack_wait, current.max_ack_pending, current.filter_subject) != (
             wanted.ack_wait,
             wanted.max_ack_pending,
             wanted.filter_subject,
         ):
+            # Where it starts is fixed at creation: keep the existing durable's.
+            wanted.deliver_policy = current.deliver_policy
             try:
-                await js.update_consumer(stream, wanted)
+                # nats-py has no update call: the create request of an existing durable
+                # updates what the server lets change (ack wait, max ack pending, filter).
+                await js.add_consumer(stream, wanted)
             except nats.js.errors.Error as error:
                 log.warning(
                     "could not update the durable consumer; using it as it is",
@@ -263,10 +304,12 @@ class JetStreamRunner(Signals, Acknowledging):
 
     async def _bind(self) -> None:
         """Ensure the durable consumer and bind a pull subscription; retry until it works."""
+        self._bound = False
         while True:
             self._progress = time.monotonic()
             try:
                 await self._ensure_consumer()
+                self._bound = True
                 if self._inbox is None:
                     inbox = self._nc.new_inbox()
                     self._sub = await self._nc.subscribe(f"{inbox}.*", cb=self._on_message)
@@ -276,6 +319,13 @@ class JetStreamRunner(Signals, Acknowledging):
                     extra={"fields": {"consumer": self.name, "stream": self.address.stream}},
                 )
                 return
+            except NotDeclared:
+                log.warning(
+                    "the durable consumer was deleted and the stream no longer declares it "
+                    "(its destination was removed): not re-creating it",
+                    extra={"fields": {"consumer": self.name, "stream": self.address.stream}},
+                )
+                await self._sleep(5.0)
             except (TimeoutError, nats.errors.Error) as error:
                 log.warning(
                     "cannot bind the consumer yet (stream missing or broker down)",
@@ -314,6 +364,7 @@ class JetStreamRunner(Signals, Acknowledging):
                 if not incoming:
                     self._incoming_since = time.monotonic()
                 incoming.append(message)
+                self._incoming_bytes += len(message.data) + MESSAGE_OVERHEAD
                 self._pull_remaining -= 1
                 if self._pull_remaining <= 0:  # the request is complete (no status follows)
                     self._pull_deadline = 0.0
@@ -323,9 +374,11 @@ class JetStreamRunner(Signals, Acknowledging):
             return
         if status == "100" or message.subject != self._pull_subject:
             return  # a heartbeat, or the end of a request already given up on
-        # 404 no messages, 408 expired, 409/503 ...: this request will deliver nothing more.
+        # 404 no messages, 408 expired, 409 with max_bytes: its bytes or its count reached,
+        # other 409s, 503 ...: this request will deliver nothing more.
         self._pull_deadline = 0.0
-        if status not in ("404", "408"):
+        description = str((headers or {}).get("Description", ""))
+        if status not in ("404", "408") and description not in _NORMAL_ENDS:
             self._pull_error = f"{status} {(headers or {}).get('Description', '')}".strip()
         self._wake.set()
 
@@ -340,6 +393,9 @@ class JetStreamRunner(Signals, Acknowledging):
             self._pull_error = "no answer to the pull request"
             return
         wanted = min(self.settings.fetch_max, self.settings.batch_max_events - buffered)
+        limit = self._byte_limit(wanted)
+        if limit is not None:
+            wanted, max_bytes = limit
         if wanted <= 0:
             return
         expires = self.settings.pull_expires_seconds
@@ -349,13 +405,37 @@ class JetStreamRunner(Signals, Acknowledging):
         # delivers, its messages are simply taken into the next batch.
         self._pull_deadline = now + expires + 1.0
         self._pull_remaining = wanted
-        request = b'{"batch":%d,"expires":%d}' % (wanted, int(expires * 1e9))
+        request = b'{"batch":%d,"expires":%d' % (wanted, int(expires * 1e9))
+        request += b',"max_bytes":%d}' % max_bytes if limit is not None else b"}"
         try:
             await self._nc.publish(self._next_subject, request, reply=self._pull_subject)
         except Exception as error:  # closed, or the reconnect buffer is full: try again
             self._pull_deadline = 0.0
             log.debug("pull request failed", extra={"fields": {"error": repr(error)}})
             await self._sleep(0.2)
+
+    def _byte_limit(self, wanted: int) -> tuple[int, int] | None:
+        """(messages, payload bytes) the next pull may ask for within the byte budget."""
+        budget = self.settings.buffer_bytes
+        if budget is None:
+            return None
+        held = (len(self._batch) + len(self._incoming), self._batch_bytes + self._incoming_bytes)
+        return pull_limit(budget, held, wanted)
+
+    def _take_incoming(self, batch: list[Msg]) -> None:
+        """Move what arrived into the batch, up to its event count."""
+        take = self.settings.batch_max_events - len(batch)
+        taken = self._incoming[:take]
+        moved = sum(len(m.data) for m in taken) + MESSAGE_OVERHEAD * len(taken)
+        batch.extend(taken)
+        del self._incoming[:take]  # any rest keeps its (earlier) arrival time: conservative
+        self._batch_bytes += moved
+        self._incoming_bytes -= moved
+
+    def _batch_full(self, batch: list[Msg]) -> bool:
+        return len(batch) >= self.settings.batch_max_events or batch_full_by_bytes(
+            self.settings.buffer_bytes, self._batch_bytes
+        )
 
     async def _consume(self) -> None:
         settings = self.settings
@@ -369,9 +449,7 @@ class JetStreamRunner(Signals, Acknowledging):
             if incoming and len(batch) < settings.batch_max_events:
                 if not batch:
                     first_at = self._incoming_since
-                take = settings.batch_max_events - len(batch)
-                batch.extend(incoming[:take])
-                del incoming[:take]  # any rest keeps its (earlier) arrival time: conservative
+                self._take_incoming(batch)
                 failures = 0
             if self._pull_error is not None:
                 error, self._pull_error = self._pull_error, None
@@ -382,14 +460,12 @@ class JetStreamRunner(Signals, Acknowledging):
                     failures = 0
                     await self._bind()
                 continue
-            if batch and (
-                len(batch) >= settings.batch_max_events
-                or now - first_at >= settings.batch_max_seconds
-            ):
+            if batch and (self._batch_full(batch) or now - first_at >= settings.batch_max_seconds):
                 await self._pull(len(self._incoming))  # the next batch arrives meanwhile
                 await self._flush(batch)
                 batch = []
                 self._batch = batch
+                self._batch_bytes = 0
                 continue
             await self._pull(len(batch) + len(self._incoming))
             if batch:

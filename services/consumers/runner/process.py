@@ -11,8 +11,10 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 from typing import Any
 
+from services.consumers.runner.budget import share
 from services.consumers.runner.contract import (
     DEFAULT_ACK_WAIT_SECONDS,
+    DEFAULT_BUFFER_BYTES,
     DEFAULT_HEALTH_HOST,
     DEFAULT_HEALTH_PORT,
     DEFAULT_LAG_INTERVAL_SECONDS,
@@ -126,7 +128,8 @@ async def _run_partitions(
             part.url(),
             shared_sink,
             shared_dead_letter,
-            replace(settings, health_port=None),
+            # One byte budget per process: each partition's runner holds its share.
+            replace(settings, health_port=None, buffer_bytes=share(settings.buffer_bytes, count)),
             counters,
         )
         for part in address.partition_addresses()
@@ -214,6 +217,7 @@ def runner_settings(
         health_port=health_port or None,
         health_host=runtime.health_host or DEFAULT_HEALTH_HOST,
         lag_interval_seconds=or_default(runtime.lag_interval_seconds, DEFAULT_LAG_INTERVAL_SECONDS),
+        buffer_bytes=or_default(runtime.buffer_bytes, DEFAULT_BUFFER_BYTES),
     )
 
 
@@ -239,11 +243,14 @@ def run_batches(
     batches: tuple[int | None, float | None],
     defaults: tuple[int, float],
     build_sink: Callable[[], Sink],
+    *,
+    start_at_end: bool = False,
 ) -> int:
     """``python -m services <consumer>``: ``batches`` (its batch bounds, unset → ``defaults``)
-    and its sink, run on its runtime settings."""
+    and its sink, run on its runtime settings; ``start_at_end``: a new durable gets only what
+    arrives after it is created (:class:`RunnerSettings`)."""
     events, seconds = batches
     settings = runner_settings(
         runtime, name, or_default(events, defaults[0]), or_default(seconds, defaults[1])
     )
-    return run_process(runtime, settings, build_sink)
+    return run_process(runtime, replace(settings, start_at_end=start_at_end), build_sink)

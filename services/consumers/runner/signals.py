@@ -32,6 +32,9 @@ class Signals:
     _nc: Any
     _sub: Any
     _progress: float
+    _bound: bool
+    _lag_reported: set[str]
+    """The durable consumers whose lag was reported in the last round."""
 
     @property
     def name(self) -> str:
@@ -82,7 +85,7 @@ class Signals:
         return 503, f"no progress for {idle:.0f}s\n"
 
     async def _readyz(self) -> tuple[int, str]:
-        if self._nc is not None and self._nc.is_connected and self._sub is not None:
+        if self._nc is not None and self._nc.is_connected and self._sub is not None and self._bound:
             return 200, "ok\n"
         return 503, "not connected to the stream\n"
 
@@ -125,7 +128,16 @@ class Signals:
         js = self._nc.jetstream(timeout=5)
         stream = self.address.stream
         now = datetime.now(UTC)
-        for info in await js.consumers_info(stream):
+        infos = await js.consumers_info(stream)
+        present = {info.name or info.config.durable_name or "" for info in infos}
+        reported = self._lag_reported
+        # A durable deleted since the last round (its destination removed) stops being
+        # reported: its last lag would otherwise stay, and its age alert fire, forever.
+        for gone in sorted(reported - present):
+            self.counters.forget("liftoff_consumer_lag_events", consumer=gone, stream=stream)
+            self.counters.forget("liftoff_consumer_lag_seconds", consumer=gone, stream=stream)
+        self._lag_reported = present - {""}
+        for info in infos:
             name = info.name or info.config.durable_name
             if not name:
                 continue

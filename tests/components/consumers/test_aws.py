@@ -35,10 +35,22 @@ def test_each_consumer_has_its_own_checkpointed_mapping():
         assert mapping["bisectBatchOnFunctionError"] is True
         assert mapping["maximumRetryAttempts"] == 10
         assert mapping["maximumRecordAgeInSeconds"] == 168 * 3600  # the stream's retention
-        assert mapping["startingPosition"] == "TRIM_HORIZON"
         assert mapping["destinationConfig"]["onFailure"]["destinationArn"].startswith("arn:aws:sqs")
     archiver = mappings["liftoff-consumers-archiver-mapping"]
     assert (archiver["batchSize"], archiver["maximumBatchingWindowInSeconds"]) == (10000, 60)
+
+
+def test_only_new_broadcaster_mappings_start_at_the_end_of_the_stream():
+    """The archive and the warehouse read everything the stream holds; a destination reads
+    from its creation on (a new one must not get 7 days replayed: GA4 does not deduplicate).
+    startingPosition is create-only (ForceNew: a delete-then-create that restarts the mapping's
+    position), so no existing mapping is ever changed by it."""
+    run = stack_run("aws")
+    for mapping in run.of_type(MAPPING):
+        role = mapping.name.removeprefix("liftoff-consumers-").removesuffix("-mapping")
+        expected = "LATEST" if role.startswith("broadcaster-") else "TRIM_HORIZON"
+        assert mapping.inputs["startingPosition"] == expected, role
+        assert "startingPosition" in mapping.ignore_changes, role
 
 
 def test_dead_letter_queues_are_encrypted():

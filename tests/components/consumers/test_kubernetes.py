@@ -33,6 +33,18 @@ def test_one_single_replica_deployment_per_consumer():
         assert container["livenessProbe"]["httpGet"]["port"] == "health"
 
 
+def test_every_consumer_holds_at_most_a_quarter_of_its_memory_limit_of_the_stream():
+    """The byte budget every partition runner of the process shares (items held before they
+    are acknowledged): derived from the pod's own declared limit, so both change together."""
+    for name, deployment in _deployments(stack_run("kubernetes-private-cloud")).items():
+        if name in ("collector", "postgres-exporter"):
+            continue
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        limit = container["resources"]["limits"]["memory"]
+        assert limit == "512Mi", name
+        assert _env(deployment)["LIFTOFF_CONSUMER_BUFFER_BYTES"] == str(128 * 2**20), name
+
+
 def test_no_credential_is_ever_an_environment_value():
     for deployment in _deployments(stack_run("kubernetes-private-cloud")).values():
         (container,) = deployment["spec"]["template"]["spec"]["containers"]

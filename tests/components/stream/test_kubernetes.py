@@ -98,6 +98,8 @@ def test_stream_is_created_by_a_job_named_after_its_settings():
         "LIFTOFF_STREAM_MAX_BYTES": str(100 * 2**30 * 3 // 4 // 8),
         # 10% of it for the dead letters (quarantine and parked events)
         "LIFTOFF_DEAD_LETTER_MAX_BYTES": str(100 * 2**30 // 10),
+        # the durables the stack runs: the Job deletes liftoff's others
+        "LIFTOFF_STREAM_CONSUMERS": "archiver,broadcaster-amplitude,broadcaster-crm,loader",
     }
     assert container["image"] == "registry.corp.example/mirror/data/liftoff-services:0.1.0"
     changed = run_program(
@@ -105,6 +107,22 @@ def test_stream_is_created_by_a_job_named_after_its_settings():
         overrides={"liftoff:stream": {"replicas": 3, "retentionHours": 48}},
     ).one(JOB, "liftoff-stream-setup")
     assert changed.inputs["metadata"]["name"] != job["metadata"]["name"]
+
+
+def test_removing_a_destination_runs_the_setup_job_again_without_its_durable():
+    """The removed broadcaster's durables would otherwise stay, their lag growing for good:
+    the Job (a new name, so it runs) is told the set without it and deletes them."""
+    stack = "stacks/kubernetes-private-cloud.yaml"
+    before = stack_run("kubernetes-private-cloud").one(JOB, "liftoff-stream-setup").inputs
+    crm_only = [{"name": "crm", "type": "webhook", "url": "https://crm.corp.example/h",
+                 "signingSecret": {"secure": "v1:placeholder"}}]  # fmt: skip
+    after = run_program(stack, overrides={"liftoff:destinations": crm_only}).one(
+        JOB, "liftoff-stream-setup"
+    )
+    (container,) = after.inputs["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["LIFTOFF_STREAM_CONSUMERS"] == "archiver,broadcaster-crm,loader"
+    assert after.inputs["metadata"]["name"] != before["metadata"]["name"]
 
 
 def test_nats_admits_only_granted_clients_and_its_own_routes():

@@ -15,6 +15,23 @@ def test_partitions_default_to_one_for_a_single_server_and_production_for_a_clus
     assert clustered.stream.kubernetes.partitions == PRODUCTION_PARTITIONS
     chosen = load({"liftoff:target": "kubernetes", "liftoff:stream": {"partitions": 16}})
     assert chosen.stream.kubernetes.partitions == 16
+    # Whether the stack chose it: an unset count keeps what a live stack has.
+    assert chosen.stream.kubernetes.partitions_chosen
+    assert not clustered.stream.kubernetes.partitions_chosen
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [{"repartitionFrom": 1}, {"partitions": 8, "repartitionFrom": 8}, {"partitions": 8,
+     "repartitionFrom": 65}],
+)  # fmt: skip
+def test_repartition_from_goes_only_beside_a_different_count(stream):
+    found = problems({"liftoff:target": "kubernetes", "liftoff:stream": stream})
+    assert len(found) == 1 and "liftoff:stream.repartitionFrom" in found[0]
+    fine = load(
+        {"liftoff:target": "kubernetes", "liftoff:stream": {"partitions": 8, "repartitionFrom": 1}}
+    )
+    assert fine.stream.kubernetes.repartition_from == 1
 
 
 @pytest.mark.parametrize("value", [0, MAX_PARTITIONS + 1, -3, "many"])

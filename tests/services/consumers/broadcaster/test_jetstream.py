@@ -92,7 +92,6 @@ def test_a_failing_destination_does_not_hold_back_a_healthy_one(
     good_ids = {e["messageId"] for e in first + second}
     bad_on_the_stream: list[Any] = [b"not json at all", {**events.make(), "messageId": ""}]
     bad_on_the_stream[1] = json.dumps(bad_on_the_stream[1]).encode()
-    run(publish(stream_url, [*bad_on_the_stream, *first, poison]))
 
     # The healthy destination rejects one event for good (HTTP 400) and takes everything else.
     receiver.answer(
@@ -127,6 +126,8 @@ def test_a_failing_destination_does_not_hold_back_a_healthy_one(
         process = broadcaster(tmp_path, stream_url, dead_letter_url, destination, **extra)
         processes.append(process)
         process.start()
+    # A new destination starts at the stream's end: the events come once both are bound.
+    run(publish(stream_url, [*bad_on_the_stream, *first, poison]))
     run(publish(stream_url, second))
 
     # The healthy destination gets every good event while the other one is still failing.
@@ -199,11 +200,11 @@ def test_sigterm_abandons_the_in_flight_batch_without_acknowledging_it(
     stream_url, _ = jetstream
     events = EventFactory()
     batch = [events.make() for _ in range(5)]
-    run(publish(stream_url, batch))
     down = receiver.answer(503, path="/hook", headers={"Retry-After": "1"})
     destination = {"name": "hook", "type": "webhook", "settings": {"url": f"{receiver.url}/hook"}}
     extra = {"LIFTOFF_BROADCAST_MAX_ATTEMPTS": "100"}
     process = broadcaster(tmp_path, stream_url, dead_letter_url, destination, **extra).start()
+    run(publish(stream_url, batch))  # once bound: a new destination starts at the stream's end
     try:
         receiver.wait_for(lambda: len(receiver.all("/hook")) >= 2)  # retrying the batch
     finally:
