@@ -23,14 +23,12 @@ STORAGE_OUTPUT = "storageGb"
 RESIZE_PROCEDURE = "README.md, 'Resizing a volume (Kubernetes)'"
 
 
-def own_stack(name: str, parent: pulumi.Resource, role: str = "") -> pulumi.StackReference:
-    """A reference to this very stack: its outputs are what the previous update deployed.
-    Named `<name>-deployed[-<role>]` (a component reading it for several purposes may make
-    one per purpose: a reference is a read, not a resource)."""
+def own_stack(name: str, parent: pulumi.Resource) -> pulumi.StackReference:
+    """A reference to this very stack (`<name>-deployed`): its outputs are what the previous
+    update deployed. One per component, whatever it reads back."""
     stack = f"{pulumi.get_organization()}/{pulumi.get_project()}/{pulumi.get_stack()}"
-    suffix = f"-{role}" if role else ""
     return pulumi.StackReference(
-        f"{name}-deployed{suffix}", stack_name=stack, opts=pulumi.ResourceOptions(parent=parent)
+        f"{name}-deployed", stack_name=stack, opts=pulumi.ResourceOptions(parent=parent)
     )
 
 

@@ -281,6 +281,8 @@ class NatsJetStream(pulumi.ComponentResource):
         self.labels = kube.labels("nats", args.context.stack, args.context.tags)
         pin = load_chart_pin("nats")
         self.values = nats_values(args)
+        # What the stack's previous update deployed: its volume size and partition count.
+        deployed = own_stack(name, self)
 
         def checked(deployed: int | None) -> dict[str, Any]:
             # The size is in the chart's volumeClaimTemplates: refused before the chart (and
@@ -293,7 +295,7 @@ class NatsJetStream(pulumi.ComponentResource):
             f"{name}-chart",
             name=RELEASE,
             namespace=network.namespace_name,
-            values=deployed_storage_gb(own_stack(name, self, "storage"), "stream").apply(checked),
+            values=deployed_storage_gb(deployed, "stream").apply(checked),
             **pin.source_args(args.chart_source),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[network.default_deny]),
         )
@@ -310,7 +312,7 @@ class NatsJetStream(pulumi.ComponentResource):
         host = network.service_host(RELEASE)
         # The count this stack's streams have (a new stack: the configured one); a change is
         # refused here, failing the preview, instead of the setup Job failing at `up`.
-        partitions = deployed_partitions(name, self).apply(
+        partitions = deployed_partitions(deployed).apply(
             lambda deployed: _checked_partitions(deployed, settings, self)
         )
         # Every client (collector, consumers, setup Job) reads the partition count from it.

@@ -35,12 +35,9 @@ class PartitionCountChange(ValueError):
     """liftoff:stream.partitions names another count than the stack's live streams have."""
 
 
-def deployed_partitions(name: str, parent: pulumi.Resource) -> pulumi.Output[int | None]:
-    """The partition count this stack last deployed, or None on a stack that never ran."""
-    own_stack = f"{pulumi.get_organization()}/{pulumi.get_project()}/{pulumi.get_stack()}"
-    reference = pulumi.StackReference(
-        f"{name}-deployed", stack_name=own_stack, opts=pulumi.ResourceOptions(parent=parent)
-    )
+def deployed_partitions(reference: pulumi.StackReference) -> pulumi.Output[int | None]:
+    """The partition count this stack last deployed (read through `reference`, the stack
+    itself: `components.deployed.own_stack`), or None on a stack that never ran."""
     return reference.get_output(STREAM_OUTPUT).apply(partitions_in_output)
 
 
