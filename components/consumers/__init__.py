@@ -51,6 +51,7 @@ def destination_document(destination: Destination) -> DestinationDocument:
         settings=dict(sorted(destination.settings.items())),
         sources=tuple(destination.sources),
         events=tuple(destination.events),
+        filters=destination.filters,
     )
 
 

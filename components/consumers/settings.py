@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from components.ingest.settings import SOURCE_NAME, Source
@@ -17,6 +17,8 @@ from components.validation import (
     set_secret_hint,
 )
 from services.consumers.broadcaster.destinations import NAME_DESCRIBE, NAME_PATTERN, TYPES
+from services.consumers.broadcaster.filters import FilterProblem, Filters
+from services.consumers.broadcaster.filters import decode as decode_filters
 
 # Kinesis' limit of enhanced fan-out consumers per stream (one per destination on AWS).
 MAX_FAN_OUT_CONSUMERS = 20
@@ -41,6 +43,10 @@ class Destination:
     """Default: every source."""
     events: tuple[str, ...] = ()
     """Default: every event (and every type: identify, page, ... pass unless events is set)."""
+    filters: Filters = field(default_factory=Filters)
+    """Default: only the events' Segment `integrations` object decides (see
+    `services/consumers/broadcaster/filters.py` for the grammar: drop conditions, sampling,
+    allow/block-listed fields, consent categories)."""
     private_networks: tuple[PrivateNetwork, ...] = ()
     """Kubernetes only. Default: none — the broadcaster reaches public addresses on 443 only.
     Private CIDRs (and ports) this destination may reach, e.g. an internal webhook."""
@@ -119,6 +125,7 @@ def _read_destinations(
         events = (
             reader.string_list("events", item_pattern=r"\S.{0,199}", describe="an event name") or ()
         )
+        filters = _read_filters(reader)
         private: tuple[PrivateNetwork, ...] = ()
         if target == "kubernetes":
             private = _read_private_networks(
@@ -142,6 +149,7 @@ def _read_destinations(
                 secrets=secrets,
                 sources=tuple(sorted(set(only_sources))),
                 events=tuple(sorted(set(events))),
+                filters=filters,
                 private_networks=private,
             )
         )
@@ -176,6 +184,17 @@ def _read_destination_fields(
         if value is not None:
             settings[item.name] = value
     return settings, secrets
+
+
+def _read_filters(reader: ConfigReader) -> Filters:
+    """`filters`, read by the broadcaster's own grammar; its first problem is reported."""
+    try:
+        return decode_filters(reader.raw("filters"))
+    except FilterProblem as problem:
+        reader.problems.append(
+            Problem(f"{reader.key('filters')}{problem.path}", problem.value, problem.allowed)
+        )
+        return Filters()
 
 
 def _read_only_sources(reader: ConfigReader, known_sources: set[str]) -> tuple[str, ...]:

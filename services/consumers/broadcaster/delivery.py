@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from services.consumers.broadcaster.filters import Filters
 from services.consumers.broadcaster.model import (
     Accepted,
     DestinationType,
@@ -49,23 +50,36 @@ log = logging.getLogger("liftoff.broadcaster")
 for _name in ("httpx", "httpcore"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
+FILTERED = "liftoff_broadcaster_filtered_total"
+
 Keepalive = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True)
 class EventFilter:
     """``sources``: empty = every source. ``events``: empty = every event of every type; when
-    set, only ``track`` events with one of these names pass."""
+    set, only ``track`` events with one of these names pass. ``filters``: the destination's
+    filters (:mod:`services.consumers.broadcaster.filters`), checked against ``names`` (the
+    destination's own name, then its type's Segment names)."""
 
     sources: frozenset[str] = frozenset()
     events: frozenset[str] = frozenset()
+    filters: Filters = field(default_factory=Filters)
+    names: tuple[str, ...] = ()
 
     def passes(self, event: JsonObject) -> bool:
+        return self.refusal(event) is None
+
+    def refusal(self, event: JsonObject) -> str | None:
+        """Why the event is not sent (the ``reason`` label of the filtered counter), or None."""
         if self.sources and event["liftoff"]["source"] not in self.sources:
-            return False
-        if self.events:
-            return event["type"] == "track" and event.get("event") in self.events
-        return True
+            return "source"
+        if self.events and not (event["type"] == "track" and event.get("event") in self.events):
+            return "event"
+        return self.filters.refusal(event, self.names)
+
+    def shape(self, event: JsonObject) -> JsonObject:
+        return self.filters.shape(event)
 
 
 @dataclass
@@ -111,6 +125,11 @@ class Broadcaster:
         for metric, text in (
             ("liftoff_broadcast_events_total", "Events by outcome"),
             (
+                FILTERED,
+                "Events a destination's filters kept from it (acknowledged, never retried), by "
+                "reason: source, event, integrations, consent, drop, sample",
+            ),
+            (
                 "liftoff_broadcast_requests_total",
                 "HTTP attempts by destination, result and status class (2xx..5xx, timeout, "
                 "connection)",
@@ -144,11 +163,13 @@ class Broadcaster:
             if decoded.event is None:
                 batch.outcomes[index].append(Outcome("parked", f"invalid event: {decoded.problem}"))
                 continue
-            if not self.filter.passes(decoded.event):
-                batch.outcomes[index].append(Outcome("skipped", "filtered out"))
+            refusal = self.filter.refusal(decoded.event)
+            if refusal is not None:
+                self.counters.add(FILTERED, destination=self.name, reason=refusal)
+                batch.outcomes[index].append(Outcome("skipped", f"filtered out ({refusal})"))
                 continue
             try:
-                units = self.destination.units(index, decoded.event)
+                units = self.destination.units(index, self.filter.shape(decoded.event))
             except Unsendable as error:
                 batch.outcomes[index].append(Outcome("parked", str(error)))
                 continue

@@ -4,7 +4,8 @@ Read by the stack validation (``components/consumers/settings.py`` validates
 ``liftoff:destinations`` entry by entry against :data:`TYPES`) and by the broadcaster (the
 ``LIFTOFF_DESTINATION`` document is decoded and checked here, and each type is built by its
 module's ``destination()``), so a field the broadcaster supports is a field a stack may set.
-Imports nothing else of ``services``.
+Imports nothing else of ``services`` but the filters' grammar
+(:mod:`services.consumers.broadcaster.filters`).
 
 Adding a destination type: its module ``services/consumers/broadcaster/<type>.py`` (a
 :class:`~services.consumers.broadcaster.model.DestinationType` and a
@@ -19,6 +20,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from services.consumers.broadcaster.filters import FilterProblem, Filters
+from services.consumers.broadcaster.filters import decode as decode_filters
 
 NAME_PATTERN = r"[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?"
 """A destination's name: it names the broadcaster's durable consumer (``broadcaster-<name>``, at
@@ -57,6 +61,9 @@ class DestinationType:
     fields: tuple[Field, ...]
     """Required settings, optional settings, then the secret: the order a stack's problems are
     reported in."""
+    segment_names: tuple[str, ...] = ()
+    """The keys of Segment's ``integrations`` object that name this type (``{"Mixpanel":
+    false}``), classic and Actions destinations: the filters honour them."""
 
     @property
     def settings(self) -> tuple[Field, ...]:
@@ -95,10 +102,30 @@ _MEASUREMENT_ID = Field(
 TYPES: dict[str, DestinationType] = {
     kind.name: kind
     for kind in (
-        DestinationType("webhook", "webhook", (_URL, _secret("signingSecret"))),
-        DestinationType("mixpanel", "mixpanel", (_REGION, _GROUP_KEY, _secret("projectToken"))),
-        DestinationType("amplitude", "amplitude", (_REGION, _GROUP_TYPE, _secret("apiKey"))),
-        DestinationType("ga4", "ga4", (_MEASUREMENT_ID, _REGION, _secret("apiSecret"))),
+        DestinationType(
+            "webhook",
+            "webhook",
+            (_URL, _secret("signingSecret")),
+            ("Webhooks", "Webhooks (Actions)", "Webhook"),
+        ),
+        DestinationType(
+            "mixpanel",
+            "mixpanel",
+            (_REGION, _GROUP_KEY, _secret("projectToken")),
+            ("Mixpanel", "Mixpanel (Actions)"),
+        ),
+        DestinationType(
+            "amplitude",
+            "amplitude",
+            (_REGION, _GROUP_TYPE, _secret("apiKey")),
+            ("Amplitude", "Actions Amplitude"),
+        ),
+        DestinationType(
+            "ga4",
+            "ga4",
+            (_MEASUREMENT_ID, _REGION, _secret("apiSecret")),
+            ("Google Analytics 4", "Google Analytics 4 Cloud"),
+        ),
     )
 }
 
@@ -114,24 +141,33 @@ class DestinationDocument:
     """Default: every source."""
     events: tuple[str, ...] = ()
     """Default: every event."""
+    filters: Filters = field(default_factory=Filters)
+    """Default: only the events' ``integrations`` object filters."""
 
     @property
     def consumer_name(self) -> str:
         """The broadcaster's durable consumer (and process, and function) name."""
         return consumer_name(self.name)
 
+    @property
+    def integration_names(self) -> tuple[str, ...]:
+        """The ``integrations`` keys naming this destination, the most specific first."""
+        return (self.name, *TYPES[self.type].segment_names)
+
     def encode(self) -> str:
-        """The document's one text (what every realization declares)."""
-        return json.dumps(
-            {
-                "name": self.name,
-                "type": self.type,
-                "settings": dict(sorted(self.settings.items())),
-                "sources": list(self.sources),
-                "events": list(self.events),
-            },
-            sort_keys=True,
-        )
+        """The document's one text (what every realization declares). Default filters are left
+        out, so a stack without filters declares the text it declared before they existed (no
+        broadcaster restarted by the upgrade)."""
+        document: dict[str, Any] = {
+            "name": self.name,
+            "type": self.type,
+            "settings": dict(sorted(self.settings.items())),
+            "sources": list(self.sources),
+            "events": list(self.events),
+        }
+        if not self.filters.is_default:
+            document["filters"] = self.filters.encode()
+        return json.dumps(document, sort_keys=True)
 
 
 def consumer_name(destination: str) -> str:
@@ -155,7 +191,11 @@ def decode(document: Any) -> DestinationDocument:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ValueError(f"{key} must be a list of strings")
         lists[key] = tuple(value)
-    return DestinationDocument(name, kind, settings, lists["sources"], lists["events"])
+    try:
+        filters = decode_filters(document.get("filters"))
+    except FilterProblem as problem:
+        raise ValueError(str(problem)) from None
+    return DestinationDocument(name, kind, settings, lists["sources"], lists["events"], filters)
 
 
 def _settings(kind: DestinationType, settings: Any) -> dict[str, str]:

@@ -66,6 +66,12 @@ class DestinationSpec:
         return self.document.consumer_name
 
     @property
+    def event_filter(self) -> EventFilter:
+        """What the destination receives: its sources, events and filters."""
+        document = self.document
+        return EventFilter(self.sources, self.events, document.filters, document.integration_names)
+
+    @property
     def secret_field(self) -> str:
         return TYPES[self.type].secret.name
 
@@ -115,7 +121,7 @@ class BroadcasterConfig:
             spec.name,
             spec.build(self.secret),
             client,
-            event_filter=EventFilter(spec.sources, spec.events),
+            event_filter=spec.event_filter,
             policy=self.policy,
             concurrency=self.concurrency,
         )

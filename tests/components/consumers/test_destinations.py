@@ -106,3 +106,33 @@ def test_names_the_broadcaster_and_kubernetes_could_not_use_are_refused():
             load_destinations([entry("webhook", name)])
         assert "liftoff:destinations[0].name" in str(caught.value)
     assert load_destinations([entry("webhook", "h" * 52)])
+
+
+def test_filters_are_validated_in_the_stack_and_reach_the_broadcaster(tmp_path: Path) -> None:
+    filters = {
+        "drop": [{"type": ["page"]}, {"field": "properties.plan", "equals": "free"}],
+        "samplePercent": 50,
+        "blockFields": ["context.ip"],
+        "consent": ["Analytics"],
+    }
+    (destination,) = load_destinations([{**entry("webhook", "hook"), "filters": filters}])
+    document = destination_document(destination)
+    settings = broadcaster.BroadcasterSettings(
+        runtime=ConsumerRuntime(stream=StreamAccess(url="nats://nats:4222/EVENTS")),
+        broadcast=broadcaster.Broadcast(destination=document, secrets_file="/s.json"),
+    )
+    parsed = broadcaster.parse(broadcaster.PROCESS.environment(settings)).broadcast
+    assert parsed.destination is not None
+    assert parsed.destination.filters == destination.filters
+    assert parsed.destination.filters.encode() == {
+        **filters,
+        "drop": [{"type": ["page"]}, {"field": "properties.plan", "in": ["free"]}],
+    }
+
+
+def test_a_bad_filter_is_refused_with_its_key_before_anything_is_declared():
+    bad = {"drop": [{"type": ["page"]}, {"field": "properties.plan", "in": []}]}
+    with pytest.raises(ConfigError) as caught:
+        load_destinations([{**entry("webhook", "hook"), "filters": bad}])
+    assert "liftoff:destinations[0].filters.drop[1].in" in str(caught.value)
+    assert "JSON scalars" in str(caught.value)

@@ -72,7 +72,7 @@ def deliver(
 
     import httpx
 
-    from services.consumers.broadcaster.delivery import Broadcaster, EventFilter
+    from services.consumers.broadcaster.delivery import Broadcaster
 
     async def main() -> list[Outcome]:
         async with httpx.AsyncClient(timeout=5) as client:
@@ -80,7 +80,7 @@ def deliver(
                 destination.name,
                 destination.build(SECRETS[destination.type]),
                 client,
-                event_filter=EventFilter(destination.sources, destination.events),
+                event_filter=destination.event_filter,
                 policy=policy,
                 rng=random.Random(7),
                 keepalive_interval=0.05,
