@@ -221,3 +221,59 @@ def test_sigterm_abandons_the_in_flight_batch_without_acknowledging_it(
     finally:
         restarted.stop()
     assert run(read_dead_letters(nats_url(shared_nats), "broadcaster-hook")) == []
+
+
+def test_filters_and_the_integrations_object_decide_what_each_destination_receives(
+    jetstream: tuple[str, str],
+    dead_letter_url: str,
+    receiver: Receiver,
+    processes: list[ServerProcess],
+    tmp_path: Path,
+) -> None:
+    """Two broadcaster processes on one stream: each gets what its filters and the events'
+    ``integrations`` objects let through; the rest is acknowledged, counted, never retried."""
+    stream_url, _ = jetstream
+    events = EventFactory()
+    stream = [
+        events.make(messageId="to-both"),
+        events.make(messageId="mixpanel-off", integrations={"Mixpanel": False}),
+        events.make(messageId="only-hook", integrations={"All": False, "hook": True}),
+        events.make("page", messageId="a-page"),
+        events.make(messageId="free", properties={"plan": "free", "email": "x@y"}),
+    ]
+    hook = {
+        "name": "hook",
+        "type": "webhook",
+        "settings": {"url": f"{receiver.url}/hook"},
+        "filters": {
+            "drop": [{"field": "properties.plan", "equals": "free"}],
+            "blockFields": ["context.ip"],
+        },
+    }
+    mixpanel = {"name": "mp", "type": "mixpanel", "settings": {"apiUrl": receiver.url}}
+    for destination in (hook, mixpanel):
+        process = broadcaster(tmp_path, stream_url, dead_letter_url, destination)
+        processes.append(process)
+        process.start()
+    run(publish(stream_url, stream))
+    for name in ("broadcaster-hook", "broadcaster-mp"):
+        receiver.wait_for(lambda name=name: run(consumer_state(stream_url, name)) == (0, 0))
+    hook_events = [e for r in receiver.delivered("/hook") for e in r.json["batch"]]
+    hook_ids = sorted(e["messageId"] for e in hook_events)
+    assert hook_ids == ["a-page", "mixpanel-off", "only-hook", "to-both"]
+    assert all("ip" not in e["context"] for e in hook_events)
+    mixpanel_got = sorted(mixpanel_ids(receiver.delivered("/import")))
+    assert mixpanel_got == ["a-page", "free", "to-both"]
+    assert len(receiver.all("/hook")) == len(receiver.delivered("/hook"))  # nothing retried
+
+    def filtered(process: ServerProcess) -> dict[str, float]:
+        text = httpx.get(f"http://127.0.0.1:{process.port}/metrics").text
+        return {
+            sample.labels["reason"]: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "liftoff_broadcaster_filtered_total"
+        }
+
+    assert filtered(processes[0]) == {"drop": 1.0}
+    assert filtered(processes[1]) == {"integrations": 2.0}
