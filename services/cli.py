@@ -23,6 +23,7 @@ from services.consumers.archiver import contract as archiver
 from services.consumers.broadcaster import contract as broadcaster
 from services.consumers.loader import contract as loader
 from services.consumers.reconcile import contract as reconcile
+from services.consumers.replay import contract as replay
 from services.contract import ConfigError, Process
 from services.postgres import contract as postgres
 from services.stream import contract as stream
@@ -77,6 +78,32 @@ def _quarantine_arguments(parser: argparse.ArgumentParser) -> None:
         dest="body_file",
         metavar="FILE",
         help="replay: the repaired JSON of the one event given with --seq",
+    )
+
+
+def _replay_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--from", dest="start", required=True, help="ISO-8601, e.g. 2026-11-27T10:00Z"
+    )
+    parser.add_argument("--to", dest="end", required=True, help="ISO-8601 (excluded)")
+    parser.add_argument(
+        "--target", required=True, help="destination:<name> (LIFTOFF_DESTINATION's) or warehouse"
+    )
+    parser.add_argument("--source", dest="sources", action="append", help="repeatable; default all")
+    parser.add_argument(
+        "--type",
+        dest="types",
+        action="append",
+        choices=("track", "identify", "page", "screen", "group", "alias"),
+        help="repeatable; default all",
+    )
+    parser.add_argument("--event", dest="events", action="append", help="a track event name")
+    parser.add_argument("--rate", type=float, metavar="N", help="at most N events per second")
+    parser.add_argument("--dry-run", action="store_true", help="count, send nothing")
+    parser.add_argument(
+        "--progress",
+        metavar="FILE",
+        help="the progress file (resume); default liftoff-replay-<hash>.json here",
     )
 
 
@@ -149,6 +176,12 @@ COMMANDS: dict[str, Command] = {
         "services.postgres.backup:run",
         "services.postgres.backup:load",
         _backup_arguments,
+    ),
+    "replay": Command(
+        "send archived events of a time window again, to a destination or the warehouse",
+        replay.PROCESS,
+        "services.consumers.replay.command:run",
+        arguments=_replay_arguments,
     ),
     "quarantine": Command(
         "list or replay the events the collector quarantined (JetStream)",

@@ -11,7 +11,8 @@ services/ by role, each layer importing only the ones before it:
   runner       → events, stream, contract, observability
   consumer <x> → runner, events, stream, archive, postgres, contract, observability; never
                another consumer nor the collector, except reconcile, which loads what the
-               archiver wrote through the loader's own writer (→ archiver, loader)
+               archiver wrote through the loader's own writer (→ archiver, loader), and
+               replay (→ archiver, loader, broadcaster, reconcile)
   entry points services.cli, services.aws_lambda, services.__main__ → anything of services
 Contract modules (`services/**/contract.py`) and the registries (`services.stream.address`,
 `services.consumers.broadcaster.destinations` and the filters grammar it holds,
@@ -39,7 +40,7 @@ REGISTRIES = (
     "services.consumers.broadcaster.destinations",
     "services.consumers.broadcaster.filters",
 )
-CONSUMERS = ("archiver", "loader", "broadcaster", "reconcile")
+CONSUMERS = ("archiver", "loader", "broadcaster", "reconcile", "replay")
 COMMON = ("contract", "observability")
 LAYERS: dict[str, tuple[str, ...]] = {
     "contract": (),
@@ -59,9 +60,13 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "collector", "runner", *CONSUMERS,
     ),
 }  # fmt: skip
-EXCEPTIONS = {"reconcile": ("archiver", "loader")}
+EXCEPTIONS = {
+    "reconcile": ("archiver", "loader"),
+    "replay": ("archiver", "loader", "broadcaster", "reconcile"),
+}
 """Reconciliation loads what the archiver wrote, through the loader's own writer (so a
-restored row equals a streamed one)."""
+restored row equals a streamed one); replay reads the archive as reconciliation does and sends
+through the broadcaster's delivery engine or the loader's writer."""
 LOCAL_MAY_USE = ("components.config", "components.validation")
 
 

@@ -1,0 +1,1 @@
+"""Replay from the archive: ``python -m services replay`` (see :mod:`.command`)."""

@@ -1,0 +1,421 @@
+"""``python -m services replay``: send archived events of a time window again, to one destination
+or to the warehouse.
+
+    python -m services replay --from 2026-11-27T10:00Z --to 2026-11-27T12:00Z \\
+        [--source web] [--type track] [--event "Order Completed"] \\
+        --target destination:mixpanel-eu | warehouse  [--rate 200] [--dry-run] [--progress FILE]
+
+- **What**: the events of :mod:`.window` (``receivedAt`` in ``[from, to)``, the sources, types
+  and track event names asked for), exactly as they were on the stream, messageIds kept: a
+  destination that deduplicates does, and the warehouse's primary key on ``message_id`` keeps
+  one row per event (the loader's own ``COPY`` + ``ON CONFLICT DO NOTHING``).
+- **Destination**: through the broadcaster's delivery engine
+  (:class:`~services.consumers.broadcaster.delivery.Broadcaster`) with the destination's
+  filters, type mapping, retries and secret, one request at a time, batches one after another:
+  the order per user of the walk is the order sent (a request retried keeps its place; a
+  request split for size is sent part after part). What the destination refuses for good is
+  counted as ``parked`` with its reason (not dead-lettered: the archive still has it).
+- **Suppressed users** are never replayed: :func:`suppression` is the hook the regulations'
+  suppression list plugs into (issue 20, part A); until then it suppresses nothing.
+- **Rate**: ``--rate N`` events per second, over whole batches (a batch is at most N events).
+- **Progress**: after each acknowledged batch the walk's cursor is written to the progress file
+  (atomically): the same command run again resumes after it (at least once: the batch in flight
+  at a crash is sent again). A finished replay run again sends nothing.
+- **Dry run**: counts what would be sent (and what the destination's filters would skip),
+  sends nothing, writes no progress.
+
+Prints a JSON summary; exit 0 when complete, 1 when events were parked, archive objects were
+unreadable or the run failed, 2 for a configuration error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import psycopg
+
+from services.archive.store import s3_client
+from services.consumers.archiver.contract import Archiving
+from services.consumers.archiver.sink import ArchiverConfig
+from services.consumers.broadcaster import contract as broadcaster_contract
+from services.consumers.broadcaster.settings import BroadcasterConfig, DestinationSpec
+from services.consumers.loader.sink import Loader, LoaderConfig, row_of
+from services.consumers.replay.contract import ReplaySettings
+from services.consumers.replay.window import Cursor, Reading, Selection, parse_time, walk
+from services.consumers.runner.model import Delivery
+from services.contract import ConfigError, level_of
+from services.observability import configure_logging
+
+log = logging.getLogger("liftoff.replay")
+
+DEFAULT_BATCH_EVENTS = 500
+WAREHOUSE_BATCH_EVENTS = 5000
+MAX_REPORTED = 20
+
+
+@dataclass
+class Summary:
+    target: str
+    dry_run: bool = False
+    selected: int = 0
+    """Events of the window and selection met after the resume point."""
+    sent: int = 0
+    """Delivered to the destination / handed to the warehouse."""
+    already_in_warehouse: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    """By reason: the destination's filters, types it has no use for."""
+    suppressed: int = 0
+    parked: int = 0
+    parked_reasons: list[dict[str, str]] = field(default_factory=list)
+    resumed_after: list[Any] | None = None
+    progress: str | None = None
+    """The progress file (run the same command with it to resume)."""
+    objects: int = 0
+    unreadable_lines: int = 0
+    corrupt_objects: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not (self.parked or self.corrupt_objects)
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+    def park(self, message_id: str, reason: str) -> None:
+        self.parked += 1
+        if len(self.parked_reasons) < MAX_REPORTED:
+            self.parked_reasons.append({"messageId": message_id, "reason": reason})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+
+# --- targets -----------------------------------------------------------------------------------
+
+
+class Target(Protocol):
+    batch_events: int
+
+    async def send(self, batch: list[Delivery], summary: Summary) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class DestinationTarget:
+    """One destination, through the broadcaster's delivery engine, one request at a time."""
+
+    def __init__(self, config: BroadcasterConfig, batch_events: int) -> None:
+        self.config = config
+        self.batch_events = batch_events
+        self.client = config.http_client()
+        spec = config.destination
+        self.broadcaster = config.broadcaster(self.client)
+        self.broadcaster._slots = asyncio.Semaphore(1)  # in order: one request at a time
+        self.name = spec.name
+
+    async def send(self, batch: list[Delivery], summary: Summary) -> None:
+        outcomes = await self.broadcaster.deliver([d.data for d in batch])
+        for delivery, outcome in zip(batch, outcomes, strict=True):
+            if outcome.status == "delivered":
+                summary.sent += 1
+            elif outcome.status == "skipped":
+                summary.skip(outcome.reason)
+            elif outcome.status == "parked":
+                summary.park(delivery.message_id, outcome.reason)
+            else:  # deferred: not finished; stop before the cursor passes it
+                raise RuntimeError(f"{delivery.message_id}: not delivered ({outcome.reason})")
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class WarehouseTarget:
+    """The warehouse, through the loader's own rows and COPY (one transaction per batch)."""
+
+    def __init__(self, config: LoaderConfig, batch_events: int) -> None:
+        self.loader = Loader(config)
+        self.batch_events = batch_events
+
+    async def send(self, batch: list[Delivery], summary: Summary) -> None:
+        rows = []
+        for delivery in batch:
+            row = row_of(delivery)
+            if isinstance(row, str):
+                summary.park(delivery.message_id, row)
+            else:
+                rows.append(row)
+        if rows:
+            inserted = self._load(rows, summary)
+            summary.sent += len(rows)
+            summary.already_in_warehouse += len(rows) - inserted
+
+    def _load(self, rows: list[tuple[Any, ...]], summary: Summary) -> int:
+        """Rows PostgreSQL rejects are isolated by bisection and parked (as reconcile does)."""
+        try:
+            return self.loader._load(rows)
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error as error:
+            if len(rows) == 1:
+                summary.park(str(rows[0][0]), f"PostgreSQL: {error}".strip())
+                summary.sent -= 1
+                return 0
+        middle = len(rows) // 2
+        return self._load(rows[:middle], summary) + self._load(rows[middle:], summary)
+
+    async def close(self) -> None:
+        self.loader._disconnect()
+        self.loader._pool.shutdown(wait=False)
+
+
+class DryRun:
+    """Counts; for a destination, what its filters would skip (by reason)."""
+
+    def __init__(self, spec: DestinationSpec | None, batch_events: int) -> None:
+        self.filter = spec.event_filter if spec is not None else None
+        self.batch_events = batch_events
+
+    async def send(self, batch: list[Delivery], summary: Summary) -> None:
+        for delivery in batch:
+            refusal = self.filter.refusal(delivery.event) if self.filter else None
+            if refusal is None:
+                summary.sent += 1
+            else:
+                summary.skip(f"filtered out ({refusal})")
+
+    async def close(self) -> None:
+        return None
+
+
+# --- rate, progress, suppression ---------------------------------------------------------------
+
+
+class Pace:
+    """At most ``rate`` events per second, on average from the start (None: no limit)."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.rate = rate
+        self.start: float | None = None
+        self.events = 0
+
+    async def before(self, count: int) -> None:
+        if self.rate is None:
+            return
+        now = time.monotonic()
+        if self.start is None:
+            self.start = now
+        due = self.start + self.events / self.rate
+        if due > now:
+            await asyncio.sleep(due - now)
+        self.events += count
+
+
+class Progress:
+    """The progress file: the replay it belongs to and the last acknowledged cursor."""
+
+    def __init__(self, path: Path, identity: dict[str, Any]) -> None:
+        self.path = path
+        self.identity = identity
+
+    @staticmethod
+    def default_path(identity: dict[str, Any]) -> Path:
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+        return Path(f"liftoff-replay-{digest[:12]}.json")
+
+    def load(self) -> Cursor | None:
+        try:
+            document = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"--progress {str(self.path)!r} cannot be read: {error}") from None
+        if document.get("replay") != self.identity:
+            raise ConfigError(
+                f"--progress {str(self.path)!r} records another replay "
+                f"({document.get('replay')}); use another file for this one"
+            )
+        cursor = document.get("after")
+        return Cursor(*cursor) if cursor else None
+
+    def save(self, cursor: Cursor, summary: Summary) -> None:
+        document = {"replay": self.identity, "after": list(cursor), "summary": summary.as_dict()}
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        temporary.write_text(json.dumps(document, sort_keys=True), encoding="utf-8")
+        os.replace(temporary, self.path)
+
+
+def suppression(settings: ReplaySettings[str]) -> Callable[[Delivery], bool] | None:
+    """Whether an event's user is suppressed, or None (nothing suppressed).
+
+    The hook for the regulations' suppression list (issue 20, part A): when it lands, return
+    its check here (keyed hashes of ``userId`` / ``anonymousId``), so a suppressed user is never
+    replayed to a destination nor the warehouse."""
+    return None
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+
+async def replay(
+    events: Iterator[tuple[Cursor, Delivery]],
+    target: Target,
+    summary: Summary,
+    *,
+    pace: Pace,
+    progress: Progress | None,
+    suppressed: Callable[[Delivery], bool] | None = None,
+) -> None:
+    """Send ``events`` in batches, each acknowledged before its cursor is recorded."""
+    batch: list[Delivery] = []
+    last: Cursor | None = None
+    for cursor, delivery in events:
+        summary.selected += 1
+        last = cursor
+        if suppressed is not None and suppressed(delivery):
+            summary.suppressed += 1
+            continue
+        batch.append(delivery)
+        if len(batch) >= target.batch_events:
+            await _flush(batch, target, summary, pace, progress, cursor)
+            batch = []
+    if batch and last is not None:
+        await _flush(batch, target, summary, pace, progress, last)
+    elif last is not None and progress is not None:
+        progress.save(last, summary)
+
+
+async def _flush(
+    batch: list[Delivery],
+    target: Target,
+    summary: Summary,
+    pace: Pace,
+    progress: Progress | None,
+    cursor: Cursor,
+) -> None:
+    await pace.before(len(batch))
+    await target.send(batch, summary)
+    if progress is not None:
+        progress.save(cursor, summary)
+
+
+def target_of(
+    text: str, settings: ReplaySettings[str], *, dry_run: bool, rate: float | None
+) -> Target:
+    batch = DEFAULT_BATCH_EVENTS
+    if text == "warehouse":
+        batch = WAREHOUSE_BATCH_EVENTS
+        if dry_run:
+            return DryRun(None, _paced(batch, rate))
+        config = LoaderConfig.load(settings.warehouse, settings.warehouse_secret_arn)
+        return WarehouseTarget(config, _paced(batch, rate))
+    kind, _, name = text.partition(":")
+    if kind != "destination" or not name:
+        raise ConfigError(f"--target {text!r}: use destination:<name> or warehouse")
+    document = broadcaster_contract.destination_of(settings.broadcast)
+    if document.name != name:
+        raise ConfigError(
+            f"--target {text!r}: LIFTOFF_DESTINATION is the destination {document.name!r}"
+        )
+    if dry_run:
+        return DryRun(DestinationSpec.of(document, settings.broadcast.api_url), _paced(batch, rate))
+    return DestinationTarget(BroadcasterConfig.load(settings.broadcast), _paced(batch, rate))
+
+
+def _paced(batch: int, rate: float | None) -> int:
+    """A batch is at most one second of the rate, so the pace is even, not bursts."""
+    return batch if rate is None else max(1, min(batch, int(rate)))
+
+
+def run(
+    settings: ReplaySettings[str],
+    start: str,
+    end: str,
+    target: str,
+    sources: list[str] | None = None,
+    types: list[str] | None = None,
+    events: list[str] | None = None,
+    rate: float | None = None,
+    dry_run: bool = False,
+    progress: str | None = None,
+) -> int:
+    """``python -m services replay``: prints the summary as one JSON line."""
+    configure_logging(level_of(settings.log_level))
+    selection = _selection(start, end, sources, types, events)
+    if rate is not None and rate <= 0:
+        raise ConfigError(f"--rate {rate}: use a number of events per second above 0")
+    identity = {**selection.describe(), "target": target}
+    chosen = target_of(target, settings, dry_run=dry_run, rate=rate)
+    record = (
+        None if dry_run else Progress(Path(progress or Progress.default_path(identity)), identity)
+    )
+    summary = Summary(target=target, dry_run=dry_run)
+    summary.progress = str(record.path) if record is not None else None
+    started = time.monotonic()
+    loop = asyncio.new_event_loop()
+    try:
+        after = record.load() if record is not None else None
+        summary.resumed_after = list(after) if after else None
+        loop.run_until_complete(_run(settings, selection, chosen, summary, record, rate, after))
+        status = 0 if summary.ok else 1
+    except ConfigError:
+        raise
+    except Exception as error:
+        log.error("replay failed", extra={"fields": {"error": repr(error)}})
+        status = 1
+    finally:
+        loop.run_until_complete(chosen.close())
+        loop.close()
+    summary.seconds = round(time.monotonic() - started, 3)
+    print(json.dumps(summary.as_dict(), sort_keys=True), flush=True)
+    return status
+
+
+async def _run(
+    settings: ReplaySettings[str],
+    selection: Selection,
+    target: Target,
+    summary: Summary,
+    progress: Progress | None,
+    rate: float | None,
+    after: Cursor | None,
+) -> None:
+    archive = ArchiverConfig.load(Archiving(archive=settings.archive))
+    reading = Reading()
+    events = walk(s3_client(archive), archive, selection, reading, after)
+    pace = Pace(None if summary.dry_run else rate)
+    try:
+        await replay(
+            events, target, summary, pace=pace, progress=progress, suppressed=suppression(settings)
+        )
+    finally:
+        summary.objects, summary.unreadable_lines = reading.objects, reading.unreadable
+        summary.corrupt_objects = list(reading.corrupt or [])
+
+
+def _selection(
+    start: str,
+    end: str,
+    sources: list[str] | None,
+    types: list[str] | None,
+    events: list[str] | None,
+) -> Selection:
+    selection = Selection(
+        parse_time("--from", start),
+        parse_time("--to", end),
+        tuple(sorted(set(sources or ()))),
+        tuple(sorted(set(types or ()))),
+        tuple(sorted(set(events or ()))),
+    )
+    if selection.end <= selection.start:
+        raise ConfigError(f"--to {end!r} must be after --from {start!r}")
+    return selection

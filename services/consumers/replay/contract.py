@@ -1,0 +1,40 @@
+"""The replay's runtime contract: ``python -m services replay`` (an operator's command, run where
+both the archive and the target are reachable: see README "Replay from the archive").
+
+- The archive as for the archiver (:class:`~services.archive.contract.ArchiveAccess`:
+  ``LIFTOFF_ARCHIVE_BUCKET`` ...), always.
+- ``--target destination:<name>``: the broadcaster's own variables
+  (:class:`~services.consumers.broadcaster.contract.Broadcast`: ``LIFTOFF_DESTINATION``, whose
+  name must be ``<name>``, and its secret, not needed for ``--dry-run``).
+- ``--target warehouse``: the loader's (libpq's ``PGHOST`` ..., or
+  ``LIFTOFF_WAREHOUSE_SECRET_ARN``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic
+
+from services.archive.contract import ArchiveAccess, bucket_of
+from services.consumers.broadcaster.contract import Broadcast
+from services.contract import V, group, log_level_variable, process
+from services.postgres.contract import PostgresAccess, warehouse_secret_arn_variable
+
+
+@dataclass(frozen=True)
+class ReplaySettings(Generic[V]):
+    archive: ArchiveAccess[V] = group(ArchiveAccess)
+    broadcast: Broadcast[V] = group(Broadcast)
+    """Only for ``--target destination:<name>``."""
+    warehouse: PostgresAccess[V] = group(PostgresAccess)
+    """Only for ``--target warehouse``."""
+    warehouse_secret_arn: V | None = warehouse_secret_arn_variable()
+    log_level: str | None = log_level_variable()
+
+
+def _check(settings: ReplaySettings[str]) -> None:
+    bucket_of(settings.archive)
+
+
+PROCESS = process(ReplaySettings, _check)
+parse = PROCESS.parse
