@@ -17,6 +17,8 @@ from typing import Any
 from hypothesis import strategies as st
 
 from services.consumers.broadcaster.destinations import TYPES, DestinationDocument
+from services.consumers.broadcaster.filters import Filters
+from services.consumers.broadcaster.filters import decode as decode_filters
 from services.contract import LOG_LEVELS, Flag, Integer, Json, Kind, Names, Number, Text
 from services.postgres.contract import GRANTABLE_ROLES, SSLMODES
 
@@ -59,6 +61,30 @@ def _dead_letter_url() -> st.SearchStrategy[str]:
     return nats | _word(40).map("sqs://{}".format)
 
 
+def _filters() -> st.SearchStrategy[Filters]:
+    condition = st.fixed_dictionaries(
+        {"field": st.sampled_from(["properties.plan", "context.page.path"])},
+        optional={"type": st.sampled_from([["page"], ["track", "identify"]])},
+    ).flatmap(
+        lambda c: st.sampled_from([{"in": ["free", 1, None, True]}, {"exists": False}]).map(
+            lambda operator: {**c, **operator}
+        )
+    )
+    document = st.fixed_dictionaries(
+        {},
+        optional={
+            "integrations": st.sampled_from(["honour", "ignore"]),
+            "consent": st.lists(_word(), min_size=1, max_size=2),
+            "consentMissing": st.sampled_from(["send", "drop"]),
+            "drop": st.lists(condition, min_size=1, max_size=2),
+            "samplePercent": st.floats(0.001, 100),
+            "allowFields": st.just(["properties.plan", "traits.email"]),
+            "blockFields": st.just(["context.ip"]),
+        },
+    )
+    return document.map(decode_filters)
+
+
 def _destination() -> st.SearchStrategy[DestinationDocument]:
     def for_type(kind: str) -> st.SearchStrategy[DestinationDocument]:
         settings = st.fixed_dictionaries(
@@ -75,6 +101,7 @@ def _destination() -> st.SearchStrategy[DestinationDocument]:
             settings=settings,
             sources=names,
             events=names,
+            filters=_filters(),
         )
 
     return st.sampled_from(sorted(TYPES)).flatmap(for_type)

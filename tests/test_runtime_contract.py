@@ -37,6 +37,7 @@ from services.consumers.archiver import contract as archiver
 from services.consumers.broadcaster import contract as broadcaster
 from services.consumers.loader import contract as loader
 from services.consumers.reconcile import contract as reconcile
+from services.consumers.replay import contract as replay
 from services.contract import Process, variables
 from services.postgres import contract as postgres
 from services.stream import contract as stream
@@ -178,6 +179,7 @@ VALID: dict[type, Callable[[Any], Any]] = {
     reconcile.ReconcileSettings: lambda s: _need(
         _need(s, "archive.bucket", "b"), "warehouse.host", "db"
     ),
+    replay.ReplaySettings: lambda s: _need(s, "archive.bucket", "b"),
     postgres.EnsureDatabaseSettings: _valid_ensure_database,
     postgres.EnsureDatabaseFunctionSettings: lambda s: _need(s, "admin_secret_arn", ARN),
     postgres.BackupSettings: lambda s: _need(s, "archive.bucket", "b"),

@@ -31,6 +31,7 @@ unreadable or the run failed, 2 for a configuration error.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -115,13 +116,10 @@ class DestinationTarget:
     """One destination, through the broadcaster's delivery engine, one request at a time."""
 
     def __init__(self, config: BroadcasterConfig, batch_events: int) -> None:
-        self.config = config
+        config = dataclasses.replace(config, concurrency=1)  # in order: one request at a time
         self.batch_events = batch_events
         self.client = config.http_client()
-        spec = config.destination
         self.broadcaster = config.broadcaster(self.client)
-        self.broadcaster._slots = asyncio.Semaphore(1)  # in order: one request at a time
-        self.name = spec.name
 
     async def send(self, batch: list[Delivery], summary: Summary) -> None:
         outcomes = await self.broadcaster.deliver([d.data for d in batch])
