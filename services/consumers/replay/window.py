@@ -13,22 +13,20 @@ walk, so a resumed replay skips every event at or before the last acknowledged c
 
 from __future__ import annotations
 
+import gzip
 import heapq
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
+import botocore.exceptions
+import msgspec
+
 from services.consumers.archiver.sink import ArchiverConfig
-from services.consumers.reconcile.repair import (
-    CorruptObject,
-    archive_lines,
-    delivery_of,
-    format_hour,
-    hour_prefix,
-    list_sources,
-)
-from services.consumers.runner.model import Delivery
+from services.consumers.reconcile.repair import format_hour, hour_prefix, list_sources
+from services.consumers.runner.model import Delivery, Position, decode
 from services.contract import ConfigError
 
 
@@ -141,16 +139,99 @@ def _keys(client: Any, archive: ArchiverConfig, prefix: str) -> Iterator[str]:
 
 
 def _deliveries(client: Any, bucket: str, key: str, reading: Reading) -> Iterator[Delivery]:
+    """The object's events as they were on the stream, streamed line by line."""
+    body = client.get_object(Bucket=bucket, Key=key)["Body"]
+    number = 0
     try:
-        for _, line in archive_lines(client, bucket, key):
-            reading.lines += 1
-            delivery = delivery_of(line)
-            if isinstance(delivery, Delivery):
-                yield delivery
-            else:
-                reading.unreadable += 1
-    except CorruptObject as error:
-        reading.corrupt = [*(reading.corrupt or []), f"{key}: {error}"]
+        with gzip.GzipFile(fileobj=body, mode="rb") as stream:
+            for line in stream:
+                number += 1
+                line = line.rstrip(b"\n")
+                if not line:
+                    continue
+                reading.lines += 1
+                delivery = stream_delivery(line)
+                if delivery is None:
+                    reading.unreadable += 1
+                else:
+                    yield delivery
+    except botocore.exceptions.BotoCoreError:
+        raise  # S3 down: fail the run (the progress file keeps what was acknowledged)
+    except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
+        problem = f"{key}: after line {number}: {type(error).__name__}: {error}"
+        reading.corrupt = [*(reading.corrupt or []), problem]
+    finally:
+        body.close()
+
+
+_fields = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_object = msgspec.json.Decoder(dict[str, Any])
+_encoder = msgspec.json.Encoder()
+_NO_ARRIVAL = datetime.min.replace(tzinfo=UTC)
+_MARK = b',"position":'
+"""How the archiver's ``archive_line`` appends the position: the last member of ``liftoff``.
+The bytes ``,"position":`` followed by ``{`` can only be JSON structure (inside a string the
+quotes are escaped), so when the line holds them once, they are the archiver's."""
+
+
+class _Position(msgspec.Struct):
+    partition: str
+    sequence: str
+
+
+_position = msgspec.json.Decoder(_Position)
+
+
+def stream_delivery(line: bytes) -> Delivery | None:
+    """An archived line as the stream carried it (without the ``liftoff.position`` the archiver
+    added, the only change it makes), contract-checked; None when it is not an event.
+
+    The position is cut out of the bytes when it is unambiguous (the line holds the archiver's
+    ``,"position":{`` once): the event is then decoded once, by the contract check, and the
+    replay costs about what reading the archive costs. Otherwise the line's top level is
+    decoded and encoded again without it."""
+    stripped = _cut_position(line)
+    if stripped is not None:
+        data, position = stripped
+        delivery = _checked(data, position.partition, position.sequence)
+        if delivery is not None:
+            return delivery
+    try:
+        fields = _fields.decode(line)
+        liftoff = _object.decode(fields["liftoff"])
+        position = liftoff.pop("position")
+        partition, sequence = str(position["partition"]), str(position["sequence"])
+    except (msgspec.DecodeError, KeyError, TypeError, AttributeError):
+        return None
+    fields["liftoff"] = msgspec.Raw(_encoder.encode(liftoff))
+    return _checked(_encoder.encode(fields), partition, sequence)
+
+
+def _cut_position(line: bytes) -> tuple[bytes, _Position] | None:
+    if line.count(_MARK + b"{") != 1:
+        return None
+    start = line.find(_MARK + b"{")
+    end = line.find(b"}", start) + 1
+    try:
+        position = _position.decode(line[start + len(_MARK) : end])
+    except msgspec.DecodeError:
+        return None  # a "}" inside the partition name: the slow path decodes it
+    if line[end : end + 1] != b"}":
+        return None  # not the last member of its object: not the archiver's
+    return line[:start] + line[end:], position
+
+
+def _checked(data: bytes, partition: str, sequence: str) -> Delivery | None:
+    try:
+        number = int(sequence)
+    except ValueError:
+        return None
+    kind = "kinesis" if partition.startswith("shardId-") else "jetstream"
+    delivery = Delivery(data=data, position=Position(kind, partition, number), arrival=_NO_ARRIVAL)
+    if decode(delivery) is not None:
+        return None
+    delivery.arrival = delivery.received_at
+    return delivery
 
 
 def sorted_unique(values: Sequence[str]) -> tuple[str, ...]:
