@@ -120,6 +120,8 @@ examples:
     python -m services collector                 # the ingestion API on port 8080
   LIFTOFF_STREAM_URL=nats://127.0.0.1:4222/EVENTS python -m services ensure-stream
   python -m services quarantine list --limit 10  # in a collector pod: what it set aside, why
+  python -m services replay --from 2026-11-27T10:00Z --to 2026-11-27T12:00Z \\
+    --target destination:NAME --dry-run          # what a replay from the archive would send
   python -m services COMMAND --help              # a command's own options
 
 exit status: 0 done (a server: stopped cleanly), 1 failed or incomplete (it says why),
