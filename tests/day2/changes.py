@@ -137,6 +137,16 @@ def _remove_destination(config: Config) -> Config | None:
     return changed
 
 
+def _filter_destinations(config: Config) -> Config | None:
+    destinations = config.get("liftoff:destinations", [])
+    if not destinations:
+        return None
+    changed = copy.deepcopy(config)
+    filters = {"drop": [{"type": ["page"]}], "samplePercent": 50}
+    changed["liftoff:destinations"] = [{**d, "filters": filters} for d in destinations]
+    return changed
+
+
 def _airflow_off(config: Config) -> Config | None:
     if (config.get("liftoff:airflow") or {}).get("enabled") is False:
         return None  # already off: this stack cannot show the change
@@ -290,6 +300,12 @@ CHANGES: tuple[Change, ...] = (
         "k8s-add-destination", "add a destination", "kubernetes", _add_destination, IN_PLACE,
     ),
     Change(
+        "k8s-destination-filters", "a destination's `filters`", "kubernetes",
+        _filter_destinations, RESTART,
+        note="its broadcaster rolls; its durable keeps its position, the batch in flight is "
+        "redelivered and filtered by the new pod",
+    ),
+    Change(
         "k8s-remove-destination", "remove a destination", "kubernetes", _remove_destination,
         IN_PLACE, note="its pods go; the stream setup Job deletes its durable consumers",
     ),
@@ -366,6 +382,10 @@ CHANGES: tuple[Change, ...] = (
     Change("aws-add-source", "add a source", "aws", _add_source, IN_PLACE),
     Change("aws-remove-source", "remove a source", "aws", _remove_source, IN_PLACE),
     Change("aws-add-destination", "add a destination", "aws", _add_destination, IN_PLACE),
+    Change(
+        "aws-destination-filters", "a destination's `filters`", "aws", _filter_destinations,
+        IN_PLACE, note="its function's environment is updated; later invocations filter",
+    ),
     Change(
         "aws-remove-destination", "remove a destination", "aws", _remove_destination,
         PROCEDURE, procedure=REMOVE_DESTINATION,
