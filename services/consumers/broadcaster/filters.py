@@ -229,10 +229,11 @@ def _keep(value: dict[str, Any], tree: dict[str, Any]) -> dict[str, Any]:
     for key, subtree in tree.items():
         if key not in value:
             continue
-        if subtree is None or not isinstance(value[key], dict):
+        if subtree is None:
             kept[key] = value[key]
-        else:
+        elif isinstance(value[key], dict):
             kept[key] = _keep(value[key], subtree)
+        # else: only fields under it are allowed, and it has none: left out
     return kept
 
 

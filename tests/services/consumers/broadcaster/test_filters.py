@@ -98,6 +98,20 @@ def test_drop_conditions_sampling_and_fields(receiver: Receiver, events: EventFa
     assert all(e["userId"] and e["liftoff"] for e in received.values())
 
 
+def test_allowed_nested_fields_keep_only_themselves() -> None:
+    filters = decode_filters({"allowFields": ["properties.address.city", "properties.plan"]})
+    event = {
+        "type": "track",
+        "properties": {"address": {"city": "Lyon", "street": "x"}, "plan": {"a": 1}, "n": 2},
+        "traits": {"email": "a@b"},
+    }
+    assert filters.shape(event)["properties"] == {"address": {"city": "Lyon"}, "plan": {"a": 1}}
+    assert filters.shape(event)["traits"] == {}
+    scalar = {**event, "properties": {"address": "Lyon, France"}}
+    assert filters.shape(scalar)["properties"] == {}  # nothing under it to allow
+    assert event["properties"]["address"]["street"] == "x"  # the event itself is left alone
+
+
 def test_sampling_is_deterministic_by_message_id_and_near_its_share(
     receiver: Receiver, events: EventFactory
 ) -> None:
