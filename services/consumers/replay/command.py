@@ -245,11 +245,28 @@ class Progress:
         cursor = document.get("after")
         return Cursor(*cursor) if cursor else None
 
-    def save(self, cursor: Cursor, summary: Summary) -> None:
-        document = {"replay": self.identity, "after": list(cursor), "summary": summary.as_dict()}
+    def save(self, cursor: Cursor | None, summary: Summary) -> None:
+        document = {
+            "replay": self.identity,
+            "after": list(cursor) if cursor else None,
+            "summary": summary.as_dict(),
+        }
         temporary = self.path.with_name(self.path.name + ".tmp")
         temporary.write_text(json.dumps(document, sort_keys=True), encoding="utf-8")
         os.replace(temporary, self.path)
+
+    def start(self, summary: Summary) -> Cursor | None:
+        """Where to resume; a new file is written at once, so an unwritable path fails the
+        run before anything is sent."""
+        after = self.load()
+        if after is None:
+            try:
+                self.save(None, summary)
+            except OSError as error:
+                raise ConfigError(
+                    f"--progress {str(self.path)!r} cannot be written: {error.strerror}"
+                ) from None
+        return after
 
 
 def suppression(settings: ReplaySettings[str]) -> Callable[[Delivery], bool] | None:
@@ -352,17 +369,17 @@ def run(
     if rate is not None and rate <= 0:
         raise ConfigError(f"--rate {rate}: use a number of events per second above 0")
     identity = {**selection.describe(), "target": target}
-    chosen = target_of(target, settings, dry_run=dry_run, rate=rate)
     record = (
         None if dry_run else Progress(Path(progress or Progress.default_path(identity)), identity)
     )
     summary = Summary(target=target, dry_run=dry_run)
     summary.progress = str(record.path) if record is not None else None
+    chosen = target_of(target, settings, dry_run=dry_run, rate=rate)
+    after = record.start(summary) if record is not None else None
+    summary.resumed_after = list(after) if after else None
     started = time.monotonic()
     loop = asyncio.new_event_loop()
     try:
-        after = record.load() if record is not None else None
-        summary.resumed_after = list(after) if after else None
         loop.run_until_complete(_run(settings, selection, chosen, summary, record, rate, after))
         status = 0 if summary.ok else 1
     except ConfigError:

@@ -234,6 +234,9 @@ def test_filters_and_selection_apply_and_a_wrong_target_is_refused(
     )
     assert summary["skipped"] == {"filtered out (drop)": 1}
 
+    unwritable = replay(env, "--target", "destination:hook", "--progress", "/proc/nope.json")
+    output, _ = unwritable.communicate(timeout=60)
+    assert unwritable.returncode == 2 and "--progress '/proc/nope.json' cannot be written" in output
     refused = replay(env, "--target", "destination:other")
     output, _ = refused.communicate(timeout=60)
     assert refused.returncode == 2
