@@ -167,3 +167,28 @@ def test_a_record_redelivered_max_attempts_times_is_parked(
     (parked,) = dead_letters(sqs, queue_url)
     assert parked["reason"] == "gave up after 1 attempts: HTTP 503"
     assert parked["attempts"] == 3
+
+
+def test_filtered_records_are_acknowledged_and_never_dead_lettered(
+    lambda_env: tuple[Any, str], receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The function applies the destination's filters and ``integrations`` as the process does."""
+    sqs, queue_url = lambda_env
+    destination = {
+        "name": "hook",
+        "type": "webhook",
+        "settings": {"url": f"{receiver.url}/hook"},
+        "filters": {"drop": [{"type": ["page"]}], "blockFields": ["context.ip"]},
+    }
+    monkeypatch.setenv("LIFTOFF_DESTINATION", json.dumps(destination))
+    events = EventFactory()
+    payloads = [
+        events.data(messageId="kept"),
+        events.data("page", messageId="a-page"),
+        events.data(messageId="not-for-hook", integrations={"All": True, "Webhooks": False}),
+    ]
+    answer = aws_lambda.broadcaster_handler(kinesis_event(payloads), Context(10_000))
+    assert failures(answer) == []
+    (request,) = receiver.delivered("/hook")
+    assert ids(request) == ["kept"] and "ip" not in request.json["batch"][0]["context"]
+    assert dead_letters(sqs, queue_url) == []
