@@ -115,21 +115,35 @@ def walk(
         label = format_hour(hour)
         if after is not None and label < after.hour:
             continue
-        by_partition: dict[str, list[str]] = {}
+        groups: dict[str, dict[str, list[str]]] = {}
         for source in sources:
             for key in _keys(client, archive, hour_prefix(archive, source, hour)):
-                partition = key.rpartition("/")[2].rpartition("-")[0]
-                by_partition.setdefault(partition, []).append(key)
-        for partition in sorted(by_partition):
+                partition, _, window = key.rpartition("/")[2].partition(".")[0].rpartition("-")
+                groups.setdefault(partition, {}).setdefault(window, []).append(key)
+        for partition in sorted(groups):
             if after is not None and (label, partition) < after[:2]:
                 continue
-            keys = by_partition[partition]
-            reading.objects += len(keys)
-            streams = [_deliveries(client, archive.bucket, key, reading) for key in keys]
-            for delivery in heapq.merge(*streams, key=lambda d: d.position.sequence):
+            for delivery in _partition(client, archive.bucket, groups[partition], reading):
                 cursor = Cursor(label, partition, delivery.position.sequence)
                 if (after is None or cursor > after) and selection.selects(delivery):
                     yield cursor, delivery
+
+
+def _partition(
+    client: Any, bucket: str, windows: dict[str, list[str]], reading: Reading
+) -> Iterator[Delivery]:
+    """One partition's events of one hour in sequence order: window after window (JetStream
+    windows are ranges of sequences; Kinesis windows are arrival-time ranges, and a shard's
+    sequence numbers grow with arrival), the objects of one window (one per source) merged by
+    sequence. Only one window's objects are open at a time."""
+    for window in sorted(windows):
+        keys = windows[window]
+        reading.objects += len(keys)
+        streams = [_deliveries(client, bucket, key, reading) for key in keys]
+        if len(streams) == 1:
+            yield from streams[0]
+        else:
+            yield from heapq.merge(*streams, key=lambda d: d.position.sequence)
 
 
 def _keys(client: Any, archive: ArchiverConfig, prefix: str) -> Iterator[str]:
@@ -139,14 +153,13 @@ def _keys(client: Any, archive: ArchiverConfig, prefix: str) -> Iterator[str]:
 
 
 def _deliveries(client: Any, bucket: str, key: str, reading: Reading) -> Iterator[Delivery]:
-    """The object's events as they were on the stream, streamed line by line."""
+    """The object's events as they were on the stream, streamed in 1 MiB pieces."""
     body = client.get_object(Bucket=bucket, Key=key)["Body"]
     number = 0
     try:
         with gzip.GzipFile(fileobj=body, mode="rb") as stream:
-            for line in stream:
+            for line in _lines(stream):
                 number += 1
-                line = line.rstrip(b"\n")
                 if not line:
                     continue
                 reading.lines += 1
@@ -162,6 +175,17 @@ def _deliveries(client: Any, bucket: str, key: str, reading: Reading) -> Iterato
         reading.corrupt = [*(reading.corrupt or []), problem]
     finally:
         body.close()
+
+
+def _lines(stream: Any, piece: int = 1 << 20) -> Iterator[bytes]:
+    """Lines without their ``\\n``, split from large reads (cheaper than a readline each)."""
+    rest = b""
+    while chunk := stream.read(piece):
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()
+        yield from lines
+    if rest:
+        yield rest
 
 
 _fields = msgspec.json.Decoder(dict[str, msgspec.Raw])
