@@ -177,8 +177,11 @@ class TypedWriter:
 
     # --- rows ----------------------------------------------------------------------------
 
-    def write(self, rows: TableRows) -> WriteCounts:
-        """Write ``rows`` in the caller's transaction (schema changes first: :meth:`prepare`)."""
+    def write(self, rows: TableRows, *, skip_existing: bool = False) -> WriteCounts:
+        """Write ``rows`` in the caller's transaction (schema changes first: :meth:`prepare`).
+        A row whose key is already in its table fails the COPY (unique violation), unless
+        ``skip_existing``: then every table goes through a staging table and such rows are
+        left as they are (slower; for a retry after that violation)."""
         self.prepare(rows)
         by_table: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for table, row in rows:
@@ -189,7 +192,7 @@ class TypedWriter:
             if table in LOCKED_TABLES:
                 table_rows = _merged(table, table_rows)
             found = len(discards)
-            self._copy(table, table_rows, discards)
+            self._copy(table, table_rows, discards, skip_existing)
             counts.rows[table] = len(table_rows)
             if len(discards) > found:
                 counts.discards[table] = len(discards) - found
@@ -197,15 +200,21 @@ class TypedWriter:
             self._copy_discards(discards)
         return counts
 
-    def _copy(self, table: str, rows: Sequence[dict[str, Any]], discards: list[Discard]) -> None:
+    def _copy(
+        self,
+        table: str,
+        rows: Sequence[dict[str, Any]],
+        discards: list[Discard],
+        skip_existing: bool = False,
+    ) -> None:
         known = self._columns[table]
         used: dict[str, None] = {}
         for row in rows:
             used.update(dict.fromkeys(row))
         columns = [c for c in used if c in known]
         converters = [(c, known[c], converter(known[c])) for c in columns]
-        upsert = table in LOCKED_TABLES
-        target = sql.Identifier(f"{table}_staging") if upsert else self._name(table)
+        upsert = table in LOCKED_TABLES or skip_existing
+        target = _STAGING if upsert else self._name(table)
         if upsert:
             self._staging(table, columns)
         with self.connection.cursor() as cursor:
@@ -222,7 +231,7 @@ class TypedWriter:
                 cursor.execute(self._upsert(table, columns))
 
     def _staging(self, table: str, columns: Sequence[str]) -> None:
-        staging = sql.Identifier(f"{table}_staging")
+        staging = _STAGING
         self.connection.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staging))
         self.connection.execute(
             sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} LIMIT 0").format(
@@ -234,7 +243,7 @@ class TypedWriter:
         """users: a newer row's non-null values win, an older one fills only what is NULL;
         identity_map: the latest mapping wins."""
         key = KEYS.get(table, "id")
-        name, staging = self._name(table), sql.Identifier(f"{table}_staging")
+        name, staging = self._name(table), _STAGING
         newer = sql.SQL("EXCLUDED.timestamp >= {}.timestamp").format(sql.Identifier(table))
         updates = []
         for column in columns:
@@ -244,6 +253,8 @@ class TypedWriter:
                 sql.Identifier(column),
                 sql.SQL("{}.{}").format(sql.Identifier(table), sql.Identifier(column)),
             )
+            if table not in LOCKED_TABLES:
+                continue  # appended tables: a row already there stays as it is
             if table == "users" and column != "timestamp":
                 value = sql.SQL(
                     "CASE WHEN {newer} THEN COALESCE(EXCLUDED.{c}, {old}) "
@@ -257,6 +268,11 @@ class TypedWriter:
                 )
             updates.append(sql.SQL("{} = {}").format(c, value))
         listed = sql.SQL(", ").join(map(sql.Identifier, columns))
+        if not updates:
+            return sql.SQL(
+                "INSERT INTO {name} ({listed}) SELECT {listed} FROM {staging} "
+                "ON CONFLICT ({key}) DO NOTHING"
+            ).format(name=name, listed=listed, staging=staging, key=sql.Identifier(key))
         return sql.SQL(
             "INSERT INTO {name} ({listed}) SELECT {listed} FROM {staging} "
             "ON CONFLICT ({key}) DO UPDATE SET {updates}"
@@ -327,3 +343,5 @@ def _merged(table: str, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_STAGING = sql.Identifier("liftoff_typed_staging")
+"""The session's staging table for an upsert (one table at a time; dropped at commit)."""
