@@ -108,18 +108,20 @@ class TypedWriter:
         if not self._schema_ready:
             self._ddl(f"liftoff.warehouse {self.schema}", self._create_schema)
             self._schema_ready = True
-        wanted: dict[str, dict[str, str]] = defaultdict(dict)
+        by_table: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for table, row in rows:
-            known = self._columns.get(table)
-            new = wanted[table]
-            for column, value in row.items():
-                if (
-                    value is not None
-                    and (known is None or column not in known)
-                    and column not in new
-                ):
-                    declared = self.declared.get(table, {})
-                    new[column] = column_type(table, column, value, declared)
+            by_table[table].append(row)
+        wanted: dict[str, dict[str, str]] = {}
+        for table, table_rows in by_table.items():
+            fresh = set().union(*table_rows).difference(self._columns.get(table, ()))
+            new = wanted[table] = {}
+            declared = self.declared.get(table, {})
+            for row in table_rows if fresh else ():  # each new column's first value, in order
+                for column in [c for c in row if c in fresh and row[c] is not None]:
+                    new[column] = column_type(table, column, row[column], declared)
+                    fresh.discard(column)
+                if not fresh:
+                    break
         for table, new in wanted.items():
             if table not in self._columns:
                 self._columns[table] = self._catalog(table)
@@ -208,10 +210,8 @@ class TypedWriter:
         skip_existing: bool = False,
     ) -> None:
         known = self._columns[table]
-        used: dict[str, None] = {}
-        for row in rows:
-            used.update(dict.fromkeys(row))
-        columns = [c for c in used if c in known]
+        used = set().union(*rows)
+        columns = [c for c in known if c in used]  # the catalog's order
         converters = [(c, known[c], converter(known[c])) for c in columns]
         upsert = table in LOCKED_TABLES or skip_existing
         target = _STAGING if upsert else self._name(table)
@@ -225,10 +225,11 @@ class TypedWriter:
                 copy.set_types([COPY_TYPES.get(kind, "text") for _, kind, _ in converters])
                 for row in rows:
                     copy.write_row(_values(table, row, converters, discards))
-                    if len(row) > len(columns):
-                        _beyond(table, row, known, discards)
-            if upsert:
-                cursor.execute(self._upsert(table, columns))
+        extra = used.difference(known)  # all null, or beyond the column limit
+        if extra:
+            _beyond(table, rows, extra, discards)
+        if upsert:
+            self.connection.execute(self._upsert(table, columns))
 
     def _staging(self, table: str, columns: Sequence[str]) -> None:
         staging = _STAGING
@@ -305,7 +306,7 @@ def _values(
     values = []
     for column, kind, convert in converters:
         value = row.get(column)
-        if value is not None:
+        if value is not None and (kind != "text" or type(value) is not str):
             fitted = convert(value)
             if fitted is MISFIT:
                 discards.append(
@@ -318,15 +319,16 @@ def _values(
 
 
 def _beyond(
-    table: str, row: Mapping[str, Any], known: Mapping[str, str], discards: list[Discard]
+    table: str, rows: Sequence[Mapping[str, Any]], extra: set[str], discards: list[Discard]
 ) -> None:
     """Values for columns the table does not have (its column limit reached): discarded."""
-    for column, value in row.items():
-        if column not in known and value is not None:
-            discards.append(
-                (table, column, "(none: column limit)", as_text(value), row.get("id"),
-                 row.get("received_at"))
-            )  # fmt: skip
+    for row in rows:
+        for column in extra:
+            if (value := row.get(column)) is not None:
+                discards.append(
+                    (table, column, "(none: column limit)", as_text(value), row.get("id"),
+                     row.get("received_at"))
+                )  # fmt: skip
 
 
 def _merged(table: str, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
