@@ -7,6 +7,7 @@ path that loads raw rows (the stream, reconciliation) loads the typed ones the s
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
@@ -16,6 +17,8 @@ import psycopg
 from services.observability import Counters
 from services.warehouse.typed import Declared, TableRows, derive, segment_name
 from services.warehouse.writer import TypedWriter
+
+log = logging.getLogger("liftoff.loader")
 
 DISCARDS_METRIC = "liftoff_warehouse_discards_total"
 
@@ -102,6 +105,12 @@ class TypedLoading:
         return discards
 
     def count(self, discards: Mapping[tuple[str, str], int]) -> None:
-        """After the commit: the discards into the metric."""
+        """After the commit: the discards into the metric and the log (on AWS the log line is
+        what tells: a Lambda serves no /metrics)."""
         for (source, table), count in discards.items():
             self.counters.add(DISCARDS_METRIC, count, source=source, table=table)
+        if discards:
+            log.warning(
+                "typed values discarded",
+                extra={"fields": {"discards": {f"{s}.{t}": n for (s, t), n in discards.items()}}},
+            )
