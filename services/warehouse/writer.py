@@ -61,6 +61,16 @@ CREATE TABLE IF NOT EXISTS {schema}.discards (
 )"""
 
 
+FINGERPRINT: Final = (
+    "SELECT md5(coalesce(string_agg(a.attrelid::text || ' ' || a.attname || ' '"
+    " || a.atttypid::text, ',' ORDER BY a.attrelid, a.attnum), ''))"
+    " FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+    " WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = %s)"
+    " AND c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped"
+)
+"""The schema's tables, columns and types, in one value."""
+
+
 @dataclass
 class WriteCounts:
     """What one :meth:`TypedWriter.write` wrote: rows and discarded values per table."""
@@ -92,19 +102,23 @@ class TypedWriter:
         self.max_columns = max_columns
         self._columns: dict[str, dict[str, str]] = {}
         self._schema_ready = False
+        self._fingerprint: str | None = None
+        """The schema's columns and types when ``_columns`` was last known to be right."""
 
     def forget(self) -> None:
         """Read the tables' columns from the catalog again (after a rebuild swapped them)."""
         self._columns.clear()
         self._schema_ready = False
+        self._fingerprint = None
 
     def _name(self, table: str) -> sql.Composed:
         return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(table))
 
     # --- schema ---------------------------------------------------------------------------
 
-    def prepare(self, rows: TableRows) -> None:
-        """Create the schema, tables and columns ``rows`` need (see the module docstring)."""
+    def prepare(self, rows: TableRows) -> bool:
+        """Create the schema, tables and columns ``rows`` need (see the module docstring);
+        whether anything had to be created."""
         if not self._schema_ready:
             self._ddl(f"liftoff.warehouse {self.schema}", self._create_schema)
             self._schema_ready = True
@@ -122,6 +136,7 @@ class TypedWriter:
                     fresh.discard(column)
                 if not fresh:
                     break
+        changed = False
         for table, new in wanted.items():
             if table not in self._columns:
                 self._columns[table] = self._catalog(table)
@@ -131,6 +146,10 @@ class TypedWriter:
                     f"liftoff.warehouse {self.schema}.{table}",
                     lambda t=table, m=missing: self._alter(t, m),
                 )
+                changed = True
+        if changed:
+            self._fingerprint = None
+        return changed
 
     def _ddl(self, lock: str, change: Any) -> None:
         with self.connection.transaction():
@@ -188,6 +207,8 @@ class TypedWriter:
         by_table: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for table, row in rows:
             by_table[table].append(row)
+        if by_table:
+            self._lock_and_check(rows, sorted(by_table))
         counts = WriteCounts()
         discards: list[Discard] = []
         for table, table_rows in by_table.items():
@@ -201,6 +222,30 @@ class TypedWriter:
         if discards:
             self._copy_discards(discards)
         return counts
+
+    def _lock_and_check(self, rows: TableRows, tables: Sequence[str]) -> None:
+        """Lock the tables about to be written (in name order), then check the schema's
+        columns are still the cached ones: a column whose type changed since (a rebuild) would
+        otherwise get values encoded for its old type, which binary COPY may take as garbage.
+        Under these locks no one can change them until the commit."""
+        self.connection.execute(
+            sql.SQL("LOCK TABLE {} IN ROW EXCLUSIVE MODE").format(
+                sql.SQL(", ").join(self._name(t) for t in [*tables, "discards"])
+            )
+        )
+        fingerprint = self._current_fingerprint()
+        if fingerprint == self._fingerprint:
+            return
+        log.info("typed tables changed; reading their columns again", extra={"fields": {
+            "schema": self.schema}})  # fmt: skip
+        self._columns = {table: self._catalog(table) for table in tables}
+        if self.prepare(rows):  # a column gone (a rebuild dropped it): made again, locked
+            fingerprint = self._current_fingerprint()
+        self._fingerprint = fingerprint
+
+    def _current_fingerprint(self) -> str:
+        found = self.connection.execute(FINGERPRINT, (self.schema,)).fetchone()
+        return str(found[0]) if found else ""
 
     def _copy(
         self,

@@ -215,3 +215,27 @@ def test_concurrent_writers_changing_the_same_tables_do_not_deadlock(
         assert connection.execute("SELECT count(*) FROM web.tracks").fetchone() == (
             writers * batches * len(tables),
         )
+
+
+def test_a_column_whose_type_changed_under_the_writer_is_written_as_it_is_now(
+    warehouse: dict[str, str],
+) -> None:
+    """A rebuild (or an operator) changed a column's type after the writer cached it: the
+    next write sees the catalog as it is, under its locks, and never encodes for the old
+    type (a binary bigint read as text would be garbage)."""
+    with connect(warehouse) as connection, connect(warehouse) as operator:
+        writer = TypedWriter(connection, "web")
+        write(connection, writer, [track(1, seats=3, plan="pro")])
+        operator.execute("ALTER TABLE web.signed_up ALTER COLUMN seats TYPE text")
+        operator.execute(
+            "ALTER TABLE web.signed_up ALTER COLUMN plan TYPE bigint USING NULL::bigint"
+        )
+        counts = write(connection, writer, [track(2, seats=65, plan="team"), track(3, plan=7)])
+        assert connection.execute(
+            "SELECT id, seats, plan FROM web.signed_up ORDER BY id"
+        ).fetchall() == [
+            ("m-Signed Up-1", "3", None),
+            ("m-Signed Up-2", "65", None),
+            ("m-Signed Up-3", None, 7),
+        ]
+        assert counts.discards == {"signed_up": 1}  # "team" does not fit a bigint
