@@ -12,7 +12,11 @@ on a connection outside a transaction (the loader's), run in their own short tra
 table, before the data transaction: a loader never holds one table's rows while it waits to
 change another's columns, so concurrent loaders cannot deadlock on DDL. The column types are
 read back from the catalog after each change (another loader may have created the column
-first, with the type of its own first value); they are cached until :meth:`forget`.
+first, with the type of its own first value); they are cached, and checked in every write:
+it locks the tables it writes (``ROW EXCLUSIVE``, in name order) and compares one md5 of the
+schema's columns and types with the cached one, reading the catalog again when it changed (a
+rebuild swapped a table in). A rebuild swapping tables takes their ``ACCESS EXCLUSIVE`` locks
+in name order too.
 """
 
 from __future__ import annotations
