@@ -10,7 +10,9 @@ Starts its own nats-server and PostgreSQL (durable: fsync on) on free loopback p
    double, boolean, timestamp, an array, a nested object), and every 5000 events each name
    gains a new property (schema changes during the run), plus one identify in 50; put on a
    JetStream stream and drained by the loader (the real runner and sink in this process,
-   batches of 5000 / 5 s: the defaults) into a fresh database. Baseline in the same round: the
+   batches of 5000 / 5 s and closing when caught up: the defaults; for comparison by age only,
+   and with the typed half switched off: the raw table only) into a fresh database, with the
+   sizes of the batches it was handed. Baseline in the same round: the
    typed rows of the same events (derived and coerced beforehand, not timed) written by one
    plain binary ``COPY`` per table in one transaction into the same tables (created
    beforehand, not timed) in another fresh database of the same server. Figure: events/s of
@@ -46,13 +48,18 @@ sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 import httpx  # noqa: E402
 import nats  # noqa: E402
 import psycopg  # noqa: E402
-from pipeline import drain, percentile  # noqa: E402
+from pipeline import percentile  # noqa: E402
 
 from services.consumers.loader.schema import migrate  # noqa: E402
 from services.consumers.loader.sink import Loader, LoaderConfig  # noqa: E402
+from services.consumers.runner.jetstream import JetStreamRunner  # noqa: E402
 from services.consumers.runner.process import tune_gc  # noqa: E402
+from services.consumers.runner.settings import RunnerSettings  # noqa: E402
 from services.stream.base import StreamSettings  # noqa: E402
-from services.stream.dead_letters import ensure_dead_letter_stream  # noqa: E402
+from services.stream.dead_letters import (  # noqa: E402
+    JetStreamDeadLetter,
+    ensure_dead_letter_stream,
+)
 from services.stream.jetstream import ensure_stream  # noqa: E402
 from services.warehouse.typed import COPY_TYPES, KEYS, MISFIT, converter, derive  # noqa: E402
 from services.warehouse.writer import LOCKED_TABLES, TypedWriter  # noqa: E402
@@ -98,6 +105,41 @@ def workload_event(index: int, run: str) -> dict[str, Any]:
         f"extra_{generation}": index,
     }
     return {**common, "type": "track", "event": NAMES[index % len(NAMES)], "properties": properties}
+
+
+async def drain(
+    stream_url: str,
+    dead_letter: str,
+    sink: Any,
+    name: str,
+    events: int,
+    max_events: int,
+    max_seconds: float,
+    close_when_caught_up: bool = False,
+) -> float:
+    """Run the runner until the durable consumer acknowledged everything; events/s."""
+    settings = RunnerSettings(
+        name, max_events, max_seconds, health_port=None, close_when_caught_up=close_when_caught_up
+    )
+    runner = JetStreamRunner(stream_url, sink, JetStreamDeadLetter(dead_letter), settings)
+    stop = asyncio.Event()
+    nc = await nats.connect(stream_url.rpartition("/")[0])
+    js = nc.jetstream()
+    started = time.perf_counter()
+    task = asyncio.create_task(runner.run(stop))
+    while True:
+        await asyncio.sleep(0.05)
+        try:
+            info = await js.consumer_info("EVENTS", name)
+        except Exception:
+            continue
+        if info.ack_floor.stream_seq >= events:
+            elapsed = time.perf_counter() - started
+            break
+    stop.set()
+    await task
+    await nc.close()
+    return events / elapsed
 
 
 async def fill_stream(server_url: str, events: list[dict[str, Any]]) -> None:
@@ -153,16 +195,48 @@ def plain_copy(dsn: str, events: list[dict[str, Any]]) -> float:
         return len(events) / (time.perf_counter() - started)
 
 
+class CountingLoader(Loader):
+    """The loader, keeping the size of every batch it is handed."""
+
+    sizes: list[int]
+
+    async def handle(self, batch: Any) -> Any:
+        self.sizes.append(len(batch))
+        return await super().handle(batch)
+
+
+def counting(connection: dict[str, str], database: str) -> CountingLoader:
+    loader = CountingLoader(LoaderConfig({**connection, "dbname": database}))
+    loader.sizes = []
+    return loader
+
+
+def batches(sizes: list[int]) -> str:
+    return ", ".join(f"{sizes.count(size)} x {size}" for size in sorted(set(sizes), reverse=True))
+
+
 def load_rounds(
     postgres: Any, stream_url: str, dead_letter: str, events: list[dict[str, Any]], rounds: int
 ) -> None:
     ratios = []
+    connection = {"host": LOOPBACK, "port": str(postgres.port), "user": "postgres"}
     for round_ in range(1, rounds + 1):
+        # The loader closing its batches when caught up (its default), then by age only (as
+        # before issue 19): under this backlog both fill their batches.
         database = postgres.create_database(f"typed_loader_{round_}")
-        connection = {"host": LOOPBACK, "port": str(postgres.port), "user": "postgres"}
-        loader = Loader(LoaderConfig({**connection, "dbname": database}))
+        loader = counting(connection, database)
         loaded = asyncio.run(
-            drain(stream_url, dead_letter, loader, f"loader-{round_}", len(events), 5000, 5.0)
+            drain(stream_url, dead_letter, loader, f"loader-{round_}", len(events), 5000, 5.0, True)
+        )
+        by_age = counting(connection, postgres.create_database(f"typed_age_{round_}"))
+        aged = asyncio.run(
+            drain(stream_url, dead_letter, by_age, f"age-{round_}", len(events), 5000, 5.0)
+        )
+        raw_only = Loader(LoaderConfig({**connection, "dbname": postgres.create_database(
+            f"typed_raw_{round_}")}))  # fmt: skip
+        raw_only._typed.derive = lambda rows: {}  # type: ignore[method-assign]
+        raw = asyncio.run(
+            drain(stream_url, dead_letter, raw_only, f"raw-{round_}", len(events), 5000, 5.0)
         )
         with psycopg.connect(postgres.dsn(database)) as check:
             tables, typed = check.execute(
@@ -174,8 +248,10 @@ def load_rounds(
         ratios.append(loaded / copied)
         print(
             f"round {round_}: loader (raw + typed, {tables} tables, {typed} typed rows) "
-            f"{loaded:,.0f} events/s; plain COPY of the same typed rows {copied:,.0f} events/s; "
-            f"ratio {loaded / copied:.2f}"
+            f"{loaded:,.0f} events/s in batches of {batches(loader.sizes)} (batches by age "
+            f"only: {aged:,.0f} events/s, {batches(by_age.sizes)}; raw table only: "
+            f"{raw:,.0f}); plain COPY of the same typed rows {copied:,.0f} events/s; ratio "
+            f"{loaded / copied:.2f}"
         )
     median = statistics.median(ratios)
     print(f"typed loading: median ratio to plain COPY {median:.2f} ({rounds} rounds)")
