@@ -221,17 +221,19 @@ def load_rounds(
     ratios = []
     connection = {"host": LOOPBACK, "port": str(postgres.port), "user": "postgres"}
     for round_ in range(1, rounds + 1):
-        # The loader closing its batches when caught up (its default), then by age only (as
-        # before issue 19): under this backlog both fill their batches.
+        # The loader closing its batches when caught up (its default) and by age only (as
+        # before issue 19), in alternating order: under this backlog both fill their batches.
         database = postgres.create_database(f"typed_loader_{round_}")
         loader = counting(connection, database)
-        loaded = asyncio.run(
-            drain(stream_url, dead_letter, loader, f"loader-{round_}", len(events), 5000, 5.0, True)
-        )
         by_age = counting(connection, postgres.create_database(f"typed_age_{round_}"))
-        aged = asyncio.run(
-            drain(stream_url, dead_letter, by_age, f"age-{round_}", len(events), 5000, 5.0)
-        )
+        rates: dict[str, float] = {}
+        runs = [("loader", loader, True), ("age", by_age, False)]
+        for name, sink, caught_up in runs if round_ % 2 else runs[::-1]:  # order alternates
+            rates[name] = asyncio.run(
+                drain(stream_url, dead_letter, sink, f"{name}-{round_}", len(events), 5000, 5.0,
+                      caught_up)
+            )  # fmt: skip
+        loaded, aged = rates["loader"], rates["age"]
         raw_only = Loader(LoaderConfig({**connection, "dbname": postgres.create_database(
             f"typed_raw_{round_}")}))  # fmt: skip
         raw_only._typed.derive = lambda rows: {}  # type: ignore[method-assign]
