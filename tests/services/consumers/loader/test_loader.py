@@ -160,8 +160,13 @@ def test_a_batch_partly_loaded_before_takes_the_staging_path_and_adds_only_new_r
         kept = connection.execute(
             "SELECT xmin::text::bigint FROM events WHERE message_id = 'm-0'"
         ).fetchone()
+        typed = connection.execute("SELECT id FROM web.order_completed").fetchall()
+        tracks = connection.execute("SELECT count(*) FROM web.tracks").fetchone()
     assert sorted(r[0] for r in rows) == sorted(f"m-{i}" for i in range(20))
     assert kept == before  # the old row was not rewritten
+    # The typed rows of the new ones only, in the staging path's transaction.
+    assert sorted(r[0] for r in typed) == sorted(f"m-{i}" for i in range(20))
+    assert tracks == (20,)
 
 
 def test_bad_rows_are_parked_not_blocking(
