@@ -144,6 +144,17 @@ def _column(prefix: str, key: str, table: str, guarded: bool) -> str:
     return name
 
 
+RESERVED_SCHEMAS: Final = frozenset({"public", "information_schema"})
+"""Where the raw ``events`` table lives, and PostgreSQL's own (as are all ``pg_*``)."""
+
+
+def source_schema(source: str) -> str:
+    """The PostgreSQL schema of a source's typed tables: its name by :func:`segment_name`, with
+    ``_`` before one PostgreSQL reserves or the raw table's (``public`` → ``_public``)."""
+    name = segment_name(source)
+    return "_" + name if name in RESERVED_SCHEMAS or name.startswith("pg_") else name
+
+
 def event_table(event: str) -> str:
     """The table of the track event ``event`` (``Order Completed`` → ``order_completed``)."""
     name = segment_name(event)

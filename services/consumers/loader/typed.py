@@ -1,5 +1,5 @@
 """The loader's typed half: every raw row it loads also written to Segment's warehouse schema
-(:mod:`services.warehouse`), one Postgres schema per source (``segment_name(source)``), in the
+(:mod:`services.warehouse`), one Postgres schema per source (``source_schema(source)``), in the
 transaction that loads the raw rows (see :mod:`services.consumers.loader.sink`).
 
 Derived from the raw row itself (its ``raw`` column is the event as on the stream), so every
@@ -15,7 +15,7 @@ import msgspec
 import psycopg
 
 from services.observability import Counters
-from services.warehouse.typed import Declared, TableRows, derive, segment_name
+from services.warehouse.typed import Declared, TableRows, derive, source_schema
 from services.warehouse.writer import TypedWriter
 
 log = logging.getLogger("liftoff.loader")
@@ -65,7 +65,7 @@ class TypedLoading:
         writer = self._writers.get(source)
         if writer is None:
             declared = self.declared.get(source, {})
-            writer = TypedWriter(connection, segment_name(source), declared)
+            writer = TypedWriter(connection, source_schema(source), declared)
             self._writers[source] = writer
         return writer
 

@@ -14,6 +14,7 @@ from services.warehouse.typed import (
     event_table,
     infer,
     segment_name,
+    source_schema,
 )
 
 RECEIVED = "2026-11-27T20:19:03.512Z"
@@ -206,3 +207,11 @@ def test_values_are_coerced_strictly(value: object, kind: str, stored: object) -
     assert (
         result is MISFIT if stored is MISFIT else (result, type(result)) == (stored, type(stored))
     )
+
+
+def test_a_source_never_shares_the_raw_tables_schema_nor_postgresqls() -> None:
+    assert source_schema("web") == "web"
+    assert source_schema("iOS App") == "i_os_app"
+    assert source_schema("public") == "_public"
+    assert source_schema("pg_data") == "_pg_data"
+    assert source_schema("information_schema") == "_information_schema"
