@@ -25,6 +25,7 @@ from services.consumers.loader import contract as loader
 from services.consumers.reconcile import contract as reconcile
 from services.contract import ConfigError, Process
 from services.postgres import contract as postgres
+from services.regulations import contract as regulations
 from services.stream import contract as stream
 
 
@@ -77,6 +78,19 @@ def _quarantine_arguments(parser: argparse.ArgumentParser) -> None:
         dest="body_file",
         metavar="FILE",
         help="replay: the repaired JSON of the one event given with --seq",
+    )
+
+
+def _regulation_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=("suppress", "delete", "unsuppress", "status"))
+    parser.add_argument(
+        "--user-id", dest="user_ids", action="append", metavar="ID", help="repeatable"
+    )
+    parser.add_argument(
+        "--anonymous-id", dest="anonymous_ids", action="append", metavar="ID", help="repeatable"
+    )
+    parser.add_argument(
+        "--request", dest="request_id", type=int, metavar="N", help="status: only request N"
     )
 
 
@@ -155,6 +169,12 @@ COMMANDS: dict[str, Command] = {
         collector.QUARANTINE,
         "services.collector.quarantine:run",
         arguments=_quarantine_arguments,
+    ),
+    "regulation": Command(
+        "suppress, delete or unsuppress users' events, or show the requests' status",
+        regulations.PROCESS,
+        "services.regulations.command:run",
+        arguments=_regulation_arguments,
     ),
 }
 

@@ -100,6 +100,9 @@ _TEXT_BY_GRAMMAR: dict[str, st.SearchStrategy[str]] = {
     "key-prefix": st.lists(_word(), min_size=1, max_size=3).map("/".join),
     "aws-region": st.sampled_from(["us-east-1", "eu-west-1", "ap-southeast-2"]),
     "consumer-name": _word(64),
+    "suppression-url": st.builds("nats://{}:4222/{}".format, _host(), _word())
+    | st.builds("s3://{}/{}".format, _word(), _word()),
+    "suppression-key": st.from_regex(r"[A-Za-z0-9]{16,40}", fullmatch=True),
 }
 _NAMES_BY_GRAMMAR: dict[str, st.SearchStrategy[str]] = {
     "source": _word(),

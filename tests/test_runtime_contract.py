@@ -39,6 +39,7 @@ from services.consumers.loader import contract as loader
 from services.consumers.reconcile import contract as reconcile
 from services.contract import Process, variables
 from services.postgres import contract as postgres
+from services.regulations import contract as regulations
 from services.stream import contract as stream
 from tests import contract_strategies
 from tests.conftest import stack_run
@@ -120,8 +121,15 @@ def _valid_ensure_stream(s: Any) -> Any:
     return s
 
 
+def _suppression(s: Any) -> Any:
+    """The suppression list's URL and key: both set, or neither."""
+    if (_get(s, "suppression.url") is None) == (_get(s, "suppression.key") is None):
+        return s
+    return _set(_set(s, "suppression.url", None), "suppression.key", None)
+
+
 def _valid_collector(s: Any) -> Any:
-    s = _need(s, "stream.url", NATS)
+    s = _suppression(_need(s, "stream.url", NATS))
     s = _one_of(s, "sources.write_keys", "sources.write_keys_file")
     if (s.tls_cert_file is None) != (s.tls_key_file is None):
         s = dataclasses.replace(s, tls_cert_file=None, tls_key_file=None)
@@ -129,7 +137,7 @@ def _valid_collector(s: Any) -> Any:
 
 
 def _valid_collector_function(s: Any) -> Any:
-    s = _scheme(s, "stream.url", "kinesis://events")
+    s = _suppression(_scheme(s, "stream.url", "kinesis://events"))
     s = _one_of(s, "write_keys_secret_arn", "sources.write_keys")
     return s if s.sources.write_keys is None else _set(s, "sources.write_keys_file", None)
 
@@ -183,6 +191,11 @@ VALID: dict[type, Callable[[Any], Any]] = {
     postgres.BackupSettings: lambda s: _need(s, "archive.bucket", "b"),
     postgres.PostgresAccess: lambda s: s,
     postgres.PostgresServerSettings: lambda s: s,
+    regulations.RegulationSettings: lambda s: _need(
+        _need(_need(s, "suppression.url", "nats://n:4222/suppressed"), "suppression.key", "k" * 16),
+        "warehouse.host",
+        "db",
+    ),
 }
 
 

@@ -7,8 +7,9 @@ quarantine (``LIFTOFF_DEAD_LETTER_URL``; on JetStream its default is the stream'
 ``/DEADLETTER``, on Kinesis unset means an invalid event fails its request) and the log level.
 The container also reads where it listens (``LIFTOFF_HOST``, ``LIFTOFF_PORT``,
 ``LIFTOFF_WORKERS``, TLS files), the proxies it believes, analytics.js's directory and its
-HTTP limits (:class:`HttpLimitSettings`); the function reads its write keys from Secrets
-Manager (``LIFTOFF_WRITE_KEYS_SECRET_ARN``) instead of a file.
+HTTP limits (:class:`HttpLimitSettings`). Both read the suppression list
+(:class:`~services.regulations.contract.SuppressionAccess`). The function reads its write keys
+from Secrets Manager (``LIFTOFF_WRITE_KEYS_SECRET_ARN``) instead of a file.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from services.contract import (
     secret_arn,
     variable,
 )
+from services.regulations.contract import SuppressionAccess, check_suppression
 from services.stream.contract import StreamAccess, dead_letter_url_variable, stream_url
 
 _WRITE_KEYS = "LIFTOFF_WRITE_KEYS"
@@ -151,6 +153,7 @@ class CollectorSettings(Generic[V]):
     )
     """Addresses or CIDRs whose X-Forwarded-For is believed; default none."""
     http: HttpLimitSettings[V] = group(HttpLimitSettings)
+    suppression: SuppressionAccess[V] = group(SuppressionAccess)
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,7 @@ class CollectorFunctionSettings(Generic[V]):
     write_keys_secret_arn: V | None = variable(_WRITE_KEYS_SECRET_ARN, secret_arn())
     quarantine_url: V | None = dead_letter_url_variable()
     log_level: str | None = log_level_variable()
+    suppression: SuppressionAccess[V] = group(SuppressionAccess)
 
 
 def check_write_keys(sources: Sources[str], secret_arn: str | None = None) -> None:
@@ -179,6 +183,7 @@ def check_write_keys(sources: Sources[str], secret_arn: str | None = None) -> No
 def _check_collector(settings: CollectorSettings[str]) -> None:
     stream_url(settings.stream)
     check_write_keys(settings.sources)
+    check_suppression(settings.suppression)
     if (settings.tls_cert_file is None) != (settings.tls_key_file is None):
         raise ConfigError(f"set both {_TLS_CERT_FILE} and {_TLS_KEY_FILE}, or neither")
 
@@ -186,6 +191,7 @@ def _check_collector(settings: CollectorSettings[str]) -> None:
 def _check_function(settings: CollectorFunctionSettings[str]) -> None:
     stream_url(settings.stream, ("kinesis",))
     check_write_keys(settings.sources, settings.write_keys_secret_arn)
+    check_suppression(settings.suppression)
 
 
 @dataclass(frozen=True)

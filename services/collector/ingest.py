@@ -41,6 +41,7 @@ from services.events.write_keys import (
     basic_auth_username,
 )
 from services.observability import Counters
+from services.regulations.suppression import SuppressedIds
 from services.stream.base import EventStream, StreamUnavailable
 
 log = logging.getLogger("liftoff.collector")
@@ -75,6 +76,7 @@ READINESS_TIMEOUT_SECONDS = 3.0
 
 REQUEST_DURATION = "liftoff_collector_request_duration_seconds"
 QUARANTINED = "liftoff_collector_events_quarantined_total"
+SUPPRESSED = "liftoff_collector_suppressed_total"
 # Around the contract's default p99 threshold (1 s) finely enough to place it.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -182,6 +184,7 @@ class Collector:
         public_url: str | None = None,
         quarantine: Quarantine | None = None,
         no_ip_sources: frozenset[str] = frozenset(),
+        suppression: SuppressedIds | None = None,
     ) -> None:
         self.stream = stream
         self.write_keys = write_keys
@@ -192,8 +195,17 @@ class Collector:
         """Where invalid events of a valid request go. None: such a request is refused (400)."""
         self.no_ip_sources = no_ip_sources
         """Sources whose events keep no IP address (``context.ip`` neither filled nor kept)."""
+        self.suppression = suppression
+        """The suppression list: events of a listed userId/anonymousId are answered 200 and
+        dropped (as Segment does, so SDKs do not retry them). None: nothing is suppressed."""
         self.counters = counters or Counters()
         self.clock = clock
+        self.counters.describe(
+            SUPPRESSED, "Events answered 200 and dropped: their user is suppressed, by source."
+        )
+        if suppression is not None:
+            for known_source in write_keys.sources:
+                self.counters.add(SUPPRESSED, 0, source=known_source)
         self.counters.describe(
             "liftoff_collector_requests_total", "Ingestion requests by route and status."
         )
@@ -329,9 +341,20 @@ class Collector:
             client_ip=request.client_ip,
             collect_ip=source not in self.no_ip_sources,
         )
-        return await self._deliver(
-            validated.records, validated.rejected, source, request.route, received_at
-        )
+        records = await self._unsuppressed(validated.records, source)
+        return await self._deliver(records, validated.rejected, source, request.route, received_at)
+
+    async def _unsuppressed(self, records: list[StreamRecord], source: str) -> list[StreamRecord]:
+        """``records`` without the events of suppressed users (counted)."""
+        if self.suppression is None or not records:
+            return records
+        listed = await self.suppression.current()
+        if not listed:
+            return records
+        kept = [r for r in records if not self.suppression.suppressed(r.data, listed)]
+        if len(kept) < len(records):
+            self.counters.add(SUPPRESSED, len(records) - len(kept), source=source)
+        return kept
 
     async def _deliver(
         self,

@@ -1,0 +1,105 @@
+"""What reads the suppression list, and ``python -m services regulation``.
+
+- :class:`SuppressionAccess` — ``LIFTOFF_SUPPRESSION_URL``: where the list of suppressed ids is
+  kept, ``nats://host:port[,host:port]/<KV bucket>`` (a JetStream key-value bucket: Kubernetes,
+  local mode) or ``s3://<bucket>/<key>`` (one JSON object: AWS); unset = no suppression.
+  ``LIFTOFF_SUPPRESSION_KEY``: the per-stack secret the ids are keyed-hashed with (HMAC-SHA256),
+  so the list holds no raw id. ``LIFTOFF_SUPPRESSION_REFRESH_SECONDS``: how often a reader
+  refreshes its cached copy (default :data:`DEFAULT_REFRESH_SECONDS`). Read by the collector
+  (both the container and the Lambda function) and by the regulation command.
+- :class:`RegulationSettings` — ``python -m services regulation``: the list, the warehouse
+  (libpq's variables; it also keeps the requests, schema ``liftoff_regulations``), the archive,
+  the stream (dead letters and quarantine).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic
+from urllib.parse import urlsplit
+
+from services.archive.contract import ArchiveAccess
+from services.contract import (
+    ConfigError,
+    Number,
+    Text,
+    V,
+    group,
+    log_level_variable,
+    process,
+    required,
+    variable,
+)
+from services.postgres.contract import PostgresAccess, require_host
+from services.stream.contract import StreamAccess, dead_letter_url_variable
+
+_URL = "LIFTOFF_SUPPRESSION_URL"
+_KEY = "LIFTOFF_SUPPRESSION_KEY"
+_REFRESH = "LIFTOFF_SUPPRESSION_REFRESH_SECONDS"
+
+DEFAULT_REFRESH_SECONDS = 2.0
+"""How stale a reader's copy may be: a suppression takes effect within this (plus one read)."""
+MINIMUM_KEY_CHARACTERS = 16
+SCHEMES = ("nats", "s3")
+
+
+def suppression_url_problem(raw: str) -> str | None:
+    parts = urlsplit(raw)
+    name = parts.path.strip("/")
+    if parts.scheme == "nats" and parts.netloc and name and "/" not in name:
+        return None
+    if parts.scheme == "s3" and parts.netloc and name:
+        return None
+    return "must be nats://host:port[,host:port]/<KV bucket> or s3://<bucket>/<key>"
+
+
+def _key_problem(raw: str) -> str | None:
+    if len(raw) < MINIMUM_KEY_CHARACTERS:
+        return f"must be at least {MINIMUM_KEY_CHARACTERS} characters (a random secret)"
+    return None
+
+
+@dataclass(frozen=True)
+class SuppressionAccess(Generic[V]):
+    """Where the suppression list is, and the key its entries are hashed with."""
+
+    url: V | None = variable(_URL, Text("suppression-url", suppression_url_problem))
+    """Default: none (nothing is suppressed, nothing read)."""
+    key: V | None = variable(_KEY, Text("suppression-key", _key_problem, secret=True))
+    refresh_seconds: float | None = variable(_REFRESH, Number(0.1))
+
+
+def check_suppression(access: SuppressionAccess[str]) -> None:
+    """A list needs its key (and a key without a list is a mistake worth naming)."""
+    if access.url is not None and access.key is None:
+        raise ConfigError(f"{_KEY} is not set ({_URL} is: the entries are hashed with it)")
+    if access.key is not None and access.url is None:
+        raise ConfigError(f"{_URL} is not set ({_KEY} is)")
+
+
+def require_suppression(access: SuppressionAccess[str]) -> tuple[str, str]:
+    url = required(_URL, access.url, "e.g. nats://127.0.0.1:4222/liftoff-suppressed")
+    check_suppression(access)
+    assert access.key is not None
+    return url, access.key
+
+
+@dataclass(frozen=True)
+class RegulationSettings(Generic[V]):
+    """``python -m services regulation``."""
+
+    suppression: SuppressionAccess[V] = group(SuppressionAccess)
+    warehouse: PostgresAccess[V] = group(PostgresAccess)
+    archive: ArchiveAccess[V] = group(ArchiveAccess)
+    stream: StreamAccess[V] = group(StreamAccess)
+    dead_letter_url: V | None = dead_letter_url_variable()
+    log_level: str | None = log_level_variable()
+
+
+def _check_regulation(settings: RegulationSettings[str]) -> None:
+    require_suppression(settings.suppression)
+    require_host(settings.warehouse, None)
+
+
+PROCESS = process(RegulationSettings, _check_regulation)
+parse = PROCESS.parse

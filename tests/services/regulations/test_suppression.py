@@ -1,0 +1,123 @@
+"""Suppression end to end: `python -m services regulation suppress` writes the list (a real
+JetStream KV bucket), and every worker of a real collector process drops the user's new events
+within the refresh interval, answering 200; unsuppress brings them back."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.regulations.suppression import KeyValueStore, entries
+from tests.servers import REPO_ROOT, ServerProcess, collector_server, nats_url
+from tests.services.stream.under_test import WRITE_KEYS_JSON, read_jetstream
+
+pytestmark = pytest.mark.servers
+
+KEY = "a-test-suppression-key-0123456789"
+REFRESH_SECONDS = 0.5
+EFFECTIVE_WITHIN_SECONDS = 5.0
+"""Stated: the refresh interval plus one read; generous here for a loaded CI machine."""
+
+
+def regulation(env: dict[str, str], *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "services", "regulation", *arguments],
+        env={**os.environ, **env},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def post(port: int, user: str, tag: str) -> None:
+    # A new connection each time, so both workers serve some of them.
+    answer = httpx.post(
+        f"http://127.0.0.1:{port}/v1/batch",
+        json={
+            "batch": [{"type": "track", "event": tag, "userId": user, "messageId": f"{tag}-{user}"}]
+        },
+        auth=("web-key-1", ""),
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"success": True}
+
+
+def wait_until_dropped(port: int, stream_count: Callable[[], int], user: str) -> float:
+    """Seconds until 10 requests in a row of ``user`` were all dropped."""
+    started = time.monotonic()
+    in_a_row = 0
+    attempt = 0
+    while in_a_row < 10:
+        assert time.monotonic() - started < EFFECTIVE_WITHIN_SECONDS, "suppression not effective"
+        before = stream_count()
+        post(port, user, f"probe{attempt}")
+        attempt += 1
+        in_a_row = in_a_row + 1 if stream_count() == before else 0
+    return time.monotonic() - started
+
+
+def test_suppress_then_unsuppress_on_every_worker(
+    tmp_path: Path,
+    shared_nats: ServerProcess,
+    jetstream: tuple[str, str],
+    warehouse: dict[str, str],
+) -> None:
+    stream_url, stream = jetstream
+    bucket = f"suppressed-{uuid.uuid4().hex[:8]}"
+    suppression = {
+        "LIFTOFF_SUPPRESSION_URL": f"{nats_url(shared_nats)}/{bucket}",
+        "LIFTOFF_SUPPRESSION_KEY": KEY,
+        "LIFTOFF_SUPPRESSION_REFRESH_SECONDS": str(REFRESH_SECONDS),
+    }
+
+    def count() -> int:
+        return len(asyncio.run(read_jetstream(nats_url(shared_nats), stream)))
+
+    with collector_server(
+        tmp_path, stream_url, WRITE_KEYS_JSON, workers=2, extra_env=suppression
+    ) as collector:
+        post(collector.port, "u1", "before")
+        assert count() == 1
+
+        done = regulation({**warehouse, **suppression}, "suppress", "--user-id", "u1")
+        assert done.returncode == 0, done.stderr
+        took = wait_until_dropped(collector.port, count, "u1")
+        for index in range(20):
+            post(collector.port, "u1", f"after{index}")
+            post(collector.port, "u2", f"after{index}")
+        stored = asyncio.run(read_jetstream(nats_url(shared_nats), stream))
+        after = [m.event["userId"] for m in stored if m.event["event"].startswith("after")]
+        assert after == ["u2"] * 20
+        metrics = httpx.get(f"http://127.0.0.1:{collector.port}/metrics").text
+        dropped = [
+            line for line in metrics.splitlines()
+            if line.startswith('liftoff_collector_suppressed_total{source="web"}')
+        ]  # fmt: skip
+        assert dropped and float(dropped[0].split()[-1]) >= 30
+
+        # The list holds keyed hashes, never the id itself.
+        listed = asyncio.run(KeyValueStore(suppression["LIFTOFF_SUPPRESSION_URL"]).read())
+        assert listed == frozenset(entries(KEY, ["u1"], []))
+        assert all("u1" not in item for item in listed)
+
+        again = regulation({**warehouse, **suppression}, "suppress", "--user-id", "u1")
+        assert again.returncode == 0 and '"id": 1' in again.stdout  # one request, one effect
+
+        undone = regulation({**warehouse, **suppression}, "unsuppress", "--user-id", "u1")
+        assert undone.returncode == 0, undone.stderr
+        time.sleep(REFRESH_SECONDS * 4)
+        for index in range(10):
+            post(collector.port, "u1", f"back{index}")
+        stored = asyncio.run(read_jetstream(nats_url(shared_nats), stream))
+        assert sum(1 for m in stored if m.event["event"].startswith("back")) == 10
+    print(f"suppression effective after {took:.2f} s")
