@@ -2,10 +2,11 @@
 
 A request is recorded first (:mod:`services.regulations.record`), then each of its targets not
 yet done is run in turn, its status written before and after: ``suppression`` (the list, for
-suppress and unsuppress), ``warehouse`` and ``archive`` (for delete; the archive only when
-``LIFTOFF_ARCHIVE_BUCKET`` is set). A failed target is recorded with its reason and the others
-still run; the exit status is 1 when any is not done. Running the same request again finishes
-what is left. Runs are serialized by a Postgres advisory lock.
+suppress and unsuppress), ``warehouse``, ``archive`` (when ``LIFTOFF_ARCHIVE_BUCKET`` is set),
+``dead-letters`` (``LIFTOFF_DEAD_LETTER_URL``, default on JetStream the stream's ``/DEADLETTER``)
+and ``quarantine`` (``LIFTOFF_QUARANTINE_URL``, when set) for delete. A failed target is
+recorded with its reason and the others still run; the exit status is 1 when any is not done.
+Running the same request again finishes what is left. Runs are serialized by a Postgres lock.
 """
 
 from __future__ import annotations
@@ -25,18 +26,32 @@ from services.consumers.loader.sink import LoaderConfig
 from services.observability import configure_logging
 from services.regulations import record
 from services.regulations.contract import RegulationSettings, require_suppression
+from services.regulations.dead_letters import delete_from_dead_letters
 from services.regulations.deletion import delete_from_archive, delete_from_warehouse
 from services.regulations.suppression import entries, open_store
+from services.stream.address import dead_letter_url_of
 
 log = logging.getLogger("liftoff.regulations")
 
 ACTIONS = ("suppress", "delete", "unsuppress", "status")
 
 
+def dead_letter_url(settings: RegulationSettings[str]) -> str | None:
+    if settings.dead_letter_url is not None:
+        return settings.dead_letter_url
+    stream = settings.stream.url
+    return dead_letter_url_of(stream) if stream and stream.startswith("nats://") else None
+
+
 def targets_of(kind: str, settings: RegulationSettings[str]) -> list[str]:
     if kind != "delete":
         return ["suppression"]
-    return ["warehouse"] + (["archive"] if settings.archive.bucket else [])
+    return (
+        ["warehouse"]
+        + (["archive"] if settings.archive.bucket else [])
+        + (["dead-letters"] if dead_letter_url(settings) else [])
+        + (["quarantine"] if settings.quarantine_url else [])
+    )
 
 
 def connect(settings: RegulationSettings[str]) -> psycopg.Connection:
@@ -95,6 +110,12 @@ def perform(
         "suppression": lambda: _suppression(settings, request),
         "warehouse": lambda: _warehouse(connection, request),
         "archive": lambda: _archive(settings, request),
+        "dead-letters": lambda: delete_from_dead_letters(
+            dead_letter_url(settings) or "", request.user_ids, request.anonymous_ids
+        ),
+        "quarantine": lambda: delete_from_dead_letters(
+            settings.quarantine_url or "", request.user_ids, request.anonymous_ids
+        ),
     }
     finished = True
     for target in record.unfinished(connection, request.id):

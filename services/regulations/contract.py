@@ -9,7 +9,8 @@
   (both the container and the Lambda function) and by the regulation command.
 - :class:`RegulationSettings` — ``python -m services regulation``: the list, the warehouse
   (libpq's variables; it also keeps the requests, schema ``liftoff_regulations``), the archive,
-  the stream (dead letters and quarantine).
+  the stream, the dead letters (``LIFTOFF_DEAD_LETTER_URL``) and the collector's quarantine
+  when it is kept apart (``LIFTOFF_QUARANTINE_URL``, AWS).
 """
 
 from __future__ import annotations
@@ -31,11 +32,13 @@ from services.contract import (
     variable,
 )
 from services.postgres.contract import PostgresAccess, require_host
+from services.stream.address import dead_letter_problem
 from services.stream.contract import StreamAccess, dead_letter_url_variable
 
 _URL = "LIFTOFF_SUPPRESSION_URL"
 _KEY = "LIFTOFF_SUPPRESSION_KEY"
 _REFRESH = "LIFTOFF_SUPPRESSION_REFRESH_SECONDS"
+_QUARANTINE_URL = "LIFTOFF_QUARANTINE_URL"
 
 DEFAULT_REFRESH_SECONDS = 2.0
 """How stale a reader's copy may be: a suppression takes effect within this (plus one read)."""
@@ -93,6 +96,12 @@ class RegulationSettings(Generic[V]):
     archive: ArchiveAccess[V] = group(ArchiveAccess)
     stream: StreamAccess[V] = group(StreamAccess)
     dead_letter_url: V | None = dead_letter_url_variable()
+    """The consumers' dead letters; default on JetStream: the stream's servers + /DEADLETTER
+    (which holds the collector's quarantine too)."""
+    quarantine_url: V | None = variable(
+        _QUARANTINE_URL, Text("dead-letter-url", dead_letter_problem)
+    )
+    """The collector's quarantine when it is a store of its own (AWS: its SQS queue)."""
     log_level: str | None = log_level_variable()
 
 
