@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from services.consumers.broadcaster.destinations import TYPES, DestinationDocument
 from services.contract import LOG_LEVELS, Flag, Integer, Json, Kind, Names, Number, Text
 from services.postgres.contract import GRANTABLE_ROLES, SSLMODES
+from services.regulations.destinations import DeletionDestination
 
 _WORD = string.ascii_letters + string.digits + "_-"
 _PRINTABLE = st.characters(min_codepoint=33, max_codepoint=126)
@@ -114,6 +115,15 @@ _NAMES_BY_GRAMMAR: dict[str, st.SearchStrategy[str]] = {
 _JSON_BY_GRAMMAR: dict[str, st.SearchStrategy[Any]] = {
     "destination": _destination(),
     "origins": _ORIGINS,
+    "regulation-destinations": st.lists(
+        st.builds(
+            DeletionDestination,
+            name=_word(),
+            type=st.just("webhook"),
+            settings=st.builds(lambda h: {"url": f"https://{h}/delete"}, _host()),
+        ),
+        max_size=3,
+    ).map(tuple),
 }
 
 

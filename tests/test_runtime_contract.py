@@ -128,6 +128,12 @@ def _suppression(s: Any) -> Any:
     return _set(_set(s, "suppression.url", None), "suppression.key", None)
 
 
+def _valid_regulation(s: Any) -> Any:
+    s = _need(_need(s, "suppression.url", "nats://n:4222/suppressed"), "suppression.key", "k" * 16)
+    s = _need(s, "warehouse.host", "db")
+    return _need(s, "secrets_file", "/run/secrets") if s.destinations else s
+
+
 def _valid_collector(s: Any) -> Any:
     s = _suppression(_need(s, "stream.url", NATS))
     s = _one_of(s, "sources.write_keys", "sources.write_keys_file")
@@ -191,11 +197,7 @@ VALID: dict[type, Callable[[Any], Any]] = {
     postgres.BackupSettings: lambda s: _need(s, "archive.bucket", "b"),
     postgres.PostgresAccess: lambda s: s,
     postgres.PostgresServerSettings: lambda s: s,
-    regulations.RegulationSettings: lambda s: _need(
-        _need(_need(s, "suppression.url", "nats://n:4222/suppressed"), "suppression.key", "k" * 16),
-        "warehouse.host",
-        "db",
-    ),
+    regulations.RegulationSettings: _valid_regulation,
 }
 
 

@@ -4,7 +4,8 @@ A request is recorded first (:mod:`services.regulations.record`), then each of i
 yet done is run in turn, its status written before and after: ``suppression`` (the list, for
 suppress and unsuppress), ``warehouse``, ``archive`` (when ``LIFTOFF_ARCHIVE_BUCKET`` is set),
 ``dead-letters`` (``LIFTOFF_DEAD_LETTER_URL``, default on JetStream the stream's ``/DEADLETTER``)
-and ``quarantine`` (``LIFTOFF_QUARANTINE_URL``, when set) for delete. A failed target is
+``quarantine`` (``LIFTOFF_QUARANTINE_URL``, when set) and ``destination:<name>`` (each
+deletion API, :mod:`services.regulations.destinations`) for delete. A failed target is
 recorded with its reason and the others still run; the exit status is 1 when any is not done.
 Running the same request again finishes what is left. Runs are serialized by a Postgres lock.
 """
@@ -28,11 +29,13 @@ from services.regulations import record
 from services.regulations.contract import RegulationSettings, require_suppression
 from services.regulations.dead_letters import delete_from_dead_letters
 from services.regulations.deletion import delete_from_archive, delete_from_warehouse
+from services.regulations.destinations import request_deletion
 from services.regulations.suppression import entries, open_store
 from services.stream.address import dead_letter_url_of
 
 log = logging.getLogger("liftoff.regulations")
 
+DESTINATION = "destination:"
 ACTIONS = ("suppress", "delete", "unsuppress", "status")
 
 
@@ -51,6 +54,19 @@ def targets_of(kind: str, settings: RegulationSettings[str]) -> list[str]:
         + (["archive"] if settings.archive.bucket else [])
         + (["dead-letters"] if dead_letter_url(settings) else [])
         + (["quarantine"] if settings.quarantine_url else [])
+        + [f"{DESTINATION}{d.name}" for d in settings.destinations or ()]
+    )
+
+
+def _destination(
+    settings: RegulationSettings[str], request: record.Request, target: str
+) -> dict[str, Any]:
+    name = target.removeprefix(DESTINATION)
+    (destination,) = (d for d in settings.destinations or () if d.name == name)
+    with open(settings.secrets_file or "", encoding="utf-8") as file:
+        secrets = json.load(file)
+    return request_deletion(
+        destination, secrets.get(name) or {}, request.id, request.user_ids, request.anonymous_ids
     )
 
 
@@ -121,7 +137,10 @@ def perform(
     for target in record.unfinished(connection, request.id):
         record.mark(connection, request.id, target, "running")
         try:
-            detail = work[target]()
+            if target.startswith(DESTINATION):
+                detail = _destination(settings, request, target)
+            else:
+                detail = work[target]()
         except Exception as error:
             log.exception("regulation target failed", extra={"fields": {"target": target}})
             record.mark(

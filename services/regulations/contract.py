@@ -10,7 +10,9 @@
 - :class:`RegulationSettings` — ``python -m services regulation``: the list, the warehouse
   (libpq's variables; it also keeps the requests, schema ``liftoff_regulations``), the archive,
   the stream, the dead letters (``LIFTOFF_DEAD_LETTER_URL``) and the collector's quarantine
-  when it is kept apart (``LIFTOFF_QUARANTINE_URL``, AWS).
+  when it is kept apart (``LIFTOFF_QUARANTINE_URL``, AWS), and the destinations whose deletion
+  APIs a delete calls (``LIFTOFF_REGULATION_DESTINATIONS``, their credentials in
+  ``LIFTOFF_REGULATION_SECRETS_FILE``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from urllib.parse import urlsplit
 from services.archive.contract import ArchiveAccess
 from services.contract import (
     ConfigError,
+    Json,
     Number,
     Text,
     V,
@@ -32,6 +35,11 @@ from services.contract import (
     variable,
 )
 from services.postgres.contract import PostgresAccess, require_host
+from services.regulations.destinations import (
+    DeletionDestination,
+    decode_destinations,
+    encode_destinations,
+)
 from services.stream.address import dead_letter_problem
 from services.stream.contract import StreamAccess, dead_letter_url_variable
 
@@ -39,6 +47,8 @@ _URL = "LIFTOFF_SUPPRESSION_URL"
 _KEY = "LIFTOFF_SUPPRESSION_KEY"
 _REFRESH = "LIFTOFF_SUPPRESSION_REFRESH_SECONDS"
 _QUARANTINE_URL = "LIFTOFF_QUARANTINE_URL"
+_DESTINATIONS = "LIFTOFF_REGULATION_DESTINATIONS"
+_SECRETS_FILE = "LIFTOFF_REGULATION_SECRETS_FILE"
 
 DEFAULT_REFRESH_SECONDS = 2.0
 """How stale a reader's copy may be: a suppression takes effect within this (plus one read)."""
@@ -102,12 +112,22 @@ class RegulationSettings(Generic[V]):
         _QUARANTINE_URL, Text("dead-letter-url", dead_letter_problem)
     )
     """The collector's quarantine when it is a store of its own (AWS: its SQS queue)."""
+    destinations: tuple[DeletionDestination, ...] | None = variable(
+        _DESTINATIONS,
+        Json("regulation-destinations", decode_destinations, encode_destinations),
+    )
+    """Destinations whose deletion API a delete calls (:mod:`services.regulations.destinations`);
+    default none."""
+    secrets_file: V | None = variable(_SECRETS_FILE, Text("path"))
+    """Their deletion credentials, ``{"<name>": {"<field>": "..."}}``."""
     log_level: str | None = log_level_variable()
 
 
 def _check_regulation(settings: RegulationSettings[str]) -> None:
     require_suppression(settings.suppression)
     require_host(settings.warehouse, None)
+    if settings.destinations and settings.secrets_file is None:
+        raise ConfigError(f"{_SECRETS_FILE} is not set ({_DESTINATIONS} names destinations)")
 
 
 PROCESS = process(RegulationSettings, _check_regulation)
