@@ -122,14 +122,18 @@ def _valid_ensure_stream(s: Any) -> Any:
 
 
 def _suppression(s: Any) -> Any:
-    """The suppression list's URL and key: both set, or neither."""
-    if (_get(s, "suppression.url") is None) == (_get(s, "suppression.key") is None):
-        return s
-    return _set(_set(s, "suppression.url", None), "suppression.key", None)
+    """The suppression list's URL and key (inline or a file): both set, or neither."""
+    if None not in (_get(s, "suppression.key"), _get(s, "suppression.key_file")):
+        s = _set(s, "suppression.key_file", None)
+    if _get(s, "suppression.key") is None and _get(s, "suppression.key_file") is None:
+        s = _set(s, "suppression.key", "k" * 16)
+    if _get(s, "suppression.url") is None:
+        return _set(_set(s, "suppression.key", None), "suppression.key_file", None)
+    return s
 
 
 def _valid_regulation(s: Any) -> Any:
-    s = _need(_need(s, "suppression.url", "nats://n:4222/suppressed"), "suppression.key", "k" * 16)
+    s = _suppression(_need(s, "suppression.url", "nats://n:4222/suppressed"))
     s = _need(s, "warehouse.host", "db")
     return _need(s, "secrets_file", "/run/secrets") if s.destinations else s
 

@@ -37,6 +37,7 @@ from services.regulations.contract import (
     DEFAULT_REFRESH_SECONDS,
     SuppressionAccess,
     check_suppression,
+    suppression_key,
 )
 
 log = logging.getLogger("liftoff.suppression")
@@ -212,11 +213,10 @@ class SuppressionConfig:
     @classmethod
     def of(cls, access: SuppressionAccess[str]) -> SuppressionConfig | None:
         check_suppression(access)
-        if access.url is None or access.key is None:
+        if access.url is None:
             return None
-        return cls(
-            access.url, access.key, or_default(access.refresh_seconds, DEFAULT_REFRESH_SECONDS)
-        )
+        refresh = or_default(access.refresh_seconds, DEFAULT_REFRESH_SECONDS)
+        return cls(access.url, suppression_key(access), refresh)
 
     def reader(self) -> SuppressedIds:
         return SuppressedIds(open_store(self.url), self.key, self.refresh_seconds)
