@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from services.consumers.broadcaster.destinations import TYPES, DestinationDocument
 from services.contract import LOG_LEVELS, Flag, Integer, Json, Kind, Names, Number, Text
 from services.postgres.contract import GRANTABLE_ROLES, SSLMODES
-from services.regulations.destinations import DeletionDestination
+from services.regulations.contract import DeletionDestination
 
 _WORD = string.ascii_letters + string.digits + "_-"
 _PRINTABLE = st.characters(min_codepoint=33, max_codepoint=126)

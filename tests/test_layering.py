@@ -7,11 +7,15 @@ services/ by role, each layer importing only the ones before it:
   stream       → events, contract, observability
   archive      → contract, observability
   postgres     → contract, observability, archive
-  collector    → events, stream, contract, observability            (never a consumer)
+  suppression  → stream, contract, observability (the suppression list, a KV bucket beside it)
+  collector    → events, stream, suppression, contract, observability   (never a consumer)
   runner       → events, stream, contract, observability
   consumer <x> → runner, events, stream, archive, postgres, contract, observability; never
                another consumer nor the collector, except reconcile, which loads what the
                archiver wrote through the loader's own writer (→ archiver, loader)
+  regulations  → suppression, events, stream, archive, postgres, contract, observability, and
+               the archiver's object format, the loader's connection and the broadcaster's
+               webhook signing (deletion reaches what they wrote, as they wrote it)
   entry points services.cli, services.aws_lambda, services.__main__ → anything of services
 Contract modules (`services/**/contract.py`) and the registries (`services.stream.address`,
 `services.consumers.broadcaster.destinations`) import only `services.contract`, other contract
@@ -43,15 +47,20 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "stream": ("stream", "events", *COMMON),
     "archive": ("archive", *COMMON),
     "postgres": ("postgres", "archive", *COMMON),
-    "collector": ("collector", "events", "stream", *COMMON),
+    "suppression": ("suppression", "stream", *COMMON),
+    "collector": ("collector", "events", "stream", "suppression", *COMMON),
     "runner": ("runner", "events", "stream", *COMMON),
     **{
         consumer: (consumer, "runner", "events", "stream", "archive", "postgres", *COMMON)
         for consumer in CONSUMERS
     },
+    "regulations": (
+        "regulations", "suppression", "events", "stream", "archive", "postgres", "archiver",
+        "loader", "broadcaster", *COMMON,
+    ),
     "entry": (
         "entry", "contract", "observability", "events", "stream", "archive", "postgres",
-        "collector", "runner", *CONSUMERS,
+        "collector", "runner", "suppression", "regulations", *CONSUMERS,
     ),
 }  # fmt: skip
 EXCEPTIONS = {"reconcile": ("archiver", "loader")}

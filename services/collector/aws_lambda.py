@@ -39,9 +39,9 @@ from services.contract import level_of
 from services.events.limits import MAX_REQUEST_BYTES, InvalidInput
 from services.events.write_keys import WriteKeys
 from services.observability import configure_logging
-from services.regulations.suppression import SuppressionConfig
 from services.stream.contract import stream_url
 from services.stream.kinesis import KinesisStream
+from services.suppression.lists import SuppressionConfig
 
 
 @dataclass

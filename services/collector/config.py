@@ -25,9 +25,9 @@ from services.collector.contract import (
 )
 from services.contract import ConfigError, level_of, name_of
 from services.events.write_keys import WriteKeys
-from services.regulations.suppression import SuppressionConfig
 from services.stream.contract import dead_letter_or_default, stream_url
 from services.stream.jetstream import check_credentials
+from services.suppression.lists import SuppressionConfig
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ quarantine (``LIFTOFF_DEAD_LETTER_URL``; on JetStream its default is the stream'
 The container also reads where it listens (``LIFTOFF_HOST``, ``LIFTOFF_PORT``,
 ``LIFTOFF_WORKERS``, TLS files), the proxies it believes, analytics.js's directory and its
 HTTP limits (:class:`HttpLimitSettings`). Both read the suppression list
-(:class:`~services.regulations.contract.SuppressionAccess`). The function reads its write keys
+(:class:`~services.suppression.contract.SuppressionAccess`). The function reads its write keys
 from Secrets Manager (``LIFTOFF_WRITE_KEYS_SECRET_ARN``) instead of a file.
 """
 
@@ -35,8 +35,8 @@ from services.contract import (
     secret_arn,
     variable,
 )
-from services.regulations.contract import SuppressionAccess, check_suppression
 from services.stream.contract import StreamAccess, dead_letter_url_variable, stream_url
+from services.suppression.contract import SuppressionAccess, check_suppression
 
 _WRITE_KEYS = "LIFTOFF_WRITE_KEYS"
 _WRITE_KEYS_FILE = "LIFTOFF_WRITE_KEYS_FILE"

@@ -41,8 +41,8 @@ from services.events.write_keys import (
     basic_auth_username,
 )
 from services.observability import Counters
-from services.regulations.suppression import SuppressedIds
 from services.stream.base import EventStream, StreamUnavailable
+from services.suppression.lists import SuppressedIds
 
 log = logging.getLogger("liftoff.collector")
 
@@ -196,15 +196,17 @@ class Collector:
         self.no_ip_sources = no_ip_sources
         """Sources whose events keep no IP address (``context.ip`` neither filled nor kept)."""
         self.suppression = suppression
-        """The suppression list: events of a listed userId/anonymousId are answered 200 and
-        dropped (as Segment does, so SDKs do not retry them). None: nothing is suppressed."""
+        """Events of a listed id are answered 200 and dropped (as Segment does: no retries)."""
         self.counters = counters or Counters()
         self.clock = clock
+        self._describe_metrics()
+
+    def _describe_metrics(self) -> None:
         self.counters.describe(
             SUPPRESSED, "Events answered 200 and dropped: their user is suppressed, by source."
         )
-        if suppression is not None:
-            for known_source in write_keys.sources:
+        if self.suppression is not None:
+            for known_source in self.write_keys.sources:
                 self.counters.add(SUPPRESSED, 0, source=known_source)
         self.counters.describe(
             "liftoff_collector_requests_total", "Ingestion requests by route and status."
@@ -225,10 +227,10 @@ class Collector:
             "Invalid events put in the quarantine (their valid neighbours were accepted), "
             "by source and reason code.",
         )
-        if quarantine is not None:
+        if self.quarantine is not None:
             # Each series exists from the start at 0: a counter born at its first increment
             # has no earlier sample, and PromQL's increase() would miss that first burst.
-            for known_source in write_keys.sources:
+            for known_source in self.write_keys.sources:
                 for code in REJECTION_CODES:
                     self.counters.add(QUARANTINED, 0, source=known_source, code=code)
         self.counters.describe_histogram(
@@ -341,20 +343,13 @@ class Collector:
             client_ip=request.client_ip,
             collect_ip=source not in self.no_ip_sources,
         )
-        records = await self._unsuppressed(validated.records, source)
+        records = validated.records
+        if self.suppression is not None and records:
+            records = await self.suppression.without(records)
+            if len(records) < len(validated.records):
+                dropped = len(validated.records) - len(records)
+                self.counters.add(SUPPRESSED, dropped, source=source)
         return await self._deliver(records, validated.rejected, source, request.route, received_at)
-
-    async def _unsuppressed(self, records: list[StreamRecord], source: str) -> list[StreamRecord]:
-        """``records`` without the events of suppressed users (counted)."""
-        if self.suppression is None or not records:
-            return records
-        listed = await self.suppression.current()
-        if not listed:
-            return records
-        kept = [r for r in records if not self.suppression.suppressed(r.data, listed)]
-        if len(kept) < len(records):
-            self.counters.add(SUPPRESSED, len(records) - len(kept), source=source)
-        return kept
 
     async def _deliver(
         self,

@@ -26,12 +26,13 @@ from services.archive.store import ArchiveLocation, s3_client
 from services.consumers.loader.sink import LoaderConfig
 from services.observability import configure_logging
 from services.regulations import record
-from services.regulations.contract import RegulationSettings, require_suppression
+from services.regulations.contract import RegulationSettings
 from services.regulations.dead_letters import delete_from_dead_letters
 from services.regulations.deletion import delete_from_archive, delete_from_warehouse
 from services.regulations.destinations import request_deletion
-from services.regulations.suppression import entries, open_store
 from services.stream.address import dead_letter_url_of
+from services.suppression.contract import require_suppression
+from services.suppression.lists import entries, open_store
 
 log = logging.getLogger("liftoff.regulations")
 

@@ -1,32 +1,24 @@
-"""What reads the suppression list, and ``python -m services regulation``.
+"""``python -m services regulation``: :class:`RegulationSettings`.
 
-- :class:`SuppressionAccess` — ``LIFTOFF_SUPPRESSION_URL``: where the list of suppressed ids is
-  kept, ``nats://host:port[,host:port]/<KV bucket>`` (a JetStream key-value bucket: Kubernetes,
-  local mode) or ``s3://<bucket>/<key>`` (one JSON object: AWS); unset = no suppression.
-  ``LIFTOFF_SUPPRESSION_KEY``: the per-stack secret the ids are keyed-hashed with (HMAC-SHA256),
-  so the list holds no raw id (or ``LIFTOFF_SUPPRESSION_KEY_FILE``, a file holding it).
-  ``LIFTOFF_SUPPRESSION_REFRESH_SECONDS``: how often a reader
-  refreshes its cached copy (default :data:`DEFAULT_REFRESH_SECONDS`). Read by the collector
-  (both the container and the Lambda function) and by the regulation command.
-- :class:`RegulationSettings` — ``python -m services regulation``: the list, the warehouse
-  (libpq's variables; it also keeps the requests, schema ``liftoff_regulations``), the archive,
-  the stream, the dead letters (``LIFTOFF_DEAD_LETTER_URL``) and the collector's quarantine
-  when it is kept apart (``LIFTOFF_QUARANTINE_URL``, AWS), and the destinations whose deletion
-  APIs a delete calls (``LIFTOFF_REGULATION_DESTINATIONS``, their credentials in
-  ``LIFTOFF_REGULATION_SECRETS_FILE``).
+The suppression list (:class:`~services.suppression.contract.SuppressionAccess`), the warehouse
+(libpq's variables; it also keeps the requests, schema ``liftoff_regulations``), the archive,
+the stream, the dead letters (``LIFTOFF_DEAD_LETTER_URL``) and the collector's quarantine when
+it is kept apart (``LIFTOFF_QUARANTINE_URL``, AWS), and the destinations whose deletion APIs a
+delete calls (``LIFTOFF_REGULATION_DESTINATIONS``: :data:`DELETION_TYPES`; their credentials
+in ``LIFTOFF_REGULATION_SECRETS_FILE``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Generic
-from urllib.parse import urlsplit
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic
 
 from services.archive.contract import ArchiveAccess
 from services.contract import (
     ConfigError,
     Json,
-    Number,
     Text,
     V,
     group,
@@ -36,98 +28,72 @@ from services.contract import (
     variable,
 )
 from services.postgres.contract import PostgresAccess, require_host
-from services.regulations.destinations import (
-    DeletionDestination,
-    decode_destinations,
-    encode_destinations,
-)
 from services.stream.address import dead_letter_problem
 from services.stream.contract import StreamAccess, dead_letter_url_variable
+from services.suppression.contract import (
+    KV_BUCKET,
+    SuppressionAccess,
+    check_suppression,
+    name_of_url,
+)
 
-_URL = "LIFTOFF_SUPPRESSION_URL"
-_KEY = "LIFTOFF_SUPPRESSION_KEY"
-_KEY_FILE = "LIFTOFF_SUPPRESSION_KEY_FILE"
-_REFRESH = "LIFTOFF_SUPPRESSION_REFRESH_SECONDS"
 _QUARANTINE_URL = "LIFTOFF_QUARANTINE_URL"
 _DESTINATIONS = "LIFTOFF_REGULATION_DESTINATIONS"
 _SECRETS_FILE = "LIFTOFF_REGULATION_SECRETS_FILE"
 
-DEFAULT_REFRESH_SECONDS = 2.0
-"""How stale a reader's copy may be: a suppression takes effect within this (plus one read)."""
-MINIMUM_KEY_CHARACTERS = 16
-SCHEMES = ("nats", "s3")
-KV_BUCKET = "liftoff-suppressed"
-"""The JetStream key-value bucket the Kubernetes and local targets keep the list in."""
+
+@dataclass(frozen=True)
+class DeletionType:
+    """What a destination type's deletion call needs (the calls: ``destinations.py``)."""
+
+    settings: tuple[str, ...]
+    required_settings: tuple[str, ...]
+    secrets: tuple[str, ...]
 
 
-def suppression_url_problem(raw: str) -> str | None:
-    parts = urlsplit(raw)
-    name = parts.path.strip("/")
-    if parts.scheme == "nats" and parts.netloc and name and "/" not in name:
-        return None
-    if parts.scheme == "s3" and parts.netloc and name:
-        return None
-    return "must be nats://host:port[,host:port]/<KV bucket> or s3://<bucket>/<key>"
-
-
-def _key_problem(raw: str) -> str | None:
-    if len(raw) < MINIMUM_KEY_CHARACTERS:
-        return f"must be at least {MINIMUM_KEY_CHARACTERS} characters (a random secret)"
-    return None
+DELETION_TYPES: dict[str, DeletionType] = {
+    "amplitude": DeletionType(("region", "apiUrl"), (), ("apiKey", "secretKey")),
+    "mixpanel": DeletionType(("region", "apiUrl"), (), ("projectToken", "oauthToken")),
+    "ga4": DeletionType(("propertyId", "apiUrl"), ("propertyId",), ("accessToken",)),
+    "webhook": DeletionType(("url", "apiUrl"), ("url",), ("signingSecret",)),
+}
 
 
 @dataclass(frozen=True)
-class SuppressionAccess(Generic[V]):
-    """Where the suppression list is, and the key its entries are hashed with."""
-
-    url: V | None = variable(_URL, Text("suppression-url", suppression_url_problem))
-    """Default: none (nothing is suppressed, nothing read)."""
-    key: V | None = variable(_KEY, Text("suppression-key", _key_problem, secret=True))
-    """Inline (a developer's shell, the Lambda function); the Kubernetes pods mount
-    ``key_file`` instead."""
-    key_file: V | None = variable(_KEY_FILE, Text("path"))
-    refresh_seconds: float | None = variable(_REFRESH, Number(0.1))
+class DeletionDestination:
+    name: str
+    type: str
+    settings: Mapping[str, str] = field(default_factory=dict)
 
 
-def check_suppression(access: SuppressionAccess[str]) -> None:
-    """A list needs its key, inline or as a file (and a key without a list is a mistake)."""
-    keys = [access.key, access.key_file]
-    if access.url is not None and keys == [None, None]:
-        raise ConfigError(
-            f"{_KEY} (or {_KEY_FILE}) is not set ({_URL} is: the entries are hashed with it)"
-        )
-    if None not in keys:
-        raise ConfigError(f"set only one of {_KEY} and {_KEY_FILE}")
-    if access.url is None and keys != [None, None]:
-        raise ConfigError(f"{_URL} is not set ({_KEY} or {_KEY_FILE} is)")
+def decode_destinations(document: Any) -> tuple[DeletionDestination, ...]:
+    """``LIFTOFF_REGULATION_DESTINATIONS``; a ValueError says what is wrong."""
+    if not isinstance(document, list):
+        raise ValueError('must be a JSON list of {"name", "type", "settings"}')
+    found = []
+    for index, item in enumerate(document):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise ValueError(f"item {index}: expected an object with a name")
+        kind = DELETION_TYPES.get(str(item.get("type")))
+        if kind is None:
+            allowed = ", ".join(DELETION_TYPES)
+            raise ValueError(f"item {index}: type {item.get('type')!r}: use one of {allowed}")
+        settings = item.get("settings") or {}
+        if not isinstance(settings, dict) or set(settings) - set(kind.settings):
+            allowed = ", ".join(kind.settings)
+            raise ValueError(f"item {index}: settings must be strings among {allowed}")
+        missing = [name for name in kind.required_settings if not settings.get(name)]
+        if missing:
+            raise ValueError(f"item {index}: settings {missing} are required for {item['type']}")
+        found.append(DeletionDestination(item["name"], item["type"], dict(settings)))
+    return tuple(found)
 
 
-def suppression_key(access: SuppressionAccess[str]) -> str:
-    """The key, read from its file when given as one (the error names the variable)."""
-    if access.key is not None:
-        return access.key
-    path = required(_KEY_FILE, access.key_file)
-    try:
-        with open(path, encoding="utf-8") as file:
-            key = file.read().strip()
-    except OSError as error:
-        raise ConfigError(f"{_KEY_FILE}={path!r} cannot be read: {error.strerror}") from None
-    problem = _key_problem(key)
-    if problem:
-        raise ConfigError(f"{_KEY_FILE}={path!r}: the key {problem}")
-    return key
-
-
-def suppression_url_of(stream_url: str) -> str:
-    """The suppression list beside a JetStream stream: its servers + ``/`` :data:`KV_BUCKET`."""
-    servers = urlsplit(stream_url).netloc
-    return f"nats://{servers}/{KV_BUCKET}"
-
-
-def require_suppression(access: SuppressionAccess[str]) -> tuple[str, str]:
-    url = required(_URL, access.url, f"e.g. nats://127.0.0.1:4222/{KV_BUCKET}")
-    check_suppression(access)
-    return url, suppression_key(access)
+def encode_destinations(destinations: tuple[DeletionDestination, ...]) -> str:
+    return json.dumps(
+        [{"name": d.name, "type": d.type, "settings": dict(d.settings)} for d in destinations],
+        sort_keys=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -157,7 +123,7 @@ class RegulationSettings(Generic[V]):
 
 
 def _check_regulation(settings: RegulationSettings[str]) -> None:
-    required(_URL, settings.suppression.url, f"e.g. nats://127.0.0.1:4222/{KV_BUCKET}")
+    required(name_of_url(), settings.suppression.url, f"e.g. nats://127.0.0.1:4222/{KV_BUCKET}")
     check_suppression(settings.suppression)
     require_host(settings.warehouse, None)
     if settings.destinations and settings.secrets_file is None:

@@ -46,6 +46,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import httpx
 
+from services.regulations.contract import DELETION_TYPES, DeletionDestination
+
 MIN_INTERVAL_SECONDS = 1.0
 MAX_ATTEMPTS = 5
 TIMEOUT_SECONDS = 30.0
@@ -58,14 +60,9 @@ class Call:
     headers: Mapping[str, str]
 
 
-@dataclass(frozen=True)
-class DeletionType:
-    settings: tuple[str, ...]
-    required_settings: tuple[str, ...]
-    secrets: tuple[str, ...]
-    calls: Callable[
-        [Mapping[str, str], Mapping[str, str], int, Sequence[str], Sequence[str]], Iterator[Call]
-    ]
+Calls = Callable[
+    [Mapping[str, str], Mapping[str, str], int, Sequence[str], Sequence[str]], Iterator[Call]
+]
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
@@ -140,51 +137,12 @@ def _webhook(settings: Mapping[str, str], secret: Mapping[str, str], request: in
     yield Call(settings.get("apiUrl") or settings["url"], body, headers)
 
 
-TYPES: dict[str, DeletionType] = {
-    "amplitude": DeletionType(("region", "apiUrl"), (), ("apiKey", "secretKey"), _amplitude),
-    "mixpanel": DeletionType(("region", "apiUrl"), (), ("projectToken", "oauthToken"), _mixpanel),
-    "ga4": DeletionType(("propertyId", "apiUrl"), ("propertyId",), ("accessToken",), _ga4),
-    "webhook": DeletionType(("url", "apiUrl"), ("url",), ("signingSecret",), _webhook),
+CALLS: dict[str, Calls] = {
+    "amplitude": _amplitude,
+    "mixpanel": _mixpanel,
+    "ga4": _ga4,
+    "webhook": _webhook,
 }
-
-
-@dataclass(frozen=True)
-class DeletionDestination:
-    name: str
-    type: str
-    settings: Mapping[str, str]
-
-
-def decode_destinations(document: Any) -> tuple[DeletionDestination, ...]:
-    """``LIFTOFF_REGULATION_DESTINATIONS``; a ValueError says what is wrong."""
-    if not isinstance(document, list):
-        raise ValueError('must be a JSON list of {"name", "type", "settings"}')
-    found = []
-    for index, item in enumerate(document):
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-            raise ValueError(f"item {index}: expected an object with a name")
-        kind = TYPES.get(item.get("type"))  # type: ignore[arg-type]
-        if kind is None:
-            raise ValueError(
-                f"item {index}: type {item.get('type')!r}: use one of {', '.join(TYPES)}"
-            )
-        settings = item.get("settings") or {}
-        if not isinstance(settings, dict) or set(settings) - set(kind.settings):
-            raise ValueError(
-                f"item {index}: settings must be strings among {', '.join(kind.settings)}"
-            )
-        missing = [name for name in kind.required_settings if not settings.get(name)]
-        if missing:
-            raise ValueError(f"item {index}: settings {missing} are required for {item['type']}")
-        found.append(DeletionDestination(item["name"], item["type"], dict(settings)))
-    return tuple(found)
-
-
-def encode_destinations(destinations: tuple[DeletionDestination, ...]) -> str:
-    return json.dumps(
-        [{"name": d.name, "type": d.type, "settings": dict(d.settings)} for d in destinations],
-        sort_keys=True,
-    )
 
 
 def _retry_after(value: str | None) -> float:
@@ -205,8 +163,7 @@ def request_deletion(
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
     """Call the destination's deletion API for the ids; the calls made (status of each)."""
-    kind = TYPES[destination.type]
-    missing = [name for name in kind.secrets if not secret.get(name)]
+    missing = [name for name in DELETION_TYPES[destination.type].secrets if not secret.get(name)]
     if missing:
         raise ValueError(f"the secrets file has no {missing} for destination {destination.name!r}")
     statuses: list[int] = []
@@ -214,7 +171,8 @@ def request_deletion(
     import httpx
 
     with client or httpx.Client(timeout=TIMEOUT_SECONDS) as http:
-        for call in kind.calls(destination.settings, secret, request_id, user_ids, anonymous_ids):
+        calls = CALLS[destination.type]
+        for call in calls(destination.settings, secret, request_id, user_ids, anonymous_ids):
             for _attempt in range(MAX_ATTEMPTS):
                 sleep(max(0.0, last + MIN_INTERVAL_SECONDS - time.monotonic()))
                 last = time.monotonic()

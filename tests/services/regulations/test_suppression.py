@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.regulations.suppression import KeyValueStore, entries
+from services.suppression.lists import KeyValueStore, entries
 from tests.servers import REPO_ROOT, ServerProcess, collector_server, nats_url
 from tests.services.stream.under_test import WRITE_KEYS_JSON, read_jetstream
 

@@ -27,13 +27,13 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import msgspec
 
 from services.contract import or_default
-from services.regulations.contract import (
+from services.suppression.contract import (
     DEFAULT_REFRESH_SECONDS,
     SuppressionAccess,
     check_suppression,
@@ -43,6 +43,14 @@ from services.regulations.contract import (
 log = logging.getLogger("liftoff.suppression")
 
 KINDS = ("userId", "anonymousId")
+
+
+class _Encoded(Protocol):
+    @property
+    def data(self) -> bytes: ...
+
+
+R = TypeVar("R", bound=_Encoded)
 KV_HISTORY = 1
 
 
@@ -269,6 +277,13 @@ class SuppressedIds:
 
     def suppressed(self, data: bytes, listed: frozenset[str]) -> bool:
         return any(found in listed for found in event_entries(self.key, data))
+
+    async def without(self, records: list[R]) -> list[R]:
+        """``records`` (encoded stream events, ``.data``) without those of listed ids."""
+        listed = await self.current()
+        if not listed:
+            return records  # nothing suppressed: no event is decoded
+        return [r for r in records if not self.suppressed(r.data, listed)]
 
     async def close(self) -> None:
         if self._task is not None:
