@@ -14,6 +14,7 @@ objects already rewritten (they no longer hold the ids).
 
 from __future__ import annotations
 
+import gzip
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -98,6 +99,23 @@ def keep_line(line: bytes, user_ids: frozenset[str], anonymous_ids: frozenset[st
     return _as_text(ids.userId) not in user_ids and _as_text(ids.anonymousId) not in anonymous_ids
 
 
+def needles(user_ids: Sequence[str], anonymous_ids: Sequence[str]) -> tuple[bytes, ...]:
+    """Byte strings one of which every archived line of the ids contains: each id as a JSON
+    string (the archiver writes compact JSON with msgspec, non-ASCII unescaped), and as a bare
+    number when it is one (a numeric userId is stored as its JSON text). An object without any
+    is not decoded line by line."""
+    found = set()
+    for identifier in (*user_ids, *anonymous_ids):
+        found.add(msgspec.json.encode(identifier))
+        try:
+            number = msgspec.json.decode(identifier.encode())
+        except msgspec.DecodeError:
+            continue
+        if isinstance(number, int | float) and not isinstance(number, bool):
+            found.add(identifier.encode())
+    return tuple(sorted(found))
+
+
 def _keys(client: Any, bucket: str, prefix: str) -> Iterator[str]:
     paginator = client.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
@@ -113,14 +131,18 @@ def delete_from_archive(
     user_ids: Sequence[str],
     anonymous_ids: Sequence[str],
 ) -> ArchiveDeletion:
-    from services.consumers.archiver.sink import decode_object, encode_object
+    from services.consumers.archiver.sink import encode_object
 
     users, anonymous = frozenset(user_ids), frozenset(anonymous_ids)
+    look_for = needles(user_ids, anonymous_ids)
     result = ArchiveDeletion()
     for key in _keys(client, bucket, prefix):
         for _ in range(MAX_CONFLICT_RETRIES):
             response = client.get_object(Bucket=bucket, Key=key)
-            lines = decode_object(response["Body"].read())
+            text = gzip.decompress(response["Body"].read())
+            if not any(needle in text for needle in look_for):
+                break
+            lines = [line for line in text.split(b"\n") if line]
             kept = [line for line in lines if keep_line(line, users, anonymous)]
             if len(kept) == len(lines):
                 break

@@ -134,3 +134,15 @@ def test_a_failed_target_is_recorded_with_its_reason(
     assert request["targets"]["warehouse"]["status"] == "done"
     assert request["targets"]["archive"]["status"] == "failed"
     assert "NoSuchBucket" in request["targets"]["archive"]["reason"]
+
+
+def test_numeric_and_unicode_ids_are_found_in_archived_lines() -> None:
+    from services.regulations.deletion import keep_line, needles
+
+    numeric = b'{"type":"track","userId":42,"anonymousId":"x"}'
+    accented = '{"type":"track","userId":"zoë","anonymousId":"y"}'.encode()
+    found = needles(["42", "zoë"], [])
+    assert any(n in numeric for n in found) and any(n in accented for n in found)
+    assert not keep_line(numeric, frozenset({"42"}), frozenset())
+    assert not keep_line(accented, frozenset({"zoë"}), frozenset())
+    assert keep_line(b'{"userId":"421","anonymousId":"x"}', frozenset({"42"}), frozenset())
