@@ -5,6 +5,7 @@ within the refresh interval, answering 200; unsuppress brings them back."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -121,3 +123,57 @@ def test_suppress_then_unsuppress_on_every_worker(
         stored = asyncio.run(read_jetstream(nats_url(shared_nats), stream))
         assert sum(1 for m in stored if m.event["event"].startswith("back")) == 10
     print(f"suppression effective after {took:.2f} s")
+
+
+def test_the_lambda_collector_reads_the_s3_list_with_a_short_ttl(
+    kinesis: tuple[Any, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AWS: the list is one S3 object; a warm function re-reads it once its copy is older than
+    the refresh interval (it is frozen between invocations: no background refresh)."""
+    import base64
+
+    import boto3
+
+    from services import aws_lambda
+    from services.suppression.lists import ObjectStore
+    from tests.services.collector.test_aws_lambda import WEB_AUTH, http_api_event
+    from tests.services.stream.under_test import read_kinesis
+
+    client, name = kinesis
+    s3 = boto3.client("s3")
+    bucket = f"archive-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    url = f"s3://{bucket}/liftoff/suppressed.json"
+    for variable, value in {
+        "LIFTOFF_STREAM_URL": f"kinesis://{name}",
+        "LIFTOFF_WRITE_KEYS": WRITE_KEYS_JSON,
+        "LIFTOFF_SUPPRESSION_URL": url,
+        "LIFTOFF_SUPPRESSION_KEY": KEY,
+        "LIFTOFF_SUPPRESSION_REFRESH_SECONDS": str(REFRESH_SECONDS),
+    }.items():
+        monkeypatch.setenv(variable, value)
+    monkeypatch.delenv("LIFTOFF_WRITE_KEYS_SECRET_ARN", raising=False)
+
+    def send(tag: str) -> None:
+        body = json.dumps({"batch": [{"type": "track", "event": tag, "userId": "u1"}]}).encode()
+        answer = aws_lambda.collector_handler(
+            http_api_event(body, headers={"authorization": WEB_AUTH}), None
+        )
+        assert answer["statusCode"] == 200, answer
+        assert json.loads(
+            base64.b64decode(answer["body"]) if answer.get("isBase64Encoded") else answer["body"]
+        ) == {"success": True}
+
+    aws_lambda.reset_for_tests()
+    try:
+        send("before")  # no object yet: nothing suppressed
+        asyncio.run(ObjectStore(url).add(entries(KEY, ["u1"], [])))
+        time.sleep(REFRESH_SECONDS * 1.5)
+        send("after")
+        asyncio.run(ObjectStore(url).remove(entries(KEY, ["u1"], [])))
+        time.sleep(REFRESH_SECONDS * 1.5)
+        send("back")
+    finally:
+        aws_lambda.reset_for_tests()
+    stored = [event["event"] for _, event in read_kinesis(client, name)]
+    assert stored == ["before", "back"]
