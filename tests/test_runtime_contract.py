@@ -148,6 +148,8 @@ def _valid_collector(s: Any) -> Any:
 
 def _valid_collector_function(s: Any) -> Any:
     s = _suppression(_scheme(s, "stream.url", "kinesis://events"))
+    if _get(s, "suppression.url") is None:
+        s = _set(s, "suppression_key_secret_arn", None)
     s = _one_of(s, "write_keys_secret_arn", "sources.write_keys")
     return s if s.sources.write_keys is None else _set(s, "sources.write_keys_file", None)
 

@@ -60,10 +60,11 @@ class SuppressionAccess(Generic[V]):
     refresh_seconds: float | None = variable(_REFRESH, Number(0.1))
 
 
-def check_suppression(access: SuppressionAccess[str]) -> None:
-    """A list needs its key, inline or as a file (and a key without a list is a mistake)."""
+def check_suppression(access: SuppressionAccess[str], key_elsewhere: bool = False) -> None:
+    """A list needs its key, inline or as a file (or ``key_elsewhere``: the Lambda's secret),
+    and a key without a list is a mistake worth naming."""
     keys = [access.key, access.key_file]
-    if access.url is not None and keys == [None, None]:
+    if access.url is not None and keys == [None, None] and not key_elsewhere:
         raise ConfigError(
             f"{_KEY} (or {_KEY_FILE}) is not set ({_URL} is: the entries are hashed with it)"
         )

@@ -25,7 +25,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
@@ -219,12 +219,16 @@ class SuppressionConfig:
     refresh_seconds: float = DEFAULT_REFRESH_SECONDS
 
     @classmethod
-    def of(cls, access: SuppressionAccess[str]) -> SuppressionConfig | None:
-        check_suppression(access)
+    def of(
+        cls, access: SuppressionAccess[str], read_key: Callable[[], str] | None = None
+    ) -> SuppressionConfig | None:
+        """``read_key``: where the key is when not in the access (the Lambda's secret)."""
+        check_suppression(access, key_elsewhere=read_key is not None)
         if access.url is None:
             return None
         refresh = or_default(access.refresh_seconds, DEFAULT_REFRESH_SECONDS)
-        return cls(access.url, suppression_key(access), refresh)
+        key = read_key() if read_key is not None else suppression_key(access)
+        return cls(access.url, key, refresh)
 
     def reader(self) -> SuppressedIds:
         return SuppressedIds(open_store(self.url), self.key, self.refresh_seconds)
