@@ -143,12 +143,16 @@ def test_the_lambda_collector_reads_the_s3_list_with_a_short_ttl(
     s3 = boto3.client("s3")
     bucket = f"archive-{uuid.uuid4().hex[:8]}"
     s3.create_bucket(Bucket=bucket)
-    url = f"s3://{bucket}/liftoff/suppressed.json"
+    url = f"s3://{bucket}/suppressed.json"
+    # As deployed: the key in Secrets Manager, read at cold start.
+    secret = boto3.client("secretsmanager").create_secret(
+        Name=f"suppression-{uuid.uuid4().hex[:8]}", SecretString=KEY
+    )
     for variable, value in {
         "LIFTOFF_STREAM_URL": f"kinesis://{name}",
         "LIFTOFF_WRITE_KEYS": WRITE_KEYS_JSON,
         "LIFTOFF_SUPPRESSION_URL": url,
-        "LIFTOFF_SUPPRESSION_KEY": KEY,
+        "LIFTOFF_SUPPRESSION_KEY_SECRET_ARN": secret["ARN"],
         "LIFTOFF_SUPPRESSION_REFRESH_SECONDS": str(REFRESH_SECONDS),
     }.items():
         monkeypatch.setenv(variable, value)
