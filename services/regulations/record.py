@@ -1,8 +1,11 @@
 """The record of regulation requests, in Postgres (schema ``liftoff_regulations``).
 
-``requests``: one row per distinct request — its kind (suppress, delete, unsuppress) and ids;
-the same kind with the same ids is the same request (``fingerprint`` is unique), so sending it
-twice has one effect and the second run only finishes what the first left undone.
+``requests``: one row per request — its kind (suppress, delete, unsuppress) and ids. A request
+with the same kind and ids as one not yet finished *is* that one (``fingerprint``), so a second
+run only finishes what the first left undone; once finished, the same request again is recorded
+anew and runs again — every target is idempotent (suppressing or deleting twice has the effect
+of once), and a later run must act: suppress after an unsuppress, delete rows that arrived
+since.
 ``targets``: one row per (request, target) with its status: ``pending``, ``running``, ``done``
 or ``failed`` (``reason`` says why). A worker killed mid-run leaves ``running``; the next run
 of the same request (or any ``regulation`` run) picks up every target not ``done``.
@@ -28,11 +31,12 @@ CREATE SCHEMA IF NOT EXISTS {SCHEMA};
 CREATE TABLE IF NOT EXISTS {SCHEMA}.requests (
     id            bigserial PRIMARY KEY,
     kind          text NOT NULL CHECK (kind IN ('suppress', 'delete', 'unsuppress')),
-    fingerprint   text NOT NULL UNIQUE,
+    fingerprint   text NOT NULL,
     user_ids      text[] NOT NULL,
     anonymous_ids text[] NOT NULL,
     created_at    timestamptz NOT NULL DEFAULT now()
 );
+CREATE INDEX IF NOT EXISTS requests_fingerprint_idx ON {SCHEMA}.requests (fingerprint);
 CREATE TABLE IF NOT EXISTS {SCHEMA}.targets (
     request_id bigint NOT NULL REFERENCES {SCHEMA}.requests (id),
     target     text NOT NULL,
@@ -77,15 +81,25 @@ def submit(
     anonymous_ids: Sequence[str],
     targets: Sequence[str],
 ) -> Request:
-    """The request (recorded now, or found: the same kind and ids), with its targets."""
+    """The unfinished request of the same kind and ids, or a new one, with its targets (call
+    under :func:`lock`)."""
     users, anonymous = sorted(set(user_ids)), sorted(set(anonymous_ids))
+    key = fingerprint(kind, users, anonymous)
     with connection.transaction():
-        row = connection.execute(
-            f"INSERT INTO {SCHEMA}.requests (kind, fingerprint, user_ids, anonymous_ids)"
-            " VALUES (%s, %s, %s, %s) ON CONFLICT (fingerprint) DO UPDATE SET kind = EXCLUDED.kind"
-            " RETURNING id",
-            (kind, fingerprint(kind, users, anonymous), users, anonymous),
-        ).fetchone()
+        row = (
+            connection.execute(
+                f"SELECT r.id FROM {SCHEMA}.requests r WHERE r.fingerprint = %s AND EXISTS"
+                f" (SELECT 1 FROM {SCHEMA}.targets t"
+                "  WHERE t.request_id = r.id AND t.status <> 'done')"
+                " ORDER BY r.id DESC LIMIT 1",
+                (key,),
+            ).fetchone()
+            or connection.execute(
+                f"INSERT INTO {SCHEMA}.requests (kind, fingerprint, user_ids, anonymous_ids)"
+                " VALUES (%s, %s, %s, %s) RETURNING id",
+                (kind, key, users, anonymous),
+            ).fetchone()
+        )
         assert row is not None
         for target in targets:
             connection.execute(
