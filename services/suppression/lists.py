@@ -52,6 +52,7 @@ class _Encoded(Protocol):
 
 R = TypeVar("R", bound=_Encoded)
 KV_HISTORY = 1
+READ_TIMEOUT_SECONDS = 10.0
 
 
 def entry(key: str, kind: str, identifier: Any) -> str:
@@ -114,12 +115,19 @@ class KeyValueStore:
         from services.stream.jetstream import stream_credentials
 
         if self._nc is None or self._nc.is_closed:
+
+            async def quiet(error: Exception) -> None:
+                log.debug("suppression list NATS error", extra={"fields": {"error": repr(error)}})
+
+            # A few attempts, then the call fails (the reader keeps its last set and tries
+            # again at the next refresh; the command reports it): never an endless wait.
             self._nc = await nats.connect(
                 servers=self.servers,
                 **stream_credentials(),
                 connect_timeout=2,
-                max_reconnect_attempts=-1,
+                max_reconnect_attempts=3,
                 reconnect_time_wait=0.5,
+                error_cb=quiet,
             )
         js = self._nc.jetstream(timeout=5)
         try:
@@ -254,7 +262,7 @@ class SuppressedIds:
 
     async def refresh(self) -> None:
         try:
-            self.entries = await self.store.read()
+            self.entries = await asyncio.wait_for(self.store.read(), READ_TIMEOUT_SECONDS)
             self._read_at = time.monotonic()
         except Exception as error:  # the last set read stays in force
             log.warning(

@@ -147,3 +147,14 @@ def test_numeric_and_unicode_ids_are_found_in_archived_lines() -> None:
     assert not keep_line(numeric, frozenset({"42"}), frozenset())
     assert not keep_line(accented, frozenset({"zoë"}), frozenset())
     assert keep_line(b'{"userId":"421","anonymousId":"x"}', frozenset({"42"}), frozenset())
+
+
+def test_suppress_with_the_list_unreachable_fails_fast_with_its_reason(
+    warehouse: dict[str, str], aws_env: str
+) -> None:
+    connection = fill_warehouse(warehouse)
+    config = settings(warehouse, aws_env, "unused")  # the list at nats://127.0.0.1:1: closed
+    assert command.run(config, action="suppress", user_ids=["u1"]) == 1
+    (request,) = command.record.status(connection)
+    target = request["targets"]["suppression"]
+    assert target["status"] == "failed" and "NoServersError" in target["reason"]
