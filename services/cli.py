@@ -107,6 +107,7 @@ examples:
     python -m services collector                 # the ingestion API on port 8080
   LIFTOFF_STREAM_URL=nats://127.0.0.1:4222/EVENTS python -m services ensure-stream
   python -m services quarantine list --limit 10  # in a collector pod: what it set aside, why
+  python -m services regulation suppress --user-id u-123   # GDPR/CCPA (README: "Privacy")
   python -m services COMMAND --help              # a command's own options
 
 exit status: 0 done (a server: stopped cleanly), 1 failed or incomplete (it says why),
