@@ -18,7 +18,7 @@ from tests.services.regulations.test_deletion import KEY, line
 
 pytestmark = pytest.mark.servers
 
-OBJECTS = 150
+OBJECTS = 60
 
 
 def holding_u1(s3: Any, name: str) -> int:
