@@ -56,7 +56,7 @@ def test_suppress_and_delete_in_local_mode(
 
     done = regulation(data, "suppress", "--user-id", "u-gone")
     assert done.returncode == 0, done.stderr
-    time.sleep(2 * 2.0)  # twice the collector's refresh interval (default 2 s): a loaded CI
+    time.sleep(2 * 2.0)  # twice the collector's refresh interval (2 s): margin for a busy machine
     web.track("u-gone", "After", message_id="m-after")
     web.track("u-kept", "After", message_id="m-kept-after")
     web.flush()
