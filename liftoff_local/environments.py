@@ -28,8 +28,10 @@ from services.consumers.loader import contract as loader
 from services.consumers.runner.contract import ConsumerRuntime
 from services.contract import Process
 from services.postgres import contract as postgres
+from services.regulations import contract as regulations
 from services.stream.address import EVENTS_STREAM, dead_letter_url_of, jetstream_url
 from services.stream.contract import ENSURE_STREAM, EnsureStreamSettings, StreamAccess
+from services.suppression.contract import SuppressionAccess, suppression_url_of
 
 LOOPBACK = "127.0.0.1"
 ADMIN_USER = "liftoff"
@@ -60,6 +62,8 @@ class LocalPlace:
     listen: str = LOOPBACK
     tls: tuple[str, str] | None = None
     """(certificate, key) files: the collector serves HTTPS."""
+    suppression_key_file: str | None = None
+    """The suppression list's HMAC key; None: the collector suppresses nothing."""
 
     @property
     def stream_url(self) -> str:
@@ -228,9 +232,40 @@ def collector_process(plan: LocalPlan, place: LocalPlace) -> LocalProcess:
             body_timeout_seconds=ingest.body_timeout_seconds,
             max_connections=ingest.max_connections,
         ),
+        suppression=_suppression(place),
     )
     process = collector.PROCESS
     return LocalProcess("collector", "collector", process, _env(process, settings))
+
+
+def _suppression(place: LocalPlace) -> SuppressionAccess[str]:
+    if place.suppression_key_file is None:
+        return SuppressionAccess()
+    url = suppression_url_of(place.stream_url)
+    return SuppressionAccess(url=url, key_file=place.suppression_key_file)
+
+
+def regulation_environment(plan: LocalPlan, place: LocalPlace) -> dict[str, str] | None:
+    """What ``python -m services regulation`` needs to act on this local platform (the
+    requests are kept in the warehouse: none without one)."""
+    if not plan.warehouse.enabled or place.suppression_key_file is None:
+        return None
+    warehouse = plan.warehouse
+    settings = regulations.RegulationSettings(
+        suppression=_suppression(place),
+        warehouse=postgres.PostgresAccess(
+            host=LOOPBACK,
+            port=str(place.postgres_port),
+            database=warehouse.database,
+            user=warehouse.database,
+            password_file=place.warehouse_password_file,
+            sslmode="disable",
+        ),
+        archive=archive_access(plan, place),
+        stream=_stream(place),
+        log_level="WARNING",
+    )
+    return _env(regulations.PROCESS, settings)
 
 
 def processes(plan: LocalPlan, place: LocalPlace) -> list[LocalProcess]:

@@ -16,6 +16,7 @@ import functools
 import json
 import os
 import pwd
+import shlex
 import shutil
 import signal
 import subprocess
@@ -340,6 +341,9 @@ class Supervisor:
             destination_urls=dict(self.options.destination_urls),
             listen=self.options.listen,
             tls=(tls[0], tls[1]) if tls else None,
+            suppression_key_file=str(
+                self.data.secret_file("suppression-key", lambda: generate_key(48))
+            ),
         )
 
     @property
@@ -697,6 +701,12 @@ class Supervisor:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w") as handle:
             json.dump(self.info, handle, indent=2)
+        # `set -a; . <data>/regulation.env; python -m services regulation ...` (README,
+        # "Privacy: suppression and deletion"): file paths and addresses, no secret.
+        regulation = environments.regulation_environment(self.plan, self.place)
+        if regulation is not None:
+            lines = [f"{name}={shlex.quote(value)}\n" for name, value in regulation.items()]
+            self.data.path("regulation.env").write_text("".join(lines))
 
     def banner(self, seconds: float) -> str:
         info = self.info

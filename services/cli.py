@@ -26,6 +26,7 @@ from services.consumers.reconcile import contract as reconcile
 from services.consumers.replay import contract as replay
 from services.contract import ConfigError, Process
 from services.postgres import contract as postgres
+from services.regulations import contract as regulations
 from services.stream import contract as stream
 
 
@@ -107,6 +108,19 @@ def _replay_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _regulation_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=("suppress", "delete", "unsuppress", "status"))
+    parser.add_argument(
+        "--user-id", dest="user_ids", action="append", metavar="ID", help="repeatable"
+    )
+    parser.add_argument(
+        "--anonymous-id", dest="anonymous_ids", action="append", metavar="ID", help="repeatable"
+    )
+    parser.add_argument(
+        "--request", dest="request_id", type=int, metavar="N", help="status: only request N"
+    )
+
+
 USER_HELP = """\
 Run one part of the liftoff data platform: the ingestion API, a stream consumer, or a setup
 or repair task. The services image runs these; run them by hand the same way.
@@ -122,6 +136,7 @@ examples:
   python -m services quarantine list --limit 10  # in a collector pod: what it set aside, why
   python -m services replay --from 2026-11-27T10:00Z --to 2026-11-27T12:00Z \\
     --target destination:NAME --dry-run          # what a replay from the archive would send
+  python -m services regulation suppress --user-id u-123   # GDPR/CCPA (README: "Privacy")
   python -m services COMMAND --help              # a command's own options
 
 exit status: 0 done (a server: stopped cleanly), 1 failed or incomplete (it says why),
@@ -190,6 +205,12 @@ COMMANDS: dict[str, Command] = {
         collector.QUARANTINE,
         "services.collector.quarantine:run",
         arguments=_quarantine_arguments,
+    ),
+    "regulation": Command(
+        "suppress, delete or unsuppress users' events, or show the requests' status",
+        regulations.PROCESS,
+        "services.regulations.command:run",
+        arguments=_regulation_arguments,
     ),
 }
 

@@ -21,6 +21,7 @@ from services.consumers.broadcaster.filters import Filters
 from services.consumers.broadcaster.filters import decode as decode_filters
 from services.contract import LOG_LEVELS, Flag, Integer, Json, Kind, Names, Number, Text
 from services.postgres.contract import GRANTABLE_ROLES, SSLMODES
+from services.regulations.contract import DeletionDestination
 
 _WORD = string.ascii_letters + string.digits + "_-"
 _PRINTABLE = st.characters(min_codepoint=33, max_codepoint=126)
@@ -127,6 +128,9 @@ _TEXT_BY_GRAMMAR: dict[str, st.SearchStrategy[str]] = {
     "key-prefix": st.lists(_word(), min_size=1, max_size=3).map("/".join),
     "aws-region": st.sampled_from(["us-east-1", "eu-west-1", "ap-southeast-2"]),
     "consumer-name": _word(64),
+    "suppression-url": st.builds("nats://{}:4222/{}".format, _host(), _word())
+    | st.builds("s3://{}/{}".format, _word(), _word()),
+    "suppression-key": st.from_regex(r"[A-Za-z0-9]{16,40}", fullmatch=True),
 }
 _NAMES_BY_GRAMMAR: dict[str, st.SearchStrategy[str]] = {
     "source": _word(),
@@ -138,6 +142,15 @@ _NAMES_BY_GRAMMAR: dict[str, st.SearchStrategy[str]] = {
 _JSON_BY_GRAMMAR: dict[str, st.SearchStrategy[Any]] = {
     "destination": _destination(),
     "origins": _ORIGINS,
+    "regulation-destinations": st.lists(
+        st.builds(
+            DeletionDestination,
+            name=_word(),
+            type=st.just("webhook"),
+            settings=st.builds(lambda h: {"url": f"https://{h}/delete"}, _host()),
+        ),
+        max_size=3,
+    ).map(tuple),
 }
 
 

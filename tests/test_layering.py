@@ -9,12 +9,17 @@ services/ by role, each layer importing only the ones before it:
   postgres     → contract, observability, archive
   warehouse    → contract, observability, archive, postgres (typed tables: Segment's schema,
                the writer, the rebuild from the raw table or the archive)
-  collector    → events, stream, contract, observability            (never a consumer)
+  suppression  → stream, contract, observability (the suppression list, a KV bucket beside it)
+  collector    → events, stream, suppression, contract, observability   (never a consumer)
   runner       → events, stream, contract, observability
   consumer <x> → runner, events, stream, archive, postgres, warehouse, contract, observability;
                never another consumer nor the collector, except reconcile, which loads what the
                archiver wrote through the loader's own writer (→ archiver, loader), and
-               replay (→ archiver, loader, broadcaster, reconcile)
+               replay (→ archiver, loader, broadcaster, reconcile, and suppression: a suppressed
+               user is never replayed)
+  regulations  → suppression, events, stream, archive, postgres, contract, observability, and
+               the archiver's object format, the loader's connection and the broadcaster's
+               webhook signing (deletion reaches what they wrote, as they wrote it)
   entry points services.cli, services.aws_lambda, services.__main__ → anything of services
 Contract modules (`services/**/contract.py`) and the registries (`services.stream.address`,
 `services.consumers.broadcaster.destinations` and the filters grammar it holds,
@@ -52,7 +57,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "archive": ("archive", *COMMON),
     "postgres": ("postgres", "archive", *COMMON),
     "warehouse": ("warehouse", "archive", "postgres", *COMMON),
-    "collector": ("collector", "events", "stream", *COMMON),
+    "suppression": ("suppression", "stream", *COMMON),
+    "collector": ("collector", "events", "stream", "suppression", *COMMON),
     "runner": ("runner", "events", "stream", *COMMON),
     **{
         consumer: (
@@ -60,14 +66,18 @@ LAYERS: dict[str, tuple[str, ...]] = {
         )
         for consumer in CONSUMERS
     },
+    "regulations": (
+        "regulations", "suppression", "events", "stream", "archive", "postgres", "archiver",
+        "loader", "broadcaster", *COMMON,
+    ),
     "entry": (
         "entry", "contract", "observability", "events", "stream", "archive", "postgres",
-        "warehouse", "collector", "runner", *CONSUMERS,
+        "warehouse", "collector", "runner", "suppression", "regulations", *CONSUMERS,
     ),
 }  # fmt: skip
 EXCEPTIONS = {
     "reconcile": ("archiver", "loader"),
-    "replay": ("archiver", "loader", "broadcaster", "reconcile"),
+    "replay": ("archiver", "loader", "broadcaster", "reconcile", "suppression"),
 }
 """Reconciliation loads what the archiver wrote, through the loader's own writer (so a
 restored row equals a streamed one); replay reads the archive as reconciliation does and sends

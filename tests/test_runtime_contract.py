@@ -40,6 +40,7 @@ from services.consumers.reconcile import contract as reconcile
 from services.consumers.replay import contract as replay
 from services.contract import Process, variables
 from services.postgres import contract as postgres
+from services.regulations import contract as regulations
 from services.stream import contract as stream
 from tests import contract_strategies
 from tests.conftest import stack_run
@@ -121,8 +122,25 @@ def _valid_ensure_stream(s: Any) -> Any:
     return s
 
 
+def _suppression(s: Any) -> Any:
+    """The suppression list's URL and key (inline or a file): both set, or neither."""
+    if None not in (_get(s, "suppression.key"), _get(s, "suppression.key_file")):
+        s = _set(s, "suppression.key_file", None)
+    if _get(s, "suppression.key") is None and _get(s, "suppression.key_file") is None:
+        s = _set(s, "suppression.key", "k" * 16)
+    if _get(s, "suppression.url") is None:
+        return _set(_set(s, "suppression.key", None), "suppression.key_file", None)
+    return s
+
+
+def _valid_regulation(s: Any) -> Any:
+    s = _suppression(_need(s, "suppression.url", "nats://n:4222/suppressed"))
+    s = _need(s, "warehouse.host", "db")
+    return _need(s, "secrets_file", "/run/secrets") if s.destinations else s
+
+
 def _valid_collector(s: Any) -> Any:
-    s = _need(s, "stream.url", NATS)
+    s = _suppression(_need(s, "stream.url", NATS))
     s = _one_of(s, "sources.write_keys", "sources.write_keys_file")
     if (s.tls_cert_file is None) != (s.tls_key_file is None):
         s = dataclasses.replace(s, tls_cert_file=None, tls_key_file=None)
@@ -130,7 +148,9 @@ def _valid_collector(s: Any) -> Any:
 
 
 def _valid_collector_function(s: Any) -> Any:
-    s = _scheme(s, "stream.url", "kinesis://events")
+    s = _suppression(_scheme(s, "stream.url", "kinesis://events"))
+    if _get(s, "suppression.url") is None:
+        s = _set(s, "suppression_key_secret_arn", None)
     s = _one_of(s, "write_keys_secret_arn", "sources.write_keys")
     return s if s.sources.write_keys is None else _set(s, "sources.write_keys_file", None)
 
@@ -179,12 +199,13 @@ VALID: dict[type, Callable[[Any], Any]] = {
     reconcile.ReconcileSettings: lambda s: _need(
         _need(s, "archive.bucket", "b"), "warehouse.host", "db"
     ),
-    replay.ReplaySettings: lambda s: _need(s, "archive.bucket", "b"),
+    replay.ReplaySettings: lambda s: _suppression(_need(s, "archive.bucket", "b")),
     postgres.EnsureDatabaseSettings: _valid_ensure_database,
     postgres.EnsureDatabaseFunctionSettings: lambda s: _need(s, "admin_secret_arn", ARN),
     postgres.BackupSettings: lambda s: _need(s, "archive.bucket", "b"),
     postgres.PostgresAccess: lambda s: s,
     postgres.PostgresServerSettings: lambda s: s,
+    regulations.RegulationSettings: _valid_regulation,
 }
 
 

@@ -19,10 +19,12 @@ from typing import Any
 
 import pulumi
 import pulumi_aws as aws
+import pulumi_random as random
 
 from components import aws_iam
 from components.aws_lambda import packaged_function
 from components.aws_logs import LogSettings, log_group
+from components.aws_s3 import secure_bucket
 from components.ingest import (
     BROWSER_ROUTES,
     SHORT_TRACKING_PATHS,
@@ -38,8 +40,11 @@ from components.stream import Stream
 from services.collector import contract as collector
 from services.stream.address import SQS_PREFIX
 from services.stream.contract import StreamAccess
+from services.suppression.contract import SuppressionAccess
 
 HANDLER = "services.aws_lambda.collector_handler"
+SUPPRESSION_OBJECT_KEY = "suppressed.json"
+"""The suppression list's one object in the collector's suppression bucket."""
 QUARANTINE_RETENTION_SECONDS = 14 * 24 * 3600  # SQS's maximum, as for the consumers' DLQs
 ACCESS_LOG_FORMAT = json.dumps(
     {
@@ -68,6 +73,8 @@ class LambdaCollectorArgs:
     """Encrypts the write-keys secret."""
     logs: LogSettings
     """Retention and key of the function's and the API's log groups."""
+    protect: bool = True
+    """Protects the suppression list's bucket (it holds which users must stay suppressed)."""
 
 
 class LambdaCollector(pulumi.ComponentResource):
@@ -142,6 +149,7 @@ class LambdaCollector(pulumi.ComponentResource):
                 write_keys_secret_arn=self.write_keys_secret.arn,
                 quarantine_url=pulumi.Output.concat(SQS_PREFIX, self.quarantine_queue.name),
                 log_level="INFO",
+                **self._suppression(name, args),
             )
         )
         packaged = packaged_function(
@@ -157,6 +165,63 @@ class LambdaCollector(pulumi.ComponentResource):
         )
         self.role = packaged.role
         self.function = packaged.function
+
+    def _suppression(self, name: str, args: LambdaCollectorArgs) -> dict[str, Any]:
+        """The list's S3 object and its HMAC key (a secret, read at cold start)."""
+        child = pulumi.ResourceOptions(parent=self)
+        # Its own small bucket: the archive's lifecycle may expire objects, this one never.
+        self.suppression_bucket = secure_bucket(
+            f"{name}-suppression",
+            kms_key_arn=args.kms_key_arn,
+            parent=self,
+            name_prefix=f"{args.function_name[:28]}-supp-",
+            protect=args.protect,
+        ).bucket
+        # Created once and never rotated: a new key would orphan every suppression entry.
+        key = random.RandomPassword(f"{name}-suppression-key", length=48, special=False, opts=child)
+        self.suppression_key_secret = aws.secretsmanager.Secret(
+            f"{name}-suppression-key",
+            description="liftoff suppression list key (HMAC of suppressed ids)",
+            kms_key_id=args.kms_key_arn,
+            opts=child,
+        )
+        aws.secretsmanager.SecretVersion(
+            f"{name}-suppression-key-value",
+            secret_id=self.suppression_key_secret.id,
+            secret_string=key.result,
+            opts=child,
+        )
+        bucket = self.suppression_bucket.bucket
+        self.suppression_object_arn = pulumi.Output.concat(
+            self.suppression_bucket.arn, "/", SUPPRESSION_OBJECT_KEY
+        )
+        return {
+            "suppression": SuppressionAccess(
+                url=pulumi.Output.concat("s3://", bucket, "/", SUPPRESSION_OBJECT_KEY)
+            ),
+            "suppression_key_secret_arn": self.suppression_key_secret.arn,
+        }
+
+    def _grant_suppression(self, name: str, args: LambdaCollectorArgs) -> list[pulumi.Resource]:
+        """Read the list's one object (decrypting with the platform key the role already may
+        use) and its key's secret: nothing else of the archive."""
+        child = pulumi.ResourceOptions(parent=self)
+        secret = aws_iam.grant_secret_read(
+            f"{name}-suppression-key-policy",
+            self.role.id,
+            self.suppression_key_secret.arn,
+            args.kms_key_arn,
+            self,
+        )
+        statement = self.suppression_object_arn.apply(
+            lambda arn: aws_iam.document(
+                [{"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": arn}]
+            )
+        )
+        read = aws.iam.RolePolicy(
+            f"{name}-suppression-policy", role=self.role.id, policy=statement, opts=child
+        )
+        return [secret, read]
 
     def _grant_function(self, name: str, args: LambdaCollectorArgs) -> list[pulumi.Resource]:
         """The role reads the write keys, writes the stream and sends to the quarantine: the
@@ -192,7 +257,7 @@ class LambdaCollector(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        return [keys, *stream.resources, quarantine]
+        return [keys, *stream.resources, quarantine, *self._grant_suppression(name, args)]
 
     def _declare_api(self, name: str) -> None:
         """The HTTP API: every collector path routed to the function."""

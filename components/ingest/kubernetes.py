@@ -9,6 +9,7 @@ from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
+import pulumi_random as random
 
 from components import kube
 from components.ingest import (
@@ -23,11 +24,17 @@ from components.observability import MetricsTarget
 from components.stream import KubernetesStreamContract
 from services.collector import contract as collector
 from services.stream.contract import StreamAccess
+from services.suppression.contract import SuppressionAccess, suppression_url_of
 
 COMPONENT = "collector"
 PORT = 8080
 WRITE_KEYS_DIR = "/etc/liftoff/write-keys"
 WRITE_KEYS_FILE = "write-keys.json"
+SUPPRESSION_DIR = "/etc/liftoff/suppression"
+SUPPRESSION_KEY_FILE = "key"
+SUPPRESSION_SECRET = "collector-suppression-key"
+"""The key the suppression list's entries are hashed with; ``python -m services regulation``
+reads it too (README: "Privacy: suppression and deletion")."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,9 @@ class KubernetesCollector(pulumi.ComponentResource):
             string_data={WRITE_KEYS_FILE: write_keys_document(keys)},
             opts=child,
         )
+        self.suppression_key_secret = _suppression_key(
+            name, network.metadata(SUPPRESSION_SECRET, labels), child
+        )
         publish = args.stream.grant_write(KubernetesPeer(COMPONENT, pod_labels=selector))
 
         public_url = _public_url(settings)
@@ -74,7 +84,12 @@ class KubernetesCollector(pulumi.ComponentResource):
         # The pods start once their keys and their way to the stream exist, and roll out only
         # after the stream setup Job succeeded: a pod whose streams are missing (a partition
         # count the Job has not created) never becomes ready, and `pulumi up` would wait on it.
-        ready = [self.write_keys_secret, *publish.resources, *args.stream.ready]
+        ready = [
+            self.write_keys_secret,
+            self.suppression_key_secret,
+            *publish.resources,
+            *args.stream.ready,
+        ]
         self.deployment = self._declare_deployment(
             name, args, _pod_spec(container, selector), labels, selector, child, ready
         )
@@ -261,6 +276,11 @@ def _environment(
                 body_timeout_seconds=settings.body_timeout_seconds,
                 max_connections=settings.max_connections,
             ),
+            # The list is a KV bucket on the stream's own servers: no new peer to allow.
+            suppression=SuppressionAccess(
+                url=pulumi.Output.from_input(args.stream.connection.url).apply(suppression_url_of),
+                key_file=f"{SUPPRESSION_DIR}/{SUPPRESSION_KEY_FILE}",
+            ),
         )
     )
 
@@ -292,14 +312,20 @@ def _container(
             "periodSeconds": 5,
             "timeoutSeconds": 3,
         },
-        "volumeMounts": [{"name": "write-keys", "mountPath": WRITE_KEYS_DIR, "readOnly": True}],
+        "volumeMounts": [
+            {"name": "write-keys", "mountPath": WRITE_KEYS_DIR, "readOnly": True},
+            {"name": "suppression-key", "mountPath": SUPPRESSION_DIR, "readOnly": True},
+        ],
     }
 
 
 def _pod_spec(container: dict[str, Any], selector: Mapping[str, str]) -> dict[str, Any]:
     pod_spec = kube.services_pod_spec(
         [container],
-        volumes=[kube.secret_volume("write-keys", "collector-write-keys")],
+        volumes=[
+            kube.secret_volume("write-keys", "collector-write-keys"),
+            kube.secret_volume("suppression-key", SUPPRESSION_SECRET),
+        ],
     )
     pod_spec["terminationGracePeriodSeconds"] = 30
     pod_spec["topologySpreadConstraints"] = [
@@ -311,3 +337,21 @@ def _pod_spec(container: dict[str, Any], selector: Mapping[str, str]) -> dict[st
         }
     ]
     return pod_spec
+
+
+def _suppression_key(name: str, metadata: Any, child: pulumi.ResourceOptions) -> k8s.core.v1.Secret:
+    """The key the suppression list's entries are hashed with, as a Secret the pods mount.
+    Created once and never rotated: a new key would orphan every suppression entry."""
+    key = random.RandomPassword(
+        f"{name}-suppression-key",
+        length=48,
+        special=False,
+        opts=pulumi.ResourceOptions(parent=child.parent),
+    )
+    return k8s.core.v1.Secret(
+        f"{name}-suppression-key",
+        metadata=metadata,
+        type="Opaque",
+        string_data={SUPPRESSION_KEY_FILE: key.result},
+        opts=child,
+    )

@@ -183,6 +183,7 @@ def _workloads(
             function_name=f"{config.prefix}-collector",
             kms_key_arn=key.arn,
             logs=shared.logs,
+            protect=config.deletion_protection,
         ),
         opts=child,
     )

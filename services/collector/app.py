@@ -162,6 +162,8 @@ class CollectorApp:
                     await self.collector.stream.start()
                     if self.collector.quarantine is not None:
                         await self.collector.quarantine.start()
+                    if self.collector.suppression is not None:
+                        await self.collector.suppression.start()
                 except Exception as error:
                     log.exception("stream adapter failed to start")
                     await send({"type": "lifespan.startup.failed", "message": repr(error)})
@@ -171,6 +173,8 @@ class CollectorApp:
                 await self.collector.stream.close()
                 if self.collector.quarantine is not None:
                     await self.collector.quarantine.close()
+                if self.collector.suppression is not None:
+                    await self.collector.suppression.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -19,7 +19,7 @@ import asyncio
 import base64
 import binascii
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +41,7 @@ from services.events.write_keys import WriteKeys
 from services.observability import configure_logging
 from services.stream.contract import stream_url
 from services.stream.kinesis import KinesisStream
+from services.suppression.lists import SuppressionConfig
 
 
 @dataclass
@@ -61,6 +62,9 @@ class LambdaCollectorSettings:
     allowed_origins: AllowedOrigins
     public_url: str | None
     no_ip_sources: frozenset[str]
+    suppression: SuppressionConfig | None = None
+    """Read on the first request and again on the first after it is older than the refresh
+    interval (the function is frozen between invocations: no background refresh)."""
 
 
 def _read_secret(arn: str) -> str:
@@ -83,7 +87,13 @@ def load(settings: contract.CollectorFunctionSettings[str]) -> LambdaCollectorSe
         allowed_origins=sources.allowed_origins,
         public_url=sources.public_url,
         no_ip_sources=sources.no_ip_sources,
+        suppression=SuppressionConfig.of(settings.suppression, _secret_reader(settings)),
     )
+
+
+def _secret_reader(settings: contract.CollectorFunctionSettings[str]) -> Callable[[], str] | None:
+    arn = settings.suppression_key_secret_arn
+    return None if arn is None else lambda: _read_secret(arn).strip()
 
 
 def collector_settings(env: Mapping[str, str]) -> LambdaCollectorSettings:
@@ -106,6 +116,7 @@ def _start(env: Mapping[str, str]) -> _Runtime:
         public_url=settings.public_url,
         quarantine=open_quarantine(quarantine_url) if quarantine_url else None,
         no_ip_sources=settings.no_ip_sources,
+        suppression=settings.suppression.reader() if settings.suppression else None,
     )
     # One loop per execution environment, reused across invocations (boto3 runs on threads).
     loop = asyncio.new_event_loop()

@@ -27,6 +27,7 @@ from services.contract import ConfigError, level_of, name_of
 from services.events.write_keys import WriteKeys
 from services.stream.contract import dead_letter_or_default, stream_url
 from services.stream.jetstream import check_credentials
+from services.suppression.lists import SuppressionConfig
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,7 @@ class CollectorConfig:
     trusted_proxies: tuple[str, ...] = ()
     no_ip_sources: frozenset[str] = frozenset()
     http_limits: HttpLimits = HttpLimits()
+    suppression: SuppressionConfig | None = None
 
     @classmethod
     def load(cls, settings: CollectorSettings[str]) -> CollectorConfig:
@@ -169,4 +171,5 @@ class CollectorConfig:
             ),
             no_ip_sources=sources.no_ip_sources,
             http_limits=HttpLimits.of(settings.http),
+            suppression=SuppressionConfig.of(settings.suppression),
         )

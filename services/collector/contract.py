@@ -7,8 +7,9 @@ quarantine (``LIFTOFF_DEAD_LETTER_URL``; on JetStream its default is the stream'
 ``/DEADLETTER``, on Kinesis unset means an invalid event fails its request) and the log level.
 The container also reads where it listens (``LIFTOFF_HOST``, ``LIFTOFF_PORT``,
 ``LIFTOFF_WORKERS``, TLS files), the proxies it believes, analytics.js's directory and its
-HTTP limits (:class:`HttpLimitSettings`); the function reads its write keys from Secrets
-Manager (``LIFTOFF_WRITE_KEYS_SECRET_ARN``) instead of a file.
+HTTP limits (:class:`HttpLimitSettings`). Both read the suppression list
+(:class:`~services.suppression.contract.SuppressionAccess`). The function reads its write keys
+from Secrets Manager (``LIFTOFF_WRITE_KEYS_SECRET_ARN``) instead of a file.
 """
 
 from __future__ import annotations
@@ -35,10 +36,12 @@ from services.contract import (
     variable,
 )
 from services.stream.contract import StreamAccess, dead_letter_url_variable, stream_url
+from services.suppression.contract import SuppressionAccess, check_suppression
 
 _WRITE_KEYS = "LIFTOFF_WRITE_KEYS"
 _WRITE_KEYS_FILE = "LIFTOFF_WRITE_KEYS_FILE"
 _WRITE_KEYS_SECRET_ARN = "LIFTOFF_WRITE_KEYS_SECRET_ARN"
+_SUPPRESSION_KEY_SECRET_ARN = "LIFTOFF_SUPPRESSION_KEY_SECRET_ARN"
 _ALLOWED_ORIGINS = "LIFTOFF_ALLOWED_ORIGINS"
 _PUBLIC_URL = "LIFTOFF_PUBLIC_URL"
 _NO_IP_SOURCES = "LIFTOFF_IP_COLLECTION_OFF"
@@ -151,6 +154,7 @@ class CollectorSettings(Generic[V]):
     )
     """Addresses or CIDRs whose X-Forwarded-For is believed; default none."""
     http: HttpLimitSettings[V] = group(HttpLimitSettings)
+    suppression: SuppressionAccess[V] = group(SuppressionAccess)
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,9 @@ class CollectorFunctionSettings(Generic[V]):
     write_keys_secret_arn: V | None = variable(_WRITE_KEYS_SECRET_ARN, secret_arn())
     quarantine_url: V | None = dead_letter_url_variable()
     log_level: str | None = log_level_variable()
+    suppression: SuppressionAccess[V] = group(SuppressionAccess)
+    suppression_key_secret_arn: V | None = variable(_SUPPRESSION_KEY_SECRET_ARN, secret_arn())
+    """The suppression list's key, read once per cold start (never in the environment)."""
 
 
 def check_write_keys(sources: Sources[str], secret_arn: str | None = None) -> None:
@@ -179,6 +186,7 @@ def check_write_keys(sources: Sources[str], secret_arn: str | None = None) -> No
 def _check_collector(settings: CollectorSettings[str]) -> None:
     stream_url(settings.stream)
     check_write_keys(settings.sources)
+    check_suppression(settings.suppression)
     if (settings.tls_cert_file is None) != (settings.tls_key_file is None):
         raise ConfigError(f"set both {_TLS_CERT_FILE} and {_TLS_KEY_FILE}, or neither")
 
@@ -186,6 +194,10 @@ def _check_collector(settings: CollectorSettings[str]) -> None:
 def _check_function(settings: CollectorFunctionSettings[str]) -> None:
     stream_url(settings.stream, ("kinesis",))
     check_write_keys(settings.sources, settings.write_keys_secret_arn)
+    arn = settings.suppression_key_secret_arn
+    check_suppression(settings.suppression, key_elsewhere=arn is not None)
+    if arn is not None and settings.suppression.url is None:
+        raise ConfigError(f"{_SUPPRESSION_KEY_SECRET_ARN} is set but the suppression URL is not")
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from services.events.write_keys import (
 )
 from services.observability import Counters
 from services.stream.base import EventStream, StreamUnavailable
+from services.suppression.lists import SuppressedIds
 
 log = logging.getLogger("liftoff.collector")
 
@@ -75,6 +76,7 @@ READINESS_TIMEOUT_SECONDS = 3.0
 
 REQUEST_DURATION = "liftoff_collector_request_duration_seconds"
 QUARANTINED = "liftoff_collector_events_quarantined_total"
+SUPPRESSED = "liftoff_collector_suppressed_total"
 # Around the contract's default p99 threshold (1 s) finely enough to place it.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -182,6 +184,7 @@ class Collector:
         public_url: str | None = None,
         quarantine: Quarantine | None = None,
         no_ip_sources: frozenset[str] = frozenset(),
+        suppression: SuppressedIds | None = None,
     ) -> None:
         self.stream = stream
         self.write_keys = write_keys
@@ -192,8 +195,19 @@ class Collector:
         """Where invalid events of a valid request go. None: such a request is refused (400)."""
         self.no_ip_sources = no_ip_sources
         """Sources whose events keep no IP address (``context.ip`` neither filled nor kept)."""
+        self.suppression = suppression
+        """Events of a listed id are answered 200 and dropped (as Segment does: no retries)."""
         self.counters = counters or Counters()
         self.clock = clock
+        self._describe_metrics()
+
+    def _describe_metrics(self) -> None:
+        self.counters.describe(
+            SUPPRESSED, "Events answered 200 and dropped: their user is suppressed, by source."
+        )
+        if self.suppression is not None:
+            for known_source in self.write_keys.sources:
+                self.counters.add(SUPPRESSED, 0, source=known_source)
         self.counters.describe(
             "liftoff_collector_requests_total", "Ingestion requests by route and status."
         )
@@ -213,10 +227,10 @@ class Collector:
             "Invalid events put in the quarantine (their valid neighbours were accepted), "
             "by source and reason code.",
         )
-        if quarantine is not None:
+        if self.quarantine is not None:
             # Each series exists from the start at 0: a counter born at its first increment
             # has no earlier sample, and PromQL's increase() would miss that first burst.
-            for known_source in write_keys.sources:
+            for known_source in self.write_keys.sources:
                 for code in REJECTION_CODES:
                     self.counters.add(QUARANTINED, 0, source=known_source, code=code)
         self.counters.describe_histogram(
@@ -329,9 +343,13 @@ class Collector:
             client_ip=request.client_ip,
             collect_ip=source not in self.no_ip_sources,
         )
-        return await self._deliver(
-            validated.records, validated.rejected, source, request.route, received_at
-        )
+        records = validated.records
+        if self.suppression is not None and records:
+            records = await self.suppression.without(records)
+            if len(records) < len(validated.records):
+                dropped = len(validated.records) - len(records)
+                self.counters.add(SUPPRESSED, dropped, source=source)
+        return await self._deliver(records, validated.rejected, source, request.route, received_at)
 
     async def _deliver(
         self,

@@ -36,6 +36,7 @@ def create_app() -> object:
         public_url=config.public_url,
         quarantine=open_quarantine(config.quarantine_url) if config.quarantine_url else None,
         no_ip_sources=config.no_ip_sources,
+        suppression=config.suppression.reader() if config.suppression else None,
     )
     return CollectorApp(collector)
 

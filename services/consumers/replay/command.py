@@ -15,8 +15,9 @@ or to the warehouse.
   the order per user of the walk is the order sent (a request retried keeps its place; a
   request split for size is sent part after part). What the destination refuses for good is
   counted as ``parked`` with its reason (not dead-lettered: the archive still has it).
-- **Suppressed users** are never replayed: :func:`suppression` is the hook the regulations'
-  suppression list plugs into (issue 20, part A); until then it suppresses nothing.
+- **Suppressed users** are never replayed: the collector's suppression list
+  (``LIFTOFF_SUPPRESSION_*``) is read before anything is sent and refreshed as the collector
+  refreshes it; a list that cannot be read stops the replay.
 - **Rate**: ``--rate N`` events per second, over whole batches (a batch is at most N events).
 - **Progress**: after each acknowledged batch the walk's cursor is written to the progress file
   (atomically): the same command run again resumes after it (at least once: the batch in flight
@@ -55,6 +56,7 @@ from services.consumers.replay.window import Cursor, Reading, Selection, parse_t
 from services.consumers.runner.model import Delivery
 from services.contract import ConfigError, level_of
 from services.observability import configure_logging
+from services.suppression.lists import READ_TIMEOUT_SECONDS, SuppressedIds, SuppressionConfig
 
 log = logging.getLogger("liftoff.replay")
 
@@ -269,13 +271,31 @@ class Progress:
         return after
 
 
-def suppression(settings: ReplaySettings[str]) -> Callable[[Delivery], bool] | None:
-    """Whether an event's user is suppressed, or None (nothing suppressed).
+async def suppression(settings: ReplaySettings[str]) -> SuppressedIds | None:
+    """The suppression list, read before anything is sent (a list that cannot be read stops
+    the replay: it must never send a suppressed user's events) and refreshed in the background
+    as the collector's is, or None when the stack suppresses nobody."""
+    config = SuppressionConfig.of(settings.suppression)
+    if config is None:
+        return None
+    listed = config.reader()
+    try:
+        listed.entries = await asyncio.wait_for(listed.store.read(), READ_TIMEOUT_SECONDS)
+    except Exception as error:
+        await listed.store.close()
+        raise ConfigError(
+            f"the suppression list at {config.url} cannot be read ({error!r}); nothing was "
+            "replayed: a suppressed user's events must not be sent"
+        ) from None
+    await listed.start()
+    return listed
 
-    The hook for the regulations' suppression list (issue 20, part A): when it lands, return
-    its check here (keyed hashes of ``userId`` / ``anonymousId``), so a suppressed user is never
-    replayed to a destination nor the warehouse."""
-    return None
+
+def suppressed_check(listed: SuppressedIds | None) -> Callable[[Delivery], bool] | None:
+    """Whether an event's user is on the list as last read."""
+    if listed is None:
+        return None
+    return lambda delivery: listed.suppressed(delivery.data, listed.entries)
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -408,13 +428,21 @@ async def _run(
     reading = Reading()
     events = walk(s3_client(archive), archive, selection, reading, after)
     pace = Pace(None if summary.dry_run else rate)
+    listed = await suppression(settings)
     try:
         await replay(
-            events, target, summary, pace=pace, progress=progress, suppressed=suppression(settings)
+            events,
+            target,
+            summary,
+            pace=pace,
+            progress=progress,
+            suppressed=suppressed_check(listed),
         )
     finally:
         summary.objects, summary.unreadable_lines = reading.objects, reading.unreadable
         summary.corrupt_objects = list(reading.corrupt or [])
+        if listed is not None:
+            await listed.close()
 
 
 def _selection(

@@ -19,6 +19,7 @@ from services.archive.contract import ArchiveAccess, bucket_of
 from services.consumers.broadcaster.contract import Broadcast
 from services.contract import V, group, log_level_variable, process
 from services.postgres.contract import PostgresAccess, warehouse_secret_arn_variable
+from services.suppression.contract import SuppressionAccess, check_suppression
 
 
 @dataclass(frozen=True)
@@ -29,11 +30,15 @@ class ReplaySettings(Generic[V]):
     warehouse: PostgresAccess[V] = group(PostgresAccess)
     """Only for ``--target warehouse``."""
     warehouse_secret_arn: V | None = warehouse_secret_arn_variable()
+    suppression: SuppressionAccess[V] = group(SuppressionAccess)
+    """The collector's suppression list: a suppressed user is never replayed. Unset: the
+    stack suppresses nobody."""
     log_level: str | None = log_level_variable()
 
 
 def _check(settings: ReplaySettings[str]) -> None:
     bucket_of(settings.archive)
+    check_suppression(settings.suppression)
 
 
 PROCESS = process(ReplaySettings, _check)

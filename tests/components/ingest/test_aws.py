@@ -35,6 +35,8 @@ def test_write_keys_are_never_in_the_function_environment():
         "LIFTOFF_DEAD_LETTER_URL",
         "LIFTOFF_IP_COLLECTION_OFF",
         "LIFTOFF_ALLOWED_ORIGINS",
+        "LIFTOFF_SUPPRESSION_URL",
+        "LIFTOFF_SUPPRESSION_KEY_SECRET_ARN",  # the suppression key is a secret too, never here
     }
     # Only the source that restricts origins is listed (the others allow any).
     assert json.loads(variables["LIFTOFF_ALLOWED_ORIGINS"]) == {
@@ -63,6 +65,31 @@ def test_role_reaches_only_its_logs_secret_and_key():
         resource = statement["Resource"]
         for arn in resource if isinstance(resource, list) else [resource]:
             assert arn.startswith("arn:aws:") and arn != "*"
+
+
+def test_the_function_reads_one_suppression_object_and_its_key():
+    """The list lives in a bucket of its own (the archive's lifecycle may expire objects); the
+    role may read that one object, and the key's secret, nothing else of either."""
+    run = stack_run("aws")
+    variables = run.one(FUNCTION, "liftoff-ingest-function").inputs["environment"]["variables"]
+    bucket = run.one("aws:s3/bucket:Bucket", "liftoff-ingest-suppression-bucket")
+    assert bucket.protect  # which users must stay suppressed is state
+    name = bucket.inputs["bucket"]
+    assert variables["LIFTOFF_SUPPRESSION_URL"] == f"s3://{name}/suppressed.json"
+    secret = run.one("aws:secretsmanager/secret:Secret", "liftoff-ingest-suppression-key")
+    assert variables["LIFTOFF_SUPPRESSION_KEY_SECRET_ARN"] == secret.inputs["arn"]
+    read = json.loads(
+        run.one("aws:iam/rolePolicy:RolePolicy", "liftoff-ingest-suppression-policy").inputs[
+            "policy"
+        ]
+    )
+    assert read["Statement"] == [
+        {
+            "Effect": "Allow",
+            "Action": ["s3:GetObject"],
+            "Resource": f"arn:aws:s3:::{name}/suppressed.json",
+        }
+    ]
 
 
 def test_http_api_routes_every_collector_path_to_the_function():

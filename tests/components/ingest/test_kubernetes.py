@@ -83,10 +83,15 @@ def test_collector_runtime_accepts_the_environment_it_is_given(any_stack):
         return
     env = {e["name"]: e["value"] for e in _container(any_stack)["env"]}
     write_keys = {name: f"key-{name}" for name in any_stack.outputs["writeKeys"]}
-    runtime = CollectorConfig.load(
-        parse({**env, "LIFTOFF_WRITE_KEYS_FILE": "", "LIFTOFF_WRITE_KEYS": json.dumps(write_keys)})
-    )
+    files = {"LIFTOFF_WRITE_KEYS_FILE": "", "LIFTOFF_SUPPRESSION_KEY_FILE": ""}
+    inline = {"LIFTOFF_WRITE_KEYS": json.dumps(write_keys), "LIFTOFF_SUPPRESSION_KEY": "k" * 48}
+    runtime = CollectorConfig.load(parse({**env, **files, **inline}))
     assert runtime.quarantine_url and runtime.quarantine_url.endswith("/DEADLETTER")
+    # The suppression list is a KV bucket beside the stream, its key the mounted Secret's.
+    assert runtime.suppression is not None
+    assert runtime.suppression.url.endswith(":4222/liftoff-suppressed")
+    mounts = {m["name"]: m["mountPath"] for m in _container(any_stack)["volumeMounts"]}
+    assert env["LIFTOFF_SUPPRESSION_KEY_FILE"] == mounts["suppression-key"] + "/key"
 
 
 def test_ip_collection_trusted_proxies_and_http_limits_reach_the_collector():

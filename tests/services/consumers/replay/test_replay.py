@@ -20,6 +20,7 @@ import pytest
 
 from services.consumers.archiver.sink import ArchiverConfig
 from services.consumers.runner.model import Delivery, Position, decode
+from services.suppression.lists import entries
 from tests.servers import AWS_TEST_ENV, REPO_ROOT, Postgres, postgres_server
 from tests.services.consumers.broadcaster.conftest import SECRETS
 from tests.services.consumers.broadcaster.receiver import Receiver
@@ -273,3 +274,35 @@ def test_a_window_is_replayed_into_the_warehouse_once(
     # Another run (a new progress file): the warehouse's dedupe on messageId holds.
     code, again = finish(replay(env, "--target", "warehouse", "--progress", str(tmp_path / "b")))
     assert code == 0 and again["already_in_warehouse"] == len(expected)
+
+
+def test_a_suppressed_user_is_never_replayed_and_an_unreadable_list_stops_it(
+    tmp_path: Path, archive: ArchiverConfig, receiver: Receiver
+) -> None:
+    key = "replay-suppression-key-0123456789"
+    listed = {"entries": entries(key, ["user-3"], [])}
+    boto3.client("s3").put_object(
+        Bucket=archive.bucket, Key="suppressed.json", Body=json.dumps(listed).encode()
+    )
+    suppression = {
+        "LIFTOFF_SUPPRESSION_URL": f"s3://{archive.bucket}/suppressed.json",
+        "LIFTOFF_SUPPRESSION_KEY": key,
+    }
+    env = cli_env(tmp_path, archive, **webhook_env(tmp_path, receiver), **suppression)
+    progress = ("--progress", str(tmp_path / "p"))
+    code, summary = finish(replay(env, "--target", "destination:hook", *progress))
+    window = in_window(archived_events())
+    assert code == 0, summary
+    assert any(e["userId"] == "user-3" for e in window)
+    assert sorted(e["messageId"] for e in received(receiver)) == sorted(
+        e["messageId"] for e in window if e["userId"] != "user-3"
+    )
+    assert summary["suppressed"] == sum(e["userId"] == "user-3" for e in window)
+
+    unreadable = {**suppression, "LIFTOFF_SUPPRESSION_URL": f"s3://{archive.bucket}-gone/x.json"}
+    env = cli_env(tmp_path, archive, **webhook_env(tmp_path, receiver), **unreadable)
+    before = len(received(receiver))
+    stopped = replay(env, "--target", "destination:hook", "--progress", str(tmp_path / "q"))
+    output, _ = stopped.communicate(timeout=120)
+    assert stopped.returncode == 2, output
+    assert "suppression list" in output and len(received(receiver)) == before

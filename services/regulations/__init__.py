@@ -1,0 +1,2 @@
+"""Regulations: suppress, delete and unsuppress users (README: "Privacy: suppression and
+deletion")."""

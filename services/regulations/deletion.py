@@ -1,0 +1,187 @@
+"""Deleting users' events: from the warehouse and from the archive.
+
+Warehouse: every row whose ``user_id`` or ``anonymous_id`` is one of the ids, in the raw
+``events`` table and in every other table of the database that has either column (the typed
+tables of each source's schema, whatever their names: found in ``information_schema``), except
+the regulation record itself. One transaction.
+
+Archive: every object under the prefix is read; an object holding none of the ids is left as it
+is (byte-identical, not written); one that holds some is written back under the same key
+without those lines, gzip with a zero mtime as the archiver writes it, and conditionally on the
+ETag read (a concurrent archiver write makes it read again). Re-running after a crash skips the
+objects already rewritten (they no longer hold the ids).
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import psycopg
+from psycopg import sql
+
+from services.regulations.record import SCHEMA
+
+log = logging.getLogger("liftoff.regulations")
+
+ID_COLUMNS = ("user_id", "anonymous_id")
+MAX_CONFLICT_RETRIES = 5
+ARCHIVE_CONCURRENCY = 4
+
+
+def _tables_with_ids(connection: psycopg.Connection) -> dict[tuple[str, str], set[str]]:
+    rows = connection.execute(
+        "SELECT c.table_schema, c.table_name, c.column_name FROM information_schema.columns c"
+        " JOIN information_schema.tables t USING (table_schema, table_name)"
+        " WHERE t.table_type = 'BASE TABLE' AND c.column_name = ANY(%s)"
+        " AND c.table_schema NOT IN ('pg_catalog', 'information_schema', %s)"
+        " AND c.table_schema NOT LIKE 'pg_temp%%'",
+        (list(ID_COLUMNS), SCHEMA),
+    ).fetchall()
+    found: dict[tuple[str, str], set[str]] = {}
+    for schema, table, column in rows:
+        found.setdefault((schema, table), set()).add(column)
+    return found
+
+
+def delete_from_warehouse(
+    connection: psycopg.Connection, user_ids: Sequence[str], anonymous_ids: Sequence[str]
+) -> dict[str, int]:
+    """Rows deleted per ``schema.table`` (tables with none left out)."""
+    wanted = {"user_id": list(user_ids), "anonymous_id": list(anonymous_ids)}
+    deleted: dict[str, int] = {}
+    with connection.transaction():
+        for (schema, table), columns in sorted(_tables_with_ids(connection).items()):
+            conditions = [
+                sql.SQL("{} = ANY(%s)").format(sql.Identifier(column))
+                for column in sorted(columns)
+                if wanted[column]
+            ]
+            if not conditions:
+                continue
+            statement = sql.SQL("DELETE FROM {}.{} WHERE {}").format(
+                sql.Identifier(schema), sql.Identifier(table), sql.SQL(" OR ").join(conditions)
+            )
+            values = [wanted[column] for column in sorted(columns) if wanted[column]]
+            count = connection.execute(statement, values).rowcount
+            if count:
+                deleted[f"{schema}.{table}"] = count
+    return deleted
+
+
+class _Ids(msgspec.Struct):
+    userId: Any = None
+    anonymousId: Any = None
+
+
+_ids = msgspec.json.Decoder(_Ids)
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    return value if isinstance(value, str) else msgspec.json.encode(value).decode()
+
+
+@dataclass
+class ArchiveDeletion:
+    objects_read: int = 0
+    objects_rewritten: int = 0
+    bytes_rewritten: int = 0
+    lines_removed: int = 0
+
+
+def keep_line(line: bytes, user_ids: frozenset[str], anonymous_ids: frozenset[str]) -> bool:
+    ids = _ids.decode(line)
+    return _as_text(ids.userId) not in user_ids and _as_text(ids.anonymousId) not in anonymous_ids
+
+
+def needles(user_ids: Sequence[str], anonymous_ids: Sequence[str]) -> tuple[bytes, ...]:
+    """Byte strings one of which every archived line of the ids contains: each id as a JSON
+    string (the archiver writes compact JSON with msgspec, non-ASCII unescaped), and as a bare
+    number when it is one (a numeric userId is stored as its JSON text). An object without any
+    is not decoded line by line."""
+    found = set()
+    for identifier in (*user_ids, *anonymous_ids):
+        found.add(msgspec.json.encode(identifier))
+        try:
+            number = msgspec.json.decode(identifier.encode())
+        except msgspec.DecodeError:
+            continue
+        if isinstance(number, int | float) and not isinstance(number, bool):
+            found.add(identifier.encode())
+    return tuple(sorted(found))
+
+
+def _keys(client: Any, bucket: str, prefix: str) -> Iterator[str]:
+    paginator = client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            if item["Key"].endswith(".json.gz"):
+                yield item["Key"]
+
+
+def _clean_object(
+    client: Any,
+    bucket: str,
+    key: str,
+    ids: tuple[frozenset[str], frozenset[str], tuple[bytes, ...]],
+) -> tuple[int, int]:
+    """(bytes written, lines removed) for one object: (0, 0) when it holds none of the ids."""
+    from services.consumers.archiver.sink import encode_object
+
+    users, anonymous, look_for = ids
+    for _ in range(MAX_CONFLICT_RETRIES):
+        response = client.get_object(Bucket=bucket, Key=key)
+        text = gzip.decompress(response["Body"].read())
+        if not any(needle in text for needle in look_for):
+            return 0, 0
+        lines = [line for line in text.split(b"\n") if line]
+        kept = [line for line in lines if keep_line(line, users, anonymous)]
+        if len(kept) == len(lines):
+            return 0, 0
+        body = encode_object(kept)
+        try:
+            client.put_object(
+                Bucket=bucket,
+                Key=key,
+                Body=body,
+                ContentType="application/gzip",
+                IfMatch=response["ETag"],
+            )
+        except client.exceptions.ClientError as error:
+            code = error.response.get("Error", {}).get("Code")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+                continue  # the archiver wrote meanwhile: read it again
+            raise
+        return len(body), len(lines) - len(kept)
+    raise RuntimeError(f"{key}: still conflicting after {MAX_CONFLICT_RETRIES} attempts")
+
+
+def delete_from_archive(
+    client: Any,
+    bucket: str,
+    prefix: str,
+    user_ids: Sequence[str],
+    anonymous_ids: Sequence[str],
+    concurrency: int = ARCHIVE_CONCURRENCY,
+) -> ArchiveDeletion:
+    """Every object under ``prefix`` scanned (``concurrency`` at a time: gzip and S3 wait
+    outside the GIL), those holding the ids rewritten without their lines."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ids = (frozenset(user_ids), frozenset(anonymous_ids), needles(user_ids, anonymous_ids))
+    result = ArchiveDeletion()
+    with ThreadPoolExecutor(concurrency, thread_name_prefix="regulation-archive") as pool:
+        keys = list(_keys(client, bucket, prefix))
+        for written, removed in pool.map(lambda k: _clean_object(client, bucket, k, ids), keys):
+            result.objects_read += 1
+            if removed:
+                result.objects_rewritten += 1
+                result.bytes_rewritten += written
+                result.lines_removed += removed
+    return result

@@ -1,0 +1,1 @@
+"""The suppression list: keyed hashes of suppressed ids, and how readers hold it."""
