@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from services.consumers.broadcaster.destinations import TYPES, DestinationDocument
 from services.contract import LOG_LEVELS, Flag, Integer, Json, Kind, Names, Number, Text
 from services.postgres.contract import GRANTABLE_ROLES, SSLMODES
+from services.warehouse.columns import COLUMN_TYPES, IDENTIFIER_PATTERN, SOURCE_PATTERN
 
 _WORD = string.ascii_letters + string.digits + "_-"
 _PRINTABLE = st.characters(min_codepoint=33, max_codepoint=126)
@@ -80,6 +81,12 @@ def _destination() -> st.SearchStrategy[DestinationDocument]:
     return st.sampled_from(sorted(TYPES)).flatmap(for_type)
 
 
+def _sorted_deep(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _sorted_deep(value[key]) for key in sorted(value)}
+    return value
+
+
 _ORIGINS = st.dictionaries(
     _word(), st.lists(_text(), min_size=1, max_size=3).map(tuple), min_size=1, max_size=3
 )
@@ -108,9 +115,22 @@ _NAMES_BY_GRAMMAR: dict[str, st.SearchStrategy[str]] = {
     "consumer-names": st.sampled_from(["archiver", "loader"])
     | st.from_regex(r"broadcaster-[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?", fullmatch=True),
 }
+_IDENTIFIER = st.from_regex(IDENTIFIER_PATTERN, fullmatch=True)
+_DECLARED_COLUMNS = st.dictionaries(
+    st.from_regex(SOURCE_PATTERN, fullmatch=True),
+    st.dictionaries(
+        _IDENTIFIER,
+        st.dictionaries(_IDENTIFIER, st.sampled_from(COLUMN_TYPES), min_size=1, max_size=3),
+        max_size=3,
+    ),
+    min_size=1,
+    max_size=2,
+)
+"""Declared column types, sorted as the parser gives them back."""
 _JSON_BY_GRAMMAR: dict[str, st.SearchStrategy[Any]] = {
     "destination": _destination(),
     "origins": _ORIGINS,
+    "warehouse-columns": _DECLARED_COLUMNS.map(_sorted_deep),
 }
 
 

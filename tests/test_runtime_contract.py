@@ -40,6 +40,7 @@ from services.consumers.reconcile import contract as reconcile
 from services.contract import Process, variables
 from services.postgres import contract as postgres
 from services.stream import contract as stream
+from services.warehouse import contract as rebuild
 from tests import contract_strategies
 from tests.conftest import stack_run
 from tests.harness import STACK_FILES, ProgramRun, stack_name_of
@@ -183,6 +184,7 @@ VALID: dict[type, Callable[[Any], Any]] = {
     postgres.BackupSettings: lambda s: _need(s, "archive.bucket", "b"),
     postgres.PostgresAccess: lambda s: s,
     postgres.PostgresServerSettings: lambda s: s,
+    rebuild.RebuildSettings: lambda s: _need(s, "warehouse.host", "db"),
 }
 
 
