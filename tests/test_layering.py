@@ -7,10 +7,12 @@ services/ by role, each layer importing only the ones before it:
   stream       → events, contract, observability
   archive      → contract, observability
   postgres     → contract, observability, archive
+  warehouse    → contract, observability, archive, postgres (typed tables: Segment's schema,
+               the writer, the rebuild from the raw table or the archive)
   collector    → events, stream, contract, observability            (never a consumer)
   runner       → events, stream, contract, observability
-  consumer <x> → runner, events, stream, archive, postgres, contract, observability; never
-               another consumer nor the collector, except reconcile, which loads what the
+  consumer <x> → runner, events, stream, archive, postgres, warehouse, contract, observability;
+               never another consumer nor the collector, except reconcile, which loads what the
                archiver wrote through the loader's own writer (→ archiver, loader)
   entry points services.cli, services.aws_lambda, services.__main__ → anything of services
 Contract modules (`services/**/contract.py`) and the registries (`services.stream.address`,
@@ -43,15 +45,18 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "stream": ("stream", "events", *COMMON),
     "archive": ("archive", *COMMON),
     "postgres": ("postgres", "archive", *COMMON),
+    "warehouse": ("warehouse", "archive", "postgres", *COMMON),
     "collector": ("collector", "events", "stream", *COMMON),
     "runner": ("runner", "events", "stream", *COMMON),
     **{
-        consumer: (consumer, "runner", "events", "stream", "archive", "postgres", *COMMON)
+        consumer: (
+            consumer, "runner", "events", "stream", "archive", "postgres", "warehouse", *COMMON
+        )
         for consumer in CONSUMERS
     },
     "entry": (
         "entry", "contract", "observability", "events", "stream", "archive", "postgres",
-        "collector", "runner", *CONSUMERS,
+        "warehouse", "collector", "runner", *CONSUMERS,
     ),
 }  # fmt: skip
 EXCEPTIONS = {"reconcile": ("archiver", "loader")}

@@ -1,1 +1,3 @@
-"""The warehouse's typed tables (Segment's warehouse schema), derived from the raw events."""
+"""The typed warehouse layer: Segment's warehouse schema derived from the raw ``events`` table's
+events (:mod:`services.warehouse.typed`: names, rows, types) and written per source schema
+(:mod:`services.warehouse.writer`)."""

@@ -1,0 +1,329 @@
+"""Typed rows (:func:`services.warehouse.typed.derive`) into one source's Postgres schema.
+
+:meth:`TypedWriter.write` runs in the caller's transaction: one binary ``COPY`` per typed table,
+``users`` and ``identity_map`` upserted (a newer identify's non-null traits win, an older one
+only fills what is missing; an anonymous id maps to its latest user), the values that do not
+fit their column stored NULL and kept in ``discards`` (table_name, column_name, column_type,
+value, message_id, received_at, uuid_ts). It returns the rows and discards per table.
+
+Schema changes (:meth:`TypedWriter.prepare`: ``CREATE SCHEMA``/``CREATE TABLE``/``ALTER TABLE
+... ADD COLUMN IF NOT EXISTS``) take a transaction-level advisory lock on the table's name and,
+on a connection outside a transaction (the loader's), run in their own short transaction per
+table, before the data transaction: a loader never holds one table's rows while it waits to
+change another's columns, so concurrent loaders cannot deadlock on DDL. The column types are
+read back from the catalog after each change (another loader may have created the column
+first, with the type of its own first value); they are cached until :meth:`forget`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import psycopg
+from psycopg import sql
+
+from services.warehouse.typed import (
+    CATALOG_TYPES,
+    COPY_TYPES,
+    KEYS,
+    MISFIT,
+    SQL_TYPES,
+    TableRows,
+    as_text,
+    column_type,
+    converter,
+    parse_timestamp,
+    segment_name,
+)
+
+log = logging.getLogger("liftoff.warehouse")
+
+MAX_COLUMNS: Final = 1000
+"""Columns per typed table (PostgreSQL allows 1600): a value for a column beyond it is
+discarded, so a producer that invents a property per event cannot break the table."""
+LOCKED_TABLES: Final = ("users", "identity_map")
+"""Tables upserted by key rather than appended to."""
+
+DISCARDS_DDL: Final = """
+CREATE TABLE IF NOT EXISTS {schema}.discards (
+    table_name  text NOT NULL,
+    column_name text NOT NULL,
+    column_type text NOT NULL,
+    value       text,
+    message_id  text,
+    received_at timestamptz,
+    uuid_ts     timestamptz NOT NULL DEFAULT now()
+)"""
+
+
+@dataclass
+class WriteCounts:
+    """What one :meth:`TypedWriter.write` wrote: rows and discarded values per table."""
+
+    rows: dict[str, int] = field(default_factory=dict)
+    discards: dict[str, int] = field(default_factory=dict)
+
+
+Discard = tuple[str, str, str, str, Any, Any]
+
+
+class TypedWriter:
+    """Writes typed rows into ``schema`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        connection: psycopg.Connection,
+        schema: str,
+        declared: Mapping[str, Mapping[str, str]] | None = None,
+        *,
+        max_columns: int = MAX_COLUMNS,
+    ) -> None:
+        self.connection = connection
+        self.schema = schema
+        self.declared = {
+            segment_name(table): {segment_name(c): kind for c, kind in columns.items()}
+            for table, columns in (declared or {}).items()
+        }
+        self.max_columns = max_columns
+        self._columns: dict[str, dict[str, str]] = {}
+        self._schema_ready = False
+
+    def forget(self) -> None:
+        """Read the tables' columns from the catalog again (after a rebuild swapped them)."""
+        self._columns.clear()
+        self._schema_ready = False
+
+    def _name(self, table: str) -> sql.Composed:
+        return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(table))
+
+    # --- schema ---------------------------------------------------------------------------
+
+    def prepare(self, rows: TableRows) -> None:
+        """Create the schema, tables and columns ``rows`` need (see the module docstring)."""
+        if not self._schema_ready:
+            self._ddl(f"liftoff.warehouse {self.schema}", self._create_schema)
+            self._schema_ready = True
+        wanted: dict[str, dict[str, str]] = defaultdict(dict)
+        for table, row in rows:
+            known = self._columns.get(table)
+            new = wanted[table]
+            for column, value in row.items():
+                if (
+                    value is not None
+                    and (known is None or column not in known)
+                    and column not in new
+                ):
+                    declared = self.declared.get(table, {})
+                    new[column] = column_type(table, column, value, declared)
+        for table, new in wanted.items():
+            if table not in self._columns:
+                self._columns[table] = self._catalog(table)
+            missing = {c: t for c, t in new.items() if c not in self._columns[table]}
+            if missing or not self._columns[table]:
+                self._ddl(
+                    f"liftoff.warehouse {self.schema}.{table}",
+                    lambda t=table, m=missing: self._alter(t, m),
+                )
+
+    def _ddl(self, lock: str, change: Any) -> None:
+        with self.connection.transaction():
+            self.connection.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (lock,))
+            change()
+
+    def _create_schema(self) -> None:
+        schema = sql.Identifier(self.schema)
+        self.connection.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
+        self.connection.execute(sql.SQL(DISCARDS_DDL).format(schema=schema))
+
+    def _catalog(self, table: str) -> dict[str, str]:
+        """``table``'s columns and their types ({} when there is no such table)."""
+        found = self.connection.execute(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a"
+            " WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped"
+            " ORDER BY a.attnum",
+            (self._name(table).as_string(self.connection),),
+        ).fetchall()
+        return {name: CATALOG_TYPES.get(kind, kind) for name, kind in found}
+
+    def _alter(self, table: str, missing: Mapping[str, str]) -> None:
+        key = KEYS.get(table, "id")
+        name = self._name(table)
+        self.connection.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} ({} text PRIMARY KEY,"
+                " uuid_ts timestamptz NOT NULL DEFAULT now())"
+            ).format(name, sql.Identifier(key))
+        )
+        present = self._catalog(table)  # under the lock: what another loader added is here
+        room = self.max_columns - len(present)
+        additions = [(c, t) for c, t in missing.items() if c not in present][: max(room, 0)]
+        if additions:
+            self.connection.execute(
+                sql.SQL("ALTER TABLE {} ").format(name)
+                + sql.SQL(", ").join(
+                    sql.SQL("ADD COLUMN IF NOT EXISTS {} {}").format(
+                        sql.Identifier(column), sql.SQL(SQL_TYPES[kind])
+                    )
+                    for column, kind in additions
+                )
+            )
+            present = self._catalog(table)
+        self._columns[table] = present
+
+    # --- rows ----------------------------------------------------------------------------
+
+    def write(self, rows: TableRows) -> WriteCounts:
+        """Write ``rows`` in the caller's transaction (schema changes first: :meth:`prepare`)."""
+        self.prepare(rows)
+        by_table: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for table, row in rows:
+            by_table[table].append(row)
+        counts = WriteCounts()
+        discards: list[Discard] = []
+        for table, table_rows in by_table.items():
+            if table in LOCKED_TABLES:
+                table_rows = _merged(table, table_rows)
+            found = len(discards)
+            self._copy(table, table_rows, discards)
+            counts.rows[table] = len(table_rows)
+            if len(discards) > found:
+                counts.discards[table] = len(discards) - found
+        if discards:
+            self._copy_discards(discards)
+        return counts
+
+    def _copy(self, table: str, rows: Sequence[dict[str, Any]], discards: list[Discard]) -> None:
+        known = self._columns[table]
+        used: dict[str, None] = {}
+        for row in rows:
+            used.update(dict.fromkeys(row))
+        columns = [c for c in used if c in known]
+        converters = [(c, known[c], converter(known[c])) for c in columns]
+        upsert = table in LOCKED_TABLES
+        target = sql.Identifier(f"{table}_staging") if upsert else self._name(table)
+        if upsert:
+            self._staging(table, columns)
+        with self.connection.cursor() as cursor:
+            statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+                target, sql.SQL(", ").join(map(sql.Identifier, columns))
+            )
+            with cursor.copy(statement) as copy:
+                copy.set_types([COPY_TYPES.get(kind, "text") for _, kind, _ in converters])
+                for row in rows:
+                    copy.write_row(_values(table, row, converters, discards))
+                    if len(row) > len(columns):
+                        _beyond(table, row, known, discards)
+            if upsert:
+                cursor.execute(self._upsert(table, columns))
+
+    def _staging(self, table: str, columns: Sequence[str]) -> None:
+        staging = sql.Identifier(f"{table}_staging")
+        self.connection.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staging))
+        self.connection.execute(
+            sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} LIMIT 0").format(
+                staging, sql.SQL(", ").join(map(sql.Identifier, columns)), self._name(table)
+            )
+        )
+
+    def _upsert(self, table: str, columns: Sequence[str]) -> sql.Composed:
+        """users: a newer row's non-null values win, an older one fills only what is NULL;
+        identity_map: the latest mapping wins."""
+        key = KEYS.get(table, "id")
+        name, staging = self._name(table), sql.Identifier(f"{table}_staging")
+        newer = sql.SQL("EXCLUDED.timestamp >= {}.timestamp").format(sql.Identifier(table))
+        updates = []
+        for column in columns:
+            if column == key:
+                continue
+            c, old = (
+                sql.Identifier(column),
+                sql.SQL("{}.{}").format(sql.Identifier(table), sql.Identifier(column)),
+            )
+            if table == "users" and column != "timestamp":
+                value = sql.SQL(
+                    "CASE WHEN {newer} THEN COALESCE(EXCLUDED.{c}, {old}) "
+                    "ELSE COALESCE({old}, EXCLUDED.{c}) END"
+                ).format(newer=newer, c=c, old=old)
+            elif column == "timestamp":
+                value = sql.SQL("GREATEST(EXCLUDED.{c}, {old})").format(c=c, old=old)
+            else:
+                value = sql.SQL("CASE WHEN {newer} THEN EXCLUDED.{c} ELSE {old} END").format(
+                    newer=newer, c=c, old=old
+                )
+            updates.append(sql.SQL("{} = {}").format(c, value))
+        listed = sql.SQL(", ").join(map(sql.Identifier, columns))
+        return sql.SQL(
+            "INSERT INTO {name} ({listed}) SELECT {listed} FROM {staging} "
+            "ON CONFLICT ({key}) DO UPDATE SET {updates}"
+        ).format(
+            name=name,
+            listed=listed,
+            staging=staging,
+            key=sql.Identifier(key),
+            updates=sql.SQL(", ").join(updates),
+        )
+
+    def _copy_discards(self, discards: Iterable[Discard]) -> None:
+        statement = sql.SQL(
+            "COPY {} (table_name, column_name, column_type, value, message_id, received_at)"
+            " FROM STDIN (FORMAT BINARY)"
+        ).format(self._name("discards"))
+        with self.connection.cursor() as cursor, cursor.copy(statement) as copy:
+            copy.set_types(["text", "text", "text", "text", "text", "timestamptz"])
+            for table, column, kind, value, message_id, received_at in discards:
+                message = message_id if isinstance(message_id, str) else None
+                copy.write_row((table, column, kind, value, message, parse_timestamp(received_at)))
+
+
+def _values(
+    table: str,
+    row: Mapping[str, Any],
+    converters: Sequence[tuple[str, str, Any]],
+    discards: list[Discard],
+) -> list[Any]:
+    values = []
+    for column, kind, convert in converters:
+        value = row.get(column)
+        if value is not None:
+            fitted = convert(value)
+            if fitted is MISFIT:
+                discards.append(
+                    (table, column, kind, as_text(value), row.get("id"), row.get("received_at"))
+                )
+                fitted = None
+            value = fitted
+        values.append(value)
+    return values
+
+
+def _beyond(
+    table: str, row: Mapping[str, Any], known: Mapping[str, str], discards: list[Discard]
+) -> None:
+    """Values for columns the table does not have (its column limit reached): discarded."""
+    for column, value in row.items():
+        if column not in known and value is not None:
+            discards.append(
+                (table, column, "(none: column limit)", as_text(value), row.get("id"),
+                 row.get("received_at"))
+            )  # fmt: skip
+
+
+def _merged(table: str, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per key (an upsert may not touch a row twice), in timestamp order: the later
+    row's non-null values win (users), the latest row wins (identity_map)."""
+    key = KEYS.get(table, "id")
+    merged: dict[Any, dict[str, Any]] = {}
+    for row in sorted(rows, key=lambda r: parse_timestamp(r.get("timestamp")) or _EPOCH):
+        if table == "users" and row[key] in merged:
+            merged[row[key]].update({c: v for c, v in row.items() if v is not None})
+        else:
+            merged[row[key]] = dict(row)
+    return list(merged.values())
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
