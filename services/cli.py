@@ -26,6 +26,7 @@ from services.consumers.reconcile import contract as reconcile
 from services.contract import ConfigError, Process
 from services.postgres import contract as postgres
 from services.stream import contract as stream
+from services.warehouse import contract as rebuild
 
 
 def resolve(path: str) -> Callable[..., Any]:
@@ -77,6 +78,24 @@ def _quarantine_arguments(parser: argparse.ArgumentParser) -> None:
         dest="body_file",
         metavar="FILE",
         help="replay: the repaired JSON of the one event given with --seq",
+    )
+
+
+def _rebuild_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", required=True, help="the source (liftoff:sources) to rebuild")
+    parser.add_argument(
+        "--table",
+        dest="tables",
+        action="append",
+        metavar="T",
+        help="only this typed table (repeatable; default: every table of the source)",
+    )
+    parser.add_argument(
+        "--from",
+        dest="origin",
+        choices=("raw", "archive"),
+        default="raw",
+        help="read the events from the raw events table (default) or the archive",
     )
 
 
@@ -149,6 +168,13 @@ COMMANDS: dict[str, Command] = {
         "services.postgres.backup:run",
         "services.postgres.backup:load",
         _backup_arguments,
+    ),
+    "warehouse-rebuild": Command(
+        "rebuild a source's typed warehouse tables and swap them in (declared types applied)",
+        rebuild.PROCESS,
+        "services.warehouse.command:run",
+        "services.warehouse.command:load",
+        _rebuild_arguments,
     ),
     "quarantine": Command(
         "list or replay the events the collector quarantined (JetStream)",
