@@ -175,10 +175,34 @@ class TypedWriter:
             present = self._catalog(table)
         self._columns[table] = present
 
+    def _swapped(self, tables: Iterable[str]) -> bool:
+        """Whether a cached column is gone or has another type now (``warehouse-rebuild``
+        swapped its table in): binary COPY with the old type would write wrong values (an
+        int8 read as a float8) without an error. One catalog query per write."""
+        cached = sorted(t for t in tables if self._columns.get(t))
+        if not cached:
+            return False
+        found = self.connection.execute(
+            "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_class c"
+            " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
+            " WHERE c.relnamespace = to_regnamespace(%s) AND c.relname = ANY(%s)",
+            (self.schema, cached),
+        ).fetchall()
+        now: dict[str, dict[str, str]] = defaultdict(dict)
+        for table, column, kind in found:
+            now[table][column] = CATALOG_TYPES.get(kind, kind)
+        return any(
+            now[table].get(column) != kind
+            for table in cached
+            for column, kind in self._columns[table].items()
+        )
+
     # --- rows ----------------------------------------------------------------------------
 
     def write(self, rows: TableRows) -> WriteCounts:
         """Write ``rows`` in the caller's transaction (schema changes first: :meth:`prepare`)."""
+        if self._swapped({table for table, _ in rows}):
+            self.forget()
         self.prepare(rows)
         by_table: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for table, row in rows:

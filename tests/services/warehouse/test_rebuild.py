@@ -184,6 +184,9 @@ def test_events_loaded_during_a_rebuild_survive_the_swap(
         assert ids(connection, "tracks") == raw
         assert ids(connection, "signed_up") == raw
         assert column_type(connection, "signed_up", "seats") == "double precision"
+        seats = connection.execute(f"SELECT id, seats FROM {SCHEMA}.signed_up").fetchall()
+        wrong = [(i, value) for i, value in seats if value != int(i[2:])]
+        assert not wrong, f"{len(wrong)} values differ, e.g. {wrong[:3]}"
     assert summary.caught_up > 0, "some events were loaded during the build"
     assert set(summary.tables) == {"signed_up", "tracks"}
 
