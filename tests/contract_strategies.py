@@ -19,7 +19,12 @@ from hypothesis import strategies as st
 from services.consumers.broadcaster.destinations import TYPES, DestinationDocument
 from services.contract import LOG_LEVELS, Flag, Integer, Json, Kind, Names, Number, Text
 from services.postgres.contract import GRANTABLE_ROLES, SSLMODES
-from services.warehouse.columns import COLUMN_TYPES, IDENTIFIER_PATTERN, SOURCE_PATTERN
+from services.warehouse.columns import (
+    COLUMN_TYPES,
+    FIXED_COLUMNS,
+    IDENTIFIER_PATTERN,
+    SOURCE_PATTERN,
+)
 
 _WORD = string.ascii_letters + string.digits + "_-"
 _PRINTABLE = st.characters(min_codepoint=33, max_codepoint=126)
@@ -120,7 +125,12 @@ _DECLARED_COLUMNS = st.dictionaries(
     st.from_regex(SOURCE_PATTERN, fullmatch=True),
     st.dictionaries(
         _IDENTIFIER,
-        st.dictionaries(_IDENTIFIER, st.sampled_from(COLUMN_TYPES), min_size=1, max_size=3),
+        st.dictionaries(
+            _IDENTIFIER.filter(lambda name: name not in FIXED_COLUMNS),
+            st.sampled_from(COLUMN_TYPES),
+            min_size=1,
+            max_size=3,
+        ),
         max_size=3,
     ),
     min_size=1,

@@ -16,9 +16,9 @@ services/ by role, each layer importing only the ones before it:
                archiver wrote through the loader's own writer (→ archiver, loader)
   entry points services.cli, services.aws_lambda, services.__main__ → anything of services
 Contract modules (`services/**/contract.py`) and the registries (`services.stream.address`,
-`services.consumers.broadcaster.destinations`) import only `services.contract`, other contract
-modules and the registries: they are what components/ may import, without runtime code. A
-package's `__init__` imports nothing.
+`services.consumers.broadcaster.destinations`, `services.warehouse.columns`) import only
+`services.contract`, other contract modules and the registries: they are what components/ may
+import, without runtime code. A package's `__init__` imports nothing.
 services never imports components, liftoff_local, pulumi or tests. components imports from
 services only contract modules and registries. liftoff_local imports services and the
 Pulumi-free part of components (config, validation, each capability's contract package and
@@ -35,7 +35,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("services", "components", "liftoff_local", "dags")
-REGISTRIES = ("services.stream.address", "services.consumers.broadcaster.destinations")
+REGISTRIES = (
+    "services.stream.address",
+    "services.consumers.broadcaster.destinations",
+    "services.warehouse.columns",
+)
 CONSUMERS = ("archiver", "loader", "broadcaster", "reconcile")
 COMMON = ("contract", "observability")
 LAYERS: dict[str, tuple[str, ...]] = {

@@ -23,6 +23,14 @@ from services.contract import Json, variable
 COLUMN_TYPES = ("bigint", "boolean", "double precision", "text", "timestamp")
 """The types a column may be declared with: those the typed layer infers."""
 
+FIXED_COLUMNS = frozenset(
+    {
+        "id", "received_at", "sent_at", "timestamp", "original_timestamp", "user_id",
+        "anonymous_id", "event", "event_text", "name", "group_id", "previous_id", "uuid_ts",
+    }
+)  # fmt: skip
+"""The typed tables' own columns (:data:`services.warehouse.typed.FIXED`, plus ``uuid_ts``):
+their types are fixed (keys, timestamps), so they cannot be declared."""
 SOURCE_PATTERN = r"[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?"
 IDENTIFIER_PATTERN = r"[a-z_][a-z0-9_]{0,62}"
 IDENTIFIER_DESCRIBE = (
@@ -63,6 +71,10 @@ def _table_problems(
     for column, kind in columns.items():
         if not isinstance(column, str) or not re.fullmatch(IDENTIFIER_PATTERN, column):
             yield (*path, table), column, f"column names: {IDENTIFIER_DESCRIBE}"
+        elif column in FIXED_COLUMNS:
+            fixed = ", ".join(sorted(FIXED_COLUMNS))
+            allowed = f"a property or trait column: the tables' own ({fixed}) have fixed types"
+            yield (*path, table), column, allowed
         elif kind not in COLUMN_TYPES:
             yield (*path, table, column), kind, "one of " + ", ".join(COLUMN_TYPES)
 

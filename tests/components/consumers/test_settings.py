@@ -103,6 +103,7 @@ def test_declared_column_types_are_checked():
             "signed_up": {"plan": "varchar", "Seats": "bigint"},
             "Signed Up": {"plan": "text"},
             "pages": {},
+            "tracks": {"received_at": "text"},
         },
         "mobile": {"tracks": {"x": "text"}},
         "Web App": {},
@@ -119,6 +120,10 @@ def test_declared_column_types_are_checked():
         "with a digit, at most 63 characters",
         "liftoff:warehouse.columns.default.pages: got {}; allowed: an object of column name → "
         "type, at least one column",
+        "liftoff:warehouse.columns.default.tracks: got 'received_at'; allowed: a property or "
+        "trait column: the tables' own (anonymous_id, event, event_text, group_id, id, name, "
+        "original_timestamp, previous_id, received_at, sent_at, timestamp, user_id, uuid_ts) "
+        "have fixed types",
         "liftoff:warehouse.columns: got 'Web App'; allowed: source names (lowercase letters, "
         "digits, '-' and '_')",
         "liftoff:warehouse.columns: got 'mobile'; allowed: sources of liftoff:sources: default",

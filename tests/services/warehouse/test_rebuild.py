@@ -222,3 +222,11 @@ def test_the_command_checks_its_configuration(capsys: pytest.CaptureFixture[str]
         main(["warehouse-rebuild", "--source", SOURCE, "--from", "s3"], env={})
     with pytest.raises(command.ConfigError, match=r"rebuild\.source"):
         command.handle({"tables": ["tracks"]}, RebuildSettings())
+
+
+def test_the_declarable_types_and_fixed_columns_are_the_typed_layers() -> None:
+    from services.warehouse import columns, typed
+
+    assert set(columns.COLUMN_TYPES) == set(typed.COLUMN_TYPES)
+    fixed = {column for table in typed.FIXED.values() for column in table}
+    assert {*fixed, "uuid_ts"} == columns.FIXED_COLUMNS
