@@ -96,6 +96,7 @@ def run(
     """``python -m services warehouse-rebuild``: prints the summary as one JSON line; exit 0
     when the tables were swapped in, 1 when the rebuild failed (nothing changed)."""
     configure_logging(level_of(settings.log_level))
+    tables = [table for table in tables or () if table.strip()] or None  # "": every table
     try:
         summary = rebuild_source(settings, source, tables, origin)
     except ConfigError:
