@@ -230,3 +230,21 @@ def test_the_declarable_types_and_fixed_columns_are_the_typed_layers() -> None:
     assert set(columns.COLUMN_TYPES) == set(typed.COLUMN_TYPES)
     fixed = {column for table in typed.FIXED.values() for column in table}
     assert {*fixed, "uuid_ts"} == columns.FIXED_COLUMNS
+
+
+def test_the_reconcile_function_runs_a_rebuild_payload(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On AWS the rebuild DAG invokes the reconcile function with ``{"rebuild": {...}}``."""
+    from services.aws_lambda import reconcile_handler
+
+    with connect(env) as connection:
+        load(connection, [signed_up(n, n) for n in range(5)])
+    for name, value in {**env, "LIFTOFF_ARCHIVE_BUCKET": "unused"}.items():
+        monkeypatch.setenv(name, value)
+    columns = {SOURCE: {"signed_up": {"seats": "text"}}}
+    monkeypatch.setenv("LIFTOFF_WAREHOUSE_COLUMNS", json.dumps(columns))
+    summary = reconcile_handler({"rebuild": {"source": SOURCE, "tables": ["signed_up"]}})
+    assert summary["tables"] == ["signed_up"] and summary["events"] == 5
+    with connect(env) as connection:
+        assert column_type(connection, "signed_up", "seats") == "text"
