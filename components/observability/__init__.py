@@ -216,6 +216,26 @@ SIGNALS: tuple[Signal, ...] = (
         "bound (14 days' retention, 1 MiB per message)",
     ),
     Signal(
+        name="LiftoffWarehouseDiscards",
+        severity="warning",
+        meaning="Values did not fit their typed warehouse column (a property that changed "
+        "type): each is stored NULL in its typed table and kept in the source schema's "
+        "`discards` table; the raw `events` row is complete and nothing was blocked.",
+        runbook="Query `<source>.discards` (table_name, column_name, column_type, value, "
+        "message_id): fix the client that sends the other type, or declare the column's type "
+        "(`liftoff:warehouse.columns`) and rebuild the table from the raw events.",
+        expr="sum by (namespace, source, table) (increase(liftoff_warehouse_discards_total"
+        "[15m])) > {threshold} or sum by (namespace, source, table) "
+        "(liftoff_warehouse_discards_total unless liftoff_warehouse_discards_total offset 15m) "
+        "> {threshold}",
+        for_="0m",
+        threshold=Threshold("warehouseDiscards", 0, 0, 1e9, "values per 15 min"),
+        kubernetes="the loader: liftoff_warehouse_discards_total{source,table} (a series is "
+        "made by its first discard, so a new one counts whole)",
+        aws="not yet an alarm: the loader Lambda logs `typed values discarded` with the counts "
+        "by source and table, and every value is in the source's `discards` table",
+    ),
+    Signal(
         name="LiftoffDestinationFailing",
         severity="warning",
         meaning="More than the threshold share of HTTP attempts to a third-party destination "

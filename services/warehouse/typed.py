@@ -144,6 +144,17 @@ def _column(prefix: str, key: str, table: str, guarded: bool) -> str:
     return name
 
 
+RESERVED_SCHEMAS: Final = frozenset({"public", "information_schema"})
+"""Where the raw ``events`` table lives, and PostgreSQL's own (as are all ``pg_*``)."""
+
+
+def source_schema(source: str) -> str:
+    """The PostgreSQL schema of a source's typed tables: its name by :func:`segment_name`, with
+    ``_`` before one PostgreSQL reserves or the raw table's (``public`` → ``_public``)."""
+    name = segment_name(source)
+    return "_" + name if name in RESERVED_SCHEMAS or name.startswith("pg_") else name
+
+
 def event_table(event: str) -> str:
     """The table of the track event ``event`` (``Order Completed`` → ``order_completed``)."""
     name = segment_name(event)
@@ -179,20 +190,32 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else _encoder.encode(value).decode()
 
 
+def _put(row: dict[str, Any], column: str, value: Any) -> Any:
+    """Rows hold no nulls: an absent column is NULL, and a column is made by a value."""
+    if value is not None:
+        row[column] = value
+    return value
+
+
 def _common(event: Mapping[str, Any], table: str) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "id": event.get("messageId"),
-        "received_at": event.get("receivedAt"),
-        "sent_at": event.get("sentAt"),
-        "timestamp": event.get("timestamp"),
-        "original_timestamp": event.get("originalTimestamp"),
-        "user_id": _text(event.get("userId")),
-        "anonymous_id": _text(event.get("anonymousId")),
-    }
+    row: dict[str, Any] = {}
+    for column, key in _COMMON_KEYS:
+        _put(row, column, event.get(key))
+    _put(row, "user_id", _text(event.get("userId")))
+    _put(row, "anonymous_id", _text(event.get("anonymousId")))
     context = event.get("context")
     if isinstance(context, dict):
         flatten(context, table, row, "context_", guarded=False)
     return row
+
+
+_COMMON_KEYS = (
+    ("id", "messageId"),
+    ("received_at", "receivedAt"),
+    ("sent_at", "sentAt"),
+    ("timestamp", "timestamp"),
+    ("original_timestamp", "originalTimestamp"),
+)
 
 
 def _objects(event: Mapping[str, Any], key: str, table: str, row: dict[str, Any]) -> None:
@@ -203,7 +226,8 @@ def _objects(event: Mapping[str, Any], key: str, table: str, row: dict[str, Any]
 
 def derive(event: Mapping[str, Any]) -> TableRows:
     """The typed rows of one event (a contract event: messageId, type, receivedAt set), as
-    (table, {column: JSON value}); the writer coerces the values to the columns' types."""
+    (table, {column: JSON value}) without nulls; the writer coerces the values to the columns'
+    types."""
     kind = event.get("type")
     table = CALL_TABLES.get(kind) if isinstance(kind, str) else None
     if table is None:
@@ -212,47 +236,46 @@ def derive(event: Mapping[str, Any]) -> TableRows:
     rows: TableRows = [(table, row)]
     if kind == "track":
         name = _text(event.get("event"))
-        row["event"] = segment_name(name) if name else None
-        row["event_text"] = name
         if name:
+            row["event"], row["event_text"] = segment_name(name), name
             own = event_table(name)
             rows.append((own, row.copy()))
             _objects(event, "properties", own, rows[-1][1])
     elif kind in ("page", "screen"):
-        row["name"] = _text(event.get("name"))
+        _put(row, "name", _text(event.get("name")))
         _objects(event, "properties", table, row)
     elif kind == "identify":
         _objects(event, "traits", table, row)
         rows += _identity(row, event)
     elif kind == "group":
-        row["group_id"] = _text(event.get("groupId"))
+        _put(row, "group_id", _text(event.get("groupId")))
         _objects(event, "traits", table, row)
     else:  # alias: the previous id (anonymous or a user's) now belongs to userId
-        row["previous_id"] = previous = _text(event.get("previousId"))
-        if previous and row["user_id"]:
+        previous = _put(row, "previous_id", _text(event.get("previousId")))
+        if previous and row.get("user_id"):
             rows.append(("identity_map", _mapping(previous, row)))
     return rows
 
 
 def _mapping(anonymous_id: str, row: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "anonymous_id": anonymous_id,
-        "user_id": row["user_id"],
-        "timestamp": row["timestamp"],
-        "received_at": row["received_at"],
-    }
+    mapping = {"anonymous_id": anonymous_id, "user_id": row["user_id"]}
+    for column in ("timestamp", "received_at"):
+        _put(mapping, column, row.get(column))
+    return mapping
 
 
 def _identity(row: Mapping[str, Any], event: Mapping[str, Any]) -> TableRows:
-    user_id = row["user_id"]
+    user_id = row.get("user_id")
     if not user_id:
         return []
-    user = {"id": user_id, "received_at": row["received_at"], "timestamp": row["timestamp"]}
+    user = {"id": user_id}
+    for column in ("received_at", "timestamp"):
+        _put(user, column, row.get(column))
     traits = event.get("traits")
     if isinstance(traits, dict):
         flatten(traits, "users", user)
     found: TableRows = [("users", user)]
-    if row["anonymous_id"]:
+    if row.get("anonymous_id"):
         found.append(("identity_map", _mapping(row["anonymous_id"], row)))
     return found
 
@@ -296,8 +319,12 @@ MISFIT: Final = object()
 """What :func:`coerce` returns for a value that does not fit its column."""
 
 
+_parse_timestamp_cached = lru_cache(maxsize=8192)(lambda text: parse_timestamp(text))
+"""A batch's rows share their timestamps (a track's two rows, events of the same instant)."""
+
+
 def _timestamp(value: Any) -> Any:
-    moment = parse_timestamp(value)
+    moment = _parse_timestamp_cached(value) if type(value) is str else None
     return MISFIT if moment is None else moment
 
 

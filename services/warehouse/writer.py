@@ -12,7 +12,11 @@ on a connection outside a transaction (the loader's), run in their own short tra
 table, before the data transaction: a loader never holds one table's rows while it waits to
 change another's columns, so concurrent loaders cannot deadlock on DDL. The column types are
 read back from the catalog after each change (another loader may have created the column
-first, with the type of its own first value); they are cached until :meth:`forget`.
+first, with the type of its own first value); they are cached, and checked in every write:
+it locks the tables it writes (``ROW EXCLUSIVE``, in name order) and compares one md5 of the
+schema's columns and types with the cached one, reading the catalog again when it changed (a
+rebuild swapped a table in). A rebuild swapping tables takes their ``ACCESS EXCLUSIVE`` locks
+in name order too.
 """
 
 from __future__ import annotations
@@ -61,6 +65,16 @@ CREATE TABLE IF NOT EXISTS {schema}.discards (
 )"""
 
 
+FINGERPRINT: Final = (
+    "SELECT md5(coalesce(string_agg(a.attrelid::text || ' ' || a.attname || ' '"
+    " || a.atttypid::text, ',' ORDER BY a.attrelid, a.attnum), ''))"
+    " FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+    " WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = %s)"
+    " AND c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped"
+)
+"""The schema's tables, columns and types, in one value."""
+
+
 @dataclass
 class WriteCounts:
     """What one :meth:`TypedWriter.write` wrote: rows and discarded values per table."""
@@ -92,34 +106,41 @@ class TypedWriter:
         self.max_columns = max_columns
         self._columns: dict[str, dict[str, str]] = {}
         self._schema_ready = False
+        self._fingerprint: str | None = None
+        """The schema's columns and types when ``_columns`` was last known to be right."""
 
     def forget(self) -> None:
         """Read the tables' columns from the catalog again (after a rebuild swapped them)."""
         self._columns.clear()
         self._schema_ready = False
+        self._fingerprint = None
 
     def _name(self, table: str) -> sql.Composed:
         return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(table))
 
     # --- schema ---------------------------------------------------------------------------
 
-    def prepare(self, rows: TableRows) -> None:
-        """Create the schema, tables and columns ``rows`` need (see the module docstring)."""
+    def prepare(self, rows: TableRows) -> bool:
+        """Create the schema, tables and columns ``rows`` need (see the module docstring);
+        whether anything had to be created."""
         if not self._schema_ready:
             self._ddl(f"liftoff.warehouse {self.schema}", self._create_schema)
             self._schema_ready = True
-        wanted: dict[str, dict[str, str]] = defaultdict(dict)
+        by_table: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for table, row in rows:
-            known = self._columns.get(table)
-            new = wanted[table]
-            for column, value in row.items():
-                if (
-                    value is not None
-                    and (known is None or column not in known)
-                    and column not in new
-                ):
-                    declared = self.declared.get(table, {})
-                    new[column] = column_type(table, column, value, declared)
+            by_table[table].append(row)
+        wanted: dict[str, dict[str, str]] = {}
+        for table, table_rows in by_table.items():
+            fresh = set().union(*table_rows).difference(self._columns.get(table, ()))
+            new = wanted[table] = {}
+            declared = self.declared.get(table, {})
+            for row in table_rows if fresh else ():  # each new column's first value, in order
+                for column in [c for c in row if c in fresh and row[c] is not None]:
+                    new[column] = column_type(table, column, row[column], declared)
+                    fresh.discard(column)
+                if not fresh:
+                    break
+        changed = False
         for table, new in wanted.items():
             if table not in self._columns:
                 self._columns[table] = self._catalog(table)
@@ -129,6 +150,10 @@ class TypedWriter:
                     f"liftoff.warehouse {self.schema}.{table}",
                     lambda t=table, m=missing: self._alter(t, m),
                 )
+                changed = True
+        if changed:
+            self._fingerprint = None
+        return changed
 
     def _ddl(self, lock: str, change: Any) -> None:
         with self.connection.transaction():
@@ -175,45 +200,26 @@ class TypedWriter:
             present = self._catalog(table)
         self._columns[table] = present
 
-    def _swapped(self, tables: Iterable[str]) -> bool:
-        """Whether a cached column is gone or has another type now (``warehouse-rebuild``
-        swapped its table in): binary COPY with the old type would write wrong values (an
-        int8 read as a float8) without an error. One catalog query per write."""
-        cached = sorted(t for t in tables if self._columns.get(t))
-        if not cached:
-            return False
-        found = self.connection.execute(
-            "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_class c"
-            " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
-            " WHERE c.relnamespace = to_regnamespace(%s) AND c.relname = ANY(%s)",
-            (self.schema, cached),
-        ).fetchall()
-        now: dict[str, dict[str, str]] = defaultdict(dict)
-        for table, column, kind in found:
-            now[table][column] = CATALOG_TYPES.get(kind, kind)
-        return any(
-            now[table].get(column) != kind
-            for table in cached
-            for column, kind in self._columns[table].items()
-        )
-
     # --- rows ----------------------------------------------------------------------------
 
-    def write(self, rows: TableRows) -> WriteCounts:
-        """Write ``rows`` in the caller's transaction (schema changes first: :meth:`prepare`)."""
-        if self._swapped({table for table, _ in rows}):
-            self.forget()
+    def write(self, rows: TableRows, *, skip_existing: bool = False) -> WriteCounts:
+        """Write ``rows`` in the caller's transaction (schema changes first: :meth:`prepare`).
+        A row whose key is already in its table fails the COPY (unique violation), unless
+        ``skip_existing``: then every table goes through a staging table and such rows are
+        left as they are (slower; for a retry after that violation)."""
         self.prepare(rows)
         by_table: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for table, row in rows:
             by_table[table].append(row)
+        if by_table:
+            self._lock_and_check(rows, sorted(by_table))
         counts = WriteCounts()
         discards: list[Discard] = []
         for table, table_rows in by_table.items():
             if table in LOCKED_TABLES:
                 table_rows = _merged(table, table_rows)
             found = len(discards)
-            self._copy(table, table_rows, discards)
+            self._copy(table, table_rows, discards, skip_existing)
             counts.rows[table] = len(table_rows)
             if len(discards) > found:
                 counts.discards[table] = len(discards) - found
@@ -221,15 +227,43 @@ class TypedWriter:
             self._copy_discards(discards)
         return counts
 
-    def _copy(self, table: str, rows: Sequence[dict[str, Any]], discards: list[Discard]) -> None:
+    def _lock_and_check(self, rows: TableRows, tables: Sequence[str]) -> None:
+        """Lock the tables about to be written (in name order), then check the schema's
+        columns are still the cached ones: a column whose type changed since (a rebuild) would
+        otherwise get values encoded for its old type, which binary COPY may take as garbage.
+        Under these locks no one can change them until the commit."""
+        self.connection.execute(
+            sql.SQL("LOCK TABLE {} IN ROW EXCLUSIVE MODE").format(
+                sql.SQL(", ").join(self._name(t) for t in [*tables, "discards"])
+            )
+        )
+        fingerprint = self._current_fingerprint()
+        if fingerprint == self._fingerprint:
+            return
+        log.info("typed tables changed; reading their columns again", extra={"fields": {
+            "schema": self.schema}})  # fmt: skip
+        self._columns = {table: self._catalog(table) for table in tables}
+        if self.prepare(rows):  # a column gone (a rebuild dropped it): made again, locked
+            fingerprint = self._current_fingerprint()
+        self._fingerprint = fingerprint
+
+    def _current_fingerprint(self) -> str:
+        found = self.connection.execute(FINGERPRINT, (self.schema,)).fetchone()
+        return str(found[0]) if found else ""
+
+    def _copy(
+        self,
+        table: str,
+        rows: Sequence[dict[str, Any]],
+        discards: list[Discard],
+        skip_existing: bool = False,
+    ) -> None:
         known = self._columns[table]
-        used: dict[str, None] = {}
-        for row in rows:
-            used.update(dict.fromkeys(row))
-        columns = [c for c in used if c in known]
+        used = set().union(*rows)
+        columns = [c for c in known if c in used]  # the catalog's order
         converters = [(c, known[c], converter(known[c])) for c in columns]
-        upsert = table in LOCKED_TABLES
-        target = sql.Identifier(f"{table}_staging") if upsert else self._name(table)
+        upsert = table in LOCKED_TABLES or skip_existing
+        target = _STAGING if upsert else self._name(table)
         if upsert:
             self._staging(table, columns)
         with self.connection.cursor() as cursor:
@@ -240,13 +274,14 @@ class TypedWriter:
                 copy.set_types([COPY_TYPES.get(kind, "text") for _, kind, _ in converters])
                 for row in rows:
                     copy.write_row(_values(table, row, converters, discards))
-                    if len(row) > len(columns):
-                        _beyond(table, row, known, discards)
-            if upsert:
-                cursor.execute(self._upsert(table, columns))
+        extra = used.difference(known)  # all null, or beyond the column limit
+        if extra:
+            _beyond(table, rows, extra, discards)
+        if upsert:
+            self.connection.execute(self._upsert(table, columns))
 
     def _staging(self, table: str, columns: Sequence[str]) -> None:
-        staging = sql.Identifier(f"{table}_staging")
+        staging = _STAGING
         self.connection.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staging))
         self.connection.execute(
             sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} LIMIT 0").format(
@@ -258,7 +293,7 @@ class TypedWriter:
         """users: a newer row's non-null values win, an older one fills only what is NULL;
         identity_map: the latest mapping wins."""
         key = KEYS.get(table, "id")
-        name, staging = self._name(table), sql.Identifier(f"{table}_staging")
+        name, staging = self._name(table), _STAGING
         newer = sql.SQL("EXCLUDED.timestamp >= {}.timestamp").format(sql.Identifier(table))
         updates = []
         for column in columns:
@@ -268,6 +303,8 @@ class TypedWriter:
                 sql.Identifier(column),
                 sql.SQL("{}.{}").format(sql.Identifier(table), sql.Identifier(column)),
             )
+            if table not in LOCKED_TABLES:
+                continue  # appended tables: a row already there stays as it is
             if table == "users" and column != "timestamp":
                 value = sql.SQL(
                     "CASE WHEN {newer} THEN COALESCE(EXCLUDED.{c}, {old}) "
@@ -281,6 +318,11 @@ class TypedWriter:
                 )
             updates.append(sql.SQL("{} = {}").format(c, value))
         listed = sql.SQL(", ").join(map(sql.Identifier, columns))
+        if not updates:
+            return sql.SQL(
+                "INSERT INTO {name} ({listed}) SELECT {listed} FROM {staging} "
+                "ON CONFLICT ({key}) DO NOTHING"
+            ).format(name=name, listed=listed, staging=staging, key=sql.Identifier(key))
         return sql.SQL(
             "INSERT INTO {name} ({listed}) SELECT {listed} FROM {staging} "
             "ON CONFLICT ({key}) DO UPDATE SET {updates}"
@@ -313,7 +355,7 @@ def _values(
     values = []
     for column, kind, convert in converters:
         value = row.get(column)
-        if value is not None:
+        if value is not None and (kind != "text" or type(value) is not str):
             fitted = convert(value)
             if fitted is MISFIT:
                 discards.append(
@@ -326,15 +368,16 @@ def _values(
 
 
 def _beyond(
-    table: str, row: Mapping[str, Any], known: Mapping[str, str], discards: list[Discard]
+    table: str, rows: Sequence[Mapping[str, Any]], extra: set[str], discards: list[Discard]
 ) -> None:
     """Values for columns the table does not have (its column limit reached): discarded."""
-    for column, value in row.items():
-        if column not in known and value is not None:
-            discards.append(
-                (table, column, "(none: column limit)", as_text(value), row.get("id"),
-                 row.get("received_at"))
-            )  # fmt: skip
+    for row in rows:
+        for column in extra:
+            if (value := row.get(column)) is not None:
+                discards.append(
+                    (table, column, "(none: column limit)", as_text(value), row.get("id"),
+                     row.get("received_at"))
+                )  # fmt: skip
 
 
 def _merged(table: str, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -351,3 +394,5 @@ def _merged(table: str, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_STAGING = sql.Identifier("liftoff_typed_staging")
+"""The session's staging table for an upsert (one table at a time; dropped at commit)."""

@@ -1,6 +1,7 @@
 """A web team's end-to-end test against `python -m liftoff_local`: analytics.js (the npm
 package, its settings from the local collector) in Debian's Chromium sends `Signed Up` with
-`plan`, and the tracking API shows it. Node packages and Chromium come from `.ci/run`."""
+`plan`, and the tracking API and the typed warehouse table show it. Node packages and
+Chromium come from `.ci/run`."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import json
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import psycopg
 import pytest
 
 from tests.liftoff_local.conftest import LocalRun, free_base_port, start_local
-from tests.liftoff_local.test_local import get_json, post
+from tests.liftoff_local.test_local import eventually, get_json, post, warehouse
 from tests.services.collector.test_browser_clients import (  # noqa: F401 - fixtures
     drive,
     node,
@@ -20,6 +22,7 @@ from tests.services.collector.test_browser_clients import (  # noqa: F401 - fixt
 )
 
 pytestmark = pytest.mark.servers
+TIMESTAMP = "timestamp with time zone"
 
 
 def test_a_click_in_the_browser_shows_up_in_the_tracking_api(
@@ -60,6 +63,28 @@ def test_a_click_in_the_browser_shows_up_in_the_tracking_api(
     (event,) = [e["event"] for e in found["events"]]
     assert event["properties"] == {"plan": "pro"}
     assert event["context"]["library"]["name"] == "analytics.js"
+
+    # And in the warehouse's typed tables (Segment's schema), as the loader wrote it.
+    def typed() -> list[tuple]:
+        try:
+            return warehouse(
+                run,
+                "SELECT plan, event, event_text, context_library_name, context_page_path,"
+                " pg_typeof(timestamp)::text FROM web.signed_up",
+            )
+        except psycopg.errors.UndefinedTable:
+            return []
+
+    assert eventually(typed, what="the typed row") == [
+        (
+            "pro",
+            "signed_up",
+            "Signed Up",
+            "analytics.js",
+            "/pricing.html",
+            "timestamp with time zone",
+        )
+    ]
     assert run.stop() == 0
 
 

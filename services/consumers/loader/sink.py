@@ -1,17 +1,22 @@
 """The warehouse loader: the stream into a Postgres ``events`` table, exactly once per messageId.
 
-Per batch, one statement: a binary ``COPY`` of the rows straight into ``events`` on an
-autocommit connection, i.e. its own transaction, committed (durably: ``synchronous_commit``)
-when it returns; only then does the framework acknowledge the batch. The rows are built from
-each event's typed envelope (:class:`services.consumers.runner.model.Envelope`: no dicts, the JSON
-objects copied as sent) while the COPY streams them, so PostgreSQL works through a batch's first
-rows while the last are built. ``message_id`` is the primary key, so a batch holding a row that is
-already loaded (a replay, a redelivery after a crash between commit and ack, a client retry the
-stream did not deduplicate) fails with a unique violation and rolls back whole; the loader then
-takes the conflict path, in one transaction: ``COPY`` into a session-local staging table
-(``CREATE TEMP TABLE ... (LIKE events) ON COMMIT DELETE ROWS``), ``INSERT INTO events SELECT
-... FROM events_staging ON CONFLICT (message_id) DO NOTHING``, ``COMMIT``. Either way nothing
-is inserted twice. The straight path is the common one and does half the work
+Per batch, one transaction: a binary ``COPY`` of the rows straight into ``events``, then the
+typed rows the same events make in Segment's warehouse schema (one Postgres schema per source:
+:mod:`services.consumers.loader.typed`, :mod:`services.warehouse`), committed (durably:
+``synchronous_commit``); only then does the framework acknowledge the batch. The raw rows are
+built from each event's typed envelope (:class:`services.consumers.runner.model.Envelope`: no
+dicts, the JSON objects copied as sent). The schema changes the typed rows need (a new event's
+table, a property's first non-null value) run before, each in its own short transaction, so a
+loader never waits for a table's lock while it holds rows of another (concurrent loaders do
+not deadlock). A value that does not fit its typed column never fails the batch: it is stored
+NULL there and kept in the source's ``discards`` table. ``message_id`` is the primary key, so a
+batch holding a row that is already loaded (a replay, a redelivery after a crash between
+commit and ack, a client retry the stream did not deduplicate) fails with a unique violation
+and rolls back whole; the loader then takes the conflict path, in one transaction: ``COPY``
+into a session-local staging table (``CREATE TEMP TABLE ... (LIKE events) ON COMMIT DELETE
+ROWS``), ``INSERT INTO events SELECT ... FROM events_staging ON CONFLICT (message_id) DO
+NOTHING RETURNING message_id``, and the typed rows of the ids it returns, ``COMMIT``. Either
+way nothing is inserted twice. The straight path is the common one and does half the work
 (``benchmarks/pipeline.py`` measures both against a plain COPY). Within a batch the first
 occurrence (in stream order) of a messageId wins.
 
@@ -60,11 +65,10 @@ database) come from the Secrets Manager secret ``LIFTOFF_WAREHOUSE_SECRET_ARN`` 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import logging
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,6 +87,7 @@ from services.consumers.loader.contract import (
     LoaderSettings,
 )
 from services.consumers.loader.schema import COLUMN_LIST, COPY_TYPES, migrate
+from services.consumers.loader.typed import STALE, Derived, TypedLoading
 from services.consumers.runner.model import (
     DONE,
     Delivery,
@@ -91,6 +96,7 @@ from services.consumers.runner.model import (
     SinkUnavailable,
     parse_timestamp,
 )
+from services.observability import Counters
 from services.postgres.contract import (
     PostgresAccess,
     password_variables,
@@ -98,6 +104,7 @@ from services.postgres.contract import (
     warehouse_secret_error,
 )
 from services.postgres.database import password_from
+from services.warehouse.typed import Declared
 
 log = logging.getLogger("liftoff.loader")
 
@@ -126,6 +133,8 @@ _encoder = msgspec.json.Encoder()
 @dataclass(frozen=True)
 class LoaderConfig:
     connection: Mapping[str, Any] = field(default_factory=dict)
+    declared: Declared = field(default_factory=dict)
+    """Declared column types of the typed tables: {source: {table: {column: type}}}."""
 
     @classmethod
     def load(cls, access: PostgresAccess[str], secret_arn: str | None = None) -> LoaderConfig:
@@ -256,6 +265,9 @@ class Loader:
         self._connection: psycopg.Connection | None = None
         # One thread: psycopg's blocking calls stay off the event loop, one connection in use.
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="loader")
+        self.counters = Counters()
+        """The loader's own metrics (typed discards), on the consumer's /metrics."""
+        self._typed = TypedLoading(cfg.declared, self.counters)
 
     async def start(self) -> None:
         # The schema now, when the warehouse is up: the events table then exists before the
@@ -318,48 +330,37 @@ class Loader:
             connection.close()
             raise
         self._connection = connection
+        self._typed.forget()
         return connection
 
     async def handle(self, batch: Sequence[Delivery]) -> Sequence[Outcome]:
         outcomes: list[Outcome] = [DONE] * len(batch)
         rows: list[tuple[Any, ...]] = []
-
-        def pending() -> Iterator[tuple[Any, ...]]:
-            """The rows to load, built while the COPY sends them: PostgreSQL works through the
-            first rows while the later ones are built, instead of all of it after the last."""
-            seen: set[str] = set()
-            for index, delivery in enumerate(batch):
-                row = row_of(delivery)
-                if isinstance(row, str):
-                    outcomes[index] = Park(row)
-                elif delivery.message_id not in seen:  # the first occurrence wins
-                    seen.add(delivery.message_id)
-                    rows.append(row)
-                    yield row
-
-        await self._run(lambda: self._load(rows, pending()))
+        seen: set[str] = set()
+        for index, delivery in enumerate(batch):
+            row = row_of(delivery)
+            if isinstance(row, str):
+                outcomes[index] = Park(row)
+            elif delivery.message_id not in seen:  # the first occurrence wins
+                seen.add(delivery.message_id)
+                rows.append(row)
+        await self._run(lambda: self._load(rows))
         return outcomes
 
-    def _load(
-        self, rows: list[tuple[Any, ...]], pending: Iterator[tuple[Any, ...]] | None = None
-    ) -> int:
-        """Load ``rows``; with ``pending``, the rows it yields (it appends each to ``rows``)."""
-        if pending is None:
-            pending = iter(rows[:])
-        first = next(pending, None)
-        if first is None:
+    def _load(self, rows: list[tuple[Any, ...]]) -> int:
+        """Load ``rows`` and their typed rows; returns the raw rows inserted."""
+        if not rows:
             return 0  # nothing to load (all parked): the warehouse need not even be up
         connection = self._connect()
+        derived = self._typed.derive(rows)
         try:
             try:
-                inserted = self._copy_straight(connection, itertools.chain((first,), pending))
-            except psycopg.errors.UniqueViolation:
-                # Some of these rows are already loaded (a replay, or a redelivery after a
-                # crash between commit and ack): the COPY rolled back, nothing of it was
-                # written; the staging path skips the rows that exist.
-                for _ in pending:  # build the rest, if any: the generator keeps them in rows
-                    pass
-                inserted = self._copy_through_staging(connection, rows)
+                inserted, discards = self._load_once(connection, rows, derived)
+            except STALE as error:  # a table changed under the cached columns: once more
+                log.info("typed table changed; reading its columns again", extra={"fields": {
+                    "error": str(error).strip()}})  # fmt: skip
+                self._typed.forget()
+                inserted, discards = self._load_once(connection, rows, derived)
         except psycopg.OperationalError:
             raise
         except psycopg.Error:
@@ -367,8 +368,26 @@ class Loader:
                 self._disconnect()
                 raise psycopg.OperationalError("the connection broke during the load") from None
             raise
+        self._typed.count(discards)
         log.debug("loaded", extra={"fields": {"rows": len(rows), "inserted": inserted}})
         return inserted
+
+    def _load_once(
+        self, connection: psycopg.Connection, rows: list[tuple[Any, ...]], derived: Derived
+    ) -> tuple[int, Any]:
+        # Schema changes first, each in its own short transaction (no lock held meanwhile).
+        self._typed.prepare(connection, derived)
+        try:
+            with connection.transaction():
+                inserted = self._copy_straight(connection, rows)
+                return inserted, self._typed.write(connection, derived, None)
+        except psycopg.errors.UniqueViolation:
+            # Some of these rows are already loaded (a replay, or a redelivery after a crash
+            # between commit and ack): the transaction rolled back, nothing of it was written;
+            # the staging path skips the rows that exist, and their typed rows with them.
+            with connection.transaction():
+                fresh = self._copy_through_staging(connection, rows)
+                return len(fresh), self._typed.write(connection, derived, fresh)
 
     @staticmethod
     def _copy_straight(connection: psycopg.Connection, rows: Iterable[tuple[Any, ...]]) -> int:
@@ -387,17 +406,20 @@ class Loader:
         return count
 
     @staticmethod
-    def _copy_through_staging(connection: psycopg.Connection, rows: list[tuple[Any, ...]]) -> int:
-        with connection.transaction(), connection.cursor() as cursor:
+    def _copy_through_staging(
+        connection: psycopg.Connection, rows: list[tuple[Any, ...]]
+    ) -> set[str]:
+        """The message ids inserted now (the rest were there), in the caller's transaction."""
+        with connection.cursor() as cursor:
             with cursor.copy(f"COPY events_staging ({COLUMN_LIST}) {COPY_OPTIONS}") as copy:
                 copy.set_types(COPY_TYPES)
                 for row in rows:
                     copy.write_row(row)
             cursor.execute(
                 f"INSERT INTO events ({COLUMN_LIST}) SELECT {COLUMN_LIST} "
-                "FROM events_staging ON CONFLICT (message_id) DO NOTHING"
+                "FROM events_staging ON CONFLICT (message_id) DO NOTHING RETURNING message_id"
             )
-            return cursor.rowcount
+            return {row[0] for row in cursor.fetchall()}
 
 
 # --- the processes ---------------------------------------------------------------------------
@@ -416,4 +438,13 @@ def run(settings: LoaderSettings[str]) -> int:
     warehouse = load(settings)
     bounds = (settings.batch_max_events, settings.batch_max_seconds)
     defaults = (DEFAULT_BATCH_MAX_EVENTS, DEFAULT_BATCH_MAX_SECONDS)
-    return run_batches(settings.runtime, NAME, bounds, defaults, lambda: Loader(warehouse))
+    # A batch closes as soon as the loader has caught up: under light load an event is in the
+    # warehouse in well under a second instead of after the batch age (benchmarks/typed_loading.py).
+    return run_batches(
+        settings.runtime,
+        NAME,
+        bounds,
+        defaults,
+        lambda: Loader(warehouse),
+        close_when_caught_up=True,
+    )

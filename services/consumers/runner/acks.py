@@ -32,7 +32,7 @@ from services.observability import Counters
 from services.stream.dead_letters import DeadLetter, DeadLetterUnavailable
 
 if TYPE_CHECKING:
-    from services.consumers.runner.jetstream import RunnerSettings
+    from services.consumers.runner.settings import RunnerSettings
 
 log = logging.getLogger("liftoff.consumer.jetstream")
 
@@ -267,3 +267,16 @@ class Acknowledging:
             },
         )
         return True
+
+
+def nothing_pending(message: Msg) -> bool:
+    """Whether the stream had no message pending for this consumer after ``message``: the ack
+    subject's last token ("$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer
+    seq>.<timestamp ns>.<pending>"); another layout (a JetStream domain) through nats-py."""
+    reply = message.reply
+    if reply.count(".") == 8 and reply.startswith("$JS.ACK."):
+        return reply.endswith(".0")
+    try:
+        return message.metadata.num_pending == 0
+    except Exception:  # not a JetStream reply: no opinion, the batch age decides
+        return False

@@ -16,9 +16,11 @@ in ``LIFTOFF_STREAM_URL``, created if missing:
   ``ack_wait / 3``, so ``ack_wait`` need not exceed the worst batch time; it only bounds how long
   a *crashed* consumer's messages wait before redelivery.
 - Batches are bounded by size (``max_events``) and age (``max_seconds`` since the first message
-  of the batch arrived). The batch goes through :func:`services.consumers.runner.model.process`;
-  then each message is acked (done), nak'ed with a delay (retry) or published to the dead letter and
-  acked (park). Acks are sent only after ``handle`` returned, i.e. after the output is durable.
+  of the batch arrived), or (``close_when_caught_up``) as soon as nothing is pending after it
+  (:func:`~services.consumers.runner.acks.nothing_pending`: light load → small batches at once,
+  a backlog → full ones). The batch goes through :func:`services.consumers.runner.model.process`;
+  each message is then acked (done), nak'ed with a delay (retry) or published to the dead letter
+  and acked (park). Acks are sent only after ``handle`` returned, i.e. after the output is durable.
 - ``SinkUnavailable``: the same batch is handled again with backoff (0.5 s doubling to 10 s).
 - SIGTERM/SIGINT: stop fetching; the batch in hand is handled (finish) if that completes within
   ``LIFTOFF_CONSUMER_SHUTDOWN_GRACE_SECONDS`` (default 20), otherwise it is abandoned: its
@@ -45,7 +47,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import nats
@@ -54,7 +55,7 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js.api import DEFAULT_PREFIX, AckPolicy, ConsumerConfig, DeliverPolicy
 
-from services.consumers.runner.acks import Acknowledging, Stopped, flush
+from services.consumers.runner.acks import Acknowledging, Stopped, flush, nothing_pending
 from services.consumers.runner.budget import (
     MESSAGE_OVERHEAD,
     batch_full_by_bytes,
@@ -63,6 +64,7 @@ from services.consumers.runner.budget import (
 from services.consumers.runner.model import (
     Sink,
 )
+from services.consumers.runner.settings import RunnerSettings as RunnerSettings
 from services.consumers.runner.signals import Signals
 from services.observability import Counters
 from services.stream.address import JetStreamAddress
@@ -81,35 +83,6 @@ _NORMAL_ENDS = ("Message Size Exceeds MaxBytes", "Batch Completed")
 
 class NotDeclared(Exception):
     """The durable is gone and the stream's recorded set no longer names it: not re-created."""
-
-
-@dataclass(frozen=True)
-class RunnerSettings:
-    consumer_name: str
-    batch_max_events: int
-    batch_max_seconds: float
-    ack_wait_seconds: float = 30.0
-    shutdown_grace_seconds: float = 20.0
-    health_port: int | None = 8081
-    health_host: str = "0.0.0.0"
-    fetch_max: int = 10_000
-    """The most messages one pull request asks for (requests never exceed the batch size)."""
-    pull_expires_seconds: float = 1.0
-    """How long one pull request waits on the server for messages before it expires."""
-    liveness_seconds: float = 120.0
-    lag_interval_seconds: float = 15.0
-    """How often the lag of every durable consumer of the stream is read from the server."""
-    start_at_end: bool = False
-    """Create the durable delivering only what arrives after its creation (a broadcaster);
-    default: everything the stream holds (the archive and the warehouse see every event)."""
-    buffer_bytes: int | None = None
-    """The most this runner holds of messages at once (delivered, not yet acknowledged), as
-    :mod:`services.consumers.runner.budget` counts them; a process with several partition
-    runners splits its budget between them. None: bounded by the batch size only."""
-
-    @property
-    def max_ack_pending(self) -> int:
-        return max(1000, 2 * self.batch_max_events)
 
 
 class JetStreamRunner(Signals, Acknowledging):
@@ -146,6 +119,7 @@ class JetStreamRunner(Signals, Acknowledging):
         self._pull_deadline = 0.0  # the outstanding request is over after this (monotonic)
         self._pull_remaining = 0  # messages the outstanding request may still deliver
         self._pull_error: str | None = None
+        self._caught_up = False  # the latest message delivered had nothing pending after it
         self._progress = time.monotonic()
         self._stop = asyncio.Event()
         self._lag_reported: set[str] = set()
@@ -366,10 +340,11 @@ class JetStreamRunner(Signals, Acknowledging):
                 incoming.append(message)
                 self._incoming_bytes += len(message.data) + MESSAGE_OVERHEAD
                 self._pull_remaining -= 1
+                self._caught_up = self.settings.close_when_caught_up and nothing_pending(message)
                 if self._pull_remaining <= 0:  # the request is complete (no status follows)
                     self._pull_deadline = 0.0
                     self._wake.set()
-                elif len(incoming) >= self._wake_at:
+                elif self._caught_up or len(incoming) >= self._wake_at:
                     self._wake.set()
             return
         if status == "100" or message.subject != self._pull_subject:
@@ -432,10 +407,18 @@ class JetStreamRunner(Signals, Acknowledging):
         self._batch_bytes += moved
         self._incoming_bytes -= moved
 
-    def _batch_full(self, batch: list[Msg]) -> bool:
-        return len(batch) >= self.settings.batch_max_events or batch_full_by_bytes(
-            self.settings.buffer_bytes, self._batch_bytes
+    def _batch_ready(self, batch: list[Msg], age: float) -> bool:
+        """Full, old enough, or (``close_when_caught_up``) nothing more pending."""
+        settings, caught_up = self.settings, self._caught_up and not self._incoming
+        ready = (
+            caught_up
+            or len(batch) >= settings.batch_max_events
+            or age >= settings.batch_max_seconds
         )
+        ready = ready or batch_full_by_bytes(settings.buffer_bytes, self._batch_bytes)
+        if ready and not self._incoming:
+            self._caught_up = False  # its message is in this batch; a later one may set it
+        return ready
 
     async def _consume(self) -> None:
         settings = self.settings
@@ -460,7 +443,7 @@ class JetStreamRunner(Signals, Acknowledging):
                     failures = 0
                     await self._bind()
                 continue
-            if batch and (self._batch_full(batch) or now - first_at >= settings.batch_max_seconds):
+            if batch and self._batch_ready(batch, now - first_at):
                 await self._pull(len(self._incoming))  # the next batch arrives meanwhile
                 await self._flush(batch)
                 batch = []

@@ -245,12 +245,17 @@ def run_batches(
     build_sink: Callable[[], Sink],
     *,
     start_at_end: bool = False,
+    close_when_caught_up: bool = False,
 ) -> int:
     """``python -m services <consumer>``: ``batches`` (its batch bounds, unset → ``defaults``)
     and its sink, run on its runtime settings; ``start_at_end``: a new durable gets only what
-    arrives after it is created (:class:`RunnerSettings`)."""
+    arrives after it is created; ``close_when_caught_up``: a batch is handled as soon as nothing
+    is pending on the stream (:class:`RunnerSettings`)."""
     events, seconds = batches
     settings = runner_settings(
         runtime, name, or_default(events, defaults[0]), or_default(seconds, defaults[1])
     )
-    return run_process(runtime, replace(settings, start_at_end=start_at_end), build_sink)
+    settings = replace(
+        settings, start_at_end=start_at_end, close_when_caught_up=close_when_caught_up
+    )
+    return run_process(runtime, settings, build_sink)

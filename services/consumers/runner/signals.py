@@ -16,7 +16,7 @@ from services.stream.address import JetStreamAddress
 from services.stream.dead_letters import DeadLetter
 
 if TYPE_CHECKING:
-    from services.consumers.runner.jetstream import RunnerSettings
+    from services.consumers.runner.settings import RunnerSettings
 
 log = logging.getLogger("liftoff.consumer.jetstream")
 

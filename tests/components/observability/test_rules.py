@@ -182,6 +182,25 @@ CASES: dict[str, tuple[str, dict[str, str], list[dict], list[dict]]] = {
             ),
         ],
     ),
+    "LiftoffWarehouseDiscards": (
+        "30m",
+        {"source": "web", "table": "signed_up"},
+        # A series made by its first discard (absent before) fires as an increase does.
+        [
+            _series(
+                "liftoff_warehouse_discards_total",
+                {"source": "web", "table": "signed_up"},
+                "_x20 3x15",
+            )
+        ],
+        [
+            _series(
+                "liftoff_warehouse_discards_total",
+                {"source": "web", "table": "signed_up"},
+                "3x40",
+            )
+        ],
+    ),
     "LiftoffDeadLetterStorage": (
         "10m",
         {"stream": "DEADLETTER"},

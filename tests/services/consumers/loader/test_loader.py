@@ -109,7 +109,12 @@ def test_events_load_into_typed_columns_and_replays_add_nothing(
             "SELECT event, properties->>'index', context->'library'->>'name'"
             " FROM events WHERE message_id = 'm-7'"
         ).fetchone()
+        typed = connection.execute(
+            "SELECT (SELECT count(*) FROM web.tracks), (SELECT count(*) FROM web.order_completed),"
+            " (SELECT count(*) FROM ios.identifies), (SELECT count(*) FROM ios.users)"
+        ).fetchone()
     assert (count, distinct) == (31, 31)
+    assert typed == (30, 30, 1, 1)  # the typed rows too: once, the replay added none
     assert identify[:5] == ("identify", "ios", "42", "anon-1", {"plan": "pro"})
     assert identify[5] == datetime(2026, 11, 27, 20, 19, 1, tzinfo=UTC)
     assert identify[6] == datetime(2026, 11, 27, 20, 19, 3, 512000, tzinfo=UTC)
@@ -155,8 +160,13 @@ def test_a_batch_partly_loaded_before_takes_the_staging_path_and_adds_only_new_r
         kept = connection.execute(
             "SELECT xmin::text::bigint FROM events WHERE message_id = 'm-0'"
         ).fetchone()
+        typed = connection.execute("SELECT id FROM web.order_completed").fetchall()
+        tracks = connection.execute("SELECT count(*) FROM web.tracks").fetchone()
     assert sorted(r[0] for r in rows) == sorted(f"m-{i}" for i in range(20))
     assert kept == before  # the old row was not rewritten
+    # The typed rows of the new ones only, in the staging path's transaction.
+    assert sorted(r[0] for r in typed) == sorted(f"m-{i}" for i in range(20))
+    assert tracks == (20,)
 
 
 def test_bad_rows_are_parked_not_blocking(
