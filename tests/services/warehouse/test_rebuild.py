@@ -64,7 +64,7 @@ def signed_up(number: int, seats: Any) -> dict[str, Any]:
         "sentAt": AT,
         "properties": {"seats": seats, "plan": "pro"},
         "context": {"library": {"name": "analytics-python", "version": "2.3"}},
-        "liftoff": {"source": SOURCE},
+        "liftoff": {"source": SOURCE, "schema": 1},
     }
 
 
@@ -151,6 +151,37 @@ def _keep_loading(env: dict[str, str], stop: Any, batches: Any) -> None:
                 batches.value += 1
 
 
+def _keep_loading_with_the_loader(env: dict[str, str], stop: Any, batches: Any) -> None:
+    """The real loader (``services.consumers.loader.sink.Loader``, its own typed writer and
+    cache), handed 20-event batches as the runner hands them, until ``stop``."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    from services.consumers.loader.sink import Loader, LoaderConfig
+    from services.consumers.runner.model import DONE, Delivery, Position, decode
+    from services.contract import read
+    from services.postgres.contract import PostgresAccess
+
+    async def run() -> None:
+        loader = Loader(LoaderConfig.load(read(PostgresAccess, env)))
+        await loader.start()
+        number = 3000
+        while not stop.is_set():
+            batch = []
+            for n in range(number, number + 20):
+                data = json.dumps(signed_up(n, n)).encode()
+                delivery = Delivery(data, Position("jetstream", "EVENTS", n), datetime.now(UTC))
+                assert decode(delivery) is None
+                batch.append(delivery)
+            assert list(await loader.handle(batch)) == [DONE] * 20
+            number += 20
+            with batches.get_lock():
+                batches.value += 1
+        await loader.close()
+
+    asyncio.run(run())
+
+
 def _wait_for(batches: Any, count: int, loading: Any) -> None:
     deadline = time.monotonic() + 30
     while batches.value < count:
@@ -159,8 +190,9 @@ def _wait_for(batches: Any, count: int, loading: Any) -> None:
         time.sleep(0.01)
 
 
+@pytest.mark.parametrize("loader", [_keep_loading, _keep_loading_with_the_loader])
 def test_events_loaded_during_a_rebuild_survive_the_swap(
-    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, loader: Any
 ) -> None:
     monkeypatch.setattr(rebuild, "CHUNK_EVENTS", 100)
     with connect(env) as connection:
@@ -168,7 +200,7 @@ def test_events_loaded_during_a_rebuild_survive_the_swap(
             load(connection, [signed_up(n, n) for n in range(start, start + 500)])
     context = multiprocessing.get_context("fork")
     stop, batches = context.Event(), context.Value("i", 0)
-    loading = context.Process(target=_keep_loading, args=(env, stop, batches))
+    loading = context.Process(target=loader, args=(env, stop, batches))
     loading.start()
     try:
         _wait_for(batches, 1, loading)  # loading before the rebuild starts...
@@ -248,3 +280,22 @@ def test_the_reconcile_function_runs_a_rebuild_payload(
     assert summary["tables"] == ["signed_up"] and summary["events"] == 5
     with connect(env) as connection:
         assert column_type(connection, "signed_up", "seats") == "text"
+
+
+def test_the_loader_and_the_reconciliation_write_with_the_declared_types() -> None:
+    """LIFTOFF_WAREHOUSE_COLUMNS reaches the typed writer of every process that loads."""
+    from services.consumers.loader import contract as loader_contract
+    from services.consumers.loader import sink
+    from services.consumers.reconcile import contract as reconcile_contract
+    from services.consumers.reconcile import repair
+
+    columns = {SOURCE: {"signed_up": {"seats": "bigint"}}}
+    env = {
+        "PGHOST": "db",
+        "LIFTOFF_STREAM_URL": "nats://nats:4222/EVENTS",
+        "LIFTOFF_ARCHIVE_BUCKET": "b",
+        "LIFTOFF_WAREHOUSE_COLUMNS": json.dumps(columns),
+    }
+    assert sink.load(loader_contract.parse(env)).declared == columns
+    _, warehouse = repair.load(reconcile_contract.parse(env))
+    assert warehouse.declared == columns
