@@ -74,6 +74,10 @@ Chunk = Sequence[tuple[str, bytes]]
 """(messageId, the event's JSON) of up to :data:`CHUNK_EVENTS` events."""
 
 
+class RebuildRunning(Exception):
+    """Another rebuild of the same source holds its shadow schema."""
+
+
 @dataclass
 class Summary:
     source: str
@@ -167,8 +171,14 @@ class Rebuild:
         self.summary = Summary(source, self.schema)
 
     def start(self) -> None:
-        """A fresh shadow schema and an empty table of the messageIds written."""
+        """A fresh shadow schema and an empty table of the messageIds written, once no other
+        rebuild of the source runs (a session lock, released when the connection closes)."""
         shadow = sql.Identifier(self.shadow)
+        (alone,) = self.connection.execute(
+            "SELECT pg_try_advisory_lock(hashtext(%s))", (f"liftoff.rebuild {self.schema}",)
+        ).fetchone() or (False,)
+        if not alone:
+            raise RebuildRunning(f"another rebuild of source {self.source!r} is running")
         with self.connection.transaction():
             self.connection.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(shadow))
             self.connection.execute(

@@ -299,3 +299,13 @@ def test_the_loader_and_the_reconciliation_write_with_the_declared_types() -> No
     assert sink.load(loader_contract.parse(env)).declared == columns
     _, warehouse = repair.load(reconcile_contract.parse(env))
     assert warehouse.declared == columns
+
+
+def test_one_rebuild_per_source_at_a_time(env: dict[str, str]) -> None:
+    with connect(env) as connection:
+        load(connection, [signed_up(n, n) for n in range(3)])
+        connection.execute("SELECT pg_advisory_lock(hashtext('liftoff.rebuild web_app'))")
+        with pytest.raises(rebuild.RebuildRunning, match="another rebuild of source 'web-app'"):
+            command.rebuild_source(rebuild_settings(env), SOURCE)
+        assert command.run(rebuild_settings(env), SOURCE) == 1
+    assert command.rebuild_source(rebuild_settings(env), SOURCE).events == 3  # lock gone
