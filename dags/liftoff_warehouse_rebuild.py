@@ -26,8 +26,8 @@ The task's log ends with the summary: events read, rows and discards per table, 
   larger source is rebuilt by the command from a host in the VPC (README "Rebuilding typed
   tables").
 
-Without a warehouse the task skips and says why. One run at a time: a second rebuild of the
-same source would replace the first one's shadow tables.
+Without a warehouse the task skips and says why. One run at a time (a second rebuild of the
+same source would fail at once: the command allows one per source).
 """
 
 from __future__ import annotations
