@@ -234,7 +234,7 @@ class TypedWriter:
         Under these locks no one can change them until the commit."""
         self.connection.execute(
             sql.SQL("LOCK TABLE {} IN ROW EXCLUSIVE MODE").format(
-                sql.SQL(", ").join(self._name(t) for t in [*tables, "discards"])
+                sql.SQL(", ").join(self._name(t) for t in sorted({*tables, "discards"}))
             )
         )
         fingerprint = self._current_fingerprint()
