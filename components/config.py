@@ -170,7 +170,7 @@ READERS: tuple[tuple[str, Reader], ...] = (
     ("ingest", lambda stack, _: read_ingest(stack)),
     ("archive", lambda stack, _: read_archive(stack)),
     ("destinations", lambda stack, read: read_destinations(stack, sources=read["sources"])),
-    ("warehouse", lambda stack, _: read_warehouse(stack)),
+    ("warehouse", lambda stack, read: read_warehouse(stack, sources=read["sources"])),
     ("airflow", lambda stack, _: read_airflow(stack)),
     ("observability", lambda stack, _: read_observability(stack)),
     ("charts", lambda stack, _: read_charts(stack)),

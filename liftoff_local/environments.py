@@ -174,6 +174,7 @@ def _loader(plan: LocalPlan, place: LocalPlace, health_port: int) -> LocalProces
         ),
         batch_max_events=warehouse.batch_max_events,
         batch_max_seconds=warehouse.batch_max_seconds,
+        columns=warehouse.columns or None,
     )
     process = loader.PROCESS
     return LocalProcess(loader.NAME, "loader", process, _env(process, settings), health_port)

@@ -120,10 +120,21 @@ def broadcaster_handler(event: dict[str, Any], context: Any = None) -> dict[str,
 
 def reconcile_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """Repair one UTC hour of the warehouse from the archive
-    (:func:`services.consumers.reconcile.repair.handle`)."""
+    (:func:`services.consumers.reconcile.repair.handle`), or, for ``{"rebuild": {...}}`` (the
+    rebuild DAG on MWAA), rebuild a source's typed tables
+    (:func:`services.warehouse.command.handle`; the same variables as ``warehouse-rebuild``)."""
+    settings = reconcile.parse(os.environ)
+    if isinstance(event, dict) and "rebuild" in event:
+        from dataclasses import fields
+
+        from services.warehouse.command import handle as rebuild
+        from services.warehouse.contract import RebuildSettings
+
+        same = {item.name: getattr(settings, item.name) for item in fields(RebuildSettings)}
+        return rebuild(event["rebuild"] or {}, RebuildSettings(**same))
     from services.consumers.reconcile.repair import handle
 
-    return handle(event, reconcile.parse(os.environ))
+    return handle(event, settings)
 
 
 # --- client databases on RDS (invoked by the Postgres component at deploy time) ----------------

@@ -28,6 +28,7 @@ from services.contract import ConfigError, Process
 from services.postgres import contract as postgres
 from services.regulations import contract as regulations
 from services.stream import contract as stream
+from services.warehouse import contract as rebuild
 
 
 def resolve(path: str) -> Callable[..., Any]:
@@ -121,6 +122,24 @@ def _regulation_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _rebuild_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", required=True, help="the source (liftoff:sources) to rebuild")
+    parser.add_argument(
+        "--table",
+        dest="tables",
+        action="append",
+        metavar="T",
+        help="only this typed table (repeatable; default: every table of the source)",
+    )
+    parser.add_argument(
+        "--from",
+        dest="origin",
+        choices=("raw", "archive"),
+        default="raw",
+        help="read the events from the raw events table (default) or the archive",
+    )
+
+
 USER_HELP = """\
 Run one part of the liftoff data platform: the ingestion API, a stream consumer, or a setup
 or repair task. The services image runs these; run them by hand the same way.
@@ -199,6 +218,13 @@ COMMANDS: dict[str, Command] = {
         replay.PROCESS,
         "services.consumers.replay.command:run",
         arguments=_replay_arguments,
+    ),
+    "warehouse-rebuild": Command(
+        "rebuild a source's typed warehouse tables and swap them in (declared types applied)",
+        rebuild.PROCESS,
+        "services.warehouse.command:run",
+        "services.warehouse.command:load",
+        _rebuild_arguments,
     ),
     "quarantine": Command(
         "list or replay the events the collector quarantined (JetStream)",

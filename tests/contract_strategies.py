@@ -22,6 +22,12 @@ from services.consumers.broadcaster.filters import decode as decode_filters
 from services.contract import LOG_LEVELS, Flag, Integer, Json, Kind, Names, Number, Text
 from services.postgres.contract import GRANTABLE_ROLES, SSLMODES
 from services.regulations.contract import DeletionDestination
+from services.warehouse.columns import (
+    COLUMN_TYPES,
+    FIXED_COLUMNS,
+    IDENTIFIER_PATTERN,
+    SOURCE_PATTERN,
+)
 
 _WORD = string.ascii_letters + string.digits + "_-"
 _PRINTABLE = st.characters(min_codepoint=33, max_codepoint=126)
@@ -108,6 +114,12 @@ def _destination() -> st.SearchStrategy[DestinationDocument]:
     return st.sampled_from(sorted(TYPES)).flatmap(for_type)
 
 
+def _sorted_deep(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _sorted_deep(value[key]) for key in sorted(value)}
+    return value
+
+
 _ORIGINS = st.dictionaries(
     _word(), st.lists(_text(), min_size=1, max_size=3).map(tuple), min_size=1, max_size=3
 )
@@ -139,6 +151,23 @@ _NAMES_BY_GRAMMAR: dict[str, st.SearchStrategy[str]] = {
     "consumer-names": st.sampled_from(["archiver", "loader"])
     | st.from_regex(r"broadcaster-[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?", fullmatch=True),
 }
+_IDENTIFIER = st.from_regex(IDENTIFIER_PATTERN, fullmatch=True)
+_DECLARED_COLUMNS = st.dictionaries(
+    st.from_regex(SOURCE_PATTERN, fullmatch=True),
+    st.dictionaries(
+        _IDENTIFIER,
+        st.dictionaries(
+            _IDENTIFIER.filter(lambda name: name not in FIXED_COLUMNS),
+            st.sampled_from(COLUMN_TYPES),
+            min_size=1,
+            max_size=3,
+        ),
+        max_size=3,
+    ),
+    min_size=1,
+    max_size=2,
+)
+"""Declared column types, sorted as the parser gives them back."""
 _JSON_BY_GRAMMAR: dict[str, st.SearchStrategy[Any]] = {
     "destination": _destination(),
     "origins": _ORIGINS,
@@ -151,6 +180,7 @@ _JSON_BY_GRAMMAR: dict[str, st.SearchStrategy[Any]] = {
         ),
         max_size=3,
     ).map(tuple),
+    "warehouse-columns": _DECLARED_COLUMNS.map(_sorted_deep),
 }
 
 

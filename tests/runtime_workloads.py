@@ -226,25 +226,35 @@ def lambda_workloads(run: ProgramRun) -> Iterator[Workload]:
 # --- the DAG's reconcile pod (Kubernetes: Airflow starts it from [liftoff]) -------------------
 
 
+DAG_PODS = {"reconcile": "reconcile", "rebuild": "warehouse-rebuild"}
+"""Each DAG pod's `[liftoff]` key prefix and the command it runs."""
+
+
 def dag_workloads(run: ProgramRun) -> Iterator[Workload]:
     for chart in run.of_type(CHART):
         section = (chart.inputs.get("values", {}).get("config") or {}).get("liftoff")
-        if not section or not section.get("reconcile_environment"):
-            continue
-        where = f"{run.stack}: the DAG's reconcile pod ([liftoff] of {chart.name})"
-        env = json.loads(section["reconcile_environment"])
-        namespace = section["namespace"]
-        files = {}
-        for item in json.loads(section["reconcile_secrets"]):
-            content = secret_data(run, namespace, item["secret"]).get(item["key"])
-            assert content is not None, f"{where}: Secret {item['secret']} has no {item['key']}"
-            files[f"{item['directory']}/{item['key']}"] = content
-        for name, path in env.items():
-            if name.endswith("_FILE"):
-                assert path in files, f"{where}: {name}={path} is on no Secret the pod mounts"
-        command = COMMANDS["reconcile"]
-        load = resolve(command.load) if command.load else None
-        yield Workload(where, "dag", command.contract, load, env, files)
+        for pod, command_name in DAG_PODS.items():
+            if section and section.get(f"{pod}_environment"):
+                yield _dag_pod(run, chart.name, section, pod, command_name)
+
+
+def _dag_pod(
+    run: ProgramRun, chart: str, section: dict[str, Any], pod: str, command_name: str
+) -> Workload:
+    where = f"{run.stack}: the DAG's {pod} pod ([liftoff] of {chart})"
+    env = json.loads(section[f"{pod}_environment"])
+    namespace = section["namespace"]
+    files = {}
+    for item in json.loads(section[f"{pod}_secrets"]):
+        content = secret_data(run, namespace, item["secret"]).get(item["key"])
+        assert content is not None, f"{where}: Secret {item['secret']} has no {item['key']}"
+        files[f"{item['directory']}/{item['key']}"] = content
+    for name, path in env.items():
+        if name.endswith("_FILE"):
+            assert path in files, f"{where}: {name}={path} is on no Secret the pod mounts"
+    command = COMMANDS[command_name]
+    load = resolve(command.load) if command.load else None
+    return Workload(where, "dag", command.contract, load, env, files)
 
 
 # --- liftoff local ---------------------------------------------------------------------------

@@ -29,10 +29,20 @@ from tests.kubernetes_schema import schema_errors
 AIRFLOW_PYTHON = ROOT / ".venv" / "airflow" / "bin" / "python"
 DAGS = ROOT / "dags"
 DAG_ID = "liftoff_reconcile"
+REBUILD_DAG_ID = "liftoff_warehouse_rebuild"
+PARAMS = {
+    DAG_ID: {"scheduled": {"hour": None}, "requested": {"hour": "2026-11-20T03"}},
+    # The rebuild runs only when triggered: "scheduled" is a trigger with the defaults.
+    REBUILD_DAG_ID: {
+        "scheduled": {"source": "web", "table": None, "from": "raw"},
+        "requested": {"source": "web", "table": "signed_up", "from": "archive"},
+    },
+}
 CHART = "kubernetes:helm.sh/v4:Chart"
 MWAA = "aws:mwaa/environment:Environment"
 
-# Runs in the Airflow venv. Input (stdin): {"folder": ..., "cases": {name: {key: value}}}.
+# Runs in the Airflow venv. Input (stdin): {"folder": ..., "cases": {name: {key: value}},
+# "params": {dag id: {"scheduled": params, "requested": params}}}.
 PROBE = r"""
 import copy, json, os, sys
 from pathlib import Path
@@ -83,7 +93,7 @@ def parse(case):
             out["dags"][dag.dag_id] = {
                 "timetable": type(dag.timetable).__name__,
                 "expression": dag.timetable.summary,
-                "timezone": str(dag.timetable._timezone),
+                "timezone": str(getattr(dag.timetable, "_timezone", None)),
                 "interval": [interval.start.isoformat(), interval.end.isoformat()],
                 "catchup": dag.catchup,
                 "params": sorted(dag.params.keys()),
@@ -103,12 +113,13 @@ def parse(case):
     bag = BundleDagBag(dag_folder=str(folder), bundle_path=folder, load_op_links=False)
     for dag in bag.dags.values():
         start = out["dags"][dag.dag_id]["interval"][0]
+        given = request["params"][dag.dag_id]
         scheduled = {
-            "params": {"hour": None},
+            "params": given["scheduled"],
             "data_interval_start": pendulum.parse(start),
             "macros": macros,
         }
-        requested = {**scheduled, "params": {"hour": "2026-11-20T03"}}
+        requested = {**scheduled, "params": given["requested"]}
         for task in dag.tasks:
             entry = out["dags"][dag.dag_id]["tasks"][task.task_id]
             entry["scheduled"] = rendered(task, scheduled)
@@ -168,7 +179,7 @@ def parsed() -> dict[str, Any]:
         )
         done = subprocess.run(
             [str(AIRFLOW_PYTHON), "-c", PROBE],
-            input=json.dumps({"folder": str(DAGS), "cases": cases}),
+            input=json.dumps({"folder": str(DAGS), "cases": cases, "params": PARAMS}),
             env=env,
             cwd=home,
             capture_output=True,
@@ -179,11 +190,11 @@ def parsed() -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def dag_of(case: str) -> dict[str, Any]:
+def dag_of(case: str, dag_id: str = DAG_ID) -> dict[str, Any]:
     result = parsed()[case]
     assert result["import_errors"] == {}, result["import_errors"]
-    assert set(result["dags"]) == {DAG_ID}
-    return result["dags"][DAG_ID]
+    assert set(result["dags"]) == {DAG_ID, REBUILD_DAG_ID}
+    return result["dags"][dag_id]
 
 
 def kubernetes_stacks_with(archive: bool) -> list[str]:
@@ -214,8 +225,8 @@ def test_every_stack_configuration_and_edge_case_parses() -> None:
 
 def test_unknown_target_is_an_import_error() -> None:
     errors = parsed()["unknown-target"]["import_errors"]
-    assert len(errors) == 1
-    assert "expected 'kubernetes' or 'aws'" in next(iter(errors.values()))
+    assert len(errors) == 2  # each DAG says so
+    assert all("expected 'kubernetes' or 'aws'" in error for error in errors.values())
 
 
 @pytest.mark.parametrize("stack", ["kubernetes-private-cloud"])
@@ -331,3 +342,67 @@ def test_unconfigured_targets_skip_and_say_why(case: str, reason: str) -> None:
     task = dag_of(case)["tasks"]["reconcile"]
     assert task["scheduled"]["raised"][0] == "AirflowSkipException"
     assert reason in task["scheduled"]["raised"][1]
+
+
+# --- the warehouse rebuild -------------------------------------------------------------------
+
+
+def test_the_rebuild_runs_only_when_triggered() -> None:
+    for case in [*liftoff_sections(), "no-target", "aws-without-function"]:
+        dag = dag_of(case, REBUILD_DAG_ID)
+        assert dag["timetable"] == "NullTimetable" and dag["catchup"] is False
+        assert dag["params"] == ["from", "source", "table"]
+        assert set(dag["tasks"]) == {"rebuild"}
+
+
+@pytest.mark.parametrize("stack", ["kubernetes-private-cloud", "dev"])
+def test_kubernetes_rebuilds_in_a_pod_like_the_reconcile_pod(stack: str) -> None:
+    """The rebuild pod: the command with the trigger's parameters, the [liftoff] environment
+    and Secrets passed through, the reconcile pod's NetworkPolicy labels and security."""
+    section = liftoff_sections()[stack]
+    task = dag_of(stack, REBUILD_DAG_ID)["tasks"]["rebuild"]
+    assert task["operator"] == "KubernetesPodOperator"
+    pod = task["scheduled"]["pod"]
+    (container,) = pod["spec"]["containers"]
+    assert container["args"] == [
+        "warehouse-rebuild", "--source", "web", "--table", "", "--from", "raw",
+    ]  # fmt: skip
+    requested = task["requested"]["pod"]["spec"]["containers"][0]
+    assert requested["args"][3:] == ["--table", "signed_up", "--from", "archive"]
+    env = {item["name"]: item["value"] for item in container["env"]}
+    assert env == json.loads(section["rebuild_environment"])
+    mounted = {mount["mountPath"] for mount in container["volumeMounts"]}
+    for item in json.loads(section["rebuild_secrets"]):
+        assert item["directory"] in mounted
+    reconcile_pod = kube_reconcile_labels(stack)
+    assert reconcile_pod.items() <= pod["metadata"]["labels"].items()
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert schema_errors([pod]) == []
+
+
+def kube_reconcile_labels(stack: str) -> dict[str, str]:
+    """The labels the stack's NetworkPolicies admit to Postgres as the reconcile pods."""
+    (policy,) = [
+        p
+        for p in stack_run(stack).of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
+        if p.name.endswith("-reconcile")
+    ] or [None]
+    if policy is not None:
+        return dict(policy.inputs["spec"]["podSelector"]["matchLabels"])
+    return {"app.kubernetes.io/instance": stack, "app.kubernetes.io/component": "reconcile"}
+
+
+def test_aws_invokes_the_reconcile_function_with_a_rebuild() -> None:
+    for stack, section in liftoff_sections().items():
+        if section["target"] != "aws":
+            continue
+        task = dag_of(stack, REBUILD_DAG_ID)["tasks"]["rebuild"]
+        assert task["scheduled"]["op_kwargs"] == {
+            "function": section["reconcile_function"],
+            "source": "web",
+            "table": "",
+            "origin": "raw",
+        }
+        assert task["requested"]["op_kwargs"]["table"] == "signed_up"
+        assert 15 * 60 < task["execution_timeout"] <= 20 * 60

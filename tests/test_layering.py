@@ -23,9 +23,9 @@ services/ by role, each layer importing only the ones before it:
   entry points services.cli, services.aws_lambda, services.__main__ → anything of services
 Contract modules (`services/**/contract.py`) and the registries (`services.stream.address`,
 `services.consumers.broadcaster.destinations` and the filters grammar it holds,
-`services.consumers.broadcaster.filters`) import only `services.contract`, other contract
-modules and the registries: they are what components/ may import, without runtime code. A
-package's `__init__` imports nothing.
+`services.consumers.broadcaster.filters`, `services.warehouse.columns`) import only
+`services.contract`, other contract modules and the registries: they are what components/
+may import, without runtime code. A package's `__init__` imports nothing.
 services never imports components, liftoff_local, pulumi or tests. components imports from
 services only contract modules and registries. liftoff_local imports services and the
 Pulumi-free part of components (config, validation, each capability's contract package and
@@ -46,6 +46,7 @@ REGISTRIES = (
     "services.stream.address",
     "services.consumers.broadcaster.destinations",
     "services.consumers.broadcaster.filters",
+    "services.warehouse.columns",
 )
 CONSUMERS = ("archiver", "loader", "broadcaster", "reconcile", "replay")
 COMMON = ("contract", "observability")

@@ -42,6 +42,7 @@ from services.contract import Process, variables
 from services.postgres import contract as postgres
 from services.regulations import contract as regulations
 from services.stream import contract as stream
+from services.warehouse import contract as rebuild
 from tests import contract_strategies
 from tests.conftest import stack_run
 from tests.harness import STACK_FILES, ProgramRun, stack_name_of
@@ -206,6 +207,7 @@ VALID: dict[type, Callable[[Any], Any]] = {
     postgres.PostgresAccess: lambda s: s,
     postgres.PostgresServerSettings: lambda s: s,
     regulations.RegulationSettings: _valid_regulation,
+    rebuild.RebuildSettings: lambda s: _need(s, "warehouse.host", "db"),
 }
 
 
@@ -327,7 +329,9 @@ def test_every_stack_runs_the_processes_it_should() -> None:
         contracts["kubernetes-private-cloud"]
     )
     dag = [w for w in declared_workloads("kubernetes-private-cloud") if w.platform == "dag"]
-    assert len(dag) == 1 and dag[0].env, "the DAG's reconcile pod is checked"
+    assert {w.process for w in dag} == {reconcile.PROCESS, rebuild.PROCESS}, "both DAG pods"
+    assert all(w.env for w in dag)
+    assert rebuild.PROCESS in contracts["dev"], "the rebuild pod needs no archive"
 
 
 def test_every_handler_and_command_is_real() -> None:
@@ -400,7 +404,7 @@ def test_a_parser_reading_the_wrong_constant_fails(monkeypatch: pytest.MonkeyPat
 
 
 def test_a_misspelt_variable_of_the_dag_pod_fails() -> None:
-    pod = _only("kubernetes-private-cloud", lambda w: w.platform == "dag")
+    pod = _only("kubernetes-private-cloud", lambda w: w.process is reconcile.PROCESS)
     pod.env["PGPASSWORD_FLIE"] = pod.env.pop("PGPASSWORD_FILE")
     path = "/etc/liftoff/postgres/password"
     assert f"{pod.where}: declares PGPASSWORD_FLIE={path!r}, which it never reads" in problems(pod)
@@ -413,11 +417,17 @@ def test_a_renamed_variable_fails_to_parse() -> None:
 
 
 def test_the_dag_passes_its_environment_through() -> None:
-    """The DAG names no variable: the pod's environment is [liftoff]'s, built by the contract."""
-    dag = (Path(__file__).resolve().parent.parent / "dags" / "liftoff_reconcile.py").read_text()
-    for variable in variables(reconcile.ReconcileSettings):
-        assert variable.name not in dag, variable.name
-    pod = _only("kubernetes-private-cloud", lambda w: w.platform == "dag")
+    """The DAGs name no variable: the pods' environments are [liftoff]'s, built by the
+    contracts."""
+    dags = Path(__file__).resolve().parent.parent / "dags"
+    for path, contract in (
+        ("liftoff_reconcile.py", reconcile.ReconcileSettings),
+        ("liftoff_warehouse_rebuild.py", rebuild.RebuildSettings),
+    ):
+        dag = (dags / path).read_text()
+        for variable in variables(contract):
+            assert variable.name not in dag, (path, variable.name)
+    pod = _only("kubernetes-private-cloud", lambda w: w.process is reconcile.PROCESS)
     assert json.loads(json.dumps(pod.env)) == pod.env
 
 

@@ -16,6 +16,7 @@ from services.archive.contract import ArchiveAccess
 from services.consumers.reconcile import contract as reconcile
 from services.contract import environment
 from services.postgres.contract import PostgresAccess
+from services.warehouse import contract as rebuild
 
 if TYPE_CHECKING:
     from components.airflow.kubernetes import KubernetesAirflowArgs
@@ -371,33 +372,38 @@ def _dag_values(args: KubernetesAirflowArgs) -> dict[str, Any]:
 
 
 def _liftoff_config(args: KubernetesAirflowArgs) -> dict[str, str]:
-    """The `[liftoff]` section the reconciliation DAG reads (no secrets: names only): where its
-    pod runs, and, when the stack has a warehouse and an archive, the pod's whole environment
-    (built by the reconcile contract) and the Secrets it mounts, passed through by the DAG."""
+    """The `[liftoff]` section liftoff's DAGs read (no secrets: names only): where their pods
+    run and, for each pod the stack can run, its whole environment (built by the process's
+    contract) and the Secrets it mounts, passed through by the DAG: the reconcile pod with a
+    warehouse and an archive, the rebuild pod with a warehouse."""
     config = {
         "target": "kubernetes",
         "stack": args.context.stack,
         "namespace": args.network.namespace_name,
         "services_image": kube.image(args.context.services_image, args.context.image_registry),
     }
-    pod = _reconcile_pod(args)
-    if pod is not None:
-        pod_environment, secrets = pod
-        config["reconcile_environment"] = json.dumps(pod_environment, sort_keys=True)
-        config["reconcile_secrets"] = json.dumps(secrets)
+    pods = _maintenance_pods(args)
+    if pods is not None:
+        (reconcile_pod, rebuild_pod) = pods
+        for key, pod in (("reconcile", reconcile_pod), ("rebuild", rebuild_pod)):
+            if pod is not None:
+                config[f"{key}_environment"] = json.dumps(pod[0], sort_keys=True)
+                config[f"{key}_secrets"] = json.dumps(pod[1])
     return dict(sorted(config.items()))
 
 
-def _reconcile_pod(
-    args: KubernetesAirflowArgs,
-) -> tuple[dict[str, str], list[dict[str, str]]] | None:
-    """The reconcile pod's environment and the Secrets it mounts (key → file in a directory)."""
+Pod = tuple[dict[str, str], list[dict[str, str]]]
+"""A DAG pod's environment and the Secrets it mounts (key → file in a directory)."""
+
+
+def _maintenance_pods(args: KubernetesAirflowArgs) -> tuple[Pod | None, Pod] | None:
+    """The reconcile pod (None without an archive with credentials) and the rebuild pod; None
+    without a warehouse."""
     warehouse, archive = args.warehouse, args.archive
-    if warehouse is None or not warehouse.secret_name or archive is None:
+    if warehouse is None or not warehouse.secret_name:
         return None
-    client = archive.client()
-    if not client.secret_name:
-        return None
+    client = archive.client() if archive is not None else None
+    archive_secret = client.secret_name if client is not None else None
     settings = reconcile.ReconcileSettings[Any](
         warehouse=PostgresAccess(
             host=args.postgres.host,
@@ -409,11 +415,26 @@ def _reconcile_pod(
             sslmode="prefer",
         ),
         # Not on EC2: boto3 must never wait for instance metadata.
-        archive=dataclasses.replace(client.access, metadata_disabled=True),
+        archive=(
+            dataclasses.replace(client.access, metadata_disabled=True)
+            if client is not None and archive_secret
+            else ArchiveAccess()
+        ),
         log_level="INFO",
+        columns=args.warehouse_columns or None,
     )
     secrets = [
-        {"secret": warehouse.secret_name, "key": "password", "directory": RECONCILE_POSTGRES_DIR},
-        {"secret": client.secret_name, "key": CREDENTIALS_FILE, "directory": CREDENTIALS_DIR},
+        {"secret": warehouse.secret_name, "key": "password", "directory": RECONCILE_POSTGRES_DIR}
     ]
-    return dict(reconcile.PROCESS.environment(settings)), secrets
+    if archive_secret:
+        secrets.append(
+            {"secret": archive_secret, "key": CREDENTIALS_FILE, "directory": CREDENTIALS_DIR}
+        )
+    # The same variables: the rebuild reads the archive only for `--from archive`.
+    rebuild_settings = rebuild.RebuildSettings[Any](
+        **{item.name: getattr(settings, item.name) for item in dataclasses.fields(settings)}
+    )
+    rebuild_pod = (dict(rebuild.PROCESS.environment(rebuild_settings)), secrets)
+    if not archive_secret:
+        return None, rebuild_pod
+    return (dict(reconcile.PROCESS.environment(settings)), secrets), rebuild_pod

@@ -44,6 +44,8 @@ class KubernetesAirflowArgs(kube.CapabilityArgs):
     """The warehouse database the reconciliation DAG repairs; None without a warehouse."""
     chart_source: ChartSource | None = None
     archive: KubernetesArchiveContract | None = None
+    warehouse_columns: Mapping[str, Mapping[str, Mapping[str, str]]] | None = None
+    """The declared column types the reconcile and rebuild pods write typed tables with."""
 
 
 def fernet_key(raw_base64: str) -> str:

@@ -338,6 +338,9 @@ class AwsConsumers(pulumi.ComponentResource):
         database = args.postgres.add_database(warehouse.database)
         connection = database.connection
         self.warehouse = database
+        child = pulumi.ResourceOptions.merge(
+            child, pulumi.ResourceOptions(depends_on=[database.ready])
+        )
         warehouse_access: PostgresAccess[pulumi.Input[str]] = PostgresAccess(
             host=connection.dns_name,
             port=connection.port.apply(str),
@@ -363,14 +366,13 @@ class AwsConsumers(pulumi.ComponentResource):
             f"{name}-loader",
             args,
             LOADER_RUNTIME,
-            opts=pulumi.ResourceOptions.merge(
-                child, pulumi.ResourceOptions(depends_on=[database.ready])
-            ),
+            opts=child,
             environment=lambda runtime: loader.FUNCTION.environment(
                 loader.LoaderFunctionSettings(
                     runtime=runtime,
                     warehouse=warehouse_access,
                     warehouse_secret_arn=database.secret_arn,
+                    columns=warehouse.columns or None,
                 )
             ),
             batch_size=min(warehouse.batch_max_events, 10000),
@@ -390,21 +392,19 @@ class AwsConsumers(pulumi.ComponentResource):
         warehouse: PostgresAccess[pulumi.Input[str]],
         placement: VpcPlacement,
     ) -> None:
-        """Invoked by the warehouse reconciliation DAG: reads the archive, repairs the
-        warehouse. Not a stream consumer: no consumer name, no dead letters."""
+        """What the DAGs invoke (reconcile an hour, rebuild typed tables); reads no stream."""
         self.reconciler = self._consumer(
             f"{name}-reconcile",
             args,
             RECONCILE_RUNTIME,
-            opts=pulumi.ResourceOptions.merge(
-                child, pulumi.ResourceOptions(depends_on=[database.ready])
-            ),
+            opts=child,
             environment=lambda _: reconcile.PROCESS.environment(
                 reconcile.ReconcileSettings(
                     warehouse=warehouse,
                     warehouse_secret_arn=database.secret_arn,
                     archive=args.archive.client().access,
                     log_level="INFO",
+                    columns=args.warehouse.columns or None,
                 )
             ),
             timeout_seconds=900,

@@ -344,6 +344,7 @@ class KubernetesConsumers(pulumi.ComponentResource):
                     ),
                     batch_max_events=args.warehouse.batch_max_events,
                     batch_max_seconds=args.warehouse.batch_max_seconds,
+                    columns=args.warehouse.columns or None,
                 )
             ),
             secret_files=[("postgres-credentials", database.secret_name, POSTGRES_CREDENTIALS_DIR)],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ from components.validation import (
 from services.consumers.broadcaster.destinations import NAME_DESCRIBE, NAME_PATTERN, TYPES
 from services.consumers.broadcaster.filters import FilterProblem, Filters
 from services.consumers.broadcaster.filters import decode as decode_filters
+from services.warehouse import columns as declared_columns
 
 # Kinesis' limit of enhanced fan-out consumers per stream (one per destination on AWS).
 MAX_FAN_OUT_CONSUMERS = 20
@@ -73,6 +75,11 @@ class WarehouseSettings:
     Rows per COPY..."""
     batch_max_seconds: int = 5
     """Default: 5. ...or flush when the oldest buffered event is this old."""
+    columns: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+    """Default: none (each column's type is inferred from its first non-null value).
+    `{source: {table: {column: type}}}`: declared types of the typed tables (a tracking plan),
+    for tables and columns as the warehouse names them. A change restarts the loader; a column
+    that exists keeps its type until `warehouse-rebuild` rebuilds its table."""
 
 
 def read_destinations(
@@ -239,7 +246,7 @@ def _read_private_networks(
     return tuple(sorted(set(networks), key=lambda n: (n.cidr, n.ports)))
 
 
-def read_warehouse(stack: StackReading) -> WarehouseSettings:
+def read_warehouse(stack: StackReading, *, sources: tuple[Source, ...]) -> WarehouseSettings:
     reader = stack.reader("warehouse")
     defaults = WarehouseSettings()
     settings = WarehouseSettings(
@@ -257,6 +264,31 @@ def read_warehouse(stack: StackReading) -> WarehouseSettings:
         batch_max_seconds=reader.integer(
             "batchMaxSeconds", defaults.batch_max_seconds, minimum=1, maximum=300
         ),
+        columns=_read_columns(reader.key("columns"), reader.raw("columns"), stack, sources),
     )
     reader.finish()
     return settings
+
+
+def _read_columns(
+    key: str, raw: Any, stack: StackReading, sources: tuple[Source, ...]
+) -> dict[str, dict[str, dict[str, str]]]:
+    """`liftoff:warehouse.columns`: checked by the registry the loader reads it with; each
+    source must be one of `liftoff:sources`."""
+    if raw is None:
+        return {}
+    found = list(declared_columns.problems(raw))
+    for path, value, allowed in found:
+        stack.problems.append(Problem(".".join((key, *path)), value, allowed))
+    known = sorted(s.name for s in sources)
+    named = [s for s in raw if isinstance(s, str)] if isinstance(raw, dict) else []
+    unknown = [
+        s for s in named if re.fullmatch(declared_columns.SOURCE_PATTERN, s) and s not in known
+    ]
+    for source in unknown:
+        stack.problems.append(
+            Problem(key, source, "sources of liftoff:sources: " + ", ".join(known))
+        )
+    if found or unknown:
+        return {}
+    return declared_columns.decode(raw)

@@ -202,6 +202,7 @@ def _airflow(
             context=shared.context,
             chart_source=shared.config.charts.get("airflow"),
             archive=parts.archive,
+            warehouse_columns=shared.config.warehouse.columns or None,
         ),
         opts=shared.child,
     )

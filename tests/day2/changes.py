@@ -101,6 +101,15 @@ def _add_source(config: Config) -> Config:
     return changed
 
 
+def _declare_columns(config: Config) -> Config | None:
+    """Declare a column type (a tracking plan) for the stack's first source."""
+    if (config.get("liftoff:warehouse") or {}).get("enabled") is False:
+        return None
+    source = config["liftoff:sources"][0]["name"]
+    columns = {source: {"order_completed": {"revenue": "double precision"}}}
+    return _with(config, "liftoff:warehouse", columns=columns)
+
+
 def _remove_source(config: Config) -> Config | None:
     sources = config["liftoff:sources"]
     if len(sources) < 2:
@@ -297,6 +306,12 @@ CHANGES: tuple[Change, ...] = (
     Change("k8s-add-source", "add a source", "kubernetes", _add_source, RESTART),
     Change("k8s-remove-source", "remove a source", "kubernetes", _remove_source, RESTART),
     Change(
+        "k8s-warehouse-columns", "`warehouse.columns` (declare a type)", "kubernetes",
+        _declare_columns, RESTART,
+        note="the loader and Airflow restart; an existing column keeps its type until "
+        "`warehouse-rebuild` rebuilds its table",
+    ),
+    Change(
         "k8s-add-destination", "add a destination", "kubernetes", _add_destination, IN_PLACE,
     ),
     Change(
@@ -381,6 +396,12 @@ CHANGES: tuple[Change, ...] = (
     ),
     Change("aws-add-source", "add a source", "aws", _add_source, IN_PLACE),
     Change("aws-remove-source", "remove a source", "aws", _remove_source, IN_PLACE),
+    Change(
+        "aws-warehouse-columns", "`warehouse.columns` (declare a type)", "aws",
+        _declare_columns, IN_PLACE,
+        note="the loader and reconcile functions' environment; an existing column keeps its "
+        "type until `warehouse-rebuild` rebuilds its table",
+    ),
     Change("aws-add-destination", "add a destination", "aws", _add_destination, IN_PLACE),
     Change(
         "aws-destination-filters", "a destination's `filters`", "aws", _filter_destinations,

@@ -5,6 +5,8 @@ The warehouse: libpq's variables (:class:`~services.postgres.contract.PostgresAc
 the user and password (and, unless set, host, port and database) come from the secret
 ``LIFTOFF_WAREHOUSE_SECRET_ARN``. The process bounds its batches
 (``LIFTOFF_LOADER_BATCH_MAX_EVENTS`` / ``_SECONDS``); on Lambda the event-source mapping does.
+The typed tables' declared column types: ``LIFTOFF_WAREHOUSE_COLUMNS``
+(:mod:`services.warehouse.columns`; default: every type inferred from the first value).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from services.consumers.runner.contract import (
 )
 from services.contract import Integer, Number, V, group, variable
 from services.postgres.contract import PostgresAccess, require_host, warehouse_secret_arn_variable
+from services.warehouse.columns import DeclaredColumns, columns_variable
 
 NAME = "loader"
 _BATCH_MAX_EVENTS = "LIFTOFF_LOADER_BATCH_MAX_EVENTS"
@@ -39,6 +42,7 @@ class LoaderSettings(Generic[V]):
     batch_max_seconds: float | None = variable(_BATCH_MAX_SECONDS, Number(0.01))
     """Age of the oldest event when a batch is handled; default
     :data:`DEFAULT_BATCH_MAX_SECONDS`."""
+    columns: DeclaredColumns | None = columns_variable()
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class LoaderFunctionSettings(Generic[V]):
     runtime: FunctionRuntime[V] = group(FunctionRuntime)
     warehouse: PostgresAccess[V] = group(PostgresAccess)
     warehouse_secret_arn: V | None = warehouse_secret_arn_variable()
+    columns: DeclaredColumns | None = columns_variable()
 
 
 PROCESS = consumer_process(LoaderSettings, lambda s: require_host(s.warehouse, None))

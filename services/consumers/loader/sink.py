@@ -65,6 +65,7 @@ database) come from the Secrets Manager secret ``LIFTOFF_WAREHOUSE_SECRET_ARN`` 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import re
@@ -428,7 +429,8 @@ class Loader:
 def load(settings: LoaderSettings[str] | LoaderFunctionSettings[str]) -> LoaderConfig:
     """What the loader runs with: the warehouse's password read (nothing is connected)."""
     secret_arn = getattr(settings, "warehouse_secret_arn", None)
-    return LoaderConfig.load(settings.warehouse, secret_arn)
+    loaded = LoaderConfig.load(settings.warehouse, secret_arn)
+    return dataclasses.replace(loaded, declared=settings.columns or {})
 
 
 def run(settings: LoaderSettings[str]) -> int:

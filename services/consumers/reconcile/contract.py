@@ -5,7 +5,9 @@ Airflow DAG's pod on Kubernetes, whose whole environment components build with
 
 The warehouse as for the loader (libpq's variables, or on AWS the secret
 ``LIFTOFF_WAREHOUSE_SECRET_ARN``) and the archive as for the archiver
-(:class:`~services.archive.contract.ArchiveAccess`).
+(:class:`~services.archive.contract.ArchiveAccess`); the typed tables' declared column types as
+for the loader (``LIFTOFF_WAREHOUSE_COLUMNS``), since it loads through the loader. On AWS the
+same function also runs ``warehouse-rebuild`` (an invocation with a ``rebuild`` payload).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Generic
 from services.archive.contract import ArchiveAccess, bucket_of
 from services.contract import V, group, log_level_variable, process
 from services.postgres.contract import PostgresAccess, require_host, warehouse_secret_arn_variable
+from services.warehouse.columns import DeclaredColumns, columns_variable
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,7 @@ class ReconcileSettings(Generic[V]):
     warehouse_secret_arn: V | None = warehouse_secret_arn_variable()
     archive: ArchiveAccess[V] = group(ArchiveAccess)
     log_level: str | None = log_level_variable()
+    columns: DeclaredColumns | None = columns_variable()
 
 
 def _check(settings: ReconcileSettings[str]) -> None:

@@ -46,6 +46,7 @@ credentials by boto3's own chain, e.g. ``AWS_SHARED_CREDENTIALS_FILE``).
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import logging
 import zlib
@@ -295,7 +296,7 @@ class Reconciler:
         its file or secret)."""
         return cls(
             ArchiverConfig.load(Archiving(archive=settings.archive)),
-            LoaderConfig.load(settings.warehouse, settings.warehouse_secret_arn),
+            _warehouse(settings),
             **options,
         )
 
@@ -394,6 +395,12 @@ def reconcile_hour(settings: ReconcileSettings[str], hour: datetime) -> Summary:
         return reconciler.reconcile(hour)
 
 
+def _warehouse(settings: ReconcileSettings[str]) -> LoaderConfig:
+    """The loader's configuration: the connection, and the declared column types."""
+    loaded = LoaderConfig.load(settings.warehouse, settings.warehouse_secret_arn)
+    return dataclasses.replace(loaded, declared=settings.columns or {})
+
+
 # --- the processes ---------------------------------------------------------------------------
 
 
@@ -401,7 +408,7 @@ def load(settings: ReconcileSettings[str]) -> tuple[ArchiverConfig, LoaderConfig
     """What a run reads from: the archive and the warehouse (password read; nothing connected)."""
     return (
         ArchiverConfig.load(Archiving(archive=settings.archive)),
-        LoaderConfig.load(settings.warehouse, settings.warehouse_secret_arn),
+        _warehouse(settings),
     )
 
 

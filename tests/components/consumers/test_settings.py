@@ -88,3 +88,47 @@ def test_warehouse_settings():
     assert found == [
         "liftoff:warehouse.batchMaxEvents: got 0; allowed: a whole number from 1 to 100000"
     ]
+
+
+def test_declared_column_types_are_read_sorted():
+    columns = {"default": {"signed_up": {"seats": "bigint", "plan": "text"}}}
+    found = load({**AWS, "liftoff:warehouse": {"columns": columns}}).warehouse.columns
+    assert found == columns and list(found["default"]["signed_up"]) == ["plan", "seats"]
+    assert load(AWS).warehouse.columns == {}
+
+
+def test_declared_column_types_are_checked():
+    columns = {
+        "default": {
+            "signed_up": {"plan": "varchar", "Seats": "bigint"},
+            "Signed Up": {"plan": "text"},
+            "pages": {},
+            "tracks": {"received_at": "text"},
+        },
+        "mobile": {"tracks": {"x": "text"}},
+        "Web App": {},
+    }
+    found = problems({**AWS, "liftoff:warehouse": {"columns": columns}})
+    assert found == [
+        "liftoff:warehouse.columns.default.signed_up.plan: got 'varchar'; allowed: one of "
+        "bigint, boolean, double precision, text, timestamp",
+        "liftoff:warehouse.columns.default.signed_up: got 'Seats'; allowed: column names: a "
+        "warehouse name as the typed tables spell it: lowercase letters, digits and '_', not "
+        "starting with a digit, at most 63 characters",
+        "liftoff:warehouse.columns.default: got 'Signed Up'; allowed: table names: a warehouse "
+        "name as the typed tables spell it: lowercase letters, digits and '_', not starting "
+        "with a digit, at most 63 characters",
+        "liftoff:warehouse.columns.default.pages: got {}; allowed: an object of column name → "
+        "type, at least one column",
+        "liftoff:warehouse.columns.default.tracks: got 'received_at'; allowed: a property or "
+        "trait column: the tables' own (anonymous_id, event, event_text, group_id, id, name, "
+        "original_timestamp, previous_id, received_at, sent_at, timestamp, user_id, uuid_ts) "
+        "have fixed types",
+        "liftoff:warehouse.columns: got 'Web App'; allowed: source names (lowercase letters, "
+        "digits, '-' and '_')",
+        "liftoff:warehouse.columns: got 'mobile'; allowed: sources of liftoff:sources: default",
+    ]
+    assert problems({**AWS, "liftoff:warehouse": {"columns": ["default"]}}) == [
+        "liftoff:warehouse.columns: got ['default']; allowed: an object of sources, each an "
+        "object of tables"
+    ]

@@ -37,7 +37,10 @@ HANDLER_ENTRY_MODULES = {
         "services.consumers.broadcaster.sink",
         "services.consumers.runner.kinesis",
     ),
-    "services.aws_lambda.reconcile_handler": ("services.consumers.reconcile.repair",),
+    "services.aws_lambda.reconcile_handler": (
+        "services.consumers.reconcile.repair",
+        "services.warehouse.command",  # a `rebuild` invocation
+    ),
     "services.aws_lambda.ensure_database_handler": ("services.postgres.database",),
 }
 # AWS's list of endpoints an MWAA environment needs without internet access
@@ -121,6 +124,7 @@ def test_the_derivation_sees_the_calls_it_must_see():
     assert apis_of_handler("services.aws_lambda.reconcile_handler") >= {"s3", "secretsmanager"}
     assert apis_of_handler("services.aws_lambda.ensure_database_handler") == {"secretsmanager"}
     assert clients_in(ROOT / "dags" / "liftoff_reconcile.py") == {"lambda"}
+    assert clients_in(ROOT / "dags" / "liftoff_warehouse_rebuild.py") == {"lambda"}
 
 
 def test_every_file_that_calls_aws_is_reached_from_some_audited_entry_point():

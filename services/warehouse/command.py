@@ -1,0 +1,124 @@
+"""``python -m services warehouse-rebuild --source S [--table T ...] [--from raw|archive]``, and
+the same on AWS through the reconcile function (``{"rebuild": {"source": ..., "tables": [...],
+"from": "raw"}}``, :func:`handle`). Configuration: :mod:`services.warehouse.contract`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import psycopg
+
+from services.archive.store import ArchiveLocation, s3_client
+from services.contract import ConfigError, level_of
+from services.observability import configure_logging
+from services.postgres.contract import password_variables, require_host, warehouse_secret_error
+from services.postgres.database import password_from
+from services.warehouse.columns import of_source
+from services.warehouse.contract import RebuildSettings
+from services.warehouse.rebuild import Summary, archive_chunks, rebuild
+
+log = logging.getLogger("liftoff.warehouse.rebuild")
+
+ORIGINS = ("raw", "archive")
+
+
+def connection_params(settings: RebuildSettings[str]) -> dict[str, Any]:
+    """libpq's parameters: the variables, the password from its file, and on AWS the user and
+    password (and, unless set, host, port and database) from the warehouse's secret."""
+    access = settings.warehouse
+    params: dict[str, Any] = {
+        key: value
+        for key, value in (
+            ("host", access.host),
+            ("port", access.port),
+            ("dbname", access.database),
+            ("user", access.user),
+            ("sslmode", access.sslmode),
+        )
+        if value
+    }
+    password = password_from(access.password, access.password_file, password_variables()[1])
+    if password:
+        params["password"] = password
+    if settings.warehouse_secret_arn:
+        import boto3
+
+        secret = boto3.client("secretsmanager").get_secret_value(
+            SecretId=settings.warehouse_secret_arn
+        )
+        try:
+            document = json.loads(secret.get("SecretString") or "")
+            params.update(user=document["username"], password=document["password"])
+        except (ValueError, KeyError, TypeError):
+            raise warehouse_secret_error() from None
+        for key in ("host", "port", "dbname"):
+            if key not in params and document.get(key):
+                params[key] = str(document[key])
+    if "host" not in params:
+        require_host(access, None)
+    return params
+
+
+def load(settings: RebuildSettings[str]) -> dict[str, Any]:
+    """What a run connects with (the password read; nothing connected)."""
+    return connection_params(settings)
+
+
+def rebuild_source(
+    settings: RebuildSettings[str],
+    source: str,
+    tables: Sequence[str] | None = None,
+    origin: str = "raw",
+) -> Summary:
+    """Rebuild ``source``'s typed tables (``tables``, default all) from ``origin``."""
+    if origin not in ORIGINS:
+        raise ConfigError(f"--from {origin!r}: one of {', '.join(ORIGINS)}")
+    params = connection_params(settings)
+    declared = of_source(settings.columns, source)
+    with psycopg.connect(**params, autocommit=True) as connection:
+        if origin == "archive":
+            location = ArchiveLocation.of(settings.archive)
+            chunks = archive_chunks(s3_client(location), location, source)
+            return rebuild(connection, source, chunks, tables=tables, declared=declared)
+        with psycopg.connect(**params) as reader:
+            return rebuild(connection, source, tables=tables, declared=declared, reader=reader)
+
+
+def run(
+    settings: RebuildSettings[str],
+    source: str,
+    tables: Sequence[str] | None = None,
+    origin: str = "raw",
+) -> int:
+    """``python -m services warehouse-rebuild``: prints the summary as one JSON line; exit 0
+    when the tables were swapped in, 1 when the rebuild failed (nothing changed)."""
+    configure_logging(level_of(settings.log_level))
+    tables = [table for table in tables or () if table.strip()] or None  # "": every table
+    try:
+        summary = rebuild_source(settings, source, tables, origin)
+    except ConfigError:
+        raise
+    except Exception as error:
+        log.error("rebuild failed; nothing changed", extra={"fields": {"error": repr(error)}})
+        return 1
+    print(json.dumps(summary.as_dict(), sort_keys=True), flush=True)
+    return 0
+
+
+def handle(request: Mapping[str, Any], settings: RebuildSettings[str]) -> dict[str, Any]:
+    """A Lambda invocation's ``rebuild`` object: ``{"source": S, "tables": [T...], "from":
+    "raw"}``; the summary, or raise (the invocation and the task waiting on it fail)."""
+    configure_logging(level_of(settings.log_level))
+    source = request.get("source")
+    if not isinstance(source, str) or not source:
+        raise ConfigError(f"rebuild.source {source!r}: the source to rebuild")
+    tables = request.get("tables") or None
+    if tables is not None and not (
+        isinstance(tables, list) and all(isinstance(t, str) for t in tables)
+    ):
+        raise ConfigError(f"rebuild.tables {tables!r}: a list of table names")
+    origin = str(request.get("from") or "raw")
+    return rebuild_source(settings, source, tables, origin).as_dict()
