@@ -35,6 +35,8 @@ from services.postgres.contract import (
     missing,
     parse_ensure_database_function,
     password_variables,
+    require_host,
+    warehouse_secret_error,
 )
 
 log = logging.getLogger("liftoff.cli")
@@ -144,6 +146,43 @@ def password_from(inline: str | None, path: str | None, file_variable: str) -> s
         return Path(path).read_text().strip() or None
     except OSError as error:
         raise ConfigError(f"{file_variable}={path!r} cannot be read: {error.strerror}") from None
+
+
+def warehouse_connection(access: PostgresAccess[str], secret_arn: str | None) -> dict[str, Any]:
+    """libpq's parameters for a warehouse client (the loader, the rebuild): the variables, the
+    password read from its file, and on AWS the user and password (and, unless set, host, port
+    and database) from the warehouse's secret. Nothing is connected."""
+    params: dict[str, Any] = {
+        key: value
+        for key, value in (
+            ("host", access.host),
+            ("port", access.port),
+            ("dbname", access.database),
+            ("user", access.user),
+            ("sslmode", access.sslmode),
+        )
+        if value
+    }
+    password = password_from(access.password, access.password_file, password_variables()[1])
+    if password:
+        params["password"] = password
+    if secret_arn:
+        params.update(_warehouse_secret(secret_arn, params))
+    if "host" not in params:
+        require_host(access, None)
+    return params
+
+
+def _warehouse_secret(arn: str, params: dict[str, Any]) -> dict[str, Any]:
+    try:
+        document = _read_secret(arn)
+        found: dict[str, Any] = {"user": document["username"], "password": document["password"]}
+    except (ValueError, KeyError, TypeError):
+        raise warehouse_secret_error() from None
+    for key in ("host", "port", "dbname"):
+        if key not in params and document.get(key):
+            found[key] = str(document[key])
+    return found
 
 
 def _required_password(inline: str | None, path: str | None, names: tuple[str, str]) -> str:

@@ -14,8 +14,7 @@ import psycopg
 from services.archive.store import ArchiveLocation, s3_client
 from services.contract import ConfigError, level_of
 from services.observability import configure_logging
-from services.postgres.contract import password_variables, require_host, warehouse_secret_error
-from services.postgres.database import password_from
+from services.postgres.database import warehouse_connection
 from services.warehouse.columns import of_source
 from services.warehouse.contract import RebuildSettings
 from services.warehouse.rebuild import Summary, archive_chunks, rebuild
@@ -26,40 +25,8 @@ ORIGINS = ("raw", "archive")
 
 
 def connection_params(settings: RebuildSettings[str]) -> dict[str, Any]:
-    """libpq's parameters: the variables, the password from its file, and on AWS the user and
-    password (and, unless set, host, port and database) from the warehouse's secret."""
-    access = settings.warehouse
-    params: dict[str, Any] = {
-        key: value
-        for key, value in (
-            ("host", access.host),
-            ("port", access.port),
-            ("dbname", access.database),
-            ("user", access.user),
-            ("sslmode", access.sslmode),
-        )
-        if value
-    }
-    password = password_from(access.password, access.password_file, password_variables()[1])
-    if password:
-        params["password"] = password
-    if settings.warehouse_secret_arn:
-        import boto3
-
-        secret = boto3.client("secretsmanager").get_secret_value(
-            SecretId=settings.warehouse_secret_arn
-        )
-        try:
-            document = json.loads(secret.get("SecretString") or "")
-            params.update(user=document["username"], password=document["password"])
-        except (ValueError, KeyError, TypeError):
-            raise warehouse_secret_error() from None
-        for key in ("host", "port", "dbname"):
-            if key not in params and document.get(key):
-                params[key] = str(document[key])
-    if "host" not in params:
-        require_host(access, None)
-    return params
+    """libpq's parameters, the loader's way (``warehouse_connection``)."""
+    return warehouse_connection(settings.warehouse, settings.warehouse_secret_arn)
 
 
 def load(settings: RebuildSettings[str]) -> dict[str, Any]:

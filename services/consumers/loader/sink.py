@@ -66,7 +66,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -100,11 +99,8 @@ from services.consumers.runner.model import (
 from services.observability import Counters
 from services.postgres.contract import (
     PostgresAccess,
-    password_variables,
-    require_host,
-    warehouse_secret_error,
 )
-from services.postgres.database import password_from
+from services.postgres.database import warehouse_connection
 from services.warehouse.typed import Declared
 
 log = logging.getLogger("liftoff.loader")
@@ -141,40 +137,7 @@ class LoaderConfig:
     def load(cls, access: PostgresAccess[str], secret_arn: str | None = None) -> LoaderConfig:
         """The connection: libpq's variables, the password read from its file, and on AWS the
         user and password (and, unless set, host, port and database) from the secret."""
-        params: dict[str, Any] = {
-            key: value
-            for key, value in (
-                ("host", access.host),
-                ("port", access.port),
-                ("dbname", access.database),
-                ("user", access.user),
-                ("sslmode", access.sslmode),
-            )
-            if value
-        }
-        password = password_from(access.password, access.password_file, password_variables()[1])
-        if password:
-            params["password"] = password
-        if secret_arn:
-            params.update(_from_secret(secret_arn, params))
-        if "host" not in params:
-            require_host(access, None)
-        return cls(params)
-
-
-def _from_secret(arn: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    import boto3
-
-    secret = boto3.client("secretsmanager").get_secret_value(SecretId=arn)
-    try:
-        document = json.loads(secret.get("SecretString") or "")
-        found: dict[str, Any] = {"user": document["username"], "password": document["password"]}
-    except (ValueError, KeyError, TypeError):
-        raise warehouse_secret_error() from None
-    for key in ("host", "port", "dbname"):
-        if key not in params and document.get(key):
-            found[key] = str(document[key])
-    return found
+        return cls(warehouse_connection(access, secret_arn))
 
 
 def _identifier(value: Any) -> str | None:
