@@ -272,9 +272,10 @@ class Progress:
 
 
 async def suppression(settings: ReplaySettings[str]) -> SuppressedIds | None:
-    """The suppression list, read before anything is sent (a list that cannot be read stops
-    the replay: it must never send a suppressed user's events) and refreshed in the background
-    as the collector's is, or None when the stack suppresses nobody."""
+    """The suppression list, read once before anything is sent (a list that cannot be read
+    stops the replay: it must never send a suppressed user's events), or None when the stack
+    suppresses nobody. Read once, not refreshed in the background: no S3 or NATS call runs
+    beside the replay's own; the replay follows the list as it was when it started."""
     config = SuppressionConfig.of(settings.suppression)
     if config is None:
         return None
@@ -287,7 +288,6 @@ async def suppression(settings: ReplaySettings[str]) -> SuppressedIds | None:
             f"the suppression list at {config.url} cannot be read ({error!r}); nothing was "
             "replayed: a suppressed user's events must not be sent"
         ) from None
-    await listed.start()
     return listed
 
 
