@@ -7,11 +7,10 @@ function that must stay longer is listed below at its length, with a reason (non
 from __future__ import annotations
 
 import ast
-import pickle
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
+
+from tests import syntax
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_FUNCTION_LINES = 60
@@ -27,21 +26,8 @@ def files() -> Iterator[Path]:
         yield from sorted((ROOT / package).rglob("*.py"))
 
 
-def syntax_tree(path: Path) -> ast.Module:
-    try:
-        return ast.parse(path.read_text(), filename=str(path))
-    except SystemError:
-        # CPython 3.11.7: "AST constructor recursion depth mismatch" once an earlier test in
-        # this process recursed deeply (hostile JSON nesting); a fresh interpreter parses it.
-        parse = "import ast, pickle, sys; p = sys.argv[1]; "
-        parse += "sys.stdout.buffer.write(pickle.dumps(ast.parse(open(p).read(), p)))"
-        done = subprocess.run([sys.executable, "-c", parse, str(path)], capture_output=True)
-        tree: ast.Module = pickle.loads(done.stdout)
-        return tree
-
-
 def function_lengths(path: Path) -> Iterator[tuple[str, int]]:
-    for node in ast.walk(syntax_tree(path)):
+    for node in ast.walk(syntax.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
             assert node.end_lineno is not None

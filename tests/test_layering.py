@@ -40,6 +40,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import syntax
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("services", "components", "liftoff_local", "dags")
 REGISTRIES = (
@@ -101,7 +103,7 @@ def imports(source: str, module: str, is_package: bool) -> Iterator[str]:
     """Every module `source` imports, anywhere in it (``from a import b`` → ``a.b`` when that
     is a module, else ``a``)."""
     package = module if is_package else module.rpartition(".")[0]
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(syntax.parse(source)):
         if isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):

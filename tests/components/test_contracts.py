@@ -39,6 +39,7 @@ from components.postgres.kubernetes import KubernetesPostgres
 from components.stream import AwsStreamContract, KubernetesStreamContract, Stream
 from components.stream.aws import KinesisStream
 from components.stream.kubernetes import NatsJetStream
+from tests import syntax
 
 # Each realization against its target's contract, which extends the target-neutral one.
 REALIZATIONS = [
@@ -94,7 +95,7 @@ def protocol_attributes(protocol: type) -> set[str]:
 
 def assigned_in_constructor(cls: type) -> set[str]:
     """`self.<name>` targets anywhere in the class's methods (constructor steps included)."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    tree = syntax.parse(textwrap.dedent(inspect.getsource(cls)))
     return {
         node.attr
         for node in ast.walk(tree)

@@ -26,6 +26,7 @@ from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, unknown_checking_proxy
 from policy.liftoff_policy.pack import build_policies
 from policy.liftoff_policy.registry import RULES
 from policy.liftoff_policy.stack_config import policy_config_for_file
+from tests import syntax
 from tests.harness import ROOT, STACK_FILES
 
 POLICY_DIR = ROOT / "policy"
@@ -156,7 +157,7 @@ def test_entry_point_constructs_the_pack_from_the_rules():
     source = (POLICY_DIR / "__main__.py").read_text()
     calls = [
         node.func.id
-        for node in ast.walk(ast.parse(source))
+        for node in ast.walk(syntax.parse(source))
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
     ]
     assert "PolicyPack" in calls and "build_policies" in calls

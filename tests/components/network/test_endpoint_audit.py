@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from components.network.aws import MWAA_ENDPOINTS
+from tests import syntax
 from tests.conftest import AWS_STACKS, stack_run
 from tests.harness import ROOT
 
@@ -57,7 +58,7 @@ def module_path(module: str) -> Path:
 
 
 def _parse(path: Path) -> ast.Module:
-    return ast.parse(path.read_text(), filename=str(path))
+    return syntax.parse(path.read_text(), filename=str(path))
 
 
 def clients_in(path: Path) -> set[str]:

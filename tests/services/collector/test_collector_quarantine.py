@@ -36,6 +36,7 @@ from services.events.records import REJECTION_CODES, Rejected
 from services.events.write_keys import WriteKeys
 from services.stream.base import open_stream
 from services.stream.dead_letters import ensure_dead_letter_stream
+from tests import syntax
 from tests.servers import ServerProcess, nats_url
 from tests.services.conftest import unique_stream_url
 from tests.services.stream.under_test import (
@@ -492,7 +493,7 @@ def _literal_400_codes() -> set[str]:
     """Every code services/events raises with status 400 (read from its source)."""
     codes = set()
     for path in (Path(events_package.__file__).parent).glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(syntax.parse(path.read_text())):
             if not isinstance(node, ast.Call) or len(node.args) < 2:
                 continue
             status, code = node.args[0], node.args[1]
