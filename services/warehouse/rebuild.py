@@ -11,7 +11,9 @@ How (each step its own short transaction unless said otherwise):
    bounded by a chunk whatever the source's size. The messageIds written are kept in a
    temporary table.
 2. **Catch up** (no lock): the source's raw events loaded since (not in that table) are written
-   too, until fewer than a chunk remain.
+   too, round after round, until a round finds fewer than a chunk, or finds no fewer than the
+   round before (the loader is as fast as the catch-up: waiting longer would not converge), or
+   after :data:`CATCH_UP_ROUNDS` rounds; the swap writes what is left while loads wait.
 3. **Swap**, one transaction: the typed layer's DDL advisory locks on the tables, then ``LOCK
    TABLE ... ACCESS EXCLUSIVE`` on the live ones (each with ``lock_timeout``
    :data:`LOCK_TIMEOUT`, retried :data:`SWAP_ATTEMPTS` times: a long dashboard query delays
@@ -50,6 +52,8 @@ log = logging.getLogger("liftoff.warehouse.rebuild")
 
 CHUNK_EVENTS = 5000
 """Events per build transaction (and per fetch of the server-side cursor)."""
+CATCH_UP_ROUNDS = 8
+"""At most this many catch-up rounds before the swap (see the module docstring, step 2)."""
 LOCK_TIMEOUT = "10s"
 SWAP_ATTEMPTS = 6
 SHADOW_PREFIX = "liftoff_rebuild_"
@@ -237,16 +241,19 @@ class Rebuild:
                 yield [(message_id, raw.encode()) for message_id, raw in chunk]
 
     def catch_up(self) -> None:
-        """Step 2: what was loaded meanwhile, until less than a chunk of it is left."""
-        while True:
+        """Step 2: what was loaded meanwhile, round after round while that converges (a loader
+        as fast as the catch-up would otherwise keep it going forever)."""
+        before = None
+        for _ in range(CATCH_UP_ROUNDS):
             written = 0
             with self.connection.transaction():
                 for chunk in self._missing():
                     self.write(chunk)
                     written += len(chunk)
             self.summary.caught_up += written
-            if written < CHUNK_EVENTS:
+            if written < CHUNK_EVENTS or (before is not None and written >= before):
                 return
+            before = written
 
     def swap(self) -> None:
         """Step 3, retried while a lock is not granted within :data:`LOCK_TIMEOUT`."""

@@ -223,6 +223,43 @@ def test_events_loaded_during_a_rebuild_survive_the_swap(
     assert set(summary.tables) == {"signed_up", "tracks"}
 
 
+def test_a_loader_as_fast_as_the_catch_up_does_not_hold_the_rebuild_forever(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each catch-up round finds a full chunk newly loaded (a loader exactly as fast as the
+    catch-up): the rounds stop, the swap writes the rest under its lock, nothing is lost."""
+    monkeypatch.setattr(rebuild, "CHUNK_EVENTS", 50)
+    with connect(env) as connection:
+        load(connection, [signed_up(n, n) for n in range(200)])
+    loader = connect(env)
+    missing, swap = rebuild.Rebuild._missing, rebuild.Rebuild._swap
+    rounds: list[int] = []
+    swapping: list[bool] = []
+
+    def swap_marked(job: rebuild.Rebuild) -> None:
+        swapping.append(True)
+        swap(job)
+
+    def missing_while_loading(job: rebuild.Rebuild) -> Iterator[rebuild.Chunk]:
+        if not swapping:  # a catch-up round (the swap holds the raw table's lock: no load then)
+            rounds.append(len(rounds))
+            assert len(rounds) < 100, "the catch-up never stops while the loader keeps up"
+            start = 1000 + 50 * len(rounds)
+            load(loader, [signed_up(n, n) for n in range(start, start + 50)])
+        return missing(job)
+
+    monkeypatch.setattr(rebuild.Rebuild, "_missing", missing_while_loading)
+    monkeypatch.setattr(rebuild.Rebuild, "_swap", swap_marked)
+    with connect(env) as connection, connect(env) as reader:
+        summary = rebuild.rebuild(connection, SOURCE, reader=reader)
+    loader.close()
+    assert len(rounds) <= rebuild.CATCH_UP_ROUNDS + 1
+    with connect(env) as connection:
+        raw = {i for (i,) in connection.execute("SELECT message_id FROM events").fetchall()}
+        assert ids(connection, "signed_up") == raw and len(raw) == 200 + 50 * len(rounds)
+    assert summary.caught_up == 50 * len(rounds)
+
+
 def test_a_rebuild_from_the_archive(env: dict[str, str], aws_env: str) -> None:
     import boto3
 
