@@ -1,9 +1,12 @@
 """Deleting users' events: from the warehouse and from the archive.
 
-Warehouse: every row whose ``user_id`` or ``anonymous_id`` is one of the ids, in the raw
-``events`` table and in every other table of the database that has either column (the typed
-tables of each source's schema, whatever their names: found in ``information_schema``), except
-the regulation record itself. One transaction.
+Warehouse: every row whose ``user_id`` or ``anonymous_id`` (or an alias's ``previous_id``) is
+one of the ids, in the raw ``events`` table and in every other table of the database that has
+such a column (the typed tables of each source's schema, whatever their names: found in
+``information_schema``), except the regulation record itself; in each typed schema (one with the
+typed layer's ``discards`` table) also the ``users`` row of each userId (keyed by ``id``, as
+Segment's) and the discards of the deleted events (their values may be personal data). One
+transaction.
 
 Archive: every object under the prefix is read; an object holding none of the ids is left as it
 is (byte-identical, not written); one that holds some is written back under the same key
@@ -28,7 +31,7 @@ from services.regulations.record import SCHEMA
 
 log = logging.getLogger("liftoff.regulations")
 
-ID_COLUMNS = ("user_id", "anonymous_id")
+ID_COLUMNS = ("user_id", "anonymous_id", "previous_id")
 MAX_CONFLICT_RETRIES = 5
 ARCHIVE_CONCURRENCY = 4
 
@@ -52,9 +55,22 @@ def delete_from_warehouse(
     connection: psycopg.Connection, user_ids: Sequence[str], anonymous_ids: Sequence[str]
 ) -> dict[str, int]:
     """Rows deleted per ``schema.table`` (tables with none left out)."""
-    wanted = {"user_id": list(user_ids), "anonymous_id": list(anonymous_ids)}
+    wanted = {
+        "user_id": list(user_ids),
+        "anonymous_id": list(anonymous_ids),
+        "previous_id": [*user_ids, *anonymous_ids],  # an alias's earlier id, either kind
+    }
     deleted: dict[str, int] = {}
     with connection.transaction():
+        # First what is found through the raw rows (the discards' messageIds), then the rows.
+        for schema in _typed_schemas(connection):
+            _count(deleted, schema, "discards", _delete_discards(connection, schema, wanted))
+            users = sql.SQL("DELETE FROM {}.users WHERE id = ANY(%s)").format(
+                sql.Identifier(schema)
+            )
+            _count(
+                deleted, schema, "users", connection.execute(users, (wanted["user_id"],)).rowcount
+            )
         for (schema, table), columns in sorted(_tables_with_ids(connection).items()):
             conditions = [
                 sql.SQL("{} = ANY(%s)").format(sql.Identifier(column))
@@ -67,10 +83,37 @@ def delete_from_warehouse(
                 sql.Identifier(schema), sql.Identifier(table), sql.SQL(" OR ").join(conditions)
             )
             values = [wanted[column] for column in sorted(columns) if wanted[column]]
-            count = connection.execute(statement, values).rowcount
-            if count:
-                deleted[f"{schema}.{table}"] = count
+            _count(deleted, schema, table, connection.execute(statement, values).rowcount)
     return deleted
+
+
+def _count(deleted: dict[str, int], schema: str, table: str, rows: int) -> None:
+    if rows > 0:
+        deleted[f"{schema}.{table}"] = deleted.get(f"{schema}.{table}", 0) + rows
+
+
+def _typed_schemas(connection: psycopg.Connection) -> list[str]:
+    """Schemas the typed layer writes: a ``discards`` and a ``users`` table with its columns."""
+    rows = connection.execute(
+        "SELECT d.table_schema FROM information_schema.columns d"
+        " JOIN information_schema.columns u ON u.table_schema = d.table_schema"
+        " WHERE d.table_name = 'discards' AND d.column_name = 'message_id'"
+        " AND u.table_name = 'users' AND u.column_name = 'id' ORDER BY 1"
+    ).fetchall()
+    return [schema for (schema,) in rows]
+
+
+def _delete_discards(
+    connection: psycopg.Connection, schema: str, wanted: dict[str, list[str]]
+) -> int:
+    """``schema``'s discards of the raw events of the ids (before those rows go)."""
+    if connection.execute("SELECT to_regclass('events')").fetchone() == (None,):
+        return 0
+    statement = sql.SQL(
+        "DELETE FROM {}.discards d USING events e WHERE d.message_id = e.message_id"
+        " AND (e.user_id = ANY(%s) OR e.anonymous_id = ANY(%s))"
+    ).format(sql.Identifier(schema))
+    return connection.execute(statement, (wanted["user_id"], wanted["anonymous_id"])).rowcount
 
 
 class _Ids(msgspec.Struct):

@@ -158,3 +158,61 @@ def test_suppress_with_the_list_unreachable_fails_fast_with_its_reason(
     (request,) = command.record.status(connection)
     target = request["targets"]["suppression"]
     assert target["status"] == "failed" and "NoServersError" in target["reason"]
+
+
+def _typed_event(kind: str, n: int, user: str | None, anonymous: str, **fields: Any) -> Any:
+    event = {"type": kind, "messageId": f"t-{n}", "anonymousId": anonymous, **fields}
+    event |= {"timestamp": "2026-12-07T10:00:00Z", "receivedAt": "2026-12-07T10:00:00Z"}
+    event |= {"liftoff": {"source": "web", "schema": 1}}
+    return event | ({"userId": user} if user else {})
+
+
+def test_delete_reaches_every_table_the_typed_layer_writes(
+    warehouse: dict[str, str], bucket: tuple[Any, str], aws_env: str
+) -> None:
+    """The loader's own typed writer fills `web` (users, identity_map, aliases, a discard of
+    the user's value): none of the user's ids or events is left in any of it."""
+    from services.warehouse.typed import derive
+    from services.warehouse.writer import TypedWriter
+
+    connection = fill_warehouse(warehouse)
+    connection.execute("DROP SCHEMA web CASCADE")
+    events = [
+        _typed_event("track", 1, "u7", "a7", event="Signed Up", properties={"seats": 3}),
+        _typed_event("page", 2, None, "a42", name="Pricing"),
+        _typed_event("identify", 3, "u42", "a42", traits={"email": "u42@example.com"}),
+        _typed_event("alias", 4, "u42", "a42", previousId="a42"),
+        _typed_event("track", 5, "u42", "a42", event="Signed Up", properties={"seats": "many"}),
+        _typed_event("identify", 6, "u7", "a7", traits={"email": "u7@example.com"}),
+    ]
+    writer = TypedWriter(connection, "web")
+    for event in events:  # one at a time: the first value seen fixes `seats` as a number
+        rows = derive(event)
+        writer.prepare(rows)
+        with connection.transaction():
+            connection.execute(
+                "INSERT INTO events (message_id, type, source, user_id, anonymous_id, timestamp,"
+                " received_at, raw, stream_partition, stream_sequence)"
+                " VALUES (%s, %s, 'web', %s, %s, now(), now(), %s, 'P', %s)",
+                (event["messageId"], event["type"], event.get("userId"), event["anonymousId"],
+                 json.dumps(event), 100 + len(event["messageId"])),
+            )  # fmt: skip
+            writer.write(rows)
+    assert connection.execute("SELECT count(*) FROM web.discards").fetchone() == (1,)
+
+    config = settings(warehouse, aws_env, bucket[1])
+    assert command.run(config, action="delete", user_ids=["u42"], anonymous_ids=["a42"]) == 0
+
+    tables = connection.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'web'"
+    ).fetchall()
+    assert {"users", "identity_map", "aliases", "discards", "signed_up"} <= {t for (t,) in tables}
+    for (table,) in tables:
+        dump = json.dumps(connection.execute(f"SELECT * FROM web.{table}").fetchall(), default=str)
+        for needle in ("u42", "a42", "t-2", "t-3", "t-4", "t-5", "many"):
+            assert needle not in dump, f"web.{table} still holds {needle!r}: {dump}"
+    users = connection.execute("SELECT id, email FROM web.users").fetchall()
+    assert users == [("u7", "u7@example.com")], "other users are kept"
+    (request,) = command.record.status(connection)
+    rows = request["targets"]["warehouse"]["detail"]["rows"]
+    assert rows["web.users"] == 1 and rows["web.discards"] == 1 and rows["web.aliases"] == 1
