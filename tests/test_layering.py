@@ -23,7 +23,8 @@ services/ by role, each layer importing only the ones before it:
   entry points services.cli, services.aws_lambda, services.__main__ → anything of services
 Contract modules (`services/**/contract.py`) and the registries (`services.stream.address`,
 `services.consumers.broadcaster.destinations` and the filters grammar it holds,
-`services.consumers.broadcaster.filters`, `services.warehouse.columns`) import only
+`services.consumers.broadcaster.filters`, `services.warehouse.columns`,
+`services.warehouse.names`) import only
 `services.contract`, other contract modules and the registries: they are what components/
 may import, without runtime code. A package's `__init__` imports nothing.
 services never imports components, liftoff_local, pulumi or tests. components imports from
@@ -49,6 +50,7 @@ REGISTRIES = (
     "services.consumers.broadcaster.destinations",
     "services.consumers.broadcaster.filters",
     "services.warehouse.columns",
+    "services.warehouse.names",
 )
 CONSUMERS = ("archiver", "loader", "broadcaster", "reconcile", "replay")
 COMMON = ("contract", "observability")

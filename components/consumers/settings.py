@@ -21,6 +21,7 @@ from services.consumers.broadcaster.destinations import NAME_DESCRIBE, NAME_PATT
 from services.consumers.broadcaster.filters import FilterProblem, Filters
 from services.consumers.broadcaster.filters import decode as decode_filters
 from services.warehouse import columns as declared_columns
+from services.warehouse import names as warehouse_names
 
 # Kinesis' limit of enhanced fan-out consumers per stream (one per destination on AWS).
 MAX_FAN_OUT_CONSUMERS = 20
@@ -267,7 +268,24 @@ def read_warehouse(stack: StackReading, *, sources: tuple[Source, ...]) -> Wareh
         columns=_read_columns(reader.key("columns"), reader.raw("columns"), stack, sources),
     )
     reader.finish()
+    if settings.enabled:
+        _refuse_shared_schemas(stack, sources)
     return settings
+
+
+def _refuse_shared_schemas(stack: StackReading, sources: tuple[Source, ...]) -> None:
+    """Each source's typed tables live in its own schema, named by the warehouse's rules
+    (`web-app` and `web_app` are both `web_app`): two sources must not share one."""
+    by_schema: dict[str, list[str]] = {}
+    for source in sources:
+        by_schema.setdefault(warehouse_names.source_schema(source.name), []).append(source.name)
+    for schema, named in sorted(by_schema.items()):
+        if len(named) > 1:
+            allowed = (
+                f"source names whose warehouse schemas differ: these would share the schema "
+                f"{schema!r} and its tables (rename one, or set liftoff:warehouse.enabled: false)"
+            )
+            stack.problems.append(Problem(stack.key("sources"), ", ".join(named), allowed))
 
 
 def _read_columns(

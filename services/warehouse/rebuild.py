@@ -45,7 +45,8 @@ import psycopg
 from psycopg import sql
 
 from services.archive.store import ArchiveLocation
-from services.warehouse.typed import CALL_TABLES, derive, segment_name
+from services.warehouse.names import source_schema
+from services.warehouse.typed import CALL_TABLES, derive
 from services.warehouse.writer import DISCARDS_DDL, TypedWriter, WriteCounts
 
 log = logging.getLogger("liftoff.warehouse.rebuild")
@@ -167,7 +168,7 @@ class Rebuild:
     ) -> None:
         self.connection = connection
         self.source = source
-        self.schema = segment_name(source)
+        self.schema = source_schema(source)
         self.shadow = shadow_schema(self.schema)
         self.tables = tuple(sorted(set(tables))) if tables else None
         self.types = event_types(self.tables)

@@ -1,14 +1,14 @@
 """Segment's warehouse schema, derived from one event: the names, the typed rows, the column types.
 
-Names (:func:`segment_name`): camelCase split with ``_`` (``productId`` → ``product_id``),
-lower case, every character outside ``[a-z0-9_]`` → ``_``, runs of ``_`` collapsed and trimmed
-at both ends, a leading digit prefixed with ``_``, and a name longer than PostgreSQL's 63
-bytes cut to 54 characters + ``_`` + 8 hex digits of its SHA-1 (so two long names that share
-a prefix stay apart). Nested objects are flattened with ``_`` (``context.app.version`` →
-``context_app_version``); arrays are stored as JSON text. A property or trait whose name
-collides with one of its table's own columns (``id``, ``timestamp``, ``event``, any
-``context_*``...) is prefixed with ``_``, as is a track event whose table name collides with
-one of the source's own tables (``tracks``, ``users``, ``discards``...).
+Names (:mod:`~services.warehouse.names`): camelCase split with ``_`` (``productId`` →
+``product_id``), lower case, every character outside ``[a-z0-9_]`` → ``_``, runs of ``_``
+collapsed and trimmed at both ends, a leading digit prefixed with ``_``, and a name longer than
+PostgreSQL's 63 bytes cut to 54 characters + ``_`` + 8 hex digits of its SHA-1 (so two long
+names that share a prefix stay apart). Nested objects are flattened with ``_``
+(``context.app.version`` → ``context_app_version``); arrays are stored as JSON text. A property
+or trait whose name collides with one of its table's own columns (``id``, ``timestamp``,
+``event``, any ``context_*``...) is prefixed with ``_``, as is a track event whose table name
+collides with one of the source's own tables (``tracks``, ``users``, ``discards``...).
 
 Rows (:func:`derive`): every call writes its call table (``tracks``, ``identifies``, ``pages``,
 ``screens``, ``groups``, ``aliases``) with the common columns; a track also writes its event's
@@ -24,7 +24,6 @@ its fixed type (the common columns), else the type of the first non-null value s
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -32,6 +31,8 @@ from functools import lru_cache
 from typing import Any, Final, Literal
 
 import msgspec
+
+from services.warehouse.names import limited, segment_name, words
 
 ColumnType = Literal["timestamp", "bigint", "double precision", "boolean", "text"]
 COLUMN_TYPES: Final[tuple[ColumnType, ...]] = (
@@ -65,7 +66,6 @@ TableRows = list[tuple[str, dict[str, Any]]]
 Declared = Mapping[str, Mapping[str, Mapping[str, str]]]
 """Declared column types of every source: {source: {table: {column: type}}}."""
 
-NAME_LIMIT: Final = 63
 CALL_TABLES: Final[Mapping[str, str]] = {
     "track": "tracks",
     "identify": "identifies",
@@ -104,9 +104,6 @@ FIXED: Final[Mapping[str, Mapping[str, ColumnType]]] = {
 KEYS: Final[Mapping[str, str]] = {"identity_map": "anonymous_id"}
 """Each table's primary key column (``id`` unless named here)."""
 
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
-_OTHER = re.compile(r"[^a-z0-9_]+")
-_UNDERSCORES = re.compile(r"__+")
 _ISO_8601 = re.compile(
     r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?"
 )
@@ -114,45 +111,11 @@ _encoder = msgspec.json.Encoder()
 
 
 @lru_cache(maxsize=65536)
-def _words(text: str) -> str:
-    """``text`` in snake case, without the limits (a part of a flattened name)."""
-    snake = _OTHER.sub("_", _CAMEL.sub("_", text).lower())
-    return _UNDERSCORES.sub("_", snake).strip("_")
-
-
-def _limited(name: str) -> str:
-    if not name:
-        return "_"
-    if name[0].isdigit():
-        name = "_" + name
-    if len(name) > NAME_LIMIT:
-        name = f"{name[:54]}_{hashlib.sha1(name.encode()).hexdigest()[:8]}"
-    return name
-
-
-@lru_cache(maxsize=65536)
-def segment_name(text: str) -> str:
-    """``text`` as a warehouse identifier, by the rules of the module docstring."""
-    return _limited(_words(text))
-
-
-@lru_cache(maxsize=65536)
 def _column(prefix: str, key: str, table: str, guarded: bool) -> str:
-    name = _limited(prefix + _words(key))
+    name = limited(prefix + words(key))
     if guarded and (name in FIXED.get(table, FIXED["tracks"]) or name.startswith("context_")):
         return "_" + name  # a property or trait never takes one of the table's own columns
     return name
-
-
-RESERVED_SCHEMAS: Final = frozenset({"public", "information_schema"})
-"""Where the raw ``events`` table lives, and PostgreSQL's own (as are all ``pg_*``)."""
-
-
-def source_schema(source: str) -> str:
-    """The PostgreSQL schema of a source's typed tables: its name by :func:`segment_name`, with
-    ``_`` before one PostgreSQL reserves or the raw table's (``public`` → ``_public``)."""
-    name = segment_name(source)
-    return "_" + name if name in RESERVED_SCHEMAS or name.startswith("pg_") else name
 
 
 def event_table(event: str) -> str:
@@ -176,7 +139,7 @@ def flatten(
         if item is None:
             continue
         if isinstance(item, dict):
-            flatten(item, table, row, _words(f"{prefix}{key}") + "_", guarded)
+            flatten(item, table, row, words(f"{prefix}{key}") + "_", guarded)
             continue
         name = _column(prefix, key if isinstance(key, str) else str(key), table, guarded)
         if name not in row:

@@ -31,6 +31,7 @@ from typing import Any, Final
 import psycopg
 from psycopg import sql
 
+from services.warehouse.names import segment_name
 from services.warehouse.typed import (
     CATALOG_TYPES,
     COPY_TYPES,
@@ -42,7 +43,6 @@ from services.warehouse.typed import (
     column_type,
     converter,
     parse_timestamp,
-    segment_name,
 )
 
 log = logging.getLogger("liftoff.warehouse")

@@ -15,7 +15,8 @@ import msgspec
 import psycopg
 
 from services.observability import Counters
-from services.warehouse.typed import Declared, TableRows, derive, source_schema
+from services.warehouse.names import source_schema
+from services.warehouse.typed import Declared, TableRows, derive
 from services.warehouse.writer import TypedWriter
 
 log = logging.getLogger("liftoff.loader")

@@ -132,3 +132,13 @@ def test_declared_column_types_are_checked():
         "liftoff:warehouse.columns: got ['default']; allowed: an object of sources, each an "
         "object of tables"
     ]
+
+
+def test_sources_sharing_a_warehouse_schema_are_refused():
+    sources = [{"name": "web-app"}, {"name": "web_app"}, {"name": "ios"}, {"name": "public"}]
+    (message,) = problems({**AWS, "liftoff:sources": sources})
+    assert message.startswith("liftoff:sources: got 'web-app, web_app'; allowed: source names")
+    assert "would share the schema 'web_app'" in message
+    # Without the warehouse there are no schemas to share.
+    off = load({**AWS, "liftoff:sources": sources, "liftoff:warehouse": {"enabled": False}})
+    assert [s.name for s in off.sources] == ["ios", "public", "web-app", "web_app"]

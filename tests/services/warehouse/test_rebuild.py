@@ -346,3 +346,14 @@ def test_one_rebuild_per_source_at_a_time(env: dict[str, str]) -> None:
             command.rebuild_source(rebuild_settings(env), SOURCE)
         assert command.run(rebuild_settings(env), SOURCE) == 1
     assert command.rebuild_source(rebuild_settings(env), SOURCE).events == 3  # lock gone
+
+
+def test_the_rebuild_writes_the_schema_the_loader_writes(env: dict[str, str]) -> None:
+    """A source named like a reserved schema: the loader writes `_public`, so does the rebuild
+    (never `public`, where the raw table lives)."""
+    from services.warehouse.names import source_schema
+
+    with connect(env) as connection:
+        for source in ("public", "pg_web", "iOS App", SOURCE):
+            assert rebuild.Rebuild(connection, source).schema == source_schema(source)
+        assert rebuild.Rebuild(connection, "public").schema == "_public"

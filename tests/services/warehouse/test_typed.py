@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from services.warehouse.names import segment_name, source_schema
 from services.warehouse.typed import (
     MISFIT,
     coerce,
@@ -13,8 +14,6 @@ from services.warehouse.typed import (
     derive,
     event_table,
     infer,
-    segment_name,
-    source_schema,
 )
 
 RECEIVED = "2026-11-27T20:19:03.512Z"
