@@ -163,16 +163,37 @@ def run(
     request_id: int | None = None,
 ) -> int:
     configure_logging(settings.log_level or "INFO")
-    with connect(settings) as connection:
+    users, anonymous = list(user_ids or ()), list(anonymous_ids or ())
+    if action != "status" and (problem := _ids_problem(users, anonymous)):
+        print(f"liftoff regulation: {problem}", file=sys.stderr)
+        return 2
+    try:
+        connection = connect(settings)
+    except psycopg.OperationalError as error:
+        host = settings.warehouse.host or "the host of its secret"
+        where = f"{host}:{settings.warehouse.port or 5432}"
+        reason = str(error).strip().splitlines()[-1]
+        print(
+            f"liftoff regulation: cannot reach the warehouse at {where}: {reason}", file=sys.stderr
+        )
+        return 1
+    with connection:
         if action == "status":
             print(json.dumps(record.status(connection, request_id), indent=2, default=str))
             return 0
-        users, anonymous = list(user_ids or ()), list(anonymous_ids or ())
-        if not users and not anonymous:
-            print("liftoff regulation: give --user-id and/or --anonymous-id", file=sys.stderr)
-            return 2
         record.lock(connection)
         request = record.submit(connection, action, users, anonymous, targets_of(action, settings))
         done = perform(connection, settings, request)
         print(json.dumps(record.status(connection, request.id)[0], indent=2, default=str))
         return 0 if done else 1
+
+
+def _ids_problem(users: Sequence[str], anonymous: Sequence[str]) -> str | None:
+    """What is wrong with the ids given (None: nothing), before anything is connected."""
+    if not users and not anonymous:
+        return "give --user-id and/or --anonymous-id"
+    for flag, ids in (("--user-id", users), ("--anonymous-id", anonymous)):
+        for identifier in ids:
+            if not identifier.strip():
+                return f"{flag} {identifier!r}: an id is a non-empty string"
+    return None

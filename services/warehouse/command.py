@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,7 +16,7 @@ from services.archive.store import ArchiveLocation, s3_client
 from services.contract import ConfigError, level_of
 from services.observability import configure_logging
 from services.postgres.database import warehouse_connection
-from services.warehouse.columns import of_source
+from services.warehouse.columns import IDENTIFIER_PATTERN, SOURCE_PATTERN, of_source
 from services.warehouse.contract import RebuildSettings
 from services.warehouse.rebuild import Summary, archive_chunks, rebuild
 
@@ -43,6 +44,17 @@ def rebuild_source(
     """Rebuild ``source``'s typed tables (``tables``, default all) from ``origin``."""
     if origin not in ORIGINS:
         raise ConfigError(f"--from {origin!r}: one of {', '.join(ORIGINS)}")
+    if not re.fullmatch(SOURCE_PATTERN, source):
+        raise ConfigError(
+            f"--source {source!r}: a source of liftoff:sources (lowercase letters, digits,"
+            " '-' or '_')"
+        )
+    for table in tables or ():
+        if not re.fullmatch(IDENTIFIER_PATTERN, table):
+            raise ConfigError(
+                f"--table {table!r}: a typed table as the warehouse names it (lowercase letters,"
+                " digits and '_', at most 63), e.g. order_completed"
+            )
     params = connection_params(settings)
     declared = of_source(settings.columns, source)
     with psycopg.connect(**params, autocommit=True) as connection:

@@ -216,3 +216,19 @@ def test_delete_reaches_every_table_the_typed_layer_writes(
     (request,) = command.record.status(connection)
     rows = request["targets"]["warehouse"]["detail"]["rows"]
     assert rows["web.users"] == 1 and rows["web.discards"] == 1 and rows["web.aliases"] == 1
+
+
+def test_ids_are_checked_before_anything_is_connected(
+    aws_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    unreachable = {"PGHOST": "127.0.0.1", "PGPORT": "1", "PGUSER": "u", "PGDATABASE": "d"}
+    config = settings(unreachable, aws_env, "unused")
+    assert command.run(config, action="suppress") == 2
+    assert "give --user-id and/or --anonymous-id" in capsys.readouterr().err
+    assert command.run(config, action="delete", user_ids=["u1", " "]) == 2
+    assert "--user-id ' ': an id is a non-empty string" in capsys.readouterr().err
+    # Valid ids, no database: one line naming where, no traceback.
+    assert command.run(config, action="suppress", user_ids=["u1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("liftoff regulation: cannot reach the warehouse at 127.0.0.1:1: ")
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -291,6 +291,11 @@ def test_the_command_checks_its_configuration(capsys: pytest.CaptureFixture[str]
         main(["warehouse-rebuild", "--source", SOURCE, "--from", "s3"], env={})
     with pytest.raises(command.ConfigError, match=r"rebuild\.source"):
         command.handle({"tables": ["tracks"]}, RebuildSettings())
+    # Names are checked before anything is connected (no Postgres here).
+    with pytest.raises(command.ConfigError, match=r"--source 'Web App': a source of"):
+        command.handle({"source": "Web App"}, RebuildSettings())
+    with pytest.raises(command.ConfigError, match=r"--table 'x;drop': a typed table"):
+        command.handle({"source": "web", "tables": ["x;drop"]}, RebuildSettings())
 
 
 def test_the_declarable_types_and_fixed_columns_are_the_typed_layers() -> None:
