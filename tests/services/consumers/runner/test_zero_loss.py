@@ -65,7 +65,12 @@ class Sender(threading.Thread):
     messageIds) until the collector answers 200, like a Segment SDK. Records what was acked."""
 
     def __init__(
-        self, base_url: str, run_id: str, count: int = N, stop: threading.Event | None = None
+        self,
+        base_url: str,
+        run_id: str,
+        count: int = N,
+        stop: threading.Event | None = None,
+        last_after: threading.Event | None = None,
     ) -> None:
         super().__init__(daemon=True, name="sender")
         self.base_url = base_url
@@ -73,6 +78,8 @@ class Sender(threading.Thread):
         self.count = count
         self.stop = stop or threading.Event()
         """Set: finish the request in hand (until acknowledged) and send no more."""
+        self.last_after = last_after
+        """The last request waits for this (at most 120 s): events still to deliver then."""
         self.acknowledged: list[str] = []
         self.acknowledged_at: dict[str, float] = {}
         self.retries = 0
@@ -84,6 +91,8 @@ class Sender(threading.Thread):
                 for start in range(0, self.count, PER_REQUEST):
                     if self.stop.is_set():
                         break
+                    if self.last_after is not None and start + PER_REQUEST >= self.count:
+                        self.last_after.wait(120)
                     ids = [f"{self.run_id}-{i}" for i in range(start, start + PER_REQUEST)]
                     batch = [
                         {
@@ -255,7 +264,12 @@ def test_zero_loss_under_faults(
     try:
         for process in processes:
             process.start()
-        sender = Sender(f"http://{LOOPBACK}:{collector.port}", uuid.uuid4().hex[:8])
+        # On a loaded machine the fault steps (each restart waits for readiness) can run late:
+        # the last request waits for the destination's outage, so it has events to refuse.
+        outage_began = threading.Event()
+        sender = Sender(
+            f"http://{LOOPBACK}:{collector.port}", uuid.uuid4().hex[:8], last_after=outage_began
+        )
         started = time.monotonic()
         sender.start()
 
@@ -293,6 +307,7 @@ def test_zero_loss_under_faults(
                 nats.start()
             elif action == "destination-down":
                 outage.update(start=time.monotonic(), end=time.monotonic() + 5.0)
+                outage_began.set()
                 faults.append(f"{offset:5.1f}s destination 'failing' answers 500/429 for 5 s")
             elif action == "s3-down":
                 proxy.down()
