@@ -27,6 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
+
 LOOPBACK = "127.0.0.1"
 STARTUP_DEADLINE_SECONDS = 30.0
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -424,6 +426,17 @@ class Postgres:
 
     def __exit__(self, *exc_info: object) -> None:
         self.cleanup()
+
+
+def pg_connect(env: Mapping[str, str], autocommit: bool = True) -> psycopg.Connection:
+    """A psycopg connection from libpq's variables as :meth:`Postgres.env` gives them."""
+    return psycopg.connect(
+        host=env["PGHOST"],
+        port=env["PGPORT"],
+        user=env["PGUSER"],
+        dbname=env["PGDATABASE"],
+        autocommit=autocommit,
+    )
 
 
 def postgres_server(

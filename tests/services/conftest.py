@@ -1,4 +1,5 @@
-"""Real servers for the services tests: nats-server -js and moto, on free loopback ports."""
+"""Real servers for the services tests: nats-server -js, moto and PostgreSQL, on free loopback
+ports."""
 
 from __future__ import annotations
 
@@ -15,13 +16,28 @@ from services.stream.base import StreamSettings
 from services.stream.jetstream import ensure_stream
 from tests.servers import (
     AWS_TEST_ENV,
+    Postgres,
     ServerProcess,
     moto_endpoint,
     moto_server,
     nats_server,
     nats_url,
+    postgres_server,
 )
 from tests.services.stream.under_test import delete_jetstream
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+    """One PostgreSQL server for the session (each test its own database: :func:`warehouse`)."""
+    with postgres_server(tmp_path_factory.mktemp("postgres")) as server:
+        yield server
+
+
+@pytest.fixture
+def warehouse(postgres: Postgres) -> dict[str, str]:
+    """libpq's variables for a fresh database on the session's server."""
+    return postgres.env(postgres.create_database(f"w_{uuid.uuid4().hex[:10]}"))
 
 
 @pytest.fixture(scope="session")

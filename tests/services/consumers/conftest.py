@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +17,7 @@ import pytest
 from services.consumers.runner.jetstream import JetStreamRunner, RunnerSettings
 from services.consumers.runner.model import Sink
 from services.stream.dead_letters import JetStreamDeadLetter, ensure_dead_letter_stream
-from tests.servers import Postgres, ServerProcess, nats_url, postgres_server
-
-
-@pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
-    with postgres_server(tmp_path_factory.mktemp("postgres")) as server:
-        yield server
-
-
-@pytest.fixture
-def warehouse(postgres: Postgres) -> dict[str, str]:
-    """libpq environment of a fresh database on the test cluster."""
-    name = postgres.create_database(f"w_{uuid.uuid4().hex[:10]}")
-    return postgres.env(name)
+from tests.servers import ServerProcess, nats_url
 
 
 @pytest.fixture

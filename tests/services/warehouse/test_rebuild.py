@@ -20,36 +20,21 @@ from services.warehouse import command, rebuild
 from services.warehouse.contract import RebuildSettings
 from services.warehouse.typed import derive
 from services.warehouse.writer import TypedWriter
-from tests.servers import Postgres, postgres_server
+from tests.servers import Postgres
+from tests.servers import pg_connect as connect
 
 SOURCE = "web-app"
 SCHEMA = "web_app"
 AT = "2026-11-27T20:19:03.512Z"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
-    with postgres_server(tmp_path_factory.mktemp("postgres")) as found:
-        yield found
-
-
 @pytest.fixture
-def env(server: Postgres) -> dict[str, str]:
+def env(postgres: Postgres) -> dict[str, str]:
     """libpq's variables for a fresh database with the raw ``events`` table."""
-    found = server.env(server.create_database(f"r_{uuid.uuid4().hex[:10]}"))
+    found = postgres.env(postgres.create_database(f"r_{uuid.uuid4().hex[:10]}"))
     with connect(found) as connection:
         migrate(connection)
     return found
-
-
-def connect(env: dict[str, str], autocommit: bool = True) -> psycopg.Connection:
-    return psycopg.connect(
-        host=env["PGHOST"],
-        port=env["PGPORT"],
-        user=env["PGUSER"],
-        dbname=env["PGDATABASE"],
-        autocommit=autocommit,
-    )
 
 
 def signed_up(number: int, seats: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from services.consumers.reconcile.repair import (
 from services.consumers.runner.model import Delivery, Position, decode
 from services.contract import ConfigError, read
 from services.postgres.contract import PostgresAccess
-from tests.servers import AWS_TEST_ENV, REPO_ROOT, Postgres, free_port, postgres_server
+from tests.servers import AWS_TEST_ENV, REPO_ROOT, Postgres, free_port
 from tests.services.consumers.conftest import event
 
 pytestmark = pytest.mark.servers
@@ -45,18 +45,6 @@ KINESIS_SEQUENCE = 49590338271490256608559692538361571095921575989136588898  # >
 
 
 # --- fixtures -----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
-    with postgres_server(tmp_path_factory.mktemp("postgres")) as server:
-        yield server
-
-
-@pytest.fixture
-def warehouse(postgres: Postgres) -> dict[str, str]:
-    """libpq environment of a fresh database."""
-    return postgres.env(postgres.create_database(f"w_{uuid.uuid4().hex[:10]}"))
 
 
 @pytest.fixture
