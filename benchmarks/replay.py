@@ -43,7 +43,9 @@ import msgspec  # noqa: E402
 from benchmarks.consumer_backlog import realistic_event  # noqa: E402
 from services.consumers.archiver.sink import Archiver, ArchiverConfig  # noqa: E402
 from services.consumers.reconcile.repair import archive_lines  # noqa: E402
-from services.consumers.replay.command import Pace, Progress, Summary, replay  # noqa: E402
+from services.consumers.replay.command import Pace, Summary, replay  # noqa: E402
+from services.consumers.replay.lines import ArchivedEvent  # noqa: E402
+from services.consumers.replay.progress import Progress  # noqa: E402
 from services.consumers.replay.window import Reading, Selection, parse_time, walk  # noqa: E402
 from services.consumers.runner.model import Delivery, Position, decode  # noqa: E402
 from tests.servers import AWS_TEST_ENV, moto_endpoint, moto_server  # noqa: E402
@@ -59,7 +61,7 @@ class Counting:
     def __init__(self) -> None:
         self.events = 0
 
-    async def send(self, batch: list[Delivery], summary: Summary) -> None:
+    async def send(self, batch: list[ArchivedEvent], summary: Summary) -> None:
         self.events += len(batch)
         summary.sent += len(batch)
 
@@ -122,6 +124,7 @@ def replay_rate(client: Any, cfg: ArchiverConfig, workdir: Path) -> tuple[int, f
     started = time.perf_counter()
     events = walk(client, cfg, selection, Reading())
     asyncio.run(replay(events, target, summary, pace=Pace(None), progress=progress))
+    progress.close()
     return target.events, target.events / (time.perf_counter() - started)
 
 
