@@ -19,9 +19,9 @@ or to the warehouse.
   (``LIFTOFF_SUPPRESSION_*``) is read once, before anything is sent; a list that cannot be
   read stops the replay.
 - **Rate**: ``--rate N`` events per second, over whole batches (a batch is at most N events).
-- **Progress**: after each acknowledged batch the walk's cursor is written to the progress file
-  (atomically): the same command run again resumes after it (at least once: the batch in flight
-  at a crash is sent again). A finished replay run again sends nothing.
+- **Progress**: after each acknowledged batch the walk's cursor is appended to the progress file
+  (:mod:`.progress`): the same command run again resumes after the last one (at least once: the
+  batch in flight at a crash is sent again). A finished replay run again sends nothing.
 - **Dry run**: counts what would be sent (and what the destination's filters would skip),
   sends nothing, writes no progress.
 
