@@ -149,6 +149,11 @@ def walk(
                     yield Piece(label, chosen)
 
 
+MERGED_PIECE_EVENTS = 1000
+"""Events per piece when a window's objects (one per source) are merged."""
+_SEQUENCE = attrgetter("sequence")
+
+
 def _partition(
     client: Any, bucket: str, windows: dict[str, list[str]], reading: Reading
 ) -> Iterator[list[ArchivedEvent]]:
@@ -166,10 +171,6 @@ def _partition(
         merged = heapq.merge(*map(chain.from_iterable, objects), key=_SEQUENCE)
         while piece := list(islice(merged, MERGED_PIECE_EVENTS)):
             yield piece
-
-
-_SEQUENCE = attrgetter("sequence")
-MERGED_PIECE_EVENTS = 1000
 
 
 def _keys(client: Any, archive: ArchiverConfig, prefix: str) -> Iterator[str]:
@@ -203,10 +204,10 @@ def _events(client: Any, bucket: str, key: str, reading: Reading) -> Iterator[li
         body.close()
 
 
-def _lines(stream: Any, piece: int = 1 << 20) -> Iterator[list[bytes]]:
+def _lines(stream: Any, read_bytes: int = 1 << 20) -> Iterator[list[bytes]]:
     """The lines (without their ``\\n``) of each large read (cheaper than a readline each)."""
     rest = b""
-    while chunk := stream.read(piece):
+    while chunk := stream.read(read_bytes):
         lines = chunk.split(b"\n")
         lines[0] = rest + lines[0]
         rest = lines.pop()
