@@ -10,7 +10,8 @@ position: it is both the contract check (that of the runner's
 then cut out of the line. The walk carries the result as an :class:`ArchivedEvent`, lighter
 than the runner's ``Delivery``, which is built only for a target that reads more than the bytes
 (:meth:`ArchivedEvent.delivery`). Lines with a field of an unusual type or an ambiguous position
-take :func:`stream_delivery`, the runner's own decoding of the top level.
+take :func:`stream_delivery`: the position taken out of the decoded top level, then the
+runner's ``decode``.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from services.events.model import EVENT_TYPES
 
 class ArchivedEvent(msgspec.Struct, frozen=True, gc=False):
     """One archived event as the replay's walk carries it: the stream bytes and what the walk
-    and the selection read. Not tracked by the garbage collector (it holds no containers): a
-    walk allocates one per event."""
+    and the selection read. Not tracked by the garbage collector (nothing it holds can refer
+    back to it, so it is in no cycle): a walk allocates one per event."""
 
     partition: str
     sequence: int
