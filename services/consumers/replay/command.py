@@ -16,12 +16,12 @@ or to the warehouse.
   request split for size is sent part after part). What the destination refuses for good is
   counted as ``parked`` with its reason (not dead-lettered: the archive still has it).
 - **Suppressed users** are never replayed: the collector's suppression list
-  (``LIFTOFF_SUPPRESSION_*``) is read before anything is sent and refreshed as the collector
-  refreshes it; a list that cannot be read stops the replay.
+  (``LIFTOFF_SUPPRESSION_*``) is read once, before anything is sent; a list that cannot be
+  read stops the replay.
 - **Rate**: ``--rate N`` events per second, over whole batches (a batch is at most N events).
-- **Progress**: after each acknowledged batch the walk's cursor is written to the progress file
-  (atomically): the same command run again resumes after it (at least once: the batch in flight
-  at a crash is sent again). A finished replay run again sends nothing.
+- **Progress**: after each acknowledged batch the walk's cursor is appended to the progress file
+  (:mod:`.progress`): the same command run again resumes after the last one (at least once: the
+  batch in flight at a crash is sent again). A finished replay run again sends nothing.
 - **Dry run**: counts what would be sent (and what the destination's filters would skip),
   sends nothing, writes no progress.
 
@@ -33,10 +33,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -52,8 +50,9 @@ from services.consumers.broadcaster import contract as broadcaster_contract
 from services.consumers.broadcaster.settings import BroadcasterConfig, DestinationSpec
 from services.consumers.loader.sink import Loader, LoaderConfig, row_of
 from services.consumers.replay.contract import ReplaySettings
-from services.consumers.replay.window import Cursor, Reading, Selection, parse_time, walk
-from services.consumers.runner.model import Delivery
+from services.consumers.replay.lines import ArchivedEvent
+from services.consumers.replay.progress import Progress
+from services.consumers.replay.window import Cursor, Piece, Reading, Selection, parse_time, walk
 from services.contract import ConfigError, level_of
 from services.observability import configure_logging
 from services.suppression.lists import READ_TIMEOUT_SECONDS, SuppressedIds, SuppressionConfig
@@ -109,7 +108,7 @@ class Summary:
 class Target(Protocol):
     batch_events: int
 
-    async def send(self, batch: list[Delivery], summary: Summary) -> None: ...
+    async def send(self, batch: list[ArchivedEvent], summary: Summary) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -123,17 +122,17 @@ class DestinationTarget:
         self.client = config.http_client()
         self.broadcaster = config.broadcaster(self.client)
 
-    async def send(self, batch: list[Delivery], summary: Summary) -> None:
-        outcomes = await self.broadcaster.deliver([d.data for d in batch])
-        for delivery, outcome in zip(batch, outcomes, strict=True):
+    async def send(self, batch: list[ArchivedEvent], summary: Summary) -> None:
+        outcomes = await self.broadcaster.deliver([event.data for event in batch])
+        for event, outcome in zip(batch, outcomes, strict=True):
             if outcome.status == "delivered":
                 summary.sent += 1
             elif outcome.status == "skipped":
                 summary.skip(outcome.reason)
             elif outcome.status == "parked":
-                summary.park(delivery.message_id, outcome.reason)
+                summary.park(event.message_id, outcome.reason)
             else:  # deferred: not finished; stop before the cursor passes it
-                raise RuntimeError(f"{delivery.message_id}: not delivered ({outcome.reason})")
+                raise RuntimeError(f"{event.message_id}: not delivered ({outcome.reason})")
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -146,12 +145,12 @@ class WarehouseTarget:
         self.loader = Loader(config)
         self.batch_events = batch_events
 
-    async def send(self, batch: list[Delivery], summary: Summary) -> None:
+    async def send(self, batch: list[ArchivedEvent], summary: Summary) -> None:
         rows = []
-        for delivery in batch:
-            row = row_of(delivery)
+        for event in batch:
+            row = row_of(event.delivery())
             if isinstance(row, str):
-                summary.park(delivery.message_id, row)
+                summary.park(event.message_id, row)
             else:
                 rows.append(row)
         if rows:
@@ -185,9 +184,12 @@ class DryRun:
         self.filter = spec.event_filter if spec is not None else None
         self.batch_events = batch_events
 
-    async def send(self, batch: list[Delivery], summary: Summary) -> None:
-        for delivery in batch:
-            refusal = self.filter.refusal(delivery.event) if self.filter else None
+    async def send(self, batch: list[ArchivedEvent], summary: Summary) -> None:
+        if self.filter is None:
+            summary.sent += len(batch)
+            return
+        for event in batch:
+            refusal = self.filter.refusal(event.delivery().event)
             if refusal is None:
                 summary.sent += 1
             else:
@@ -220,57 +222,6 @@ class Pace:
         self.events += count
 
 
-class Progress:
-    """The progress file: the replay it belongs to and the last acknowledged cursor."""
-
-    def __init__(self, path: Path, identity: dict[str, Any]) -> None:
-        self.path = path
-        self.identity = identity
-
-    @staticmethod
-    def default_path(identity: dict[str, Any]) -> Path:
-        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-        return Path(f"liftoff-replay-{digest[:12]}.json")
-
-    def load(self) -> Cursor | None:
-        try:
-            document = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as error:
-            raise ConfigError(f"--progress {str(self.path)!r} cannot be read: {error}") from None
-        if document.get("replay") != self.identity:
-            raise ConfigError(
-                f"--progress {str(self.path)!r} records another replay "
-                f"({document.get('replay')}); use another file for this one"
-            )
-        cursor = document.get("after")
-        return Cursor(*cursor) if cursor else None
-
-    def save(self, cursor: Cursor | None, summary: Summary) -> None:
-        document = {
-            "replay": self.identity,
-            "after": list(cursor) if cursor else None,
-            "summary": summary.as_dict(),
-        }
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        temporary.write_text(json.dumps(document, sort_keys=True), encoding="utf-8")
-        os.replace(temporary, self.path)
-
-    def start(self, summary: Summary) -> Cursor | None:
-        """Where to resume; a new file is written at once, so an unwritable path fails the
-        run before anything is sent."""
-        after = self.load()
-        if after is None:
-            try:
-                self.save(None, summary)
-            except OSError as error:
-                raise ConfigError(
-                    f"--progress {str(self.path)!r} cannot be written: {error.strerror}"
-                ) from None
-        return after
-
-
 async def suppression(settings: ReplaySettings[str]) -> SuppressedIds | None:
     """The suppression list, read once before anything is sent (a list that cannot be read
     stops the replay: it must never send a suppressed user's events), or None when the stack
@@ -291,46 +242,54 @@ async def suppression(settings: ReplaySettings[str]) -> SuppressedIds | None:
     return listed
 
 
-def suppressed_check(listed: SuppressedIds | None) -> Callable[[Delivery], bool] | None:
-    """Whether an event's user is on the list as last read."""
-    if listed is None:
+def suppressed_check(listed: SuppressedIds | None) -> Callable[[ArchivedEvent], bool] | None:
+    """Whether an event's user is on the list as read (None: the list is absent or empty)."""
+    if listed is None or not listed.entries:
         return None
-    return lambda delivery: listed.suppressed(delivery.data, listed.entries)
+    return lambda event: listed.suppressed(event.data, listed.entries)
 
 
 # --- the run -----------------------------------------------------------------------------------
 
 
 async def replay(
-    events: Iterator[tuple[Cursor, Delivery]],
+    pieces: Iterator[Piece],
     target: Target,
     summary: Summary,
     *,
     pace: Pace,
     progress: Progress | None,
-    suppressed: Callable[[Delivery], bool] | None = None,
+    suppressed: Callable[[ArchivedEvent], bool] | None = None,
 ) -> None:
-    """Send ``events`` in batches, each acknowledged before its cursor is recorded."""
-    batch: list[Delivery] = []
+    """Send the events of ``pieces`` in batches, each acknowledged before its cursor (its last
+    event's) is recorded. A piece is taken as far as the batch has room, so the counts in a
+    progress file are those of the events up to its cursor."""
+    size = target.batch_events
+    batch: list[ArchivedEvent] = []
     last: Cursor | None = None
-    for cursor, delivery in events:
-        summary.selected += 1
-        last = cursor
-        if suppressed is not None and suppressed(delivery):
-            summary.suppressed += 1
-            continue
-        batch.append(delivery)
-        if len(batch) >= target.batch_events:
-            await _flush(batch, target, summary, pace, progress, cursor)
-            batch = []
+    for piece in pieces:
+        events, start = piece.events, 0
+        while start < len(events):
+            taken = events[start : start + size - len(batch)]
+            start += len(taken)
+            summary.selected += len(taken)
+            if suppressed is not None:
+                kept = [event for event in taken if not suppressed(event)]
+                summary.suppressed += len(taken) - len(kept)
+                taken = kept
+            batch += taken
+            if len(batch) >= size:  # its last event is this piece's
+                await _flush(batch, target, summary, pace, progress, piece.cursor(batch[-1]))
+                batch = []
+        last = piece.cursor(events[-1])
     if batch and last is not None:
         await _flush(batch, target, summary, pace, progress, last)
     elif last is not None and progress is not None:
-        progress.save(last, summary)
+        progress.save(last, summary.as_dict())
 
 
 async def _flush(
-    batch: list[Delivery],
+    batch: list[ArchivedEvent],
     target: Target,
     summary: Summary,
     pace: Pace,
@@ -340,7 +299,7 @@ async def _flush(
     await pace.before(len(batch))
     await target.send(batch, summary)
     if progress is not None:
-        progress.save(cursor, summary)
+        progress.save(cursor, summary.as_dict())
 
 
 def target_of(
@@ -395,7 +354,7 @@ def run(
     summary = Summary(target=target, dry_run=dry_run)
     summary.progress = str(record.path) if record is not None else None
     chosen = target_of(target, settings, dry_run=dry_run, rate=rate)
-    after = record.start(summary) if record is not None else None
+    after = record.start(summary.as_dict()) if record is not None else None
     summary.resumed_after = list(after) if after else None
     started = time.monotonic()
     loop = asyncio.new_event_loop()
@@ -410,6 +369,8 @@ def run(
     finally:
         loop.run_until_complete(chosen.close())
         loop.close()
+        if record is not None:
+            record.close()
     summary.seconds = round(time.monotonic() - started, 3)
     print(json.dumps(summary.as_dict(), sort_keys=True), flush=True)
     return status

@@ -7,8 +7,9 @@ partition (every selected source, every window) are merged by stream sequence: t
 one user (routed to one partition by a stable hash of the user) come out in the order the
 stream stored them. Partitions follow each other in name order within an hour.
 
-Each event is yielded with its :class:`Cursor` (hour, partition, sequence): the order of the
-walk, so a resumed replay skips every event at or before the last acknowledged cursor.
+Each event's :class:`Cursor` (hour, partition, sequence) is its place in the walk, so a resumed
+replay skips every event at or before the last acknowledged cursor. The events come a
+:class:`Piece` at a time, as :mod:`.lines` reads them (:class:`~.lines.ArchivedEvent`).
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import chain, islice
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 import botocore.exceptions
-import msgspec
 
 from services.consumers.archiver.sink import ArchiverConfig
 from services.consumers.reconcile.repair import format_hour, hour_prefix, list_sources
-from services.consumers.runner.model import Delivery, Position, decode
+from services.consumers.replay.lines import ArchivedEvent, archived_event
 from services.contract import ConfigError
 
 
@@ -57,14 +59,19 @@ class Selection:
             hour += timedelta(hours=1)
         return hours
 
-    def selects(self, delivery: Delivery) -> bool:
-        if not self.start <= delivery.received_at < self.end:
-            return False
-        if self.types and delivery.type not in self.types:
-            return False
-        return not self.events or (
-            delivery.type == "track" and delivery.event.get("event") in self.events
-        )
+    def chosen(self, events: list[ArchivedEvent], after: int | None) -> list[ArchivedEvent]:
+        """``events`` (of one partition) that are selected and past the sequence ``after``."""
+        start, end = self.start, self.end
+        chosen = [event for event in events if start <= event.received_at < end]
+        if after is not None:
+            chosen = [event for event in chosen if event.sequence > after]
+        if self.types:
+            chosen = [event for event in chosen if event.type in self.types]
+        if self.events:
+            chosen = [
+                event for event in chosen if event.type == "track" and event.name in self.events
+            ]
+        return chosen
 
     def describe(self) -> dict[str, Any]:
         """What identifies the replay (its progress file is only valid for the same one)."""
@@ -102,13 +109,25 @@ class Reading:
     corrupt: list[str] | None = None
 
 
+class Piece(NamedTuple):
+    """Consecutive selected events of one partition and hour, in the walk's order: the walk
+    hands them over a piece at a time (about a MiB of archive), so the per-event work is only
+    each line's own."""
+
+    hour: str
+    events: list[ArchivedEvent]
+
+    def cursor(self, event: ArchivedEvent) -> Cursor:
+        return Cursor(self.hour, event.partition, event.sequence)
+
+
 def walk(
     client: Any,
     archive: ArchiverConfig,
     selection: Selection,
     reading: Reading,
     after: Cursor | None = None,
-) -> Iterator[tuple[Cursor, Delivery]]:
+) -> Iterator[Piece]:
     """The selected events after ``after``, in the walk's order (see the module docstring)."""
     sources = selection.sources or tuple(list_sources(client, archive))
     for hour in selection.hours():
@@ -121,17 +140,23 @@ def walk(
                 partition, _, window = key.rpartition("/")[2].partition(".")[0].rpartition("-")
                 groups.setdefault(partition, {}).setdefault(window, []).append(key)
         for partition in sorted(groups):
-            if after is not None and (label, partition) < after[:2]:
+            place = (label, partition)
+            if after is not None and place < after[:2]:
                 continue
-            for delivery in _partition(client, archive.bucket, groups[partition], reading):
-                cursor = Cursor(label, partition, delivery.position.sequence)
-                if (after is None or cursor > after) and selection.selects(delivery):
-                    yield cursor, delivery
+            resume = after.sequence if after is not None and place == after[:2] else None
+            for events in _partition(client, archive.bucket, groups[partition], reading):
+                if chosen := selection.chosen(events, resume):
+                    yield Piece(label, chosen)
+
+
+MERGED_PIECE_EVENTS = 1000
+"""Events per piece when a window's objects (one per source) are merged."""
+_SEQUENCE = attrgetter("sequence")
 
 
 def _partition(
     client: Any, bucket: str, windows: dict[str, list[str]], reading: Reading
-) -> Iterator[Delivery]:
+) -> Iterator[list[ArchivedEvent]]:
     """One partition's events of one hour in sequence order: window after window (JetStream
     windows are ranges of sequences; Kinesis windows are arrival-time ranges, and a shard's
     sequence numbers grow with arrival), the objects of one window (one per source) merged by
@@ -139,11 +164,13 @@ def _partition(
     for window in sorted(windows):
         keys = windows[window]
         reading.objects += len(keys)
-        streams = [_deliveries(client, bucket, key, reading) for key in keys]
-        if len(streams) == 1:
-            yield from streams[0]
-        else:
-            yield from heapq.merge(*streams, key=lambda d: d.position.sequence)
+        objects = [_events(client, bucket, key, reading) for key in keys]
+        if len(objects) == 1:
+            yield from objects[0]
+            continue
+        merged = heapq.merge(*map(chain.from_iterable, objects), key=_SEQUENCE)
+        while piece := list(islice(merged, MERGED_PIECE_EVENTS)):
+            yield piece
 
 
 def _keys(client: Any, archive: ArchiverConfig, prefix: str) -> Iterator[str]:
@@ -152,22 +179,22 @@ def _keys(client: Any, archive: ArchiverConfig, prefix: str) -> Iterator[str]:
         yield from (item["Key"] for item in page.get("Contents", []))
 
 
-def _deliveries(client: Any, bucket: str, key: str, reading: Reading) -> Iterator[Delivery]:
+def _events(client: Any, bucket: str, key: str, reading: Reading) -> Iterator[list[ArchivedEvent]]:
     """The object's events as they were on the stream, streamed in 1 MiB pieces."""
     body = client.get_object(Bucket=bucket, Key=key)["Body"]
     number = 0
     try:
         with gzip.GzipFile(fileobj=body, mode="rb") as stream:
-            for line in _lines(stream):
-                number += 1
-                if not line:
-                    continue
-                reading.lines += 1
-                delivery = stream_delivery(line)
-                if delivery is None:
-                    reading.unreadable += 1
-                else:
-                    yield delivery
+            for lines in _lines(stream):
+                number += len(lines)
+                events = [
+                    event for line in lines if line and (event := archived_event(line)) is not None
+                ]
+                readable = len(lines) - lines.count(b"")
+                reading.lines += readable
+                reading.unreadable += readable - len(events)
+                if events:
+                    yield events
     except botocore.exceptions.BotoCoreError:
         raise  # S3 down: fail the run (the progress file keeps what was acknowledged)
     except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
@@ -177,85 +204,17 @@ def _deliveries(client: Any, bucket: str, key: str, reading: Reading) -> Iterato
         body.close()
 
 
-def _lines(stream: Any, piece: int = 1 << 20) -> Iterator[bytes]:
-    """Lines without their ``\\n``, split from large reads (cheaper than a readline each)."""
+def _lines(stream: Any, read_bytes: int = 1 << 20) -> Iterator[list[bytes]]:
+    """The lines (without their ``\\n``) of each large read (cheaper than a readline each)."""
     rest = b""
-    while chunk := stream.read(piece):
-        lines = (rest + chunk).split(b"\n")
+    while chunk := stream.read(read_bytes):
+        lines = chunk.split(b"\n")
+        lines[0] = rest + lines[0]
         rest = lines.pop()
-        yield from lines
+        if lines:
+            yield lines
     if rest:
-        yield rest
-
-
-_fields = msgspec.json.Decoder(dict[str, msgspec.Raw])
-_object = msgspec.json.Decoder(dict[str, Any])
-_encoder = msgspec.json.Encoder()
-_NO_ARRIVAL = datetime.min.replace(tzinfo=UTC)
-_MARK = b',"position":'
-"""How the archiver's ``archive_line`` appends the position: the last member of ``liftoff``.
-The bytes ``,"position":`` followed by ``{`` can only be JSON structure (inside a string the
-quotes are escaped), so when the line holds them once, they are the archiver's."""
-
-
-class _Position(msgspec.Struct):
-    partition: str
-    sequence: str
-
-
-_position = msgspec.json.Decoder(_Position)
-
-
-def stream_delivery(line: bytes) -> Delivery | None:
-    """An archived line as the stream carried it (without the ``liftoff.position`` the archiver
-    added, the only change it makes), contract-checked; None when it is not an event.
-
-    The position is cut out of the bytes when it is unambiguous (the line holds the archiver's
-    ``,"position":{`` once): the event is then decoded once, by the contract check, and the
-    replay costs about what reading the archive costs. Otherwise the line's top level is
-    decoded and encoded again without it."""
-    stripped = _cut_position(line)
-    if stripped is not None:
-        data, position = stripped
-        delivery = _checked(data, position.partition, position.sequence)
-        if delivery is not None:
-            return delivery
-    try:
-        fields = _fields.decode(line)
-        liftoff = _object.decode(fields["liftoff"])
-        position = liftoff.pop("position")
-        partition, sequence = str(position["partition"]), str(position["sequence"])
-    except (msgspec.DecodeError, KeyError, TypeError, AttributeError):
-        return None
-    fields["liftoff"] = msgspec.Raw(_encoder.encode(liftoff))
-    return _checked(_encoder.encode(fields), partition, sequence)
-
-
-def _cut_position(line: bytes) -> tuple[bytes, _Position] | None:
-    if line.count(_MARK + b"{") != 1:
-        return None
-    start = line.find(_MARK + b"{")
-    end = line.find(b"}", start) + 1
-    try:
-        position = _position.decode(line[start + len(_MARK) : end])
-    except msgspec.DecodeError:
-        return None  # a "}" inside the partition name: the slow path decodes it
-    if line[end : end + 1] != b"}":
-        return None  # not the last member of its object: not the archiver's
-    return line[:start] + line[end:], position
-
-
-def _checked(data: bytes, partition: str, sequence: str) -> Delivery | None:
-    try:
-        number = int(sequence)
-    except ValueError:
-        return None
-    kind = "kinesis" if partition.startswith("shardId-") else "jetstream"
-    delivery = Delivery(data=data, position=Position(kind, partition, number), arrival=_NO_ARRIVAL)
-    if decode(delivery) is not None:
-        return None
-    delivery.arrival = delivery.received_at
-    return delivery
+        yield [rest]
 
 
 def sorted_unique(values: Sequence[str]) -> tuple[str, ...]:
