@@ -71,8 +71,11 @@ class Summary:
     selected: int = 0
     """Events of the window and selection met after the resume point."""
     sent: int = 0
-    """Delivered to the destination / handed to the warehouse."""
+    """Delivered to the destination / rows inserted into the warehouse (0 in a dry run)."""
+    would_send: int = 0
+    """A dry run's count of what it would send (after the destination's filters)."""
     already_in_warehouse: int = 0
+    """Warehouse: events whose messageId it already had (kept as they are)."""
     skipped: dict[str, int] = field(default_factory=dict)
     """By reason: the destination's filters, types it has no use for."""
     suppressed: int = 0
@@ -154,9 +157,10 @@ class WarehouseTarget:
             else:
                 rows.append(row)
         if rows:
+            handed = summary.parked
             inserted = self._load(rows, summary)
-            summary.sent += len(rows)
-            summary.already_in_warehouse += len(rows) - inserted
+            summary.sent += inserted
+            summary.already_in_warehouse += len(rows) - (summary.parked - handed) - inserted
 
     def _load(self, rows: list[tuple[Any, ...]], summary: Summary) -> int:
         """Rows PostgreSQL rejects are isolated by bisection and parked (as reconcile does)."""
@@ -167,7 +171,6 @@ class WarehouseTarget:
         except psycopg.Error as error:
             if len(rows) == 1:
                 summary.park(str(rows[0][0]), f"PostgreSQL: {error}".strip())
-                summary.sent -= 1
                 return 0
         middle = len(rows) // 2
         return self._load(rows[:middle], summary) + self._load(rows[middle:], summary)
@@ -186,12 +189,12 @@ class DryRun:
 
     async def send(self, batch: list[ArchivedEvent], summary: Summary) -> None:
         if self.filter is None:
-            summary.sent += len(batch)
+            summary.would_send += len(batch)
             return
         for event in batch:
             refusal = self.filter.refusal(event.delivery().event)
             if refusal is None:
-                summary.sent += 1
+                summary.would_send += 1
             else:
                 summary.skip(f"filtered out ({refusal})")
 

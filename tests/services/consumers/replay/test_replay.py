@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import psycopg
 import pytest
 
 from services.consumers.archiver.sink import ArchiverConfig
 from services.consumers.runner.model import Delivery, Position, decode
 from services.suppression.lists import entries
-from tests.servers import AWS_TEST_ENV, REPO_ROOT, Postgres, postgres_server
+from tests.servers import AWS_TEST_ENV, REPO_ROOT, pg_connect
 from tests.services.consumers.broadcaster.conftest import SECRETS
 from tests.services.consumers.broadcaster.receiver import Receiver
 from tests.services.consumers.conftest import event
@@ -164,7 +163,12 @@ def test_a_window_is_replayed_to_a_webhook_exactly_in_order_per_user_at_the_rate
 
     code, dry = finish(replay(env, "--target", "destination:hook", "--dry-run"))
     assert code == 0 and receiver.all() == []
-    assert (dry["selected"], dry["sent"], dry["dry_run"]) == (len(expected), len(expected), True)
+    assert (dry["selected"], dry["would_send"], dry["dry_run"]) == (
+        len(expected),
+        len(expected),
+        True,
+    )
+    assert dry["sent"] == 0
 
     arguments = ("--target", "destination:hook", "--rate", "10", "--progress", progress)
     code, summary = finish(replay(env, *arguments))
@@ -244,16 +248,9 @@ def test_filters_and_selection_apply_and_a_wrong_target_is_refused(
     assert "--target 'destination:other': LIFTOFF_DESTINATION is the destination 'hook'" in output
 
 
-@pytest.fixture(scope="module")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
-    with postgres_server(tmp_path_factory.mktemp("postgres")) as server:
-        yield server
-
-
 def test_a_window_is_replayed_into_the_warehouse_once(
-    tmp_path: Path, archive: ArchiverConfig, postgres: Postgres
+    tmp_path: Path, archive: ArchiverConfig, warehouse: dict[str, str]
 ) -> None:
-    warehouse = postgres.env(postgres.create_database(f"w_{uuid.uuid4().hex[:10]}"))
     password = tmp_path / "password"
     password.write_text("unused-with-trust-auth\n")
     env = cli_env(
@@ -265,15 +262,14 @@ def test_a_window_is_replayed_into_the_warehouse_once(
     expected = sorted(e["messageId"] for e in in_window(archived_events()))
     code, summary = finish(replay(env, "--target", "warehouse", "--progress", str(tmp_path / "a")))
     assert code == 0, summary
-    with psycopg.connect(
-        host=warehouse["PGHOST"], port=warehouse["PGPORT"], user=warehouse["PGUSER"],
-        dbname=warehouse["PGDATABASE"],
-    ) as connection:  # fmt: skip
+    with pg_connect(warehouse) as connection:
         found = [r[0] for r in connection.execute("SELECT message_id FROM events ORDER BY 1")]
     assert sorted(found) == expected
+    assert (summary["sent"], summary["already_in_warehouse"]) == (len(expected), 0)
     # Another run (a new progress file): the warehouse's dedupe on messageId holds.
     code, again = finish(replay(env, "--target", "warehouse", "--progress", str(tmp_path / "b")))
     assert code == 0 and again["already_in_warehouse"] == len(expected)
+    assert again["sent"] == 0, "nothing inserted twice"
 
 
 def test_a_suppressed_user_is_never_replayed_and_an_unreadable_list_stops_it(
