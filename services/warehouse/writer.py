@@ -140,20 +140,29 @@ class TypedWriter:
                     fresh.discard(column)
                 if not fresh:
                     break
-        changed = False
+        changes: dict[str, dict[str, str]] = {}
         for table, new in wanted.items():
             if table not in self._columns:
                 self._columns[table] = self._catalog(table)
             missing = {c: t for c, t in new.items() if c not in self._columns[table]}
             if missing or not self._columns[table]:
-                self._ddl(
-                    f"liftoff.warehouse {self.schema}.{table}",
-                    lambda t=table, m=missing: self._alter(t, m),
-                )
-                changed = True
-        if changed:
+                changes[table] = missing
+        if changes:
+            self._change_tables(changes)
             self._fingerprint = None
-        return changed
+        return bool(changes)
+
+    def _change_tables(self, changes: Mapping[str, Mapping[str, str]]) -> None:
+        """Every table's changes in one transaction, each under its advisory lock, taken in
+        name order (as every writer and a rebuild's swap take them: no deadlock), before any
+        of its rows are held (one commit per batch, not per table)."""
+        with self.connection.transaction():
+            for table in sorted(changes):
+                self.connection.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext(%s))",
+                    (f"liftoff.warehouse {self.schema}.{table}",),
+                )
+                self._alter(table, changes[table])
 
     def _ddl(self, lock: str, change: Any) -> None:
         with self.connection.transaction():
