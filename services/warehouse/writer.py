@@ -7,10 +7,11 @@ fit their column stored NULL and kept in ``discards`` (table_name, column_name, 
 value, message_id, received_at, uuid_ts). It returns the rows and discards per table.
 
 Schema changes (:meth:`TypedWriter.prepare`: ``CREATE SCHEMA``/``CREATE TABLE``/``ALTER TABLE
-... ADD COLUMN IF NOT EXISTS``) take a transaction-level advisory lock on the table's name and,
-on a connection outside a transaction (the loader's), run in their own short transaction per
-table, before the data transaction: a loader never holds one table's rows while it waits to
-change another's columns, so concurrent loaders cannot deadlock on DDL. The column types are
+... ADD COLUMN IF NOT EXISTS``) take a transaction-level advisory lock on each table's name, in
+name order and, on a connection outside a transaction (the loader's), run in one short
+transaction per batch, before the data transaction: a loader never holds one table's rows
+while it waits to change another's columns, so concurrent loaders cannot deadlock on DDL (and
+a batch that adds a column to 20 tables commits once, not 20 times). The column types are
 read back from the catalog after each change (another loader may have created the column
 first, with the type of its own first value); they are cached, and checked in every write:
 it locks the tables it writes (``ROW EXCLUSIVE``, in name order) and compares one md5 of the
@@ -187,13 +188,15 @@ class TypedWriter:
     def _alter(self, table: str, missing: Mapping[str, str]) -> None:
         key = KEYS.get(table, "id")
         name = self._name(table)
-        self.connection.execute(
-            sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} ({} text PRIMARY KEY,"
-                " uuid_ts timestamptz NOT NULL DEFAULT now())"
-            ).format(name, sql.Identifier(key))
-        )
         present = self._catalog(table)  # under the lock: what another loader added is here
+        if not present:
+            self.connection.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} ({} text PRIMARY KEY,"
+                    " uuid_ts timestamptz NOT NULL DEFAULT now())"
+                ).format(name, sql.Identifier(key))
+            )
+            present = self._catalog(table)
         room = self.max_columns - len(present)
         additions = [(c, t) for c, t in missing.items() if c not in present][: max(room, 0)]
         if additions:
