@@ -24,9 +24,8 @@ from psycopg import sql
 
 from services.consumers.loader.sink import Loader, LoaderConfig, row_of
 from services.consumers.runner.model import Delivery, Position, decode
-from services.warehouse import writer as writer_module
-from services.warehouse.typed import CALL_TABLES, converter
-from services.warehouse.writer import LOCKED_TABLES
+from services.warehouse.typed import CALL_TABLES
+from services.warehouse.writer import LOCKED_TABLES, Coercion
 
 BATCH = 5000
 DRY = "of the typed write: coercion alone (dry pass, not in the total)"
@@ -89,9 +88,10 @@ def coerce_only(derived: Any, loader: Loader, timers: Timers) -> None:
         discards: list[Any] = []
         for table, table_rows in by_table.items():
             known = writer._columns[table]
-            converters = [(c, known[c], converter(known[c])) for c in known]
+            used = set().union(*table_rows)
+            coercion = Coercion(table, {c: kind for c, kind in known.items() if c in used})
             for row in table_rows:
-                writer_module._values(table, row, converters, discards)
+                coercion.values(row, discards)
     timers[DRY] += time.perf_counter() - started
 
 
