@@ -9,15 +9,22 @@ Starts its own nats-server and PostgreSQL (durable: fsync on) on free loopback p
 1. **load**: ``--events`` track events of 20 event names with 10 properties each (text, bigint,
    double, boolean, timestamp, an array, a nested object), and every 5000 events each name
    gains a new property (schema changes during the run), plus one identify in 50; put on a
-   JetStream stream and drained by the loader (the real runner and sink in this process,
-   batches of 5000 / 5 s and closing when caught up: the defaults; for comparison by age only,
-   and with the typed half switched off: the raw table only) into a fresh database, with the
-   sizes of the batches it was handed. Baseline in the same round: the
-   typed rows of the same events (derived and coerced beforehand, not timed) written by one
-   plain binary ``COPY`` per table in one transaction into the same tables (created
-   beforehand, not timed) in another fresh database of the same server. Figure: events/s of
-   each and the ratio loader ÷ plain COPY per round, and the median ratio.
-2. **e2e**: the collector and the loader as real processes (``python -m services ...``, the
+   JetStream stream and drained by the loader (the real runner and sink, as a process of its
+   own: ``typed_drain.py``; batches of 5000 / 5 s and closing when caught up: the defaults;
+   for comparison by age only, and with the typed half switched off: the raw table only;
+   with ``--before REVISION`` also the loader of that commit, ``services/`` taken from git)
+   into a fresh database each, with the sizes of the batches it was handed; the loaders run
+   in alternating order. Baseline in the same round: the typed rows of the same events
+   (derived and coerced beforehand, not timed) written by one plain binary ``COPY`` per
+   table in one transaction into the same tables (created beforehand, not timed) in another
+   fresh database of the same server. Figure: events/s of each and the ratio loader ÷ plain
+   COPY per round, and the median ratio.
+2. **decompose** (``typed_phases.py``): where the loader's time goes, ``--rounds`` times, as
+   medians: the sink's steps timed one by one (the sink called directly, batches of 5000),
+   the runner alone (a sink that does nothing), the plain COPY baseline, and the lower bound
+   of deriving the typed rows inside PostgreSQL instead (``INSERT … SELECT`` per table from
+   the batch's raw rows, with constants, then with the JSON read and cast).
+3. **e2e**: the collector and the loader as real processes (``python -m services ...``, the
    loader at its default settings: batch age 5 s, closing when caught up); events offered at
    ``--rate`` events/s (requests of 10) for ``--duration`` s. Latency per event = the first
    time a poller (every 20 ms) sees its row in ``web.tracks`` minus the time the collector
@@ -54,6 +61,11 @@ from pipeline import NoOpSink, percentile  # noqa: E402
 from typed_drain import drain  # noqa: E402
 from typed_phases import (  # noqa: E402
     BATCH,
+    COPY,
+    FLOOR_INSERT,
+    FLOOR_JSON,
+    FLOOR_SELECT,
+    RUNNER,
     deliveries,
     in_database_floor,
     print_steps,
@@ -247,31 +259,31 @@ def load_rounds(
         print(f"the loader at {before[0]}: median ratio {statistics.median(ratios['before']):.2f}")
 
 
-def decompose(postgres: Any, nats_base: str, dead_letter: str, count: int) -> None:
+def decompose(postgres: Any, nats_base: str, dead_letter: str, count: int, rounds: int) -> None:
     """Where the loader's time goes (benchmarks/typed_phases.py), on a stream of its own."""
     run = uuid.uuid4().hex[:6]
     stream_url = f"{nats_base}/STEPS?subject_prefix=steps"
     asyncio.run(ensure_stream(stream_url, StreamSettings(retention_hours=1)))
     events = [workload_event(i, run) for i in range(count)]
     asyncio.run(fill_stream(nats_base, events, "STEPS", "steps.web.track"))
-    runner_rate = asyncio.run(
-        drain(stream_url, dead_letter, NoOpSink(), "noop", count, BATCH, 5.0, stream="STEPS")
-    )
     decoded = deliveries(events)
     batches = [decoded[start : start + BATCH] for start in range(0, len(decoded), BATCH)]
     connection = {"host": LOOPBACK, "port": str(postgres.port), "user": "postgres"}
-    loader = Loader(LoaderConfig({**connection, "dbname": postgres.create_database("steps")}))
-    timers = sink_steps(batches, loader)
-    copied = plain_copy(postgres.dsn(postgres.create_database("steps_copy")), events)
-    print_steps(timers, count, runner_rate, copied)
-    selecting, inserting = in_database_floor(
-        postgres.dsn(postgres.create_database("steps_floor")), batches
-    )
-    print(
-        f"deriving in PostgreSQL instead, its floor (INSERT ... SELECT per table of constants, "
-        f"no JSON read, no casts): the batches' raw rows into a temporary table {selecting:.2f} s"
-        f" + the typed rows {inserting:.2f} s = {selecting + inserting:.2f} s"
-    )
+    measured = []
+    for round_ in range(1, rounds + 1):
+        database = postgres.create_database(f"steps_{round_}")
+        timers = sink_steps(batches, Loader(LoaderConfig({**connection, "dbname": database})))
+        runner = asyncio.run(drain(stream_url, dead_letter, NoOpSink(), f"noop-{round_}", count,
+                                   BATCH, 5.0, stream="STEPS"))  # fmt: skip
+        timers[RUNNER] = count / runner
+        copied = plain_copy(postgres.dsn(postgres.create_database(f"steps_copy_{round_}")), events)
+        timers[COPY] = count / copied
+        floor = postgres.dsn(postgres.create_database(f"steps_floor_{round_}"))
+        timers[FLOOR_SELECT], timers[FLOOR_INSERT] = in_database_floor(floor, batches)
+        floor = postgres.dsn(postgres.create_database(f"steps_json_{round_}"))
+        _, timers[FLOOR_JSON] = in_database_floor(floor, batches, read_json=True)
+        measured.append(timers)
+    print_steps(measured, count)
 
 
 def end_to_end(
@@ -384,7 +396,7 @@ def main() -> None:
                     before = (args.before, earlier_tree(args.before, workdir))
                 load_rounds(postgres, (stream_url, dead_letter), events, args.rounds, before)
             if "decompose" in phases:
-                decompose(postgres, base, dead_letter, args.events)
+                decompose(postgres, base, dead_letter, args.events, args.rounds)
             if "e2e" in phases:
                 latencies, missing = end_to_end(workdir, base, postgres, args.rate, args.duration)
                 print(
