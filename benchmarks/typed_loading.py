@@ -66,14 +66,13 @@ from typed_phases import (  # noqa: E402
     FLOOR_JSON,
     FLOOR_SELECT,
     RUNNER,
+    Timers,
     deliveries,
     in_database_floor,
     print_steps,
-    sink_steps,
 )
 
 from services.consumers.loader.schema import migrate  # noqa: E402
-from services.consumers.loader.sink import Loader, LoaderConfig  # noqa: E402
 from services.consumers.runner.process import tune_gc  # noqa: E402
 from services.stream.base import StreamSettings  # noqa: E402
 from services.stream.dead_letters import (  # noqa: E402
@@ -202,14 +201,16 @@ def drained(
 
 
 def earlier_tree(revision: str, workdir: Path) -> Path:
-    """``services/`` as it was at ``revision`` (git archive), with today's drain script."""
+    """``services/`` as it was at ``revision`` (git archive), with today's drain and steps
+    scripts."""
     tree = workdir / "before"
     (tree / "benchmarks").mkdir(parents=True)
     archive = subprocess.run(
         ["git", "archive", revision, "services"], check=True, capture_output=True, cwd=REPO_ROOT
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
-    shutil.copy(REPO_ROOT / "benchmarks" / "typed_drain.py", tree / "benchmarks")
+    for script in ("typed_drain.py", "typed_phases.py"):
+        shutil.copy(REPO_ROOT / "benchmarks" / script, tree / "benchmarks")
     return tree
 
 
@@ -259,20 +260,39 @@ def load_rounds(
         print(f"the loader at {before[0]}: median ratio {statistics.median(ratios['before']):.2f}")
 
 
-def decompose(postgres: Any, nats_base: str, dead_letter: str, count: int, rounds: int) -> None:
+def decompose(
+    postgres: Any,
+    urls: tuple[str, str],
+    count: int,
+    rounds: int,
+    workdir: Path,
+    before: tuple[str, Path] | None,
+) -> None:
     """Where the loader's time goes (benchmarks/typed_phases.py), on a stream of its own."""
+    nats_base, dead_letter = urls
     run = uuid.uuid4().hex[:6]
     stream_url = f"{nats_base}/STEPS?subject_prefix=steps"
     asyncio.run(ensure_stream(stream_url, StreamSettings(retention_hours=1)))
     events = [workload_event(i, run) for i in range(count)]
     asyncio.run(fill_stream(nats_base, events, "STEPS", "steps.web.track"))
+    (workdir / "steps.json").write_text(json.dumps(events))
     decoded = deliveries(events)
     batches = [decoded[start : start + BATCH] for start in range(0, len(decoded), BATCH)]
-    connection = {"host": LOOPBACK, "port": str(postgres.port), "user": "postgres"}
-    measured = []
+    measured: list[Timers] = []
+    earlier: list[Timers] = []
     for round_ in range(1, rounds + 1):
-        database = postgres.create_database(f"steps_{round_}")
-        timers = sink_steps(batches, Loader(LoaderConfig({**connection, "dbname": database})))
+        trees = [(measured, REPO_ROOT)] + ([(earlier, before[1])] if before else [])
+        for found, tree in trees if round_ % 2 else trees[::-1]:  # order alternates
+            dsn = postgres.dsn(
+                postgres.create_database(f"steps_{len(found)}_{uuid.uuid4().hex[:6]}")
+            )
+            steps = subprocess.run(
+                [sys.executable, str(tree / "benchmarks" / "typed_phases.py"), dsn,
+                 str(workdir / "steps.json")],
+                check=True, capture_output=True, text=True, cwd=tree,
+            ).stdout  # fmt: skip
+            found.append(Timers(json.loads(steps.strip().splitlines()[-1])))
+        timers = measured[-1]
         runner = asyncio.run(drain(stream_url, dead_letter, NoOpSink(), f"noop-{round_}", count,
                                    BATCH, 5.0, stream="STEPS"))  # fmt: skip
         timers[RUNNER] = count / runner
@@ -282,8 +302,7 @@ def decompose(postgres: Any, nats_base: str, dead_letter: str, count: int, round
         timers[FLOOR_SELECT], timers[FLOOR_INSERT] = in_database_floor(floor, batches)
         floor = postgres.dsn(postgres.create_database(f"steps_json_{round_}"))
         _, timers[FLOOR_JSON] = in_database_floor(floor, batches, read_json=True)
-        measured.append(timers)
-    print_steps(measured, count)
+    print_steps(measured, count, (before[0], earlier) if before else None)
 
 
 def end_to_end(
@@ -384,6 +403,9 @@ def main() -> None:
             dead_letter = f"{base}/DEADLETTER"
             asyncio.run(ensure_dead_letter_stream(dead_letter, retention_hours=1))
             tune_gc()  # as the loader process does
+            before = None
+            if args.before:
+                before = (args.before, earlier_tree(args.before, workdir))
             if "load" in phases:
                 stream_url = f"{base}/EVENTS?subject_prefix=events"
                 asyncio.run(ensure_stream(stream_url, StreamSettings(retention_hours=1)))
@@ -391,12 +413,9 @@ def main() -> None:
                 events = [workload_event(i, run) for i in range(args.events)]
                 asyncio.run(fill_stream(base, events))
                 print(f"{args.events} events on the stream (20 names x 10 properties + growth)")
-                before = None
-                if args.before:
-                    before = (args.before, earlier_tree(args.before, workdir))
                 load_rounds(postgres, (stream_url, dead_letter), events, args.rounds, before)
             if "decompose" in phases:
-                decompose(postgres, base, dead_letter, args.events, args.rounds)
+                decompose(postgres, (base, dead_letter), args.events, args.rounds, workdir, before)
             if "e2e" in phases:
                 latencies, missing = end_to_end(workdir, base, postgres, args.rate, args.duration)
                 print(

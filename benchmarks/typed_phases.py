@@ -14,19 +14,29 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg
 from psycopg import sql
 
 from services.consumers.loader.sink import Loader, LoaderConfig, row_of
 from services.consumers.runner.model import Delivery, Position, decode
+from services.consumers.runner.process import tune_gc
 from services.warehouse.typed import CALL_TABLES
-from services.warehouse.writer import LOCKED_TABLES, Coercion
+from services.warehouse.writer import LOCKED_TABLES
+
+try:
+    from services.warehouse.writer import Coercion
+except ImportError:  # an earlier commit's writer (--before): no dry pass
+    Coercion = None  # type: ignore[assignment,misc]
 
 BATCH = 5000
 WRITE = "typed: write (coerce + COPY per table + upserts)"
@@ -46,8 +56,10 @@ def deliveries(events: Sequence[dict[str, Any]]) -> list[Delivery]:
 
 
 class Timers(defaultdict[str, float]):
-    def __init__(self) -> None:
-        super().__init__(float)
+    """Seconds per step, in the order the steps first ran."""
+
+    def __init__(self, found: dict[str, float] | None = None) -> None:
+        super().__init__(float, found or {})
 
     def time(self, name: str, step: Callable[[], Any]) -> Any:
         started = time.perf_counter()
@@ -74,7 +86,8 @@ def sink_steps(batches: Sequence[Sequence[Delivery]], loader: Loader) -> Timers:
                         lambda d=derived: loader._typed.write(database, d, None))  # fmt: skip
             committing = time.perf_counter()
         timers["commit"] += time.perf_counter() - committing
-        coerce_only(derived, loader, timers)
+        if Coercion is not None:
+            coerce_only(derived, loader, timers)
     return timers
 
 
@@ -107,26 +120,42 @@ APART = (DRY, RUNNER, COPY, FLOOR_SELECT, FLOOR_INSERT, FLOOR_JSON)
 RAW_LAYER = ("raw rows (row_of, Python)", "raw COPY into events", "commit")
 
 
-def print_steps(rounds: Sequence[Timers], events: int) -> None:
-    """Each step's median over the rounds (and its range), its share of the sink's median
-    total, and the budget a ratio of 0.5 leaves against what the raw layer costs alone."""
+def _median(rounds: Sequence[Timers], name: str) -> float:
+    return statistics.median(r.get(name, 0.0) for r in rounds)
+
+
+def print_steps(
+    rounds: Sequence[Timers], events: int, before: tuple[str, Sequence[Timers]] | None = None
+) -> None:
+    """Each step's median over the rounds (and its range; with ``before``, that commit's
+    median beside it), its share of the sink's median total, the floors of deriving in
+    PostgreSQL, and the budget a ratio of 0.5 leaves against the raw layer's own cost."""
 
     def median(name: str) -> float:
-        return statistics.median(r[name] for r in rounds)
+        return _median(rounds, name)
 
     def spread(name: str) -> str:
         low, high = min(r[name] for r in rounds), max(r[name] for r in rounds)
         return f"{median(name):.2f} s ({low:.2f}-{high:.2f})"
 
-    totals = [sum(s for n, s in r.items() if n not in APART) for r in rounds]
-    total = statistics.median(totals)
-    print(f"decomposition, {events} events in batches of {BATCH}, the sink called directly; "
-          f"medians of {len(rounds)} rounds (range):")  # fmt: skip
+    def total(timers: Timers) -> float:
+        return sum(s for n, s in timers.items() if n not in APART)
+
+    totals = [total(r) for r in rounds]
+    print(f"decomposition, {events} events in batches of {BATCH}, the sink called directly "
+          f"(a process of its own); medians of {len(rounds)} rounds (range):")  # fmt: skip
     for name in rounds[0]:
-        share = "" if name in APART else f", {median(name) / total:.0%} of the sink"
+        share = "" if name in APART else f", {median(name) / statistics.median(totals):.0%}"
+        if before and name not in APART:
+            share += f"; at {before[0]}: {_median(before[1], name):.2f} s"
         print(f"  {name}: {spread(name)}{share}")
-    print(f"  sink total: {total:.2f} s ({min(totals):.2f}-{max(totals):.2f}), "
-          f"{events / total:,.0f} events/s")  # fmt: skip
+    sink = statistics.median(totals)
+    earlier = ""
+    if before:
+        then = statistics.median(total(r) for r in before[1])
+        earlier = f"; at {before[0]}: {then:.2f} s, {events / then:,.0f} events/s"
+    print(f"  sink total: {sink:.2f} s ({min(totals):.2f}-{max(totals):.2f}), "
+          f"{events / sink:,.0f} events/s{earlier}")  # fmt: skip
     python = median("typed: derive (decode + flatten, Python)") + median(WRITE)
     floors = [median(FLOOR_SELECT) + median(name) for name in (FLOOR_INSERT, FLOOR_JSON)]
     print(f"  the typed rows by Python (derive + write): {python:.2f} s; in PostgreSQL at least "
@@ -259,3 +288,17 @@ def _read(table: str, column: str, kind: str) -> str:
         path = column.replace("shipping_", "shipping,")
         found = f"{source}#>>'{{{path}}}'"
     return found if kind == "text" else f"({found})::{kind}"
+
+
+def main() -> None:
+    """``python typed_phases.py DSN EVENTS_JSON``: the sink's steps (of the tree this file is
+    in) over the events in the file, into the database; prints the timers as JSON."""
+    dsn, events = sys.argv[1:3]
+    decoded = deliveries(json.loads(Path(events).read_bytes()))
+    batches = [decoded[start : start + BATCH] for start in range(0, len(decoded), BATCH)]
+    tune_gc()  # as the loader process does
+    print(json.dumps(sink_steps(batches, Loader(LoaderConfig(_libpq(dsn))))))
+
+
+if __name__ == "__main__":
+    main()
