@@ -12,6 +12,7 @@ JSON extraction — no extraction, no casts, no discards: a lower bound of that 
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
@@ -293,11 +294,14 @@ def _read(table: str, column: str, kind: str) -> str:
 def main() -> None:
     """``python typed_phases.py DSN EVENTS_JSON``: the sink's steps (of the tree this file is
     in) over the events in the file, into the database; prints the timers as JSON."""
-    dsn, events = sys.argv[1:3]
-    decoded = deliveries(json.loads(Path(events).read_bytes()))
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("dsn", help="libpq key=value string of an empty database")
+    parser.add_argument("events", help="a JSON file: a list of events")
+    args = parser.parse_args()
+    decoded = deliveries(json.loads(Path(args.events).read_bytes()))
     batches = [decoded[start : start + BATCH] for start in range(0, len(decoded), BATCH)]
     tune_gc()  # as the loader process does
-    print(json.dumps(sink_steps(batches, Loader(LoaderConfig(_libpq(dsn))))))
+    print(json.dumps(sink_steps(batches, Loader(LoaderConfig(_libpq(args.dsn))))))
 
 
 if __name__ == "__main__":
