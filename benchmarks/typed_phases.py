@@ -1,14 +1,15 @@
 """Where the typed loader's time goes (``benchmarks/typed_loading.py --phases decompose``).
 
 The loader's sink is called directly (no runner) on the benchmark's events in batches of 5000,
-into a fresh database, with a timer around each step of ``Loader._load``; the runner's own
-cost is measured apart (the same stream drained by a sink that does nothing). The coercion's
-share of the typed write is timed by a dry pass over the same rows (coerced, not written).
-Then the floor of deriving the typed rows inside PostgreSQL instead (``INSERT … SELECT`` per
-table from the batch's raw rows, as issue 19 suggested): the same batches' rows selected into
-a temporary table, then per typed table one ``INSERT … SELECT`` of constants in place of the
-JSON extraction — no extraction, no casts, no discards: a lower bound of that design's cost.
-"""
+into a fresh database, with a timer around each step of ``Loader._load``; run as a process of
+its own (``python typed_phases.py DSN EVENTS_JSON``), so an earlier commit's tree (``--before``)
+is timed the same way. The runner's own cost is measured apart (the same stream drained by a
+sink that does nothing); the coercion's share of the typed write by a dry pass over the same
+rows (coerced, not written). Then the floor of deriving the typed rows inside PostgreSQL
+instead (``INSERT … SELECT`` per table from the batch's raw rows, as issue 19 suggested): the
+batch's rows selected into a temporary table, then per typed table one ``INSERT … SELECT``
+whose values are constants, or the workload's JSON read and cast — no misfit checks, no
+column decisions, no discards: lower bounds of that design's cost."""
 
 from __future__ import annotations
 
