@@ -2,22 +2,29 @@
 typed rows, and the end-to-end latency from the collector's acknowledgement to the typed row.
 
     .venv/bin/python benchmarks/typed_loading.py [--events 40000] [--rounds 3]
-        [--rate 200] [--duration 10] [--phases load,e2e]
+        [--rate 200] [--duration 10] [--phases load,decompose,e2e] [--before REVISION]
 
 Starts its own nats-server and PostgreSQL (durable: fsync on) on free loopback ports.
 
 1. **load**: ``--events`` track events of 20 event names with 10 properties each (text, bigint,
    double, boolean, timestamp, an array, a nested object), and every 5000 events each name
    gains a new property (schema changes during the run), plus one identify in 50; put on a
-   JetStream stream and drained by the loader (the real runner and sink in this process,
-   batches of 5000 / 5 s and closing when caught up: the defaults; for comparison by age only,
-   and with the typed half switched off: the raw table only) into a fresh database, with the
-   sizes of the batches it was handed. Baseline in the same round: the
-   typed rows of the same events (derived and coerced beforehand, not timed) written by one
-   plain binary ``COPY`` per table in one transaction into the same tables (created
-   beforehand, not timed) in another fresh database of the same server. Figure: events/s of
-   each and the ratio loader ÷ plain COPY per round, and the median ratio.
-2. **e2e**: the collector and the loader as real processes (``python -m services ...``, the
+   JetStream stream and drained by the loader (the real runner and sink, as a process of its
+   own: ``typed_drain.py``; batches of 5000 / 5 s and closing when caught up: the defaults;
+   for comparison by age only, and with the typed half switched off: the raw table only;
+   with ``--before REVISION`` also the loader of that commit, ``services/`` taken from git)
+   into a fresh database each, with the sizes of the batches it was handed; the loaders run
+   in alternating order. Baseline in the same round: the typed rows of the same events
+   (derived and coerced beforehand, not timed) written by one plain binary ``COPY`` per
+   table in one transaction into the same tables (created beforehand, not timed) in another
+   fresh database of the same server. Figure: events/s of each and the ratio loader ÷ plain
+   COPY per round, and the median ratio.
+2. **decompose** (``typed_phases.py``): where the loader's time goes, ``--rounds`` times, as
+   medians: the sink's steps timed one by one (the sink called directly, batches of 5000),
+   the runner alone (a sink that does nothing), the plain COPY baseline, and the lower bound
+   of deriving the typed rows inside PostgreSQL instead (``INSERT … SELECT`` per table from
+   the batch's raw rows, with constants, then with the JSON read and cast).
+3. **e2e**: the collector and the loader as real processes (``python -m services ...``, the
    loader at its default settings: batch age 5 s, closing when caught up); events offered at
    ``--rate`` events/s (requests of 10) for ``--duration`` s. Latency per event = the first
    time a poller (every 20 ms) sees its row in ``web.tracks`` minus the time the collector
@@ -32,7 +39,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -48,16 +57,25 @@ sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 import httpx  # noqa: E402
 import nats  # noqa: E402
 import psycopg  # noqa: E402
-from pipeline import percentile  # noqa: E402
+from pipeline import NoOpSink, percentile  # noqa: E402
+from typed_drain import drain  # noqa: E402
+from typed_phases import (  # noqa: E402
+    BATCH,
+    COPY,
+    FLOOR_INSERT,
+    FLOOR_JSON,
+    FLOOR_SELECT,
+    RUNNER,
+    Timers,
+    deliveries,
+    in_database_floor,
+    print_steps,
+)
 
 from services.consumers.loader.schema import migrate  # noqa: E402
-from services.consumers.loader.sink import Loader, LoaderConfig  # noqa: E402
-from services.consumers.runner.jetstream import JetStreamRunner  # noqa: E402
 from services.consumers.runner.process import tune_gc  # noqa: E402
-from services.consumers.runner.settings import RunnerSettings  # noqa: E402
 from services.stream.base import StreamSettings  # noqa: E402
 from services.stream.dead_letters import (  # noqa: E402
-    JetStreamDeadLetter,
     ensure_dead_letter_stream,
 )
 from services.stream.jetstream import ensure_stream  # noqa: E402
@@ -73,7 +91,7 @@ from tests.servers import (  # noqa: E402
 )
 
 WRITE_KEYS = json.dumps({"web": "web-key-1"})
-PHASES = ("load", "e2e")
+PHASES = ("load", "decompose", "e2e")
 NAMES = [f"Event {n:02d}" for n in range(20)]
 
 
@@ -107,48 +125,18 @@ def workload_event(index: int, run: str) -> dict[str, Any]:
     return {**common, "type": "track", "event": NAMES[index % len(NAMES)], "properties": properties}
 
 
-async def drain(
-    stream_url: str,
-    dead_letter: str,
-    sink: Any,
-    name: str,
-    events: int,
-    max_events: int,
-    max_seconds: float,
-    close_when_caught_up: bool = False,
-) -> float:
-    """Run the runner until the durable consumer acknowledged everything; events/s."""
-    settings = RunnerSettings(
-        name, max_events, max_seconds, health_port=None, close_when_caught_up=close_when_caught_up
-    )
-    runner = JetStreamRunner(stream_url, sink, JetStreamDeadLetter(dead_letter), settings)
-    stop = asyncio.Event()
-    nc = await nats.connect(stream_url.rpartition("/")[0])
-    js = nc.jetstream()
-    started = time.perf_counter()
-    task = asyncio.create_task(runner.run(stop))
-    while True:
-        await asyncio.sleep(0.05)
-        try:
-            info = await js.consumer_info("EVENTS", name)
-        except Exception:
-            continue
-        if info.ack_floor.stream_seq >= events:
-            elapsed = time.perf_counter() - started
-            break
-    stop.set()
-    await task
-    await nc.close()
-    return events / elapsed
-
-
-async def fill_stream(server_url: str, events: list[dict[str, Any]]) -> None:
+async def fill_stream(
+    server_url: str,
+    events: list[dict[str, Any]],
+    stream: str = "EVENTS",
+    subject: str = "events.web.track",
+) -> None:
     nc = await nats.connect(server_url)
     js = nc.jetstream(timeout=30)
     payloads = [json.dumps(event).encode() for event in events]
     for start in range(0, len(payloads), 1000):
         acks = [
-            await js.publish_async("events.web.track", payload, stream="EVENTS")
+            await js.publish_async(subject, payload, stream=stream)
             for payload in payloads[start : start + 1000]
         ]
         await asyncio.gather(*acks)
@@ -195,68 +183,126 @@ def plain_copy(dsn: str, events: list[dict[str, Any]]) -> float:
         return len(events) / (time.perf_counter() - started)
 
 
-class CountingLoader(Loader):
-    """The loader, keeping the size of every batch it is handed."""
-
-    sizes: list[int]
-
-    async def handle(self, batch: Any) -> Any:
-        self.sizes.append(len(batch))
-        return await super().handle(batch)
-
-
-def counting(connection: dict[str, str], database: str) -> CountingLoader:
-    loader = CountingLoader(LoaderConfig({**connection, "dbname": database}))
-    loader.sizes = []
-    return loader
-
-
 def batches(sizes: list[int]) -> str:
     return ", ".join(f"{sizes.count(size)} x {size}" for size in sorted(set(sizes), reverse=True))
 
 
+def drained(
+    tree: Path, urls: tuple[str, str], consumer: str, events: int, dsn: str, *options: str
+) -> tuple[float, list[int]]:
+    """The loader of ``tree`` draining the stream as a process of its own (typed_drain.py)."""
+    found = subprocess.run(
+        [sys.executable, str(tree / "benchmarks" / "typed_drain.py"), *urls, consumer,
+         str(events), dsn, *options],
+        check=True, capture_output=True, text=True, cwd=tree,
+    ).stdout  # fmt: skip
+    result = json.loads(found.strip().splitlines()[-1])
+    return result["rate"], result["sizes"]
+
+
+def earlier_tree(revision: str, workdir: Path) -> Path:
+    """``services/`` as it was at ``revision`` (git archive), with today's drain and steps
+    scripts."""
+    tree = workdir / "before"
+    (tree / "benchmarks").mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "archive", revision, "services"], check=True, capture_output=True, cwd=REPO_ROOT
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    for script in ("typed_drain.py", "typed_phases.py"):
+        shutil.copy(REPO_ROOT / "benchmarks" / script, tree / "benchmarks")
+    return tree
+
+
 def load_rounds(
-    postgres: Any, stream_url: str, dead_letter: str, events: list[dict[str, Any]], rounds: int
+    postgres: Any,
+    urls: tuple[str, str],
+    events: list[dict[str, Any]],
+    rounds: int,
+    before: tuple[str, Path] | None,
 ) -> None:
-    ratios = []
-    connection = {"host": LOOPBACK, "port": str(postgres.port), "user": "postgres"}
+    ratios: dict[str, list[float]] = {"now": [], "before": []}
     for round_ in range(1, rounds + 1):
-        # The loader closing its batches when caught up (its default) and by age only (as
-        # before issue 19), in alternating order: under this backlog both fill their batches.
-        database = postgres.create_database(f"typed_loader_{round_}")
-        loader = counting(connection, database)
-        by_age = counting(connection, postgres.create_database(f"typed_age_{round_}"))
-        rates: dict[str, float] = {}
-        runs = [("loader", loader, True), ("age", by_age, False)]
-        for name, sink, caught_up in runs if round_ % 2 else runs[::-1]:  # order alternates
-            rates[name] = asyncio.run(
-                drain(stream_url, dead_letter, sink, f"{name}-{round_}", len(events), 5000, 5.0,
-                      caught_up)
-            )  # fmt: skip
-        loaded, aged = rates["loader"], rates["age"]
-        raw_only = Loader(LoaderConfig({**connection, "dbname": postgres.create_database(
-            f"typed_raw_{round_}")}))  # fmt: skip
-        raw_only._typed.derive = lambda rows: {}  # type: ignore[method-assign]
-        raw = asyncio.run(
-            drain(stream_url, dead_letter, raw_only, f"raw-{round_}", len(events), 5000, 5.0)
-        )
-        with psycopg.connect(postgres.dsn(database)) as check:
+        runs = [("now", REPO_ROOT, ())]
+        if before:
+            runs.append(("before", before[1], ()))
+        runs.append(("age", REPO_ROOT, ("--by-age",)))
+        rates: dict[str, tuple[float, list[int]]] = {}
+        for name, tree, options in runs if round_ % 2 else runs[::-1]:  # order alternates
+            dsn = postgres.dsn(postgres.create_database(f"typed_{name}_{round_}"))
+            rates[name] = drained(tree, urls, f"{name}-{round_}", len(events), dsn, *options)
+        raw, _ = drained(REPO_ROOT, urls, f"raw-{round_}", len(events), postgres.dsn(
+            postgres.create_database(f"typed_raw_{round_}")), "--raw-only")  # fmt: skip
+        with psycopg.connect(postgres.dsn(f"typed_now_{round_}")) as check:
             tables, typed = check.execute(
                 "SELECT count(*), sum((xpath('/row/c/text()', query_to_xml("
                 "format('SELECT count(*) AS c FROM web.%I', table_name), false, true, '')))[1]"
                 "::text::bigint) FROM information_schema.tables WHERE table_schema = 'web'"
             ).fetchone()
         copied = plain_copy(postgres.dsn(postgres.create_database(f"typed_copy_{round_}")), events)
-        ratios.append(loaded / copied)
+        (loaded, sizes), (aged, aged_sizes) = rates["now"], rates["age"]
+        ratios["now"].append(loaded / copied)
+        earlier = ""
+        if before:
+            ratios["before"].append(rates["before"][0] / copied)
+            earlier = (f"; the loader at {before[0]}: {rates['before'][0]:,.0f} events/s, ratio "
+                       f"{rates['before'][0] / copied:.2f}")  # fmt: skip
         print(
             f"round {round_}: loader (raw + typed, {tables} tables, {typed} typed rows) "
-            f"{loaded:,.0f} events/s in batches of {batches(loader.sizes)} (batches by age "
-            f"only: {aged:,.0f} events/s, {batches(by_age.sizes)}; raw table only: "
-            f"{raw:,.0f}); plain COPY of the same typed rows {copied:,.0f} events/s; ratio "
-            f"{loaded / copied:.2f}"
+            f"{loaded:,.0f} events/s in batches of {batches(sizes)} (batches by age "
+            f"only: {aged:,.0f} events/s, {batches(aged_sizes)}; raw table only: "
+            f"{raw:,.0f}, ratio {raw / copied:.2f}); plain COPY of the same typed rows "
+            f"{copied:,.0f} events/s; ratio {loaded / copied:.2f}{earlier}"
         )
-    median = statistics.median(ratios)
+    median = statistics.median(ratios["now"])
     print(f"typed loading: median ratio to plain COPY {median:.2f} ({rounds} rounds)")
+    if before:
+        print(f"the loader at {before[0]}: median ratio {statistics.median(ratios['before']):.2f}")
+
+
+def decompose(
+    postgres: Any,
+    urls: tuple[str, str],
+    count: int,
+    rounds: int,
+    workdir: Path,
+    before: tuple[str, Path] | None,
+) -> None:
+    """Where the loader's time goes (benchmarks/typed_phases.py), on a stream of its own."""
+    nats_base, dead_letter = urls
+    run = uuid.uuid4().hex[:6]
+    stream_url = f"{nats_base}/STEPS?subject_prefix=steps"
+    asyncio.run(ensure_stream(stream_url, StreamSettings(retention_hours=1)))
+    events = [workload_event(i, run) for i in range(count)]
+    asyncio.run(fill_stream(nats_base, events, "STEPS", "steps.web.track"))
+    (workdir / "steps.json").write_text(json.dumps(events))
+    decoded = deliveries(events)
+    batches = [decoded[start : start + BATCH] for start in range(0, len(decoded), BATCH)]
+    measured: list[Timers] = []
+    earlier: list[Timers] = []
+    for round_ in range(1, rounds + 1):
+        trees = [(measured, REPO_ROOT)] + ([(earlier, before[1])] if before else [])
+        for found, tree in trees if round_ % 2 else trees[::-1]:  # order alternates
+            dsn = postgres.dsn(
+                postgres.create_database(f"steps_{len(found)}_{uuid.uuid4().hex[:6]}")
+            )
+            steps = subprocess.run(
+                [sys.executable, str(tree / "benchmarks" / "typed_phases.py"), dsn,
+                 str(workdir / "steps.json")],
+                check=True, capture_output=True, text=True, cwd=tree,
+            ).stdout  # fmt: skip
+            found.append(Timers(json.loads(steps.strip().splitlines()[-1])))
+        timers = measured[-1]
+        runner = asyncio.run(drain(stream_url, dead_letter, NoOpSink(), f"noop-{round_}", count,
+                                   BATCH, 5.0, stream="STEPS"))  # fmt: skip
+        timers[RUNNER] = count / runner
+        copied = plain_copy(postgres.dsn(postgres.create_database(f"steps_copy_{round_}")), events)
+        timers[COPY] = count / copied
+        floor = postgres.dsn(postgres.create_database(f"steps_floor_{round_}"))
+        timers[FLOOR_SELECT], timers[FLOOR_INSERT] = in_database_floor(floor, batches)
+        floor = postgres.dsn(postgres.create_database(f"steps_json_{round_}"))
+        _, timers[FLOOR_JSON] = in_database_floor(floor, batches, read_json=True)
+    print_steps(measured, count, (before[0], earlier) if before else None)
 
 
 def end_to_end(
@@ -339,6 +385,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="loader vs plain COPY rounds")
     parser.add_argument("--rate", type=int, default=200, help="offered events/s for e2e")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of e2e load")
+    parser.add_argument(
+        "--before", help="a git revision whose loader also runs in each load round (same run)"
+    )
     parser.add_argument("--phases", default=",".join(PHASES), help="load,e2e (default: both)")
     args = parser.parse_args()
     phases = set(args.phases.split(","))
@@ -353,6 +402,10 @@ def main() -> None:
             base = nats_url(nats_proc)
             dead_letter = f"{base}/DEADLETTER"
             asyncio.run(ensure_dead_letter_stream(dead_letter, retention_hours=1))
+            tune_gc()  # as the loader process does
+            before = None
+            if args.before:
+                before = (args.before, earlier_tree(args.before, workdir))
             if "load" in phases:
                 stream_url = f"{base}/EVENTS?subject_prefix=events"
                 asyncio.run(ensure_stream(stream_url, StreamSettings(retention_hours=1)))
@@ -360,8 +413,9 @@ def main() -> None:
                 events = [workload_event(i, run) for i in range(args.events)]
                 asyncio.run(fill_stream(base, events))
                 print(f"{args.events} events on the stream (20 names x 10 properties + growth)")
-                tune_gc()
-                load_rounds(postgres, stream_url, dead_letter, events, args.rounds)
+                load_rounds(postgres, (stream_url, dead_letter), events, args.rounds, before)
+            if "decompose" in phases:
+                decompose(postgres, (base, dead_letter), args.events, args.rounds, workdir, before)
             if "e2e" in phases:
                 latencies, missing = end_to_end(workdir, base, postgres, args.rate, args.duration)
                 print(

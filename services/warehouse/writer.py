@@ -7,10 +7,11 @@ fit their column stored NULL and kept in ``discards`` (table_name, column_name, 
 value, message_id, received_at, uuid_ts). It returns the rows and discards per table.
 
 Schema changes (:meth:`TypedWriter.prepare`: ``CREATE SCHEMA``/``CREATE TABLE``/``ALTER TABLE
-... ADD COLUMN IF NOT EXISTS``) take a transaction-level advisory lock on the table's name and,
-on a connection outside a transaction (the loader's), run in their own short transaction per
-table, before the data transaction: a loader never holds one table's rows while it waits to
-change another's columns, so concurrent loaders cannot deadlock on DDL. The column types are
+... ADD COLUMN IF NOT EXISTS``) take a transaction-level advisory lock on each table's name, in
+name order and, on a connection outside a transaction (the loader's), run in one short
+transaction per batch, before the data transaction: a loader never holds one table's rows
+while it waits to change another's columns, so concurrent loaders cannot deadlock on DDL (and
+a batch that adds a column to 20 tables commits once, not 20 times). The column types are
 read back from the catalog after each change (another loader may have created the column
 first, with the type of its own first value); they are cached, and checked in every write:
 it locks the tables it writes (``ROW EXCLUSIVE``, in name order) and compares one md5 of the
@@ -140,20 +141,37 @@ class TypedWriter:
                     fresh.discard(column)
                 if not fresh:
                     break
-        changed = False
+        self._columns.update(self._catalogs([t for t in wanted if t not in self._columns]))
+        changes: dict[str, dict[str, str]] = {}
         for table, new in wanted.items():
-            if table not in self._columns:
-                self._columns[table] = self._catalog(table)
             missing = {c: t for c, t in new.items() if c not in self._columns[table]}
             if missing or not self._columns[table]:
-                self._ddl(
-                    f"liftoff.warehouse {self.schema}.{table}",
-                    lambda t=table, m=missing: self._alter(t, m),
-                )
-                changed = True
-        if changed:
+                changes[table] = missing
+        if changes:
+            self._change_tables(changes)
             self._fingerprint = None
-        return changed
+        return bool(changes)
+
+    def _change_tables(self, changes: Mapping[str, Mapping[str, str]]) -> None:
+        """Every table's changes in one transaction, under the tables' advisory locks taken in
+        name order (as every writer and a rebuild's swap take them: no deadlock), before any
+        of their rows are held: one commit and a few round trips per batch, not per table."""
+        tables = sorted(changes)
+        with self.connection.transaction():
+            self.connection.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(lock)) FROM unnest(%s::text[])"
+                " WITH ORDINALITY AS locks(lock, position) ORDER BY position",
+                ([f"liftoff.warehouse {self.schema}.{table}" for table in tables],),
+            )
+            present = self._catalogs(tables)  # under the locks: what others added is here
+            statements = [
+                statement
+                for table in tables
+                for statement in self._alterations(table, changes[table], present[table])
+            ]
+            if statements:  # one round trip: no parameters, never prepared (one simple query)
+                self.connection.execute(sql.SQL("; ").join(statements), prepare=False)
+            self._columns.update(self._catalogs(tables))
 
     def _ddl(self, lock: str, change: Any) -> None:
         with self.connection.transaction():
@@ -165,30 +183,40 @@ class TypedWriter:
         self.connection.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
         self.connection.execute(sql.SQL(DISCARDS_DDL).format(schema=schema))
 
-    def _catalog(self, table: str) -> dict[str, str]:
-        """``table``'s columns and their types ({} when there is no such table)."""
-        found = self.connection.execute(
-            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a"
-            " WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped"
-            " ORDER BY a.attnum",
-            (self._name(table).as_string(self.connection),),
+    def _catalogs(self, tables: Sequence[str]) -> dict[str, dict[str, str]]:
+        """Each table's columns and their types, in one query ({} for a table not there)."""
+        found: dict[str, dict[str, str]] = {table: {} for table in tables}
+        if not tables:
+            return found
+        rows = self.connection.execute(
+            "SELECT t.name, a.attname, format_type(a.atttypid, a.atttypmod)"
+            " FROM unnest(%s::text[], %s::text[]) AS t(name, qualified)"
+            " JOIN pg_attribute a ON a.attrelid = to_regclass(t.qualified)"
+            " WHERE a.attnum > 0 AND NOT a.attisdropped ORDER BY t.name, a.attnum",
+            (list(tables), [self._name(t).as_string(self.connection) for t in tables]),
         ).fetchall()
-        return {name: CATALOG_TYPES.get(kind, kind) for name, kind in found}
+        for table, name, kind in rows:
+            found[table][name] = CATALOG_TYPES.get(kind, kind)
+        return found
 
-    def _alter(self, table: str, missing: Mapping[str, str]) -> None:
-        key = KEYS.get(table, "id")
+    def _alterations(
+        self, table: str, missing: Mapping[str, str], present: Mapping[str, str]
+    ) -> list[sql.Composed]:
+        """The statements that make ``table`` (as ``present``) and add its ``missing`` columns
+        the column limit leaves room for (a new table has its key and ``uuid_ts``)."""
         name = self._name(table)
-        self.connection.execute(
-            sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} ({} text PRIMARY KEY,"
-                " uuid_ts timestamptz NOT NULL DEFAULT now())"
-            ).format(name, sql.Identifier(key))
-        )
-        present = self._catalog(table)  # under the lock: what another loader added is here
-        room = self.max_columns - len(present)
+        statements = []
+        if not present:
+            statements.append(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} ({} text PRIMARY KEY,"
+                    " uuid_ts timestamptz NOT NULL DEFAULT now())"
+                ).format(name, sql.Identifier(KEYS.get(table, "id")))
+            )
+        room = self.max_columns - (len(present) or 2)
         additions = [(c, t) for c, t in missing.items() if c not in present][: max(room, 0)]
         if additions:
-            self.connection.execute(
+            statements.append(
                 sql.SQL("ALTER TABLE {} ").format(name)
                 + sql.SQL(", ").join(
                     sql.SQL("ADD COLUMN IF NOT EXISTS {} {}").format(
@@ -197,8 +225,7 @@ class TypedWriter:
                     for column, kind in additions
                 )
             )
-            present = self._catalog(table)
-        self._columns[table] = present
+        return statements
 
     # --- rows ----------------------------------------------------------------------------
 
@@ -242,7 +269,7 @@ class TypedWriter:
             return
         log.info("typed tables changed; reading their columns again", extra={"fields": {
             "schema": self.schema}})  # fmt: skip
-        self._columns = {table: self._catalog(table) for table in tables}
+        self._columns = self._catalogs(tables)
         if self.prepare(rows):  # a column gone (a rebuild dropped it): made again, locked
             fingerprint = self._current_fingerprint()
         self._fingerprint = fingerprint
@@ -261,7 +288,7 @@ class TypedWriter:
         known = self._columns[table]
         used = set().union(*rows)
         columns = [c for c in known if c in used]  # the catalog's order
-        converters = [(c, known[c], converter(known[c])) for c in columns]
+        coercion = Coercion(table, {column: known[column] for column in columns})
         upsert = table in LOCKED_TABLES or skip_existing
         target = _STAGING if upsert else self._name(table)
         if upsert:
@@ -271,9 +298,9 @@ class TypedWriter:
                 target, sql.SQL(", ").join(map(sql.Identifier, columns))
             )
             with cursor.copy(statement) as copy:
-                copy.set_types([COPY_TYPES.get(kind, "text") for _, kind, _ in converters])
+                copy.set_types([COPY_TYPES.get(known[column], "text") for column in columns])
                 for row in rows:
-                    copy.write_row(_values(table, row, converters, discards))
+                    copy.write_row(coercion.values(row, discards))
         extra = used.difference(known)  # all null, or beyond the column limit
         if extra:
             _beyond(table, rows, extra, discards)
@@ -346,25 +373,37 @@ class TypedWriter:
                 copy.write_row((table, column, kind, value, message, parse_timestamp(received_at)))
 
 
-def _values(
-    table: str,
-    row: Mapping[str, Any],
-    converters: Sequence[tuple[str, str, Any]],
-    discards: list[Discard],
-) -> list[Any]:
-    values = []
-    for column, kind, convert in converters:
-        value = row.get(column)
-        if value is not None and (kind != "text" or type(value) is not str):
-            fitted = convert(value)
-            if fitted is MISFIT:
-                discards.append(
-                    (table, column, kind, as_text(value), row.get("id"), row.get("received_at"))
-                )
-                fitted = None
-            value = fitted
-        values.append(value)
-    return values
+class Coercion:
+    """How ``table``'s rows become the values of its ``columns`` ({column: type}, in COPY
+    order): each value by :func:`~services.warehouse.typed.coerce`, a misfit NULL and kept
+    in the discards. Text columns (most of them) are only checked for a non-string value."""
+
+    def __init__(self, table: str, columns: Mapping[str, str]) -> None:
+        self.table = table
+        self.columns = list(columns)
+        self.checked = [
+            (index, column, kind, converter(kind))
+            for index, (column, kind) in enumerate(columns.items())
+            if kind != "text"
+        ]
+        self.texts = [index for index, kind in enumerate(columns.values()) if kind == "text"]
+
+    def values(self, row: Mapping[str, Any], discards: list[Discard]) -> list[Any]:
+        values = list(map(row.get, self.columns))
+        for index, column, kind, convert in self.checked:
+            value = values[index]
+            if value is not None:
+                fitted = convert(value)
+                if fitted is MISFIT:
+                    discards.append((self.table, column, kind, as_text(value), row.get("id"),
+                                     row.get("received_at")))  # fmt: skip
+                    fitted = None
+                values[index] = fitted
+        for index in self.texts:  # anything fits text, as its JSON text
+            value = values[index]
+            if type(value) is not str and value is not None:
+                values[index] = as_text(value)
+        return values
 
 
 def _beyond(

@@ -6,8 +6,8 @@ typed rows the same events make in Segment's warehouse schema (one Postgres sche
 ``synchronous_commit``); only then does the framework acknowledge the batch. The raw rows are
 built from each event's typed envelope (:class:`services.consumers.runner.model.Envelope`: no
 dicts, the JSON objects copied as sent). The schema changes the typed rows need (a new event's
-table, a property's first non-null value) run before, each in its own short transaction, so a
-loader never waits for a table's lock while it holds rows of another (concurrent loaders do
+table, a property's first non-null value) run before, in one short transaction of their own, so
+a loader never waits for a table's lock while it holds rows of another (concurrent loaders do
 not deadlock). A value that does not fit its typed column never fails the batch: it is stored
 NULL there and kept in the source's ``discards`` table. ``message_id`` is the primary key, so a
 batch holding a row that is already loaded (a replay, a redelivery after a crash between
@@ -339,7 +339,7 @@ class Loader:
     def _load_once(
         self, connection: psycopg.Connection, rows: list[tuple[Any, ...]], derived: Derived
     ) -> tuple[int, Any]:
-        # Schema changes first, each in its own short transaction (no lock held meanwhile).
+        # Schema changes first, in a short transaction of their own (no rows held meanwhile).
         self._typed.prepare(connection, derived)
         try:
             with connection.transaction():

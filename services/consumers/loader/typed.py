@@ -79,7 +79,7 @@ class TypedLoading:
         return derived
 
     def prepare(self, connection: psycopg.Connection, derived: Derived) -> None:
-        """The schema changes the batch needs, each in its own short transaction: before the
+        """The schema changes the batch needs, in a short transaction per source: before the
         data transaction, so no loader waits for a lock while holding rows (no deadlock)."""
         for source, events in derived.items():
             self._writer(connection, source).prepare([r for _, rows in events for r in rows])

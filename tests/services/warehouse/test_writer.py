@@ -94,6 +94,27 @@ def test_columns_get_the_type_of_their_first_value_or_the_declared_one(
         assert connection.execute("SELECT count(*) FROM web.tracks").fetchone() == (2,)
 
 
+def test_a_batchs_schema_changes_commit_once_whatever_the_number_of_tables(
+    warehouse: dict[str, str],
+) -> None:
+    """Every table's new columns in one transaction (one commit per batch, not per table): the
+    catalog rows of all the columns a batch adds carry the same transaction id."""
+    names = [f"Event {n}" for n in range(5)]
+    with connect(warehouse) as connection:
+        writer = TypedWriter(connection, "web")
+        write(connection, writer, [track(n, name, plan="pro") for n, name in enumerate(names)])
+        assert not writer.prepare(
+            [row for n, name in enumerate(names) for row in derive(track(9 + n, name, plan="x"))]
+        )  # nothing new: no transaction at all
+        writer.prepare(
+            [row for n, name in enumerate(names) for row in derive(track(n, name, seats=n))]
+        )
+        assert connection.execute(
+            "SELECT count(*), count(DISTINCT xmin::text) FROM pg_attribute"
+            " WHERE attname = 'seats' AND attrelid::regclass::text LIKE 'web.%'"
+        ).fetchone() == (len(names), 1)
+
+
 def test_a_value_that_does_not_fit_is_null_and_kept_in_discards(
     warehouse: dict[str, str],
 ) -> None:
