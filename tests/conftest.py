@@ -8,11 +8,18 @@ import functools
 # terminal summary, where CPython 3.11.7 may fail compiling it ("SystemError: AST constructor
 # recursion depth mismatch", after a RecursionError was caught during the tests) and a run of
 # one file that passed exits 1.
-import hypothesis  # noqa: F401
+import hypothesis
 import pytest
 import yaml
 
 from tests.harness import STACK_FILES, ProgramRun, run_program, stack_name_of
+
+# No time limit per example: tests never assert on time (benchmarks do), and the shared 2-core
+# machines made hypothesis's default 200 ms deadline fail examples that were correct.
+hypothesis.settings.register_profile(
+    "liftoff", deadline=None, suppress_health_check=[hypothesis.HealthCheck.too_slow]
+)
+hypothesis.settings.load_profile("liftoff")
 
 
 @functools.cache

@@ -12,7 +12,7 @@ import pytest
 
 from services.warehouse.typed import derive
 from services.warehouse.writer import TypedWriter, WriteCounts
-from tests.services.warehouse.conftest import connect
+from tests.servers import pg_connect as connect
 
 pytestmark = pytest.mark.servers
 

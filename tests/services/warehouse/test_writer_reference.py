@@ -31,7 +31,7 @@ from services.warehouse.typed import (
     parse_timestamp,
 )
 from services.warehouse.writer import KEYS, LOCKED_TABLES, TypedWriter
-from tests.services.warehouse.conftest import connect
+from tests.servers import pg_connect as connect
 
 pytestmark = pytest.mark.servers
 
