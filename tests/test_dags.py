@@ -173,7 +173,9 @@ def parsed() -> dict[str, Any]:
             {
                 "AIRFLOW_HOME": home,
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+                # Not `dags/`: the DAG files import their shared module from the bundle's own
+                # folder, as with liftoff's second bundle beside git-synced DAGs.
+                "AIRFLOW__CORE__DAGS_FOLDER": str(Path(home) / "customer-dags"),
                 "KUBECONFIG": str(Path(home) / "no-kubeconfig"),
             }
         )
@@ -195,6 +197,13 @@ def dag_of(case: str, dag_id: str = DAG_ID) -> dict[str, Any]:
     assert result["import_errors"] == {}, result["import_errors"]
     assert set(result["dags"]) == {DAG_ID, REBUILD_DAG_ID}
     return result["dags"][dag_id]
+
+
+def payload_of(task: dict[str, Any], run: str) -> dict[str, Any]:
+    """The function an AWS task invokes and the payload it sends (rendered as JSON)."""
+    kwargs = task[run]["op_kwargs"]
+    assert set(kwargs) == {"function", "payload"}, kwargs
+    return {"function": kwargs["function"], **json.loads(kwargs["payload"])}
 
 
 def kubernetes_stacks_with(archive: bool) -> list[str]:
@@ -324,8 +333,8 @@ def test_aws_invokes_the_reconcile_function_for_the_hour() -> None:
         function = liftoff_sections()[stack]["reconcile_function"]
         task = dag_of(stack)["tasks"]["reconcile"]
         assert task["operator"] == "_PythonDecoratedOperator"
-        assert task["scheduled"]["op_kwargs"] == {"function": function, "hour": "2026-11-27T10"}
-        assert task["requested"]["op_kwargs"]["hour"] == "2026-11-20T03"
+        assert payload_of(task, "scheduled") == {"function": function, "hour": "2026-11-27T10"}
+        assert payload_of(task, "requested")["hour"] == "2026-11-20T03"
         assert "raised" not in task["scheduled"]
         # Synchronous Lambda invocations last at most 15 minutes; the task waits a little more.
         assert 15 * 60 < task["execution_timeout"] <= 20 * 60
@@ -335,7 +344,7 @@ def test_aws_invokes_the_reconcile_function_for_the_hour() -> None:
     ("case", "reason"),
     [
         ("no-target", "[liftoff] target is not set"),
-        ("aws-without-function", "no reconcile function is configured"),
+        ("aws-without-function", "no ops function is configured"),
     ],
 )
 def test_unconfigured_targets_skip_and_say_why(case: str, reason: str) -> None:
@@ -398,11 +407,11 @@ def test_aws_invokes_the_reconcile_function_with_a_rebuild() -> None:
         if section["target"] != "aws":
             continue
         task = dag_of(stack, REBUILD_DAG_ID)["tasks"]["rebuild"]
-        assert task["scheduled"]["op_kwargs"] == {
+        assert payload_of(task, "scheduled") == {
             "function": section["reconcile_function"],
-            "source": "web",
-            "table": "",
-            "origin": "raw",
+            "rebuild": {"source": "web", "tables": None, "from": "raw"},
         }
-        assert task["requested"]["op_kwargs"]["table"] == "signed_up"
+        assert payload_of(task, "requested")["rebuild"] == {
+            "source": "web", "tables": ["signed_up"], "from": "archive",
+        }  # fmt: skip
         assert 15 * 60 < task["execution_timeout"] <= 20 * 60

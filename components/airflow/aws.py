@@ -10,7 +10,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components import aws_iam
-from components.airflow import DAGS_DIR, AirflowEndpoint, dag_files
+from components.airflow import DAGS_DIR, DAGS_IGNORE_PATH, AirflowEndpoint, dag_files
 from components.airflow.settings import AwsAirflowSettings
 from components.aws_logs import LogSettings, log_group
 from components.aws_s3 import SecureBucket, secure_bucket
@@ -86,7 +86,7 @@ class MwaaAirflow(pulumi.ComponentResource):
     def _declare_dags(
         self, name: str, args: MwaaAirflowArgs
     ) -> tuple[SecureBucket, list[aws.s3.BucketObjectv2]]:
-        """The DAG bucket and liftoff's DAG files in it."""
+        """The DAG bucket and liftoff's DAG folder in it."""
         child = pulumi.ResourceOptions(parent=self)
         dag_bucket = secure_bucket(
             f"{name}-dags",
@@ -96,20 +96,22 @@ class MwaaAirflow(pulumi.ComponentResource):
             protect=args.protect,
         )
         self.dag_bucket = dag_bucket.bucket
-        objects = []
-        for path in dag_files():
-            key = f"dags/{path.relative_to(DAGS_DIR).as_posix()}"
-            objects.append(
-                aws.s3.BucketObjectv2(
-                    f"{name}-dag-{path.stem}",
-                    bucket=self.dag_bucket.id,
-                    key=key,
-                    source=pulumi.FileAsset(str(path)),
-                    source_hash=hashlib.sha256(path.read_bytes()).hexdigest(),
-                    content_type="text/x-python",
-                    opts=child,
-                )
+        # The DAGs and the module they share, and the ignore file keeping that module out of
+        # DAG parsing (MWAA reads `.airflowignore` in its DAG folder).
+        files = [(path, path.stem, "text/x-python") for path in dag_files()]
+        files.append((DAGS_IGNORE_PATH, "airflowignore", "text/plain"))
+        objects = [
+            aws.s3.BucketObjectv2(
+                f"{name}-dag-{role}",
+                bucket=self.dag_bucket.id,
+                key=f"dags/{path.relative_to(DAGS_DIR).as_posix()}",
+                source=pulumi.FileAsset(str(path)),
+                source_hash=hashlib.sha256(path.read_bytes()).hexdigest(),
+                content_type=content_type,
+                opts=child,
             )
+            for path, role, content_type in files
+        ]
         return dag_bucket, objects
 
     def _declare_security_group(self, name: str, args: MwaaAirflowArgs) -> None:

@@ -12,7 +12,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from components import kube
-from components.airflow import RECONCILE, AirflowEndpoint, dag_files
+from components.airflow import DAGS_IGNORE_PATH, RECONCILE, AirflowEndpoint, dag_files
 from components.airflow.chart import (
     AIRFLOW_PODS,
     AIRFLOW_UID,
@@ -199,14 +199,15 @@ class KubernetesAirflow(pulumi.ComponentResource):
     def _dags_config_map(
         self, name: str, labels: Mapping[str, str]
     ) -> k8s.core.v1.ConfigMap | None:
-        # Always: with DAGs from git or an image, the reconciliation DAG still comes from here.
+        # Always: with DAGs from git or an image, the platform's DAGs still come from here.
         files = dag_files()
         return k8s.core.v1.ConfigMap(
             f"{name}-dags",
             metadata=self._args.network.metadata(DAGS_CONFIG_MAP, labels),
             data={
                 **{path.name: path.read_text() for path in files},
-                DAGS_IGNORE_FILE: DAGS_IGNORE,
+                # The kubelet's entries, then what `dags/` itself skips (the shared module).
+                DAGS_IGNORE_FILE: DAGS_IGNORE + DAGS_IGNORE_PATH.read_text(),
             },
             opts=pulumi.ResourceOptions(parent=self),
         )
