@@ -11,8 +11,9 @@ section (set by liftoff):
   `<pod>_environment` and its Secrets `<pod>_secrets`, both JSON, both built by liftoff (the
   environment by the process's own contract in `services/`): these files pass them through and
   name no variable. Without them the stack cannot run that operation, and the task says why.
-- `target = aws` (MWAA): invokes the ops function (`reconcile_function`) synchronously with a
-  JSON payload and fails if the function failed. A Lambda function runs at most 15 minutes.
+- `target = aws` (MWAA): invokes the ops function synchronously with a JSON payload and fails
+  if the function failed. `reconcile_function` names it; `regulation_function` too when the
+  stack gave it what regulations need. A Lambda function runs at most 15 minutes.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 
 SERVICES_UID = 10001  # the services image's user
 LAMBDA_TIMEOUT = timedelta(minutes=15)  # the longest a Lambda function may run
-FUNCTION = "reconcile_function"  # the ops function: reconcile, rebuild, regulation payloads
+FUNCTION = "reconcile_function"  # the ops function: reconcile and rebuild payloads
 TARGETS = ("kubernetes", "aws")
 
 
@@ -199,14 +200,16 @@ def invoke(function: str, payload: Mapping[str, Any], what: str) -> dict[str, An
     return answer
 
 
-def function_task(task_id: str, payload: str, what: str, *, fail: bool = False) -> Any:
-    """A task invoking the ops function with ``payload`` (a template rendering to a JSON
-    object), or saying why the stack has none."""
-    function = setting(FUNCTION)
+def function_task(
+    task_id: str, payload: str, what: str, *, key: str = FUNCTION, fail: bool = False
+) -> Any:
+    """A task invoking the ops function named by ``[liftoff] <key>`` with ``payload`` (a
+    template rendering to a JSON object), or saying why the stack has none."""
+    function = setting(key)
     if not function:
         reason = (
-            f"no ops function is configured ([liftoff] {FUNCTION} is empty: the stack has no "
-            f"warehouse): nothing can {what}"
+            f"no ops function is configured for this ([liftoff] {key} is empty: the stack has "
+            f"no warehouse): nothing can {what}"
         )
         return skipped(task_id, reason, fail=fail)
 

@@ -329,9 +329,10 @@ def test_every_stack_runs_the_processes_it_should() -> None:
         contracts["kubernetes-private-cloud"]
     )
     dag = [w for w in declared_workloads("kubernetes-private-cloud") if w.platform == "dag"]
-    assert {w.process for w in dag} == {reconcile.PROCESS, rebuild.PROCESS}, "both DAG pods"
+    assert {w.process for w in dag} == {reconcile.PROCESS, rebuild.PROCESS, regulations.PROCESS}
     assert all(w.env for w in dag)
     assert rebuild.PROCESS in contracts["dev"], "the rebuild pod needs no archive"
+    assert regulations.PROCESS in contracts["dev"], "the regulation pod needs no archive"
 
 
 def test_every_handler_and_command_is_real() -> None:
@@ -423,6 +424,8 @@ def test_the_dag_passes_its_environment_through() -> None:
     for path, contract in (
         ("liftoff_reconcile.py", reconcile.ReconcileSettings),
         ("liftoff_warehouse_rebuild.py", rebuild.RebuildSettings),
+        ("liftoff_regulation.py", regulations.RegulationSettings),
+        ("liftoff_operations.py", regulations.RegulationSettings),
     ):
         dag = (dags / path).read_text()
         for variable in variables(contract):

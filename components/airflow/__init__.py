@@ -25,6 +25,8 @@ DAGS_DIR = Path(__file__).resolve().parent.parent.parent / "dags"
 DAGS_IGNORE_PATH = DAGS_DIR / ".airflowignore"
 """What Airflow's DAG discovery skips in `dags/` (the shared module), shipped with the DAGs."""
 RECONCILE = "reconcile"
+REGULATION = "regulation"
+"""The components (NetworkPolicy labels) of the DAGs' pods on Kubernetes."""
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,9 @@ BROWSER_ROUTES = {
 }
 # Path prefixes the collector answers on: what an Ingress routes to it.
 PUBLIC_PATH_PREFIXES = ("/v1", "/analytics.js", "/analytics-next")
+SUPPRESSION_KEY = "key"
+"""Kubernetes: the key of the suppression Secret (`suppression_key_secret_name`) holding the
+key the list's entries are hashed with."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,9 @@ class KubernetesIngestContract(Ingest, Protocol):
 
     metrics: MetricsTarget
     """The collector pods' `/metrics` (their Service carries the same selector labels)."""
+    suppression_key_secret_name: str
+    """The Secret (key `SUPPRESSION_KEY`) the collector and `python -m services regulation`
+    read the suppression list's key from."""
 
 
 def collector_sources(sources: tuple[Source, ...], **fields: Any) -> Sources[Any]:

@@ -8,6 +8,10 @@ suppress and unsuppress), ``warehouse``, ``archive`` (when ``LIFTOFF_ARCHIVE_BUC
 deletion API, :mod:`services.regulations.destinations`) for delete. A failed target is
 recorded with its reason and the others still run; the exit status is 1 when any is not done.
 Running the same request again finishes what is left. Runs are serialized by a Postgres lock.
+
+The same request as one JSON document, ``{"action", "userIds", "anonymousIds", "requestId"}``
+(:func:`asked`): ``--json`` (the Airflow DAG's pod) and the ops function's ``regulation``
+payload (:func:`handle`, the DAG on MWAA).
 """
 
 from __future__ import annotations
@@ -17,13 +21,14 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import psycopg
 
 from services.archive.store import ArchiveLocation, s3_client
 from services.consumers.loader.sink import LoaderConfig
+from services.contract import ConfigError
 from services.observability import configure_logging
 from services.regulations import record
 from services.regulations.contract import RegulationSettings
@@ -154,25 +159,95 @@ def perform(
     return finished
 
 
+@dataclass(frozen=True)
+class Asked:
+    """What a run is asked to do."""
+
+    action: str
+    user_ids: tuple[str, ...] = ()
+    anonymous_ids: tuple[str, ...] = ()
+    request_id: int | None = None
+    """``status``: only this request."""
+
+
+ASKED_KEYS = {"action": "action", "userIds": "user_ids", "anonymousIds": "anonymous_ids"}
+
+
+def asked(document: Any) -> Asked:
+    """The request as one JSON object (``--json``, the ops function's ``regulation`` payload);
+    a ConfigError names the key, the value and what is allowed."""
+    if not isinstance(document, dict):
+        raise ConfigError(f"regulation request {document!r}: expected a JSON object")
+    unknown = sorted(set(document) - {*ASKED_KEYS, "requestId"})
+    if unknown:
+        allowed = ", ".join([*ASKED_KEYS, "requestId"])
+        raise ConfigError(f"regulation request: unknown keys {unknown}; allowed: {allowed}")
+    action = document.get("action")
+    if action not in ACTIONS:
+        raise ConfigError(f"regulation action {action!r}: use one of {', '.join(ACTIONS)}")
+    ids = {}
+    for key in ("userIds", "anonymousIds"):
+        value = document.get(key) or []
+        if not isinstance(value, list) or not all(isinstance(i, str) and i for i in value):
+            raise ConfigError(f"regulation {key} {value!r}: a list of non-empty strings")
+        ids[key] = tuple(value)
+    request_id = document.get("requestId")
+    if request_id is not None and (type(request_id) is not int or request_id < 1):
+        raise ConfigError(f"regulation requestId {request_id!r}: a request number (status)")
+    if action != "status" and not (ids["userIds"] or ids["anonymousIds"]):
+        raise ConfigError(f"regulation {action}: give userIds and/or anonymousIds")
+    return Asked(action, ids["userIds"], ids["anonymousIds"], request_id)
+
+
+def execute(settings: RegulationSettings[str], request: Asked) -> tuple[Any, bool]:
+    """Run ``request`` (``status``: read the record); its status and whether all is done."""
+    with connect(settings) as connection:
+        if request.action == "status":
+            return record.status(connection, request.request_id), True
+        record.lock(connection)
+        targets = targets_of(request.action, settings)
+        submitted = record.submit(
+            connection, request.action, request.user_ids, request.anonymous_ids, targets
+        )
+        done = perform(connection, settings, submitted)
+        return record.status(connection, submitted.id)[0], done
+
+
 def run(
     settings: RegulationSettings[str],
     *,
-    action: str,
+    action: str | None = None,
     user_ids: Sequence[str] | None = None,
     anonymous_ids: Sequence[str] | None = None,
     request_id: int | None = None,
+    document: str | None = None,
 ) -> int:
+    """``python -m services regulation``: the action and ids, or ``document`` (``--json``)."""
     configure_logging(settings.log_level or "INFO")
-    with connect(settings) as connection:
-        if action == "status":
-            print(json.dumps(record.status(connection, request_id), indent=2, default=str))
-            return 0
-        users, anonymous = list(user_ids or ()), list(anonymous_ids or ())
-        if not users and not anonymous:
-            print("liftoff regulation: give --user-id and/or --anonymous-id", file=sys.stderr)
-            return 2
-        record.lock(connection)
-        request = record.submit(connection, action, users, anonymous, targets_of(action, settings))
-        done = perform(connection, settings, request)
-        print(json.dumps(record.status(connection, request.id)[0], indent=2, default=str))
-        return 0 if done else 1
+    if document is not None:
+        if action is not None or user_ids or anonymous_ids or request_id is not None:
+            raise ConfigError("regulation: give either --json or the action and its ids")
+        try:
+            request = asked(json.loads(document))
+        except ValueError as error:
+            raise ConfigError(f"regulation --json: not JSON ({error})") from None
+    elif action is None:
+        raise ConfigError("regulation: give an action (suppress, delete, unsuppress, status)")
+    elif action != "status" and not user_ids and not anonymous_ids:
+        print("liftoff regulation: give --user-id and/or --anonymous-id", file=sys.stderr)
+        return 2
+    else:
+        request = Asked(action, tuple(user_ids or ()), tuple(anonymous_ids or ()), request_id)
+    found, done = execute(settings, request)
+    print(json.dumps(found, indent=2, default=str))
+    return 0 if done else 1
+
+
+def handle(document: Any, settings: RegulationSettings[str]) -> dict[str, Any]:
+    """The ops function's ``regulation`` payload: the request's status once every target is
+    done, else raise with it (the DAG's task fails; invoking it again resumes the request)."""
+    configure_logging(settings.log_level or "INFO")
+    found, done = execute(settings, asked(document))
+    if not done:
+        raise RuntimeError(f"regulation request not finished: {json.dumps(found, default=str)}")
+    return {"requests": found} if isinstance(found, list) else found
