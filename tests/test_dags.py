@@ -526,3 +526,18 @@ def test_without_a_regulation_pod_or_function_the_task_fails_and_says_why() -> N
             or "regulation_function" in message
             or ("target is not set" in message)
         ), message
+
+
+def test_aws_invokes_the_ops_function_with_the_regulation() -> None:
+    aws = [(s, c) for s, c in liftoff_sections().items() if c["target"] == "aws"]
+    assert aws
+    for stack, section in aws:
+        # The ops function runs regulations: the same function, named for them too.
+        assert section["regulation_function"] == section["reconcile_function"]
+        task = dag_of(stack, REGULATION_DAG_ID)["tasks"]["regulation"]
+        for run in ("scheduled", "requested"):
+            assert payload_of(task, run) == {
+                "function": section["regulation_function"],
+                "regulation": PARAMS[REGULATION_DAG_ID][run],
+            }
+        assert 15 * 60 < task["execution_timeout"] <= 20 * 60

@@ -39,6 +39,7 @@ from services.consumers.loader import contract as loader
 from services.consumers.reconcile import contract as reconcile
 from services.consumers.replay import contract as replay
 from services.contract import Process, variables
+from services.operations import contract as operations
 from services.postgres import contract as postgres
 from services.regulations import contract as regulations
 from services.stream import contract as stream
@@ -156,6 +157,12 @@ def _valid_collector_function(s: Any) -> Any:
     return s if s.sources.write_keys is None else _set(s, "sources.write_keys_file", None)
 
 
+def _valid_ops_function(s: Any) -> Any:
+    s = _need(_need(s, "reconcile.archive.bucket", "b"), "reconcile.warehouse.host", "db")
+    s = _suppression(s)
+    return s if _get(s, "suppression.url") else _set(s, "suppression_key_secret_arn", None)
+
+
 def _valid_loader(s: Any) -> Any:
     s = _need(s, "warehouse.host", "db")
     return _scheme(s, "runtime.stream.url", NATS)
@@ -200,6 +207,7 @@ VALID: dict[type, Callable[[Any], Any]] = {
     reconcile.ReconcileSettings: lambda s: _need(
         _need(s, "archive.bucket", "b"), "warehouse.host", "db"
     ),
+    operations.OpsFunctionSettings: _valid_ops_function,
     replay.ReplaySettings: lambda s: _suppression(_need(s, "archive.bucket", "b")),
     postgres.EnsureDatabaseSettings: _valid_ensure_database,
     postgres.EnsureDatabaseFunctionSettings: lambda s: _need(s, "admin_secret_arn", ARN),
@@ -324,7 +332,7 @@ def test_every_stack_runs_the_processes_it_should() -> None:
         postgres.ENSURE_DATABASE,
         loader.PROCESS,
     } <= contracts["dev"]
-    assert {collector.FUNCTION, archiver.FUNCTION, reconcile.PROCESS} <= contracts["aws"]
+    assert {collector.FUNCTION, archiver.FUNCTION, operations.FUNCTION} <= contracts["aws"]
     assert {archiver.PROCESS, postgres.BACKUP_UPLOAD, postgres.PG_DUMP, reconcile.PROCESS} <= (
         contracts["kubernetes-private-cloud"]
     )

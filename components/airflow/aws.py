@@ -39,7 +39,9 @@ class MwaaAirflowArgs:
     region: str
     kms_key_arn: pulumi.Input[str]
     reconcile: ConsumerFunction | None = None
-    """The warehouse reconciliation Lambda the DAG invokes (None without a warehouse)."""
+    """The ops function the DAGs invoke (None without a warehouse)."""
+    regulation: ConsumerFunction | None = None
+    """The same function when it runs regulations (`[liftoff] regulation_function`)."""
     protect: bool = True
     logs: LogSettings | None = None
     """Default: 365-day retention, AWS-managed encryption of MWAA's five log groups."""
@@ -196,10 +198,14 @@ class MwaaAirflow(pulumi.ComponentResource):
 
     @staticmethod
     def _liftoff_config(args: MwaaAirflowArgs) -> dict[str, pulumi.Input[str]]:
-        """The `[liftoff]` section the reconciliation DAG reads."""
+        """The `[liftoff]` section the DAGs read: the ops function, named once per operation
+        it runs (one function, one `lambda:InvokeFunction` grant)."""
         config: dict[str, pulumi.Input[str]] = {"liftoff.target": "aws"}
         if args.reconcile is not None:
             config["liftoff.reconcile_function"] = args.reconcile.function_name
+        if args.regulation is not None:
+            assert args.reconcile is not None and args.regulation.name == args.reconcile.name
+            config["liftoff.regulation_function"] = args.regulation.function_name
         return config
 
     @staticmethod

@@ -133,7 +133,11 @@ class AwsConsumersContract(Consumers, Protocol):
     functions: tuple[ConsumerFunction, ...]
     """The stream consumers: archiver, loader, then the broadcasters by destination name."""
     reconcile: ConsumerFunction | None
-    """The function repairing the warehouse from the archive; None without a warehouse."""
+    """The ops function the DAGs invoke (repairing the warehouse from the archive, rebuilding
+    typed tables); None without a warehouse."""
+    regulation: ConsumerFunction | None
+    """The same function when it also runs regulation requests (given the collector's
+    stores); None otherwise."""
 
 
 @runtime_checkable

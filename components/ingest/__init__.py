@@ -53,9 +53,26 @@ class Ingest(Protocol):
     endpoint: IngestEndpoint
 
 
+@dataclass(frozen=True)
+class AwsPrivacyStores:
+    """What a regulation acts on that the collector owns, on AWS."""
+
+    suppression_url: pulumi.Output[str]
+    """`s3://<bucket>/<key>`: the suppression list's one object."""
+    suppression_object_arn: pulumi.Output[str]
+    suppression_key_secret_arn: pulumi.Output[str]
+    """The secret holding the key the list's entries are hashed with."""
+    quarantine_url: pulumi.Output[str]
+    """`sqs://<queue>`: the collector's quarantine (KMS-encrypted with the platform key)."""
+    quarantine_queue_arn: pulumi.Output[str]
+
+
 @runtime_checkable
 class AwsIngestContract(Ingest, Protocol):
-    """The collector on AWS (`LambdaCollector`): where its metrics are."""
+    """The collector on AWS (`LambdaCollector`): where its metrics are, and the stores of
+    its that a regulation acts on."""
+
+    privacy: AwsPrivacyStores
 
     api_metrics: CloudWatchMetrics
     """`AWS/ApiGateway` by `ApiId` and `Stage`: requests, errors, latency."""

@@ -31,7 +31,7 @@ from services.consumers.loader.sink import LoaderConfig
 from services.contract import ConfigError
 from services.observability import configure_logging
 from services.regulations import record
-from services.regulations.contract import RegulationSettings
+from services.regulations.contract import RegulationSettings, sqs_urls
 from services.regulations.dead_letters import delete_from_dead_letters
 from services.regulations.deletion import delete_from_archive, delete_from_warehouse
 from services.regulations.destinations import request_deletion
@@ -45,11 +45,15 @@ DESTINATION = "destination:"
 ACTIONS = ("suppress", "delete", "unsuppress", "status")
 
 
-def dead_letter_url(settings: RegulationSettings[str]) -> str | None:
+def dead_letter_urls(settings: RegulationSettings[str]) -> list[str]:
+    """Every dead-letter store: ``LIFTOFF_DEAD_LETTER_URL`` (default on JetStream the stream's
+    ``/DEADLETTER``) and ``LIFTOFF_REGULATION_DEAD_LETTER_URLS``."""
+    found = sqs_urls(settings.dead_letter_urls)
     if settings.dead_letter_url is not None:
-        return settings.dead_letter_url
-    stream = settings.stream.url
-    return dead_letter_url_of(stream) if stream and stream.startswith("nats://") else None
+        found.insert(0, settings.dead_letter_url)
+    elif (stream := settings.stream.url) and stream.startswith("nats://"):
+        found.insert(0, dead_letter_url_of(stream))
+    return found
 
 
 def targets_of(kind: str, settings: RegulationSettings[str]) -> list[str]:
@@ -58,7 +62,7 @@ def targets_of(kind: str, settings: RegulationSettings[str]) -> list[str]:
     return (
         ["warehouse"]
         + (["archive"] if settings.archive.bucket else [])
-        + (["dead-letters"] if dead_letter_url(settings) else [])
+        + (["dead-letters"] if dead_letter_urls(settings) else [])
         + (["quarantine"] if settings.quarantine_url else [])
         + [f"{DESTINATION}{d.name}" for d in settings.destinations or ()]
     )
@@ -81,14 +85,25 @@ def connect(settings: RegulationSettings[str]) -> psycopg.Connection:
         connect_timeout=5,
         application_name="liftoff-regulation",
         autocommit=True,
-        **LoaderConfig.load(settings.warehouse).connection,
+        **LoaderConfig.load(settings.warehouse, settings.warehouse_secret_arn).connection,
     )
     record.migrate(connection)
     return connection
 
 
+def _suppression_list(settings: RegulationSettings[str]) -> tuple[str, str]:
+    """The list's URL and key (on AWS the key from its secret, as the collector reads it)."""
+    arn = settings.suppression_key_secret_arn
+    if arn is None:
+        return require_suppression(settings.suppression)
+    import boto3
+
+    key = boto3.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
+    return settings.suppression.url or "", key.strip()
+
+
 def _suppression(settings: RegulationSettings[str], request: record.Request) -> dict[str, Any]:
-    url, key = require_suppression(settings.suppression)
+    url, key = _suppression_list(settings)
     listed = entries(key, request.user_ids, request.anonymous_ids)
 
     async def change() -> None:
@@ -121,6 +136,14 @@ def _archive(settings: RegulationSettings[str], request: record.Request) -> dict
     return asdict(result)
 
 
+def _dead_letters(settings: RegulationSettings[str], request: record.Request) -> dict[str, Any]:
+    deleted = 0
+    for url in dead_letter_urls(settings):
+        found = delete_from_dead_letters(url, request.user_ids, request.anonymous_ids)
+        deleted += found["messages_deleted"]
+    return {"messages_deleted": deleted}
+
+
 def perform(
     connection: psycopg.Connection,
     settings: RegulationSettings[str],
@@ -132,9 +155,7 @@ def perform(
         "suppression": lambda: _suppression(settings, request),
         "warehouse": lambda: _warehouse(connection, request),
         "archive": lambda: _archive(settings, request),
-        "dead-letters": lambda: delete_from_dead_letters(
-            dead_letter_url(settings) or "", request.user_ids, request.anonymous_ids
-        ),
+        "dead-letters": lambda: _dead_letters(settings, request),
         "quarantine": lambda: delete_from_dead_letters(
             settings.quarantine_url or "", request.user_ids, request.anonymous_ids
         ),
