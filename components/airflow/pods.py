@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 # suppression list's key (the collector's path).
 POSTGRES_DIR = "/etc/liftoff/postgres"
 SUPPRESSION_DIR = "/etc/liftoff/suppression"
+
 Pod = tuple[Mapping[str, str], list[dict[str, str]]]
 """A DAG pod's environment and the Secrets it mounts."""
 

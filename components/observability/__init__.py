@@ -352,7 +352,8 @@ SIGNALS: tuple[Signal, ...] = (
         for_="0m",
         kubernetes="kube-state-metrics: the failed reconcile task pod (kept: "
         "`on_finish_action=delete_succeeded_pod`)",
-        aws="reconcile Lambda `Errors` > 0",
+        aws="ops (reconcile) Lambda `Errors` > 0 (a failed rebuild or regulation invocation "
+        "of the same function too: the failed task in Airflow says which)",
     ),
 )
 
