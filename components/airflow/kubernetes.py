@@ -282,7 +282,7 @@ class KubernetesAirflow(pulumi.ComponentResource):
         return [resource for grant in grants for resource in grant.resources]
 
     def _dag_pods(self, component: str) -> KubernetesPeer:
-        """The DAG pods of `component` (`OPERATION_COMPONENTS`), as NetworkPolicies select them."""
+        """The DAG pods of `component` (`RECONCILE`, `REGULATION`), as policies select them."""
         return KubernetesPeer(
             component, pod_labels=kube.selector(component, self._args.context.stack)
         )

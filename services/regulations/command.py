@@ -191,7 +191,7 @@ class Asked:
     """``status``: only this request."""
 
 
-ASKED_KEYS = {"action": "action", "userIds": "user_ids", "anonymousIds": "anonymous_ids"}
+DOCUMENT_KEYS = ("action", "userIds", "anonymousIds", "requestId")
 
 
 def asked(document: Any) -> Asked:
@@ -199,9 +199,9 @@ def asked(document: Any) -> Asked:
     a ConfigError names the key, the value and what is allowed."""
     if not isinstance(document, dict):
         raise ConfigError(f"regulation request {document!r}: expected a JSON object")
-    unknown = sorted(set(document) - {*ASKED_KEYS, "requestId"})
+    unknown = sorted(set(document) - set(DOCUMENT_KEYS))
     if unknown:
-        allowed = ", ".join([*ASKED_KEYS, "requestId"])
+        allowed = ", ".join(DOCUMENT_KEYS)
         raise ConfigError(f"regulation request: unknown keys {unknown}; allowed: {allowed}")
     action = document.get("action")
     if action not in ACTIONS:
