@@ -104,6 +104,8 @@ class ConsumerFunction:
     queue_name: pulumi.Output[str]
     """Its on-failure (dead-letter) queue."""
     broadcaster: bool = False
+    log_group_name: pulumi.Output[str] | None = None
+    """Its CloudWatch Logs group (metric filters read what it logs)."""
     ready: tuple[pulumi.Resource, ...] = ()
     """What must exist before it is invoked: the access the capabilities granted it."""
 

@@ -177,6 +177,7 @@ class KinesisConsumer(pulumi.ComponentResource):
         )
         self.role = packaged.role
         self.function = packaged.function
+        self.log_group = packaged.log_group
         self.peer = AwsPeer(
             args.runtime.name,
             iam_role_name=self.role.name,
@@ -266,6 +267,7 @@ class KinesisConsumer(pulumi.ComponentResource):
             function_arn=self.function.arn,
             queue_name=self.dead_letter_queue.name,
             broadcaster=broadcaster,
+            log_group_name=self.log_group.name,
             ready=self.access,
         )
 

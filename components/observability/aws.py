@@ -19,13 +19,19 @@ import pulumi
 import pulumi_aws as aws
 
 from components import aws_iam
-from components.consumers import AwsConsumersContract
+from components.consumers import AwsConsumersContract, ConsumerFunction
 from components.ingest import AwsIngestContract
 from components.observability import SIGNALS_BY_NAME, CloudWatchMetrics
 from components.observability.dashboards import CloudWatchSources, cloudwatch_dashboard
 from components.observability.settings import AwsObservabilitySettings
 from components.postgres import AwsPostgresContract
 from components.stream import AwsStreamContract
+from services.consumers.loader.contract import DISCARDS_LOG_MESSAGE, DISCARDS_LOG_TOTAL
+from services.consumers.loader.contract import NAME as LOADER
+
+# The loader's discards (a metric filter on its log): `Liftoff/<prefix>`, one per stack.
+DISCARDS_NAMESPACE = "Liftoff"
+DISCARDS_METRIC = "WarehouseDiscards"
 
 # RDS for PostgreSQL: max_connections = LEAST(DBInstanceClassMemory / 9531392, 5000).
 # Memory (GiB) of the classes liftoff offers; the alarm is skipped for a class not listed.
@@ -252,12 +258,42 @@ class AwsObservability(pulumi.ComponentResource):
                     consumer.name,
                     **_simple(consumer.metrics, "Errors"),
                 )
+            if consumer.name == LOADER:
+                self._warehouse_discards(consumer)
         reconcile = args.consumers.reconcile
         if reconcile is not None:
             self._alarm(
                 "LiftoffReconcileFailed", "function-errors", **_simple(reconcile.metrics, "Errors")
             )
             self._dead_letter_alarm(reconcile.name, reconcile.dead_letter_metrics)
+
+    def _warehouse_discards(self, loader: ConsumerFunction) -> None:
+        """Typed values the loader discarded, summed over 15 minutes: a metric filter on the
+        loader's log line (`services.consumers.loader.contract`), in the stack's namespace."""
+        assert loader.log_group_name is not None
+        namespace = f"{DISCARDS_NAMESPACE}/{self._args.prefix}"
+        metric_filter = aws.cloudwatch.LogMetricFilter(
+            f"{self._name}-warehouse-discards",
+            name=f"{self._args.prefix}-warehouse-discards",
+            log_group_name=loader.log_group_name,
+            pattern=f'{{ $.message = "{DISCARDS_LOG_MESSAGE}" }}',
+            metric_transformation={
+                "name": DISCARDS_METRIC,
+                "namespace": namespace,
+                "value": f"$.{DISCARDS_LOG_TOTAL}",
+                "unit": "Count",
+            },
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.discards_filter = metric_filter
+        threshold = self._threshold("warehouseDiscards")
+        self._alarm(
+            "LiftoffWarehouseDiscards",
+            "loader",
+            **_condition(
+                CloudWatchMetrics(namespace, {}), DISCARDS_METRIC, ABOVE, threshold, "Sum", 900
+            ),
+        )
 
     def _database(self) -> None:
         args = self._args
