@@ -221,7 +221,7 @@ def test_warehouse_discards_alarm_on_what_the_loader_logs(stack, caplog):
     from services.observability import Counters, JsonFormatter
 
     run = stack_run(stack)
-    (metric_filter,) = run.of_type(METRIC_FILTER)
+    (metric_filter,) = [f for f in run.of_type(METRIC_FILTER) if "-loader-" in f.name]
     loader = run.one("aws:cloudwatch/logGroup:LogGroup", "liftoff-consumers-loader-logs")
     assert metric_filter.inputs["logGroupName"] == loader.inputs["name"]
     transformation = metric_filter.inputs["metricTransformation"]
@@ -241,3 +241,34 @@ def test_warehouse_discards_alarm_on_what_the_loader_logs(stack, caplog):
         transformation["namespace"], transformation["name"],
     )  # fmt: skip
     assert (alarm["statistic"], alarm["period"], alarm["threshold"]) == ("Sum", 900, 0)
+
+
+def test_each_broadcaster_counts_what_its_filters_refuse_from_its_log(caplog):
+    """`liftoff_broadcaster_filtered_total` on AWS: a metric filter per broadcaster function on
+    the line the broadcaster's code writes for a batch with filtered events."""
+    import logging
+    from types import SimpleNamespace
+
+    from services.consumers.broadcaster.delivery import Broadcaster
+    from services.observability import Counters, JsonFormatter
+
+    run = stack_run("aws")
+    groups = {g.name: g.inputs["name"] for g in run.of_type("aws:cloudwatch/logGroup:LogGroup")}
+    filters = {f.name: f.inputs for f in run.of_type(METRIC_FILTER) if "Filtered" in f.name}
+    broadcasters = [f for f in run.of_type(FUNCTION) if "-broadcaster-" in f.name]
+    assert broadcasters and len(filters) == len(broadcasters)
+    for function in broadcasters:
+        consumer = function.name.removeprefix("liftoff-consumers-").removesuffix("-function")
+        found = filters[f"liftoff-observability-{consumer}-BroadcasterFiltered"]
+        assert found["logGroupName"] == groups[f"liftoff-consumers-{consumer}-logs"]
+
+    sender = SimpleNamespace(counters=Counters(), name="mixpanel")  # what _count uses
+    with caplog.at_level(logging.INFO, logger="liftoff.broadcaster"):
+        Broadcaster._count(sender, [], {"drop": 2, "consent": 1})  # type: ignore[arg-type]
+    (record,) = [r for r in caplog.records if r.name == "liftoff.broadcaster"]
+    line = json.loads(JsonFormatter().format(record))
+    pattern, transformation = found["pattern"], found["metricTransformation"]
+    field, _, wanted = pattern.strip("{} ").partition(" = ")
+    assert line[field.removeprefix("$.")] == json.loads(wanted)
+    assert line[transformation["value"].removeprefix("$.")] == 3
+    assert line[transformation["dimensions"]["Destination"].removeprefix("$.")] == "mixpanel"
