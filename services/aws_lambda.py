@@ -16,9 +16,9 @@ from services.collector import contract as collector
 from services.consumers.archiver import contract as archiver
 from services.consumers.broadcaster import contract as broadcaster
 from services.consumers.loader import contract as loader
-from services.consumers.reconcile import contract as reconcile
 from services.consumers.runner.kinesis import LambdaConsumer
 from services.contract import Process
+from services.operations import contract as operations
 from services.postgres import contract as postgres
 
 
@@ -43,7 +43,7 @@ HANDLERS: dict[str, Handler] = {
         broadcaster.FUNCTION, "services.consumers.broadcaster.sink:load"
     ),
     "services.aws_lambda.reconcile_handler": Handler(
-        reconcile.PROCESS, "services.consumers.reconcile.repair:load"
+        operations.FUNCTION, "services.operations.function:load"
     ),
     "services.aws_lambda.ensure_database_handler": Handler(
         postgres.ENSURE_DATABASE_FUNCTION, "services.postgres.database:admin_from_secret"
@@ -115,26 +115,36 @@ def broadcaster_handler(event: dict[str, Any], context: Any = None) -> dict[str,
         DEADLINE.reset(token)
 
 
-# --- warehouse reconciliation (invoked by the platform's DAG, dags/liftoff_reconcile.py) ------
+# --- the ops function (invoked by the platform's DAGs, dags/liftoff_operations.py) ------------
 
 
 def reconcile_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-    """Repair one UTC hour of the warehouse from the archive
+    """The ops function: repair one UTC hour of the warehouse from the archive
     (:func:`services.consumers.reconcile.repair.handle`), or, for ``{"rebuild": {...}}`` (the
-    rebuild DAG on MWAA), rebuild a source's typed tables
-    (:func:`services.warehouse.command.handle`; the same variables as ``warehouse-rebuild``)."""
-    settings = reconcile.parse(os.environ)
+    rebuild DAG on MWAA), rebuild a source's typed tables (:func:`services.warehouse.command.
+    handle`; the same variables as ``warehouse-rebuild``), or, for ``{"regulation": {...}}``
+    (the regulation DAG), run a regulation request (:func:`services.regulations.command.
+    handle`; the function runs none unless the stack gave it the suppression list)."""
+    settings = operations.parse_function(os.environ)
     if isinstance(event, dict) and "rebuild" in event:
         from dataclasses import fields
 
         from services.warehouse.command import handle as rebuild
         from services.warehouse.contract import RebuildSettings
 
-        same = {item.name: getattr(settings, item.name) for item in fields(RebuildSettings)}
+        repair = settings.reconcile
+        same = {item.name: getattr(repair, item.name) for item in fields(RebuildSettings)}
         return rebuild(event["rebuild"] or {}, RebuildSettings(**same))
+    if isinstance(event, dict) and "regulation" in event:
+        from services.contract import ConfigError
+        from services.regulations.command import handle as regulation
+
+        if settings.suppression.url is None:
+            raise ConfigError("this function was given no suppression list: it runs no regulation")
+        return regulation(event["regulation"], settings.regulation())
     from services.consumers.reconcile.repair import handle
 
-    return handle(event, settings)
+    return handle(event, settings.reconcile)
 
 
 # --- client databases on RDS (invoked by the Postgres component at deploy time) ----------------

@@ -110,7 +110,7 @@ def _replay_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _regulation_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=("suppress", "delete", "unsuppress", "status"))
+    parser.add_argument("action", nargs="?", choices=("suppress", "delete", "unsuppress", "status"))
     parser.add_argument(
         "--user-id", dest="user_ids", action="append", metavar="ID", help="repeatable"
     )
@@ -119,6 +119,13 @@ def _regulation_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--request", dest="request_id", type=int, metavar="N", help="status: only request N"
+    )
+    parser.add_argument(
+        "--json",
+        dest="document",
+        metavar="DOCUMENT",
+        help='instead of the above: {"action", "userIds", "anonymousIds", "requestId"} (the '
+        "Airflow DAG's conf)",
     )
 
 

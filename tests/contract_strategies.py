@@ -143,6 +143,7 @@ _TEXT_BY_GRAMMAR: dict[str, st.SearchStrategy[str]] = {
     "suppression-url": st.builds("nats://{}:4222/{}".format, _host(), _word())
     | st.builds("s3://{}/{}".format, _word(), _word()),
     "suppression-key": st.from_regex(r"[A-Za-z0-9]{16,40}", fullmatch=True),
+    "sqs-urls": st.lists(_word().map("sqs://{}".format), min_size=1, max_size=4).map(",".join),
 }
 _NAMES_BY_GRAMMAR: dict[str, st.SearchStrategy[str]] = {
     "source": _word(),

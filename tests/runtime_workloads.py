@@ -1,8 +1,8 @@
 """Every process a shipped stack runs, with its declared environment and its runtime contract.
 
 Found in the program's declarations (each Kubernetes container, init containers and Jobs
-included; each Lambda function; the Airflow DAG's reconcile pod, whose environment is the
-`[liftoff] reconcile_environment` value) and in liftoff local's plan for the stack file
+included; each Lambda function; the Airflow DAGs' pods, whose environments are the
+`[liftoff] <pod>_environment` values) and in liftoff local's plan for the stack file
 (`liftoff_local.environments`). `problems(workload)` is the contract check
 (tests/test_runtime_contract.py): `environment(parse(declared)) == declared`.
 """
@@ -223,10 +223,10 @@ def lambda_workloads(run: ProgramRun) -> Iterator[Workload]:
         yield Workload(where, "lambda", entry.contract, resolve(entry.load), env)
 
 
-# --- the DAG's reconcile pod (Kubernetes: Airflow starts it from [liftoff]) -------------------
+# --- the DAGs' pods (Kubernetes: Airflow starts them from [liftoff]) -------------------------
 
 
-DAG_PODS = {"reconcile": "reconcile", "rebuild": "warehouse-rebuild"}
+DAG_PODS = {"reconcile": "reconcile", "rebuild": "warehouse-rebuild", "regulation": "regulation"}
 """Each DAG pod's `[liftoff]` key prefix and the command it runs."""
 
 

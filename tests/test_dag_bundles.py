@@ -101,6 +101,8 @@ def test_the_dag_processor_finds_the_dags_in_the_mounted_config_map(tmp_path: Pa
     cores = set()
     for case, run in runs.items():
         data, values = _declared(run)
+        # The DAGs' shared module is mounted beside them, and is no DAG file (`.airflowignore`).
+        assert "liftoff_operations.py" in data
         mount = next(m for m in values["volumeMounts"] if m["name"] == "liftoff-dags")
         folder = tmp_path / case / mount["mountPath"].lstrip("/")
         mount_config_map(data, folder)
@@ -113,7 +115,7 @@ def test_the_dag_processor_finds_the_dags_in_the_mounted_config_map(tmp_path: Pa
         result = found[str(folder)]
         assert "error" not in result, f"{case}: {result['error']}"
         # Through the key's symlink, as the kubelet keeps it current; never the versioned copy.
-        expected = ["liftoff_reconcile.py", "liftoff_warehouse_rebuild.py"]
+        expected = ["liftoff_reconcile.py", "liftoff_regulation.py", "liftoff_warehouse_rebuild.py"]
         assert result["files"] == [str(folder / name) for name in expected], case
 
 

@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -30,12 +31,25 @@ AIRFLOW_PYTHON = ROOT / ".venv" / "airflow" / "bin" / "python"
 DAGS = ROOT / "dags"
 DAG_ID = "liftoff_reconcile"
 REBUILD_DAG_ID = "liftoff_warehouse_rebuild"
+REGULATION_DAG_ID = "liftoff_regulation"
+DAG_IDS = {DAG_ID, REBUILD_DAG_ID, REGULATION_DAG_ID}
+# Ids with what JSON and Jinja escape (quotes, <, &, non-ASCII): they must arrive as given.
+ODD_ID = 'o\'brien <x> & "é"'
 PARAMS = {
     DAG_ID: {"scheduled": {"hour": None}, "requested": {"hour": "2026-11-20T03"}},
     # The rebuild runs only when triggered: "scheduled" is a trigger with the defaults.
     REBUILD_DAG_ID: {
         "scheduled": {"source": "web", "table": None, "from": "raw"},
         "requested": {"source": "web", "table": "signed_up", "from": "archive"},
+    },
+    REGULATION_DAG_ID: {
+        "scheduled": {"action": "status", "userIds": [], "anonymousIds": [], "requestId": None},
+        "requested": {
+            "action": "delete",
+            "userIds": ["u-1", ODD_ID],
+            "anonymousIds": ["a-9"],
+            "requestId": None,
+        },
     },
 }
 CHART = "kubernetes:helm.sh/v4:Chart"
@@ -173,7 +187,9 @@ def parsed() -> dict[str, Any]:
             {
                 "AIRFLOW_HOME": home,
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+                # Not `dags/`: the DAG files import their shared module from the bundle's own
+                # folder, as with liftoff's second bundle beside git-synced DAGs.
+                "AIRFLOW__CORE__DAGS_FOLDER": str(Path(home) / "customer-dags"),
                 "KUBECONFIG": str(Path(home) / "no-kubeconfig"),
             }
         )
@@ -193,8 +209,15 @@ def parsed() -> dict[str, Any]:
 def dag_of(case: str, dag_id: str = DAG_ID) -> dict[str, Any]:
     result = parsed()[case]
     assert result["import_errors"] == {}, result["import_errors"]
-    assert set(result["dags"]) == {DAG_ID, REBUILD_DAG_ID}
+    assert set(result["dags"]) == DAG_IDS
     return result["dags"][dag_id]
+
+
+def payload_of(task: dict[str, Any], run: str) -> dict[str, Any]:
+    """The function an AWS task invokes and the payload it sends (rendered as JSON)."""
+    kwargs = task[run]["op_kwargs"]
+    assert set(kwargs) == {"function", "payload"}, kwargs
+    return {"function": kwargs["function"], **json.loads(kwargs["payload"])}
 
 
 def kubernetes_stacks_with(archive: bool) -> list[str]:
@@ -225,7 +248,7 @@ def test_every_stack_configuration_and_edge_case_parses() -> None:
 
 def test_unknown_target_is_an_import_error() -> None:
     errors = parsed()["unknown-target"]["import_errors"]
-    assert len(errors) == 2  # each DAG says so
+    assert len(errors) == len(DAG_IDS)  # each DAG says so
     assert all("expected 'kubernetes' or 'aws'" in error for error in errors.values())
 
 
@@ -324,8 +347,8 @@ def test_aws_invokes_the_reconcile_function_for_the_hour() -> None:
         function = liftoff_sections()[stack]["reconcile_function"]
         task = dag_of(stack)["tasks"]["reconcile"]
         assert task["operator"] == "_PythonDecoratedOperator"
-        assert task["scheduled"]["op_kwargs"] == {"function": function, "hour": "2026-11-27T10"}
-        assert task["requested"]["op_kwargs"]["hour"] == "2026-11-20T03"
+        assert payload_of(task, "scheduled") == {"function": function, "hour": "2026-11-27T10"}
+        assert payload_of(task, "requested")["hour"] == "2026-11-20T03"
         assert "raised" not in task["scheduled"]
         # Synchronous Lambda invocations last at most 15 minutes; the task waits a little more.
         assert 15 * 60 < task["execution_timeout"] <= 20 * 60
@@ -335,7 +358,7 @@ def test_aws_invokes_the_reconcile_function_for_the_hour() -> None:
     ("case", "reason"),
     [
         ("no-target", "[liftoff] target is not set"),
-        ("aws-without-function", "no reconcile function is configured"),
+        ("aws-without-function", "no ops function is configured"),
     ],
 )
 def test_unconfigured_targets_skip_and_say_why(case: str, reason: str) -> None:
@@ -398,11 +421,123 @@ def test_aws_invokes_the_reconcile_function_with_a_rebuild() -> None:
         if section["target"] != "aws":
             continue
         task = dag_of(stack, REBUILD_DAG_ID)["tasks"]["rebuild"]
-        assert task["scheduled"]["op_kwargs"] == {
+        assert payload_of(task, "scheduled") == {
             "function": section["reconcile_function"],
-            "source": "web",
-            "table": "",
-            "origin": "raw",
+            "rebuild": {"source": "web", "tables": None, "from": "raw"},
         }
-        assert task["requested"]["op_kwargs"]["table"] == "signed_up"
+        assert payload_of(task, "requested")["rebuild"] == {
+            "source": "web", "tables": ["signed_up"], "from": "archive",
+        }  # fmt: skip
+        assert 15 * 60 < task["execution_timeout"] <= 20 * 60
+
+
+# --- regulations -----------------------------------------------------------------------------
+
+
+def test_a_regulation_runs_only_when_triggered_and_retries_to_resume() -> None:
+    for case in [*liftoff_sections(), "no-target", "aws-without-function"]:
+        dag = dag_of(case, REGULATION_DAG_ID)
+        assert dag["timetable"] == "NullTimetable" and dag["catchup"] is False
+        assert dag["params"] == ["action", "anonymousIds", "requestId", "userIds"]
+        assert set(dag["tasks"]) == {"regulation"}
+        assert dag["tasks"]["regulation"]["retries"] >= 1, case
+
+
+@pytest.mark.parametrize("stack", ["kubernetes-private-cloud", "dev"])
+def test_kubernetes_runs_a_regulation_in_a_pod_the_network_policies_admit(stack: str) -> None:
+    """The regulation pod: the conf as one JSON argument (ids arrive exactly as given), the
+    [liftoff] environment and Secrets passed through, admitted by the NetworkPolicies to
+    Postgres, the NATS servers and the archive, restricted, valid against the schema."""
+    section = liftoff_sections()[stack]
+    task = dag_of(stack, REGULATION_DAG_ID)["tasks"]["regulation"]
+    assert task["operator"] == "KubernetesPodOperator"
+    for run in ("scheduled", "requested"):
+        (container,) = task[run]["pod"]["spec"]["containers"]
+        regulation, option, document = container["args"]
+        assert (regulation, option) == ("regulation", "--json")
+        assert json.loads(document) == PARAMS[REGULATION_DAG_ID][run]
+    pod = task["requested"]["pod"]
+    env = {item["name"]: item["value"] for item in container["env"]}
+    assert env == json.loads(section["regulation_environment"])
+    assert env["LIFTOFF_SUPPRESSION_URL"].endswith("/liftoff-suppressed")
+    assert env["LIFTOFF_SUPPRESSION_KEY_FILE"] == "/etc/liftoff/suppression/key"
+    assert env["LIFTOFF_DEAD_LETTER_URL"].endswith(":4222/DEADLETTER")  # holds the quarantine
+    assert "LIFTOFF_SUPPRESSION_KEY" not in env and "PGPASSWORD" not in env
+    mounts = {mount["mountPath"]: mount for mount in container["volumeMounts"]}
+    secrets = json.loads(section["regulation_secrets"])
+    assert {item["secret"] for item in secrets} >= {"collector-suppression-key"}
+    for item in secrets:
+        assert mounts[item["directory"]]["readOnly"] is True
+    assert (
+        f"{mounts['/etc/liftoff/suppression']['mountPath']}/key"
+        == env["LIFTOFF_SUPPRESSION_KEY_FILE"]
+    )
+
+    labels = pod["metadata"]["labels"]
+    reached = policies_admitting(stack, labels)
+    # The archive's endpoint when the stack has one (dev has none: no archive target).
+    endpoint = env.get("AWS_ENDPOINT_URL_S3")
+    archive = {f"outside:{urlsplit(endpoint).port}"} if endpoint else set()
+    assert reached == {"postgres", "nats", *archive}, reached  # and nothing else
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert schema_errors([pod]) == []
+
+
+def policies_admitting(stack: str, labels: dict[str, str]) -> set[str]:
+    """Where the stack's NetworkPolicies let pods with `labels` go: the component of each pod
+    they may reach (an egress rule from them and an ingress rule admitting them), and
+    `outside:<port>` for an address block (the archive's endpoint)."""
+
+    def admits(selector: dict[str, Any]) -> bool:
+        wanted = selector.get("matchLabels", {})
+        return bool(wanted) and wanted.items() <= labels.items()
+
+    egress: set[str] = set()
+    ingress: set[str] = set()
+    for policy in stack_run(stack).of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy"):
+        spec = policy.inputs["spec"]
+        target = spec["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/component")
+        for rule in spec.get("ingress", []):
+            if any(admits(peer.get("podSelector", {})) for peer in rule.get("from", [])):
+                ingress.add(str(target))
+        if not admits(spec["podSelector"]):
+            continue
+        for rule in spec.get("egress", []):
+            for peer in rule.get("to", []):
+                if "ipBlock" in peer:
+                    egress.update(f"outside:{port['port']}" for port in rule["ports"])
+                elif "podSelector" in peer:
+                    found = peer["podSelector"].get("matchLabels", {})
+                    egress.add(found.get("app.kubernetes.io/component", "?"))
+    return {item for item in egress if item.startswith("outside:") or item in ingress}
+
+
+def test_without_a_regulation_pod_or_function_the_task_fails_and_says_why() -> None:
+    for case, section in [*liftoff_sections().items(), ("no-target", {})]:
+        if section.get("regulation_environment") or section.get("regulation_function"):
+            continue
+        task = dag_of(case, REGULATION_DAG_ID)["tasks"]["regulation"]
+        kind, message = task["scheduled"]["raised"]
+        assert kind == "AirflowFailException", case
+        assert (
+            "no regulation pod" in message
+            or "regulation_function" in message
+            or ("target is not set" in message)
+        ), message
+
+
+def test_aws_invokes_the_ops_function_with_the_regulation() -> None:
+    aws = [(s, c) for s, c in liftoff_sections().items() if c["target"] == "aws"]
+    assert aws
+    for stack, section in aws:
+        # The ops function runs regulations: the same function, named for them too.
+        assert section["regulation_function"] == section["reconcile_function"]
+        task = dag_of(stack, REGULATION_DAG_ID)["tasks"]["regulation"]
+        for run in ("scheduled", "requested"):
+            assert payload_of(task, run) == {
+                "function": section["regulation_function"],
+                "regulation": PARAMS[REGULATION_DAG_ID][run],
+            }
         assert 15 * 60 < task["execution_timeout"] <= 20 * 60

@@ -20,6 +20,8 @@ services/ by role, each layer importing only the ones before it:
   regulations  → suppression, events, stream, archive, postgres, contract, observability, and
                the archiver's object format, the loader's connection and the broadcaster's
                webhook signing (deletion reaches what they wrote, as they wrote it)
+  operations   → reconcile, regulations, suppression, archive, postgres, warehouse, contract,
+               observability (the ops function on AWS: the operations the DAGs invoke)
   entry points services.cli, services.aws_lambda, services.__main__ → anything of services
 Contract modules (`services/**/contract.py`) and the registries (`services.stream.address`,
 `services.consumers.broadcaster.destinations` and the filters grammar it holds,
@@ -75,9 +77,14 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "regulations", "suppression", "events", "stream", "archive", "postgres", "archiver",
         "loader", "broadcaster", *COMMON,
     ),
+    "operations": (
+        "operations", "reconcile", "regulations", "suppression", "archive", "postgres",
+        "warehouse", *COMMON,
+    ),
     "entry": (
         "entry", "contract", "observability", "events", "stream", "archive", "postgres",
-        "warehouse", "collector", "runner", "suppression", "regulations", *CONSUMERS,
+        "warehouse", "collector", "runner", "suppression", "regulations", "operations",
+        *CONSUMERS,
     ),
 }  # fmt: skip
 EXCEPTIONS = {

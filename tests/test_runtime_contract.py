@@ -39,6 +39,7 @@ from services.consumers.loader import contract as loader
 from services.consumers.reconcile import contract as reconcile
 from services.consumers.replay import contract as replay
 from services.contract import Process, variables
+from services.operations import contract as operations
 from services.postgres import contract as postgres
 from services.regulations import contract as regulations
 from services.stream import contract as stream
@@ -156,6 +157,12 @@ def _valid_collector_function(s: Any) -> Any:
     return s if s.sources.write_keys is None else _set(s, "sources.write_keys_file", None)
 
 
+def _valid_ops_function(s: Any) -> Any:
+    s = _need(_need(s, "reconcile.archive.bucket", "b"), "reconcile.warehouse.host", "db")
+    s = _suppression(s)
+    return s if _get(s, "suppression.url") else _set(s, "suppression_key_secret_arn", None)
+
+
 def _valid_loader(s: Any) -> Any:
     s = _need(s, "warehouse.host", "db")
     return _scheme(s, "runtime.stream.url", NATS)
@@ -200,6 +207,7 @@ VALID: dict[type, Callable[[Any], Any]] = {
     reconcile.ReconcileSettings: lambda s: _need(
         _need(s, "archive.bucket", "b"), "warehouse.host", "db"
     ),
+    operations.OpsFunctionSettings: _valid_ops_function,
     replay.ReplaySettings: lambda s: _suppression(_need(s, "archive.bucket", "b")),
     postgres.EnsureDatabaseSettings: _valid_ensure_database,
     postgres.EnsureDatabaseFunctionSettings: lambda s: _need(s, "admin_secret_arn", ARN),
@@ -324,14 +332,15 @@ def test_every_stack_runs_the_processes_it_should() -> None:
         postgres.ENSURE_DATABASE,
         loader.PROCESS,
     } <= contracts["dev"]
-    assert {collector.FUNCTION, archiver.FUNCTION, reconcile.PROCESS} <= contracts["aws"]
+    assert {collector.FUNCTION, archiver.FUNCTION, operations.FUNCTION} <= contracts["aws"]
     assert {archiver.PROCESS, postgres.BACKUP_UPLOAD, postgres.PG_DUMP, reconcile.PROCESS} <= (
         contracts["kubernetes-private-cloud"]
     )
     dag = [w for w in declared_workloads("kubernetes-private-cloud") if w.platform == "dag"]
-    assert {w.process for w in dag} == {reconcile.PROCESS, rebuild.PROCESS}, "both DAG pods"
+    assert {w.process for w in dag} == {reconcile.PROCESS, rebuild.PROCESS, regulations.PROCESS}
     assert all(w.env for w in dag)
     assert rebuild.PROCESS in contracts["dev"], "the rebuild pod needs no archive"
+    assert regulations.PROCESS in contracts["dev"], "the regulation pod needs no archive"
 
 
 def test_every_handler_and_command_is_real() -> None:
@@ -423,6 +432,8 @@ def test_the_dag_passes_its_environment_through() -> None:
     for path, contract in (
         ("liftoff_reconcile.py", reconcile.ReconcileSettings),
         ("liftoff_warehouse_rebuild.py", rebuild.RebuildSettings),
+        ("liftoff_regulation.py", regulations.RegulationSettings),
+        ("liftoff_operations.py", regulations.RegulationSettings),
     ):
         dag = (dags / path).read_text()
         for variable in variables(contract):

@@ -10,7 +10,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components import aws_iam
-from components.airflow import DAGS_DIR, AirflowEndpoint, dag_files
+from components.airflow import DAGS_DIR, DAGS_IGNORE_PATH, AirflowEndpoint, dag_files
 from components.airflow.settings import AwsAirflowSettings
 from components.aws_logs import LogSettings, log_group
 from components.aws_s3 import SecureBucket, secure_bucket
@@ -39,7 +39,9 @@ class MwaaAirflowArgs:
     region: str
     kms_key_arn: pulumi.Input[str]
     reconcile: ConsumerFunction | None = None
-    """The warehouse reconciliation Lambda the DAG invokes (None without a warehouse)."""
+    """The ops function the DAGs invoke (None without a warehouse)."""
+    regulation: ConsumerFunction | None = None
+    """The same function when it runs regulations (`[liftoff] regulation_function`)."""
     protect: bool = True
     logs: LogSettings | None = None
     """Default: 365-day retention, AWS-managed encryption of MWAA's five log groups."""
@@ -86,7 +88,7 @@ class MwaaAirflow(pulumi.ComponentResource):
     def _declare_dags(
         self, name: str, args: MwaaAirflowArgs
     ) -> tuple[SecureBucket, list[aws.s3.BucketObjectv2]]:
-        """The DAG bucket and liftoff's DAG files in it."""
+        """The DAG bucket and liftoff's DAG folder in it."""
         child = pulumi.ResourceOptions(parent=self)
         dag_bucket = secure_bucket(
             f"{name}-dags",
@@ -96,20 +98,22 @@ class MwaaAirflow(pulumi.ComponentResource):
             protect=args.protect,
         )
         self.dag_bucket = dag_bucket.bucket
-        objects = []
-        for path in dag_files():
-            key = f"dags/{path.relative_to(DAGS_DIR).as_posix()}"
-            objects.append(
-                aws.s3.BucketObjectv2(
-                    f"{name}-dag-{path.stem}",
-                    bucket=self.dag_bucket.id,
-                    key=key,
-                    source=pulumi.FileAsset(str(path)),
-                    source_hash=hashlib.sha256(path.read_bytes()).hexdigest(),
-                    content_type="text/x-python",
-                    opts=child,
-                )
+        # The DAGs and the module they share, and the ignore file keeping that module out of
+        # DAG parsing (MWAA reads `.airflowignore` in its DAG folder).
+        files = [(path, path.stem, "text/x-python") for path in dag_files()]
+        files.append((DAGS_IGNORE_PATH, "airflowignore", "text/plain"))
+        objects = [
+            aws.s3.BucketObjectv2(
+                f"{name}-dag-{role}",
+                bucket=self.dag_bucket.id,
+                key=f"dags/{path.relative_to(DAGS_DIR).as_posix()}",
+                source=pulumi.FileAsset(str(path)),
+                source_hash=hashlib.sha256(path.read_bytes()).hexdigest(),
+                content_type=content_type,
+                opts=child,
             )
+            for path, role, content_type in files
+        ]
         return dag_bucket, objects
 
     def _declare_security_group(self, name: str, args: MwaaAirflowArgs) -> None:
@@ -194,10 +198,14 @@ class MwaaAirflow(pulumi.ComponentResource):
 
     @staticmethod
     def _liftoff_config(args: MwaaAirflowArgs) -> dict[str, pulumi.Input[str]]:
-        """The `[liftoff]` section the reconciliation DAG reads."""
+        """The `[liftoff]` section the DAGs read: the ops function, named once per operation
+        it runs (one function, one `lambda:InvokeFunction` grant)."""
         config: dict[str, pulumi.Input[str]] = {"liftoff.target": "aws"}
         if args.reconcile is not None:
             config["liftoff.reconcile_function"] = args.reconcile.function_name
+        if args.regulation is not None:
+            assert args.reconcile is not None and args.regulation.name == args.reconcile.name
+            config["liftoff.regulation_function"] = args.regulation.function_name
         return config
 
     @staticmethod

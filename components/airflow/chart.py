@@ -3,20 +3,17 @@ names they share with the rest of the Kubernetes realization."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import TYPE_CHECKING, Any
 
 from components import kube
+from components.airflow.pods import operation_pods
 from components.airflow.settings import KubernetesAirflowSettings
-from components.archive import CREDENTIALS_DIR, CREDENTIALS_FILE, ArchiveClient
+from components.archive import ArchiveClient
 from components.archive.settings import KubernetesArchiveSettings
 from components.charts import ChartPin, deep_merge
 from services.archive.contract import ArchiveAccess
-from services.consumers.reconcile import contract as reconcile
 from services.contract import environment
-from services.postgres.contract import PostgresAccess
-from services.warehouse import contract as rebuild
 
 if TYPE_CHECKING:
     from components.airflow.kubernetes import KubernetesAirflowArgs
@@ -51,8 +48,6 @@ METADATA_DIR = "/etc/airflow-metadata"
 # Where liftoff's own DAGs are mounted when the customer's DAGs come from git or an image;
 # Airflow reads them as a second DAG bundle.
 LIFTOFF_DAGS_DIR = "/opt/airflow/liftoff-dags"
-# Where the reconciliation DAG's pod mounts the warehouse's password (the consumer pods' path).
-RECONCILE_POSTGRES_DIR = "/etc/liftoff/postgres"
 # The Airflow connection remote logging writes task logs through (the archive).
 ARCHIVE_CONNECTION_ID = "liftoff_archive"
 REDIS_PORT = 6379
@@ -373,68 +368,16 @@ def _dag_values(args: KubernetesAirflowArgs) -> dict[str, Any]:
 
 def _liftoff_config(args: KubernetesAirflowArgs) -> dict[str, str]:
     """The `[liftoff]` section liftoff's DAGs read (no secrets: names only): where their pods
-    run and, for each pod the stack can run, its whole environment (built by the process's
-    contract) and the Secrets it mounts, passed through by the DAG: the reconcile pod with a
-    warehouse and an archive, the rebuild pod with a warehouse."""
+    run and, for each pod the stack can run (`components/airflow/pods.py`), its whole
+    environment (built by the process's contract) and the Secrets it mounts, passed through by
+    the DAG."""
     config = {
         "target": "kubernetes",
         "stack": args.context.stack,
         "namespace": args.network.namespace_name,
         "services_image": kube.image(args.context.services_image, args.context.image_registry),
     }
-    pods = _maintenance_pods(args)
-    if pods is not None:
-        (reconcile_pod, rebuild_pod) = pods
-        for key, pod in (("reconcile", reconcile_pod), ("rebuild", rebuild_pod)):
-            if pod is not None:
-                config[f"{key}_environment"] = json.dumps(pod[0], sort_keys=True)
-                config[f"{key}_secrets"] = json.dumps(pod[1])
+    for key, (variables, secrets) in sorted(operation_pods(args).items()):
+        config[f"{key}_environment"] = json.dumps(variables, sort_keys=True)
+        config[f"{key}_secrets"] = json.dumps(secrets)
     return dict(sorted(config.items()))
-
-
-Pod = tuple[dict[str, str], list[dict[str, str]]]
-"""A DAG pod's environment and the Secrets it mounts (key → file in a directory)."""
-
-
-def _maintenance_pods(args: KubernetesAirflowArgs) -> tuple[Pod | None, Pod] | None:
-    """The reconcile pod (None without an archive with credentials) and the rebuild pod; None
-    without a warehouse."""
-    warehouse, archive = args.warehouse, args.archive
-    if warehouse is None or not warehouse.secret_name:
-        return None
-    client = archive.client() if archive is not None else None
-    archive_secret = client.secret_name if client is not None else None
-    settings = reconcile.ReconcileSettings[Any](
-        warehouse=PostgresAccess(
-            host=args.postgres.host,
-            port=str(args.postgres.port),
-            database=warehouse.role,
-            user=warehouse.role,
-            password_file=f"{RECONCILE_POSTGRES_DIR}/password",
-            # In-cluster traffic, limited by NetworkPolicies (as for the loader).
-            sslmode="prefer",
-        ),
-        # Not on EC2: boto3 must never wait for instance metadata.
-        archive=(
-            dataclasses.replace(client.access, metadata_disabled=True)
-            if client is not None and archive_secret
-            else ArchiveAccess()
-        ),
-        log_level="INFO",
-        columns=args.warehouse_columns or None,
-    )
-    secrets = [
-        {"secret": warehouse.secret_name, "key": "password", "directory": RECONCILE_POSTGRES_DIR}
-    ]
-    if archive_secret:
-        secrets.append(
-            {"secret": archive_secret, "key": CREDENTIALS_FILE, "directory": CREDENTIALS_DIR}
-        )
-    # The same variables: the rebuild reads the archive only for `--from archive`.
-    rebuild_settings = rebuild.RebuildSettings[Any](
-        **{item.name: getattr(settings, item.name) for item in dataclasses.fields(settings)}
-    )
-    rebuild_pod = (dict(rebuild.PROCESS.environment(rebuild_settings)), secrets)
-    if not archive_secret:
-        return None, rebuild_pod
-    return (dict(reconcile.PROCESS.environment(settings)), secrets), rebuild_pod

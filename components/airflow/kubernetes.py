@@ -12,7 +12,13 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from components import kube
-from components.airflow import RECONCILE, AirflowEndpoint, dag_files
+from components.airflow import (
+    DAGS_IGNORE_PATH,
+    RECONCILE,
+    REGULATION,
+    AirflowEndpoint,
+    dag_files,
+)
 from components.airflow.chart import (
     AIRFLOW_PODS,
     AIRFLOW_UID,
@@ -29,11 +35,13 @@ from components.airflow.chart import (
     check_values,
     image_repository,
 )
+from components.airflow.pods import operation_pods
 from components.airflow.settings import KubernetesAirflowSettings
 from components.archive import KubernetesArchiveContract
 from components.charts import ChartPin, ChartSource, load_chart_pin
 from components.network import KubernetesPeer
 from components.postgres import ClientDatabase, KubernetesPostgresContract, PostgresConnection
+from components.stream import KubernetesStreamContract
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,11 @@ class KubernetesAirflowArgs(kube.CapabilityArgs):
     archive: KubernetesArchiveContract | None = None
     warehouse_columns: Mapping[str, Mapping[str, Mapping[str, str]]] | None = None
     """The declared column types the reconcile and rebuild pods write typed tables with."""
+    stream: KubernetesStreamContract | None = None
+    """The stream whose servers keep the suppression list and the dead letters (the
+    regulation pod's); None: no regulation pod."""
+    suppression_key_secret: str | None = None
+    """The collector's Secret holding the suppression list's key (the regulation pod's)."""
 
 
 def fernet_key(raw_base64: str) -> str:
@@ -199,14 +212,15 @@ class KubernetesAirflow(pulumi.ComponentResource):
     def _dags_config_map(
         self, name: str, labels: Mapping[str, str]
     ) -> k8s.core.v1.ConfigMap | None:
-        # Always: with DAGs from git or an image, the reconciliation DAG still comes from here.
+        # Always: with DAGs from git or an image, the platform's DAGs still come from here.
         files = dag_files()
         return k8s.core.v1.ConfigMap(
             f"{name}-dags",
             metadata=self._args.network.metadata(DAGS_CONFIG_MAP, labels),
             data={
                 **{path.name: path.read_text() for path in files},
-                DAGS_IGNORE_FILE: DAGS_IGNORE,
+                # The kubelet's entries, then what `dags/` itself skips (the shared module).
+                DAGS_IGNORE_FILE: DAGS_IGNORE + DAGS_IGNORE_PATH.read_text(),
             },
             opts=pulumi.ResourceOptions(parent=self),
         )
@@ -250,16 +264,28 @@ class KubernetesAirflow(pulumi.ComponentResource):
 
     def _grant_access(self) -> list[pulumi.Resource]:
         """Airflow's pods reach Postgres (metadata) and write task logs to the archive; the
-        reconciliation DAG's pods (services image) reach Postgres and read the archive."""
+        DAGs' pods (services image) reach what their work needs: the reconcile and rebuild
+        pods Postgres and the archive (read), the regulation pod Postgres, the archive
+        (rewritten) and the stream's servers (the suppression list, the dead letters)."""
         args = self._args
         airflow = KubernetesPeer("airflow", pod_labels=AIRFLOW_PODS)
-        reconcile = KubernetesPeer(
-            RECONCILE, pod_labels=kube.selector(RECONCILE, args.context.stack)
-        )
+        reconcile = self._dag_pods(RECONCILE)
         grants = [args.postgres.grant_connect(airflow), args.postgres.grant_connect(reconcile)]
         if args.archive is not None:
             grants += [args.archive.grant_read(reconcile), args.archive.grant_write(airflow)]
+        if "regulation" in operation_pods(args):
+            assert args.stream is not None
+            regulation = self._dag_pods(REGULATION)
+            grants += [args.postgres.grant_connect(regulation), args.stream.grant_write(regulation)]
+            if args.archive is not None:
+                grants.append(args.archive.grant_write(regulation))
         return [resource for grant in grants for resource in grant.resources]
+
+    def _dag_pods(self, component: str) -> KubernetesPeer:
+        """The DAG pods of `component` (`RECONCILE`, `REGULATION`), as policies select them."""
+        return KubernetesPeer(
+            component, pod_labels=kube.selector(component, self._args.context.stack)
+        )
 
     def _network_policies(self, name: str, labels: Mapping[str, str]) -> None:
         """Airflow's pods among themselves, to the Kubernetes API and git, and the UI."""

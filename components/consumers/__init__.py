@@ -104,6 +104,8 @@ class ConsumerFunction:
     queue_name: pulumi.Output[str]
     """Its on-failure (dead-letter) queue."""
     broadcaster: bool = False
+    log_group_name: pulumi.Output[str] | None = None
+    """Its CloudWatch Logs group (metric filters read what it logs)."""
     ready: tuple[pulumi.Resource, ...] = ()
     """What must exist before it is invoked: the access the capabilities granted it."""
 
@@ -133,7 +135,11 @@ class AwsConsumersContract(Consumers, Protocol):
     functions: tuple[ConsumerFunction, ...]
     """The stream consumers: archiver, loader, then the broadcasters by destination name."""
     reconcile: ConsumerFunction | None
-    """The function repairing the warehouse from the archive; None without a warehouse."""
+    """The ops function the DAGs invoke (repairing the warehouse from the archive, rebuilding
+    typed tables); None without a warehouse."""
+    regulation: ConsumerFunction | None
+    """The same function when it also runs regulation requests (given the collector's
+    stores); None otherwise."""
 
 
 @runtime_checkable

@@ -24,14 +24,15 @@ from components.consumers import (
     broadcaster_runtime,
     destination_document,
 )
+from components.consumers.aws_ops import OpsInputs, PendingOps, database_access, ops_function
 from components.consumers.settings import Destination, WarehouseSettings
+from components.ingest import AwsPrivacyStores
 from components.network import AwsNetworkContract, AwsPeer, Grant
 from components.postgres import AwsPostgresContract, ClientDatabase
 from components.stream import AwsStreamContract, FanOutConsumer
 from services.consumers.archiver import contract as archiver
 from services.consumers.broadcaster import contract as broadcaster
 from services.consumers.loader import contract as loader
-from services.consumers.reconcile import contract as reconcile
 from services.consumers.runner.contract import FunctionRuntime
 from services.postgres.contract import PostgresAccess
 from services.stream.address import SQS_PREFIX
@@ -176,6 +177,7 @@ class KinesisConsumer(pulumi.ComponentResource):
         )
         self.role = packaged.role
         self.function = packaged.function
+        self.log_group = packaged.log_group
         self.peer = AwsPeer(
             args.runtime.name,
             iam_role_name=self.role.name,
@@ -265,6 +267,7 @@ class KinesisConsumer(pulumi.ComponentResource):
             function_arn=self.function.arn,
             queue_name=self.dead_letter_queue.name,
             broadcaster=broadcaster,
+            log_group_name=self.log_group.name,
             ready=self.access,
         )
 
@@ -281,6 +284,8 @@ class AwsConsumersArgs:
     network: AwsNetworkContract
     kms_key_arn: pulumi.Input[str]
     logs: LogSettings
+    privacy: AwsPrivacyStores | None = None
+    """The collector's stores a regulation acts on; None: the ops function runs none."""
 
 
 class AwsConsumers(pulumi.ComponentResource):
@@ -317,12 +322,14 @@ class AwsConsumers(pulumi.ComponentResource):
         )
 
         self.loader: KinesisConsumer | None = None
-        if args.warehouse.enabled:
-            self._loader(name, args, child)
+        # The ops function comes last: a regulation reaches every consumer's queue.
+        ops = self._loader(name, args, child) if args.warehouse.enabled else None
 
         self.broadcasters: dict[str, KinesisConsumer] = {}
         for destination in args.destinations:
             self._broadcaster(name, args, destination, child)
+        if ops is not None:
+            self._reconciler(name, args, ops)
         self.functions: tuple[ConsumerFunction, ...] = (
             self.archiver.described(),
             *([self.loader.described()] if self.loader is not None else []),
@@ -331,9 +338,12 @@ class AwsConsumers(pulumi.ComponentResource):
         self.reconcile: ConsumerFunction | None = (
             self.reconciler.described() if self.reconciler is not None else None
         )
+        self.regulation: ConsumerFunction | None = self.reconcile if args.privacy else None
         self.register_outputs({})
 
-    def _loader(self, name: str, args: AwsConsumersArgs, child: pulumi.ResourceOptions) -> None:
+    def _loader(
+        self, name: str, args: AwsConsumersArgs, child: pulumi.ResourceOptions
+    ) -> PendingOps:
         warehouse = args.warehouse
         database = args.postgres.add_database(warehouse.database)
         connection = database.connection
@@ -378,40 +388,27 @@ class AwsConsumers(pulumi.ComponentResource):
             batch_size=min(warehouse.batch_max_events, 10000),
             batching_window_seconds=min(warehouse.batch_max_seconds, 300),
             vpc=placement,
-            access=_database_access(args.postgres, database),
+            access=database_access(args.postgres, database),
         )
 
-        self._reconciler(name, args, child, database, warehouse_access, placement)
+        inputs = OpsInputs(
+            warehouse=warehouse_access,
+            warehouse_secret_arn=database.secret_arn,
+            archive=args.archive.client().access,
+            columns=warehouse.columns or None,
+        )
+        return PendingOps(child, args.postgres, database, inputs, placement)
 
-    def _reconciler(
-        self,
-        name: str,
-        args: AwsConsumersArgs,
-        child: pulumi.ResourceOptions,
-        database: ClientDatabase,
-        warehouse: PostgresAccess[pulumi.Input[str]],
-        placement: VpcPlacement,
-    ) -> None:
-        """What the DAGs invoke (reconcile an hour, rebuild typed tables); reads no stream."""
+    def _reconciler(self, name: str, args: AwsConsumersArgs, pending: PendingOps) -> None:
+        """The ops function the DAGs invoke (`components/consumers/aws_ops.py`); with the
+        collector's stores, regulations reach every consumer's queue."""
+        queues = [c.dead_letter_queue for c in (self.archiver, self.loader) if c is not None]
+        queues += [c.dead_letter_queue for _, c in sorted(self.broadcasters.items())]
+        fields = ops_function(
+            f"{name}-reconcile", pending, args.archive, args.privacy, queues, args.kms_key_arn, self
+        )
         self.reconciler = self._consumer(
-            f"{name}-reconcile",
-            args,
-            RECONCILE_RUNTIME,
-            opts=child,
-            environment=lambda _: reconcile.PROCESS.environment(
-                reconcile.ReconcileSettings(
-                    warehouse=warehouse,
-                    warehouse_secret_arn=database.secret_arn,
-                    archive=args.archive.client().access,
-                    log_level="INFO",
-                    columns=args.warehouse.columns or None,
-                )
-            ),
-            timeout_seconds=900,
-            memory_mb=1024,
-            vpc=placement,
-            consume_stream=False,
-            access=(*_database_access(args.postgres, database), args.archive.grant_read),
+            f"{name}-reconcile", args, RECONCILE_RUNTIME, opts=pending.opts, **fields
         )
 
     def _consumer(
@@ -491,10 +488,3 @@ class AwsConsumers(pulumi.ComponentResource):
             return Grant(peer.name, (policy,))
 
         return grant
-
-
-def _database_access(
-    postgres: AwsPostgresContract, database: ClientDatabase
-) -> tuple[Callable[[AwsPeer], Grant], ...]:
-    """The network path to Postgres and the read of `database`'s credentials secret."""
-    return (postgres.grant_connect, lambda peer: postgres.grant_read_credentials(peer, database))

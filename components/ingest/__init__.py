@@ -33,6 +33,9 @@ BROWSER_ROUTES = {
 }
 # Path prefixes the collector answers on: what an Ingress routes to it.
 PUBLIC_PATH_PREFIXES = ("/v1", "/analytics.js", "/analytics-next")
+SUPPRESSION_KEY = "key"
+"""Kubernetes: the key of the suppression Secret (`suppression_key_secret_name`) holding the
+key the list's entries are hashed with."""
 
 
 @dataclass(frozen=True)
@@ -50,9 +53,26 @@ class Ingest(Protocol):
     endpoint: IngestEndpoint
 
 
+@dataclass(frozen=True)
+class AwsPrivacyStores:
+    """What a regulation acts on that the collector owns, on AWS."""
+
+    suppression_url: pulumi.Output[str]
+    """`s3://<bucket>/<key>`: the suppression list's one object."""
+    suppression_object_arn: pulumi.Output[str]
+    suppression_key_secret_arn: pulumi.Output[str]
+    """The secret holding the key the list's entries are hashed with."""
+    quarantine_url: pulumi.Output[str]
+    """`sqs://<queue>`: the collector's quarantine (KMS-encrypted with the platform key)."""
+    quarantine_queue_arn: pulumi.Output[str]
+
+
 @runtime_checkable
 class AwsIngestContract(Ingest, Protocol):
-    """The collector on AWS (`LambdaCollector`): where its metrics are."""
+    """The collector on AWS (`LambdaCollector`): where its metrics are, and the stores of
+    its that a regulation acts on."""
+
+    privacy: AwsPrivacyStores
 
     api_metrics: CloudWatchMetrics
     """`AWS/ApiGateway` by `ApiId` and `Stage`: requests, errors, latency."""
@@ -68,6 +88,9 @@ class KubernetesIngestContract(Ingest, Protocol):
 
     metrics: MetricsTarget
     """The collector pods' `/metrics` (their Service carries the same selector labels)."""
+    suppression_key_secret_name: str
+    """The Secret (key `SUPPRESSION_KEY`) the collector and `python -m services regulation`
+    read the suppression list's key from."""
 
 
 def collector_sources(sources: tuple[Source, ...], **fields: Any) -> Sources[Any]:

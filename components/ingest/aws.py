@@ -29,6 +29,7 @@ from components.ingest import (
     BROWSER_ROUTES,
     SHORT_TRACKING_PATHS,
     TRACKING_PATHS,
+    AwsPrivacyStores,
     IngestEndpoint,
     collector_sources,
 )
@@ -106,6 +107,15 @@ class LambdaCollector(pulumi.ComponentResource):
         )
         self.quarantine_metrics = CloudWatchMetrics(
             "AWS/SQS", {"QueueName": self.quarantine_queue.name}
+        )
+        self.privacy = AwsPrivacyStores(
+            suppression_url=pulumi.Output.concat(
+                "s3://", self.suppression_bucket.bucket, "/", SUPPRESSION_OBJECT_KEY
+            ),
+            suppression_object_arn=self.suppression_object_arn,
+            suppression_key_secret_arn=self.suppression_key_secret.arn,
+            quarantine_url=pulumi.Output.concat(SQS_PREFIX, self.quarantine_queue.name),
+            quarantine_queue_arn=self.quarantine_queue.arn,
         )
         self.endpoint = IngestEndpoint(
             collector_url=self.api.api_endpoint,

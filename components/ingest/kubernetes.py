@@ -14,6 +14,7 @@ import pulumi_random as random
 from components import kube
 from components.ingest import (
     PUBLIC_PATH_PREFIXES,
+    SUPPRESSION_KEY,
     IngestEndpoint,
     collector_sources,
 )
@@ -31,7 +32,7 @@ PORT = 8080
 WRITE_KEYS_DIR = "/etc/liftoff/write-keys"
 WRITE_KEYS_FILE = "write-keys.json"
 SUPPRESSION_DIR = "/etc/liftoff/suppression"
-SUPPRESSION_KEY_FILE = "key"
+SUPPRESSION_KEY_FILE = SUPPRESSION_KEY
 SUPPRESSION_SECRET = "collector-suppression-key"
 """The key the suppression list's entries are hashed with; ``python -m services regulation``
 reads it too (README: "Privacy: suppression and deletion")."""
@@ -77,6 +78,7 @@ class KubernetesCollector(pulumi.ComponentResource):
         self.suppression_key_secret = _suppression_key(
             name, network.metadata(SUPPRESSION_SECRET, labels), child
         )
+        self.suppression_key_secret_name = SUPPRESSION_SECRET
         publish = args.stream.grant_write(KubernetesPeer(COMPONENT, pod_labels=selector))
 
         public_url = _public_url(settings)

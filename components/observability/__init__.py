@@ -232,8 +232,9 @@ SIGNALS: tuple[Signal, ...] = (
         threshold=Threshold("warehouseDiscards", 0, 0, 1e9, "values per 15 min"),
         kubernetes="the loader: liftoff_warehouse_discards_total{source,table} (a series is "
         "made by its first discard, so a new one counts whole)",
-        aws="not yet an alarm: the loader Lambda logs `typed values discarded` with the counts "
-        "by source and table, and every value is in the source's `discards` table",
+        aws="a metric filter on the loader Lambda's log line `typed values discarded` (its "
+        "`discarded` total; by source and table in the line and the `discards` tables): "
+        "`Liftoff/<prefix>` `WarehouseDiscards` summed over 15 min, every table together",
     ),
     Signal(
         name="LiftoffDestinationFailing",
@@ -352,7 +353,8 @@ SIGNALS: tuple[Signal, ...] = (
         for_="0m",
         kubernetes="kube-state-metrics: the failed reconcile task pod (kept: "
         "`on_finish_action=delete_succeeded_pod`)",
-        aws="reconcile Lambda `Errors` > 0",
+        aws="ops (reconcile) Lambda `Errors` > 0 (a failed rebuild or regulation invocation "
+        "of the same function too: the failed task in Airflow says which)",
     ),
 )
 

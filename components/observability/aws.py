@@ -19,13 +19,22 @@ import pulumi
 import pulumi_aws as aws
 
 from components import aws_iam
-from components.consumers import AwsConsumersContract
+from components.consumers import AwsConsumersContract, ConsumerFunction
 from components.ingest import AwsIngestContract
 from components.observability import SIGNALS_BY_NAME, CloudWatchMetrics
 from components.observability.dashboards import CloudWatchSources, cloudwatch_dashboard
 from components.observability.settings import AwsObservabilitySettings
 from components.postgres import AwsPostgresContract
 from components.stream import AwsStreamContract
+from services.consumers.broadcaster.contract import FILTERED_LOG_MESSAGE, FILTERED_LOG_TOTAL
+from services.consumers.loader.contract import DISCARDS_LOG_MESSAGE, DISCARDS_LOG_TOTAL
+from services.consumers.loader.contract import NAME as LOADER
+
+# Counters the consumer functions log (metric filters on their log groups), in
+# `Liftoff/<prefix>`: one namespace per stack.
+LOG_METRICS_NAMESPACE = "Liftoff"
+DISCARDS_METRIC = "WarehouseDiscards"
+FILTERED_METRIC = "BroadcasterFiltered"
 
 # RDS for PostgreSQL: max_connections = LEAST(DBInstanceClassMemory / 9531392, 5000).
 # Memory (GiB) of the classes liftoff offers; the alarm is skipped for a class not listed.
@@ -130,6 +139,7 @@ class AwsObservability(pulumi.ComponentResource):
             )
             self.topic_arn = self.topic.arn
         self.alarms: dict[str, aws.cloudwatch.MetricAlarm] = {}
+        self.log_metrics: dict[str, aws.cloudwatch.LogMetricFilter] = {}
         self._ingestion()
         self._consumers()
         self._database()
@@ -252,12 +262,53 @@ class AwsObservability(pulumi.ComponentResource):
                     consumer.name,
                     **_simple(consumer.metrics, "Errors"),
                 )
+                self._log_metric(
+                    consumer, FILTERED_METRIC, FILTERED_LOG_MESSAGE, FILTERED_LOG_TOTAL
+                )
+            if consumer.name == LOADER:
+                self._warehouse_discards(consumer)
         reconcile = args.consumers.reconcile
         if reconcile is not None:
             self._alarm(
                 "LiftoffReconcileFailed", "function-errors", **_simple(reconcile.metrics, "Errors")
             )
             self._dead_letter_alarm(reconcile.name, reconcile.dead_letter_metrics)
+
+    def _log_metric(
+        self, consumer: ConsumerFunction, metric: str, message: str, total: str
+    ) -> CloudWatchMetrics:
+        """`metric` in the stack's namespace, from the `total` field of the consumer's log
+        line `message` (the names are in its contract: a Lambda serves no /metrics)."""
+        assert consumer.log_group_name is not None
+        namespace = f"{LOG_METRICS_NAMESPACE}/{self._args.prefix}"
+        transformation: dict[str, Any] = {
+            "name": metric,
+            "namespace": namespace,
+            "value": f"$.{total}",
+        }
+        if consumer.broadcaster:  # a broadcaster's line names its destination
+            transformation["dimensions"] = {"Destination": "$.destination"}
+        self.log_metrics[f"{consumer.name}-{metric}"] = aws.cloudwatch.LogMetricFilter(
+            f"{self._name}-{consumer.name}-{metric}",
+            name=f"{self._args.prefix}-{consumer.name}-{metric}",
+            log_group_name=consumer.log_group_name,
+            pattern=f'{{ $.message = "{message}" }}',
+            metric_transformation={**transformation, "unit": "Count"},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        return CloudWatchMetrics(namespace, {})
+
+    def _warehouse_discards(self, loader: ConsumerFunction) -> None:
+        """Typed values the loader discarded, summed over 15 minutes, every table together."""
+        metrics = self._log_metric(
+            loader, DISCARDS_METRIC, DISCARDS_LOG_MESSAGE, DISCARDS_LOG_TOTAL
+        )
+        threshold = self._threshold("warehouseDiscards")
+        self._alarm(
+            "LiftoffWarehouseDiscards",
+            "loader",
+            **_condition(metrics, DISCARDS_METRIC, ABOVE, threshold, "Sum", 900),
+        )
 
     def _database(self) -> None:
         args = self._args

@@ -199,6 +199,7 @@ def _workloads(
             network=network,
             kms_key_arn=key.arn,
             logs=shared.logs,
+            privacy=ingest.privacy,
         ),
         opts=child,
     )
@@ -216,6 +217,7 @@ def _airflow(shared: AwsAssembly, parts: AwsParts, settings: AwsAirflowSettings)
             region=shared.settings.region,
             kms_key_arn=shared.key.arn,
             reconcile=parts.consumers.reconcile,
+            regulation=parts.consumers.regulation,
             protect=config.deletion_protection,
             logs=shared.logs,
         ),

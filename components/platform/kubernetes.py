@@ -203,6 +203,8 @@ def _airflow(
             chart_source=shared.config.charts.get("airflow"),
             archive=parts.archive,
             warehouse_columns=shared.config.warehouse.columns or None,
+            stream=parts.stream,
+            suppression_key_secret=parts.ingest.suppression_key_secret_name,
         ),
         opts=shared.child,
     )

@@ -85,3 +85,7 @@ class KubernetesStreamContract(Stream[KubernetesPeer], Protocol):
     """What a client waits for before it starts: the Job that creates the streams."""
     metrics: MetricsTarget
     """The NATS servers' exporter (the chart's `promExporter`)."""
+    servers_url: str
+    """`nats://<host>:<port>`: the servers' client address, known before anything is deployed
+    (the stream's own URL waits for its partition count): what names the stores beside the
+    stream, the dead letters and the suppression list (`services.stream.address`)."""

@@ -310,6 +310,7 @@ class NatsJetStream(pulumi.ComponentResource):
                 parent=self,
             )
         host = network.service_host(RELEASE)
+        self.servers_url = f"nats://{host}:{CLIENT_PORT}"
         # The count this stack's streams have (a new stack: the configured one); a change is
         # refused here, failing the preview, instead of the setup Job failing at `up`.
         partitions = deployed_partitions(deployed).apply(

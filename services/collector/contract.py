@@ -36,12 +36,16 @@ from services.contract import (
     variable,
 )
 from services.stream.contract import StreamAccess, dead_letter_url_variable, stream_url
-from services.suppression.contract import SuppressionAccess, check_suppression
+from services.suppression.contract import (
+    SuppressionAccess,
+    check_key_secret,
+    check_suppression,
+    key_secret_arn_variable,
+)
 
 _WRITE_KEYS = "LIFTOFF_WRITE_KEYS"
 _WRITE_KEYS_FILE = "LIFTOFF_WRITE_KEYS_FILE"
 _WRITE_KEYS_SECRET_ARN = "LIFTOFF_WRITE_KEYS_SECRET_ARN"
-_SUPPRESSION_KEY_SECRET_ARN = "LIFTOFF_SUPPRESSION_KEY_SECRET_ARN"
 _ALLOWED_ORIGINS = "LIFTOFF_ALLOWED_ORIGINS"
 _PUBLIC_URL = "LIFTOFF_PUBLIC_URL"
 _NO_IP_SOURCES = "LIFTOFF_IP_COLLECTION_OFF"
@@ -167,7 +171,7 @@ class CollectorFunctionSettings(Generic[V]):
     quarantine_url: V | None = dead_letter_url_variable()
     log_level: str | None = log_level_variable()
     suppression: SuppressionAccess[V] = group(SuppressionAccess)
-    suppression_key_secret_arn: V | None = variable(_SUPPRESSION_KEY_SECRET_ARN, secret_arn())
+    suppression_key_secret_arn: V | None = key_secret_arn_variable()
     """The suppression list's key, read once per cold start (never in the environment)."""
 
 
@@ -194,10 +198,7 @@ def _check_collector(settings: CollectorSettings[str]) -> None:
 def _check_function(settings: CollectorFunctionSettings[str]) -> None:
     stream_url(settings.stream, ("kinesis",))
     check_write_keys(settings.sources, settings.write_keys_secret_arn)
-    arn = settings.suppression_key_secret_arn
-    check_suppression(settings.suppression, key_elsewhere=arn is not None)
-    if arn is not None and settings.suppression.url is None:
-        raise ConfigError(f"{_SUPPRESSION_KEY_SECRET_ARN} is set but the suppression URL is not")
+    check_key_secret(settings.suppression, settings.suppression_key_secret_arn)
 
 
 @dataclass(frozen=True)

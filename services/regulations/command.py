@@ -8,6 +8,10 @@ suppress and unsuppress), ``warehouse``, ``archive`` (when ``LIFTOFF_ARCHIVE_BUC
 deletion API, :mod:`services.regulations.destinations`) for delete. A failed target is
 recorded with its reason and the others still run; the exit status is 1 when any is not done.
 Running the same request again finishes what is left. Runs are serialized by a Postgres lock.
+
+The same request as one JSON document, ``{"action", "userIds", "anonymousIds", "requestId"}``
+(:func:`asked`): ``--json`` (the Airflow DAG's pod) and the ops function's ``regulation``
+payload (:func:`handle`, the DAG on MWAA).
 """
 
 from __future__ import annotations
@@ -17,16 +21,17 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import psycopg
 
 from services.archive.store import ArchiveLocation, s3_client
 from services.consumers.loader.sink import LoaderConfig
+from services.contract import ConfigError
 from services.observability import configure_logging
 from services.regulations import record
-from services.regulations.contract import RegulationSettings
+from services.regulations.contract import RegulationSettings, sqs_urls
 from services.regulations.dead_letters import delete_from_dead_letters
 from services.regulations.deletion import delete_from_archive, delete_from_warehouse
 from services.regulations.destinations import request_deletion
@@ -40,11 +45,15 @@ DESTINATION = "destination:"
 ACTIONS = ("suppress", "delete", "unsuppress", "status")
 
 
-def dead_letter_url(settings: RegulationSettings[str]) -> str | None:
+def dead_letter_urls(settings: RegulationSettings[str]) -> list[str]:
+    """Every dead-letter store: ``LIFTOFF_DEAD_LETTER_URL`` (default on JetStream the stream's
+    ``/DEADLETTER``) and ``LIFTOFF_REGULATION_DEAD_LETTER_URLS``."""
+    found = sqs_urls(settings.dead_letter_urls)
     if settings.dead_letter_url is not None:
-        return settings.dead_letter_url
-    stream = settings.stream.url
-    return dead_letter_url_of(stream) if stream and stream.startswith("nats://") else None
+        found.insert(0, settings.dead_letter_url)
+    elif (stream := settings.stream.url) and stream.startswith("nats://"):
+        found.insert(0, dead_letter_url_of(stream))
+    return found
 
 
 def targets_of(kind: str, settings: RegulationSettings[str]) -> list[str]:
@@ -53,7 +62,7 @@ def targets_of(kind: str, settings: RegulationSettings[str]) -> list[str]:
     return (
         ["warehouse"]
         + (["archive"] if settings.archive.bucket else [])
-        + (["dead-letters"] if dead_letter_url(settings) else [])
+        + (["dead-letters"] if dead_letter_urls(settings) else [])
         + (["quarantine"] if settings.quarantine_url else [])
         + [f"{DESTINATION}{d.name}" for d in settings.destinations or ()]
     )
@@ -76,14 +85,25 @@ def connect(settings: RegulationSettings[str]) -> psycopg.Connection:
         connect_timeout=5,
         application_name="liftoff-regulation",
         autocommit=True,
-        **LoaderConfig.load(settings.warehouse).connection,
+        **LoaderConfig.load(settings.warehouse, settings.warehouse_secret_arn).connection,
     )
     record.migrate(connection)
     return connection
 
 
+def _suppression_list(settings: RegulationSettings[str]) -> tuple[str, str]:
+    """The list's URL and key (on AWS the key from its secret, as the collector reads it)."""
+    arn = settings.suppression_key_secret_arn
+    if arn is None:
+        return require_suppression(settings.suppression)
+    import boto3
+
+    key = boto3.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
+    return settings.suppression.url or "", key.strip()
+
+
 def _suppression(settings: RegulationSettings[str], request: record.Request) -> dict[str, Any]:
-    url, key = require_suppression(settings.suppression)
+    url, key = _suppression_list(settings)
     listed = entries(key, request.user_ids, request.anonymous_ids)
 
     async def change() -> None:
@@ -116,6 +136,14 @@ def _archive(settings: RegulationSettings[str], request: record.Request) -> dict
     return asdict(result)
 
 
+def _dead_letters(settings: RegulationSettings[str], request: record.Request) -> dict[str, Any]:
+    deleted = 0
+    for url in dead_letter_urls(settings):
+        found = delete_from_dead_letters(url, request.user_ids, request.anonymous_ids)
+        deleted += found["messages_deleted"]
+    return {"messages_deleted": deleted}
+
+
 def perform(
     connection: psycopg.Connection,
     settings: RegulationSettings[str],
@@ -127,9 +155,7 @@ def perform(
         "suppression": lambda: _suppression(settings, request),
         "warehouse": lambda: _warehouse(connection, request),
         "archive": lambda: _archive(settings, request),
-        "dead-letters": lambda: delete_from_dead_letters(
-            dead_letter_url(settings) or "", request.user_ids, request.anonymous_ids
-        ),
+        "dead-letters": lambda: _dead_letters(settings, request),
         "quarantine": lambda: delete_from_dead_letters(
             settings.quarantine_url or "", request.user_ids, request.anonymous_ids
         ),
@@ -154,22 +180,89 @@ def perform(
     return finished
 
 
+@dataclass(frozen=True)
+class Asked:
+    """What a run is asked to do."""
+
+    action: str
+    user_ids: tuple[str, ...] = ()
+    anonymous_ids: tuple[str, ...] = ()
+    request_id: int | None = None
+    """``status``: only this request."""
+
+
+DOCUMENT_KEYS = ("action", "userIds", "anonymousIds", "requestId")
+
+
+def asked(document: Any) -> Asked:
+    """The request as one JSON object (``--json``, the ops function's ``regulation`` payload);
+    a ConfigError names the key, the value and what is allowed."""
+    if not isinstance(document, dict):
+        raise ConfigError(f"regulation request {document!r}: expected a JSON object")
+    unknown = sorted(set(document) - set(DOCUMENT_KEYS))
+    if unknown:
+        allowed = ", ".join(DOCUMENT_KEYS)
+        raise ConfigError(f"regulation request: unknown keys {unknown}; allowed: {allowed}")
+    action = document.get("action")
+    if action not in ACTIONS:
+        raise ConfigError(f"regulation action {action!r}: use one of {', '.join(ACTIONS)}")
+    ids = {}
+    for key in ("userIds", "anonymousIds"):
+        value = document.get(key) or []
+        if not isinstance(value, list) or not all(isinstance(i, str) and i.strip() for i in value):
+            raise ConfigError(f"regulation {key} {value!r}: a list of non-empty strings")
+        ids[key] = tuple(value)
+    request_id = document.get("requestId")
+    if request_id is not None and (type(request_id) is not int or request_id < 1):
+        raise ConfigError(f"regulation requestId {request_id!r}: a request number (status)")
+    if action != "status" and not (ids["userIds"] or ids["anonymousIds"]):
+        raise ConfigError(f"regulation {action}: give userIds and/or anonymousIds")
+    return Asked(action, ids["userIds"], ids["anonymousIds"], request_id)
+
+
+def execute(settings: RegulationSettings[str], request: Asked) -> tuple[Any, bool]:
+    """Run ``request`` (``status``: read the record); its status and whether all is done."""
+    with connect(settings) as connection:
+        if request.action == "status":
+            return record.status(connection, request.request_id), True
+        record.lock(connection)
+        targets = targets_of(request.action, settings)
+        submitted = record.submit(
+            connection, request.action, request.user_ids, request.anonymous_ids, targets
+        )
+        done = perform(connection, settings, submitted)
+        return record.status(connection, submitted.id)[0], done
+
+
 def run(
     settings: RegulationSettings[str],
     *,
-    action: str,
+    action: str | None = None,
     user_ids: Sequence[str] | None = None,
     anonymous_ids: Sequence[str] | None = None,
     request_id: int | None = None,
+    document: str | None = None,
 ) -> int:
+    """``python -m services regulation``: the action and ids, or ``document`` (``--json``)."""
     configure_logging(settings.log_level or "INFO")
-    users, anonymous = list(user_ids or ()), list(anonymous_ids or ())
-    if action != "status" and (problem := _ids_problem(users, anonymous)):
-        print(f"liftoff regulation: {problem}", file=sys.stderr)
-        return 2
+    if document is not None:
+        if action is not None or user_ids or anonymous_ids or request_id is not None:
+            raise ConfigError("regulation: give either --json or the action and its ids")
+        try:
+            request = asked(json.loads(document))
+        except ValueError as error:
+            raise ConfigError(f"regulation --json: not JSON ({error})") from None
+    elif action is None:
+        raise ConfigError("regulation: give an action (suppress, delete, unsuppress, status)")
+    else:
+        users, anonymous = tuple(user_ids or ()), tuple(anonymous_ids or ())
+        if action != "status" and (problem := _ids_problem(users, anonymous)):
+            print(f"liftoff regulation: {problem}", file=sys.stderr)
+            return 2
+        request = Asked(action, users, anonymous, request_id)
     try:
-        connection = connect(settings)
-    except psycopg.OperationalError as error:
+        found, done = execute(settings, request)
+    except psycopg.OperationalError as error:  # one line, not a traceback; a rerun resumes
         host = settings.warehouse.host or "the host of its secret"
         where = f"{host}:{settings.warehouse.port or 5432}"
         reason = str(error).strip().splitlines()[-1]
@@ -177,15 +270,8 @@ def run(
             f"liftoff regulation: cannot reach the warehouse at {where}: {reason}", file=sys.stderr
         )
         return 1
-    with connection:
-        if action == "status":
-            print(json.dumps(record.status(connection, request_id), indent=2, default=str))
-            return 0
-        record.lock(connection)
-        request = record.submit(connection, action, users, anonymous, targets_of(action, settings))
-        done = perform(connection, settings, request)
-        print(json.dumps(record.status(connection, request.id)[0], indent=2, default=str))
-        return 0 if done else 1
+    print(json.dumps(found, indent=2, default=str))
+    return 0 if done else 1
 
 
 def _ids_problem(users: Sequence[str], anonymous: Sequence[str]) -> str | None:
@@ -197,3 +283,13 @@ def _ids_problem(users: Sequence[str], anonymous: Sequence[str]) -> str | None:
             if not identifier.strip():
                 return f"{flag} {identifier!r}: an id is a non-empty string"
     return None
+
+
+def handle(document: Any, settings: RegulationSettings[str]) -> dict[str, Any]:
+    """The ops function's ``regulation`` payload: the request's status once every target is
+    done, else raise with it (the DAG's task fails; invoking it again resumes the request)."""
+    configure_logging(settings.log_level or "INFO")
+    found, done = execute(settings, asked(document))
+    if not done:
+        raise RuntimeError(f"regulation request not finished: {json.dumps(found, default=str)}")
+    return {"requests": found} if isinstance(found, list) else found

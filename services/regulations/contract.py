@@ -1,11 +1,13 @@
 """``python -m services regulation``: :class:`RegulationSettings`.
 
-The suppression list (:class:`~services.suppression.contract.SuppressionAccess`), the warehouse
-(libpq's variables; it also keeps the requests, schema ``liftoff_regulations``), the archive,
-the stream, the dead letters (``LIFTOFF_DEAD_LETTER_URL``) and the collector's quarantine when
-it is kept apart (``LIFTOFF_QUARANTINE_URL``, AWS), and the destinations whose deletion APIs a
-delete calls (``LIFTOFF_REGULATION_DESTINATIONS``: :data:`DELETION_TYPES`; their credentials
-in ``LIFTOFF_REGULATION_SECRETS_FILE``).
+The suppression list (:class:`~services.suppression.contract.SuppressionAccess`; on AWS its key
+from the secret ``LIFTOFF_SUPPRESSION_KEY_SECRET_ARN``), the warehouse (libpq's variables, or on
+AWS the secret ``LIFTOFF_WAREHOUSE_SECRET_ARN``; it also keeps the requests, schema
+``liftoff_regulations``), the archive, the stream, the dead letters (``LIFTOFF_DEAD_LETTER_URL``,
+and on AWS every consumer's queue, ``LIFTOFF_REGULATION_DEAD_LETTER_URLS``) and the collector's
+quarantine when it is kept apart (``LIFTOFF_QUARANTINE_URL``, AWS), and the destinations whose
+deletion APIs a delete calls (``LIFTOFF_REGULATION_DESTINATIONS``: :data:`DELETION_TYPES`; their
+credentials in ``LIFTOFF_REGULATION_SECRETS_FILE``).
 """
 
 from __future__ import annotations
@@ -27,19 +29,47 @@ from services.contract import (
     required,
     variable,
 )
-from services.postgres.contract import PostgresAccess, require_host
+from services.postgres.contract import (
+    PostgresAccess,
+    require_host,
+    warehouse_secret_arn_variable,
+)
 from services.stream.address import dead_letter_problem
 from services.stream.contract import StreamAccess, dead_letter_url_variable
 from services.suppression.contract import (
     KV_BUCKET,
     SuppressionAccess,
-    check_suppression,
+    check_key_secret,
+    key_secret_arn_variable,
     name_of_url,
 )
 
 _QUARANTINE_URL = "LIFTOFF_QUARANTINE_URL"
 _DESTINATIONS = "LIFTOFF_REGULATION_DESTINATIONS"
 _SECRETS_FILE = "LIFTOFF_REGULATION_SECRETS_FILE"
+_DEAD_LETTER_URLS = "LIFTOFF_REGULATION_DEAD_LETTER_URLS"
+
+
+def _sqs_urls_problem(urls: str) -> str | None:
+    for url in urls.split(","):
+        if not url.startswith("sqs://") or dead_letter_problem(url):
+            return "must be sqs://<queue-name>[,sqs://<queue-name>...]"
+    return None
+
+
+def sqs_urls(text: str | None) -> list[str]:
+    """``LIFTOFF_REGULATION_DEAD_LETTER_URLS`` as a list."""
+    return text.split(",") if text else []
+
+
+def quarantine_url_variable() -> Any:
+    """``LIFTOFF_QUARANTINE_URL`` (here and in the ops function's contract)."""
+    return variable(_QUARANTINE_URL, Text("dead-letter-url", dead_letter_problem))
+
+
+def dead_letter_urls_variable() -> Any:
+    """``LIFTOFF_REGULATION_DEAD_LETTER_URLS`` (here and in the ops function's contract)."""
+    return variable(_DEAD_LETTER_URLS, Text("sqs-urls", _sqs_urls_problem))
 
 
 @dataclass(frozen=True)
@@ -101,15 +131,19 @@ class RegulationSettings(Generic[V]):
     """``python -m services regulation``."""
 
     suppression: SuppressionAccess[V] = group(SuppressionAccess)
+    suppression_key_secret_arn: V | None = key_secret_arn_variable()
+    """AWS: the list's key, from Secrets Manager."""
     warehouse: PostgresAccess[V] = group(PostgresAccess)
+    warehouse_secret_arn: V | None = warehouse_secret_arn_variable()
     archive: ArchiveAccess[V] = group(ArchiveAccess)
     stream: StreamAccess[V] = group(StreamAccess)
     dead_letter_url: V | None = dead_letter_url_variable()
     """The consumers' dead letters; default on JetStream: the stream's servers + /DEADLETTER
     (which holds the collector's quarantine too)."""
-    quarantine_url: V | None = variable(
-        _QUARANTINE_URL, Text("dead-letter-url", dead_letter_problem)
-    )
+    dead_letter_urls: V | None = dead_letter_urls_variable()
+    """More dead-letter queues, ``sqs://<queue>,...`` (AWS: one per consumer function; one
+    text, so a deployment may give it as one value: :func:`sqs_urls` splits it)."""
+    quarantine_url: V | None = quarantine_url_variable()
     """The collector's quarantine when it is a store of its own (AWS: its SQS queue)."""
     destinations: tuple[DeletionDestination, ...] | None = variable(
         _DESTINATIONS,
@@ -124,8 +158,8 @@ class RegulationSettings(Generic[V]):
 
 def _check_regulation(settings: RegulationSettings[str]) -> None:
     required(name_of_url(), settings.suppression.url, f"e.g. nats://127.0.0.1:4222/{KV_BUCKET}")
-    check_suppression(settings.suppression)
-    require_host(settings.warehouse, None)
+    check_key_secret(settings.suppression, settings.suppression_key_secret_arn)
+    require_host(settings.warehouse, settings.warehouse_secret_arn)
     if settings.destinations and settings.secrets_file is None:
         raise ConfigError(f"{_SECRETS_FILE} is not set ({_DESTINATIONS} names destinations)")
 

@@ -5,22 +5,24 @@
 mode) or ``s3://<bucket>/<key>`` (one JSON object: AWS); unset = no suppression.
 ``LIFTOFF_SUPPRESSION_KEY``: the per-stack secret the ids are keyed-hashed with (HMAC-SHA256),
 so the list holds no raw id (or ``LIFTOFF_SUPPRESSION_KEY_FILE``, a file holding it).
-``LIFTOFF_SUPPRESSION_REFRESH_SECONDS``: how often a reader refreshes its cached copy (default
-:data:`DEFAULT_REFRESH_SECONDS`). Read by the collector (the container and the Lambda function)
-and by ``python -m services regulation``.
+``LIFTOFF_SUPPRESSION_KEY_SECRET_ARN`` (AWS): the Secrets Manager secret holding the key, read at
+cold start instead. ``LIFTOFF_SUPPRESSION_REFRESH_SECONDS``: how often a reader refreshes its
+cached copy (default :data:`DEFAULT_REFRESH_SECONDS`). Read by the collector (the container and
+the Lambda function) and by ``python -m services regulation`` (and the ops function on AWS).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Generic
+from typing import Any, Generic
 from urllib.parse import urlsplit
 
-from services.contract import ConfigError, Number, Text, V, required, variable
+from services.contract import ConfigError, Number, Text, V, required, secret_arn, variable
 
 _URL = "LIFTOFF_SUPPRESSION_URL"
 _KEY = "LIFTOFF_SUPPRESSION_KEY"
 _KEY_FILE = "LIFTOFF_SUPPRESSION_KEY_FILE"
+_KEY_SECRET_ARN = "LIFTOFF_SUPPRESSION_KEY_SECRET_ARN"
 _REFRESH = "LIFTOFF_SUPPRESSION_REFRESH_SECONDS"
 
 DEFAULT_REFRESH_SECONDS = 2.0
@@ -58,6 +60,18 @@ class SuppressionAccess(Generic[V]):
     ``key_file`` instead."""
     key_file: V | None = variable(_KEY_FILE, Text("path"))
     refresh_seconds: float | None = variable(_REFRESH, Number(0.1))
+
+
+def key_secret_arn_variable() -> Any:
+    """The ``LIFTOFF_SUPPRESSION_KEY_SECRET_ARN`` field of a contract (a Lambda function's)."""
+    return variable(_KEY_SECRET_ARN, secret_arn())
+
+
+def check_key_secret(access: SuppressionAccess[str], key_secret_arn: str | None) -> None:
+    """The list's checks when its key may come from a secret instead."""
+    check_suppression(access, key_elsewhere=key_secret_arn is not None)
+    if key_secret_arn is not None and access.url is None:
+        raise ConfigError(f"{_KEY_SECRET_ARN} is set but {_URL} is not")
 
 
 def check_suppression(access: SuppressionAccess[str], key_elsewhere: bool = False) -> None:

@@ -42,6 +42,12 @@ from services.contract import (
     variable,
 )
 
+FILTERED_LOG_MESSAGE = "events filtered out"
+FILTERED_LOG_TOTAL = "filtered"
+"""The log line of a batch some of whose events the destination's filters refused, and its
+field with how many (``liftoff_broadcaster_filtered_total``): what a CloudWatch Logs metric
+filter reads on AWS."""
+
 _DESTINATION = "LIFTOFF_DESTINATION"
 _API_URL = "LIFTOFF_DESTINATION_API_URL"
 _SECRETS_FILE = "LIFTOFF_DESTINATION_SECRETS_FILE"

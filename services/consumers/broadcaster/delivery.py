@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from services.consumers.broadcaster.contract import FILTERED_LOG_MESSAGE, FILTERED_LOG_TOTAL
 from services.consumers.broadcaster.filters import Filters
 from services.consumers.broadcaster.model import (
     Accepted,
@@ -92,6 +93,8 @@ class _Batch:
     keepalive: Keepalive | None
     policy: RetryPolicy
     pending: set[asyncio.Task[None]] = field(default_factory=set)
+    filtered: dict[str, int] = field(default_factory=dict)
+    """Events the destination's filters refused, by reason."""
 
     def record(self, units: Sequence[Unit], outcome: Outcome) -> None:
         for item in units:
@@ -166,6 +169,7 @@ class Broadcaster:
             refusal = self.filter.refusal(decoded.event)
             if refusal is not None:
                 self.counters.add(FILTERED, destination=self.name, reason=refusal)
+                batch.filtered[refusal] = batch.filtered.get(refusal, 0) + 1
                 batch.outcomes[index].append(Outcome("skipped", f"filtered out ({refusal})"))
                 continue
             try:
@@ -193,11 +197,27 @@ class Broadcaster:
         if requests:
             await asyncio.gather(*(self._run(request, batch) for request in requests))
         outcomes = [_combine(results) for results in batch.outcomes]
+        self._count(outcomes, batch.filtered)
+        return outcomes
+
+    def _count(self, outcomes: list[Outcome], filtered: dict[str, int]) -> None:
+        """The batch's outcomes into the counters; what the filters refused into the log too
+        (on AWS a metric filter reads that line: a Lambda function serves no /metrics)."""
         for outcome in outcomes:
             self.counters.add(
                 "liftoff_broadcast_events_total", destination=self.name, outcome=outcome.status
             )
-        return outcomes
+        if filtered:
+            log.info(
+                FILTERED_LOG_MESSAGE,
+                extra={
+                    "fields": {
+                        "destination": self.name,
+                        FILTERED_LOG_TOTAL: sum(filtered.values()),
+                        "reasons": dict(sorted(filtered.items())),
+                    }
+                },
+            )
 
     # --- one request, with retries --------------------------------------------------------------
 

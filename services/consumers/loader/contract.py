@@ -24,6 +24,10 @@ from services.postgres.contract import PostgresAccess, require_host, warehouse_s
 from services.warehouse.columns import DeclaredColumns, columns_variable
 
 NAME = "loader"
+DISCARDS_LOG_MESSAGE = "typed values discarded"
+DISCARDS_LOG_TOTAL = "discarded"
+"""The log line of a load that discarded typed values, and its field with how many: what a
+CloudWatch Logs metric filter reads on AWS, where a Lambda function serves no /metrics."""
 _BATCH_MAX_EVENTS = "LIFTOFF_LOADER_BATCH_MAX_EVENTS"
 _BATCH_MAX_SECONDS = "LIFTOFF_LOADER_BATCH_MAX_SECONDS"
 

@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 import psycopg
 
+from services.consumers.loader.contract import DISCARDS_LOG_MESSAGE, DISCARDS_LOG_TOTAL
 from services.observability import Counters
 from services.warehouse.names import source_schema
 from services.warehouse.typed import Declared, TableRows, derive
@@ -111,7 +112,9 @@ class TypedLoading:
         for (source, table), count in discards.items():
             self.counters.add(DISCARDS_METRIC, count, source=source, table=table)
         if discards:
+            by_table = {f"{s}.{t}": n for (s, t), n in discards.items()}
+            total = sum(discards.values())
             log.warning(
-                "typed values discarded",
-                extra={"fields": {"discards": {f"{s}.{t}": n for (s, t), n in discards.items()}}},
+                DISCARDS_LOG_MESSAGE,
+                extra={"fields": {DISCARDS_LOG_TOTAL: total, "discards": by_table}},
             )

@@ -7,7 +7,8 @@ The warehouse as for the loader (libpq's variables, or on AWS the secret
 ``LIFTOFF_WAREHOUSE_SECRET_ARN``) and the archive as for the archiver
 (:class:`~services.archive.contract.ArchiveAccess`); the typed tables' declared column types as
 for the loader (``LIFTOFF_WAREHOUSE_COLUMNS``), since it loads through the loader. On AWS the
-same function also runs ``warehouse-rebuild`` (an invocation with a ``rebuild`` payload).
+same function also runs ``warehouse-rebuild`` (an invocation with a ``rebuild`` payload) and
+regulations: its whole contract is :mod:`services.operations.contract`.
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ class ReconcileSettings(Generic[V]):
     columns: DeclaredColumns | None = columns_variable()
 
 
-def _check(settings: ReconcileSettings[str]) -> None:
+def check(settings: ReconcileSettings[str]) -> None:
     bucket_of(settings.archive)
     require_host(settings.warehouse, settings.warehouse_secret_arn)
 
 
-PROCESS = process(ReconcileSettings, _check)
+PROCESS = process(ReconcileSettings, check)
 parse = PROCESS.parse

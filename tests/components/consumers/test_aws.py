@@ -7,6 +7,7 @@ import json
 import pytest
 
 from components.consumers.aws import SHARED_THROUGHPUT_CONSUMERS, physical_name
+from components.consumers.aws_ops import DEAD_LETTER_SCAN
 from components.validation import ConfigError
 from tests.conftest import stack_run
 from tests.harness import run_program
@@ -223,3 +224,43 @@ def test_more_destinations_than_kinesis_fan_out_consumers_are_refused():
         run_program("stacks/aws-byo-network.yaml", overrides={"liftoff:destinations": many})
     assert "liftoff:destinations" in str(error.value)
     assert "at most 20 on AWS" in str(error.value)
+
+
+def test_the_ops_function_runs_regulations_with_exactly_what_they_need():
+    """Its environment names the collector's stores and every consumer's queue; its role may
+    rewrite the one list object and the archive, read the list's key, scan those queues —
+    each statement on named resources."""
+    run = stack_run("aws")
+    function = run.one(FUNCTION, "liftoff-consumers-reconcile-function").inputs
+    variables = function["environment"]["variables"]
+    supp = run.one("aws:s3/bucket:Bucket", "liftoff-ingest-suppression-bucket").inputs
+    assert variables["LIFTOFF_SUPPRESSION_URL"] == f"s3://{supp['bucket']}/suppressed.json"
+    key = run.one("aws:secretsmanager/secret:Secret", "liftoff-ingest-suppression-key").inputs
+    assert variables["LIFTOFF_SUPPRESSION_KEY_SECRET_ARN"] == key["arn"]
+    assert "LIFTOFF_SUPPRESSION_KEY" not in variables
+    quarantine = run.one("aws:sqs/queue:Queue", "liftoff-ingest-quarantine").inputs
+    assert variables["LIFTOFF_QUARANTINE_URL"] == f"sqs://{quarantine['name']}"
+    consumers = [q for q in run.of_type("aws:sqs/queue:Queue") if "-dead-letter" in q.name]
+    scanned = {q.inputs["name"] for q in consumers if "reconcile" not in q.name}
+    urls = variables["LIFTOFF_REGULATION_DEAD_LETTER_URLS"].split(",")
+    assert {url.removeprefix("sqs://") for url in urls} == scanned and len(scanned) >= 3
+
+    policy = run.one(
+        "aws:iam/rolePolicy:RolePolicy", "liftoff-consumers-reconcile-regulation-policy"
+    )
+    statements = json.loads(policy.inputs["policy"])["Statement"]
+    by_action = {tuple(s["Action"]): s for s in statements}
+    assert by_action[("s3:GetObject", "s3:PutObject")]["Resource"] == (
+        f"{supp['arn']}/suppressed.json"
+    )
+    listing = by_action[("s3:ListBucket",)]
+    assert listing["Resource"] == supp["arn"]
+    assert listing["Condition"] == {"StringEquals": {"s3:prefix": "suppressed.json"}}
+    queues = by_action[tuple(DEAD_LETTER_SCAN)]["Resource"]
+    arns = {q.inputs["arn"] for q in consumers if "reconcile" not in q.name}
+    assert set(queues) == arns | {quarantine["arn"]}
+    assert "sqs:SendMessage" not in json.dumps(statements)
+    for statement in statements:
+        assert "*" not in json.dumps(statement["Resource"]), statement
+    # The archive: rewritten (a delete), as the archiver may; the MWAA role invokes the function.
+    run.one("aws:iam/rolePolicy:RolePolicy", "liftoff-archive-write-reconcile")

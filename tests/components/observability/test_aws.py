@@ -14,6 +14,7 @@ from components.observability import SIGNALS_BY_NAME
 from tests.conftest import stack_run
 from tests.harness import ACCOUNT_ID, STACK_FILES, load_stack_config, run_with_config, stack_name_of
 
+METRIC_FILTER = "aws:cloudwatch/logMetricFilter:LogMetricFilter"
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 FUNCTION = "aws:lambda/function:Function"
 QUEUE = "aws:sqs/queue:Queue"
@@ -56,10 +57,18 @@ def test_every_alarm_watches_a_declared_resource_of_its_metric(stack):
     api_id = hashlib.sha256(api.name.encode()).hexdigest()[:10]  # the mocks' API id
     alarms = _alarms(run)
     assert alarms
+    # The stack's own metrics: each made by a metric filter it declares.
+    made = {
+        (f.inputs["metricTransformation"]["namespace"], f.inputs["metricTransformation"]["name"])
+        for f in run.of_type(METRIC_FILTER)
+    }
     for name, alarm in alarms.items():
         namespace, metric, dimensions = _metric(alarm)
         signal = name.removeprefix(f"liftoff-{stack}-").split("-")[0]
         assert signal in SIGNALS_BY_NAME, name
+        if namespace.startswith("Liftoff/"):
+            assert (namespace, metric) in made and not dimensions, name
+            continue
         expected_dimension = {
             "AWS/Lambda": ("FunctionName", functions),
             "AWS/SQS": ("QueueName", queues),
@@ -200,3 +209,66 @@ def test_customer_topic_and_thresholds():
 def test_disabled_declares_no_alarm():
     run = _aws_run({"enabled": False})
     assert run.of_type(ALARM) == [] and "dashboardUrl" not in run.outputs
+
+
+@pytest.mark.parametrize("stack", AWS_STACKS)
+def test_warehouse_discards_alarm_on_what_the_loader_logs(stack, caplog):
+    """The metric filter reads the loader's log group, the line the loader really writes
+    (through the services' JSON formatter), and its total as the value."""
+    import logging
+
+    from services.consumers.loader.typed import TypedLoading
+    from services.observability import Counters, JsonFormatter
+
+    run = stack_run(stack)
+    (metric_filter,) = [f for f in run.of_type(METRIC_FILTER) if "-loader-" in f.name]
+    loader = run.one("aws:cloudwatch/logGroup:LogGroup", "liftoff-consumers-loader-logs")
+    assert metric_filter.inputs["logGroupName"] == loader.inputs["name"]
+    transformation = metric_filter.inputs["metricTransformation"]
+    assert transformation["namespace"] == f"Liftoff/liftoff-{stack}"
+
+    loading = TypedLoading({}, Counters())
+    with caplog.at_level(logging.WARNING):
+        loading.count({("web", "tracks"): 2, ("ios", "signed_up"): 3})
+    (record,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    line = json.loads(JsonFormatter().format(record))
+    field, _, wanted = metric_filter.inputs["pattern"].strip("{} ").partition(" = ")
+    assert line[field.removeprefix("$.")] == json.loads(wanted)
+    assert line[transformation["value"].removeprefix("$.")] == 5
+
+    (alarm,) = [a for n, a in _alarms(run).items() if "LiftoffWarehouseDiscards" in n]
+    assert (alarm["namespace"], alarm["metricName"]) == (
+        transformation["namespace"], transformation["name"],
+    )  # fmt: skip
+    assert (alarm["statistic"], alarm["period"], alarm["threshold"]) == ("Sum", 900, 0)
+
+
+def test_each_broadcaster_counts_what_its_filters_refuse_from_its_log(caplog):
+    """`liftoff_broadcaster_filtered_total` on AWS: a metric filter per broadcaster function on
+    the line the broadcaster's code writes for a batch with filtered events."""
+    import logging
+    from types import SimpleNamespace
+
+    from services.consumers.broadcaster.delivery import Broadcaster
+    from services.observability import Counters, JsonFormatter
+
+    run = stack_run("aws")
+    groups = {g.name: g.inputs["name"] for g in run.of_type("aws:cloudwatch/logGroup:LogGroup")}
+    filters = {f.name: f.inputs for f in run.of_type(METRIC_FILTER) if "Filtered" in f.name}
+    broadcasters = [f for f in run.of_type(FUNCTION) if "-broadcaster-" in f.name]
+    assert broadcasters and len(filters) == len(broadcasters)
+    for function in broadcasters:
+        consumer = function.name.removeprefix("liftoff-consumers-").removesuffix("-function")
+        found = filters[f"liftoff-observability-{consumer}-BroadcasterFiltered"]
+        assert found["logGroupName"] == groups[f"liftoff-consumers-{consumer}-logs"]
+
+    sender = SimpleNamespace(counters=Counters(), name="mixpanel")  # what _count uses
+    with caplog.at_level(logging.INFO, logger="liftoff.broadcaster"):
+        Broadcaster._count(sender, [], {"drop": 2, "consent": 1})  # type: ignore[arg-type]
+    (record,) = [r for r in caplog.records if r.name == "liftoff.broadcaster"]
+    line = json.loads(JsonFormatter().format(record))
+    pattern, transformation = found["pattern"], found["metricTransformation"]
+    field, _, wanted = pattern.strip("{} ").partition(" = ")
+    assert line[field.removeprefix("$.")] == json.loads(wanted)
+    assert line[transformation["value"].removeprefix("$.")] == 3
+    assert line[transformation["dimensions"]["Destination"].removeprefix("$.")] == "mixpanel"

@@ -139,6 +139,9 @@ def test_nats_admits_only_granted_clients_and_its_own_routes():
         "liftoff-stream-write-stream-setup-egress",
         "liftoff-stream-write-collector-ingress",
         "liftoff-stream-write-collector-egress",
+        # The regulation DAG's pods: the suppression list and the dead letters.
+        "liftoff-stream-write-regulation-ingress",
+        "liftoff-stream-write-regulation-egress",
     }
     collector_in = policies["liftoff-stream-write-collector-ingress"]["ingress"][0]
     assert collector_in["ports"] == [{"protocol": "TCP", "port": 4222}]
