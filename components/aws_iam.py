@@ -40,6 +40,18 @@ def log_statement(log_group_arn: str) -> dict[str, Any]:
     }
 
 
+def list_one_key_statement(object_arn: str) -> dict[str, Any]:
+    """``s3:ListBucket`` on the object's bucket for its key only: without it S3 answers a read
+    of a key that does not exist yet with AccessDenied instead of NoSuchKey."""
+    bucket, _, key = object_arn.rpartition("/")
+    return {
+        "Effect": "Allow",
+        "Action": ["s3:ListBucket"],
+        "Resource": bucket,
+        "Condition": {"StringEquals": {"s3:prefix": key}},
+    }
+
+
 def grant_secret_read(
     name: str,
     role_name: pulumi.Input[str],

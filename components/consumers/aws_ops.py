@@ -157,14 +157,7 @@ def regulation_access(
                     "Action": ["s3:GetObject", "s3:PutObject"],
                     "Resource": arns[0],
                 },
-                # Listing that one key: without it S3 answers a first read (no list yet) with
-                # AccessDenied instead of NoSuchKey.
-                {
-                    "Effect": "Allow",
-                    "Action": ["s3:ListBucket"],
-                    "Resource": arns[0].rpartition("/")[0],
-                    "Condition": {"StringEquals": {"s3:prefix": arns[0].rpartition("/")[2]}},
-                },
+                aws_iam.list_one_key_statement(arns[0]),  # a first read: NoSuchKey
                 # The list's bucket and the quarantine queue are encrypted with the platform key.
                 {
                     "Effect": "Allow",

@@ -223,9 +223,14 @@ class LambdaCollector(pulumi.ComponentResource):
             args.kms_key_arn,
             self,
         )
+        # Listing its one key too: before the first suppression there is no object, and S3
+        # would answer the reads with AccessDenied (logged at every refresh) instead of NoSuchKey.
         statement = self.suppression_object_arn.apply(
             lambda arn: aws_iam.document(
-                [{"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": arn}]
+                [
+                    {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": arn},
+                    aws_iam.list_one_key_statement(arn),
+                ]
             )
         )
         read = aws.iam.RolePolicy(

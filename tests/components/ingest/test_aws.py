@@ -88,7 +88,13 @@ def test_the_function_reads_one_suppression_object_and_its_key():
             "Effect": "Allow",
             "Action": ["s3:GetObject"],
             "Resource": f"arn:aws:s3:::{name}/suppressed.json",
-        }
+        },
+        {  # that key only: a read before the first suppression gets NoSuchKey, not AccessDenied
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket"],
+            "Resource": f"arn:aws:s3:::{name}",
+            "Condition": {"StringEquals": {"s3:prefix": "suppressed.json"}},
+        },
     ]
 
 
