@@ -17,7 +17,8 @@ from services.archive.contract import ArchiveAccess
 from services.consumers.reconcile import contract as reconcile
 from services.postgres.contract import PostgresAccess
 from services.regulations import contract as regulations
-from services.stream.address import dead_letter_url_of
+from services.stream.address import EVENTS_STREAM, dead_letter_url_of
+from services.stream.contract import StreamAccess
 from services.suppression.contract import SuppressionAccess, suppression_url_of
 from services.warehouse import contract as rebuild
 
@@ -98,6 +99,9 @@ def _regulation_pod(
         warehouse=warehouse,
         archive=archive,
         dead_letter_url=dead_letter_url_of(servers),
+        # The events stream (its partitions are found on the servers): a delete waits for the
+        # loader and the archiver to have acknowledged what it held (services.regulations.settle).
+        stream=StreamAccess(url=f"{servers}/{EVENTS_STREAM}"),
         log_level="INFO",
     )
     key = {

@@ -31,10 +31,11 @@ from services.consumers.loader.sink import LoaderConfig
 from services.contract import ConfigError
 from services.observability import configure_logging
 from services.regulations import record
-from services.regulations.contract import RegulationSettings, sqs_urls
+from services.regulations.contract import DEFAULT_SETTLE_SECONDS, RegulationSettings, sqs_urls
 from services.regulations.dead_letters import delete_from_dead_letters
 from services.regulations.deletion import delete_from_archive, delete_from_warehouse
 from services.regulations.destinations import request_deletion
+from services.regulations.settle import wait_for_writer
 from services.stream.address import dead_letter_url_of
 from services.suppression.contract import require_suppression
 from services.suppression.lists import entries, open_store
@@ -77,6 +78,17 @@ def _destination(
         secrets = json.load(file)
     return request_deletion(
         destination, secrets.get(name) or {}, request.id, request.user_ids, request.anonymous_ids
+    )
+
+
+def _settle(settings: RegulationSettings[str], target: str) -> dict[str, object] | None:
+    """The events on the stream reach ``target``'s store first (:mod:`.settle`)."""
+    seconds = settings.settle_seconds
+    return wait_for_writer(
+        settings.stream.url,
+        settings.stream.credentials_file,
+        target,
+        DEFAULT_SETTLE_SECONDS if seconds is None else seconds,
     )
 
 
@@ -164,10 +176,13 @@ def perform(
     for target in record.unfinished(connection, request.id):
         record.mark(connection, request.id, target, "running")
         try:
+            settled = _settle(settings, target)
             if target.startswith(DESTINATION):
                 detail = _destination(settings, request, target)
             else:
                 detail = work[target]()
+            if settled is not None:
+                detail = {**detail, "settled": settled}
         except Exception as error:
             log.exception("regulation target failed", extra={"fields": {"target": target}})
             record.mark(

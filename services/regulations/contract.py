@@ -20,6 +20,7 @@ from typing import Any, Generic
 from services.archive.contract import ArchiveAccess
 from services.contract import (
     ConfigError,
+    Integer,
     Json,
     Text,
     V,
@@ -48,6 +49,8 @@ _QUARANTINE_URL = "LIFTOFF_QUARANTINE_URL"
 _DESTINATIONS = "LIFTOFF_REGULATION_DESTINATIONS"
 _SECRETS_FILE = "LIFTOFF_REGULATION_SECRETS_FILE"
 _DEAD_LETTER_URLS = "LIFTOFF_REGULATION_DEAD_LETTER_URLS"
+_SETTLE_SECONDS = "LIFTOFF_REGULATION_SETTLE_SECONDS"
+DEFAULT_SETTLE_SECONDS = 900
 
 
 def _sqs_urls_problem(urls: str) -> str | None:
@@ -153,6 +156,10 @@ class RegulationSettings(Generic[V]):
     default none."""
     secrets_file: V | None = variable(_SECRETS_FILE, Text("path"))
     """Their deletion credentials, ``{"<name>": {"<field>": "..."}}``."""
+    settle_seconds: int | None = variable(_SETTLE_SECONDS, Integer(0, 86_400))
+    """How long a delete waits for the consumer that writes a target to have acknowledged what
+    the stream held when the target started (JetStream); default
+    :data:`DEFAULT_SETTLE_SECONDS`."""
     log_level: str | None = log_level_variable()
 
 
