@@ -104,8 +104,15 @@ def _replay_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="count, send nothing")
     parser.add_argument(
         "--progress",
-        metavar="FILE",
-        help="the progress file (resume); default liftoff-replay-<hash>.json here",
+        metavar="FILE|s3://BUCKET/KEY",
+        help="where progress is kept (resume); default liftoff-replay-<hash>.json here (with "
+        "LIFTOFF_REPLAY_PROGRESS_IN_ARCHIVE=true: the archive bucket's liftoff/replay-progress/)",
+    )
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        metavar="N",
+        help="stop after the batch in hand once N seconds have passed (exit 3: run it again)",
     )
 
 
@@ -166,7 +173,7 @@ examples:
   python -m services COMMAND --help              # a command's own options
 
 exit status: 0 done (a server: stopped cleanly), 1 failed or incomplete (it says why),
-2 configuration error
+2 configuration error, 3 replay stopped by --max-seconds (run it again to continue)
 """
 
 COMMANDS: dict[str, Command] = {
