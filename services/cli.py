@@ -84,13 +84,9 @@ def _quarantine_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _replay_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--from", dest="start", required=True, help="ISO-8601, e.g. 2026-11-27T10:00Z"
-    )
-    parser.add_argument("--to", dest="end", required=True, help="ISO-8601 (excluded)")
-    parser.add_argument(
-        "--target", required=True, help="destination:<name> (LIFTOFF_DESTINATION's) or warehouse"
-    )
+    parser.add_argument("--from", dest="start", help="ISO-8601, e.g. 2026-11-27T10:00Z")
+    parser.add_argument("--to", dest="end", help="ISO-8601 (excluded)")
+    parser.add_argument("--target", help="destination:<name> (LIFTOFF_DESTINATION's) or warehouse")
     parser.add_argument("--source", dest="sources", action="append", help="repeatable; default all")
     parser.add_argument(
         "--type",
@@ -113,6 +109,13 @@ def _replay_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         metavar="N",
         help="stop after the batch in hand once N seconds have passed (exit 3: run it again)",
+    )
+    parser.add_argument(
+        "--json",
+        dest="document",
+        metavar="DOCUMENT",
+        help='instead of --from ... --dry-run: {"from", "to", "target", "sources", "types", '
+        '"events", "rate", "dryRun"} (the Airflow DAG\'s conf)',
     )
 
 
@@ -230,7 +233,7 @@ COMMANDS: dict[str, Command] = {
     "replay": Command(
         "send archived events of a time window again, to a destination or the warehouse",
         replay.PROCESS,
-        "services.consumers.replay.command:run",
+        "services.consumers.replay.request:run",
         arguments=_replay_arguments,
     ),
     "warehouse-rebuild": Command(

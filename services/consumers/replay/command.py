@@ -356,7 +356,7 @@ def _paced(batch: int, rate: float | None) -> int:
     return batch if rate is None else max(1, min(batch, int(rate)))
 
 
-def run(
+def replay_window(
     settings: ReplaySettings[str],
     start: str,
     end: str,
@@ -369,7 +369,7 @@ def run(
     progress: str | None = None,
     max_seconds: float | None = None,
 ) -> int:
-    """``python -m services replay``: prints the summary as one JSON line."""
+    """One replay: prints the summary as one JSON line; its exit status."""
     started = time.monotonic()
     configure_logging(level_of(settings.log_level))
     selection = _selection(start, end, sources, types, events)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +20,10 @@ from services.consumers.replay import progress as module
 from services.consumers.replay.progress import OBJECT_DIRECTORY, ObjectProgress
 from services.consumers.replay.window import Cursor
 from services.contract import ConfigError
+from tests.servers import REPO_ROOT
 from tests.services.consumers.broadcaster.receiver import Receiver
 from tests.services.consumers.replay.test_replay import (
+    WINDOW,
     archive,  # noqa: F401 (fixture)
     archived_events,
     cli_env,
@@ -35,6 +39,7 @@ from tests.services.consumers.replay.test_replay import (
 pytestmark = pytest.mark.servers
 
 TARGET = ("--target", "destination:hook")
+JSON_WINDOW = {"from": "2026-11-27T10:00Z", "to": "2026-11-27T11:00Z", "target": "warehouse"}
 IDENTITY = {"from": "2026-11-27T10:00:00+00:00", "target": "destination:hook"}
 
 
@@ -164,3 +169,55 @@ def test_a_budget_or_progress_location_that_cannot_work_is_refused(
     window = ["--from", "2026-11-27T10:00Z", "--to", "2026-11-27T11:00Z", "--target", "warehouse"]
     status = main(["replay", *window, *options], {"LIFTOFF_ARCHIVE_BUCKET": "archive"})
     assert status == 2 and message in capsys.readouterr().err
+
+
+def test_the_json_document_is_the_same_replay_as_the_options(
+    tmp_path: Path,
+    archive: ArchiverConfig,  # noqa: F811
+    receiver: Receiver,  # noqa: F811
+) -> None:
+    """`--json` (the DAG's conf, the ops function's payload): the same selection and target."""
+    env = cli_env(tmp_path, archive, **webhook_env(tmp_path, receiver))
+    options = ("--source", "web", "--type", "track", *TARGET, "--dry-run")
+    _, by_options = finish(replay(env, *options))
+    document = {
+        "from": WINDOW[0],
+        "to": WINDOW[1],
+        "target": "destination:hook",
+        "sources": ["web"],
+        "types": ["track"],
+        "events": None,
+        "rate": None,
+        "dryRun": True,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services", "replay", "--json", json.dumps(document)],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    code, by_document = finish(process)
+    assert code == 0 and 0 < by_document["would_send"] < len(in_window(archived_events()))
+    assert {**by_document, "seconds": 0} == {**by_options, "seconds": 0}
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"from": "2026-11-27T10:00Z", "to": "2026-11-27T11:00Z"}, "replay target None: a"),
+        ({**JSON_WINDOW, "types": ["click"]}, "replay types ['click']: use track, identify"),
+        ({**JSON_WINDOW, "rate": "fast"}, "replay rate 'fast': a number of events per second"),
+        ({**JSON_WINDOW, "since": 1}, "unknown keys ['since']; allowed: from, to, target"),
+        ({**JSON_WINDOW, "dryRun": "yes"}, "replay dryRun 'yes': true or false"),
+    ],
+)
+def test_a_document_that_cannot_work_is_refused_naming_the_key(
+    document: dict[str, Any], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = main(["replay", "--json", json.dumps(document)], {"LIFTOFF_ARCHIVE_BUCKET": "a"})
+    assert status == 2 and message in capsys.readouterr().err
+    both = ["replay", "--json", json.dumps(JSON_WINDOW), "--target", "warehouse"]
+    assert main(both, {"LIFTOFF_ARCHIVE_BUCKET": "a"}) == 2
+    assert "give either --json or --from" in capsys.readouterr().err
