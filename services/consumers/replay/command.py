@@ -395,13 +395,24 @@ def replay_window(
     finally:
         loop.run_until_complete(chosen.close())
         loop.close()
-        if record is not None:
-            record.close()
+        if record is not None and not _closed(record):
+            status = 1
     summary.seconds = round(time.monotonic() - started, 3)
     print(json.dumps(summary.as_dict(), sort_keys=True), flush=True)
     if status == NOT_FINISHED:
         print("not finished: run the same command again to continue", file=sys.stderr)
     return status
+
+
+def _closed(record: Record) -> bool:
+    """Whether the progress not yet written (S3: up to a second's) was; if not, the next run
+    sends that part again (at least once) and this one fails saying so."""
+    try:
+        record.close()
+    except Exception as error:
+        log.error("replay progress not saved", extra={"fields": {"error": repr(error)}})
+        return False
+    return True
 
 
 def _check_limits(rate: float | None, max_seconds: float | None, dry_run: bool) -> None:

@@ -221,3 +221,22 @@ def test_a_document_that_cannot_work_is_refused_naming_the_key(
     both = ["replay", "--json", json.dumps(JSON_WINDOW), "--target", "warehouse"]
     assert main(both, {"LIFTOFF_ARCHIVE_BUCKET": "a"}) == 2
     assert "give either --json or --from" in capsys.readouterr().err
+
+
+def test_a_progress_write_that_fails_fails_the_run_and_still_prints_the_summary(
+    tmp_path: Path,
+    archive: ArchiverConfig,  # noqa: F811
+    receiver: Receiver,  # noqa: F811
+) -> None:
+    """The object's bucket refuses writes after the start (a policy changed mid-run): the run
+    exits 1 with its summary; the next one sends again what was not recorded."""
+    env = cli_env(tmp_path, archive, **webhook_env(tmp_path, receiver))
+    client = boto3.client("s3")
+    client.create_bucket(Bucket=f"{archive.bucket}-progress")
+    progress = f"s3://{archive.bucket}-progress/p.json"
+    process = replay(env, *TARGET, "--rate", "10", "--progress", progress)
+    receiver.wait_for(lambda: len(receiver.delivered("/hook")) >= 1)
+    client.delete_object(Bucket=f"{archive.bucket}-progress", Key="p.json")
+    client.delete_bucket(Bucket=f"{archive.bucket}-progress")
+    code, summary = finish(process)
+    assert code == 1 and summary["sent"] > 0 and not summary["finished"], summary
