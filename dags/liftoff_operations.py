@@ -95,6 +95,10 @@ class Pod:
     fail_when_missing: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
     """More KubernetesPodOperator arguments."""
+    environment: Mapping[str, str] | None = None
+    """The environment and Secrets when given whole (the replay's, one pod per target),
+    instead of ``<configured>_environment`` / ``_secrets``."""
+    secrets: list[dict[str, str]] | None = None
 
 
 def pod_task(pod: Pod) -> Any:
@@ -102,7 +106,8 @@ def pod_task(pod: Pod) -> Any:
     missing = [key for key in ("stack", "namespace", "services_image") if not setting(key)]
     if missing:
         raise ValueError(f"[liftoff] target = kubernetes needs {', '.join(missing)}")
-    environment = setting(f"{pod.configured}_environment")
+    environment = json.dumps(pod.environment) if pod.environment is not None else None
+    environment = environment or setting(f"{pod.configured}_environment")
     if not environment:
         reason = f"no {pod.name} pod is configured ([liftoff] {pod.configured}_environment is "
         return skipped(pod.task_id, reason + f"empty: {pod.missing})", fail=pod.fail_when_missing)
@@ -117,7 +122,11 @@ def pod_task(pod: Pod) -> Any:
 
     secrets = [
         mounted(item["secret"], item["key"], item["directory"])
-        for item in json.loads(setting(f"{pod.configured}_secrets") or "[]")
+        for item in (
+            pod.secrets
+            if pod.secrets is not None
+            else json.loads(setting(f"{pod.configured}_secrets") or "[]")
+        )
     ]
     seccomp = k8s.V1SeccompProfile(type="RuntimeDefault")
     return KubernetesPodOperator(

@@ -84,13 +84,9 @@ def _quarantine_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _replay_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--from", dest="start", required=True, help="ISO-8601, e.g. 2026-11-27T10:00Z"
-    )
-    parser.add_argument("--to", dest="end", required=True, help="ISO-8601 (excluded)")
-    parser.add_argument(
-        "--target", required=True, help="destination:<name> (LIFTOFF_DESTINATION's) or warehouse"
-    )
+    parser.add_argument("--from", dest="start", help="ISO-8601, e.g. 2026-11-27T10:00Z")
+    parser.add_argument("--to", dest="end", help="ISO-8601 (excluded)")
+    parser.add_argument("--target", help="destination:<name> (LIFTOFF_DESTINATION's) or warehouse")
     parser.add_argument("--source", dest="sources", action="append", help="repeatable; default all")
     parser.add_argument(
         "--type",
@@ -104,8 +100,22 @@ def _replay_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="count, send nothing")
     parser.add_argument(
         "--progress",
-        metavar="FILE",
-        help="the progress file (resume); default liftoff-replay-<hash>.json here",
+        metavar="FILE|s3://BUCKET/KEY",
+        help="where progress is kept (resume); default liftoff-replay-<hash>.json here (with "
+        "LIFTOFF_REPLAY_PROGRESS_IN_ARCHIVE=true: the archive bucket's liftoff/replay-progress/)",
+    )
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        metavar="N",
+        help="stop after the batch in hand once N seconds have passed (exit 3: run it again)",
+    )
+    parser.add_argument(
+        "--json",
+        dest="document",
+        metavar="DOCUMENT",
+        help='instead of --from ... --dry-run: {"from", "to", "target", "sources", "types", '
+        '"events", "rate", "dryRun"} (the Airflow DAG\'s conf)',
     )
 
 
@@ -166,7 +176,7 @@ examples:
   python -m services COMMAND --help              # a command's own options
 
 exit status: 0 done (a server: stopped cleanly), 1 failed or incomplete (it says why),
-2 configuration error
+2 configuration error, 3 replay stopped by --max-seconds (run it again to continue)
 """
 
 COMMANDS: dict[str, Command] = {
@@ -223,7 +233,7 @@ COMMANDS: dict[str, Command] = {
     "replay": Command(
         "send archived events of a time window again, to a destination or the warehouse",
         replay.PROCESS,
-        "services.consumers.replay.command:run",
+        "services.consumers.replay.request:run",
         arguments=_replay_arguments,
     ),
     "warehouse-rebuild": Command(

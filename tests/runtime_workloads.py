@@ -235,17 +235,29 @@ def dag_workloads(run: ProgramRun) -> Iterator[Workload]:
         section = (chart.inputs.get("values", {}).get("config") or {}).get("liftoff")
         for pod, command_name in DAG_PODS.items():
             if section and section.get(f"{pod}_environment"):
-                yield _dag_pod(run, chart.name, section, pod, command_name)
+                env = json.loads(section[f"{pod}_environment"])
+                secrets = json.loads(section[f"{pod}_secrets"])
+                yield _dag_pod(run, chart.name, section, pod, command_name, env, secrets)
+        # The replay DAG: one pod per target the stack knows.
+        replays = json.loads((section or {}).get("replay_targets") or "{}")
+        for target, replay in sorted(replays.items()):
+            name, env, secrets = f"replay {target}", replay["environment"], replay["secrets"]
+            yield _dag_pod(run, chart.name, section, name, "replay", env, secrets)
 
 
 def _dag_pod(
-    run: ProgramRun, chart: str, section: dict[str, Any], pod: str, command_name: str
+    run: ProgramRun,
+    chart: str,
+    section: dict[str, Any],
+    pod: str,
+    command_name: str,
+    env: dict[str, str],
+    secrets: list[dict[str, str]],
 ) -> Workload:
     where = f"{run.stack}: the DAG's {pod} pod ([liftoff] of {chart})"
-    env = json.loads(section[f"{pod}_environment"])
     namespace = section["namespace"]
     files = {}
-    for item in json.loads(section[f"{pod}_secrets"]):
+    for item in secrets:
         content = secret_data(run, namespace, item["secret"]).get(item["key"])
         assert content is not None, f"{where}: Secret {item['secret']} has no {item['key']}"
         files[f"{item['directory']}/{item['key']}"] = content

@@ -115,7 +115,12 @@ def test_the_dag_processor_finds_the_dags_in_the_mounted_config_map(tmp_path: Pa
         result = found[str(folder)]
         assert "error" not in result, f"{case}: {result['error']}"
         # Through the key's symlink, as the kubelet keeps it current; never the versioned copy.
-        expected = ["liftoff_reconcile.py", "liftoff_regulation.py", "liftoff_warehouse_rebuild.py"]
+        expected = [
+            "liftoff_reconcile.py",
+            "liftoff_regulation.py",
+            "liftoff_replay.py",
+            "liftoff_warehouse_rebuild.py",
+        ]
         assert result["files"] == [str(folder / name) for name in expected], case
 
 

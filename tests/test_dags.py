@@ -32,7 +32,8 @@ DAGS = ROOT / "dags"
 DAG_ID = "liftoff_reconcile"
 REBUILD_DAG_ID = "liftoff_warehouse_rebuild"
 REGULATION_DAG_ID = "liftoff_regulation"
-DAG_IDS = {DAG_ID, REBUILD_DAG_ID, REGULATION_DAG_ID}
+REPLAY_DAG_ID = "liftoff_replay"
+DAG_IDS = {DAG_ID, REBUILD_DAG_ID, REGULATION_DAG_ID, REPLAY_DAG_ID}
 # Ids with what JSON and Jinja escape (quotes, <, &, non-ASCII): they must arrive as given.
 ODD_ID = 'o\'brien <x> & "é"'
 PARAMS = {
@@ -49,6 +50,28 @@ PARAMS = {
             "userIds": ["u-1", ODD_ID],
             "anonymousIds": ["a-9"],
             "requestId": None,
+        },
+    },
+    REPLAY_DAG_ID: {
+        "scheduled": {
+            "from": "2026-11-27T10:00Z",
+            "to": "2026-11-27T11:00Z",
+            "target": "warehouse",
+            "sources": [],
+            "types": [],
+            "events": [],
+            "rate": None,
+            "dryRun": False,
+        },
+        "requested": {
+            "from": "2026-11-27T10:00Z",
+            "to": "2026-11-28T10:00Z",
+            "target": "destination:no-such-one",
+            "sources": ["web"],
+            "types": ["track"],
+            "events": [ODD_ID],
+            "rate": 200,
+            "dryRun": True,
         },
     },
 }
@@ -82,9 +105,10 @@ def rendered(task, context):
         pod = task.build_pod_request_obj(dry_run=True)
         return {"pod": ApiClient().sanitize_for_serialization(pod)}
     result = {"op_kwargs": task.op_kwargs}
-    if not task.op_kwargs:  # a task that only says why it skips: run it
+    # A task that only says why it skips, or a branch (its choice): run it.
+    if not task.op_kwargs or "Branch" in type(task).__name__:
         try:
-            task.python_callable()
+            result["returned"] = task.python_callable(**task.op_kwargs)
         except Exception as error:
             result["raised"] = [type(error).__name__, str(error)]
     return result

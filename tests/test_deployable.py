@@ -266,6 +266,7 @@ def test_egress_check_catches_private_ranges_nobody_configured():
     }
     assert egress_problems([*run.kubernetes_objects(), loose], config) == [
         "broadcaster-crm-private: 10.20.0.0/16 is not configured",
+        "replay-to-crm-private: 10.20.0.0/16 is not configured",  # its replay pod's too
         "loose: egress beyond the namespace on every port",
         "loose: 0.0.0.0/0 with private ranges on []",
     ]

@@ -337,7 +337,13 @@ def test_every_stack_runs_the_processes_it_should() -> None:
         contracts["kubernetes-private-cloud"]
     )
     dag = [w for w in declared_workloads("kubernetes-private-cloud") if w.platform == "dag"]
-    assert {w.process for w in dag} == {reconcile.PROCESS, rebuild.PROCESS, regulations.PROCESS}
+    assert {w.process for w in dag} == {
+        reconcile.PROCESS,
+        rebuild.PROCESS,
+        regulations.PROCESS,
+        replay.PROCESS,
+    }
+    assert sum(w.process is replay.PROCESS for w in dag) == 3  # the warehouse, 2 destinations
     assert all(w.env for w in dag)
     assert rebuild.PROCESS in contracts["dev"], "the rebuild pod needs no archive"
     assert regulations.PROCESS in contracts["dev"], "the regulation pod needs no archive"
@@ -434,6 +440,8 @@ def test_the_dag_passes_its_environment_through() -> None:
         ("liftoff_warehouse_rebuild.py", rebuild.RebuildSettings),
         ("liftoff_regulation.py", regulations.RegulationSettings),
         ("liftoff_operations.py", regulations.RegulationSettings),
+        ("liftoff_replay.py", replay.ReplaySettings),
+        ("liftoff_operations.py", replay.ReplaySettings),
     ):
         dag = (dags / path).read_text()
         for variable in variables(contract):

@@ -35,11 +35,13 @@ from components.airflow.chart import (
     check_values,
     image_repository,
 )
-from components.airflow.pods import operation_pods
+from components.airflow.pods import operation_pods, replay_pods
 from components.airflow.settings import KubernetesAirflowSettings
 from components.archive import KubernetesArchiveContract
 from components.charts import ChartPin, ChartSource, load_chart_pin
-from components.network import KubernetesPeer
+from components.consumers.kubernetes import allow_internet_egress, allow_private_egress
+from components.consumers.settings import Destination
+from components.network import Grant, KubernetesPeer
 from components.postgres import ClientDatabase, KubernetesPostgresContract, PostgresConnection
 from components.stream import KubernetesStreamContract
 
@@ -59,6 +61,8 @@ class KubernetesAirflowArgs(kube.CapabilityArgs):
     regulation pod's); None: no regulation pod."""
     suppression_key_secret: str | None = None
     """The collector's Secret holding the suppression list's key (the regulation pod's)."""
+    destinations: tuple[Destination, ...] = ()
+    """The stack's destinations: a replay pod for each (`[liftoff] replay_targets`)."""
 
 
 def fernet_key(raw_base64: str) -> str:
@@ -279,7 +283,36 @@ class KubernetesAirflow(pulumi.ComponentResource):
             grants += [args.postgres.grant_connect(regulation), args.stream.grant_write(regulation)]
             if args.archive is not None:
                 grants.append(args.archive.grant_write(regulation))
+        grants += self._grant_replays()
         return [resource for grant in grants for resource in grant.resources]
+
+    def _grant_replays(self) -> list[Grant]:
+        """Each replay pod: the archive (read, and its progress object written), the stream's
+        servers (the suppression list) when the stack has one, and its target: Postgres, or
+        HTTPS out and the private ranges its destination lists."""
+        args = self._args
+        destinations = {f"destination:{d.name}": d for d in args.destinations}
+        grants = []
+        for target, (component, _) in replay_pods(args).items():
+            peer = self._dag_pods(component)
+            assert args.archive is not None
+            grants.append(args.archive.grant_write(peer))
+            if args.stream is not None and args.suppression_key_secret:
+                grants.append(args.stream.grant_read(peer))
+            destination = destinations.get(target)
+            if destination is None:
+                grants.append(args.postgres.grant_connect(peer))
+                continue
+            labels = kube.labels(component, args.context.stack, args.context.tags)
+            name = f"{self._name}-{component}"
+            network = args.network
+            grants.append(allow_internet_egress(f"{name}-internet", network, peer, labels, self))
+            if destination.private_networks:
+                networks = destination.private_networks
+                grants.append(
+                    allow_private_egress(f"{name}-private", network, peer, networks, labels, self)
+                )
+        return grants
 
     def _dag_pods(self, component: str) -> KubernetesPeer:
         """The DAG pods of `component` (`RECONCILE`, `REGULATION`), as policies select them."""

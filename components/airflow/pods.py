@@ -3,7 +3,8 @@ environment, built by the process's own contract in `services/`, and the Secrets
 (key → a file in a directory). The DAGs receive them through Airflow's `[liftoff]` section as
 `<pod>_environment` / `<pod>_secrets` and pass them through. The NetworkPolicies admit the
 pods by their component label: `reconcile` (the reconcile and rebuild pods: Postgres, the
-archive) or `regulation` (components/airflow/kubernetes.py)."""
+archive) or `regulation` (components/airflow/kubernetes.py). The replay DAG has one pod per
+target the stack knows (`replay_pods`): `[liftoff] replay_targets`."""
 
 from __future__ import annotations
 
@@ -12,9 +13,14 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from components.archive import CREDENTIALS_DIR, CREDENTIALS_FILE
+from components.consumers import destination_document
+from components.consumers.kubernetes import SECRETS_DIR, SECRETS_FILE, destination_secret_name
+from components.consumers.settings import Destination
 from components.ingest import SUPPRESSION_KEY
 from services.archive.contract import ArchiveAccess
+from services.consumers.broadcaster.contract import Broadcast
 from services.consumers.reconcile import contract as reconcile
+from services.consumers.replay import contract as replay
 from services.postgres.contract import PostgresAccess
 from services.regulations import contract as regulations
 from services.stream.address import EVENTS_STREAM, dead_letter_url_of
@@ -32,6 +38,14 @@ SUPPRESSION_DIR = "/etc/liftoff/suppression"
 
 Pod = tuple[Mapping[str, str], list[dict[str, str]]]
 """A DAG pod's environment and the Secrets it mounts."""
+REPLAY_WAREHOUSE = "replay-warehouse"
+"""The component label of the replay pod into the warehouse (the NetworkPolicies' selector)."""
+
+
+def replay_component(destination: Destination) -> str:
+    """The replay pod's component label for a destination (`replay-to-<name>`: never the
+    warehouse's, whatever the destination's name; at most 62 characters)."""
+    return f"replay-to-{destination.name}"
 
 
 def operation_pods(args: KubernetesAirflowArgs) -> dict[str, Pod]:
@@ -49,15 +63,7 @@ def operation_pods(args: KubernetesAirflowArgs) -> dict[str, Pod]:
         if client is not None and archive_secret
         else ArchiveAccess()
     )
-    access = PostgresAccess[Any](
-        host=args.postgres.host,
-        port=str(args.postgres.port),
-        database=warehouse.role,
-        user=warehouse.role,
-        password_file=f"{POSTGRES_DIR}/password",
-        # In-cluster traffic, limited by NetworkPolicies (as for the loader).
-        sslmode="prefer",
-    )
+    access = _warehouse_access(args, warehouse.role)
     secrets = [{"secret": warehouse.secret_name, "key": "password", "directory": POSTGRES_DIR}]
     if archive_secret:
         secrets.append(
@@ -77,6 +83,18 @@ def operation_pods(args: KubernetesAirflowArgs) -> dict[str, Pod]:
     if args.stream is not None and args.suppression_key_secret:
         pods["regulation"] = _regulation_pod(args, access, archive, secrets)
     return pods
+
+
+def _warehouse_access(args: KubernetesAirflowArgs, role: str) -> PostgresAccess[Any]:
+    return PostgresAccess[Any](
+        host=args.postgres.host,
+        port=str(args.postgres.port),
+        database=role,
+        user=role,
+        password_file=f"{POSTGRES_DIR}/password",
+        # In-cluster traffic, limited by NetworkPolicies (as for the loader).
+        sslmode="prefer",
+    )
 
 
 def _regulation_pod(
@@ -110,3 +128,50 @@ def _regulation_pod(
         "directory": SUPPRESSION_DIR,
     }
     return regulations.PROCESS.environment(settings), [*secrets, key]
+
+
+def replay_pods(args: KubernetesAirflowArgs) -> dict[str, tuple[str, Pod]]:
+    """`python -m services replay`'s pod for each target the stack knows (`warehouse`,
+    `destination:<name>`): its component label, environment and Secrets. Each reads the archive
+    (its progress object there too) and the suppression list; the warehouse pod has the
+    loader's Postgres variables, a destination's pod its broadcaster's document and Secret.
+    None without an archive with credentials: there is nothing to replay from."""
+    client = args.archive.client() if args.archive is not None else None
+    if client is None or not client.secret_name:
+        return {}
+    archive = dataclasses.replace(client.access, metadata_disabled=True)
+    secrets = [
+        {"secret": client.secret_name, "key": CREDENTIALS_FILE, "directory": CREDENTIALS_DIR}
+    ]
+    suppression = SuppressionAccess[Any]()
+    if args.stream is not None and args.suppression_key_secret:
+        suppression = SuppressionAccess(
+            url=suppression_url_of(args.stream.servers_url),
+            key_file=f"{SUPPRESSION_DIR}/{SUPPRESSION_KEY}",
+        )
+        key = {"secret": args.suppression_key_secret, "key": SUPPRESSION_KEY}
+        secrets.append({**key, "directory": SUPPRESSION_DIR})
+    common = replay.ReplaySettings[Any](
+        archive=archive, suppression=suppression, progress_in_archive=True, log_level="INFO"
+    )
+    pods: dict[str, tuple[str, Pod]] = {}
+    warehouse = args.warehouse
+    if warehouse is not None and warehouse.secret_name:
+        settings = dataclasses.replace(common, warehouse=_warehouse_access(args, warehouse.role))
+        password = {"secret": warehouse.secret_name, "key": "password", "directory": POSTGRES_DIR}
+        environment = replay.PROCESS.environment(settings)
+        pods["warehouse"] = (REPLAY_WAREHOUSE, (environment, [*secrets, password]))
+    for destination in args.destinations:
+        broadcast = Broadcast[Any](
+            destination=destination_document(destination),
+            secrets_file=f"{SECRETS_DIR}/{SECRETS_FILE}",
+        )
+        settings = dataclasses.replace(common, broadcast=broadcast)
+        mounted = {
+            "secret": destination_secret_name(destination),
+            "key": SECRETS_FILE,
+            "directory": SECRETS_DIR,
+        }
+        pod = (replay.PROCESS.environment(settings), [*secrets, mounted])
+        pods[f"destination:{destination.name}"] = (replay_component(destination), pod)
+    return pods

@@ -252,6 +252,11 @@ POSTGRES_CREDENTIALS_DIR = "/etc/liftoff/postgres"
 SECRETS_FILE = "destination-secrets.json"
 
 
+def destination_secret_name(destination: Destination) -> str:
+    """The Secret holding a destination's secrets (its broadcaster's; the replay pods' too)."""
+    return f"{broadcaster_runtime(destination).name}-secrets"
+
+
 @dataclass(frozen=True)
 class KubernetesConsumersArgs(kube.CapabilityArgs):
     stream: KubernetesStreamContract
@@ -360,7 +365,7 @@ class KubernetesConsumers(pulumi.ComponentResource):
         ranges the destination lists)."""
         args = self._args
         runtime = broadcaster_runtime(destination)
-        secret_name = f"{runtime.name}-secrets"
+        secret_name = destination_secret_name(destination)
         labels = kube.labels(runtime.name, args.context.stack, args.context.tags)
         k8s.core.v1.Secret(
             f"{name}-{runtime.name}-secrets",

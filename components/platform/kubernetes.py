@@ -205,6 +205,7 @@ def _airflow(
             warehouse_columns=shared.config.warehouse.columns or None,
             stream=parts.stream,
             suppression_key_secret=parts.ingest.suppression_key_secret_name,
+            destinations=shared.config.destinations,
         ),
         opts=shared.child,
     )

@@ -3,7 +3,8 @@ or to the warehouse.
 
     python -m services replay --from 2026-11-27T10:00Z --to 2026-11-27T12:00Z \\
         [--source web] [--type track] [--event "Order Completed"] \\
-        --target destination:mixpanel-eu | warehouse  [--rate 200] [--dry-run] [--progress FILE]
+        --target destination:mixpanel-eu | warehouse  [--rate 200] [--dry-run] \\
+        [--progress FILE | s3://BUCKET/KEY] [--max-seconds N]
 
 - **What**: the events of :mod:`.window` (``receivedAt`` in ``[from, to)``, the sources, types
   and track event names asked for), exactly as they were on the stream, messageIds kept: a
@@ -19,14 +20,18 @@ or to the warehouse.
   (``LIFTOFF_SUPPRESSION_*``) is read once, before anything is sent; a list that cannot be
   read stops the replay.
 - **Rate**: ``--rate N`` events per second, over whole batches (a batch is at most N events).
-- **Progress**: after each acknowledged batch the walk's cursor is appended to the progress file
-  (:mod:`.progress`): the same command run again resumes after the last one (at least once: the
-  batch in flight at a crash is sent again). A finished replay run again sends nothing.
+- **Progress**: after each acknowledged batch the walk's cursor is appended to the progress file,
+  or, for ``--progress s3://...`` (the default on the targets), written to that object at most
+  once a second (:mod:`.progress`): the same command run again resumes after the last one (at
+  least once: what was sent since is sent again). A finished replay run again sends nothing.
+- **Time budget**: ``--max-seconds N`` stops after the batch in hand once N seconds have passed
+  (the ops function's 15 minutes): progress saved, ``"finished": false``, exit 3.
 - **Dry run**: counts what would be sent (and what the destination's filters would skip),
   sends nothing, writes no progress.
 
 Prints a JSON summary; exit 0 when complete, 1 when events were parked, archive objects were
-unreadable or the run failed, 2 for a configuration error.
+unreadable or the run failed, 2 for a configuration error, 3 when stopped by ``--max-seconds``
+(otherwise fine: run the same command again to continue).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -43,7 +49,8 @@ from typing import Any, Protocol
 
 import psycopg
 
-from services.archive.store import s3_client
+from services.archive.contract import bucket_of
+from services.archive.store import ArchiveLocation, s3_client
 from services.consumers.archiver.contract import Archiving
 from services.consumers.archiver.sink import ArchiverConfig
 from services.consumers.broadcaster import contract as broadcaster_contract
@@ -51,7 +58,7 @@ from services.consumers.broadcaster.settings import BroadcasterConfig, Destinati
 from services.consumers.loader.sink import Loader, LoaderConfig, row_of
 from services.consumers.replay.contract import ReplaySettings
 from services.consumers.replay.lines import ArchivedEvent
-from services.consumers.replay.progress import Progress
+from services.consumers.replay.progress import ObjectProgress, Progress, Record
 from services.consumers.replay.window import Cursor, Piece, Reading, Selection, parse_time, walk
 from services.contract import ConfigError, level_of
 from services.observability import configure_logging
@@ -62,6 +69,7 @@ log = logging.getLogger("liftoff.replay")
 DEFAULT_BATCH_EVENTS = 500
 WAREHOUSE_BATCH_EVENTS = 5000
 MAX_REPORTED = 20
+NOT_FINISHED = 3
 
 
 @dataclass
@@ -87,6 +95,8 @@ class Summary:
     objects: int = 0
     unreadable_lines: int = 0
     corrupt_objects: list[str] = field(default_factory=list)
+    finished: bool = False
+    """The whole window was walked (False: stopped by the time budget, or failed)."""
     seconds: float = 0.0
 
     @property
@@ -261,15 +271,18 @@ async def replay(
     summary: Summary,
     *,
     pace: Pace,
-    progress: Progress | None,
+    progress: Record | None,
     suppressed: Callable[[ArchivedEvent], bool] | None = None,
+    deadline: float | None = None,
 ) -> None:
     """Send the events of ``pieces`` in batches, each acknowledged before its cursor (its last
     event's) is recorded. A piece is taken as far as the batch has room, so the counts in a
-    progress file are those of the events up to its cursor."""
+    progress file are those of the events up to its cursor. Past ``deadline`` (monotonic), stop
+    after the batch in hand, unfinished."""
     size = target.batch_events
     batch: list[ArchivedEvent] = []
     last: Cursor | None = None
+    walked = True
     for piece in pieces:
         events, start = piece.events, 0
         while start < len(events):
@@ -284,11 +297,21 @@ async def replay(
             if len(batch) >= size:  # its last event is this piece's
                 await _flush(batch, target, summary, pace, progress, piece.cursor(batch[-1]))
                 batch = []
+                if _past(deadline):
+                    return
         last = piece.cursor(events[-1])
+        if _past(deadline):  # also when a sparse selection fills no batch for long
+            walked = False
+            break
     if batch and last is not None:
         await _flush(batch, target, summary, pace, progress, last)
     elif last is not None and progress is not None:
         progress.save(last, summary.as_dict())
+    summary.finished = walked
+
+
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() >= deadline
 
 
 async def _flush(
@@ -296,7 +319,7 @@ async def _flush(
     target: Target,
     summary: Summary,
     pace: Pace,
-    progress: Progress | None,
+    progress: Record | None,
     cursor: Cursor,
 ) -> None:
     await pace.before(len(batch))
@@ -333,7 +356,7 @@ def _paced(batch: int, rate: float | None) -> int:
     return batch if rate is None else max(1, min(batch, int(rate)))
 
 
-def run(
+def replay_window(
     settings: ReplaySettings[str],
     start: str,
     end: str,
@@ -344,26 +367,26 @@ def run(
     rate: float | None = None,
     dry_run: bool = False,
     progress: str | None = None,
+    max_seconds: float | None = None,
 ) -> int:
-    """``python -m services replay``: prints the summary as one JSON line."""
+    """One replay: prints the summary as one JSON line; its exit status."""
+    started = time.monotonic()
     configure_logging(level_of(settings.log_level))
     selection = _selection(start, end, sources, types, events)
-    if rate is not None and rate <= 0:
-        raise ConfigError(f"--rate {rate}: use a number of events per second above 0")
+    _check_limits(rate, max_seconds, dry_run)
     identity = {**selection.describe(), "target": target}
-    record = (
-        None if dry_run else Progress(Path(progress or Progress.default_path(identity)), identity)
-    )
+    record = None if dry_run else progress_record(progress, identity, settings)
     summary = Summary(target=target, dry_run=dry_run)
     summary.progress = str(record.path) if record is not None else None
     chosen = target_of(target, settings, dry_run=dry_run, rate=rate)
     after = record.start(summary.as_dict()) if record is not None else None
     summary.resumed_after = list(after) if after else None
-    started = time.monotonic()
+    deadline = None if max_seconds is None else started + max_seconds
     loop = asyncio.new_event_loop()
     try:
-        loop.run_until_complete(_run(settings, selection, chosen, summary, record, rate, after))
-        status = 0 if summary.ok else 1
+        run = _run(settings, selection, chosen, summary, record, rate, after, deadline)
+        loop.run_until_complete(run)
+        status = 1 if not summary.ok else 0 if summary.finished else NOT_FINISHED
     except ConfigError:
         raise
     except Exception as error:
@@ -372,11 +395,46 @@ def run(
     finally:
         loop.run_until_complete(chosen.close())
         loop.close()
-        if record is not None:
-            record.close()
+        if record is not None and not _closed(record):
+            status = 1
     summary.seconds = round(time.monotonic() - started, 3)
     print(json.dumps(summary.as_dict(), sort_keys=True), flush=True)
+    if status == NOT_FINISHED:
+        print("not finished: run the same command again to continue", file=sys.stderr)
     return status
+
+
+def _closed(record: Record) -> bool:
+    """Whether the progress not yet written (S3: up to a second's) was; if not, the next run
+    sends that part again (at least once) and this one fails saying so."""
+    try:
+        record.close()
+    except Exception as error:
+        log.error("replay progress not saved", extra={"fields": {"error": repr(error)}})
+        return False
+    return True
+
+
+def _check_limits(rate: float | None, max_seconds: float | None, dry_run: bool) -> None:
+    if rate is not None and rate <= 0:
+        raise ConfigError(f"--rate {rate}: use a number of events per second above 0")
+    if max_seconds is not None and max_seconds <= 0:
+        raise ConfigError(f"--max-seconds {max_seconds}: use a number of seconds above 0")
+    if max_seconds is not None and dry_run:
+        raise ConfigError("--max-seconds with --dry-run: a dry run keeps no progress to resume")
+
+
+def progress_record(
+    location: str | None, identity: dict[str, Any], settings: ReplaySettings[str]
+) -> Record:
+    """``--progress``'s file or S3 object; by default a file here, or on the targets (whose
+    disk does not outlive the run) an object in the archive bucket."""
+    if location is None and settings.progress_in_archive:
+        location = ObjectProgress.default_url(bucket_of(settings.archive), identity)
+    if location is None or not location.startswith("s3://"):
+        return Progress(Path(location or Progress.default_path(identity)), identity)
+    client = s3_client(ArchiveLocation.of(settings.archive))
+    return ObjectProgress(location, identity, client)
 
 
 async def _run(
@@ -384,9 +442,10 @@ async def _run(
     selection: Selection,
     target: Target,
     summary: Summary,
-    progress: Progress | None,
+    progress: Record | None,
     rate: float | None,
     after: Cursor | None,
+    deadline: float | None,
 ) -> None:
     archive = ArchiverConfig.load(Archiving(archive=settings.archive))
     reading = Reading()
@@ -401,6 +460,7 @@ async def _run(
             pace=pace,
             progress=progress,
             suppressed=suppressed_check(listed),
+            deadline=deadline,
         )
     finally:
         summary.objects, summary.unreadable_lines = reading.objects, reading.unreadable

@@ -8,6 +8,9 @@ both the archive and the target are reachable: see README "Replay from the archi
   name must be ``<name>``, and its secret, not needed for ``--dry-run``).
 - ``--target warehouse``: the loader's (libpq's ``PGHOST`` ..., or
   ``LIFTOFF_WAREHOUSE_SECRET_ARN``).
+- ``LIFTOFF_REPLAY_PROGRESS_IN_ARCHIVE=true`` (the targets' pods and ops function, whose disk
+  does not outlive a run): without ``--progress``, the progress is kept in the archive bucket
+  under ``liftoff/replay-progress/``; default ``false``: a file in the working directory.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Generic
 
 from services.archive.contract import ArchiveAccess, bucket_of
 from services.consumers.broadcaster.contract import Broadcast
-from services.contract import V, group, log_level_variable, process
+from services.contract import Flag, V, group, log_level_variable, process, variable
 from services.postgres.contract import PostgresAccess, warehouse_secret_arn_variable
 from services.suppression.contract import SuppressionAccess, check_suppression
 
@@ -33,6 +36,7 @@ class ReplaySettings(Generic[V]):
     suppression: SuppressionAccess[V] = group(SuppressionAccess)
     """The collector's suppression list: a suppressed user is never replayed. Unset: the
     stack suppresses nobody."""
+    progress_in_archive: bool | None = variable("LIFTOFF_REPLAY_PROGRESS_IN_ARCHIVE", Flag())
     log_level: str | None = log_level_variable()
 
 

@@ -1,0 +1,101 @@
+"""The replay DAG (`dags/liftoff_replay.py`), parsed and rendered by real Airflow 3 with the
+`[liftoff]` sections the stacks really set (tests/test_dags.py's probe): one pod per target the
+stack knows, the branch that picks the one asked for, and each pod against the stack's
+NetworkPolicies, Secrets and the Kubernetes schema."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+from tests.kubernetes_schema import schema_errors
+from tests.test_dags import PARAMS, REPLAY_DAG_ID, dag_of, liftoff_sections, policies_admitting
+
+STACK = "kubernetes-private-cloud"  # an archive, a suppression list, two destinations
+PODS = {
+    "warehouse": "replay-warehouse",
+    "destination:crm": "replay-to-crm",
+    "destination:amplitude": "replay-to-amplitude",
+}
+
+
+def test_a_replay_runs_only_when_triggered_and_each_known_target_has_its_pod() -> None:
+    for case, section in [*liftoff_sections().items(), ("no-target", {})]:
+        dag = dag_of(case, REPLAY_DAG_ID)
+        assert dag["timetable"] == "NullTimetable" and dag["catchup"] is False
+        assert dag["params"] == sorted(PARAMS[REPLAY_DAG_ID]["requested"])
+        targets = json.loads(section.get("replay_targets") or "{}")
+        if section.get("target") != "kubernetes" or not targets:
+            assert set(dag["tasks"]) == {"replay"}, case
+            kind, message = dag["tasks"]["replay"]["scheduled"]["raised"]
+            assert kind == "AirflowFailException", case
+            assert (
+                "no replay pod" in message
+                or "target is not set" in message
+                or ("operator's shell" in message)
+            ), message
+            continue
+        components = {pod["component"] for pod in targets.values()}
+        assert set(dag["tasks"]) == {"choose_target", *components}, case
+        assert all(dag["tasks"][c]["retries"] >= 1 for c in components)
+    assert {
+        target: pod["component"]
+        for target, pod in json.loads(liftoff_sections()[STACK]["replay_targets"]).items()
+    } == PODS
+
+
+def test_the_branch_runs_the_pod_of_the_target_asked_for_and_refuses_another() -> None:
+    tasks = dag_of(STACK, REPLAY_DAG_ID)["tasks"]["choose_target"]
+    assert tasks["scheduled"]["returned"] == "replay-warehouse"
+    kind, message = tasks["requested"]["raised"]
+    assert kind == "AirflowFailException"
+    assert message == (
+        "target 'destination:no-such-one' is not one this stack knows: "
+        "destination:amplitude, destination:crm, warehouse"
+    )
+
+
+def reached_by(task: dict[str, Any], env: dict[str, str]) -> set[str]:
+    labels = task["requested"]["pod"]["metadata"]["labels"]
+    endpoint = env["AWS_ENDPOINT_URL_S3"]
+    return policies_admitting(STACK, labels) - {f"outside:{urlsplit(endpoint).port}"}
+
+
+def test_each_pod_has_its_targets_environment_and_reaches_only_what_it_needs() -> None:
+    section = liftoff_sections()[STACK]
+    targets = json.loads(section["replay_targets"])
+    dag = dag_of(STACK, REPLAY_DAG_ID)
+    reached = {}
+    for target, component in PODS.items():
+        task = dag["tasks"][component]
+        assert task["operator"] == "KubernetesPodOperator"
+        for run in ("scheduled", "requested"):
+            (container,) = task[run]["pod"]["spec"]["containers"]
+            command, option, document = container["args"]
+            assert (command, option) == ("replay", "--json")
+            assert json.loads(document) == PARAMS[REPLAY_DAG_ID][run]  # ids as given
+        pod = task["requested"]["pod"]
+        env = {item["name"]: item["value"] for item in container["env"]}
+        assert env == targets[target]["environment"]
+        assert env["LIFTOFF_REPLAY_PROGRESS_IN_ARCHIVE"] == "true"
+        assert env["LIFTOFF_SUPPRESSION_URL"].endswith("/liftoff-suppressed")
+        assert "PGPASSWORD" not in env and "LIFTOFF_SUPPRESSION_KEY" not in env
+        mounts = {mount["mountPath"]: mount for mount in container["volumeMounts"]}
+        for item in targets[target]["secrets"]:
+            assert mounts[item["directory"]]["readOnly"] is True
+        for name, path in env.items():
+            if name.endswith("_FILE"):
+                assert path.rpartition("/")[0] in mounts, (target, name)
+        assert pod["spec"]["automountServiceAccountToken"] is False
+        assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert schema_errors([pod]) == []
+        reached[target] = reached_by(task, env)
+    # Besides the archive: the suppression list's servers and the target alone.
+    assert reached["warehouse"] == {"postgres", "nats"}
+    assert reached["destination:amplitude"] == {"nats", "outside:443"}
+    assert reached["destination:crm"] == {"nats", "outside:443"}  # 10.20.0.0/16 on 443 too
+    assert "LIFTOFF_DESTINATION" not in targets["warehouse"]["environment"]
+    crm = json.loads(targets["destination:crm"]["environment"]["LIFTOFF_DESTINATION"])
+    assert crm["name"] == "crm" and "PGHOST" not in targets["destination:crm"]["environment"]
