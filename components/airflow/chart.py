@@ -366,6 +366,16 @@ def _dag_values(args: KubernetesAirflowArgs) -> dict[str, Any]:
     return {"persistence": {"enabled": False}, "gitSync": git_sync}
 
 
+def config_json(value: Any, *, sort_keys: bool = False) -> str:
+    """``value`` as JSON for a chart `config` value. The chart passes each one through Helm's
+    `tpl` into `airflow.cfg`, where ConfigParser interpolates `%` and Airflow expands `$VAR`;
+    in JSON those characters (and `{{`) can only stand inside strings, so they are written as
+    `\\u` escapes, which the DAG's `json.loads` reads back as they were (a destination URL
+    with `%20`, a filter on `$price`)."""
+    text = json.dumps(value, sort_keys=sort_keys)
+    return text.replace("%", "\\u0025").replace("$", "\\u0024").replace("{{", "{\\u007b")
+
+
 def _liftoff_config(args: KubernetesAirflowArgs) -> dict[str, str]:
     """The `[liftoff]` section liftoff's DAGs read (no secrets: names only): where their pods
     run and, for each pod the stack can run (`components/airflow/pods.py`), its whole
@@ -378,12 +388,12 @@ def _liftoff_config(args: KubernetesAirflowArgs) -> dict[str, str]:
         "services_image": kube.image(args.context.services_image, args.context.image_registry),
     }
     for key, (variables, secrets) in sorted(operation_pods(args).items()):
-        config[f"{key}_environment"] = json.dumps(variables, sort_keys=True)
-        config[f"{key}_secrets"] = json.dumps(secrets)
+        config[f"{key}_environment"] = config_json(variables, sort_keys=True)
+        config[f"{key}_secrets"] = config_json(secrets)
     replays = {
         target: {"component": component, "environment": variables, "secrets": secrets}
         for target, (component, (variables, secrets)) in replay_pods(args).items()
     }
     if replays:
-        config["replay_targets"] = json.dumps(replays, sort_keys=True)
+        config["replay_targets"] = config_json(replays, sort_keys=True)
     return dict(sorted(config.items()))
