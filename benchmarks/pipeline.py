@@ -55,6 +55,7 @@ import httpx  # noqa: E402
 import nats  # noqa: E402
 import psycopg  # noqa: E402
 
+from benchmarks.drain import drain  # noqa: E402
 from services.consumers.archiver.sink import Archiver, ArchiverConfig  # noqa: E402
 from services.consumers.loader.schema import COLUMNS, COPY_TYPES, migrate  # noqa: E402
 from services.consumers.loader.sink import (  # noqa: E402
@@ -65,11 +66,10 @@ from services.consumers.loader.sink import (  # noqa: E402
     LoaderConfig,
     row_of,
 )
-from services.consumers.runner.jetstream import JetStreamRunner, RunnerSettings  # noqa: E402
 from services.consumers.runner.model import DONE, decode  # noqa: E402
 from services.consumers.runner.process import tune_gc  # noqa: E402
 from services.stream.base import StreamSettings  # noqa: E402
-from services.stream.dead_letters import JetStreamDeadLetter, ensure_dead_letter_stream  # noqa: E402
+from services.stream.dead_letters import ensure_dead_letter_stream  # noqa: E402
 from services.stream.jetstream import ensure_stream  # noqa: E402
 from tests.servers import (  # noqa: E402
     AWS_TEST_ENV,
@@ -115,38 +115,6 @@ async def fill_stream(server_url: str, count: int, run: str) -> list[bytes]:
         await asyncio.gather(*acks)
     await nc.close()
     return payloads
-
-
-async def drain(
-    stream_url: str,
-    dead_letter: str,
-    sink: Any,
-    name: str,
-    events: int,
-    max_events: int,
-    max_seconds: float,
-) -> float:
-    """Run the runner until the durable consumer acknowledged everything; events/s."""
-    settings = RunnerSettings(name, max_events, max_seconds, health_port=None)
-    runner = JetStreamRunner(stream_url, sink, JetStreamDeadLetter(dead_letter), settings)
-    stop = asyncio.Event()
-    nc = await nats.connect(stream_url.rpartition("/")[0])
-    js = nc.jetstream()
-    started = time.perf_counter()
-    task = asyncio.create_task(runner.run(stop))
-    while True:
-        await asyncio.sleep(0.05)
-        try:
-            info = await js.consumer_info("EVENTS", name)
-        except Exception:
-            continue
-        if info.ack_floor.stream_seq >= events:
-            elapsed = time.perf_counter() - started
-            break
-    stop.set()
-    await task
-    await nc.close()
-    return events / elapsed
 
 
 class StagingOnlyLoader(Loader):

@@ -50,7 +50,7 @@ import msgspec  # noqa: E402
 import nats  # noqa: E402
 
 from benchmarks.consumer_backlog import realistic_event  # noqa: E402
-from benchmarks.pipeline import drain  # noqa: E402
+from benchmarks.drain import drain  # noqa: E402
 from services.consumers.archiver.sink import Archiver, ArchiverConfig  # noqa: E402
 from services.consumers.reconcile.repair import archive_lines  # noqa: E402
 from services.consumers.replay.command import Pace, Summary, replay  # noqa: E402

@@ -15,58 +15,18 @@ import argparse
 import asyncio
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import nats
 
+from benchmarks.drain import drain
 from services.consumers.loader.sink import Loader, LoaderConfig
-from services.consumers.runner.jetstream import JetStreamRunner
 from services.consumers.runner.process import tune_gc
-from services.consumers.runner.settings import RunnerSettings
-from services.stream.dead_letters import JetStreamDeadLetter
 
 MAX_EVENTS, MAX_SECONDS = 5000, 5.0
 """The loader's default batch bounds."""
-
-
-async def drain(
-    stream_url: str,
-    dead_letter: str,
-    sink: Any,
-    name: str,
-    events: int,
-    max_events: int,
-    max_seconds: float,
-    close_when_caught_up: bool = False,
-    stream: str = "EVENTS",
-) -> float:
-    """Run the runner until the durable consumer acknowledged everything; events/s."""
-    settings = RunnerSettings(
-        name, max_events, max_seconds, health_port=None, close_when_caught_up=close_when_caught_up
-    )
-    runner = JetStreamRunner(stream_url, sink, JetStreamDeadLetter(dead_letter), settings)
-    stop = asyncio.Event()
-    nc = await nats.connect(stream_url.rpartition("/")[0])
-    js = nc.jetstream()
-    started = time.perf_counter()
-    task = asyncio.create_task(runner.run(stop))
-    while True:
-        await asyncio.sleep(0.05)
-        try:
-            info = await js.consumer_info(stream, name)
-        except Exception:
-            continue
-        if info.ack_floor.stream_seq >= events:
-            elapsed = time.perf_counter() - started
-            break
-    stop.set()
-    await task
-    await nc.close()
-    return events / elapsed
 
 
 class CountingLoader(Loader):

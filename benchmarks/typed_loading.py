@@ -58,7 +58,6 @@ import httpx  # noqa: E402
 import nats  # noqa: E402
 import psycopg  # noqa: E402
 from pipeline import NoOpSink, percentile  # noqa: E402
-from typed_drain import drain  # noqa: E402
 from typed_phases import (  # noqa: E402
     BATCH,
     COPY,
@@ -72,6 +71,7 @@ from typed_phases import (  # noqa: E402
     print_steps,
 )
 
+from benchmarks.drain import drain  # noqa: E402
 from services.consumers.loader.schema import migrate  # noqa: E402
 from services.consumers.runner.process import tune_gc  # noqa: E402
 from services.stream.base import StreamSettings  # noqa: E402
@@ -209,7 +209,7 @@ def earlier_tree(revision: str, workdir: Path) -> Path:
         ["git", "archive", revision, "services"], check=True, capture_output=True, cwd=REPO_ROOT
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
-    for script in ("typed_drain.py", "typed_phases.py"):
+    for script in ("drain.py", "typed_drain.py", "typed_phases.py"):
         shutil.copy(REPO_ROOT / "benchmarks" / script, tree / "benchmarks")
     return tree
 
