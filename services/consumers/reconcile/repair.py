@@ -119,22 +119,27 @@ class Summary:
 # --- the hour -----------------------------------------------------------------------------------
 
 
-def parse_hour(text: str) -> datetime:
-    """``2026-11-27T10`` (also ``...T10:00``, ``...T10:00:00Z``) → that hour, UTC."""
+def iso_moment(text: str) -> datetime | None:
+    """``text`` as an ISO-8601 time (a trailing ``Z`` is UTC); None when it is not one."""
     value = text.strip()
     if value.endswith(("Z", "z")):
         value = value[:-1] + "+00:00"
     try:
-        moment = datetime.fromisoformat(value)
+        return datetime.fromisoformat(value)
     except ValueError:
-        raise ConfigError(
-            f"hour {text!r} is not an ISO-8601 UTC hour such as 2026-11-27T10"
-        ) from None
+        return None
+
+
+def parse_hour(text: str) -> datetime:
+    """``2026-11-27T10`` (also ``...T10:00``, ``...T10:00:00Z``) → that hour, UTC."""
+    moment = iso_moment(text)
+    if moment is None:
+        raise ConfigError(f"hour {text!r} is not an ISO-8601 UTC hour such as 2026-11-27T10")
     if moment.tzinfo is not None:
         if moment.utcoffset() != timedelta(0):
             raise ConfigError(f"hour {text!r} must be in UTC")
         moment = moment.replace(tzinfo=None)
-    if (moment.minute, moment.second, moment.microsecond) != (0, 0, 0) or "T" not in value:
+    if (moment.minute, moment.second, moment.microsecond) != (0, 0, 0) or "T" not in text:
         raise ConfigError(f"hour {text!r} must name a whole hour, such as 2026-11-27T10")
     return moment.replace(tzinfo=UTC)
 

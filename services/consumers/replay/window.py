@@ -27,7 +27,12 @@ from typing import Any, NamedTuple
 import botocore.exceptions
 
 from services.consumers.archiver.sink import ArchiverConfig
-from services.consumers.reconcile.repair import format_hour, hour_prefix, list_sources
+from services.consumers.reconcile.repair import (
+    format_hour,
+    hour_prefix,
+    iso_moment,
+    list_sources,
+)
 from services.consumers.replay.lines import ArchivedEvent, archived_event
 from services.contract import ConfigError
 
@@ -86,15 +91,9 @@ class Selection:
 
 def parse_time(option: str, text: str) -> datetime:
     """``--from`` / ``--to``: ISO-8601 (``2026-11-27T10:00Z``); without an offset, UTC."""
-    value = text.strip()
-    if value.endswith(("Z", "z")):
-        value = value[:-1] + "+00:00"
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise ConfigError(
-            f"{option} {text!r} is not an ISO-8601 time such as 2026-11-27T10:00Z"
-        ) from None
+    moment = iso_moment(text)
+    if moment is None:
+        raise ConfigError(f"{option} {text!r} is not an ISO-8601 time such as 2026-11-27T10:00Z")
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
 
 
