@@ -9,19 +9,22 @@ is kept in the archive bucket (`liftoff/replay-progress/`): the same conf run ag
 where a stopped or failed run left off, and sends nothing once it finished.
 
 **Where it runs** (`liftoff_operations.py`, from Airflow's `[liftoff]` section): on Kubernetes a
-pod of the services image per target the stack knows (`replay_targets`: its environment and
-Secrets, built by the replay's contract, and the component label the NetworkPolicies admit to
-the archive, the suppression list and that target alone); `choose_target` runs the one asked
-for and fails, listing the known ones, for any other.
+pod of the services image per target the stack knows (`liftoff_replay_targets.json` beside this
+file, in the same ConfigMap: its environment and Secrets, built by the replay's contract, and
+the component label the NetworkPolicies admit to the archive, the suppression list and that
+target alone); `choose_target` runs the one asked for and fails, listing the known ones, for any
+other. A destination added to the stack appears here once the kubelet has refreshed the
+ConfigMap and the file is parsed again (a minute or two), without restarting Airflow.
 """
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from airflow.sdk import DAG, Param, task
-from liftoff_operations import Pod, declare, pod_task, setting, skipped
+from liftoff_operations import Pod, declare, pod_task, skipped
 
 try:
     from airflow.sdk.exceptions import AirflowFailException
@@ -38,6 +41,8 @@ DOCUMENT = (
 )
 TYPES = ["track", "identify", "page", "screen", "group", "alias"]
 NAMES = {"type": "string", "minLength": 1}
+# Written by the platform into the DAG ConfigMap (components/airflow/pods.py).
+TARGETS_FILE = Path(__file__).with_name("liftoff_replay_targets.json")
 
 
 @task.branch(task_id="choose_target")
@@ -51,9 +56,9 @@ def choose_target(target: str, tasks: dict[str, str]) -> str:
 
 def kubernetes() -> None:
     """A pod task per target the stack knows, after the branch that picks the one asked for."""
-    targets = json.loads(setting("replay_targets") or "{}")
+    targets = json.loads(TARGETS_FILE.read_text()) if TARGETS_FILE.is_file() else {}
     if not targets:
-        reason = "no replay pod is configured ([liftoff] replay_targets is empty: the stack "
+        reason = f"no replay pod is configured ({TARGETS_FILE.name} is missing or empty: the stack "
         skipped(TASK_ID, reason + "has no archive with credentials to replay from)", fail=True)
         return
     tasks = {target: pod["component"] for target, pod in targets.items()}

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from components.airflow.pods import REPLAY_TARGETS_FILE
 from services.aws_lambda import HANDLERS
 from services.cli import COMMANDS, resolve
 from services.contract import ConfigError, Process
@@ -24,6 +25,7 @@ from tests.harness import DeclaredResource, ProgramRun
 
 POD_SPEC_KINDS = ("Deployment", "StatefulSet", "Job", "CronJob", "DaemonSet")
 CHART = "kubernetes:helm.sh/v4:Chart"
+CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
 
 OURS_BY_CONTAINER: dict[str, Process[Any]] = {
     "postgres": postgres.SERVER,
@@ -230,6 +232,15 @@ DAG_PODS = {"reconcile": "reconcile", "rebuild": "warehouse-rebuild", "regulatio
 """Each DAG pod's `[liftoff]` key prefix and the command it runs."""
 
 
+def replay_targets_of(run: ProgramRun) -> dict[str, Any]:
+    """The replay DAG's pods as the stack ships them beside the DAGs ({}: none)."""
+    for config_map in run.of_type(CONFIG_MAP):
+        data = config_map.inputs.get("data") or {}
+        if REPLAY_TARGETS_FILE in data:
+            return json.loads(data[REPLAY_TARGETS_FILE])
+    return {}
+
+
 def dag_workloads(run: ProgramRun) -> Iterator[Workload]:
     for chart in run.of_type(CHART):
         section = (chart.inputs.get("values", {}).get("config") or {}).get("liftoff")
@@ -239,7 +250,7 @@ def dag_workloads(run: ProgramRun) -> Iterator[Workload]:
                 secrets = json.loads(section[f"{pod}_secrets"])
                 yield _dag_pod(run, chart.name, section, pod, command_name, env, secrets)
         # The replay DAG: one pod per target the stack knows.
-        replays = json.loads((section or {}).get("replay_targets") or "{}")
+        replays = replay_targets_of(run) if section else {}
         for target, replay in sorted(replays.items()):
             name, env, secrets = f"replay {target}", replay["environment"], replay["secrets"]
             yield _dag_pod(run, chart.name, section, name, "replay", env, secrets)

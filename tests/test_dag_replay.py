@@ -10,7 +10,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tests.kubernetes_schema import schema_errors
-from tests.test_dags import PARAMS, REPLAY_DAG_ID, dag_of, liftoff_sections, policies_admitting
+from tests.test_dags import (
+    PARAMS,
+    REPLAY_DAG_ID,
+    dag_of,
+    liftoff_sections,
+    policies_admitting,
+    replay_targets,
+)
 
 STACK = "kubernetes-private-cloud"  # an archive, a suppression list, two destinations
 PODS = {
@@ -25,7 +32,7 @@ def test_a_replay_runs_only_when_triggered_and_each_known_target_has_its_pod() -
         dag = dag_of(case, REPLAY_DAG_ID)
         assert dag["timetable"] == "NullTimetable" and dag["catchup"] is False
         assert dag["params"] == sorted(PARAMS[REPLAY_DAG_ID]["requested"])
-        targets = json.loads(section.get("replay_targets") or "{}")
+        targets = replay_targets().get(case, {}) if section.get("target") == "kubernetes" else {}
         if section.get("target") != "kubernetes" or not targets:
             assert set(dag["tasks"]) == {"replay"}, case
             kind, message = dag["tasks"]["replay"]["scheduled"]["raised"]
@@ -39,10 +46,7 @@ def test_a_replay_runs_only_when_triggered_and_each_known_target_has_its_pod() -
         components = {pod["component"] for pod in targets.values()}
         assert set(dag["tasks"]) == {"choose_target", *components}, case
         assert all(dag["tasks"][c]["retries"] >= 1 for c in components)
-    assert {
-        target: pod["component"]
-        for target, pod in json.loads(liftoff_sections()[STACK]["replay_targets"]).items()
-    } == PODS
+    assert {target: pod["component"] for target, pod in replay_targets()[STACK].items()} == PODS
 
 
 def test_the_branch_runs_the_pod_of_the_target_asked_for_and_refuses_another() -> None:
@@ -63,8 +67,7 @@ def reached_by(task: dict[str, Any], env: dict[str, str]) -> set[str]:
 
 
 def test_each_pod_has_its_targets_environment_and_reaches_only_what_it_needs() -> None:
-    section = liftoff_sections()[STACK]
-    targets = json.loads(section["replay_targets"])
+    targets = replay_targets()[STACK]
     dag = dag_of(STACK, REPLAY_DAG_ID)
     reached = {}
     for target, component in PODS.items():

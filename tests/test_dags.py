@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -23,9 +24,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from components.airflow.pods import REPLAY_TARGETS_FILE
 from tests.conftest import stack_run
 from tests.harness import ROOT, STACK_FILES, stack_name_of
 from tests.kubernetes_schema import schema_errors
+from tests.runtime_workloads import replay_targets_of
 
 AIRFLOW_PYTHON = ROOT / ".venv" / "airflow" / "bin" / "python"
 DAGS = ROOT / "dags"
@@ -78,8 +81,8 @@ PARAMS = {
 CHART = "kubernetes:helm.sh/v4:Chart"
 MWAA = "aws:mwaa/environment:Environment"
 
-# Runs in the Airflow venv. Input (stdin): {"folder": ..., "cases": {name: {key: value}},
-# "params": {dag id: {"scheduled": params, "requested": params}}}.
+# Runs in the Airflow venv. Input (stdin): {"folders": {name: DAG folder},
+# "cases": {name: {key: value}}, "params": {dag id: {"scheduled": params, "requested": params}}}.
 PROBE = r"""
 import copy, json, os, sys
 from pathlib import Path
@@ -93,7 +96,6 @@ from airflow.serialization.serialized_objects import DagSerialization
 from kubernetes.client import ApiClient
 
 request = json.load(sys.stdin)
-folder = Path(request["folder"])
 log = structlog.get_logger()
 RUN_AFTER = pendulum.datetime(2026, 11, 27, 12, 0, 30, tz="UTC")
 
@@ -114,7 +116,7 @@ def rendered(task, context):
     return result
 
 
-def parse(case):
+def parse(folder, case):
     for name in [n for n in os.environ if n.startswith("AIRFLOW__LIFTOFF__")]:
         del os.environ[name]
     for key, value in case.items():
@@ -165,7 +167,10 @@ def parse(case):
     return out
 
 
-print(json.dumps({name: parse(case) for name, case in request["cases"].items()}, default=str))
+print(json.dumps(
+    {name: parse(Path(request["folders"][name]), case) for name, case in request["cases"].items()},
+    default=str,
+))
 """
 
 
@@ -186,6 +191,24 @@ def liftoff_sections() -> dict[str, dict[str, str]]:
                 if key.startswith("liftoff.")
             }
     return sections
+
+
+@functools.cache
+def replay_targets() -> dict[str, dict[str, Any]]:
+    """The replay DAG's pods each Kubernetes stack ships beside the DAGs (ConfigMap key
+    `REPLAY_TARGETS_FILE`), by stack."""
+    stacks = [stack_name_of(path) for path in STACK_FILES]
+    return {stack: replay_targets_of(stack_run(stack)) for stack in stacks}
+
+
+def bundle(home: Path, case: str) -> Path:
+    """The DAG folder as a stack mounts it: `dags/` and, on Kubernetes, the replay targets."""
+    folder = home / "bundles" / case
+    shutil.copytree(DAGS, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    targets = replay_targets().get(case)
+    if targets is not None and liftoff_sections().get(case, {}).get("target") == "kubernetes":
+        (folder / REPLAY_TARGETS_FILE).write_text(json.dumps(targets))
+    return folder
 
 
 EDGE_CASES = {
@@ -217,9 +240,10 @@ def parsed() -> dict[str, Any]:
                 "KUBECONFIG": str(Path(home) / "no-kubeconfig"),
             }
         )
+        folders = {case: str(bundle(Path(home), case)) for case in cases}
         done = subprocess.run(
             [str(AIRFLOW_PYTHON), "-c", PROBE],
-            input=json.dumps({"folder": str(DAGS), "cases": cases, "params": PARAMS}),
+            input=json.dumps({"folders": folders, "cases": cases, "params": PARAMS}),
             env=env,
             cwd=home,
             capture_output=True,

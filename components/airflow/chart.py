@@ -7,7 +7,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from components import kube
-from components.airflow.pods import operation_pods, replay_pods
+from components.airflow.pods import operation_pods
 from components.airflow.settings import KubernetesAirflowSettings
 from components.archive import ArchiveClient
 from components.archive.settings import KubernetesArchiveSettings
@@ -390,10 +390,4 @@ def _liftoff_config(args: KubernetesAirflowArgs) -> dict[str, str]:
     for key, (variables, secrets) in sorted(operation_pods(args).items()):
         config[f"{key}_environment"] = config_json(variables, sort_keys=True)
         config[f"{key}_secrets"] = config_json(secrets)
-    replays = {
-        target: {"component": component, "environment": variables, "secrets": secrets}
-        for target, (component, (variables, secrets)) in replay_pods(args).items()
-    }
-    if replays:
-        config["replay_targets"] = config_json(replays, sort_keys=True)
     return dict(sorted(config.items()))

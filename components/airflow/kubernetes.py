@@ -35,7 +35,12 @@ from components.airflow.chart import (
     check_values,
     image_repository,
 )
-from components.airflow.pods import operation_pods, replay_pods
+from components.airflow.pods import (
+    REPLAY_TARGETS_FILE,
+    operation_pods,
+    replay_pods,
+    replay_targets_document,
+)
 from components.airflow.settings import KubernetesAirflowSettings
 from components.archive import KubernetesArchiveContract
 from components.charts import ChartPin, ChartSource, load_chart_pin
@@ -62,7 +67,7 @@ class KubernetesAirflowArgs(kube.CapabilityArgs):
     suppression_key_secret: str | None = None
     """The collector's Secret holding the suppression list's key (the regulation pod's)."""
     destinations: tuple[Destination, ...] = ()
-    """The stack's destinations: a replay pod for each (`[liftoff] replay_targets`)."""
+    """The stack's destinations: a replay pod for each (`pods.REPLAY_TARGETS_FILE`)."""
 
 
 def fernet_key(raw_base64: str) -> str:
@@ -223,6 +228,7 @@ class KubernetesAirflow(pulumi.ComponentResource):
             metadata=self._args.network.metadata(DAGS_CONFIG_MAP, labels),
             data={
                 **{path.name: path.read_text() for path in files},
+                REPLAY_TARGETS_FILE: replay_targets_document(self._args),
                 # The kubelet's entries, then what `dags/` itself skips (the shared module).
                 DAGS_IGNORE_FILE: DAGS_IGNORE + DAGS_IGNORE_PATH.read_text(),
             },

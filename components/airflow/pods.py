@@ -4,11 +4,12 @@ environment, built by the process's own contract in `services/`, and the Secrets
 `<pod>_environment` / `<pod>_secrets` and pass them through. The NetworkPolicies admit the
 pods by their component label: `reconcile` (the reconcile and rebuild pods: Postgres, the
 archive) or `regulation` (components/airflow/kubernetes.py). The replay DAG has one pod per
-target the stack knows (`replay_pods`): `[liftoff] replay_targets`."""
+target the stack knows (`replay_pods`), in a file beside the DAGs (`REPLAY_TARGETS_FILE`)."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,12 @@ SUPPRESSION_DIR = "/etc/liftoff/suppression"
 
 Pod = tuple[Mapping[str, str], list[dict[str, str]]]
 """A DAG pod's environment and the Secrets it mounts."""
+
+REPLAY_TARGETS_FILE = "liftoff_replay_targets.json"
+"""The replay DAG's pods (`replay_targets_document`), a key of the DAG ConfigMap read by
+`dags/liftoff_replay.py` beside itself. A file rather than a `[liftoff]` value: the chart's
+config is in a checksum on every Airflow pod, so adding a destination there rolled them all
+(and stopped the DAG runs in progress); the kubelet updates a ConfigMap volume in place."""
 REPLAY_WAREHOUSE = "replay-warehouse"
 """The component label of the replay pod into the warehouse (the NetworkPolicies' selector)."""
 
@@ -175,3 +182,13 @@ def replay_pods(args: KubernetesAirflowArgs) -> dict[str, tuple[str, Pod]]:
         pod = (replay.PROCESS.environment(settings), [*secrets, mounted])
         pods[f"destination:{destination.name}"] = (replay_component(destination), pod)
     return pods
+
+
+def replay_targets_document(args: KubernetesAirflowArgs) -> str:
+    """`REPLAY_TARGETS_FILE`: each target's component label, environment and Secrets (no
+    secret values: names and paths only); `{}` when the stack has nothing to replay from."""
+    replays = {
+        target: {"component": component, "environment": variables, "secrets": secrets}
+        for target, (component, (variables, secrets)) in replay_pods(args).items()
+    }
+    return json.dumps(replays, indent=1, sort_keys=True) + "\n"

@@ -312,9 +312,9 @@ CHANGES: tuple[Change, ...] = (
         "`warehouse-rebuild` rebuilds its table",
     ),
     Change(
-        "k8s-add-destination", "add a destination", "kubernetes", _add_destination, RESTART,
-        note="with an archive and Airflow: Airflow's pods roll (`[liftoff] replay_targets` "
-        "gains the destination's replay pod)",
+        "k8s-add-destination", "add a destination", "kubernetes", _add_destination, IN_PLACE,
+        note="its broadcaster starts at the stream's end; with an archive and Airflow, the DAG "
+        "ConfigMap gains its replay pod (`liftoff_replay_targets.json`, refreshed in place)",
     ),
     Change(
         "k8s-destination-filters", "a destination's `filters`", "kubernetes",
@@ -324,8 +324,8 @@ CHANGES: tuple[Change, ...] = (
     ),
     Change(
         "k8s-remove-destination", "remove a destination", "kubernetes", _remove_destination,
-        RESTART, note="its pods go; the stream setup Job deletes its durable consumers; with an "
-        "archive and Airflow, Airflow's pods roll (its replay pod leaves `replay_targets`)",
+        IN_PLACE, note="its pods go; the stream setup Job deletes its durable consumers; its "
+        "replay pod leaves the DAG ConfigMap",
     ),
     Change(
         "k8s-observability", "enable `observability`", "kubernetes", _observability_on,
