@@ -17,6 +17,8 @@ from services.consumers.broadcaster.destinations import TYPES
 from services.consumers.broadcaster.settings import BroadcasterConfig
 from services.consumers.runner.contract import ConsumerRuntime
 from services.stream.contract import StreamAccess
+from tests.harness import run_program
+from tests.runtime_workloads import kubernetes_workloads, lambda_workloads, loaded, problems
 
 EXAMPLES = {
     "url": "https://hooks.example.com/liftoff",
@@ -136,3 +138,44 @@ def test_a_bad_filter_is_refused_with_its_key_before_anything_is_declared():
         load_destinations([{**entry("webhook", "hook"), "filters": bad}])
     assert "liftoff:destinations[0].filters.drop[1].in" in str(caught.value)
     assert "JSON scalars" in str(caught.value)
+
+
+ISSUE_17 = {"mixpanel": {"groupKey": "company_id"}, "amplitude": {"groupType": "company"}}
+ISSUE_17_GA4 = {"region": "eu"}
+
+
+@pytest.mark.parametrize("target", ["kubernetes-private-cloud", "aws"])
+def test_the_settings_of_issue_17_reach_each_declared_broadcaster(
+    target: str, tmp_path: Path
+) -> None:
+    """Through the real program: the stack's destinations, with groupKey, groupType and GA4's
+    region, become the broadcasters' declared environments (a Deployment's, a Lambda
+    function's), which the broadcaster parses; on Kubernetes it also loads them, with the
+    secret its pod mounts, and builds each destination as it will send."""
+    entries = [
+        {
+            **{k: v for k, v in entry(kind, f"to-{kind}").items() if k != TYPES[kind].secret.name},
+            **ISSUE_17.get(kind, ISSUE_17_GA4 if kind == "ga4" else {}),
+            TYPES[kind].secret.name: {"secure": f"v1:placeholder-{kind}"},
+        }
+        for kind in ("mixpanel", "amplitude", "ga4")
+    ]
+    run = run_program(
+        f"stacks/{target}.yaml", overrides={"liftoff:destinations": entries}, stack=target
+    )
+    found = [
+        w
+        for w in [*kubernetes_workloads(run), *lambda_workloads(run)]
+        if w.process in (broadcaster.PROCESS, broadcaster.FUNCTION)
+    ]
+    assert len(found) == 3, [w.where for w in found]
+    for workload in found:
+        assert problems(workload) == []
+        document = workload.process.parse(workload.env).broadcast.destination
+        expected = {**ISSUE_17.get(document.type, ISSUE_17_GA4 if document.type == "ga4" else {})}
+        assert expected.items() <= dict(document.settings).items(), workload.where
+        if workload.platform == "kubernetes":
+            config = loaded(workload, tmp_path)
+            assert isinstance(config, BroadcasterConfig)
+            built = config.destination.build(config.secret)
+            assert expected.items() <= BUILT[document.type](built).items(), workload.where
