@@ -22,7 +22,16 @@ import pytest
 from tests.conftest import stack_run
 from tests.day2 import __main__ as day2_cli
 from tests.day2.changes import CHANGES, UPGRADE, Change, parsed_config
-from tests.day2.diff import PROCEDURE, VERDICTS, diff, facts, losses, records, verdict
+from tests.day2.diff import (
+    PROCEDURE,
+    REPLACE,
+    VERDICTS,
+    diff,
+    facts,
+    losses,
+    records,
+    verdict,
+)
 from tests.day2.matrix import (
     PREVIOUS_RELEASE_FILE,
     RELEASES,
@@ -166,6 +175,23 @@ def test_the_differ_honours_ignore_changes_and_retain_on_delete() -> None:
     kept = [r for r in before if not r["name"].endswith("-namespace")]
     effects = diff([*kept, *retained], kept)
     assert [e.action for e in effects] == ["forget"] and not losses(effects)
+
+
+def test_the_differ_sees_new_config_map_data_as_an_allowed_replacement() -> None:
+    """pulumi-kubernetes replaces a ConfigMap (or Secret) whose data changes unless the
+    provider makes them mutable, which liftoff's does not: a replacement, but not of data."""
+    before = records(stack_run("dev"))
+    after = copy.deepcopy(before)
+    dags = next(r for r in after if r["name"] == "liftoff-airflow-dags")
+    dags["inputs"]["data"]["liftoff_extra.py"] = "# a new DAG file\n"
+    (effect,) = diff(before, after)
+    assert effect.action == "replace" and "ConfigMap" in effect.resource and not losses([effect])
+    assert verdict([effect]) == REPLACE
+    labelled = copy.deepcopy(before)
+    next(r for r in labelled if r["name"] == "liftoff-airflow-dags")["inputs"]["metadata"][
+        "labels"
+    ]["team"] = "data"
+    assert [e.action for e in diff(before, labelled)] == ["update"]
 
 
 def test_the_differ_sees_a_removed_stateful_resource() -> None:

@@ -303,8 +303,15 @@ CHANGES: tuple[Change, ...] = (
         _resources("liftoff:ingest"), RESTART,
         stacks=(K8S_PRODUCTION,),
     ),
-    Change("k8s-add-source", "add a source", "kubernetes", _add_source, RESTART),
-    Change("k8s-remove-source", "remove a source", "kubernetes", _remove_source, RESTART),
+    Change(
+        "k8s-add-source", "add a source", "kubernetes", _add_source, REPLACE,
+        note="the collector's write-key Secret is re-created with the new key (pulumi-kubernetes "
+        "replaces a Secret whose data changes) and the collector rolls",
+    ),
+    Change(
+        "k8s-remove-source", "remove a source", "kubernetes", _remove_source, REPLACE,
+        note="the write-key Secret is re-created without the key; the collector rolls",
+    ),
     Change(
         "k8s-warehouse-columns", "`warehouse.columns` (declare a type)", "kubernetes",
         _declare_columns, RESTART,
@@ -446,8 +453,9 @@ CHANGES: tuple[Change, ...] = (
     ),
     # --- liftoff itself ----------------------------------------------------------------------
     Change(
-        "upgrade", "upgrade liftoff from the previous release", UPGRADE, _same, RESTART,
+        "upgrade", "upgrade liftoff from the previous release", UPGRADE, _same, REPLACE,
         note="what the previous release's program declared vs this one, on the same stack "
-        "config; RELEASES.md says what changes",
+        "config; RELEASES.md says what changes (Kubernetes: the DAG and dashboard ConfigMaps "
+        "are re-created with their new data)",
     ),
 )  # fmt: skip

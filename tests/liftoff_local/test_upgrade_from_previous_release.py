@@ -14,7 +14,11 @@ same stream and durable consumers, warehouse and archive. Once the sender stops 
 consumers caught up, every event the collector acknowledged (a 200) is in the warehouse once
 and in the archive once, and was sent to the destination (at least once: its durable, created
 by the previous release delivering everything, keeps its place): 0 lost, 0 duplicated; and the
-warehouse the previous release created carries every schema migration of this one.
+warehouse the previous release created carries every schema migration of this one. The
+release's warehouse change (the typed tables, issue 19) is checked on that data too: every
+event this commit loaded is in the source's typed `tracks` once, and after the documented step
+(`python -m services warehouse-rebuild --source web`, run while the loader runs) so is every
+event the previous release loaded.
 
 About 40 s, most of it one wait: local mode stops nats-server too, and the few hundred
 messages the stopping loader had been delivered (and released) are still pending in the
@@ -154,6 +158,34 @@ def migrations(url: str) -> list[int]:
     return [row[0] for row in rows]
 
 
+def typed_tracks(url: str) -> Counter[str]:
+    """The message ids in the `web` source's typed `tracks` table (none before it exists)."""
+    with psycopg.connect(url, connect_timeout=5) as connection:
+        if connection.execute("SELECT to_regclass('web.tracks')").fetchone() == (None,):
+            return Counter()
+        rows = connection.execute("SELECT id FROM web.tracks").fetchall()
+    return Counter(row[0] for row in rows)
+
+
+def rebuild_typed_tables(url: str) -> subprocess.CompletedProcess[str]:
+    """This commit's `warehouse-rebuild --source web`, with the warehouse's libpq variables,
+    as RELEASES.md tells an operator to run it after this upgrade."""
+    import os
+    import sys
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "LIFTOFF_"))}
+    env.update(
+        PGHOST=str(parts.hostname), PGPORT=str(parts.port), PGUSER=str(parts.username),
+        PGPASSWORD=str(parts.password), PGDATABASE=parts.path.lstrip("/"),
+    )  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "services", "warehouse-rebuild", "--source", "web"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
 def archive_counts(data_dir: Path, bucket: str) -> Counter[str]:
     found: Counter[str] = Counter()
     for path in (data_dir / "s3" / bucket).rglob("*.json.gz"):
@@ -201,6 +233,9 @@ def test_upgrade_from_the_previous_release_with_events_flowing_loses_and_duplica
                 break
             time.sleep(0.5)
         applied = migrations(info["warehouseUrl"])
+        typed_before_rebuild = typed_tracks(info["warehouseUrl"])
+        rebuilt = rebuild_typed_tables(info["warehouseUrl"])  # the loader still running
+        typed = typed_tracks(info["warehouseUrl"])
     finally:
         sender.stopping.set()
         for run in (old, new):
@@ -226,3 +261,13 @@ def test_upgrade_from_the_previous_release_with_events_flowing_loses_and_duplica
     assert duplicated == {"warehouse": 0, "archive": 0}
     # The warehouse the previous release created carries every migration of this one.
     assert applied == [version for version, _, _ in MIGRATIONS]
+    # The typed tables: what this commit loaded at once, the previous release's after a rebuild.
+    loaded_by_this_commit = set(sender.acknowledged[before_upgrade:])
+    print(
+        f"typed web.tracks: {len(typed_before_rebuild)} before the rebuild "
+        f"({len(loaded_by_this_commit)} acknowledged by this commit), {len(typed)} after"
+    )
+    assert loaded_by_this_commit <= set(typed_before_rebuild) <= set(acknowledged)
+    assert set(typed_before_rebuild.values()) == {1}
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    assert typed == Counter(acknowledged), (len(typed), len(acknowledged))
