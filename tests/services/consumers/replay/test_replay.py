@@ -183,10 +183,14 @@ def test_a_window_is_replayed_to_a_webhook_exactly_in_order_per_user_at_the_rate
         0,
     )
     # 10 events/s in batches of 10: batch n leaves no earlier than n seconds after the first.
+    # Seen from the receiver, the first request may arrive late (its connection is set up on
+    # a loaded machine: 0.88 s before the second once in CI), so one period is allowed for it;
+    # a replay that did not pace would still fail from the third batch on.
     requests = receiver.delivered("/hook")
+    assert len(requests) >= 3
     assert [len(r.json["batch"]) for r in requests[:-1]] == [10] * (len(requests) - 1)
-    for n, request in enumerate(requests):
-        assert request.at - requests[0].at >= n * 0.9
+    for n, request in enumerate(requests[1:], start=1):
+        assert request.at - requests[0].at >= (n - 1) * 0.95, [r.at for r in requests]
 
     # Run again: the progress file says it is done; nothing is sent twice.
     code, again = finish(replay(env, *arguments))
