@@ -44,7 +44,8 @@ REPLAY_TARGETS_FILE = "liftoff_replay_targets.json"
 """The replay DAG's pods (`replay_targets_document`), a key of the DAG ConfigMap read by
 `dags/liftoff_replay.py` beside itself. A file rather than a `[liftoff]` value: the chart's
 config is in a checksum on every Airflow pod, so adding a destination there rolled them all
-(and stopped the DAG runs in progress); the kubelet updates a ConfigMap volume in place."""
+(and stopped the DAG runs in progress); the kubelet refreshes a ConfigMap volume's files in
+running pods (pulumi-kubernetes re-creates the ConfigMap when its data changes)."""
 REPLAY_WAREHOUSE = "replay-warehouse"
 """The component label of the replay pod into the warehouse (the NetworkPolicies' selector)."""
 

@@ -319,20 +319,23 @@ CHANGES: tuple[Change, ...] = (
         "`warehouse-rebuild` rebuilds its table",
     ),
     Change(
-        "k8s-add-destination", "add a destination", "kubernetes", _add_destination, IN_PLACE,
+        "k8s-add-destination", "add a destination", "kubernetes", _add_destination, REPLACE,
         note="its broadcaster starts at the stream's end; with an archive and Airflow, the DAG "
-        "ConfigMap gains its replay pod (`liftoff_replay_targets.json`, refreshed in place)",
+        "ConfigMap is re-created with its replay pod (`liftoff_replay_targets.json`; "
+        "pulumi-kubernetes replaces a ConfigMap whose data changes): Airflow's pods keep "
+        "running and read it once the kubelet refreshes the volume",
     ),
     Change(
         "k8s-destination-filters", "a destination's `filters`", "kubernetes",
-        _filter_destinations, RESTART,
+        _filter_destinations, REPLACE,
         note="its broadcaster rolls; its durable keeps its position, the batch in flight is "
-        "redelivered and filtered by the new pod",
+        "redelivered and filtered by the new pod; the DAG ConfigMap is re-created (its replay "
+        "pod's document)",
     ),
     Change(
         "k8s-remove-destination", "remove a destination", "kubernetes", _remove_destination,
-        IN_PLACE, note="its pods go; the stream setup Job deletes its durable consumers; its "
-        "replay pod leaves the DAG ConfigMap",
+        REPLACE, note="its pods go; the stream setup Job deletes its durable consumers; the DAG "
+        "ConfigMap is re-created without its replay pod",
     ),
     Change(
         "k8s-observability", "enable `observability`", "kubernetes", _observability_on,
@@ -342,7 +345,11 @@ CHANGES: tuple[Change, ...] = (
         "k8s-airflow", "enable `airflow`", "kubernetes", _airflow_on, IN_PLACE,
         before=lambda c: _airflow_off(c) or c,
     ),
-    Change("k8s-archive", "add `archive`", "kubernetes", _archive_on, RESTART),
+    Change(
+        "k8s-archive", "add `archive`", "kubernetes", _archive_on, REPLACE,
+        note="the consumers and Airflow restart (task logs to the archive); the DAG ConfigMap "
+        "is re-created with the replay pods",
+    ),
     Change("k8s-tags", "`tags`", "kubernetes", _tags, RESTART),
     Change(
         "k8s-stream-durability", "`stream.durability`", "kubernetes",
