@@ -6,7 +6,8 @@ exception: the ASGI transport hands over raw bytes (decoded as Latin-1, which ca
 Gateway hands over text (duplicates already joined with commas).
 
 - ``Authorization``, ``Content-Type``, ``Origin``, ``Host``: one value; sent twice → 400 (two
-  write keys or two media types would leave the answer to whichever copy a reader takes);
+  write keys or two media types would leave the answer to whichever copy a reader takes; an
+  ``Authorization`` is never quoted back, it holds credentials);
 - ``Content-Encoding``: repeats are a list of codings (RFC 9110), joined, and the collector
   accepts one (``gzip``) → 415 otherwise;
 - ``Origin``: a browser sends an ASCII serialisation (or ``null``) → 400 otherwise. Only its
@@ -88,9 +89,7 @@ class RequestHeaders:
         for name, label in SINGLE_VALUED.items():
             values = found.get(name, [])
             if len(values) > 1:
-                raise invalid_header(
-                    label, ", ".join(values), f"one value: the header was sent {len(values)} times"
-                )
+                raise _sent_more_than_once(label, values)
         origin = _one(found, "origin")
         if origin is not None and not _printable_ascii(origin):
             raise invalid_header(
@@ -106,6 +105,20 @@ class RequestHeaders:
             if_none_match=_one(found, "if-none-match"),
             accept_encoding=_one(found, "accept-encoding"),
         )
+
+
+def _sent_more_than_once(label: str, values: list[str]) -> InvalidInput:
+    """A header sent twice; the credentials of an ``Authorization`` are never quoted back."""
+    allowed = f"one value: the header was sent {len(values)} times"
+    if label != "Authorization":
+        return invalid_header(label, ", ".join(values), allowed)
+    return InvalidInput(
+        400,
+        "invalid_header",
+        f"header Authorization: sent {len(values)} times (values not shown: they hold "
+        "credentials); send it once, as Basic base64(<write key>:)",
+        field=label,
+    )
 
 
 def _one(found: dict[str, list[str]], name: str) -> str | None:

@@ -133,6 +133,7 @@ class JetStreamStream:
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
         self._connecting: asyncio.Task[None] | None = None
+        self._closing = False
 
     @classmethod
     def from_url(cls, url: str) -> JetStreamStream:
@@ -167,7 +168,11 @@ class JetStreamStream:
         log.debug("NATS connection error", extra={"fields": {"error": repr(error)}})
 
     async def _on_disconnected(self) -> None:
-        log.warning("disconnected from NATS")
+        # Our own close() disconnects too: that is not worth a warning after a clean command.
+        if self._closing:
+            log.debug("closed the NATS connection")
+        else:
+            log.warning("disconnected from NATS")
 
     async def _on_reconnected(self) -> None:
         log.info("reconnected to NATS")
@@ -228,6 +233,7 @@ class JetStreamStream:
                 raise StreamUnavailable(f"stream info failed: {error!r}") from error
 
     async def close(self) -> None:
+        self._closing = True
         if self._connecting is not None and not self._connecting.done():
             self._connecting.cancel()
         if self._nc is not None and not self._nc.is_closed:

@@ -136,6 +136,10 @@ def test_the_quick_start_as_written_finds_the_row(fresh_clone: Path) -> None:
     try:
         seconds = _wait_ready(process, log, began)
         print(f"fresh clone: ready {seconds:.1f} s after `{steps.start}`")
+        # A fresh clone has no analytics.js: the first run says it fetches it from npm.
+        assert "analytics.js: downloading @segment/analytics-next" in log.read_text(), (
+            log.read_text()
+        )
         pasted = _bash(on_port(steps.first_event, port), fresh_clone, env)
         sent = time.monotonic()
         assert pasted.returncode == 0 and "ERROR" not in pasted.stdout, pasted.stdout
@@ -157,6 +161,9 @@ def test_local_modes_imports_need_only_its_requirements(fresh_clone: Path) -> No
     # First: a fresh clone's `--help` works (it also creates the venv if the test above did not).
     helped = _bash("python3 -m liftoff_local --help", fresh_clone, env, timeout=READY_DEADLINE)
     assert helped.returncode == 0 and "--base-port" in helped.stdout, helped.stdout
+    # The base port's advice names where the ephemeral range begins (a TIME-WAIT there once
+    # looked like a busy port).
+    assert "ephemeral" in " ".join(helped.stdout.split()), helped.stdout
     venv_python = fresh_clone / ".venv" / "bin" / "python"
     pip = subprocess.run(
         [str(venv_python), "-m", "pip", "list", "--format=freeze"],

@@ -101,6 +101,7 @@ class JetStreamRunner(Signals, Acknowledging):
         self.counters = counters or Counters()
         self._describe_metrics()
         self._nc: Any = None
+        self._closing = False  # set just before our own close: its disconnect is no warning
         self._sub: Any = None
         self._batch: list[Msg] = []  # the batch being gathered or handled
         self._incoming: list[Msg] = []  # delivered, not yet in a batch (filled by _on_message)
@@ -172,6 +173,7 @@ class JetStreamRunner(Signals, Acknowledging):
             if self._nc is not None:
                 with contextlib.suppress(Exception):
                     await flush(self._nc, 2)  # the last acks/naks, then go
+                self._closing = True
                 with contextlib.suppress(Exception):
                     await self._nc.close()
             if health is not None:
@@ -216,7 +218,11 @@ class JetStreamRunner(Signals, Acknowledging):
             log.debug("NATS connection error", extra={"fields": {"error": repr(error)}})
 
         async def on_disconnected() -> None:
-            log.warning("disconnected from NATS")
+            # Our own close at the end disconnects too: no warning for that.
+            if self._closing:
+                log.debug("closed the NATS connection")
+            else:
+                log.warning("disconnected from NATS")
 
         async def on_reconnected() -> None:
             log.info("reconnected to NATS")
