@@ -14,25 +14,38 @@ file, in the same ConfigMap: its environment and Secrets, built by the replay's 
 the component label the NetworkPolicies admit to the archive, the suppression list and that
 target alone); `choose_target` runs the one asked for and fails, listing the known ones, for any
 other. A destination added to the stack appears here once the kubelet has refreshed the
-ConfigMap and the file is parsed again (a minute or two), without restarting Airflow.
+ConfigMap and the file is parsed again (a minute or two), without restarting Airflow. On AWS
+(MWAA) one task invokes the ops function (`[liftoff] reconcile_function`) with
+`{"replay": <conf>}` for the warehouse, again while its summary says `finished: false` (each
+invocation stops a minute before Lambda's 15 minutes, its progress saved), and fails on an
+error; a `destination:<name>` target fails at once, naming the command an operator runs from a
+host in the VPC.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from airflow.sdk import DAG, Param, task
-from liftoff_operations import Pod, declare, pod_task, skipped
+from liftoff_operations import FUNCTION, Pod, declare, invoke, pod_task, setting, skipped
 
 try:
     from airflow.sdk.exceptions import AirflowFailException
 except ImportError:  # Airflow 3.0 (MWAA)
     from airflow.exceptions import AirflowFailException
 
+log = logging.getLogger(__name__)
+
 DAG_ID = "liftoff_replay"
 TASK_ID = "replay"
+FUNCTION_TARGET = "warehouse"  # what the ops function replays into (AWS)
+NOT_FINISHED = 3  # its summary's exit_status when stopped by the invocation's time
+# A long window at a low rate; the progress in S3 lets a new run (or invocation) continue.
+DEADLINE = timedelta(hours=12)
 # The replay as one JSON document: the command's `--json`, the ops function's payload.
 DOCUMENT = (
     "{'from': params['from'], 'to': params['to'], 'target': params.target, "
@@ -74,20 +87,68 @@ def kubernetes() -> None:
                 component=pod["component"],
                 arguments=["replay", "--json", "{{ " + DOCUMENT + " | tojson }}"],
                 missing=f"no pod for {target}",
-                # A long window at a low rate; the progress in S3 lets a new run continue.
-                deadline=timedelta(hours=12),
+                deadline=DEADLINE,
                 environment=pod["environment"],
                 secrets=pod["secrets"],
             )
         )
 
 
-def aws() -> None:
-    skipped(
-        TASK_ID,
-        'replay on AWS runs from an operator\'s shell for now (README "Replay from the archive")',
-        fail=True,
+def refusal(target: str) -> str | None:
+    """Why the ops function does not replay to ``target`` (None: it does, the warehouse)."""
+    if target == FUNCTION_TARGET:
+        return None
+    return (
+        f"target {target!r}: on AWS the ops function replays into the warehouse only (a "
+        "destination's document and secret ARN would not fit its environment); replay to a "
+        "destination from a host in the VPC with `python -m services replay --json "
+        "'<this run's conf>'` and the destination's variables (README \"Replay from the archive\")"
     )
+
+
+def next_step(summary: Any) -> tuple[str, str]:
+    """What an invocation's answer asks for: ``("again", why)`` (stopped by the invocation's
+    time: its progress is saved), ``("done", why)`` or ``("fail", why)``."""
+    if not isinstance(summary, dict) or "finished" not in summary:
+        return "fail", f"the ops function answered {summary!r}, not a replay summary"
+    status, finished = summary.get("exit_status"), summary["finished"]
+    counts = f"sent {summary.get('sent')}, parked {summary.get('parked')}"
+    if status == 0 and finished is True:
+        return "done", f"finished: {counts}"
+    if status == NOT_FINISHED and finished is False:
+        return "again", f"not finished within the invocation ({counts}): invoking it again"
+    corrupt = len(summary.get("corrupt_objects") or [])
+    return "fail", (
+        f"the replay did not complete (exit status {status}, {counts}, {corrupt} corrupt "
+        "archive objects): see the summary above and the ops function's log"
+    )
+
+
+def aws() -> None:
+    """One task invoking the ops function with the replay's document until it has finished
+    (each invocation at most 15 minutes, resuming from the progress in the archive)."""
+    function = setting(FUNCTION)
+    if not function:
+        reason = f"no ops function is configured ([liftoff] {FUNCTION} is empty: the stack has "
+        skipped(TASK_ID, reason + "no warehouse to replay into)", fail=True)
+        return
+
+    @task(task_id=TASK_ID, execution_timeout=DEADLINE)
+    def replay(function: str, payload: str) -> dict[str, Any]:
+        document = json.loads(payload)
+        refused = refusal(document["replay"].get("target"))
+        if refused is not None:
+            raise AirflowFailException(refused)
+        while True:  # bounded by the task's deadline; each invocation saves its progress
+            summary = invoke(function, document, "replay")  # logs the summary
+            verdict, why = next_step(summary)
+            log.info("replay: %s", why)
+            if verdict == "done":
+                return dict(summary)
+            if verdict == "fail":
+                raise AirflowFailException(why)
+
+    replay(function=function, payload="{{ {'replay': " + DOCUMENT + " } | tojson }}")
 
 
 with DAG(

@@ -124,7 +124,9 @@ def reconcile_handler(event: dict[str, Any], context: Any = None) -> dict[str, A
     rebuild DAG on MWAA), rebuild a source's typed tables (:func:`services.warehouse.command.
     handle`; the same variables as ``warehouse-rebuild``), or, for ``{"regulation": {...}}``
     (the regulation DAG), run a regulation request (:func:`services.regulations.command.
-    handle`; the function runs none unless the stack gave it the suppression list)."""
+    handle`; the function runs none unless the stack gave it the suppression list), or, for
+    ``{"replay": {...}}`` (the replay DAG), replay an archived window into the warehouse within
+    this invocation's time (:func:`services.consumers.replay.request.handle`)."""
     settings = operations.parse_function(os.environ)
     if isinstance(event, dict) and "rebuild" in event:
         from dataclasses import fields
@@ -142,6 +144,10 @@ def reconcile_handler(event: dict[str, Any], context: Any = None) -> dict[str, A
         if settings.suppression.url is None:
             raise ConfigError("this function was given no suppression list: it runs no regulation")
         return regulation(event["regulation"], settings.regulation())
+    if isinstance(event, dict) and "replay" in event:
+        from services.consumers.replay.request import handle as replay
+
+        return replay(event["replay"], settings.replay(), context)
     from services.consumers.reconcile.repair import handle
 
     return handle(event, settings.reconcile)

@@ -1,20 +1,27 @@
 """The replay DAG (`dags/liftoff_replay.py`), parsed and rendered by real Airflow 3 with the
-`[liftoff]` sections the stacks really set (tests/test_dags.py's probe): one pod per target the
-stack knows, the branch that picks the one asked for, and each pod against the stack's
-NetworkPolicies, Secrets and the Kubernetes schema."""
+`[liftoff]` sections the stacks really set (tests/test_dags.py's probe): on Kubernetes one pod
+per target the stack knows, the branch that picks the one asked for, and each pod against the
+stack's NetworkPolicies, Secrets and the Kubernetes schema; on AWS the task invoking the ops
+function with the conf, and what it decides from each invocation's summary."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from tests.kubernetes_schema import schema_errors
 from tests.test_dags import (
+    AIRFLOW_PYTHON,
+    DAGS,
     PARAMS,
     REPLAY_DAG_ID,
     dag_of,
     liftoff_sections,
+    payload_of,
     policies_admitting,
     replay_targets,
 )
@@ -28,19 +35,23 @@ PODS = {
 
 
 def test_a_replay_runs_only_when_triggered_and_each_known_target_has_its_pod() -> None:
-    for case, section in [*liftoff_sections().items(), ("no-target", {})]:
+    cases = [*liftoff_sections().items(), ("no-target", {}), ("aws-without-function", {})]
+    for case, section in cases:
         dag = dag_of(case, REPLAY_DAG_ID)
         assert dag["timetable"] == "NullTimetable" and dag["catchup"] is False
         assert dag["params"] == sorted(PARAMS[REPLAY_DAG_ID]["requested"])
+        if section.get("target") == "aws":
+            assert set(dag["tasks"]) == {"replay"}, case  # the ops function's task
+            continue
         targets = replay_targets().get(case, {}) if section.get("target") == "kubernetes" else {}
-        if section.get("target") != "kubernetes" or not targets:
+        if not targets:
             assert set(dag["tasks"]) == {"replay"}, case
             kind, message = dag["tasks"]["replay"]["scheduled"]["raised"]
             assert kind == "AirflowFailException", case
             assert (
                 "no replay pod" in message
                 or "target is not set" in message
-                or ("operator's shell" in message)
+                or "no ops function is configured ([liftoff] reconcile_function is empty" in message
             ), message
             continue
         components = {pod["component"] for pod in targets.values()}
@@ -102,3 +113,68 @@ def test_each_pod_has_its_targets_environment_and_reaches_only_what_it_needs() -
     assert "LIFTOFF_DESTINATION" not in targets["warehouse"]["environment"]
     crm = json.loads(targets["destination:crm"]["environment"]["LIFTOFF_DESTINATION"])
     assert crm["name"] == "crm" and "PGHOST" not in targets["destination:crm"]["environment"]
+
+
+def test_aws_invokes_the_ops_function_with_the_replay_until_it_has_finished() -> None:
+    aws = [(s, c) for s, c in liftoff_sections().items() if c["target"] == "aws"]
+    assert aws
+    for stack, section in aws:
+        task = dag_of(stack, REPLAY_DAG_ID)["tasks"]["replay"]
+        assert task["operator"] == "_PythonDecoratedOperator"
+        for run in ("scheduled", "requested"):  # ids as given
+            assert payload_of(task, run) == {
+                "function": section["reconcile_function"],
+                "replay": PARAMS[REPLAY_DAG_ID][run],
+            }
+        # Invocations one after another, each at most 15 minutes: the whole run's deadline.
+        assert task["execution_timeout"] == 12 * 3600 and task["retries"] >= 1
+
+
+# Runs in the Airflow venv with the DAG folder on sys.path: what the AWS task decides.
+DECISIONS = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from liftoff_replay import next_step, refusal
+
+summaries = json.loads(sys.stdin.read())
+print(json.dumps({
+    "steps": [next_step(summary) for summary in summaries],
+    "refusals": [refusal(t) for t in ("warehouse", "destination:crm", "nonsense")],
+}))
+"""
+DONE = {"finished": True, "exit_status": 0, "sent": 40, "parked": 0, "corrupt_objects": []}
+SUMMARIES = [
+    DONE,
+    {**DONE, "finished": False, "exit_status": 3},  # stopped by the invocation's time
+    {**DONE, "exit_status": 1, "parked": 2},  # rows the warehouse refused
+    {**DONE, "finished": False, "exit_status": 1},  # failed (the function's log says why)
+    {**DONE, "finished": True, "exit_status": 3},  # inconsistent: never loop on it
+    {"errorMessage": "boom"},
+    None,
+]
+
+
+def test_the_aws_task_invokes_again_only_while_unfinished_and_refuses_destinations(
+    tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AWS_"))}
+    done = subprocess.run(
+        [str(AIRFLOW_PYTHON), "-c", DECISIONS, str(DAGS)],
+        input=json.dumps(SUMMARIES),
+        env={**env, "AIRFLOW_HOME": str(tmp_path)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    verdicts = [verdict for verdict, _ in found["steps"]]
+    assert verdicts == ["done", "again", "fail", "fail", "fail", "fail", "fail"]
+    assert "parked 2" in found["steps"][2][1] and "exit status 1" in found["steps"][3][1]
+    assert "not a replay summary" in found["steps"][5][1]
+    warehouse, crm, nonsense = found["refusals"]
+    assert warehouse is None
+    assert crm.startswith("target 'destination:crm': on AWS the ops function replays into the")
+    assert "python -m services replay --json" in crm and "from a host in the VPC" in crm
+    assert nonsense.startswith("target 'nonsense'")

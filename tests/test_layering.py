@@ -20,8 +20,9 @@ services/ by role, each layer importing only the ones before it:
   regulations  → suppression, events, stream, archive, postgres, contract, observability, and
                the archiver's object format, the loader's connection and the broadcaster's
                webhook signing (deletion reaches what they wrote, as they wrote it)
-  operations   → reconcile, regulations, suppression, archive, postgres, warehouse, contract,
-               observability (the ops function on AWS: the operations the DAGs invoke)
+  operations   → reconcile, regulations, replay, suppression, archive, postgres, warehouse,
+               contract, observability (the ops function on AWS: the operations the DAGs
+               invoke)
   entry points services.cli, services.aws_lambda, services.__main__ → anything of services
 Contract modules (`services/**/contract.py`) and the registries (`services.stream.address`,
 `services.consumers.broadcaster.destinations` and the filters grammar it holds,
@@ -78,8 +79,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "loader", "broadcaster", *COMMON,
     ),
     "operations": (
-        "operations", "reconcile", "regulations", "suppression", "archive", "postgres",
-        "warehouse", *COMMON,
+        "operations", "reconcile", "regulations", "replay", "suppression", "archive",
+        "postgres", "warehouse", *COMMON,
     ),
     "entry": (
         "entry", "contract", "observability", "events", "stream", "archive", "postgres",

@@ -163,6 +163,11 @@ def _valid_ops_function(s: Any) -> Any:
     return s if _get(s, "suppression.url") else _set(s, "suppression_key_secret_arn", None)
 
 
+def _valid_replay(s: Any) -> Any:
+    s = _suppression(_need(s, "archive.bucket", "b"))
+    return s if _get(s, "suppression.url") else _set(s, "suppression_key_secret_arn", None)
+
+
 def _valid_loader(s: Any) -> Any:
     s = _need(s, "warehouse.host", "db")
     return _scheme(s, "runtime.stream.url", NATS)
@@ -208,7 +213,7 @@ VALID: dict[type, Callable[[Any], Any]] = {
         _need(s, "archive.bucket", "b"), "warehouse.host", "db"
     ),
     operations.OpsFunctionSettings: _valid_ops_function,
-    replay.ReplaySettings: lambda s: _suppression(_need(s, "archive.bucket", "b")),
+    replay.ReplaySettings: _valid_replay,
     postgres.EnsureDatabaseSettings: _valid_ensure_database,
     postgres.EnsureDatabaseFunctionSettings: lambda s: _need(s, "admin_secret_arn", ARN),
     postgres.BackupSettings: lambda s: _need(s, "archive.bucket", "b"),
@@ -234,6 +239,16 @@ def round_trip(process: Process[Any], value: Any) -> None:
 @given(data=st.data())
 def test_every_contract_reads_back_what_it_writes(process: Process[Any], data: Any) -> None:
     round_trip(process, data.draw(valid_settings(process)))
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_the_ops_function_replays_with_settings_the_replay_contract_accepts(data: Any) -> None:
+    """A ``replay`` payload runs with :meth:`OpsFunctionSettings.replay`: settings the replay's
+    own contract writes and reads back (its checks included), progress in the archive."""
+    replaying = data.draw(valid_settings(operations.FUNCTION)).replay()
+    assert replaying.progress_in_archive is True
+    round_trip(replay.PROCESS, replaying)
 
 
 @pytest.mark.parametrize("process", PROCESSES, ids=lambda p: p.settings.__name__)

@@ -6,6 +6,8 @@ typed tables, both with the reconcile's variables (:mod:`services.consumers.reco
 a ``regulation`` payload runs ``python -m services regulation``'s request with those and the
 regulation's own: the suppression list (its key from a secret), the collector's quarantine and
 the consumers' dead-letter queues. Without a suppression URL the function runs no regulation.
+A ``replay`` payload replays an archived window into the warehouse with those
+(:meth:`OpsFunctionSettings.replay`), the suppression list read first when the stack has one.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Generic
 
 from services.consumers.reconcile import contract as reconcile
 from services.consumers.reconcile.contract import ReconcileSettings
+from services.consumers.replay.contract import ReplaySettings
 from services.contract import V, group, process
 from services.regulations import contract as regulations
 from services.suppression.contract import (
@@ -45,6 +48,21 @@ class OpsFunctionSettings(Generic[V]):
             archive=repair.archive,
             quarantine_url=self.quarantine_url,
             dead_letter_urls=self.dead_letter_urls,
+            log_level=repair.log_level,
+        )
+
+    def replay(self) -> ReplaySettings[V]:
+        """The settings of ``python -m services replay`` this function runs a ``replay``
+        payload with: into the warehouse, the suppression list read first, the progress in the
+        archive bucket (the function's disk does not outlive an invocation)."""
+        repair = self.reconcile
+        return ReplaySettings(
+            archive=repair.archive,
+            warehouse=repair.warehouse,
+            warehouse_secret_arn=repair.warehouse_secret_arn,
+            suppression=self.suppression,
+            suppression_key_secret_arn=self.suppression_key_secret_arn,
+            progress_in_archive=True,
             log_level=repair.log_level,
         )
 

@@ -59,10 +59,10 @@ from services.consumers.loader.sink import Loader, LoaderConfig, row_of
 from services.consumers.replay.contract import ReplaySettings
 from services.consumers.replay.lines import ArchivedEvent
 from services.consumers.replay.progress import ObjectProgress, Progress, Record
+from services.consumers.replay.suppressed import suppressed_check, suppression
 from services.consumers.replay.window import Cursor, Piece, Reading, Selection, parse_time, walk
 from services.contract import ConfigError, level_of
 from services.observability import configure_logging
-from services.suppression.lists import READ_TIMEOUT_SECONDS, SuppressedIds, SuppressionConfig
 
 log = logging.getLogger("liftoff.replay")
 
@@ -212,7 +212,7 @@ class DryRun:
         return None
 
 
-# --- rate, progress, suppression ---------------------------------------------------------------
+# --- rate --------------------------------------------------------------------------------------
 
 
 class Pace:
@@ -233,33 +233,6 @@ class Pace:
         if due > now:
             await asyncio.sleep(due - now)
         self.events += count
-
-
-async def suppression(settings: ReplaySettings[str]) -> SuppressedIds | None:
-    """The suppression list, read once before anything is sent (a list that cannot be read
-    stops the replay: it must never send a suppressed user's events), or None when the stack
-    suppresses nobody. Read once, not refreshed in the background: no S3 or NATS call runs
-    beside the replay's own; the replay follows the list as it was when it started."""
-    config = SuppressionConfig.of(settings.suppression)
-    if config is None:
-        return None
-    listed = config.reader()
-    try:
-        listed.entries = await asyncio.wait_for(listed.store.read(), READ_TIMEOUT_SECONDS)
-    except Exception as error:
-        await listed.store.close()
-        raise ConfigError(
-            f"the suppression list at {config.url} cannot be read ({error!r}); nothing was "
-            "replayed: a suppressed user's events must not be sent"
-        ) from None
-    return listed
-
-
-def suppressed_check(listed: SuppressedIds | None) -> Callable[[ArchivedEvent], bool] | None:
-    """Whether an event's user is on the list as read (None: the list is absent or empty)."""
-    if listed is None or not listed.entries:
-        return None
-    return lambda event: listed.suppressed(event.data, listed.entries)
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -370,6 +343,30 @@ def replay_window(
     max_seconds: float | None = None,
 ) -> int:
     """One replay: prints the summary as one JSON line; its exit status."""
+    status, summary = run_window(
+        settings, start, end, target, sources, types, events, rate, dry_run, progress, max_seconds
+    )
+    print(json.dumps(summary, sort_keys=True), flush=True)
+    if status == NOT_FINISHED:
+        print("not finished: run the same command again to continue", file=sys.stderr)
+    return status
+
+
+def run_window(
+    settings: ReplaySettings[str],
+    start: str,
+    end: str,
+    target: str,
+    sources: list[str] | None = None,
+    types: list[str] | None = None,
+    events: list[str] | None = None,
+    rate: float | None = None,
+    dry_run: bool = False,
+    progress: str | None = None,
+    max_seconds: float | None = None,
+) -> tuple[int, dict[str, Any]]:
+    """One replay: its exit status (0 done, 1 failed or parked events, 3 stopped by
+    ``max_seconds``) and its summary; a ConfigError before anything is sent."""
     started = time.monotonic()
     configure_logging(level_of(settings.log_level))
     selection = _selection(start, end, sources, types, events)
@@ -398,10 +395,7 @@ def replay_window(
         if record is not None and not _closed(record):
             status = 1
     summary.seconds = round(time.monotonic() - started, 3)
-    print(json.dumps(summary.as_dict(), sort_keys=True), flush=True)
-    if status == NOT_FINISHED:
-        print("not finished: run the same command again to continue", file=sys.stderr)
-    return status
+    return status, summary.as_dict()
 
 
 def _closed(record: Record) -> bool:

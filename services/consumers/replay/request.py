@@ -1,6 +1,6 @@
 """``python -m services replay``: the replay asked for by options or as one JSON document
 (``--json DOCUMENT``: the ``liftoff_replay`` DAG's conf and the ops function's ``replay``
-payload), then run by :func:`~.command.replay_window`.
+payload), then run by :func:`~.command.replay_window` (the ops function: :func:`handle`).
 
 ``{"from", "to", "target", "sources", "types", "events", "rate", "dryRun"}``: ``from``, ``to``
 and ``target`` as the options ``--from``, ``--to``, ``--target``; the lists as the repeatable
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from services.consumers.replay.command import replay_window
+from services.consumers.replay.command import replay_window, run_window
 from services.consumers.replay.contract import ReplaySettings
 from services.contract import ConfigError
 
@@ -20,6 +20,10 @@ TYPES = ("track", "identify", "page", "screen", "group", "alias")
 REQUIRED = ("from", "to", "target")
 LISTS = {"sources": "sources", "types": "types", "events": "events"}
 KEYS = (*REQUIRED, *LISTS, "rate", "dryRun")
+FUNCTION_TARGET = "warehouse"
+MARGIN_SECONDS = 60.0
+"""What the ops function keeps of its remaining time to save the progress and answer."""
+MINIMUM_SECONDS = 1.0
 
 
 def options_of(text: str) -> dict[str, Any]:
@@ -84,3 +88,30 @@ def run(
     return replay_window(
         settings, start, end, target, sources, types, events, rate, dry_run, progress, max_seconds
     )
+
+
+def handle(document: Any, settings: ReplaySettings[str], context: Any = None) -> dict[str, Any]:
+    """The ops function's ``replay`` payload (the DAG's conf on MWAA): into the warehouse only,
+    stopping :data:`MARGIN_SECONDS` before the invocation's end; the summary with its
+    ``exit_status`` (0 done, 1 failed or rows parked, 3 not finished: invoke it again)."""
+    options = options_of(json.dumps(document))
+    target = options["target"]
+    if target != FUNCTION_TARGET:
+        raise ConfigError(
+            f"replay target {target!r}: the ops function replays into the warehouse only "
+            f"(target {FUNCTION_TARGET!r}); a destination's documents and secrets are not in "
+            "its environment: replay it with `python -m services replay --target "
+            f'{target} ...` from a host in the VPC (README "Replay from the archive")'
+        )
+    budget = None if options["dry_run"] else budget_of(context)
+    status, summary = run_window(settings, **options, max_seconds=budget)
+    return {**summary, "exit_status": status}
+
+
+def budget_of(context: Any) -> float | None:
+    """The seconds a replay may take in this invocation: what remains of it but the margin
+    (at least :data:`MINIMUM_SECONDS`); no limit without a Lambda context."""
+    if context is None:
+        return None
+    remaining = float(context.get_remaining_time_in_millis()) / 1000
+    return max(remaining - MARGIN_SECONDS, MINIMUM_SECONDS)

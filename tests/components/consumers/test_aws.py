@@ -264,3 +264,22 @@ def test_the_ops_function_runs_regulations_with_exactly_what_they_need():
         assert "*" not in json.dumps(statement["Resource"]), statement
     # The archive: rewritten (a delete), as the archiver may; the MWAA role invokes the function.
     run.one("aws:iam/rolePolicy:RolePolicy", "liftoff-archive-write-reconcile")
+
+
+def test_the_ops_function_may_keep_replay_progress_in_the_archive(aws_stack):
+    """A `replay` payload reads the archive and writes its progress under
+    `liftoff/replay-progress/` (encrypted with the platform key): the role's archive grants
+    cover both (the write one is there for regulations), and no new grant is needed."""
+    run = aws_stack
+    function = run.one(FUNCTION, "liftoff-consumers-reconcile-function")
+    archive = run.one("aws:s3/bucket:Bucket", "liftoff-archive-bucket").inputs["arn"]
+    key = run.one("aws:kms/key:Key").inputs["arn"]
+    policies = _role_policies(run, function)
+    for action, resource in (
+        ("s3:GetObject", f"{archive}/*"),
+        ("s3:PutObject", f"{archive}/*"),  # liftoff/replay-progress/<hash>.json among them
+        ("s3:ListBucket", archive),  # a first run: NoSuchKey, not AccessDenied
+        ("kms:GenerateDataKey", key),
+        ("kms:Decrypt", key),
+    ):
+        assert any(_allows(p, action, resource) for p in policies), (run.stack, action)
