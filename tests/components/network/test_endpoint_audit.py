@@ -42,6 +42,7 @@ HANDLER_ENTRY_MODULES = {
         "services.consumers.reconcile.repair",
         "services.warehouse.command",  # a `rebuild` invocation
         "services.regulations.command",  # a `regulation` invocation
+        "services.consumers.replay.request",  # a `replay` invocation
         "services.stream.side_channels",  # its dead-letter queues (imported when scanned)
     ),
     "services.aws_lambda.ensure_database_handler": ("services.postgres.database",),
