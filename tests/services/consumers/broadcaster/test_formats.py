@@ -8,12 +8,19 @@ import json
 from datetime import UTC, datetime
 
 from services.consumers.broadcaster import signing
+from services.consumers.broadcaster.destinations import TYPES
 from tests.services.consumers.broadcaster.conftest import SECRETS, deliver, spec
 from tests.services.consumers.broadcaster.receiver import EventFactory, Receiver
 
 
 def statuses(outcomes) -> list[str]:
     return [o.status for o in outcomes]
+
+
+def test_every_destination_type_has_its_wire_format_tested_here() -> None:
+    """A new type in the registry comes with `test_<type>_...` here (what it sends, read back)."""
+    tested = {name.split("_")[1] for name in globals() if name.startswith("test_")}
+    assert set(TYPES) <= tested, sorted(set(TYPES) - tested)
 
 
 # --- webhook -----------------------------------------------------------------------------------
