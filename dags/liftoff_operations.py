@@ -209,11 +209,29 @@ def invoke(function: str, payload: Mapping[str, Any], what: str) -> dict[str, An
     return answer
 
 
+def invoke_until_finished(function: str, payload: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """:func:`invoke`, again while the answer says ``"finished": false`` (the invocation's time
+    ran out, its progress kept); bounded by the task's deadline."""
+    while True:
+        answer = invoke(function, payload, what)
+        if answer.get("finished") is not False:
+            return answer
+        log.info("%s: not finished within the invocation, invoking it again", what)
+
+
 def function_task(
-    task_id: str, payload: str, what: str, *, key: str = FUNCTION, fail: bool = False
+    task_id: str,
+    payload: str,
+    what: str,
+    *,
+    key: str = FUNCTION,
+    fail: bool = False,
+    until_finished: timedelta | None = None,
 ) -> Any:
     """A task invoking the ops function named by ``[liftoff] <key>`` with ``payload`` (a
-    template rendering to a JSON object), or saying why the stack has none."""
+    template rendering to a JSON object), or saying why the stack has none. With
+    ``until_finished`` (the task's deadline), invoked again while the answer says
+    ``"finished": false`` (stopped by the invocation's time, its progress kept)."""
     function = setting(key)
     if not function:
         reason = (
@@ -222,8 +240,11 @@ def function_task(
         )
         return skipped(task_id, reason, fail=fail)
 
-    @task(task_id=task_id, execution_timeout=LAMBDA_TIMEOUT + timedelta(minutes=2))
+    deadline = until_finished or LAMBDA_TIMEOUT + timedelta(minutes=2)
+
+    @task(task_id=task_id, execution_timeout=deadline)
     def invoke_function(function: str, payload: str) -> dict[str, Any]:
-        return invoke(function, json.loads(payload), what)
+        call = invoke if until_finished is None else invoke_until_finished
+        return call(function, json.loads(payload), what)
 
     return invoke_function(function=function, payload=payload)

@@ -13,7 +13,9 @@ pod of the services image (`python -m services regulation --json <conf>`) with t
 regulation's own contract, `services/regulations/contract.py`), labelled so the stack's
 NetworkPolicies admit it to Postgres, the stream's servers (the suppression list, the dead
 letters) and the archive; on AWS (MWAA) the ops function, invoked synchronously with a
-`regulation` payload: each invocation runs at most 15 minutes, and a retry resumes the request.
+`regulation` payload: each invocation stops a minute before Lambda's 15 minutes, the archive
+scan keeping its place (the last object scanned, in the record), and the task invokes it again
+while the answer says `"finished": false`; a failed target fails the task (a retry resumes).
 
 Without a warehouse (where requests are recorded) the task fails and says why: a privacy
 request must never look done when nothing ran.
@@ -87,6 +89,9 @@ with DAG(
             "run a regulation request",
             key="regulation_function",
             fail=True,
+            # A large archive takes more than one invocation: each resumes after the last
+            # object the one before scanned.
+            until_finished=timedelta(hours=12),
         ),
         fail=True,
     )

@@ -143,7 +143,9 @@ def reconcile_handler(event: dict[str, Any], context: Any = None) -> dict[str, A
 
         if settings.suppression.url is None:
             raise ConfigError("this function was given no suppression list: it runs no regulation")
-        return regulation(event["regulation"], settings.regulation())
+        from services.consumers.replay.request import budget_of
+
+        return regulation(event["regulation"], settings.regulation(), budget_of(context))
     if isinstance(event, dict) and "replay" in event:
         from services.consumers.replay.request import handle as replay
 

@@ -261,6 +261,42 @@ def dag_of(case: str, dag_id: str = DAG_ID) -> dict[str, Any]:
     return result["dags"][dag_id]
 
 
+# Runs in the Airflow venv: `invoke_until_finished` with the Lambda call replaced by answers.
+LOOP = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import liftoff_operations as operations
+
+answers, calls = json.loads(sys.stdin.read()), []
+
+def answer(function, payload, what):
+    calls.append([function, payload])
+    return answers.pop(0)
+
+operations.invoke = answer
+last = operations.invoke_until_finished("ops", {"regulation": {"action": "delete"}}, "run")
+print(json.dumps({"last": last, "calls": calls}))
+"""
+
+
+def test_a_regulation_is_invoked_again_while_it_is_not_finished(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AWS_"))}
+    answers = [{"finished": False, "id": 1}, {"finished": False, "id": 1}, {"finished": True}]
+    done = subprocess.run(
+        [str(AIRFLOW_PYTHON), "-c", LOOP, str(DAGS)],
+        input=json.dumps([*answers, {"never": "asked"}]),
+        env={**env, "AIRFLOW_HOME": str(tmp_path)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["last"] == {"finished": True}
+    assert found["calls"] == [["ops", {"regulation": {"action": "delete"}}]] * 3
+
+
 def payload_of(task: dict[str, Any], run: str) -> dict[str, Any]:
     """The function an AWS task invokes and the payload it sends (rendered as JSON)."""
     kwargs = task[run]["op_kwargs"]
@@ -588,4 +624,5 @@ def test_aws_invokes_the_ops_function_with_the_regulation() -> None:
                 "function": section["regulation_function"],
                 "regulation": PARAMS[REGULATION_DAG_ID][run],
             }
-        assert 15 * 60 < task["execution_timeout"] <= 20 * 60
+        # Invoked again while the answer says finished: false (a large archive), for 12 h.
+        assert task["execution_timeout"] == 12 * 3600

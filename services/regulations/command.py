@@ -20,8 +20,9 @@ import asyncio
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -33,7 +34,11 @@ from services.observability import configure_logging
 from services.regulations import record
 from services.regulations.contract import DEFAULT_SETTLE_SECONDS, RegulationSettings, sqs_urls
 from services.regulations.dead_letters import delete_from_dead_letters
-from services.regulations.deletion import delete_from_archive, delete_from_warehouse
+from services.regulations.deletion import (
+    ArchiveDeletion,
+    delete_from_archive,
+    delete_from_warehouse,
+)
 from services.regulations.destinations import request_deletion
 from services.regulations.settle import wait_for_writer
 from services.stream.address import dead_letter_url_of
@@ -136,16 +141,44 @@ def _warehouse(connection: psycopg.Connection, request: record.Request) -> dict[
     return {"rows": delete_from_warehouse(connection, request.user_ids, request.anonymous_ids)}
 
 
-def _archive(settings: RegulationSettings[str], request: record.Request) -> dict[str, Any]:
+ARCHIVE_COUNTS = ("objects_read", "objects_rewritten", "bytes_rewritten", "lines_removed")
+STOPPED = "stopped at the invocation's time limit: run the same request again to continue"
+
+
+def _archive(
+    settings: RegulationSettings[str],
+    connection: psycopg.Connection,
+    request: record.Request,
+    previous: dict[str, Any] | None,
+    deadline: float | None,
+) -> dict[str, Any]:
+    """The archive scan, resumed after the last key recorded (``previous``, the target's
+    detail), its progress recorded after each chunk; ``resume_after`` set when it stopped at
+    ``deadline``."""
     location = ArchiveLocation.of(settings.archive)
+    before = previous or {}
+    start_after = before.get("resume_after")
+    # Counts carry over only when resuming: a finished scan's detail is not this run's.
+    base = {key: int(before.get(key) or 0) if start_after else 0 for key in ARCHIVE_COUNTS}
+
+    def total(result: ArchiveDeletion) -> dict[str, Any]:
+        return {key: base[key] + getattr(result, key) for key in ARCHIVE_COUNTS}
+
+    def checkpoint(result: ArchiveDeletion, last_key: str) -> None:
+        progress = {**total(result), "resume_after": last_key}
+        record.mark(connection, request.id, "archive", "running", detail=progress)
+
     result = delete_from_archive(
         s3_client(location),
         location.bucket,
         location.prefix,
         request.user_ids,
         request.anonymous_ids,
+        start_after=start_after,
+        deadline=deadline,
+        checkpoint=checkpoint,
     )
-    return asdict(result)
+    return {**total(result), "resume_after": result.resume_after}
 
 
 def _dead_letters(settings: RegulationSettings[str], request: record.Request) -> dict[str, Any]:
@@ -161,33 +194,44 @@ def perform(
     settings: RegulationSettings[str],
     request: record.Request,
     after_target: Callable[[str], None] = lambda target: None,
+    deadline: float | None = None,
 ) -> bool:
-    """Run the request's targets not yet done; True when all are done."""
-    work: dict[str, Callable[[], dict[str, Any]]] = {
-        "suppression": lambda: _suppression(settings, request),
-        "warehouse": lambda: _warehouse(connection, request),
-        "archive": lambda: _archive(settings, request),
-        "dead-letters": lambda: _dead_letters(settings, request),
-        "quarantine": lambda: delete_from_dead_letters(
+    """Run the request's targets not yet done; True when all are done. Past ``deadline``
+    (``time.monotonic()``) no further target starts (the first always does) and the archive
+    scan stops after its chunk in hand, left ``pending`` with its progress for the next run."""
+    work: dict[str, Callable[[dict[str, Any] | None], dict[str, Any]]] = {
+        "suppression": lambda previous: _suppression(settings, request),
+        "warehouse": lambda previous: _warehouse(connection, request),
+        "archive": lambda previous: _archive(settings, connection, request, previous, deadline),
+        "dead-letters": lambda previous: _dead_letters(settings, request),
+        "quarantine": lambda previous: delete_from_dead_letters(
             settings.quarantine_url or "", request.user_ids, request.anonymous_ids
         ),
     }
     finished = True
-    for target in record.unfinished(connection, request.id):
-        record.mark(connection, request.id, target, "running")
+    for n, target in enumerate(record.unfinished(connection, request.id)):
+        if n > 0 and deadline is not None and time.monotonic() >= deadline:
+            return False  # each run makes progress on one target at least
+        previous = record.detail(connection, request.id, target)
+        record.mark(connection, request.id, target, "running", detail=previous)
         try:
             settled = _settle(settings, target)
             if target.startswith(DESTINATION):
                 detail = _destination(settings, request, target)
             else:
-                detail = work[target]()
+                detail = work[target](previous)
             if settled is not None:
                 detail = {**detail, "settled": settled}
         except Exception as error:
             log.exception("regulation target failed", extra={"fields": {"target": target}})
-            record.mark(
-                connection, request.id, target, "failed", f"{type(error).__name__}: {error}"
-            )
+            reason = f"{type(error).__name__}: {error}"
+            # The progress recorded so far stays: the next run resumes after it.
+            progress = record.detail(connection, request.id, target)
+            record.mark(connection, request.id, target, "failed", reason, detail=progress)
+            finished = False
+            continue
+        if detail.get("resume_after"):
+            record.mark(connection, request.id, target, "pending", STOPPED, detail=detail)
             finished = False
             continue
         record.mark(connection, request.id, target, "done", detail=detail)
@@ -235,7 +279,9 @@ def asked(document: Any) -> Asked:
     return Asked(action, ids["userIds"], ids["anonymousIds"], request_id)
 
 
-def execute(settings: RegulationSettings[str], request: Asked) -> tuple[Any, bool]:
+def execute(
+    settings: RegulationSettings[str], request: Asked, deadline: float | None = None
+) -> tuple[Any, bool]:
     """Run ``request`` (``status``: read the record); its status and whether all is done."""
     with connect(settings) as connection:
         if request.action == "status":
@@ -245,7 +291,7 @@ def execute(settings: RegulationSettings[str], request: Asked) -> tuple[Any, boo
         submitted = record.submit(
             connection, request.action, request.user_ids, request.anonymous_ids, targets
         )
-        done = perform(connection, settings, submitted)
+        done = perform(connection, settings, submitted, deadline=deadline)
         return record.status(connection, submitted.id)[0], done
 
 
@@ -300,11 +346,19 @@ def _ids_problem(users: Sequence[str], anonymous: Sequence[str]) -> str | None:
     return None
 
 
-def handle(document: Any, settings: RegulationSettings[str]) -> dict[str, Any]:
-    """The ops function's ``regulation`` payload: the request's status once every target is
-    done, else raise with it (the DAG's task fails; invoking it again resumes the request)."""
+def handle(
+    document: Any, settings: RegulationSettings[str], max_seconds: float | None = None
+) -> dict[str, Any]:
+    """The ops function's ``regulation`` payload, within ``max_seconds`` (what remains of the
+    invocation): the request's status with ``finished``: false when only the time stopped it
+    (invoke it again to continue, the archive scan resuming after its last key), true when
+    every target is done; a failed target raises with the status (the DAG's task fails)."""
     configure_logging(settings.log_level or "INFO")
-    found, done = execute(settings, asked(document))
-    if not done:
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
+    found, done = execute(settings, asked(document), deadline)
+    if isinstance(found, list):
+        return {"requests": found, "finished": True}
+    failed = [name for name, target in found["targets"].items() if target["status"] == "failed"]
+    if failed or (not done and max_seconds is None):
         raise RuntimeError(f"regulation request not finished: {json.dumps(found, default=str)}")
-    return {"requests": found} if isinstance(found, list) else found
+    return {**found, "finished": done}

@@ -11,15 +11,20 @@ transaction.
 Archive: every object under the prefix is read; an object holding none of the ids is left as it
 is (byte-identical, not written); one that holds some is written back under the same key
 without those lines, gzip with a zero mtime as the archiver writes it, and conditionally on the
-ETag read (a concurrent archiver write makes it read again). Re-running after a crash skips the
-objects already rewritten (they no longer hold the ids).
+ETag read (a concurrent archiver write makes it read again). Keys go in order, a chunk at a
+time: after each chunk the caller may record the last key done (``checkpoint``), and a
+``deadline`` stops the scan after the chunk in hand with ``resume_after`` set — the next run
+starts after that key (S3 ``StartAfter``). Without a checkpoint, re-running after a crash skips
+the objects already rewritten (they no longer hold the ids) but reads them again.
 """
 
 from __future__ import annotations
 
 import gzip
+import itertools
 import logging
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +39,8 @@ log = logging.getLogger("liftoff.regulations")
 ID_COLUMNS = ("user_id", "anonymous_id", "previous_id")
 MAX_CONFLICT_RETRIES = 5
 ARCHIVE_CONCURRENCY = 4
+ARCHIVE_CHUNK = 64
+"""Objects scanned between two checkpoints (and deadline checks)."""
 
 
 def _tables_with_ids(connection: psycopg.Connection) -> dict[tuple[str, str], set[str]]:
@@ -136,6 +143,8 @@ class ArchiveDeletion:
     objects_rewritten: int = 0
     bytes_rewritten: int = 0
     lines_removed: int = 0
+    resume_after: str | None = None
+    """The last key scanned when the scan stopped at its deadline (None: it finished)."""
 
 
 def keep_line(line: bytes, user_ids: frozenset[str], anonymous_ids: frozenset[str]) -> bool:
@@ -160,9 +169,10 @@ def needles(user_ids: Sequence[str], anonymous_ids: Sequence[str]) -> tuple[byte
     return tuple(sorted(found))
 
 
-def _keys(client: Any, bucket: str, prefix: str) -> Iterator[str]:
+def _keys(client: Any, bucket: str, prefix: str, start_after: str | None) -> Iterator[str]:
     paginator = client.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+    after = {"StartAfter": start_after} if start_after else {}
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix, **after):
         for item in page.get("Contents", []):
             if item["Key"].endswith(".json.gz"):
                 yield item["Key"]
@@ -212,19 +222,34 @@ def delete_from_archive(
     user_ids: Sequence[str],
     anonymous_ids: Sequence[str],
     concurrency: int = ARCHIVE_CONCURRENCY,
+    *,
+    start_after: str | None = None,
+    deadline: float | None = None,
+    checkpoint: Callable[[ArchiveDeletion, str], None] | None = None,
+    chunk: int = ARCHIVE_CHUNK,
 ) -> ArchiveDeletion:
-    """Every object under ``prefix`` scanned (``concurrency`` at a time: gzip and S3 wait
-    outside the GIL), those holding the ids rewritten without their lines."""
+    """Every object under ``prefix`` (after ``start_after``) scanned, ``concurrency`` at a time
+    (gzip and S3 wait outside the GIL), those holding the ids rewritten without their lines;
+    ``checkpoint(result so far, last key)`` after each chunk of keys; past ``deadline``
+    (``time.monotonic()``) the scan stops after the chunk in hand, at least one chunk done, with
+    ``resume_after`` the last key scanned."""
     from concurrent.futures import ThreadPoolExecutor
 
     ids = (frozenset(user_ids), frozenset(anonymous_ids), needles(user_ids, anonymous_ids))
     result = ArchiveDeletion()
+    keys = _keys(client, bucket, prefix, start_after)
     with ThreadPoolExecutor(concurrency, thread_name_prefix="regulation-archive") as pool:
-        keys = list(_keys(client, bucket, prefix))
-        for written, removed in pool.map(lambda k: _clean_object(client, bucket, k, ids), keys):
-            result.objects_read += 1
-            if removed:
-                result.objects_rewritten += 1
-                result.bytes_rewritten += written
-                result.lines_removed += removed
+        while batch := list(itertools.islice(keys, chunk)):
+            cleaned = pool.map(lambda k: _clean_object(client, bucket, k, ids), batch)
+            for written, removed in cleaned:
+                result.objects_read += 1
+                if removed:
+                    result.objects_rewritten += 1
+                    result.bytes_rewritten += written
+                    result.lines_removed += removed
+            if checkpoint is not None:
+                checkpoint(result, batch[-1])
+            if deadline is not None and time.monotonic() >= deadline and len(batch) == chunk:
+                result.resume_after = batch[-1]
+                break
     return result

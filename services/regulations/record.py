@@ -119,6 +119,15 @@ def unfinished(connection: psycopg.Connection, request_id: int) -> list[str]:
     return [row[0] for row in rows]
 
 
+def detail(connection: psycopg.Connection, request_id: int, target: str) -> dict[str, Any] | None:
+    """What a target recorded last (the archive's progress while it is not done)."""
+    row = connection.execute(
+        f"SELECT detail FROM {SCHEMA}.targets WHERE request_id = %s AND target = %s",
+        (request_id, target),
+    ).fetchone()
+    return row[0] if row else None
+
+
 def mark(
     connection: psycopg.Connection,
     request_id: int,
