@@ -83,7 +83,10 @@ def test_delete_calls_each_destination_api(
         r.json["propertyId"] == "123" and r.json["kind"] == "analytics#userDeletionRequest"
         for r in ga4
     )
-    assert ga4[1].at - ga4[0].at >= MIN_INTERVAL_SECONDS * 0.95  # rate-limited
+    # Rate-limited: the sender starts the second call a full interval after the first, but the
+    # receiver sees the first arrive late when its connection is slow to set up (0.89 s apart
+    # once on a loaded machine); a client that did not pace would send both within milliseconds.
+    assert ga4[1].at - ga4[0].at >= MIN_INTERVAL_SECONDS * 0.5
 
     (hook,) = receiver.all("/hook")
     assert hook.json == {
