@@ -7,19 +7,16 @@ function with the conf, and what it decides from each invocation's summary."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from tests.kubernetes_schema import schema_errors
 from tests.test_dags import (
-    AIRFLOW_PYTHON,
-    DAGS,
     PARAMS,
     REPLAY_DAG_ID,
     dag_of,
+    in_airflow,
     liftoff_sections,
     payload_of,
     policies_admitting,
@@ -157,18 +154,7 @@ SUMMARIES = [
 def test_the_aws_task_invokes_again_only_while_unfinished_and_refuses_destinations(
     tmp_path: Path,
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AWS_"))}
-    done = subprocess.run(
-        [str(AIRFLOW_PYTHON), "-c", DECISIONS, str(DAGS)],
-        input=json.dumps(SUMMARIES),
-        env={**env, "AIRFLOW_HOME": str(tmp_path)},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    found = json.loads(done.stdout.strip().splitlines()[-1])
+    found = in_airflow(DECISIONS, SUMMARIES, tmp_path)
     verdicts = [verdict for verdict, _ in found["steps"]]
     assert verdicts == ["done", "again", "fail", "fail", "fail", "fail", "fail"]
     assert "parked 2" in found["steps"][2][1] and "exit status 1" in found["steps"][3][1]

@@ -279,20 +279,26 @@ print(json.dumps({"last": last, "calls": calls}))
 """
 
 
-def test_a_regulation_is_invoked_again_while_it_is_not_finished(tmp_path: Path) -> None:
+def in_airflow(script: str, given: Any, home: Path) -> Any:
+    """What ``script`` prints last (JSON), run in Airflow's venv with the DAG folder as its
+    argument and ``given`` as JSON on its standard input."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AWS_"))}
-    answers = [{"finished": False, "id": 1}, {"finished": False, "id": 1}, {"finished": True}]
     done = subprocess.run(
-        [str(AIRFLOW_PYTHON), "-c", LOOP, str(DAGS)],
-        input=json.dumps([*answers, {"never": "asked"}]),
-        env={**env, "AIRFLOW_HOME": str(tmp_path)},
-        cwd=tmp_path,
+        [str(AIRFLOW_PYTHON), "-c", script, str(DAGS)],
+        input=json.dumps(given),
+        env={**env, "AIRFLOW_HOME": str(home)},
+        cwd=home,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-4000:]
-    found = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_regulation_is_invoked_again_while_it_is_not_finished(tmp_path: Path) -> None:
+    answers = [{"finished": False, "id": 1}, {"finished": False, "id": 1}, {"finished": True}]
+    found = in_airflow(LOOP, [*answers, {"never": "asked"}], tmp_path)
     assert found["last"] == {"finished": True}
     assert found["calls"] == [["ops", {"regulation": {"action": "delete"}}]] * 3
 
