@@ -19,7 +19,7 @@ import asyncio
 import base64
 import binascii
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +41,7 @@ from services.events.write_keys import WriteKeys
 from services.observability import configure_logging
 from services.stream.contract import stream_url
 from services.stream.kinesis import KinesisStream
-from services.suppression.lists import SuppressionConfig
+from services.suppression.lists import SuppressionConfig, key_in_secret
 
 
 @dataclass
@@ -87,13 +87,10 @@ def load(settings: contract.CollectorFunctionSettings[str]) -> LambdaCollectorSe
         allowed_origins=sources.allowed_origins,
         public_url=sources.public_url,
         no_ip_sources=sources.no_ip_sources,
-        suppression=SuppressionConfig.of(settings.suppression, _secret_reader(settings)),
+        suppression=SuppressionConfig.of(
+            settings.suppression, key_in_secret(settings.suppression_key_secret_arn)
+        ),
     )
-
-
-def _secret_reader(settings: contract.CollectorFunctionSettings[str]) -> Callable[[], str] | None:
-    arn = settings.suppression_key_secret_arn
-    return None if arn is None else lambda: _read_secret(arn).strip()
 
 
 def collector_settings(env: Mapping[str, str]) -> LambdaCollectorSettings:

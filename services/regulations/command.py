@@ -43,7 +43,7 @@ from services.regulations.destinations import request_deletion
 from services.regulations.settle import wait_for_writer
 from services.stream.address import dead_letter_url_of
 from services.suppression.contract import require_suppression
-from services.suppression.lists import entries, open_store
+from services.suppression.lists import entries, key_in_secret, open_store
 
 log = logging.getLogger("liftoff.regulations")
 
@@ -110,13 +110,10 @@ def connect(settings: RegulationSettings[str]) -> psycopg.Connection:
 
 def _suppression_list(settings: RegulationSettings[str]) -> tuple[str, str]:
     """The list's URL and key (on AWS the key from its secret, as the collector reads it)."""
-    arn = settings.suppression_key_secret_arn
-    if arn is None:
+    read_key = key_in_secret(settings.suppression_key_secret_arn)
+    if read_key is None:
         return require_suppression(settings.suppression)
-    import boto3
-
-    key = boto3.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
-    return settings.suppression.url or "", key.strip()
+    return settings.suppression.url or "", read_key()
 
 
 def _suppression(settings: RegulationSettings[str], request: record.Request) -> dict[str, Any]:

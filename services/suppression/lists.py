@@ -242,6 +242,21 @@ class SuppressionConfig:
         return SuppressedIds(open_store(self.url), self.key, self.refresh_seconds)
 
 
+def key_in_secret(arn: str | None) -> Callable[[], str] | None:
+    """A reader of the list's key from its Secrets Manager secret (the AWS functions': the
+    collector, the ops function), or None when the key is in the access (inline or a file)."""
+    if arn is None:
+        return None
+
+    def read() -> str:
+        import boto3
+
+        secret = boto3.client("secretsmanager").get_secret_value(SecretId=arn)
+        return str(secret.get("SecretString") or "").strip()
+
+    return read
+
+
 def open_store(url: str) -> SuppressionStore:
     if url.startswith("s3://"):
         return ObjectStore(url)

@@ -9,7 +9,12 @@ from collections.abc import Callable
 from services.consumers.replay.contract import ReplaySettings
 from services.consumers.replay.lines import ArchivedEvent
 from services.contract import ConfigError
-from services.suppression.lists import READ_TIMEOUT_SECONDS, SuppressedIds, SuppressionConfig
+from services.suppression.lists import (
+    READ_TIMEOUT_SECONDS,
+    SuppressedIds,
+    SuppressionConfig,
+    key_in_secret,
+)
 
 
 async def suppression(settings: ReplaySettings[str]) -> SuppressedIds | None:
@@ -18,7 +23,9 @@ async def suppression(settings: ReplaySettings[str]) -> SuppressedIds | None:
     suppresses nobody. Read once, not refreshed in the background: no S3 or NATS call runs
     beside the replay's own; the replay follows the list as it was when it started."""
     try:
-        config = SuppressionConfig.of(settings.suppression, _key_reader(settings))
+        config = SuppressionConfig.of(
+            settings.suppression, key_in_secret(settings.suppression_key_secret_arn)
+        )
     except ConfigError:
         raise
     except Exception as error:  # the key's secret (the ops function's)
@@ -37,22 +44,6 @@ async def suppression(settings: ReplaySettings[str]) -> SuppressedIds | None:
             "replayed: a suppressed user's events must not be sent"
         ) from None
     return listed
-
-
-def _key_reader(settings: ReplaySettings[str]) -> Callable[[], str] | None:
-    """On AWS the list's key from its secret (``LIFTOFF_SUPPRESSION_KEY_SECRET_ARN``, as the
-    collector and the regulations read it); None: the key is inline or a file."""
-    arn = settings.suppression_key_secret_arn
-    if arn is None:
-        return None
-
-    def read() -> str:
-        import boto3
-
-        secret = boto3.client("secretsmanager").get_secret_value(SecretId=arn)
-        return str(secret["SecretString"]).strip()
-
-    return read
 
 
 def suppressed_check(listed: SuppressedIds | None) -> Callable[[ArchivedEvent], bool] | None:
