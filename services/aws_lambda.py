@@ -118,6 +118,21 @@ def broadcaster_handler(event: dict[str, Any], context: Any = None) -> dict[str,
 # --- the ops function (invoked by the platform's DAGs, dags/liftoff_operations.py) ------------
 
 
+MARGIN_SECONDS = 60.0
+"""What the ops function keeps of an invocation's remaining time to save progress and answer."""
+MINIMUM_SECONDS = 1.0
+
+
+def budget_of(context: Any) -> float | None:
+    """The seconds an operation (a replay, a regulation) may take in this invocation: what
+    remains of it but the margin (at least :data:`MINIMUM_SECONDS`); no limit without a Lambda
+    context."""
+    if context is None:
+        return None
+    remaining = float(context.get_remaining_time_in_millis()) / 1000
+    return max(remaining - MARGIN_SECONDS, MINIMUM_SECONDS)
+
+
 def reconcile_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """The ops function: repair one UTC hour of the warehouse from the archive
     (:func:`services.consumers.reconcile.repair.handle`), or, for ``{"rebuild": {...}}`` (the
@@ -143,13 +158,11 @@ def reconcile_handler(event: dict[str, Any], context: Any = None) -> dict[str, A
 
         if settings.suppression.url is None:
             raise ConfigError("this function was given no suppression list: it runs no regulation")
-        from services.consumers.replay.request import budget_of
-
         return regulation(event["regulation"], settings.regulation(), budget_of(context))
     if isinstance(event, dict) and "replay" in event:
         from services.consumers.replay.request import handle as replay
 
-        return replay(event["replay"], settings.replay(), context)
+        return replay(event["replay"], settings.replay(), budget_of(context))
     from services.consumers.reconcile.repair import handle
 
     return handle(event, settings.reconcile)

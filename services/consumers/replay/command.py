@@ -38,9 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -327,29 +325,6 @@ def target_of(
 def _paced(batch: int, rate: float | None) -> int:
     """A batch is at most one second of the rate, so the pace is even, not bursts."""
     return batch if rate is None else max(1, min(batch, int(rate)))
-
-
-def replay_window(
-    settings: ReplaySettings[str],
-    start: str,
-    end: str,
-    target: str,
-    sources: list[str] | None = None,
-    types: list[str] | None = None,
-    events: list[str] | None = None,
-    rate: float | None = None,
-    dry_run: bool = False,
-    progress: str | None = None,
-    max_seconds: float | None = None,
-) -> int:
-    """One replay: prints the summary as one JSON line; its exit status."""
-    status, summary = run_window(
-        settings, start, end, target, sources, types, events, rate, dry_run, progress, max_seconds
-    )
-    print(json.dumps(summary, sort_keys=True), flush=True)
-    if status == NOT_FINISHED:
-        print("not finished: run the same command again to continue", file=sys.stderr)
-    return status
 
 
 def run_window(

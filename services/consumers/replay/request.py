@@ -1,6 +1,6 @@
 """``python -m services replay``: the replay asked for by options or as one JSON document
 (``--json DOCUMENT``: the ``liftoff_replay`` DAG's conf and the ops function's ``replay``
-payload), then run by :func:`~.command.replay_window` (the ops function: :func:`handle`).
+payload), then run by :func:`~.command.run_window` (the ops function: :func:`handle`).
 
 ``{"from", "to", "target", "sources", "types", "events", "rate", "dryRun"}``: ``from``, ``to``
 and ``target`` as the options ``--from``, ``--to``, ``--target``; the lists as the repeatable
@@ -10,9 +10,10 @@ options (empty or null: all); ``rate`` events per second (null: no limit); ``dry
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
-from services.consumers.replay.command import replay_window, run_window
+from services.consumers.replay.command import NOT_FINISHED, run_window
 from services.consumers.replay.contract import ReplaySettings
 from services.contract import ConfigError
 
@@ -21,9 +22,6 @@ REQUIRED = ("from", "to", "target")
 LISTS = {"sources": "sources", "types": "types", "events": "events"}
 KEYS = (*REQUIRED, *LISTS, "rate", "dryRun")
 FUNCTION_TARGET = "warehouse"
-MARGIN_SECONDS = 60.0
-"""What the ops function keeps of its remaining time to save the progress and answer."""
-MINIMUM_SECONDS = 1.0
 
 
 def options_of(text: str) -> dict[str, Any]:
@@ -80,20 +78,34 @@ def run(
     if document is not None:
         if any(option is not None for option in chosen):
             raise ConfigError("replay: give either --json or --from, --to, --target ...")
-        return replay_window(
+        result = run_window(
             settings, **options_of(document), progress=progress, max_seconds=max_seconds
         )
+        return _printed(*result)
     if start is None or end is None or target is None:
         raise ConfigError("replay: --from, --to and --target are required (or --json)")
-    return replay_window(
+    result = run_window(
         settings, start, end, target, sources, types, events, rate, dry_run, progress, max_seconds
     )
+    return _printed(*result)
 
 
-def handle(document: Any, settings: ReplaySettings[str], context: Any = None) -> dict[str, Any]:
+def _printed(status: int, summary: dict[str, Any]) -> int:
+    """The summary as one JSON line (and, when stopped by the time budget, how to go on); the
+    command's exit status."""
+    print(json.dumps(summary, sort_keys=True), flush=True)
+    if status == NOT_FINISHED:
+        print("not finished: run the same command again to continue", file=sys.stderr)
+    return status
+
+
+def handle(
+    document: Any, settings: ReplaySettings[str], max_seconds: float | None = None
+) -> dict[str, Any]:
     """The ops function's ``replay`` payload (the DAG's conf on MWAA): into the warehouse only,
-    stopping :data:`MARGIN_SECONDS` before the invocation's end; the summary with its
-    ``exit_status`` (0 done, 1 failed or rows parked, 3 not finished: invoke it again)."""
+    within ``max_seconds`` (what the invocation has left; a dry run has no budget: it keeps no
+    progress to resume); the summary with its ``exit_status`` (0 done, 1 failed or rows parked,
+    3 not finished: invoke it again)."""
     options = options_of(json.dumps(document))
     target = options["target"]
     if target != FUNCTION_TARGET:
@@ -103,15 +115,6 @@ def handle(document: Any, settings: ReplaySettings[str], context: Any = None) ->
             "its environment: replay it with `python -m services replay --target "
             f'{target} ...` from a host in the VPC (README "Replay from the archive")'
         )
-    budget = None if options["dry_run"] else budget_of(context)
+    budget = None if options["dry_run"] else max_seconds
     status, summary = run_window(settings, **options, max_seconds=budget)
     return {**summary, "exit_status": status}
-
-
-def budget_of(context: Any) -> float | None:
-    """The seconds a replay may take in this invocation: what remains of it but the margin
-    (at least :data:`MINIMUM_SECONDS`); no limit without a Lambda context."""
-    if context is None:
-        return None
-    remaining = float(context.get_remaining_time_in_millis()) / 1000
-    return max(remaining - MARGIN_SECONDS, MINIMUM_SECONDS)

@@ -14,9 +14,9 @@ import boto3
 import pytest
 
 from services import aws_lambda
+from services.aws_lambda import MARGIN_SECONDS, budget_of
 from services.consumers.archiver.sink import ArchiverConfig
 from services.consumers.replay.progress import OBJECT_DIRECTORY
-from services.consumers.replay.request import MARGIN_SECONDS, budget_of
 from services.contract import ConfigError
 from services.suppression.lists import entries
 from tests.servers import pg_connect
