@@ -15,18 +15,14 @@ files with the function its DAG processor calls on every bundle refresh.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.conftest import stack_run
-from tests.harness import ROOT, run_program
+from tests.harness import run_program
+from tests.test_dags import in_airflow
 
-AIRFLOW_PYTHON = ROOT / ".venv" / "airflow" / "bin" / "python"
 CHART = "kubernetes:helm.sh/v4:Chart"
 CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
 # What the kubelet names the directory of one ConfigMap version (atomic_writer.go).
@@ -63,23 +59,11 @@ def mount_config_map(data: dict[str, str], target: Path) -> None:
 
 def list_dag_files(folders: list[Path], core: dict[str, str]) -> dict[str, Any]:
     """What Airflow's discovery finds in each folder, under the chart's `[core]` config."""
-    if not AIRFLOW_PYTHON.exists():
-        pytest.fail(f"{AIRFLOW_PYTHON} is missing: run `bash .ci/run` (it creates the venv)")
     with tempfile.TemporaryDirectory(prefix="liftoff-airflow-") as home:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-        env.update({"AIRFLOW_HOME": home, "AIRFLOW__CORE__LOAD_EXAMPLES": "False"})
-        env.update({f"AIRFLOW__CORE__{key.upper()}": value for key, value in core.items()})
-        done = subprocess.run(
-            [str(AIRFLOW_PYTHON), "-c", PROBE],
-            input=json.dumps([str(f) for f in folders]),
-            env=env,
-            cwd=home,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+        settings = {"AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+        settings.update({f"AIRFLOW__CORE__{key.upper()}": value for key, value in core.items()})
+        found: dict[str, Any] = in_airflow(PROBE, [str(f) for f in folders], Path(home), settings)
+    return found
 
 
 def _declared(run: Any) -> tuple[dict[str, str], dict[str, Any]]:

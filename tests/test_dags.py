@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -218,40 +219,48 @@ EDGE_CASES = {
 }
 
 
+def in_airflow(
+    script: str,
+    given: Any,
+    home: Path,
+    settings: Mapping[str, str] | None = None,
+    timeout: float = 120,
+) -> Any:
+    """What ``script`` prints last (JSON), run in Airflow's venv with the DAG folder as its
+    argument and ``given`` as JSON on its standard input: Airflow's home ``home``, none of our
+    Airflow, AWS or Kubernetes variables, and ``settings``."""
+    if not AIRFLOW_PYTHON.exists():
+        pytest.fail(f"{AIRFLOW_PYTHON} is missing: run `bash .ci/run` (it creates the venv)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AWS_", "KUBE"))}
+    done = subprocess.run(
+        [str(AIRFLOW_PYTHON), "-c", script, str(DAGS)],
+        input=json.dumps(given),
+        env={**env, "AIRFLOW_HOME": str(home), **(settings or {})},
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 @functools.cache
 def parsed() -> dict[str, Any]:
     """Every case, parsed in one Airflow process (importing Airflow takes a few seconds)."""
-    if not AIRFLOW_PYTHON.exists():
-        pytest.fail(f"{AIRFLOW_PYTHON} is missing: run `bash .ci/run` (it creates the venv)")
     cases = {**liftoff_sections(), **EDGE_CASES}
     with tempfile.TemporaryDirectory(prefix="liftoff-airflow-") as home:
-        env = {
-            name: value
-            for name, value in os.environ.items()
-            if not name.startswith(("AIRFLOW", "AWS_", "KUBE"))
+        settings = {
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            # Not `dags/`: the DAG files import their shared module from the bundle's own
+            # folder, as with liftoff's second bundle beside git-synced DAGs.
+            "AIRFLOW__CORE__DAGS_FOLDER": str(Path(home) / "customer-dags"),
+            "KUBECONFIG": str(Path(home) / "no-kubeconfig"),
         }
-        env.update(
-            {
-                "AIRFLOW_HOME": home,
-                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                # Not `dags/`: the DAG files import their shared module from the bundle's own
-                # folder, as with liftoff's second bundle beside git-synced DAGs.
-                "AIRFLOW__CORE__DAGS_FOLDER": str(Path(home) / "customer-dags"),
-                "KUBECONFIG": str(Path(home) / "no-kubeconfig"),
-            }
-        )
         folders = {case: str(bundle(Path(home), case)) for case in cases}
-        done = subprocess.run(
-            [str(AIRFLOW_PYTHON), "-c", PROBE],
-            input=json.dumps({"folders": folders, "cases": cases, "params": PARAMS}),
-            env=env,
-            cwd=home,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-    assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+        request = {"folders": folders, "cases": cases, "params": PARAMS}
+        found: dict[str, Any] = in_airflow(PROBE, request, Path(home), settings, timeout=300)
+    return found
 
 
 def dag_of(case: str, dag_id: str = DAG_ID) -> dict[str, Any]:
@@ -277,23 +286,6 @@ operations.invoke = answer
 last = operations.invoke_until_finished("ops", {"regulation": {"action": "delete"}}, "run")
 print(json.dumps({"last": last, "calls": calls}))
 """
-
-
-def in_airflow(script: str, given: Any, home: Path) -> Any:
-    """What ``script`` prints last (JSON), run in Airflow's venv with the DAG folder as its
-    argument and ``given`` as JSON on its standard input."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AWS_"))}
-    done = subprocess.run(
-        [str(AIRFLOW_PYTHON), "-c", script, str(DAGS)],
-        input=json.dumps(given),
-        env={**env, "AIRFLOW_HOME": str(home)},
-        cwd=home,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_a_regulation_is_invoked_again_while_it_is_not_finished(tmp_path: Path) -> None:
